@@ -1,0 +1,1 @@
+"""The subject layout on disk, datasets, the sample-video synthesiser and importers."""

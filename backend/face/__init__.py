@@ -1,0 +1,1 @@
+"""Face tracking, the person-specific face model (rig), and the UV rasteriser."""

@@ -1,0 +1,1 @@
+"""Image and video metrics: PSNR, SSIM, LPIPS, sharpness difference, F-LMD, CLIP direction."""

@@ -1,0 +1,1 @@
+"""Networks: StyleGAN2 (pure torch), deformed neural texture, renderer, discriminators."""

@@ -1,0 +1,1 @@
+"""The ZeroMQ service: server, job queue and executor, journal, events."""

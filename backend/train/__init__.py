@@ -1,0 +1,1 @@
+"""Stage-1 training, stage-2 editing, losses, checkpoints and presets."""

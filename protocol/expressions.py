@@ -1,0 +1,101 @@
+"""Expression-coefficient names: the single source of truth for the whole product.
+
+The 52 ARKit blendshape names are the vocabulary shared by Live Link Face CSV files,
+the backend's person-specific face model and the Blender rig's shape keys. The face model
+uses the subset it can measure from MediaPipe landmarks (``FACE_MODEL_NAMES``) plus
+``residual_00``..``residual_NN`` components that make the rig reproduce the tracked shapes.
+
+Pure Python: imported by the backend and vendored into the Blender add-on.
+"""
+
+from __future__ import annotations
+
+ARKIT_NAMES: tuple[str, ...] = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft",
+    "eyeSquintLeft", "eyeWideLeft",
+    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
+    "eyeSquintRight", "eyeWideRight",
+    "jawForward", "jawRight", "jawLeft", "jawOpen",
+    "mouthClose", "mouthFunnel", "mouthPucker", "mouthRight", "mouthLeft",
+    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
+    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight",
+    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
+    "noseSneerLeft", "noseSneerRight",
+    "tongueOut",
+)
+"""The 52 ARKit blendshapes in Live Link Face CSV column order."""
+
+LIVE_LINK_ROTATION_NAMES: tuple[str, ...] = (
+    "HeadYaw", "HeadPitch", "HeadRoll",
+    "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
+    "RightEyeYaw", "RightEyePitch", "RightEyeRoll",
+)
+"""The 9 rotation columns Live Link Face writes after the 52 blendshapes (radians / 1)."""
+
+FACE_MODEL_NAMES: tuple[str, ...] = (
+    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker",
+    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
+    "eyeBlinkLeft", "eyeBlinkRight", "eyeWideLeft", "eyeWideRight",
+    "browInnerUp", "browDownLeft", "browDownRight", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff",
+)
+"""The named coefficients the tracked face model solves for (an ARKit subset)."""
+
+RESIDUAL_PREFIX = "residual_"
+
+HEAD_POSE_NAMES: tuple[str, ...] = ("yaw", "pitch", "roll", "tx", "ty", "tz")
+"""Per-frame head pose columns (T x 6): Euler angles in radians, translation in mesh units."""
+
+ALIASES: dict[str, str] = {
+    # Common spellings seen in other trackers and exporters -> ARKit name.
+    "jaw_open": "jawOpen",
+    "mouthopen": "jawOpen",
+    "blink_l": "eyeBlinkLeft",
+    "blink_r": "eyeBlinkRight",
+    "eyeblink_l": "eyeBlinkLeft",
+    "eyeblink_r": "eyeBlinkRight",
+    "smile_l": "mouthSmileLeft",
+    "smile_r": "mouthSmileRight",
+    "mouthsmile_l": "mouthSmileLeft",
+    "mouthsmile_r": "mouthSmileRight",
+    "browinnerup_l": "browInnerUp",
+    "browinnerup_r": "browInnerUp",
+    "cheekpuff_l": "cheekPuff",
+    "cheekpuff_r": "cheekPuff",
+}
+"""Lower-cased alternative names -> canonical ARKit name."""
+
+_CANONICAL_BY_LOWER: dict[str, str] = {n.lower(): n for n in ARKIT_NAMES + LIVE_LINK_ROTATION_NAMES}
+
+
+def residual_name(index: int) -> str:
+    """Name of the ``index``-th residual component, e.g. ``residual_03``."""
+    return f"{RESIDUAL_PREFIX}{index:02d}"
+
+
+def is_residual(name: str) -> bool:
+    return name.startswith(RESIDUAL_PREFIX)
+
+
+def canonical_name(name: str) -> str | None:
+    """Map a name from any source to its canonical spelling, case-insensitively.
+
+    Returns the ARKit / Live Link rotation name, the residual name itself, or ``None`` when
+    the name is unknown. Suffixes ``_L``/``_R`` and ``Left``/``Right`` are both understood.
+    """
+    key = name.strip()
+    if is_residual(key):
+        return key
+    low = key.lower().replace(" ", "")
+    if low in _CANONICAL_BY_LOWER:
+        return _CANONICAL_BY_LOWER[low]
+    if low in ALIASES:
+        return ALIASES[low]
+    for suffix, side in (("_l", "left"), ("_r", "right")):
+        if low.endswith(suffix) and low[: -len(suffix)] + side in _CANONICAL_BY_LOWER:
+            return _CANONICAL_BY_LOWER[low[: -len(suffix)] + side]
+    return None
