@@ -38,11 +38,10 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterat
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    with atomic_path(path, mode=mode) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path, mode=mode) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> None:
