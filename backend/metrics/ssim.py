@@ -1,0 +1,66 @@
+"""SSIM (Wang et al. 2004) in torch: Gaussian window 11x11, sigma 1.5, K1=0.01, K2=0.03.
+
+Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=...)`` away from the borders; this version pads by
+reflection so every pixel counts (the tests compare with scikit-image on the valid region).
+Used both as a metric (uint8 images) and inside the fallback perceptual loss (tensors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+WINDOW = 11
+SIGMA = 1.5
+
+
+def _gaussian_window(channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    x = torch.arange(WINDOW, device=device, dtype=torch.float64) - (WINDOW - 1) / 2
+    g = torch.exp(-(x**2) / (2 * SIGMA**2))
+    g = (g / g.sum()).to(dtype)
+    return (g[:, None] * g[None, :]).expand(channels, 1, WINDOW, WINDOW).contiguous()
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-pixel SSIM.
+
+    Args:
+        x, y: (B, C, H, W) images on the same scale.
+        data_range: max - min of that scale (1.0 for [0, 1], 2.0 for [-1, 1], 255 for uint8).
+    Returns:
+        (B, C, H, W) SSIM values in [-1, 1]; 1 where the images agree.
+    """
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"ssim needs two (B,C,H,W) tensors of one shape, got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
+    c = x.shape[1]
+    win = _gaussian_window(c, x.device, x.dtype)
+    pad = WINDOW // 2
+    mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(t, (pad, pad, pad, pad), mode=mode), win, groups=c)
+
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per image: (B, C, H, W) x2 -> (B,)."""
+    return ssim_map(x, y, data_range).mean(dim=(1, 2, 3))
+
+
+def ssim_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two (H, W, 3) uint8 RGB images (channels averaged)."""
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    ta = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].double()
+    tb = torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)[None].double()
+    return float(ssim(ta, tb, data_range=255.0)[0])

@@ -1,0 +1,108 @@
+"""Training presets: the single source of truth for sizes, step counts and learning rates.
+
+``tiny`` is for tests (seconds on 2 CPU cores), ``cpu`` is the demo (128 px, minutes on 2 cores),
+``paper`` follows the paper's scale (512 px, CUDA, mixed precision). Everything that differs
+between them lives here; code reads a :class:`Preset` and never hard-codes a size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One training preset.
+
+    Attributes:
+        name: preset name recorded in checkpoints.
+        size: output resolution in pixels (square), also the resolution frames are trained at.
+        model: overrides passed to ``AvatarConfig`` (field name -> value).
+        steps: stage-1 optimisation steps.
+        batch: frames per step.
+        lr_g: Adam learning rate of the generator, skip encoder, deformer and motion MLP.
+        lr_tex: Adam learning rate of the neural texture (higher: it is a free table).
+        lr_d: Adam learning rate of the patch discriminator.
+        pti_w_steps: PTI steps optimising the w pivots with G frozen.
+        pti_g_steps: PTI steps tuning G at the fixed pivots.
+        pti_lr_w: learning rate of the pivot optimisation.
+        pti_lr_g: learning rate of the G tuning.
+        w_tex: weight of the masked texture L1 (channels 1..3 vs the frame).
+        w_l1: weight of the output L1.
+        w_perc: weight of the perceptual (LPIPS or fallback) loss.
+        w_adv: weight of the non-saturating adversarial loss.
+        adv_start: step from which the discriminator and adversarial loss are on.
+        r1_gamma: R1 penalty weight on real patches.
+        r1_every: lazy R1 interval in steps.
+        ema_beta: EMA decay of the rendering copy per step.
+        preview_every: steps between preview grids (0 disables).
+        checkpoint_every: steps between checkpoints (the last step always writes one).
+        mixed_precision: use autocast + GradScaler on CUDA (ignored on CPU).
+        n_preview: frames per preview row group (train and held-out each).
+    """
+
+    name: str
+    size: int
+    model: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1000
+    batch: int = 4
+    lr_g: float = 2e-3
+    lr_tex: float = 1e-2
+    lr_d: float = 2e-3
+    pti_w_steps: int = 50
+    pti_g_steps: int = 50
+    pti_lr_w: float = 2e-2
+    pti_lr_g: float = 3e-3
+    w_tex: float = 1.0
+    w_l1: float = 1.0
+    w_perc: float = 1.0
+    w_adv: float = 0.02
+    adv_start: int = 0
+    r1_gamma: float = 1.0
+    r1_every: int = 16
+    ema_beta: float = 0.99
+    preview_every: int = 100
+    checkpoint_every: int = 500
+    mixed_precision: bool = False
+    n_preview: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny", size=32,
+        model={"channel_multiplier": 1, "max_channels": 32, "style_dim": 32, "n_mlp": 2,
+               "texture_size": 64, "deformer_channels": 8, "skip_channels": 8, "motion_dim": 16},
+        steps=60, batch=4, lr_g=3e-3, lr_tex=2e-2, lr_d=2e-3,
+        pti_w_steps=8, pti_g_steps=8, adv_start=20, ema_beta=0.9,
+        preview_every=30, checkpoint_every=30, n_preview=2,
+    ),
+    "cpu": Preset(
+        name="cpu", size=128,
+        model={"channel_multiplier": 1, "max_channels": 64, "style_dim": 128, "n_mlp": 4,
+               "texture_size": 256, "deformer_channels": 16, "skip_channels": 16, "motion_dim": 32},
+        steps=3000, batch=4, lr_g=2e-3, lr_tex=1e-2, lr_d=2e-3,
+        pti_w_steps=60, pti_g_steps=60, adv_start=500, ema_beta=0.99,
+        preview_every=250, checkpoint_every=500,
+    ),
+    "paper": Preset(
+        name="paper", size=512,
+        model={"channel_multiplier": 2, "max_channels": 512, "style_dim": 512, "n_mlp": 8,
+               "texture_size": 512, "deformer_channels": 32, "skip_channels": 32, "motion_dim": 128},
+        steps=60000, batch=8, lr_g=2e-3, lr_tex=1e-2, lr_d=2e-3,
+        pti_w_steps=500, pti_g_steps=350, adv_start=2000, ema_beta=0.999,
+        preview_every=1000, checkpoint_every=2500, mixed_precision=True, n_preview=4,
+    ),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> Preset:
+    """Return the preset called ``name`` with optional field overrides (e.g. ``steps=30``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return replace(preset, **clean) if clean else preset
