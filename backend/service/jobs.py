@@ -1,0 +1,305 @@
+"""Job queue and executor: one compute worker thread runs jobs one at a time.
+
+The I/O loop (``server.py``) owns the sockets; it calls ``JobManager.submit/cancel/get`` and
+never waits on compute. The worker thread pops the next job (render jobs before any queued
+track/train/edit job, otherwise submission order), runs its ``JobKind`` with a ``JobContext``
+(progress callback, ``should_stop`` predicate, log, frame sink) and records every state
+change in the journal before announcing it with ``emit(msg_type, content)``.
+
+Torch releases the GIL inside its kernels, so a thread keeps the sockets responsive without
+paying a child process's torch import on every start.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from backend.progress import Cancelled, ProgressUpdate
+from backend.service import journal as J
+from backend.service.sandbox import ReadPolicy, check_id
+
+log = logging.getLogger(__name__)
+
+EmitFn = Callable[[str, dict[str, Any]], None]
+"""Thread-safe event publisher: ``emit(msg_type, content)``."""
+FrameSinkFn = Callable[[str, int, Any, Path], None]
+"""Thread-safe frame hand-off: ``sink(job_id, index, frame (H,W,3) uint8, png_path)``."""
+
+PRIORITY_RENDER = 0
+PRIORITY_COMPUTE = 1
+PROGRESS_EVENT_INTERVAL = 0.1
+"""Seconds between job_progress events of one job (the last update of a stage always goes out)."""
+
+
+class JobError(ValueError):
+    """A job request that cannot be accepted (bad parameters, unknown subject, ...). Readable message."""
+
+
+@dataclass
+class ServiceEnv:
+    """What every job kind may use: the workdir, the device string, the read policy."""
+
+    workdir: Path
+    device: str | None = None
+    read_policy: ReadPolicy = field(default_factory=ReadPolicy)
+
+    def job_dir(self, job_id: str) -> Path:
+        """``WORKDIR/jobs/<job_id>/``: a job's stored inputs (curves, UV maps) for resume."""
+        return self.workdir / "jobs" / check_id(job_id, "job id")
+
+
+@dataclass
+class JobContext:
+    """Handed to ``JobKind.run``: the job, the environment and the callbacks to report back."""
+
+    record: J.JobRecord
+    env: ServiceEnv
+    progress: Callable[[ProgressUpdate], None]
+    should_stop: Callable[[], bool]
+    log: Callable[[str], None]
+    frame: Callable[[int, Any, Path], None]
+
+    @property
+    def job_id(self) -> str:
+        return self.record.id
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.record.params
+
+    @property
+    def resuming(self) -> bool:
+        """True when this job ran before (killed, cancelled or failed) and is run again."""
+        return self.record.attempts > 1
+
+
+class JobKind(Protocol):
+    """One kind of job (track, train, edit, render, or a test's own)."""
+
+    name: str
+    priority: int
+
+    def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
+                ) -> dict[str, Any]:
+        """Validate a request at submit time; store big inputs under ``env.job_dir(job_id)``.
+
+        Returns the JSON-able parameters the journal keeps. Raises ``JobError`` or
+        ``SandboxError`` with a message for the client; runs on the I/O thread, so keep it fast.
+        """
+        ...
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        """Do the work; return the outputs (JSON-able, ids/paths inside the workdir)."""
+        ...
+
+
+class _Running:
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.stop = threading.Event()
+
+
+class JobManager:
+    """Queue + single worker thread + journal bookkeeping."""
+
+    def __init__(self, journal: J.Journal, kinds: dict[str, JobKind], env: ServiceEnv,
+                 emit: EmitFn, frame_sink: FrameSinkFn | None = None) -> None:
+        self.journal = journal
+        self.kinds = kinds
+        self.env = env
+        self.emit = emit
+        self.frame_sink = frame_sink
+        self._heap: list[tuple[int, int, str]] = []
+        self._cond = threading.Condition()
+        self._running: _Running | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, requeue_interrupted: bool = False) -> list[str]:
+        """Recover the journal (see ``Journal.recover``), queue what should run, start the worker."""
+        runnable = self.journal.recover(requeue=requeue_interrupted)
+        with self._cond:
+            for rec in runnable:
+                self._push(rec)
+        self._thread = threading.Thread(target=self._worker, name="emo-worker", daemon=True)
+        self._thread.start()
+        return [r.id for r in runnable]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker: cancel the running job (it keeps what it saved) and join."""
+        with self._cond:
+            self._closing = True
+            if self._running is not None:
+                self._running.stop.set()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- I/O-thread API -----------------------------------------------------------------------
+    def submit(self, kind: str, params: dict[str, Any], buffers: dict[str, Any] | None = None,
+               job_id: str | None = None, resume: bool = False) -> tuple[J.JobRecord, bool]:
+        """Accept a job; return ``(record, created)`` at once.
+
+        ``job_id`` is an idempotency key: resubmitting an existing id returns that job. If it
+        is ``interrupted`` (or ``cancelled``/``failed`` and ``resume`` is true) it is queued
+        again and continues from what it saved (checkpoint, frames on disk).
+        """
+        if job_id is not None:
+            check_id(job_id, "job id")
+            existing = self.journal.get(job_id)
+            if existing is not None:
+                if existing.kind != kind:
+                    raise JobError(f"job id {job_id!r} already names a {existing.kind} job, not {kind}")
+                if existing.state == J.INTERRUPTED or (
+                        resume and existing.state in (J.CANCELLED, J.FAILED)):
+                    return self._requeue(existing), True
+                return existing, False
+        else:
+            job_id = f"{kind}-{uuid.uuid4().hex[:12]}"
+        if kind not in self.kinds:
+            known = ", ".join(sorted(self.kinds))
+            raise JobError(f"unknown job kind {kind!r} (known: {known})")
+        stored = self.kinds[kind].prepare(job_id, dict(params), dict(buffers or {}), self.env)
+        record, created = self.journal.add(job_id, kind, stored)
+        if created:
+            with self._cond:
+                self._push(record)
+                self._cond.notify_all()
+            self._announce(record)
+        return record, created
+
+    def resume(self, job_id: str) -> J.JobRecord:
+        """Queue an interrupted, cancelled or failed job again (it continues from what it saved)."""
+        rec = self.journal.get(check_id(job_id, "job id"))
+        if rec is None:
+            raise JobError(f"no job {job_id!r}")
+        if rec.state not in (J.INTERRUPTED, J.CANCELLED, J.FAILED):
+            raise JobError(f"job {job_id!r} is {rec.state}; only interrupted, cancelled or failed jobs resume"
+                           )
+        return self._requeue(rec)
+
+    def cancel(self, job_id: str) -> J.JobRecord:
+        """Cancel a job: a queued one at once, a running one at its next step (``cancelling``)."""
+        with self._cond:
+            rec = self.journal.get(job_id)
+            if rec is None:
+                raise JobError(f"no job {job_id!r}")
+            if rec.state == J.QUEUED:
+                rec = self.journal.set_state(job_id, J.CANCELLED, "cancelled before it started")
+                self._heap = [e for e in self._heap if e[2] != job_id]
+                heapq.heapify(self._heap)
+            elif rec.state == J.RUNNING and self._running and self._running.job_id == job_id:
+                rec = self.journal.set_state(job_id, J.CANCELLING)
+                self._running.stop.set()
+            else:
+                return rec  # already final or cancelling: cancel is idempotent
+        self._announce(rec)
+        return rec
+
+    def get(self, job_id: str) -> J.JobRecord | None:
+        return self.journal.get(job_id)
+
+    def list(self) -> list[J.JobRecord]:
+        return self.journal.list()
+
+    def queue_length(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    @property
+    def running_job(self) -> str | None:
+        r = self._running
+        return r.job_id if r else None
+
+    # -- internals -----------------------------------------------------------------------------
+    def _requeue(self, rec: J.JobRecord) -> J.JobRecord:
+        with self._cond:
+            rec = self.journal.set_state(rec.id, J.QUEUED, None)
+            self._push(rec)
+            self._cond.notify_all()
+        self._announce(rec)
+        return rec
+
+    def _push(self, rec: J.JobRecord) -> None:
+        kind = self.kinds.get(rec.kind)
+        prio = kind.priority if kind is not None else PRIORITY_COMPUTE
+        heapq.heappush(self._heap, (prio, rec.seq, rec.id))
+
+    def _announce(self, rec: J.JobRecord) -> None:
+        self.emit("job_state", {"job_id": rec.id, "kind": rec.kind, "state": rec.state,
+                                "error": rec.error, "outputs": rec.outputs})
+
+    def _next(self) -> tuple[J.JobRecord, _Running] | None:
+        with self._cond:
+            while True:
+                if self._closing:
+                    return None
+                while self._heap:
+                    _, _, job_id = heapq.heappop(self._heap)
+                    rec = self.journal.get(job_id)
+                    if rec is not None and rec.state == J.QUEUED:
+                        running = _Running(job_id)
+                        self._running = running
+                        rec = self.journal.set_state(job_id, J.RUNNING, count_attempt=True)
+                        return rec, running
+                self._cond.wait(0.5)
+
+    def _worker(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            rec, running = item
+            self._announce(rec)
+            self._run_one(rec, running)
+            with self._cond:
+                self._running = None
+
+    def _run_one(self, rec: J.JobRecord, running: _Running) -> None:
+        kind = self.kinds.get(rec.kind)
+        last_sent = [0.0]
+
+        def progress(update: ProgressUpdate) -> None:
+            data = update.to_dict()
+            now = time.monotonic()
+            final = update.step >= update.total
+            if final or now - last_sent[0] >= PROGRESS_EVENT_INTERVAL:
+                last_sent[0] = now
+                self.journal.set_progress(rec.id, data)
+                self.emit("job_progress", {"job_id": rec.id, **data})
+
+        def job_log(message: str, level: str = "info") -> None:
+            self.emit("log", {"job_id": rec.id, "level": level, "message": message})
+
+        def frame(index: int, image: Any, png_path: Path) -> None:
+            if self.frame_sink is not None:
+                self.frame_sink(rec.id, index, image, png_path)
+
+        ctx = JobContext(record=rec, env=self.env, progress=progress,
+                         should_stop=running.stop.is_set, log=job_log, frame=frame)
+        try:
+            if kind is None:
+                raise JobError(f"job kind {rec.kind!r} is not available in this backend")
+            outputs = kind.run(ctx) or {}
+        except Cancelled:
+            if self._closing:
+                final = self.journal.set_state(rec.id, J.INTERRUPTED, "backend shut down while the job ran")
+            else:
+                final = self.journal.set_state(rec.id, J.CANCELLED, "cancelled on request")
+        except Exception as exc:  # every job failure is reported, never fatal
+            log.error("job %s failed:\n%s", rec.id, traceback.format_exc())
+            final = self.journal.set_state(rec.id, J.FAILED, f"{type(exc).__name__}: {exc}")
+        else:
+            self.journal.set_outputs(rec.id, outputs)
+            final = self.journal.set_state(rec.id, J.DONE)
+        self._announce(final)

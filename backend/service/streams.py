@@ -1,0 +1,174 @@
+"""Frame streams: rendered frames to the client that asked, under credit flow control.
+
+Lives on the I/O thread. The worker hands every frame over (``offer``) *after* it is on disk
+(``renders/<job_id>/000000.png``); a stream sends a frame only while its client has credit
+(``frames_credit``). Frames the client is not ready for are kept in memory only up to
+``cache_frames`` per stream; beyond that the stream forgets the pixels and reads the frame
+back from disk when credit arrives. So a slow or vanished client costs at most
+``cache_frames`` frames of memory (plus ZeroMQ's send high-water mark), and the render itself
+never waits for the client.
+
+A stream belongs to the shell identity that submitted the job, or to whoever last sent
+``frames_credit`` for it (a client that reconnects, or a second viewer, can take it over and
+restart at any index).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SendFrameFn = Callable[["FrameStream", int, str, Any, str], bool]
+"""``send(stream, index, encoding, payload, png_path) -> sent``; False when the socket is full
+(retry later). Raises ``LookupError`` when the client is gone (detaches the stream)."""
+
+MAX_CREDIT = 256
+"""Outstanding credit a client may hold per stream (more is clamped)."""
+
+
+@dataclass
+class FrameStream:
+    """Delivery state of one render job's frames to one client."""
+
+    job_id: str
+    out_dir: Path
+    identities: list[bytes] | None
+    parent: dict[str, Any]
+    encoding: str = "raw"
+    credit: int = 0
+    next_index: int = 0
+    available: int = 0
+    total: int | None = None
+    finished: bool = False
+    end_sent: bool = False
+    sent: int = 0
+    cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
+
+    @property
+    def complete(self) -> bool:
+        return self.finished and self.next_index >= self.available
+
+
+def frame_file(out_dir: Path, index: int) -> Path:
+    """``renders/<job_id>/000123.png``."""
+    return Path(out_dir) / f"{index:06d}.png"
+
+
+def read_frame_png(path: Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def read_frame_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a frame PNG on disk."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read frame {path}")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+class StreamTable:
+    """All frame streams of the server, keyed by job id."""
+
+    def __init__(self, send: SendFrameFn, cache_frames: int = 8) -> None:
+        self.send = send
+        self.cache_frames = cache_frames
+        self.streams: dict[str, FrameStream] = {}
+
+    def open(self, job_id: str, out_dir: Path, identities: list[bytes] | None, parent: dict[str, Any],
+             encoding: str = "raw", credit: int = 0) -> FrameStream:
+        """Create (or re-own) the stream of a render job."""
+        st = self.streams.get(job_id)
+        if st is None:
+            st = FrameStream(job_id=job_id, out_dir=Path(out_dir), identities=identities, parent=parent,
+                             encoding=encoding)
+            self.streams[job_id] = st
+        else:
+            st.identities, st.parent, st.encoding = identities, parent, encoding
+        st.credit = min(MAX_CREDIT, st.credit + max(0, credit))
+        return st
+
+    def credit(self, job_id: str, identities: list[bytes], parent: dict[str, Any], credit: int,
+               start: int | None = None, encoding: str | None = None) -> FrameStream | None:
+        """Grant ``credit`` more frames; the sender becomes the stream's owner.
+
+        A new owner (another identity) starts from ``start`` (default 0) with fresh credit; the
+        same owner continues where it is unless ``start`` is given.
+        """
+        st = self.streams.get(job_id)
+        if st is None:
+            return None
+        if st.identities != identities:
+            st.identities, st.credit, st.end_sent = identities, 0, False
+            st.next_index = 0 if start is None else start
+        elif start is not None:
+            st.next_index, st.end_sent = start, False
+        st.parent = parent
+        if encoding:
+            st.encoding = encoding
+        st.credit = min(MAX_CREDIT, st.credit + max(0, credit))
+        return st
+
+    def offer(self, job_id: str, index: int, image: np.ndarray | None) -> None:
+        """A frame is on disk (``image`` is its pixels or None). Frames arrive in index order."""
+        st = self.streams.get(job_id)
+        if st is None:
+            return
+        st.available = max(st.available, index + 1)
+        if image is not None and index >= st.next_index and len(st.cache) < self.cache_frames:
+            st.cache[index] = image
+        self.pump(st)
+
+    def finish(self, job_id: str, total: int | None) -> None:
+        """The job reached a final state; ``total`` frames are on disk (None if unknown)."""
+        st = self.streams.get(job_id)
+        if st is None:
+            return
+        st.finished = True
+        if total is not None:
+            st.total = total
+            st.available = max(st.available, total)
+        self.pump(st)
+
+    def pump_all(self) -> None:
+        for st in list(self.streams.values()):
+            self.pump(st)
+
+    def pump(self, st: FrameStream) -> None:
+        """Send frames while the owner has credit and frames are available."""
+        while st.identities is not None and st.credit > 0 and st.next_index < st.available:
+            i = st.next_index
+            png = frame_file(st.out_dir, i)
+            try:
+                if st.encoding == "png":
+                    payload: Any = read_frame_png(png)
+                else:
+                    payload = st.cache.get(i)
+                    if payload is None:
+                        payload = read_frame_rgb(png)
+                ok = self.send(st, i, st.encoding, payload, str(png))
+            except LookupError:
+                log.info("client of job %s is gone; frames stay on disk in %s", st.job_id, st.out_dir)
+                st.identities, st.credit = None, 0
+                return
+            except OSError as exc:
+                log.error("job %s: frame %d unreadable: %s", st.job_id, i, exc)
+                ok = True  # skip it rather than stall the stream forever
+            if not ok:
+                return
+            st.cache.pop(i, None)
+            st.next_index += 1
+            st.credit -= 1
+            st.sent += 1
+        # drop cached pixels the client already skipped past
+        for k in [k for k in st.cache if k < st.next_index]:
+            del st.cache[k]
