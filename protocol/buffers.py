@@ -1,0 +1,163 @@
+"""numpy arrays <-> raw buffer frames described in the (signed) content.
+
+A message's content carries ``"_buffers": [descriptor, ...]`` in the same order as the
+buffer frames that follow the content frame. A descriptor is::
+
+    {"name": "uv_maps", "dtype": "float16", "shape": [T, H, W, 3], "nbytes": 393216 * T,
+     "checksum": "crc32:1a2b3c4d"}          # checksum optional, see below
+
+Conventions:
+- dtypes come from :data:`ALLOWED_DTYPES` only (no object / structured dtypes), always
+  little-endian and C-contiguous on the wire; big-endian or strided arrays are converted on send.
+- decoded arrays are zero-copy, **read-only** views of the received frames
+  (``np.frombuffer``); ``arr.copy()`` when you need to write.
+- checksums cover the buffer bytes: ``"crc32:%08x"`` (zlib.crc32, ~3.5 GB/s here: catches
+  corruption and bugs, not an attacker) or ``"hmac-sha256:<hex>"`` keyed with the session key
+  (~1.1 GB/s: authenticates the bytes like the signature does the dicts). The descriptor
+  itself, with the checksum, is inside the HMAC-signed content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import BufferSpecError
+
+BUFFERS_KEY = "_buffers"
+"""Reserved content key listing the buffer descriptors."""
+
+ALLOWED_DTYPES: tuple[str, ...] = (
+    "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+    "float16", "float32", "float64",
+)
+"""dtype names a buffer may have (numpy names; little-endian on the wire)."""
+
+CHECKSUMS: tuple[str, ...] = ("none", "crc32", "hmac-sha256")
+"""Buffer checksum schemes: ``none`` trusts the transport, ``crc32`` detects corruption,
+``hmac-sha256`` authenticates the bytes with the session key."""
+
+MAX_NDIM = 8
+
+_LE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in ALLOWED_DTYPES}
+
+
+def compute_checksum(data: memoryview | bytes, scheme: str, key: bytes = b"") -> str:
+    """Checksum string for ``data`` under ``scheme`` (``crc32`` or ``hmac-sha256``)."""
+    if scheme == "crc32":
+        return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+    if scheme == "hmac-sha256":
+        return "hmac-sha256:" + hmac.new(key, data, hashlib.sha256).hexdigest()
+    raise BufferSpecError(f"unknown checksum scheme {scheme!r}; use one of {', '.join(CHECKSUMS)}")
+
+
+def verify_checksum(data: memoryview | bytes, checksum: str, key: bytes = b"", *,
+                    what: str = "buffer") -> None:
+    """Raise :class:`BufferSpecError` unless ``checksum`` (``scheme:hex``) matches ``data``."""
+    if not isinstance(checksum, str) or ":" not in checksum:
+        raise BufferSpecError(f"{what}: checksum {checksum!r} is not of the form 'crc32:<hex>'")
+    scheme = checksum.split(":", 1)[0]
+    if scheme not in ("crc32", "hmac-sha256"):
+        raise BufferSpecError(f"{what}: unknown checksum scheme {scheme!r}; expected crc32 or hmac-sha256")
+    expected = compute_checksum(data, scheme, key)
+    if not hmac.compare_digest(expected.encode(), checksum.encode("utf-8", "replace")):
+        raise BufferSpecError(
+            f"{what}: {scheme} checksum mismatch (bytes damaged or altered in transit); resend it")
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """Wire name of ``dtype`` or :class:`BufferSpecError` when it is not allowed."""
+    name = np.dtype(dtype).name
+    if name not in _LE_DTYPES:
+        raise BufferSpecError(
+            f"dtype {np.dtype(dtype)} cannot travel as a buffer; convert to one of "
+            f"{', '.join(ALLOWED_DTYPES)}")
+    return name
+
+
+def encode_buffers(buffers: Mapping[str, np.ndarray] | None, checksum: str = "crc32",
+                   key: bytes = b"") -> tuple[list[dict[str, Any]], list[memoryview]]:
+    """Describe and expose ``buffers`` for sending.
+
+    Returns (descriptors, frames): frames are memoryviews of little-endian C-contiguous arrays
+    (no copy when the array already is one), ready for ``send_multipart(copy=False)``.
+    """
+    if checksum not in CHECKSUMS:
+        raise BufferSpecError(f"unknown checksum scheme {checksum!r}; use one of {', '.join(CHECKSUMS)}")
+    descriptors: list[dict[str, Any]] = []
+    frames: list[memoryview] = []
+    for name, arr in (buffers or {}).items():
+        if not isinstance(name, str) or not name:
+            raise BufferSpecError(f"buffer name {name!r} must be a non-empty string")
+        if not isinstance(arr, np.ndarray):
+            raise BufferSpecError(f"buffer {name!r} is a {type(arr).__name__}; pass a numpy array")
+        wire = _LE_DTYPES[dtype_name(arr.dtype)]
+        if arr.ndim > MAX_NDIM:
+            raise BufferSpecError(f"buffer {name!r} has {arr.ndim} dimensions; at most {MAX_NDIM} allowed")
+        arr = np.ascontiguousarray(arr, dtype=wire)
+        view = memoryview(arr).cast("B") if arr.size else memoryview(b"")
+        desc: dict[str, Any] = {"name": name, "dtype": wire.name, "shape": list(arr.shape),
+                                "nbytes": int(arr.nbytes)}
+        if checksum != "none":
+            desc["checksum"] = compute_checksum(view, checksum, key)
+        descriptors.append(desc)
+        frames.append(view)
+    return descriptors, frames
+
+
+def _check_descriptor(desc: Any, i: int) -> tuple[str, np.dtype, tuple[int, ...], int]:
+    if not isinstance(desc, Mapping):
+        raise BufferSpecError(f"buffer descriptor #{i} is a {type(desc).__name__}, expected a map")
+    name, dt, shape, nbytes = desc.get("name"), desc.get("dtype"), desc.get("shape"), desc.get("nbytes")
+    if not isinstance(name, str) or not name:
+        raise BufferSpecError(f"buffer descriptor #{i} has no valid 'name'")
+    if dt not in _LE_DTYPES:
+        raise BufferSpecError(f"buffer {name!r}: dtype {dt!r} not allowed; use one of "
+                              f"{', '.join(ALLOWED_DTYPES)}")
+    if (not isinstance(shape, list | tuple) or len(shape) > MAX_NDIM
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise BufferSpecError(f"buffer {name!r}: shape {shape!r} must be a list of at most "
+                              f"{MAX_NDIM} non-negative ints")
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool):
+        raise BufferSpecError(f"buffer {name!r}: 'nbytes' missing or not an int")
+    dtype = _LE_DTYPES[dt]
+    expected = dtype.itemsize * int(np.prod(shape, dtype=np.float64)) if shape else dtype.itemsize
+    if expected != nbytes:
+        raise BufferSpecError(f"buffer {name!r}: {dt} x {list(shape)} is {expected} bytes "
+                              f"but nbytes says {nbytes}")
+    return name, dtype, tuple(int(s) for s in shape), nbytes
+
+
+def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = b"",
+                   require_checksum: bool = False) -> dict[str, np.ndarray]:
+    """Turn received buffer frames into read-only arrays, checking every descriptor.
+
+    Raises :class:`BufferSpecError` for a bad descriptor, a frame whose size disagrees with
+    dtype x shape, a duplicate name, a checksum mismatch, or (``require_checksum``) a missing one.
+    """
+    if descriptors is None:
+        descriptors = []
+    if not isinstance(descriptors, list | tuple):
+        raise BufferSpecError(f"content[{BUFFERS_KEY!r}] must be a list of buffer descriptors")
+    if len(descriptors) != len(frames):
+        raise BufferSpecError(f"content describes {len(descriptors)} buffers but {len(frames)} buffer "
+                              "frames arrived (truncated message?)")
+    out: dict[str, np.ndarray] = {}
+    for i, (desc, frame) in enumerate(zip(descriptors, frames, strict=True)):
+        name, dtype, shape, nbytes = _check_descriptor(desc, i)
+        if name in out:
+            raise BufferSpecError(f"buffer name {name!r} appears twice")
+        if len(frame) != nbytes:
+            raise BufferSpecError(f"buffer {name!r}: frame has {len(frame)} bytes, descriptor says {nbytes}")
+        checksum = desc.get("checksum")
+        if checksum is not None:
+            verify_checksum(frame, checksum, key, what=f"buffer {name!r}")
+        elif require_checksum:
+            raise BufferSpecError(f"buffer {name!r} has no checksum but this receiver requires one")
+        out[name] = np.frombuffer(frame, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+    return out

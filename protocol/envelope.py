@@ -1,0 +1,375 @@
+"""The signed multipart envelope (Jupyter style, msgpack instead of JSON, never pickle).
+
+Wire layout of one message (each item one ZeroMQ frame)::
+
+    [identity ...] b"<EMO|MSG>" signature header parent_header content buffer ...
+
+- identities: ROUTER routing ids (none on a DEALER/SUB socket);
+- signature: lowercase hex HMAC-SHA256 (64 ASCII bytes) over the three serialised dicts
+  header + parent_header + content, keyed with the connection file's key, checked with
+  ``hmac.compare_digest`` before anything is unpacked;
+- header: ``{msg_id: uuid4 hex, session: hex id of the sender, msg_type, proto: "1.0",
+  date: ISO-8601 UTC, seq: per-session counter}``; parent_header: the request's header
+  echoed in its replies/frames (``{}`` otherwise);
+- content: msgpack map, validated against :mod:`protocol.messages`; its reserved
+  ``"_buffers"`` list describes the buffer frames (see :mod:`protocol.buffers`).
+
+Size limit: the summed length of all frames is checked against ``max_message_bytes`` before
+any frame is unpacked. For an earlier bound, call :func:`configure_socket` on the socket
+(sets ``zmq.MAXMSGSIZE`` per frame; libzmq then drops the peer instead of buffering).
+
+Thread safety: a :class:`Session` is cheap and holds only the key and a counter; use one per
+thread (ZeroMQ sockets are single-threaded anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from . import PROTOCOL_VERSION
+from .buffers import BUFFERS_KEY, CHECKSUMS, decode_buffers, encode_buffers
+from .errors import (
+    FrameError,
+    MessageTooLarge,
+    ProtocolError,
+    SchemaError,
+    SignatureError,
+    VersionError,
+)
+from .messages import reply_type, validate, validate_buffers
+
+DELIM = b"<EMO|MSG>"
+"""Frame separating routing identities from the signed message."""
+
+PROTO = f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}"
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+"""Default receive limit (512 MiB): ~1300 frames of 256x256x3 float16 UV maps."""
+MAX_DICT_BYTES = 16 * 1024 * 1024
+"""Limit for each of header / parent_header / content (big data goes in buffers)."""
+MAX_IDENTITIES = 16
+
+Frame = bytes | memoryview | zmq.Frame
+
+
+@dataclass(eq=False)
+class Message:
+    """One decoded message.
+
+    Attributes:
+        header: dict with msg_id, session, msg_type, proto, date, seq.
+        content: validated content with defaults filled (no ``_buffers`` key).
+        buffers: name -> read-only numpy array (zero-copy views of the received frames).
+        parent_header: header of the request this answers, ``{}`` when none.
+        identities: ROUTER routing identities (address a reply with them).
+    """
+
+    header: dict[str, Any]
+    content: dict[str, Any]
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    parent_header: dict[str, Any] = field(default_factory=dict)
+    identities: list[bytes] = field(default_factory=list)
+
+    @property
+    def msg_type(self) -> str:
+        return self.header["msg_type"]
+
+    @property
+    def msg_id(self) -> str:
+        return self.header["msg_id"]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        if (self.header, self.parent_header, self.content, list(self.identities)) != (
+                other.header, other.parent_header, other.content, list(other.identities)):
+            return False
+        if self.buffers.keys() != other.buffers.keys():
+            return False
+        return all(_same_array(self.buffers[k], other.buffers[k]) for k in self.buffers)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+def _default(obj: Any) -> Any:
+    """msgpack hook: numpy scalars become Python numbers; arrays must travel as buffers."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        raise SchemaError("numpy arrays cannot go in content; pass them as buffers=(name -> array)")
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    raise SchemaError(f"content value of type {type(obj).__name__} is not serialisable; "
+                      "use str, int, float, bool, None, list, dict or bytes")
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack-encode a dict (raises :class:`SchemaError` for unserialisable values)."""
+    try:
+        return msgpack.packb(obj, default=_default, use_bin_type=True)
+    except SchemaError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise SchemaError(f"content cannot be serialised: {exc}") from None
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    raise FrameError(f"msgpack extension type {code} is not allowed in messages")
+
+
+def unpack_dict(data: memoryview | bytes, what: str) -> dict[str, Any]:
+    """Decode one msgpack map frame; any failure becomes :class:`FrameError`."""
+    if len(data) > MAX_DICT_BYTES:
+        raise MessageTooLarge(f"{what} frame is {len(data)} bytes; at most {MAX_DICT_BYTES} allowed "
+                              "(send large data as buffers)")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_ext_hook,
+                              use_list=True)
+    except FrameError:
+        raise
+    except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, StackError, ...)
+        raise FrameError(f"{what} frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise FrameError(f"{what} frame decodes to a {type(obj).__name__}, expected a map")
+    return obj
+
+
+def _frame_view(frame: Any) -> memoryview:
+    if isinstance(frame, zmq.Frame):
+        return frame.buffer
+    if isinstance(frame, memoryview):
+        return frame if frame.format == "B" and frame.ndim == 1 else frame.cast("B")
+    if isinstance(frame, bytes | bytearray):
+        return memoryview(frame)
+    raise FrameError(f"message frame of type {type(frame).__name__}; expected bytes")
+
+
+def parse_version(proto: Any) -> tuple[int, int]:
+    """``"1.0"`` -> (1, 0); anything else raises :class:`FrameError`."""
+    if isinstance(proto, str):
+        parts = proto.split(".")
+        if len(parts) == 2 and all(p.isdigit() and len(p) < 6 for p in parts):
+            return int(parts[0]), int(parts[1])
+    raise FrameError(f"header 'proto' {proto!r} is not a 'major.minor' version string")
+
+
+def configure_socket(sock: zmq.Socket, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    """Apply the protocol's socket options: per-frame ``MAXMSGSIZE`` and ``LINGER`` 0."""
+    sock.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
+    sock.setsockopt(zmq.LINGER, 0)
+
+
+class Session:
+    """Signs, serialises, verifies and decodes messages for one side of a connection.
+
+    Args:
+        key: the shared HMAC key (``ConnectionInfo.key`` as bytes); must be non-empty.
+        session_id: this sender's id (uuid4 hex by default), put in every header.
+        max_message_bytes: receive limit over all frames of one message.
+        checksum: scheme for outgoing buffers: ``"crc32"`` (default), ``"hmac-sha256"``, ``"none"``.
+        require_checksum: refuse incoming buffers without a checksum.
+    """
+
+    def __init__(self, key: bytes, session_id: str | None = None, *,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, checksum: str = "crc32",
+                 require_checksum: bool = False) -> None:
+        if isinstance(key, str):
+            key = key.encode("ascii")
+        if not isinstance(key, bytes) or not key:
+            raise SignatureError("a non-empty HMAC key is required (take it from the connection file)")
+        if checksum not in CHECKSUMS:
+            raise ValueError(f"checksum must be one of {CHECKSUMS}, got {checksum!r}")
+        self.key = key
+        self.session_id = session_id or uuid.uuid4().hex
+        self.max_message_bytes = int(max_message_bytes)
+        self.checksum = checksum
+        self.require_checksum = require_checksum
+        self._seq = itertools.count()
+        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+
+    # -- signing ------------------------------------------------------------------------------
+    def sign(self, parts: Sequence[bytes | memoryview]) -> bytes:
+        """Hex HMAC-SHA256 of the concatenated serialised parts."""
+        h = self._hmac.copy()
+        for p in parts:
+            h.update(p)
+        return h.hexdigest().encode("ascii")
+
+    # -- building -----------------------------------------------------------------------------
+    def msg_header(self, msg_type: str) -> dict[str, Any]:
+        return {
+            "msg_id": uuid.uuid4().hex,
+            "session": self.session_id,
+            "msg_type": msg_type,
+            "proto": PROTO,
+            "date": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "seq": next(self._seq),
+        }
+
+    def serialize(self, msg_type: str, content: Mapping[str, Any] | None = None, *,
+                  parent: Message | Mapping[str, Any] | None = None,
+                  buffers: Mapping[str, np.ndarray] | None = None,
+                  ident: bytes | Sequence[bytes] | None = None, check: bool = True,
+                  header: Mapping[str, Any] | None = None) -> list[bytes | memoryview]:
+        """Build the frames of one message.
+
+        ``parent`` is the request (a :class:`Message` or its header) this message answers.
+        ``check`` validates content and buffers against the message table first (so a sender's
+        bug raises here, not on the peer). ``header`` overrides the generated header (tests).
+        Returns frames for ``socket.send_multipart(frames, copy=False)``.
+        """
+        return self._build(msg_type, content, parent, buffers, ident, check, header)[0]
+
+    def _build(self, msg_type: str, content: Mapping[str, Any] | None,
+               parent: Message | Mapping[str, Any] | None, buffers: Mapping[str, np.ndarray] | None,
+               ident: bytes | Sequence[bytes] | None, check: bool,
+               header: Mapping[str, Any] | None) -> tuple[list[bytes | memoryview], dict[str, Any]]:
+        content = dict(content or {})
+        if check:
+            content = validate(msg_type, content)
+            validate_buffers(msg_type, content, buffers or {})
+        descriptors, buffer_frames = encode_buffers(buffers, self.checksum, self.key)
+        if descriptors:
+            content[BUFFERS_KEY] = descriptors
+        parent_header = parent.header if isinstance(parent, Message) else dict(parent or {})
+        hdr = dict(header) if header is not None else self.msg_header(msg_type)
+        parts = [pack(hdr), pack(parent_header), pack(content)]
+        frames: list[bytes | memoryview] = []
+        if ident is not None:
+            frames.extend([ident] if isinstance(ident, bytes) else list(ident))
+        frames.append(DELIM)
+        frames.append(self.sign(parts))
+        frames.extend(parts)
+        frames.extend(buffer_frames)
+        return frames, hdr
+
+    def error_content(self, exc: BaseException | str, evalue: str | None = None) -> dict[str, Any]:
+        """Content of an error reply: ``{"status": "error", "ename", "evalue"}``."""
+        if isinstance(exc, BaseException):
+            ename = exc.ename if isinstance(exc, ProtocolError) else type(exc).__name__
+            return {"status": "error", "ename": ename, "evalue": evalue or str(exc) or ename}
+        return {"status": "error", "ename": str(exc), "evalue": evalue or str(exc)}
+
+    # -- parsing ------------------------------------------------------------------------------
+    def split_identities(self, frames: Sequence[Any]) -> tuple[list[bytes], list[memoryview]]:
+        """Split at the delimiter; returns (identities, frames after the delimiter)."""
+        views = [_frame_view(f) for f in frames]
+        for i, v in enumerate(views[: MAX_IDENTITIES + 1]):
+            if len(v) == len(DELIM) and v.tobytes() == DELIM:
+                return [x.tobytes() for x in views[:i]], views[i + 1:]
+        raise FrameError(f"no {DELIM!r} delimiter frame within the first {MAX_IDENTITIES + 1} frames; "
+                         "the peer does not speak this protocol")
+
+    def deserialize(self, frames: Sequence[Any], *, validate_content: bool = True) -> Message:
+        """Verify and decode received frames (``recv_multipart(copy=False)`` output or bytes).
+
+        Order of checks: total size (:class:`MessageTooLarge`), delimiter and frame count
+        (:class:`FrameError`), signature (:class:`SignatureError`), msgpack and header fields
+        (:class:`FrameError`), protocol major (:class:`VersionError`), content schema
+        (:class:`UnknownMessageType`, :class:`SchemaError`), buffers (:class:`BufferSpecError`).
+        Raises only :class:`ProtocolError` subclasses.
+        """
+        try:
+            total = sum(len(f) for f in frames)
+        except TypeError:
+            raise FrameError("message frames must be bytes-like") from None
+        if total > self.max_message_bytes:
+            raise MessageTooLarge(f"message of {total} bytes exceeds the limit of {self.max_message_bytes} "
+                                  "bytes; send less per message (e.g. split a render with frame_range)")
+        identities, rest = self.split_identities(frames)
+        if len(rest) < 4:
+            raise FrameError(f"message has {len(rest)} frames after the delimiter; at least 4 "
+                             "(signature, header, parent_header, content) are required",
+                             identities=identities)
+        signature, h, p, c, *bufs = rest
+        expected = self.sign([h, p, c])
+        if not hmac.compare_digest(expected, signature.tobytes()):
+            raise SignatureError("bad message signature: the sender uses a different key (connection file) "
+                                 "or the message was altered", identities=identities)
+        header = unpack_dict(h, "header")
+        for key, typ in (("msg_id", str), ("msg_type", str), ("session", str), ("proto", str)):
+            if not isinstance(header.get(key), typ):
+                raise FrameError(f"header field {key!r} missing or not a string", identities=identities)
+        try:
+            major, minor = parse_version(header["proto"])
+        except FrameError as exc:
+            exc.identities = identities
+            raise
+        if major != PROTOCOL_VERSION[0]:
+            raise VersionError(
+                f"protocol version mismatch: peer speaks {major}.{minor}, this side speaks {PROTO}; "
+                "install matching add-on and backend versions (same major)",
+                identities=identities, header=header)
+        try:
+            parent_header = unpack_dict(p, "parent_header")
+            content = unpack_dict(c, "content")
+            descriptors = content.pop(BUFFERS_KEY, None)
+            buffers = decode_buffers(descriptors, bufs, self.key, self.require_checksum)
+            if validate_content:
+                content = validate(header["msg_type"], content)
+                validate_buffers(header["msg_type"], content, buffers)
+        except ProtocolError as exc:
+            exc.identities, exc.header = identities, header
+            raise
+        return Message(header=header, content=content, buffers=buffers, parent_header=parent_header,
+                       identities=identities)
+
+    # -- sockets ------------------------------------------------------------------------------
+    def send(self, socket: zmq.Socket, msg_type: str, content: Mapping[str, Any] | None = None,
+             parent: Message | Mapping[str, Any] | None = None,
+             buffers: Mapping[str, np.ndarray] | None = None,
+             ident: bytes | Sequence[bytes] | None = None, *, flags: int = 0) -> dict[str, Any]:
+        """Serialise and send (buffers zero-copy). Returns the header sent (for matching replies)."""
+        frames, hdr = self._build(msg_type, content, parent, buffers, ident, True, None)
+        socket.send_multipart(frames, flags=flags, copy=False)
+        return hdr
+
+    def send_reply(self, socket: zmq.Socket, request: Message, content: Mapping[str, Any] | None = None,
+                   buffers: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """Send ``<request type>_reply`` (status ok unless content says otherwise) back to its sender."""
+        body = {"status": "ok", **(content or {})}
+        return self.send(socket, reply_type(request.msg_type), body, parent=request, buffers=buffers,
+                         ident=request.identities)
+
+    def send_error(self, socket: zmq.Socket, exc: BaseException | str, *, ident: Sequence[bytes] | None,
+                   parent: Message | Mapping[str, Any] | None = None, msg_type: str | None = None) -> None:
+        """Send an error reply. Its type is ``<parent type>_reply`` when the parent's type is a
+        known request, else ``error_reply``."""
+        parent_header = parent.header if isinstance(parent, Message) else dict(parent or {})
+        if msg_type is None:
+            msg_type = reply_type(parent_header.get("msg_type", "")) if parent_header else "error_reply"
+        self.send(socket, msg_type, self.error_content(exc), parent=parent_header, ident=ident)
+
+    def recv(self, socket: zmq.Socket, *, flags: int = 0, validate_content: bool = True) -> Message:
+        """Receive and decode one message (raises :class:`ProtocolError` subclasses on bad input,
+        ``zmq.Again`` with ``zmq.NOBLOCK`` when none is waiting)."""
+        frames = socket.recv_multipart(flags=flags, copy=False)
+        return self.deserialize(frames, validate_content=validate_content)
+
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DELIM",
+    "PROTO",
+    "Message",
+    "Session",
+    "configure_socket",
+    "pack",
+    "parse_version",
+    "unpack_dict",
+]
