@@ -89,8 +89,10 @@ class MessageSpec:
 # --------------------------------------------------------------------------------------------
 # vocabulary
 
-JOB_STATES: tuple[str, ...] = ("queued", "running", "cancelling", "cancelled", "failed", "done")
-FINAL_JOB_STATES: tuple[str, ...] = ("cancelled", "failed", "done")
+JOB_STATES: tuple[str, ...] = ("queued", "running", "cancelling", "cancelled", "failed", "done", "interrupted")
+FINAL_JOB_STATES: tuple[str, ...] = ("cancelled", "failed", "done", "interrupted")
+"""``interrupted``: the backend stopped (killed, restarted) while the job was queued or running;
+resubmitting the same job_id resumes it (checkpoint, frames on disk)."""
 SERVER_STATES: tuple[str, ...] = ("starting", "idle", "busy", "stopping")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 FRAME_ENCODINGS: tuple[str, ...] = ("raw", "png")
