@@ -1,0 +1,279 @@
+"""Expression fitting: named ARKit-style coefficients measured from landmarks, a blendshape basis
+solved over the clip by least squares, and residual (PCA) components.
+
+Input is the pose-free face shape of every frame, ``shapes`` (T, 468, 3) in canonical cm, mesh
+axes (x = image right = the subject's *left*, y up, z towards the viewer), obtained by undoing the
+per-frame similarity pose (``backend.face.track``).
+
+1. **Named coefficients** (``protocol.expressions.FACE_MODEL_NAMES``), ARKit semantics, each from
+   a geometric measure (``MEASURES``): jawOpen from the chin drop + inner-lip gap, eyeBlink from
+   the lid distance over the eye width, mouthSmile/Frown from the mouth-corner height relative to
+   the lip centre, brows from brow height over the eye corners, etc. A measure is turned into a
+   coefficient in [0, 1] over the clip: ``e = clip((m - base) / max(p99(m - base), min_range))``
+   where ``base`` is the neutral level (the clip's median for expressions that are usually
+   absent, a low percentile for ones that are on half the time, e.g. jaw opening while talking)
+   and ``min_range`` (cm or ratio) stops a clip without, say, any smile from blowing noise up to
+   a full smile.
+2. **Basis**: ``S_t = neutral + sum_k e_tk B_k`` solved by ridge least squares over the valid
+   frames. Each named coefficient may only move the vertices of its region (eyes for blinks,
+   mouth for smiles, ...), so ``eyeBlinkLeft`` never drags the right eye along even when the
+   person always blinks with both; vertices outside every region get no named delta.
+3. **Residuals**: PCA of what the named part leaves; components up to ``energy`` of the residual
+   variance (at most ``max_residual``), named ``residual_00``..; their coefficients are scaled
+   to [-1, 1] over the clip. With them the rig reproduces the tracked shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from backend.face.canonical import load_canonical_mesh
+from backend.face.rig import FaceRig, canonical_uvs_v_up
+from protocol.expressions import FACE_MODEL_NAMES, residual_name
+
+Shapes = np.ndarray  # (T, 468, 3)
+
+
+def _y(s: Shapes, *ids: int) -> np.ndarray:
+    return s[:, list(ids), 1].mean(axis=1)
+
+
+def _dist(s: Shapes, a: int, b: int) -> np.ndarray:
+    return np.linalg.norm(s[:, a] - s[:, b], axis=1)
+
+
+# Landmark ids (MediaPipe FaceMesh). "L" = subject's left = +x in mesh axes.
+_EYE_L = ((386, 374), (385, 380), (387, 373)), (263, 362)
+_EYE_R = ((159, 145), (158, 153), (160, 144)), (33, 133)
+_BROW_L, _BROW_R = (336, 296, 334, 293, 300), (107, 66, 105, 63, 70)
+
+
+def _eye_open(s: Shapes, eye: tuple) -> np.ndarray:
+    pairs, (outer, inner) = eye
+    lid = np.mean([_dist(s, a, b) for a, b in pairs], axis=0)
+    return lid / np.maximum(_dist(s, outer, inner), 1e-6)
+
+
+def _lip_gap(s: Shapes) -> np.ndarray:
+    return _y(s, 13) - _y(s, 14)  # upper inner lip above lower inner lip (cm)
+
+
+def _jaw(s: Shapes) -> np.ndarray:
+    return (_y(s, 6) - _y(s, 152)) + _lip_gap(s)  # chin drop below the nose bridge + lip gap
+
+
+def _corner(s: Shapes, corner: int) -> np.ndarray:
+    return s[:, corner, 1] - 0.5 * (s[:, 0, 1] + s[:, 17, 1])  # corner height over the lip centre
+
+
+def _mouth_width(s: Shapes) -> np.ndarray:
+    return _dist(s, 61, 291)
+
+
+def _brow(s: Shapes, ids: tuple[int, ...], eye_corner: int) -> np.ndarray:
+    return _y(s, *ids) - s[:, eye_corner, 1]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How one named coefficient is measured.
+
+    Attributes:
+        fn: shapes (T, 468, 3) -> (T,) raw measure.
+        sign: +1 when the expression increases the measure, -1 when it decreases it.
+        base: "median" (neutral = clip median) or "low" (neutral = 2nd percentile of sign * m).
+        min_range: smallest measure change that counts as a full (1.0) expression.
+        region: canonical vertex (3,) cm -> bool, the vertices the coefficient may move.
+    """
+
+    fn: Callable[[Shapes], np.ndarray]
+    sign: float
+    base: str
+    min_range: float
+    region: Callable[[np.ndarray], np.ndarray]
+
+
+def _side(v: np.ndarray, left: bool, margin: float = 0.6) -> np.ndarray:
+    return v[:, 0] > -margin if left else v[:, 0] < margin
+
+
+def _near(v: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    return (v[:, 0] - cx) ** 2 + (v[:, 1] - cy) ** 2 < r * r
+
+
+def _mouth_region(v: np.ndarray) -> np.ndarray:
+    return (v[:, 1] < -1.2) & (np.abs(v[:, 0]) < 5.5)
+
+
+def _lower_face(v: np.ndarray) -> np.ndarray:
+    return v[:, 1] < -1.2
+
+
+def _eye_region(left: bool) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda v: _near(v, 3.2 if left else -3.2, 2.6, 2.4)
+
+
+def _brow_region(left: bool) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda v: (v[:, 1] > 2.0) & _side(v, left)
+
+
+def _pucker(s: Shapes) -> np.ndarray:
+    return -_mouth_width(s)
+
+
+MEASURES: dict[str, Measure] = {
+    "jawOpen": Measure(_jaw, +1, "low", 1.0, _lower_face),
+    # mouthClose / mouthFunnel / mouthPucker are derived from others in measure_named()
+    "mouthClose": Measure(_lip_gap, -1, "low", 0.4, _mouth_region),
+    "mouthFunnel": Measure(_pucker, +1, "median", 0.4, _mouth_region),
+    "mouthPucker": Measure(_pucker, +1, "median", 0.4, _mouth_region),
+    "mouthSmileLeft": Measure(lambda s: _corner(s, 291), +1, "median", 0.3,
+                              lambda v: _mouth_region(v) & _side(v, True)),
+    "mouthSmileRight": Measure(lambda s: _corner(s, 61), +1, "median", 0.3,
+                               lambda v: _mouth_region(v) & _side(v, False)),
+    "mouthFrownLeft": Measure(lambda s: _corner(s, 291), -1, "median", 0.3,
+                              lambda v: _mouth_region(v) & _side(v, True)),
+    "mouthFrownRight": Measure(lambda s: _corner(s, 61), -1, "median", 0.3,
+                               lambda v: _mouth_region(v) & _side(v, False)),
+    "eyeBlinkLeft": Measure(lambda s: _eye_open(s, _EYE_L), -1, "median", 0.12, _eye_region(True)),
+    "eyeBlinkRight": Measure(lambda s: _eye_open(s, _EYE_R), -1, "median", 0.12, _eye_region(False)),
+    "eyeWideLeft": Measure(lambda s: _eye_open(s, _EYE_L), +1, "median", 0.06, _eye_region(True)),
+    "eyeWideRight": Measure(lambda s: _eye_open(s, _EYE_R), +1, "median", 0.06, _eye_region(False)),
+    "browInnerUp": Measure(lambda s: 0.5 * (_brow(s, (336, 296), 362) + _brow(s, (107, 66), 133)), +1,
+                           "median", 0.3, lambda v: (v[:, 1] > 2.0) & (np.abs(v[:, 0]) < 3.8)),
+    "browDownLeft": Measure(lambda s: _brow(s, _BROW_L, 362), -1, "median", 0.3, _brow_region(True)),
+    "browDownRight": Measure(lambda s: _brow(s, _BROW_R, 133), -1, "median", 0.3, _brow_region(False)),
+    "browOuterUpLeft": Measure(lambda s: _brow(s, (300, 276), 263), +1, "median", 0.3,
+                               lambda v: (v[:, 1] > 2.0) & (v[:, 0] > 2.5)),
+    "browOuterUpRight": Measure(lambda s: _brow(s, (70, 46), 33), +1, "median", 0.3,
+                                lambda v: (v[:, 1] > 2.0) & (v[:, 0] < -2.5)),
+    "cheekPuff": Measure(lambda s: _dist(s, 205, 425), +1, "median", 0.3,
+                         lambda v: (v[:, 1] < 0.5) & (v[:, 1] > -6.5) & (np.abs(v[:, 0]) > 2.0)),
+}
+assert tuple(MEASURES) == FACE_MODEL_NAMES, "MEASURES must follow protocol.expressions.FACE_MODEL_NAMES"
+
+
+def _normalise(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
+    x = meas.sign * m
+    ref = x[valid] if valid.any() else x
+    base = float(np.median(ref)) if meas.base == "median" else float(np.percentile(ref, 2))
+    span = max(float(np.percentile(ref - base, 99)), meas.min_range)
+    return np.clip((x - base) / span, 0.0, 1.0)
+
+
+def measure_named(shapes: Shapes, valid: np.ndarray | None = None) -> np.ndarray:
+    """Named coefficients of every frame.
+
+    Args:
+        shapes: (T, 468, 3) pose-free face shapes, canonical cm, mesh axes.
+        valid: (T,) bool, frames with a real detection (the others do not set the normalisation).
+    Returns:
+        (T, len(FACE_MODEL_NAMES)) float32 in [0, 1], columns in FACE_MODEL_NAMES order.
+    """
+    s = np.asarray(shapes, dtype=np.float64)
+    v = np.ones(s.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    out = {name: _normalise(meas.fn(s), meas, v) for name, meas in MEASURES.items()}
+    # Lips: narrowing with lips apart is a funnel, with lips together a pucker;
+    # mouthClose (ARKit) is "lips closed although the jaw is open".
+    lips_open = np.clip(_normalise(_lip_gap(s), Measure(_lip_gap, +1, "low", 0.4, _mouth_region), v), 0, 1)
+    narrowing = out["mouthPucker"]
+    out["mouthFunnel"] = narrowing * lips_open
+    out["mouthPucker"] = narrowing * (1.0 - lips_open)
+    out["mouthClose"] = np.clip(out["jawOpen"] - lips_open, 0.0, 1.0)
+    return np.stack([out[n] for n in FACE_MODEL_NAMES], axis=1).astype(np.float32)
+
+
+def region_masks(vertices: np.ndarray | None = None) -> np.ndarray:
+    """(K_named, 468) bool: which vertices each named coefficient may move (canonical geometry)."""
+    v = load_canonical_mesh().vertices if vertices is None else vertices
+    return np.stack([MEASURES[n].region(v) for n in FACE_MODEL_NAMES])
+
+
+@dataclass
+class FitResult:
+    """Output of ``fit_face_model``.
+
+    Attributes:
+        rig: the FaceRig (names = FACE_MODEL_NAMES + residual names).
+        coefficients: (T, K) float32 raw (unsmoothed) coefficients of every frame.
+        residual_rms: RMS (cm) of shapes - rig.shape(coefficients) over the valid frames.
+        shape_rms: RMS (cm) of shapes - mean shape (the variation to explain), for scale.
+    """
+
+    rig: FaceRig
+    coefficients: np.ndarray
+    residual_rms: float
+    shape_rms: float
+
+
+def _solve_named_basis(S: np.ndarray, E: np.ndarray, masks: np.ndarray, ridge: float) -> np.ndarray:
+    """Per-vertex ridge least squares restricted to each vertex's active coefficients.
+
+    S: (T, N, 3) centred shapes; E: (T, K) centred coefficients; masks (K, N). Returns (K, N, 3).
+    """
+    K, N = masks.shape
+    B = np.zeros((K, N, 3))
+    G = E.T @ E
+    lam = ridge * (np.trace(G) / max(K, 1) + 1e-9)
+    groups: dict[bytes, list[int]] = {}
+    for j in range(N):
+        groups.setdefault(masks[:, j].tobytes(), []).append(j)
+    for key, verts in groups.items():
+        active = np.frombuffer(key, dtype=bool)
+        if not active.any():
+            continue
+        idx = np.nonzero(active)[0]
+        A = G[np.ix_(idx, idx)] + lam * np.eye(len(idx))
+        rhs = E[:, idx].T @ S[:, verts].reshape(S.shape[0], -1)
+        B[np.ix_(idx, verts)] = np.linalg.solve(A, rhs).reshape(len(idx), len(verts), 3)
+    return B
+
+
+def fit_face_model(shapes: Shapes, named: np.ndarray, valid: np.ndarray | None = None,
+                   max_residual: int = 12, energy: float = 0.95, ridge: float = 1e-3) -> FitResult:
+    """Solve the person-specific blendshape rig over a clip.
+
+    Args:
+        shapes: (T, 468, 3) pose-free shapes (cm, mesh axes).
+        named: (T, K_named) named coefficients from ``measure_named``.
+        valid: (T,) bool frames used for the fit (default all).
+        max_residual: most residual components kept.
+        energy: share of the residual variance the residual components must explain.
+        ridge: ridge strength relative to the mean coefficient variance.
+    Returns:
+        FitResult with the rig and per-frame coefficients (named then residual).
+    """
+    S = np.asarray(shapes, dtype=np.float64)
+    E = np.asarray(named, dtype=np.float64)
+    T, N, _ = S.shape
+    v = np.ones(T, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    Sv, Ev = S[v], E[v]
+    mean_S, mean_E = Sv.mean(0), Ev.mean(0)
+    B = _solve_named_basis(Sv - mean_S, Ev - mean_E, region_masks(), ridge)
+    neutral = mean_S - np.tensordot(mean_E, B, axes=1)
+    R = (S - neutral - np.tensordot(E, B, axes=1)).reshape(T, -1)  # residual of every frame
+    Rv = R[v]
+    mean_R = Rv.mean(0)
+    neutral = neutral + mean_R.reshape(N, 3)
+    R = R - mean_R
+    _, sv, Vt = np.linalg.svd(R[v], full_matrices=False)
+    var = sv**2
+    n_res = 0
+    if var.sum() > 1e-12:
+        n_res = int(np.searchsorted(np.cumsum(var) / var.sum(), energy) + 1)
+        n_res = min(n_res, max_residual, len(sv))
+    scores = R @ Vt[:n_res].T  # (T, n_res)
+    m = np.maximum(np.abs(scores[v]).max(0), 1e-9) if n_res else np.zeros(0)
+    res_deltas = (Vt[:n_res] * m[:, None]).reshape(n_res, N, 3)
+    coeffs = np.concatenate([E, scores / m], axis=1).astype(np.float32)
+    names = list(FACE_MODEL_NAMES) + [residual_name(i) for i in range(n_res)]
+    mesh = load_canonical_mesh()
+    rig = FaceRig(names=names, neutral=neutral, deltas=np.concatenate([B, res_deltas], axis=0),
+                  uvs=canonical_uvs_v_up(), triangles=mesh.triangles)
+    recon = rig.shape(coeffs[v])
+    residual_rms = float(np.sqrt(((recon - Sv) ** 2).sum(-1).mean()))
+    shape_rms = float(np.sqrt(((Sv - mean_S) ** 2).sum(-1).mean()))
+    return FitResult(rig=rig, coefficients=coeffs, residual_rms=residual_rms, shape_rms=shape_rms)
