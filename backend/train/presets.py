@@ -18,7 +18,7 @@ class Preset:
     Attributes:
         name: preset name recorded in checkpoints.
         size: output resolution in pixels (square), also the resolution frames are trained at.
-        model: overrides passed to ``AvatarConfig`` (field name -> value).
+        model: ``AvatarConfig`` fields besides size and n_expr (field name -> value).
         steps: stage-1 optimisation steps.
         batch: frames per step.
         lr_g: Adam learning rate of the generator, skip encoder, deformer and motion MLP.
@@ -70,28 +70,39 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def avatar_config(self, n_expr: int) -> Any:
+        """The ``backend.model.config.AvatarConfig`` of this preset for ``n_expr`` expression curves."""
+        from backend.model.config import AvatarConfig
+
+        return AvatarConfig(size=self.size, n_expr=n_expr, **self.model)
+
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny", size=32,
-        model={"channel_multiplier": 1, "max_channels": 32, "style_dim": 32, "n_mlp": 2,
-               "texture_size": 64, "deformer_channels": 8, "skip_channels": 8, "motion_dim": 16},
+        model=dict(tex_size=64, pyramid_levels=3, style_dim=32, n_mlp=2, channel_multiplier=0.25,
+                   channel_max=32, motion_dim=16, motion_hidden=32, deform_channels=8, deform_channel_max=16,
+                   deform_size=32, skip_min_res=4, skip_channel_max=16, patch_channels=16, patch_layers=2),
         steps=60, batch=4, lr_g=3e-3, lr_tex=2e-2, lr_d=2e-3,
         pti_w_steps=8, pti_g_steps=8, adv_start=20, ema_beta=0.9,
         preview_every=30, checkpoint_every=30, n_preview=2,
     ),
     "cpu": Preset(
         name="cpu", size=128,
-        model={"channel_multiplier": 1, "max_channels": 64, "style_dim": 128, "n_mlp": 4,
-               "texture_size": 256, "deformer_channels": 16, "skip_channels": 16, "motion_dim": 32},
+        model=dict(tex_size=128, pyramid_levels=4, style_dim=256, n_mlp=4, channel_multiplier=0.25,
+                   channel_max=128, motion_dim=64, motion_hidden=128, deform_channels=16,
+                   deform_channel_max=64,
+                   deform_size=64, skip_min_res=8, skip_channel_max=64, patch_channels=32, patch_layers=3),
         steps=3000, batch=4, lr_g=2e-3, lr_tex=1e-2, lr_d=2e-3,
         pti_w_steps=60, pti_g_steps=60, adv_start=500, ema_beta=0.99,
         preview_every=250, checkpoint_every=500,
     ),
     "paper": Preset(
         name="paper", size=512,
-        model={"channel_multiplier": 2, "max_channels": 512, "style_dim": 512, "n_mlp": 8,
-               "texture_size": 512, "deformer_channels": 32, "skip_channels": 32, "motion_dim": 128},
+        model=dict(tex_size=512, pyramid_levels=4, style_dim=512, n_mlp=8, channel_multiplier=2,
+                   channel_max=512, motion_dim=128, motion_hidden=256, deform_channels=32,
+                   deform_channel_max=256,
+                   deform_size=128, skip_min_res=8, skip_channel_max=256, patch_channels=64, patch_layers=3),
         steps=60000, batch=8, lr_g=2e-3, lr_tex=1e-2, lr_d=2e-3,
         pti_w_steps=500, pti_g_steps=350, adv_start=2000, ema_beta=0.999,
         preview_every=1000, checkpoint_every=2500, mixed_precision=True, n_preview=4,

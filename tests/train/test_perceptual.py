@@ -61,5 +61,5 @@ def test_bad_backbone_file_is_named(torch_home: Path) -> None:
     path = torch_home / "hub" / "checkpoints" / perceptual.BACKBONE_FILES["alex"]
     path.parent.mkdir(parents=True)
     torch.save({"features.0.weight": torch.zeros(3, 3, 1, 1)}, path)
-    with pytest.raises(ValueError, match="features.0.weight has shape"):
+    with pytest.raises(ValueError, match=r"features\.0\.weight has shape"):
         perceptual.build_perceptual("alex")

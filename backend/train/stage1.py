@@ -1,0 +1,424 @@
+"""Stage-1 training of an Emo-Avatar on one subject (paper 3.2).
+
+Order: load the subject -> build the avatar (StyleGAN2 from ``--stylegan`` or random init) ->
+few-shot PTI on the 4 extreme-pose frames -> stage 1:
+
+    L_G = w_tex * L1(tex_rgb, frame | UV mask) + w_l1 * L1(out, frame)
+          + w_perc * Perceptual(out, frame) + w_adv * softplus(-D(out, uv))
+    L_D = softplus(-D(frame, uv)) + softplus(D(out, uv)) + lazy R1 on real patches
+
+Adam for both; an EMA copy of the avatar is what checkpoints, previews and metrics use. Held-out
+frames (``Subject.split()``) are never drawn. Ctrl-C or ``should_stop`` writes a checkpoint of
+the current step, then raises ``Cancelled``; ``resume=True`` continues from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.device import pick_device
+from backend.metrics.psnr import psnr
+from backend.paths import CHECKPOINT_NAME, avatar_dir
+from backend.progress import Cancelled, EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.train import losses as L
+from backend.train.checkpoint import (
+    CheckpointError,
+    config_differences,
+    load_state_strict,
+    read_checkpoint,
+    save_checkpoint,
+)
+from backend.train.data import SubjectTensors, TrainSampler, load_subject_tensors
+from backend.train.perceptual import Perceptual, build_perceptual, file_sha256
+from backend.train.presets import Preset, get_preset
+from backend.train.previews import loss_curve_png, preview_grid, to_uint8, write_png
+from protocol.fileio import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT = "random-init warm start"
+METRICS_NAME = "metrics.json"
+LOSS_CURVE_NAME = "loss_curve.png"
+PREVIEW_DIRNAME = "previews"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_discriminator(cfg: Any) -> torch.nn.Module:
+    """The UV-conditioned patch discriminator of ``cfg`` (image 3 + uv 3 channels in)."""
+    from backend.model.patch_discriminator import PatchDiscriminator
+
+    return PatchDiscriminator(in_channels=6, channels=cfg.patch_channels, n_layers=cfg.patch_layers)
+
+
+def stylegan_init(avatar: torch.nn.Module, stylegan: Path | None) -> dict[str, Any]:
+    """Load a pretrained StyleGAN2 into ``avatar.generator`` when given; return the meta record."""
+    if stylegan is None:
+        log.warning("no pretrained StyleGAN2 given (--stylegan CKPT): the generator starts from random "
+                    "weights and PTI acts as a warm start (%s)", RANDOM_INIT)
+        return {"kind": RANDOM_INIT}
+    from backend.model.checkpoint import load_stylegan2_checkpoint
+
+    path = Path(stylegan)
+    if not path.is_file():
+        raise FileNotFoundError(f"--stylegan {path}: no such file")
+    load_stylegan2_checkpoint(path, avatar.generator)
+    digest = file_sha256(path)
+    log.info("generator initialised from pretrained StyleGAN2 %s (sha256 %s)", path, digest[:16])
+    return {"kind": "pretrained", "path": str(path.resolve()), "sha256": digest}
+
+
+@dataclass
+class TrainState:
+    """Mutable bookkeeping saved with every checkpoint."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    psnr: list[tuple[int, float]] = field(default_factory=list)
+    pti: dict[str, Any] = field(default_factory=dict)
+    pti_curve: list[tuple[str, int, float]] = field(default_factory=list)
+    stylegan_init: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Stage1Trainer:
+    """Holds the avatar, its EMA copy, the discriminator and both optimisers for one run."""
+
+    def __init__(self, preset: Preset, data: SubjectTensors, device: torch.device, perceptual: Perceptual,
+                 seed: int, out_dir: Path) -> None:
+        from backend.model.avatar import EmoAvatar
+
+        self.preset = preset
+        self.data = data
+        self.device = device
+        self.perceptual = perceptual
+        self.seed = seed
+        self.out_dir = out_dir
+        self.cfg = preset.avatar_config(len(data.expression_names))
+        self.avatar = EmoAvatar(self.cfg).to(device)
+        self.ema = copy.deepcopy(self.avatar).eval().requires_grad_(False)
+        self.disc = make_discriminator(self.cfg).to(device)
+        tex = [p for n, p in self.avatar.named_parameters() if n.startswith("texture.")]
+        rest = [p for n, p in self.avatar.named_parameters() if not n.startswith("texture.")]
+        groups = [{"params": tex, "lr": preset.lr_tex}, {"params": rest, "lr": preset.lr_g}]
+        self.opt_g = torch.optim.Adam(groups, betas=(0.5, 0.99))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d, betas=(0.0, 0.99))
+        self.sampler = TrainSampler(data.train_ids, preset.batch, seed)
+        self.amp = preset.mixed_precision and device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if (self.amp and torch.cuda.is_bf16_supported()) else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.state = TrainState()
+        self.total = preset.steps
+
+    # -- meta and checkpoints --------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "config": self.cfg.to_dict(), "preset": self.preset.name, "preset_params": self.preset.to_dict(),
+            "subject_id": self.data.subject_id, "expression_names": list(self.data.expression_names),
+            "fps": self.data.fps, "size": self.cfg.size, "step": s.step, "total_steps": self.total,
+            "seed": self.seed, "stylegan_init": dict(s.stylegan_init),
+            "perceptual": self.perceptual.description,
+            "pti": dict(s.pti), "heldout_psnr": s.psnr[-1][1] if s.psnr else None,
+            "heldout_ids": [int(i) for i in self.data.heldout_ids], "train_seconds": round(s.seconds, 2),
+            "history": [dict(h) for h in s.history], "psnr_history": [[int(a), float(b)] for a, b in s.psnr],
+            "pti_curve": [[a, int(b), float(c)] for a, b, c in s.pti_curve],
+            "mixed_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "off",
+        }
+
+    def save(self, path: Path) -> Path:
+        train = {
+            "avatar": self.avatar.state_dict(), "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(), "sampler_rng": self.sampler.state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_checkpoint(path, self.ema.state_dict(), self.meta(), train)
+        log.info("checkpoint step %d -> %s", self.state.step, path)
+        return path
+
+    def load(self, path: Path) -> None:
+        """Restore everything from a checkpoint written by :meth:`save` (for ``--resume``)."""
+        data = read_checkpoint(path)
+        meta = data["meta"]
+        if meta.get("preset") != self.preset.name:
+            raise CheckpointError(f"{path} was trained with preset {meta.get('preset')!r}; you asked for "
+                                  f"{self.preset.name!r}. Resume with --preset {meta.get('preset')}.")
+        diff = config_differences(meta.get("config", {}), self.cfg.to_dict())
+        if diff:
+            raise CheckpointError(f"{path} has a different architecture: {'; '.join(diff)}")
+        if list(meta.get("expression_names", [])) != list(self.data.expression_names):
+            raise CheckpointError(f"{path} was trained on other expression curves than this subject has")
+        if data.get("train") is None:
+            raise CheckpointError(f"{path} holds no training state (render-only file); cannot resume")
+        tr = data["train"]
+        load_state_strict(self.avatar, tr["avatar"], f"{path} (avatar)")
+        load_state_strict(self.ema, data["avatar"], f"{path} (EMA avatar)")
+        load_state_strict(self.disc, tr["disc"], f"{path} (discriminator)")
+        self.opt_g.load_state_dict(tr["opt_g"])
+        self.opt_d.load_state_dict(tr["opt_d"])
+        self.scaler.load_state_dict(tr["scaler"])
+        self.sampler.set_state(tr["sampler_rng"])
+        torch.set_rng_state(tr["torch_rng"])
+        s = self.state
+        s.step = int(meta["step"])
+        s.history = [dict(h) for h in meta.get("history", [])]
+        s.psnr = [(int(a), float(b)) for a, b in meta.get("psnr_history", [])]
+        s.pti = dict(meta.get("pti", {}))
+        s.pti_curve = [(a, int(b), float(c)) for a, b, c in meta.get("pti_curve", [])]
+        s.stylegan_init = dict(meta.get("stylegan_init", {}))
+        s.seconds = float(meta.get("train_seconds", 0.0))
+        log.info("resuming %s at step %d of %d", path, s.step, self.total)
+
+    # -- one optimisation step -------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def step(self) -> dict[str, float]:
+        p = self.preset
+        step = self.state.step
+        frames, uv, win = self.data.batch(self.sampler.next(), self.device)
+        use_adv = p.w_adv > 0 and step >= p.adv_start
+
+        # discriminator
+        d_logs: dict[str, float] = {}
+        if use_adv:
+            self.disc.requires_grad_(True)
+            with torch.no_grad(), self._autocast():
+                fake = self.avatar(uv, win).image
+            with self._autocast():
+                d_loss = L.d_logistic_loss(self.disc(frames, uv), self.disc(fake.float(), uv))
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler.scale(d_loss).backward()
+            self.scaler.step(self.opt_d)
+            d_logs["d"] = float(d_loss)
+            if p.r1_every > 0 and step % p.r1_every == 0:
+                real = frames.detach().requires_grad_(True)
+                r1 = L.r1_penalty(self.disc(real, uv), real)
+                self.opt_d.zero_grad(set_to_none=True)
+                (p.r1_gamma / 2 * r1 * p.r1_every).backward()
+                self.opt_d.step()
+                d_logs["r1"] = float(r1)
+            self.disc.requires_grad_(False)
+
+        # generator side
+        with self._autocast():
+            out = self.avatar(uv, win)
+            mask = out.mask.float()
+            l_tex = L.masked_l1(out.tex_rgb.float(), frames, mask)
+            img = out.image.float()
+            l_l1 = torch.abs(img - frames).mean()
+            l_perc = self.perceptual(img, frames).mean()
+            loss = p.w_tex * l_tex + p.w_l1 * l_l1 + p.w_perc * l_perc
+            l_adv = L.g_nonsaturating_loss(self.disc(img, uv)) if use_adv else None
+            if l_adv is not None:
+                loss = loss + p.w_adv * l_adv
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        self._update_ema()
+        logs = {"total": float(loss), "tex": float(l_tex), "l1": float(l_l1), "perc": float(l_perc)}
+        if l_adv is not None:
+            logs["adv"] = float(l_adv)
+        logs.update(d_logs)
+        if not all(math.isfinite(v) for v in logs.values()):
+            raise FloatingPointError(f"non-finite loss at step {step}: {logs}; lower the learning rates "
+                                     f"or resume from the last checkpoint")
+        self.state.step = step + 1
+        return logs
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # warm-up so the EMA follows closely at the start of short runs
+        beta = min(self.preset.ema_beta, (1 + self.state.step) / (10 + self.state.step))
+        for pe, pa in zip(self.ema.parameters(), self.avatar.parameters(), strict=True):
+            pe.lerp_(pa.detach(), 1 - beta)
+        for be, ba in zip(self.ema.buffers(), self.avatar.buffers(), strict=True):
+            be.copy_(ba)
+
+    # -- evaluation, previews ------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_ids(self, ids: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """EMA renders of frame ids: (output uint8 (N,S,S,3), texture RGB uint8 (N,S,S,3))."""
+        outs, texs = [], []
+        for i in range(0, len(ids), batch):
+            _, uv, win = self.data.batch(ids[i:i + batch], self.device)
+            o = self.ema(uv, win)
+            outs.append(to_uint8(o.image))
+            texs.append(to_uint8(o.tex_rgb * o.mask + (o.mask - 1)))  # black outside the UV mask
+        return np.concatenate(outs), np.concatenate(texs)
+
+    def heldout_psnr(self) -> float:
+        ids = self.data.heldout_ids if len(self.data.heldout_ids) else self.data.train_ids[:8]
+        out, _ = self.render_ids(ids)
+        gt = to_uint8(self.data.frames[torch.as_tensor(ids)])
+        value = float(np.mean([min(psnr(a, b), 100.0) for a, b in zip(out, gt, strict=True)]))
+        self.state.psnr.append((self.state.step, value))
+        return value
+
+    def write_preview(self) -> Path:
+        n = self.preset.n_preview
+        tr = self.data.train_ids[np.linspace(0, len(self.data.train_ids) - 1, n).round().astype(int)]
+        ho = self.data.heldout_ids
+        ho = ho[np.linspace(0, len(ho) - 1, n).round().astype(int)] if len(ho) else ho[:0]
+        ids = np.concatenate([tr, ho])
+        out, tex = self.render_ids(ids)
+        gt = to_uint8(self.data.frames[torch.as_tensor(ids)])
+        rows = [f"train #{i}" for i in tr] + [f"held-out #{i}" for i in ho]
+        title = f"{self.data.subject_id}  step {self.state.step}/{self.total}  ({self.preset.name})"
+        grid = preview_grid([gt, tex, out], ["ground truth", "texture rgb", "avatar"], rows, title)
+        path = self.out_dir / PREVIEW_DIRNAME / f"step_{self.state.step:06d}.png"
+        write_png(path, grid)
+        write_png(self.out_dir / "preview.png", grid)
+        return path
+
+    def write_report(self) -> None:
+        """Loss-curve PNG and metrics.json (held-out PSNR and what weights were used)."""
+        s = self.state
+        title = (f"{self.data.subject_id} - preset {self.preset.name} - perceptual: "
+                 f"{self.perceptual.description[:40]} - G init: {s.stylegan_init.get('kind')}")
+        png = loss_curve_png(s.history, s.psnr, title, s.pti_curve)
+        atomic_write_bytes(self.out_dir / LOSS_CURVE_NAME, png)
+        update_metrics_json(self.out_dir / METRICS_NAME, "train", {
+            "step": s.step, "total_steps": self.total, "preset": self.preset.name,
+            "heldout_psnr_db": s.psnr[-1][1] if s.psnr else None,
+            "heldout_frames": len(self.data.heldout_ids),
+            "train_frames": len(self.data.train_ids), "psnr_history": [[a, b] for a, b in s.psnr],
+            "train_seconds": round(s.seconds, 2), "perceptual": self.perceptual.description,
+            "stylegan_init": s.stylegan_init, "pti": s.pti, "device": str(self.device),
+        })
+
+
+def update_metrics_json(path: Path, section: str, values: dict[str, Any]) -> None:
+    """Merge ``{section: values}`` into the JSON file at ``path`` (atomic rewrite)."""
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            log.warning("%s was not valid JSON; rewriting it", path)
+    data[section] = values
+    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
+
+
+def _fmt_losses(losses: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+
+
+def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = None, seed: int = 0,
+                 device: str | None = None, resume: bool = False, out_dir: Path | None = None,
+                 progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                 stylegan: Path | None = None, preview_every: int | None = None) -> Path:
+    """Train (or continue training) an Emo-Avatar on a subject; return the checkpoint path.
+
+    Args:
+        subject_dir: subject folder written by ``emo-avatar track``.
+        preset: "tiny" | "cpu" | "paper" (see ``backend.train.presets``).
+        steps: total stage-1 steps (default: the preset's). With ``resume`` this is the new total.
+        seed: seeds weights, batches and noise (same seed + same device -> same result).
+        device: "cpu", "cuda", "cuda:N" or None for CUDA when present.
+        resume: continue from ``out_dir/checkpoint.pt`` (step count, optimisers, RNG state).
+        out_dir: where checkpoint, previews, loss curve and metrics go (default ``SUBJECT/avatar``).
+        progress: called with ``ProgressUpdate`` (stages "pti" then "train").
+        should_stop: polled every step; when true a checkpoint is saved and ``Cancelled`` raised.
+        stylegan: a pretrained StyleGAN2 checkpoint for PTI proper (else random init, warm start).
+        preview_every: override the preset's preview interval (0 disables previews).
+    Raises:
+        Cancelled: after saving, when stopped by ``should_stop`` or Ctrl-C.
+    """
+    subject_dir = Path(subject_dir)
+    if not subject_dir.is_dir():
+        raise FileNotFoundError(f"subject folder {subject_dir} does not exist (run emo-avatar track first)")
+    p = get_preset(preset, steps=steps, preview_every=preview_every)
+    dev = pick_device(device)
+    seed_everything(seed)
+    out_dir = Path(out_dir) if out_dir is not None else avatar_dir(subject_dir)
+    ckpt = out_dir / CHECKPOINT_NAME
+    data = load_subject_tensors(subject_dir, p.size)
+    perceptual = build_perceptual(device=dev)
+    trainer = Stage1Trainer(p, data, dev, perceptual, seed, out_dir)
+    log.info("training %s: preset %s, %d px, %d train / %d held-out frames, %d steps, batch %d, device %s",
+             data.subject_id, p.name, p.size, len(data.train_ids), len(data.heldout_ids), p.steps, p.batch,
+             dev)
+
+    if resume and ckpt.is_file():
+        trainer.load(ckpt)
+        if trainer.state.step >= p.steps:
+            log.info("%s is already at step %d >= %d; nothing to do (pass a larger --steps to continue)",
+                     ckpt, trainer.state.step, p.steps)
+            return ckpt
+    else:
+        if resume:
+            log.warning("--resume: no checkpoint at %s, starting from scratch", ckpt)
+        elif ckpt.is_file():
+            log.info("overwriting the existing checkpoint %s when this run saves", ckpt)
+        trainer.state.stylegan_init = stylegan_init(trainer.avatar, stylegan)
+        from backend.train.pti import run_pti
+
+        targets = data.frames[torch.as_tensor(data.extreme_ids)].to(dev)
+        pti = run_pti(trainer.avatar, targets, perceptual, p.pti_w_steps, p.pti_g_steps, p.pti_lr_w,
+                      p.pti_lr_g, pretrained=stylegan is not None, progress=progress, should_stop=should_stop,
+                      seed=seed)
+        trainer.state.pti = pti.to_meta()
+        trainer.state.pti_curve = pti.losses
+        trainer.ema.load_state_dict(trainer.avatar.state_dict())
+
+    run_loop(trainer, ckpt, progress, should_stop)
+    return ckpt
+
+
+def run_loop(trainer: Stage1Trainer, ckpt: Path, progress: ProgressFn | None,
+             should_stop: StopFn | None) -> None:
+    """The stage-1 loop with periodic previews/checkpoints and clean stop on Ctrl-C / ``should_stop``."""
+    p, s = trainer.preset, trainer.state
+    clock = EtaClock(trainer.total, start_step=s.step)
+    t_start = time.monotonic()
+    seconds0 = s.seconds
+    log_every = max(1, trainer.total // 2000)
+    try:
+        while s.step < trainer.total:
+            check_cancel(should_stop)
+            logs = trainer.step()
+            s.seconds = seconds0 + time.monotonic() - t_start
+            if s.step % log_every == 0 or s.step == trainer.total:
+                s.history.append({"step": float(s.step), **logs})
+            if progress is not None:
+                progress(ProgressUpdate("train", s.step, trainer.total, logs, clock.eta(s.step)))
+            if p.preview_every and s.step % p.preview_every == 0 and s.step < trainer.total:
+                trainer.heldout_psnr()
+                trainer.write_preview()
+            if p.checkpoint_every and s.step % p.checkpoint_every == 0 and s.step < trainer.total:
+                trainer.save(ckpt)
+    except (KeyboardInterrupt, Cancelled) as exc:
+        s.seconds = seconds0 + time.monotonic() - t_start
+        trainer.save(ckpt)
+        trainer.write_report()
+        why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else "stop request"
+        log.warning("%s at step %d: checkpoint saved to %s (continue with --resume)", why, s.step, ckpt)
+        raise Cancelled(f"training stopped at step {s.step} ({why}); checkpoint saved to {ckpt}") from exc
+    value = trainer.heldout_psnr()
+    if p.preview_every:
+        trainer.write_preview()
+    trainer.save(ckpt)
+    trainer.write_report()
+    log.info("done: step %d, held-out PSNR %.2f dB, %.1f s", s.step, value, s.seconds)
