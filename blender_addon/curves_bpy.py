@@ -1,0 +1,108 @@
+"""Sample the rig's animation per frame -> arrays the backend renders from.
+
+Expression values come from the shape-key F-curves, the head pose from the object's
+location / rotation / scale F-curves, both through the one F-curve reader (``fcurves.py``). When
+NLA tracks or drivers also animate the rig, sampling falls back to ``scene.frame_set`` (exact, slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import bpy
+import numpy as np
+
+from . import fcurves
+from .rig import PROP_NAMES, PROP_S0, PROP_SIZE, shape_key_path
+from .rigdata import transforms_to_pose
+
+
+@dataclass
+class SampledCurves:
+    """names (K,); expressions (T, K); pose (T, 6); scale (T,); frames (T,) scene frames; fps."""
+
+    names: list[str]
+    expressions: np.ndarray
+    pose: np.ndarray
+    scale: np.ndarray
+    frames: np.ndarray
+    fps: float
+
+
+def frame_range(frame_start: int, frame_end: int) -> list[int]:
+    """Inclusive frame list; raises ``ValueError`` for an empty or reversed range."""
+    if frame_end < frame_start:
+        raise ValueError(f"frame range {frame_start}..{frame_end} is reversed or empty: the end must be >= the start")
+    return list(range(int(frame_start), int(frame_end) + 1))
+
+
+def rig_names(ob: bpy.types.Object) -> list[str]:
+    """Expression names of a rig: its recorded subject names, else its shape keys minus Basis."""
+    if PROP_NAMES in ob:
+        return [str(n) for n in ob[PROP_NAMES]]
+    key = ob.data.shape_keys
+    return [kb.name for kb in key.key_blocks[1:]] if key else []
+
+
+def sample_expressions(ob: bpy.types.Object, names: Sequence[str], frames: Sequence[int]) -> np.ndarray:
+    """(T, K) shape-key values of ``ob`` at ``frames`` (F-curve reader)."""
+    key = ob.data.shape_keys
+    if key is None:
+        raise ValueError(f"'{ob.name}' has no shape keys: import a subject rig first")
+    missing = [n for n in names if n not in key.key_blocks]
+    if missing:
+        raise KeyError(f"rig '{ob.name}' lacks shape keys: {', '.join(missing)}")
+    paths = [(shape_key_path(n), 0) for n in names]
+    blocks = [key.key_blocks[n] for n in names]
+    values = fcurves.sample_paths(key, paths, frames, [kb.value for kb in blocks])
+    # Blender clamps a shape key's value to its slider range when it evaluates the animation.
+    lo = np.array([kb.slider_min for kb in blocks], dtype=np.float32)
+    hi = np.array([kb.slider_max for kb in blocks], dtype=np.float32)
+    return np.clip(values, lo, hi)
+
+
+def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, np.ndarray]:
+    """(T, 3) location / rotation_euler / scale of ``ob`` at ``frames`` (F-curve reader)."""
+    out = {}
+    for path in ("location", "rotation_euler", "scale"):
+        current = list(getattr(ob, path))
+        out[path] = fcurves.sample_paths(ob, [(path, i) for i in range(3)], frames, current)
+    return out
+
+
+def sample_by_frame_set(scene: bpy.types.Scene, ob: bpy.types.Object, names: Sequence[str],
+                        frames: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Exact but slow: ``scene.frame_set`` per frame (NLA, drivers, constraints included)."""
+    key = ob.data.shape_keys
+    keep = scene.frame_current
+    expr = np.zeros((len(frames), len(names)), np.float32)
+    tr = {p: np.zeros((len(frames), 3), np.float32) for p in ("location", "rotation_euler", "scale")}
+    try:
+        for t, f in enumerate(frames):
+            scene.frame_set(int(f))
+            expr[t] = [key.key_blocks[n].value for n in names]
+            for p in tr:
+                tr[p][t] = getattr(ob, p)
+    finally:
+        scene.frame_set(keep)
+    return expr, tr
+
+
+def sample_rig(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, frame_end: int,
+               names: Sequence[str] | None = None) -> SampledCurves:
+    """Sample a rig over the inclusive frame range into backend units (pose, px-per-cm scale)."""
+    frames = frame_range(frame_start, frame_end)
+    names = list(names) if names is not None else rig_names(ob)
+    key = ob.data.shape_keys
+    if key is not None and (fcurves.uses_nla(key) or fcurves.uses_nla(ob)):
+        expr, tr = sample_by_frame_set(scene, ob, names, frames)
+    else:
+        expr = sample_expressions(ob, names, frames)
+        tr = sample_transforms(ob, frames)
+    size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
+    s0 = float(ob.get(PROP_S0, 1.0))
+    pose, scale = transforms_to_pose(tr["location"], tr["rotation_euler"], tr["scale"], size, s0)
+    fps = scene.render.fps / scene.render.fps_base
+    return SampledCurves(names=names, expressions=expr, pose=pose, scale=scale,
+                         frames=np.asarray(frames, dtype=np.int32), fps=float(fps))

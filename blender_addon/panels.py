@@ -1,0 +1,9 @@
+"""placeholder"""
+
+
+def register() -> None:
+    pass
+
+
+def unregister() -> None:
+    pass

@@ -1,0 +1,162 @@
+"""Build the subject rig in Blender: head mesh with UVs, one shape key per expression
+coefficient, tracked curves as shape-key F-curves, head pose as object animation and an
+orthographic camera that reproduces the backend's projection (see ``rigdata.py``).
+"""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from . import fcurves
+from .rigdata import RigData, blender_vertices, camera_settings, pose_to_transforms
+
+PROP_SUBJECT = "emo_avatar_subject"
+PROP_SIZE = "emo_avatar_size"
+PROP_S0 = "emo_avatar_s0"
+PROP_NAMES = "emo_avatar_names"
+PROP_FPS = "emo_avatar_fps"
+UV_LAYER = "EmoAvatarUV"
+SLIDER_LIMIT = 10.0  # Blender's hard limit for shape key slider ranges
+
+
+def shape_key_path(name: str) -> str:
+    """F-curve data path of a shape key's value on the Key datablock."""
+    return f'key_blocks["{bpy.utils.escape_identifier(name)}"].value'
+
+
+def build_mesh(name: str, rig: RigData) -> bpy.types.Mesh:
+    """Mesh with the neutral face (Blender metres) and the rig's per-vertex UVs on every loop."""
+    verts = blender_vertices(rig.neutral)
+    tris = rig.triangles
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(verts))
+    mesh.vertices.foreach_set("co", verts.reshape(-1))
+    mesh.loops.add(tris.size)
+    mesh.loops.foreach_set("vertex_index", tris.reshape(-1).astype(np.int32))
+    mesh.polygons.add(len(tris))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, tris.size, 3, dtype=np.int32))
+    if "loop_total" in mesh.polygons[0].bl_rna.properties and not mesh.polygons[0].bl_rna.properties[
+            "loop_total"].is_readonly:
+        mesh.polygons.foreach_set("loop_total", np.full(len(tris), 3, dtype=np.int32))
+    uv = mesh.uv_layers.new(name=UV_LAYER)
+    uv.data.foreach_set("uv", rig.uvs[tris.reshape(-1)].reshape(-1))
+    mesh.update(calc_edges=True)
+    mesh.validate(clean_customdata=False)
+    return mesh
+
+
+def add_shape_keys(ob: bpy.types.Object, rig: RigData) -> None:
+    """Basis + one shape key per rig coefficient (neutral + delta_k), slider range fitted to the data."""
+    ob.shape_key_add(name="Basis", from_mix=False)
+    base = blender_vertices(rig.neutral)
+    for k, name in enumerate(rig.names):
+        key = ob.shape_key_add(name=name, from_mix=False)
+        key.data.foreach_set("co", (base + blender_vertices(rig.deltas[k])).reshape(-1))
+        lo, hi = -1.0, 1.0
+        if rig.expressions is not None and len(rig.expressions):
+            lo = min(lo, float(rig.expressions[:, k].min()))
+            hi = max(hi, float(rig.expressions[:, k].max()))
+        key.slider_min = max(-SLIDER_LIMIT, lo)
+        key.slider_max = min(SLIDER_LIMIT, hi)
+    ob.data.shape_keys.use_relative = True
+
+
+def write_expression_curves(ob: bpy.types.Object, names: list[str], values: np.ndarray, frame_start: int) -> None:
+    """(T, K) coefficients -> one F-curve per shape key on ``ob``'s Key, keys at frame_start + t."""
+    key = ob.data.shape_keys
+    frames = frame_start + np.arange(values.shape[0], dtype=np.float32)
+    for k, name in enumerate(names):
+        if name not in key.key_blocks:
+            raise KeyError(f"rig '{ob.name}' has no shape key '{name}'")
+        fc = fcurves.ensure_fcurve(key, shape_key_path(name), 0, group="Expressions")
+        fcurves.write_keys(fc, frames, values[:, k])
+
+
+def write_pose_curves(ob: bpy.types.Object, pose: np.ndarray, scale: np.ndarray, frame_start: int,
+                      size: int, s0: float) -> None:
+    """(T, 6) pose + (T,) scale -> location / rotation_euler (YXZ) / scale F-curves on ``ob``."""
+    ob.rotation_mode = "YXZ"
+    channels = pose_to_transforms(pose, scale, size, s0)
+    frames = frame_start + np.arange(pose.shape[0], dtype=np.float32)
+    for path, values in channels.items():
+        for i in range(3):
+            fc = fcurves.ensure_fcurve(ob, path, i, group="Head pose")
+            fcurves.write_keys(fc, frames, values[:, i])
+
+
+def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bpy.types.Object:
+    """Orthographic camera framing the crop exactly; becomes the scene camera; sets the resolution."""
+    cam_data = bpy.data.cameras.get(name) or bpy.data.cameras.new(name)
+    cam = bpy.data.objects.get(name)
+    if cam is None or cam.type != "CAMERA":
+        cam = bpy.data.objects.new(name, cam_data)
+    if cam.name not in scene.collection.objects and not cam.users_collection:
+        scene.collection.objects.link(cam)
+    settings = camera_settings(size, s0)
+    cam_data.type = "ORTHO"
+    cam_data.ortho_scale = settings["ortho_scale"]
+    cam_data.clip_start = 0.001
+    cam_data.clip_end = settings["clip_end"]
+    cam_data.sensor_fit = "AUTO"
+    cam_data.shift_x = cam_data.shift_y = 0.0
+    cam.rotation_mode = "XYZ"
+    cam.location = (0.0, -settings["distance"], 0.0)
+    cam.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    cam.scale = (1.0, 1.0, 1.0)
+    scene.camera = cam
+    scene.render.resolution_x = scene.render.resolution_y = int(size)
+    scene.render.resolution_percentage = 100
+    scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
+    return cam
+
+
+def build_rig(
+    rig: RigData,
+    scene: bpy.types.Scene | None = None,
+    frame_start: int = 1,
+    name: str | None = None,
+    with_curves: bool = True,
+) -> tuple[bpy.types.Object, bpy.types.Object]:
+    """Create the head object + camera in ``scene``; returns (head, camera).
+
+    With ``with_curves`` and tracked curves present, the expressions become shape-key F-curves and
+    the pose becomes object animation from ``frame_start``; the scene frame range and fps follow.
+    """
+    scene = scene or bpy.context.scene
+    name = name or f"EmoAvatar {rig.subject_id}"
+    s0 = rig.reference_scale
+    mesh = build_mesh(name, rig)
+    ob = bpy.data.objects.new(name, mesh)
+    scene.collection.objects.link(ob)
+    ob.rotation_mode = "YXZ"
+    add_shape_keys(ob, rig)
+    ob[PROP_SUBJECT] = rig.subject_id
+    ob[PROP_SIZE] = int(rig.size)
+    ob[PROP_S0] = float(s0)
+    ob[PROP_NAMES] = list(rig.names)
+    ob[PROP_FPS] = float(rig.fps)
+    cam = ensure_camera(scene, f"{name} Camera", rig.size, s0)
+    if with_curves and rig.expressions is not None and len(rig.expressions):
+        write_expression_curves(ob, rig.names, rig.expressions, frame_start)
+        write_pose_curves(ob, rig.pose, rig.scale, frame_start, rig.size, s0)
+        scene.frame_start = frame_start
+        scene.frame_end = frame_start + len(rig.expressions) - 1
+        fps = float(rig.fps)
+        scene.render.fps = max(1, round(fps))
+        scene.render.fps_base = scene.render.fps / fps if fps > 0 else 1.0
+    return ob, cam
+
+
+def rig_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
+    """Every imported Emo-Avatar head in ``scene``."""
+    return [ob for ob in scene.objects if ob.type == "MESH" and PROP_SUBJECT in ob]
+
+
+def shape_key_mismatch(ob: bpy.types.Object, names: list[str]) -> tuple[list[str], list[str]]:
+    """(names the rig lacks, shape keys the subject does not know) - both empty when they match."""
+    key = ob.data.shape_keys
+    have = [kb.name for kb in key.key_blocks[1:]] if key else []
+    missing = [n for n in names if n not in have]
+    extra = [n for n in have if n not in names]
+    return missing, extra

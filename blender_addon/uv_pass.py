@@ -1,0 +1,109 @@
+"""UV maps of the rig seen from a camera: Cycles (CPU, 1 sample) UV render pass, read back as float.
+
+The maps follow the backend rasteriser's convention (``backend/face/uv_raster.py``): an
+H x W x 3 float32 array (u, v, coverage), top row first, uncovered pixels (0, 0, 0), (u, v) the
+mesh's per-vertex UVs as stored in its UV layer, interpolated at pixel centres.
+
+How: a private scene ("EmoAvatar UV") links only the rig object and the camera (so nothing else
+in the user's scene occludes the face and the user's render settings are untouched), renders the
+UV pass with a 0.01 px box filter (one sample at the pixel centre, no anti-aliasing: coverage is
+0 or 1) into an uncompressed multilayer EXR, which ``exr.py`` parses.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .exr import read_exr
+
+UV_SCENE_NAME = "EmoAvatar UV"
+
+
+def uv_scene(rig: bpy.types.Object, camera: bpy.types.Object, size: tuple[int, int]) -> bpy.types.Scene:
+    """The private UV scene, (re)configured for ``rig`` seen by ``camera`` at ``size`` = (W, H) px."""
+    scene = bpy.data.scenes.get(UV_SCENE_NAME) or bpy.data.scenes.new(UV_SCENE_NAME)
+    coll = scene.collection
+    for ob in list(coll.objects):
+        if ob not in (rig, camera):
+            coll.objects.unlink(ob)
+    for ob in (rig, camera):
+        if ob.name not in coll.objects:
+            coll.objects.link(ob)
+    scene.camera = camera
+    r = scene.render
+    r.engine = "CYCLES"
+    r.resolution_x, r.resolution_y = int(size[0]), int(size[1])
+    r.resolution_percentage = 100
+    r.pixel_aspect_x = r.pixel_aspect_y = 1.0
+    r.film_transparent = True
+    r.use_motion_blur = False
+    r.use_border = False
+    r.use_compositing = False
+    r.use_sequencer = False
+    r.use_persistent_data = True
+    r.filter_size = 0.01
+    c = scene.cycles
+    c.device = "CPU"
+    c.samples = 1
+    c.use_adaptive_sampling = False
+    c.use_denoising = False
+    c.max_bounces = 0
+    c.pixel_filter_type = "BOX"
+    c.filter_width = 0.01
+    c.seed = 0
+    c.use_animated_seed = False
+    scene.view_layers[0].use_pass_uv = True
+    im = r.image_settings
+    im.file_format = "OPEN_EXR_MULTILAYER"
+    im.exr_codec = "NONE"
+    im.color_depth = "32"
+    return scene
+
+
+def _channels(layers: dict[str, np.ndarray]) -> np.ndarray:
+    def find(suffix: str) -> np.ndarray:
+        for name, arr in layers.items():
+            if name.endswith(suffix):
+                return arr
+        raise RuntimeError(f"UV pass channel '*{suffix}' missing from the render (got {sorted(layers)})")
+
+    u, v, a = find(".UV.U"), find(".UV.V"), find(".UV.A")
+    cover = (a > 0.5).astype(np.float32)
+    return np.stack([u * cover, v * cover, cover], axis=-1)
+
+
+def iter_uv_maps(
+    rig: bpy.types.Object,
+    camera: bpy.types.Object,
+    frames: Sequence[int],
+    size: tuple[int, int],
+    workdir: str | os.PathLike[str] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(frame, uv_map)`` for each frame; uv_map (H, W, 3) float32 (u, v, coverage)."""
+    if rig.type != "MESH" or not rig.data.uv_layers:
+        raise ValueError(f"'{rig.name}' has no UV map: import the subject rig first")
+    scene = uv_scene(rig, camera, size)
+    with tempfile.TemporaryDirectory(prefix="emo_uv_", dir=workdir) as tmp:
+        path = str(Path(tmp) / "uv.exr")
+        scene.render.filepath = path
+        for frame in frames:
+            scene.frame_set(int(frame))
+            bpy.ops.render.render(write_still=True, scene=scene.name)
+            if not os.path.exists(path):
+                raise RuntimeError(f"Cycles did not write the UV pass for frame {frame}")
+            yield int(frame), _channels(read_exr(path))
+            os.unlink(path)
+
+
+def render_uv_maps(
+    rig: bpy.types.Object, camera: bpy.types.Object, frames: Sequence[int], size: tuple[int, int]
+) -> np.ndarray:
+    """All frames at once -> (T, H, W, 3) float32."""
+    maps = [m for _f, m in iter_uv_maps(rig, camera, frames, size)]
+    return np.stack(maps) if maps else np.zeros((0, size[1], size[0], 3), np.float32)

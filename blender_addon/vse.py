@@ -1,0 +1,85 @@
+"""Frames from the backend -> an image-sequence strip in the Video Sequence Editor.
+
+One strip per shot, named after the job, on a chosen channel, starting at the shot's first
+frame. Frames land as ``<folder>/<prefix>_<frame:05d>.png``; the strip lists the contiguous run
+of frames received so far, so a cancelled shot still holds every frame that arrived.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from . import compat
+from .png import write_png
+
+
+def frame_filename(prefix: str, frame: int) -> str:
+    return f"{prefix}_{frame:05d}.png"
+
+
+def check_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` if needed and prove it is writable; raises ``OSError`` with the reason."""
+    path = Path(bpy.path.abspath(str(folder))) if str(folder).startswith("//") else Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".emo_avatar_write_test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"output folder '{path}' is not writable: {exc.strerror or exc}") from exc
+    return path
+
+
+def write_frame(folder: Path, prefix: str, frame: int, image: np.ndarray) -> Path:
+    """Write one uint8 (H, W, 3|4) frame (top row first) as PNG; returns its path."""
+    path = folder / frame_filename(prefix, frame)
+    write_png(path, image)
+    return path
+
+
+def find_strip(scene: bpy.types.Scene, name: str):
+    strips = compat.sequencer_strips(scene, create=False)
+    return None if strips is None else strips.get(name)
+
+
+def update_strip(
+    scene: bpy.types.Scene,
+    name: str,
+    folder: Path,
+    prefix: str,
+    frame_start: int,
+    frames_done: set[int] | list[int],
+    channel: int = 2,
+):
+    """Create or extend the strip ``name`` to the contiguous frames received from ``frame_start``.
+
+    Returns the strip, or None while the first frame has not arrived. The strip always starts at
+    ``frame_start`` on ``channel`` and has one element per received frame.
+    """
+    done = set(frames_done)
+    count = 0
+    while frame_start + count in done:
+        count += 1
+    strip = find_strip(scene, name)
+    if count == 0:
+        return strip
+    if strip is None:
+        strips = compat.sequencer_strips(scene)
+        first = folder / frame_filename(prefix, frame_start)
+        strip = strips.new_image(name=name, filepath=str(first), channel=channel, frame_start=frame_start)
+        strip.colorspace_settings.name = "sRGB"
+        compat.set_standard_view(scene)
+    have = len(strip.elements)
+    for i in range(have, count):
+        strip.elements.append(frame_filename(prefix, frame_start + i))
+    if strip.frame_final_duration != count:
+        strip.frame_final_duration = count
+    return strip
+
+
+def strip_frame_count(strip) -> int:
+    return len(strip.elements)
