@@ -233,12 +233,13 @@ class Session:
         bug raises here, not on the peer). ``header`` overrides the generated header (tests).
         Returns frames for ``socket.send_multipart(frames, copy=False)``.
         """
-        return self._build(msg_type, content, parent, buffers, ident, check, header)[0]
+        return self.build(msg_type, content, parent, buffers, ident, check, header)[0]
 
-    def _build(self, msg_type: str, content: Mapping[str, Any] | None,
+    def build(self, msg_type: str, content: Mapping[str, Any] | None,
                parent: Message | Mapping[str, Any] | None, buffers: Mapping[str, np.ndarray] | None,
                ident: bytes | Sequence[bytes] | None, check: bool,
                header: Mapping[str, Any] | None) -> tuple[list[bytes | memoryview], dict[str, Any]]:
+        """Like :meth:`serialize` (positional arguments) but returns (frames, header)."""
         content = dict(content or {})
         if check:
             content = validate(msg_type, content)
@@ -335,7 +336,7 @@ class Session:
              buffers: Mapping[str, np.ndarray] | None = None,
              ident: bytes | Sequence[bytes] | None = None, *, flags: int = 0) -> dict[str, Any]:
         """Serialise and send (buffers zero-copy). Returns the header sent (for matching replies)."""
-        frames, hdr = self._build(msg_type, content, parent, buffers, ident, True, None)
+        frames, hdr = self.build(msg_type, content, parent, buffers, ident, True, None)
         socket.send_multipart(frames, flags=flags, copy=False)
         return hdr
 

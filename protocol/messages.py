@@ -89,7 +89,9 @@ class MessageSpec:
 # --------------------------------------------------------------------------------------------
 # vocabulary
 
-JOB_STATES: tuple[str, ...] = ("queued", "running", "cancelling", "cancelled", "failed", "done", "interrupted")
+JOB_STATES: tuple[str, ...] = (
+    "queued", "running", "cancelling", "cancelled", "failed", "done", "interrupted",
+)
 FINAL_JOB_STATES: tuple[str, ...] = ("cancelled", "failed", "done", "interrupted")
 """``interrupted``: the backend stopped (killed, restarted) while the job was queued or running;
 resubmitting the same job_id resumes it (checkpoint, frames on disk)."""

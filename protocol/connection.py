@@ -1,0 +1,163 @@
+"""The connection file: how a client finds and authenticates to a running backend.
+
+JSON, written atomically with mode 0600 (it holds the HMAC key)::
+
+    {"transport": "tcp", "ip": "127.0.0.1", "shell_port": 53011, "control_port": 53012,
+     "events_port": 53013, "key": "<64 hex chars>", "signature_scheme": "hmac-sha256",
+     "instance_id": "<hex, optional>", "pid": 1234, "server_public_key": null}
+
+- ``key`` is used as ASCII bytes (``info.key.encode()``) for the HMAC, as in Jupyter.
+- ``transport`` ``tcp`` (endpoint ``tcp://ip:port``) or ``ipc`` (``ipc://<ip>-<port>``, where
+  ``ip`` is a filesystem path prefix).
+- ``server_public_key``: the server's CURVE public key (Z85) for a non-loopback backend; the
+  client then generates its own key pair (``zmq.curve_keypair``).
+- :meth:`ConnectionInfo.load` refuses a file that group or others can read or write (on POSIX):
+  anybody who reads the key can submit jobs. Fix with ``chmod 600 <file>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import stat
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConnectionFileError
+from .fileio import atomic_write_text
+
+TRANSPORTS = ("tcp", "ipc")
+SIGNATURE_SCHEME = "hmac-sha256"
+CHANNELS = ("shell", "control", "events")
+
+
+@dataclass
+class ConnectionInfo:
+    """Contents of a connection file; see the module docstring for the JSON layout."""
+
+    shell_port: int
+    control_port: int
+    events_port: int
+    key: str
+    ip: str = "127.0.0.1"
+    transport: str = "tcp"
+    signature_scheme: str = SIGNATURE_SCHEME
+    instance_id: str | None = None
+    pid: int | None = None
+    server_public_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ConnectionFileError(f"transport {self.transport!r} not supported; use tcp or ipc")
+        if self.signature_scheme != SIGNATURE_SCHEME:
+            raise ConnectionFileError(f"signature_scheme {self.signature_scheme!r} not supported; "
+                                      f"only {SIGNATURE_SCHEME}")
+        for name in ("shell_port", "control_port", "events_port"):
+            port = getattr(self, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ConnectionFileError(f"{name} {port!r} is not a port number (1..65535)")
+        if not isinstance(self.key, str) or len(self.key) < 16:
+            raise ConnectionFileError("key must be a string of at least 16 characters "
+                                      "(use ConnectionInfo.new)")
+        if not isinstance(self.ip, str) or not self.ip:
+            raise ConnectionFileError("ip must be a non-empty string")
+
+    @property
+    def key_bytes(self) -> bytes:
+        """The HMAC key as bytes (what :class:`protocol.envelope.Session` takes)."""
+        return self.key.encode("ascii")
+
+    def url(self, channel: str) -> str:
+        """ZeroMQ endpoint of ``channel`` (shell, control or events)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {CHANNELS}")
+        port = getattr(self, f"{channel}_port")
+        return f"tcp://{self.ip}:{port}" if self.transport == "tcp" else f"ipc://{self.ip}-{port}"
+
+    def is_loopback(self) -> bool:
+        return self.transport == "ipc" or self.ip in ("127.0.0.1", "localhost", "::1")
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def new(cls, ip: str = "127.0.0.1", transport: str = "tcp", **extra: Any) -> ConnectionInfo:
+        """Fresh info: a random 256-bit key and three free ports on ``ip`` (tcp) or 1..3 (ipc).
+
+        Ports are probed by binding port 0 and releasing it; bind ZeroMQ right after.
+        """
+        if transport == "ipc":
+            ports = [1, 2, 3]
+        else:
+            ports = _free_ports(ip, 3)
+        return cls(shell_port=ports[0], control_port=ports[1], events_port=ports[2],
+                   key=secrets.token_hex(32), ip=ip, transport=transport, **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "connection info") -> ConnectionInfo:
+        if not isinstance(data, dict):
+            raise ConnectionFileError(f"{source}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        required = ("shell_port", "control_port", "events_port", "key")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ConnectionFileError(f"{source}: missing {', '.join(missing)}; re-create it with "
+                                      "`emo-avatar serve`")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except ConnectionFileError as exc:
+            raise ConnectionFileError(f"{source}: {exc}") from None
+
+    # -- files ----------------------------------------------------------------------------------
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically with mode 0600; returns the path."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=0o600)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, check_permissions: bool = True) -> ConnectionInfo:
+        """Read and validate a connection file.
+
+        Raises :class:`ConnectionFileError` when it is missing, not JSON, incomplete, or (POSIX,
+        ``check_permissions``) readable or writable by group/others.
+        """
+        path = Path(path)
+        try:
+            st = path.stat()
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConnectionFileError(f"connection file {path} does not exist; start the backend with "
+                                      "`emo-avatar serve` (it prints the file's path)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConnectionFileError(f"cannot read connection file {path}: {exc}") from None
+        if check_permissions and os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConnectionFileError(
+                f"connection file {path} is accessible to other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                f"it holds the signing key. Run `chmod 600 {path}`")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConnectionFileError(f"connection file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, str(path))
+
+
+def _free_ports(ip: str, n: int) -> list[int]:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.bind((ip, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+__all__ = ["ConnectionInfo"]
