@@ -47,7 +47,7 @@ def versions() -> dict[str, str]:
         app = metadata.version("emo-avatar-studio")
     except metadata.PackageNotFoundError:
         app = "unknown"
-    return {"emo_avatar": app, "torch": torch.__version__, "python": platform.python_version(),
+    return {"emo_avatar": app, "torch": str(torch.__version__), "python": platform.python_version(),
             "checkpoint_format": str(FORMAT_VERSION)}
 
 
