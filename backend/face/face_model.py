@@ -277,3 +277,24 @@ def fit_face_model(shapes: Shapes, named: np.ndarray, valid: np.ndarray | None =
     residual_rms = float(np.sqrt(((recon - Sv) ** 2).sum(-1).mean()))
     shape_rms = float(np.sqrt(((Sv - mean_S) ** 2).sum(-1).mean()))
     return FitResult(rig=rig, coefficients=coeffs, residual_rms=residual_rms, shape_rms=shape_rms)
+
+
+def fit_linear_rig(shapes: Shapes, coefficients: np.ndarray, names: list[str],
+                   valid: np.ndarray | None = None, ridge: float = 1e-3) -> FaceRig:
+    """Rig for coefficients that come from elsewhere (e.g. an external tracker).
+
+    Solves ``shapes_t ~ neutral + sum_k c_tk B_k`` by ridge least squares over the valid frames,
+    every coefficient free to move every vertex (no regions, no residual components).
+
+    Args:
+        shapes: (T, 468, 3) pose-free shapes (cm, mesh axes); coefficients: (T, K); names: K names.
+    """
+    S = np.asarray(shapes, dtype=np.float64)
+    C = np.asarray(coefficients, dtype=np.float64)
+    v = np.ones(S.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    mean_S, mean_C = S[v].mean(0), C[v].mean(0)
+    masks = np.ones((C.shape[1], S.shape[1]), dtype=bool)
+    B = _solve_named_basis(S[v] - mean_S, C[v] - mean_C, masks, ridge)
+    neutral = mean_S - np.tensordot(mean_C, B, axes=1)
+    mesh = load_canonical_mesh()
+    return FaceRig(names=names, neutral=neutral, deltas=B, uvs=canonical_uvs_v_up(), triangles=mesh.triangles)
