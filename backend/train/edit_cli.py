@@ -1,0 +1,109 @@
+"""`emo-avatar edit SUBJECT --reference IMAGE [--frame N] [--steps S] [--clip CKPT] [--clip-arch NAME]
+-o STYLE`: stage-2 editing from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("subject", type=Path, help="subject folder with a trained avatar (emo-avatar train)")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="stylised version of --frame (paint one, or make one with `emo-avatar stylize`)",
+    )
+    parser.add_argument(
+        "--frame", type=int, default=0, help="the subject frame the reference stylises (default 0)"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: per preset)")
+    parser.add_argument(
+        "--clip",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="local open_clip checkpoint for the PatchNCE embeddings (never downloaded); "
+        "without it the CUT fallback (network's own features + MLP heads) is used",
+    )
+    parser.add_argument(
+        "--clip-arch",
+        default=None,
+        metavar="NAME",
+        help="open_clip architecture of --clip (a config name such as ViT-B-32, or a "
+        "model-config .json); default: inferred from the checkpoint",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="style file to write (default SUBJECT/styles/<name>.style)",
+    )
+    parser.add_argument("--name", default=None, help="style name (default: the output's stem, else 'style')")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _progress(update) -> None:
+    if update.step == update.total or update.step % max(update.total // 20, 1) == 0:
+        eta = f"  eta {update.eta:.0f} s" if update.eta is not None else ""
+        nce = update.losses.get("nce")
+        print(
+            f"\redit {update.step}/{update.total}  nce {nce:.3f}{eta}   ", end="", file=sys.stderr, flush=True
+        )
+        if update.step == update.total:
+            print(file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.progress import Cancelled
+    from backend.train.checkpoint import CheckpointError
+    from backend.train.clip_encoder import ClipLoadError
+    from backend.train.reference import ReferenceError
+    from backend.train.stage2 import edit_avatar
+
+    output = args.output
+    if output is not None and output.suffix != ".style":
+        output = output.with_suffix(".style")
+        print(f"note: writing {output} (style files end in .style)", file=sys.stderr)
+    name = args.name or (output.stem if output is not None else "style")
+    try:
+        path = edit_avatar(
+            args.subject,
+            args.reference,
+            frame=args.frame,
+            steps=args.steps,
+            out_path=output,
+            name=name,
+            clip_checkpoint=args.clip,
+            clip_arch=args.clip_arch,
+            device=args.device,
+            seed=args.seed,
+            progress=_progress,
+        )
+    except Cancelled:
+        print("edit stopped; no style written", file=sys.stderr)
+        return 130
+    except (
+        FileNotFoundError,
+        IndexError,
+        ReferenceError,
+        ClipLoadError,
+        CheckpointError,
+        ValueError,
+        RuntimeError,
+    ) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {path}\n  metrics: {path.with_name(path.stem + '.metrics.json')}\n"
+        f"  contact sheet: {path.with_name(path.stem + '.contact.png')}\n"
+        f"  use it: emo-avatar render {args.subject} ... --style {path}"
+    )
+    return 0

@@ -1,0 +1,460 @@
+"""Stage 2 of the paper (section 3.3): one-shot reference-based editing of a trained avatar.
+
+Only the skip-connection modules are trained. Per step (one Adam step on the skips, one on the
+discriminator):
+
+* region-aware PatchNCE (tau 0.07, 256 patches, negatives from the same image and region)
+  between the reference (query) and the render of frame N (positives/negatives), embedded by a
+  CLIP image tower when a checkpoint is given, else by frozen discriminator features with
+  learnable MLP heads (CUT recipe, see ``patch_encoders``);
+* a region-wise feature-statistics term (mean/std of the same embeddings' source features per
+  region, frame N vs reference): a cheap, direct style signal that makes the short CPU budget
+  enough (off with ``w_stats=0``);
+* the non-saturating adversarial loss of the UV-conditioned patch discriminator, which is
+  fine-tuned on the reference (real) vs. renders (fake) with small joint shifts of image + UV;
+* identity preservation against over-fitting to one pose: the render of another training frame
+  is contrasted (PatchNCE, same regions) with its own unstyled render, so structure stays where
+  it was while appearance is free to change; the discriminator also judges that frame.
+
+Texture lookups are frozen in stage 2, so each frame's skip input is computed once and the
+loop runs only the skip encoder + synthesis (``render_from_skip_input``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.paths import checkpoint_path, style_path
+from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.train.patchnce import region_patch_nce, sample_region_positions
+from backend.train.reference import load_reference
+from backend.train.regions import region_fractions, region_map
+from backend.train.style import save_style
+
+log = logging.getLogger(__name__)
+
+FALLBACK_ENCODER = "generator-features (CUT fallback)"
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """Stage-2 hyper-parameters (per training preset; see ``EDIT_SETTINGS``).
+
+    Attributes:
+        steps: optimisation steps.
+        lr: Adam learning rate of the skip modules (and MLP heads).
+        lr_d: Adam learning rate of the discriminator.
+        patches: PatchNCE patches per feature layer (shared over the regions).
+        clip_patches: crops per step when CLIP embeds (each crop is one CLIP forward).
+        clip_image_size: CLIP input size for crops (None = the model's own), smaller is cheaper.
+        w_nce, w_stats, w_adv, w_id: loss weights (PatchNCE vs reference, feature statistics,
+            adversarial, identity PatchNCE on another frame).
+        shift: max joint shift (fraction of the size) of reference + UV for the discriminator.
+        id_pool: training frames whose unstyled renders anchor the identity term.
+    """
+
+    steps: int
+    lr: float = 2e-3
+    lr_d: float = 1e-3
+    patches: int = 256
+    clip_patches: int = 64
+    clip_image_size: int | None = None
+    w_nce: float = 1.0
+    w_stats: float = 1.0
+    w_adv: float = 0.1
+    w_id: float = 0.5
+    shift: float = 0.06
+    id_pool: int = 8
+
+
+EDIT_SETTINGS: dict[str, EditSettings] = {
+    "tiny": EditSettings(steps=20, patches=64, clip_patches=16, id_pool=4),
+    "cpu": EditSettings(steps=150, clip_patches=32, clip_image_size=112),
+    "paper": EditSettings(steps=600, clip_patches=256),
+}
+
+
+def edit_settings(preset: str | None, steps: int | None = None) -> EditSettings:
+    """Settings for a checkpoint's preset (unknown presets use ``cpu``), optionally with ``steps``."""
+    s = EDIT_SETTINGS.get(preset or "cpu", EDIT_SETTINGS["cpu"])
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        s = replace(s, steps=int(steps))
+    return s
+
+
+def skip_input(avatar: nn.Module, uv: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """The (frozen in stage 2) skip-encoder input: (B, tex_channels + 3, H, W)."""
+    with torch.no_grad():
+        feats, mask, _ = avatar.sample_features(uv, windows)
+        return torch.cat([feats, uv[:, :2] * mask, mask], dim=1)
+
+
+def render_from_skip_input(avatar: nn.Module, skip_in: torch.Tensor) -> torch.Tensor:
+    """Render (B, 3, H, W) from a precomputed skip input: exactly ``avatar(uv, window).image``."""
+    w = avatar.w_pivot.expand(skip_in.shape[0], -1, -1)
+    return avatar.generator.synthesis(w, avatar.skips(skip_in), noise_mode="const")
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def build_discriminator(avatar: nn.Module, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, str]:
+    """Stage 1's patch discriminator with its trained weights when the checkpoint carries them, else fresh.
+
+    Returns:
+        (discriminator, "stage-1" | "fresh").
+    """
+    from backend.train.checkpoint import load_state_strict
+    from backend.train.stage1 import make_discriminator
+
+    disc = make_discriminator(avatar.cfg)
+    if state:
+        try:
+            load_state_strict(disc, state, "stage-1 discriminator")
+            return disc, "stage-1"
+        except ValueError as e:
+            log.warning("stage-1 discriminator not usable (%s); starting a fresh one", e)
+    else:
+        log.warning("checkpoint carries no discriminator (render-only file); fine-tuning a fresh one")
+    return disc, "fresh"
+
+
+def _shift_pair(
+    image: torch.Tensor, uv: torch.Tensor, max_frac: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift image and UV map together by the same random integer offset (replicate padding)."""
+    s = image.shape[-1]
+    m = round(max_frac * s)
+    if m < 1:
+        return image, uv
+    dx, dy = (int(v) for v in torch.randint(-m, m + 1, (2,), generator=gen))
+    both = F.pad(torch.cat([image, uv], 1), (m, m, m, m), mode="replicate")
+    both = both[..., m + dy : m + dy + s, m + dx : m + dx + s]
+    return both[:, :3], both[:, 3:]
+
+
+def _region_stats_loss(
+    ref_feats: list[dict[int, torch.Tensor]], out_feats: list[dict[int, torch.Tensor]]
+) -> torch.Tensor:
+    """Mean/std of the patch embeddings per region and layer, output vs reference (L1)."""
+    total, n = 0.0, 0
+    for q_layer, k_layer in zip(ref_feats, out_feats, strict=True):
+        for r, q in q_layer.items():
+            k = k_layer[r]
+            total = total + F.l1_loss(k.mean(1), q.mean(1)) + F.l1_loss(k.std(1), q.std(1))
+            n += 1
+    return total / max(n, 1)
+
+
+@dataclass
+class EditResult:
+    """What the loop produced (the style file is written by ``edit_avatar``)."""
+
+    losses: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+    steps_done: int
+
+
+def _make_encoder(
+    clip_checkpoint: Path | None,
+    clip_arch: str | None,
+    disc: nn.Module,
+    probe_image: torch.Tensor,
+    probe_uv: torch.Tensor,
+    settings: EditSettings,
+    device: torch.device,
+) -> nn.Module:
+    from backend.train.patch_encoders import ClipPatchEncoder, FeaturePatchEncoder
+
+    if clip_checkpoint is not None:
+        from backend.train.clip_encoder import load_clip
+
+        clip = load_clip(clip_checkpoint, clip_arch, device=device, image_size=settings.clip_image_size)
+        return ClipPatchEncoder(clip)
+    if clip_arch:
+        log.warning("--clip-arch %s given without --clip CHECKPOINT: ignored", clip_arch)
+    log.warning(
+        "no CLIP checkpoint given (--clip): PatchNCE uses %s: the stage-1 discriminator's conv "
+        "features with learnable 2-layer MLP heads",
+        FALLBACK_ENCODER,
+    )
+    return FeaturePatchEncoder(
+        disc, lambda net, img, uv: net(img, uv), probe_image, probe_uv, description=FALLBACK_ENCODER
+    ).to(device)
+
+
+def run_edit(
+    avatar: nn.Module,
+    disc: nn.Module,
+    encoder: nn.Module,
+    ref: torch.Tensor,
+    uv_ref: torch.Tensor,
+    skip_ref: torch.Tensor,
+    pool_uv: torch.Tensor,
+    pool_skip: torch.Tensor,
+    settings: EditSettings,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> EditResult:
+    """The stage-2 optimisation loop (in place on ``avatar.skips``, ``disc`` and the encoder heads).
+
+    Args:
+        avatar: EmoAvatar with only the skip parameters requiring grad.
+        disc: patch discriminator to fine-tune on the reference.
+        encoder: patch embedder (``grids()`` + ``embed(image, uv, positions)``).
+        ref: (1, 3, S, S) reference in [-1, 1]; uv_ref (1, 3, S, S) UV map of the frame it stylises;
+            skip_ref (1, C, S, S) that frame's skip input.
+        pool_uv / pool_skip: (P, 3, S, S) / (P, C, S, S) other training frames for the identity term.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in avatar.parameters() if p.requires_grad]
+    head_params = [p for p in encoder.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam([{"params": params}, {"params": head_params}], lr=settings.lr, betas=(0.5, 0.99))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr_d, betas=(0.5, 0.99))
+    disc.train().requires_grad_(True)
+    n_patches = settings.clip_patches if hasattr(encoder, "clip") else settings.patches
+    regions_ref = region_map(uv_ref[0].cpu())
+    regions_pool = [region_map(u.cpu()) for u in pool_uv]
+    with torch.no_grad():
+        pool_plain = torch.cat([render_from_skip_input(avatar, s[None]) for s in pool_skip])
+    log.info(
+        "regions of the reference frame: %s",
+        ", ".join(f"{k} {v:.0%}" for k, v in region_fractions(regions_ref).items()),
+    )
+
+    def positions(regions: torch.Tensor) -> list[dict[int, torch.Tensor]]:
+        return [sample_region_positions(regions, g, n_patches, gen) for g in encoder.grids()]
+
+    clock = EtaClock(settings.steps)
+    history: list[dict[str, float]] = []
+    losses: dict[str, float] = {}
+    t0 = time.monotonic()
+    step = 0
+    for step in range(settings.steps):
+        check_cancel(should_stop)
+        k = int(torch.randint(len(pool_skip), (1,), generator=gen))
+        # -- generator (skips) step ---------------------------------------------------------
+        out = render_from_skip_input(avatar, torch.cat([skip_ref, pool_skip[k : k + 1]]))
+        out_ref, out_k = out[:1], out[1:]
+        pos = positions(regions_ref)
+        if head_params:  # learnable heads: the query path trains the heads too
+            q = encoder.embed(ref, uv_ref, pos)
+        else:
+            with torch.no_grad():
+                q = encoder.embed(ref, uv_ref, pos)
+        kf = encoder.embed(out_ref, uv_ref, pos)
+        loss_nce = torch.stack([region_patch_nce(ql, kl) for ql, kl in zip(q, kf, strict=True)]).mean()
+        loss_stats = (
+            _region_stats_loss([{r: v.detach() for r, v in layer.items()} for layer in q], kf)
+            if settings.w_stats > 0
+            else out.new_zeros(())
+        )
+        pos_k = positions(regions_pool[k])
+        q_id = encoder.embed(pool_plain[k : k + 1], pool_uv[k : k + 1], pos_k)
+        k_id = encoder.embed(out_k, pool_uv[k : k + 1], pos_k)
+        loss_id = torch.stack([region_patch_nce(ql, kl) for ql, kl in zip(q_id, k_id, strict=True)]).mean()
+        disc.requires_grad_(False)
+        fake_logits = disc(out, torch.cat([uv_ref, pool_uv[k : k + 1]]))
+        loss_adv = F.softplus(-fake_logits).mean()
+        loss_g = (
+            settings.w_nce * loss_nce
+            + settings.w_stats * loss_stats
+            + settings.w_adv * loss_adv
+            + settings.w_id * loss_id
+        )
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        # -- discriminator step: reference (real) vs renders (fake) ------------------------------
+        disc.requires_grad_(True)
+        real_img, real_uv = _shift_pair(ref, uv_ref, settings.shift, gen)
+        d_real = disc(real_img, real_uv)
+        d_fake = disc(out.detach(), torch.cat([uv_ref, pool_uv[k : k + 1]]))
+        loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        losses = {
+            "nce": float(loss_nce),
+            "stats": float(loss_stats),
+            "adv": float(loss_adv),
+            "id": float(loss_id),
+            "d": float(loss_d),
+            "total": float(loss_g),
+        }
+        history.append(dict(losses))
+        if progress is not None:
+            progress(ProgressUpdate("edit", step + 1, settings.steps, losses, clock.eta(step + 1)))
+        if step == 0 or (step + 1) % max(settings.steps // 10, 1) == 0:
+            log.info(
+                "edit step %d/%d  %s",
+                step + 1,
+                settings.steps,
+                "  ".join(f"{n} {v:.4f}" for n, v in losses.items()),
+            )
+    disc.eval().requires_grad_(False)
+    return EditResult(losses=losses, history=history, seconds=time.monotonic() - t0, steps_done=step + 1)
+
+
+def _pick_pool(train_ids: np.ndarray, frame: int, n: int) -> list[int]:
+    ids = [int(i) for i in train_ids if int(i) != frame]
+    if not ids:
+        return [frame]
+    pick = np.linspace(0, len(ids) - 1, num=min(n, len(ids))).round().astype(int)
+    return [ids[i] for i in pick]
+
+
+def edit_avatar(
+    subject_dir: Path,
+    reference: Path | np.ndarray,
+    frame: int = 0,
+    steps: int | None = None,
+    out_path: Path | None = None,
+    name: str = "style",
+    clip_checkpoint: Path | None = None,
+    clip_arch: str | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    settings: EditSettings | None = None,
+    write_metrics: bool = True,
+) -> Path:
+    """Restyle the subject's trained avatar from one reference image; write a style file.
+
+    Args:
+        subject_dir: subject folder with a stage-1 checkpoint (``SUBJECT/avatar/checkpoint.pt``).
+        reference: image file, or (H, W, 3) uint8 RGB array: a stylised version of ``frame``.
+        frame: the subject frame the reference stylises.
+        steps: optimisation steps (default: per preset, ``EDIT_SETTINGS``).
+        out_path: style file (default ``SUBJECT/styles/<name>.style``).
+        name: style name (default path and meta).
+        clip_checkpoint / clip_arch: local open_clip checkpoint and its architecture (optional).
+        device: "cpu", "cuda", None = auto.
+        seed: RNG seed for patch sampling, frame choice and shifts.
+        progress / should_stop: see ``backend.progress``.
+        settings: full hyper-parameter override (tests, benchmarks).
+        write_metrics: also write ``<style>.metrics.json`` and ``<style>.contact.png``.
+    Returns:
+        Path of the style file.
+    Raises:
+        FileNotFoundError, ReferenceError, ClipLoadError, IndexError, backend.progress.Cancelled.
+    """
+    from backend.device import pick_device
+    from backend.train.checkpoint import build_avatar, checkpoint_sha256, load_state_strict, read_checkpoint
+    from backend.train.data import load_subject_tensors
+
+    subject_dir = Path(subject_dir)
+    out_path = Path(out_path) if out_path is not None else style_path(subject_dir, name)
+    dev = pick_device(device if isinstance(device, str) or device is None else str(device))
+    torch.manual_seed(seed)
+    ckpt = checkpoint_path(subject_dir)
+    data = read_checkpoint(ckpt)
+    meta = data["meta"]
+    avatar = build_avatar(meta["config"])
+    load_state_strict(avatar, data["avatar"], f"checkpoint {ckpt}")
+    ckpt_sha = checkpoint_sha256(ckpt)
+    size = int(avatar.cfg.size)
+    ref = load_reference(reference, size)
+    tensors = load_subject_tensors(subject_dir, size)
+    n_frames = tensors.frames.shape[0]
+    if not 0 <= frame < n_frames:
+        raise IndexError(f"--frame {frame} out of range (subject has {n_frames} frames)")
+    if settings is None:
+        settings = edit_settings(meta.get("preset"), steps)
+    elif steps is not None:
+        settings = replace(settings, steps=steps)
+
+    avatar.to(dev).eval()
+    params = avatar.set_stage2_trainable()
+    trainable, total = count_parameters(avatar)
+    log.info("stage 2 trains %s of %s parameters (skips)", f"{trainable:,}", f"{total:,}")
+    assert trainable == sum(p.numel() for p in params)
+
+    train_state = data.get("train") or {}
+    disc, disc_source = build_discriminator(avatar, train_state.get("disc"))
+    disc.to(dev)
+    _, uv_ref, win_ref = tensors.batch([frame], dev)
+    ref_img = ref.image.to(dev)
+    encoder = _make_encoder(clip_checkpoint, clip_arch, disc, ref_img, uv_ref, settings, dev)
+    encoder_name = encoder.description
+    log.info("PatchNCE embeddings: %s", encoder_name)
+    pool = _pick_pool(tensors.train_ids, frame, settings.id_pool)
+    _, pool_uv, pool_win = tensors.batch(pool, dev)
+    skip_ref = skip_input(avatar, uv_ref, win_ref)
+    pool_skip = skip_input(avatar, pool_uv, pool_win)
+
+    base_skips = {k: v.detach().clone() for k, v in avatar.skips.state_dict().items()}
+    result = run_edit(
+        avatar,
+        disc,
+        encoder,
+        ref_img,
+        uv_ref,
+        skip_ref,
+        pool_uv,
+        pool_skip,
+        settings,
+        seed=seed,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    log.info("edit took %.1f s for %d steps", result.seconds, result.steps_done)
+
+    style_meta = {
+        "name": name,
+        "subject_id": str(meta.get("subject_id") or tensors.subject_id),
+        "checkpoint_sha256": ckpt_sha,
+        "checkpoint_preset": meta.get("preset"),
+        "reference_sha256": ref.sha256,
+        "reference_source": ref.source,
+        "reference_size": list(ref.original_size),
+        "reference_resized": ref.resized,
+        "frame": int(frame),
+        "encoder": encoder_name,
+        "encoder_kind": "clip" if hasattr(encoder, "clip") else "fallback",
+        "discriminator": disc_source,
+        "steps": result.steps_done,
+        "seconds": round(result.seconds, 2),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "settings": asdict(settings),
+        "final_losses": result.losses,
+        "seed": seed,
+        "device": str(dev),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    avatar.eval().requires_grad_(False)
+    save_style(out_path, avatar, style_meta)
+    if write_metrics:
+        from backend.metrics.style_metrics import write_style_report
+
+        clip_enc = encoder.clip if hasattr(encoder, "clip") else None
+        write_style_report(
+            out_path,
+            avatar,
+            tensors,
+            ref,
+            frame,
+            style_meta,
+            clip=clip_enc,
+            base_skips=base_skips,
+            history=result.history,
+            device=dev,
+        )
+    return out_path
