@@ -1,0 +1,236 @@
+"""`emo-avatar demo`: the whole product end to end on the embedded sample.
+
+sample video -> track -> train (stage 1) -> stylised reference -> edit (stage 2) -> backend
+service -> a headless Blender session (the built extension, the subject rig, a Live Link Face
+performance that differs from the training clip, UV maps from Blender's UV pass, frames over
+ZeroMQ into a VSE strip, the sequencer rendered to MP4) -> contact sheet + metrics + a table.
+
+Each step writes its output atomically and is skipped when that output already exists, so a
+second run reuses what is done (``--force`` redoes everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backend import paths
+
+log = logging.getLogger("emo-avatar.demo")
+ROOT = Path(__file__).resolve().parents[1]
+PERFORMANCE_CSV = ROOT / "examples" / "curves" / "performance_livelinkface.csv"
+SUBJECT_ID = "astronaut"
+STYLE_NAME = "cartoon"
+
+
+@dataclass
+class DemoConfig:
+    """What the demo runs: ``preset`` picks sizes and step counts (``tiny`` for tests)."""
+
+    out: Path
+    preset: str = "cpu"
+    force: bool = False
+    device: str | None = None
+    edit_steps: int | None = None
+    train_steps: int | None = None
+
+    @property
+    def tiny(self) -> bool:
+        return self.preset == "tiny"
+
+    @property
+    def workdir(self) -> Path:
+        return self.out / "work"
+
+    @property
+    def subject(self) -> Path:
+        return paths.workdir_subjects(self.workdir) / SUBJECT_ID
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    skipped: bool
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+def _print_progress(name: str) -> Callable:
+    last = [0.0]
+
+    def report(update) -> None:  # backend.progress.ProgressUpdate
+        now = time.monotonic()
+        if now - last[0] < 2.0 and update.step < update.total:
+            return
+        last[0] = now
+        losses = " ".join(f"{k}={v:.3f}" for k, v in list(update.losses.items())[:4])
+        eta = f" eta {update.eta:.0f}s" if update.eta is not None else ""
+        print(f"  [{name}] {update.stage} {update.step}/{update.total} {losses}{eta}", flush=True)
+
+    return report
+
+
+def step_sample(cfg: DemoConfig) -> dict[str, object]:
+    from backend.data.sample import synthesize_sample
+
+    video = synthesize_sample(cfg.out / "sample", tiny=cfg.tiny)
+    return {"video": str(video)}
+
+
+def step_track(cfg: DemoConfig) -> dict[str, object]:
+    from backend.data.subject import Subject
+    from backend.face.track import track_video
+    from backend.train.presets import get_preset
+
+    size = get_preset(cfg.preset).size
+    track_video(cfg.out / "sample" / "sample.mp4", cfg.subject, size=size, overwrite=True,
+                progress=_print_progress("track"))
+    subject = Subject.open(cfg.subject)
+    return {"frames": subject.n_frames, "size": subject.size, "coefficients": len(subject.expression_names)}
+
+
+def step_train(cfg: DemoConfig) -> dict[str, object]:
+    from backend.train.stage1 import train_avatar
+
+    ckpt = train_avatar(cfg.subject, preset=cfg.preset, steps=cfg.train_steps, device=cfg.device,
+                        resume=True, progress=_print_progress("train"))
+    metrics = _read_json(paths.avatar_dir(cfg.subject) / "metrics.json")
+    return {"checkpoint": str(ckpt), **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+
+
+def step_reference(cfg: DemoConfig) -> dict[str, object]:
+    from backend.train.stylize import stylize_frame
+
+    ref = cfg.out / "reference.png"
+    stylize_frame(cfg.subject, frame=0, look=STYLE_NAME, out_path=ref)
+    return {"reference": str(ref)}
+
+
+def step_edit(cfg: DemoConfig) -> dict[str, object]:
+    from backend.train.stage2 import edit_avatar
+
+    style = edit_avatar(cfg.subject, cfg.out / "reference.png", frame=0, steps=cfg.edit_steps,
+                        name=STYLE_NAME, device=cfg.device, progress=_print_progress("edit"))
+    metrics = _read_json(style.with_suffix(".metrics.json"))
+    return {"style": str(style), **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+
+
+def step_blender(cfg: DemoConfig) -> dict[str, object]:
+    """Start the service, then drive a headless Blender session against it."""
+    conn = cfg.workdir / paths.CONNECTION_FILE_NAME
+    server = subprocess.Popen(
+        [sys.executable, "-m", "backend.cli", "serve", "--workdir", str(cfg.workdir),
+         "--connection-file", str(conn)] + (["--device", cfg.device] if cfg.device else []),
+        cwd=ROOT,
+    )
+    try:
+        _wait_for(conn, server, timeout=120)
+        cmd = [
+            sys.executable, str(ROOT / "examples" / "demo_blender.py"),
+            "--connection-file", str(conn), "--subject", SUBJECT_ID, "--style", STYLE_NAME,
+            "--curves", str(PERFORMANCE_CSV), "--out", str(cfg.out),
+            "--frames", "25" if cfg.tiny else "100",
+        ]
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return _read_json(cfg.out / "blender.json")
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the backend service exited with code {proc.returncode} before it started")
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"the backend service did not write {path} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+STEPS: list[tuple[str, Callable[[DemoConfig], dict[str, object]], Callable[[DemoConfig], Path]]] = [
+    # (name, run, output that marks the step done)
+    ("sample", step_sample, lambda c: c.out / "sample" / "ground_truth.npz"),
+    ("track", step_track, lambda c: c.subject / "meta.json"),
+    ("train", step_train, lambda c: paths.avatar_dir(c.subject) / "metrics.json"),
+    ("reference", step_reference, lambda c: c.out / "reference.png"),
+    ("edit", step_edit, lambda c: paths.style_path(c.subject, STYLE_NAME)),
+    ("blender", step_blender, lambda c: c.out / "shot.mp4"),
+]
+
+
+def run_demo(cfg: DemoConfig) -> list[StepResult]:
+    """Run every step (skipping those already done) and write the summary files."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    results: list[StepResult] = []
+    for i, (name, run_step, done_marker) in enumerate(STEPS, 1):
+        marker = done_marker(cfg)
+        facts_file = cfg.out / "steps" / f"{name}.json"
+        if marker.exists() and facts_file.exists() and not cfg.force:
+            print(f"[{i}/{len(STEPS)}] {name}: already done ({marker})", flush=True)
+            results.append(StepResult(name, 0.0, True, _read_json(facts_file)))
+            continue
+        print(f"[{i}/{len(STEPS)}] {name} ...", flush=True)
+        t0 = time.monotonic()
+        facts = run_step(cfg)
+        seconds = time.monotonic() - t0
+        from protocol.fileio import atomic_write_text
+
+        atomic_write_text(facts_file, json.dumps(facts, indent=2, default=str))
+        print(f"[{i}/{len(STEPS)}] {name}: done in {seconds:.1f} s", flush=True)
+        results.append(StepResult(name, seconds, False, facts))
+    _write_summary(cfg, results)
+    return results
+
+
+def _write_summary(cfg: DemoConfig, results: list[StepResult]) -> None:
+    from protocol.fileio import atomic_write_text
+
+    summary = {
+        "preset": cfg.preset,
+        "steps": {r.name: {"seconds": round(r.seconds, 2), "reused": r.skipped, **r.facts} for r in results},
+    }
+    atomic_write_text(cfg.out / "metrics.json", json.dumps(summary, indent=2, default=str))
+    print()
+    print("| step | time (s) | key facts |")
+    print("| --- | ---: | --- |")
+    for r in results:
+        facts = ", ".join(f"{k}={_fmt(v)}" for k, v in r.facts.items() if not str(v).startswith("/"))
+        print(f"| {r.name} | {'reused' if r.skipped else f'{r.seconds:.1f}'} | {facts} |")
+    print(f"\nout: {cfg.out / 'shot.mp4'}, {cfg.out / 'contact_sheet.png'}, {cfg.out / 'metrics.json'}")
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="output folder")
+    parser.add_argument("--preset", default="cpu", help="training preset: tiny (tests) or cpu (default)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
+    parser.add_argument("--force", action="store_true", help="redo every step")
+    parser.add_argument("--train-steps", type=int, default=None, help="override the preset's step count")
+    parser.add_argument("--edit-steps", type=int, default=None, help="override the edit step count")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cfg = DemoConfig(out=args.out, preset=args.preset, force=args.force, device=args.device,
+                     edit_steps=args.edit_steps, train_steps=args.train_steps)
+    run_demo(cfg)
+    return 0
