@@ -159,5 +159,7 @@ def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = 
             verify_checksum(frame, checksum, key, what=f"buffer {name!r}")
         elif require_checksum:
             raise BufferSpecError(f"buffer {name!r} has no checksum but this receiver requires one")
-        out[name] = np.frombuffer(frame, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+        arr = np.frombuffer(frame, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+        arr.flags.writeable = False
+        out[name] = arr
     return out
