@@ -88,3 +88,10 @@ def set_standard_view(scene: bpy.types.Scene) -> None:
 def is_background() -> bool:
     """True in ``blender -b`` and in the ``bpy`` module, where timers and modal operators never run."""
     return bool(bpy.app.background)
+
+
+def set_multilayer_exr(image_settings) -> None:
+    """Multilayer OpenEXR output: 5.0 chooses it with ``media_type``, 4.x with ``file_format``."""
+    if _rna_has(image_settings, "media_type"):
+        image_settings.media_type = "MULTI_LAYER_IMAGE"
+    image_settings.file_format = "OPEN_EXR_MULTILAYER"

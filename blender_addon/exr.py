@@ -38,18 +38,7 @@ def _parse_channels(blob: bytes) -> list[tuple[str, np.dtype]]:
     return channels
 
 
-def read_exr(path: str | Path) -> dict[str, np.ndarray]:
-    """Read every channel of an uncompressed scanline EXR -> ``{name: (H, W) float32}``.
-
-    Rows are returned top row first (EXR ``INCREASING_Y`` storage order), as in image files.
-    """
-    data = Path(path).read_bytes()
-    if len(data) < 8 or struct.unpack_from("<i", data, 0)[0] != _MAGIC:
-        raise ValueError(f"{path}: not an OpenEXR file")
-    flags = struct.unpack_from("<I", data, 4)[0]
-    if flags & 0x200 or flags & 0x1000:
-        raise ValueError(f"{path}: tiled or multi-part EXR files are not supported")
-    pos = 8
+def _parse_header(data: bytes, pos: int) -> tuple[dict[str, tuple[str, bytes]], int]:
     header: dict[str, tuple[str, bytes]] = {}
     while data[pos] != 0:
         name, pos = _cstr(data, pos)
@@ -58,24 +47,58 @@ def read_exr(path: str | Path) -> dict[str, np.ndarray]:
         pos += 4
         header[name] = (typ, data[pos:pos + size])
         pos += size
-    pos += 1
-    compression = header["compression"][1][0]
-    if compression != 0:
-        raise ValueError(f"{path}: EXR compression {compression} is not supported (write with codec NONE)")
-    channels = _parse_channels(header["channels"][1])
-    xmin, ymin, xmax, ymax = struct.unpack("<iiii", header["dataWindow"][1])
-    width, height = xmax - xmin + 1, ymax - ymin + 1
-    offsets = np.frombuffer(data, dtype="<u8", count=height, offset=pos)
-    out = {name: np.zeros((height, width), dtype=np.float32) for name, _ in channels}
-    for offset in offsets:
-        y, nbytes = struct.unpack_from("<ii", data, int(offset))
-        cursor = int(offset) + 8
-        row = y - ymin
-        for name, dtype in channels:  # channels are stored in the header's (alphabetical) order
-            count = width
-            values = np.frombuffer(data, dtype=dtype, count=count, offset=cursor)
-            out[name][row] = values.astype(np.float32)
-            cursor += count * dtype.itemsize
-        if cursor - int(offset) - 8 != nbytes:
-            raise ValueError(f"{path}: scanline {y} has {nbytes} bytes, expected {cursor - int(offset) - 8}")
+    return header, pos + 1
+
+
+def read_exr(path: str | Path) -> dict[str, np.ndarray]:
+    """Read every channel of an uncompressed scanline EXR -> ``{name: (H, W) float32}``.
+
+    Single-part (Blender 4.x) and multi-part (Blender 5.0 multilayer) files; in a multi-part file
+    a channel is named ``<part name>.<channel>`` unless its own name already has a dot. Rows are
+    returned top row first (EXR ``INCREASING_Y`` storage order), as in image files.
+    """
+    data = Path(path).read_bytes()
+    if len(data) < 8 or struct.unpack_from("<i", data, 0)[0] != _MAGIC:
+        raise ValueError(f"{path}: not an OpenEXR file")
+    flags = struct.unpack_from("<I", data, 4)[0]
+    multipart = bool(flags & 0x1000)
+    if flags & 0x200 or flags & 0x800:
+        raise ValueError(f"{path}: tiled or deep EXR files are not supported (flags {flags:#x})")
+    pos = 8
+    headers = []
+    while True:
+        header, pos = _parse_header(data, pos)
+        headers.append(header)
+        if not multipart or data[pos] == 0:
+            break
+    if multipart:
+        pos += 1  # the empty header that ends the list
+    parts = []
+    for header in headers:
+        compression = header["compression"][1][0]
+        if compression != 0:
+            raise ValueError(f"{path}: EXR compression {compression} is not supported (write with codec NONE)")
+        xmin, ymin, xmax, ymax = struct.unpack("<iiii", header["dataWindow"][1])
+        height = ymax - ymin + 1
+        count = struct.unpack("<i", header["chunkCount"][1])[0] if "chunkCount" in header else height
+        offsets = np.frombuffer(data, dtype="<u8", count=count, offset=pos)
+        pos += 8 * count
+        prefix = header["name"][1].decode("utf-8").rstrip("\x00") if "name" in header else ""
+        parts.append((header, offsets, prefix, xmin, ymin, xmax - xmin + 1, height))
+    out: dict[str, np.ndarray] = {}
+    for header, offsets, prefix, _xmin, ymin, width, height in parts:
+        channels = _parse_channels(header["channels"][1])
+        names = [n if ("." in n or not prefix) else f"{prefix}.{n}" for n, _ in channels]
+        planes = {n: np.zeros((height, width), dtype=np.float32) for n in names}
+        for offset in offsets:
+            at = int(offset) + (4 if multipart else 0)  # multi-part chunks start with the part number
+            y, nbytes = struct.unpack_from("<ii", data, at)
+            cursor = at + 8
+            row = y - ymin
+            for name, (_n, dtype) in zip(names, channels, strict=True):  # stored in header order
+                planes[name][row] = np.frombuffer(data, dtype=dtype, count=width, offset=cursor)
+                cursor += width * dtype.itemsize
+            if cursor - at - 8 != nbytes:
+                raise ValueError(f"{path}: scanline {y} has {nbytes} bytes, expected {cursor - at - 8}")
+        out.update(planes)
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from . import compat
 from .exr import read_exr
 
 UV_SCENE_NAME = "EmoAvatar UV"
@@ -60,7 +61,7 @@ def uv_scene(rig: bpy.types.Object, camera: bpy.types.Object, size: tuple[int, i
     c.use_animated_seed = False
     scene.view_layers[0].use_pass_uv = True
     im = r.image_settings
-    im.file_format = "OPEN_EXR_MULTILAYER"
+    compat.set_multilayer_exr(im)
     im.exr_codec = "NONE"
     im.color_depth = "32"
     return scene
@@ -88,17 +89,29 @@ def iter_uv_maps(
     """Yield ``(frame, uv_map)`` for each frame; uv_map (H, W, 3) float32 (u, v, coverage)."""
     if rig.type != "MESH" or not rig.data.uv_layers:
         raise ValueError(f"'{rig.name}' has no UV map: import the subject rig first")
+    user_scene = bpy.context.scene
     scene = uv_scene(rig, camera, size)
+    keep = user_scene.frame_current if user_scene is not None else None
     with tempfile.TemporaryDirectory(prefix="emo_uv_", dir=workdir) as tmp:
         path = str(Path(tmp) / "uv.exr")
         scene.render.filepath = path
-        for frame in frames:
-            scene.frame_set(int(frame))
-            bpy.ops.render.render(write_still=True, scene=scene.name)
-            if not os.path.exists(path):
-                raise RuntimeError(f"Cycles did not write the UV pass for frame {frame}")
-            yield int(frame), _channels(read_exr(path))
-            os.unlink(path)
+        try:
+            for frame in frames:
+                # The render of a scene that is not the context scene uses the objects' original
+                # (un-animated) values, so evaluate the frame in the user's scene too: that writes
+                # the animated values back to the originals the UV scene then renders.
+                if user_scene is not None and user_scene != scene:
+                    user_scene.frame_set(int(frame))
+                scene.frame_set(int(frame))
+                bpy.ops.render.render(write_still=True, scene=scene.name)
+                if not os.path.exists(path):
+                    raise RuntimeError(f"Cycles did not write the UV pass for frame {frame}")
+                uv = _channels(read_exr(path))
+                os.unlink(path)
+                yield int(frame), uv
+        finally:
+            if keep is not None and user_scene != scene:
+                user_scene.frame_set(keep)
 
 
 def render_uv_maps(

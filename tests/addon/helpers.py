@@ -1,0 +1,55 @@
+"""Small shared helpers for the add-on tests (no bpy at import)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def euler_to_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Ry(yaw) @ Rx(pitch) @ Rz(roll), the backend's convention (backend/face/rig.py docstring)."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    Rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return Ry @ Rx @ Rz
+
+
+def grid_rig_arrays(n: int = 9, names: tuple[str, ...] = ("jawOpen", "mouthSmileLeft")) -> dict:
+    """A flat n x n vertex square [-1, 1]^2 cm (z = 0) with uv = ((x+1)/2, (y+1)/2) and simple deltas."""
+    xs = np.linspace(-1.0, 1.0, n)
+    gx, gy = np.meshgrid(xs, xs)
+    neutral = np.stack([gx.ravel(), gy.ravel(), np.zeros(n * n)], axis=1).astype(np.float32)
+    uvs = ((neutral[:, :2] + 1.0) / 2.0).astype(np.float32)
+    tris = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            a, b, d, e = r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1
+            tris += [(a, b, e), (a, e, d)]
+    deltas = np.zeros((len(names), n * n, 3), np.float32)
+    deltas[0, :, 2] = 0.3  # pushes the face towards the viewer
+    if len(names) > 1:
+        deltas[1, :, 1] = 0.1 * neutral[:, 0]
+    return {"names": list(names), "neutral": neutral, "deltas": deltas, "uvs": uvs,
+            "triangles": np.asarray(tris, np.int32)}
+
+
+def analytic_uv_map(pose: np.ndarray, scale: float, size: int, dz: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Expected (u, v, coverage) map of the flat grid rig + a mask of pixels far from its edges.
+
+    Inverts x_px = s (R v).x + tx, y_px = -s (R v).y + ty for v = (a, b, dz) at each pixel centre
+    (``dz``: the grid moved towards the viewer, e.g. by its 'jawOpen' shape key).
+    """
+    R = euler_to_matrix(*pose[:3])
+    A = scale * np.array([[R[0, 0], R[0, 1]], [-R[1, 0], -R[1, 1]]])
+    offset = scale * dz * np.array([R[0, 2], -R[1, 2]])
+    rows, cols = np.mgrid[0:size, 0:size]
+    p = np.stack([cols + 0.5 - pose[3] - offset[0], rows + 0.5 - pose[4] - offset[1]], axis=-1)
+    ab = p @ np.linalg.inv(A).T
+    inside = (np.abs(ab) <= 1.0).all(-1)
+    margin = 1.5 / scale  # 1.5 px
+    clear = (np.abs(ab) < 1.0 - margin).all(-1) | (np.abs(ab) > 1.0 + margin).any(-1)
+    uv = (ab + 1.0) / 2.0
+    out = np.zeros((size, size, 3), np.float32)
+    out[inside, :2] = uv[inside]
+    out[inside, 2] = 1.0
+    return out, clear
