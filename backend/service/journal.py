@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,18 @@ class JobRecord:
     seq: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The job as reported on the wire (job_status / job_list)."""
+        """The job as reported on the wire (``protocol.messages.JOB_RECORD``)."""
+        p = self.progress
         return {
             "job_id": self.id, "kind": self.kind, "state": self.state, "error": self.error,
-            "params": self.params, "outputs": self.outputs, "progress": self.progress,
-            "attempts": self.attempts, "created": self.created, "updated": self.updated,
+            "stage": p.get("stage"), "step": int(p.get("step") or 0), "total": int(p.get("total") or 0),
+            "created": _iso(self.created), "updated": _iso(self.updated),
+            "params": self.params, "outputs": self.outputs, "attempts": self.attempts,
         }
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Journal:

@@ -43,18 +43,25 @@ class FrameStream:
     identities: list[bytes] | None
     parent: dict[str, Any]
     encoding: str = "raw"
+    first: int = 0
+    frame_start: int = 0
     credit: int = 0
     next_index: int = 0
     available: int = 0
     total: int | None = None
     finished: bool = False
-    end_sent: bool = False
     sent: int = 0
     cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
 
     @property
     def complete(self) -> bool:
+        """The job is over and the owner has every frame it made."""
         return self.finished and self.next_index >= self.available
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to do: complete, or the job is over and nobody is listening."""
+        return self.complete or (self.finished and self.identities is None)
 
 
 def frame_file(out_dir: Path, index: int) -> Path:
@@ -101,17 +108,19 @@ class StreamTable:
                start: int | None = None, encoding: str | None = None) -> FrameStream | None:
         """Grant ``credit`` more frames; the sender becomes the stream's owner.
 
-        A new owner (another identity) starts from ``start`` (default 0) with fresh credit; the
-        same owner continues where it is unless ``start`` is given.
+        A new owner (another identity) starts from ``start`` (default: the first frame) with
+        fresh credit; the same owner continues where it is (``start`` may only skip ahead).
         """
         st = self.streams.get(job_id)
         if st is None:
             return None
         if st.identities != identities:
-            st.identities, st.credit, st.end_sent = identities, 0, False
-            st.next_index = 0 if start is None else start
-        elif start is not None:
-            st.next_index, st.end_sent = start, False
+            st.identities, st.credit = identities, 0
+            st.next_index = st.first if start is None else max(start, st.first)
+        elif start is not None and start > st.next_index:
+            # the same connection loses nothing, so `start` only skips ahead (frames in flight
+            # are not sent twice); a new connection (another identity) restarts where it asks
+            st.next_index = start
         st.parent = parent
         if encoding:
             st.encoding = encoding
@@ -140,8 +149,11 @@ class StreamTable:
         self.pump(st)
 
     def pump_all(self) -> None:
+        """Pump every stream; forget the ones that are done (they can be reopened from disk)."""
         for st in list(self.streams.values()):
             self.pump(st)
+            if st.done:
+                del self.streams[st.job_id]
 
     def pump(self, st: FrameStream) -> None:
         """Send frames while the owner has credit and frames are available."""

@@ -1,0 +1,77 @@
+"""The outbox: how the worker thread (and the I/O thread itself) hand events and frames to the
+one thread that owns the sockets.
+
+ZeroMQ sockets are single-threaded, so nothing but the I/O loop touches them. Other threads
+``put`` items on a thread-safe queue and poke an inproc PUSH socket of their own (one per
+thread) so the loop's poller wakes at once; the loop drains the queue every iteration.
+Items are tuples ``("event", msg_type, content)`` or ``("frame", job_id, index, image, path)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from typing import Any
+
+import zmq
+
+WAKE_ENDPOINT_PREFIX = "inproc://emo-outbox-"
+
+
+class Outbox:
+    """Thread-safe queue + wake-up socket pair (the PULL end is polled by the I/O loop)."""
+
+    def __init__(self, context: zmq.Context, name: str) -> None:
+        self.context = context
+        self.endpoint = WAKE_ENDPOINT_PREFIX + name
+        self.pull = context.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(self.endpoint)
+        self.owner = threading.get_ident()
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._pushers: list[zmq.Socket] = []
+        self._lock = threading.Lock()
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        """Queue an item; wake the I/O loop when called from another thread."""
+        self._queue.put(item)
+        if threading.get_ident() == self.owner:
+            return
+        push = getattr(self._local, "push", None)
+        if push is None:
+            push = self.context.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.setsockopt(zmq.SNDHWM, 1)
+            push.connect(self.endpoint)
+            self._local.push = push
+            with self._lock:
+                self._pushers.append(push)
+        with contextlib.suppress(zmq.Again):  # a wake-up is already pending
+            push.send(b"", zmq.NOBLOCK)
+
+    def event(self, msg_type: str, content: dict[str, Any]) -> None:
+        self.put(("event", msg_type, content))
+
+    def drain(self, limit: int = 10_000) -> list[tuple[Any, ...]]:
+        """Everything queued so far (on the I/O thread), after clearing pending wake-ups."""
+        while True:
+            try:
+                self.pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        items = []
+        for _ in range(limit):
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._pushers:
+                s.close(0)
+            self._pushers.clear()
+        self.pull.close(0)

@@ -1,0 +1,365 @@
+"""The service's job kinds: track, train, edit, render.
+
+Each kind validates a request at submit time (``prepare``: fast, on the I/O thread, no torch)
+and does the work on the worker thread (``run``) by calling the step's public function with
+the job's ``progress`` and ``should_stop``. Inputs and outputs are named by id inside the
+workdir (``backend.paths`` layout); the only outside reads are files under ``--allow-read``.
+Work modules are imported inside ``run`` so starting the server does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend import paths
+from backend.progress import EtaClock, ProgressUpdate, check_cancel
+from backend.service.jobs import PRIORITY_COMPUTE, PRIORITY_RENDER, JobContext, JobError, JobKind, ServiceEnv
+from backend.service.sandbox import check_id, inside
+from backend.service.streams import frame_file
+from backend.service.uploads import Uploads
+from protocol.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+# -- shared helpers ---------------------------------------------------------------------------
+def subject_dir(env: ServiceEnv, subject_id: Any) -> Path:
+    """``WORKDIR/subjects/<id>`` (checked id, inside the workdir; need not exist)."""
+    return inside(paths.workdir_subjects(env.workdir), check_id(subject_id, "subject id"), what="subject id")
+
+
+def existing_subject(env: ServiceEnv, subject_id: Any) -> Path:
+    path = subject_dir(env, subject_id)
+    if not (path / "meta.json").is_file():
+        raise JobError(f"no subject {subject_id!r} in the workdir (subject_list shows the available ones)")
+    return path
+
+
+def upload_file(env: ServiceEnv, upload_id: Any) -> Path:
+    """The completed upload ``WORKDIR/uploads/<id>/data<suffix>``."""
+    path = Uploads(paths.workdir_uploads(env.workdir)).completed(check_id(upload_id, "upload id"))
+    if path is None:
+        raise JobError(f"upload {upload_id!r} is missing or not finished (send every upload_chunk, "
+                       "the last with final=true)")
+    return path
+
+
+def input_file(env: ServiceEnv, params: dict[str, Any], upload_key: str, path_key: str, what: str) -> Path:
+    """An input given either as an upload id or as a path under ``--allow-read``."""
+    upload, path = params.get(upload_key), params.get(path_key)
+    if (upload is None) == (path is None):
+        raise JobError(f"give exactly one of {upload_key!r} (uploaded bytes) or {path_key!r} "
+                       f"(a file under --allow-read) for the {what}")
+    return upload_file(env, upload) if upload is not None else env.read_policy.resolve(path, what)
+
+
+def subject_meta(subject: Path) -> dict[str, Any]:
+    try:
+        return json.loads((subject / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise JobError(f"subject {subject.name!r} has an unreadable meta.json: {exc}") from None
+
+
+def _opt_int(params: dict[str, Any], key: str, lo: int = 0) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise JobError(f"{key} must be an integer >= {lo}, got {value!r}")
+    return value
+
+
+# -- track ------------------------------------------------------------------------------------
+class TrackKind:
+    """Video (upload or --allow-read path) -> ``subjects/<subject>``."""
+
+    name = "track"
+    priority = PRIORITY_COMPUTE
+
+    def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
+                ) -> dict[str, Any]:
+        subject = params.get("subject_id") or job_id
+        out = subject_dir(env, subject)
+        video = input_file(env, params, "upload_id", "path", "video")
+        overwrite = bool(params.get("overwrite", False))
+        if out.exists() and not overwrite:
+            raise JobError(f"subject {subject!r} already exists; pick another subject id or set overwrite")
+        size = _opt_int(params, "size", 16) or 256
+        return {"video": str(video), "subject_id": subject, "size": size,
+                "max_frames": _opt_int(params, "max_frames", 1), "overwrite": overwrite}
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        from backend.face.track import track_video
+
+        p = ctx.params
+        out = subject_dir(ctx.env, p["subject_id"])
+        if ctx.resuming and (out / "meta.json").is_file() and not p["overwrite"]:
+            # the earlier attempt finished writing the subject just before the process died
+            ctx.log(f"subject {p['subject_id']} was already written by the earlier attempt")
+            return {"subject_id": p["subject_id"]}
+        # track_video writes the subject atomically, so an interrupted attempt left nothing behind
+        track_video(Path(p["video"]), out, size=p["size"], max_frames=p["max_frames"],
+                    overwrite=p["overwrite"], progress=ctx.progress, should_stop=ctx.should_stop)
+        return {"subject_id": p["subject_id"]}
+
+
+# -- train ------------------------------------------------------------------------------------
+class TrainKind:
+    """Stage 1 on ``subjects/<subject>``; resumes from its last checkpoint when run again."""
+
+    name = "train"
+    priority = PRIORITY_COMPUTE
+
+    def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
+                ) -> dict[str, Any]:
+        subject = params.get("subject_id")
+        existing_subject(env, subject)
+        preset = params.get("preset") or "cpu"
+        from backend.train.presets import PRESETS
+
+        if preset not in PRESETS:
+            raise JobError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+        return {"subject_id": subject, "preset": preset, "steps": _opt_int(params, "steps", 1),
+                "seed": _opt_int(params, "seed") or 0, "resume": bool(params.get("resume", False))}
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        from backend.train.stage1 import train_avatar
+
+        p = ctx.params
+        subject = existing_subject(ctx.env, p["subject_id"])
+        resume = p["resume"] or (ctx.resuming and paths.checkpoint_path(subject).is_file())
+        if resume:
+            ctx.log(f"resuming training of {p['subject_id']} from its last checkpoint")
+        ckpt = train_avatar(subject, preset=p["preset"], steps=p["steps"], seed=p["seed"],
+                            device=ctx.env.device, resume=resume, progress=ctx.progress,
+                            should_stop=ctx.should_stop)
+        return {"subject_id": p["subject_id"], "checkpoint": str(Path(ckpt).relative_to(ctx.env.workdir))}
+
+
+# -- edit -------------------------------------------------------------------------------------
+class EditKind:
+    """Stage 2: one reference image restyles ``subjects/<subject>`` into ``styles/<name>.style``."""
+
+    name = "edit"
+    priority = PRIORITY_COMPUTE
+
+    def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
+                ) -> dict[str, Any]:
+        subject = existing_subject(env, params.get("subject_id"))
+        if not paths.checkpoint_path(subject).is_file():
+            raise JobError(f"subject {subject.name!r} has no trained avatar yet; run a train job first")
+        style = check_id(params.get("style") or "style", "style name")
+        if paths.style_path(subject, style).exists() and not params.get("overwrite"):
+            raise JobError(f"subject {subject.name!r} already has a style {style!r}; pick another name "
+                           "or set overwrite")
+        ref = buffers.get("reference")
+        if ref is not None:
+            reference = env.job_dir(job_id) / "reference.png"
+            _write_png(reference, np.asarray(ref, np.uint8))
+        else:
+            reference = env.read_policy.resolve(params.get("reference_path"), "reference image")
+        clip = params.get("clip_checkpoint")
+        clip_path = str(env.read_policy.resolve(clip, "CLIP checkpoint")) if clip is not None else None
+        return {"subject_id": subject.name, "reference": str(reference), "style": style,
+                "frame": _opt_int(params, "frame") or 0, "steps": _opt_int(params, "steps", 1),
+                "clip_checkpoint": clip_path}
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        from backend.train.stage2 import edit_avatar
+
+        p = ctx.params
+        subject = existing_subject(ctx.env, p["subject_id"])
+        out = edit_avatar(subject, Path(p["reference"]), frame=p["frame"], steps=p["steps"],
+                          name=p["style"], clip_checkpoint=p["clip_checkpoint"], device=ctx.env.device,
+                          progress=ctx.progress, should_stop=ctx.should_stop)
+        return {"subject_id": p["subject_id"], "style": p["style"],
+                "style_file": str(Path(out).relative_to(ctx.env.workdir))}
+
+
+# -- render -----------------------------------------------------------------------------------
+def match_curves(curve_names: list[str], subject_names: list[str], values: np.ndarray) -> np.ndarray:
+    """Reorder (T, K_in) curves into the subject's (T, K) order (``protocol.curves.Curves.conform``:
+    aliases and ARKit spellings match; unknown names and missing rig names are errors)."""
+    from protocol.curves import Curves
+    from protocol.errors import ProtocolError
+
+    try:
+        return Curves(list(curve_names), 30.0, 0, values).conform(list(subject_names)).values
+    except ProtocolError as exc:
+        raise JobError(f"curve names do not match subject's rig: {exc}") from None
+
+
+def avatar_size(subject: Path) -> int | None:
+    """Render size of the subject's trained avatar (from ``avatar/metrics.json``'s preset), if known."""
+    from backend.train.presets import PRESETS
+
+    try:
+        preset = json.loads((paths.avatar_dir(subject) / "metrics.json").read_text())["train"]["preset"]
+        return int(PRESETS[preset].size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class RenderKind:
+    """Curves (+ UV maps or the subject's rig) -> frames in ``renders/<job_id>/``, streamed to the client.
+
+    Stored for the worker (and a resume) in ``WORKDIR/jobs/<job_id>/inputs.npz``: expressions
+    (T, K) float32 in the subject's order, optional uv_maps (T, H, W, 3) float16, pose (T, 6).
+    Frames are named by curve row: ``renders/<job_id>/000123.png`` is row 123.
+    """
+
+    name = "render"
+    priority = PRIORITY_RENDER
+
+    def __init__(self) -> None:
+        self._renderer_key: tuple | None = None
+        self._renderer: Any = None
+
+    def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
+                ) -> dict[str, Any]:
+        subject = existing_subject(env, params.get("subject_id"))
+        if not paths.checkpoint_path(subject).is_file():
+            raise JobError(f"subject {subject.name!r} has no trained avatar yet; run a train job first")
+        style = params.get("style")
+        if style is not None and not paths.style_path(subject, check_id(style, "style name")).is_file():
+            raise JobError(f"subject {subject.name!r} has no style {style!r}")
+        names, size = subject_rig_info(subject)
+        curves = buffers.get("curves")
+        if not isinstance(curves, np.ndarray) or curves.ndim != 2 or curves.shape[0] < 1:
+            raise JobError("render needs a 'curves' buffer of shape (T, K) float32 with T >= 1")
+        curve_names = list(params.get("names") or [])
+        if len(curve_names) != curves.shape[1]:
+            raise JobError(f"{len(curve_names)} curve names for {curves.shape[1]} curve columns")
+        values = np.asarray(curves, np.float32)
+        if not np.isfinite(values).all():
+            raise JobError("curves contain NaN or inf values")
+        expr = match_curves(curve_names, names, values)
+        t = expr.shape[0]
+        arrays: dict[str, np.ndarray] = {"expressions": expr}
+        uv = buffers.get("uv_maps")
+        if uv is not None:
+            if uv.ndim != 4 or uv.shape[0] != t or uv.shape[3] != 3:
+                raise JobError(f"uv_maps must be (T={t}, H, W, 3), got {tuple(uv.shape)}")
+            sizes = sorted({size, avatar_size(subject) or size})
+            if uv.shape[1] != uv.shape[2] or uv.shape[1] not in sizes:
+                want = " or ".join(f"{n}x{n}" for n in sizes)
+                raise JobError(f"uv_maps are {uv.shape[1]}x{uv.shape[2]} but subject {subject.name!r} "
+                               f"needs {want}; render the UV pass at that size")
+            arrays["uv_maps"] = np.asarray(uv, np.float16)
+        pose = buffers.get("pose")
+        if pose is not None:
+            if pose.shape != (t, 6) or not np.isfinite(pose).all():
+                raise JobError(f"pose must be finite (T={t}, 6), got shape {tuple(pose.shape)}")
+            arrays["pose"] = np.asarray(pose, np.float32)
+        frame_start = _opt_int(params, "frame_start", -(2**31)) or 0
+        first, last = 0, t - 1
+        if params.get("frame_range") is not None:
+            a, b = params["frame_range"]
+            first, last = a - frame_start, b - frame_start
+            if first < 0 or last >= t or first > last:
+                raise JobError(f"frame_range {[a, b]} is outside the curves' frames "
+                               f"{frame_start}..{frame_start + t - 1}")
+        encoding = params.get("encoding") or "raw"
+        if encoding not in ("raw", "png"):
+            raise JobError(f"encoding must be 'raw' or 'png', got {encoding!r}")
+        out_size = _opt_int(params, "size", 16) or size
+        job_dir = env.job_dir(job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(job_dir / "inputs.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        return {"subject_id": subject.name, "style": style, "rows": t, "first": first, "last": last,
+                "frame_start": frame_start, "fps": params.get("fps"), "encoding": encoding,
+                "png_level": int(params.get("png_level") or 1), "size": out_size,
+                "uv_from": "client" if uv is not None else "rig"}
+
+    @staticmethod
+    def out_dir(env: ServiceEnv, job_id: str) -> Path:
+        return inside(paths.workdir_renders(env.workdir), check_id(job_id, "job id"), what="job id")
+
+    def _renderer_for(self, ckpt: Path, style: Path | None, device: str | None) -> Any:
+        from backend.render import Renderer
+
+        key = (str(ckpt), ckpt.stat().st_mtime_ns, str(style), style.stat().st_mtime_ns if style else 0)
+        if key != self._renderer_key:
+            self._renderer = None  # free the old one first
+            self._renderer = Renderer.from_checkpoint(ckpt, device=device, style=style)
+            self._renderer_key = key
+        return self._renderer
+
+    def run(self, ctx: JobContext) -> dict[str, Any]:
+        p = ctx.params
+        subject = existing_subject(ctx.env, p["subject_id"])
+        with np.load(ctx.env.job_dir(ctx.job_id) / "inputs.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        expr = arrays["expressions"]
+        first, last = p["first"], p["last"]
+        out_dir = self.out_dir(ctx.env, ctx.job_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        start = first
+        while start <= last and frame_file(out_dir, start).is_file():
+            ctx.frame(start, None, frame_file(out_dir, start))  # from an earlier attempt: never re-rendered
+            start += 1
+        if start > first:
+            ctx.log(f"{start - first} of {last - first + 1} frames already on disk; "
+                    f"rendering from row {start}")
+        if start <= last:
+            style = paths.style_path(subject, p["style"]) if p.get("style") else None
+            renderer = self._renderer_for(paths.checkpoint_path(subject), style, ctx.env.device)
+            # the renderer builds each row's motion window from its neighbours, so rendering
+            # only the missing rows gives the same pixels as rendering everything
+            kwargs = {k: arrays[k] for k in ("uv_maps", "pose") if k in arrays}
+            clock = EtaClock(last + 1, start)
+            total = last - first + 1
+            rows = range(start, last + 1)
+            for i, image in zip(rows, renderer.render(expr, indices=rows, **kwargs), strict=True):
+                check_cancel(ctx.should_stop)
+                image = np.ascontiguousarray(image, dtype=np.uint8)
+                if image.shape[0] != p["size"]:
+                    image = _resize(image, p["size"])
+                _write_png(frame_file(out_dir, i), image, p["png_level"])
+                ctx.frame(i, image, frame_file(out_dir, i))
+                ctx.progress(ProgressUpdate("render", i - first + 1, total, eta=clock.eta(i + 1)))
+        return {"frames_dir": str(out_dir.relative_to(Path(ctx.env.workdir).resolve())),
+                "frame_count": last - first + 1, "first": first, "last": last}
+
+
+def subject_rig_info(subject: Path) -> tuple[list[str], int]:
+    """(expression names, crop size in pixels) of a subject, read without loading frames."""
+    from backend.data.subject import Subject
+
+    try:
+        subj = Subject.open(subject)
+        return list(subj.expression_names), int(subj.size)
+    except (OSError, ValueError, KeyError) as exc:
+        raise JobError(f"subject {subject.name!r} cannot be read: {exc}") from None
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < image.shape[0]
+                      else cv2.INTER_LINEAR)
+
+
+def _write_png(path: Path, image: np.ndarray, level: int = 1) -> None:
+    """Atomically write an (H, W, 3) uint8 RGB image as PNG."""
+    import cv2
+
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise RuntimeError(f"PNG encoding of {path.name} failed")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png.tobytes())
+
+
+def default_kinds() -> dict[str, JobKind]:
+    kinds: list[JobKind] = [TrackKind(), TrainKind(), EditKind(), RenderKind()]
+    return {k.name: k for k in kinds}
+
+
+__all__ = ["EditKind", "RenderKind", "TrackKind", "TrainKind", "default_kinds", "match_curves"]

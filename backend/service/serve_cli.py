@@ -1,0 +1,56 @@
+"""`emo-avatar serve`: run the ZeroMQ backend service until shutdown (message, Ctrl-C or SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from backend.service.server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerConfig, ServerError, is_loopback
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connection-file", type=Path, default=None,
+                        help="where to write the connection file (default WORKDIR/connection.json); "
+                             "an existing one is reused (same ports and key) so clients reconnect")
+    parser.add_argument("--ip", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1); any other address needs CURVE "
+                             "(automatic) or --insecure")
+    parser.add_argument("--workdir", type=Path, default=Path("emo-work"),
+                        help="folder for the journal, uploads, subjects and renders (default ./emo-work)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    parser.add_argument("--allow-read", type=Path, action="append", default=[], metavar="DIR",
+                        help="a directory whose files jobs may read by path (repeatable); "
+                             "otherwise inputs must be uploaded")
+    parser.add_argument("--insecure", action="store_true",
+                        help="bind a non-loopback address without CURVE encryption")
+    parser.add_argument("--resume-jobs", action="store_true",
+                        help="on start, run again the jobs a previous run left queued or running")
+    parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+                        help="largest accepted message in MiB (default %(default)g)")
+
+
+def run(args: argparse.Namespace) -> int:
+    for d in args.allow_read:
+        if not d.is_dir():
+            print(f"error: --allow-read {d} is not a directory", file=sys.stderr)
+            return 2
+    config = ServerConfig(workdir=args.workdir, ip=args.ip, connection_file=args.connection_file,
+                          device=args.device, allow_read=list(args.allow_read), insecure=args.insecure,
+                          resume_jobs=args.resume_jobs, max_message_bytes=int(args.max_message_mb * 2**20))
+    if not is_loopback(args.ip):
+        print(f"binding non-loopback address {args.ip}: "
+              + ("UNENCRYPTED (--insecure)" if args.insecure else "CURVE encryption on"), file=sys.stderr)
+    server = Server(config)
+    try:
+        path = server.bind()
+    except (ServerError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    server.install_signal_handlers()
+    print(f"connection file: {path}", flush=True)
+    server.serve_forever()
+    return 0

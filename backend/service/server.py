@@ -1,0 +1,591 @@
+"""The ZeroMQ backend service: one I/O thread owns the sockets, one worker thread computes.
+
+Sockets (ports and HMAC key in the connection file, mode 0600)::
+
+    shell   ROUTER  hello, job_submit, job_status, job_list, frames_credit, subject_list,
+                    subject_get, upload_chunk  -> replies; `frame` messages to the asking client
+    control ROUTER  job_cancel, shutdown (and the shell requests, so status works while shell is busy)
+    events  PUB     status heartbeats, job_state, job_progress, log (notices only, never frames)
+
+Every incoming message is size-checked and HMAC-verified before it is decoded
+(``protocol.envelope.Session``). A message that fails any check is counted in ``rejected``,
+never acted on, and answered with an error reply whenever its routing identity is known (on
+a ROUTER socket it always is). Handlers that raise are answered with an error reply too; the
+loop itself never dies of a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import socket as pysocket
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from backend import paths
+from backend.service import journal as J
+from backend.service.events import Outbox
+from backend.service.jobs import JobError, JobKind, JobManager, ServiceEnv
+from backend.service.sandbox import ReadPolicy, SandboxError, check_id, inside
+from backend.service.streams import FrameStream, StreamTable
+from backend.service.uploads import Uploads
+from protocol import PROTOCOL_VERSION
+from protocol.envelope import PROTO, Message, Session
+from protocol.errors import ProtocolError
+from protocol.messages import reply_type
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "emo-avatar-studio backend 0.1"
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+HEARTBEAT_SECONDS = 1.0
+SHELL_SNDHWM = 1000
+"""Messages ZeroMQ may queue per peer. Frames are bounded far below by credit (streams.MAX_CREDIT);
+a reply that finds the queue full is dropped and counted (the client's Lazy-Pirate retry resends)."""
+MAXMSGSIZE_SLACK = 64 * 1024 * 1024
+MAX_BATCH = 256
+"""Messages taken from one socket per loop iteration (so no socket starves the others)."""
+SHELL_ONLY_ON_CONTROL = ("shutdown",)
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``emo-avatar serve`` can set."""
+
+    workdir: Path
+    ip: str = "127.0.0.1"
+    connection_file: Path | None = None
+    device: str | None = None
+    allow_read: list[Path] = field(default_factory=list)
+    insecure: bool = False
+    resume_jobs: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    heartbeat: float = HEARTBEAT_SECONDS
+
+
+def is_loopback(ip: str) -> bool:
+    if ip in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerError(RuntimeError):
+    """The server cannot start as configured (message says why and what to do)."""
+
+
+class Server:
+    """The backend service. ``bind()`` then ``serve_forever()`` (or ``start()`` in a thread)."""
+
+    def __init__(self, config: ServerConfig, kinds: dict[str, JobKind] | None = None) -> None:
+        self.config = config
+        self.workdir = Path(config.workdir).expanduser().resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for sub in (paths.workdir_subjects, paths.workdir_renders, paths.workdir_uploads):
+            sub(self.workdir).mkdir(parents=True, exist_ok=True)
+        self.connection_file = Path(config.connection_file or self.workdir / paths.CONNECTION_FILE_NAME)
+        self.instance_id = uuid.uuid4().hex
+        self.started = time.time()
+        self.rejected = 0
+        self.error_replies = 0
+        self.dropped_replies = 0
+        self.device_name = config.device or "auto"
+        self._stop = threading.Event()
+        self._io_thread: threading.Thread | None = None
+        if kinds is None:
+            from backend.service.kinds import default_kinds
+
+            kinds = default_kinds()
+        self.kinds = kinds
+        self.env = ServiceEnv(self.workdir, device=config.device, read_policy=ReadPolicy(config.allow_read))
+        self.uploads = Uploads(paths.workdir_uploads(self.workdir))
+        self.curve_public: str | None = None
+        self.context: zmq.Context | None = None
+
+    # -- setup --------------------------------------------------------------------------------
+    def bind(self) -> Path:
+        """Bind the sockets, open the journal, start the worker, write the connection file."""
+        from protocol.connection import ConnectionInfo
+
+        ip = self.config.ip
+        if not is_loopback(ip) and self.config.insecure:
+            log.warning("binding %s WITHOUT encryption (--insecure): anyone on the network who can read "
+                        "the traffic sees frames and curves; the HMAC key still guards every request", ip)
+        previous = self._previous_connection(ConnectionInfo)
+        key = previous.key if previous is not None else secrets.token_hex(32)
+        self.session = Session(key.encode("ascii"), max_message_bytes=self.config.max_message_bytes)
+        self.frame_session = Session(key.encode("ascii"), session_id=self.session.session_id,
+                                     max_message_bytes=self.config.max_message_bytes, checksum="none")
+        self.context = zmq.Context()
+        use_curve = not is_loopback(ip) and not self.config.insecure
+        if use_curve:
+            self._setup_curve()
+            log.info("binding %s with CURVE encryption (server public key in the connection file)", ip)
+        self.shell = self._router(use_curve)
+        self.control = self._router(use_curve)
+        self.events = self.context.socket(zmq.PUB)
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events.setsockopt(zmq.SNDHWM, 10_000)
+        if use_curve:
+            self._curve_server(self.events)
+        ports = self._bind_all(ip, previous)
+        self.outbox = Outbox(self.context, self.instance_id)
+        self.streams = StreamTable(self._send_frame)
+        self.journal = J.Journal(self.workdir / paths.JOURNAL_NAME)
+        self.manager = JobManager(self.journal, self.kinds, self.env, self.outbox.event,
+                                  self._frame_from_worker)
+        requeued = self.manager.start(requeue_interrupted=self.config.resume_jobs)
+        for job_id in requeued:
+            log.info("resuming job %s (--resume-jobs)", job_id)
+            self._reopen_stream_if_render(job_id)
+        self._resolve_device_async()
+        info = ConnectionInfo(shell_port=ports[0], control_port=ports[1], events_port=ports[2], key=key,
+                              ip=ip, transport="tcp", instance_id=self.instance_id, pid=os.getpid(),
+                              server_public_key=self.curve_public)
+        info.write(self.connection_file)
+        log.info("backend %s listening on %s (shell %d, control %d, events %d)", self.instance_id, ip, *ports)
+        return self.connection_file
+
+    def _previous_connection(self, connection_info_cls: Any) -> Any:
+        """Reuse ports + key of an existing connection file (a restart keeps clients' file valid)."""
+        if not self.connection_file.is_file():
+            return None
+        try:
+            info = connection_info_cls.load(self.connection_file)
+        except (ProtocolError, OSError, ValueError) as exc:
+            log.warning("ignoring unreadable connection file %s: %s", self.connection_file, exc)
+            return None
+        if info.ip != self.config.ip:
+            return None
+        return info
+
+    def _router(self, curve: bool) -> zmq.Socket:
+        assert self.context is not None
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, SHELL_SNDHWM)
+        # libzmq's own per-frame guard: frames up to 64 MiB over the protocol limit are still read
+        # and answered with MessageTooLarge; a bigger frame makes libzmq drop the connection
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + MAXMSGSIZE_SLACK)
+        if curve:
+            self._curve_server(sock)
+        return sock
+
+    def _setup_curve(self) -> None:
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        keys = self.workdir / "curve"
+        secret = keys / "server.key_secret"
+        if not secret.is_file():
+            keys.mkdir(parents=True, exist_ok=True)
+            os.chmod(keys, 0o700)
+            zmq.auth.create_certificates(str(keys), "server")
+        public, secret_key = zmq.auth.load_certificate(str(secret))
+        self._curve_keys = (public, secret_key)
+        self.curve_public = public.decode("ascii")
+        self.auth = ThreadAuthenticator(self.context)
+        self.auth.start()
+        # Clients are authenticated by the HMAC key of the connection file; CURVE encrypts the link.
+        self.auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+
+    def _curve_server(self, sock: zmq.Socket) -> None:
+        public, secret_key = self._curve_keys
+        sock.curve_secretkey = secret_key
+        sock.curve_publickey = public
+        sock.curve_server = True
+
+    def _bind_all(self, ip: str, previous: Any) -> tuple[int, int, int]:
+        socks = (self.shell, self.control, self.events)
+        host = f"[{ip}]" if ":" in ip else ip
+        if previous is not None:
+            try:
+                wanted = (previous.shell_port, previous.control_port, previous.events_port)
+                for s, port in zip(socks, wanted, strict=True):
+                    s.bind(f"tcp://{host}:{port}")
+                return wanted
+            except zmq.ZMQError as exc:
+                log.warning("ports of %s are taken (%s); choosing new ones", self.connection_file, exc)
+                for s in socks:
+                    with contextlib.suppress(zmq.ZMQError):
+                        s.unbind(s.last_endpoint)
+        try:
+            return tuple(s.bind_to_random_port(f"tcp://{host}") for s in socks)  # type: ignore[return-value]
+        except zmq.ZMQError as exc:
+            raise ServerError(f"cannot bind {ip}: {exc}") from None
+
+    def _resolve_device_async(self) -> None:
+        requested = self.config.device
+
+        def resolve() -> None:
+            try:
+                from backend.device import pick_device
+
+                dev = pick_device(requested)
+                self.device_name = str(dev)
+                self.env.device = str(dev)
+            except Exception as exc:
+                log.error("device %r unusable: %s", requested, exc)
+                self.outbox.event("log", {"level": "error", "text": f"device {requested!r} unusable: {exc}",
+                                          "logger": "server"})
+
+        if requested in (None, "", "auto", "cpu"):
+            # no CUDA to verify: answer at once and import torch in the background, so the first
+            # job does not pay for it and the sockets are up in well under a second
+            threading.Thread(target=resolve, name="emo-device", daemon=True).start()
+        else:
+            resolve()  # an explicit CUDA device must exist before we accept jobs for it
+
+    # -- running ------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Run the I/O loop until ``shutdown`` (a message, SIGTERM/SIGINT or ``stop()``)."""
+        try:
+            self._loop()
+        finally:
+            self.close()
+
+    def start(self) -> threading.Thread:
+        """Run ``serve_forever`` in a background thread (embedding, benchmarks)."""
+        self._io_thread = threading.Thread(target=self.serve_forever, name="emo-io", daemon=True)
+        self._io_thread.start()
+        return self._io_thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+
+    def close(self) -> None:
+        if self.context is None:
+            return
+        self.outbox.event("status", self._status_content("stopping"))
+        self._flush_outbox()
+        self.manager.close()
+        self.journal.close()
+        for s in (self.shell, self.control, self.events):
+            s.close(0)
+        self.outbox.close()
+        if getattr(self, "auth", None) is not None:
+            self.auth.stop()
+        self.context.term()
+        self.context = None
+        with contextlib.suppress(OSError):
+            self.connection_file.unlink()
+        log.info("backend %s stopped (rejected %d messages)", self.instance_id, self.rejected)
+
+    def _loop(self) -> None:
+        self.outbox.owner = threading.get_ident()
+        poller = zmq.Poller()
+        for s in (self.shell, self.control, self.outbox.pull):
+            poller.register(s, zmq.POLLIN)
+        next_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self.outbox.event("status", self._status_content())
+                next_beat = now + self.config.heartbeat
+            timeout = max(0.0, min(next_beat - now, 0.25))
+            ready = dict(poller.poll(timeout * 1000))
+            if self.control in ready:
+                self._drain(self.control, "control")
+            if self.shell in ready:
+                self._drain(self.shell, "shell")
+            self._flush_outbox()
+            self.streams.pump_all()
+
+    def _drain(self, sock: zmq.Socket, channel: str) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle(sock, channel, frames)
+            if channel == "shell" and self.control.poll(0):
+                self._drain(self.control, "control")  # cancels jump ahead of a busy shell
+
+    # -- requests -----------------------------------------------------------------------------
+    def _handle(self, sock: zmq.Socket, channel: str, frames: list[zmq.Frame]) -> None:
+        try:
+            msg = self.session.deserialize(frames)
+        except ProtocolError as exc:
+            self.rejected += 1
+            ident = exc.identities
+            if ident is None:
+                ident = self._identities_of(frames)
+            log.debug("rejected message on %s: %s: %s", channel, exc.ename, exc)
+            if ident:
+                self._reply_error(sock, exc, ident, exc.header)
+            return
+        if msg.msg_type.endswith("_reply") or msg.msg_type in ("status", "job_progress", "job_state", "log",
+                                                               "frame"):
+            self.rejected += 1
+            self._reply_error(sock, ProtocolError(f"{msg.msg_type} is not a request; send one of hello, "
+                                                  "job_submit, job_status, ..."), msg.identities, msg.header)
+            return
+        if channel == "shell" and msg.msg_type in SHELL_ONLY_ON_CONTROL:
+            self._reply_error(sock, JobError(f"{msg.msg_type} is accepted on the control channel only"),
+                              msg.identities, msg.header)
+            return
+        handler = getattr(self, f"_on_{msg.msg_type}", None)
+        try:
+            if handler is None:
+                raise JobError(f"{msg.msg_type} is not handled by this server")
+            result = handler(msg, channel)
+        except (JobError, SandboxError, ProtocolError) as exc:
+            self._reply_error(sock, exc, msg.identities, msg.header)
+            return
+        except Exception as exc:
+            log.exception("internal error handling %s", msg.msg_type)
+            self._reply_error(sock, exc, msg.identities, msg.header)
+            return
+        if result is not None:
+            content, buffers = result if isinstance(result, tuple) else (result, None)
+            self._send(sock, lambda: self.session.serialize(
+                f"{msg.msg_type}_reply", {"status": "ok", **content}, parent=msg, buffers=buffers,
+                ident=msg.identities))
+
+    @staticmethod
+    def _identities_of(frames: list[Any]) -> list[bytes] | None:
+        """Routing identity of a message too broken for the envelope to parse (first frame on a ROUTER)."""
+        try:
+            first = frames[0].bytes if isinstance(frames[0], zmq.Frame) else bytes(frames[0])
+        except (IndexError, TypeError):
+            return None
+        return [first] if first else None
+
+    def _reply_error(self, sock: zmq.Socket, exc: BaseException, ident: list[bytes],
+                     parent: dict[str, Any] | None) -> None:
+        parent = parent or {}
+        self.error_replies += 1
+
+        msg_type = reply_type(parent.get("msg_type", "")) if parent else "error_reply"
+        content = self.session.error_content(exc)
+        self._send(sock, lambda: self.session.serialize(msg_type, content, parent=parent, ident=ident,
+                                                        check=False))
+
+    def _send(self, sock: zmq.Socket, build: Any) -> bool:
+        try:
+            sock.send_multipart(build(), flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.dropped_replies += 1
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+        return False
+
+    def _status_content(self, state: str | None = None) -> dict[str, Any]:
+        running = self.manager.running_job if hasattr(self, "manager") else None
+        return {"instance_id": self.instance_id, "state": state or ("busy" if running else "idle"),
+                "queue": self.manager.queue_length(), "running": [running] if running else [],
+                "device": self.device_name, "uptime": time.time() - self.started,
+                "rejected": self.rejected, "pid": os.getpid()}
+
+    def _on_hello(self, msg: Message, channel: str) -> dict[str, Any]:
+        return {"server": SERVER_NAME, "proto": PROTO, "instance_id": self.instance_id,
+                "device": self.device_name, "pid": os.getpid(),
+                "capabilities": ["frames_credit", "upload_chunk", "subject_get", "encoding:raw",
+                                 "encoding:png", *(["curve"] if self.curve_public else [])],
+                "job_kinds": sorted(self.kinds), "max_message_bytes": self.config.max_message_bytes,
+                "host": pysocket.gethostname(), "rejected": self.rejected,
+                "dropped_replies": self.dropped_replies, "error_replies": self.error_replies,
+                "protocol_major": PROTOCOL_VERSION[0]}
+
+    def _on_job_submit(self, msg: Message, channel: str) -> dict[str, Any]:
+        c = msg.content
+        rec, created = self.manager.submit(c["kind"], c["params"], msg.buffers, job_id=c.get("job_id"))
+        if rec.kind == "render":
+            stream = self._reopen_stream_if_render(rec.id, msg.identities if channel == "shell" else None,
+                                                   msg.header)
+            if stream is not None and not created and channel == "shell":
+                self.streams.credit(rec.id, msg.identities, msg.header, 0)
+        return {"job_id": rec.id, "state": rec.state, "existing": not created}
+
+    def _on_job_status(self, msg: Message, channel: str) -> dict[str, Any]:
+        job_id = msg.content.get("job_id")
+        out = {"instance_id": self.instance_id, "queue": self.manager.queue_length(),
+               "state": "busy" if self.manager.running_job else "idle"}
+        if job_id is not None:
+            rec = self.manager.get(job_id)
+            if rec is None:
+                raise JobError(f"no job {job_id!r} in this backend's journal")
+            out["job"] = rec.to_dict()
+        return out
+
+    def _on_job_list(self, msg: Message, channel: str) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "jobs": [r.to_dict() for r in self.manager.list()]}
+
+    def _on_job_cancel(self, msg: Message, channel: str) -> dict[str, Any]:
+        rec = self.manager.cancel(check_id(msg.content["job_id"], "job id"))
+        return {"job_id": rec.id, "state": rec.state}
+
+    def _on_shutdown(self, msg: Message, channel: str) -> dict[str, Any]:
+        log.info("shutdown requested: %s", msg.content.get("reason") or "(no reason given)")
+        self._stop.set()
+        return {}
+
+    def _on_frames_credit(self, msg: Message, channel: str) -> dict[str, Any]:
+        c = msg.content
+        job_id = check_id(c["job_id"], "job id")
+        if job_id not in self.streams.streams:
+            rec = self.manager.get(job_id)
+            if rec is None or rec.kind != "render":
+                raise JobError(f"no render job {job_id!r}; frames exist only for render jobs")
+            self._reopen_stream_if_render(job_id)
+        st = self.streams.credit(job_id, msg.identities, msg.header, int(c["credit"]), c.get("start"),
+                                 encoding=c.get("encoding"))
+        assert st is not None
+        self.streams.pump(st)
+        self._forget_stream_if_done(st)
+        return {"job_id": job_id, "credit": st.credit, "next_index": st.next_index}
+
+    def _on_subject_list(self, msg: Message, channel: str) -> dict[str, Any]:
+        root = paths.workdir_subjects(self.workdir)
+        subjects = []
+        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (d / "meta.json").is_file():
+                continue
+            styles = sorted(p.stem for p in paths.styles_dir(d).glob(f"*{paths.STYLE_SUFFIX}")) \
+                if paths.styles_dir(d).is_dir() else []
+            entry: dict[str, Any] = {"subject_id": d.name, "has_avatar": paths.checkpoint_path(d).is_file(),
+                                     "styles": styles}
+            with contextlib.suppress(OSError, ValueError):
+                import json
+
+                meta = json.loads((d / "meta.json").read_text())
+                for k in ("frames", "num_frames", "size", "fps"):
+                    if isinstance(meta.get(k), int | float):
+                        entry[k] = meta[k]
+            subjects.append(entry)
+        return {"subjects": subjects}
+
+    def _on_subject_get(self, msg: Message, channel: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        from backend.data.subject import Subject
+
+        subject_id = check_id(msg.content["subject_id"], "subject id")
+        d = inside(paths.workdir_subjects(self.workdir), subject_id, what="subject id")
+        if not (d / "meta.json").is_file():
+            raise JobError(f"no subject {subject_id!r} in the workdir")
+        subj = Subject.open(d)
+        rig = subj.rig
+        buffers = {"neutral": np.asarray(rig.neutral, np.float32),
+                   "deltas": np.asarray(rig.deltas, np.float32), "uvs": np.asarray(rig.uvs, np.float32),
+                   "triangles": np.asarray(rig.triangles, np.int32)}
+        for name in ("expressions", "pose", "scale"):
+            value = getattr(subj, name, None)
+            if value is not None:
+                buffers[name] = np.asarray(value, np.float32)
+        meta = subj.meta if isinstance(getattr(subj, "meta", None), dict) else {}
+        fps = float(meta.get("fps") or 25.0)
+        return ({"subject_id": subject_id, "names": list(rig.names), "fps": fps,
+                 "meta": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+                 "size": int(subj.size)}, buffers)
+
+    def _on_upload_chunk(self, msg: Message, channel: str) -> dict[str, Any]:
+        c = msg.content
+        upload_id = check_id(c["upload_id"], "upload id")
+        data = msg.buffers["data"]
+        received, done = self.uploads.chunk(upload_id, c["filename"], c["offset"], c["total"],
+                                            memoryview(data).cast("B") if data.size else b"",
+                                            final=bool(c.get("final")), checksum=c.get("checksum"))
+        return {"upload_id": upload_id, "received": received, "done": done}
+
+    # -- frames -------------------------------------------------------------------------------
+    def _reopen_stream_if_render(self, job_id: str, identities: list[bytes] | None = None,
+                                 parent: dict[str, Any] | None = None) -> FrameStream | None:
+        """(Re)create the frame stream of a render job from the journal and the frames on disk."""
+        from backend.service.kinds import RenderKind
+        from backend.service.streams import frame_file
+
+        rec = self.manager.get(job_id)
+        if rec is None or rec.kind != "render":
+            return None
+        p = rec.params
+        out_dir = RenderKind.out_dir(self.env, job_id)
+        st = self.streams.streams.get(job_id)
+        if st is None:
+            st = self.streams.open(job_id, out_dir, identities, parent or {},
+                                   encoding=p.get("encoding", "raw"))
+            st.first = st.next_index = int(p.get("first", 0))
+            st.frame_start = int(p.get("frame_start", 0))
+            st.total = int(p.get("last", 0)) - st.first + 1
+            end = st.first
+            while end <= int(p.get("last", 0)) and frame_file(out_dir, end).is_file():
+                end += 1
+            st.available = end
+            st.finished = rec.state in J.FINAL_STATES
+        elif identities is not None:
+            st.identities, st.parent = identities, parent or {}
+        return st
+
+    def _frame_from_worker(self, job_id: str, index: int, image: Any, png_path: Path) -> None:
+        self.outbox.put(("frame", job_id, index, image))
+
+    def _send_frame(self, st: FrameStream, index: int, encoding: str, payload: Any, png_path: str) -> bool:
+        if encoding == "png":
+            buf = np.frombuffer(payload, np.uint8)
+        else:
+            buf = np.ascontiguousarray(payload, np.uint8)
+        content = {"job_id": st.job_id, "index": index, "total": st.total, "encoding": encoding,
+                   "checksum": f"crc32:{zlib.crc32(memoryview(buf).cast('B')) & 0xFFFFFFFF:08x}",
+                   "frame": index + int(st.frame_start)}
+        frames = self.frame_session.serialize("frame", content, parent=st.parent, buffers={"image": buf},
+                                              ident=st.identities, check=False)
+        try:
+            self.shell.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                raise LookupError(st.job_id) from None
+            raise
+        return True
+
+    def _forget_stream_if_done(self, st: FrameStream) -> None:
+        if st.done:
+            self.streams.streams.pop(st.job_id, None)
+
+    def _flush_outbox(self) -> None:
+        for item in self.outbox.drain():
+            if item[0] == "event":
+                _, msg_type, content = item
+                if msg_type == "job_state" and content.get("state") in J.FINAL_STATES:
+                    self._finish_stream(content["job_id"], content.get("state"))
+                try:
+                    self.events.send_multipart(self.session.serialize(msg_type, content), flags=zmq.NOBLOCK,
+                                               copy=False)
+                except zmq.Again:
+                    pass  # PUB drops at its high-water mark: events are notices, never data
+                except ProtocolError as exc:
+                    log.error("event %s not sent: %s", msg_type, exc)
+            elif item[0] == "frame":
+                _, job_id, index, image = item
+                self.streams.offer(job_id, index, image)
+
+    def _finish_stream(self, job_id: str, state: str) -> None:
+        st = self.streams.streams.get(job_id)
+        if st is None:
+            return
+        self.streams.finish(job_id, None)
+        self._forget_stream_if_done(st)
+
+
+__all__ = ["Server", "ServerConfig", "ServerError", "is_loopback"]
