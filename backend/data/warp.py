@@ -1,0 +1,272 @@
+"""Image warp that moves a photo's face mesh to new vertex positions.
+
+Backward mapping: for every output pixel we find the photo position it shows, then sample the
+photo once with ``cv2.remap``.
+
+- Face: piecewise-affine. The target mesh is rasterised with the *source* pixel positions as its
+  per-vertex "uv" (``backend.face.uv_raster``), which gives the exact inverse affine map of every
+  triangle, with a z-buffer for the parts a head turn hides.
+- Mouth: the mesh's triangles across the mouth opening are replaced by two bands that carry the
+  photo's upper / lower mouth interior (teeth) with the upper / lower lip, and a dark cavity
+  between them that opens with the jaw.
+- Outside the face: a thin-plate spline through the face outline (exact there), a ring of
+  points in the hair that follow the head rigidly, and fixed anchors further out (background,
+  torso) - so the hair moves with the head and the torso and background stay put. The spline is
+  evaluated on a coarse grid and upsampled (it is smooth).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from backend.data.synthetic_expressions import INNER_LIP_LOWER, INNER_LIP_UPPER
+from backend.face.uv_raster import rasterize_uv
+
+_REPLICATE, _REFLECT = cv2.BORDER_REPLICATE, cv2.BORDER_REFLECT
+_CAVITY_FLAG = -1.0e5  # "uv" of cavity triangles; real source positions are never this negative
+_CAVITY_TOP = np.array([28.0, 10.0, 14.0])  # RGB, under the upper teeth
+_CAVITY_BOTTOM = np.array([112.0, 44.0, 52.0])  # RGB, tongue
+
+
+def boundary_loop(triangles: np.ndarray) -> np.ndarray:
+    """Vertex ids of the mesh's outer boundary loop (edges used by one triangle), in order."""
+    edges = np.concatenate([triangles[:, [0, 1]], triangles[:, [1, 2]], triangles[:, [2, 0]]])
+    edges = np.sort(edges, axis=1)
+    uniq, counts = np.unique(edges, axis=0, return_counts=True)
+    border = uniq[counts == 1]
+    nxt: dict[int, list[int]] = {}
+    for a, b in border.tolist():
+        nxt.setdefault(a, []).append(b)
+        nxt.setdefault(b, []).append(a)
+    start = int(border[0, 0])
+    loop, prev, cur = [start], -1, start
+    while True:
+        cand = [n for n in nxt[cur] if n != prev]
+        if not cand or cand[0] == start:
+            break
+        prev, cur = cur, cand[0]
+        loop.append(cur)
+    return np.asarray(loop)
+
+
+def _tps_operator(ctrl: np.ndarray, pts: np.ndarray, reg: float = 1e-3) -> np.ndarray:
+    """Linear operator (P, n): values at the ``n`` control points -> spline values at ``P`` points.
+
+    The thin-plate spline through fixed control points is linear in the values, so for a fixed
+    set of control and evaluation points it is one matrix, computed once.
+    """
+    n = ctrl.shape[0]
+
+    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d2 = ((a[:, None] - b[None]) ** 2).sum(-1)
+        return 0.5 * d2 * np.log(np.maximum(d2, 1e-12))
+
+    A = np.zeros((n + 3, n + 3))
+    A[:n, :n] = kernel(ctrl, ctrl) + reg * np.eye(n)
+    A[:n, n:] = np.column_stack([np.ones(n), ctrl])
+    A[n:, :n] = A[:n, n:].T
+    inv = np.linalg.inv(A)[:, :n]  # (n + 3, n): right-hand side is [values; 0]
+    G = np.concatenate([kernel(pts, ctrl), np.ones((len(pts), 1)), pts], axis=1)  # (P, n + 3)
+    return G @ inv
+
+
+class FaceWarper:
+    """Warps one photo to posed/deformed versions of its face mesh.
+
+    Args:
+        photo: (H, W, 3) uint8 image.
+        vertices: (468, 3) float source vertices in photo pixels (x right, y down, z to viewer).
+        triangles: (F, 3) int mesh triangles (FaceMesh topology).
+        head_centre: (3,) centre of head rotations (the hair ring follows it rigidly).
+        scale: face size in pixels (inter-ocular distance); sets the warp's spatial extents.
+    """
+
+    def __init__(
+        self,
+        photo: np.ndarray,
+        vertices: np.ndarray,
+        triangles: np.ndarray,
+        head_centre: np.ndarray,
+        scale: float,
+    ) -> None:
+        self.photo = np.ascontiguousarray(photo)
+        self.h, self.w = photo.shape[:2]
+        self.src = np.asarray(vertices, dtype=np.float64)
+        self.scale = float(scale)
+        self.head_centre = np.asarray(head_centre, dtype=np.float64)
+        tri = np.asarray(triangles)
+        inner = set(INNER_LIP_UPPER) | set(INNER_LIP_LOWER)
+        in_mouth = np.isin(tri, list(inner)).all(axis=1)
+        self.face_triangles = tri[~in_mouth]
+        self.outline = boundary_loop(tri)
+        self.upper = np.array(INNER_LIP_UPPER[1:-1])
+        self.lower = np.array(INNER_LIP_LOWER[1:-1])
+        self.corners = (INNER_LIP_UPPER[0], INNER_LIP_UPPER[-1])
+        self._build_mouth_topology()
+        self._build_anchors()
+        # Coarse grid (pixel-centre aligned with cv2.resize) for the outer spline.
+        self.step = 8
+        gw, gh = -(-self.w // self.step), -(-self.h // self.step)
+        gx = (np.arange(gw) + 0.5) * self.w / gw
+        gy = (np.arange(gh) + 0.5) * self.h / gh
+        self.grid_shape = (gh, gw)
+        self.grid = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
+        ctrl = np.concatenate([self.src[self.outline, :2], self.hair, self.fixed])
+        self.spline = _tps_operator(ctrl, self.grid)  # (G, n) forward displacement operator
+        xs, ys = np.meshgrid(np.arange(self.w, dtype=np.float32), np.arange(self.h, dtype=np.float32))
+        self.pixel_index = np.stack([xs, ys], -1)  # (H, W, 2) pixel-index coordinates
+
+    def _build_mouth_topology(self) -> None:
+        """Extra vertices: upper/lower band mid points and the cavity between them."""
+        n = len(self.upper)
+        base = self.src.shape[0]
+        # Extra vertex blocks (each n): upper band mid (Mu), lower band mid (Ml).
+        self.mu_ids = base + np.arange(n)
+        self.ml_ids = base + n + np.arange(n)
+        c0, c1 = self.corners
+        up_chain = [c0, *self.upper.tolist(), c1]
+        lo_chain = [c0, *self.lower.tolist(), c1]
+        mu_chain = [c0, *self.mu_ids.tolist(), c1]
+        ml_chain = [c0, *self.ml_ids.tolist(), c1]
+        tris: list[tuple[int, int, int]] = []
+        cavity: list[tuple[int, int, int]] = []
+
+        def band(a: list[int], b: list[int], out: list[tuple[int, int, int]]) -> None:
+            for i in range(len(a) - 1):
+                if a[i] != b[i]:
+                    out.append((a[i], a[i + 1], b[i]))
+                if a[i + 1] != b[i + 1]:
+                    out.append((a[i + 1], b[i + 1], b[i]))
+
+        band(up_chain, mu_chain, tris)
+        band(ml_chain, lo_chain, tris)
+        # The cavity has its own copies of its vertices (so its "uv" can carry a flag):
+        # block [corner0, Mu..., corner1, Ml...] after the two band blocks.
+        cb = base + 2 * n
+        cav_mu = [cb, *(cb + 1 + np.arange(n)).tolist(), cb + n + 1]
+        cav_ml = [cb, *(cb + n + 2 + np.arange(n)).tolist(), cb + n + 1]
+        band(cav_mu, cav_ml, cavity)
+        self.band_triangles = np.asarray(tris)
+        self.cavity_triangles = np.asarray(cavity)
+        # Source positions of the band mid points: half-way across the photo's mouth opening.
+        self.src_mid = (self.src[self.upper] + self.src[self.lower]) / 2
+
+    def _build_anchors(self) -> None:
+        """Hair ring (moves rigidly with the head) and fixed anchors (background, torso)."""
+        s = self.scale
+        face = self.src[self.outline]
+        cx, cy = (face[:, 0].max() + face[:, 0].min()) / 2, (face[:, 1].max() + face[:, 1].min()) / 2
+        hx, hy = np.ptp(face[:, 0]) / 2, np.ptp(face[:, 1]) / 2
+        eye_y = self.head_centre[1]
+        a = np.linspace(0, 2 * np.pi, 28, endpoint=False)
+        ring = np.column_stack([cx + (hx + 0.35 * s) * np.cos(a), cy + (hy + 0.35 * s) * np.sin(a)])
+        self.hair = ring[ring[:, 1] < eye_y]  # only above the ears: below is neck/collar
+        far = np.column_stack([cx + (hx + 1.3 * s) * np.cos(a), cy + (hy + 1.1 * s) * np.sin(a)])
+        chin_y = face[:, 1].max()
+        torso = np.column_stack([np.linspace(cx - 2.2 * s, cx + 2.2 * s, 9), np.full(9, chin_y + 0.75 * s)])
+        bx = np.linspace(0, self.w, 9)
+        by = np.linspace(0, self.h, 9)[1:-1]
+        border = np.concatenate([
+            np.column_stack([bx, np.zeros(9)]), np.column_stack([bx, np.full(9, self.h)]),
+            np.column_stack([np.zeros(7), by]), np.column_stack([np.full(7, self.w), by]),
+        ])
+        fixed = np.concatenate([far, torso, border])
+        # Drop fixed anchors that crowd the moving points (they would fold the spline).
+        moving = np.concatenate([face[:, :2], self.hair])
+        dmin = np.sqrt(((fixed[:, None] - moving[None]) ** 2).sum(-1)).min(1)
+        self.fixed = fixed[dmin > 0.6 * s]
+
+    def mouth_targets(self, target: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Target positions (n, 3) of the upper and lower band mid points.
+
+        The band keeps its photo thickness (rotated with the head) while the opening is wider
+        than in the photo; when it is narrower, both bands shrink and meet in the middle.
+        """
+        U, L = target[self.upper], target[self.lower]
+        half_src = np.linalg.norm(self.src_mid - self.src[self.upper], axis=1)
+        gap = L - U
+        gap_len = np.maximum(np.linalg.norm(gap[:, :2], axis=1), 1e-9)
+        unit = gap / gap_len[:, None]
+        # The cavity opens softly: an opening that grows by e opens the cavity by e^2 / (e + m),
+        # so a barely wider mouth shows no hair-thin dark line.
+        excess = np.maximum(gap_len - 2 * half_src, 0.0)
+        m = 0.06 * self.scale
+        cavity = excess**2 / (excess + m)
+        thick = np.minimum(half_src, gap_len / 2) + (excess - cavity) / 2
+        thick = thick[:, None]
+        back = np.array([0.0, 0.0, -0.08 * self.scale])  # mouth interior sits behind the lips
+        return U + unit * thick + back, L - unit * thick + back
+
+    def map_for(
+        self, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Backward map for one frame.
+
+        Args:
+            target: (468, 3) target vertices in output pixels.
+            rotation: (3, 3) head rotation in image axes (x right, y down, z to viewer).
+            translation: (3,) head translation in pixels.
+
+        Returns:
+            map_xy: (H, W, 2) float32 photo position (pixel-centre coordinates, for cv2.remap).
+            cavity: (H, W) float32 - 0 outside the mouth cavity, inside it 1 + depth where depth
+                runs from 0 (under the upper teeth) to 1 (at the tongue); see ``render``.
+        """
+        mu, ml = self.mouth_targets(target, rotation)
+        n = len(self.upper)
+        c0, c1 = target[[self.corners[0]]], target[[self.corners[1]]]
+        verts = np.concatenate([target, mu, ml, c0, mu, c1, ml])
+        src_xy = np.concatenate([self.src[:, :2], self.src_mid[:, :2], self.src_mid[:, :2]])
+        depth = np.r_[0.5, np.zeros(n), 0.5, np.ones(n)]  # 0 under the upper teeth, 1 at the tongue
+        cav_uv = np.column_stack([np.full(2 * n + 2, _CAVITY_FLAG), depth])
+        uvs = np.concatenate([src_xy, cav_uv])
+        tris = np.concatenate([self.face_triangles, self.band_triangles, self.cavity_triangles])
+        face = rasterize_uv(verts, uvs, tris, self.h, self.w)
+        covered = face[..., 2] > 0
+        is_cavity = covered & (face[..., 0] < _CAVITY_FLAG / 2)
+        disp = self._outer_backward_displacement(target, rotation, translation)
+        map_xy = self.pixel_index + disp
+        face_px = covered & ~is_cavity
+        cavity = np.where(is_cavity, 1.0 + face[..., 1], 0.0).astype(np.float32)
+        map_xy[face_px] = face[face_px][:, :2] - 0.5  # remap wants pixel-index coordinates
+        return map_xy, cavity
+
+    def _outer_backward_displacement(
+        self, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray, iterations: int = 6
+    ) -> np.ndarray:
+        """Photo position minus output position (H, W, 2) float32 outside the face.
+
+        The spline is fitted in *photo* space (fixed control points: face outline, hair ring,
+        anchors) to the forward displacement f(s) = output - photo, then inverted on the coarse
+        grid by fixed-point iteration s = p - f(s) (f is smooth and its gradient small).
+        """
+        hair_src = np.column_stack([self.hair, np.full(len(self.hair), self.head_centre[2])])
+        hair_dst = (hair_src - self.head_centre) @ rotation.T + self.head_centre + translation
+        values = np.concatenate([
+            target[self.outline, :2] - self.src[self.outline, :2],
+            hair_dst[:, :2] - self.hair,
+            np.zeros_like(self.fixed),
+        ])
+        gh, gw = self.grid_shape
+        forward = (self.spline @ values).reshape(gh, gw, 2).astype(np.float32)
+        grid = self.grid.reshape(gh, gw, 2).astype(np.float32)
+        to_index = np.array([gw / self.w, gh / self.h], dtype=np.float32)
+        src = grid - forward
+        for _ in range(iterations):
+            idx = src * to_index - 0.5
+            f = cv2.remap(forward, idx[..., 0], idx[..., 1], cv2.INTER_LINEAR, borderMode=_REPLICATE)
+            src = grid - f
+        backward = src - grid
+        return cv2.resize(backward, (self.w, self.h), interpolation=cv2.INTER_LINEAR)
+
+    def render(self, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+        """Warped photo (H, W, 3) uint8 for target vertices (468, 3) and the head pose."""
+        map_xy, cavity = self.map_for(target, rotation, translation)
+        out = cv2.remap(self.photo, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=_REFLECT)
+        inside = cavity > 0
+        if inside.any():
+            t = (cavity[inside] - 1.0)[:, None]
+            colour = (1 - t) * _CAVITY_TOP + t * _CAVITY_BOTTOM
+            out[inside] = np.clip(colour, 0, 255).astype(np.uint8)
+        return out
