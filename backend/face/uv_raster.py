@@ -19,6 +19,9 @@ loop. Attributes of the winning triangle are evaluated from its plane equation i
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 # Pixel centres this close (pixels) outside a triangle still count as inside, so centres exactly
@@ -79,37 +82,37 @@ def _triangle_table(
             lower (middle -> bottom) edges; and the planes of z, u, v over pixel position
             (``a = a0 + ax * x + ay * y``).
     """
-    p = v[:, tri]  # (B, F, 3 corners, 3)
-    x, y = p[..., 0], p[..., 1]
-    dx1, dy1 = x[..., 1] - x[..., 0], y[..., 1] - y[..., 0]
-    dx2, dy2 = x[..., 2] - x[..., 0], y[..., 2] - y[..., 0]
-    area2 = dx1 * dy2 - dx2 * dy1  # twice the signed area; the sign is the winding
-    ymin, ymax = y.min(-1), y.max(-1)
-    r0 = np.maximum(np.ceil(ymin - 0.5), 0)
-    r1 = np.minimum(np.floor(ymax - 0.5), height - 1)
-    keep = (np.abs(area2) > _MIN_AREA2) & (r1 >= r0) & (x.max(-1) > 0) & (x.min(-1) < width)
-    bi, fi = np.nonzero(keep)
-    p, area2 = p[bi, fi], area2[bi, fi]  # (M, 3, 3), (M,)
-    x, y = p[..., 0], p[..., 1]
-    # Attribute planes from barycentrics: b_k = (ex_k * x + ey_k * y + e0_k) / area2, where
-    # corner k's barycentric is the edge function of the opposite edge (k+1 -> k+2).
-    xa, ya = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)
-    xb, yb = np.roll(x, -2, axis=1), np.roll(y, -2, axis=1)
+    B, F = v.shape[0], tri.shape[0]
+    p = v[:, tri].reshape(B * F, 3, 3)  # (B*F, 3 corners, xyz)
+    order = np.argsort(p[:, :, 1], axis=1)  # corners by y: top (a), middle (b), bottom (c)
+    p = np.take_along_axis(p, order[:, :, None], axis=1)
+    uvt = np.broadcast_to(uv[tri], (B, F, 3, 2)).reshape(B * F, 3, 2)
+    uvt = np.take_along_axis(uvt, order[:, :, None], axis=1)
+    attr = np.concatenate([p[:, :, 2:3], uvt], axis=2)  # (B*F, 3 corners, [z u v])
+    xa, ya, xb, yb, xc, yc = p[:, 0, 0], p[:, 0, 1], p[:, 1, 0], p[:, 1, 1], p[:, 2, 0], p[:, 2, 1]
+    d1x, d1y, d2x, d2y = xb - xa, yb - ya, xc - xa, yc - ya
+    area2 = d1x * d2y - d2x * d1y  # twice the signed area (sign = winding after sorting)
+    r0 = np.maximum(np.ceil(ya - 0.5), 0)
+    r1 = np.minimum(np.floor(yc - 0.5), height - 1)
+    xmin, xmax = p[:, :, 0].min(1), p[:, :, 0].max(1)
+    keep = np.nonzero((np.abs(area2) > _MIN_AREA2) & (r1 >= r0) & (xmax > 0) & (xmin < width))[0]
+    attr, area2 = attr[keep], area2[keep]
+    xa, ya, xb, yb, xc, yc = xa[keep], ya[keep], xb[keep], yb[keep], xc[keep], yc[keep]
+    d1x, d1y, d2x, d2y = d1x[keep, None], d1y[keep, None], d2x[keep, None], d2y[keep, None]
+    # Attribute planes a(x, y) = a0 + ax * x + ay * y through the three corners, for z, u, v.
+    da1, da2 = attr[:, 1] - attr[:, 0], attr[:, 2] - attr[:, 0]  # (M, 3)
     inv = 1.0 / area2[:, None]
-    E = np.stack([(xa * yb - xb * ya) * inv, (ya - yb) * inv, (xb - xa) * inv], axis=-1)  # (M, 3, 3)
-    attr = np.stack([p[..., 2], uv[tri[fi], 0], uv[tri[fi], 1]], axis=1)  # (M, 3 attrs, 3 corners)
-    planes = np.einsum("mjk,mkc->mjc", attr, E).reshape(-1, 9)  # (M, [z0 zx zy u0 ux uy v0 vx vy])
-    order = np.argsort(y, axis=1)
-    xs, ys = np.take_along_axis(x, order, 1), np.take_along_axis(y, order, 1)
-    dx, dy = np.diff(xs, axis=1), np.diff(ys, axis=1)  # upper, lower edge
+    ax = (da1 * d2y - da2 * d1y) * inv
+    ay = (da2 * d1x - da1 * d2x) * inv
+    a0 = attr[:, 0] - ax * xa[:, None] - ay * ya[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        su = np.where(dy[:, 0] > 0, dx[:, 0] / dy[:, 0], 0.0)
-        sd = np.where(dy[:, 1] > 0, dx[:, 1] / dy[:, 1], 0.0)
-    sl = (xs[:, 2] - xs[:, 0]) / (ys[:, 2] - ys[:, 0])  # > 0 height since area2 != 0
-    geometry = [xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1], sl, su, sd]
-    table = np.concatenate([*geometry, planes.T.ravel()]).reshape(16, -1)
-    row0 = r0[bi, fi].astype(np.int64)
-    return bi, row0, r1[bi, fi].astype(np.int64) - row0 + 1, table
+        su = np.where(yb > ya, (xb - xa) / (yb - ya), 0.0)
+        sd = np.where(yc > yb, (xc - xb) / (yc - yb), 0.0)
+    sl = (xc - xa) / (yc - ya)  # yc > ya since area2 != 0
+    planes = np.stack([a0, ax, ay], axis=2).reshape(-1, 9)  # (M, [z0 zx zy u0 ux uy v0 vx vy])
+    table = np.concatenate([np.stack([xa, ya, xb, yb, sl, su, sd]), planes.T])
+    row0 = r0[keep].astype(np.int64)
+    return keep // F, row0, r1[keep].astype(np.int64) - row0 + 1, table
 
 
 def _spans(
@@ -171,32 +174,51 @@ def _zbuffer(
     return pix[best], np.stack([attrs[2][sb] + attrs[3][sb] * lb, attrs[4][sb] + attrs[5][sb] * lb])
 
 
+def _render(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, height: int, width: int, out: np.ndarray) -> None:
+    """Rasterise validated meshes v (B, N, 3) into ``out`` (B * H * W, 3) float32 (zeroed)."""
+    if tri.shape[0] == 0 or v.shape[0] == 0:
+        return
+    item, row0, nrows, table = _triangle_table(v, uv, tri, height, width)
+    start, count, attrs = _spans(item, row0, nrows, table, height, width)
+    if count.size:
+        pix, uv_px = _zbuffer(start, count, attrs, v.shape[0] * height * width)
+        out[pix, 0] = uv_px[0]
+        out[pix, 1] = uv_px[1]
+        out[pix, 2] = 1.0
+
+
 def rasterize_uv_batch(
-    vertices: np.ndarray, uvs: np.ndarray, triangles: np.ndarray, height: int, width: int
+    vertices: np.ndarray,
+    uvs: np.ndarray,
+    triangles: np.ndarray,
+    height: int,
+    width: int,
+    threads: int | None = None,
 ) -> np.ndarray:
-    """Rasterise B posed meshes at once (same topology and UVs).
+    """Rasterise B posed meshes (same topology and UVs), one map per item, on a thread pool.
 
     Args:
         vertices: (B, N, 3) float - x, y in pixels (top-left corner origin), z towards the viewer.
         uvs: (N, 2) float per-vertex texture coordinates.
         triangles: (F, 3) int vertex indices, any winding.
         height, width: output size in pixels.
+        threads: worker threads (numpy releases the GIL in the heavy loops); default
+            ``min(B, cpu_count, 4)``; 1 runs inline.
 
     Returns:
         (B, H, W, 3) float32: u, v, coverage (1 where a triangle covers the pixel centre, else 0).
     """
     v, uv, tri = _check_inputs(vertices, uvs, triangles, height, width)
     B = v.shape[0]
-    out = np.zeros((B * height * width, 3), dtype=np.float32)
-    if tri.shape[0] == 0 or B == 0:
-        return out.reshape(B, height, width, 3)
-    item, row0, nrows, table = _triangle_table(v, uv, tri, height, width)
-    start, count, attrs = _spans(item, row0, nrows, table, height, width)
-    if count.size:
-        pix, uv_px = _zbuffer(start, count, attrs, B * height * width)
-        out[pix, 0] = uv_px[0]
-        out[pix, 1] = uv_px[1]
-        out[pix, 2] = 1.0
+    out = np.zeros((B, height * width, 3), dtype=np.float32)
+    if threads is None:
+        threads = min(B, os.cpu_count() or 1, 4)
+    if threads <= 1 or B <= 1:
+        for i in range(B):
+            _render(v[i: i + 1], uv, tri, height, width, out[i])
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(lambda i: _render(v[i: i + 1], uv, tri, height, width, out[i]), range(B)))
     return out.reshape(B, height, width, 3)
 
 
@@ -221,4 +243,4 @@ def rasterize_uv(
     v = np.asarray(vertices)
     if v.ndim != 2:
         raise ValueError(f"vertices must have shape (N, 3), got {v.shape} (rasterize_uv_batch takes batches)")
-    return rasterize_uv_batch(v[None], uvs, triangles, height, width)[0]
+    return rasterize_uv_batch(v[None], uvs, triangles, height, width, threads=1)[0]
