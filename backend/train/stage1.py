@@ -210,14 +210,14 @@ class Stage1Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(d_loss).backward()
             self.scaler.step(self.opt_d)
-            d_logs["d"] = float(d_loss)
+            d_logs["d"] = d_loss.item()
             if p.r1_every > 0 and step % p.r1_every == 0:
                 real = frames.detach().requires_grad_(True)
                 r1 = L.r1_penalty(self.disc(real, uv), real)
                 self.opt_d.zero_grad(set_to_none=True)
                 (p.r1_gamma / 2 * r1 * p.r1_every).backward()
                 self.opt_d.step()
-                d_logs["r1"] = float(r1)
+                d_logs["r1"] = r1.item()
             self.disc.requires_grad_(False)
 
         # generator side
@@ -237,9 +237,9 @@ class Stage1Trainer:
         self.scaler.step(self.opt_g)
         self.scaler.update()
         self._update_ema()
-        logs = {"total": float(loss), "tex": float(l_tex), "l1": float(l_l1), "perc": float(l_perc)}
+        logs = {"total": loss.item(), "tex": l_tex.item(), "l1": l_l1.item(), "perc": l_perc.item()}
         if l_adv is not None:
-            logs["adv"] = float(l_adv)
+            logs["adv"] = l_adv.item()
         logs.update(d_logs)
         if not all(math.isfinite(v) for v in logs.values()):
             raise FloatingPointError(f"non-finite loss at step {step}: {logs}; lower the learning rates "

@@ -60,3 +60,24 @@ def make_subject(root: Path, n_frames: int = 40, size: int = 32, k: int = 4, see
                         "extreme_frames": S.extreme_frames(pose, valid)})
     del train
     return root
+
+
+_TRAINED: dict[str, Path] = {}
+
+
+def trained_synth_subject(steps: int = 40) -> Path:
+    """A synthetic subject with a tiny-preset avatar trained into it, built once per process.
+
+    Shared by the train, render and metrics tests (treat as read-only; copy to modify).
+    """
+    import tempfile
+
+    from backend.train.stage1 import train_avatar
+
+    key = f"steps{steps}"
+    if key not in _TRAINED:
+        root = Path(tempfile.mkdtemp(prefix="c2_synth_")) / "subject"
+        make_subject(root)
+        train_avatar(root, preset="tiny", steps=steps, seed=0)
+        _TRAINED[key] = root
+    return _TRAINED[key]

@@ -1,0 +1,137 @@
+"""Held-out evaluation of a trained avatar: PSNR, SSIM, LPIPS, sharpness difference, F-LMD.
+
+Renders the subject's held-out frames (the ids recorded in the checkpoint, never trained on)
+from their own expression windows and UV maps at the avatar's resolution, compares them with the
+frames resampled to that resolution, writes the ``eval`` section of ``SUBJECT/avatar/metrics.json``
+and a contact sheet PNG (ground truth | render | error heat map x4).
+
+LPIPS is reported only with a real backbone file (see ``backend.train.perceptual``); without
+one the value is null and ``lpips_note`` says why (the SSIM+gradient fallback is a training loss,
+not a comparable metric).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from backend.metrics.landmarks import f_lmd
+from backend.metrics.psnr import psnr
+from backend.metrics.sharpness import sharpness_difference
+from backend.metrics.ssim import ssim_uint8
+from backend.paths import avatar_dir, checkpoint_path
+from backend.train.data import frame_to_tensor
+from backend.train.previews import to_uint8, write_png
+
+log = logging.getLogger(__name__)
+
+CONTACT_SHEET_NAME = "contact_sheet.png"
+
+
+def error_map(render: np.ndarray, gt: np.ndarray, gain: float = 4.0) -> np.ndarray:
+    """Per-pixel mean absolute error x ``gain`` as a JET heat map, (H, W, 3) uint8 RGB."""
+    err = np.abs(render.astype(np.int16) - gt.astype(np.int16)).mean(-1) * gain
+    heat = cv2.applyColorMap(np.clip(err, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+
+
+def lpips_metric(device: torch.device) -> tuple[Any, str]:
+    """(LPIPS module or None, note)."""
+    from backend.train.perceptual import build_perceptual
+
+    try:
+        p = build_perceptual(device=device, allow_fallback=False)
+    except FileNotFoundError as exc:
+        return None, f"not computed: {exc}"
+    return p, p.description
+
+
+def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | None = None,
+             style: Path | None = None, max_frames: int | None = None, landmarks: bool = True,
+             out_dir: Path | None = None, n_sheet: int = 6) -> dict[str, Any]:
+    """Evaluate on held-out frames; write metrics.json ("eval" section) and the contact sheet.
+
+    Args:
+        subject_dir: subject folder.
+        checkpoint: default ``SUBJECT/avatar/checkpoint.pt``.
+        device: torch device string or None (CUDA when present).
+        style: evaluate a restyled avatar (metrics then measure distance from the real frames).
+        max_frames: evaluate at most this many held-out frames (evenly spaced).
+        landmarks: compute F-LMD (MediaPipe; the slowest metric).
+        out_dir: where metrics.json and the sheet go (default: the checkpoint's folder).
+        n_sheet: rows in the contact sheet.
+    Returns:
+        The metrics dict that was written.
+    """
+    from backend.data.subject import Subject
+    from backend.render import Renderer
+    from backend.train.stage1 import update_metrics_json
+
+    subject_dir = Path(subject_dir)
+    ckpt = Path(checkpoint) if checkpoint is not None else checkpoint_path(subject_dir)
+    if out_dir is None:
+        out_dir = ckpt.parent if checkpoint is not None else avatar_dir(subject_dir)
+    out_dir = Path(out_dir)
+    renderer = Renderer.from_checkpoint(ckpt, device=device, style=style, subject=subject_dir)
+    subject = Subject.open(subject_dir)
+    ids = np.asarray(renderer.meta.get("heldout_ids") or subject.split()[1], dtype=np.int64)
+    if len(ids) == 0:
+        raise ValueError(f"{subject_dir}: no held-out frames to evaluate on")
+    if max_frames is not None and len(ids) > max_frames:
+        ids = ids[np.linspace(0, len(ids) - 1, max_frames).round().astype(int)]
+    size = renderer.size
+    expr = subject.expressions
+    if list(subject.expression_names) != renderer.names:
+        raise ValueError(f"{subject_dir} has other expression curves than the avatar was trained on")
+    renders = np.stack(list(renderer.render(expr, uv_maps=subject.uv_maps, indices=ids)))
+    gts = np.stack([to_uint8(frame_to_tensor(subject.frame(int(i)), size)[None])[0] for i in ids])
+
+    psnrs = [psnr(r, g) for r, g in zip(renders, gts, strict=True)]
+    ssims = [ssim_uint8(r, g) for r, g in zip(renders, gts, strict=True)]
+    sds = [sharpness_difference(r, g) for r, g in zip(renders, gts, strict=True)]
+    lp, lp_note = lpips_metric(renderer.device)
+    lp_value = None
+    if lp is not None:
+        def to_t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(renderer.device)
+
+        with torch.no_grad():
+            lp_value = float(lp(to_t(renders), to_t(gts)).mean())
+    result: dict[str, Any] = {
+        "frames": len(ids), "size": size, "checkpoint": str(ckpt), "style": str(style) if style else None,
+        "step": renderer.meta.get("step"), "preset": renderer.meta.get("preset"),
+        "psnr_db": float(np.mean([min(v, 100.0) for v in psnrs])),
+        "ssim": float(np.mean(ssims)),
+        "lpips": lp_value, "lpips_note": lp_note,
+        "sd": float(np.mean(np.abs(sds))), "sharpness_signed": float(np.mean(sds)),
+        "stylegan_init": renderer.meta.get("stylegan_init"),
+        "perceptual_in_training": renderer.meta.get("perceptual"),
+    }
+    if landmarks:
+        result.update(f_lmd(renders, gts).to_dict())
+    if any(math.isinf(v) for v in psnrs):
+        result["psnr_note"] = "identical frames counted as 100 dB"
+    update_metrics_json(out_dir / "metrics.json", "eval", result)
+    title = f"{renderer.subject_id} held-out: PSNR {result['psnr_db']:.2f} dB, SSIM {result['ssim']:.3f}"
+    write_contact_sheet(out_dir / CONTACT_SHEET_NAME, renders, gts, ids, psnrs, n_sheet, title)
+    log.info("eval %s: %s", subject_dir, {k: result[k] for k in ("psnr_db", "ssim", "lpips", "sd")})
+    return result
+
+
+def write_contact_sheet(path: Path, renders: np.ndarray, gts: np.ndarray, ids: np.ndarray, psnrs: list[float],
+                        n: int, title: str) -> None:
+    """ground truth | render | error x4, for ``n`` evenly spaced frames."""
+    from backend.train.previews import preview_grid
+
+    pick = np.linspace(0, len(ids) - 1, min(n, len(ids))).round().astype(int)
+    errs = np.stack([error_map(renders[i], gts[i]) for i in pick])
+    rows = [f"#{ids[i]} {min(psnrs[i], 99.9):.1f} dB" for i in pick]
+    columns = ["ground truth", "render", "|error| x4"]
+    grid = preview_grid([gts[pick], renders[pick], errs], columns, rows, title)
+    write_png(path, grid)

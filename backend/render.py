@@ -1,0 +1,222 @@
+"""Rendering API: a trained avatar + expression curves (+ UV maps or the subject's rig) -> frames.
+
+    r = Renderer.from_checkpoint(checkpoint_path(subject), style=None)
+    for rgb in r.render(expressions):          # (T, K) float32 in r.names order
+        ...                                    # (size, size, 3) uint8 RGB per frame
+
+UV maps come from the caller (Blender's UV pass, ``uv_maps`` (T, H, W, 3) float [u, v, coverage])
+or are rasterised from the subject's face rig (``backend.face.rig.FaceRig.uv_maps``) at the
+given head ``pose`` (T, 6) and ``scale`` (T,) in the subject's crop convention; without a pose
+the subject's median pose is used. Expression windows (t-2..t+2) are built over the whole
+sequence, so rendering a sub-range (``indices``) gives the same pixels as rendering everything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from backend.data.windows import expression_windows
+from backend.train.checkpoint import checkpoint_sha256, load_avatar
+
+log = logging.getLogger(__name__)
+
+
+class RenderInputError(ValueError):
+    """Curves, UV maps or pose a renderer cannot use; the message says what and how to fix it."""
+
+
+def _finite(name: str, a: np.ndarray) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])[:10]
+        more = " ..." if bad.sum() > 10 else ""
+        raise RenderInputError(f"{name} contain NaN/inf (rows {rows.tolist()}{more})")
+
+
+def conform_names(expressions: np.ndarray, names: Sequence[str], target: Sequence[str]) -> np.ndarray:
+    """Reorder (T, K') curves named ``names`` to the avatar's ``target`` names.
+
+    Uses ``protocol.curves.Curves.conform`` (aliases, ARKit spellings; unknown names and missing
+    rig names are errors listing them). Returns (T, len(target)) float32.
+    """
+    from protocol.curves import Curves
+    from protocol.errors import ProtocolError
+
+    if list(names) == list(target):
+        return expressions
+    try:
+        c = Curves(list(names), 30.0, 0, np.asarray(expressions, dtype=np.float32))
+        return c.conform(list(target)).values
+    except ProtocolError as exc:
+        raise RenderInputError(f"curve names do not match the avatar: {exc}") from exc
+
+
+class Renderer:
+    """A loaded avatar ready to render.
+
+    Attributes:
+        names: the K expression names the avatar was trained on (column order of ``expressions``).
+        size: output side in pixels.
+        subject_id: the subject it was trained on.
+        meta: checkpoint metadata (config, preset, weights used, ...).
+        device: torch device.
+    """
+
+    def __init__(self, avatar: torch.nn.Module, meta: dict[str, Any], device: torch.device,
+                 subject_dir: Path | None = None) -> None:
+        self.avatar = avatar.to(device).eval()
+        self.meta = meta
+        self.device = device
+        self.names: list[str] = list(meta["expression_names"])
+        self.size: int = int(meta["size"])
+        self.subject_id: str = str(meta.get("subject_id", ""))
+        self.subject_dir = subject_dir
+        self._subject: Any = None
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str | torch.device | None = None, style: Path | None = None,
+                        subject: Path | None = None) -> Renderer:
+        """Load a stage-1 checkpoint (optionally restyled by a stage-2 ``.style`` file).
+
+        Args:
+            path: checkpoint file (``SUBJECT/avatar/checkpoint.pt``).
+            device: "cpu", "cuda", ... or None for CUDA when present.
+            style: a style file from ``emo-avatar edit``; it must belong to this checkpoint.
+            subject: subject folder for the rig (default: the folder containing ``avatar/``).
+        """
+        from backend.device import pick_device
+
+        path = Path(path)
+        dev = pick_device(None if device is None else str(device))
+        avatar, meta = load_avatar(path, device=dev)
+        if style is not None:
+            from backend.train.style import apply_style, load_style
+
+            apply_style(avatar, load_style(style), subject_id=str(meta.get("subject_id", "")),
+                        checkpoint_sha256=checkpoint_sha256(path))
+            avatar.eval().requires_grad_(False)
+            log.info("style %s applied", style)
+        if subject is None and (path.parent.parent / "meta.json").is_file():
+            subject = path.parent.parent
+        return cls(avatar, meta, dev, Path(subject) if subject is not None else None)
+
+    # -- inputs ---------------------------------------------------------------------------------
+    @property
+    def subject(self) -> Any:
+        if self._subject is None:
+            if self.subject_dir is None:
+                raise RenderInputError("no UV maps given and no subject folder known to rasterise the rig; "
+                                       "pass uv_maps or subject=SUBJECT")
+            from backend.data.subject import Subject
+
+            self._subject = Subject.open(self.subject_dir)
+        return self._subject
+
+    def default_pose(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The subject's median head pose and scale repeated ``n`` times: (n, 6), (n,)."""
+        s = self.subject
+        return (np.repeat(np.median(s.pose, axis=0)[None], n, 0).astype(np.float32),
+                np.full(n, float(np.median(s.scale)), np.float32))
+
+    def rig_uv_maps(self, expressions: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Rasterise the subject's rig at the avatar's size: (T, size, size, 3) float32.
+
+        ``pose`` / ``scale`` are in subject crop pixels; they are scaled to the render size, so the
+        geometry matches the training UV maps exactly.
+        """
+        f = self.size / float(self.subject.size)
+        pose = np.asarray(pose, np.float32).copy()
+        pose[:, 3:] *= f
+        return self.subject.rig.uv_maps(expressions, pose, np.asarray(scale, np.float32) * f, self.size)
+
+    def _check_uv(self, uv_maps: np.ndarray, n: int) -> np.ndarray:
+        uv = np.asarray(uv_maps)
+        if uv.ndim != 4:
+            raise RenderInputError(f"UV maps must be (T, H, W, 3), got shape {uv.shape}")
+        if uv.shape[-1] != 3:
+            raise RenderInputError(f"UV maps must have 3 channels (u, v, coverage), got {uv.shape[-1]}")
+        if uv.shape[0] != n:
+            raise RenderInputError(f"{uv.shape[0]} UV maps for {n} frames of curves")
+        return uv
+
+    def _resample_uv(self, uv: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) -> (B, size, size, 3) float32, bilinear (logged once per call site)."""
+        uv = uv.astype(np.float32, copy=False)
+        if uv.shape[1:3] == (self.size, self.size):
+            return uv
+        return np.stack([cv2.resize(m, (self.size, self.size), interpolation=cv2.INTER_LINEAR) for m in uv])
+
+    # -- rendering ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, expressions: np.ndarray, uv_maps: np.ndarray | None = None,
+               pose: np.ndarray | None = None, scale: np.ndarray | None = None, batch: int = 8,
+               names: Sequence[str] | None = None,
+               indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+        """Render frames one batch at a time.
+
+        Args:
+            expressions: (T, K) float curves, columns in ``self.names`` order (or named by ``names``).
+            uv_maps: (T, H, W, 3) float [u, v, coverage] or None to rasterise the rig. Other sizes
+                are resampled (logged); other channel counts are an error.
+            pose: (T, 6) head pose in subject crop pixels (rig rasterisation only); default: median.
+            scale: (T,) px/cm (rig rasterisation only); default: the subject's median.
+            batch: frames per forward pass.
+            names: the curves' names when they may differ from ``self.names`` (reordered via
+                ``Curves.conform``; unknown and missing names are listed in the error).
+            indices: render only these rows (windows still use the neighbouring rows).
+        Yields:
+            (size, size, 3) uint8 RGB per rendered frame, in ``indices`` order.
+        Raises:
+            RenderInputError: bad shapes, NaN, mismatching names.
+        """
+        expr = np.asarray(expressions, dtype=np.float32)
+        if names is not None:
+            expr = conform_names(expr, names, self.names)
+        if expr.ndim != 2 or expr.shape[1] != len(self.names):
+            raise RenderInputError(f"expressions must be (T, {len(self.names)}) in the avatar's curve order "
+                                   f"({', '.join(self.names[:6])}{' ...' if len(self.names) > 6 else ''}), "
+                                   f"got shape {expr.shape}; pass names= to reorder")
+        _finite("expression curves", expr)
+        n = expr.shape[0]
+        rows = np.arange(n) if indices is None else np.asarray(list(indices), dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise RenderInputError(f"frame indices out of range 0..{n - 1}")
+        if uv_maps is not None:
+            uv_all = self._check_uv(uv_maps, n)
+            if uv_all.shape[1:3] != (self.size, self.size):
+                log.warning("UV maps are %dx%d, the avatar renders %dx%d: resampling them (bilinear)",
+                            uv_all.shape[2], uv_all.shape[1], self.size, self.size)
+        else:
+            uv_all = None
+            if pose is None or scale is None:
+                dp, ds = self.default_pose(n)
+                pose = dp if pose is None else pose
+                scale = ds if scale is None else scale
+            pose = np.asarray(pose, np.float32)
+            scale = np.asarray(scale, np.float32).reshape(-1)
+            if pose.shape != (n, 6) or scale.shape != (n,):
+                raise RenderInputError(f"pose must be ({n}, 6) and scale ({n},), got {pose.shape}, "
+                                       f"{scale.shape}")
+            _finite("head pose", pose)
+            _finite("scale", scale)
+        windows = expression_windows(expr)
+        for a in range(0, len(rows), batch):
+            ids = rows[a:a + batch]
+            if uv_all is not None:
+                uv = np.asarray(uv_all[ids], dtype=np.float32)
+                _finite("UV maps", uv)
+                uv = self._resample_uv(uv)
+            else:
+                uv = self.rig_uv_maps(expr[ids], pose[ids], scale[ids])
+            uv_t = torch.from_numpy(np.ascontiguousarray(uv)).permute(0, 3, 1, 2).to(self.device)
+            win = torch.from_numpy(windows[ids]).to(self.device)
+            img = self.avatar(uv_t, win).image
+            out = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            yield from out.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,134 @@
+"""`emo-avatar render SUBJECT --curves FILE [--style STYLE] [--frames A:B] [--uv-maps NPZ] -o DIR`.
+
+Writes one PNG per frame, named by frame number (``frame_start`` of the curves + row):
+``DIR/000123.png``, each written atomically. Frames that already exist are skipped, so a
+render-farm manager can split a shot into ``--frames`` ranges and re-run failed tasks.
+
+Curves: ``.csv`` (Live Link Face), ``.json`` (emo-avatar-curves) or ``.npz`` (``names`` (K,) str,
+``values`` (T, K) float, optional ``head_pose`` (T, 6), ``fps``, ``frame_start``). Names are
+matched to the avatar's through ``Curves.conform``. A curves head pose (yaw, pitch, roll in
+radians, tx, ty, tz in cm) is applied around the subject's median pose; without one the median
+pose is used. ``--uv-maps NPZ`` (key ``uv``: (T, H, W, 3) float, one per curve row) replaces the
+rig rasterisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backend.paths import checkpoint_path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("subject", type=Path, help="subject folder with a trained avatar/")
+    parser.add_argument("--curves", type=Path, required=True, help="expression curves (.csv, .json or .npz)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder for NNNNNN.png frames")
+    parser.add_argument("--style", type=Path, default=None, help="a .style file from emo-avatar edit")
+    parser.add_argument("--frames", default=None, metavar="A:B",
+                        help="frame numbers A (inclusive) to B (exclusive); either side may be empty")
+    parser.add_argument("--uv-maps", type=Path, default=None, help="npz with 'uv' instead of the rig")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: SUBJECT/avatar/checkpoint.pt")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
+    parser.add_argument("--batch", type=int, default=8, help="frames per forward pass")
+
+
+def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, int]:
+    """(names, values (T, K), head_pose (T, 6) | None, frame_start) from a curves file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"curves file {path} not found")
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "names" not in z.files or "values" not in z.files:
+                raise ValueError(f"{path}: an npz of curves needs 'names' and 'values' arrays, has {z.files}")
+            names = [str(n) for n in z["names"]]
+            values = np.asarray(z["values"], np.float32)
+            pose = np.asarray(z["head_pose"], np.float32) if "head_pose" in z.files else None
+            start = int(z["frame_start"]) if "frame_start" in z.files else 0
+        return names, values, pose, start
+    from protocol.curves import read_curves
+
+    c = read_curves(path)
+    return list(c.names), c.values, c.head_pose, c.frame_start
+
+
+def parse_frames(spec: str | None, start: int, n: int) -> range:
+    """'A:B' frame numbers -> row range within 0..n-1 (frame number = start + row)."""
+    if not spec:
+        return range(n)
+    if ":" not in spec:
+        raise ValueError(f"--frames {spec!r}: use A:B (B exclusive), e.g. 0:100, 100:, :50")
+    a, b = spec.split(":", 1)
+    try:
+        lo = int(a) - start if a else 0
+        hi = int(b) - start if b else n
+    except ValueError:
+        raise ValueError(f"--frames {spec!r}: A and B must be integers") from None
+    lo, hi = max(lo, 0), min(hi, n)
+    if lo >= hi:
+        raise ValueError(f"--frames {spec!r} selects no frame (curves cover frames {start}..{start + n - 1})")
+    return range(lo, hi)
+
+
+def pose_from_curves(head_pose: np.ndarray, median_pose: np.ndarray, median_scale: float) -> np.ndarray:
+    """Curves head pose (T, 6: rad, rad, rad, cm, cm, cm) -> subject crop-pixel pose around the median."""
+    pose = np.repeat(median_pose[None], len(head_pose), 0).astype(np.float32)
+    pose[:, :3] = head_pose[:, :3]
+    pose[:, 3] += head_pose[:, 3] * median_scale
+    pose[:, 4] -= head_pose[:, 4] * median_scale  # mesh y up, image y down
+    pose[:, 5] += head_pose[:, 5] * median_scale
+    return pose
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.render import Renderer, RenderInputError
+    from backend.train.previews import write_png
+
+    ckpt = args.checkpoint or checkpoint_path(args.subject)
+    try:
+        names, values, head_pose, start = load_curves(args.curves)
+        renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=args.style, subject=args.subject)
+        rows = parse_frames(args.frames, start, len(values))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    todo = [r for r in rows if not (args.out / f"{start + r:06d}.png").exists()]
+    if len(todo) < len(rows):
+        log.info("%d of %d frames already exist in %s; rendering the other %d",
+                 len(rows) - len(todo), len(rows), args.out, len(todo))
+    if not todo:
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    try:
+        uv = pose = scale = None
+        if args.uv_maps is not None:
+            with np.load(args.uv_maps, allow_pickle=False) as z:
+                if "uv" not in z.files:
+                    raise RenderInputError(f"{args.uv_maps} has no 'uv' array (has {z.files})")
+                uv = z["uv"]
+        elif head_pose is not None:
+            mp, ms = renderer.default_pose(1)
+            pose = pose_from_curves(head_pose, mp[0], float(ms[0]))
+            scale = np.full(len(values), ms[0], np.float32)
+        frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=args.batch, names=names,
+                                 indices=todo)
+        for i, (row, rgb) in enumerate(zip(todo, frames, strict=True)):
+            write_png(args.out / f"{start + row:06d}.png", rgb, compression=1)
+            if sys.stderr.isatty():
+                print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
+    except (RenderInputError, OSError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    dt = time.monotonic() - t0
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    log.info("%d frames -> %s (%.1f frames/s)", len(todo), args.out, len(todo) / max(dt, 1e-9))
+    return 0

@@ -1,0 +1,73 @@
+"""`emo-avatar train SUBJECT --preset tiny|cpu|paper [--steps N] [--resume] [--seed S] [--device D]
+[--stylegan CKPT]`: stage-1 training with a progress bar (losses, ETA); Ctrl-C saves and exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backend.progress import Cancelled, ProgressUpdate
+from backend.train.presets import PRESETS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("subject", type=Path, help="subject folder (from emo-avatar track)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                        help="tiny (tests), cpu (demo, 128 px), paper (512 px, CUDA)")
+    parser.add_argument("--steps", type=int, default=None, help="total stage-1 steps (default: the preset's)")
+    parser.add_argument("--resume", action="store_true", help="continue from SUBJECT/avatar/checkpoint.pt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
+    parser.add_argument("--stylegan", type=Path, default=None,
+                        help="pretrained StyleGAN2 checkpoint (g_ema format) for PTI; default: random init")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: SUBJECT/avatar)")
+    parser.add_argument("--preview-every", type=int, default=None, help="steps between previews (0: off)")
+
+
+class ProgressBar:
+    """tqdm bars, one per stage (PTI, train), with the latest losses as postfix."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, u: ProgressUpdate) -> None:
+        from tqdm import tqdm
+
+        if u.stage != self.stage:
+            self.close()
+            self.stage = u.stage
+            self.bar = tqdm(total=u.total, initial=max(u.step - 1, 0), desc=u.stage, unit="step",
+                            dynamic_ncols=True, file=sys.stderr)
+        assert self.bar is not None
+        self.bar.n = u.step
+        self.bar.set_postfix_str(" ".join(f"{k}={v:.3f}" for k, v in u.losses.items()), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.train.stage1 import train_avatar
+
+    bar = ProgressBar()
+    try:
+        path = train_avatar(args.subject, preset=args.preset, steps=args.steps, seed=args.seed,
+                            device=args.device, resume=args.resume, out_dir=args.out, progress=bar,
+                            stylegan=args.stylegan,
+                            preview_every=args.preview_every)
+    except Cancelled as exc:
+        bar.close()
+        print(f"{exc}", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(path)
+    return 0

@@ -1,0 +1,146 @@
+"""Stage-1 training on a tiny synthetic subject: loss goes down, checkpoints round-trip, resume
+continues, stops save a loadable checkpoint, wrong checkpoints are rejected."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.paths import checkpoint_path
+from backend.progress import Cancelled, ProgressUpdate
+from backend.render import Renderer
+from backend.train.checkpoint import (
+    CheckpointError,
+    checkpoint_sha256,
+    load_avatar,
+    read_checkpoint,
+    save_checkpoint,
+)
+from backend.train.data import load_subject_tensors
+from backend.train.stage1 import train_avatar
+
+
+def test_training_lowers_the_loss_and_writes_outputs(synth_avatar: Path) -> None:
+    ckpt = checkpoint_path(synth_avatar)
+    meta = read_checkpoint(ckpt)["meta"]
+    hist = meta["history"]
+    assert meta["step"] == 40 and len(hist) == 40
+    first = np.mean([h["l1"] + h["tex"] for h in hist[:5]])
+    at30 = np.mean([h["l1"] + h["tex"] for h in hist[25:30]])
+    assert at30 < 0.7 * first, (first, at30)
+    # what weights were used is recorded
+    assert meta["stylegan_init"]["kind"] == "random-init warm start"
+    assert meta["pti"]["mode"] == "warm-start" and meta["pti"]["w_steps"] > 0
+    assert meta["perceptual"]  # "fallback ssim+gradient" here, "lpips-..." with a backbone file
+    # held-out frames were never drawn: they are recorded and disjoint from what training used
+    data = load_subject_tensors(synth_avatar, 32)
+    assert sorted(meta["heldout_ids"]) == sorted(data.heldout_ids.tolist())
+    assert not set(data.extreme_ids) & set(meta["heldout_ids"])
+    metrics = json.loads((synth_avatar / "avatar" / "metrics.json").read_text())["train"]
+    assert metrics["heldout_psnr_db"] > 15 and metrics["perceptual"] == meta["perceptual"]
+    for name in ("loss_curve.png", "preview.png", "previews/step_000040.png"):
+        assert (synth_avatar / "avatar" / name).stat().st_size > 1000
+
+
+def test_save_load_render_identical_pixels(synth_avatar: Path, tmp_path: Path) -> None:
+    ckpt = checkpoint_path(synth_avatar)
+    avatar, meta = load_avatar(ckpt)
+    copy = tmp_path / "copy.pt"
+    save_checkpoint(copy, avatar.state_dict(), meta)
+    subj_uv = np.load(synth_avatar / "uv" / "uv.npy")[:6].astype(np.float32)
+    expr = np.load(synth_avatar / "expressions.npz")["values"][:6]
+    a = np.stack(list(Renderer.from_checkpoint(ckpt, device="cpu").render(expr, subj_uv)))
+    b = np.stack(list(Renderer.from_checkpoint(copy, device="cpu").render(expr, subj_uv)))
+    assert a.shape == (6, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert a.std() > 5  # a real image, not a constant
+
+
+def test_stage2_trainable_is_only_the_skip_modules(synth_avatar: Path) -> None:
+    avatar, _ = load_avatar(checkpoint_path(synth_avatar))
+    names = avatar.stage2_module_names()
+    assert names and all(n.startswith("skips.") for n in names)
+    params = avatar.set_stage2_trainable()
+    trainable = {n for n, p in avatar.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("skips.") for n in trainable)
+    assert len(params) == len(trainable)
+
+
+def test_wrong_checkpoints_are_rejected(synth_avatar: Path, tmp_path: Path) -> None:
+    ckpt = checkpoint_path(synth_avatar)
+    with pytest.raises(CheckpointError, match="preset 'tiny', expected 'cpu'"):
+        load_avatar(ckpt, expect_preset="cpu")
+    data = read_checkpoint(ckpt)
+    # another architecture: config says 16 texture channels, tensors are for 12
+    bad_meta = dict(data["meta"], config=dict(data["meta"]["config"], tex_channels=16))
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, data["avatar"], bad_meta)
+    with pytest.raises(CheckpointError, match=r"texture\..*checkpoint \(.*12"):
+        load_avatar(bad)
+    # a missing tensor is named
+    state = dict(data["avatar"])
+    dropped = next(k for k in state if k.startswith("skips."))
+    del state[dropped]
+    save_checkpoint(bad, state, data["meta"])
+    with pytest.raises(CheckpointError, match=f"missing {dropped}"):
+        load_avatar(bad)
+    # not a checkpoint at all
+    torch.save({"g_ema": {}}, bad)
+    with pytest.raises(CheckpointError, match="not an Emo-Avatar checkpoint"):
+        load_avatar(bad)
+    assert len(checkpoint_sha256(ckpt)) == 64
+
+
+def test_resume_continues_the_step_count(synth_avatar_copy: Path) -> None:
+    ckpt = checkpoint_path(synth_avatar_copy)
+    before = read_checkpoint(ckpt)["meta"]
+    seen: list[ProgressUpdate] = []
+    train_avatar(synth_avatar_copy, preset="tiny", steps=46, resume=True, progress=seen.append)
+    after = read_checkpoint(ckpt)["meta"]
+    assert after["step"] == 46
+    assert [u.step for u in seen if u.stage == "train"] == list(range(41, 47))
+    assert not [u for u in seen if u.stage == "pti"]  # PTI is not re-run
+    assert after["history"][:40] == before["history"]
+    with pytest.raises(CheckpointError, match="preset 'tiny'"):
+        train_avatar(synth_avatar_copy, preset="cpu", steps=50, resume=True)
+
+
+@pytest.mark.parametrize("how", ["should_stop", "ctrl_c"])
+def test_stop_saves_a_loadable_checkpoint(synth_subject: Path, how: str) -> None:
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        return how == "should_stop" and calls["n"] >= 3
+
+    def progress(u: ProgressUpdate) -> None:
+        if u.stage == "train":
+            calls["n"] = u.step
+            if how == "ctrl_c" and u.step == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(Cancelled, match="checkpoint saved"):
+        train_avatar(synth_subject, preset="tiny", steps=50, progress=progress, should_stop=stop,
+                     preview_every=0)
+    _, meta = load_avatar(checkpoint_path(synth_subject))
+    assert meta["step"] == 3 and meta["total_steps"] == 50
+    assert (synth_subject / "avatar" / "loss_curve.png").is_file()
+    # and it resumes from there
+    train_avatar(synth_subject, preset="tiny", steps=5, resume=True, preview_every=0)
+    assert read_checkpoint(checkpoint_path(synth_subject))["meta"]["step"] == 5
+
+
+def test_same_seed_same_weights(synth_subject: Path, tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        train_avatar(synth_subject, preset="tiny", steps=3, seed=7, out_dir=tmp_path / name, preview_every=0)
+        outs.append(read_checkpoint(tmp_path / name / "checkpoint.pt")["avatar"])
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_missing_subject_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train_avatar(tmp_path / "nope", preset="tiny")
