@@ -13,13 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask_mode(base: int) -> int:
+    """``base`` permission bits filtered by the process umask (what ``open()`` would give)."""
+    current = os.umask(0)
+    os.umask(current)
+    return base & ~current
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     Write the file at the yielded path (e.g. ``torch.save(obj, tmp)``). If the block raises,
     the temporary file is removed and ``path`` is untouched. ``mode`` sets permission bits
-    before the rename (e.g. ``0o600`` for secrets).
+    before the rename (e.g. ``0o600`` for secrets); by default the file gets the usual
+    ``0o666 & ~umask``, like a file made with ``open()``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -28,8 +36,8 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if tmp.exists():
+            os.chmod(tmp, _umask_mode(0o666) if mode is None else mode)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -62,6 +70,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode(0o777))
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
