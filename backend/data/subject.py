@@ -97,7 +97,13 @@ def write_meta(root: Path, meta: dict[str, Any]) -> None:
 
 
 def extreme_frames(pose: np.ndarray, valid: np.ndarray, ids: np.ndarray | None = None) -> dict[str, int]:
-    """Frame indices of min/max yaw and min/max pitch among valid frames (optionally among ``ids``)."""
+    """Frame indices of min/max yaw and min/max pitch among valid frames (optionally among ``ids``).
+
+    Args:
+        pose: (T, >=2) yaw, pitch in the first two columns (the tracker passes a Gaussian-smoothed
+            copy of the raw pose, see ``backend.face.track.pose_for_extremes``).
+        valid: (T,) bool; ids: optional frame ids to choose from (e.g. the training split).
+    """
     ok = np.asarray(valid, dtype=bool).copy()
     if ids is not None:
         mask = np.zeros_like(ok)

@@ -8,7 +8,7 @@ per-frame similarity pose (``backend.face.track``).
 1. **Named coefficients** (``protocol.expressions.FACE_MODEL_NAMES``), ARKit semantics, each from
    a geometric measure (``MEASURES``): jawOpen from the chin drop + inner-lip gap, eyeBlink from
    the lid distance over the eye width, mouthSmile/Frown from the mouth-corner height relative to
-   the lip centre, brows from brow height over the eye corners, etc. A measure is turned into a
+   the nose bridge, brows from brow height over the eye corners, etc. A measure is turned into a
    coefficient in [0, 1] over the clip: ``e = clip((m - base) / max(p99(m - base), min_range))``
    where ``base`` is the neutral level (the clip's median for expressions that are usually
    absent, a low percentile for ones that are on half the time, e.g. jaw opening while talking)
@@ -66,7 +66,9 @@ def _jaw(s: Shapes) -> np.ndarray:
 
 
 def _corner(s: Shapes, corner: int) -> np.ndarray:
-    return s[:, corner, 1] - 0.5 * (s[:, 0, 1] + s[:, 17, 1])  # corner height over the lip centre
+    # Corner height below the nose bridge (a rigid point). Measured against the lip centre
+    # instead, every jaw opening would read as a smile (the lower lip drops more than the corner).
+    return s[:, corner, 1] - s[:, 6, 1]
 
 
 def _mouth_width(s: Shapes) -> np.ndarray:

@@ -13,8 +13,8 @@ from scipy.signal import savgol_filter
 
 EXPRESSION_WINDOW_S = 0.2
 """Expression curves: ~5 frames at 25 fps (a blink lasts ~0.1-0.3 s)."""
-POSE_WINDOW_S = 0.36
-"""Head pose: ~9 frames at 25 fps (heads move slowly; pose jitter is the most visible)."""
+POSE_WINDOW_S = 0.28
+"""Head pose: ~7 frames at 25 fps (heads move slowly; pose jitter is the most visible)."""
 
 
 def window_frames(seconds: float, fps: float, minimum: int = 3) -> int:

@@ -59,6 +59,8 @@ CROP_FACE_HEIGHTS = 3.0
 """Crop side in face heights (landmark extent brow..chin): head, hair, neck and shoulders."""
 CROP_TOP_FACE_HEIGHTS = 0.75
 """Space above the highest landmark, in face heights (forehead and hair)."""
+EXTREME_SIGMA_S = 0.07
+"""Gaussian sigma (seconds) of the pose curve the extreme-pose frames are picked from."""
 PROGRESS_EVERY = 10
 
 
@@ -179,6 +181,19 @@ def smooth_pose(pose: np.ndarray, scale: np.ndarray, fps: float) -> tuple[np.nda
     return p.astype(np.float32), s.astype(np.float32)
 
 
+def pose_for_extremes(pose_raw: np.ndarray, fps: float) -> np.ndarray:
+    """(T, 6) raw pose -> (T, 2) yaw, pitch smoothed for picking the extreme frames.
+
+    A symmetric Gaussian (sigma ``EXTREME_SIGMA_S``) of the *raw* pose: it averages out one-frame
+    glitches but, unlike the wider Savitzky-Golay window of the stored curves, does not move a
+    sharp peak towards the side where the tracked curve falls more slowly.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    sigma = max(EXTREME_SIGMA_S * fps, 0.5)
+    return gaussian_filter1d(np.asarray(pose_raw[:, :2], dtype=np.float64), sigma, axis=0, mode="nearest")
+
+
 def _subject_id(video: Path) -> str:
     name = video.stem if video.is_file() else video.name
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "subject"
@@ -296,7 +311,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     expressions = smooth_curves(fit.coefficients, info.fps, EXPRESSION_WINDOW_S)
     n_named = named.shape[1]
     expressions[:, :n_named] = np.clip(expressions[:, :n_named], 0.0, 1.0)
-    extremes = sj.extreme_frames(pose, valid)
+    extremes = sj.extreme_frames(pose_for_extremes(pose_raw, info.fps), valid)
     log.info("tracked %d frames (%d valid); rig: %d named + %d residual, residual %.3f cm of %.3f cm",
              T, int(valid.sum()), n_named, len(fit.rig.names) - n_named, fit.residual_rms, fit.shape_rms)
 

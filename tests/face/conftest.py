@@ -58,3 +58,12 @@ def astro_subject(astro_video: tuple[Path, np.ndarray], tmp_path_factory: pytest
 
     out = tmp_path_factory.mktemp("astro_subject") / "subject"
     return track_video(astro_video[0], out, size=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_tracked_256(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny synthetic sample (160 px video, 50 frames) tracked at 256 px. Read-only."""
+    from backend.face.track import track_video
+
+    out = tmp_path_factory.mktemp("tiny_tracked_256") / "subject"
+    return track_video(tiny_sample / "sample.mp4", out, size=256)

@@ -1,0 +1,76 @@
+"""Tracking accuracy against the synthetic sample's ground truth (backend.data.sample)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.data.sample import load_ground_truth
+from backend.data.subject import Subject
+
+
+@pytest.fixture(scope="module")
+def gt(tiny_sample: Path) -> dict[str, np.ndarray]:
+    return load_ground_truth(tiny_sample / "ground_truth.npz")
+
+
+def _gt_extremes(pose: np.ndarray) -> dict[str, int]:
+    return {"min_yaw": int(np.argmin(pose[:, 0])), "max_yaw": int(np.argmax(pose[:, 0])),
+            "min_pitch": int(np.argmin(pose[:, 1])), "max_pitch": int(np.argmax(pose[:, 1]))}
+
+
+def test_landmarks_match_ground_truth_vertices(tiny_tracked_256: Path, gt) -> None:
+    s = Subject.open(tiny_tracked_256)
+    assert s.n_frames == len(gt["pose"]) and s.size == 256
+    truth = s.video_to_crop(gt["vertices"])  # (T, 468, 2) crop px
+    err = np.linalg.norm(s.landmarks[:, :468, :2] - truth, axis=-1)
+    assert err.mean() < 2.0, f"mean landmark error {err.mean():.2f} px at 256"
+    # the rig, posed with the smoothed curves, lands on the same points
+    posed = s.rig.posed(s.expressions, s.pose, s.scale)
+    assert np.linalg.norm(posed[:, :, :2] - truth, axis=-1).mean() < 2.0
+
+
+@pytest.mark.parametrize("name", ["jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft",
+                                  "mouthSmileRight"])
+def test_expression_curves_correlate_with_ground_truth(tiny_tracked_256: Path, gt, name: str) -> None:
+    s = Subject.open(tiny_tracked_256)
+    names = [str(n) for n in gt["names"]]
+    ours = s.expressions[:, s.expression_names.index(name)]
+    truth = gt["expressions"][:, names.index(name)]
+    r = np.corrcoef(ours, truth)[0, 1]
+    assert r >= 0.9, f"{name}: correlation {r:.3f}"
+    assert ours.min() >= 0.0 and ours.max() <= 1.0
+
+
+def test_pose_follows_ground_truth(tiny_tracked_256: Path, gt) -> None:
+    s = Subject.open(tiny_tracked_256)
+    for k, name in enumerate(("yaw", "pitch")):
+        r = np.corrcoef(s.pose[:, k], gt["pose"][:, k])[0, 1]
+        assert r > 0.85, f"{name}: correlation {r:.3f}"
+    # same sign convention as the synthesiser (yaw > 0 faces image right, pitch > 0 chin down)
+    slope = np.polyfit(gt["pose"][:, 0], s.pose[:, 0], 1)[0]
+    assert 0.6 < slope < 1.4
+
+
+def test_extreme_pose_frames_equal_ground_truth(tiny_tracked_256: Path, tiny_subject: Path, gt) -> None:
+    want = _gt_extremes(gt["pose"])
+    assert Subject.open(tiny_tracked_256).extreme_frames == want
+    assert Subject.open(tiny_subject).extreme_frames == want  # the shared 64 px fixture too
+
+
+def test_rig_reproduces_tracked_shapes(tiny_tracked_256: Path) -> None:
+    s = Subject.open(tiny_tracked_256)
+    fit = s.meta["rig_fit"]
+    assert fit["residual_rms_cm"] < 0.35 * fit["shape_rms_cm"]
+    raw = s.rig.posed(s.raw_expressions, s.pose, s.scale)
+    err = np.linalg.norm(raw[:, :, :2] - s.landmarks[:, :468, :2], axis=-1).mean()
+    assert err < 1.5  # raw curves + smoothed pose vs raw landmarks, crop px at 256
+
+
+def test_expression_smoothing_reduces_jitter(tiny_tracked_256: Path) -> None:
+    from backend.face.smoothing import jitter
+
+    s = Subject.open(tiny_tracked_256)
+    assert jitter(s.expressions) < jitter(s.raw_expressions)
