@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing subject folder")
 
 
-def print_progress(update: ProgressUpdate, stream=sys.stderr) -> None:
+def print_progress(update: ProgressUpdate, stream=None) -> None:
     """One self-overwriting progress line: stage, phase, step/total, percent, eta."""
+    stream = sys.stderr if stream is None else stream
     pct = 100.0 * update.step / max(update.total, 1)
     eta = f" eta {update.eta:4.0f}s" if update.eta is not None else ""
     end = "\n" if update.step >= update.total else ""
