@@ -29,13 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def make_clip(path: Path, n: int) -> Path:
-    """A 1280x720 clip: the synthetic sample when available, else the astronaut photo moving."""
+def make_clip(path: Path, n: int, tiny: bool) -> Path:
+    """A 1280x720 clip: the synthetic sample (the tiny one, upscaled, with ``tiny``) when
+    available, else the astronaut photo moving."""
     frames: list[np.ndarray] = []
     try:
         from backend.data.sample import synthesize_sample
 
-        sample_video = synthesize_sample(path.parent / "sample", tiny=False)
+        sample_video = synthesize_sample(path.parent / "sample", tiny=tiny)
         cap = cv2.VideoCapture(str(sample_video))
         while len(frames) < n:
             ok, bgr = cap.read()
@@ -43,7 +44,7 @@ def make_clip(path: Path, n: int) -> Path:
                 break
             frames.append(bgr)
         cap.release()
-        source = "synthetic sample"
+        source = "tiny synthetic sample" if tiny else "synthetic sample"
     except ImportError:
         from skimage import data
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_track_"))
     try:
-        video = make_clip(tmp / "clip720.mp4", n)
+        video = make_clip(tmp / "clip720.mp4", n, tiny=args.quick)
         rows: list[tuple[str, int, float, str]] = []
         nd, td = bench_decode(video)
         nm, tm = bench_mediapipe(video)

@@ -87,10 +87,18 @@ class CropBox:
         return p
 
     def cut(self, rgb: np.ndarray, size: int) -> np.ndarray:
-        """Crop and resize a (H, W, 3) frame to (size, size, 3)."""
+        """Crop and resize a (H, W, 3) frame to (size, size, 3).
+
+        Downscaling is area averaging; a large factor is split into an integer step (OpenCV's
+        fast path) and a small fractional one, about twice as fast as one fractional INTER_AREA.
+        """
         crop = rgb[self.y0:self.y0 + self.side, self.x0:self.x0 + self.side]
-        interp = cv2.INTER_AREA if self.side > size else cv2.INTER_LINEAR
-        return cv2.resize(crop, (size, size), interpolation=interp)
+        if self.side <= size:
+            return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)
+        k = self.side // size
+        if k >= 2:
+            crop = cv2.resize(crop, (self.side // k, self.side // k), interpolation=cv2.INTER_AREA)
+        return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def crop_box(landmarks: np.ndarray, valid: np.ndarray, width: int, height: int) -> CropBox:
@@ -242,6 +250,28 @@ def detect_landmarks(video: Path, max_frames: int | None, progress: ProgressFn |
     return points, several
 
 
+def _write_crops(video: Path, T: int, box: CropBox, size: int, root: Path, progress: ProgressFn | None,
+                 should_stop: StopFn | None, clock: EtaClock) -> int:
+    """Pass 2: decode again, crop, resize and write PNGs (encoding overlaps decoding: OpenCV
+    releases the GIL). Returns the number of frames written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending = []
+    n = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for i, rgb in enumerate(iter_frames(video, T)):
+            check_cancel(should_stop)
+            pending.append(pool.submit(sj.write_frame, root, i, box.cut(rgb, size)))
+            if len(pending) > 8:
+                pending.pop(0).result()
+            if i % PROGRESS_EVERY == 0:
+                _report(progress, T + i, 3 * T, clock, "frames")
+            n += 1
+        for f in pending:
+            f.result()
+    return n
+
+
 def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | None = None,
                 overwrite: bool = False, progress: ProgressFn | None = None,
                 should_stop: StopFn | None = None) -> Path:
@@ -316,12 +346,9 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
              T, int(valid.sum()), n_named, len(fit.rig.names) - n_named, fit.residual_rms, fit.shape_rms)
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        step = T
-        for i, rgb in enumerate(iter_frames(video, T)):
-            check_cancel(should_stop)
-            sj.write_frame(tmp, i, box.cut(rgb, size))
-            if i % PROGRESS_EVERY == 0:
-                _report(progress, step + i, 3 * T, clock, "frames")
+        n_written = _write_crops(video, T, box, size, tmp, progress, should_stop, clock)
+        if n_written != T:
+            raise TrackError(f"{video}: the second read gave {n_written} frames instead of {T}")
         uv = sj.open_uv_writer(tmp, T, size)
         chunk = 16
         for a in range(0, T, chunk):
