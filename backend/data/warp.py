@@ -20,13 +20,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from backend.data.synthetic_expressions import INNER_LIP_LOWER, INNER_LIP_UPPER
+from backend.data.synthetic_expressions import (
+    INNER_LIP_LOWER,
+    INNER_LIP_UPPER,
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+)
 from backend.face.uv_raster import rasterize_uv
 
 _REPLICATE, _REFLECT = cv2.BORDER_REPLICATE, cv2.BORDER_REFLECT
+_SKIRT_WIDTH = 0.3  # band around the face outline that moves rigidly, in inter-ocular distances
+_TEETH_SPLIT = 0.72  # upper band = this share of the photo's mouth opening (the upper teeth)
 _CAVITY_FLAG = -1.0e5  # "uv" of cavity triangles; real source positions are never this negative
 _CAVITY_TOP = np.array([28.0, 10.0, 14.0])  # RGB, under the upper teeth
-_CAVITY_BOTTOM = np.array([112.0, 44.0, 52.0])  # RGB, tongue
+_CAVITY_BOTTOM = np.array([122.0, 48.0, 46.0])  # RGB, tongue
 
 
 def boundary_loop(triangles: np.ndarray) -> np.ndarray:
@@ -104,7 +113,12 @@ class FaceWarper:
         self.lower = np.array(INNER_LIP_LOWER[1:-1])
         self.corners = (INNER_LIP_UPPER[0], INNER_LIP_UPPER[-1])
         self._build_mouth_topology()
+        self._build_eye_topology()
+        self._build_skirt()
         self._build_anchors()
+        self.all_triangles = np.concatenate(
+            [self.face_triangles, self.band_triangles, self.cavity_triangles, self.skirt_triangles]
+        )
         # Coarse grid (pixel-centre aligned with cv2.resize) for the outer spline.
         self.step = 8
         gw, gh = -(-self.w // self.step), -(-self.h // self.step)
@@ -112,7 +126,7 @@ class FaceWarper:
         gy = (np.arange(gh) + 0.5) * self.h / gh
         self.grid_shape = (gh, gw)
         self.grid = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
-        ctrl = np.concatenate([self.src[self.outline, :2], self.hair, self.fixed])
+        ctrl = np.concatenate([self.skirt_src[:, :2], self.hair, self.fixed])
         self.spline = _tps_operator(ctrl, self.grid)  # (G, n) forward displacement operator
         xs, ys = np.meshgrid(np.arange(self.w, dtype=np.float32), np.arange(self.h, dtype=np.float32))
         self.pixel_index = np.stack([xs, ys], -1)  # (H, W, 2) pixel-index coordinates
@@ -149,8 +163,64 @@ class FaceWarper:
         band(cav_mu, cav_ml, cavity)
         self.band_triangles = np.asarray(tris)
         self.cavity_triangles = np.asarray(cavity)
-        # Source positions of the band mid points: half-way across the photo's mouth opening.
-        self.src_mid = (self.src[self.upper] + self.src[self.lower]) / 2
+        # Photo positions of the band edges: where the upper teeth end in the photo's mouth.
+        self.src_mid = self.src[self.upper] + _TEETH_SPLIT * (self.src[self.lower] - self.src[self.upper])
+        # Photo positions of the cavity's own vertex copies [corner0, Mu..., corner1, Ml...].
+        c0_src, c1_src = self.src[[c0], :2], self.src[[c1], :2]
+        self._cavity_src = np.concatenate([c0_src, self.src_mid[:, :2], c1_src, self.src_mid[:, :2]])
+
+    def _build_eye_topology(self) -> None:
+        """Eye openings show the eyeball fixed to the head, uncovered by the (moving) upper lid.
+
+        The mesh's triangles across each eye opening get their own copies of the upper-lid
+        vertices; a copy's photo position is the eyeball point that now lies under the lid
+        (lower-lid point + current lid opening), so a closing lid covers the eye instead of
+        squashing it.
+        """
+        first = self.src.shape[0] + 2 * len(self.upper) + 2 * len(self.upper) + 2
+        tris = self.face_triangles.copy()
+        lids, lowers, copies = [], [], []
+        for upper, lower in ((LEFT_EYE_UPPER, LEFT_EYE_LOWER), (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)):
+            inside = np.isin(tris, list(upper) + list(lower)).all(axis=1)
+            for u, lo in zip(upper[1:-1], lower[1:-1], strict=True):
+                copy = first + len(copies)
+                tris[inside] = np.where(tris[inside] == u, copy, tris[inside])
+                lids.append(u)
+                lowers.append(lo)
+                copies.append(copy)
+        self.face_triangles = tris
+        self.lid_ids, self.lid_lower_ids = np.array(lids), np.array(lowers)
+        self.n_extra = first + len(copies) - self.src.shape[0]
+
+    def _build_skirt(self) -> None:
+        """A band of triangles around the face outline that moves rigidly with the head.
+
+        It carries the hair / ears / neck next to the face with an exact piecewise-affine map
+        (z-buffered, so a turned cheek correctly hides part of it); the smooth outer spline
+        starts at its outer ring, where the motion is rigid and gentle.
+        """
+        s = self.scale
+        face = self.src[self.outline]
+        centre = (face[:, :2].max(0) + face[:, :2].min(0)) / 2
+        radial = face[:, :2] - centre
+        radial /= np.linalg.norm(radial, axis=1, keepdims=True)
+        ring = face.copy()
+        ring[:, :2] += _SKIRT_WIDTH * s * radial
+        ring[:, 2] -= 0.3 * s
+        ring[:, 0] = np.clip(ring[:, 0], 0.0, self.w)
+        ring[:, 1] = np.clip(ring[:, 1], 0.0, self.h)
+        self.skirt_src = ring
+        first = self.src.shape[0] + self.n_extra
+        k = len(self.outline)
+        ring_ids = first + np.arange(k)
+        o, o1 = self.outline, np.roll(self.outline, -1)
+        r, r1 = ring_ids, np.roll(ring_ids, -1)
+        self.skirt_triangles = np.concatenate([np.stack([o, o1, r], 1), np.stack([o1, r1, r], 1)])
+
+    def _eye_copies(self, target: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Target positions (k, 3) and photo positions (k, 2) of the upper-lid copies."""
+        opening = (target[self.lid_ids] - target[self.lid_lower_ids]) @ rotation  # head frame
+        return target[self.lid_ids], self.src[self.lid_lower_ids, :2] + opening[:, :2]
 
     def _build_anchors(self) -> None:
         """Hair ring (moves rigidly with the head) and fixed anchors (background, torso)."""
@@ -160,11 +230,11 @@ class FaceWarper:
         hx, hy = np.ptp(face[:, 0]) / 2, np.ptp(face[:, 1]) / 2
         eye_y = self.head_centre[1]
         a = np.linspace(0, 2 * np.pi, 28, endpoint=False)
-        ring = np.column_stack([cx + (hx + 0.35 * s) * np.cos(a), cy + (hy + 0.35 * s) * np.sin(a)])
+        ring = np.column_stack([cx + (hx + 0.8 * s) * np.cos(a), cy + (hy + 0.8 * s) * np.sin(a)])
         self.hair = ring[ring[:, 1] < eye_y]  # only above the ears: below is neck/collar
         far = np.column_stack([cx + (hx + 1.3 * s) * np.cos(a), cy + (hy + 1.1 * s) * np.sin(a)])
         chin_y = face[:, 1].max()
-        torso = np.column_stack([np.linspace(cx - 2.2 * s, cx + 2.2 * s, 9), np.full(9, chin_y + 0.75 * s)])
+        torso = np.column_stack([np.linspace(cx - 2.2 * s, cx + 2.2 * s, 9), np.full(9, chin_y + 0.8 * s)])
         bx = np.linspace(0, self.w, 9)
         by = np.linspace(0, self.h, 9)[1:-1]
         border = np.concatenate([
@@ -173,30 +243,35 @@ class FaceWarper:
         ])
         fixed = np.concatenate([far, torso, border])
         # Drop fixed anchors that crowd the moving points (they would fold the spline).
-        moving = np.concatenate([face[:, :2], self.hair])
+        moving = np.concatenate([self.skirt_src[:, :2], self.hair])
         dmin = np.sqrt(((fixed[:, None] - moving[None]) ** 2).sum(-1)).min(1)
-        self.fixed = fixed[dmin > 0.6 * s]
+        self.fixed = fixed[dmin > 0.4 * s]
 
-    def mouth_targets(self, target: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Target positions (n, 3) of the upper and lower band mid points.
+    def mouth_targets(
+        self, target: np.ndarray, rotation: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Target positions (n, 3) of the upper and lower band edges (the cavity's rim), and the
+        cavity's opacity (n,) at each of them (a hair-thin cavity stays invisible).
 
-        The band keeps its photo thickness (rotated with the head) while the opening is wider
-        than in the photo; when it is narrower, both bands shrink and meet in the middle.
+        While the opening is wider than in the photo, the bands keep their photo thickness and
+        the cavity takes the rest; when it is narrower, both bands shrink proportionally.
         """
         U, L = target[self.upper], target[self.lower]
-        half_src = np.linalg.norm(self.src_mid - self.src[self.upper], axis=1)
+        gap_src = np.linalg.norm(self.src[self.lower, :2] - self.src[self.upper, :2], axis=1)
         gap = L - U
         gap_len = np.maximum(np.linalg.norm(gap[:, :2], axis=1), 1e-9)
         unit = gap / gap_len[:, None]
         # The cavity opens softly: an opening that grows by e opens the cavity by e^2 / (e + m),
         # so a barely wider mouth shows no hair-thin dark line.
-        excess = np.maximum(gap_len - 2 * half_src, 0.0)
+        excess = np.maximum(gap_len - gap_src, 0.0)
         m = 0.06 * self.scale
         cavity = excess**2 / (excess + m)
-        thick = np.minimum(half_src, gap_len / 2) + (excess - cavity) / 2
-        thick = thick[:, None]
+        bands = (gap_len - cavity)[:, None]
         back = np.array([0.0, 0.0, -0.08 * self.scale])  # mouth interior sits behind the lips
-        return U + unit * thick + back, L - unit * thick + back
+        upper_rim = U + unit * bands * _TEETH_SPLIT + back
+        lower_rim = L - unit * bands * (1 - _TEETH_SPLIT) + back
+        fade = np.clip((cavity - 0.6) / 1.4, 0.0, 1.0)  # invisible below 0.6 px, opaque from 2 px
+        return upper_rim, lower_rim, fade * fade * (3 - 2 * fade)
 
     def map_for(
         self, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray
@@ -210,27 +285,42 @@ class FaceWarper:
 
         Returns:
             map_xy: (H, W, 2) float32 photo position (pixel-centre coordinates, for cv2.remap).
-            cavity: (H, W) float32 - 0 outside the mouth cavity, inside it 1 + depth where depth
-                runs from 0 (under the upper teeth) to 1 (at the tongue); see ``render``.
+            cavity: (H, W, 2) float32 (opacity, depth) of the mouth cavity: opacity 0 outside it;
+                depth runs from 0 (under the upper teeth) to 1 (at the tongue); see ``render``.
         """
-        mu, ml = self.mouth_targets(target, rotation)
+        mu, ml, opacity = self.mouth_targets(target, rotation)
         n = len(self.upper)
         c0, c1 = target[[self.corners[0]]], target[[self.corners[1]]]
-        verts = np.concatenate([target, mu, ml, c0, mu, c1, ml])
+        eye_xyz, eye_src = self._eye_copies(target, rotation)
+        skirt = self._rigid(self.skirt_src, rotation, translation)
+        verts = np.concatenate([target, mu, ml, c0, mu, c1, ml, eye_xyz, skirt])
         src_xy = np.concatenate([self.src[:, :2], self.src_mid[:, :2], self.src_mid[:, :2]])
-        depth = np.r_[0.5, np.zeros(n), 0.5, np.ones(n)]  # 0 under the upper teeth, 1 at the tongue
-        cav_uv = np.column_stack([np.full(2 * n + 2, _CAVITY_FLAG), depth])
-        uvs = np.concatenate([src_xy, cav_uv])
-        tris = np.concatenate([self.face_triangles, self.band_triangles, self.cavity_triangles])
-        face = rasterize_uv(verts, uvs, tris, self.h, self.w)
+        # Cavity "uv": u = flag + (1 - opacity) * 100 (decoded below), v = depth (0 under the upper
+        # teeth, 1 at the tongue); both interpolate linearly across the cavity triangles.
+        depth = np.r_[0.5, np.zeros(n), 0.5, np.ones(n)]
+        transparency = np.r_[1.0, 1 - opacity, 1.0, 1 - opacity]
+        cav_uv = np.column_stack([_CAVITY_FLAG + 100 * transparency, depth])
+        uvs = np.concatenate([src_xy, cav_uv, eye_src, self.skirt_src[:, :2]])
+        face = rasterize_uv(verts, uvs, self.all_triangles, self.h, self.w)
         covered = face[..., 2] > 0
         is_cavity = covered & (face[..., 0] < _CAVITY_FLAG / 2)
         disp = self._outer_backward_displacement(target, rotation, translation)
         map_xy = self.pixel_index + disp
         face_px = covered & ~is_cavity
-        cavity = np.where(is_cavity, 1.0 + face[..., 1], 0.0).astype(np.float32)
+        cavity = np.zeros((self.h, self.w, 2), dtype=np.float32)
+        cavity[is_cavity, 0] = 1 - (face[is_cavity, 0] - _CAVITY_FLAG) / 100
+        cavity[is_cavity, 1] = face[is_cavity, 1]
         map_xy[face_px] = face[face_px][:, :2] - 0.5  # remap wants pixel-index coordinates
+        if is_cavity.any():
+            # Behind a (partly) transparent cavity: the teeth edge, i.e. the photo's band line.
+            behind_uv = np.concatenate([src_xy, self._cavity_src, eye_src, self.skirt_src[:, :2]])
+            behind = rasterize_uv(verts, behind_uv, self.cavity_triangles, self.h, self.w)
+            map_xy[is_cavity] = behind[is_cavity][:, :2] - 0.5
         return map_xy, cavity
+
+    def _rigid(self, points: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+        """Points (n, 3) moved with the head: rotation about the head centre, then translation."""
+        return (points - self.head_centre) @ rotation.T + self.head_centre + translation
 
     def _outer_backward_displacement(
         self, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray, iterations: int = 6
@@ -242,9 +332,10 @@ class FaceWarper:
         grid by fixed-point iteration s = p - f(s) (f is smooth and its gradient small).
         """
         hair_src = np.column_stack([self.hair, np.full(len(self.hair), self.head_centre[2])])
-        hair_dst = (hair_src - self.head_centre) @ rotation.T + self.head_centre + translation
+        hair_dst = self._rigid(hair_src, rotation, translation)
+        skirt_dst = self._rigid(self.skirt_src, rotation, translation)
         values = np.concatenate([
-            target[self.outline, :2] - self.src[self.outline, :2],
+            skirt_dst[:, :2] - self.skirt_src[:, :2],
             hair_dst[:, :2] - self.hair,
             np.zeros_like(self.fixed),
         ])
@@ -264,9 +355,25 @@ class FaceWarper:
         """Warped photo (H, W, 3) uint8 for target vertices (468, 3) and the head pose."""
         map_xy, cavity = self.map_for(target, rotation, translation)
         out = cv2.remap(self.photo, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=_REFLECT)
-        inside = cavity > 0
-        if inside.any():
-            t = (cavity[inside] - 1.0)[:, None]
-            colour = (1 - t) * _CAVITY_TOP + t * _CAVITY_BOTTOM
-            out[inside] = np.clip(colour, 0, 255).astype(np.uint8)
+        if (cavity[..., 0] > 0).any():
+            _paint_cavity(out, cavity)
         return out
+
+
+def _paint_cavity(image: np.ndarray, cavity: np.ndarray) -> None:
+    """Paint the mouth cavity into ``image`` (H, W, 3) uint8 in place, with soft edges.
+
+    ``cavity`` (H, W, 2): opacity (0 outside) and depth (0 under the upper teeth, 1 at the
+    tongue). The opacity is feathered by a sub-pixel blur so the rim is anti-aliased.
+    """
+    ys, xs = np.nonzero(cavity[..., 0] > 0)
+    y0, y1 = max(ys.min() - 3, 0), min(ys.max() + 4, cavity.shape[0])
+    x0, x1 = max(xs.min() - 3, 0), min(xs.max() + 4, cavity.shape[1])
+    alpha = np.ascontiguousarray(cavity[y0:y1, x0:x1, 0])
+    depth = np.clip(cavity[y0:y1, x0:x1, 1], 0.0, 1.0)[..., None]
+    colour = ((1 - depth) * _CAVITY_TOP + depth * _CAVITY_BOTTOM).astype(np.float32) * alpha[..., None]
+    soft = cv2.GaussianBlur(alpha, (0, 0), 0.6)
+    colour = cv2.GaussianBlur(colour, (0, 0), 0.6) / np.maximum(soft, 1e-6)[..., None]
+    patch = image[y0:y1, x0:x1].astype(np.float32)
+    blended = patch * (1 - soft[..., None]) + colour * soft[..., None]
+    image[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
