@@ -257,8 +257,8 @@ def write_style_report(
     else:
         metrics["clip_direction"] = None
     if history:
-        first, last = history[0], history[-1]
-        metrics["losses"] = {"first": first, "last": last}
+        metrics["losses"] = {"first": history[0], "last": history[-1]}
+        metrics["loss_curve"] = {k: [round(h[k], 5) for h in history] for k in history[0]}
     metrics_path = style_file.with_name(style_file.stem + ".metrics.json")
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, default=float))
     columns = [("reference", ref.rgb, p8[0], s8[0])]

@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from torch import nn
 from backend.paths import checkpoint_path, style_path
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.train.patchnce import region_patch_nce, sample_region_positions
-from backend.train.reference import load_reference
+from backend.train.reference import Reference, load_reference
 from backend.train.regions import region_fractions, region_map
 from backend.train.style import save_style
 
@@ -290,12 +291,12 @@ def run_edit(
         loss_d.backward()
         opt_d.step()
         losses = {
-            "nce": float(loss_nce),
-            "stats": float(loss_stats),
-            "adv": float(loss_adv),
-            "id": float(loss_id),
-            "d": float(loss_d),
-            "total": float(loss_g),
+            "nce": loss_nce.item(),
+            "stats": loss_stats.item(),
+            "adv": loss_adv.item(),
+            "id": loss_id.item(),
+            "d": loss_d.item(),
+            "total": loss_g.item(),
         }
         history.append(dict(losses))
         if progress is not None:
@@ -317,6 +318,116 @@ def _pick_pool(train_ids: np.ndarray, frame: int, n: int) -> list[int]:
         return [frame]
     pick = np.linspace(0, len(ids) - 1, num=min(n, len(ids))).round().astype(int)
     return [ids[i] for i in pick]
+
+
+@dataclass
+class EditJob:
+    """Everything a stage-2 run needs, prepared by ``prepare_edit`` (tensors on ``device``)."""
+
+    avatar: nn.Module
+    disc: nn.Module
+    disc_source: str
+    encoder: nn.Module
+    tensors: Any
+    ref: Reference
+    frame: int
+    uv_ref: torch.Tensor
+    skip_ref: torch.Tensor
+    pool_uv: torch.Tensor
+    pool_skip: torch.Tensor
+    base_skips: dict[str, torch.Tensor]
+    settings: EditSettings
+    meta: dict[str, Any]
+    checkpoint_sha256: str
+    trainable: int
+    total: int
+    device: torch.device
+
+    def run(
+        self, seed: int = 0, progress: ProgressFn | None = None, should_stop: StopFn | None = None
+    ) -> EditResult:
+        return run_edit(
+            self.avatar,
+            self.disc,
+            self.encoder,
+            self.ref.image.to(self.device),
+            self.uv_ref,
+            self.skip_ref,
+            self.pool_uv,
+            self.pool_skip,
+            self.settings,
+            seed=seed,
+            progress=progress,
+            should_stop=should_stop,
+        )
+
+
+def prepare_edit(
+    subject_dir: Path,
+    reference: Path | np.ndarray,
+    frame: int = 0,
+    steps: int | None = None,
+    clip_checkpoint: Path | None = None,
+    clip_arch: str | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    settings: EditSettings | None = None,
+) -> EditJob:
+    """Load checkpoint, subject and reference, freeze all but the skips, build discriminator and encoder."""
+    from backend.device import pick_device
+    from backend.train.checkpoint import build_avatar, checkpoint_sha256, load_state_strict, read_checkpoint
+    from backend.train.data import load_subject_tensors
+
+    subject_dir = Path(subject_dir)
+    dev = pick_device(None if device is None else str(device))
+    torch.manual_seed(seed)
+    ckpt = checkpoint_path(subject_dir)
+    data = read_checkpoint(ckpt)
+    meta = data["meta"]
+    avatar = build_avatar(meta["config"])
+    size = int(avatar.cfg.size)
+    ref = load_reference(reference, size)
+    load_state_strict(avatar, data["avatar"], f"checkpoint {ckpt}")
+    tensors = load_subject_tensors(subject_dir, size)
+    n_frames = tensors.frames.shape[0]
+    if not 0 <= frame < n_frames:
+        raise IndexError(f"--frame {frame} out of range (subject has {n_frames} frames)")
+    if settings is None:
+        settings = edit_settings(meta.get("preset"), steps)
+    elif steps is not None:
+        settings = replace(settings, steps=steps)
+
+    avatar.to(dev).eval()
+    avatar.set_stage2_trainable()
+    trainable, total = count_parameters(avatar)
+    log.info("stage 2 trains %s of %s parameters (skips)", f"{trainable:,}", f"{total:,}")
+    disc, disc_source = build_discriminator(avatar, (data.get("train") or {}).get("disc"))
+    disc.to(dev)
+    _, uv_ref, win_ref = tensors.batch([frame], dev)
+    encoder = _make_encoder(clip_checkpoint, clip_arch, disc, ref.image.to(dev), uv_ref, settings, dev)
+    log.info("PatchNCE embeddings: %s", encoder.description)
+    pool = _pick_pool(tensors.train_ids, frame, settings.id_pool)
+    _, pool_uv, pool_win = tensors.batch(pool, dev)
+    return EditJob(
+        avatar=avatar,
+        disc=disc,
+        disc_source=disc_source,
+        encoder=encoder,
+        tensors=tensors,
+        ref=ref,
+        frame=frame,
+        uv_ref=uv_ref,
+        skip_ref=skip_input(avatar, uv_ref, win_ref),
+        pool_uv=pool_uv,
+        pool_skip=skip_input(avatar, pool_uv, pool_win),
+        base_skips={k: v.detach().clone() for k, v in avatar.skips.state_dict().items()},
+        settings=settings,
+        meta=meta,
+        checkpoint_sha256=checkpoint_sha256(ckpt),
+        trainable=trainable,
+        total=total,
+        device=dev,
+    )
 
 
 def edit_avatar(
@@ -347,114 +458,59 @@ def edit_avatar(
         clip_checkpoint / clip_arch: local open_clip checkpoint and its architecture (optional).
         device: "cpu", "cuda", None = auto.
         seed: RNG seed for patch sampling, frame choice and shifts.
-        progress / should_stop: see ``backend.progress``.
+        progress / should_stop: see ``backend.progress``; a stop raises ``Cancelled`` and writes nothing.
         settings: full hyper-parameter override (tests, benchmarks).
         write_metrics: also write ``<style>.metrics.json`` and ``<style>.contact.png``.
     Returns:
         Path of the style file.
     Raises:
-        FileNotFoundError, ReferenceError, ClipLoadError, IndexError, backend.progress.Cancelled.
+        FileNotFoundError, ReferenceError, ClipLoadError, CheckpointError, IndexError, Cancelled.
     """
-    from backend.device import pick_device
-    from backend.train.checkpoint import build_avatar, checkpoint_sha256, load_state_strict, read_checkpoint
-    from backend.train.data import load_subject_tensors
-
     subject_dir = Path(subject_dir)
     out_path = Path(out_path) if out_path is not None else style_path(subject_dir, name)
-    dev = pick_device(device if isinstance(device, str) or device is None else str(device))
-    torch.manual_seed(seed)
-    ckpt = checkpoint_path(subject_dir)
-    data = read_checkpoint(ckpt)
-    meta = data["meta"]
-    avatar = build_avatar(meta["config"])
-    load_state_strict(avatar, data["avatar"], f"checkpoint {ckpt}")
-    ckpt_sha = checkpoint_sha256(ckpt)
-    size = int(avatar.cfg.size)
-    ref = load_reference(reference, size)
-    tensors = load_subject_tensors(subject_dir, size)
-    n_frames = tensors.frames.shape[0]
-    if not 0 <= frame < n_frames:
-        raise IndexError(f"--frame {frame} out of range (subject has {n_frames} frames)")
-    if settings is None:
-        settings = edit_settings(meta.get("preset"), steps)
-    elif steps is not None:
-        settings = replace(settings, steps=steps)
-
-    avatar.to(dev).eval()
-    params = avatar.set_stage2_trainable()
-    trainable, total = count_parameters(avatar)
-    log.info("stage 2 trains %s of %s parameters (skips)", f"{trainable:,}", f"{total:,}")
-    assert trainable == sum(p.numel() for p in params)
-
-    train_state = data.get("train") or {}
-    disc, disc_source = build_discriminator(avatar, train_state.get("disc"))
-    disc.to(dev)
-    _, uv_ref, win_ref = tensors.batch([frame], dev)
-    ref_img = ref.image.to(dev)
-    encoder = _make_encoder(clip_checkpoint, clip_arch, disc, ref_img, uv_ref, settings, dev)
-    encoder_name = encoder.description
-    log.info("PatchNCE embeddings: %s", encoder_name)
-    pool = _pick_pool(tensors.train_ids, frame, settings.id_pool)
-    _, pool_uv, pool_win = tensors.batch(pool, dev)
-    skip_ref = skip_input(avatar, uv_ref, win_ref)
-    pool_skip = skip_input(avatar, pool_uv, pool_win)
-
-    base_skips = {k: v.detach().clone() for k, v in avatar.skips.state_dict().items()}
-    result = run_edit(
-        avatar,
-        disc,
-        encoder,
-        ref_img,
-        uv_ref,
-        skip_ref,
-        pool_uv,
-        pool_skip,
-        settings,
-        seed=seed,
-        progress=progress,
-        should_stop=should_stop,
+    job = prepare_edit(
+        subject_dir, reference, frame, steps, clip_checkpoint, clip_arch, device, seed, settings
     )
+    result = job.run(seed=seed, progress=progress, should_stop=should_stop)
     log.info("edit took %.1f s for %d steps", result.seconds, result.steps_done)
-
     style_meta = {
         "name": name,
-        "subject_id": str(meta.get("subject_id") or tensors.subject_id),
-        "checkpoint_sha256": ckpt_sha,
-        "checkpoint_preset": meta.get("preset"),
-        "reference_sha256": ref.sha256,
-        "reference_source": ref.source,
-        "reference_size": list(ref.original_size),
-        "reference_resized": ref.resized,
+        "subject_id": str(job.meta.get("subject_id") or job.tensors.subject_id),
+        "checkpoint_sha256": job.checkpoint_sha256,
+        "checkpoint_preset": job.meta.get("preset"),
+        "reference_sha256": job.ref.sha256,
+        "reference_source": job.ref.source,
+        "reference_size": list(job.ref.original_size),
+        "reference_resized": job.ref.resized,
         "frame": int(frame),
-        "encoder": encoder_name,
-        "encoder_kind": "clip" if hasattr(encoder, "clip") else "fallback",
-        "discriminator": disc_source,
+        "encoder": job.encoder.description,
+        "encoder_kind": "clip" if hasattr(job.encoder, "clip") else "fallback",
+        "discriminator": job.disc_source,
         "steps": result.steps_done,
         "seconds": round(result.seconds, 2),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "settings": asdict(settings),
+        "trainable_parameters": job.trainable,
+        "total_parameters": job.total,
+        "settings": asdict(job.settings),
         "final_losses": result.losses,
         "seed": seed,
-        "device": str(dev),
+        "device": str(job.device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    avatar.eval().requires_grad_(False)
-    save_style(out_path, avatar, style_meta)
+    job.avatar.eval().requires_grad_(False)
+    save_style(out_path, job.avatar, style_meta)
     if write_metrics:
         from backend.metrics.style_metrics import write_style_report
 
-        clip_enc = encoder.clip if hasattr(encoder, "clip") else None
         write_style_report(
             out_path,
-            avatar,
-            tensors,
-            ref,
+            job.avatar,
+            job.tensors,
+            job.ref,
             frame,
             style_meta,
-            clip=clip_enc,
-            base_skips=base_skips,
+            clip=getattr(job.encoder, "clip", None),
+            base_skips=job.base_skips,
             history=result.history,
-            device=dev,
+            device=job.device,
         )
     return out_path
