@@ -174,7 +174,27 @@ class Subject:
         missing = [n for n in needed if not (p / n).exists()]
         if missing:
             raise SubjectError(f"{p}: incomplete subject, missing {', '.join(missing)}")
-        return cls(p, meta)
+        subject = cls(p, meta)
+        subject._check_consistent()
+        return subject
+
+    def _check_consistent(self) -> None:
+        """Cheap checks (file headers and names only) that the parts agree on T and size."""
+        try:
+            T, size = int(self.meta["n_frames"]), int(self.meta["size"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SubjectError(f"{self.path / META_NAME}: missing or bad n_frames/size ({exc})") from exc
+        n_png = sum(1 for _ in (self.path / FRAMES_DIRNAME).glob("*.png"))
+        if n_png != T:
+            raise SubjectError(f"{self.path}: {n_png} frames in {FRAMES_DIRNAME}/ but meta.json says {T}")
+        for name, shape in ((f"{UV_DIRNAME}/{UV_NAME}", (T, size, size, 3)), (POSE_NAME, (T, 6)),
+                            (SCALE_NAME, (T,)), (VALID_NAME, (T,))):
+            try:
+                found = np.load(self.path / name, mmap_mode="r", allow_pickle=False).shape
+            except (OSError, ValueError) as exc:
+                raise SubjectError(f"{self.path / name}: unreadable ({exc})") from exc
+            if found != shape:
+                raise SubjectError(f"{self.path / name}: shape {found}, expected {shape} for this subject")
 
     # --- metadata -----------------------------------------------------------------------------
     @property

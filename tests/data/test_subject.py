@@ -93,13 +93,23 @@ def test_open_errors(small_subject: Path, tmp_path: Path) -> None:
         Subject.open(copy)
 
 
-def test_corrupt_array_gives_subject_error(small_subject: Path, tmp_path: Path) -> None:
+def test_inconsistent_or_corrupt_parts(small_subject: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(small_subject, copy)
-    (copy / "scale.npy").write_bytes(b"garbage")
-    s = Subject.open(copy)
-    with pytest.raises(SubjectError, match=r"scale\.npy"):
-        _ = s.scale
     (copy / "rig" / "blendshapes.npz").unlink()
     with pytest.raises(SubjectError, match="blendshapes"):
         _ = Subject.open(copy).rig
+    s = Subject.open(copy)
+    (copy / "landmarks.npy").write_bytes(b"garbage")  # arrays load lazily: the error comes on use
+    with pytest.raises(SubjectError, match=r"landmarks\.npy"):
+        _ = s.landmarks
+    (copy / "scale.npy").write_bytes(b"garbage")
+    with pytest.raises(SubjectError, match=r"scale\.npy: unreadable"):
+        Subject.open(copy)
+    np.save(copy / "scale.npy", np.ones(3, np.float32))
+    with pytest.raises(SubjectError, match=r"scale\.npy: shape \(3,\)"):
+        Subject.open(copy)
+    np.save(copy / "scale.npy", np.ones(12, np.float32))
+    (copy / "frames" / "000011.png").unlink()
+    with pytest.raises(SubjectError, match="11 frames"):
+        Subject.open(copy)

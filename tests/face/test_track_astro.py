@@ -137,3 +137,15 @@ def test_several_faces_takes_the_largest(tmp_path: Path, caplog) -> None:
     # the tracked face is the big one on the left
     lm_video = s.landmarks[0, :468, 0] * s.meta["crop"]["side"] / s.size + x0
     assert lm_video.max() < 260
+
+
+def test_contact_sheet_png(astro_subject: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from backend.face.overlay import subject_contact_sheet
+
+    out = subject_contact_sheet(astro_subject, tmp_path / "sheet.png", n=2, scale=2)
+    img = cv2.imread(str(out))
+    assert img.shape == (2 * 256, 3 * 256, 3)
+    uv_panel = img[:256, 256:512]
+    assert (uv_panel.sum(-1) > 0).mean() > 0.05  # the UV map is drawn
