@@ -93,11 +93,16 @@ def _check(cond: bool, msg: str) -> None:
         raise TrackingImportError(msg)
 
 
-def _frames(data: dict, npz: Path, video: Path | None, T: int, size: int) -> list[np.ndarray]:
+def _video_path(data: dict, npz: Path, video: Path | None) -> Path | None:
+    """``--video`` if given, else the npz's ``video`` key (relative to the npz's folder)."""
     if video is None and "video" in data:
         video = Path(str(data["video"]))
         if not video.is_absolute():
             video = npz.parent / video
+    return video
+
+
+def _frames(data: dict, npz: Path, video: Path | None, T: int, size: int) -> list[np.ndarray]:
     if video is not None:
         try:
             frames = list(iter_frames(video, T))
@@ -160,11 +165,13 @@ def import_tracking(npz: str | Path, out_dir: str | Path, video: str | Path | No
     valid = np.asarray(data.get("valid", np.ones(T, dtype=bool)), dtype=bool)
     _check(valid.shape == (T,), f"valid must be (T={T},), got {valid.shape}")
 
-    frames = _frames(data, npz, Path(video) if video is not None else None, T, size)
-    fps = float(data["fps"]) if "fps" in data else None
-    if fps is None:
-        src = Path(video) if video is not None else None
-        fps = probe(src).fps if src is not None and src.exists() else DEFAULT_FOLDER_FPS
+    src = _video_path(data, npz, Path(video) if video is not None else None)
+    frames = _frames(data, npz, src, T, size)
+    if "fps" in data:
+        fps = float(data["fps"])
+        _check(np.isfinite(fps) and 0 < fps <= 1000, f"fps must be a positive number, got {fps}")
+    else:
+        fps = probe(src).fps if src is not None else DEFAULT_FOLDER_FPS
 
     def report(step: int, msg: str) -> None:
         if progress is not None:
@@ -197,7 +204,7 @@ def import_tracking(npz: str | Path, out_dir: str | Path, video: str | Path | No
             "subject_id": f"import-{npz.stem}",
             "fps": fps, "size": size, "n_frames": T,
             "source": {"path": str(npz.resolve()), "kind": "import",
-                       "video": str(video) if video is not None else None},
+                       "video": str(src) if src is not None else None},
             "crop": {"x0": 0, "y0": 0, "side": size, "video_width": size, "video_height": size},
             "frames_used": int(valid.sum()),
             "frames_detected": int(lm_valid.sum()),

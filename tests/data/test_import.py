@@ -61,6 +61,7 @@ def test_import_from_video_with_v_down_and_own_rig(tmp_path: Path) -> None:
     frames = p.pop("frames")
     write_video(tmp_path / "crops.mp4", list(frames))
     p["video"] = np.array("crops.mp4")
+    del p["fps"]
     p["uv_v_down"] = np.array(True)
     p["scale"] = np.full(T, 5.0, np.float32)
     n = 10
@@ -71,6 +72,7 @@ def test_import_from_video_with_v_down_and_own_rig(tmp_path: Path) -> None:
     np.savez(tmp_path / "track.npz", **p)
     assert cli_main(["import-tracking", str(tmp_path / "track.npz"), "-o", str(tmp_path / "subj")]) == 0
     s = Subject.open(tmp_path / "subj")
+    assert s.fps == 25.0  # from the video (the npz has no fps)
     assert s.meta["rig_source"] == "npz" and s.rig.neutral.shape == (n, 3)
     cov = p["uv"][0].sum(-1) > 0
     np.testing.assert_allclose(s.uv(0)[..., 1][cov], 1 - p["uv"][0, ..., 1][cov], atol=1e-3)
