@@ -328,7 +328,8 @@ def _fmt_losses(losses: dict[str, float]) -> str:
 def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = None, seed: int = 0,
                  device: str | None = None, resume: bool = False, out_dir: Path | None = None,
                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                 stylegan: Path | None = None, preview_every: int | None = None) -> Path:
+                 stylegan: Path | None = None, preview_every: int | None = None,
+                 preset_overrides: dict[str, Any] | None = None) -> Path:
     """Train (or continue training) an Emo-Avatar on a subject; return the checkpoint path.
 
     Args:
@@ -343,13 +344,14 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
         should_stop: polled every step; when true a checkpoint is saved and ``Cancelled`` raised.
         stylegan: a pretrained StyleGAN2 checkpoint for PTI proper (else random init, warm start).
         preview_every: override the preset's preview interval (0 disables previews).
+        preset_overrides: other ``Preset`` fields to override (e.g. ``{"pti_w_steps": 10}``; benchmarks).
     Raises:
         Cancelled: after saving, when stopped by ``should_stop`` or Ctrl-C.
     """
     subject_dir = Path(subject_dir)
     if not subject_dir.is_dir():
         raise FileNotFoundError(f"subject folder {subject_dir} does not exist (run emo-avatar track first)")
-    p = get_preset(preset, steps=steps, preview_every=preview_every)
+    p = get_preset(preset, steps=steps, preview_every=preview_every, **(preset_overrides or {}))
     dev = pick_device(device)
     seed_everything(seed)
     out_dir = Path(out_dir) if out_dir is not None else avatar_dir(subject_dir)
@@ -405,8 +407,12 @@ def run_loop(trainer: Stage1Trainer, ckpt: Path, progress: ProgressFn | None,
             if progress is not None:
                 progress(ProgressUpdate("train", s.step, trainer.total, logs, clock.eta(s.step)))
             if p.preview_every and s.step % p.preview_every == 0 and s.step < trainer.total:
-                trainer.heldout_psnr()
+                value = trainer.heldout_psnr()
                 trainer.write_preview()
+                if progress is not None:
+                    losses = {**logs, "heldout_psnr_db": value}
+                    progress(ProgressUpdate("train", s.step, trainer.total, losses, clock.eta(s.step),
+                                            message="held-out PSNR, preview written"))
             if p.checkpoint_every and s.step % p.checkpoint_every == 0 and s.step < trainer.total:
                 trainer.save(ckpt)
     except (KeyboardInterrupt, Cancelled) as exc:

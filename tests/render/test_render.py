@@ -1,0 +1,105 @@
+"""Renderer API and `emo-avatar render` on the tiny synthetic avatar: inputs, bad inputs, frame ranges."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.cli import main as cli_main
+from backend.data.subject import Subject
+from backend.paths import checkpoint_path
+from backend.render import Renderer, RenderInputError
+from protocol.curves import Curves, write_curves
+
+
+@pytest.fixture(scope="module")
+def renderer(synth_avatar: Path) -> Renderer:
+    return Renderer.from_checkpoint(checkpoint_path(synth_avatar), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def subject(synth_avatar: Path) -> Subject:
+    return Subject.open(synth_avatar)
+
+
+def _render(r: Renderer, *args, **kw) -> np.ndarray:
+    return np.stack(list(r.render(*args, **kw)))
+
+
+def test_rig_rasterisation_matches_the_subject_uv_maps(renderer: Renderer, subject: Subject) -> None:
+    ids = [3, 4, 5]
+    expr = subject.expressions
+    from_uv = _render(renderer, expr, uv_maps=subject.uv_maps, indices=ids)
+    from_rig = _render(renderer, expr, pose=subject.pose, scale=subject.scale, indices=ids)
+    assert from_uv.shape == (3, renderer.size, renderer.size, 3)
+    # same rasteriser, the stored maps are float16: at most a few grey levels apart
+    assert np.abs(from_uv.astype(int) - from_rig.astype(int)).mean() < 2.0
+    # default pose (median) also renders
+    assert _render(renderer, expr[:2]).shape == (2, renderer.size, renderer.size, 3)
+
+
+def test_subrange_equals_full_render(renderer: Renderer, subject: Subject) -> None:
+    expr, uv = subject.expressions[:10], subject.uv_maps[:10]
+    full = _render(renderer, expr, uv_maps=uv, batch=4)
+    part = _render(renderer, expr, uv_maps=uv, indices=range(4, 8), batch=4)
+    assert np.array_equal(full[4:8], part)
+
+
+def test_names_are_conformed(renderer: Renderer, subject: Subject) -> None:
+    expr, uv = subject.expressions[:4], subject.uv_maps[:4]
+    ref = _render(renderer, expr, uv_maps=uv)
+    order = list(reversed(range(len(renderer.names))))
+    shuffled = _render(renderer, expr[:, order], uv_maps=uv, names=[renderer.names[i] for i in order])
+    assert np.array_equal(ref, shuffled)
+    with pytest.raises(RenderInputError, match="notACurve"):
+        list(renderer.render(expr, uv_maps=uv, names=[*renderer.names[:-1], "notACurve"]))
+    with pytest.raises(RenderInputError, match=renderer.names[-1]):
+        list(renderer.render(expr[:, :-1], uv_maps=uv, names=renderer.names[:-1]))
+
+
+def test_bad_inputs(renderer: Renderer, subject: Subject, caplog: pytest.LogCaptureFixture) -> None:
+    expr, uv = subject.expressions[:4].copy(), subject.uv_maps[:4].astype(np.float32)
+    with pytest.raises(RenderInputError, match=r"must be \(T, 4\)"):
+        list(renderer.render(expr[:, :2], uv_maps=uv))
+    bad = expr.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(RenderInputError, match=r"NaN.*rows \[2\]"):
+        list(renderer.render(bad, uv_maps=uv))
+    with pytest.raises(RenderInputError, match="3 channels"):
+        list(renderer.render(expr, uv_maps=uv[..., :2]))
+    with pytest.raises(RenderInputError, match="3 UV maps for 4 frames"):
+        list(renderer.render(expr, uv_maps=uv[:3]))
+    big = np.stack([cv2.resize(m, (64, 64), interpolation=cv2.INTER_LINEAR) for m in uv])
+    with caplog.at_level(logging.WARNING):
+        out = _render(renderer, expr, uv_maps=big)
+    assert "resampling" in caplog.text
+    assert out.shape == (4, renderer.size, renderer.size, 3)
+    ref = _render(renderer, expr, uv_maps=uv)
+    assert np.abs(out.astype(int) - ref.astype(int)).mean() < 6.0
+
+
+def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subject, tmp_path: Path) -> None:
+    curves = Curves(list(subject.expression_names), 25.0, 100, subject.expressions[:8])
+    cfile = tmp_path / "shot.json"
+    write_curves(curves, cfile)
+    out = tmp_path / "frames"
+    args = ["render", str(synth_avatar), "--curves", str(cfile), "-o", str(out)]
+    assert cli_main([*args, "--frames", "102:105"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000102.png", "000103.png", "000104.png"]
+    first = (out / "000103.png").stat().st_mtime_ns
+    assert cli_main(args) == 0
+    assert len(list(out.glob("*.png"))) == 8
+    assert (out / "000103.png").stat().st_mtime_ns == first  # existing frames are not re-rendered
+    img = cv2.imread(str(out / "000100.png"))
+    assert img.shape == (32, 32, 3)
+    # bad range and a curves file with an unknown name: clear errors, exit code 2
+    assert cli_main(["render", str(synth_avatar), "--curves", str(cfile), "--frames", "200:300",
+                     "-o", str(out)]) == 2
+    np.savez(tmp_path / "bad.npz", names=np.array(["foo", *subject.expression_names[1:]]),
+             values=subject.expressions[:3])
+    assert cli_main(["render", str(synth_avatar), "--curves", str(tmp_path / "bad.npz"),
+                     "-o", str(tmp_path / "f2")]) == 2
