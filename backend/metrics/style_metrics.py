@@ -6,7 +6,7 @@ Written next to the style as ``<name>.metrics.json`` and ``<name>.contact.png``:
   face region, before (unstyled) and after (styled) the edit: colour-histogram (Hellinger) and
   Gram-matrix distance of a fixed filter bank (RGB + gradients + Laplacian at two scales).
   Lower after than before = the style moved towards the reference.
-* ``identity``: F-LMD (mean landmark distance, ``backend.metrics.flmd``) between styled and
+* ``identity``: F-LMD (mean landmark distance in pixels, ``backend.metrics.landmarks``) between styled and
   unstyled renders of the same held-out frames (motion and expression kept = small).
 * ``temporal``: mean absolute frame-to-frame change over a run of consecutive held-out frames,
   styled vs unstyled (ratio near 1 = the edit adds no flicker).
@@ -154,17 +154,20 @@ def _render(
 
 
 def _flmd(styled: np.ndarray, plain: np.ndarray) -> dict[str, Any]:
+    """F-LMD (``backend.metrics.landmarks``) of styled renders against the unstyled ones (pixels)."""
     try:
-        from backend.metrics.flmd import f_lmd
-    except ImportError:
-        return {"value": None, "note": "backend.metrics.flmd not available"}
+        from backend.metrics.landmarks import f_lmd
+    except ImportError as e:
+        return {"value": None, "note": f"F-LMD unavailable: {e}"}
     try:
-        value = f_lmd(styled, plain)
-    except Exception as e:  # landmark detection can fail on strongly stylised or tiny renders
+        res = f_lmd(list(styled), list(plain))
+    except Exception as e:  # landmark detection can fail outright on unusual renders
         return {"value": None, "note": f"F-LMD failed: {e}"}
-    if isinstance(value, dict):
-        return value
-    return {"value": None if value is None else float(value)}
+    out: dict[str, Any] = {"value": res.value, "frames": sum(v is not None for v in res.per_frame),
+                           "no_face_unstyled": res.failed_gt, "no_face_styled": res.failed_render}
+    if res.value is None:
+        out["note"] = "no face found by FaceMesh on both renders of any frame (tiny or untrained renders)"
+    return out
 
 
 def write_style_report(

@@ -1,0 +1,143 @@
+"""Benchmark of stage-2 editing at the `cpu` preset (128 px): wall time and style metrics.
+
+    .venv/bin/python bench/edit.py --quick            # < 60 s: a few steps, extrapolated
+    .venv/bin/python bench/edit.py                    # the full edit (preset step count)
+    .venv/bin/python bench/edit.py --subject SUBJECT  # a real trained subject (metrics then mean something)
+
+Without ``--subject`` a synthetic 128 px subject is drawn and a freshly initialised `cpu`-preset
+avatar is saved as its checkpoint: the wall time does not depend on the weights, but the style
+metrics of an untrained avatar say nothing about quality, and the table says so. The baseline,
+measured in the same run on the same subject, is a stage-1 training step of the same preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+TARGET_S = 120.0
+
+
+def _synthetic(tmp: Path, size: int) -> Path:
+    spec = importlib.util.spec_from_file_location("edit_fixtures", ROOT / "tests" / "edit" / "conftest.py")
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    subject = fx.make_subject(tmp / "subject", size=size, n_frames=40)
+    from backend.model.avatar import EmoAvatar
+    from backend.paths import checkpoint_path
+    from backend.train.checkpoint import save_checkpoint
+    from backend.train.presets import get_preset
+    from backend.train.stage1 import make_discriminator
+
+    torch.manual_seed(0)
+    cfg = get_preset("cpu").avatar_config(len(fx.NAMES))
+    avatar = EmoAvatar(cfg)
+    meta = {"config": cfg.to_dict(), "preset": "cpu", "subject_id": subject.name, "size": size}
+    save_checkpoint(checkpoint_path(subject), avatar.state_dict(), meta,
+                    {"disc": make_discriminator(cfg).state_dict()})
+    return subject
+
+
+def stage1_step_seconds(subject: Path, steps: int, out: Path) -> float:
+    """Mean seconds of a real stage-1 training step (`cpu` preset) after one warm-up step."""
+    from backend.device import pick_device
+    from backend.train.data import load_subject_tensors
+    from backend.train.perceptual import build_perceptual
+    from backend.train.presets import get_preset
+    from backend.train.stage1 import Stage1Trainer
+
+    dev = pick_device("cpu")
+    p = get_preset("cpu")
+    data = load_subject_tensors(subject, p.size)
+    trainer = Stage1Trainer(p, data, dev, build_perceptual(device=dev), 0, out)
+    trainer.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a few steps only (< 60 s), extrapolated")
+    ap.add_argument("--subject", type=Path, default=None, help="trained subject (default: synthetic)")
+    ap.add_argument("--frame", type=int, default=3)
+    ap.add_argument("--look", default="cartoon")
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+    from backend.data.subject import Subject
+    from backend.train.stage2 import edit_settings, prepare_edit
+    from backend.train.style import save_style
+    from backend.train.stylize import stylize_image
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_edit_"))
+    t = time.perf_counter()
+    subject = args.subject or _synthetic(tmp, 128)
+    setup_s = time.perf_counter() - t
+    ref = stylize_image(Subject.open(subject).frame(args.frame), args.look)
+
+    base_steps = 1 if args.quick else 5
+    s1 = stage1_step_seconds(subject, base_steps, tmp / "stage1")
+
+    t = time.perf_counter()
+    job = prepare_edit(subject, ref, frame=args.frame, device="cpu")
+    prepare_s = time.perf_counter() - t
+    full_steps = job.settings.steps
+    run_steps = 3 if args.quick else full_steps
+    job.settings = replace(job.settings, steps=run_steps)
+    result = job.run(seed=0)
+    per_step = result.seconds / run_steps
+    edit_total = prepare_s + per_step * full_steps
+
+    from backend.metrics.style_metrics import write_style_report
+
+    out = tmp / "styles" / "bench.style"
+    meta = {"subject_id": "bench", "checkpoint_sha256": job.checkpoint_sha256, "encoder": job.encoder.description}
+    save_style(out, job.avatar, meta)
+    t = time.perf_counter()
+    metrics = write_style_report(out, job.avatar, job.tensors, job.ref, args.frame, meta,
+                                 base_skips=job.base_skips, history=result.history, device=job.device)
+    metrics_s = time.perf_counter() - t
+
+    load = os.getloadavg()[0]
+    kind = "trained subject" if args.subject else "synthetic subject, untrained weights (timing only)"
+    sd, tc = metrics["style_distance"], metrics["temporal"]
+    print(f"\n## Stage-2 edit, `cpu` preset (128 px), {torch.get_num_threads()} threads, load avg {load:.1f}\n")
+    print(f"Subject: {kind}; encoder: {job.encoder.description}; trains {job.trainable:,} of "
+          f"{job.total:,} parameters; {edit_settings('cpu').steps} steps per edit.\n")
+    print("| measure | value | vs stage-1 step |")
+    print("|---|---|---|")
+    print(f"| stage-1 training step (baseline, batch {4}) | {s1 * 1000:.0f} ms | 1.00 |")
+    print(f"| stage-2 edit step (measured over {run_steps}) | {per_step * 1000:.0f} ms | {per_step / s1:.2f} |")
+    print(f"| prepare (load, freeze, encoder, caches) | {prepare_s:.1f} s | {prepare_s / s1:.1f} |")
+    label = "extrapolated" if args.quick else "measured"
+    verdict = "meets" if edit_total <= TARGET_S else "MISSES"
+    print(f"| full edit, {full_steps} steps ({label}) | {edit_total:.1f} s ({verdict} the {TARGET_S:.0f} s target) "
+          f"| {edit_total / s1:.0f} |")
+    print(f"| metrics + contact sheet | {metrics_s:.1f} s | {metrics_s / s1:.1f} |")
+    print(f"| face colour-histogram distance to reference, before -> after | "
+          f"{sd['histogram_before']:.3f} -> {sd['histogram_after']:.3f} | |")
+    print(f"| face Gram distance to reference, before -> after | {sd['gram_before']:.3f} -> {sd['gram_after']:.3f} | |")
+    ratio = f"{tc['ratio']:.2f}" if tc["ratio"] is not None else "n/a"
+    print(f"| temporal change styled / unstyled | {tc['styled']:.4f} / {tc['unstyled']:.4f} (ratio {ratio}) | |")
+    print(f"| F-LMD styled vs unstyled | {metrics['identity']['f_lmd_styled_vs_unstyled']} | |")
+    print(f"\n(setup {setup_s:.1f} s; outputs in {tmp}; metrics: {json.dumps(metrics['losses']['last'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
