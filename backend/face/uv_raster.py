@@ -70,11 +70,13 @@ _XA, _YA, _XB, _YB, _SL, _SU, _SD, _Z0, _ZX, _ZY, _U0, _UX, _UY, _V0, _VX, _VY =
 
 def _triangle_table(
     v: np.ndarray, uv: np.ndarray, tri: np.ndarray, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per (batch item, triangle) scanline data for the triangles that can cover a pixel centre.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scanline data for the triangles of one mesh that can cover a pixel centre.
+
+    Args:
+        v: (N, 3) float64 vertices; uv: (N, 2) float64; tri: (F, 3) int64.
 
     Returns:
-        item: (M,) batch index of each kept triangle.
         row0: (M,) first pixel row whose centre lies within the triangle's y range.
         nrows: (M,) number of such rows (>= 1).
         table: (16, M) float64 - the corners sorted by y: top (x, y) ``_XA, _YA``, middle
@@ -82,41 +84,44 @@ def _triangle_table(
             lower (middle -> bottom) edges; and the planes of z, u, v over pixel position
             (``a = a0 + ax * x + ay * y``).
     """
-    B, F = v.shape[0], tri.shape[0]
-    p = v[:, tri].reshape(B * F, 3, 3)  # (B*F, 3 corners, xyz)
-    order = np.argsort(p[:, :, 1], axis=1)  # corners by y: top (a), middle (b), bottom (c)
-    p = np.take_along_axis(p, order[:, :, None], axis=1)
-    uvt = np.broadcast_to(uv[tri], (B, F, 3, 2)).reshape(B * F, 3, 2)
-    uvt = np.take_along_axis(uvt, order[:, :, None], axis=1)
-    attr = np.concatenate([p[:, :, 2:3], uvt], axis=2)  # (B*F, 3 corners, [z u v])
-    xa, ya, xb, yb, xc, yc = p[:, 0, 0], p[:, 0, 1], p[:, 1, 0], p[:, 1, 1], p[:, 2, 0], p[:, 2, 1]
+    # Corners by y: top (a), middle (b), bottom (c); argmin/argmax beat a 3-element argsort.
+    y = v[tri, 1]
+    ia, ic = y.argmin(axis=1), y.argmax(axis=1)
+    ic = np.where(ia == ic, (ia + 1) % 3, ic)  # all three equal (degenerate, dropped below)
+    rows = np.arange(len(tri))
+    tri = np.stack([tri[rows, ia], tri[rows, 3 - ia - ic], tri[rows, ic]], axis=1)
+    g = np.concatenate([v, uv], axis=1)[tri]  # (F, 3 corners, [x y z u v])
+    xa, ya, xb, yb, xc, yc = g[:, 0, 0], g[:, 0, 1], g[:, 1, 0], g[:, 1, 1], g[:, 2, 0], g[:, 2, 1]
     d1x, d1y, d2x, d2y = xb - xa, yb - ya, xc - xa, yc - ya
     area2 = d1x * d2y - d2x * d1y  # twice the signed area (sign = winding after sorting)
     r0 = np.maximum(np.ceil(ya - 0.5), 0)
     r1 = np.minimum(np.floor(yc - 0.5), height - 1)
-    xmin, xmax = p[:, :, 0].min(1), p[:, :, 0].max(1)
-    keep = np.nonzero((np.abs(area2) > _MIN_AREA2) & (r1 >= r0) & (xmax > 0) & (xmin < width))[0]
-    attr, area2 = attr[keep], area2[keep]
-    xa, ya, xb, yb, xc, yc = xa[keep], ya[keep], xb[keep], yb[keep], xc[keep], yc[keep]
-    d1x, d1y, d2x, d2y = d1x[keep, None], d1y[keep, None], d2x[keep, None], d2y[keep, None]
+    xs = g[:, :, 0]
+    keep = (np.abs(area2) > _MIN_AREA2) & (r1 >= r0) & (xs.max(1) > 0) & (xs.min(1) < width)
+    if not keep.all():
+        g, area2, r0, r1 = g[keep], area2[keep], r0[keep], r1[keep]
+        xa, ya, xb, yb, xc, yc = g[:, 0, 0], g[:, 0, 1], g[:, 1, 0], g[:, 1, 1], g[:, 2, 0], g[:, 2, 1]
+        d1x, d1y, d2x, d2y = xb - xa, yb - ya, xc - xa, yc - ya
     # Attribute planes a(x, y) = a0 + ax * x + ay * y through the three corners, for z, u, v.
+    attr = g[:, :, 2:]  # (M, 3 corners, [z u v])
     da1, da2 = attr[:, 1] - attr[:, 0], attr[:, 2] - attr[:, 0]  # (M, 3)
-    inv = 1.0 / area2[:, None]
-    ax = (da1 * d2y - da2 * d1y) * inv
-    ay = (da2 * d1x - da1 * d2x) * inv
+    inv = (1.0 / area2)[:, None]
+    ax = (da1 * d2y[:, None] - da2 * d1y[:, None]) * inv
+    ay = (da2 * d1x[:, None] - da1 * d2x[:, None]) * inv
     a0 = attr[:, 0] - ax * xa[:, None] - ay * ya[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        su = np.where(yb > ya, (xb - xa) / (yb - ya), 0.0)
+        su = np.where(d1y > 0, d1x / d1y, 0.0)
         sd = np.where(yc > yb, (xc - xb) / (yc - yb), 0.0)
-    sl = (xc - xa) / (yc - ya)  # yc > ya since area2 != 0
-    planes = np.stack([a0, ax, ay], axis=2).reshape(-1, 9)  # (M, [z0 zx zy u0 ux uy v0 vx vy])
-    table = np.concatenate([np.stack([xa, ya, xb, yb, sl, su, sd]), planes.T])
-    row0 = r0[keep].astype(np.int64)
-    return keep // F, row0, r1[keep].astype(np.int64) - row0 + 1, table
+    sl = d2x / d2y  # d2y > 0 since area2 != 0
+    table = np.empty((16, len(area2)))
+    table[:7] = (xa, ya, xb, yb, sl, su, sd)
+    table[_Z0::3], table[_ZX::3], table[_ZY::3] = a0.T, ax.T, ay.T
+    row0 = r0.astype(np.int64)
+    return row0, r1.astype(np.int64) - row0 + 1, table
 
 
 def _spans(
-    item: np.ndarray, row0: np.ndarray, nrows: np.ndarray, table: np.ndarray, height: int, width: int
+    row0: np.ndarray, nrows: np.ndarray, table: np.ndarray, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scanline set-up: the run of covered columns of every (triangle, row) pair.
 
@@ -124,7 +129,7 @@ def _spans(
     middle corner) or lower short edge; the covered columns are those whose centre ``col + 0.5``
     lies in that interval (closed, widened by ``_EDGE_EPS`` pixels).
 
-    Returns per non-empty span (S,): flat index of its first pixel into (B, H, W), its length,
+    Returns per non-empty span (S,): flat index of its first pixel into (H, W), its length,
     and (6, S) attribute starts and steps per pixel ``[z, dz, u, du, v, dv]``.
     """
     t = np.repeat(np.arange(nrows.size), nrows)
@@ -144,7 +149,7 @@ def _spans(
         P[3] + P[4] * cx + P[5] * cy, P[4],
         P[6] + P[7] * cx + P[8] * cy, P[7],
     ])
-    start = (item[t] * height + row) * width + c0.astype(np.int64)
+    start = row * width + c0.astype(np.int64)
     return start, (c1 - c0 + 1).astype(np.int64), attrs
 
 
@@ -175,13 +180,13 @@ def _zbuffer(
 
 
 def _render(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, height: int, width: int, out: np.ndarray) -> None:
-    """Rasterise validated meshes v (B, N, 3) into ``out`` (B * H * W, 3) float32 (zeroed)."""
-    if tri.shape[0] == 0 or v.shape[0] == 0:
+    """Rasterise one validated mesh v (N, 3) into ``out`` (H * W, 3) float32 (zeroed)."""
+    if tri.shape[0] == 0:
         return
-    item, row0, nrows, table = _triangle_table(v, uv, tri, height, width)
-    start, count, attrs = _spans(item, row0, nrows, table, height, width)
+    row0, nrows, table = _triangle_table(v, uv, tri, height, width)
+    start, count, attrs = _spans(row0, nrows, table, width)
     if count.size:
-        pix, uv_px = _zbuffer(start, count, attrs, v.shape[0] * height * width)
+        pix, uv_px = _zbuffer(start, count, attrs, height * width)
         out[pix, 0] = uv_px[0]
         out[pix, 1] = uv_px[1]
         out[pix, 2] = 1.0
@@ -215,10 +220,10 @@ def rasterize_uv_batch(
         threads = min(B, os.cpu_count() or 1, 4)
     if threads <= 1 or B <= 1:
         for i in range(B):
-            _render(v[i: i + 1], uv, tri, height, width, out[i])
+            _render(v[i], uv, tri, height, width, out[i])
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(lambda i: _render(v[i: i + 1], uv, tri, height, width, out[i]), range(B)))
+            list(pool.map(lambda i: _render(v[i], uv, tri, height, width, out[i]), range(B)))
     return out.reshape(B, height, width, 3)
 
 
