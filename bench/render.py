@@ -1,0 +1,167 @@
+"""Render speed of the Emo-Avatar at the 128 px ``cpu`` config, and the generator's FLOP/s vs GEMM.
+
+Usage::
+
+    python bench/render.py [--quick] [--threads N] [--size 128] [--batch 4]
+
+Prints a Markdown table:
+- frames/s of the full renderer (texture + deformer + skips + generator) at batch 1 and batched
+  (target >= 10 frames/s at 128 px on 2 cores);
+- the generator synthesis alone: FLOPs per frame (counted by ``torch.utils.flop_counter``: convs,
+  transposed convs, linears), achieved GFLOP/s;
+- the baseline measured in the same run: ``torch.mm`` on the generator's own im2col GEMM shapes
+  (M = batch * H_out * W_out, K = C_in * k * k, N = C_out, one per conv) and on a square 1024
+  matrix; the generator's share of the GEMM rate (target >= 50%).
+Timings are medians over interleaved rounds (renderer, generator, GEMM alternate), so a busy
+machine slows all of them alike; the CPU-time columns (process CPU seconds, all threads) are the
+least sensitive to other processes on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from backend.model import AvatarConfig, EmoAvatar
+
+
+def _uv(batch: int, size: int) -> torch.Tensor:
+    c = torch.linspace(0, 1, size)
+    v, u = torch.meshgrid(c, c, indexing="ij")
+    cov = (((u - 0.5) ** 2 + (v - 0.45) ** 2) < 0.09).float()
+    return torch.stack([u, v, cov])[None].repeat(batch, 1, 1, 1)
+
+
+def conv_gemm_shapes(model: EmoAvatar, batch: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the im2col GEMM of every generator conv, recorded from one synthesis pass."""
+    shapes: list[tuple[int, int, int]] = []
+    real_conv, real_convt = F.conv2d, F.conv_transpose2d
+
+    def conv(x, w, *a, **k):
+        out = real_conv(x, w, *a, **k)
+        groups = k.get("groups", a[4] if len(a) > 4 else 1)
+        if groups == 1:
+            shapes.append((out.shape[0] * out.shape[2] * out.shape[3], w.shape[1] * w.shape[2] * w.shape[3],
+                           w.shape[0]))
+        return out
+
+    def convt(x, w, *a, **k):
+        out = real_convt(x, w, *a, **k)
+        # transposed conv: one GEMM over the input pixels, K = C_in, N = C_out * k * k
+        m, n = x.shape[0] * x.shape[2] * x.shape[3], w.shape[1] * w.shape[2] * w.shape[3]
+        shapes.append((m, w.shape[0], n))
+        return out
+
+    w = model.w_pivot.detach().expand(batch, -1, -1)
+    F.conv2d, F.conv_transpose2d = conv, convt
+    try:
+        with torch.inference_mode():
+            model.generator.synthesis(w, None, noise_mode="const")
+    finally:
+        F.conv2d, F.conv_transpose2d = real_conv, real_convt
+    return shapes
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def timed(fn: Callable[[], object], reps: int) -> tuple[float, float]:
+    """Median wall seconds and median process CPU seconds of one call."""
+    wall, cpu = [], []
+    for _ in range(reps):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--n-expr", type=int, default=52)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = AvatarConfig.cpu(args.n_expr, size=args.size)
+    model = EmoAvatar(cfg).eval()
+    with torch.no_grad():
+        for layer in model.generator.convs:
+            layer.noise.weight.fill_(0.1)  # a trained model uses its noise; pay for it
+    rounds, reps = (3, 3) if args.quick else (5, 8)
+
+    inputs = {b: (_uv(b, cfg.size), torch.randn(b, cfg.window, cfg.n_expr)) for b in (1, args.batch)}
+    skips = {}
+    with torch.inference_mode():
+        for b, (uv, ew) in inputs.items():
+            feats, mask, _ = model.sample_features(uv, ew)
+            skips[b] = model.skips(torch.cat([feats, uv[:, :2] * mask, mask], 1))
+    w = {b: model.w_pivot.detach().expand(b, -1, -1) for b in inputs}
+
+    def render(b: int) -> Callable[[], object]:
+        return lambda: model(*inputs[b])
+
+    def synth(b: int) -> Callable[[], object]:
+        return lambda: model.generator.synthesis(w[b], skips[b], noise_mode="const")
+
+    g_flops = {b: count_flops(synth(b)) for b in inputs}
+    r_flops = count_flops(lambda: model(*inputs[1]))
+    gemms = {b: conv_gemm_shapes(model, b) for b in inputs}
+    mats = {b: [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in gemms[b]] for b in inputs}
+    gemm_flops = {b: sum(2 * m * k * n for m, k, n in gemms[b]) for b in inputs}
+    sq = (torch.randn(1024, 1024), torch.randn(1024, 1024))
+
+    def gemm(b: int) -> Callable[[], object]:
+        return lambda: [a @ c for a, c in mats[b]]
+
+    times: dict[str, list[tuple[float, float]]] = {}
+    with torch.inference_mode():
+        for fn in [render(b) for b in inputs] + [synth(b) for b in inputs] + [gemm(b) for b in inputs]:
+            fn()  # warm-up
+        for _ in range(rounds):
+            for b in inputs:
+                times.setdefault(f"render{b}", []).append(timed(render(b), reps))
+                times.setdefault(f"synth{b}", []).append(timed(synth(b), reps))
+                times.setdefault(f"gemm{b}", []).append(timed(gemm(b), reps))
+            times.setdefault("sq", []).append(timed(lambda: sq[0] @ sq[1], reps))
+    wall = {k: statistics.median(x[0] for x in v) for k, v in times.items()}
+    cpu = {k: statistics.median(x[1] for x in v) for k, v in times.items()}
+    sq_rate = 2 * 1024 ** 3 / wall["sq"]
+
+    mode = "quick" if args.quick else "full"
+    print(f"\n### Emo-Avatar render benchmark ({cfg.size} px `cpu` config, "
+          f"{torch.get_num_threads()} threads, {mode}, load avg {os.getloadavg()[0]:.1f})\n")
+    print(f"renderer: {r_flops / 1e9:.2f} GFLOP/frame (generator {g_flops[1] / 1e9:.2f}); "
+          f"square 1024 GEMM: {sq_rate / 1e9:.1f} GFLOP/s\n")
+    print("| batch | render frames/s | render CPU ms/frame | generator GFLOP/s | conv-shaped GEMM GFLOP/s "
+          "| generator / GEMM (wall) | generator / GEMM (CPU time) | generator / square GEMM |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for b in inputs:
+        fps = b / wall[f"render{b}"]
+        g_rate = g_flops[b] / wall[f"synth{b}"]
+        gemm_rate = gemm_flops[b] / wall[f"gemm{b}"]
+        cpu_share = (g_flops[b] / cpu[f"synth{b}"]) / (gemm_flops[b] / cpu[f"gemm{b}"])
+        print(f"| {b} | {fps:.1f} | {1000 * cpu[f'render{b}'] / b:.1f} | {g_rate / 1e9:.1f} "
+              f"| {gemm_rate / 1e9:.1f} | {100 * g_rate / gemm_rate:.0f}% | {100 * cpu_share:.0f}% "
+              f"| {100 * g_rate / sq_rate:.0f}% |")
+    print("\ntargets: >= 10 frames/s at 128 px; generator >= 50% of the GEMM rate")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
