@@ -114,7 +114,8 @@ class EmoAvatar(nn.Module):
         B = uv.shape[0]
         if cfg.use_flow:
             motion = self.motion(expr_window)
-            flow = self.deformer(self.texture.collapse(cfg.deform_size), motion)
+            tex = self.texture.collapse(cfg.deform_size).contiguous(memory_format=torch.channels_last)
+            flow = self.deformer(tex, motion)
             flow_px = sample(flow, grid)  # (B, 2, H, W)
             grid = grid + 2.0 * flow_px.permute(0, 2, 3, 1)
         else:
@@ -134,7 +135,7 @@ class EmoAvatar(nn.Module):
         """
         feats, mask, flow = self.sample_features(uv, expr_window)
         skip_in = torch.cat([feats, uv[:, :2] * mask, mask], dim=1)
-        skip_feats = self.skips(skip_in)
+        skip_feats = self.skips(skip_in.contiguous(memory_format=torch.channels_last))
         w = self.w_pivot.expand(uv.shape[0], -1, -1)
         image = self.generator.synthesis(w, skip_feats, noise_mode=noise_mode)
         return AvatarOutput(image=image, tex_rgb=feats[:, :3], mask=mask, flow=flow, features=feats)

@@ -68,8 +68,8 @@ class AvatarConfig:
                 problems.append(f"{name}={v} must be a power of two >= 4")
         if self.skip_min_res > self.size:
             problems.append(f"skip_min_res={self.skip_min_res} > size={self.size}")
-        if self.deform_size < 16:
-            problems.append(f"deform_size={self.deform_size} must be >= 16 (5-layer encoder)")
+        if self.deform_size < 32:
+            problems.append(f"deform_size={self.deform_size} must be >= 32 (5-layer encoder)")
         if self.tex_channels < 3:
             problems.append("tex_channels must be >= 3 (the first 3 are RGB)")
         if self.pyramid_levels < 1 or self.tex_size >> (self.pyramid_levels - 1) < 1:

@@ -44,7 +44,7 @@ class AdaIN(nn.Module):
 
     x (B, C, H, W), motion (B, motion_dim) -> (B, C, H, W). ``M_s`` starts near 1 and ``M_b`` near 0
     (small random weights on the motion code, so the motion MLP receives gradients from the first step).
-    Statistics are per sample and channel over H, W (a 1x1 map normalises to 0 without error).
+    Statistics are per sample and channel over H, W (needs more than one pixel per map).
     """
 
     def __init__(self, channels: int, motion_dim: int) -> None:
@@ -55,11 +55,9 @@ class AdaIN(nn.Module):
             self.affine.bias.copy_(torch.cat([torch.ones(channels), torch.zeros(channels)]))
 
     def forward(self, x: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=(2, 3), keepdim=True)
-        var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
-        xn = (x - mu) * torch.rsqrt(var + 1e-5)
+        xn = F.instance_norm(x, eps=1e-5)
         scale, bias = self.affine(motion).chunk(2, dim=1)
-        return xn * scale[:, :, None, None] + bias[:, :, None, None]
+        return torch.addcmul(bias[:, :, None, None], xn, scale[:, :, None, None])
 
 
 class _AdaConv(nn.Module):
@@ -87,7 +85,7 @@ class TextureDeformer(nn.Module):
         base, max_channels: encoder widths ``min(base * 2**i, max_channels)``.
         max_flow: bound of |flow| in UV units.
     Forward:
-        texture (1 or B, tex_channels, S, S) with S divisible by 16, motion (B, motion_dim)
+        texture (1 or B, tex_channels, S, S) with S divisible by 16 and >= 32, motion (B, motion_dim)
         -> flow (B, 2, S, S) (channel 0: du, channel 1: dv), in UV units.
     """
 
@@ -113,8 +111,9 @@ class TextureDeformer(nn.Module):
 
     def forward(self, texture: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         B = motion.shape[0]
-        if texture.shape[-1] % 16 or texture.shape[-2] % 16:
-            raise ValueError(f"deformer input side must be divisible by 16, got {tuple(texture.shape[-2:])}")
+        if texture.shape[-1] % 16 or texture.shape[-2] % 16 or min(texture.shape[-2:]) < 32:
+            raise ValueError(f"deformer input side must be >= 32 and divisible by 16, got "
+                             f"{tuple(texture.shape[-2:])}")
         x = texture.expand(B, -1, -1, -1) if texture.shape[0] == 1 else texture
         feats = []
         for layer in self.enc:

@@ -17,6 +17,8 @@ from torch import nn
 
 from backend.model.ops import (
     DEFAULT_BLUR_KERNEL,
+    LRELU_GAIN,
+    LRELU_SLOPE,
     Blur,
     FusedLeakyReLU,
     ScaledLeakyReLU,
@@ -128,21 +130,50 @@ class ModulatedConv2d(nn.Module):
             w = w * torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
         return w
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """x (B, in, H, W), style (B, style_dim) -> (B, out, H, W), or (B, out, 2H, 2W) when upsampling."""
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, out_gain: float = 1.0, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Modulated convolution, then ``* out_gain`` and ``+ bias`` (fused into the same pass).
+
+        Args:
+            x: (B, in, H, W).
+            style: (B, style_dim).
+            out_gain: scalar applied to the result (folded into the demodulation coefficients).
+            bias: optional (out,) added after the gain.
+        Returns:
+            (B, out, H, W), or (B, out, 2H, 2W) when upsampling.
+
+        Batch 1 folds modulation and demodulation into the weight (one plain conv); larger batches
+        scale the input by ``s`` and the output by the demodulation coefficients around one shared
+        conv. Both compute the formula of ``modulated_weight``.
+        """
+        B = x.shape[0]
         s = self.modulation(style)  # (B, in)
         w = self.weight[0] * self.scale  # (out, in, k, k)
-        x = x * s[:, :, None, None].to(x.dtype)
-        if self.upsample:
-            x = F.conv_transpose2d(x, w.transpose(0, 1).to(x.dtype), stride=2)
-            x = self.blur(x)
-        else:
-            x = F.conv2d(x, w.to(x.dtype), padding=self.padding)
+        coef = None  # (B, out) per-output scale
         if self.demodulate:
-            wsq = w.pow(2).sum(dim=(2, 3))  # (out, in)
-            d = torch.rsqrt(s.pow(2) @ wsq.t() + 1e-8)  # (B, out)
-            x = x * d[:, :, None, None].to(x.dtype)
-        return x
+            coef = torch.rsqrt(s.pow(2) @ w.pow(2).sum(dim=(2, 3)).t() + 1e-8)
+        if out_gain != 1.0:
+            coef = coef * out_gain if coef is not None else s.new_full((B, self.out_channels), out_gain)
+        dtype = x.dtype
+        if B == 1:
+            wm = w * s[0][None, :, None, None]
+            if coef is not None:
+                wm = wm * coef[0][:, None, None, None]
+            wm = wm.to(dtype)
+            if not self.upsample:
+                return F.conv2d(x, wm, None if bias is None else bias.to(dtype), padding=self.padding)
+            y = self.blur(F.conv_transpose2d(x, wm.transpose(0, 1), stride=2))
+            return y if bias is None else y + bias.to(dtype).view(1, -1, 1, 1)
+        x = x * s[:, :, None, None].to(dtype)
+        if self.upsample:
+            y = self.blur(F.conv_transpose2d(x, w.transpose(0, 1).to(dtype), stride=2))
+        else:
+            y = F.conv2d(x, w.to(dtype), padding=self.padding)
+        if coef is not None:
+            c = coef[:, :, None, None].to(dtype)
+            return y * c if bias is None else torch.addcmul(bias.to(dtype).view(1, -1, 1, 1), y, c)
+        return y if bias is None else y + bias.to(dtype).view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, k={self.kernel_size}, "
@@ -190,8 +221,16 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """x (B, in, H, W), style (B, style_dim), noise (B|1, 1, H', W') or None -> (B, out, H', W')."""
-        return self.activate(self.noise(self.conv(x, style), noise))
+        """x (B, in, H, W), style (B, style_dim), noise (B|1, 1, H', W') or None -> (B, out, H', W').
+
+        Computes ``leaky_relu(conv + noise_weight * noise + bias) * sqrt(2)`` as
+        ``leaky_relu(sqrt(2) * conv + sqrt(2) * (noise_weight * noise + bias))`` (equal, since the
+        gain is positive) so the gain and bias ride along with the demodulation in one pass.
+        """
+        out = self.conv(x, style, out_gain=LRELU_GAIN, bias=self.activate.bias * LRELU_GAIN)
+        if noise is not None:
+            out = torch.addcmul(out, noise.to(out.dtype), self.noise.weight.to(out.dtype) * LRELU_GAIN)
+        return F.leaky_relu(out, LRELU_SLOPE, inplace=not torch.is_grad_enabled())
 
 
 class ToRGB(nn.Module):
@@ -210,7 +249,7 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, in, H, W), style (B, style_dim), skip (B, 3, H/2, W/2) or None -> (B, 3, H, W)."""
-        out = self.conv(x, style) + self.bias
+        out = self.conv(x, style, bias=self.bias.view(3))
         if skip is not None:
             out = out + self.upsample(skip)
         return out

@@ -55,16 +55,20 @@ def upfirdn2d(
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(B, C, H * up, W * up)
     p0, p1 = pad
-    x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
-    if p0 < 0 or p1 < 0:
-        h, w = x.shape[-2:]
-        x = x[..., max(-p0, 0): h - max(-p1, 0), max(-p0, 0): w - max(-p1, 0)]
+    conv_pad = 0
+    if p0 == p1 >= 0:
+        conv_pad = p0  # symmetric: let the convolution pad (no extra copy)
+    else:
+        x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
+        if p0 < 0 or p1 < 0:
+            h, w = x.shape[-2:]
+            x = x[..., max(-p0, 0): h - max(-p1, 0), max(-p0, 0): w - max(-p1, 0)]
     k = (k1d.flip(0) * math.sqrt(gain)).to(dtype=x.dtype, device=x.device)
     n = k.numel()
     kv = k.view(1, 1, n, 1).expand(C, 1, n, 1)
     kh = k.view(1, 1, 1, n).expand(C, 1, 1, n)
-    x = F.conv2d(x, kv, stride=(down, 1), groups=C)
-    x = F.conv2d(x, kh, stride=(1, down), groups=C)
+    x = F.conv2d(x, kv, stride=(down, 1), padding=(conv_pad, 0), groups=C)
+    x = F.conv2d(x, kh, stride=(1, down), padding=(0, conv_pad), groups=C)
     return x
 
 
@@ -95,7 +99,14 @@ class Upsample(nn.Module):
         p = len(kernel) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
+        self.bilinear = self.factor == 2 and tuple(kernel) == DEFAULT_BLUR_KERNEL
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bilinear:
+            # zero-insertion + [1,3,3,1] filter == bilinear 2x upsampling of the zero-padded input
+            # (taps 1/4, 3/4), cropped: one interpolation kernel instead of pad/reshape/two convs.
+            y = F.interpolate(F.pad(x, [1, 1, 1, 1]), scale_factor=2, mode="bilinear", align_corners=False)
+            return y[..., 2:-2, 2:-2]
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad, gain=float(self.factor ** 2))
 
 

@@ -79,6 +79,8 @@ class Generator(nn.Module):
         self.log_size = int(math.log2(size))
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.n_latent = self.log_size * 2 - 2
+        self.channels_last = True
+        """Run synthesis in channels-last memory format (faster convolutions on CPU and CUDA)."""
 
         self.style = nn.Sequential(
             PixelNorm(),
@@ -158,6 +160,8 @@ class Generator(nn.Module):
         noise = self.noise_list(noise_mode, B, w_plus.device, w_plus.dtype)
 
         out = self.input(B)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
         out = self.conv1(out, w_plus[:, 0], noise[0])
         if 4 in skips:
             out = out + skips[4]

@@ -55,3 +55,16 @@ def test_downsample_removes_nyquist_checkerboard():
 def test_blur_pad_keeps_size():
     x = torch.randn(1, 4, 10, 10)
     assert Blur((1, 3, 3, 1), pad=(2, 1))(x).shape == (1, 4, 10, 10)
+
+
+def test_upsample_fast_path_equals_fir_reference_including_borders():
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 6, 5)
+    up = Upsample()
+    assert up.bilinear
+    want = reference_upfirdn2d(x, make_kernel_2d((1, 3, 3, 1)) * 4, up=2, pad=up.pad)
+    torch.testing.assert_close(up(x), want, atol=1e-6, rtol=1e-5)
+    generic = Upsample((1, 2, 1))
+    assert not generic.bilinear
+    want = reference_upfirdn2d(x, make_kernel_2d((1, 2, 1)) * 4, up=2, pad=generic.pad)
+    torch.testing.assert_close(generic(x), want, atol=1e-6, rtol=1e-5)

@@ -23,26 +23,31 @@ def test_channel_table_reference_layout():
 
 def test_modulated_conv_equals_explicit_per_sample_weights():
     torch.manual_seed(1)
-    for demod in (True, False):
+    for demod, batch in ((True, 3), (False, 3), (True, 1), (False, 1)):
         conv = ModulatedConv2d(5, 7, 3, style_dim=6, demodulate=demod)
-        x, s = torch.randn(3, 5, 8, 8), torch.randn(3, 6)
+        x, s = torch.randn(batch, 5, 8, 8), torch.randn(batch, 6)
         w = conv.modulated_weight(s)  # (B, out, in, k, k), reference formula
         if demod:  # demodulated weights have unit norm per output channel
-            torch.testing.assert_close(w.pow(2).sum(dim=(2, 3, 4)), torch.ones(3, 7), atol=1e-4, rtol=1e-4)
-        want = torch.stack([F.conv2d(x[b:b + 1], w[b], padding=1)[0] for b in range(3)])
+            norms = w.pow(2).sum(dim=(2, 3, 4))
+            torch.testing.assert_close(norms, torch.ones(batch, 7), atol=1e-4, rtol=1e-4)
+        want = torch.stack([F.conv2d(x[b:b + 1], w[b], padding=1)[0] for b in range(batch)])
         torch.testing.assert_close(conv(x, s), want, atol=1e-5, rtol=1e-4)
+        bias = torch.randn(7)
+        torch.testing.assert_close(conv(x, s, out_gain=1.5, bias=bias), want * 1.5 + bias.view(1, -1, 1, 1),
+                                   atol=1e-5, rtol=1e-4)
 
 
 def test_modulated_upsample_conv_shape_and_per_sample_reference():
     torch.manual_seed(2)
     conv = ModulatedConv2d(4, 6, 3, style_dim=5, upsample=True)
-    x, s = torch.randn(2, 4, 8, 8), torch.randn(2, 5)
-    out = conv(x, s)
-    assert out.shape == (2, 6, 16, 16)
-    w = conv.modulated_weight(s)
-    for b in range(2):
-        ref = conv.blur(F.conv_transpose2d(x[b:b + 1], w[b].transpose(0, 1), stride=2))
-        torch.testing.assert_close(out[b:b + 1], ref, atol=1e-5, rtol=1e-4)
+    for batch in (2, 1):
+        x, s = torch.randn(batch, 4, 8, 8), torch.randn(batch, 5)
+        out = conv(x, s)
+        assert out.shape == (batch, 6, 16, 16)
+        w = conv.modulated_weight(s)
+        for b in range(batch):
+            ref = conv.blur(F.conv_transpose2d(x[b:b + 1], w[b].transpose(0, 1), stride=2))
+            torch.testing.assert_close(out[b:b + 1], ref, atol=1e-5, rtol=1e-4)
 
 
 def test_generator_shapes_gradients_and_noise_modes():
