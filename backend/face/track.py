@@ -247,6 +247,9 @@ def detect_landmarks(video: Path, max_frames: int | None, progress: ProgressFn |
             several += lm.n_faces > 1
             if i % PROGRESS_EVERY == 0:
                 _report(progress, i, total, clock, "landmarks")
+        if tracker.searches:
+            log.info("face too small for a whole-frame detection in %d frames; found it in a window of "
+                     "the frame", tracker.searches)
     return points, several
 
 
