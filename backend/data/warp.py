@@ -128,6 +128,10 @@ class FaceWarper:
         self.grid = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
         ctrl = np.concatenate([self.skirt_src[:, :2], self.hair, self.fixed])
         self.spline = _tps_operator(ctrl, self.grid)  # (G, n) forward displacement operator
+        ex, ey, ehx, ehy = self._falloff_ellipse
+        r = np.hypot((self.grid[:, 0] - ex) / ehx, (self.grid[:, 1] - ey) / ehy).reshape(gh, gw)
+        fade = np.clip((2.7 - r) / 1.0, 0.0, 1.0)
+        self.falloff = (fade * fade * (3 - 2 * fade)).astype(np.float32)
         xs, ys = np.meshgrid(np.arange(self.w, dtype=np.float32), np.arange(self.h, dtype=np.float32))
         self.pixel_index = np.stack([xs, ys], -1)  # (H, W, 2) pixel-index coordinates
 
@@ -246,6 +250,9 @@ class FaceWarper:
         moving = np.concatenate([self.skirt_src[:, :2], self.hair])
         dmin = np.sqrt(((fixed[:, None] - moving[None]) ** 2).sum(-1)).min(1)
         self.fixed = fixed[dmin > 0.4 * s]
+        # Far from the head the spline's residual drift is cut to exactly zero (on the coarse
+        # grid, see __init__): elliptic distance 1.7 -> 2.7 face half-extents fades 1 -> 0.
+        self._falloff_ellipse = (cx, cy, hx, hy)
 
     def mouth_targets(
         self, target: np.ndarray, rotation: np.ndarray
@@ -348,7 +355,7 @@ class FaceWarper:
             idx = src * to_index - 0.5
             f = cv2.remap(forward, idx[..., 0], idx[..., 1], cv2.INTER_LINEAR, borderMode=_REPLICATE)
             src = grid - f
-        backward = src - grid
+        backward = (src - grid) * self.falloff[..., None]
         return cv2.resize(backward, (self.w, self.h), interpolation=cv2.INTER_LINEAR)
 
     def render(self, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:

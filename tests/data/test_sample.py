@@ -142,6 +142,77 @@ def test_expression_fields_move_the_right_parts(photo_and_landmarks):
         model.deform({"notAShape": 1.0})
 
 
+def _warper_and_model(photo, lm):
+    model = build_expression_model(lm)
+    warper = FaceWarper(photo, model.neutral, load_canonical_mesh().triangles, model.head_centre, model.scale)
+    return warper, model
+
+
+def _bbox(points: np.ndarray, pad: int = 0) -> tuple[slice, slice]:
+    lo, hi = np.floor(points.min(0)).astype(int) - pad, np.ceil(points.max(0)).astype(int) + pad
+    return slice(lo[1], hi[1]), slice(lo[0], hi[0])
+
+
+def test_warp_blink_covers_the_eye_and_jaw_opens_a_dark_mouth(photo_and_landmarks):
+    photo, lm = photo_and_landmarks
+    warper, model = _warper_and_model(photo, lm)
+    eye = _bbox(model.neutral[list(LEFT_EYE_UPPER + LEFT_EYE_LOWER), :2])
+    closed = warper.render(model.deform({"eyeBlinkLeft": 1.0}), np.eye(3), np.zeros(3))
+    grey = lambda im: im.astype(float).mean(-1)  # noqa: E731
+    # The dark iris/pupil disappears under the lid: the darkest eye pixels get much brighter.
+    assert np.percentile(grey(closed[eye]), 5) > np.percentile(grey(photo[eye]), 5) + 25
+    mouth_ids = [13, 14, 78, 308]
+    jaw = model.deform({"jawOpen": 1.0})
+    mouth = _bbox(jaw[mouth_ids, :2])
+    opened = warper.render(jaw, np.eye(3), np.zeros(3))
+    dark = grey(opened[mouth]) < 70
+    assert dark.mean() > 0.25  # a dark cavity fills a good part of the open mouth
+    assert (grey(photo[mouth]) < 70).mean() < 0.1
+
+
+def test_warp_keeps_background_and_torso_still_while_the_head_turns(photo_and_landmarks):
+    from backend.data.sample import euler_to_matrix as rot
+
+    photo, lm = photo_and_landmarks
+    warper, model = _warper_and_model(photo, lm)
+    c = model.head_centre
+    diffs = []
+    for yaw, pitch in ((0.28, 0.0), (-0.28, 0.0), (0.0, 0.15), (0.0, -0.15)):
+        R = rot(yaw, pitch, 0.0)
+        out = warper.render((model.neutral - c) @ R.T + c, R, np.zeros(3))
+        d = np.abs(out.astype(int) - photo.astype(int)).max(-1)
+        diffs.append(d)
+        # The face region changes a lot ...
+        assert d[_bbox(model.neutral[:, :2])].mean() > 10
+    d = np.max(diffs, axis=0)
+    # ... while the torso (below the collar) and the image corners do not move.
+    assert d[330:, :].mean() < 1.0 and d[:60, :60].max() <= 2 and d[:60, -60:].max() <= 2
+
+
+def test_warp_map_has_no_holes_or_tears_inside_the_face(photo_and_landmarks):
+    """Frontal, strongly deformed: the photo position varies smoothly across the whole face.
+
+    (Blinks are left out: a closing lid *occludes* the eyeball, a deliberate discontinuity.)
+    """
+    from backend.data.warp import boundary_loop
+
+    photo, lm = photo_and_landmarks
+    warper, model = _warper_and_model(photo, lm)
+    target = model.deform({"jawOpen": 0.8, "mouthSmileLeft": 1.0, "browInnerUp": 1.0, "browOuterUpRight": 1})
+    map_xy, cavity = warper.map_for(target, np.eye(3), np.zeros(3))
+    outline = target[boundary_loop(load_canonical_mesh().triangles), :2]
+    inside = np.zeros(photo.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(outline - 0.5).astype(np.int32)], 1)
+    inside = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool) & (cavity[..., 0] == 0)
+    jump_x = np.abs(np.diff(map_xy, axis=1)).max(-1)
+    jump_y = np.abs(np.diff(map_xy, axis=0)).max(-1)
+    both = inside[:, 1:] & inside[:, :-1]
+    assert jump_x[both].max() < 3.0
+    both = inside[1:] & inside[:-1]
+    assert jump_y[both].max() < 3.0
+    assert (cavity[..., 0] > 0).sum() > 50  # the mouth is open
+
+
 def test_pose_convention():
     """yaw > 0 turns the nose to image right, pitch > 0 moves it down, roll > 0 is counter-clockwise."""
     nose = np.array([0.0, 0.0, 1.0])  # towards the viewer
@@ -173,13 +244,17 @@ def test_schedule_extremes_are_unambiguous_and_deterministic(tiny: bool):
     assert runs.max() <= 6
 
 
-def test_cli_writes_sample_with_seed(tmp_path: Path):
+def test_cli_output_is_deterministic(tmp_path: Path, tiny_sample: Path):
     from backend.cli import main
 
     out = tmp_path / "sample"
-    assert main(["sample", "-o", str(out), "--tiny", "--seed", "5"]) == 0
-    gt = load_ground_truth(out / GROUND_TRUTH_NAME)
-    assert int(gt["seed"]) == 5 and len(_read_frames(out / VIDEO_NAME)) == 50
+    assert main(["sample", "-o", str(out), "--tiny", "--seed", "0"]) == 0
+    gt, ref = load_ground_truth(out / GROUND_TRUTH_NAME), load_ground_truth(tiny_sample / GROUND_TRUTH_NAME)
+    assert set(gt) == set(ref)
+    for key in ("expressions", "pose", "vertices", "seed"):
+        assert np.array_equal(gt[key], ref[key]), key
+    frames, ref_frames = _read_frames(out / VIDEO_NAME), _read_frames(tiny_sample / VIDEO_NAME)
+    assert len(frames) == 50 and all(np.array_equal(a, b) for a, b in zip(frames, ref_frames, strict=True))
     # Output that is a file, not a folder: clear error, nothing written.
     bad = tmp_path / "file.txt"
     bad.write_text("x")
