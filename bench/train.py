@@ -131,8 +131,8 @@ def main() -> int:
             if v >= TARGET_DB and not reached:
                 reached.append(samples[-1])
 
-    def stop() -> bool:
-        return bool(reached) or time.monotonic() - t0 > budget
+    def stop() -> bool:  # PTI always completes; the budget may end the run from the first stage-1 step
+        return bool(reached) or (bool(train_start) and time.monotonic() - t0 > budget)
 
     out = args.workdir / "run"
     with contextlib.suppress(Cancelled):  # the stop predicate ends the run; the checkpoint is saved

@@ -1,34 +1,29 @@
-"""Fixtures of engineer C2's tests: a synthetic subject (real subject writers, real rig/UV
-rasteriser) with a tiny-preset avatar trained once per test process."""
+"""Fixtures of engineer C2's tests, on top of the shared session fixtures of tests/conftest.py
+(the tiny sample tracked into a subject, with a tiny-preset avatar trained once per session)."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-
-from synth import make_subject, trained_synth_subject
-
 
 @pytest.fixture(scope="session")
-def synth_avatar() -> Path:
-    """Subject folder with ``avatar/checkpoint.pt`` (tiny preset, 40 steps). Read-only."""
-    return trained_synth_subject()
+def synth_avatar(tiny_avatar_subject: Path) -> Path:
+    """Subject folder with ``avatar/checkpoint.pt`` (tiny preset, default steps). Read-only."""
+    return tiny_avatar_subject
 
 
 @pytest.fixture
-def synth_avatar_copy(synth_avatar: Path, tmp_path: Path) -> Path:
-    """A private, writable copy of ``synth_avatar``."""
+def synth_avatar_copy(writable_subject: Path) -> Path:
+    """A private, writable copy of the trained tiny subject."""
+    return writable_subject
+
+
+@pytest.fixture
+def synth_subject(tiny_subject: Path, tmp_path: Path) -> Path:
+    """A private copy of the untrained tiny subject."""
     dst = tmp_path / "subject"
-    shutil.copytree(synth_avatar, dst)
+    shutil.copytree(tiny_subject, dst)
     return dst
-
-
-@pytest.fixture
-def synth_subject(tmp_path: Path) -> Path:
-    """A fresh untrained synthetic subject (40 frames, 32 px)."""
-    return make_subject(tmp_path / "subject")

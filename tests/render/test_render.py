@@ -36,8 +36,8 @@ def test_rig_rasterisation_matches_the_subject_uv_maps(renderer: Renderer, subje
     from_uv = _render(renderer, expr, uv_maps=subject.uv_maps, indices=ids)
     from_rig = _render(renderer, expr, pose=subject.pose, scale=subject.scale, indices=ids)
     assert from_uv.shape == (3, renderer.size, renderer.size, 3)
-    # same rasteriser, the stored maps are float16: at most a few grey levels apart
-    assert np.abs(from_uv.astype(int) - from_rig.astype(int)).mean() < 2.0
+    # same rig and rasteriser; the stored maps are float16 at the subject's size (resampled here)
+    assert np.abs(from_uv.astype(int) - from_rig.astype(int)).mean() < 6.0
     # default pose (median) also renders
     assert _render(renderer, expr[:2]).shape == (2, renderer.size, renderer.size, 3)
 
@@ -62,8 +62,11 @@ def test_names_are_conformed(renderer: Renderer, subject: Subject) -> None:
 
 
 def test_bad_inputs(renderer: Renderer, subject: Subject, caplog: pytest.LogCaptureFixture) -> None:
-    expr, uv = subject.expressions[:4].copy(), subject.uv_maps[:4].astype(np.float32)
-    with pytest.raises(RenderInputError, match=r"must be \(T, 4\)"):
+    expr = subject.expressions[:4].copy()
+    uv = np.stack([cv2.resize(m, (renderer.size,) * 2, interpolation=cv2.INTER_LINEAR)
+                   for m in subject.uv_maps[:4].astype(np.float32)])
+    k = len(renderer.names)
+    with pytest.raises(RenderInputError, match=rf"must be \(T, {k}\)"):
         list(renderer.render(expr[:, :2], uv_maps=uv))
     bad = expr.copy()
     bad[2, 1] = np.nan
@@ -73,7 +76,7 @@ def test_bad_inputs(renderer: Renderer, subject: Subject, caplog: pytest.LogCapt
         list(renderer.render(expr, uv_maps=uv[..., :2]))
     with pytest.raises(RenderInputError, match="3 UV maps for 4 frames"):
         list(renderer.render(expr, uv_maps=uv[:3]))
-    big = np.stack([cv2.resize(m, (64, 64), interpolation=cv2.INTER_LINEAR) for m in uv])
+    big = np.stack([cv2.resize(m, (2 * renderer.size,) * 2, interpolation=cv2.INTER_LINEAR) for m in uv])
     with caplog.at_level(logging.WARNING):
         out = _render(renderer, expr, uv_maps=big)
     assert "resampling" in caplog.text
@@ -82,7 +85,8 @@ def test_bad_inputs(renderer: Renderer, subject: Subject, caplog: pytest.LogCapt
     assert np.abs(out.astype(int) - ref.astype(int)).mean() < 6.0
 
 
-def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subject, tmp_path: Path) -> None:
+def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subject, renderer: Renderer,
+                                               tmp_path: Path) -> None:
     curves = Curves(list(subject.expression_names), 25.0, 100, subject.expressions[:8])
     cfile = tmp_path / "shot.json"
     write_curves(curves, cfile)
@@ -95,7 +99,7 @@ def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subj
     assert len(list(out.glob("*.png"))) == 8
     assert (out / "000103.png").stat().st_mtime_ns == first  # existing frames are not re-rendered
     img = cv2.imread(str(out / "000100.png"))
-    assert img.shape == (32, 32, 3)
+    assert img.shape == (renderer.size, renderer.size, 3)
     # bad range and a curves file with an unknown name: clear errors, exit code 2
     assert cli_main(["render", str(synth_avatar), "--curves", str(cfile), "--frames", "200:300",
                      "-o", str(out)]) == 2
