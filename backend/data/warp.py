@@ -308,21 +308,29 @@ class FaceWarper:
         transparency = np.r_[1.0, 1 - opacity, 1.0, 1 - opacity]
         cav_uv = np.column_stack([_CAVITY_FLAG + 100 * transparency, depth])
         uvs = np.concatenate([src_xy, cav_uv, eye_src, self.skirt_src[:, :2]])
-        face = rasterize_uv(verts, uvs, self.all_triangles, self.h, self.w)
+        # Rasterise only the window around the head (everything else is the outer spline).
+        lo = np.clip(np.floor(verts[:, :2].min(0)) - 2, 0, [self.w, self.h]).astype(int)
+        hi = np.clip(np.ceil(verts[:, :2].max(0)) + 2, 0, [self.w, self.h]).astype(int)
+        hi = np.maximum(hi, lo + 1)  # never an empty window (head entirely off-image)
+        win = (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+        local = verts - np.array([lo[0], lo[1], 0.0])
+        wh, ww = max(int(hi[1] - lo[1]), 1), max(int(hi[0] - lo[0]), 1)
+        face = rasterize_uv(local, uvs, self.all_triangles, wh, ww)
         covered = face[..., 2] > 0
         is_cavity = covered & (face[..., 0] < _CAVITY_FLAG / 2)
+        face_px = covered & ~is_cavity
         disp = self._outer_backward_displacement(target, rotation, translation)
         map_xy = self.pixel_index + disp
-        face_px = covered & ~is_cavity
+        # remap wants pixel-index coordinates: photo position - 0.5
+        np.copyto(map_xy[win], face[..., :2] - 0.5, where=face_px[..., None])
         cavity = np.zeros((self.h, self.w, 2), dtype=np.float32)
-        cavity[is_cavity, 0] = 1 - (face[is_cavity, 0] - _CAVITY_FLAG) / 100
-        cavity[is_cavity, 1] = face[is_cavity, 1]
-        map_xy[face_px] = face[face_px][:, :2] - 0.5  # remap wants pixel-index coordinates
         if is_cavity.any():
+            cavity[win][is_cavity, 0] = 1 - (face[is_cavity, 0] - _CAVITY_FLAG) / 100
+            cavity[win][is_cavity, 1] = face[is_cavity, 1]
             # Behind a (partly) transparent cavity: the teeth edge, i.e. the photo's band line.
             behind_uv = np.concatenate([src_xy, self._cavity_src, eye_src, self.skirt_src[:, :2]])
-            behind = rasterize_uv(verts, behind_uv, self.cavity_triangles, self.h, self.w)
-            map_xy[is_cavity] = behind[is_cavity][:, :2] - 0.5
+            behind = rasterize_uv(local, behind_uv, self.cavity_triangles, wh, ww)
+            np.copyto(map_xy[win], behind[..., :2] - 0.5, where=is_cavity[..., None])
         return map_xy, cavity
 
     def _rigid(self, points: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
