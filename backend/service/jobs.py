@@ -279,6 +279,7 @@ class JobManager:
                 self.emit("job_progress", {"job_id": rec.id, **data})
 
         def job_log(message: str, level: str = "info") -> None:
+            log.log(logging.getLevelName(level.upper()), "job %s: %s", rec.id, message)
             self.emit("log", {"job_id": rec.id, "level": level, "text": message, "logger": f"job.{rec.kind}"})
 
         def frame(index: int, image: Any, png_path: Path) -> None:

@@ -134,10 +134,22 @@ class TrainKind:
         resume = p["resume"] or (ctx.resuming and paths.checkpoint_path(subject).is_file())
         if resume:
             ctx.log(f"resuming training of {p['subject_id']} from its last checkpoint")
+        stages: list[str] = []
+        first_train_step: list[int] = []
+
+        def progress(update: ProgressUpdate) -> None:
+            if not stages or stages[-1] != update.stage:
+                stages.append(update.stage)
+            if update.stage == "train" and not first_train_step:
+                first_train_step.append(update.step)
+            ctx.progress(update)
+
         ckpt = train_avatar(subject, preset=p["preset"], steps=p["steps"], seed=p["seed"],
-                            device=ctx.env.device, resume=resume, progress=ctx.progress,
+                            device=ctx.env.device, resume=resume, progress=progress,
                             should_stop=ctx.should_stop)
-        return {"subject_id": p["subject_id"], "checkpoint": str(Path(ckpt).relative_to(ctx.env.workdir))}
+        started_at = first_train_step[0] - 1 if first_train_step else None
+        return {"subject_id": p["subject_id"], "stages": stages, "started_at_step": started_at,
+                "checkpoint": str(Path(ckpt).relative_to(ctx.env.workdir))}
 
 
 # -- edit -------------------------------------------------------------------------------------
@@ -266,7 +278,7 @@ class RenderKind:
         encoding = params.get("encoding") or "raw"
         if encoding not in ("raw", "png"):
             raise JobError(f"encoding must be 'raw' or 'png', got {encoding!r}")
-        out_size = _opt_int(params, "size", 16) or size
+        out_size = _opt_int(params, "size", 16)  # None: the avatar's own size, no resampling
         job_dir = env.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(job_dir / "inputs.npz") as tmp, open(tmp, "wb") as f:
@@ -318,7 +330,7 @@ class RenderKind:
             for i, image in zip(rows, renderer.render(expr, indices=rows, **kwargs), strict=True):
                 check_cancel(ctx.should_stop)
                 image = np.ascontiguousarray(image, dtype=np.uint8)
-                if image.shape[0] != p["size"]:
+                if p.get("size") and image.shape[0] != p["size"]:
                     image = _resize(image, p["size"])
                 _write_png(frame_file(out_dir, i), image, p["png_level"])
                 ctx.frame(i, image, frame_file(out_dir, i))

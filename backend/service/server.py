@@ -452,9 +452,7 @@ class Server:
             self._reopen_stream_if_render(job_id)
         st = self.streams.credit(job_id, msg.identities, msg.header, int(c["credit"]), c.get("start"),
                                  encoding=c.get("encoding"))
-        assert st is not None
-        self.streams.pump(st)
-        self._forget_stream_if_done(st)
+        assert st is not None  # frames follow the reply (the loop pumps after handling requests)
         return {"job_id": job_id, "credit": st.credit, "next_index": st.next_index}
 
     def _on_subject_list(self, msg: Message, channel: str) -> dict[str, Any]:

@@ -1,0 +1,299 @@
+"""Real jobs through a real server subprocess: render streaming, concurrency, flow control,
+cancel, SIGKILL + restart + resume, upload + track. Uses the shared tiny trained subject."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from protocol.envelope import Session
+from protocol.errors import RemoteError
+
+from .conftest import ROOT, install_subject, wait_for
+
+SUBJECT = "s1"
+
+
+def _curves(subject: Path, n: int) -> tuple[list[str], np.ndarray]:
+    """The subject's own tracked curves, tiled to ``n`` rows (names, (n, K) float32)."""
+    from backend.data.subject import Subject
+
+    s = Subject.open(subject)
+    reps = -(-n // s.expressions.shape[0])
+    return list(s.expression_names), np.ascontiguousarray(np.tile(s.expressions, (reps, 1))[:n], np.float32)
+
+
+def _render_params(names: list[str], **extra) -> dict:
+    return {"subject_id": SUBJECT, "names": names, "fps": 25.0, **extra}
+
+
+class RawViewer:
+    """A DEALER that collects frame messages of one job and counts every arrival."""
+
+    def __init__(self, info, session: Session) -> None:
+        self.session = session
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(info.url("shell"))
+        self.arrivals: dict[int, int] = {}
+        self.images: dict[int, np.ndarray] = {}
+
+    def request(self, msg_type: str, content: dict, buffers=None) -> dict:
+        sent = self.session.send(self.sock, msg_type, content, buffers=buffers)
+        while True:
+            assert self.sock.poll(30_000), f"no reply to {msg_type}"
+            msg = self.session.recv(self.sock)
+            if msg.parent_header.get("msg_id") == sent["msg_id"] and msg.msg_type == f"{msg_type}_reply":
+                assert msg.content["status"] == "ok", msg.content
+                return msg.content
+            self._note(msg)
+
+    def _note(self, msg) -> None:
+        if msg.msg_type == "frame":
+            i = msg.content["index"]
+            img = msg.buffers["image"]
+            assert msg.content["checksum"] == f"crc32:{zlib.crc32(img.tobytes()) & 0xFFFFFFFF:08x}"
+            self.arrivals[i] = self.arrivals.get(i, 0) + 1
+            self.images[i] = img.copy()
+
+    def collect(self, job_id: str, total: int, credit: int = 3, timeout: float = 120.0) -> None:
+        """Grant ``credit`` frames at a time, re-granting only when all of it is used."""
+        base = sum(self.arrivals.values())
+        granted = credit
+        self.request("frames_credit", {"job_id": job_id, "credit": credit})
+        deadline = time.monotonic() + timeout
+        while len(self.arrivals) < total:
+            assert time.monotonic() < deadline, f"only {len(self.arrivals)} of {total} frames"
+            if sum(self.arrivals.values()) - base >= granted:
+                self.session.send(self.sock, "frames_credit", {"job_id": job_id, "credit": credit})
+                granted += credit
+            if self.sock.poll(1000):
+                self._note(self.session.recv(self.sock))
+        time.sleep(0.3)  # anything extra would arrive now
+        while self.sock.poll(0):
+            self._note(self.session.recv(self.sock))
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def served(server_factory, tiny_avatar_subject: Path, tmp_path: Path):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    install_subject(tiny_avatar_subject, workdir, SUBJECT)
+    return server_factory(workdir=workdir)
+
+
+def _wait_state(client, job_id: str, states: tuple[str, ...], timeout: float = 120.0) -> dict:
+    return wait_for(lambda: (j := client.status(job_id)["job"]) and j["state"] in states and j,
+                    timeout=timeout, interval=0.1, what=f"job {job_id} in {states}")
+
+
+def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> None:
+    from backend.render import Renderer
+
+    names, curves = _curves(tiny_avatar_subject, 12)
+    with served.client(timeout=30) as client:
+        hello = client.hello()
+        assert "render" in hello["job_kinds"] and hello["proto"].startswith("1.")
+        subjects = client.subjects()
+        assert [s["subject_id"] for s in subjects] == [SUBJECT] and subjects[0]["has_avatar"]
+        rig = client.subject(SUBJECT)
+        assert rig["names"] == names and rig["deltas"].shape[0] == len(names)
+        assert rig["triangles"].dtype == np.int32 and rig["expressions"].shape[1] == len(names)
+
+        job = client.submit("render", _render_params(names), buffers={"curves": curves})
+        frames = dict(client.frames(job, credit=4))  # the client verifies every checksum
+        assert sorted(frames) == list(range(12))
+        rec = _wait_state(client, job, ("done",))
+        assert rec["outputs"]["frame_count"] == 12
+
+        # png frames of a frame range, same pixels as the raw ones
+        job_png = client.submit("render", _render_params(names, encoding="png", frame_start=100,
+                                                         frame_range=[103, 107]), buffers={"curves": curves})
+        pngs = dict(client.frames(job_png, credit=2))
+        assert sorted(pngs) == [3, 4, 5, 6, 7]
+        for i, data in pngs.items():
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+            assert np.array_equal(decoded, frames[i])
+
+        # the same curves rendered in-process give the same pixels
+        r = Renderer.from_checkpoint(tiny_avatar_subject / "avatar" / "checkpoint.pt", device="cpu")
+        local = list(r.render(curves))
+        diff = max(int(np.abs(local[i].astype(int) - frames[i].astype(int)).max()) for i in range(12))
+        assert diff <= 1, diff
+        on_disk = sorted(p.name for p in (served.workdir / "renders" / job).iterdir())
+        assert on_disk == [f"{i:06d}.png" for i in range(12)]
+
+        # a render whose names or UV size do not match the subject is refused at submit
+        with pytest.raises(RemoteError, match="jawOpenn"):
+            client.submit("render", _render_params(["jawOpenn", *names[1:]]), buffers={"curves": curves})
+        uv = np.zeros((12, 48, 48, 3), np.float16)
+        with pytest.raises(RemoteError, match="uv_maps are 48x48"):
+            client.submit("render", _render_params(names), buffers={"curves": curves, "uv_maps": uv})
+        # idempotent resubmit: same id -> same job, nothing new
+        again = client.submit("render", _render_params(names), buffers={"curves": curves}, job_id=job)
+        assert again == job and len(client.jobs()) == 2
+    assert served.alive()
+
+
+def test_concurrent_clients_each_get_their_frames_once(served, tiny_avatar_subject: Path) -> None:
+    names, curves = _curves(tiny_avatar_subject, 10)
+    session = Session(served.info.key_bytes)
+    results: dict[int, RawViewer] = {}
+    errors: list[BaseException] = []
+
+    def one(k: int) -> None:
+        viewer = RawViewer(served.info, Session(served.info.key_bytes))
+        results[k] = viewer
+        try:
+            params = _render_params(names, frame_range=[k, 9])  # a different job per client
+            job = viewer.request("job_submit", {"kind": "render", "params": params, "job_id": f"conc-{k}"},
+                                 buffers={"curves": curves})["job_id"]
+            viewer.collect(job, total=10 - k, credit=2 + k)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    try:
+        assert not errors, errors
+        for k, viewer in results.items():
+            assert viewer.arrivals == {i: 1 for i in range(k, 10)}, (k, viewer.arrivals)
+        # every client saw the same pixels for the same row
+        for i in range(3, 10):
+            assert all(np.array_equal(results[0].images[i], results[k].images[i]) for k in range(1, 4))
+    finally:
+        for viewer in results.values():
+            viewer.close()
+    assert session.key == served.info.key_bytes and served.alive()
+
+
+def test_slow_client_and_cancel(served, tiny_avatar_subject: Path) -> None:
+    names, curves = _curves(tiny_avatar_subject, 240)
+    with served.client(timeout=30) as client:
+        # warm up the renderer (torch, model load) so RSS below measures the stream only
+        warm = client.submit("render", _render_params(names, size=256), buffers={"curves": curves[:16]})
+        assert len(dict(client.frames(warm))) == 16
+        rss0 = served.rss_kib()
+        # a client that never grants credit: 240 frames of 256x256x3 (47 MiB raw) stay on disk
+        viewer = RawViewer(served.info, Session(served.info.key_bytes))
+        try:
+            slow = viewer.request("job_submit", {"kind": "render", "params": _render_params(names, size=256)},
+                                  buffers={"curves": curves})["job_id"]
+            _wait_state(client, slow, ("done",), timeout=300)
+            grown = (served.rss_kib() - rss0) / 1024
+            print(f"server RSS growth with a 240-frame stream and no credit: {grown:.1f} MiB")
+            assert grown < 24, f"server RSS grew {grown:.1f} MiB for a client without credit"
+            assert not viewer.sock.poll(100)  # no credit, no frames
+            # credit now: the frames come from disk, in order
+            viewer.collect(slow, total=240, credit=16)
+            assert viewer.arrivals == {i: 1 for i in range(240)}
+        finally:
+            viewer.close()
+
+        # cancel a long render between frames
+        long = client.submit("render", _render_params(names), buffers={"curves": np.tile(curves, (20, 1))})
+        out = served.workdir / "renders" / long
+        wait_for(lambda: out.is_dir() and len(list(out.glob("*.png"))) >= 5, timeout=120, what="frames")
+        t0 = time.monotonic()
+        assert client.cancel(long) in ("cancelling", "cancelled")
+        _wait_state(client, long, ("cancelled",), timeout=30)
+        latency = time.monotonic() - t0
+        print(f"cancel latency {latency * 1000:.0f} ms")
+        n_after = len(list(out.glob("*.png")))
+        time.sleep(0.5)
+        assert len(list(out.glob("*.png"))) == n_after < 4800  # nothing more is written
+        assert not [p for p in out.iterdir() if not p.name.endswith(".png") or p.name.startswith(".")]
+    assert served.alive()
+
+
+@pytest.mark.slow
+def test_sigkill_restart_resume(server_factory, tiny_avatar_subject: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    subject = install_subject(tiny_avatar_subject, workdir, SUBJECT)
+    names, curves = _curves(tiny_avatar_subject, 300)
+    srv = server_factory(workdir=workdir)
+    with srv.client(timeout=30) as client:
+        render = client.submit("render", _render_params(names), buffers={"curves": curves}, job_id="r1")
+        out = workdir / "renders" / render
+        wait_for(lambda: out.is_dir() and len(list(out.glob("*.png"))) >= 20, timeout=120, what="frames")
+    srv.kill(signal.SIGKILL)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 20 <= len(before) < 300
+
+    srv = server_factory(workdir=workdir)
+    with srv.client(timeout=30) as client:
+        rec = client.status(render)["job"]
+        assert rec["state"] == "interrupted" and "running" in rec["error"]
+        assert client.submit("render", _render_params(names), buffers={"curves": curves}, job_id="r1") == "r1"
+        frames = dict(client.frames(render, credit=32))
+        assert sorted(frames) == list(range(300))
+        assert _wait_state(client, render, ("done",))["attempts"] == 2
+        after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+        assert len(after) == 300 and all(after[k] == v for k, v in before.items())  # not rendered again
+        for i in (0, len(before) - 1, len(before), 299):  # streamed frames equal the files on disk
+            disk = cv2.imread(str(out / f"{i:06d}.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
+            assert np.array_equal(disk, frames[i])
+
+        # training: continue the tiny avatar for 2 more steps; kill while it runs
+        ckpt = subject / "avatar" / "checkpoint.pt"
+        ckpt_before = ckpt.stat().st_mtime_ns
+        train = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 64, "resume": True},
+                              job_id="t1")
+        _wait_state(client, train, ("running",))
+        wait_for(lambda: client.status(train)["job"]["step"] >= 61, timeout=300, what="training steps")
+    srv.kill(signal.SIGKILL)
+    assert ckpt.stat().st_mtime_ns == ckpt_before  # the last good checkpoint is intact
+
+    srv = server_factory("--resume-jobs", workdir=workdir)
+    with srv.client(timeout=30) as client:
+        rec = _wait_state(client, train, ("done", "failed"), timeout=600)
+        assert rec["state"] == "done" and rec["attempts"] == 2, rec
+        assert rec["step"] == 64 and rec["stage"] == "train"
+        states = {j["job_id"]: j["state"] for j in client.jobs()}
+        assert states == {"r1": "done", "t1": "done"}
+        # attempt 2 continued from the step-60 checkpoint: no PTI, first step 61
+        assert rec["outputs"]["stages"] == ["train"] and rec["outputs"]["started_at_step"] == 60
+    assert "resuming job t1 (--resume-jobs)" in srv.log()
+    cli = subprocess.run([sys.executable, "-m", "backend.cli", "jobs", "--connection-file",
+                          str(srv.connection_file)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert "r1" in cli.stdout and "t1" in cli.stdout and "done" in cli.stdout
+
+
+def test_upload_and_track(server_factory, tiny_sample: Path, tmp_path: Path) -> None:
+    srv = server_factory("--allow-read", str(tiny_sample))
+    with srv.client(timeout=30) as client:
+        upload = client.upload(tiny_sample / "sample.mp4")
+        job = client.submit("track", {"subject_id": "from_upload", "upload_id": upload, "size": 64,
+                                      "max_frames": 12})
+        by_path = client.submit("track", {"subject_id": "from_path", "path": str(tiny_sample / "sample.mp4"),
+                                          "size": 64, "max_frames": 12})
+        for j in (job, by_path):
+            rec = _wait_state(client, j, ("done", "failed"), timeout=300)
+            assert rec["state"] == "done", rec
+        subjects = {s["subject_id"]: s for s in client.subjects()}
+        assert set(subjects) == {"from_upload", "from_path"}
+        assert not subjects["from_upload"]["has_avatar"]
+        rig = client.subject("from_upload")
+        assert rig["expressions"].shape[0] == 12
+        with pytest.raises(RemoteError, match="already exists"):
+            client.submit("track", {"subject_id": "from_path", "path": str(tiny_sample / "sample.mp4")})
