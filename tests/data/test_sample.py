@@ -259,4 +259,23 @@ def test_cli_output_is_deterministic(tmp_path: Path, tiny_sample: Path):
     bad = tmp_path / "file.txt"
     bad.write_text("x")
     assert main(["sample", "-o", str(bad), "--tiny"]) == 2
+    assert main(["sample", "-o", str(bad / "below"), "--tiny"]) == 1  # cannot create: clear error
     assert bad.read_text() == "x"
+
+
+def test_failed_run_leaves_previous_output_untouched(tmp_path: Path):
+    """A run stopped half-way (here by its progress callback) keeps the old files, no temp files."""
+    from backend.data.sample import synthesize_sample
+
+    (tmp_path / VIDEO_NAME).write_bytes(b"old video")
+    (tmp_path / GROUND_TRUTH_NAME).write_bytes(b"old truth")
+
+    def stop_at_five(update) -> None:
+        if update.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize_sample(tmp_path, tiny=True, progress=stop_at_five)
+    assert (tmp_path / VIDEO_NAME).read_bytes() == b"old video"
+    assert (tmp_path / GROUND_TRUTH_NAME).read_bytes() == b"old truth"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([VIDEO_NAME, GROUND_TRUTH_NAME])
