@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +46,7 @@ CHECKSUMS: tuple[str, ...] = ("none", "crc32", "hmac-sha256")
 MAX_NDIM = 8
 
 _LE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in ALLOWED_DTYPES}
+_NAME_BY_DTYPE = {**{np.dtype(n): n for n in ALLOWED_DTYPES}, **{d: n for n, d in _LE_DTYPES.items()}}
 
 
 def compute_checksum(data: memoryview | bytes, scheme: str, key: bytes = b"") -> str:
@@ -72,6 +74,9 @@ def verify_checksum(data: memoryview | bytes, checksum: str, key: bytes = b"", *
 
 def dtype_name(dtype: np.dtype) -> str:
     """Wire name of ``dtype`` or :class:`BufferSpecError` when it is not allowed."""
+    name = _NAME_BY_DTYPE.get(dtype)  # fast path (dtype.name is slow)
+    if name is not None:
+        return name
     name = np.dtype(dtype).name
     if name not in _LE_DTYPES:
         raise BufferSpecError(
@@ -101,7 +106,7 @@ def encode_buffers(buffers: Mapping[str, np.ndarray] | None, checksum: str = "cr
             raise BufferSpecError(f"buffer {name!r} has {arr.ndim} dimensions; at most {MAX_NDIM} allowed")
         arr = np.ascontiguousarray(arr, dtype=wire)
         view = memoryview(arr).cast("B") if arr.size else memoryview(b"")
-        desc: dict[str, Any] = {"name": name, "dtype": wire.name, "shape": list(arr.shape),
+        desc: dict[str, Any] = {"name": name, "dtype": _NAME_BY_DTYPE[wire], "shape": list(arr.shape),
                                 "nbytes": int(arr.nbytes)}
         if checksum != "none":
             desc["checksum"] = compute_checksum(view, checksum, key)
@@ -126,7 +131,7 @@ def _check_descriptor(desc: Any, i: int) -> tuple[str, np.dtype, tuple[int, ...]
     if not isinstance(nbytes, int) or isinstance(nbytes, bool):
         raise BufferSpecError(f"buffer {name!r}: 'nbytes' missing or not an int")
     dtype = _LE_DTYPES[dt]
-    expected = dtype.itemsize * int(np.prod(shape, dtype=np.float64)) if shape else dtype.itemsize
+    expected = dtype.itemsize * math.prod(shape)
     if expected != nbytes:
         raise BufferSpecError(f"buffer {name!r}: {dt} x {list(shape)} is {expected} bytes "
                               f"but nbytes says {nbytes}")

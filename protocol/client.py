@@ -40,7 +40,7 @@ import zmq
 from .buffers import verify_checksum
 from .connection import ConnectionInfo
 from .envelope import DEFAULT_MAX_MESSAGE_BYTES, Message, Session, configure_socket
-from .errors import BackendUnavailable, ProtocolError, RemoteError
+from .errors import BackendUnavailable, ProtocolError, RemoteError, SignatureError, VersionError
 from .messages import FINAL_JOB_STATES, is_error, reply_type
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Client:
         self._async_errors: list[Message] = []
         self._sockets: dict[str, zmq.Socket] = {}
         self._closed = False
+        self.bad_signatures = 0
         self._open_all()
 
     @classmethod
@@ -156,7 +157,11 @@ class Client:
                         msg = self.session.recv(sock, flags=zmq.NOBLOCK)
                     except zmq.Again:
                         continue
+                    except VersionError:
+                        raise  # actionable: the add-on and backend versions must match
                     except ProtocolError as exc:
+                        if isinstance(exc, SignatureError):
+                            self.bad_signatures += 1
                         log.warning("dropped a bad message on %s: %s: %s", ch, exc.ename, exc)
                         continue
                     if ch == "events":
@@ -223,9 +228,12 @@ class Client:
                         expected, timeout, attempt + 1, retries + 1, channel)
             self._reload_info()
             self._open(channel)
+        hint = (f"{self.bad_signatures} answer(s) had a bad signature: the connection file's key is stale "
+                "(the backend was restarted with a new file?)" if self.bad_signatures
+                else "is `emo-avatar serve` running with this connection file?")
         raise BackendUnavailable(
             f"the backend did not answer {msg_type} on {self.info.url(channel)} after {retries + 1} attempts "
-            f"of {timeout:.1f} s; is `emo-avatar serve` running with this connection file?")
+            f"of {timeout:.1f} s; {hint}")
 
     def _handle_reply(self, msg: Message, expected: str) -> Message:
         if is_error(msg.content):
@@ -340,7 +348,10 @@ class Client:
         def grant(n: int) -> None:
             nonlocal outstanding
             content = {"job_id": job_id, "credit": n, "start": first_missing()}
-            self.session.send(self._sockets["shell"], "frames_credit", content)
+            try:
+                self.session.send(self._sockets["shell"], "frames_credit", content, flags=zmq.NOBLOCK)
+            except zmq.Again:  # queue full (backend gone): the idle path re-grants later
+                return
             outstanding += n
 
         grant(credit)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .buffers import dtype_name
 from .errors import BufferSpecError, CurveError, SchemaError, UnknownMessageType
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +381,31 @@ _ERROR_FIELDS: dict[str, Field] = {
 }
 
 
+def _is_number(v: Any) -> bool:
+    return (type(v) is float or type(v) is int) or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+_FAST_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int or (isinstance(v, int) and not isinstance(v, bool)),
+    "float": _is_number,
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "list": lambda v: isinstance(v, list),
+    "any": lambda v: True,
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "list[dict]": lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+    "list[int]": lambda v: isinstance(v, list) and all(
+        type(x) is int or (isinstance(x, int) and not isinstance(x, bool)) for x in v),
+    "list[float]": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+    "dict[str,float]": lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+}
+
+
 def _type_ok(type_: str, value: Any) -> bool:
+    check = _FAST_CHECKS.get(type_)
+    if check is not None:
+        return check(value)
     if type_ == "any":
         return True
     if type_ == "str":
@@ -505,8 +530,8 @@ def _match_shapes(where: str, specs: Mapping[str, BufferSpec], buffers: Mapping[
                 raise BufferSpecError(f"{where}: required buffer {name!r} is missing "
                                       f"({'/'.join(bspec.dtypes)}{shape})")
             continue
-        if arr.dtype.name not in bspec.dtypes:
-            raise BufferSpecError(f"{where}: buffer {name!r} has dtype {arr.dtype.name}; expected "
+        if dtype_name(arr.dtype) not in bspec.dtypes:
+            raise BufferSpecError(f"{where}: buffer {name!r} has dtype {arr.dtype}; expected "
                                   f"{' or '.join(bspec.dtypes)} (convert with .astype)")
         if bspec.shape is None:
             continue

@@ -21,7 +21,7 @@ import zmq
 from protocol.client import Client
 from protocol.connection import ConnectionInfo
 from protocol.envelope import Message, Session
-from protocol.errors import BackendUnavailable, ProtocolError, RemoteError
+from protocol.errors import BackendUnavailable, ProtocolError, RemoteError, VersionError
 
 N_FRAMES = 10
 
@@ -258,6 +258,32 @@ def test_frame_stream_resumes_after_a_backend_restart(conn) -> None:
             s.join(5)
 
 
+def test_major_version_mismatch_is_reported_not_retried(conn) -> None:
+    info, path = conn
+    future = Session(info.key_bytes)
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(info.url("shell"))
+
+    def answer_as_v2() -> None:
+        request = future.recv(router)
+        header = {**future.msg_header("hello_reply"), "proto": "2.0"}
+        router.send_multipart(future.serialize(
+            "hello_reply", {"status": "ok", "server": "future", "proto": "2.0", "instance_id": "x",
+                            "device": "cpu"}, parent=request, ident=request.identities, header=header))
+
+    thread = threading.Thread(target=answer_as_v2)
+    thread.start()
+    client = Client.from_connection_file(path, timeout=2.0)
+    try:
+        with pytest.raises(VersionError, match=r"peer speaks 2\.0, this side speaks 1\.0"):
+            client.hello()
+    finally:
+        thread.join(5)
+        client.close()
+        router.close(0)
+
+
 def test_backend_unavailable_after_bounded_retries(conn) -> None:
     _, path = conn
     client = Client.from_connection_file(path, timeout=0.1, retries=2)
@@ -273,7 +299,7 @@ def test_wrong_key_gets_no_answer_and_the_server_stays_up(conn) -> None:
     server = start(info)
     try:
         wrong = ConnectionInfo(**{**info.to_dict(), "key": "f" * 64})
-        with pytest.raises(BackendUnavailable):
+        with pytest.raises(BackendUnavailable, match=r"bad signature.*stale"):
             Client(wrong, timeout=0.2, retries=0).hello()  # the error reply is signed with the real key
         assert Client(info, timeout=1.0).hello()["server"] == "mini"
     finally:
