@@ -20,6 +20,7 @@ least sensitive to other processes on a shared machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -69,6 +70,21 @@ def conv_gemm_shapes(model: EmoAvatar, batch: int) -> list[tuple[int, int, int]]
     return shapes
 
 
+def bench_config(n_expr: int, size: int) -> tuple[AvatarConfig, str]:
+    """The training preset ``cpu`` (backend.train.presets) when present, else ``AvatarConfig.cpu``."""
+    try:
+        from backend.train.presets import PRESETS
+
+        cfg = PRESETS["cpu"].avatar_config(n_expr)
+        source = "preset `cpu`"
+    except (ImportError, KeyError):
+        cfg, source = AvatarConfig.cpu(n_expr), "AvatarConfig.cpu"
+    if size != cfg.size:
+        cfg = dataclasses.replace(cfg, size=size)
+        source += f" at {size} px"
+    return cfg, source
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -91,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--size", type=int, default=128, help="output px (default: the preset's 128)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--n-expr", type=int, default=52)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = AvatarConfig.cpu(args.n_expr, size=args.size)
+    cfg, source = bench_config(args.n_expr, args.size)
     model = EmoAvatar(cfg).eval()
     with torch.no_grad():
         for layer in model.generator.convs:
@@ -144,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     sq_rate = 2 * 1024 ** 3 / wall["sq"]
 
     mode = "quick" if args.quick else "full"
-    print(f"\n### Emo-Avatar render benchmark ({cfg.size} px `cpu` config, "
+    print(f"\n### Emo-Avatar render benchmark ({cfg.size} px, {source}, "
           f"{torch.get_num_threads()} threads, {mode}, load avg {os.getloadavg()[0]:.1f})\n")
-    print(f"renderer: {r_flops / 1e9:.2f} GFLOP/frame (generator {g_flops[1] / 1e9:.2f}); "
+    print(f"channels {model.generator.channels}; renderer {r_flops / 1e9:.2f} GFLOP/frame "
+          f"(generator {g_flops[1] / 1e9:.2f}); "
           f"square 1024 GEMM: {sq_rate / 1e9:.1f} GFLOP/s\n")
     print("| batch | render frames/s | render CPU ms/frame | generator GFLOP/s | conv-shaped GEMM GFLOP/s "
           "| generator / GEMM (wall) | generator / GEMM (CPU time) | generator / square GEMM |")

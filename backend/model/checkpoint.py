@@ -9,10 +9,15 @@ names, so mapping is by name; FIR ``*.kernel`` buffers of the source are constan
 Loading is all or nothing: every key and shape is checked for the generator and (if given) the
 discriminator before anything is copied; a mismatch raises ``CheckpointMismatchError`` naming
 the keys and shapes and leaves the modules untouched.
+
+NVIDIA StyleGAN2-ADA ``.pkl`` files are read by ``backend.model.nvidia_pkl`` (a restricted
+unpickler that extracts tensors and never runs the code stored in the pickle) and renamed to
+the same layout.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +103,8 @@ def load_stylegan2_checkpoint(
     """Load a reference-format StyleGAN2 checkpoint into ``generator`` (and ``discriminator``).
 
     Args:
-        path: a ``.pt``/``.pth`` file written by ``torch.save`` (read with ``weights_only=True``).
+        path: a ``.pt``/``.pth`` file written by ``torch.save`` (read with ``weights_only=True``), or an
+            NVIDIA StyleGAN2-ADA ``.pkl`` (read with a restricted unpickler, no code runs).
         generator: a ``stylegan2.Generator`` of the checkpoint's architecture.
         discriminator: optional ``stylegan2.Discriminator``; loaded from ``"d"`` when present
             (a checkpoint without ``"d"`` leaves it untouched and the report says so).
@@ -115,15 +121,22 @@ def load_stylegan2_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"StyleGAN2 checkpoint not found: {path}")
+    fmt = "stylegan2-pytorch"
     if path.suffix == ".pkl":
-        raise CheckpointMismatchError(
-            f"{path.name}: NVIDIA .pkl checkpoints are not read (they need code execution to unpickle); "
-            "convert it to the PyTorch format (a dict with 'g_ema') first", [str(path)])
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointMismatchError(
-            f"{path.name}: not a readable torch checkpoint ({exc})", [str(path)]) from exc
+        from backend.model.nvidia_pkl import read_nvidia_pkl
+
+        fmt = "stylegan2-ada-pkl"
+        try:
+            ckpt = read_nvidia_pkl(path)
+        except (KeyError, pickle.UnpicklingError, EOFError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointMismatchError(
+                f"{path.name}: not a readable StyleGAN2-ADA pickle ({exc})", [str(path)]) from exc
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unpickling errors come in many types
+            raise CheckpointMismatchError(
+                f"{path.name}: not a readable torch checkpoint ({exc})", [str(path)]) from exc
     if not isinstance(ckpt, dict):
         raise CheckpointMismatchError(f"{path.name}: expected a dict with 'g_ema', got {type(ckpt).__name__}",
                                       [str(path)])
@@ -158,7 +171,7 @@ def load_stylegan2_checkpoint(
     else:
         latent_avg = None
     return {
-        "path": str(path), "format": "stylegan2-pytorch", "source": source, "loaded": len(g_keys),
+        "path": str(path), "format": fmt, "source": source, "loaded": len(g_keys),
         "discriminator_loaded": len(d_keys), "skipped": [] if strict_shapes else problems, "ignored": ignored,
         "latent_avg": latent_avg, "checkpoint_arch": arch,
     }
