@@ -106,16 +106,16 @@ def main() -> int:
     from backend.train.stage1 import train_avatar
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    budget = args.budget or (30.0 if args.quick else 600.0)
-    eval_every = args.eval_every or (4 if args.quick else 50)
+    budget = args.budget or (25.0 if args.quick else 600.0)
+    eval_every = args.eval_every or (5 if args.quick else 50)
     args.workdir.mkdir(parents=True, exist_ok=True)
     subject, make_s = make_subject(args.workdir, args.quick)
     subj = Subject.open(subject)
     n_train, n_held = (len(x) for x in subj.split())
     preset = get_preset(args.preset)
-    overrides = {"pti_w_steps": 4, "pti_g_steps": 4} if args.quick else {}
+    overrides = {"pti_w_steps": 2, "pti_g_steps": 2} if args.quick else {}
 
-    gen_rate = generator_step_rate(args.preset, len(subj.expression_names), 2 if args.quick else 8)
+    gen_rate = generator_step_rate(args.preset, len(subj.expression_names), 1 if args.quick else 8)
 
     t0 = time.monotonic()
     samples: list[tuple[int, float, float]] = []  # (step, psnr, elapsed)
@@ -146,6 +146,12 @@ def main() -> int:
     train_s = total - (train_start[0] - t0 if train_start else 0.0)
     full_rate = steps_done / max(train_s, 1e-9)
     pti_s = float(meta["pti"].get("seconds", 0.0))
+    if not reached and (not samples or samples[-1][0] != steps_done):  # final held-out PSNR (EMA avatar)
+        from backend.metrics.evaluate import evaluate
+
+        final = evaluate(subject, checkpoint=out / "checkpoint.pt", device="cpu", landmarks=False,
+                         out_dir=out)
+        samples.append((steps_done, final["psnr_db"], total))
 
     print(f"\n## bench/train.py ({'quick' if args.quick else 'full'}), preset `{args.preset}` "
           f"({preset.size} px, batch {preset.batch}), {torch.get_num_threads()} threads\n")
