@@ -43,7 +43,7 @@ from backend.face.smoothing import (
     smooth_curves,
     unwrap_angles,
 )
-from backend.face.video_io import VideoError, iter_frames, probe
+from backend.face.video_io import VideoError, iter_frames, prefetch, probe
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from protocol.fileio import atomic_dir
 
@@ -240,7 +240,7 @@ def detect_landmarks(video: Path, max_frames: int | None, progress: ProgressFn |
     points: list[np.ndarray | None] = []
     several = 0
     with FaceMeshTracker() as tracker:
-        for i, rgb in enumerate(iter_frames(video, max_frames)):
+        for i, rgb in enumerate(prefetch(iter_frames(video, max_frames))):
             check_cancel(should_stop)
             lm = tracker.process(rgb)
             points.append(lm.points)
@@ -253,6 +253,10 @@ def detect_landmarks(video: Path, max_frames: int | None, progress: ProgressFn |
     return points, several
 
 
+def _cut_and_write(root: Path, i: int, rgb: np.ndarray, box: CropBox, size: int) -> None:
+    sj.write_frame(root, i, box.cut(rgb, size))
+
+
 def _write_crops(video: Path, T: int, box: CropBox, size: int, root: Path, progress: ProgressFn | None,
                  should_stop: StopFn | None, clock: EtaClock) -> int:
     """Pass 2: decode again, crop, resize and write PNGs (encoding overlaps decoding: OpenCV
@@ -262,9 +266,9 @@ def _write_crops(video: Path, T: int, box: CropBox, size: int, root: Path, progr
     pending = []
     n = 0
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for i, rgb in enumerate(iter_frames(video, T)):
+        for i, rgb in enumerate(prefetch(iter_frames(video, T))):
             check_cancel(should_stop)
-            pending.append(pool.submit(sj.write_frame, root, i, box.cut(rgb, size)))
+            pending.append(pool.submit(_cut_and_write, root, i, rgb, box, size))
             if len(pending) > 8:
                 pending.pop(0).result()
             if i % PROGRESS_EVERY == 0:

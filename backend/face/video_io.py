@@ -117,3 +117,53 @@ def iter_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
             i += 1
     finally:
         cap.release()
+
+
+def prefetch(frames: Iterator[np.ndarray], depth: int = 4) -> Iterator[np.ndarray]:
+    """Decode ahead in a background thread (OpenCV releases the GIL while decoding).
+
+    Yields the items of ``frames`` in order; an exception in the reader is re-raised here. When
+    the consumer stops early (break, exception, cancel) the reader thread is told to stop.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def reader() -> None:
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=reader, name="frame-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
