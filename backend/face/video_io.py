@@ -6,6 +6,7 @@ what is wrong with which file, so the CLI can print it as is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,15 @@ class VideoInfo:
     is_folder: bool
 
 
+def _natural_key(path: Path) -> list:
+    """Sort key that orders ``img_2.png`` before ``img_10.png``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
 def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files of ``folder`` in natural name order (frame_2 before frame_10)."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=_natural_key)
 
 
 def _read_image(path: Path) -> np.ndarray:

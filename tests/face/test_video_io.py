@@ -57,3 +57,12 @@ def test_prefetch_reraises_reader_errors() -> None:
         for x in prefetch(broken()):
             out.append(x)
     assert out == [1]
+
+
+def test_image_folder_natural_order(tmp_path: Path) -> None:
+    import cv2
+
+    for i in (1, 2, 10):
+        cv2.imwrite(str(tmp_path / f"frame_{i}.png"), np.full((8, 8, 3), 20 * i, np.uint8))
+    values = [int(f[0, 0, 0]) for f in iter_frames(tmp_path)]
+    assert values == [20, 40, 200]
