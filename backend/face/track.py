@@ -285,7 +285,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     """Track a portrait video (or image folder) into a subject folder.
 
     Args:
-        video: mp4/avi/mov/... file OpenCV reads, or a folder of images (sorted by name, 25 fps).
+        video: mp4/avi/mov/... file OpenCV reads, or a folder of images (natural name order, 25 fps).
         out_dir: the subject folder to create.
         size: crop side in pixels (frames, landmarks, UV maps).
         max_frames: use only the first N frames.
