@@ -129,10 +129,11 @@ def camera_settings(size: int, s0: float) -> dict[str, float]:
 
 
 def load_subject_folder(folder) -> RigData:
-    """A subject folder on disk (``rig/blendshapes.npz`` + tracked curves) -> RigData.
+    """A subject folder on disk (layout of ``backend/data/subject.py``) -> RigData, no backend needed.
 
-    Reads ``rig/blendshapes.npz`` (names, neutral, deltas, uvs, triangles) and, when present,
-    ``curves.npz`` / ``tracking.npz`` (expressions, pose, scale) and ``meta.json`` (size, fps).
+    Reads ``rig/blendshapes.npz`` (names, neutral, deltas, uvs, triangles), ``expressions.npz``
+    (values (T, K)), ``pose.npy`` (T, 6), ``scale.npy`` (T,) and ``meta.json`` (subject_id, size, fps);
+    every file with ``allow_pickle=False``.
     """
     import json
     from pathlib import Path
@@ -144,19 +145,33 @@ def load_subject_folder(folder) -> RigData:
     with np.load(rig_file, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta: dict = {}
-    meta_file = folder / "meta.json"
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-    curves: dict = {}
-    for name in ("tracking.npz", "curves.npz"):
-        if (folder / name).is_file():
-            with np.load(folder / name, allow_pickle=False) as z:
-                curves = {k: z[k] for k in z.files}
-            break
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+    expressions = pose = scale = None
+    if (folder / "expressions.npz").is_file():
+        with np.load(folder / "expressions.npz", allow_pickle=False) as z:
+            if [str(n) for n in z["names"]] == [str(n) for n in arrays["names"]]:
+                expressions = z["values"]
+    if expressions is not None and (folder / "pose.npy").is_file():
+        pose = np.load(folder / "pose.npy", allow_pickle=False)
+    if expressions is not None and (folder / "scale.npy").is_file():
+        scale = np.load(folder / "scale.npy", allow_pickle=False)
     return RigData(
         names=[str(n) for n in arrays["names"]],
         neutral=arrays["neutral"], deltas=arrays["deltas"], uvs=arrays["uvs"], triangles=arrays["triangles"],
-        expressions=curves.get("expressions"), pose=curves.get("pose"), scale=curves.get("scale"),
-        size=int(meta.get("size", meta.get("crop_size", 256))), fps=float(meta.get("fps", 25.0)),
-        subject_id=str(meta.get("subject_id", folder.name)), meta=meta,
+        expressions=expressions, pose=pose, scale=scale,
+        size=int(meta.get("size", 256)), fps=float(meta.get("fps", 25.0)),
+        subject_id=folder.name, meta=meta,  # the backend knows a subject by its folder name
+    )
+
+
+def from_subject_reply(reply: dict) -> RigData:
+    """``Client.subject(id)`` (content + buffers) -> RigData."""
+    meta = dict(reply.get("meta") or {})
+    size = reply.get("size") or meta.get("size") or 256
+    return RigData(
+        names=list(reply["names"]), neutral=reply["neutral"], deltas=reply["deltas"], uvs=reply["uvs"],
+        triangles=reply["triangles"], expressions=reply.get("expressions"), pose=reply.get("pose"),
+        scale=reply.get("scale"), size=int(size), fps=float(reply.get("fps") or meta.get("fps") or 25.0),
+        subject_id=str(reply["subject_id"]), meta=meta,
     )

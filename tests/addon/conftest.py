@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +74,86 @@ def clean_scene():
     for coll in (bpy.data.objects, bpy.data.meshes, bpy.data.cameras, bpy.data.actions, bpy.data.images):
         for block in list(coll):
             coll.remove(block)
-    for scene in list(bpy.data.scenes)[1:]:
-        bpy.data.scenes.remove(scene)
-    scene = bpy.data.scenes[0]
+    for other in [s for s in bpy.data.scenes if s != bpy.context.scene]:
+        bpy.data.scenes.remove(other)
+    scene = bpy.context.scene
     if scene.sequence_editor is not None:
         scene.sequence_editor_clear()
     scene.frame_start, scene.frame_end, scene.frame_current = 1, 250, 1
     return scene
+
+
+# -- backend pieces (built by the backend's own Python, which has torch; never imported here) ----
+SUBJECT_ID = "tiny"
+
+
+def _backend(*args: str, cwd: Path, timeout: float = 900) -> None:
+    proc = subprocess.run([BACKEND_PYTHON, "-m", "backend.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, f"backend {args[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service workdir holding subject 'tiny': the tiny sample, tracked at 64 px (16 frames),
+    trained with the tiny preset for 2 steps (enough to render; quality is not tested here).
+
+    Built by ``EMO_BACKEND_PYTHON -m backend.cli sample/track/train`` in subprocesses, so it works
+    from the bpy 5.0 venv, which has no torch."""
+    work = tmp_path_factory.mktemp("backend") / "work"
+    subject = work / "subjects" / SUBJECT_ID
+    cache = os.environ.get("EMO_ADDON_TEST_BACKEND_CACHE")  # developer speed-up: a workdir built by this fixture
+    if cache and (Path(cache) / "subjects" / SUBJECT_ID / "avatar" / "checkpoint.pt").is_file():
+        shutil.copytree(Path(cache) / "subjects", work / "subjects")
+        return work
+    sample = work.parent / "sample"
+    _backend("sample", "-o", str(sample), "--tiny", cwd=work.parent)
+    _backend("track", str(sample / "sample.mp4"), "-o", str(subject), "--size", "64", "--max-frames", "16",
+             cwd=work.parent)
+    _backend("train", str(subject), "--preset", "tiny", "--steps", "2", "--preview-every", "0", cwd=work.parent)
+    assert (subject / "avatar" / "checkpoint.pt").is_file()
+    return work
+
+
+class Backend:
+    """A running ``emo-avatar serve`` subprocess (started and stopped by its handle only)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.connection_file = workdir / "connection.json"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> None:
+        before = self.connection_file.stat().st_mtime_ns if self.connection_file.exists() else None
+        log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115 (kept by the child)
+        self.proc = subprocess.Popen(
+            [BACKEND_PYTHON, "-m", "backend.cli", "serve", "--workdir", str(self.workdir),
+             "--connection-file", str(self.connection_file), "--device", "cpu", *extra],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"})
+        log.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.workdir / "serve.log").read_text()[-3000:]
+            if self.connection_file.exists() and self.connection_file.stat().st_mtime_ns != before:
+                time.sleep(0.2)
+                return
+            time.sleep(0.1)
+        raise TimeoutError("emo-avatar serve did not write its connection file")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def backend(backend_workdir: Path):
+    server = Backend(backend_workdir)
+    server.start()
+    yield server
+    server.stop()

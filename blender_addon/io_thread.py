@@ -1,0 +1,368 @@
+"""The add-on's one I/O thread: it alone owns the protocol ``Client`` (ZeroMQ sockets are not
+thread-safe) and never touches bpy. No bpy in this module.
+
+Main thread -> thread: ``IOThread.call(op, **kwargs)`` puts a command on ``inbox`` and returns a
+request id. Thread -> main thread: ``Result`` records on ``outbox``; the ``bpy.app.timers``
+callback (``state.apply_pending``) drains them and changes Blender data.
+
+The thread loop: (re)connect when asked (with a retry every ``retry_interval`` s while the backend
+is down, never blocking the UI), run queued commands, advance each render's frame stream by one
+frame (frames are written to disk here, as PNG, so the main thread only extends the strip), pass
+events on, and poll ``job_status`` every ``poll_interval`` s, which also detects a restarted
+backend (the client then reconnects and re-grants frame credit from the first missing frame).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .png import encode_png
+from .protocol import PROTOCOL_VERSION
+from .protocol.errors import BackendUnavailable, ProtocolError, RemoteError
+from .protocol.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+MAX_RESUBMITS = 5
+"""How often a render interrupted by backend restarts is submitted again before giving up."""
+
+
+@dataclass
+class Result:
+    """Something the main thread must apply. ``kind`` says what; ``request`` echoes ``call``'s id."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    request: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Stream:
+    """A render job whose frames this client receives and writes to ``folder/<prefix>_<frame>.png``."""
+
+    job_id: str
+    folder: Path
+    prefix: str
+    frame_start: int
+    total: int
+    received: set[int] = field(default_factory=set)
+    gen: Iterator[tuple[int, Any]] | None = None
+    submission: dict[str, Any] | None = None
+    resubmits: int = 0
+
+
+def version_warning(proto: str) -> tuple[str | None, bool]:
+    """(message, fatal) comparing the backend's "major.minor" with ours."""
+    try:
+        major, minor = (int(x) for x in str(proto).split(".")[:2])
+    except ValueError:
+        return f"backend speaks an unreadable protocol version {proto!r}", True
+    if major != PROTOCOL_VERSION[0]:
+        return (f"backend protocol {major}.{minor} is incompatible with this add-on's "
+                f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}: update the add-on or the backend", True)
+    if minor != PROTOCOL_VERSION[1]:
+        return (f"backend protocol {major}.{minor} differs from the add-on's "
+                f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]} (minor): newer features may be missing", False)
+    return None, False
+
+
+class IOThread(threading.Thread):
+    """Owns the Client; see the module docstring."""
+
+    def __init__(self, connection_file: str | Path, *, timeout: float = 3.0, retries: int = 1,
+                 retry_interval: float = 2.0, poll_interval: float = 1.0, client_name: str = "blender-emo-avatar",
+                 credit: int = 8) -> None:
+        super().__init__(name="emo-avatar-io", daemon=True)
+        self.connection_file = Path(connection_file)
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_interval = retry_interval
+        self.poll_interval = poll_interval
+        self.client_name = client_name
+        self.credit = credit
+        self.inbox: queue.Queue[tuple[int, str, dict[str, Any]]] = queue.Queue()
+        self.outbox: queue.Queue[Result] = queue.Queue()
+        self._stopping = threading.Event()
+        self._ids = iter(range(1, 1 << 62))
+        self._id_lock = threading.Lock()
+        self.client: Any = None
+        self.streams: dict[str, Stream] = {}
+        self._want_connected = True
+        self._next_connect = 0.0
+        self._next_poll = 0.0
+        self._restarts = 0
+        self._failed_before = False
+
+    # -- main-thread API -----------------------------------------------------------------------
+    def call(self, op: str, **kwargs: Any) -> int:
+        """Queue ``op`` for the thread; returns the request id its Result will carry."""
+        with self._id_lock:
+            rid = next(self._ids)
+        self.inbox.put((rid, op, kwargs))
+        return rid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to close its sockets and end; waits up to ``timeout`` s."""
+        self._stopping.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def drain(self) -> list[Result]:
+        out = []
+        while True:
+            try:
+                out.append(self.outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    # -- thread ------------------------------------------------------------------------------------
+    def _post(self, kind: str, request: int | None = None, error: str | None = None, **data: Any) -> None:
+        self.outbox.put(Result(kind, data, request, error))
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._loop_once()
+        except Exception as exc:  # never die silently: tell the UI
+            log.exception("I/O thread crashed")
+            self._post("status", state="error", message=f"I/O thread crashed: {exc}")
+        finally:
+            self._close_client()
+            self._post("stopped")
+
+    def _loop_once(self) -> None:
+        now = time.monotonic()
+        if self.client is None and self._want_connected and now >= self._next_connect:
+            self._connect()
+        busy = self._run_commands()
+        if self.client is not None:
+            try:
+                busy |= self._advance_streams()
+                self._forward_events(0.005 if busy or self.streams else 0.05)
+                if time.monotonic() >= self._next_poll:
+                    self._poll()
+            except BackendUnavailable as exc:
+                self._lost(str(exc))
+            except ProtocolError as exc:
+                self._post("log", level="error", text=str(exc))
+        elif not busy:
+            self._stopping.wait(0.05)
+
+    def _connect(self) -> None:
+        from .protocol.client import Client
+
+        if not self._failed_before:
+            self._post("status", state="connecting", message=f"connecting with {self.connection_file}")
+        try:
+            if not self.connection_file.is_file():
+                raise BackendUnavailable(f"no connection file at {self.connection_file}: start the backend "
+                                         "(`emo-avatar serve`) or use 'Start local backend'")
+            client = Client.from_connection_file(self.connection_file, timeout=self.timeout,
+                                                 retries=self.retries, name=self.client_name)
+            try:
+                hello = client.hello()
+            except Exception:
+                client.close()
+                raise
+        except ProtocolError as exc:
+            self._next_connect = time.monotonic() + self.retry_interval
+            self._failed_before = True
+            self._post("status", state="unavailable", message=f"{exc} (retrying every {self.retry_interval:g} s)")
+            return
+        self._failed_before = False
+        self.client = client
+        self._restarts = client.restarts
+        warning, fatal = version_warning(hello.get("proto", "?"))
+        if fatal:
+            self._close_client()
+            self._want_connected = False
+            self._post("status", state="error", message=warning)
+            return
+        self._post("status", state="connected", message=warning or "", hello=hello)
+        self._refresh()
+        for stream in self.streams.values():  # resume after a reconnect
+            stream.gen = None
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # closing must not raise
+                log.debug("closing the client failed", exc_info=True)
+            self.client = None
+
+    def _lost(self, message: str) -> None:
+        self._close_client()
+        self._next_connect = time.monotonic() + self.retry_interval
+        for stream in self.streams.values():
+            stream.gen = None
+        self._post("status", state="unavailable", message=f"lost the backend: {message}; retrying")
+
+    def _refresh(self) -> None:
+        jobs = self.client.jobs()
+        subjects = self.client.subjects()
+        self._post("jobs", jobs=jobs)
+        self._post("subjects", subjects=subjects)
+
+    def _poll(self) -> None:
+        self._next_poll = time.monotonic() + self.poll_interval
+        status = self.client.status()
+        if self.client.restarts != self._restarts:
+            self._restarts = self.client.restarts
+            self._post("status", state="connected", message="backend restarted; job list refreshed",
+                       instance_id=status.get("instance_id"))
+            for stream in self.streams.values():
+                stream.gen = None
+            self._refresh()
+        else:
+            self._post("server", **status)
+            if self.streams:
+                self._post("jobs", jobs=self.client.jobs())
+
+    def _forward_events(self, timeout: float) -> None:
+        final = False
+        for n, msg in enumerate(self.client.events(timeout=timeout)):
+            self._post("event", msg_type=msg.msg_type, content=dict(msg.content))
+            final |= msg.msg_type == "job_state" and msg.content.get("state") in ("done", "failed", "cancelled")
+            if n >= 100:  # let commands and frames run; the rest comes next round
+                break
+        if final:
+            self._post("jobs", jobs=self.client.jobs())
+
+    def _run_commands(self) -> bool:
+        ran = False
+        while True:
+            try:
+                rid, op, kwargs = self.inbox.get_nowait()
+            except queue.Empty:
+                return ran
+            ran = True
+            if op == "connect":
+                self._want_connected = True
+                self._next_connect = 0.0
+                self._failed_before = False
+                for name in ("timeout", "retries"):
+                    if kwargs.get(name) is not None:
+                        setattr(self, name, kwargs[name])
+                if kwargs.get("connection_file") and Path(kwargs["connection_file"]) != self.connection_file:
+                    self.connection_file = Path(kwargs["connection_file"])
+                    self._close_client()
+                if self.client is None:
+                    self._connect()
+                self._post("done", rid)
+                continue
+            if op == "disconnect":
+                self._want_connected = False
+                self._close_client()
+                self._post("status", rid, state="disconnected", message="disconnected")
+                continue
+            if self.client is None:
+                self._post("done", rid, error="not connected to a backend: press Connect (or start one)")
+                continue
+            try:
+                data = self._dispatch(op, kwargs)
+            except BackendUnavailable as exc:
+                self._post("done", rid, error=str(exc))
+                self._lost(str(exc))
+            except (ProtocolError, OSError, ValueError) as exc:
+                self._post("done", rid, error=str(exc))
+            else:
+                self._post("done", rid, **data)
+
+    def _dispatch(self, op: str, kw: dict[str, Any]) -> dict[str, Any]:
+        c = self.client
+        if op == "refresh":
+            self._refresh()
+            return {}
+        if op == "subject":
+            return {"subject": c.subject(kw["subject_id"])}
+        if op == "submit":
+            job_id = c.submit(kw["kind"], kw["params"], kw.get("buffers"), job_id=kw.get("job_id"))
+            stream = kw.get("stream")
+            if stream:
+                self.streams[job_id] = Stream(
+                    job_id=job_id, folder=Path(stream["folder"]), prefix=stream["prefix"],
+                    frame_start=int(stream["frame_start"]), total=int(stream["total"]),
+                    submission={"kind": kw["kind"], "params": kw["params"], "buffers": kw.get("buffers")})
+            self._post("jobs", jobs=c.jobs())
+            return {"job_id": job_id}
+        if op == "track":
+            upload_id = c.upload(kw["path"])
+            params = {"subject_id": kw["subject_id"], "upload_id": upload_id, **kw.get("params", {})}
+            job_id = c.submit("track", params)
+            self._post("jobs", jobs=c.jobs())
+            return {"job_id": job_id}
+        if op == "cancel":
+            state = c.cancel(kw["job_id"])
+            stream = self.streams.pop(kw["job_id"], None)
+            if stream is not None and stream.gen is not None:
+                stream.gen.close()
+            if stream is not None:
+                self._post("stream_end", job_id=stream.job_id, state="cancelled", received=sorted(stream.received))
+            self._post("jobs", jobs=c.jobs())
+            return {"job_id": kw["job_id"], "state": state}
+        if op == "shutdown":
+            c.shutdown(kw.get("reason", "asked by Blender"))
+            return {}
+        raise ValueError(f"unknown I/O operation {op!r}")
+
+    def _advance_streams(self) -> bool:
+        """Receive at most one frame per stream; True when any arrived."""
+        got = False
+        for job_id in list(self.streams):
+            stream = self.streams[job_id]
+            if stream.gen is None:
+                start = 0
+                while start in stream.received:
+                    start += 1
+                stream.gen = iter(self.client.frames(job_id, credit=self.credit, start=start,
+                                                     timeout=self.poll_interval))
+            try:
+                index, image = next(stream.gen)
+            except StopIteration:
+                del self.streams[job_id]
+                self._post("stream_end", job_id=job_id, state="done", received=sorted(stream.received))
+                continue
+            except RemoteError as exc:
+                remote = getattr(exc, "remote_ename", "")
+                if remote == "JobInterrupted" and stream.submission and stream.resubmits < MAX_RESUBMITS:
+                    # The backend stopped while rendering: the job id is an idempotency key, so the
+                    # same submission queues it again and it continues from the frames on disk.
+                    stream.resubmits += 1
+                    stream.gen = None
+                    s = stream.submission
+                    self.client.submit(s["kind"], s["params"], s["buffers"], job_id=job_id)
+                    self._post("log", level="warning", text=f"render {job_id[:8]} was interrupted by a backend "
+                               f"restart; resubmitted (attempt {stream.resubmits})")
+                    continue
+                del self.streams[job_id]
+                state = "cancelled" if remote == "JobCancelled" else "failed"
+                self._post("stream_end", job_id=job_id, state=state, error=str(exc),
+                           received=sorted(stream.received))
+                continue
+            frame = stream.frame_start + int(index)
+            path = stream.folder / f"{stream.prefix}_{frame:05d}.png"
+            try:
+                data = image if isinstance(image, bytes) else encode_png(np.asarray(image))
+                atomic_write_bytes(path, data)
+            except OSError as exc:
+                self.streams.pop(job_id, None)
+                stream.gen.close()
+                self._post("stream_end", job_id=job_id, state="failed",
+                           error=f"cannot write {path}: {exc.strerror or exc}", received=sorted(stream.received))
+                continue
+            stream.received.add(int(index))
+            got = True
+            self._post("frame", job_id=job_id, index=int(index), frame=frame, path=str(path),
+                       count=len(stream.received), total=stream.total)
+        return got

@@ -1,0 +1,131 @@
+"""Render a shot: sample the rig's curves, make UV maps (Cycles UV pass) or let the backend
+rasterise, build the ``render`` job, and register the Shot whose frames become a strip.
+
+``ShotBuilder`` does the Blender work in steps so the modal operator can show progress and stay
+responsive (one UV frame per timer tick); the blocking path (``api.render_shot``) runs the steps in
+a loop. Both then hand the job to the I/O thread through ``state.call("submit", ...)``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from . import curves_bpy, rig, uv_pass, vse
+from .state import RUNTIME, Shot
+
+UV_BLENDER = "BLENDER"
+UV_BACKEND = "BACKEND"
+
+
+def find_rig(scene: bpy.types.Scene, rig_object: bpy.types.Object | None = None) -> bpy.types.Object:
+    """The rig to render: the given one, the active object if it is a rig, else the only rig."""
+    if rig_object is not None:
+        if rig.PROP_SUBJECT not in rig_object:
+            raise ValueError(f"'{rig_object.name}' is not an Emo-Avatar rig (import a subject rig first)")
+        return rig_object
+    active = bpy.context.view_layer.objects.active if bpy.context.view_layer else None
+    if active is not None and rig.PROP_SUBJECT in active and active.name in scene.objects:
+        return active
+    rigs = rig.rig_objects(scene)
+    if len(rigs) == 1:
+        return rigs[0]
+    if not rigs:
+        raise ValueError(f"scene '{scene.name}' has no Emo-Avatar rig: import a subject rig first")
+    raise ValueError(f"scene '{scene.name}' has {len(rigs)} rigs ({', '.join(r.name for r in rigs)}): "
+                     "make the one to render active")
+
+
+class ShotBuilder:
+    """Everything a render job needs, computed step by step (see the module docstring)."""
+
+    def __init__(self, scene: bpy.types.Scene, frame_start: int, frame_end: int, *,
+                 rig_object: bpy.types.Object | None = None, style: str | None = None,
+                 subject_names: list[str] | None = None, uv_source: str = UV_BLENDER,
+                 output_dir: str = "//emo_frames/", channel: int = 2) -> None:
+        self.scene = scene
+        self.frames = curves_bpy.frame_range(frame_start, frame_end)
+        self.rig = find_rig(scene, rig_object)
+        self.subject_id = str(self.rig[rig.PROP_SUBJECT])
+        names = subject_names if subject_names is not None else curves_bpy.rig_names(self.rig)
+        missing, _extra = rig.shape_key_mismatch(self.rig, names)
+        if missing:
+            raise ValueError(f"rig '{self.rig.name}' lacks shape keys for {len(missing)} of the subject's "
+                             f"names: {', '.join(missing)}; re-import the subject rig")
+        self.names = list(names)
+        self.style = style or None
+        self.uv_source = uv_source
+        self.channel = int(channel)
+        self.folder = vse.check_output_folder(output_dir)
+        self.size = int(self.rig.get(rig.PROP_SIZE, scene.render.resolution_x))
+        self.camera = scene.camera
+        if uv_source == UV_BLENDER and self.camera is None:
+            raise ValueError(f"scene '{scene.name}' has no camera for the UV pass")
+        self.sampled = curves_bpy.sample_rig(scene, self.rig, self.frames[0], self.frames[-1], self.names)
+        self.uv_maps: np.ndarray | None = None
+        self._uv_iter: Iterator[tuple[int, np.ndarray]] | None = None
+        self._uv_done = 0
+        if uv_source == UV_BLENDER:
+            self.uv_maps = np.zeros((len(self.frames), self.size, self.size, 3), np.float16)
+            self._uv_iter = uv_pass.iter_uv_maps(self.rig, self.camera, self.frames, (self.size, self.size))
+        self.job_id = uuid.uuid4().hex
+        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{self.subject_id}_{self.style or 'avatar'}")
+        self.prefix = f"{safe}_{self.job_id[:8]}"
+        self.strip_name = f"EmoAvatar {self.subject_id} {self.job_id[:8]}"
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.frames) if self.uv_source == UV_BLENDER else 0
+
+    @property
+    def steps_done(self) -> int:
+        return self._uv_done
+
+    def step(self) -> bool:
+        """Render the next UV frame; False when all are done."""
+        if self._uv_iter is None or self._uv_done >= len(self.frames):
+            return False
+        _frame, uv = next(self._uv_iter)
+        self.uv_maps[self._uv_done] = uv
+        self._uv_done += 1
+        if self._uv_done == len(self.frames):
+            self._uv_iter.close()
+        return True
+
+    def run_all(self) -> None:
+        while self.step():
+            pass
+
+    def close(self) -> None:
+        if self._uv_iter is not None:
+            self._uv_iter.close()
+
+    def job(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(params, buffers) of the render job_submit."""
+        s = self.sampled
+        params = {"subject_id": self.subject_id, "style": self.style, "names": s.names, "fps": s.fps,
+                  "frame_start": int(self.frames[0]), "encoding": "raw", "size": self.size}
+        buffers = {"curves": np.ascontiguousarray(s.expressions, np.float32),
+                   "pose": np.ascontiguousarray(s.pose, np.float32)}
+        if self.uv_maps is not None:
+            buffers["uv_maps"] = np.ascontiguousarray(self.uv_maps, np.float16)
+        return params, buffers
+
+    def register_shot(self) -> Shot:
+        shot = Shot(job_id=self.job_id, scene_name=self.scene.name, strip_name=self.strip_name,
+                    folder=Path(self.folder), prefix=self.prefix, frame_start=int(self.frames[0]),
+                    total=len(self.frames), channel=self.channel)
+        RUNTIME.shots[self.job_id] = shot
+        return shot
+
+    def submit_kwargs(self) -> dict:
+        """kwargs for ``state.call("submit", ...)`` (the I/O thread streams the frames to disk)."""
+        params, buffers = self.job()
+        return {"kind": "render", "params": params, "buffers": buffers, "job_id": self.job_id,
+                "stream": {"folder": str(self.folder), "prefix": self.prefix,
+                           "frame_start": int(self.frames[0]), "total": len(self.frames)}}

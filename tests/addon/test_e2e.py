@@ -1,0 +1,166 @@
+"""End to end against a real backend subprocess (tiny subject): connect, import the subject rig,
+keyframe, render a shot into the sequencer (the timer function driven directly, as timers never
+fire in module mode), cancel, a backend restart mid-job, and the bad inputs of the issue."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import SUBJECT_ID
+
+pytestmark = pytest.mark.bpy
+
+
+def pump(state, until, timeout: float = 180.0) -> None:
+    """Drive the add-on's timer callback until ``until()`` (what Blender's timer does in the UI)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out pumping apply_pending"
+        state.apply_pending()
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def connected(addon_mod, backend):
+    api = addon_mod("api")
+    info = api.connect(backend.connection_file, timeout=90)
+    yield info
+    api.disconnect()
+
+
+def _render_sequencer(bpy, scene, frame: int, path: Path) -> np.ndarray:
+    """Render the scene's sequencer output at ``frame`` to PNG and read it back (H, W, 3) uint8."""
+    r = scene.render
+    r.use_sequencer = True
+    r.image_settings.file_format = "PNG"
+    r.image_settings.color_mode = "RGB"
+    r.image_settings.color_depth = "8"
+    r.filepath = str(path)
+    scene.frame_set(frame)
+    bpy.ops.render.render(write_still=True, scene=scene.name)
+    return path.read_bytes()
+
+
+def test_no_backend_gives_a_clear_status_and_no_hang(addon_mod, tmp_path) -> None:
+    api, state = addon_mod("api"), addon_mod("state")
+    t0 = time.monotonic()
+    with pytest.raises(api.EmoAvatarError, match="no connection file"):
+        api.connect(tmp_path / "missing.json", timeout=5)
+    assert state.wm_state().status == "UNAVAILABLE"
+    # a connection file whose ports nobody listens on: the client gives up after its retries
+    from importlib import import_module
+
+    ConnectionInfo = import_module(f"{api.__package__}.protocol.connection").ConnectionInfo
+    dead = ConnectionInfo(shell_port=1, control_port=2, events_port=3, key="00" * 32)
+    dead.write(tmp_path / "dead.json")
+    with pytest.raises(api.EmoAvatarError):
+        api.connect(tmp_path / "dead.json", timeout=12, reply_timeout=1.0)
+    assert state.wm_state().status == "UNAVAILABLE"
+    assert "did not answer" in state.wm_state().message
+    assert time.monotonic() - t0 < 30
+    api.disconnect()
+    assert state.wm_state().status == "DISCONNECTED"
+
+
+def test_uv_pass_of_the_imported_rig_equals_the_backends_uv_maps(addon_mod, clean_scene, backend_workdir) -> None:
+    api, uv_pass = addon_mod("api"), addon_mod("uv_pass")
+    subject = backend_workdir / "subjects" / SUBJECT_ID
+    head = api.import_subject(folder=subject, scene=clean_scene)
+    want = np.load(subject / "uv" / "uv.npy").astype(np.float32)
+    got = dict(uv_pass.iter_uv_maps(head, clean_scene.camera, [1, 9], (64, 64)))
+    for frame, uv in got.items():
+        ref = want[frame - 1]
+        cover_agree = (uv[..., 2] > 0.5) == (ref[..., 2] > 0.5)
+        assert cover_agree.mean() > 0.99, f"frame {frame}: coverage agrees on {cover_agree.mean():.3f}"
+        both = (uv[..., 2] > 0.5) & (ref[..., 2] > 0.5)
+        assert both.sum() > 200
+        err = np.abs(uv[..., :2] - ref[..., :2])[both]
+        assert np.percentile(err, 99) < 2e-3, f"frame {frame}: 99th percentile UV error {np.percentile(err, 99)}"
+
+
+def test_import_keyframe_render_shot_into_the_sequencer(addon_mod, connected, backend, clean_scene, tmp_path) -> None:
+    import bpy
+
+    api, state, vse, fcurves, png = (addon_mod(n) for n in ("api", "state", "vse", "fcurves", "png"))
+    assert SUBJECT_ID in [s["subject_id"] for s in api.subjects()]
+    head = api.import_subject(SUBJECT_ID, scene=clean_scene)
+    names = list(head["emo_avatar_names"])
+    assert [kb.name for kb in head.data.shape_keys.key_blocks[1:]] == names
+    assert len(fcurves.fcurves_of(head.data.shape_keys)) == len(names)
+    assert (clean_scene.frame_start, clean_scene.frame_end) == (1, 16)
+    kb = head.data.shape_keys.key_blocks["jawOpen"]
+    kb.value = 0.9
+    kb.keyframe_insert("value", frame=4)
+    shot = api.render_shot(clean_scene, 2, 7, wait=False, output_dir=str(tmp_path / "frames"), channel=3)
+    pump(state, lambda: shot.finished)
+    assert shot.state == "done", shot.error
+    strip = vse.find_strip(clean_scene, shot.strip_name)
+    assert strip is not None and strip.channel == 3
+    assert (strip.frame_final_start, strip.frame_final_duration) == (2, 6)
+    assert len(strip.elements) == 6
+    assert clean_scene.view_settings.view_transform == "Standard"
+    # the sequencer's output at frame 5 is the backend's frame for row 3 (frame_start 2 + 3)
+    seq = png.decode_png(_render_sequencer(bpy, clean_scene, 5, tmp_path / "seq.png"))
+    ref = png.decode_png((backend.workdir / "renders" / shot.job_id / "000003.png").read_bytes())
+    assert seq.shape == ref.shape
+    assert np.abs(seq.astype(int) - ref.astype(int)).max() <= 1
+    # the keyframed jawOpen reached the backend: job list shows the render as done
+    assert any(j["job_id"] == shot.job_id and j["state"] == "done" for j in api.jobs())
+
+
+def test_cancel_keeps_the_frames_received(addon_mod, connected, backend_workdir, clean_scene, tmp_path) -> None:
+    api, state, vse = addon_mod("api"), addon_mod("state"), addon_mod("vse")
+    api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    shot = api.render_shot(clean_scene, 1, 16, wait=False, output_dir=str(tmp_path / "f"),
+                           uv_source="BACKEND")
+    pump(state, lambda: len(shot.frames_done) >= 1 or shot.finished)
+    state.call("cancel", job_id=shot.job_id)  # what Esc in the modal operator does
+    pump(state, lambda: shot.finished)
+    assert shot.state in ("cancelled", "done")
+    strip = vse.find_strip(clean_scene, shot.strip_name)
+    n = len(shot.frames_done)
+    assert n >= 1 and len(strip.elements) == n
+    assert sorted(shot.frames_done) == list(range(1, 1 + n))
+    assert all((tmp_path / "f" / vse.frame_filename(shot.prefix, f)).is_file() for f in shot.frames_done)
+
+
+def test_bad_inputs_are_refused_with_clear_errors(addon_mod, connected, backend_workdir, clean_scene,
+                                                  tmp_path) -> None:
+    api = addon_mod("api")
+    head = api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    with pytest.raises(ValueError, match="reversed or empty"):
+        api.render_shot(clean_scene, 5, 4)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="not writable"):
+        api.render_shot(clean_scene, 1, 2, output_dir=str(blocker / "frames"))
+    head.data.shape_keys.key_blocks["jawOpen"].name = "jawOpenRenamed"
+    with pytest.raises(ValueError, match="jawOpen"):
+        api.render_shot(clean_scene, 1, 2, output_dir=str(tmp_path / "ok"))
+
+
+def test_backend_restart_mid_job_reconnects_and_finishes(addon_mod, connected, backend, backend_workdir,
+                                                         clean_scene, tmp_path) -> None:
+    api, state = addon_mod("api"), addon_mod("state")
+    api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    old_instance = state.wm_state().instance_id
+    io = state.RUNTIME.io
+    io.credit = 1  # one frame in flight, so the restart lands mid-stream
+    try:
+        shot = api.render_shot(clean_scene, 1, 16, wait=False, output_dir=str(tmp_path / "f"),
+                               uv_source="BACKEND")
+        pump(state, lambda: len(shot.frames_done) >= 1 or shot.finished)
+        backend.stop()
+        backend.start("--resume-jobs")
+        pump(state, lambda: shot.finished, timeout=240)
+    finally:
+        io.credit = 8
+    assert shot.state == "done", (shot.error, state.RUNTIME.messages, [(j.job_id, j.state, j.error)
+                                                                      for j in state.wm_state().jobs])
+    assert sorted(shot.frames_done) == list(range(1, 17))
+    pump(state, lambda: state.wm_state().status == "CONNECTED" and state.wm_state().instance_id != old_instance)
+    assert any(j.job_id == shot.job_id for j in state.wm_state().jobs)
