@@ -187,9 +187,11 @@ def _render(v: np.ndarray, uv: np.ndarray, tri: np.ndarray, height: int, width: 
     start, count, attrs = _spans(row0, nrows, table, width)
     if count.size:
         pix, uv_px = _zbuffer(start, count, attrs, height * width)
-        out[pix, 0] = uv_px[0]
-        out[pix, 1] = uv_px[1]
-        out[pix, 2] = 1.0
+        flat = out.reshape(-1)  # a view: channel c of pixel p is element 3 p + c
+        pix3 = pix * 3
+        flat[pix3] = uv_px[0].astype(np.float32)
+        flat[pix3 + 1] = uv_px[1].astype(np.float32)
+        flat[pix3 + 2] = 1.0
 
 
 def rasterize_uv_batch(
