@@ -122,8 +122,17 @@ def synthesize_sample(
     """Write the sample clip and its ground truth to ``out_dir``; return the video path.
 
     Both files are written atomically (temp file, then rename); ``out_dir`` is created.
+    ``progress`` gets a ``ProgressUpdate(stage="sample", step, total)`` after every frame.
+
+    Raises:
+        ValueError: for a negative or non-integer seed.
+        OSError: when ``out_dir`` cannot be created or written.
+        RuntimeError: when MediaPipe finds no face in the photo or no mp4v writer opens.
     """
     import cv2
+
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     from skimage import data as skdata
 
     t0 = time.monotonic()

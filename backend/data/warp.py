@@ -9,10 +9,15 @@ photo once with ``cv2.remap``.
 - Mouth: the mesh's triangles across the mouth opening are replaced by two bands that carry the
   photo's upper / lower mouth interior (teeth) with the upper / lower lip, and a dark cavity
   between them that opens with the jaw.
-- Outside the face: a thin-plate spline through the face outline (exact there), a ring of
-  points in the hair that follow the head rigidly, and fixed anchors further out (background,
-  torso) - so the hair moves with the head and the torso and background stay put. The spline is
-  evaluated on a coarse grid and upsampled (it is smooth).
+- Eyes: the triangles across each eye opening show the eyeball fixed to the head, so a closing
+  upper lid covers it (instead of squashing it).
+- Skirt: a band around the face outline that moves rigidly with the head (hair, ears, neck
+  next to the face), also piecewise affine and z-buffered.
+- Outside: a thin-plate spline through the skirt's outer ring, a ring of points in the hair
+  that follow the head rigidly, and fixed anchors further out (background, torso), faded to
+  exactly zero far from the head - so the hair moves with the head and the torso and background
+  stay put. The spline is one precomputed linear operator on a coarse grid, inverted by
+  fixed-point iteration and upsampled (it is smooth).
 """
 
 from __future__ import annotations
@@ -120,8 +125,8 @@ class FaceWarper:
             [self.face_triangles, self.band_triangles, self.cavity_triangles, self.skirt_triangles]
         )
         # Coarse grid (pixel-centre aligned with cv2.resize) for the outer spline.
-        self.step = 8
-        gw, gh = -(-self.w // self.step), -(-self.h // self.step)
+        step = 8
+        gw, gh = -(-self.w // step), -(-self.h // step)
         gx = (np.arange(gw) + 0.5) * self.w / gw
         gy = (np.arange(gh) + 0.5) * self.h / gh
         self.grid_shape = (gh, gw)
@@ -136,7 +141,11 @@ class FaceWarper:
         self.pixel_index = np.stack([xs, ys], -1)  # (H, W, 2) pixel-index coordinates
 
     def _build_mouth_topology(self) -> None:
-        """Extra vertices: upper/lower band mid points and the cavity between them."""
+        """Extra vertices and triangles: the upper and lower teeth bands and the cavity.
+
+        Vertex blocks after the 468 mesh vertices: band rims Mu (n), Ml (n), then the cavity's own
+        copies [corner0, Mu..., corner1, Ml...] (2n + 2); n = inner-lip pairs without corners.
+        """
         n = len(self.upper)
         base = self.src.shape[0]
         # Extra vertex blocks (each n): upper band mid (Mu), lower band mid (Ml).
@@ -254,9 +263,7 @@ class FaceWarper:
         # grid, see __init__): elliptic distance 1.7 -> 2.7 face half-extents fades 1 -> 0.
         self._falloff_ellipse = (cx, cy, hx, hy)
 
-    def mouth_targets(
-        self, target: np.ndarray, rotation: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def mouth_targets(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Target positions (n, 3) of the upper and lower band edges (the cavity's rim), and the
         cavity's opacity (n,) at each of them (a hair-thin cavity stays invisible).
 
@@ -295,7 +302,7 @@ class FaceWarper:
             cavity: (H, W, 2) float32 (opacity, depth) of the mouth cavity: opacity 0 outside it;
                 depth runs from 0 (under the upper teeth) to 1 (at the tongue); see ``render``.
         """
-        mu, ml, opacity = self.mouth_targets(target, rotation)
+        mu, ml, opacity = self.mouth_targets(target)
         n = len(self.upper)
         c0, c1 = target[[self.corners[0]]], target[[self.corners[1]]]
         eye_xyz, eye_src = self._eye_copies(target, rotation)
