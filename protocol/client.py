@@ -17,9 +17,11 @@ counts it in ``restarts`` and ``frames()`` re-grants credit from the first missi
 Thread safety: one :class:`Client` belongs to one thread (the add-on's I/O thread); ZeroMQ
 sockets must not be shared between threads.
 
-Frames: ``frames(job_id)`` yields ``(index, image)`` where ``image`` is a read-only uint8
-H x W x 3 array for ``raw`` frames and the PNG file bytes for ``png`` frames (decoding PNG
-needs an image library the protocol must not depend on; Blender loads PNG files natively).
+Frames: ``frames(job_id)`` (blocking generator) or ``frame_stream(job_id).poll(timeout)``
+(non-blocking, for an I/O loop that serves other requests meanwhile) give ``(index, image)``:
+``image`` is a read-only uint8 H x W x 3 array for ``raw`` frames and the PNG file bytes for
+``png`` frames (decoding PNG needs an image library the protocol must not depend on; Blender
+loads PNG files natively).
 """
 
 from __future__ import annotations
@@ -146,9 +148,7 @@ class Client:
         for ch in channels:
             poller.register(self._sockets[ch], zmq.POLLIN)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
+            remaining = max(0.0, deadline - time.monotonic())
             ready = dict(poller.poll(remaining * 1000))
             for ch in channels:
                 sock = self._sockets[ch]
@@ -167,6 +167,8 @@ class Client:
                     if ch == "events":
                         self._note_event(msg)
                     return ch, msg
+            if time.monotonic() >= deadline:
+                return None
 
     def _note_event(self, msg: Message) -> None:
         if msg.msg_type == "status":
@@ -326,64 +328,23 @@ class Client:
                timeout: float | None = None) -> Iterator[tuple[int, np.ndarray | bytes]]:
         """Stream a render job's frames: yields ``(index, image)`` (see the module doc).
 
+        Blocks until the next frame; for a loop that must not block, use :meth:`frame_stream`.
         Grants ``credit`` frames at a time with ``frames_credit`` (topping up when half is used),
         verifies each frame's checksum, and ends when all ``total`` frames from ``start`` arrived.
-        When nothing arrives for ``timeout`` s it asks ``job_status``: a failed or cancelled job
-        raises :class:`RemoteError`; a restarted backend gets credit again from the first
-        missing frame. Frames never arrive twice.
+        When nothing arrives for ``timeout`` s it asks ``job_status``: a failed, cancelled or
+        interrupted job raises :class:`RemoteError` (``remote_ename`` JobFailed / JobCancelled /
+        JobInterrupted); otherwise credit is granted again from the first missing frame (a
+        restarted backend resumes the stream). Frames are never yielded twice.
         """
-        credit = max(1, int(credit))
-        idle = self.timeout if timeout is None else timeout
-        received: set[int] = set()
-        total: int | None = None
-        outstanding = 0
-        done_stalls = 0
+        stream = self.frame_stream(job_id, credit, start=start, timeout=timeout)
+        while not stream.done:
+            yield from stream.poll(stream.idle)
 
-        def first_missing() -> int:
-            i = start
-            while i in received:
-                i += 1
-            return i
-
-        def grant(n: int) -> None:
-            nonlocal outstanding
-            content = {"job_id": job_id, "credit": n, "start": first_missing()}
-            try:
-                self.session.send(self._sockets["shell"], "frames_credit", content, flags=zmq.NOBLOCK)
-            except zmq.Again:  # queue full (backend gone): the idle path re-grants later
-                return
-            outstanding += n
-
-        grant(credit)
-        while total is None or len(received) < total - start:
-            msg = self._next_frame(job_id, idle)
-            if msg is not None and msg.msg_type == "frame":
-                index = int(msg.content["index"])
-                if msg.content.get("total") is not None:
-                    total = int(msg.content["total"])
-                outstanding = max(0, outstanding - 1)
-                if index in received or index < start:
-                    continue
-                received.add(index)
-                yield index, _frame_image(msg, self.session.key)
-                if (total is None or len(received) < total - start) and outstanding <= credit // 2:
-                    grant(credit - outstanding)
-                continue
-            if msg is not None and msg.msg_type == "job_state":
-                _raise_if_unsuccessful(job_id, msg.content)
-                continue
-            # nothing for `idle` s (or the job ended): ask the backend (detects a restart too)
-            job = self.status(job_id).get("job") or {}
-            _raise_if_unsuccessful(job_id, job)
-            if job.get("state") == "done":
-                done_stalls += 1
-                if total is None and (done_stalls > 1 or (job.get("outputs") or {}).get("frame_count") == 0):
-                    return
-                if done_stalls > self.retries + 1:
-                    raise ProtocolError(f"job {job_id} is done but frames from {first_missing()} never "
-                                        f"arrived ({len(received)} of {total} received)")
-            outstanding = 0  # credit may be lost (restart); grant again from the first missing frame
-            grant(credit)
+    def frame_stream(self, job_id: str, credit: int = 8, *, start: int = 0,
+                     timeout: float | None = None) -> FrameStream:
+        """A non-blocking :class:`FrameStream` of ``job_id`` (same rules as :meth:`frames`)."""
+        return FrameStream(self, job_id, credit, start=start,
+                           idle=self.timeout if timeout is None else timeout)
 
     def _next_frame(self, job_id: str, timeout: float) -> Message | None:
         """Next frame of ``job_id`` or job_state event about it, else None after ``timeout``."""
@@ -394,10 +355,7 @@ class Client:
             if self._async_errors:
                 err = self._async_errors.pop(0)
                 raise RemoteError(err.msg_type, err.content["ename"], err.content["evalue"])
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            got = self._recv_any(("shell", "events"), remaining)
+            got = self._recv_any(("shell", "events"), max(0.0, deadline - time.monotonic()))
             if got is None:
                 return None
             _, msg = got
@@ -411,6 +369,100 @@ class Client:
             if msg.msg_type == "frames_credit_reply" and not is_error(msg.content):
                 continue
             self._stash(msg)
+
+
+class FrameStream:
+    """Credit-based reception of one render job's frames, polled without blocking.
+
+    ``poll(timeout)`` returns the frames that arrived within ``timeout`` s (waiting at most
+    that long, returning as soon as some are there) as ``[(index, image), ...]``; ``done`` is true
+    once all ``total`` frames from ``start`` arrived (or the job finished without frames).
+    Every ``idle`` s without a frame it checks ``job_status`` (raises :class:`RemoteError` for a
+    failed / cancelled / interrupted job, re-grants credit from the first missing frame, e.g.
+    after a backend restart). Use it from the Client's thread only.
+    """
+
+    def __init__(self, client: Client, job_id: str, credit: int = 8, *, start: int = 0,
+                 idle: float = 10.0) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.credit = max(1, int(credit))
+        self.start = int(start)
+        self.idle = float(idle)
+        self.received: set[int] = set()
+        self.total: int | None = None
+        self.done = False
+        self._outstanding = 0
+        self._granted = False
+        self._done_checks = 0
+        self._last_activity = time.monotonic()
+
+    def first_missing(self) -> int:
+        i = self.start
+        while i in self.received:
+            i += 1
+        return i
+
+    def _grant(self, n: int) -> None:
+        content = {"job_id": self.job_id, "credit": n, "start": self.first_missing()}
+        try:
+            self.client.session.send(self.client._sockets["shell"], "frames_credit", content,
+                                     flags=zmq.NOBLOCK)
+        except zmq.Again:  # queue full (backend gone): the idle check grants again later
+            return
+        self._outstanding += n
+
+    def _complete(self) -> bool:
+        return self.total is not None and len(self.received) >= self.total - self.start
+
+    def poll(self, timeout: float = 0.0) -> list[tuple[int, np.ndarray | bytes]]:
+        """Frames that arrived within ``timeout`` s (see the class doc)."""
+        out: list[tuple[int, np.ndarray | bytes]] = []
+        if self.done:
+            return out
+        if not self._granted:
+            self._granted = True
+            self._grant(self.credit)
+        deadline = time.monotonic() + timeout
+        while not self.done:
+            wait = 0.0 if out else max(0.0, deadline - time.monotonic())
+            msg = self.client._next_frame(self.job_id, wait)
+            if msg is None:
+                if not out and time.monotonic() - self._last_activity >= self.idle:
+                    self._check_backend()
+                return out
+            if msg.msg_type == "job_state":
+                _raise_if_unsuccessful(self.job_id, msg.content)
+                continue
+            self._last_activity = time.monotonic()
+            index = int(msg.content["index"])
+            if msg.content.get("total") is not None:
+                self.total = int(msg.content["total"])
+            self._outstanding = max(0, self._outstanding - 1)
+            if index not in self.received and index >= self.start:
+                self.received.add(index)
+                out.append((index, _frame_image(msg, self.client.session.key)))
+            self.done = self._complete()
+            if not self.done and self._outstanding <= self.credit // 2:
+                self._grant(self.credit - self._outstanding)
+        return out
+
+    def _check_backend(self) -> None:
+        """Nothing for ``idle`` s: ask the backend (this also detects a restart)."""
+        self._last_activity = time.monotonic()
+        job = self.client.status(self.job_id).get("job") or {}
+        _raise_if_unsuccessful(self.job_id, job)
+        if job.get("state") == "done":
+            self._done_checks += 1
+            no_frames = (job.get("outputs") or {}).get("frame_count") == 0
+            if self.total is None and (self._done_checks > 1 or no_frames):
+                self.done = True
+                return
+            if self._done_checks > self.client.retries + 1:
+                raise ProtocolError(f"job {self.job_id} is done but frames from {self.first_missing()} never "
+                                    f"arrived ({len(self.received)} of {self.total} received)")
+        self._outstanding = 0  # credit may be lost (restart): grant again from the first missing frame
+        self._grant(self.credit)
 
 
 def _raise_if_unsuccessful(job_id: str, record: Mapping[str, Any]) -> None:
@@ -432,4 +484,4 @@ def _frame_image(msg: Message, key: bytes) -> np.ndarray | bytes:
     return image
 
 
-__all__ = ["Client"]
+__all__ = ["Client", "FrameStream"]

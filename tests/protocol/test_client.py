@@ -305,3 +305,25 @@ def test_wrong_key_gets_no_answer_and_the_server_stays_up(conn) -> None:
     finally:
         server.stop.set()
         server.join(5)
+
+
+def test_frame_stream_polls_without_blocking(conn) -> None:
+    info, path = conn
+    server = start(info)
+    try:
+        with Client.from_connection_file(path, timeout=2.0) as client:
+            job_id = client.submit("render", {"subject_id": "s", "names": ["jawOpen"], "fps": 24},
+                                   buffers={"curves": np.zeros((N_FRAMES, 1), np.float32)})
+            stream = client.frame_stream(job_id, credit=4)
+            t0 = time.monotonic()
+            got = [i for i, _ in stream.poll(0.0)]  # returns at once, frames there or not
+            assert time.monotonic() - t0 < 0.5
+            deadline = time.monotonic() + 10
+            while not stream.done and time.monotonic() < deadline:
+                got += [i for i, _ in stream.poll(0.05)]
+                assert client.hello()["server"] == "mini"  # the loop keeps serving other requests
+            assert stream.done and sorted(got) == list(range(N_FRAMES)) and len(got) == N_FRAMES
+            assert stream.poll(0.0) == []
+    finally:
+        server.stop.set()
+        server.join(5)
