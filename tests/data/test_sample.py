@@ -95,6 +95,24 @@ def test_mediapipe_tracks_every_tiny_frame_near_ground_truth(tiny_sample: Path):
     assert errors.max() < 2.5, errors
 
 
+def test_ground_truth_vertices_follow_from_expressions_and_pose(tiny_sample: Path, photo_and_landmarks):
+    """vertices = crop(project(R (deform(expressions) - c) + c + t)): the ground truth is consistent."""
+    _, lm = photo_and_landmarks
+    model = build_expression_model(lm)
+    gt = load_ground_truth(tiny_sample / GROUND_TRUTH_NAME)
+    x0, y0, side = (int(v) for v in gt["crop"])
+    zoom = int(gt["width"]) / side
+    for t in (0, 12, 17, 26, 36, 49):
+        yaw, pitch, roll, tx, ty, tz = gt["pose"][t].astype(np.float64)
+        R = euler_to_matrix(yaw, pitch, roll)
+        shift = np.array([tx, ty, 0.0]) / zoom  # pose tx, ty are in video pixels
+        shape = model.deform(gt["expressions"][t])
+        posed = (shape - model.head_centre) @ R.T + model.head_centre + shift
+        expect = (posed[:, :2] - [x0, y0]) * zoom
+        assert np.abs(expect - gt["vertices"][t]).max() < 1e-3, t
+        assert tz == 0
+
+
 def test_first_frame_is_the_photo(tiny_sample: Path, photo_and_landmarks):
     """Neutral expression and pose at t=0: the warp is the identity on the photo crop."""
     photo, _ = photo_and_landmarks

@@ -207,6 +207,8 @@ def test_batch_matches_single_and_face_mesh_is_sensible():
         cov = single[..., 2] == 1
         assert 3000 < cov.sum() < 128 * 128 / 2
         assert single[..., :2][cov].min() >= -1e-6 and single[..., :2][cov].max() <= 1 + 1e-6
+    threaded = rasterize_uv_batch(np.stack(poses), mesh.uvs, mesh.triangles, 128, 128, threads=3)
+    assert np.array_equal(threaded, batch)
     # Turned head: the visible side's uv appears, the hidden cheek is occluded (z-buffer at work).
     frontal_u = batch[1, ..., 0][batch[1, ..., 2] == 1]
     assert batch[0, ..., 2].sum() != batch[1, ..., 2].sum()
