@@ -58,6 +58,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 MAX_DICT_BYTES = 16 * 1024 * 1024
 """Limit for each of header / parent_header / content (big data goes in buffers)."""
 MAX_IDENTITIES = 16
+MAX_FRAMES = 1024
+"""Most frames one message may have (identities + 5 + buffers)."""
 
 Frame = bytes | memoryview | zmq.Frame
 
@@ -289,6 +291,9 @@ class Session:
             total = sum(len(f) for f in frames)
         except TypeError:
             raise FrameError("message frames must be bytes-like") from None
+        if len(frames) > MAX_FRAMES:
+            raise FrameError(f"message has {len(frames)} frames; at most {MAX_FRAMES} allowed "
+                             "(put many small arrays into one buffer)")
         if total > self.max_message_bytes:
             raise MessageTooLarge(f"message of {total} bytes exceeds the limit of {self.max_message_bytes} "
                                   "bytes; send less per message (e.g. split a render with frame_range)")

@@ -166,6 +166,8 @@ def test_truncated_and_garbage_frames() -> None:
     d = frames.index(DELIM)
     with pytest.raises(FrameError, match="delimiter"):
         s.deserialize([b"hello", b"world"])
+    with pytest.raises(FrameError, match="at most 1024"):
+        s.deserialize([b""] * 5000)
     with pytest.raises(FrameError, match="at least 4"):
         s.deserialize(frames[: d + 3])
     with pytest.raises(BufferSpecError, match="1 buffers but 0"):
