@@ -106,7 +106,8 @@ def main() -> int:
     from backend.metrics.style_metrics import write_style_report
 
     out = tmp / "styles" / "bench.style"
-    meta = {"subject_id": "bench", "checkpoint_sha256": job.checkpoint_sha256, "encoder": job.encoder.description}
+    meta = {"subject_id": "bench", "checkpoint_sha256": job.checkpoint_sha256,
+            "encoder": job.encoder.description}
     save_style(out, job.avatar, meta)
     t = time.perf_counter()
     metrics = write_style_report(out, job.avatar, job.tensors, job.ref, args.frame, meta,
@@ -116,26 +117,34 @@ def main() -> int:
     load = os.getloadavg()[0]
     kind = "trained subject" if args.subject else "synthetic subject, untrained weights (timing only)"
     sd, tc = metrics["style_distance"], metrics["temporal"]
-    print(f"\n## Stage-2 edit, `cpu` preset (128 px), {torch.get_num_threads()} threads, load avg {load:.1f}\n")
-    print(f"Subject: {kind}; encoder: {job.encoder.description}; trains {job.trainable:,} of "
-          f"{job.total:,} parameters; {edit_settings('cpu').steps} steps per edit.\n")
-    print("| measure | value | vs stage-1 step |")
-    print("|---|---|---|")
-    print(f"| stage-1 training step (baseline, batch {4}) | {s1 * 1000:.0f} ms | 1.00 |")
-    print(f"| stage-2 edit step (measured over {run_steps}) | {per_step * 1000:.0f} ms | {per_step / s1:.2f} |")
-    print(f"| prepare (load, freeze, encoder, caches) | {prepare_s:.1f} s | {prepare_s / s1:.1f} |")
     label = "extrapolated" if args.quick else "measured"
     verdict = "meets" if edit_total <= TARGET_S else "MISSES"
-    print(f"| full edit, {full_steps} steps ({label}) | {edit_total:.1f} s ({verdict} the {TARGET_S:.0f} s target) "
-          f"| {edit_total / s1:.0f} |")
-    print(f"| metrics + contact sheet | {metrics_s:.1f} s | {metrics_s / s1:.1f} |")
-    print(f"| face colour-histogram distance to reference, before -> after | "
-          f"{sd['histogram_before']:.3f} -> {sd['histogram_after']:.3f} | |")
-    print(f"| face Gram distance to reference, before -> after | {sd['gram_before']:.3f} -> {sd['gram_after']:.3f} | |")
     ratio = f"{tc['ratio']:.2f}" if tc["ratio"] is not None else "n/a"
-    print(f"| temporal change styled / unstyled | {tc['styled']:.4f} / {tc['unstyled']:.4f} (ratio {ratio}) | |")
-    print(f"| F-LMD styled vs unstyled | {metrics['identity']['f_lmd_styled_vs_unstyled']} | |")
-    print(f"\n(setup {setup_s:.1f} s; outputs in {tmp}; metrics: {json.dumps(metrics['losses']['last'])})")
+    rows = [
+        ("stage-1 training step (baseline, batch 4)", f"{s1 * 1000:.0f} ms", "1.00"),
+        (f"stage-2 edit step (mean of {run_steps})", f"{per_step * 1000:.0f} ms", f"{per_step / s1:.2f}"),
+        ("prepare (load, freeze, encoder, caches)", f"{prepare_s:.1f} s", f"{prepare_s / s1:.1f}"),
+        (f"full edit, {full_steps} steps ({label})",
+         f"{edit_total:.1f} s ({verdict} the {TARGET_S:.0f} s target)", f"{edit_total / s1:.0f}"),
+        ("metrics + contact sheet", f"{metrics_s:.1f} s", f"{metrics_s / s1:.1f}"),
+        ("face colour-histogram distance to ref., before -> after",
+         f"{sd['histogram_before']:.3f} -> {sd['histogram_after']:.3f}", ""),
+        ("face Gram distance to ref., before -> after",
+         f"{sd['gram_before']:.3f} -> {sd['gram_after']:.3f}", ""),
+        ("temporal change styled / unstyled",
+         f"{tc['styled']:.4f} / {tc['unstyled']:.4f} (ratio {ratio})", ""),
+        ("F-LMD styled vs unstyled (px)", str(metrics["identity"]["f_lmd_styled_vs_unstyled"]), ""),
+    ]
+    print(f"\n## Stage-2 edit, `cpu` preset (128 px), {torch.get_num_threads()} threads, "
+          f"load avg {load:.1f} on {os.cpu_count()} cores\n")
+    print(f"Subject: {kind}; encoder: {job.encoder.description}; trains {job.trainable:,} of "
+          f"{job.total:,} parameters; {edit_settings('cpu').steps} steps per edit.\n")
+    print("| measure | value | in stage-1 steps |")
+    print("|---|---|---|")
+    for name, value, rel in rows:
+        print(f"| {name} | {value} | {rel} |")
+    print(f"\n(setup {setup_s:.1f} s; outputs in {tmp}; "
+          f"last losses: {json.dumps(metrics['losses']['last'])})")
     return 0
 
 

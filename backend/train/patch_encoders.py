@@ -6,9 +6,10 @@ Two kinds, one interface (``grids`` + ``embed``):
   frozen CLIP image tower, one embedding per crop.
 * ``FeaturePatchEncoder`` (fallback, the CUT recipe): multi-layer feature maps of a frozen
   convolutional network, read at the sampled positions and projected by learnable 2-layer MLP
-  heads. Our generator has no image encoder (its input is the UV-sampled neural texture), so
-  the network is the stage-1 patch discriminator's conv trunk: the part of the checkpoint that
-  has learned image features of this subject. It is a frozen copy (the discriminator that is
+  heads (the raw features under the heads also feed the region statistics term). Our generator
+  has no image encoder (its input is the UV-sampled neural texture), so the network is the
+  stage-1 patch discriminator's conv trunk: the part of the checkpoint that has learned image
+  features of this subject. It is a frozen copy (the discriminator that is
   fine-tuned on the reference is a separate module), so the embedding does not drift.
 """
 
@@ -86,8 +87,13 @@ class FeaturePatchEncoder(nn.Module):
         """(h, w) of each feature layer, in order."""
         return list(self._grids)
 
-    def embed(self, image: torch.Tensor, uv: torch.Tensor, positions: list[Positions]) -> list[Positions]:
-        """(B, 3, H, W) image in [-1, 1] + its UV map -> per layer, per region (B, n, dim) embeddings."""
+    def embed(
+        self, image: torch.Tensor, uv: torch.Tensor, positions: list[Positions], return_raw: bool = False
+    ) -> list[Positions] | tuple[list[Positions], list[Positions]]:
+        """(B, 3, H, W) image in [-1, 1] + its UV map -> per layer, per region (B, n, dim) embeddings.
+
+        With ``return_raw`` also the frozen features before the heads, (B, n, C_layer) each.
+        """
         feats: dict[nn.Module, torch.Tensor] = {}
         hooks = [c.register_forward_hook(lambda m, i, o: feats.__setitem__(m, o)) for c in self.layers]
         try:
@@ -95,10 +101,12 @@ class FeaturePatchEncoder(nn.Module):
         finally:
             for h in hooks:
                 h.remove()
-        out = []
-        for li, (layer, pos) in enumerate(zip(self.layers, positions, strict=True)):
-            out.append({r: self.heads(li, gather_patches(feats[layer], idx)) for r, idx in pos.items()})
-        return out
+        raw = [
+            {r: gather_patches(feats[layer], idx) for r, idx in pos.items()}
+            for layer, pos in zip(self.layers, positions, strict=True)
+        ]
+        out = [{r: self.heads(li, v) for r, v in layer.items()} for li, layer in enumerate(raw)]
+        return (out, raw) if return_raw else out
 
 
 class ClipPatchEncoder(nn.Module):
@@ -127,7 +135,10 @@ class ClipPatchEncoder(nn.Module):
         x = (index % g).float()
         return torch.stack([(x + 0.5) / g * 2 - 1, (y + 0.5) / g * 2 - 1], dim=1)
 
-    def embed(self, image: torch.Tensor, uv: torch.Tensor, positions: list[Positions]) -> list[Positions]:
+    def embed(
+        self, image: torch.Tensor, uv: torch.Tensor, positions: list[Positions], return_raw: bool = False
+    ) -> list[Positions] | tuple[list[Positions], list[Positions]]:
+        """Per region (B, n, D) CLIP embeddings of the crops (``return_raw``: the same twice)."""
         (pos,) = positions
         regions = list(pos)
         index = torch.cat([pos[r] for r in regions])
@@ -137,4 +148,4 @@ class ClipPatchEncoder(nn.Module):
             n = pos[r].numel()
             out[r] = emb[:, start : start + n]
             start += n
-        return [out]
+        return ([out], [out]) if return_raw else [out]

@@ -7,8 +7,8 @@ discriminator):
   between the reference (query) and the render of frame N (positives/negatives), embedded by a
   CLIP image tower when a checkpoint is given, else by frozen discriminator features with
   learnable MLP heads (CUT recipe, see ``patch_encoders``);
-* a region-wise feature-statistics term (mean/std of the same embeddings' source features per
-  region, frame N vs reference): a cheap, direct style signal that makes the short CPU budget
+* a region-wise feature-statistics term (mean/std of the frozen features under the embeddings,
+  per region, frame N vs reference): a cheap, direct style signal that makes the short CPU budget
   enough (off with ``w_stats=0``);
 * the non-saturating adversarial loss of the UV-conditioned patch discriminator, which is
   fine-tuned on the reference (real) vs. renders (fake) with small joint shifts of image + UV;
@@ -60,6 +60,8 @@ class EditSettings:
             adversarial, identity PatchNCE on another frame).
         shift: max joint shift (fraction of the size) of reference + UV for the discriminator.
         id_pool: training frames whose unstyled renders anchor the identity term.
+        id_every: the identity frame is rendered every this many steps (1 = every step); the
+            "id" loss in the history is the last computed value.
     """
 
     steps: int
@@ -74,10 +76,11 @@ class EditSettings:
     w_id: float = 0.5
     shift: float = 0.06
     id_pool: int = 8
+    id_every: int = 2
 
 
 EDIT_SETTINGS: dict[str, EditSettings] = {
-    "tiny": EditSettings(steps=20, patches=64, clip_patches=16, id_pool=4),
+    "tiny": EditSettings(steps=20, patches=64, clip_patches=16, id_pool=4, id_every=1),
     "cpu": EditSettings(steps=150, clip_patches=32, clip_image_size=112),
     "paper": EditSettings(steps=600, clip_patches=256),
 }
@@ -150,11 +153,16 @@ def _shift_pair(
 def _region_stats_loss(
     ref_feats: list[dict[int, torch.Tensor]], out_feats: list[dict[int, torch.Tensor]]
 ) -> torch.Tensor:
-    """Mean/std of the patch embeddings per region and layer, output vs reference (L1)."""
+    """Mean/std of the frozen patch features per region and layer, output vs reference (L1).
+
+    Features are divided by the reference's mean magnitude so every layer weighs alike.
+    """
     total, n = 0.0, 0
     for q_layer, k_layer in zip(ref_feats, out_feats, strict=True):
         for r, q in q_layer.items():
             k = k_layer[r]
+            scale = q.abs().mean().clamp_min(1e-3)  # one scalar per layer and region
+            q, k = q / scale, k / scale
             total = total + F.l1_loss(k.mean(1), q.mean(1)) + F.l1_loss(k.std(1), q.std(1))
             n += 1
     return total / max(n, 1)
@@ -246,38 +254,42 @@ def run_edit(
     losses: dict[str, float] = {}
     t0 = time.monotonic()
     step = 0
+    last_id = 0.0
     for step in range(settings.steps):
         check_cancel(should_stop)
         k = int(torch.randint(len(pool_skip), (1,), generator=gen))
+        use_id = settings.w_id > 0 and step % settings.id_every == 0
         # -- generator (skips) step ---------------------------------------------------------
-        out = render_from_skip_input(avatar, torch.cat([skip_ref, pool_skip[k : k + 1]]))
-        out_ref, out_k = out[:1], out[1:]
+        batch_skip = torch.cat([skip_ref, pool_skip[k : k + 1]]) if use_id else skip_ref
+        batch_uv = torch.cat([uv_ref, pool_uv[k : k + 1]]) if use_id else uv_ref
+        out = render_from_skip_input(avatar, batch_skip)
+        out_ref = out[:1]
         pos = positions(regions_ref)
         if head_params:  # learnable heads: the query path trains the heads too
-            q = encoder.embed(ref, uv_ref, pos)
+            q, q_raw = encoder.embed(ref, uv_ref, pos, return_raw=True)
         else:
             with torch.no_grad():
-                q = encoder.embed(ref, uv_ref, pos)
-        kf = encoder.embed(out_ref, uv_ref, pos)
+                q, q_raw = encoder.embed(ref, uv_ref, pos, return_raw=True)
+        kf, k_raw = encoder.embed(out_ref, uv_ref, pos, return_raw=True)
         loss_nce = torch.stack([region_patch_nce(ql, kl) for ql, kl in zip(q, kf, strict=True)]).mean()
         loss_stats = (
-            _region_stats_loss([{r: v.detach() for r, v in layer.items()} for layer in q], kf)
+            _region_stats_loss([{r: v.detach() for r, v in layer.items()} for layer in q_raw], k_raw)
             if settings.w_stats > 0
             else out.new_zeros(())
         )
-        pos_k = positions(regions_pool[k])
-        q_id = encoder.embed(pool_plain[k : k + 1], pool_uv[k : k + 1], pos_k)
-        k_id = encoder.embed(out_k, pool_uv[k : k + 1], pos_k)
-        loss_id = torch.stack([region_patch_nce(ql, kl) for ql, kl in zip(q_id, k_id, strict=True)]).mean()
+        loss_g = settings.w_nce * loss_nce + settings.w_stats * loss_stats
+        if use_id:
+            pos_k = positions(regions_pool[k])
+            q_id = encoder.embed(pool_plain[k : k + 1], pool_uv[k : k + 1], pos_k)
+            k_id = encoder.embed(out[1:], pool_uv[k : k + 1], pos_k)
+            loss_id = torch.stack(
+                [region_patch_nce(ql, kl) for ql, kl in zip(q_id, k_id, strict=True)]
+            ).mean()
+            loss_g = loss_g + settings.w_id * loss_id
+            last_id = loss_id.item()
         disc.requires_grad_(False)
-        fake_logits = disc(out, torch.cat([uv_ref, pool_uv[k : k + 1]]))
-        loss_adv = F.softplus(-fake_logits).mean()
-        loss_g = (
-            settings.w_nce * loss_nce
-            + settings.w_stats * loss_stats
-            + settings.w_adv * loss_adv
-            + settings.w_id * loss_id
-        )
+        loss_adv = F.softplus(-disc(out, batch_uv)).mean()
+        loss_g = loss_g + settings.w_adv * loss_adv
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -285,7 +297,7 @@ def run_edit(
         disc.requires_grad_(True)
         real_img, real_uv = _shift_pair(ref, uv_ref, settings.shift, gen)
         d_real = disc(real_img, real_uv)
-        d_fake = disc(out.detach(), torch.cat([uv_ref, pool_uv[k : k + 1]]))
+        d_fake = disc(out.detach(), batch_uv)
         loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -294,7 +306,7 @@ def run_edit(
             "nce": loss_nce.item(),
             "stats": loss_stats.item(),
             "adv": loss_adv.item(),
-            "id": loss_id.item(),
+            "id": last_id,
             "d": loss_d.item(),
             "total": loss_g.item(),
         }
