@@ -65,7 +65,10 @@ def write_frame(root: Path, index: int, rgb: np.ndarray) -> None:
     """
     path = Path(root) / FRAMES_DIRNAME / frame_name(index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+    # zlib level 1 with the RLE strategy: the fastest of OpenCV's PNG settings that still
+    # compresses (~6 ms and ~85 KB for a 256 px crop; level 0 is ~3 ms but twice the size)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
         raise OSError(f"cannot write {path}")
 
 
