@@ -51,16 +51,15 @@ POSE_CONVENTION = (
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """Clip size: ``crop`` = (x0, y0, side) square of the 512 x 512 photo, shown at ``size`` px."""
+    """Clip length and size (square, ``size`` px). Tiny shows a head-and-shoulders crop."""
 
     n_frames: int
     fps: float
     size: int
-    crop: tuple[int, int, int] | None
 
 
-FULL = SampleSpec(n_frames=250, fps=25.0, size=512, crop=None)
-TINY = SampleSpec(n_frames=50, fps=25.0, size=160, crop=None)  # crop is set around the face
+FULL = SampleSpec(n_frames=250, fps=25.0, size=512)
+TINY = SampleSpec(n_frames=50, fps=25.0, size=160)
 
 
 def detect_photo_landmarks(photo: np.ndarray) -> np.ndarray:
@@ -195,8 +194,10 @@ def synthesize_sample(
                 crop=np.array(crop, dtype=np.int32),
                 pose_convention=np.array(POSE_CONVENTION),
             )
-        os.chmod(tmp_video, 0o644)
-        os.replace(tmp_video, video)
+            # The video lands first and the ground truth last, so a present ground_truth.npz
+            # (the demo's "done" marker) always comes with its video.
+            os.chmod(tmp_video, 0o644)
+            os.replace(tmp_video, video)
     except BaseException:
         tmp_video.unlink(missing_ok=True)
         raise
