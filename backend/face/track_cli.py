@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
     parser.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing subject folder")
+    parser.add_argument("--preview", type=Path, default=None, metavar="PNG",
+                        help="also write a contact sheet (landmarks, rig and UV maps on a few crops)")
 
 
 def print_progress(update: ProgressUpdate, stream=None) -> None:
@@ -46,4 +48,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"subject {s.subject_id}: {s.n_frames} frames ({m['frames_used']} used, "
           f"{len(m['frames_dropped'])} dropped, {len(m['frames_interpolated'])} interpolated), "
           f"{s.size}px, {len(s.expression_names)} expression curves -> {out}")
+    if args.preview is not None:
+        from backend.face.overlay import subject_contact_sheet
+
+        print(f"preview: {subject_contact_sheet(out, args.preview)}")
     return 0

@@ -72,7 +72,9 @@ def test_split_is_disjoint_and_holds_out_every_tenth_and_tail(astro_subject: Pat
 
 def test_cli_track_writes_a_subject_and_refuses_to_overwrite(astro_video, tmp_path: Path, capsys) -> None:
     out = tmp_path / "subj"
-    assert cli_main(["track", str(astro_video[0]), "-o", str(out), "--size", "64", "--max-frames", "10"]) == 0
+    assert cli_main(["track", str(astro_video[0]), "-o", str(out), "--size", "64", "--max-frames", "10",
+                     "--preview", str(tmp_path / "preview.png")]) == 0
+    assert (tmp_path / "preview.png").stat().st_size > 1000
     s = Subject.open(out)
     assert s.n_frames == 10 and s.size == 64
     captured = capsys.readouterr()
