@@ -316,12 +316,9 @@ class FaceWarper:
         cav_uv = np.column_stack([_CAVITY_FLAG + 100 * transparency, depth])
         uvs = np.concatenate([src_xy, cav_uv, eye_src, self.skirt_src[:, :2]])
         # Rasterise only the window around the head (everything else is the outer spline).
-        lo = np.clip(np.floor(verts[:, :2].min(0)) - 2, 0, [self.w, self.h]).astype(int)
-        hi = np.clip(np.ceil(verts[:, :2].max(0)) + 2, 0, [self.w, self.h]).astype(int)
-        hi = np.maximum(hi, lo + 1)  # never an empty window (head entirely off-image)
-        win = (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-        local = verts - np.array([lo[0], lo[1], 0.0])
-        wh, ww = max(int(hi[1] - lo[1]), 1), max(int(hi[0] - lo[0]), 1)
+        win = self._window(verts)
+        local = verts - np.array([win[1].start, win[0].start, 0.0])
+        wh, ww = win[0].stop - win[0].start, win[1].stop - win[1].start
         face = rasterize_uv(local, uvs, self.all_triangles, wh, ww)
         covered = face[..., 2] > 0
         is_cavity = covered & (face[..., 0] < _CAVITY_FLAG / 2)
@@ -339,6 +336,13 @@ class FaceWarper:
             behind = rasterize_uv(local, behind_uv, self.cavity_triangles, wh, ww)
             np.copyto(map_xy[win], behind[..., :2] - 0.5, where=is_cavity[..., None])
         return map_xy, cavity
+
+    def _window(self, verts: np.ndarray) -> tuple[slice, slice]:
+        """(rows, cols) slices of the image around ``verts`` (n, 3), 2 px margin, never empty."""
+        lo = np.clip(np.floor(verts[:, :2].min(0)) - 2, 0, [self.w - 1, self.h - 1]).astype(int)
+        hi = np.clip(np.ceil(verts[:, :2].max(0)) + 2, 0, [self.w, self.h]).astype(int)
+        hi = np.maximum(hi, lo + 1)
+        return slice(int(lo[1]), int(hi[1])), slice(int(lo[0]), int(hi[0]))
 
     def _rigid(self, points: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
         """Points (n, 3) moved with the head: rotation about the head centre, then translation."""
@@ -377,9 +381,35 @@ class FaceWarper:
         """Warped photo (H, W, 3) uint8 for target vertices (468, 3) and the head pose."""
         map_xy, cavity = self.map_for(target, rotation, translation)
         out = cv2.remap(self.photo, map_xy[..., 0], map_xy[..., 1], cv2.INTER_LINEAR, borderMode=_REFLECT)
+        win = self._window(np.concatenate([target, self._rigid(self.skirt_src, rotation, translation)]))
+        _smooth_occlusion_edges(out[win], map_xy[win])
         if (cavity[..., 0] > 0).any():
             _paint_cavity(out, cavity)
         return out
+
+
+def _smooth_occlusion_edges(image: np.ndarray, map_xy: np.ndarray, jump: float = 2.0) -> None:
+    """Soften the aliased steps where the backward map jumps (occlusion: a turned cheek in front
+    of the background, a lid over the eye), in place: those pixels and their neighbours take a
+    sub-pixel blur of the image. Elsewhere the map is continuous and nothing changes.
+
+    ``image`` (h, w, 3) and ``map_xy`` (h, w, 2) may be views of a window of the frame."""
+    jx = np.abs(np.diff(map_xy, axis=1)).max(-1) > jump
+    jy = np.abs(np.diff(map_xy, axis=0)).max(-1) > jump
+    edge = np.zeros(image.shape[:2], dtype=np.uint8)
+    edge[:, 1:] |= jx
+    edge[:, :-1] |= jx
+    edge[1:] |= jy
+    edge[:-1] |= jy
+    if not edge.any():
+        return
+    ys, xs = np.nonzero(edge)
+    y0, y1 = max(ys.min() - 2, 0), min(ys.max() + 3, image.shape[0])
+    x0, x1 = max(xs.min() - 2, 0), min(xs.max() + 3, image.shape[1])
+    patch = image[y0:y1, x0:x1]
+    blurred = cv2.GaussianBlur(patch, (0, 0), 0.7)
+    mask = edge[y0:y1, x0:x1].astype(bool)
+    patch[mask] = blurred[mask]
 
 
 def _paint_cavity(image: np.ndarray, cavity: np.ndarray) -> None:
