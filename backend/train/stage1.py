@@ -199,14 +199,16 @@ class Stage1Trainer:
         frames, uv, win = self.data.batch(self.sampler.next(), self.device)
         use_adv = p.w_adv > 0 and step >= p.adv_start
 
-        # discriminator
+        # one avatar forward serves both the discriminator update (detached) and the generator loss
+        with self._autocast():
+            out = self.avatar(uv, win)
+            img = out.image.float()
+
         d_logs: dict[str, float] = {}
         if use_adv:
             self.disc.requires_grad_(True)
-            with torch.no_grad(), self._autocast():
-                fake = self.avatar(uv, win).image
             with self._autocast():
-                d_loss = L.d_logistic_loss(self.disc(frames, uv), self.disc(fake.float(), uv))
+                d_loss = L.d_logistic_loss(self.disc(frames, uv), self.disc(img.detach(), uv))
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(d_loss).backward()
             self.scaler.step(self.opt_d)
@@ -220,12 +222,9 @@ class Stage1Trainer:
                 d_logs["r1"] = r1.item()
             self.disc.requires_grad_(False)
 
-        # generator side
         with self._autocast():
-            out = self.avatar(uv, win)
             mask = out.mask.float()
             l_tex = L.masked_l1(out.tex_rgb.float(), frames, mask)
-            img = out.image.float()
             l_l1 = torch.abs(img - frames).mean()
             l_perc = self.perceptual(img, frames).mean()
             loss = p.w_tex * l_tex + p.w_l1 * l_l1 + p.w_perc * l_perc
