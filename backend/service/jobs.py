@@ -38,6 +38,8 @@ PRIORITY_RENDER = 0
 PRIORITY_COMPUTE = 1
 PROGRESS_EVENT_INTERVAL = 0.1
 """Seconds between job_progress events of one job (the last update of a stage always goes out)."""
+PROGRESS_JOURNAL_INTERVAL = 0.5
+"""Seconds between progress writes to the journal (job_status reads them)."""
 
 
 class JobError(ValueError):
@@ -268,6 +270,7 @@ class JobManager:
     def _run_one(self, rec: J.JobRecord, running: _Running) -> None:
         kind = self.kinds.get(rec.kind)
         last_sent = [0.0]
+        last_saved = [0.0]
 
         def progress(update: ProgressUpdate) -> None:
             data = update.to_dict()
@@ -275,8 +278,10 @@ class JobManager:
             final = update.step >= update.total
             if final or now - last_sent[0] >= PROGRESS_EVENT_INTERVAL:
                 last_sent[0] = now
-                self.journal.set_progress(rec.id, data)
                 self.emit("job_progress", {"job_id": rec.id, **data})
+                if final or now - last_saved[0] >= PROGRESS_JOURNAL_INTERVAL:
+                    last_saved[0] = now
+                    self.journal.set_progress(rec.id, data)
 
         def job_log(message: str, level: str = "info") -> None:
             log.log(logging.getLevelName(level.upper()), "job %s: %s", rec.id, message)

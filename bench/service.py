@@ -1,0 +1,180 @@
+"""Benchmark of the backend service: render frames/s over the wire vs in-process, hello latency.
+
+    python bench/service.py --quick            # < 60 s: tiny sample, untrained tiny-preset avatar
+    python bench/service.py                    # untrained cpu-preset avatar (128 px), 200 frames
+    python bench/service.py --subject SUBJECT  # a trained subject folder (SUBJECT/avatar/checkpoint.pt)
+
+Over the wire = `emo-avatar serve` in a subprocess on 127.0.0.1, a render job submitted with the
+protocol Client and all frames received (raw uint8, credit flow control, checksums verified);
+the service also writes every frame to disk as PNG. In-process = ``Renderer.render`` on the
+same curves in this process. Both after a warm-up (model load excluded from both). Prints a
+Markdown table; the target is ratio >= 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_subject(work: Path, preset: str) -> Path:
+    """Tiny sample -> tracked subject -> an *untrained* avatar checkpoint of ``preset`` (render cost
+    does not depend on the weights, and training would take minutes)."""
+    from backend import paths
+    from backend.data.sample import synthesize_sample
+    from backend.data.subject import Subject
+    from backend.face.track import track_video
+    from backend.model.avatar import EmoAvatar
+    from backend.train.checkpoint import save_checkpoint
+    from backend.train.presets import get_preset
+
+    synthesize_sample(work / "sample", tiny=True)
+    subject = work / "subject"
+    track_video(work / "sample" / "sample.mp4", subject, size=64)
+    s = Subject.open(subject)
+    p = get_preset(preset)
+    cfg = p.avatar_config(len(s.expression_names))
+    avatar = EmoAvatar(cfg)
+    meta = {"config": cfg.to_dict(), "preset": p.name, "subject_id": s.subject_id,
+            "expression_names": list(s.expression_names), "fps": s.fps, "size": cfg.size}
+    save_checkpoint(paths.checkpoint_path(subject), avatar.state_dict(), meta, None)
+    return subject
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen, Path]:
+    cmd = [sys.executable, "-m", "backend.cli", "serve", "--workdir", str(workdir), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("connection file:"):
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return proc, Path(line.split(":", 1)[1].strip())
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small run (< 60 s)")
+    ap.add_argument("--subject", type=Path, help="a trained subject folder (default: build an untrained one)")
+    ap.add_argument("--preset", default=None,
+                    help="preset of the untrained avatar (default: tiny with --quick, else cpu)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per render job")
+    ap.add_argument("--hellos", type=int, default=None, help="hello round trips")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement (best kept)")
+    args = ap.parse_args()
+    n_frames = args.frames or (96 if args.quick else 200)
+    preset = args.preset or ("tiny" if args.quick else "cpu")
+    n_hello = args.hellos or (300 if args.quick else 2000)
+
+    from backend.data.subject import Subject
+    from backend.render import Renderer
+    from protocol.client import Client
+
+    tmp = Path(tempfile.mkdtemp(prefix="emo-bench-service-"))
+    try:
+        t0 = time.perf_counter()
+        subject = args.subject or make_subject(tmp, preset)
+        workdir = tmp / "work"
+        shutil.copytree(subject, workdir / "subjects" / "bench")
+        s = Subject.open(subject)
+        reps = -(-n_frames // s.expressions.shape[0])
+        curves = np.ascontiguousarray(np.tile(s.expressions, (reps, 1))[:n_frames], np.float32)
+        names = list(s.expression_names)
+        setup = time.perf_counter() - t0
+
+        proc, conn = start_server(workdir)
+        try:
+            client = Client.from_connection_file(conn, timeout=60)
+            params = {"subject_id": "bench", "names": names, "fps": 25.0}
+            # warm-up: model load + first forward on both sides
+            warm = client.submit("render", params, buffers={"curves": curves[:2]})
+            list(client.frames(warm))
+            renderer = Renderer.from_checkpoint(subject / "avatar" / "checkpoint.pt", device="cpu")
+            list(renderer.render(curves[:2]))
+            # hello latency, idle server
+            lat = []
+            for _ in range(n_hello):
+                t = time.perf_counter()
+                client.hello()
+                lat.append((time.perf_counter() - t) * 1000)
+
+            # alternate the two measurements and keep the best of each (the machine is shared)
+            t_local = t_wire = cpu_local = cpu_server = cpu_client = float("inf")
+            for _ in range(args.rounds):
+                t, c = time.perf_counter(), time.process_time()
+                local = list(renderer.render(curves))
+                t_local = min(t_local, time.perf_counter() - t)
+                cpu_local = min(cpu_local, time.process_time() - c)
+                t, c, cs = time.perf_counter(), time.process_time(), process_cpu(proc.pid)
+                job = client.submit("render", params, buffers={"curves": curves})
+                got = dict(client.frames(job, credit=16))
+                t_wire = min(t_wire, time.perf_counter() - t)
+                cpu_client = min(cpu_client, time.process_time() - c)
+                cpu_server = min(cpu_server, process_cpu(proc.pid) - cs)
+                assert len(got) == n_frames
+            del renderer
+            max_diff = max(int(np.abs(got[i].astype(int) - local[i].astype(int)).max())
+                           for i in range(n_frames))
+
+            # hello latency while a render job keeps the worker busy
+            busy_job = client.submit("render", params, buffers={"curves": np.tile(curves, (20, 1))})
+            busy = []
+            for _ in range(max(100, n_hello // 2)):
+                t = time.perf_counter()
+                client.hello()
+                busy.append((time.perf_counter() - t) * 1000)
+            client.cancel(busy_job)
+            client.shutdown("bench done")
+            client.close()
+        finally:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    fps_local, fps_wire = n_frames / t_local, n_frames / t_wire
+    size = local[0].shape[0]
+    print(f"\n## Service benchmark ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs; "
+          f"{size}x{size} frames; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          f"setup {setup:.1f} s; load average {os.getloadavg()[0]:.1f})\n")
+    print("| measure | value | baseline | ratio |")
+    print("|---|---|---|---|")
+    print(f"| render {n_frames} frames over the wire (raw, credit 16, PNG to disk; best of {args.rounds}) "
+          f"| {fps_wire:.1f} frames/s "
+          f"| in-process {fps_local:.1f} frames/s | {fps_wire / fps_local:.2f} (target >= 0.9) |")
+    per = 1000 / n_frames
+    print(f"| CPU per frame: server + client | {cpu_server * per:.1f} + {cpu_client * per:.1f} ms "
+          f"| in-process {cpu_local * per:.1f} ms | {(cpu_server + cpu_client) / cpu_local:.2f}x |")
+    print(f"| hello round trip, idle server ({n_hello}) | p50 {percentile(lat, 50):.2f} ms, "
+          f"p99 {percentile(lat, 99):.2f} ms | | |")
+    print(f"| hello round trip, render job running ({len(busy)}) | p50 {percentile(busy, 50):.2f} ms, "
+          f"p99 {percentile(busy, 99):.2f} ms | idle p50 {percentile(lat, 50):.2f} ms | "
+          f"{percentile(busy, 50) / percentile(lat, 50):.1f}x |")
+    print(f"| max pixel difference wire vs in-process | {max_diff} | 0 | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
