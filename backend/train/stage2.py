@@ -81,7 +81,7 @@ class EditSettings:
 
 EDIT_SETTINGS: dict[str, EditSettings] = {
     "tiny": EditSettings(steps=20, patches=64, clip_patches=16, id_pool=4, id_every=1),
-    "cpu": EditSettings(steps=150, clip_patches=32, clip_image_size=112),
+    "cpu": EditSettings(steps=100, clip_patches=32, clip_image_size=112),
     "paper": EditSettings(steps=600, clip_patches=256),
 }
 
@@ -508,6 +508,14 @@ def edit_avatar(
         "device": str(job.device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    clip = getattr(job.encoder, "clip", None)
+    if clip is not None:
+        style_meta["clip"] = {
+            "arch": clip.info.arch,
+            "file": clip.info.path,
+            "sha256": clip.info.sha256,
+            "image_size": clip.info.image_size,
+        }
     job.avatar.eval().requires_grad_(False)
     save_style(out_path, job.avatar, style_meta)
     if write_metrics:

@@ -108,6 +108,7 @@ def test_clip_encoder_used_when_given(edit_subject: Path, tiny_clip_checkpoint: 
     )
     meta = load_style(path).meta
     assert meta["encoder_kind"] == "clip" and meta["encoder"].startswith("clip:EmoTestTinyCLIP")
+    assert meta["clip"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     metrics = json.loads(path.with_name("style.metrics.json").read_text())
     assert -1 <= metrics["clip_direction"]["reference_frame"] <= 1
 
