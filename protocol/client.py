@@ -75,7 +75,7 @@ class Client:
         self.max_message_bytes = max_message_bytes
         self.context = context or zmq.Context.instance()
         self.session = Session(info.key_bytes, max_message_bytes=max_message_bytes)
-        self.instance_id: str | None = info.instance_id
+        self.instance_id: str | None = None  # learnt from the first hello / status reply
         self.restarts = 0
         self._events: collections.deque[Message] = collections.deque(maxlen=EVENT_BACKLOG)
         self._frames: dict[str, collections.deque[Message]] = collections.defaultdict(collections.deque)
@@ -210,6 +210,7 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
         expected = reply_type(msg_type)
+        self.bad_signatures = 0
         for attempt in range(retries + 1):
             frames, header = self.session.build(msg_type, content, None, buffers, None, True, None)
             try:
