@@ -45,7 +45,7 @@ FULL_EVENTS: tuple[Event, ...] = tuple(
     + _events("eyeBlinkRight", (1.6, 0.12, 1.0), (3.6, 0.12, 1.0), (6.0, 0.12, 1.0), (8.3, 0.12, 1.0),
               (9.0, 0.14, 1.0))
     + _events("browInnerUp", (2.5, 0.6, 0.9), (8.9, 0.5, 0.6))
-    + _events("browOuterUpLeft", (5.0, 0.55, 0.9), (9.55, 0.3, 0.5))
+    + _events("browOuterUpLeft", (3.2, 0.5, 0.8), (5.0, 0.55, 0.9), (9.55, 0.3, 0.5))
     + _events("browOuterUpRight", (5.15, 0.55, 0.8), (1.0, 0.4, 0.6))
     + _events("yaw", (2.32, 1.1, 0.25), (6.52, 1.2, -0.28), cusp=True)
     + _events("yaw", (4.4, 0.6, 0.08), (9.0, 0.6, -0.06))
