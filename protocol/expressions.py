@@ -85,7 +85,8 @@ def canonical_name(name: str) -> str | None:
     """Map a name from any source to its canonical spelling, case-insensitively.
 
     Returns the ARKit / Live Link rotation name, the residual name itself, or ``None`` when
-    the name is unknown. Suffixes ``_L``/``_R`` and ``Left``/``Right`` are both understood.
+    the name is unknown. Suffixes ``_L``/``_R``, Blender's ``.L``/``.R`` and ``Left``/``Right``
+    are all understood.
     """
     key = name.strip()
     if is_residual(key):
@@ -95,7 +96,7 @@ def canonical_name(name: str) -> str | None:
         return _CANONICAL_BY_LOWER[low]
     if low in ALIASES:
         return ALIASES[low]
-    for suffix, side in (("_l", "left"), ("_r", "right")):
+    for suffix, side in (("_l", "left"), ("_r", "right"), (".l", "left"), (".r", "right")):
         if low.endswith(suffix) and low[: -len(suffix)] + side in _CANONICAL_BY_LOWER:
             return _CANONICAL_BY_LOWER[low[: -len(suffix)] + side]
     return None

@@ -145,3 +145,13 @@ def test_unknown_suffix_and_broken_json(tmp_path) -> None:
     (tmp_path / "o.json").write_text('{"format": "something-else"}')
     with pytest.raises(CurveError, match="not an emo-avatar curves file"):
         read_curves(tmp_path / "o.json")
+
+
+@pytest.mark.parametrize(("name", "canonical"), [
+    ("EyeBlinkLeft", "eyeBlinkLeft"), ("eyeBlink_L", "eyeBlinkLeft"), ("mouthSmile.R", "mouthSmileRight"),
+    ("JAWOPEN", "jawOpen"), ("HeadYaw", "HeadYaw"), ("residual_03", "residual_03"), ("wiggle", None),
+])
+def test_canonical_names(name, canonical) -> None:
+    from protocol.expressions import canonical_name
+
+    assert canonical_name(name) == canonical
