@@ -511,7 +511,11 @@ def validate(msg_type: str, content: Any) -> dict[str, Any]:
     out = validate_fields(spec.fields, content, msg_type)
     if msg_type == "job_submit":
         kind = JOB_KINDS[out["kind"]]
-        out["params"] = validate_fields(kind.fields, out["params"], f"job_submit {out['kind']} params")
+        try:
+            out["params"] = validate_fields(kind.fields, out["params"], f"job_submit {out['kind']} params")
+        except SchemaError as exc:
+            exc.field = f"params.{exc.field}" if exc.field else "params"
+            raise
     return out
 
 

@@ -140,6 +140,8 @@ def test_each_bad_input_gets_its_subclass(mutate, error, text) -> None:
     with pytest.raises(error, match=text) as exc:
         s.deserialize(resign(s, frames, header=header, content=content))
     assert exc.value.identities == [b"client-1"]
+    if text.startswith("'names'"):
+        assert exc.value.field == "params.names"
 
 
 def test_nan_curves_and_damaged_buffer_bytes() -> None:
