@@ -178,7 +178,7 @@ class EditKind:
         clip_path = str(env.read_policy.resolve(clip, "CLIP checkpoint")) if clip is not None else None
         return {"subject_id": subject.name, "reference": str(reference), "style": style,
                 "frame": _opt_int(params, "frame") or 0, "steps": _opt_int(params, "steps", 1),
-                "clip_checkpoint": clip_path}
+                "seed": _opt_int(params, "seed") or 0, "clip_checkpoint": clip_path}
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         from backend.train.stage2 import edit_avatar
@@ -187,6 +187,7 @@ class EditKind:
         subject = existing_subject(ctx.env, p["subject_id"])
         out = edit_avatar(subject, Path(p["reference"]), frame=p["frame"], steps=p["steps"],
                           name=p["style"], clip_checkpoint=p["clip_checkpoint"], device=ctx.env.device,
+                          seed=p.get("seed", 0),
                           progress=ctx.progress, should_stop=ctx.should_stop)
         return {"subject_id": p["subject_id"], "style": p["style"],
                 "style_file": str(Path(out).relative_to(ctx.env.workdir))}

@@ -130,3 +130,4 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
+

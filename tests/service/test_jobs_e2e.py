@@ -297,3 +297,30 @@ def test_upload_and_track(server_factory, tiny_sample: Path, tmp_path: Path) -> 
         assert rig["expressions"].shape[0] == 12
         with pytest.raises(RemoteError, match="already exists"):
             client.submit("track", {"subject_id": "from_path", "path": str(tiny_sample / "sample.mp4")})
+
+
+def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
+    """Stage 2 through the service (reference sent as a buffer), then a styled render."""
+    from backend.data.subject import Subject
+
+    subject = Subject.open(tiny_avatar_subject)
+    reference = np.ascontiguousarray(255 - subject.frame(0))  # an "inverted" style of frame 0
+    names, curves = _curves(tiny_avatar_subject, 4)
+    with served.client(timeout=30) as client:
+        job = client.submit("edit", {"subject_id": SUBJECT, "style": "negative", "frame": 0, "steps": 2},
+                            buffers={"reference": reference})
+        rec = _wait_state(client, job, ("done", "failed"), timeout=600)
+        assert rec["state"] == "done", rec
+        assert rec["outputs"]["style_file"] == f"subjects/{SUBJECT}/styles/negative.style"
+        assert client.subjects()[0]["styles"] == ["negative"]
+        with pytest.raises(RemoteError, match="already has a style 'negative'"):
+            client.submit("edit", {"subject_id": SUBJECT, "style": "negative"},
+                          buffers={"reference": reference})
+        plain_job = client.submit("render", _render_params(names), buffers={"curves": curves})
+        plain = dict(client.frames(plain_job))
+        styled = dict(client.frames(client.submit("render", _render_params(names, style="negative"),
+                                                  buffers={"curves": curves})))
+        assert sorted(styled) == [0, 1, 2, 3]
+        assert any(not np.array_equal(plain[i], styled[i]) for i in range(4))
+        with pytest.raises(RemoteError, match="no style 'other'"):
+            client.submit("render", _render_params(names, style="other"), buffers={"curves": curves})
