@@ -31,8 +31,10 @@ def import_curves_file(path: str | Path, ob: bpy.types.Object, frame_start: int 
         raise ValueError(f"'{ob.name}' has no expression shape keys: import a subject rig first")
     conformed = curves.conform(names, fill_missing=True)
     start = conformed.frame_start if frame_start is None else int(frame_start)
-    if conformed.n_frames:
-        rig.write_expression_curves(ob, names, conformed.values, start)
+    in_file = {_key(n) for n in curves.names}
+    columns = [k for k, n in enumerate(names) if _key(n) in in_file]  # other shape keys keep their animation
+    if conformed.n_frames and columns:
+        rig.write_expression_curves(ob, [names[k] for k in columns], conformed.values[:, columns], start)
         if head_pose and conformed.head_pose is not None and np.any(conformed.head_pose[:, :3]):
             frames = start + np.arange(conformed.n_frames, dtype=np.float32)
             ob.rotation_mode = "YXZ"
@@ -40,6 +42,10 @@ def import_curves_file(path: str | Path, ob: bpy.types.Object, frame_start: int 
             for i, values in enumerate((pitch, -roll, yaw)):
                 fcurves.write_keys(fcurves.ensure_fcurve(ob, "rotation_euler", i, group="Head pose"), frames, values)
     return conformed, list(conformed.dropped)
+
+
+def _key(name: str) -> str:
+    return (canonical_name(name) or name).lower()
 
 
 def rig_curves(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, frame_end: int) -> Curves:

@@ -14,6 +14,7 @@ backend (the client then reconnects and re-grants frame credit from the first mi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -32,6 +33,8 @@ from .protocol.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
+_IDS = itertools.count(1)
+_ID_LOCK = threading.Lock()
 MAX_RESUBMITS = 5
 """How often a render interrupted by backend restarts is submitted again before giving up."""
 
@@ -93,8 +96,6 @@ class IOThread(threading.Thread):
         self.inbox: queue.Queue[tuple[int, str, dict[str, Any]]] = queue.Queue()
         self.outbox: queue.Queue[Result] = queue.Queue()
         self._stopping = threading.Event()
-        self._ids = iter(range(1, 1 << 62))
-        self._id_lock = threading.Lock()
         self.client: Any = None
         self.streams: dict[str, Stream] = {}
         self._want_connected = True
@@ -106,8 +107,8 @@ class IOThread(threading.Thread):
     # -- main-thread API -----------------------------------------------------------------------
     def call(self, op: str, **kwargs: Any) -> int:
         """Queue ``op`` for the thread; returns the request id its Result will carry."""
-        with self._id_lock:
-            rid = next(self._ids)
+        with _ID_LOCK:
+            rid = next(_IDS)  # unique across I/O threads, so a stale result never answers a new request
         self.inbox.put((rid, op, kwargs))
         return rid
 

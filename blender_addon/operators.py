@@ -132,7 +132,7 @@ class EMO_AVATAR_OT_track_video(bpy.types.Operator, ImportHelper):
         if not self.subject_id.strip():
             self.report({"ERROR"}, "give the subject a name")
             return {"CANCELLED"}
-        state.call("track", on_done=lambda r: None, path=self.filepath, subject_id=self.subject_id.strip(),
+        state.call("track", path=self.filepath, subject_id=self.subject_id.strip(),
                    params={"size": self.size})
         self.report({"INFO"}, f"uploading {bpy.path.basename(self.filepath)} for tracking")
         return {"FINISHED"}
@@ -464,7 +464,7 @@ class EMO_AVATAR_OT_cancel_job(bpy.types.Operator):
                 self.report({"ERROR"}, "pick a job in the list")
                 return {"CANCELLED"}
             job_id = st.jobs[st.job_index].job_id
-        state.call("cancel", on_done=lambda r: None, job_id=job_id)
+        state.call("cancel", job_id=job_id)
         self.report({"INFO"}, f"cancelling {job_id[:8]}")
         return {"FINISHED"}
 

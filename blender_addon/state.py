@@ -109,6 +109,7 @@ class Runtime:
 
     io: IOThread | None = None
     callbacks: dict[int, Callable[[Result], None]] = field(default_factory=dict)
+    waiting: set[int] = field(default_factory=set)
     results: dict[int, Result] = field(default_factory=dict)
     shots: dict[str, Shot] = field(default_factory=dict)
     backend_proc: Any = None
@@ -149,18 +150,24 @@ def stop_io() -> None:
     if io is not None:
         io.stop()
         _apply_all(io.drain())
+    RUNTIME.callbacks.clear()
+    RUNTIME.results.clear()
     st = wm_state()
     st.status, st.message = "DISCONNECTED", "disconnected"
 
 
-def call(op: str, on_done: Callable[[Result], None] | None = None, **kwargs: Any) -> int:
-    """Queue an I/O operation; ``on_done(result)`` runs on the main thread when it finishes."""
+def call(op: str, on_done: Callable[[Result], None] | None = None, *, keep: bool = False, **kwargs: Any) -> int:
+    """Queue an I/O operation; ``on_done(result)`` runs on the main thread when it finishes
+    (errors are shown in the panel when there is no ``on_done``); with ``keep`` the Result is
+    stored in ``RUNTIME.results`` for ``call_and_wait``."""
     io = RUNTIME.io
     if io is None or not io.is_alive():
         raise RuntimeError("not connected to a backend: press Connect first")
     rid = io.call(op, **kwargs)
     if on_done is not None:
         RUNTIME.callbacks[rid] = on_done
+    if keep:
+        RUNTIME.waiting.add(rid)
     return rid
 
 
@@ -178,8 +185,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 def call_and_wait(op: str, timeout: float = 60.0, **kwargs: Any) -> Result:
     """Blocking: run an I/O operation and return its Result; raises RuntimeError on error."""
-    rid = call(op, **kwargs)
-    wait_for(lambda: rid in RUNTIME.results, timeout, op)
+    rid = call(op, keep=True, **kwargs)
+    try:
+        wait_for(lambda: rid in RUNTIME.results, timeout, op)
+    finally:
+        RUNTIME.waiting.discard(rid)
     result = RUNTIME.results.pop(rid)
     if result.error:
         raise RuntimeError(result.error)
@@ -258,8 +268,10 @@ def _finish_request(r: Result) -> None:
     callback = RUNTIME.callbacks.pop(r.request, None)
     if callback is not None:
         callback(r)
-    else:
+    elif r.request in RUNTIME.waiting:
         RUNTIME.results[r.request] = r
+    elif r.error:
+        RUNTIME.messages.append(("ERROR", r.error))
 
 
 def _job(st: EmoAvatarState, job_id: str) -> EmoAvatarJob | None:
