@@ -108,3 +108,18 @@ def test_discriminator_shapes_minibatch_std_and_gradient():
     same = torch.randn(1, 8, 4, 4).repeat(4, 1, 1, 1)
     assert d.minibatch_std(same)[:, -1].abs().max() < 1e-3
     assert d.minibatch_std(torch.randn(4, 8, 4, 4))[:, -1].min() > 0.1
+
+
+def test_modulated_conv_gradients_match_reference_in_both_batch_paths():
+    torch.manual_seed(4)
+    conv = ModulatedConv2d(3, 4, 3, style_dim=5)
+    for batch in (1, 2):
+        x = torch.randn(batch, 3, 6, 6, requires_grad=True)
+        s = torch.randn(batch, 5, requires_grad=True)
+        out = conv(x, s, out_gain=1.3, bias=torch.ones(4))
+        gx, gs, gw = torch.autograd.grad(out.square().sum(), (x, s, conv.weight))
+        w = conv.modulated_weight(s)
+        ref = torch.cat([F.conv2d(x[b:b + 1], w[b], padding=1) for b in range(batch)]) * 1.3 + 1
+        rx, rs, rw = torch.autograd.grad(ref.square().sum(), (x, s, conv.weight))
+        for a, b in ((gx, rx), (gs, rs), (gw, rw)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
