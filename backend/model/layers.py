@@ -95,10 +95,11 @@ class ModulatedConv2d(nn.Module):
     """Style-modulated convolution with optional demodulation and 2x FIR upsampling.
 
     For each sample b the effective weight is ``w'[b,o,i] = scale * w[o,i] * s[b,i]`` and, with
-    demodulation, ``w''[b,o,i] = w'[b,o,i] / sqrt(sum_{i,k} w'[b,o,i,k]^2 + 1e-8)``. This is computed
-    without per-sample weights: the input is scaled by ``s`` and the output by the demodulation
-    coefficients, around one shared (batched) convolution - the same result, and a plain GEMM-shaped
-    conv for any batch size.
+    demodulation, ``w''[b,o,i] = w'[b,o,i] / sqrt(sum_{i,k} w'[b,o,i,k]^2 + 1e-8)``. ``forward``
+    never builds per-sample weights for a batch: it scales the input by ``s`` and the output by the
+    demodulation coefficients around one shared convolution (same result, a plain GEMM-shaped conv);
+    at batch 1 it folds everything into the single weight. ``modulated_weight`` is the explicit
+    formula (used by tests).
 
     Parameters: ``weight`` (1, out, in, k, k), ``modulation`` (EqualLinear style_dim -> in, bias init 1).
     """
