@@ -38,8 +38,14 @@ PLATFORM_TAGS: dict[str, list[str]] = {
     "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "windows-x64": ["win_amd64"],
     "macos-arm64": ["macosx_11_0_arm64", "macosx_10_15_universal2", "macosx_10_9_universal2"],
-    "macos-x64": ["macosx_10_15_x86_64", "macosx_10_13_x86_64", "macosx_10_12_x86_64", "macosx_10_9_x86_64",
-                  "macosx_10_15_universal2", "macosx_10_9_universal2"],
+    "macos-x64": [
+        "macosx_10_15_x86_64",
+        "macosx_10_13_x86_64",
+        "macosx_10_12_x86_64",
+        "macosx_10_9_x86_64",
+        "macosx_10_15_universal2",
+        "macosx_10_9_universal2",
+    ],
 }
 DEFAULT_PYTHONS = ("3.11", "3.13")  # Blender 4.2 .. 5.0 use 3.11; 5.1+ uses 3.13
 
@@ -69,8 +75,10 @@ def find_blender_ext() -> Path:
         found = sorted(Path(base).glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py"))
         if found:
             return found[-1]
-    raise BuildError("blender_ext.py not found inside the bpy package (expected "
-                     "bpy/<version>/scripts/addons_core/bl_pkg/cli/blender_ext.py)")
+    raise BuildError(
+        "blender_ext.py not found inside the bpy package (expected "
+        "bpy/<version>/scripts/addons_core/bl_pkg/cli/blender_ext.py)"
+    )
 
 
 def _relative_module(module: str, depth: int) -> str:
@@ -91,14 +99,21 @@ def vendor_protocol(dest: Path) -> None:
         text = src.read_text()
         lines = text.splitlines(keepends=True)
         for node in ast.walk(ast.parse(text, filename=str(src))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
-                    node.module == "protocol" or node.module.startswith("protocol.")):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and node.module
+                and (node.module == "protocol" or node.module.startswith("protocol."))
+            ):
                 line = lines[node.lineno - 1]
-                lines[node.lineno - 1] = line.replace(f"from {node.module} import",
-                                                      f"from {_relative_module(node.module, depth)} import", 1)
+                lines[node.lineno - 1] = line.replace(
+                    f"from {node.module} import", f"from {_relative_module(node.module, depth)} import", 1
+                )
             elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "protocol" for a in node.names):
-                raise BuildError(f"{src}:{node.lineno}: `import protocol...` cannot be vendored; "
-                                 "use `from protocol.x import y` or a relative import")
+                raise BuildError(
+                    f"{src}:{node.lineno}: `import protocol...` cannot be vendored; "
+                    "use `from protocol.x import y` or a relative import"
+                )
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(lines))
@@ -134,12 +149,31 @@ def fetch_wheels(cache: Path, platforms: list[str], pythons: list[str], offline:
                 hit = _cached(cache, package, version, python, tags)
                 if not hit:
                     if offline:
-                        raise BuildError(f"no cached {package}=={version} wheel for {platform} / Python {python} "
-                                         f"in {cache}; run once without --offline to fill the cache")
+                        raise BuildError(
+                            f"no cached {package}=={version} wheel for {platform} / Python {python} "
+                            f"in {cache}; run once without --offline to fill the cache"
+                        )
                     digits = python.replace(".", "")
-                    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                           "--only-binary=:all:", "--no-deps", "--python-version", python,
-                           "--implementation", "cp", "--abi", f"cp{digits}", "--abi", "abi3", "--dest", str(cache)]
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "--only-binary=:all:",
+                        "--no-deps",
+                        "--python-version",
+                        python,
+                        "--implementation",
+                        "cp",
+                        "--abi",
+                        f"cp{digits}",
+                        "--abi",
+                        "abi3",
+                        "--dest",
+                        str(cache),
+                    ]
                     for tag in tags:
                         cmd += ["--platform", tag]
                     cmd.append(f"{package}=={version}")
@@ -147,11 +181,15 @@ def fetch_wheels(cache: Path, platforms: list[str], pythons: list[str], offline:
                     hit = _cached(cache, package, version, python, tags)
                     if proc.returncode != 0 or not hit:
                         if python != pythons[0]:  # later Pythons are best effort ("where wheels exist")
-                            print(f"note: no {package}=={version} wheel for {platform} / Python {python}; "
-                                  "skipped")
+                            print(
+                                f"note: no {package}=={version} wheel for {platform} / Python {python}; "
+                                "skipped"
+                            )
                             continue
-                        raise BuildError(f"pip could not fetch {package}=={version} for {platform} / Python "
-                                         f"{python}:\n{proc.stderr.strip()[-800:]}")
+                        raise BuildError(
+                            f"pip could not fetch {package}=={version} for {platform} / Python "
+                            f"{python}:\n{proc.stderr.strip()[-800:]}"
+                        )
                 if hit[0] not in chosen:
                     chosen.append(hit[0])
     return chosen
@@ -194,8 +232,15 @@ def run_blender_ext(blender_ext: Path, *args: str) -> str:
     return proc.stdout
 
 
-def build(output_dir: Path, wheel_cache: Path, platforms: list[str], pythons: list[str], split: bool,
-          offline: bool, with_wheels: bool = True) -> list[Path]:
+def build(
+    output_dir: Path,
+    wheel_cache: Path,
+    platforms: list[str],
+    pythons: list[str],
+    split: bool,
+    offline: bool,
+    with_wheels: bool = True,
+) -> list[Path]:
     """Build (and validate) the extension zip(s); returns their paths."""
     unknown = [p for p in platforms if p not in PLATFORM_TAGS]
     if unknown:
@@ -205,8 +250,11 @@ def build(output_dir: Path, wheel_cache: Path, platforms: list[str], pythons: li
     folder, manifest = stage(ROOT / "build" / "addon", wheels, platforms)
     output_dir.mkdir(parents=True, exist_ok=True)
     base = f"{manifest['id']}-{manifest['version']}"
-    expected = ([output_dir / f"{base}-{p.replace('-', '_')}.zip" for p in platforms] if split
-                else [output_dir / f"{base}.zip"])
+    expected = (
+        [output_dir / f"{base}-{p.replace('-', '_')}.zip" for p in platforms]
+        if split
+        else [output_dir / f"{base}.zip"]
+    )
     for path in expected:
         path.unlink(missing_ok=True)
     args = ["build", "--source-dir", str(folder), "--output-dir", str(output_dir)]
@@ -227,18 +275,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--output-dir", type=Path, default=ROOT / "dist")
     ap.add_argument("--wheel-cache", type=Path, default=ROOT / ".cache" / "wheels")
-    ap.add_argument("--platforms", default=",".join(PLATFORM_TAGS),
-                    help="comma-separated Blender platforms (default: all four)")
-    ap.add_argument("--python-versions", default=",".join(DEFAULT_PYTHONS),
-                    help="Blender Python versions to bundle wheels for (the first is required)")
+    ap.add_argument(
+        "--platforms",
+        default=",".join(PLATFORM_TAGS),
+        help="comma-separated Blender platforms (default: all four)",
+    )
+    ap.add_argument(
+        "--python-versions",
+        default=",".join(DEFAULT_PYTHONS),
+        help="Blender Python versions to bundle wheels for (the first is required)",
+    )
     ap.add_argument("--split-platforms", action="store_true", help="one zip per platform")
     ap.add_argument("--offline", action="store_true", help="use only the wheel cache, never PyPI")
     args = ap.parse_args(argv)
     try:
-        paths = build(args.output_dir.resolve(), args.wheel_cache.resolve(),
-                      [p.strip() for p in args.platforms.split(",") if p.strip()],
-                      [p.strip() for p in args.python_versions.split(",") if p.strip()],
-                      args.split_platforms, args.offline)
+        paths = build(
+            args.output_dir.resolve(),
+            args.wheel_cache.resolve(),
+            [p.strip() for p in args.platforms.split(",") if p.strip()],
+            [p.strip() for p in args.python_versions.split(",") if p.strip()],
+            args.split_platforms,
+            args.offline,
+        )
     except BuildError as exc:
         print(f"build_addon.py: error: {exc}", file=sys.stderr)
         return 1

@@ -28,8 +28,13 @@ class EmoAvatarError(RuntimeError):
     """A request the backend or the add-on refused; the message says why."""
 
 
-def connect(connection_file: str | Path | None = None, *, timeout: float = 30.0,
-            start_backend: bool | None = None, reply_timeout: float | None = None) -> dict[str, Any]:
+def connect(
+    connection_file: str | Path | None = None,
+    *,
+    timeout: float = 30.0,
+    start_backend: bool | None = None,
+    reply_timeout: float | None = None,
+) -> dict[str, Any]:
     """Connect (starting a local backend first when asked or set in the preferences); blocks until
     connected and returns the server info. Raises ``EmoAvatarError`` when no backend answers."""
     p = preferences.prefs()
@@ -45,8 +50,13 @@ def connect(connection_file: str | Path | None = None, *, timeout: float = 30.0,
         raise EmoAvatarError(f"no backend answered within {timeout:.0f} s: {st.message}") from None
     if st.status == "ERROR":
         raise EmoAvatarError(st.message)
-    return {"server": st.server, "device": st.device, "proto": st.proto, "instance_id": st.instance_id,
-            "warning": st.message}
+    return {
+        "server": st.server,
+        "device": st.device,
+        "proto": st.proto,
+        "instance_id": st.instance_id,
+        "warning": st.message,
+    }
 
 
 def start_local_backend(connection_file: str | Path | None = None) -> None:
@@ -82,18 +92,28 @@ def refresh() -> None:
 
 def subjects() -> list[dict[str, Any]]:
     refresh()
-    return [{"subject_id": s.name, "has_avatar": s.has_avatar, "styles": [x for x in s.styles.split(",") if x]}
-            for s in state.wm_state().subjects]
+    return [
+        {"subject_id": s.name, "has_avatar": s.has_avatar, "styles": [x for x in s.styles.split(",") if x]}
+        for s in state.wm_state().subjects
+    ]
 
 
 def jobs() -> list[dict[str, Any]]:
     refresh()
-    return [{"job_id": j.job_id, "kind": j.kind, "state": j.state, "progress": j.progress, "error": j.error}
-            for j in state.wm_state().jobs]
+    return [
+        {"job_id": j.job_id, "kind": j.kind, "state": j.state, "progress": j.progress, "error": j.error}
+        for j in state.wm_state().jobs
+    ]
 
 
-def import_subject(subject_id: str | None = None, *, scene: bpy.types.Scene | None = None, frame_start: int = 1,
-                   folder: str | Path | None = None, with_curves: bool = True) -> bpy.types.Object:
+def import_subject(
+    subject_id: str | None = None,
+    *,
+    scene: bpy.types.Scene | None = None,
+    frame_start: int = 1,
+    folder: str | Path | None = None,
+    with_curves: bool = True,
+) -> bpy.types.Object:
     """Import a subject's rig (from the backend, or from a subject ``folder`` on disk); returns the head."""
     scene = scene or bpy.context.scene
     if folder is not None:
@@ -107,8 +127,14 @@ def import_subject(subject_id: str | None = None, *, scene: bpy.types.Scene | No
     return head
 
 
-def submit(kind: str, params: dict[str, Any], buffers: dict | None = None, *, wait: bool = False,
-           timeout: float = 3600.0) -> str:
+def submit(
+    kind: str,
+    params: dict[str, Any],
+    buffers: dict | None = None,
+    *,
+    wait: bool = False,
+    timeout: float = 3600.0,
+) -> str:
     """Submit a track/train/edit job; with ``wait`` block until it ends (raises if it failed)."""
     job_id = _call("submit", kind=kind, params=params, buffers=buffers).data["job_id"]
     if wait:
@@ -139,10 +165,19 @@ def wait_job(job_id: str, timeout: float = 3600.0) -> str:
     return job.state
 
 
-def render_shot(scene: bpy.types.Scene | None = None, frame_start: int | None = None, frame_end: int | None = None,
-                style: str | None = None, wait: bool = True, *, rig_object: bpy.types.Object | None = None,
-                channel: int | None = None, output_dir: str | None = None, uv_source: str = shot.UV_BLENDER,
-                timeout: float = 3600.0) -> Shot:
+def render_shot(
+    scene: bpy.types.Scene | None = None,
+    frame_start: int | None = None,
+    frame_end: int | None = None,
+    style: str | None = None,
+    wait: bool = True,
+    *,
+    rig_object: bpy.types.Object | None = None,
+    channel: int | None = None,
+    output_dir: str | None = None,
+    uv_source: str = shot.UV_BLENDER,
+    timeout: float = 3600.0,
+) -> Shot:
     """Render frames ``frame_start..frame_end`` (inclusive; default: the scene range) of the rig.
 
     The frames land as ``<output_dir>/<subject>_<style>_<job>_<frame>.png`` and as an image strip on
@@ -152,9 +187,15 @@ def render_shot(scene: bpy.types.Scene | None = None, frame_start: int | None = 
     scene = scene or bpy.context.scene
     p = preferences.prefs()
     builder = shot.ShotBuilder(
-        scene, scene.frame_start if frame_start is None else frame_start,
-        scene.frame_end if frame_end is None else frame_end, rig_object=rig_object, style=style,
-        uv_source=uv_source, output_dir=output_dir or p.output_dir, channel=channel or p.channel)
+        scene,
+        scene.frame_start if frame_start is None else frame_start,
+        scene.frame_end if frame_end is None else frame_end,
+        rig_object=rig_object,
+        style=style,
+        uv_source=uv_source,
+        output_dir=output_dir or p.output_dir,
+        channel=channel or p.channel,
+    )
     builder.run_all()
     the_shot = builder.register_shot()
     try:
@@ -179,13 +220,22 @@ def cancel(job_id: str) -> str:
     return _call("cancel", job_id=job_id).data.get("state", "")
 
 
-def import_curves(path: str | Path, rig_object: bpy.types.Object, frame_start: int | None = None) -> list[str]:
+def import_curves(
+    path: str | Path, rig_object: bpy.types.Object, frame_start: int | None = None
+) -> list[str]:
     """Live Link Face CSV / JSON curves onto the rig; returns names that were dropped."""
     _curves, dropped = curves_files.import_curves_file(path, rig_object, frame_start)
     return dropped
 
 
-def export_curves(path: str | Path, rig_object: bpy.types.Object, frame_start: int, frame_end: int,
-                  scene: bpy.types.Scene | None = None) -> list[str]:
+def export_curves(
+    path: str | Path,
+    rig_object: bpy.types.Object,
+    frame_start: int,
+    frame_end: int,
+    scene: bpy.types.Scene | None = None,
+) -> list[str]:
     """The rig's curves to ``.csv`` / ``.json``; returns names a CSV could not hold."""
-    return curves_files.export_curves_file(path, scene or bpy.context.scene, rig_object, frame_start, frame_end)
+    return curves_files.export_curves_file(
+        path, scene or bpy.context.scene, rig_object, frame_start, frame_end
+    )

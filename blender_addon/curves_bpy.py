@@ -33,7 +33,9 @@ class SampledCurves:
 def frame_range(frame_start: int, frame_end: int) -> list[int]:
     """Inclusive frame list; raises ``ValueError`` for an empty or reversed range."""
     if frame_end < frame_start:
-        raise ValueError(f"frame range {frame_start}..{frame_end} is reversed or empty: the end must be >= the start")
+        raise ValueError(
+            f"frame range {frame_start}..{frame_end} is reversed or empty: the end must be >= the start"
+        )
     return list(range(int(frame_start), int(frame_end) + 1))
 
 
@@ -71,8 +73,9 @@ def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, 
     return out
 
 
-def sample_by_frame_set(scene: bpy.types.Scene, ob: bpy.types.Object, names: Sequence[str],
-                        frames: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def sample_by_frame_set(
+    scene: bpy.types.Scene, ob: bpy.types.Object, names: Sequence[str], frames: Sequence[int]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Exact but slow: ``scene.frame_set`` per frame (NLA, drivers, constraints included)."""
     key = ob.data.shape_keys
     keep = scene.frame_current
@@ -89,8 +92,13 @@ def sample_by_frame_set(scene: bpy.types.Scene, ob: bpy.types.Object, names: Seq
     return expr, tr
 
 
-def sample_rig(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, frame_end: int,
-               names: Sequence[str] | None = None) -> SampledCurves:
+def sample_rig(
+    scene: bpy.types.Scene,
+    ob: bpy.types.Object,
+    frame_start: int,
+    frame_end: int,
+    names: Sequence[str] | None = None,
+) -> SampledCurves:
     """Sample a rig over the inclusive frame range into backend units (pose, px-per-cm scale)."""
     frames = frame_range(frame_start, frame_end)
     names = list(names) if names is not None else rig_names(ob)
@@ -104,5 +112,11 @@ def sample_rig(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, f
     s0 = float(ob.get(PROP_S0, 1.0))
     pose, scale = transforms_to_pose(tr["location"], tr["rotation_euler"], tr["scale"], size, s0)
     fps = scene.render.fps / scene.render.fps_base
-    return SampledCurves(names=names, expressions=expr, pose=pose, scale=scale,
-                         frames=np.asarray(frames, dtype=np.int32), fps=float(fps))
+    return SampledCurves(
+        names=names,
+        expressions=expr,
+        pose=pose,
+        scale=scale,
+        frames=np.asarray(frames, dtype=np.int32),
+        fps=float(fps),
+    )

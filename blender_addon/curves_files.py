@@ -22,8 +22,9 @@ from .protocol.curves import Curves, read_curves, write_curves
 from .protocol.expressions import ARKIT_NAMES, canonical_name
 
 
-def import_curves_file(path: str | Path, ob: bpy.types.Object, frame_start: int | None = None,
-                       head_pose: bool = True) -> tuple[Curves, list[str]]:
+def import_curves_file(
+    path: str | Path, ob: bpy.types.Object, frame_start: int | None = None, head_pose: bool = True
+) -> tuple[Curves, list[str]]:
     """Read ``path`` onto rig ``ob``; returns (the conformed curves, names dropped from the file)."""
     curves = read_curves(path)
     names = curves_bpy.rig_names(ob)
@@ -40,7 +41,9 @@ def import_curves_file(path: str | Path, ob: bpy.types.Object, frame_start: int 
             ob.rotation_mode = "YXZ"
             yaw, pitch, roll = conformed.head_pose[:, 0], conformed.head_pose[:, 1], conformed.head_pose[:, 2]
             for i, values in enumerate((pitch, -roll, yaw)):
-                fcurves.write_keys(fcurves.ensure_fcurve(ob, "rotation_euler", i, group="Head pose"), frames, values)
+                fcurves.write_keys(
+                    fcurves.ensure_fcurve(ob, "rotation_euler", i, group="Head pose"), frames, values
+                )
     return conformed, list(conformed.dropped)
 
 
@@ -54,8 +57,9 @@ def rig_curves(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, f
     return Curves(list(s.names), s.fps, int(frame_start), s.expressions, s.pose)
 
 
-def export_curves_file(path: str | Path, scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int,
-                       frame_end: int) -> list[str]:
+def export_curves_file(
+    path: str | Path, scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, frame_end: int
+) -> list[str]:
     """Write the rig's curves to ``.csv`` or ``.json``; returns the names a CSV could not hold."""
     curves = rig_curves(scene, ob, frame_start, frame_end)
     left_out: list[str] = []
@@ -64,7 +68,8 @@ def export_curves_file(path: str | Path, scene: bpy.types.Scene, ob: bpy.types.O
         left_out = [n for j, n in enumerate(curves.names) if j not in keep]
         pose = curves.head_pose.copy()
         pose[:, 3:] = 0.0  # Live Link Face has no head translation
-        curves = Curves([curves.names[j] for j in keep], curves.fps, curves.frame_start,
-                        curves.values[:, keep], pose)
+        curves = Curves(
+            [curves.names[j] for j in keep], curves.fps, curves.frame_start, curves.values[:, keep], pose
+        )
     write_curves(curves, path)
     return left_out

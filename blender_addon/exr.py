@@ -45,7 +45,7 @@ def _parse_header(data: bytes, pos: int) -> tuple[dict[str, tuple[str, bytes]], 
         typ, pos = _cstr(data, pos)
         size = struct.unpack_from("<i", data, pos)[0]
         pos += 4
-        header[name] = (typ, data[pos:pos + size])
+        header[name] = (typ, data[pos : pos + size])
         pos += size
     return header, pos + 1
 
@@ -77,7 +77,9 @@ def read_exr(path: str | Path) -> dict[str, np.ndarray]:
     for header in headers:
         compression = header["compression"][1][0]
         if compression != 0:
-            raise ValueError(f"{path}: EXR compression {compression} is not supported (write with codec NONE)")
+            raise ValueError(
+                f"{path}: EXR compression {compression} is not supported (write with codec NONE)"
+            )
         xmin, ymin, xmax, ymax = struct.unpack("<iiii", header["dataWindow"][1])
         height = ymax - ymin + 1
         count = struct.unpack("<i", header["chunkCount"][1])[0] if "chunkCount" in header else height

@@ -71,20 +71,34 @@ def version_warning(proto: str) -> tuple[str | None, bool]:
     except ValueError:
         return f"backend speaks an unreadable protocol version {proto!r}", True
     if major != PROTOCOL_VERSION[0]:
-        return (f"backend protocol {major}.{minor} is incompatible with this add-on's "
-                f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}: update the add-on or the backend", True)
+        return (
+            f"backend protocol {major}.{minor} is incompatible with this add-on's "
+            f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}: update the add-on or the backend",
+            True,
+        )
     if minor != PROTOCOL_VERSION[1]:
-        return (f"backend protocol {major}.{minor} differs from the add-on's "
-                f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]} (minor): newer features may be missing", False)
+        return (
+            f"backend protocol {major}.{minor} differs from the add-on's "
+            f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]} (minor): newer features may be missing",
+            False,
+        )
     return None, False
 
 
 class IOThread(threading.Thread):
     """Owns the Client; see the module docstring."""
 
-    def __init__(self, connection_file: str | Path, *, timeout: float = 3.0, retries: int = 1,
-                 retry_interval: float = 2.0, poll_interval: float = 1.0, client_name: str = "blender-emo-avatar",
-                 credit: int = 8) -> None:
+    def __init__(
+        self,
+        connection_file: str | Path,
+        *,
+        timeout: float = 3.0,
+        retries: int = 1,
+        retry_interval: float = 2.0,
+        poll_interval: float = 1.0,
+        client_name: str = "blender-emo-avatar",
+        credit: int = 8,
+    ) -> None:
         super().__init__(name="emo-avatar-io", daemon=True)
         self.connection_file = Path(connection_file)
         self.timeout = timeout
@@ -166,10 +180,13 @@ class IOThread(threading.Thread):
             self._post("status", state="connecting", message=f"connecting with {self.connection_file}")
         try:
             if not self.connection_file.is_file():
-                raise BackendUnavailable(f"no connection file at {self.connection_file}: start the backend "
-                                         "(`emo-avatar serve`) or use 'Start local backend'")
-            client = Client.from_connection_file(self.connection_file, timeout=self.timeout,
-                                                 retries=self.retries, name=self.client_name)
+                raise BackendUnavailable(
+                    f"no connection file at {self.connection_file}: start the backend "
+                    "(`emo-avatar serve`) or use 'Start local backend'"
+                )
+            client = Client.from_connection_file(
+                self.connection_file, timeout=self.timeout, retries=self.retries, name=self.client_name
+            )
             try:
                 hello = client.hello()
             except Exception:
@@ -178,7 +195,9 @@ class IOThread(threading.Thread):
         except ProtocolError as exc:
             self._next_connect = time.monotonic() + self.retry_interval
             self._failed_before = True
-            self._post("status", state="unavailable", message=f"{exc} (retrying every {self.retry_interval:g} s)")
+            self._post(
+                "status", state="unavailable", message=f"{exc} (retrying every {self.retry_interval:g} s)"
+            )
             return
         self._failed_before = False
         self.client = client
@@ -220,8 +239,12 @@ class IOThread(threading.Thread):
         status = self.client.status()
         if self.client.restarts != self._restarts:
             self._restarts = self.client.restarts
-            self._post("status", state="connected", message="backend restarted; job list refreshed",
-                       instance_id=status.get("instance_id"))
+            self._post(
+                "status",
+                state="connected",
+                message="backend restarted; job list refreshed",
+                instance_id=status.get("instance_id"),
+            )
             for stream in self.streams.values():
                 stream.gen = None
             self._refresh()
@@ -234,7 +257,11 @@ class IOThread(threading.Thread):
         final = False
         for n, msg in enumerate(self.client.events(timeout=timeout)):
             self._post("event", msg_type=msg.msg_type, content=dict(msg.content))
-            final |= msg.msg_type == "job_state" and msg.content.get("state") in ("done", "failed", "cancelled")
+            final |= msg.msg_type == "job_state" and msg.content.get("state") in (
+                "done",
+                "failed",
+                "cancelled",
+            )
             if n >= 100:  # let commands and frames run; the rest comes next round
                 break
         if final:
@@ -292,9 +319,13 @@ class IOThread(threading.Thread):
             stream = kw.get("stream")
             if stream:
                 self.streams[job_id] = Stream(
-                    job_id=job_id, folder=Path(stream["folder"]), prefix=stream["prefix"],
-                    frame_start=int(stream["frame_start"]), total=int(stream["total"]),
-                    submission={"kind": kw["kind"], "params": kw["params"], "buffers": kw.get("buffers")})
+                    job_id=job_id,
+                    folder=Path(stream["folder"]),
+                    prefix=stream["prefix"],
+                    frame_start=int(stream["frame_start"]),
+                    total=int(stream["total"]),
+                    submission={"kind": kw["kind"], "params": kw["params"], "buffers": kw.get("buffers")},
+                )
             self._post("jobs", jobs=c.jobs())
             return {"job_id": job_id}
         if op == "track":
@@ -309,7 +340,9 @@ class IOThread(threading.Thread):
             if stream is not None and stream.gen is not None:
                 stream.gen.close()
             if stream is not None:
-                self._post("stream_end", job_id=stream.job_id, state="cancelled", received=sorted(stream.received))
+                self._post(
+                    "stream_end", job_id=stream.job_id, state="cancelled", received=sorted(stream.received)
+                )
             self._post("jobs", jobs=c.jobs())
             return {"job_id": kw["job_id"], "state": state}
         if op == "shutdown":
@@ -326,8 +359,9 @@ class IOThread(threading.Thread):
                 start = 0
                 while start in stream.received:
                     start += 1
-                stream.gen = iter(self.client.frames(job_id, credit=self.credit, start=start,
-                                                     timeout=self.poll_interval))
+                stream.gen = iter(
+                    self.client.frames(job_id, credit=self.credit, start=start, timeout=self.poll_interval)
+                )
             try:
                 index, image = next(stream.gen)
             except StopIteration:
@@ -343,13 +377,18 @@ class IOThread(threading.Thread):
                     stream.gen = None
                     s = stream.submission
                     self.client.submit(s["kind"], s["params"], s["buffers"], job_id=job_id)
-                    self._post("log", level="warning", text=f"render {job_id[:8]} was interrupted by a backend "
-                               f"restart; resubmitted (attempt {stream.resubmits})")
+                    self._post(
+                        "log",
+                        level="warning",
+                        text=f"render {job_id[:8]} was interrupted by a backend "
+                        f"restart; resubmitted (attempt {stream.resubmits})",
+                    )
                     continue
                 del self.streams[job_id]
                 state = "cancelled" if remote == "JobCancelled" else "failed"
-                self._post("stream_end", job_id=job_id, state=state, error=str(exc),
-                           received=sorted(stream.received))
+                self._post(
+                    "stream_end", job_id=job_id, state=state, error=str(exc), received=sorted(stream.received)
+                )
                 continue
             frame = stream.frame_start + int(index)
             path = stream.folder / f"{stream.prefix}_{frame:05d}.png"
@@ -359,11 +398,23 @@ class IOThread(threading.Thread):
             except OSError as exc:
                 self.streams.pop(job_id, None)
                 stream.gen.close()
-                self._post("stream_end", job_id=job_id, state="failed",
-                           error=f"cannot write {path}: {exc.strerror or exc}", received=sorted(stream.received))
+                self._post(
+                    "stream_end",
+                    job_id=job_id,
+                    state="failed",
+                    error=f"cannot write {path}: {exc.strerror or exc}",
+                    received=sorted(stream.received),
+                )
                 continue
             stream.received.add(int(index))
             got = True
-            self._post("frame", job_id=job_id, index=int(index), frame=frame, path=str(path),
-                       count=len(stream.received), total=stream.total)
+            self._post(
+                "frame",
+                job_id=job_id,
+                index=int(index),
+                frame=frame,
+                path=str(path),
+                count=len(stream.received),
+                total=stream.total,
+            )
         return got

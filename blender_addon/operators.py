@@ -132,8 +132,9 @@ class EMO_AVATAR_OT_track_video(bpy.types.Operator, ImportHelper):
         if not self.subject_id.strip():
             self.report({"ERROR"}, "give the subject a name")
             return {"CANCELLED"}
-        state.call("track", path=self.filepath, subject_id=self.subject_id.strip(),
-                   params={"size": self.size})
+        state.call(
+            "track", path=self.filepath, subject_id=self.subject_id.strip(), params={"size": self.size}
+        )
         self.report({"INFO"}, f"uploading {bpy.path.basename(self.filepath)} for tracking")
         return {"FINISHED"}
 
@@ -143,10 +144,15 @@ class EMO_AVATAR_OT_train(bpy.types.Operator):
 
     bl_idname = "emo_avatar.train"
     bl_label = "Train Avatar"
-    preset: EnumProperty(name="Preset", items=[("tiny", "Tiny", "seconds, for tests"),
-                                               ("cpu", "CPU", "a CPU-sized model"),
-                                               ("paper", "Paper", "the paper's settings (GPU)")],
-                         default="cpu")
+    preset: EnumProperty(
+        name="Preset",
+        items=[
+            ("tiny", "Tiny", "seconds, for tests"),
+            ("cpu", "CPU", "a CPU-sized model"),
+            ("paper", "Paper", "the paper's settings (GPU)"),
+        ],
+        default="cpu",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -158,7 +164,9 @@ class EMO_AVATAR_OT_train(bpy.types.Operator):
         return True
 
     def execute(self, context):
-        state.call("submit", kind="train", params={"subject_id": state.wm_state().subject, "preset": self.preset})
+        state.call(
+            "submit", kind="train", params={"subject_id": state.wm_state().subject, "preset": self.preset}
+        )
         self.report({"INFO"}, "training submitted")
         return {"FINISHED"}
 
@@ -185,8 +193,12 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
     bl_label = "Edit With Reference Image"
     filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.webp;*.tif;*.tiff", options={"HIDDEN"})
     style: StringProperty(name="Style name", default="style")
-    frame: IntProperty(name="Subject frame", default=0, min=0,
-                       description="Frame of the subject the reference image corresponds to")
+    frame: IntProperty(
+        name="Subject frame",
+        default=0,
+        min=0,
+        description="Frame of the subject the reference image corresponds to",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -232,8 +244,12 @@ class EMO_AVATAR_OT_import_rig(bpy.types.Operator):
         subject_id = state.wm_state().subject
         if bpy.app.background:
             try:
-                head = api.import_subject(subject_id, scene=context.scene, frame_start=self.frame_start,
-                                          with_curves=self.with_curves)
+                head = api.import_subject(
+                    subject_id,
+                    scene=context.scene,
+                    frame_start=self.frame_start,
+                    with_curves=self.with_curves,
+                )
             except (api.EmoAvatarError, ValueError) as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
@@ -266,8 +282,11 @@ class EMO_AVATAR_OT_import_subject_folder(bpy.types.Operator, ImportHelper):
     def execute(self, context):
         folder = Path(bpy.path.abspath(self.filepath))
         try:
-            head = api.import_subject(folder=folder.parent if folder.is_file() else folder,
-                                      scene=context.scene, frame_start=self.frame_start)
+            head = api.import_subject(
+                folder=folder.parent if folder.is_file() else folder,
+                scene=context.scene,
+                frame_start=self.frame_start,
+            )
         except (OSError, ValueError, KeyError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -292,8 +311,9 @@ class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
     def execute(self, context):
         start = context.scene.frame_start if self.use_scene_start else None
         try:
-            curves, dropped = curves_files.import_curves_file(self.filepath, context.active_object, start,
-                                                              self.head_pose)
+            curves, dropped = curves_files.import_curves_file(
+                self.filepath, context.active_object, start, self.head_pose
+            )
         except (OSError, ValueError, KeyError, ProtocolError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -311,8 +331,13 @@ class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
     bl_label = "Export Curves"
     filename_ext = ".json"
     filter_glob: StringProperty(default="*.csv;*.json", options={"HIDDEN"})
-    file_format: EnumProperty(name="Format", items=[(".json", "JSON", "every curve + head pose"),
-                                                    (".csv", "Live Link Face CSV", "52 ARKit curves")])
+    file_format: EnumProperty(
+        name="Format",
+        items=[
+            (".json", "JSON", "every curve + head pose"),
+            (".csv", "Live Link Face CSV", "52 ARKit curves"),
+        ],
+    )
 
     @classmethod
     def poll(cls, context):
@@ -325,8 +350,9 @@ class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
     def execute(self, context):
         scene = context.scene
         try:
-            left = curves_files.export_curves_file(self.filepath, scene, context.active_object,
-                                                   scene.frame_start, scene.frame_end)
+            left = curves_files.export_curves_file(
+                self.filepath, scene, context.active_object, scene.frame_start, scene.frame_end
+            )
         except (OSError, ValueError, KeyError, ProtocolError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -344,9 +370,17 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
     bl_idname = "emo_avatar.render_shot"
     bl_label = "Render Shot"
     bl_options = {"REGISTER"}
-    uv_source: EnumProperty(name="UV maps", items=[
-        (shot.UV_BLENDER, "Blender UV pass", "Cycles UV pass of the rig from the scene camera"),
-        (shot.UV_BACKEND, "Backend rasterises", "Send only curves + head pose; the backend draws the UVs")])
+    uv_source: EnumProperty(
+        name="UV maps",
+        items=[
+            (shot.UV_BLENDER, "Blender UV pass", "Cycles UV pass of the rig from the scene camera"),
+            (
+                shot.UV_BACKEND,
+                "Backend rasterises",
+                "Send only curves + head pose; the backend draws the UVs",
+            ),
+        ],
+    )
     use_preview_range: BoolProperty(name="Preview range", default=False)
 
     _timer = None
@@ -371,16 +405,30 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
         start = scene.frame_preview_start if use_preview else scene.frame_start
         end = scene.frame_preview_end if use_preview else scene.frame_end
         st = state.wm_state()
-        return shot.ShotBuilder(scene, start, end, style=st.style or None, uv_source=self.uv_source,
-                                output_dir=p.output_dir, channel=p.channel)
+        return shot.ShotBuilder(
+            scene,
+            start,
+            end,
+            style=st.style or None,
+            uv_source=self.uv_source,
+            output_dir=p.output_dir,
+            channel=p.channel,
+        )
 
     def execute(self, context):  # blocking (background mode, scripts, F3 redo)
         try:
             builder = self._make_builder(context)
             p = preferences.prefs()
-            the_shot = api.render_shot(context.scene, builder.frames[0], builder.frames[-1],
-                                       style=builder.style, uv_source=self.uv_source, output_dir=p.output_dir,
-                                       channel=p.channel, wait=True)
+            the_shot = api.render_shot(
+                context.scene,
+                builder.frames[0],
+                builder.frames[-1],
+                style=builder.style,
+                uv_source=self.uv_source,
+                output_dir=p.output_dir,
+                channel=p.channel,
+                wait=True,
+            )
         except (ValueError, OSError, KeyError, api.EmoAvatarError, TimeoutError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -420,7 +468,9 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
         if event.type == "ESC":
             if self._shot is not None and not self._shot.finished:
                 state.call("cancel", job_id=self._shot.job_id)
-                self.report({"WARNING"}, f"render cancelled; the strip keeps {len(self._shot.frames_done)} frames")
+                self.report(
+                    {"WARNING"}, f"render cancelled; the strip keeps {len(self._shot.frames_done)} frames"
+                )
             else:
                 self.report({"WARNING"}, "render cancelled before it was sent")
             return self._finish(context, {"CANCELLED"})
@@ -429,13 +479,17 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
         b = self._builder
         if self._shot is None:
             if b.step():
-                self._status(context, f"UV pass {b.steps_done}/{b.total_steps}", 0.3 * b.steps_done / b.total_steps)
+                self._status(
+                    context, f"UV pass {b.steps_done}/{b.total_steps}", 0.3 * b.steps_done / b.total_steps
+                )
                 return {"RUNNING_MODAL"}
             self._shot = b.register_shot()
             state.call("submit", **b.submit_kwargs())
             return {"RUNNING_MODAL"}
         s = self._shot
-        self._status(context, f"frames {len(s.frames_done)}/{s.total}", 0.3 + 0.7 * len(s.frames_done) / s.total)
+        self._status(
+            context, f"frames {len(s.frames_done)}/{s.total}", 0.3 + 0.7 * len(s.frames_done) / s.total
+        )
         if s.finished:
             if s.state == "done":
                 self.report({"INFO"}, f"{len(s.frames_done)} frames in strip '{s.strip_name}'")
@@ -470,10 +524,19 @@ class EMO_AVATAR_OT_cancel_job(bpy.types.Operator):
 
 
 CLASSES = (
-    EMO_AVATAR_OT_connect, EMO_AVATAR_OT_disconnect, EMO_AVATAR_OT_stop_backend, EMO_AVATAR_OT_refresh,
-    EMO_AVATAR_OT_track_video, EMO_AVATAR_OT_train, EMO_AVATAR_OT_edit, EMO_AVATAR_OT_import_rig,
-    EMO_AVATAR_OT_import_subject_folder, EMO_AVATAR_OT_import_curves, EMO_AVATAR_OT_export_curves,
-    EMO_AVATAR_OT_render_shot, EMO_AVATAR_OT_cancel_job,
+    EMO_AVATAR_OT_connect,
+    EMO_AVATAR_OT_disconnect,
+    EMO_AVATAR_OT_stop_backend,
+    EMO_AVATAR_OT_refresh,
+    EMO_AVATAR_OT_track_video,
+    EMO_AVATAR_OT_train,
+    EMO_AVATAR_OT_edit,
+    EMO_AVATAR_OT_import_rig,
+    EMO_AVATAR_OT_import_subject_folder,
+    EMO_AVATAR_OT_import_curves,
+    EMO_AVATAR_OT_export_curves,
+    EMO_AVATAR_OT_render_shot,
+    EMO_AVATAR_OT_cancel_job,
 )
 
 

@@ -1,4 +1,4 @@
-# ruff: noqa: N801, RUF012  (Blender class naming: CATEGORY_OT_name; bl_options sets)
+# ruff: noqa: N801  (Blender class naming: CATEGORY_OT_name; bl_options sets)
 """The "Emo-Avatar" sidebar panel, in the 3D viewport and in the sequencer (same content)."""
 
 from __future__ import annotations
@@ -8,8 +8,13 @@ import bpy
 from . import rig
 from .state import RUNTIME
 
-STATUS_ICONS = {"CONNECTED": "CHECKMARK", "CONNECTING": "SORTTIME", "UNAVAILABLE": "ERROR",
-                "ERROR": "CANCEL", "DISCONNECTED": "UNLINKED"}
+STATUS_ICONS = {
+    "CONNECTED": "CHECKMARK",
+    "CONNECTING": "SORTTIME",
+    "UNAVAILABLE": "ERROR",
+    "ERROR": "CANCEL",
+    "DISCONNECTED": "UNLINKED",
+}
 
 
 class EMO_AVATAR_UL_jobs(bpy.types.UIList):
@@ -36,7 +41,9 @@ def draw_panel(layout: bpy.types.UILayout, context) -> None:
         row.operator("emo_avatar.refresh", text="", icon="FILE_REFRESH")
         row.operator("emo_avatar.disconnect", text="", icon="X")
     else:
-        row.operator("emo_avatar.connect", text="Retry" if st.status in ("UNAVAILABLE", "ERROR") else "Connect")
+        row.operator(
+            "emo_avatar.connect", text="Retry" if st.status in ("UNAVAILABLE", "ERROR") else "Connect"
+        )
     if st.message:
         for line in _wrap(st.message, 48)[:4]:
             box.label(text=line)

@@ -32,8 +32,12 @@ def encode_png(image: np.ndarray, level: int = 1) -> bytes:
     color_type = {1: 0, 3: 2, 4: 6}[c]
     rows = np.concatenate([np.zeros((h, 1), dtype=np.uint8), img.reshape(h, w * c)], axis=1)
     ihdr = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    return (_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
-            + _chunk(b"IEND", b""))
+    return (
+        _SIGNATURE
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -45,8 +49,8 @@ def decode_png(data: bytes) -> np.ndarray:
     w = h = color_type = None
     while pos < len(data):
         (length,) = struct.unpack_from(">I", data, pos)
-        tag = data[pos + 4:pos + 8]
-        payload = data[pos + 8:pos + 8 + length]
+        tag = data[pos + 4 : pos + 8]
+        payload = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if tag == b"IHDR":
             w, h, depth, color_type, _c, _f, interlace = struct.unpack(">IIBBBBB", payload)

@@ -20,22 +20,37 @@ class EmoAvatarPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
     connection_file: StringProperty(
-        name="Connection file", subtype="FILE_PATH",
-        description="connection.json written by `emo-avatar serve` (empty: <workdir>/connection.json)")
+        name="Connection file",
+        subtype="FILE_PATH",
+        description="connection.json written by `emo-avatar serve` (empty: <workdir>/connection.json)",
+    )
     backend_command: StringProperty(
         name="Backend command",
         description="Python of the backend's environment (runs `-m backend.cli`) or the `emo-avatar` "
-                    "executable; used by 'Start local backend'",
-        default=os.environ.get("EMO_BACKEND_PYTHON", ""))
-    workdir: StringProperty(name="Backend workdir", subtype="DIR_PATH", default=default_workdir(),
-                            description="Where a local backend keeps subjects, jobs and frames")
-    start_local: BoolProperty(name="Start local backend on connect", default=False,
-                              description="Start `emo-avatar serve` when connecting (stopped on quit)")
+        "executable; used by 'Start local backend'",
+        default=os.environ.get("EMO_BACKEND_PYTHON", ""),
+    )
+    workdir: StringProperty(
+        name="Backend workdir",
+        subtype="DIR_PATH",
+        default=default_workdir(),
+        description="Where a local backend keeps subjects, jobs and frames",
+    )
+    start_local: BoolProperty(
+        name="Start local backend on connect",
+        default=False,
+        description="Start `emo-avatar serve` when connecting (stopped on quit)",
+    )
     auto_connect: BoolProperty(name="Connect on startup", default=False)
-    output_dir: StringProperty(name="Frames folder", subtype="DIR_PATH", default="//emo_frames/",
-                               description="Where rendered frames are written (// = next to the .blend)")
-    channel: IntProperty(name="Sequencer channel", default=2, min=1, max=128,
-                         description="Channel the rendered strip goes to")
+    output_dir: StringProperty(
+        name="Frames folder",
+        subtype="DIR_PATH",
+        default="//emo_frames/",
+        description="Where rendered frames are written (// = next to the .blend)",
+    )
+    channel: IntProperty(
+        name="Sequencer channel", default=2, min=1, max=128, description="Channel the rendered strip goes to"
+    )
     timeout: FloatProperty(name="Reply timeout (s)", default=3.0, min=0.5, max=120.0)
 
     def draw(self, _context) -> None:

@@ -36,8 +36,10 @@ def build_mesh(name: str, rig: RigData) -> bpy.types.Mesh:
     mesh.loops.foreach_set("vertex_index", tris.reshape(-1).astype(np.int32))
     mesh.polygons.add(len(tris))
     mesh.polygons.foreach_set("loop_start", np.arange(0, tris.size, 3, dtype=np.int32))
-    if "loop_total" in mesh.polygons[0].bl_rna.properties and not mesh.polygons[0].bl_rna.properties[
-            "loop_total"].is_readonly:
+    if (
+        "loop_total" in mesh.polygons[0].bl_rna.properties
+        and not mesh.polygons[0].bl_rna.properties["loop_total"].is_readonly
+    ):
         mesh.polygons.foreach_set("loop_total", np.full(len(tris), 3, dtype=np.int32))
     uv = mesh.uv_layers.new(name=UV_LAYER)
     uv.data.foreach_set("uv", rig.uvs[tris.reshape(-1)].reshape(-1))
@@ -62,7 +64,9 @@ def add_shape_keys(ob: bpy.types.Object, rig: RigData) -> None:
     ob.data.shape_keys.use_relative = True
 
 
-def write_expression_curves(ob: bpy.types.Object, names: list[str], values: np.ndarray, frame_start: int) -> None:
+def write_expression_curves(
+    ob: bpy.types.Object, names: list[str], values: np.ndarray, frame_start: int
+) -> None:
     """(T, K) coefficients -> one F-curve per shape key on ``ob``'s Key, keys at frame_start + t."""
     key = ob.data.shape_keys
     frames = frame_start + np.arange(values.shape[0], dtype=np.float32)
@@ -73,8 +77,9 @@ def write_expression_curves(ob: bpy.types.Object, names: list[str], values: np.n
         fcurves.write_keys(fc, frames, values[:, k])
 
 
-def write_pose_curves(ob: bpy.types.Object, pose: np.ndarray, scale: np.ndarray, frame_start: int,
-                      size: int, s0: float) -> None:
+def write_pose_curves(
+    ob: bpy.types.Object, pose: np.ndarray, scale: np.ndarray, frame_start: int, size: int, s0: float
+) -> None:
     """(T, 6) pose + (T,) scale -> location / rotation_euler (YXZ) / scale F-curves on ``ob``."""
     ob.rotation_mode = "YXZ"
     channels = pose_to_transforms(pose, scale, size, s0)

@@ -65,8 +65,9 @@ class RigData:
         n = self.neutral.shape[0]
         k = len(self.names)
         if self.neutral.shape != (n, 3) or self.deltas.shape != (k, n, 3):
-            raise ValueError(f"rig arrays disagree: neutral {self.neutral.shape}, deltas {self.deltas.shape}, "
-                             f"{k} names")
+            raise ValueError(
+                f"rig arrays disagree: neutral {self.neutral.shape}, deltas {self.deltas.shape}, {k} names"
+            )
         if self.uvs.shape != (n, 2):
             raise ValueError(f"rig uvs must be ({n}, 2), got {self.uvs.shape}")
         if self.triangles.ndim != 2 or self.triangles.shape[1] != 3 or self.triangles.max(initial=0) >= n:
@@ -74,10 +75,16 @@ class RigData:
         if self.expressions is not None:
             self.expressions = np.asarray(self.expressions, dtype=np.float32).reshape(-1, k)
             t = self.expressions.shape[0]
-            self.pose = (np.zeros((t, 6), np.float32) if self.pose is None
-                         else np.asarray(self.pose, dtype=np.float32).reshape(t, 6))
-            self.scale = (np.full(t, self.reference_scale, np.float32) if self.scale is None
-                          else np.asarray(self.scale, dtype=np.float32).reshape(t))
+            self.pose = (
+                np.zeros((t, 6), np.float32)
+                if self.pose is None
+                else np.asarray(self.pose, dtype=np.float32).reshape(t, 6)
+            )
+            self.scale = (
+                np.full(t, self.reference_scale, np.float32)
+                if self.scale is None
+                else np.asarray(self.scale, dtype=np.float32).reshape(t)
+            )
 
     @property
     def reference_scale(self) -> float:
@@ -103,12 +110,16 @@ def pose_to_transforms(pose: np.ndarray, scale: np.ndarray, size: int, s0: float
     loc = np.stack([(tx - half) / s0, -tz / s0, (half - ty) / s0], axis=1) * CM
     rot = np.stack([pitch, -roll, yaw], axis=1)
     scl = np.repeat((scale / s0)[:, None], 3, axis=1)
-    return {"location": loc.astype(np.float32), "rotation_euler": rot.astype(np.float32),
-            "scale": scl.astype(np.float32)}
+    return {
+        "location": loc.astype(np.float32),
+        "rotation_euler": rot.astype(np.float32),
+        "scale": scl.astype(np.float32),
+    }
 
 
-def transforms_to_pose(location: np.ndarray, rotation: np.ndarray, scale: np.ndarray, size: int,
-                       s0: float) -> tuple[np.ndarray, np.ndarray]:
+def transforms_to_pose(
+    location: np.ndarray, rotation: np.ndarray, scale: np.ndarray, size: int, s0: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of ``pose_to_transforms``: (T, 3) each -> pose (T, 6), scale (T,).
 
     Object scale is taken as the mean of its three axes (the projection is uniformly scaled).
@@ -117,8 +128,10 @@ def transforms_to_pose(location: np.ndarray, rotation: np.ndarray, scale: np.nda
     rot = np.asarray(rotation, dtype=np.float64).reshape(-1, 3)
     scl = np.asarray(scale, dtype=np.float64).reshape(-1, 3).mean(axis=1)
     half = size / 2.0
-    pose = np.stack([rot[:, 2], rot[:, 0], -rot[:, 1],
-                     loc[:, 0] * s0 + half, half - loc[:, 2] * s0, -loc[:, 1] * s0], axis=1)
+    pose = np.stack(
+        [rot[:, 2], rot[:, 0], -rot[:, 1], loc[:, 0] * s0 + half, half - loc[:, 2] * s0, -loc[:, 1] * s0],
+        axis=1,
+    )
     return pose.astype(np.float32), (scl * s0).astype(np.float32)
 
 
@@ -158,10 +171,17 @@ def load_subject_folder(folder) -> RigData:
         scale = np.load(folder / "scale.npy", allow_pickle=False)
     return RigData(
         names=[str(n) for n in arrays["names"]],
-        neutral=arrays["neutral"], deltas=arrays["deltas"], uvs=arrays["uvs"], triangles=arrays["triangles"],
-        expressions=expressions, pose=pose, scale=scale,
-        size=int(meta.get("size", 256)), fps=float(meta.get("fps", 25.0)),
-        subject_id=folder.name, meta=meta,  # the backend knows a subject by its folder name
+        neutral=arrays["neutral"],
+        deltas=arrays["deltas"],
+        uvs=arrays["uvs"],
+        triangles=arrays["triangles"],
+        expressions=expressions,
+        pose=pose,
+        scale=scale,
+        size=int(meta.get("size", 256)),
+        fps=float(meta.get("fps", 25.0)),
+        subject_id=folder.name,
+        meta=meta,  # the backend knows a subject by its folder name
     )
 
 
@@ -170,8 +190,16 @@ def from_subject_reply(reply: dict) -> RigData:
     meta = dict(reply.get("meta") or {})
     size = reply.get("size") or meta.get("size") or 256
     return RigData(
-        names=list(reply["names"]), neutral=reply["neutral"], deltas=reply["deltas"], uvs=reply["uvs"],
-        triangles=reply["triangles"], expressions=reply.get("expressions"), pose=reply.get("pose"),
-        scale=reply.get("scale"), size=int(size), fps=float(reply.get("fps") or meta.get("fps") or 25.0),
-        subject_id=str(reply["subject_id"]), meta=meta,
+        names=list(reply["names"]),
+        neutral=reply["neutral"],
+        deltas=reply["deltas"],
+        uvs=reply["uvs"],
+        triangles=reply["triangles"],
+        expressions=reply.get("expressions"),
+        pose=reply.get("pose"),
+        scale=reply.get("scale"),
+        size=int(size),
+        fps=float(reply.get("fps") or meta.get("fps") or 25.0),
+        subject_id=str(reply["subject_id"]),
+        meta=meta,
     )

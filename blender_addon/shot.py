@@ -37,17 +37,28 @@ def find_rig(scene: bpy.types.Scene, rig_object: bpy.types.Object | None = None)
         return rigs[0]
     if not rigs:
         raise ValueError(f"scene '{scene.name}' has no Emo-Avatar rig: import a subject rig first")
-    raise ValueError(f"scene '{scene.name}' has {len(rigs)} rigs ({', '.join(r.name for r in rigs)}): "
-                     "make the one to render active")
+    raise ValueError(
+        f"scene '{scene.name}' has {len(rigs)} rigs ({', '.join(r.name for r in rigs)}): "
+        "make the one to render active"
+    )
 
 
 class ShotBuilder:
     """Everything a render job needs, computed step by step (see the module docstring)."""
 
-    def __init__(self, scene: bpy.types.Scene, frame_start: int, frame_end: int, *,
-                 rig_object: bpy.types.Object | None = None, style: str | None = None,
-                 subject_names: list[str] | None = None, uv_source: str = UV_BLENDER,
-                 output_dir: str = "//emo_frames/", channel: int = 2) -> None:
+    def __init__(
+        self,
+        scene: bpy.types.Scene,
+        frame_start: int,
+        frame_end: int,
+        *,
+        rig_object: bpy.types.Object | None = None,
+        style: str | None = None,
+        subject_names: list[str] | None = None,
+        uv_source: str = UV_BLENDER,
+        output_dir: str = "//emo_frames/",
+        channel: int = 2,
+    ) -> None:
         self.scene = scene
         self.frames = curves_bpy.frame_range(frame_start, frame_end)
         self.rig = find_rig(scene, rig_object)
@@ -55,8 +66,10 @@ class ShotBuilder:
         names = subject_names if subject_names is not None else curves_bpy.rig_names(self.rig)
         missing, _extra = rig.shape_key_mismatch(self.rig, names)
         if missing:
-            raise ValueError(f"rig '{self.rig.name}' lacks shape keys for {len(missing)} of the subject's "
-                             f"names: {', '.join(missing)}; re-import the subject rig")
+            raise ValueError(
+                f"rig '{self.rig.name}' lacks shape keys for {len(missing)} of the subject's "
+                f"names: {', '.join(missing)}; re-import the subject rig"
+            )
         self.names = list(names)
         self.style = style or None
         self.uv_source = uv_source
@@ -108,24 +121,49 @@ class ShotBuilder:
     def job(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(params, buffers) of the render job_submit."""
         s = self.sampled
-        params = {"subject_id": self.subject_id, "style": self.style, "names": s.names, "fps": s.fps,
-                  "frame_start": int(self.frames[0]), "encoding": "raw", "size": self.size}
-        buffers = {"curves": np.ascontiguousarray(s.expressions, np.float32),
-                   "pose": np.ascontiguousarray(s.pose, np.float32)}
+        params = {
+            "subject_id": self.subject_id,
+            "style": self.style,
+            "names": s.names,
+            "fps": s.fps,
+            "frame_start": int(self.frames[0]),
+            "encoding": "raw",
+            "size": self.size,
+        }
+        buffers = {
+            "curves": np.ascontiguousarray(s.expressions, np.float32),
+            "pose": np.ascontiguousarray(s.pose, np.float32),
+        }
         if self.uv_maps is not None:
             buffers["uv_maps"] = np.ascontiguousarray(self.uv_maps, np.float16)
         return params, buffers
 
     def register_shot(self) -> Shot:
-        shot = Shot(job_id=self.job_id, scene_name=self.scene.name, strip_name=self.strip_name,
-                    folder=Path(self.folder), prefix=self.prefix, frame_start=int(self.frames[0]),
-                    total=len(self.frames), channel=self.channel)
+        shot = Shot(
+            job_id=self.job_id,
+            scene_name=self.scene.name,
+            strip_name=self.strip_name,
+            folder=Path(self.folder),
+            prefix=self.prefix,
+            frame_start=int(self.frames[0]),
+            total=len(self.frames),
+            channel=self.channel,
+        )
         RUNTIME.shots[self.job_id] = shot
         return shot
 
     def submit_kwargs(self) -> dict:
         """kwargs for ``state.call("submit", ...)`` (the I/O thread streams the frames to disk)."""
         params, buffers = self.job()
-        return {"kind": "render", "params": params, "buffers": buffers, "job_id": self.job_id,
-                "stream": {"folder": str(self.folder), "prefix": self.prefix,
-                           "frame_start": int(self.frames[0]), "total": len(self.frames)}}
+        return {
+            "kind": "render",
+            "params": params,
+            "buffers": buffers,
+            "job_id": self.job_id,
+            "stream": {
+                "folder": str(self.folder),
+                "prefix": self.prefix,
+                "frame_start": int(self.frames[0]),
+                "total": len(self.frames),
+            },
+        }

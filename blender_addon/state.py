@@ -76,8 +76,9 @@ class EmoAvatarState(bpy.types.PropertyGroup):
     jobs: CollectionProperty(type=EmoAvatarJob)
     job_index: IntProperty(name="Active job")
     subjects: CollectionProperty(type=EmoAvatarSubject)
-    subject: StringProperty(name="Subject", description="Subject (tracked person) on the backend",
-                            update=_subject_changed)
+    subject: StringProperty(
+        name="Subject", description="Subject (tracked person) on the backend", update=_subject_changed
+    )
     styles: CollectionProperty(type=EmoAvatarStyle)
     style: StringProperty(name="Style", description="Style to render with (empty: the un-styled avatar)")
 
@@ -156,7 +157,9 @@ def stop_io() -> None:
     st.status, st.message = "DISCONNECTED", "disconnected"
 
 
-def call(op: str, on_done: Callable[[Result], None] | None = None, *, keep: bool = False, **kwargs: Any) -> int:
+def call(
+    op: str, on_done: Callable[[Result], None] | None = None, *, keep: bool = False, **kwargs: Any
+) -> int:
     """Queue an I/O operation; ``on_done(result)`` runs on the main thread when it finishes
     (errors are shown in the panel when there is no ``on_done``); with ``keep`` the Result is
     stored in ``RUNTIME.results`` for ``call_and_wait``."""
@@ -259,9 +262,8 @@ def _apply(r: Result) -> None:
         _finish_request(r)
     elif r.kind == "log":
         RUNTIME.messages.append((d.get("level", "info").upper(), d.get("text", "")))
-    elif r.kind == "stopped":
-        if st.status != "DISCONNECTED":
-            st.status = "DISCONNECTED"
+    elif r.kind == "stopped" and st.status != "DISCONNECTED":
+        st.status = "DISCONNECTED"
 
 
 def _finish_request(r: Result) -> None:
@@ -346,8 +348,9 @@ def _update_shot_strip(shot: Shot) -> None:
     scene = bpy.data.scenes.get(shot.scene_name)
     if scene is None:
         return
-    vse.update_strip(scene, shot.strip_name, shot.folder, shot.prefix, shot.frame_start,
-                     shot.frames_done, shot.channel)
+    vse.update_strip(
+        scene, shot.strip_name, shot.folder, shot.prefix, shot.frame_start, shot.frames_done, shot.channel
+    )
 
 
 def _redraw() -> None:

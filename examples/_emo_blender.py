@@ -11,7 +11,7 @@ import bpy
 
 def script_args() -> list[str]:
     """Arguments for the script: after ``--`` under ``blender -b ... -P script.py -- ARGS``."""
-    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    return sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
 
 
 def install_extension(zip_path: str) -> None:
@@ -21,7 +21,7 @@ def install_extension(zip_path: str) -> None:
 
 def emo_api():
     """The installed add-on's ``api`` module (``bl_ext.<repo>.emo_avatar.api``)."""
-    for name in bpy.context.preferences.addons.keys():
+    for name in bpy.context.preferences.addons:
         if name.split(".")[-1] == "emo_avatar":
             return importlib.import_module(f"{name}.api")
     raise SystemExit("the Emo-Avatar extension is not enabled: install it (or pass --install ZIP)")

@@ -18,9 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bpy  # noqa: E402
-
-from _emo_blender import emo_api, install_extension, script_args  # noqa: E402
+import bpy
+from _emo_blender import emo_api, install_extension, script_args
 
 
 def main() -> int:
@@ -33,8 +32,12 @@ def main() -> int:
     ap.add_argument("--style", default=None, help="style name (default: the un-styled avatar)")
     ap.add_argument("--output", default=None, help="frames folder")
     ap.add_argument("--channel", type=int, default=None, help="sequencer channel")
-    ap.add_argument("--uv", choices=("BLENDER", "BACKEND"), default="BLENDER",
-                    help="UV maps from a Cycles UV pass (default) or rasterised by the backend")
+    ap.add_argument(
+        "--uv",
+        choices=("BLENDER", "BACKEND"),
+        default="BLENDER",
+        help="UV maps from a Cycles UV pass (default) or rasterised by the backend",
+    )
     ap.add_argument("--save", help="save the .blend (with the new strip) here")
     args = ap.parse_args(script_args())
 
@@ -49,13 +52,28 @@ def main() -> int:
     if args.subject:
         emo.import_subject(args.subject, scene=scene)
     start, end = args.frames or (scene.frame_start, scene.frame_end)
-    shot = emo.render_shot(scene, start, end, style=args.style, wait=True, output_dir=args.output,
-                           channel=args.channel, uv_source=args.uv)
+    shot = emo.render_shot(
+        scene,
+        start,
+        end,
+        style=args.style,
+        wait=True,
+        output_dir=args.output,
+        channel=args.channel,
+        uv_source=args.uv,
+    )
     if args.save:
         bpy.ops.wm.save_as_mainfile(filepath=os.path.abspath(args.save), copy=True)
     emo.disconnect()
-    summary = {"job_id": shot.job_id, "state": shot.state, "frames": len(shot.frames_done),
-               "expected": shot.total, "strip": shot.strip_name, "folder": str(shot.folder), "error": shot.error}
+    summary = {
+        "job_id": shot.job_id,
+        "state": shot.state,
+        "frames": len(shot.frames_done),
+        "expected": shot.total,
+        "strip": shot.strip_name,
+        "folder": str(shot.folder),
+        "error": shot.error,
+    }
     print(json.dumps(summary))
     return 0 if shot.state == "done" and len(shot.frames_done) == shot.total else 1
 

@@ -1,6 +1,6 @@
 """Scripting the Emo-Avatar add-on: what a TD's pipeline script does, step by step.
 
-    blender -b -P examples/td_scripting.py -- --subject anna --curves examples/curves/performance_livelinkface.csv
+    blender -b -P examples/td_scripting.py -- --subject anna --curves my_performance.csv
     python examples/td_scripting.py --install dist/emo_avatar-0.1.0.zip --subject anna --frames 8
 
 1. connect to the backend and list its subjects and jobs;
@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bpy  # noqa: E402
-
-from _emo_blender import emo_api, install_extension, script_args  # noqa: E402
+import bpy
+from _emo_blender import emo_api, install_extension, script_args
 
 HERE = Path(__file__).resolve().parent
 

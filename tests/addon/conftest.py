@@ -21,8 +21,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ADDON_ID = "emo_avatar"
 _USER_DIR = Path(tempfile.mkdtemp(prefix="emo_bpy_user_"))
-for _var, _sub in (("BLENDER_USER_EXTENSIONS", "extensions"), ("BLENDER_USER_CONFIG", "config"),
-                   ("BLENDER_USER_SCRIPTS", "scripts"), ("BLENDER_USER_DATAFILES", "datafiles")):
+for _var, _sub in (
+    ("BLENDER_USER_EXTENSIONS", "extensions"),
+    ("BLENDER_USER_CONFIG", "config"),
+    ("BLENDER_USER_SCRIPTS", "scripts"),
+    ("BLENDER_USER_DATAFILES", "datafiles"),
+):
     os.environ.setdefault(_var, str(_USER_DIR / _sub))
 
 BACKEND_PYTHON = os.environ.get("EMO_BACKEND_PYTHON", sys.executable)
@@ -31,9 +35,19 @@ BACKEND_PYTHON = os.environ.get("EMO_BACKEND_PYTHON", sys.executable)
 def build_zip(out_dir: Path, *extra: str) -> list[Path]:
     """Run build_addon.py (wheel cache in .cache/wheels) -> the zip paths it printed."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "build_addon.py"), "--output-dir", str(out_dir),
-         "--wheel-cache", str(ROOT / ".cache" / "wheels"), *extra],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "build_addon.py"),
+            "--output-dir",
+            str(out_dir),
+            "--wheel-cache",
+            str(ROOT / ".cache" / "wheels"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, f"build_addon.py failed:\n{proc.stdout}\n{proc.stderr}"
     return [Path(line) for line in proc.stdout.split() if line.endswith(".zip")]
@@ -54,7 +68,8 @@ def addon(addon_zip: Path):
     module_name = f"bl_ext.user_default.{ADDON_ID}"
     if module_name not in sys.modules:
         result = bpy.ops.extensions.package_install_files(
-            filepath=str(addon_zip), repo="user_default", enable_on_install=True)
+            filepath=str(addon_zip), repo="user_default", enable_on_install=True
+        )
         assert result == {"FINISHED"}
     assert module_name in bpy.context.preferences.addons, "extension did not enable"
     return importlib.import_module(module_name)
@@ -88,8 +103,14 @@ SUBJECT_ID = "tiny"
 
 
 def _backend(*args: str, cwd: Path, timeout: float = 900) -> None:
-    proc = subprocess.run([BACKEND_PYTHON, "-m", "backend.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    proc = subprocess.run(
+        [BACKEND_PYTHON, "-m", "backend.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     assert proc.returncode == 0, f"backend {args[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 
@@ -102,15 +123,28 @@ def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from the bpy 5.0 venv, which has no torch."""
     work = tmp_path_factory.mktemp("backend") / "work"
     subject = work / "subjects" / SUBJECT_ID
-    cache = os.environ.get("EMO_ADDON_TEST_BACKEND_CACHE")  # developer speed-up: a workdir built by this fixture
+    cache = os.environ.get(
+        "EMO_ADDON_TEST_BACKEND_CACHE"
+    )  # developer speed-up: a workdir built by this fixture
     if cache and (Path(cache) / "subjects" / SUBJECT_ID / "avatar" / "checkpoint.pt").is_file():
         shutil.copytree(Path(cache) / "subjects", work / "subjects")
         return work
     sample = work.parent / "sample"
     _backend("sample", "-o", str(sample), "--tiny", cwd=work.parent)
-    _backend("track", str(sample / "sample.mp4"), "-o", str(subject), "--size", "64", "--max-frames", "16",
-             cwd=work.parent)
-    _backend("train", str(subject), "--preset", "tiny", "--steps", "2", "--preview-every", "0", cwd=work.parent)
+    _backend(
+        "track",
+        str(sample / "sample.mp4"),
+        "-o",
+        str(subject),
+        "--size",
+        "64",
+        "--max-frames",
+        "16",
+        cwd=work.parent,
+    )
+    _backend(
+        "train", str(subject), "--preset", "tiny", "--steps", "2", "--preview-every", "0", cwd=work.parent
+    )
     assert (subject / "avatar" / "checkpoint.pt").is_file()
     return work
 
@@ -127,9 +161,24 @@ class Backend:
         before = self.connection_file.stat().st_mtime_ns if self.connection_file.exists() else None
         log = open(self.workdir / "serve.log", "ab")  # noqa: SIM115 (kept by the child)
         self.proc = subprocess.Popen(
-            [BACKEND_PYTHON, "-m", "backend.cli", "serve", "--workdir", str(self.workdir),
-             "--connection-file", str(self.connection_file), "--device", "cpu", *extra],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"})
+            [
+                BACKEND_PYTHON,
+                "-m",
+                "backend.cli",
+                "serve",
+                "--workdir",
+                str(self.workdir),
+                "--connection-file",
+                str(self.connection_file),
+                "--device",
+                "cpu",
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "2"},
+        )
         log.close()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -7,7 +7,14 @@ import numpy as np
 
 def euler_to_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Ry(yaw) @ Rx(pitch) @ Rz(roll), the backend's convention (backend/face/rig.py docstring)."""
-    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    cy, sy, cp, sp, cr, sr = (
+        np.cos(yaw),
+        np.sin(yaw),
+        np.cos(pitch),
+        np.sin(pitch),
+        np.cos(roll),
+        np.sin(roll),
+    )
     Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     Rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     Rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
@@ -29,11 +36,18 @@ def grid_rig_arrays(n: int = 9, names: tuple[str, ...] = ("jawOpen", "mouthSmile
     deltas[0, :, 2] = 0.3  # pushes the face towards the viewer
     if len(names) > 1:
         deltas[1, :, 1] = 0.1 * neutral[:, 0]
-    return {"names": list(names), "neutral": neutral, "deltas": deltas, "uvs": uvs,
-            "triangles": np.asarray(tris, np.int32)}
+    return {
+        "names": list(names),
+        "neutral": neutral,
+        "deltas": deltas,
+        "uvs": uvs,
+        "triangles": np.asarray(tris, np.int32),
+    }
 
 
-def analytic_uv_map(pose: np.ndarray, scale: float, size: int, dz: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def analytic_uv_map(
+    pose: np.ndarray, scale: float, size: int, dz: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Expected (u, v, coverage) map of the flat grid rig + a mask of pixels far from its edges.
 
     Inverts x_px = s (R v).x + tx, y_px = -s (R v).y + ty for v = (a, b, dz) at each pixel centre

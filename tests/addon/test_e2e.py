@@ -66,7 +66,9 @@ def test_no_backend_gives_a_clear_status_and_no_hang(addon_mod, tmp_path) -> Non
     assert state.wm_state().status == "DISCONNECTED"
 
 
-def test_uv_pass_of_the_imported_rig_equals_the_backends_uv_maps(addon_mod, clean_scene, backend_workdir) -> None:
+def test_uv_pass_of_the_imported_rig_equals_the_backends_uv_maps(
+    addon_mod, clean_scene, backend_workdir
+) -> None:
     api, uv_pass = addon_mod("api"), addon_mod("uv_pass")
     subject = backend_workdir / "subjects" / SUBJECT_ID
     head = api.import_subject(folder=subject, scene=clean_scene)
@@ -79,10 +81,14 @@ def test_uv_pass_of_the_imported_rig_equals_the_backends_uv_maps(addon_mod, clea
         both = (uv[..., 2] > 0.5) & (ref[..., 2] > 0.5)
         assert both.sum() > 200
         err = np.abs(uv[..., :2] - ref[..., :2])[both]
-        assert np.percentile(err, 99) < 2e-3, f"frame {frame}: 99th percentile UV error {np.percentile(err, 99)}"
+        assert np.percentile(err, 99) < 2e-3, (
+            f"frame {frame}: 99th percentile UV error {np.percentile(err, 99)}"
+        )
 
 
-def test_import_keyframe_render_shot_into_the_sequencer(addon_mod, connected, backend, clean_scene, tmp_path) -> None:
+def test_import_keyframe_render_shot_into_the_sequencer(
+    addon_mod, connected, backend, clean_scene, tmp_path
+) -> None:
     import bpy
 
     api, state, vse, fcurves, png = (addon_mod(n) for n in ("api", "state", "vse", "fcurves", "png"))
@@ -112,11 +118,14 @@ def test_import_keyframe_render_shot_into_the_sequencer(addon_mod, connected, ba
     assert any(j["job_id"] == shot.job_id and j["state"] == "done" for j in api.jobs())
 
 
-def test_cancel_keeps_the_frames_received(addon_mod, connected, backend_workdir, clean_scene, tmp_path) -> None:
+def test_cancel_keeps_the_frames_received(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
     api, state, vse = addon_mod("api"), addon_mod("state"), addon_mod("vse")
     api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
-    shot = api.render_shot(clean_scene, 1, 16, wait=False, output_dir=str(tmp_path / "f"),
-                           uv_source="BACKEND")
+    shot = api.render_shot(
+        clean_scene, 1, 16, wait=False, output_dir=str(tmp_path / "f"), uv_source="BACKEND"
+    )
     pump(state, lambda: len(shot.frames_done) >= 1 or shot.finished)
     state.call("cancel", job_id=shot.job_id)  # what Esc in the modal operator does
     pump(state, lambda: shot.finished)
@@ -128,8 +137,9 @@ def test_cancel_keeps_the_frames_received(addon_mod, connected, backend_workdir,
     assert all((tmp_path / "f" / vse.frame_filename(shot.prefix, f)).is_file() for f in shot.frames_done)
 
 
-def test_bad_inputs_are_refused_with_clear_errors(addon_mod, connected, backend_workdir, clean_scene,
-                                                  tmp_path) -> None:
+def test_bad_inputs_are_refused_with_clear_errors(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
     api = addon_mod("api")
     head = api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
     with pytest.raises(ValueError, match="reversed or empty"):
@@ -143,24 +153,31 @@ def test_bad_inputs_are_refused_with_clear_errors(addon_mod, connected, backend_
         api.render_shot(clean_scene, 1, 2, output_dir=str(tmp_path / "ok"))
 
 
-def test_backend_restart_mid_job_reconnects_and_finishes(addon_mod, connected, backend, backend_workdir,
-                                                         clean_scene, tmp_path) -> None:
+def test_backend_restart_mid_job_reconnects_and_finishes(
+    addon_mod, connected, backend, backend_workdir, clean_scene, tmp_path
+) -> None:
     api, state = addon_mod("api"), addon_mod("state")
     api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
     old_instance = state.wm_state().instance_id
     io = state.RUNTIME.io
     io.credit = 1  # one frame in flight, so the restart lands mid-stream
     try:
-        shot = api.render_shot(clean_scene, 1, 16, wait=False, output_dir=str(tmp_path / "f"),
-                               uv_source="BACKEND")
+        shot = api.render_shot(
+            clean_scene, 1, 16, wait=False, output_dir=str(tmp_path / "f"), uv_source="BACKEND"
+        )
         pump(state, lambda: len(shot.frames_done) >= 1 or shot.finished)
         backend.stop()
         backend.start("--resume-jobs")
         pump(state, lambda: shot.finished, timeout=240)
     finally:
         io.credit = 8
-    assert shot.state == "done", (shot.error, state.RUNTIME.messages, [(j.job_id, j.state, j.error)
-                                                                      for j in state.wm_state().jobs])
+    assert shot.state == "done", (
+        shot.error,
+        state.RUNTIME.messages,
+        [(j.job_id, j.state, j.error) for j in state.wm_state().jobs],
+    )
     assert sorted(shot.frames_done) == list(range(1, 17))
-    pump(state, lambda: state.wm_state().status == "CONNECTED" and state.wm_state().instance_id != old_instance)
+    pump(
+        state, lambda: state.wm_state().status == "CONNECTED" and state.wm_state().instance_id != old_instance
+    )
     assert any(j.job_id == shot.job_id for j in state.wm_state().jobs)

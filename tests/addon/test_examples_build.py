@@ -21,8 +21,12 @@ PLATFORMS = ("linux-x64", "windows-x64", "macos-arm64", "macos-x64")
 
 def _fresh_blender_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
-    for var, sub in (("BLENDER_USER_EXTENSIONS", "ext"), ("BLENDER_USER_CONFIG", "config"),
-                     ("BLENDER_USER_SCRIPTS", "scripts"), ("BLENDER_USER_DATAFILES", "data")):
+    for var, sub in (
+        ("BLENDER_USER_EXTENSIONS", "ext"),
+        ("BLENDER_USER_CONFIG", "config"),
+        ("BLENDER_USER_SCRIPTS", "scripts"),
+        ("BLENDER_USER_DATAFILES", "data"),
+    ):
         env[var] = str(tmp / "blender_user" / sub)
     return env
 
@@ -44,7 +48,9 @@ def test_zip_vendors_protocol_and_lists_wheels_for_every_platform(addon_zip: Pat
 
 def test_split_platforms_gives_one_valid_zip_per_platform(tmp_path: Path) -> None:
     zips = build_zip(tmp_path, "--split-platforms")  # build_addon.py validates each with blender_ext.py
-    assert sorted(p.name for p in zips) == sorted(f"emo_avatar-0.1.0-{p.replace('-', '_')}.zip" for p in PLATFORMS)
+    assert sorted(p.name for p in zips) == sorted(
+        f"emo_avatar-0.1.0-{p.replace('-', '_')}.zip" for p in PLATFORMS
+    )
     for path in zips:
         with zipfile.ZipFile(path) as z:
             manifest = tomllib.loads(z.read("blender_manifest.toml").decode())
@@ -53,16 +59,32 @@ def test_split_platforms_gives_one_valid_zip_per_platform(tmp_path: Path) -> Non
         assert len(generated["platforms"]) == 1
         plat = generated["platforms"][0]
         assert sorted(w.removeprefix("./wheels/") for w in generated["wheels"]) == sorted(
-            w.removeprefix("wheels/") for w in wheel_files)
-        tag = {"linux-x64": "linux", "windows-x64": "win_amd64", "macos-arm64": "macosx",
-               "macos-x64": "macosx"}[plat]
+            w.removeprefix("wheels/") for w in wheel_files
+        )
+        tag = {
+            "linux-x64": "linux",
+            "windows-x64": "win_amd64",
+            "macos-arm64": "macosx",
+            "macos-x64": "macosx",
+        }[plat]
         assert wheel_files and all(tag in w for w in wheel_files), (plat, wheel_files)
 
 
 def test_offline_build_without_cached_wheels_fails_clearly(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "--offline", "--wheel-cache",
-                           str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "build_addon.py"),
+            "--offline",
+            "--wheel-cache",
+            str(tmp_path / "empty"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1
     assert "no cached pyzmq" in proc.stderr and "without --offline" in proc.stderr
 
@@ -78,15 +100,21 @@ def test_installed_addon_imports_no_torch(addon_zip: Path, tmp_path: Path) -> No
         "print('LOADED', len([n for n in sys.modules if n.startswith(pkg.__name__)]))\n"
         "print('BAD', sorted(n for n in ('torch', 'cv2', 'backend', 'mediapipe') if n in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=_fresh_blender_env(tmp_path), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_fresh_blender_env(tmp_path),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "BAD []" in proc.stdout
     assert int(proc.stdout.split("LOADED")[1].split()[0]) >= 15
 
 
-def test_batch_render_example_runs_headless(addon_zip, backend, backend_workdir, tmp_path, addon_mod,
-                                            clean_scene) -> None:
+def test_batch_render_example_runs_headless(
+    addon_zip, backend, backend_workdir, tmp_path, addon_mod, clean_scene
+) -> None:
     import bpy
 
     addon_mod("api").import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
@@ -94,10 +122,28 @@ def test_batch_render_example_runs_headless(addon_zip, backend, backend_workdir,
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     out = tmp_path / "frames"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "batch_render.py"), "--install", str(addon_zip), "--blend",
-         str(blend), "--connection-file", str(backend.connection_file), "--frames", "2", "4", "--output", str(out),
-         "--save", str(tmp_path / "rendered.blend")],
-        capture_output=True, text=True, env=_fresh_blender_env(tmp_path), timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "examples" / "batch_render.py"),
+            "--install",
+            str(addon_zip),
+            "--blend",
+            str(blend),
+            "--connection-file",
+            str(backend.connection_file),
+            "--frames",
+            "2",
+            "4",
+            "--output",
+            str(out),
+            "--save",
+            str(tmp_path / "rendered.blend"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_fresh_blender_env(tmp_path),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["state"] == "done" and summary["frames"] == 3 == summary["expected"]
@@ -108,13 +154,31 @@ def test_batch_render_example_runs_headless(addon_zip, backend, backend_workdir,
 def test_td_scripting_example_runs_headless(addon_zip, backend, backend_workdir, tmp_path) -> None:
     out = tmp_path / "td"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "td_scripting.py"), "--install", str(addon_zip),
-         "--connection-file", str(backend.connection_file), "--folder", str(backend_workdir / "subjects" / SUBJECT_ID),
-         "--frames", "3", "--out", str(out)],
-        capture_output=True, text=True, env=_fresh_blender_env(tmp_path), timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "examples" / "td_scripting.py"),
+            "--install",
+            str(addon_zip),
+            "--connection-file",
+            str(backend.connection_file),
+            "--folder",
+            str(backend_workdir / "subjects" / SUBJECT_ID),
+            "--frames",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=_fresh_blender_env(tmp_path),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
-        "state": "done", "frames": 3, "strip": json.loads(proc.stdout.strip().splitlines()[-1])["strip"]}
+        "state": "done",
+        "frames": 3,
+        "strip": json.loads(proc.stdout.strip().splitlines()[-1])["strip"],
+    }
     curves = json.loads((out / "shot.json").read_text())
     assert curves["format"] == "emo-avatar-curves" and len(curves["values"]) == 3
     assert (out / "shot.csv").read_text().startswith("Timecode,BlendShapeCount,EyeBlinkLeft")

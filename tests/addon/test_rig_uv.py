@@ -15,11 +15,14 @@ def _rig(addon_mod, T: int = 6, size: int = 48, shear: bool = True):
     arrays = grid_rig_arrays()
     t = np.arange(T, dtype=np.float32)
     expressions = np.stack([0.1 * t, (0.5 - 0.05 * t) * shear], axis=1)
-    pose = np.stack([0.15 * np.sin(t), 0.1 * np.cos(t), 0.2 + 0.05 * t,
-                     size / 2 + t, size / 2 - 0.5 * t, np.zeros(T)], axis=1)
+    pose = np.stack(
+        [0.15 * np.sin(t), 0.1 * np.cos(t), 0.2 + 0.05 * t, size / 2 + t, size / 2 - 0.5 * t, np.zeros(T)],
+        axis=1,
+    )
     scale = 14.0 + 0.5 * t
-    return rigdata.RigData(**arrays, expressions=expressions, pose=pose, scale=scale, size=size, fps=24.0,
-                           subject_id="grid")
+    return rigdata.RigData(
+        **arrays, expressions=expressions, pose=pose, scale=scale, size=size, fps=24.0, subject_id="grid"
+    )
 
 
 def test_import_rig_builds_mesh_keys_curves_and_camera(addon_mod, clean_scene) -> None:
@@ -45,7 +48,9 @@ def test_import_rig_builds_mesh_keys_curves_and_camera(addon_mod, clean_scene) -
     ev = head.evaluated_get(dg)
     co = np.empty(len(ev.data.vertices) * 3, np.float32)
     ev.data.vertices.foreach_get("co", co)
-    want = addon_mod("rigdata").blender_vertices(data.neutral + np.tensordot(data.expressions[2], data.deltas, 1))
+    want = addon_mod("rigdata").blender_vertices(
+        data.neutral + np.tensordot(data.expressions[2], data.deltas, 1)
+    )
     np.testing.assert_allclose(co.reshape(-1, 3), want, atol=1e-5)
 
 
@@ -71,8 +76,9 @@ def test_cycles_uv_pass_matches_the_backend_projection(addon_mod, clean_scene, t
     for frame, uv in maps.items():
         t = frame - 1
         assert uv.shape == (size, size, 3) and uv.dtype == np.float32
-        want, clear = analytic_uv_map(data.pose[t], float(data.scale[t]), size,
-                                      dz=0.3 * float(data.expressions[t, 0]))
+        want, clear = analytic_uv_map(
+            data.pose[t], float(data.scale[t]), size, dz=0.3 * float(data.expressions[t, 0])
+        )
         cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
         assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
         inside = clear & (want[..., 2] > 0)
