@@ -21,7 +21,7 @@ def install_extension(zip_path: str) -> None:
 
 def emo_api():
     """The installed add-on's ``api`` module (``bl_ext.<repo>.emo_avatar.api``)."""
-    for name in bpy.context.preferences.addons:
+    for name in bpy.context.preferences.addons.keys():  # noqa: SIM118 (iterating yields Addon structs)
         if name.split(".")[-1] == "emo_avatar":
             return importlib.import_module(f"{name}.api")
     raise SystemExit("the Emo-Avatar extension is not enabled: install it (or pass --install ZIP)")
