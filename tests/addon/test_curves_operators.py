@@ -1,0 +1,104 @@
+"""Live Link Face CSV / JSON curves <-> the rig, and the operators run as Blender runs them
+(``bpy.ops.emo_avatar.*`` in background mode: blocking, with poll messages when unusable)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import ROOT, SUBJECT_ID
+
+pytestmark = pytest.mark.bpy
+
+
+def _select(bpy, ob) -> None:
+    for other in bpy.context.view_layer.objects:
+        other.select_set(False)
+    ob.select_set(True)
+    bpy.context.view_layer.objects.active = ob
+
+
+def test_json_round_trip_and_csv_keeps_arkit_curves(
+    addon_mod, clean_scene, backend_workdir, tmp_path
+) -> None:
+    import bpy
+
+    api, curves_bpy = addon_mod("api"), addon_mod("curves_bpy")
+    subject = backend_workdir / "subjects" / SUBJECT_ID
+    head = api.import_subject(folder=subject, scene=clean_scene)
+    want = curves_bpy.sample_rig(clean_scene, head, 1, 16)
+    assert api.export_curves(tmp_path / "a.json", head, 1, 16, clean_scene) == []
+    left_out = api.export_curves(tmp_path / "a.csv", head, 1, 16, clean_scene)
+    assert left_out and all(n.startswith("residual_") for n in left_out)
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["names"] == want.names and len(data["values"]) == 16
+
+    blank = api.import_subject(folder=subject, scene=clean_scene, with_curves=False)
+    assert api.import_curves(tmp_path / "a.json", blank, frame_start=1) == []
+    got = curves_bpy.sample_rig(clean_scene, blank, 1, 16)
+    np.testing.assert_allclose(got.expressions, want.expressions, atol=1e-6)
+    # the JSON head pose drives the rotation channels (yaw, pitch, roll)
+    np.testing.assert_allclose(got.pose[:, :3], want.pose[:, :3], atol=1e-5)
+
+    blank2 = api.import_subject(folder=subject, scene=clean_scene, with_curves=False)
+    api.import_curves(tmp_path / "a.csv", blank2, frame_start=1)
+    got2 = curves_bpy.sample_rig(clean_scene, blank2, 1, 16)
+    arkit = [j for j, n in enumerate(want.names) if n not in left_out]
+    np.testing.assert_allclose(got2.expressions[:, arkit], want.expressions[:, arkit], atol=1e-5)
+    assert bpy.data.objects[blank2.name].data.shape_keys.animation_data is not None
+
+
+def test_live_link_performance_onto_the_rig_reports_dropped_names(
+    addon_mod, clean_scene, backend_workdir
+) -> None:
+    api, curves_bpy = addon_mod("api"), addon_mod("curves_bpy")
+    head = api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    performance = ROOT / "examples" / "curves" / "performance_livelinkface.csv"
+    dropped = api.import_curves(performance, head, frame_start=1)
+    names = curves_bpy.rig_names(head)
+    assert dropped and not set(dropped) & set(names)  # ARKit names this rig has no shape key for
+    s = curves_bpy.sample_rig(clean_scene, head, 1, 40)
+    assert np.ptp(s.expressions[:, names.index("jawOpen")]) > 0.05  # the performance moves the jaw
+
+
+def test_operators_poll_messages_and_background_execution(
+    addon_mod, clean_scene, backend_workdir, tmp_path
+) -> None:
+    import bpy
+
+    state = addon_mod("state")
+    if state.RUNTIME.io is not None:
+        addon_mod("api").disconnect()
+    for op in (
+        "connect",
+        "disconnect",
+        "refresh",
+        "track_video",
+        "train",
+        "edit",
+        "import_rig",
+        "import_subject_folder",
+        "import_curves",
+        "export_curves",
+        "render_shot",
+        "cancel_job",
+    ):
+        assert hasattr(bpy.ops.emo_avatar, op), op
+    assert not bpy.ops.emo_avatar.render_shot.poll()  # not connected
+    assert not bpy.ops.emo_avatar.import_curves.poll()  # no rig selected
+    assert bpy.ops.emo_avatar.import_subject_folder(
+        filepath=str(backend_workdir / "subjects" / SUBJECT_ID / "meta.json")
+    ) == {"FINISHED"}
+    head = addon_mod("rig").rig_objects(clean_scene)[0]
+    _select(bpy, head)
+    assert bpy.ops.emo_avatar.import_curves.poll()
+    out = tmp_path / "shot.json"
+    assert bpy.ops.emo_avatar.export_curves(filepath=str(out)) == {"FINISHED"}
+    assert json.loads(out.read_text())["format"] == "emo-avatar-curves"
+    assert bpy.ops.emo_avatar.import_curves(filepath=str(out)) == {"FINISHED"}
+    with pytest.raises(RuntimeError, match=r"unknown curves format"):
+        bad = tmp_path / "bad.txt"
+        bad.write_text("nothing")
+        bpy.ops.emo_avatar.import_curves(filepath=str(bad))
