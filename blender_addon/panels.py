@@ -70,7 +70,9 @@ def draw_panel(layout: bpy.types.UILayout, context) -> None:
         missing, _extra = rig.shape_key_mismatch(rigs[0], [n for n in rigs[0].get(rig.PROP_NAMES, [])])
         if missing:
             layout.label(text=f"Rig lacks {len(missing)} shape keys", icon="ERROR")
-    layout.operator("emo_avatar.render_shot", icon="RENDER_ANIMATION")
+    row = layout.row(align=True)
+    row.operator("emo_avatar.render_shot", icon="RENDER_ANIMATION").uv_source = "BLENDER"
+    row.operator("emo_avatar.render_shot", text="Backend UVs", icon="MESH_UVSPHERE").uv_source = "BACKEND"
 
     layout.label(text="Jobs")
     layout.template_list("EMO_AVATAR_UL_jobs", "", st, "jobs", st, "job_index", rows=3)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -102,3 +103,21 @@ def test_operators_poll_messages_and_background_execution(
         bad = tmp_path / "bad.txt"
         bad.write_text("nothing")
         bpy.ops.emo_avatar.import_curves(filepath=str(bad))
+
+
+def test_panel_and_operator_icons_exist_in_this_blender(addon) -> None:
+    """A wrong icon name only fails when Blender draws the panel; check them against this Blender."""
+    import re
+    from pathlib import Path
+
+    import bpy
+
+    icons = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+    used = set()
+    for name in ("panels.py", "operators.py"):
+        source = (Path(addon.__file__).parent / name).read_text()
+        used |= set(re.findall(r'icon="([A-Z_0-9]+)"', source))
+    panels = importlib.import_module(f"{addon.__name__}.panels")
+    used |= set(panels.STATUS_ICONS.values())
+    assert used and not used - icons, sorted(used - icons)
+    assert "panels" in dir(addon) or panels.EMO_AVATAR_PT_view3d.is_registered
