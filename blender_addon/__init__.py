@@ -22,11 +22,34 @@ def _load():
     return [importlib.import_module(f".{name}", __package__) for name in _MODULES]
 
 
+def _auto_connect() -> None:
+    """First-interval timer after registration: connect when the preferences ask for it."""
+    import bpy
+
+    from . import preferences
+
+    if bpy.app.background or not preferences.prefs().auto_connect:
+        return None
+    bpy.ops.emo_avatar.connect()
+    return None
+
+
 def register() -> None:
+    import bpy
+
     for module in _load():
         module.register()
+    if not bpy.app.background:
+        bpy.app.timers.register(_auto_connect, first_interval=1.0)
 
 
 def unregister() -> None:
+    import bpy
+
+    from . import api
+
+    if bpy.app.timers.is_registered(_auto_connect):
+        bpy.app.timers.unregister(_auto_connect)
+    api.stop_local_backend()  # only the backend this Blender started
     for module in reversed(_load()):
         module.unregister()

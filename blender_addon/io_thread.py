@@ -117,6 +117,7 @@ class IOThread(threading.Thread):
         self._next_poll = 0.0
         self._restarts = 0
         self._failed_before = False
+        self._hello: dict[str, Any] | None = None
 
     # -- main-thread API -----------------------------------------------------------------------
     def call(self, op: str, **kwargs: Any) -> int:
@@ -200,6 +201,7 @@ class IOThread(threading.Thread):
             )
             return
         self._failed_before = False
+        self._hello = hello
         self.client = client
         self._restarts = client.restarts
         warning, fatal = version_warning(hello.get("proto", "?"))
@@ -287,6 +289,8 @@ class IOThread(threading.Thread):
                     self._close_client()
                 if self.client is None:
                     self._connect()
+                elif self._hello is not None:  # already connected (e.g. after a file load): say so again
+                    self._post("status", state="connected", message="", hello=self._hello)
                 self._post("done", rid)
                 continue
             if op == "disconnect":

@@ -6,6 +6,7 @@ strip). In background mode (``blender -b``) every operator runs blocking through
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import bpy
@@ -263,7 +264,8 @@ class EMO_AVATAR_OT_import_rig(bpy.types.Operator):
                 return
             data = rigdata.from_subject_reply(result.data["subject"])
             rig.build_rig(data, bpy.data.scenes[scene_name], frame_start=start, with_curves=with_curves)
-            bpy.ops.ed.undo_push(message="Import Emo-Avatar rig")
+            with contextlib.suppress(RuntimeError):  # the rig arrives from the timer: its own undo step
+                bpy.ops.ed.undo_push(message="Import Emo-Avatar rig")
 
         state.call("subject", on_done=done, subject_id=subject_id)
         self.report({"INFO"}, f"fetching subject '{subject_id}'")
@@ -484,7 +486,13 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
                 )
                 return {"RUNNING_MODAL"}
             self._shot = b.register_shot()
-            state.call("submit", **b.submit_kwargs())
+            the_shot = self._shot
+
+            def submitted(result) -> None:
+                if result.error:  # refused by the backend or lost: end the shot so the modal ends
+                    the_shot.state, the_shot.error = "failed", result.error
+
+            state.call("submit", on_done=submitted, **b.submit_kwargs())
             return {"RUNNING_MODAL"}
         s = self._shot
         self._status(

@@ -7,6 +7,7 @@ would, without touching the developer's own Blender configuration.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import shutil
@@ -114,21 +115,20 @@ def _backend(*args: str, cwd: Path, timeout: float = 900) -> None:
     assert proc.returncode == 0, f"backend {args[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 
-@pytest.fixture(scope="session")
-def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A service workdir holding subject 'tiny': the tiny sample, tracked at 64 px (16 frames),
-    trained with the tiny preset for 2 steps (enough to render; quality is not tested here).
+_RECIPE = ("sample --tiny", "track --size 64 --max-frames 16", "train --preset tiny --steps 2")
 
-    Built by ``EMO_BACKEND_PYTHON -m backend.cli sample/track/train`` in subprocesses, so it works
-    from the bpy 5.0 venv, which has no torch."""
-    work = tmp_path_factory.mktemp("backend") / "work"
+
+def _backend_sources_key() -> str:
+    """Hash of the backend + protocol sources and the recipe: the cache key of the built subject."""
+    h = hashlib.sha256(repr(_RECIPE).encode())
+    for path in sorted([*ROOT.glob("backend/**/*.py"), *ROOT.glob("protocol/**/*.py")]):
+        h.update(path.relative_to(ROOT).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _build_subject(work: Path) -> None:
     subject = work / "subjects" / SUBJECT_ID
-    cache = os.environ.get(
-        "EMO_ADDON_TEST_BACKEND_CACHE"
-    )  # developer speed-up: a workdir built by this fixture
-    if cache and (Path(cache) / "subjects" / SUBJECT_ID / "avatar" / "checkpoint.pt").is_file():
-        shutil.copytree(Path(cache) / "subjects", work / "subjects")
-        return work
     sample = work.parent / "sample"
     _backend("sample", "-o", str(sample), "--tiny", cwd=work.parent)
     _backend(
@@ -146,6 +146,30 @@ def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train", str(subject), "--preset", "tiny", "--steps", "2", "--preview-every", "0", cwd=work.parent
     )
     assert (subject / "avatar" / "checkpoint.pt").is_file()
+
+
+@pytest.fixture(scope="session")
+def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service workdir holding subject 'tiny': the tiny sample, tracked at 64 px (16 frames),
+    trained with the tiny preset for 2 steps (enough to render; quality is not tested here).
+
+    Built by ``EMO_BACKEND_PYTHON -m backend.cli sample/track/train`` in subprocesses, so it works
+    from the bpy 5.0 venv, which has no torch. The result is cached in
+    ``.cache/addon-tests/<hash of backend/ + protocol/ sources>`` so the 4.5 and 5.0 runs of
+    ``make test`` build it once; any source change gives a new key (a fresh build)."""
+    work = tmp_path_factory.mktemp("backend") / "work"
+    cache = ROOT / ".cache" / "addon-tests" / _backend_sources_key()
+    if not (cache / "subjects" / SUBJECT_ID / "avatar" / "checkpoint.pt").is_file():
+        build = tmp_path_factory.mktemp("backend_build") / "work"
+        _build_subject(build)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = cache.parent / f".{cache.name}.{os.getpid()}"
+        shutil.copytree(build / "subjects", staging / "subjects")
+        try:
+            staging.rename(cache)  # atomic: a half-copied cache is never used
+        except OSError:  # another run made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cache / "subjects", work / "subjects")
     return work
 
 
