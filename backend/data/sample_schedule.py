@@ -3,7 +3,9 @@
 Curves are sums of events: smooth raised-cosine bumps for expressions and small head sways,
 and sharp cusps ``A (1 - |t - c| / w)^2`` for the pose extremes, so the frame of the minimum and
 the maximum yaw and pitch is unambiguous (neighbouring frames differ by about 2A/(w fps) rad).
-Extreme centres sit exactly on frame times. The seed jitters times and amplitudes a little
+Extreme centres sit exactly on frame times, and short one-sided events (blinks, winks) keep
+a few frames away from them (MediaPipe leaks eye and brow motion into the pitch it sees, which
+would shift a tracked extreme by a frame). The seed jitters times and amplitudes a little
 without changing which events are the extremes.
 """
 
@@ -62,11 +64,11 @@ TINY_EVENTS: tuple[Event, ...] = tuple(
     _events("jawOpen", (0.25, 0.14, 0.7), (0.7, 0.18, 1.0), (1.55, 0.15, 0.6))
     + _events("mouthSmileLeft", (0.45, 0.3, 0.9))
     + _events("mouthSmileRight", (1.2, 0.3, 0.9))
-    + _events("eyeBlinkLeft", (1.0, 0.1, 1.0), (1.75, 0.1, 1.0))
-    + _events("eyeBlinkRight", (1.0, 0.1, 1.0), (0.3, 0.1, 1.0))
-    + _events("browInnerUp", (1.45, 0.3, 0.8))
+    + _events("eyeBlinkLeft", (1.16, 0.1, 1.0), (1.6, 0.1, 1.0))
+    + _events("eyeBlinkRight", (1.16, 0.1, 1.0), (0.3, 0.1, 1.0))
+    + _events("browInnerUp", (1.45, 0.25, 0.8))
     + _events("browOuterUpLeft", (0.5, 0.25, 0.8))
-    + _events("browOuterUpRight", (1.85, 0.2, 0.7))
+    + _events("browOuterUpRight", (0.2, 0.2, 0.7))
     + _events("yaw", (0.48, 0.45, 0.22), (1.4, 0.45, -0.24), cusp=True)
     + _events("pitch", (0.96, 0.4, 0.13), (1.8, 0.35, -0.14), cusp=True)
     + _events("roll", (1.2, 0.5, 0.06))

@@ -209,7 +209,7 @@ def _blink(v: np.ndarray, s: float, upper: tuple[int, ...], lower: tuple[int, ..
 def _brow(v: np.ndarray, s: float, main: tuple[int, ...], mid: tuple[int, ...]) -> np.ndarray:
     """Brow points up (``main`` fully, ``mid`` half-way); forehead follows, eyes stay put."""
     eyes = list(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER)
-    up = np.array([0.0, -0.15 * s, 0.0])
+    up = np.array([0.0, -0.13 * s, 0.0])
     handles = np.concatenate([v[list(main)], v[list(mid)], v[eyes]])
     values = np.concatenate(
         [np.tile(up, (len(main), 1)), np.tile(0.5 * up, (len(mid), 1)), np.zeros((len(eyes), 3))]
