@@ -115,16 +115,19 @@ def main() -> int:
     preset = get_preset(args.preset)
     overrides = {"pti_w_steps": 2, "pti_g_steps": 2} if args.quick else {}
 
-    gen_rate = generator_step_rate(args.preset, len(subj.expression_names), 1 if args.quick else 8)
+    gen_rate = generator_step_rate(args.preset, len(subj.expression_names), 3 if args.quick else 10)
 
     t0 = time.monotonic()
     samples: list[tuple[int, float, float]] = []  # (step, psnr, elapsed)
     train_start: list[float] = []
+    in_train: list[bool] = []
     reached: list[tuple[int, float, float]] = []
 
     def progress(u: ProgressUpdate) -> None:
-        if u.stage == "train" and not train_start:
-            train_start.append(time.monotonic())
+        if u.stage == "pti":  # stage 1 starts when the last PTI step reports
+            train_start[:] = [time.monotonic()]
+        elif not in_train:
+            in_train.append(True)
         if "heldout_psnr_db" in u.losses:
             v = u.losses["heldout_psnr_db"]
             samples.append((u.step, v, time.monotonic() - t0))
@@ -132,7 +135,7 @@ def main() -> int:
                 reached.append(samples[-1])
 
     def stop() -> bool:  # PTI always completes; the budget may end the run from the first stage-1 step
-        return bool(reached) or (bool(train_start) and time.monotonic() - t0 > budget)
+        return bool(reached) or (bool(in_train) and time.monotonic() - t0 > budget)
 
     out = args.workdir / "run"
     with contextlib.suppress(Cancelled):  # the stop predicate ends the run; the checkpoint is saved

@@ -89,7 +89,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         name="cpu", size=128,
-        model=dict(tex_size=128, pyramid_levels=4, style_dim=256, n_mlp=4, channel_multiplier=0.25,
+        model=dict(tex_size=128, pyramid_levels=4, style_dim=256, n_mlp=4, channel_multiplier=0.125,
                    channel_max=64, motion_dim=64, motion_hidden=128, deform_channels=16,
                    deform_channel_max=64,
                    deform_size=64, skip_min_res=8, skip_channel_max=64, patch_channels=32, patch_layers=3),
