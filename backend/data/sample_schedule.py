@@ -3,10 +3,11 @@
 Curves are sums of events: smooth raised-cosine bumps for expressions and small head sways,
 and sharp cusps ``A (1 - |t - c| / w)^2`` for the pose extremes, so the frame of the minimum and
 the maximum yaw and pitch is unambiguous (neighbouring frames differ by about 2A/(w fps) rad).
-Extreme centres sit exactly on frame times, and short one-sided events (blinks, winks) keep
-a few frames away from them (MediaPipe leaks eye and brow motion into the pitch it sees, which
-would shift a tracked extreme by a frame). The seed jitters times and amplitudes a little
-without changing which events are the extremes.
+Extreme centres sit exactly on frame times. MediaPipe leaks eye, brow and one-sided mouth
+motion into the pose it sees, so short or one-sided events are either centred on an extreme
+(which keeps it in place) or kept a few frames away from it (an overlapping tail would shift the
+tracked extreme by a frame). The seed jitters times and amplitudes a little without changing
+which events are the extremes.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ brow raises, two clear yaw and pitch extremes each. tx, ty are in photo pixels."
 TINY_EVENTS: tuple[Event, ...] = tuple(
     _events("jawOpen", (0.25, 0.14, 0.7), (0.7, 0.18, 1.0), (1.55, 0.15, 0.6))
     + _events("mouthSmileLeft", (0.45, 0.3, 0.9))
-    + _events("mouthSmileRight", (1.2, 0.3, 0.9))
+    + _events("mouthSmileRight", (1.4, 0.3, 0.9))
     + _events("eyeBlinkLeft", (1.16, 0.1, 1.0), (1.6, 0.1, 1.0))
     + _events("eyeBlinkRight", (1.16, 0.1, 1.0), (0.3, 0.1, 1.0))
     + _events("browInnerUp", (1.45, 0.25, 0.8))
