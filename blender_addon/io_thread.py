@@ -62,6 +62,8 @@ class Stream:
     gen: Iterator[tuple[int, Any]] | None = None
     submission: dict[str, Any] | None = None
     resubmits: int = 0
+    started: bool = False
+    next_check: float = 0.0
 
 
 def version_warning(proto: str) -> tuple[str | None, bool]:
@@ -359,6 +361,16 @@ class IOThread(threading.Thread):
         got = False
         for job_id in list(self.streams):
             stream = self.streams[job_id]
+            if not stream.started:
+                # Waiting for frames blocks this thread, so only once the job left the queue (a
+                # render queued behind a long training job must not stall cancels and events).
+                if time.monotonic() < stream.next_check:
+                    continue
+                stream.next_check = time.monotonic() + self.poll_interval
+                job = self.client.status(job_id).get("job") or {}
+                if job.get("state") == "queued":
+                    continue
+                stream.started = True
             if stream.gen is None:
                 start = 0
                 while start in stream.received:
@@ -379,6 +391,7 @@ class IOThread(threading.Thread):
                     # same submission queues it again and it continues from the frames on disk.
                     stream.resubmits += 1
                     stream.gen = None
+                    stream.started = False
                     s = stream.submission
                     self.client.submit(s["kind"], s["params"], s["buffers"], job_id=job_id)
                     self._post(

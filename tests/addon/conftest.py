@@ -169,6 +169,9 @@ def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             staging.rename(cache)  # atomic: a half-copied cache is never used
         except OSError:  # another run made it first
             shutil.rmtree(staging, ignore_errors=True)
+        for old in cache.parent.iterdir():  # subjects built from older sources
+            if old.name != cache.name and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
     shutil.copytree(cache / "subjects", work / "subjects")
     return work
 

@@ -181,3 +181,37 @@ def test_backend_restart_mid_job_reconnects_and_finishes(
         state, lambda: state.wm_state().status == "CONNECTED" and state.wm_state().instance_id != old_instance
     )
     assert any(j.job_id == shot.job_id for j in state.wm_state().jobs)
+
+
+def test_render_queued_behind_training_can_be_cancelled(
+    addon_mod, connected, backend, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """A render waiting in the backend's queue must not block the I/O thread: cancel goes through."""
+    import shutil
+
+    api, state, vse = addon_mod("api"), addon_mod("state"), addon_mod("vse")
+    shutil.copytree(backend.workdir / "subjects" / SUBJECT_ID, backend.workdir / "subjects" / "busy")
+    train_id = api.submit("train", {"subject_id": "busy", "preset": "tiny", "steps": 500})
+    pump(
+        state,
+        lambda: any(j.job_id == train_id and j.state == "running" for j in state.wm_state().jobs),
+        timeout=120,
+    )
+    api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    shot = api.render_shot(clean_scene, 1, 4, wait=False, output_dir=str(tmp_path / "f"), uv_source="BACKEND")
+    try:
+        pump(state, lambda: any(j.job_id == shot.job_id for j in state.wm_state().jobs), timeout=30)
+        assert state.RUNTIME.io.streams[shot.job_id].started is False  # still queued: no frame wait
+        state.call("cancel", job_id=shot.job_id)
+        pump(state, lambda: shot.finished, timeout=30)
+        assert shot.state == "cancelled" and not shot.frames_done
+        assert vse.find_strip(clean_scene, shot.strip_name) is None
+    finally:
+        api.cancel(train_id)
+        pump(
+            state,
+            lambda: any(
+                j.job_id == train_id and j.state in state.FINAL_STATES for j in state.wm_state().jobs
+            ),
+            timeout=120,
+        )
