@@ -478,6 +478,13 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
             return self._finish(context, {"CANCELLED"})
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
+        try:
+            return self._tick(context)
+        except (RuntimeError, ValueError, OSError) as exc:  # e.g. Cycles failed, or the I/O thread is gone
+            self.report({"ERROR"}, f"render failed: {exc}")
+            return self._finish(context, {"CANCELLED"})
+
+    def _tick(self, context) -> set:
         b = self._builder
         if self._shot is None:
             if b.step():

@@ -49,7 +49,7 @@ def test_no_backend_gives_a_clear_status_and_no_hang(addon_mod, tmp_path) -> Non
     api, state = addon_mod("api"), addon_mod("state")
     t0 = time.monotonic()
     with pytest.raises(api.EmoAvatarError, match="no connection file"):
-        api.connect(tmp_path / "missing.json", timeout=2)
+        api.connect(tmp_path / "missing.json", timeout=2, reply_timeout=0.5)
     assert state.wm_state().status == "UNAVAILABLE"
     # a connection file whose ports nobody listens on: the client gives up after its retries
     from importlib import import_module
