@@ -1,0 +1,36 @@
+"""'Start local backend': the add-on starts `emo-avatar serve` itself, connects, and stops only
+the process it started."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .conftest import BACKEND_PYTHON, SUBJECT_ID
+
+pytestmark = pytest.mark.bpy
+
+
+def test_start_local_backend_connect_and_stop(addon_mod, backend_workdir, tmp_path) -> None:
+    api, state, preferences = addon_mod("api"), addon_mod("state"), addon_mod("preferences")
+    if state.RUNTIME.io is not None:
+        api.disconnect()
+    work = tmp_path / "work"
+    shutil.copytree(backend_workdir / "subjects", work / "subjects")
+    p = preferences.prefs()
+    p.backend_command, p.workdir, p.connection_file = BACKEND_PYTHON, str(work), ""
+    try:
+        info = api.connect(start_backend=True, timeout=120)
+        proc = state.RUNTIME.backend_proc
+        assert proc is not None and proc.poll() is None
+        assert info["server"] and (work / "connection.json").is_file()
+        assert SUBJECT_ID in [s["subject_id"] for s in api.subjects()]
+    finally:
+        api.disconnect()
+        api.stop_local_backend()
+    assert proc.poll() is not None  # stopped, by its handle
+    assert state.RUNTIME.backend_proc is None
+    p.backend_command = ""
+    with pytest.raises(ValueError, match="Backend command"):
+        api.start_local_backend()
