@@ -47,7 +47,7 @@ def test_loss_falls_when_keys_are_optimised() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
 
 
