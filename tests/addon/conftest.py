@@ -28,7 +28,7 @@ for _var, _sub in (
     ("BLENDER_USER_SCRIPTS", "scripts"),
     ("BLENDER_USER_DATAFILES", "datafiles"),
 ):
-    os.environ.setdefault(_var, str(_USER_DIR / _sub))
+    os.environ[_var] = str(_USER_DIR / _sub)  # never the developer's own Blender folders
 
 BACKEND_PYTHON = os.environ.get("EMO_BACKEND_PYTHON", sys.executable)
 
