@@ -19,6 +19,18 @@ def default_workdir() -> str:
 class EmoAvatarPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
+    use_manual: BoolProperty(
+        name="Enter host, ports and key",
+        description="Connect without a connection file (e.g. a backend on another machine)",
+        default=False,
+    )
+    host: StringProperty(name="Host", default="127.0.0.1")
+    shell_port: IntProperty(name="Shell port", default=0, min=0, max=65535)
+    control_port: IntProperty(name="Control port", default=0, min=0, max=65535)
+    events_port: IntProperty(name="Events port", default=0, min=0, max=65535)
+    key: StringProperty(
+        name="Key", subtype="PASSWORD", description="HMAC key from the backend's connection file"
+    )
     connection_file: StringProperty(
         name="Connection file",
         subtype="FILE_PATH",
@@ -55,7 +67,13 @@ class EmoAvatarPreferences(bpy.types.AddonPreferences):
 
     def draw(self, _context) -> None:
         col = self.layout.column()
-        col.prop(self, "connection_file")
+        col.prop(self, "use_manual")
+        if self.use_manual:
+            box = col.box()
+            for name in ("host", "shell_port", "control_port", "events_port", "key"):
+                box.prop(self, name)
+        else:
+            col.prop(self, "connection_file")
         col.prop(self, "workdir")
         col.prop(self, "backend_command")
         col.prop(self, "start_local")
@@ -70,8 +88,30 @@ def prefs() -> EmoAvatarPreferences:
     return bpy.context.preferences.addons[ADDON_ID].preferences
 
 
+def manual_connection_file(p) -> str:
+    """Host/ports/key from the preferences as a private connection file (mode 0600) the client reads."""
+    from .protocol.connection import ConnectionInfo
+
+    if not (p.shell_port and p.control_port and p.events_port and p.key):
+        raise ValueError("enter the host, the three ports and the key (from the backend's connection file)")
+    info = ConnectionInfo(
+        shell_port=p.shell_port,
+        control_port=p.control_port,
+        events_port=p.events_port,
+        key=p.key,
+        ip=p.host or "127.0.0.1",
+    )
+    path = (
+        Path(tempfile.gettempdir())
+        / f"emo_avatar_connection_{os.getuid() if hasattr(os, 'getuid') else 0}.json"
+    )
+    return str(info.write(path))
+
+
 def connection_file() -> str:
     p = prefs()
+    if p.use_manual:
+        return manual_connection_file(p)
     if p.connection_file:
         return bpy.path.abspath(p.connection_file)
     return str(Path(bpy.path.abspath(p.workdir)) / "connection.json")

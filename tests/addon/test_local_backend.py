@@ -34,3 +34,29 @@ def test_start_local_backend_connect_and_stop(addon_mod, backend_workdir, tmp_pa
     p.backend_command = ""
     with pytest.raises(ValueError, match="Backend command"):
         api.start_local_backend()
+
+
+def test_connect_with_host_ports_and_key_from_the_preferences(addon_mod, backend) -> None:
+    import json
+
+    api, state, preferences = addon_mod("api"), addon_mod("state"), addon_mod("preferences")
+    if state.RUNTIME.io is not None:
+        api.disconnect()
+    info = json.loads(backend.connection_file.read_text())
+    p = preferences.prefs()
+    p.use_manual = True
+    try:
+        p.shell_port = 0
+        with pytest.raises(ValueError, match="three ports and the key"):
+            api.connect()
+        p.host, p.key = info["ip"], info["key"]
+        p.shell_port, p.control_port, p.events_port = (
+            info["shell_port"],
+            info["control_port"],
+            info["events_port"],
+        )
+        assert api.connect(timeout=60)["instance_id"]
+        assert SUBJECT_ID in [s["subject_id"] for s in api.subjects()]
+    finally:
+        api.disconnect()
+        p.use_manual = False
