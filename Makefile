@@ -35,6 +35,10 @@ test-main: $(VENV)/.stamp
 test-bpy5: $(VENV)/.stamp $(VENV_BPY5)/.stamp
 	EMO_BACKEND_PYTHON=$(abspath $(PY)) $(PY_BPY5) -m pytest -m bpy tests/addon
 
+# The main job end to end on the embedded sample (out/demo/); a second run reuses what is done.
+demo: $(VENV)/.stamp
+	$(PY) -m backend.cli demo --out out/demo
+
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 

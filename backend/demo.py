@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PERFORMANCE_CSV = ROOT / "examples" / "curves" / "performance_livelinkface.csv"
 SUBJECT_ID = "astronaut"
 STYLE_NAME = "cartoon"
+REFERENCE_FRAME = 0
 
 
 @dataclass
@@ -102,25 +103,35 @@ def step_train(cfg: DemoConfig) -> dict[str, object]:
 
     ckpt = train_avatar(cfg.subject, preset=cfg.preset, steps=cfg.train_steps, device=cfg.device,
                         resume=True, progress=_print_progress("train"))
-    metrics = _read_json(paths.avatar_dir(cfg.subject) / "metrics.json")
-    return {"checkpoint": str(ckpt), **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+    train = _read_json(paths.avatar_dir(cfg.subject) / "metrics.json").get("train", {})
+    return {
+        "checkpoint": str(ckpt), "steps": train.get("step"),
+        "heldout_psnr_db": train.get("heldout_psnr_db"), "perceptual": train.get("perceptual"),
+        "stylegan_init": (train.get("stylegan_init") or {}).get("kind"),
+    }
 
 
 def step_reference(cfg: DemoConfig) -> dict[str, object]:
-    from backend.train.stylize import stylize_frame
+    from backend.train.stylize_cli import stylize_subject_frame
 
-    ref = cfg.out / "reference.png"
-    stylize_frame(cfg.subject, frame=0, look=STYLE_NAME, out_path=ref)
-    return {"reference": str(ref)}
+    ref = stylize_subject_frame(cfg.subject, REFERENCE_FRAME, STYLE_NAME, cfg.out / "reference.png")
+    return {"reference": str(ref), "frame": REFERENCE_FRAME, "look": STYLE_NAME}
 
 
 def step_edit(cfg: DemoConfig) -> dict[str, object]:
     from backend.train.stage2 import edit_avatar
 
-    style = edit_avatar(cfg.subject, cfg.out / "reference.png", frame=0, steps=cfg.edit_steps,
+    style = edit_avatar(cfg.subject, cfg.out / "reference.png", frame=REFERENCE_FRAME, steps=cfg.edit_steps,
                         name=STYLE_NAME, device=cfg.device, progress=_print_progress("edit"))
     metrics = _read_json(style.with_suffix(".metrics.json"))
-    return {"style": str(style), **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+    distance = metrics.get("style_distance") or {}
+    return {
+        "style": str(style), "encoder": metrics.get("encoder"),
+        "face_gram_distance_before": distance.get("gram_before"),
+        "face_gram_distance_after": distance.get("gram_after"),
+        "temporal_change_ratio": (metrics.get("temporal") or {}).get("ratio"),
+        "f_lmd_styled_vs_unstyled": (metrics.get("identity") or {}).get("f_lmd_styled_vs_unstyled"),
+    }
 
 
 def step_blender(cfg: DemoConfig) -> dict[str, object]:
@@ -171,7 +182,15 @@ STEPS: list[tuple[str, Callable[[DemoConfig], dict[str, object]], Callable[[Demo
     ("reference", step_reference, lambda c: c.out / "reference.png"),
     ("edit", step_edit, lambda c: paths.style_path(c.subject, STYLE_NAME)),
     ("blender", step_blender, lambda c: c.out / "shot.mp4"),
+    ("summary", lambda c: step_summary(c), lambda c: c.out / "contact_sheet.png"),
 ]
+
+
+def step_summary(cfg: DemoConfig) -> dict[str, object]:
+    from backend.demo_sheet import write_demo_contact_sheet
+
+    facts = write_demo_contact_sheet(cfg.out, cfg.subject, STYLE_NAME)
+    return {"contact_sheet": str(cfg.out / "contact_sheet.png"), **facts}
 
 
 def run_demo(cfg: DemoConfig) -> list[StepResult]:
