@@ -115,7 +115,7 @@ def _backend(*args: str, cwd: Path, timeout: float = 900) -> None:
     assert proc.returncode == 0, f"backend {args[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 
-_RECIPE = ("sample --tiny", "track --size 64 --max-frames 16", "train --preset tiny --steps 2")
+_RECIPE = ("sample --tiny", "track --size 64 --max-frames 16", "train --preset tiny --steps 2", "+sample.mp4")
 
 
 def _backend_sources_key() -> str:
@@ -146,6 +146,7 @@ def _build_subject(work: Path) -> None:
         "train", str(subject), "--preset", "tiny", "--steps", "2", "--preview-every", "0", cwd=work.parent
     )
     assert (subject / "avatar" / "checkpoint.pt").is_file()
+    shutil.copy2(sample / "sample.mp4", work / "sample.mp4")
 
 
 @pytest.fixture(scope="session")
@@ -165,6 +166,7 @@ def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cache.parent.mkdir(parents=True, exist_ok=True)
         staging = cache.parent / f".{cache.name}.{os.getpid()}"
         shutil.copytree(build / "subjects", staging / "subjects")
+        shutil.copy2(build / "sample.mp4", staging / "sample.mp4")
         try:
             staging.rename(cache)  # atomic: a half-copied cache is never used
         except OSError:  # another run made it first
@@ -173,6 +175,7 @@ def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if old.name != cache.name and not old.name.startswith("."):
                 shutil.rmtree(old, ignore_errors=True)
     shutil.copytree(cache / "subjects", work / "subjects")
+    shutil.copy2(cache / "sample.mp4", work.parent / "sample.mp4")  # the tracked clip, beside the workdir
     return work
 
 

@@ -215,3 +215,35 @@ def test_render_queued_behind_training_can_be_cancelled(
             ),
             timeout=120,
         )
+
+
+def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
+    addon_mod, connected, backend, backend_workdir, tmp_path
+) -> None:
+    """The job operators build requests the backend validates and queues (then they are cancelled:
+    running the jobs is the backend's tests' business)."""
+    import bpy
+
+    state, png = addon_mod("state"), addon_mod("png")
+    st = state.wm_state()
+    frame = (backend_workdir / "subjects" / SUBJECT_ID / "frames" / "000000.png").read_bytes()
+    reference = tmp_path / "reference.png"
+    png.write_png(reference, np.ascontiguousarray(png.decode_png(frame)[:, ::-1]))  # a mirrored frame
+    addon_mod("api").refresh()
+    st.subject = SUBJECT_ID
+    before = {j.job_id for j in st.jobs}
+    assert bpy.ops.emo_avatar.track_video(
+        filepath=str(backend_workdir.parent / "sample.mp4"), subject_id="tracked_by_test", size=32
+    ) == {"FINISHED"}
+    assert bpy.ops.emo_avatar.train(preset="tiny") == {"FINISHED"}
+    assert bpy.ops.emo_avatar.edit(filepath=str(reference), style="mirror", frame=0) == {"FINISHED"}
+
+    def new_jobs():
+        return {j.kind: j for j in st.jobs if j.job_id not in before}
+
+    pump(state, lambda: set(new_jobs()) >= {"track", "train", "edit"}, timeout=120)
+    assert not [m for m in state.RUNTIME.messages if m[0] == "ERROR" and "edit" in m[1]]
+    for job in new_jobs().values():
+        assert job.state in ("queued", "running", "done"), (job.kind, job.state, job.error)
+        bpy.ops.emo_avatar.cancel_job(job_id=job.job_id)
+    pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs().values()), timeout=180)
