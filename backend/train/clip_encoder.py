@@ -214,6 +214,17 @@ class ClipImageEncoder(nn.Module):
         return self._encode((crops + 1) / 2).reshape(b, n, -1)
 
 
+def _smaller_input(cfg: dict, image_size: int | None) -> int | None:
+    """``image_size`` rounded down to a multiple of the ViT patch, or None when it is not smaller."""
+    v = cfg.get("vision_cfg", {})
+    native = v.get("image_size", 224)
+    native = native[0] if isinstance(native, list | tuple) else native
+    if image_size is None or image_size >= native or not isinstance(v.get("patch_size"), int):
+        return None
+    patch = v["patch_size"]
+    return max(patch, image_size // patch * patch)
+
+
 def load_clip(
     checkpoint: Path | str,
     arch: str | None = None,
@@ -226,8 +237,9 @@ def load_clip(
         checkpoint: an open_clip / OpenAI-format CLIP state dict file (.pt/.pth/.bin/.safetensors).
         arch: config name or model-config JSON path; None infers it from the checkpoint.
         device: where the encoder runs.
-        image_size: optional smaller input size (the positional embedding is interpolated), to
-            make crops cheaper on CPU; None keeps the config's size.
+        image_size: optional smaller input size (rounded down to a multiple of the patch size; the
+            positional embedding is interpolated), to make crops cheaper on CPU; None, or a size
+            not below the config's, keeps the config's size.
     Raises:
         FileNotFoundError: the checkpoint file is missing.
         ClipLoadError: unknown architecture, or a checkpoint that does not fit the architecture.
@@ -237,6 +249,7 @@ def load_clip(
         raise FileNotFoundError(f"CLIP checkpoint {path} not found (give a local open_clip checkpoint file)")
     oc = _open_clip()
     name = resolve_architecture(arch) if arch else infer_architecture(path)
+    image_size = _smaller_input(oc.get_model_config(name) or {}, image_size)
     try:
         model = oc.create_model(
             name,

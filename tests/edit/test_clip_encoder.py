@@ -58,3 +58,13 @@ def test_checkpoint_of_another_architecture(tiny_clip_checkpoint: tuple[Path, Pa
         load_clip(junk)
     with pytest.raises(FileNotFoundError):
         load_clip(tmp_path / "missing.pt")
+
+
+def test_smaller_input_size_rounds_to_patch() -> None:
+    from backend.train.clip_encoder import _smaller_input
+
+    vit32 = {"vision_cfg": {"image_size": 224, "patch_size": 32}}
+    assert _smaller_input(vit32, 112) == 96  # 3x3 patches, no lost border
+    assert _smaller_input({"vision_cfg": {"image_size": 224, "patch_size": 14}}, 112) == 112
+    assert _smaller_input({"vision_cfg": {"image_size": 32, "patch_size": 8}}, 112) is None  # never upscale
+    assert _smaller_input(vit32, None) is None
