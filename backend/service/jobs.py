@@ -262,10 +262,14 @@ class JobManager:
             if item is None:
                 return
             rec, running = item
-            self._announce(rec)
-            self._run_one(rec, running)
-            with self._cond:
-                self._running = None
+            try:
+                self._announce(rec)
+                self._run_one(rec, running)
+            except Exception:  # bookkeeping failed (disk full?): log it, keep the worker alive
+                log.exception("worker: job %s could not be recorded", rec.id)
+            finally:
+                with self._cond:
+                    self._running = None
 
     def _run_one(self, rec: J.JobRecord, running: _Running) -> None:
         kind = self.kinds.get(rec.kind)

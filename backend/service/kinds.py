@@ -306,9 +306,6 @@ class RenderKind:
     def run(self, ctx: JobContext) -> dict[str, Any]:
         p = ctx.params
         subject = existing_subject(ctx.env, p["subject_id"])
-        with np.load(ctx.env.job_dir(ctx.job_id) / "inputs.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        expr = arrays["expressions"]
         first, last = p["first"], p["last"]
         out_dir = self.out_dir(ctx.env, ctx.job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -320,6 +317,9 @@ class RenderKind:
             ctx.log(f"{start - first} of {last - first + 1} frames already on disk; "
                     f"rendering from row {start}")
         if start <= last:
+            with np.load(ctx.env.job_dir(ctx.job_id) / "inputs.npz", allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            expr = arrays["expressions"]
             style = paths.style_path(subject, p["style"]) if p.get("style") else None
             renderer = self._renderer_for(paths.checkpoint_path(subject), style, ctx.env.device)
             # the renderer builds each row's motion window from its neighbours, so rendering
@@ -336,6 +336,8 @@ class RenderKind:
                 _write_png(frame_file(out_dir, i), image, p["png_level"])
                 ctx.frame(i, image, frame_file(out_dir, i))
                 ctx.progress(ProgressUpdate("render", i - first + 1, total, eta=clock.eta(i + 1)))
+        # every frame is on disk: the stored inputs are no longer needed for a resume
+        (ctx.env.job_dir(ctx.job_id) / "inputs.npz").unlink(missing_ok=True)
         return {"frames_dir": str(out_dir.relative_to(Path(ctx.env.workdir).resolve())),
                 "frame_count": last - first + 1, "first": first, "last": last}
 

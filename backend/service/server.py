@@ -85,6 +85,29 @@ def is_loopback(ip: str) -> bool:
         return False
 
 
+class _EventLogHandler(logging.Handler):
+    """Forwards the work modules' log records (INFO and up, ``backend.*`` outside the service) as
+    ``log`` events, tagged with the running job, so the add-on shows e.g. fallback warnings."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(logging.INFO)
+        self.server = server
+        self.levels = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith("backend.") or record.name.startswith("backend.service"):
+            return
+        try:
+            content = {"level": self.levels.get(record.levelno, "error"), "text": record.getMessage()[:2000],
+                       "logger": record.name}
+            job = self.server.manager.running_job if hasattr(self.server, "manager") else None
+            if job:
+                content["job_id"] = job
+            self.server.outbox.event("log", content)
+        except Exception:
+            self.handleError(record)
+
+
 class ServerError(RuntimeError):
     """The server cannot start as configured (message says why and what to do)."""
 
@@ -153,6 +176,8 @@ class Server:
         for job_id in requeued:
             log.info("resuming job %s (--resume-jobs)", job_id)
             self._reopen_stream_if_render(job_id)
+        self._log_handler = _EventLogHandler(self)
+        logging.getLogger("backend").addHandler(self._log_handler)
         self._resolve_device_async()
         info = ConnectionInfo(shell_port=ports[0], control_port=ports[1], events_port=ports[2], key=key,
                               ip=ip, transport="tcp", instance_id=self.instance_id, pid=os.getpid(),
@@ -276,6 +301,7 @@ class Server:
     def close(self) -> None:
         if self.context is None:
             return
+        logging.getLogger("backend").removeHandler(self._log_handler)
         self.outbox.event("status", self._status_content("stopping"))
         self._flush_outbox()
         self.manager.close()

@@ -147,6 +147,8 @@ class StreamTable:
             st.total = total
             st.available = max(st.available, total)
         self.pump(st)
+        if st.credit == 0:
+            st.cache.clear()  # nobody is asking now: the frames are on disk, drop the pixels
 
     def pump_all(self) -> None:
         """Pump every stream; forget the ones that are done (they can be reopened from disk)."""

@@ -131,3 +131,4 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out waiting for {what}")
 
 
+

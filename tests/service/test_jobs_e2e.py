@@ -120,6 +120,19 @@ def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> Non
         assert sorted(frames) == list(range(12))
         rec = _wait_state(client, job, ("done",))
         assert rec["outputs"]["frame_count"] == 12
+        assert not (served.workdir / "jobs" / job / "inputs.npz").exists()  # only kept while needed
+        events, until = [], time.monotonic() + 1.5  # those seen meanwhile, then 1.5 s of new ones
+        for e in client.events(timeout=1.5):  # (heartbeats never let it go quiet by itself)
+            events.append(e)
+            if time.monotonic() > until:
+                break
+        mine = [e for e in events if e.content.get("job_id") == job]
+        states = [e.content["state"] for e in mine if e.msg_type == "job_state"]
+        assert states == ["queued", "running", "done"]
+        progress = [e.content for e in mine if e.msg_type == "job_progress"]
+        assert progress and progress[-1]["step"] == progress[-1]["total"] == 12
+        beats = [e.content for e in events if e.msg_type == "status"]
+        assert beats and beats[-1]["instance_id"] == hello["instance_id"] and beats[-1]["device"] == "cpu"
 
         # png frames of a frame range, same pixels as the raw ones
         job_png = client.submit("render", _render_params(names, encoding="png", frame_start=100,
