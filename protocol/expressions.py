@@ -48,7 +48,11 @@ FACE_MODEL_NAMES: tuple[str, ...] = (
 RESIDUAL_PREFIX = "residual_"
 
 HEAD_POSE_NAMES: tuple[str, ...] = ("yaw", "pitch", "roll", "tx", "ty", "tz")
-"""Per-frame head pose columns (T x 6): Euler angles in radians, translation in mesh units."""
+"""Per-frame head pose columns (T x 6): yaw, pitch, roll in radians, then a translation.
+
+In curve files (Live Link Face CSV, curves JSON) the translation is an offset in mesh units (cm)
+around the subject's median pose (Live Link Face has none: zeros). In a subject folder and in a
+render job's ``pose`` buffer it is absolute, in the subject's crop pixels (``FaceRig.project``)."""
 
 ALIASES: dict[str, str] = {
     # Common spellings seen in other trackers and exporters -> ARKit name.

@@ -207,7 +207,9 @@ JOB_KINDS: dict[str, JobKind] = {
         },
         buffers={
             "curves": BufferSpec(("float32",), ("T", "K"), required=True, doc="expression values"),
-            "pose": BufferSpec(("float32",), ("T", 6), doc="head pose yaw,pitch,roll (rad), tx,ty,tz"),
+            "pose": BufferSpec(("float32",), ("T", 6),
+                               doc="head pose, subject crop convention (FaceRig.project): yaw, pitch, "
+                                   "roll (rad), tx, ty, tz (crop pixels); used to rasterise when no uv_maps"),
             "uv_maps": BufferSpec(("float16",), ("T", "H", "W", 3),
                                   doc="UV maps from Blender (u, v, mask); else rasterised by the backend"),
         },
