@@ -107,10 +107,10 @@ def main() -> int:
             client = Client.from_connection_file(conn, timeout=60)
             params = {"subject_id": "bench", "names": names, "fps": 25.0}
             # warm-up: model load + first forward on both sides
-            warm = client.submit("render", params, buffers={"curves": curves[:2]})
+            warm = client.submit("render", params, buffers={"curves": curves[:8]})
             list(client.frames(warm))
             renderer = Renderer.from_checkpoint(subject / "avatar" / "checkpoint.pt", device="cpu")
-            list(renderer.render(curves[:2]))
+            list(renderer.render(curves[:8]))
             # hello latency, idle server
             lat = []
             for _ in range(n_hello):

@@ -2,8 +2,8 @@
 one thread that owns the sockets.
 
 ZeroMQ sockets are single-threaded, so nothing but the I/O loop touches them. Other threads
-``put`` items on a thread-safe queue and poke an inproc PUSH socket of their own (one per
-thread) so the loop's poller wakes at once; the loop drains the queue every iteration.
+``put`` items on a thread-safe queue and poke an inproc PUSH socket (shared, used under a
+lock) so the loop's poller wakes at once; the loop drains the queue every iteration.
 Items are tuples ``("event", msg_type, content)`` or ``("frame", job_id, index, image, path)``.
 """
 
@@ -30,8 +30,7 @@ class Outbox:
         self.pull.bind(self.endpoint)
         self.owner = threading.get_ident()
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._local = threading.local()
-        self._pushers: list[zmq.Socket] = []
+        self._push: zmq.Socket | None = None
         self._lock = threading.Lock()
 
     def put(self, item: tuple[Any, ...]) -> None:
@@ -39,17 +38,14 @@ class Outbox:
         self._queue.put(item)
         if threading.get_ident() == self.owner:
             return
-        push = getattr(self._local, "push", None)
-        if push is None:
-            push = self.context.socket(zmq.PUSH)
-            push.setsockopt(zmq.LINGER, 0)
-            push.setsockopt(zmq.SNDHWM, 1)
-            push.connect(self.endpoint)
-            self._local.push = push
-            with self._lock:
-                self._pushers.append(push)
-        with contextlib.suppress(zmq.Again):  # a wake-up is already pending
-            push.send(b"", zmq.NOBLOCK)
+        with self._lock:  # one PUSH socket shared by the other threads, used under the lock
+            if self._push is None:
+                self._push = self.context.socket(zmq.PUSH)
+                self._push.setsockopt(zmq.LINGER, 0)
+                self._push.setsockopt(zmq.SNDHWM, 1)
+                self._push.connect(self.endpoint)
+            with contextlib.suppress(zmq.Again):  # a wake-up is already pending
+                self._push.send(b"", zmq.NOBLOCK)
 
     def event(self, msg_type: str, content: dict[str, Any]) -> None:
         self.put(("event", msg_type, content))
@@ -71,7 +67,7 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            for s in self._pushers:
-                s.close(0)
-            self._pushers.clear()
+            if self._push is not None:
+                self._push.close(0)
+                self._push = None
         self.pull.close(0)

@@ -328,18 +328,66 @@ class RenderKind:
             clock = EtaClock(last + 1, start)
             total = last - first + 1
             rows = range(start, last + 1)
-            for i, image in zip(rows, renderer.render(expr, indices=rows, **kwargs), strict=True):
-                check_cancel(ctx.should_stop)
-                image = np.ascontiguousarray(image, dtype=np.uint8)
-                if p.get("size") and image.shape[0] != p["size"]:
-                    image = _resize(image, p["size"])
-                _write_png(frame_file(out_dir, i), image, p["png_level"])
-                ctx.frame(i, image, frame_file(out_dir, i))
+
+            def written(i: int, image: np.ndarray, path: Path) -> None:
+                ctx.frame(i, image, path)
                 ctx.progress(ProgressUpdate("render", i - first + 1, total, eta=clock.eta(i + 1)))
+
+            writer = FrameWriter(out_dir, p["png_level"], written)
+            try:
+                for i, image in zip(rows, renderer.render(expr, indices=rows, **kwargs), strict=True):
+                    check_cancel(ctx.should_stop)
+                    image = np.array(image, dtype=np.uint8, copy=True)  # the writer keeps it
+                    if p.get("size") and image.shape[0] != p["size"]:
+                        image = _resize(image, p["size"])
+                    writer.put(i, image)
+            finally:
+                writer.close()  # every rendered frame is on disk (in order) before the job ends
         # every frame is on disk: the stored inputs are no longer needed for a resume
         (ctx.env.job_dir(ctx.job_id) / "inputs.npz").unlink(missing_ok=True)
         return {"frames_dir": str(out_dir.relative_to(Path(ctx.env.workdir).resolve())),
                 "frame_count": last - first + 1, "first": first, "last": last}
+
+
+class FrameWriter:
+    """Encodes and writes frames on its own thread, in order, so the renderer never waits for
+    PNG encoding (cv2 releases the GIL). ``written(i, image, path)`` runs after each file is in
+    place; on disk the frames are always a contiguous prefix (one writer, FIFO). Bounded queue:
+    the renderer blocks when the disk falls ``maxsize`` frames behind."""
+
+    def __init__(self, out_dir: Path, level: int, written: Any, maxsize: int = 16) -> None:
+        import queue
+        import threading
+
+        self.out_dir, self.level, self.written = out_dir, level, written
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="emo-frame-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, index: int, image: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put((index, image))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue
+            index, image = item
+            try:
+                path = frame_file(self.out_dir, index)
+                _write_png(path, image, self.level)
+                self.written(index, image, path)
+            except BaseException as exc:
+                self.error = exc
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread; re-raise a write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def subject_rig_info(subject: Path) -> tuple[list[str], int]:

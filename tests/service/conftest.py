@@ -132,3 +132,4 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
 
 
 
+
