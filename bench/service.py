@@ -1,7 +1,8 @@
 """Benchmark of the backend service: render frames/s over the wire vs in-process, hello latency.
 
-    python bench/service.py --quick            # < 60 s: tiny sample, untrained tiny-preset avatar
-    python bench/service.py                    # untrained cpu-preset avatar (128 px), 200 frames
+    python bench/service.py --quick            # < 60 s: untrained cpu-preset avatar (128 px), 32 frames
+    python bench/service.py --quick --preset tiny --frames 96   # 32 px: the overhead's worst case
+    python bench/service.py                    # 200 frames
     python bench/service.py --subject SUBJECT  # a trained subject folder (SUBJECT/avatar/checkpoint.pt)
 
 Over the wire = `emo-avatar serve` in a subprocess on 127.0.0.1, a render job submitted with the
@@ -77,13 +78,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small run (< 60 s)")
     ap.add_argument("--subject", type=Path, help="a trained subject folder (default: build an untrained one)")
     ap.add_argument("--preset", default=None,
-                    help="preset of the untrained avatar (default: tiny with --quick, else cpu)")
+                    help="preset of the untrained avatar (default cpu: the demo's 128 px; tiny = 32 px, "
+                         "where per-frame overhead weighs most)")
     ap.add_argument("--frames", type=int, default=None, help="frames per render job")
     ap.add_argument("--hellos", type=int, default=None, help="hello round trips")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement (best kept)")
     args = ap.parse_args()
-    n_frames = args.frames or (96 if args.quick else 200)
-    preset = args.preset or ("tiny" if args.quick else "cpu")
+    n_frames = args.frames or (32 if args.quick else 200)
+    preset = args.preset or "cpu"
     n_hello = args.hellos or (300 if args.quick else 2000)
 
     from backend.data.subject import Subject
