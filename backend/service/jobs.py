@@ -174,10 +174,10 @@ class JobManager:
         stored = self.kinds[kind].prepare(job_id, dict(params), dict(buffers or {}), self.env)
         record, created = self.journal.add(job_id, kind, stored)
         if created:
+            self._announce(record)  # before the worker can see it: events stay in order
             with self._cond:
                 self._push(record)
                 self._cond.notify_all()
-            self._announce(record)
         return record, created
 
     def resume(self, job_id: str) -> J.JobRecord:
@@ -202,7 +202,9 @@ class JobManager:
                 heapq.heapify(self._heap)
             elif rec.state == J.RUNNING and self._running and self._running.job_id == job_id:
                 rec = self.journal.set_state(job_id, J.CANCELLING)
+                self._announce(rec)  # before the worker can announce "cancelled"
                 self._running.stop.set()
+                return rec
             else:
                 return rec  # already final or cancelling: cancel is idempotent
         self._announce(rec)
@@ -227,9 +229,9 @@ class JobManager:
     def _requeue(self, rec: J.JobRecord) -> J.JobRecord:
         with self._cond:
             rec = self.journal.set_state(rec.id, J.QUEUED, None)
+            self._announce(rec)
             self._push(rec)
             self._cond.notify_all()
-        self._announce(rec)
         return rec
 
     def _push(self, rec: J.JobRecord) -> None:
@@ -253,6 +255,7 @@ class JobManager:
                         running = _Running(job_id)
                         self._running = running
                         rec = self.journal.set_state(job_id, J.RUNNING, count_attempt=True)
+                        self._announce(rec)
                         return rec, running
                 self._cond.wait(0.5)
 
@@ -263,7 +266,6 @@ class JobManager:
                 return
             rec, running = item
             try:
-                self._announce(rec)
                 self._run_one(rec, running)
             except Exception:  # bookkeeping failed (disk full?): log it, keep the worker alive
                 log.exception("worker: job %s could not be recorded", rec.id)
@@ -297,19 +299,22 @@ class JobManager:
 
         ctx = JobContext(record=rec, env=self.env, progress=progress,
                          should_stop=running.stop.is_set, log=job_log, frame=frame)
+        error: str | None = None
+        outputs: dict[str, Any] = {}
         try:
             if kind is None:
                 raise JobError(f"job kind {rec.kind!r} is not available in this backend")
             outputs = kind.run(ctx) or {}
+            state = J.DONE
         except Cancelled:
-            if self._closing:
-                final = self.journal.set_state(rec.id, J.INTERRUPTED, "backend shut down while the job ran")
-            else:
-                final = self.journal.set_state(rec.id, J.CANCELLED, "cancelled on request")
+            state, error = ((J.INTERRUPTED, "backend shut down while the job ran") if self._closing
+                            else (J.CANCELLED, "cancelled on request"))
         except Exception as exc:  # every job failure is reported, never fatal
             log.error("job %s failed:\n%s", rec.id, traceback.format_exc())
-            final = self.journal.set_state(rec.id, J.FAILED, f"{type(exc).__name__}: {exc}")
-        else:
-            self.journal.set_outputs(rec.id, outputs)
-            final = self.journal.set_state(rec.id, J.DONE)
-        self._announce(final)
+            state, error = J.FAILED, f"{type(exc).__name__}: {exc}"
+        with self._cond:  # so a concurrent cancel() never overwrites the final state
+            if state == J.DONE:
+                self.journal.set_outputs(rec.id, outputs)
+            final = self.journal.set_state(rec.id, state, error)
+            self._announce(final)
+            self._running = None
