@@ -1,0 +1,58 @@
+"""The Python-API quickstart and the farm-task example run as a user would run them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PERFORMANCE = ROOT / "examples" / "curves" / "performance_livelinkface.csv"
+
+
+def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_farm_tasks_cover_the_shot_once() -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    from farm_render import task_frames
+
+    ranges = [task_frames(10, 23, t, 4) for t in range(4)]
+    assert ranges == [(10, 16), (16, 22), (22, 28), (28, 33)]
+    assert task_frames(0, 3, 3, 4) == (3, 3)
+    with pytest.raises(ValueError, match="--task"):
+        task_frames(0, 10, 4, 4)
+
+
+def test_farm_tasks_render_disjoint_ranges_that_add_up(tiny_avatar_subject: Path, tmp_path: Path) -> None:
+    curves = tmp_path / "shot.json"
+    from protocol.curves import read_curves, write_curves
+
+    perf = read_curves(PERFORMANCE)
+    perf.values, perf.head_pose = perf.values[:7], perf.head_pose[:7]
+    write_curves(perf, curves)
+    out = tmp_path / "frames"
+    for task in range(3):
+        _run("examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(curves),
+             "--task", str(task), "--tasks", "3", "-o", str(out))
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == [f"{i:06d}.png" for i in range(7)]
+    again = _run("examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(curves), "--task", "0",
+                 "--tasks", "3", "-o", str(out))
+    assert "already exist" in again.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end_with_the_tiny_preset(tmp_path: Path) -> None:
+    proc = _run("examples/quickstart.py", "--out", str(tmp_path), "--preset", "tiny", "--frames", "12")
+    assert "wrote 12 frames" in proc.stdout
+    frames = [cv2.imread(str(p)) for p in sorted((tmp_path / "frames").glob("*.png"))]
+    assert len(frames) == 12 and frames[0].shape == (32, 32, 3)
+    assert np.stack(frames).std() > 10
