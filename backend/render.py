@@ -4,6 +4,11 @@
     for rgb in r.render(expressions):          # (T, K) float32 in r.names order
         ...                                    # (size, size, 3) uint8 RGB per frame
 
+    frames = Avatar.load(checkpoint_path(subject)).render(expressions, uv_maps)   # (T, size, size, 3)
+
+``Avatar`` is the issue's name for the same thing: a ``Renderer`` whose ``render`` returns all
+frames as one array instead of streaming them.
+
 UV maps come from the caller (Blender's UV pass, ``uv_maps`` (T, H, W, 3) float [u, v, coverage])
 or are rasterised from the subject's face rig (``backend.face.rig.FaceRig.uv_maps``) at the
 given head ``pose`` (T, 6) and ``scale`` (T,) in the subject's crop convention; without a pose
@@ -163,8 +168,9 @@ class Renderer:
 
         Args:
             expressions: (T, K) float curves, columns in ``self.names`` order (or named by ``names``).
-            uv_maps: (T, H, W, 3) float [u, v, coverage] or None to rasterise the rig. Other sizes
-                are resampled (logged); other channel counts are an error.
+            uv_maps: (T, H, W, 3) float [u, v, coverage] or None to rasterise the rig. With
+                ``indices``, (len(indices), H, W, 3) maps (one per rendered row, same order) are
+                accepted too. Other sizes are resampled (logged); other channel counts are an error.
             pose: (T, 6) head pose in subject crop pixels (rig rasterisation only); default: median.
             scale: (T,) px/cm (rig rasterisation only); default: the subject's median.
             batch: frames per forward pass.
@@ -188,8 +194,10 @@ class Renderer:
         rows = np.arange(n) if indices is None else np.asarray(list(indices), dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             raise RenderInputError(f"frame indices out of range 0..{n - 1}")
+        uv_by_position = False
         if uv_maps is not None:
-            uv_all = self._check_uv(uv_maps, n)
+            uv_by_position = indices is not None and len(uv_maps) == len(rows) and len(uv_maps) != n
+            uv_all = self._check_uv(uv_maps, len(rows) if uv_by_position else n)
             if uv_all.shape[1:3] != (self.size, self.size):
                 log.warning("UV maps are %dx%d, the avatar renders %dx%d: resampling them (bilinear)",
                             uv_all.shape[2], uv_all.shape[1], self.size, self.size)
@@ -210,7 +218,7 @@ class Renderer:
         for a in range(0, len(rows), batch):
             ids = rows[a:a + batch]
             if uv_all is not None:
-                uv = np.asarray(uv_all[ids], dtype=np.float32)
+                uv = np.asarray(uv_all[a:a + batch] if uv_by_position else uv_all[ids], dtype=np.float32)
                 _finite("UV maps", uv)
                 uv = self._resample_uv(uv)
             else:
@@ -220,3 +228,26 @@ class Renderer:
             img = self.avatar(uv_t, win).image
             out = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             yield from out.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class Avatar(Renderer):
+    """The issue's API: ``Avatar.load(path).render(expressions, uv_maps) -> frames``.
+
+    A thin alias of :class:`Renderer` (same loading, same checks, same pixels); only ``render``
+    differs: it returns every requested frame at once.
+    """
+
+    @classmethod
+    def load(cls, path: Path, device: str | torch.device | None = None, style: Path | None = None,
+             subject: Path | None = None) -> Avatar:
+        """Same as :meth:`Renderer.from_checkpoint` (checkpoint file, optional ``.style``)."""
+        return cls.from_checkpoint(path, device=device, style=style, subject=subject)
+
+    def render(self, expressions: np.ndarray, uv_maps: np.ndarray | None = None,  # type: ignore[override]
+               **kwargs: Any) -> np.ndarray:
+        """All frames as (N, size, size, 3) uint8 RGB (N = T, or len(indices)); arguments as
+        :meth:`Renderer.render` (rendered internally in batches of ``batch`` frames)."""
+        frames = list(super().render(expressions, uv_maps, **kwargs))
+        if not frames:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        return np.stack(frames)

@@ -1,4 +1,5 @@
-"""`emo-avatar render SUBJECT --curves FILE [--style STYLE] [--frames A:B] [--uv-maps NPZ] -o DIR`.
+"""`emo-avatar render SUBJECT --curves FILE [--style S] [--frames A:B]
+[--uv DIR | --uv-maps NPZ | --rasterize] -o DIR`.
 
 Writes one PNG per frame, named by frame number (``frame_start`` of the curves + row):
 ``DIR/000123.png``, each written atomically. Frames that already exist are skipped, so a
@@ -8,8 +9,12 @@ Curves: ``.csv`` (Live Link Face), ``.json`` (emo-avatar-curves) or ``.npz`` (``
 ``values`` (T, K) float, optional ``head_pose`` (T, 6), ``fps``, ``frame_start``). Names are
 matched to the avatar's through ``Curves.conform``. A curves head pose (yaw, pitch, roll in
 radians, tx, ty, tz in cm) is applied around the subject's median pose; without one the median
-pose is used. ``--uv-maps NPZ`` (key ``uv``: (T, H, W, 3) float, one per curve row) replaces the
-rig rasterisation.
+pose is used.
+
+UV maps (one source): ``--rasterize`` (the default) rasterises the subject's rig; ``--uv DIR`` reads
+one map per frame, ``DIR/NNNNNN.npy`` named by frame number like the output PNGs (H x W x 3 float16
+or float32: u, v, coverage; only the frames being rendered need a file); ``--uv-maps NPZ`` reads
+key ``uv``: (T, H, W, 3) float, one per curve row.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", type=Path, default=None, help="a .style file from emo-avatar edit")
     parser.add_argument("--frames", default=None, metavar="A:B",
                         help="frame numbers A (inclusive) to B (exclusive); either side may be empty")
-    parser.add_argument("--uv-maps", type=Path, default=None, help="npz with 'uv' instead of the rig")
+    uv = parser.add_mutually_exclusive_group()
+    uv.add_argument("--uv", type=Path, default=None, metavar="DIR",
+                    help="folder of per-frame UV maps NNNNNN.npy (HxWx3 float: u, v, coverage)")
+    uv.add_argument("--uv-maps", type=Path, default=None, metavar="NPZ",
+                    help="one npz with 'uv' (T, H, W, 3), one map per curve row")
+    uv.add_argument("--rasterize", action="store_true",
+                    help="rasterise the subject's face rig (the default when no UV maps are given)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: SUBJECT/avatar/checkpoint.pt")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
     parser.add_argument("--batch", type=int, default=8, help="frames per forward pass")
@@ -87,6 +98,32 @@ def pose_from_curves(head_pose: np.ndarray, median_pose: np.ndarray, median_scal
     return pose
 
 
+def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
+    """``folder/NNNNNN.npy`` for each frame number -> (N, H, W, 3) float32.
+
+    Raises:
+        FileNotFoundError: the folder or some frames' files are missing (listed).
+        ValueError: a map that is not H x W x 3 or not all the same size.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--uv {folder}: not a folder")
+    files = [folder / f"{f:06d}.npy" for f in frame_numbers]
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
+        raise FileNotFoundError(f"--uv {folder}: no UV map for frames {', '.join(missing[:8])}{more} "
+                                "(one NNNNNN.npy per frame number)")
+    maps = []
+    for p in files:
+        m = np.load(p, allow_pickle=False)
+        if m.ndim != 3 or m.shape[-1] != 3:
+            raise ValueError(f"{p}: a UV map must be H x W x 3 (u, v, coverage), got shape {m.shape}")
+        if maps and m.shape != maps[0].shape:
+            raise ValueError(f"{p}: shape {m.shape} differs from {files[0].name}'s {maps[0].shape}")
+        maps.append(m.astype(np.float32, copy=False))
+    return np.stack(maps)
+
+
 def run(args: argparse.Namespace) -> int:
     from backend.render import Renderer, RenderInputError
     from backend.train.previews import write_png
@@ -109,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         uv = pose = scale = None
-        if args.uv_maps is not None:
+        if getattr(args, "uv", None) is not None:
+            uv = load_uv_dir(args.uv, [start + r for r in todo])  # one per rendered row
+        elif args.uv_maps is not None:
             with np.load(args.uv_maps, allow_pickle=False) as z:
                 if "uv" not in z.files:
                     raise RenderInputError(f"{args.uv_maps} has no 'uv' array (has {z.files})")
@@ -124,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             write_png(args.out / f"{start + row:06d}.png", rgb, compression=1)
             if sys.stderr.isatty():
                 print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
-    except (RenderInputError, OSError) as exc:
+    except (RenderInputError, OSError, ValueError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2
     dt = time.monotonic() - t0

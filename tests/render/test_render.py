@@ -110,3 +110,50 @@ def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subj
              values=subject.expressions[:3])
     assert cli_main(["render", str(synth_avatar), "--curves", str(tmp_path / "bad.npz"),
                      "-o", str(tmp_path / "f2")]) == 2
+
+
+def test_avatar_load_render_is_batched_renderer(synth_avatar: Path, subject: Subject,
+                                                renderer: Renderer) -> None:
+    from backend.render import Avatar
+
+    av = Avatar.load(checkpoint_path(synth_avatar), device="cpu")
+    expr, uv = subject.expressions[:5], subject.uv_maps[:5]
+    frames = av.render(expr, uv, batch=2)
+    assert isinstance(frames, np.ndarray) and frames.dtype == np.uint8
+    assert frames.shape == (5, av.size, av.size, 3)
+    np.testing.assert_array_equal(frames, _render(renderer, expr, uv_maps=uv))
+    # per-rendered-row UV maps with indices give the same pixels as full-length maps
+    np.testing.assert_array_equal(av.render(expr, uv[2:4], indices=[2, 3]), frames[2:4])
+    assert av.render(expr, uv, indices=[]).shape == (0, av.size, av.size, 3)
+
+
+def test_render_cli_uv_dir_and_rasterize(synth_avatar: Path, subject: Subject, renderer: Renderer,
+                                         tmp_path: Path) -> None:
+    n, start = 6, 10
+    curves = Curves(list(subject.expression_names), 25.0, start, subject.expressions[:n])
+    cfile = tmp_path / "shot.json"
+    write_curves(curves, cfile)
+    uvdir = tmp_path / "uv"
+    uvdir.mkdir()
+    for r in range(n):
+        np.save(uvdir / f"{start + r:06d}.npy", subject.uv_maps[r].astype(np.float16))
+    base = ["render", str(synth_avatar), "--curves", str(cfile)]
+    assert cli_main([*base, "--uv", str(uvdir), "--frames", "12:15", "-o", str(tmp_path / "a")]) == 0
+    got = np.stack([cv2.imread(str(tmp_path / "a" / f"{f:06d}.png"))[..., ::-1] for f in (12, 13, 14)])
+    want = _render(renderer, subject.expressions[:n], uv_maps=subject.uv_maps[:n], indices=[2, 3, 4])
+    np.testing.assert_array_equal(got, want)
+    # --rasterize is the explicit default: same frames as no UV option
+    assert cli_main([*base, "--rasterize", "-o", str(tmp_path / "r")]) == 0
+    assert cli_main([*base, "-o", str(tmp_path / "d")]) == 0
+    for f in range(start, start + n):
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "r" / f"{f:06d}.png")),
+                                      cv2.imread(str(tmp_path / "d" / f"{f:06d}.png")))
+    # a missing frame file and a wrong channel count: exit code 2, nothing written
+    (uvdir / f"{start + 5:06d}.npy").unlink()
+    assert cli_main([*base, "--uv", str(uvdir), "-o", str(tmp_path / "m")]) == 2
+    assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.png"))
+    np.save(uvdir / f"{start + 5:06d}.npy", subject.uv_maps[5][..., :2])
+    assert cli_main([*base, "--uv", str(uvdir), "--frames", "15:16", "-o", str(tmp_path / "c")]) == 2
+    # the UV sources exclude each other
+    with pytest.raises(SystemExit):
+        cli_main([*base, "--uv", str(uvdir), "--rasterize", "-o", str(tmp_path / "x")])
