@@ -52,6 +52,38 @@ def lpips_metric(device: torch.device) -> tuple[Any, str]:
     return p, p.description
 
 
+def score_frames(renders: np.ndarray, gts: np.ndarray, device: torch.device, landmarks: bool = True
+                 ) -> dict[str, Any]:
+    """The held-out metrics of renders vs ground truth, both (N, S, S, 3) uint8 RGB.
+
+    Returns psnr_db, ssim, lpips (+ lpips_note), sd, sharpness_signed, f_lmd_* (when ``landmarks``)
+    and per_frame_psnr (list).
+    """
+    psnrs = [psnr(r, g) for r, g in zip(renders, gts, strict=True)]
+    ssims = [ssim_uint8(r, g) for r, g in zip(renders, gts, strict=True)]
+    sds = [sharpness_difference(r, g) for r, g in zip(renders, gts, strict=True)]
+    lp, lp_note = lpips_metric(device)
+    lp_value = None
+    if lp is not None:
+        def to_t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+
+        with torch.no_grad():
+            lp_value = float(lp(to_t(renders), to_t(gts)).mean())
+    out: dict[str, Any] = {
+        "psnr_db": float(np.mean([min(v, 100.0) for v in psnrs])),
+        "ssim": float(np.mean(ssims)),
+        "lpips": lp_value, "lpips_note": lp_note,
+        "sd": float(np.mean(np.abs(sds))), "sharpness_signed": float(np.mean(sds)),
+    }
+    if landmarks:
+        out.update(f_lmd(renders, gts).to_dict())
+    if any(math.isinf(v) for v in psnrs):
+        out["psnr_note"] = "identical frames counted as 100 dB"
+    out["per_frame_psnr"] = psnrs
+    return out
+
+
 def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | None = None,
              style: Path | None = None, max_frames: int | None = None, landmarks: bool = True,
              out_dir: Path | None = None, n_sheet: int = 6) -> dict[str, Any]:
@@ -92,31 +124,14 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
     renders = np.stack(list(renderer.render(expr, uv_maps=subject.uv_maps, indices=ids)))
     gts = np.stack([to_uint8(frame_to_tensor(subject.frame(int(i)), size)[None])[0] for i in ids])
 
-    psnrs = [psnr(r, g) for r, g in zip(renders, gts, strict=True)]
-    ssims = [ssim_uint8(r, g) for r, g in zip(renders, gts, strict=True)]
-    sds = [sharpness_difference(r, g) for r, g in zip(renders, gts, strict=True)]
-    lp, lp_note = lpips_metric(renderer.device)
-    lp_value = None
-    if lp is not None:
-        def to_t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(renderer.device)
-
-        with torch.no_grad():
-            lp_value = float(lp(to_t(renders), to_t(gts)).mean())
+    scores = score_frames(renders, gts, renderer.device, landmarks)
+    psnrs = scores.pop("per_frame_psnr")
     result: dict[str, Any] = {
         "frames": len(ids), "size": size, "checkpoint": str(ckpt), "style": str(style) if style else None,
-        "step": renderer.meta.get("step"), "preset": renderer.meta.get("preset"),
-        "psnr_db": float(np.mean([min(v, 100.0) for v in psnrs])),
-        "ssim": float(np.mean(ssims)),
-        "lpips": lp_value, "lpips_note": lp_note,
-        "sd": float(np.mean(np.abs(sds))), "sharpness_signed": float(np.mean(sds)),
+        "step": renderer.meta.get("step"), "preset": renderer.meta.get("preset"), **scores,
         "stylegan_init": renderer.meta.get("stylegan_init"),
         "perceptual_in_training": renderer.meta.get("perceptual"),
     }
-    if landmarks:
-        result.update(f_lmd(renders, gts).to_dict())
-    if any(math.isinf(v) for v in psnrs):
-        result["psnr_note"] = "identical frames counted as 100 dB"
     update_metrics_json(out_dir / "metrics.json", "eval", result)
     title = f"{renderer.subject_id} held-out: PSNR {result['psnr_db']:.2f} dB, SSIM {result['ssim']:.3f}"
     write_contact_sheet(out_dir / CONTACT_SHEET_NAME, renders, gts, ids, psnrs, n_sheet, title)
