@@ -7,9 +7,14 @@ discriminator):
   between the reference (query) and the render of frame N (positives/negatives), embedded by a
   CLIP image tower when a checkpoint is given, else by frozen discriminator features with
   learnable MLP heads (CUT recipe, see ``patch_encoders``);
+* reconstruction of the reference, which is pixel-aligned with frame N: L1 + the project's
+  perceptual distance (LPIPS, or its SSIM+gradient fallback) between the render of frame N and
+  the reference (``w_rec``, ``w_perc``), and L1 on the face of another training frame against the
+  reference re-posed to it through the UV maps (``w_transfer``, ``uv_transfer``). These carry the
+  look (colours, flat shading, outlines) and keep it consistent across poses; without them the
+  short CPU budget gave noisy, camouflage-like blotches (see docs/editing.md);
 * a region-wise feature-statistics term (mean/std of the frozen features under the embeddings,
-  per region, frame N vs reference): a cheap, direct style signal that makes the short CPU budget
-  enough (off with ``w_stats=0``);
+  per region, frame N vs reference), off by default (``w_stats=0``): it added texture noise;
 * the non-saturating adversarial loss of the UV-conditioned patch discriminator, which is
   fine-tuned on the reference (real) vs. renders (fake) with small joint shifts of image + UV;
 * identity preservation against over-fitting to one pose: the render of another training frame
@@ -58,6 +63,10 @@ class EditSettings:
         clip_image_size: CLIP input size for crops (None = the model's own), smaller is cheaper.
         w_nce, w_stats, w_adv, w_id: loss weights (PatchNCE vs reference, feature statistics,
             adversarial, identity PatchNCE on another frame).
+        w_rec, w_perc: pixel L1 and perceptual distance (``backend.train.perceptual``) between the
+            render of frame N and the reference, which is pixel-aligned with it.
+        w_transfer: L1 on the face of the identity frame against the reference re-posed to it
+            through the UV maps (``uv_transfer``), where that surface point is visible at frame N.
         shift: max joint shift (fraction of the size) of reference + UV for the discriminator.
         id_pool: training frames whose unstyled renders anchor the identity term.
         id_every: the identity frame is rendered every this many steps (1 = every step); the
@@ -65,23 +74,26 @@ class EditSettings:
     """
 
     steps: int
-    lr: float = 2e-3
+    lr: float = 4e-3
     lr_d: float = 1e-3
     patches: int = 256
     clip_patches: int = 64
     clip_image_size: int | None = None
-    w_nce: float = 1.0
-    w_stats: float = 1.0
-    w_adv: float = 0.1
-    w_id: float = 0.5
+    w_nce: float = 0.1
+    w_stats: float = 0.0
+    w_adv: float = 0.02
+    w_id: float = 0.1
+    w_rec: float = 1.0
+    w_perc: float = 1.0
+    w_transfer: float = 1.0
     shift: float = 0.06
     id_pool: int = 8
-    id_every: int = 2
+    id_every: int = 1
 
 
 EDIT_SETTINGS: dict[str, EditSettings] = {
     "tiny": EditSettings(steps=20, patches=64, clip_patches=16, id_pool=4, id_every=1),
-    "cpu": EditSettings(steps=100, clip_patches=32, clip_image_size=112),
+    "cpu": EditSettings(steps=150, clip_patches=32, clip_image_size=112),
     "paper": EditSettings(steps=600, clip_patches=256),
 }
 
@@ -241,6 +253,13 @@ def run_edit(
     regions_pool = [region_map(u.cpu()) for u in pool_uv]
     with torch.no_grad():
         pool_plain = torch.cat([render_from_skip_input(avatar, s[None]) for s in pool_skip])
+    pool_target, pool_valid = None, None
+    if settings.w_transfer > 0:
+        from backend.train.uv_transfer import transfer_reference
+
+        moved = [transfer_reference(ref[0], uv_ref[0], u) for u in pool_uv]
+        pool_target = torch.stack([m[0] for m in moved])
+        pool_valid = torch.stack([m[1] for m in moved])
     log.info(
         "regions of the reference frame: %s",
         ", ".join(f"{k} {v:.0%}" for k, v in region_fractions(regions_ref).items()),
@@ -249,16 +268,23 @@ def run_edit(
     def positions(regions: torch.Tensor) -> list[dict[int, torch.Tensor]]:
         return [sample_region_positions(regions, g, n_patches, gen) for g in encoder.grids()]
 
+    perceptual = None
+    if settings.w_perc > 0:
+        from backend.train.perceptual import build_perceptual
+
+        perceptual = build_perceptual(device=ref.device, quiet=True)
+        log.info("stage-2 reconstruction on frame N: L1 + %s", perceptual.description)
     clock = EtaClock(settings.steps)
     history: list[dict[str, float]] = []
     losses: dict[str, float] = {}
     t0 = time.monotonic()
     step = 0
     last_id = 0.0
+    last_tr = 0.0
     for step in range(settings.steps):
         check_cancel(should_stop)
         k = int(torch.randint(len(pool_skip), (1,), generator=gen))
-        use_id = settings.w_id > 0 and step % settings.id_every == 0
+        use_id = (settings.w_id > 0 or settings.w_transfer > 0) and step % settings.id_every == 0
         # -- generator (skips) step ---------------------------------------------------------
         batch_skip = torch.cat([skip_ref, pool_skip[k : k + 1]]) if use_id else skip_ref
         batch_uv = torch.cat([uv_ref, pool_uv[k : k + 1]]) if use_id else uv_ref
@@ -278,7 +304,10 @@ def run_edit(
             else out.new_zeros(())
         )
         loss_g = settings.w_nce * loss_nce + settings.w_stats * loss_stats
-        if use_id:
+        loss_rec = F.l1_loss(out_ref, ref) if settings.w_rec > 0 else out.new_zeros(())
+        loss_perc = perceptual(out_ref, ref).mean() if perceptual is not None else out.new_zeros(())
+        loss_g = loss_g + settings.w_rec * loss_rec + settings.w_perc * loss_perc
+        if use_id and settings.w_id > 0:
             pos_k = positions(regions_pool[k])
             q_id = encoder.embed(pool_plain[k : k + 1], pool_uv[k : k + 1], pos_k)
             k_id = encoder.embed(out[1:], pool_uv[k : k + 1], pos_k)
@@ -287,6 +316,12 @@ def run_edit(
             ).mean()
             loss_g = loss_g + settings.w_id * loss_id
             last_id = loss_id.item()
+        if use_id and pool_target is not None:
+            valid = pool_valid[k : k + 1]
+            err = (out[1:] - pool_target[k : k + 1]).abs() * valid
+            loss_tr = err.sum() / (3 * valid.sum()).clamp_min(1.0)
+            loss_g = loss_g + settings.w_transfer * loss_tr
+            last_tr = loss_tr.item()
         disc.requires_grad_(False)
         loss_adv = F.softplus(-disc(out, batch_uv)).mean()
         loss_g = loss_g + settings.w_adv * loss_adv
@@ -305,8 +340,11 @@ def run_edit(
         losses = {
             "nce": loss_nce.item(),
             "stats": loss_stats.item(),
+            "rec": loss_rec.item(),
+            "perc": loss_perc.item(),
             "adv": loss_adv.item(),
             "id": last_id,
+            "transfer": last_tr,
             "d": loss_d.item(),
             "total": loss_g.item(),
         }
