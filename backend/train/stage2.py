@@ -84,8 +84,8 @@ class EditSettings:
     w_adv: float = 0.02
     w_id: float = 0.1
     w_rec: float = 1.0
-    w_perc: float = 1.0
-    w_transfer: float = 1.0
+    w_perc: float = 2.0
+    w_transfer: float = 2.0
     shift: float = 0.06
     id_pool: int = 8
     id_every: int = 1
