@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,7 @@ def step_blender(cfg: DemoConfig) -> dict[str, object]:
             "--curves", str(PERFORMANCE_CSV), "--out", str(cfg.out),
             "--frames", "25" if cfg.tiny else "100",
         ]
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        _run_quietly(cmd, keep=lambda line: line.startswith("  [blender]"))
     finally:
         server.terminate()
         try:
@@ -158,6 +159,21 @@ def step_blender(cfg: DemoConfig) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             server.kill()
     return _read_json(cfg.out / "blender.json")
+
+
+def _run_quietly(cmd: list[str], keep: Callable[[str], bool]) -> None:
+    """Run ``cmd``, echoing only the output lines ``keep`` accepts (Blender prints a few lines per
+    rendered frame); on failure, print the last 60 lines and raise ``CalledProcessError``."""
+    tail: deque[str] = deque(maxlen=60)
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            if keep(line):
+                print(line, end="", flush=True)
+    if proc.returncode != 0:
+        print("".join(tail), end="", file=sys.stderr, flush=True)
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float) -> None:
@@ -189,7 +205,7 @@ STEPS: list[tuple[str, Callable[[DemoConfig], dict[str, object]], Callable[[Demo
 def step_summary(cfg: DemoConfig) -> dict[str, object]:
     from backend.demo_sheet import write_demo_contact_sheet
 
-    facts = write_demo_contact_sheet(cfg.out, cfg.subject, STYLE_NAME)
+    facts = write_demo_contact_sheet(cfg.out, cfg.subject, STYLE_NAME, PERFORMANCE_CSV)
     return {"contact_sheet": str(cfg.out / "contact_sheet.png"), **facts}
 
 

@@ -4,12 +4,15 @@ Rows (each a strip of the same time points):
   1. the training video (the subject's tracked crops);
   2. the shot rendered through Blender (cross-reenactment with the Live Link Face performance,
      styled), decoded from the final MP4 so the sheet shows exactly what was delivered;
-plus, on the left, the stylised reference, and below, the style's own contact sheet
-(reference | unstyled | styled on held-out poses) when the edit wrote one.
+plus, on the left, the stylised reference and the backend's own render of the shot's first frame
+(UV maps rasterised from the rig, no Blender: the received frames should match it), and below,
+the style's own contact sheet (reference | unstyled | styled on held-out poses) when the edit
+wrote one.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -48,21 +51,48 @@ def _row_label(text: str, width: int) -> np.ndarray:
     return bar
 
 
-def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str) -> dict[str, object]:
-    """Write ``out/contact_sheet.png``; returns facts (frame count, mean intensity of the shot)."""
+def backend_render_of_shot(subject_dir: Path, style_name: str, curves: Path, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames of ``curves`` rendered by the backend alone (UV maps rasterised from the
+    subject rig around its median pose): what Blender's UV pass should reproduce. (128, 128, 3) uint8 each."""
+    from backend.render import Renderer
+    from backend.render_cli import curves_pose, load_curves
+
+    names, values, head_pose, _start = load_curves(curves)
+    renderer = Renderer.from_checkpoint(paths.checkpoint_path(subject_dir), subject=subject_dir,
+                                        style=paths.style_path(subject_dir, style_name))
+    pose, scale = curves_pose(renderer, head_pose) if head_pose is not None else (None, None)
+    return list(renderer.render(values, pose=pose, scale=scale, names=names, indices=range(n)))
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 image stacks of the same shape."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str,
+                             curves: Path) -> dict[str, object]:
+    """Write ``out/contact_sheet.png``; returns facts: frame count, mean intensity of the shot, and the
+    PSNR of the frames Blender received against the backend's own render of the same curves."""
     from backend.data.subject import Subject
 
     subject = Subject.open(subject_dir)
     shot = _video_frames(out / "shot.mp4")
     if not shot:
         raise RuntimeError(f"{out / 'shot.mp4'} has no readable frames")
+    job = str(json.loads((out / "blender.json").read_text())["job_id"])[:8]  # frames/ may hold older shots
+    received = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+                for f in sorted((out / "frames").glob(f"*_{job}_*.png"))]
+    if not received:
+        raise RuntimeError(f"{out / 'frames'} has no frames of job {job}")
+    backend = backend_render_of_shot(subject_dir, style_name, curves, len(received))
     picks = np.linspace(0, len(shot) - 1, COLUMNS).round().astype(int)
     train_picks = np.linspace(0, subject.n_frames - 1, COLUMNS).round().astype(int)
     reference = cv2.cvtColor(cv2.imread(str(out / "reference.png")), cv2.COLOR_BGR2RGB)
-    blank = np.zeros((TILE, TILE, 3), np.uint8)
     row_in = np.concatenate([_tile(reference, "reference")] + [
         _tile(subject.frame(int(i)), f"train {i}") for i in train_picks], axis=1)
-    row_out = np.concatenate([blank] + [_tile(shot[int(i)], f"shot {i}") for i in picks], axis=1)
+    row_out = np.concatenate([_tile(backend[0], "backend alone, 0")] + [
+        _tile(shot[int(i)], f"shot {i}") for i in picks], axis=1)
     width = row_in.shape[1]
     parts = [_row_label("training video (tracked crops) and the stylised reference", width), row_in,
              _row_label(f"Blender shot: Live Link Face performance, style '{style_name}' (shot.mp4)", width),
@@ -81,4 +111,5 @@ def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str) -> d
     atomic_write_bytes(out / "contact_sheet.png", png.tobytes())
     shot_arr = np.stack(shot).astype(np.float32)
     return {"shot_frames": len(shot), "shot_mean_intensity": round(float(shot_arr.mean()), 2),
-            "shot_frame_to_frame_change": round(float(np.abs(np.diff(shot_arr, axis=0)).mean()), 3)}
+            "shot_frame_to_frame_change": round(float(np.abs(np.diff(shot_arr, axis=0)).mean()), 3),
+            "shot_vs_backend_psnr_db": round(psnr_db(np.stack(received), np.stack(backend)), 2)}

@@ -24,10 +24,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backend.paths import checkpoint_path
+
+if TYPE_CHECKING:
+    from backend.render import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,12 @@ def pose_from_curves(head_pose: np.ndarray, median_pose: np.ndarray, median_scal
     return pose
 
 
+def curves_pose(renderer: Renderer, head_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A curves file's head pose (T, 6) -> (pose (T, 6) crop px, scale (T,) px/cm) for ``renderer``."""
+    mp, ms = renderer.default_pose(1)
+    return pose_from_curves(head_pose, mp[0], float(ms[0])), np.full(len(head_pose), ms[0], np.float32)
+
+
 def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
     """``folder/NNNNNN.npy`` for each frame number -> (N, H, W, 3) float32.
 
@@ -154,9 +164,7 @@ def run(args: argparse.Namespace) -> int:
                     raise RenderInputError(f"{args.uv_maps} has no 'uv' array (has {z.files})")
                 uv = z["uv"]
         elif head_pose is not None:
-            mp, ms = renderer.default_pose(1)
-            pose = pose_from_curves(head_pose, mp[0], float(ms[0]))
-            scale = np.full(len(values), ms[0], np.float32)
+            pose, scale = curves_pose(renderer, head_pose)
         frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=args.batch, names=names,
                                  indices=todo)
         for i, (row, rgb) in enumerate(zip(todo, frames, strict=True)):

@@ -141,6 +141,10 @@ def build_rig(
     ob[PROP_S0] = float(s0)
     ob[PROP_NAMES] = list(rig.names)
     ob[PROP_FPS] = float(rig.fps)
+    rest = pose_to_transforms(rig.rest_pose[None], np.array([s0]), rig.size, s0)
+    ob.location, ob.rotation_euler, ob.scale = (
+        tuple(rest[c][0]) for c in ("location", "rotation_euler", "scale")
+    )
     cam = ensure_camera(scene, f"{name} Camera", rig.size, s0)
     if with_curves and rig.expressions is not None and len(rig.expressions):
         write_expression_curves(ob, rig.names, rig.expressions, frame_start)

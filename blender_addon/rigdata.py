@@ -95,6 +95,16 @@ class RigData:
         return 0.8 * self.size / extent
 
 
+    @property
+    def rest_pose(self) -> np.ndarray:
+        """(6,) the pose a rig holds where no pose animation is keyed: the median tracked pose (as
+        the backend's ``Renderer.default_pose``), else frontal at the crop centre."""
+        if self.pose is not None and len(self.pose):
+            return np.median(self.pose, axis=0).astype(np.float32)
+        half = self.size / 2.0
+        return np.array([0.0, 0.0, 0.0, half, half, 0.0], np.float32)
+
+
 def blender_vertices(vertices_cm: np.ndarray) -> np.ndarray:
     """(..., 3) mesh-axes cm -> Blender metres."""
     return (np.asarray(vertices_cm, dtype=np.float64) @ C.T * CM).astype(np.float32)

@@ -50,3 +50,11 @@ def writable_subject(tiny_avatar_subject: Path, tmp_path: Path) -> Path:
     subject = tmp_path / "subject"
     shutil.copytree(tiny_avatar_subject, subject)
     return subject
+
+
+@pytest.fixture
+def untrained_subject(tiny_subject: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the tracked (untrained) tiny subject."""
+    subject = tmp_path / "untrained_subject"
+    shutil.copytree(tiny_subject, subject)
+    return subject

@@ -54,6 +54,18 @@ def test_import_rig_builds_mesh_keys_curves_and_camera(addon_mod, clean_scene) -
     np.testing.assert_allclose(co.reshape(-1, 3), want, atol=1e-5)
 
 
+def test_rig_without_curves_rests_at_the_median_tracked_pose(addon_mod, clean_scene) -> None:
+    """A performance that keys only expressions (and head rotation) must put the head where the
+    subject sat in its video, as the backend does for curves without a pose."""
+    rig_mod, curves_bpy = addon_mod("rig"), addon_mod("curves_bpy")
+    data = _rig(addon_mod)
+    head, _cam = rig_mod.build_rig(data, clean_scene, with_curves=False)
+    assert head.animation_data is None or head.animation_data.action is None
+    s = curves_bpy.sample_rig(clean_scene, head, 1, 2)
+    np.testing.assert_allclose(s.pose, np.repeat(np.median(data.pose, axis=0)[None], 2, 0), atol=1e-3)
+    np.testing.assert_allclose(s.scale, np.median(data.scale), rtol=1e-5)
+
+
 def test_shape_key_mismatch_is_listed(addon_mod, clean_scene) -> None:
     rig_mod, curves_bpy = addon_mod("rig"), addon_mod("curves_bpy")
     head, _cam = rig_mod.build_rig(_rig(addon_mod), clean_scene)

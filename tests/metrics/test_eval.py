@@ -37,16 +37,16 @@ def test_f_lmd_counts_frames_without_faces() -> None:
     assert r.value is None and r.failed_gt == 2 and r.failed_render == 2
 
 
-def test_eval_writes_metrics_and_contact_sheet(synth_avatar_copy: Path) -> None:
-    result = evaluate(synth_avatar_copy, device="cpu", landmarks=False)
+def test_eval_writes_metrics_and_contact_sheet(writable_subject: Path) -> None:
+    result = evaluate(writable_subject, device="cpu", landmarks=False)
     assert result["frames"] >= 2 and 10 < result["psnr_db"] < 60 and 0 < result["ssim"] <= 1
     assert result["lpips"] is None and "not computed" in result["lpips_note"]
-    data = json.loads((synth_avatar_copy / "avatar" / "metrics.json").read_text())
+    data = json.loads((writable_subject / "avatar" / "metrics.json").read_text())
     assert set(data) >= {"train", "eval"} and data["eval"]["sd"] >= 0
-    sheet = cv2.imread(str(synth_avatar_copy / "avatar" / "contact_sheet.png"))
+    sheet = cv2.imread(str(writable_subject / "avatar" / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[1] % 3 == 0 and sheet.shape[1] >= 3 * 128
-    assert cli_main(["eval", str(synth_avatar_copy), "--max-frames", "2"]) == 0
-    data = json.loads((synth_avatar_copy / "avatar" / "metrics.json").read_text())
+    assert cli_main(["eval", str(writable_subject), "--max-frames", "2"]) == 0
+    data = json.loads((writable_subject / "avatar" / "metrics.json").read_text())
     ev = data["eval"]
     assert ev["frames"] == 2
     assert ev["f_lmd_frames"] + max(ev["f_lmd_failed_gt"], ev["f_lmd_failed_render"]) >= 2

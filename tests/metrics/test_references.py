@@ -26,9 +26,9 @@ def test_dnr_baseline_shapes_and_gradients() -> None:
 
 
 @pytest.mark.slow  # four short trainings (~1 min on 2 cores)
-def test_references_table_same_budget_and_own_checkpoint_untouched(synth_avatar_copy: Path,
+def test_references_table_same_budget_and_own_checkpoint_untouched(writable_subject: Path,
                                                                      capsys) -> None:
-    subject = synth_avatar_copy
+    subject = writable_subject
     ckpt = checkpoint_path(subject)
     before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     mtime = ckpt.stat().st_mtime_ns

@@ -17,13 +17,13 @@ from protocol.curves import Curves, write_curves
 
 
 @pytest.fixture(scope="module")
-def renderer(synth_avatar: Path) -> Renderer:
-    return Renderer.from_checkpoint(checkpoint_path(synth_avatar), device="cpu")
+def renderer(tiny_avatar_subject: Path) -> Renderer:
+    return Renderer.from_checkpoint(checkpoint_path(tiny_avatar_subject), device="cpu")
 
 
 @pytest.fixture(scope="module")
-def subject(synth_avatar: Path) -> Subject:
-    return Subject.open(synth_avatar)
+def subject(tiny_avatar_subject: Path) -> Subject:
+    return Subject.open(tiny_avatar_subject)
 
 
 def _render(r: Renderer, *args, **kw) -> np.ndarray:
@@ -88,13 +88,13 @@ def test_bad_inputs(renderer: Renderer, subject: Subject, caplog: pytest.LogCapt
     assert np.abs(out.astype(int) - ref.astype(int)).mean() < 6.0
 
 
-def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subject, renderer: Renderer,
-                                               tmp_path: Path) -> None:
+def test_render_cli_frame_ranges_skip_existing(tiny_avatar_subject: Path, subject: Subject,
+                                               renderer: Renderer, tmp_path: Path) -> None:
     curves = Curves(list(subject.expression_names), 25.0, 100, subject.expressions[:8])
     cfile = tmp_path / "shot.json"
     write_curves(curves, cfile)
     out = tmp_path / "frames"
-    args = ["render", str(synth_avatar), "--curves", str(cfile), "-o", str(out)]
+    args = ["render", str(tiny_avatar_subject), "--curves", str(cfile), "-o", str(out)]
     assert cli_main([*args, "--frames", "102:105"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["000102.png", "000103.png", "000104.png"]
     first = (out / "000103.png").stat().st_mtime_ns
@@ -104,19 +104,19 @@ def test_render_cli_frame_ranges_skip_existing(synth_avatar: Path, subject: Subj
     img = cv2.imread(str(out / "000100.png"))
     assert img.shape == (renderer.size, renderer.size, 3)
     # bad range and a curves file with an unknown name: clear errors, exit code 2
-    assert cli_main(["render", str(synth_avatar), "--curves", str(cfile), "--frames", "200:300",
+    assert cli_main(["render", str(tiny_avatar_subject), "--curves", str(cfile), "--frames", "200:300",
                      "-o", str(out)]) == 2
     np.savez(tmp_path / "bad.npz", names=np.array(["foo", *subject.expression_names[1:]]),
              values=subject.expressions[:3])
-    assert cli_main(["render", str(synth_avatar), "--curves", str(tmp_path / "bad.npz"),
+    assert cli_main(["render", str(tiny_avatar_subject), "--curves", str(tmp_path / "bad.npz"),
                      "-o", str(tmp_path / "f2")]) == 2
 
 
-def test_avatar_load_render_is_batched_renderer(synth_avatar: Path, subject: Subject,
+def test_avatar_load_render_is_batched_renderer(tiny_avatar_subject: Path, subject: Subject,
                                                 renderer: Renderer) -> None:
     from backend.render import Avatar
 
-    av = Avatar.load(checkpoint_path(synth_avatar), device="cpu")
+    av = Avatar.load(checkpoint_path(tiny_avatar_subject), device="cpu")
     expr, uv = subject.expressions[:5], subject.uv_maps[:5]
     frames = av.render(expr, uv, batch=2)
     assert isinstance(frames, np.ndarray) and frames.dtype == np.uint8
@@ -127,7 +127,7 @@ def test_avatar_load_render_is_batched_renderer(synth_avatar: Path, subject: Sub
     assert av.render(expr, uv, indices=[]).shape == (0, av.size, av.size, 3)
 
 
-def test_render_cli_uv_dir_and_rasterize(synth_avatar: Path, subject: Subject, renderer: Renderer,
+def test_render_cli_uv_dir_and_rasterize(tiny_avatar_subject: Path, subject: Subject, renderer: Renderer,
                                          tmp_path: Path) -> None:
     n, start = 6, 10
     curves = Curves(list(subject.expression_names), 25.0, start, subject.expressions[:n])
@@ -137,7 +137,7 @@ def test_render_cli_uv_dir_and_rasterize(synth_avatar: Path, subject: Subject, r
     uvdir.mkdir()
     for r in range(n):
         np.save(uvdir / f"{start + r:06d}.npy", subject.uv_maps[r].astype(np.float16))
-    base = ["render", str(synth_avatar), "--curves", str(cfile)]
+    base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
     assert cli_main([*base, "--uv", str(uvdir), "--frames", "12:15", "-o", str(tmp_path / "a")]) == 0
     got = np.stack([cv2.imread(str(tmp_path / "a" / f"{f:06d}.png"))[..., ::-1] for f in (12, 13, 14)])
     want = _render(renderer, subject.expressions[:n], uv_maps=subject.uv_maps[:n], indices=[2, 3, 4])

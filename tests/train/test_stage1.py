@@ -24,8 +24,8 @@ from backend.train.data import load_subject_tensors
 from backend.train.stage1 import train_avatar
 
 
-def test_training_lowers_the_loss_and_writes_outputs(synth_avatar: Path) -> None:
-    ckpt = checkpoint_path(synth_avatar)
+def test_training_lowers_the_loss_and_writes_outputs(tiny_avatar_subject: Path) -> None:
+    ckpt = checkpoint_path(tiny_avatar_subject)
     meta = read_checkpoint(ckpt)["meta"]
     hist = meta["history"]
     assert meta["step"] == meta["total_steps"] >= 30 and len(hist) == meta["step"]
@@ -37,22 +37,22 @@ def test_training_lowers_the_loss_and_writes_outputs(synth_avatar: Path) -> None
     assert meta["pti"]["mode"] == "warm-start" and meta["pti"]["w_steps"] > 0
     assert meta["perceptual"]  # "fallback ssim+gradient" here, "lpips-..." with a backbone file
     # held-out frames were never drawn: they are recorded and disjoint from what training used
-    data = load_subject_tensors(synth_avatar, meta["size"])
+    data = load_subject_tensors(tiny_avatar_subject, meta["size"])
     assert sorted(meta["heldout_ids"]) == sorted(data.heldout_ids.tolist())
     assert not set(data.extreme_ids) & set(meta["heldout_ids"])
-    metrics = json.loads((synth_avatar / "avatar" / "metrics.json").read_text())["train"]
+    metrics = json.loads((tiny_avatar_subject / "avatar" / "metrics.json").read_text())["train"]
     assert metrics["heldout_psnr_db"] > 15 and metrics["perceptual"] == meta["perceptual"]
     for name in ("loss_curve.png", "preview.png", f"previews/step_{meta['step']:06d}.png"):
-        assert (synth_avatar / "avatar" / name).stat().st_size > 1000
+        assert (tiny_avatar_subject / "avatar" / name).stat().st_size > 1000
 
 
-def test_save_load_render_identical_pixels(synth_avatar: Path, tmp_path: Path) -> None:
-    ckpt = checkpoint_path(synth_avatar)
+def test_save_load_render_identical_pixels(tiny_avatar_subject: Path, tmp_path: Path) -> None:
+    ckpt = checkpoint_path(tiny_avatar_subject)
     avatar, meta = load_avatar(ckpt)
     copy = tmp_path / "copy.pt"
     save_checkpoint(copy, avatar.state_dict(), meta)
-    subj_uv = np.load(synth_avatar / "uv" / "uv.npy")[:6].astype(np.float32)
-    expr = np.load(synth_avatar / "expressions.npz")["values"][:6]
+    subj_uv = np.load(tiny_avatar_subject / "uv" / "uv.npy")[:6].astype(np.float32)
+    expr = np.load(tiny_avatar_subject / "expressions.npz")["values"][:6]
     a = np.stack(list(Renderer.from_checkpoint(ckpt, device="cpu").render(expr, subj_uv)))
     b = np.stack(list(Renderer.from_checkpoint(copy, device="cpu").render(expr, subj_uv)))
     assert a.shape == (6, meta["size"], meta["size"], 3) and a.dtype == np.uint8
@@ -60,8 +60,8 @@ def test_save_load_render_identical_pixels(synth_avatar: Path, tmp_path: Path) -
     assert a.std() > 5  # a real image, not a constant
 
 
-def test_stage2_trainable_is_only_the_skip_modules(synth_avatar: Path) -> None:
-    avatar, _ = load_avatar(checkpoint_path(synth_avatar))
+def test_stage2_trainable_is_only_the_skip_modules(tiny_avatar_subject: Path) -> None:
+    avatar, _ = load_avatar(checkpoint_path(tiny_avatar_subject))
     names = avatar.stage2_module_names()
     assert names and all(n.startswith("skips.") for n in names)
     params = avatar.set_stage2_trainable()
@@ -70,8 +70,8 @@ def test_stage2_trainable_is_only_the_skip_modules(synth_avatar: Path) -> None:
     assert len(params) == len(trainable)
 
 
-def test_wrong_checkpoints_are_rejected(synth_avatar: Path, tmp_path: Path) -> None:
-    ckpt = checkpoint_path(synth_avatar)
+def test_wrong_checkpoints_are_rejected(tiny_avatar_subject: Path, tmp_path: Path) -> None:
+    ckpt = checkpoint_path(tiny_avatar_subject)
     with pytest.raises(CheckpointError, match="preset 'tiny', expected 'cpu'"):
         load_avatar(ckpt, expect_preset="cpu")
     data = read_checkpoint(ckpt)
@@ -95,12 +95,12 @@ def test_wrong_checkpoints_are_rejected(synth_avatar: Path, tmp_path: Path) -> N
     assert len(checkpoint_sha256(ckpt)) == 64
 
 
-def test_resume_continues_the_step_count(synth_avatar_copy: Path) -> None:
-    ckpt = checkpoint_path(synth_avatar_copy)
+def test_resume_continues_the_step_count(writable_subject: Path) -> None:
+    ckpt = checkpoint_path(writable_subject)
     before = read_checkpoint(ckpt)["meta"]
     seen: list[ProgressUpdate] = []
     n = before["step"]
-    train_avatar(synth_avatar_copy, preset="tiny", steps=n + 4, resume=True, progress=seen.append,
+    train_avatar(writable_subject, preset="tiny", steps=n + 4, resume=True, progress=seen.append,
                  preview_every=0)
     after = read_checkpoint(ckpt)["meta"]
     assert after["step"] == n + 4
@@ -108,11 +108,11 @@ def test_resume_continues_the_step_count(synth_avatar_copy: Path) -> None:
     assert not [u for u in seen if u.stage == "pti"]  # PTI is not re-run
     assert after["history"][:n] == before["history"]
     with pytest.raises(CheckpointError, match="preset 'tiny'"):
-        train_avatar(synth_avatar_copy, preset="cpu", steps=n + 10, resume=True)
+        train_avatar(writable_subject, preset="cpu", steps=n + 10, resume=True)
 
 
 @pytest.mark.parametrize("how", ["should_stop", "ctrl_c"])
-def test_stop_saves_a_loadable_checkpoint(synth_subject: Path, how: str) -> None:
+def test_stop_saves_a_loadable_checkpoint(untrained_subject: Path, how: str) -> None:
     calls = {"n": 0}
 
     def stop() -> bool:
@@ -125,20 +125,21 @@ def test_stop_saves_a_loadable_checkpoint(synth_subject: Path, how: str) -> None
                 raise KeyboardInterrupt
 
     with pytest.raises(Cancelled, match="checkpoint saved"):
-        train_avatar(synth_subject, preset="tiny", steps=50, progress=progress, should_stop=stop,
+        train_avatar(untrained_subject, preset="tiny", steps=50, progress=progress, should_stop=stop,
                      preview_every=0)
-    _, meta = load_avatar(checkpoint_path(synth_subject))
+    _, meta = load_avatar(checkpoint_path(untrained_subject))
     assert meta["step"] == 3 and meta["total_steps"] == 50
-    assert (synth_subject / "avatar" / "loss_curve.png").is_file()
+    assert (untrained_subject / "avatar" / "loss_curve.png").is_file()
     # and it resumes from there
-    train_avatar(synth_subject, preset="tiny", steps=5, resume=True, preview_every=0)
-    assert read_checkpoint(checkpoint_path(synth_subject))["meta"]["step"] == 5
+    train_avatar(untrained_subject, preset="tiny", steps=5, resume=True, preview_every=0)
+    assert read_checkpoint(checkpoint_path(untrained_subject))["meta"]["step"] == 5
 
 
-def test_same_seed_same_weights(synth_subject: Path, tmp_path: Path) -> None:
+def test_same_seed_same_weights(untrained_subject: Path, tmp_path: Path) -> None:
     outs = []
     for name in ("a", "b"):
-        train_avatar(synth_subject, preset="tiny", steps=2, seed=7, out_dir=tmp_path / name, preview_every=0)
+        train_avatar(untrained_subject, preset="tiny", steps=2, seed=7, out_dir=tmp_path / name,
+                     preview_every=0)
         outs.append(read_checkpoint(tmp_path / name / "checkpoint.pt")["avatar"])
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
