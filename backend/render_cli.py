@@ -135,8 +135,8 @@ def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    from backend.images import write_png
     from backend.render import Renderer, RenderInputError
-    from backend.train.previews import write_png
 
     ckpt = args.checkpoint or checkpoint_path(args.subject)
     try:
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=args.batch, names=names,
                                  indices=todo)
         for i, (row, rgb) in enumerate(zip(todo, frames, strict=True)):
-            write_png(args.out / f"{start + row:06d}.png", rgb, compression=1)
+            write_png(args.out / f"{start + row:06d}.png", rgb)
             if sys.stderr.isatty():
                 print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
     except (RenderInputError, OSError, ValueError) as exc:

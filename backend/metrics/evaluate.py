@@ -21,13 +21,14 @@ import cv2
 import numpy as np
 import torch
 
+from backend.images import write_png
 from backend.metrics.landmarks import f_lmd
 from backend.metrics.psnr import psnr
 from backend.metrics.sharpness import sharpness_difference
 from backend.metrics.ssim import ssim_uint8
 from backend.paths import avatar_dir, checkpoint_path
 from backend.train.data import frame_to_tensor
-from backend.train.previews import to_uint8, write_png
+from backend.train.previews import to_uint8
 
 log = logging.getLogger(__name__)
 

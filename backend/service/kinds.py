@@ -170,8 +170,10 @@ class EditKind:
                            "or set overwrite")
         ref = buffers.get("reference")
         if ref is not None:
+            from backend.images import write_png
+
             reference = env.job_dir(job_id) / "reference.png"
-            _write_png(reference, np.asarray(ref, np.uint8))
+            write_png(reference, np.asarray(ref, np.uint8), fsync=True)
         else:
             reference = env.read_policy.resolve(params.get("reference_path"), "reference image")
         clip = params.get("clip_checkpoint")
@@ -371,13 +373,15 @@ class FrameWriter:
         self._queue.put((index, image))
 
     def _run(self) -> None:
+        from backend.images import write_png
+
         while (item := self._queue.get()) is not None:
             if self.error is not None:
                 continue
             index, image = item
             try:
                 path = frame_file(self.out_dir, index)
-                _write_png(path, image, self.level)
+                write_png(path, image, self.level)
                 self.written(index, image, path)
             except BaseException as exc:
                 self.error = exc
@@ -406,18 +410,6 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < image.shape[0]
                       else cv2.INTER_LINEAR)
-
-
-def _write_png(path: Path, image: np.ndarray, level: int = 1) -> None:
-    """Atomically write an (H, W, 3) uint8 RGB image as PNG."""
-    import cv2
-
-    bgr = np.ascontiguousarray(image[:, :, ::-1])
-    ok, png = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, level])
-    if not ok:
-        raise RuntimeError(f"PNG encoding of {path.name} failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png.tobytes())
 
 
 def default_kinds() -> dict[str, JobKind]:

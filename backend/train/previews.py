@@ -12,13 +12,10 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-
-from protocol.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +27,6 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) tensor in [-1, 1] -> (B, H, W, 3) uint8 RGB (clamped, rounded)."""
     x = ((img.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def write_png(path: Path, rgb: np.ndarray, compression: int = 3) -> None:
-    """Write an (H, W, 3) uint8 RGB image atomically as PNG."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compression])
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for {path}")
-    atomic_write_bytes(path, buf.tobytes())
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from backend.device import pick_device
+from backend.images import write_png
 from backend.metrics.psnr import psnr
 from backend.paths import CHECKPOINT_NAME, avatar_dir
 from backend.progress import Cancelled, EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
@@ -43,7 +44,7 @@ from backend.train.checkpoint import (
 from backend.train.data import SubjectTensors, TrainSampler, load_subject_tensors
 from backend.train.perceptual import Perceptual, build_perceptual, file_sha256
 from backend.train.presets import Preset, get_preset
-from backend.train.previews import loss_curve_png, preview_grid, to_uint8, write_png
+from backend.train.previews import loss_curve_png, preview_grid, to_uint8
 from protocol.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
-
+from backend.images import write_png
 from backend.train.stylize import LOOKS, stylize_image
-from protocol.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="reference image to write (.png)")
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image as PNG, atomically."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path} as PNG")
-    atomic_write_bytes(path, buf.tobytes())
-
-
 def stylize_subject_frame(subject: Path, frame: int, look: str, output: Path) -> Path:
     """Stylise frame ``frame`` of ``subject`` with ``look`` and write it to ``output`` (PNG)."""
     from backend.data.subject import Subject
@@ -40,7 +29,7 @@ def stylize_subject_frame(subject: Path, frame: int, look: str, output: Path) ->
     if output.suffix.lower() != ".png":
         output = output.with_suffix(".png")
         log.info("writing PNG: %s", output)
-    write_png(output, out)
+    write_png(output, out, fsync=True)
     return output
 
 
