@@ -82,7 +82,8 @@ def main() -> int:
                          "where per-frame overhead weighs most)")
     ap.add_argument("--frames", type=int, default=None, help="frames per render job")
     ap.add_argument("--hellos", type=int, default=None, help="hello round trips")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement (best kept)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="alternating rounds per measurement (best kept; fewer are noisy on 2 cores)")
     args = ap.parse_args()
     n_frames = args.frames or (32 if args.quick else 200)
     preset = args.preset or "cpu"

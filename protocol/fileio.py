@@ -6,9 +6,11 @@ Used for connection files, checkpoints, styles, subjects and rendered frames ali
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,9 @@ def _umask_mode(base: int) -> int:
     current = os.umask(0)
     os.umask(current)
     return base & ~current
+
+
+_temp_serial = itertools.count()
 
 
 @contextlib.contextmanager
@@ -30,14 +35,17 @@ def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterat
     ``0o666 & ~umask``, like a file made with ``open()``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if not target.parent.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    # unique per process, thread and call; O_EXCL makes sure it is ours. Created like open() does
+    # (0o666 & ~umask), or private until the rename when ``mode`` is given. (Cheaper than mkstemp +
+    # chmod, which matters for the one file per rendered frame.)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.{next(_temp_serial)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600))
     try:
         yield tmp
-        if tmp.exists():
-            os.chmod(tmp, _umask_mode(0o666) if mode is None else mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
