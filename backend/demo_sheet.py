@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from backend import paths
+from backend.metrics.psnr import psnr
 from protocol.fileio import atomic_write_bytes
 
 TILE = 160
@@ -64,12 +65,6 @@ def backend_render_of_shot(subject_dir: Path, style_name: str, curves: Path, n: 
     return list(renderer.render(values, pose=pose, scale=scale, names=names, indices=range(n)))
 
 
-def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 image stacks of the same shape."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
 def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str,
                              curves: Path) -> dict[str, object]:
     """Write ``out/contact_sheet.png``; returns facts: frame count, mean intensity of the shot, and the
@@ -112,4 +107,4 @@ def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str,
     shot_arr = np.stack(shot).astype(np.float32)
     return {"shot_frames": len(shot), "shot_mean_intensity": round(float(shot_arr.mean()), 2),
             "shot_frame_to_frame_change": round(float(np.abs(np.diff(shot_arr, axis=0)).mean()), 3),
-            "shot_vs_backend_psnr_db": round(psnr_db(np.stack(received), np.stack(backend)), 2)}
+            "shot_vs_backend_psnr_db": round(psnr(np.stack(received), np.stack(backend)), 2)}
