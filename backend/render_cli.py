@@ -92,20 +92,12 @@ def parse_frames(spec: str | None, start: int, n: int) -> range:
     return range(lo, hi)
 
 
-def pose_from_curves(head_pose: np.ndarray, median_pose: np.ndarray, median_scale: float) -> np.ndarray:
-    """Curves head pose (T, 6: rad, rad, rad, cm, cm, cm) -> subject crop-pixel pose around the median."""
-    pose = np.repeat(median_pose[None], len(head_pose), 0).astype(np.float32)
-    pose[:, :3] = head_pose[:, :3]
-    pose[:, 3] += head_pose[:, 3] * median_scale
-    pose[:, 4] -= head_pose[:, 4] * median_scale  # mesh y up, image y down
-    pose[:, 5] += head_pose[:, 5] * median_scale
-    return pose
-
-
 def curves_pose(renderer: Renderer, head_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A curves file's head pose (T, 6) -> (pose (T, 6) crop px, scale (T,) px/cm) for ``renderer``."""
+    from protocol.curves import head_pose_to_crop
+
     mp, ms = renderer.default_pose(1)
-    return pose_from_curves(head_pose, mp[0], float(ms[0])), np.full(len(head_pose), ms[0], np.float32)
+    return head_pose_to_crop(head_pose, mp[0], float(ms[0])), np.full(len(head_pose), ms[0], np.float32)
 
 
 def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:

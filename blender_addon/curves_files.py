@@ -2,12 +2,15 @@
 
 Import: names are matched to the rig's shape keys through ``Curves.conform`` (ARKit spellings and
 aliases; curves the rig lacks are dropped and reported; rig names the file lacks stay at 0), the
-values become shape-key F-curves written in bulk from ``frame_start``; a head rotation in the
-file (yaw, pitch, roll radians) becomes the rig's rotation channels when ``head_pose`` is set.
+values become shape-key F-curves written in bulk from ``frame_start``; with ``head_pose`` set, the
+file's head rotation (yaw, pitch, roll radians) becomes the rig's rotation channels and a head
+translation (cm offsets around the rest pose; Live Link Face has none) its location channels.
 
 Export: the rig is sampled per frame through the one F-curve reader. CSV holds only the 52 ARKit
 names (a rig's ``residual_NN`` curves are left out and reported) and the head rotation; JSON
-holds every curve and the full head pose (yaw, pitch, roll, tx, ty, tz in the backend's crop units).
+holds every curve and the full head pose in the curve-file convention of
+``protocol.expressions.HEAD_POSE_NAMES`` (translation in cm around the rig's rest pose), so the
+backend's ``emo-avatar render --curves`` puts the head where Blender had it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import bpy
 import numpy as np
 
 from . import curves_bpy, fcurves, rig
-from .protocol.curves import Curves, read_curves, write_curves
+from .protocol.curves import Curves, crop_to_head_pose, head_pose_to_crop, read_curves, write_curves
 from .protocol.expressions import ARKIT_NAMES, canonical_name
+from .rigdata import pose_to_transforms
 
 
 def import_curves_file(
@@ -36,15 +40,34 @@ def import_curves_file(
     columns = [k for k, n in enumerate(names) if _key(n) in in_file]  # other shape keys keep their animation
     if conformed.n_frames and columns:
         rig.write_expression_curves(ob, [names[k] for k in columns], conformed.values[:, columns], start)
-        if head_pose and conformed.head_pose is not None and np.any(conformed.head_pose[:, :3]):
-            frames = start + np.arange(conformed.n_frames, dtype=np.float32)
-            ob.rotation_mode = "YXZ"
-            yaw, pitch, roll = conformed.head_pose[:, 0], conformed.head_pose[:, 1], conformed.head_pose[:, 2]
-            for i, values in enumerate((pitch, -roll, yaw)):
-                fcurves.write_keys(
-                    fcurves.ensure_fcurve(ob, "rotation_euler", i, group="Head pose"), frames, values
-                )
+        if head_pose and conformed.head_pose is not None:
+            _write_head_pose(ob, conformed.head_pose, start)
     return conformed, list(conformed.dropped)
+
+
+def rig_rest(ob: bpy.types.Object) -> tuple[np.ndarray, float, int]:
+    """(rest pose (6,) crop px, px per cm s0, crop size) of an imported rig."""
+    size = int(ob.get(rig.PROP_SIZE, 256))
+    rest = ob.get(rig.PROP_REST)
+    if rest is None:  # a rig imported before the rest pose was stored: frontal at the crop centre
+        rest = [0.0, 0.0, 0.0, size / 2, size / 2, 0.0]
+    return np.asarray(rest, np.float32), float(ob.get(rig.PROP_S0, 1.0)), size
+
+
+def _write_head_pose(ob: bpy.types.Object, head_pose: np.ndarray, start: int) -> None:
+    """Key the file's rotations (when any) and translations (when any) on the rig's object channels."""
+    rest, s0, size = rig_rest(ob)
+    crop = head_pose_to_crop(head_pose, rest, s0)
+    channels = pose_to_transforms(crop, np.full(len(head_pose), s0), size, s0)
+    frames = start + np.arange(len(head_pose), dtype=np.float32)
+    for path, used in (("rotation_euler", head_pose[:, :3]), ("location", head_pose[:, 3:])):
+        if not np.any(used):
+            continue
+        if path == "rotation_euler":
+            ob.rotation_mode = "YXZ"
+        for i in range(3):
+            fc = fcurves.ensure_fcurve(ob, path, i, group="Head pose")
+            fcurves.write_keys(fc, frames, channels[path][:, i])
 
 
 def _key(name: str) -> str:
@@ -54,7 +77,8 @@ def _key(name: str) -> str:
 def rig_curves(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, frame_end: int) -> Curves:
     """The rig's animation over the inclusive frame range as protocol ``Curves`` (with head pose)."""
     s = curves_bpy.sample_rig(scene, ob, frame_start, frame_end)
-    return Curves(list(s.names), s.fps, int(frame_start), s.expressions, s.pose)
+    rest, s0, _size = rig_rest(ob)
+    return Curves(list(s.names), s.fps, int(frame_start), s.expressions, crop_to_head_pose(s.pose, rest, s0))
 
 
 def export_curves_file(

@@ -16,6 +16,7 @@ PROP_SIZE = "emo_avatar_size"
 PROP_S0 = "emo_avatar_s0"
 PROP_NAMES = "emo_avatar_names"
 PROP_FPS = "emo_avatar_fps"
+PROP_REST = "emo_avatar_rest_pose"
 UV_LAYER = "EmoAvatarUV"
 SLIDER_LIMIT = 10.0  # Blender's hard limit for shape key slider ranges
 
@@ -141,6 +142,7 @@ def build_rig(
     ob[PROP_S0] = float(s0)
     ob[PROP_NAMES] = list(rig.names)
     ob[PROP_FPS] = float(rig.fps)
+    ob[PROP_REST] = [float(v) for v in rig.rest_pose]
     rest = pose_to_transforms(rig.rest_pose[None], np.array([s0]), rig.size, s0)
     ob.location, ob.rotation_euler, ob.scale = (
         tuple(rest[c][0]) for c in ("location", "rotation_euler", "scale")

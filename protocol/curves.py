@@ -225,6 +225,34 @@ class Curves:
         return cls(names, data["fps"], data.get("frame_start", 0), values, data.get("head_pose"))
 
 
+def head_pose_to_crop(head_pose: np.ndarray, rest_pose: np.ndarray, px_per_cm: float) -> np.ndarray:
+    """A curve file's head pose -> absolute crop-pixel pose (see ``HEAD_POSE_NAMES``).
+
+    Args:
+        head_pose: (T, 6) yaw, pitch, roll (rad), then tx, ty, tz offsets in cm around the rest
+            pose, mesh axes (y up).
+        rest_pose: (6,) the subject's rest pose in crop pixels (its median tracked pose).
+        px_per_cm: the subject's median scale (crop pixels per cm).
+    Returns:
+        (T, 6) float32: the file's rotations, and the rest translation plus the offsets in crop
+        pixels (image y points down, so ty is negated).
+    """
+    head_pose = np.asarray(head_pose, np.float64).reshape(-1, 6)
+    pose = np.repeat(np.asarray(rest_pose, np.float64).reshape(1, 6), len(head_pose), 0)
+    pose[:, :3] = head_pose[:, :3]
+    pose[:, 3:] += head_pose[:, 3:] * np.array([1.0, -1.0, 1.0]) * float(px_per_cm)
+    return pose.astype(np.float32)
+
+
+def crop_to_head_pose(pose: np.ndarray, rest_pose: np.ndarray, px_per_cm: float) -> np.ndarray:
+    """Inverse of :func:`head_pose_to_crop`: (T, 6) crop-pixel pose -> (T, 6) curve-file head pose."""
+    pose = np.asarray(pose, np.float64).reshape(-1, 6)
+    head = pose.copy()
+    head[:, 3:] = (pose[:, 3:] - np.asarray(rest_pose, np.float64).reshape(1, 6)[:, 3:]) * np.array(
+        [1.0, -1.0, 1.0]) / float(px_per_cm)
+    return head.astype(np.float32)
+
+
 def _key(name: str) -> str:
     return (canonical_name(name) or name).lower()
 

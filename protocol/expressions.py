@@ -52,7 +52,8 @@ HEAD_POSE_NAMES: tuple[str, ...] = ("yaw", "pitch", "roll", "tx", "ty", "tz")
 
 In curve files (Live Link Face CSV, curves JSON) the translation is an offset in mesh units (cm)
 around the subject's median pose (Live Link Face has none: zeros). In a subject folder and in a
-render job's ``pose`` buffer it is absolute, in the subject's crop pixels (``FaceRig.project``)."""
+render job's ``pose`` buffer it is absolute, in the subject's crop pixels (``FaceRig.project``).
+``protocol.curves.head_pose_to_crop`` / ``crop_to_head_pose`` convert between the two."""
 
 ALIASES: dict[str, str] = {
     # Common spellings seen in other trackers and exporters -> ARKit name.

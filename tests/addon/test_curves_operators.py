@@ -40,8 +40,14 @@ def test_json_round_trip_and_csv_keeps_arkit_curves(
     assert api.import_curves(tmp_path / "a.json", blank, frame_start=1) == []
     got = curves_bpy.sample_rig(clean_scene, blank, 1, 16)
     np.testing.assert_allclose(got.expressions, want.expressions, atol=1e-6)
-    # the JSON head pose drives the rotation channels (yaw, pitch, roll)
-    np.testing.assert_allclose(got.pose[:, :3], want.pose[:, :3], atol=1e-5)
+    # The JSON head pose drives rotation and location: the head is where it was (the file holds
+    # cm offsets around the rest pose, the convention `emo-avatar render --curves` reads).
+    np.testing.assert_allclose(got.pose, want.pose, atol=1e-3)
+    rest = np.median(want.pose, axis=0)
+    s0 = float(np.median(want.scale))
+    offsets = np.asarray(data["head_pose"], np.float32)[:, 3:]
+    np.testing.assert_allclose(offsets[:, 0], (want.pose[:, 3] - rest[3]) / s0, atol=1e-4)
+    np.testing.assert_allclose(offsets[:, 1], (rest[4] - want.pose[:, 4]) / s0, atol=1e-4)
 
     blank2 = api.import_subject(folder=subject, scene=clean_scene, with_curves=False)
     api.import_curves(tmp_path / "a.csv", blank2, frame_start=1)

@@ -8,6 +8,8 @@ import pytest
 from protocol.curves import (
     LLF_COLUMNS,
     Curves,
+    crop_to_head_pose,
+    head_pose_to_crop,
     read_curves,
     read_live_link_csv,
     write_curves,
@@ -155,3 +157,13 @@ def test_canonical_names(name, canonical) -> None:
     from protocol.expressions import canonical_name
 
     assert canonical_name(name) == canonical
+
+
+def test_head_pose_file_convention_round_trips_through_crop_pixels() -> None:
+    """Curve files hold cm offsets around the rest pose (y up); crop pixels are absolute (y down)."""
+    rest = np.array([0.1, -0.05, 0.02, 64.0, 47.0, 3.0], np.float32)
+    head = np.array([[0.2, 0.1, -0.1, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0, 1.0, -0.5]], np.float32)
+    crop = head_pose_to_crop(head, rest, px_per_cm=2.5)
+    np.testing.assert_allclose(crop[0], [0.2, 0.1, -0.1, 64.0, 47.0, 3.0])
+    np.testing.assert_allclose(crop[1], [0.0, 0.0, 0.0, 69.0, 44.5, 1.75])  # up in the file = up on screen
+    np.testing.assert_allclose(crop_to_head_pose(crop, rest, px_per_cm=2.5), head, atol=1e-6)
