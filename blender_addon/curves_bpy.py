@@ -3,6 +3,8 @@
 Expression values come from the shape-key F-curves, the head pose from the object's
 location / rotation / scale F-curves, both through the one F-curve reader (``fcurves.py``). When
 NLA tracks or drivers also animate the rig, sampling falls back to ``scene.frame_set`` (exact, slower).
+Head rotation is read in whatever rotation mode the animator keyed (quaternion, axis angle, any
+Euler order) and converted to the rig's ``ROTATION_MODE`` Euler angles.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import bpy
+import mathutils
 import numpy as np
 
 from . import fcurves
 from .rig import PROP_NAMES, PROP_S0, PROP_SIZE, shape_key_path
-from .rigdata import transforms_to_pose
+from .rigdata import ROTATION_MODE, transforms_to_pose
 
 
 @dataclass
@@ -64,12 +67,42 @@ def sample_expressions(ob: bpy.types.Object, names: Sequence[str], frames: Seque
     return np.clip(values, lo, hi)
 
 
+def rotation_path(ob: bpy.types.Object) -> str:
+    """The property holding ``ob``'s rotation in its current ``rotation_mode``."""
+    return {"QUATERNION": "rotation_quaternion", "AXIS_ANGLE": "rotation_axis_angle"}.get(
+        ob.rotation_mode, "rotation_euler"
+    )
+
+
+def to_rig_euler(mode: str, raw: np.ndarray) -> np.ndarray:
+    """(T, 3|4) rotation channels in rotation ``mode`` -> (T, 3) ``ROTATION_MODE`` Euler angles,
+    kept continuous from frame to frame (no 2 pi jumps)."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if mode == ROTATION_MODE:
+        return raw.astype(np.float32)
+    out = np.zeros((len(raw), 3), np.float32)
+    prev = None
+    for t, v in enumerate(raw):
+        if mode == "QUATERNION":
+            matrix = mathutils.Quaternion(v).normalized().to_matrix()
+        elif mode == "AXIS_ANGLE":
+            matrix = mathutils.Matrix.Rotation(v[0], 3, mathutils.Vector(v[1:]).normalized())
+        else:
+            matrix = mathutils.Euler(v, mode).to_matrix()
+        prev = matrix.to_euler(ROTATION_MODE, prev) if prev is not None else matrix.to_euler(ROTATION_MODE)
+        out[t] = prev
+    return out
+
+
 def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, np.ndarray]:
-    """(T, 3) location / rotation_euler / scale of ``ob`` at ``frames`` (F-curve reader)."""
+    """(T, 3) location / rotation_euler (``ROTATION_MODE``) / scale of ``ob`` at ``frames``
+    (F-curve reader; the rotation is read in the object's own rotation mode)."""
     out = {}
-    for path in ("location", "rotation_euler", "scale"):
+    rot = rotation_path(ob)
+    for path in ("location", rot, "scale"):
         current = list(getattr(ob, path))
-        out[path] = fcurves.sample_paths(ob, [(path, i) for i in range(3)], frames, current)
+        out[path] = fcurves.sample_paths(ob, [(path, i) for i in range(len(current))], frames, current)
+    out["rotation_euler"] = to_rig_euler(ob.rotation_mode, out.pop(rot))
     return out
 
 
@@ -80,7 +113,8 @@ def sample_by_frame_set(
     key = ob.data.shape_keys
     keep = scene.frame_current
     expr = np.zeros((len(frames), len(names)), np.float32)
-    tr = {p: np.zeros((len(frames), 3), np.float32) for p in ("location", "rotation_euler", "scale")}
+    rot = rotation_path(ob)
+    tr = {p: np.zeros((len(frames), len(getattr(ob, p))), np.float32) for p in ("location", rot, "scale")}
     try:
         for t, f in enumerate(frames):
             scene.frame_set(int(f))
@@ -89,6 +123,7 @@ def sample_by_frame_set(
                 tr[p][t] = getattr(ob, p)
     finally:
         scene.frame_set(keep)
+    tr["rotation_euler"] = to_rig_euler(ob.rotation_mode, tr.pop(rot))
     return expr, tr
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from . import curves_bpy, fcurves, rig
 from .protocol.curves import Curves, crop_to_head_pose, head_pose_to_crop, read_curves, write_curves
 from .protocol.expressions import ARKIT_NAMES, canonical_name
-from .rigdata import pose_to_transforms
+from .rigdata import ROTATION_MODE, pose_to_transforms
 
 
 def import_curves_file(
@@ -64,7 +64,7 @@ def _write_head_pose(ob: bpy.types.Object, head_pose: np.ndarray, start: int) ->
         if not np.any(used):
             continue
         if path == "rotation_euler":
-            ob.rotation_mode = "YXZ"
+            ob.rotation_mode = ROTATION_MODE
         for i in range(3):
             fc = fcurves.ensure_fcurve(ob, path, i, group="Head pose")
             fcurves.write_keys(fc, frames, channels[path][:, i])

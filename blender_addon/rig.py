@@ -9,7 +9,7 @@ import bpy
 import numpy as np
 
 from . import fcurves
-from .rigdata import RigData, blender_vertices, camera_settings, pose_to_transforms
+from .rigdata import ROTATION_MODE, RigData, blender_vertices, camera_settings, pose_to_transforms
 
 PROP_SUBJECT = "emo_avatar_subject"
 PROP_SIZE = "emo_avatar_size"
@@ -82,7 +82,7 @@ def write_pose_curves(
     ob: bpy.types.Object, pose: np.ndarray, scale: np.ndarray, frame_start: int, size: int, s0: float
 ) -> None:
     """(T, 6) pose + (T,) scale -> location / rotation_euler (YXZ) / scale F-curves on ``ob``."""
-    ob.rotation_mode = "YXZ"
+    ob.rotation_mode = ROTATION_MODE
     channels = pose_to_transforms(pose, scale, size, s0)
     frames = frame_start + np.arange(pose.shape[0], dtype=np.float32)
     for path, values in channels.items():
@@ -135,7 +135,7 @@ def build_rig(
     mesh = build_mesh(name, rig)
     ob = bpy.data.objects.new(name, mesh)
     scene.collection.objects.link(ob)
-    ob.rotation_mode = "YXZ"
+    ob.rotation_mode = ROTATION_MODE
     add_shape_keys(ob, rig)
     ob[PROP_SUBJECT] = rig.subject_id
     ob[PROP_SIZE] = int(rig.size)

@@ -31,6 +31,9 @@ import numpy as np
 CM = 0.01
 """Blender metres per rig centimetre."""
 
+ROTATION_MODE = "YXZ"
+"""The head object's Euler order: ``rotation_euler = (pitch, -roll, yaw)`` is exactly ``C R C^T``."""
+
 # Mesh axes -> Blender axes.
 C = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 

@@ -127,3 +127,36 @@ def test_panel_and_operator_icons_exist_in_this_blender(addon) -> None:
     used |= set(panels.STATUS_ICONS.values())
     assert used and not used - icons, sorted(used - icons)
     assert "panels" in dir(addon) or panels.EMO_AVATAR_PT_view3d.is_registered
+
+
+@pytest.mark.parametrize("mode", ["QUATERNION", "AXIS_ANGLE", "XYZ", "ZXY"])
+def test_head_rotation_keyed_in_any_rotation_mode_is_sampled(
+    addon_mod, clean_scene, backend_workdir, mode
+) -> None:
+    """An animator who switches the head to quaternions (or another Euler order) and keys it must
+    get that rotation in the render job and the exported curves, not the static YXZ channels."""
+    import mathutils
+
+    api, curves_bpy = addon_mod("api"), addon_mod("curves_bpy")
+    head = api.import_subject(
+        folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene, with_curves=False
+    )
+    head.rotation_mode = mode
+    path = curves_bpy.rotation_path(head)
+    rng = np.random.default_rng(1)
+    for f in (1, 5, 9):
+        q = mathutils.Euler(rng.uniform(-0.4, 0.4, size=3)).to_quaternion()
+        if mode == "QUATERNION":
+            head.rotation_quaternion = q
+        elif mode == "AXIS_ANGLE":
+            head.rotation_axis_angle = (q.angle, *q.axis)
+        else:
+            head.rotation_euler = q.to_euler(mode)
+        head.keyframe_insert(path, frame=f)
+    got = curves_bpy.sample_rig(clean_scene, head, 1, 9)
+    want = np.zeros((9, 3))
+    for t, f in enumerate(range(1, 10)):
+        clean_scene.frame_set(f)
+        pitch, neg_roll, yaw = head.matrix_world.to_euler("YXZ")  # what Blender shows and renders
+        want[t] = (yaw, pitch, -neg_roll)
+    np.testing.assert_allclose(got.pose[:, :3], want, atol=1e-5)
