@@ -22,8 +22,18 @@ def frame_filename(prefix: str, frame: int) -> str:
 
 
 def check_output_folder(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` if needed and prove it is writable; raises ``OSError`` with the reason."""
-    path = Path(bpy.path.abspath(str(folder))) if str(folder).startswith("//") else Path(folder)
+    """Create ``folder`` if needed and prove it is writable; raises ``OSError`` with the reason.
+
+    A blend-relative ``//`` folder needs a saved .blend: otherwise ``bpy.path.abspath`` would
+    silently resolve it against Blender's working directory.
+    """
+    text = str(folder)
+    if text.startswith("//") and not bpy.data.filepath:
+        raise OSError(
+            f"output folder '{text}' is relative to the .blend file, which is not saved yet: "
+            "save the file or pick an absolute Frames folder"
+        )
+    path = Path(bpy.path.abspath(text)) if text.startswith("//") else Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".emo_avatar_write_test"

@@ -148,6 +148,13 @@ def test_bad_inputs_are_refused_with_clear_errors(
     blocker.write_text("x")
     with pytest.raises(OSError, match="not writable"):
         api.render_shot(clean_scene, 1, 2, output_dir=str(blocker / "frames"))
+    # the default Frames folder '//emo_frames/' in an unsaved file: no .blend to be relative to
+    # (bpy.path.abspath would put the frames in Blender's working directory without a word)
+    import bpy
+
+    assert not bpy.data.filepath
+    with pytest.raises(OSError, match="not saved yet"):
+        api.render_shot(clean_scene, 1, 2, output_dir="//emo_frames/")
     head.data.shape_keys.key_blocks["jawOpen"].name = "jawOpenRenamed"
     with pytest.raises(ValueError, match="jawOpen"):
         api.render_shot(clean_scene, 1, 2, output_dir=str(tmp_path / "ok"))
