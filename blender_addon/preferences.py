@@ -9,6 +9,8 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, StringProperty
 
+from .vse import MAX_CHANNEL
+
 ADDON_ID = __package__
 
 
@@ -61,7 +63,11 @@ class EmoAvatarPreferences(bpy.types.AddonPreferences):
         description="Where rendered frames are written (// = next to the .blend)",
     )
     channel: IntProperty(
-        name="Sequencer channel", default=2, min=1, max=128, description="Channel the rendered strip goes to"
+        name="Sequencer channel",
+        default=2,
+        min=1,
+        max=MAX_CHANNEL,
+        description="Channel the rendered strip goes to (or the first free one above it)",
     )
     timeout: FloatProperty(name="Reply timeout (s)", default=3.0, min=0.5, max=120.0)
 

@@ -348,9 +348,18 @@ def _update_shot_strip(shot: Shot) -> None:
     scene = bpy.data.scenes.get(shot.scene_name)
     if scene is None:
         return
-    vse.update_strip(
-        scene, shot.strip_name, shot.folder, shot.prefix, shot.frame_start, shot.frames_done, shot.channel
+    strip = vse.update_strip(
+        scene,
+        shot.strip_name,
+        shot.folder,
+        shot.prefix,
+        shot.frame_start,
+        shot.frames_done,
+        shot.channel,
+        length=shot.total,
     )
+    if strip is not None:
+        shot.channel = strip.channel  # the preferred channel, or the free one above it
 
 
 def _redraw() -> None:

@@ -1,6 +1,8 @@
 """Frames from the backend -> an image-sequence strip in the Video Sequence Editor.
 
-One strip per shot, named after the job, on a chosen channel, starting at the shot's first
+One strip per shot, named after the job, on a chosen channel (or the first channel above it
+whose frames are free: an earlier take of the same frames stays where it is, the new one lies on
+top of it, as the sequencer does for strips added in the UI), starting at the shot's first
 frame. Frames land as ``<folder>/<prefix>_<frame:05d>.png``; the strip lists the contiguous run
 of frames received so far, so a cancelled shot still holds every frame that arrived.
 """
@@ -15,6 +17,9 @@ import numpy as np
 
 from . import compat
 from .png import write_png
+
+MAX_CHANNEL = 128
+"""The sequencer's highest channel."""
 
 
 def frame_filename(prefix: str, frame: int) -> str:
@@ -56,6 +61,19 @@ def find_strip(scene: bpy.types.Scene, name: str):
     return None if strips is None else strips.get(name)
 
 
+def free_channel(scene: bpy.types.Scene, channel: int, frame_start: int, length: int) -> int:
+    """The first channel >= ``channel`` where no top-level strip overlaps ``length`` frames from
+    ``frame_start`` (strips on one channel must not overlap)."""
+    strips = compat.sequencer_strips(scene, create=False)
+    end = frame_start + max(1, int(length))
+    busy = {
+        s.channel for s in (strips or []) if s.frame_final_start < end and s.frame_final_end > frame_start
+    }
+    while channel in busy and channel < MAX_CHANNEL:
+        channel += 1
+    return channel
+
+
 def update_strip(
     scene: bpy.types.Scene,
     name: str,
@@ -64,11 +82,13 @@ def update_strip(
     frame_start: int,
     frames_done: set[int] | list[int],
     channel: int = 2,
+    length: int | None = None,
 ):
     """Create or extend the strip ``name`` to the contiguous frames received from ``frame_start``.
 
     Returns the strip, or None while the first frame has not arrived. The strip always starts at
-    ``frame_start`` on ``channel`` and has one element per received frame.
+    ``frame_start`` and has one element per received frame. It is created on ``channel``, or on the
+    first channel above it that is free for the shot's ``length`` frames (default: those received).
     """
     done = set(frames_done)
     count = 0
@@ -80,6 +100,7 @@ def update_strip(
     if strip is None:
         strips = compat.sequencer_strips(scene)
         first = folder / frame_filename(prefix, frame_start)
+        channel = free_channel(scene, channel, frame_start, length or count)
         strip = strips.new_image(name=name, filepath=str(first), channel=channel, frame_start=frame_start)
         strip.colorspace_settings.name = "sRGB"
         compat.set_standard_view(scene)

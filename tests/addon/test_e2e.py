@@ -254,3 +254,27 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
         assert job.state in ("queued", "running", "done"), (job.kind, job.state, job.error)
         bpy.ops.emo_avatar.cancel_job(job_id=job.job_id)
     pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs().values()), timeout=180)
+
+
+def test_a_second_take_of_the_same_frames_gets_its_own_channel(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """Re-rendering a shot must not stack two strips over the same frames of one channel (an
+    invalid sequencer state): the new take goes to the first free channel above, on top."""
+    api, vse, compat = addon_mod("api"), addon_mod("vse"), addon_mod("compat")
+    api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    kw = {"output_dir": str(tmp_path / "f"), "channel": 3, "uv_source": "BACKEND"}
+    first = api.render_shot(clean_scene, 3, 6, **kw)
+    before = api.render_shot(clean_scene, 1, 2, **kw)  # ends right before: same channel is fine
+    again = api.render_shot(clean_scene, 5, 8, **kw)  # overlaps the first take's frames 5-6
+    assert [s.state for s in (first, before, again)] == ["done"] * 3
+    strips = {s.name: s for s in compat.sequencer_strips(clean_scene)}
+    assert strips[first.strip_name].channel == 3 and strips[before.strip_name].channel == 3
+    assert strips[again.strip_name].channel == 4 == again.channel
+    take = strips[again.strip_name]
+    assert (take.frame_final_start, take.frame_final_duration, len(take.elements)) == (5, 4, 4)
+    for a in strips.values():
+        for b in strips.values():
+            if a != b and a.channel == b.channel:
+                assert a.frame_final_end <= b.frame_final_start or b.frame_final_end <= a.frame_final_start
+    assert vse.free_channel(clean_scene, 3, 1, 8) == 5
