@@ -198,6 +198,14 @@ class Renderer:
         if uv_maps is not None:
             uv_by_position = indices is not None and len(uv_maps) == len(rows) and len(uv_maps) != n
             uv_all = self._check_uv(uv_maps, len(rows) if uv_by_position else n)
+            # all selected maps are checked before the first frame, so a bad map late in a shot
+            # fails the render up front instead of after the frames before it were written
+            for a in range(0, len(rows), batch):
+                chunk = uv_all[a:a + batch] if uv_by_position else uv_all[rows[a:a + batch]]
+                bad = ~np.isfinite(np.asarray(chunk)).reshape(len(chunk), -1).all(axis=1)
+                if bad.any():
+                    row = int(rows[a + int(np.argmax(bad))])
+                    raise RenderInputError(f"UV maps contain NaN/inf (first at curve row {row})")
             if uv_all.shape[1:3] != (self.size, self.size):
                 log.warning("UV maps are %dx%d, the avatar renders %dx%d: resampling them (bilinear)",
                             uv_all.shape[2], uv_all.shape[1], self.size, self.size)
@@ -219,7 +227,6 @@ class Renderer:
             ids = rows[a:a + batch]
             if uv_all is not None:
                 uv = np.asarray(uv_all[a:a + batch] if uv_by_position else uv_all[ids], dtype=np.float32)
-                _finite("UV maps", uv)
                 uv = self._resample_uv(uv)
             else:
                 uv = self.rig_uv_maps(expr[ids], pose[ids], scale[ids])

@@ -23,6 +23,7 @@ import argparse
 import logging
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from backend.paths import checkpoint_path
 
 if TYPE_CHECKING:
     from backend.render import Renderer
+    from protocol.curves import Curves
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +57,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=8, help="frames per forward pass")
 
 
-def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, int]:
-    """(names, values (T, K), head_pose (T, 6) | None, frame_start) from a curves file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"curves file {path} not found")
-    if path.suffix.lower() == ".npz":
+NPZ_DEFAULT_FPS = 30.0
+"""fps of an ``.npz`` curves file without an ``fps`` array (the CLI does not use it)."""
+
+
+def _read_npz_curves(path: Path) -> Curves:
+    """An ``.npz`` of curves (see the module doc) as validated :class:`Curves`; else :class:`CurveError`."""
+    from protocol.curves import Curves
+    from protocol.errors import CurveError
+
+    try:
         with np.load(path, allow_pickle=False) as z:
             if "names" not in z.files or "values" not in z.files:
-                raise ValueError(f"{path}: an npz of curves needs 'names' and 'values' arrays, has {z.files}")
-            names = [str(n) for n in z["names"]]
-            values = np.asarray(z["values"], np.float32)
-            pose = np.asarray(z["head_pose"], np.float32) if "head_pose" in z.files else None
+                raise CurveError(f"{path}: an npz of curves needs 'names' and 'values' arrays, has {z.files}")
+            names = [str(n) for n in np.atleast_1d(z["names"])]
+            fps = float(z["fps"]) if "fps" in z.files else NPZ_DEFAULT_FPS
             start = int(z["frame_start"]) if "frame_start" in z.files else 0
-        return names, values, pose, start
-    from protocol.curves import read_curves
+            pose = z["head_pose"] if "head_pose" in z.files else None
+            return Curves(names, fps, start, z["values"], pose)
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+        raise CurveError(f"{path}: not a readable curves npz ({exc})") from None
 
-    c = read_curves(path)
+
+def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, int]:
+    """(names, values (T, K), head_pose (T, 6) | None, frame_start) from a curves file.
+
+    Every format is validated by ``protocol.curves.Curves`` (finite values, shapes, unique names).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CurveError: an unknown suffix, an unreadable or invalid file, or one without frames.
+    """
+    from protocol.curves import read_curves
+    from protocol.errors import CurveError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"curves file {path} not found")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json", ".npz"):
+        raise CurveError(f"{path}: unknown curves format {suffix!r}; "
+                         "use .csv (Live Link Face), .json or .npz")
+    try:
+        c = _read_npz_curves(path) if suffix == ".npz" else read_curves(path)
+    except CurveError as exc:  # name the file in every message
+        raise CurveError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+    if c.n_frames == 0:
+        raise CurveError(f"{path}: the curves hold no frames")
     return list(c.names), c.values, c.head_pose, c.frame_start
 
 
@@ -126,45 +158,77 @@ def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
     return np.stack(maps)
 
 
+def load_uv_npz(path: Path, n: int) -> np.ndarray:
+    """``--uv-maps`` file: key ``uv`` (n, H, W, 3), one map per curve row (shape checked by the renderer).
+
+    Raises:
+        FileNotFoundError: no such file.
+        RenderInputError: not a readable npz, no ``uv`` array, or not one map per curve row.
+    """
+    from backend.render import RenderInputError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--uv-maps {path} not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "uv" not in z.files:
+                raise RenderInputError(f"{path} has no 'uv' array (has {z.files})")
+            uv = z["uv"]
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, RenderInputError):
+            raise
+        raise RenderInputError(f"--uv-maps {path}: not a readable npz ({exc})") from None
+    if uv.ndim < 1 or len(uv) != n:
+        raise RenderInputError(f"--uv-maps {path}: {len(uv) if uv.ndim else 0} UV maps for {n} curve rows "
+                               "(one map per curve row)")
+    return uv
+
+
 def run(args: argparse.Namespace) -> int:
     from backend.images import write_png
-    from backend.render import Renderer, RenderInputError
+    from backend.render import Renderer, RenderInputError, conform_names
+    from protocol.errors import CurveError
 
     ckpt = args.checkpoint or checkpoint_path(args.subject)
+    # every input is read and checked before anything touches the output folder
     try:
         names, values, head_pose, start = load_curves(args.curves)
-        renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=args.style, subject=args.subject)
         rows = parse_frames(args.frames, start, len(values))
-    except (FileNotFoundError, ValueError) as exc:
+        renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=args.style, subject=args.subject)
+        values = conform_names(values, names, renderer.names)
+        if args.out.exists() and not args.out.is_dir():
+            raise FileExistsError(f"-o {args.out} exists and is not a folder")
+        todo = [r for r in rows if not (args.out / f"{start + r:06d}.png").exists()]
+        uv = pose = scale = None
+        if getattr(args, "uv", None) is not None:
+            uv = load_uv_dir(args.uv, [start + r for r in todo])  # one per rendered row
+        elif args.uv_maps is not None:
+            uv = load_uv_npz(args.uv_maps, len(values))
+        elif head_pose is not None:
+            pose, scale = curves_pose(renderer, head_pose)
+    except (FileNotFoundError, FileExistsError, ValueError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    todo = [r for r in rows if not (args.out / f"{start + r:06d}.png").exists()]
     if len(todo) < len(rows):
         log.info("%d of %d frames already exist in %s; rendering the other %d",
                  len(rows) - len(todo), len(rows), args.out, len(todo))
     if not todo:
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    nl = "\n" if sys.stderr.isatty() else ""  # ends the progress line
     try:
-        uv = pose = scale = None
-        if getattr(args, "uv", None) is not None:
-            uv = load_uv_dir(args.uv, [start + r for r in todo])  # one per rendered row
-        elif args.uv_maps is not None:
-            with np.load(args.uv_maps, allow_pickle=False) as z:
-                if "uv" not in z.files:
-                    raise RenderInputError(f"{args.uv_maps} has no 'uv' array (has {z.files})")
-                uv = z["uv"]
-        elif head_pose is not None:
-            pose, scale = curves_pose(renderer, head_pose)
-        frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=args.batch, names=names,
-                                 indices=todo)
+        frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=args.batch, indices=todo)
         for i, (row, rgb) in enumerate(zip(todo, frames, strict=True)):
+            if i == 0:  # created once the first frame exists, so bad inputs leave no empty folder
+                args.out.mkdir(parents=True, exist_ok=True)
             write_png(args.out / f"{start + row:06d}.png", rgb)
             if sys.stderr.isatty():
                 print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
-    except (RenderInputError, OSError, ValueError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+    except RenderInputError as exc:
+        print(f"{nl}error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{nl}error: cannot write frames to {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     dt = time.monotonic() - t0
     if sys.stderr.isatty():

@@ -1,0 +1,108 @@
+"""`emo-avatar render` with bad input: a one-line error, exit code 2, and nothing on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.cli import main as cli_main
+from backend.data.subject import Subject
+from protocol.curves import Curves, write_curves
+
+
+@pytest.fixture(scope="module")
+def subject(tiny_avatar_subject: Path) -> Subject:
+    return Subject.open(tiny_avatar_subject)
+
+
+def _fails_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str], out: Path) -> str:
+    """Run the CLI; it must return 2 with one ``error:`` line and leave ``out`` without frames."""
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert not out.exists() or not list(out.glob("*.png"))
+    return errors[0]
+
+
+def test_bad_curve_files(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    names = list(subject.expression_names)
+    values = subject.expressions[:6]
+    good = Curves(names, 25.0, 0, values)
+    (tmp_path / "empty.csv").write_text("")
+    write_curves(good, tmp_path / "shot.json")
+    (tmp_path / "shot.txt").write_text((tmp_path / "shot.json").read_text())
+    data = json.loads((tmp_path / "shot.json").read_text())
+    data["values"][2][1] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(data))
+    bad = values.copy()
+    bad[3, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", names=np.array(names), values=bad)
+    np.savez(tmp_path / "pose.npz", names=np.array(names), values=values, head_pose=np.zeros((2, 6)))
+    np.savez(tmp_path / "none.npz", names=np.array(names), values=values[:0])
+    (tmp_path / "trunc.npz").write_bytes((tmp_path / "nan.npz").read_bytes()[:200])
+    expect = {"empty.csv": "empty file", "shot.txt": ".npz", "nan.json": "NaN", "nan.npz": "NaN",
+              "pose.npz": "head_pose", "none.npz": "no frames", "trunc.npz": "not a readable"}
+    for name, words in expect.items():
+        out = tmp_path / f"out_{name}"
+        line = _fails_cleanly(capsys, ["render", str(tiny_avatar_subject), "--curves", str(tmp_path / name),
+                                       "-o", str(out)], out)
+        assert words in line and name in line, line
+        assert not out.exists(), name
+
+
+def test_bad_inputs_leave_no_output_folder(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    names = list(subject.expression_names)
+    cfile = tmp_path / "foo.npz"
+    np.savez(cfile, names=np.array(["foo", *names[1:]]), values=subject.expressions[:3])
+    out = tmp_path / "frames"
+    assert "foo" in _fails_cleanly(capsys, ["render", str(tiny_avatar_subject), "--curves", str(cfile),
+                                            "-o", str(out)], out)
+    assert not out.exists()
+
+
+def test_unwritable_output(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)
+    base = ["render", str(tiny_avatar_subject), "--curves", str(cfile), "-o"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert "a_file" in _fails_cleanly(capsys, [*base, str(blocker)], blocker)
+    assert "a_file" in _fails_cleanly(capsys, [*base, str(blocker / "frames")], blocker / "frames")
+    if os.geteuid() != 0:  # root writes into 0500 folders anyway
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        try:
+            _fails_cleanly(capsys, [*base, str(locked / "frames")], locked / "frames")
+            _fails_cleanly(capsys, [*base, str(locked)], locked)
+            assert not list(locked.iterdir())
+        finally:
+            locked.chmod(0o700)
+
+
+def test_uv_maps_npz_one_per_curve_row(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    n = 8
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:n]), cfile)
+    base = ["render", str(tiny_avatar_subject), "--curves", str(cfile), "--batch", "2"]
+    # 3 maps for 8 curve rows: an error even when --frames selects 3 frames
+    np.savez(tmp_path / "three.npz", uv=subject.uv_maps[:3])
+    out = tmp_path / "a"
+    three = str(tmp_path / "three.npz")
+    _fails_cleanly(capsys, [*base, "--uv-maps", three, "--frames", "4:7", "-o", str(out)], out)
+    # a NaN in a late map fails before any frame is written
+    uv = subject.uv_maps[:n].astype(np.float32)
+    uv[6, 3, 3, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", uv=uv)
+    out = tmp_path / "b"
+    line = _fails_cleanly(capsys, [*base, "--uv-maps", str(tmp_path / "nan.npz"), "-o", str(out)], out)
+    assert "row 6" in line, line
+    assert not out.exists()
