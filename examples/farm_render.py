@@ -17,11 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from protocol.curves import read_curves
+from backend.render_cli import load_curves
+from protocol.errors import CurveError
 
 
 def task_frames(frame_start: int, n_frames: int, task: int, tasks: int) -> tuple[int, int]:
     """Frame numbers [first, end) of task ``task`` (0-based) when ``n_frames`` are split into ``tasks``."""
+    if tasks < 1:
+        raise ValueError(f"--tasks must be at least 1, got {tasks}")
     if not 0 <= task < tasks:
         raise ValueError(f"--task must be in 0..{tasks - 1}, got {task}")
     per = -(-n_frames // tasks)  # ceil
@@ -39,10 +42,14 @@ def main() -> int:
     ap.add_argument("--style", type=Path, default=None)
     args = ap.parse_args()
 
-    curves = read_curves(args.curves)
-    first, end = task_frames(curves.frame_start, curves.n_frames, args.task, args.tasks)
+    try:  # the same reader and checks as `emo-avatar render` (.csv, .json, .npz)
+        _names, values, _pose, frame_start = load_curves(args.curves)
+        first, end = task_frames(frame_start, len(values), args.task, args.tasks)
+    except (FileNotFoundError, ValueError, CurveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if first == end:
-        print(f"task {args.task}: no frames (the shot has {curves.n_frames})")
+        print(f"task {args.task}: no frames (the shot has {len(values)})")
         return 0
     cmd = [sys.executable, "-m", "backend.cli", "render", str(args.subject), "--curves", str(args.curves),
            "--frames", f"{first}:{end}", "-o", str(args.out)]

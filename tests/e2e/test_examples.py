@@ -49,6 +49,26 @@ def test_farm_tasks_render_disjoint_ranges_that_add_up(tiny_avatar_subject: Path
     assert "already exist" in again.stderr
 
 
+def test_farm_task_reads_every_curves_format_and_reports_bad_files(tiny_avatar_subject: Path,
+                                                                  tmp_path: Path) -> None:
+    from protocol.curves import read_curves
+
+    perf = read_curves(PERFORMANCE)
+    npz = tmp_path / "shot.npz"
+    np.savez(npz, names=np.array(perf.names), values=perf.values[:4], frame_start=100)
+    out = tmp_path / "frames"
+    _run("examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(npz), "--task", "1",
+         "--tasks", "2", "-o", str(out))
+    assert sorted(p.name for p in out.glob("*.png")) == ["000102.png", "000103.png"]
+    (tmp_path / "empty.csv").write_text("")
+    for curves in (tmp_path / "empty.csv", tmp_path / "missing.json"):
+        argv = ["examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(curves),
+                "--task", "0", "--tasks", "2", "-o", str(out)]
+        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:"), proc.stderr
+
+
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end_with_the_tiny_preset(tmp_path: Path) -> None:
     proc = _run("examples/quickstart.py", "--out", str(tmp_path), "--preset", "tiny", "--frames", "12")
