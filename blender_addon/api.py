@@ -221,10 +221,14 @@ def cancel(job_id: str) -> str:
 
 
 def import_curves(
-    path: str | Path, rig_object: bpy.types.Object, frame_start: int | None = None
+    path: str | Path,
+    rig_object: bpy.types.Object,
+    frame_start: int | None = None,
+    scene: bpy.types.Scene | None = None,
 ) -> list[str]:
-    """Live Link Face CSV / JSON curves onto the rig; returns names that were dropped."""
-    _curves, dropped = curves_files.import_curves_file(path, rig_object, frame_start)
+    """Live Link Face CSV / JSON curves onto the rig, retimed to ``scene``'s fps (default: the
+    context scene) when the file was recorded at another rate; returns names that were dropped."""
+    _curves, dropped = curves_files.import_curves_file(path, rig_object, frame_start, scene=scene)
     return dropped
 
 

@@ -2,7 +2,9 @@
 
 Import: names are matched to the rig's shape keys through ``Curves.conform`` (ARKit spellings and
 aliases; curves the rig lacks are dropped and reported; rig names the file lacks stay at 0), the
-values become shape-key F-curves written in bulk from ``frame_start``; with ``head_pose`` set, the
+values become shape-key F-curves written in bulk from ``frame_start``, retimed to the scene's fps
+when the file was recorded at another rate (Live Link Face records at 60 fps: a take keeps its
+real-time speed in a 25 fps shot; keys land between frames, LINEAR); with ``head_pose`` set, the
 file's head rotation (yaw, pitch, roll radians) becomes the rig's rotation channels and a head
 translation (cm offsets around the rest pose; Live Link Face has none) its location channels.
 
@@ -27,22 +29,38 @@ from .rigdata import ROTATION_MODE, pose_to_transforms
 
 
 def import_curves_file(
-    path: str | Path, ob: bpy.types.Object, frame_start: int | None = None, head_pose: bool = True
+    path: str | Path,
+    ob: bpy.types.Object,
+    frame_start: int | None = None,
+    head_pose: bool = True,
+    scene: bpy.types.Scene | None = None,
 ) -> tuple[Curves, list[str]]:
-    """Read ``path`` onto rig ``ob``; returns (the conformed curves, names dropped from the file)."""
+    """Read ``path`` onto rig ``ob``, retimed to ``scene``'s fps (default: the context scene);
+    returns (the conformed curves, names dropped from the file)."""
     curves = read_curves(path)
     names = curves_bpy.rig_names(ob)
     if not names:
         raise ValueError(f"'{ob.name}' has no expression shape keys: import a subject rig first")
     conformed = curves.conform(names, fill_missing=True)
-    start = conformed.frame_start if frame_start is None else int(frame_start)
+    step = retime_step(conformed.fps, scene or bpy.context.scene)
+    start = round(conformed.frame_start * step) if frame_start is None else int(frame_start)
     in_file = {_key(n) for n in curves.names}
     columns = [k for k, n in enumerate(names) if _key(n) in in_file]  # other shape keys keep their animation
     if conformed.n_frames and columns:
-        rig.write_expression_curves(ob, [names[k] for k in columns], conformed.values[:, columns], start)
+        rig.write_expression_curves(
+            ob, [names[k] for k in columns], conformed.values[:, columns], start, step
+        )
         if head_pose and conformed.head_pose is not None:
-            _write_head_pose(ob, conformed.head_pose, start)
+            _write_head_pose(ob, conformed.head_pose, start, step)
     return conformed, list(conformed.dropped)
+
+
+def retime_step(file_fps: float, scene: bpy.types.Scene) -> float:
+    """Scene frames per file frame: 1 when the rates agree (to 0.1 %), else scene fps / file fps."""
+    scene_fps = scene.render.fps / scene.render.fps_base
+    if file_fps <= 0 or abs(scene_fps - file_fps) <= 1e-3 * file_fps:
+        return 1.0
+    return scene_fps / file_fps
 
 
 def rig_rest(ob: bpy.types.Object) -> tuple[np.ndarray, float, int]:
@@ -54,12 +72,12 @@ def rig_rest(ob: bpy.types.Object) -> tuple[np.ndarray, float, int]:
     return np.asarray(rest, np.float32), float(ob.get(rig.PROP_S0, 1.0)), size
 
 
-def _write_head_pose(ob: bpy.types.Object, head_pose: np.ndarray, start: int) -> None:
+def _write_head_pose(ob: bpy.types.Object, head_pose: np.ndarray, start: float, step: float = 1.0) -> None:
     """Key the file's rotations (when any) and translations (when any) on the rig's object channels."""
     rest, s0, size = rig_rest(ob)
     crop = head_pose_to_crop(head_pose, rest, s0)
     channels = pose_to_transforms(crop, np.full(len(head_pose), s0), size, s0)
-    frames = start + np.arange(len(head_pose), dtype=np.float32)
+    frames = start + np.arange(len(head_pose), dtype=np.float64) * step
     for path, used in (("rotation_euler", head_pose[:, :3]), ("location", head_pose[:, 3:])):
         if not np.any(used):
             continue

@@ -314,12 +314,15 @@ class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
         start = context.scene.frame_start if self.use_scene_start else None
         try:
             curves, dropped = curves_files.import_curves_file(
-                self.filepath, context.active_object, start, self.head_pose
+                self.filepath, context.active_object, start, self.head_pose, scene=context.scene
             )
         except (OSError, ValueError, KeyError, ProtocolError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         msg = f"{curves.n_frames} frames, {len(curves.names)} curves"
+        if curves_files.retime_step(curves.fps, context.scene) != 1.0:
+            scene_fps = context.scene.render.fps / context.scene.render.fps_base
+            msg += f", retimed from {curves.fps:g} to {scene_fps:g} fps"
         if dropped:
             msg += f"; the rig has no shape key for: {', '.join(dropped)}"
         self.report({"WARNING" if dropped else "INFO"}, msg)

@@ -66,11 +66,12 @@ def add_shape_keys(ob: bpy.types.Object, rig: RigData) -> None:
 
 
 def write_expression_curves(
-    ob: bpy.types.Object, names: list[str], values: np.ndarray, frame_start: int
+    ob: bpy.types.Object, names: list[str], values: np.ndarray, frame_start: float, frame_step: float = 1.0
 ) -> None:
-    """(T, K) coefficients -> one F-curve per shape key on ``ob``'s Key, keys at frame_start + t."""
+    """(T, K) coefficients -> one F-curve per shape key on ``ob``'s Key, keys at
+    ``frame_start + t * frame_step`` (a step other than 1 retimes a file recorded at another fps)."""
     key = ob.data.shape_keys
-    frames = frame_start + np.arange(values.shape[0], dtype=np.float32)
+    frames = frame_start + np.arange(values.shape[0], dtype=np.float64) * frame_step
     for k, name in enumerate(names):
         if name not in key.key_blocks:
             raise KeyError(f"rig '{ob.name}' has no shape key '{name}'")

@@ -160,3 +160,40 @@ def test_head_rotation_keyed_in_any_rotation_mode_is_sampled(
         pitch, neg_roll, yaw = head.matrix_world.to_euler("YXZ")  # what Blender shows and renders
         want[t] = (yaw, pitch, -neg_roll)
     np.testing.assert_allclose(got.pose[:, :3], want, atol=1e-5)
+
+
+def test_a_60_fps_live_link_take_keeps_its_speed_in_a_25_fps_scene(
+    addon_mod, clean_scene, backend_workdir, tmp_path
+) -> None:
+    """Live Link Face records at 60 fps: one key per file row would play a 60 fps take 2.4 times
+    too slowly in a 25 fps shot. The import retimes it to the scene's rate (and says so)."""
+    import bpy
+
+    api, curves_bpy = addon_mod("api"), addon_mod("curves_bpy")
+    pcurves = addon_mod("protocol.curves")
+    take = pcurves.read_curves(ROOT / "examples" / "curves" / "performance_livelinkface.csv")
+    take60 = pcurves.Curves(take.names, 60.0, 0, take.values, take.head_pose)
+    pcurves.write_curves(take60, tmp_path / "take60.csv")
+    assert pcurves.read_curves(tmp_path / "take60.csv").fps == 60.0
+    head = api.import_subject(
+        folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene, with_curves=False
+    )
+    clean_scene.render.fps, clean_scene.render.fps_base = 25, 1.0
+    api.import_curves(tmp_path / "take60.csv", head, frame_start=1, scene=clean_scene)
+    s = curves_bpy.sample_rig(clean_scene, head, 1, 51)
+    jaw = take.names.index("jawOpen")
+    k = s.names.index("jawOpen")
+    for seconds in (0.0, 1.0, 2.0):  # file row 60 s lands on scene frame 1 + 25 s
+        row, frame = round(60 * seconds), round(25 * seconds)
+        np.testing.assert_allclose(s.expressions[frame, k], take.values[row, jaw], atol=1e-5)
+    yaw = take.head_pose[:, 0]
+    np.testing.assert_allclose(s.pose[25, 0], yaw[60], atol=1e-5)
+    # the operator reports the retime
+    blank = api.import_subject(
+        folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene, with_curves=False
+    )
+    bpy.context.view_layer.update()
+    bpy.context.view_layer.objects.active = blank
+    assert bpy.ops.emo_avatar.import_curves(filepath=str(tmp_path / "take60.csv")) == {"FINISHED"}
+    op = curves_bpy.sample_rig(clean_scene, blank, 1, 51)
+    np.testing.assert_allclose(op.expressions, s.expressions, atol=1e-6)
