@@ -378,7 +378,7 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
     uv_source: EnumProperty(
         name="UV maps",
         items=[
-            (shot.UV_BLENDER, "Blender UV pass", "Cycles UV pass of the rig from the scene camera"),
+            (shot.UV_BLENDER, "Blender UV pass", "Cycles UV pass of the rig from its own camera"),
             (
                 shot.UV_BACKEND,
                 "Backend rasterises",

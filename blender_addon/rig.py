@@ -17,6 +17,7 @@ PROP_S0 = "emo_avatar_s0"
 PROP_NAMES = "emo_avatar_names"
 PROP_FPS = "emo_avatar_fps"
 PROP_REST = "emo_avatar_rest_pose"
+PROP_CAMERA = "emo_avatar_camera"
 UV_LAYER = "EmoAvatarUV"
 SLIDER_LIMIT = 10.0  # Blender's hard limit for shape key slider ranges
 
@@ -149,6 +150,7 @@ def build_rig(
         tuple(rest[c][0]) for c in ("location", "rotation_euler", "scale")
     )
     cam = ensure_camera(scene, f"{name} Camera", rig.size, s0)
+    ob[PROP_CAMERA] = cam  # an ID reference: survives renames; the UV pass always looks through it
     if with_curves and rig.expressions is not None and len(rig.expressions):
         write_expression_curves(ob, rig.names, rig.expressions, frame_start)
         write_pose_curves(ob, rig.pose, rig.scale, frame_start, rig.size, s0)
@@ -158,6 +160,23 @@ def build_rig(
         scene.render.fps = max(1, round(fps))
         scene.render.fps_base = scene.render.fps / fps if fps > 0 else 1.0
     return ob, cam
+
+
+def rig_camera(ob: bpy.types.Object, scene: bpy.types.Scene) -> bpy.types.Object:
+    """The camera built with rig ``ob``: it frames the crop exactly as the backend was trained to
+    see it, whatever camera the animator made the scene's (a rig imported before the add-on
+    recorded its camera falls back to the scene camera). Raises ``ValueError`` when it is gone."""
+    if PROP_CAMERA not in ob:
+        if scene.camera is None:
+            raise ValueError(f"scene '{scene.name}' has no camera for the UV pass")
+        return scene.camera
+    cam = ob[PROP_CAMERA]
+    if not isinstance(cam, bpy.types.Object) or cam.type != "CAMERA":
+        raise ValueError(
+            f"the camera of rig '{ob.name}' was deleted: re-import the subject rig (the UV pass needs "
+            "the camera that frames the face as the backend does)"
+        )
+    return cam
 
 
 def rig_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:

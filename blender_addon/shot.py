@@ -76,9 +76,7 @@ class ShotBuilder:
         self.channel = int(channel)
         self.folder = vse.check_output_folder(output_dir)
         self.size = int(self.rig.get(rig.PROP_SIZE, scene.render.resolution_x))
-        self.camera = scene.camera
-        if uv_source == UV_BLENDER and self.camera is None:
-            raise ValueError(f"scene '{scene.name}' has no camera for the UV pass")
+        self.camera = rig.rig_camera(self.rig, scene) if uv_source == UV_BLENDER else None
         self.sampled = curves_bpy.sample_rig(scene, self.rig, self.frames[0], self.frames[-1], self.names)
         self.uv_maps: np.ndarray | None = None
         self._uv_iter: Iterator[tuple[int, np.ndarray]] | None = None

@@ -98,3 +98,26 @@ def test_cycles_uv_pass_matches_the_backend_projection(addon_mod, clean_scene, t
         np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
         assert (uv[~(want[..., 2] > 0) & clear] == 0).all()
     assert not np.array_equal(maps[1], maps[4])
+
+
+def test_uv_pass_looks_through_the_rigs_camera_not_a_layout_camera(addon_mod, clean_scene, tmp_path) -> None:
+    """An animator who makes a layout camera the scene camera must still get the rig's framing
+    (the one the backend's avatar was trained on); a deleted rig camera is a clear error."""
+    import bpy
+
+    rig, shot, uv_pass = addon_mod("rig"), addon_mod("shot"), addon_mod("uv_pass")
+    head, rig_cam = rig.build_rig(_rig(addon_mod), clean_scene)
+    want = dict(uv_pass.iter_uv_maps(head, rig_cam, [1, 2], (48, 48)))
+    layout = bpy.data.objects.new("Layout", bpy.data.cameras.new("Layout"))
+    clean_scene.collection.objects.link(layout)
+    layout.location, layout.rotation_euler = (0.3, -0.6, 0.15), (1.45, 0.0, 0.4)
+    clean_scene.camera = layout
+    head.name = "Renamed head"
+    builder = shot.ShotBuilder(clean_scene, 1, 2, rig_object=head, output_dir=str(tmp_path))
+    assert builder.camera == rig_cam
+    builder.run_all()
+    for t, frame in enumerate((1, 2)):
+        np.testing.assert_array_equal(builder.uv_maps[t], want[frame].astype(np.float16))
+    bpy.data.objects.remove(rig_cam)
+    with pytest.raises(ValueError, match="camera of rig 'Renamed head' was deleted"):
+        shot.ShotBuilder(clean_scene, 1, 2, rig_object=head, output_dir=str(tmp_path))
