@@ -194,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         names, values, head_pose, start = load_curves(args.curves)
         rows = parse_frames(args.frames, start, len(values))
+        if args.checkpoint is None and not args.subject.is_dir():
+            raise FileNotFoundError(f"subject folder {args.subject} not found")
         renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=args.style, subject=args.subject)
         values = conform_names(values, names, renderer.names)
         if args.out.exists() and not args.out.is_dir():

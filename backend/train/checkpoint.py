@@ -74,6 +74,15 @@ def save_checkpoint(path: Path, avatar_state: dict[str, torch.Tensor], meta: dic
     return path
 
 
+def torch_load_reason(exc: BaseException) -> str:
+    """One line saying why ``torch.load`` refused a file (its messages run to several paragraphs)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0] if len(lines[0]) <= 120 else lines[0].split(". ")[0][:120]
+    return f"{type(exc).__name__}: {first}"
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load and validate the raw checkpoint dict (CPU tensors)."""
     path = Path(path)
@@ -82,7 +91,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable Emo-Avatar checkpoint: {exc}") from exc
+        reason = torch_load_reason(exc)
+        raise CheckpointError(f"{path} is not a readable Emo-Avatar checkpoint: {reason}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an Emo-Avatar checkpoint (format field missing or different)")
     if data.get("format_version") != FORMAT_VERSION:

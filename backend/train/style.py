@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from backend.train.checkpoint import torch_load_reason
 from protocol.fileio import atomic_path
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def load_style(path: Path | str) -> Style:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for foreign or corrupt files
-        raise StyleError(f"{path} is not a readable style file: {e}") from e
+        raise StyleError(f"{path} is not a readable style file: {torch_load_reason(e)}") from e
     if not isinstance(blob, dict) or blob.get("format") != STYLE_FORMAT:
         raise StyleError(f"{path} is not an Emo-Avatar style file (written by `emo-avatar edit`)")
     if int(blob.get("version", 0)) > STYLE_VERSION:

@@ -53,6 +53,12 @@ def test_bad_files(tmp_path: Path) -> None:
     (tmp_path / "text.style").write_text("hello")
     with pytest.raises(StyleError, match="not a readable style file"):
         load_style(tmp_path / "text.style")
+    # torch's own refusal runs to several paragraphs; the error names the file in one line
+    (tmp_path / "curves.style").write_text('{"format": "emo-avatar-curves", "values": [[0.5]]}\n')
+    for name in ("text.style", "curves.style"):
+        with pytest.raises(StyleError, match="not a readable style file") as info:
+            load_style(tmp_path / name)
+        assert "\n" not in str(info.value) and name in str(info.value)
     torch.save({"format": "something-else"}, tmp_path / "other.style")
     with pytest.raises(StyleError, match="not an Emo-Avatar style file"):
         load_style(tmp_path / "other.style")

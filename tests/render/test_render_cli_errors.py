@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,10 @@ def _fails_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str], out: Pat
     """Run the CLI; it must return 2 with one ``error:`` line and leave ``out`` without frames."""
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and not re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err  # log lines aside, one line
     assert not out.exists() or not list(out.glob("*.png"))
-    return errors[0]
+    return lines[0]
 
 
 def test_bad_curve_files(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
@@ -105,4 +106,17 @@ def test_uv_maps_npz_one_per_curve_row(tiny_avatar_subject: Path, subject: Subje
     out = tmp_path / "b"
     line = _fails_cleanly(capsys, [*base, "--uv-maps", str(tmp_path / "nan.npz"), "-o", str(out)], out)
     assert "row 6" in line, line
+    assert not out.exists()
+
+
+def test_foreign_style_and_checkpoint_files(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)
+    base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
+    out = tmp_path / "frames"
+    assert "style" in _fails_cleanly(capsys, [*base, "--style", str(cfile), "-o", str(out)], out)
+    assert "checkpoint" in _fails_cleanly(capsys, [*base, "--checkpoint", str(cfile), "-o", str(out)], out)
+    assert "not found" in _fails_cleanly(capsys, ["render", str(tmp_path / "nobody"), "--curves", str(cfile),
+                                                  "-o", str(out)], out)
     assert not out.exists()
