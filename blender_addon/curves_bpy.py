@@ -3,8 +3,9 @@
 Expression values come from the shape-key F-curves, the head pose from the object's
 location / rotation / scale F-curves, both through the one F-curve reader (``fcurves.py``). When
 NLA tracks or drivers also animate the rig, sampling falls back to ``scene.frame_set`` (exact, slower).
-Head rotation is read in whatever rotation mode the animator keyed (quaternion, axis angle, any
-Euler order) and converted to the rig's ``ROTATION_MODE`` Euler angles.
+A muted shape key counts as 0, as in Blender's own evaluation (and so in the UV pass). Head
+rotation is read in whatever rotation mode the animator keyed (quaternion, axis angle, any Euler
+order) and converted to the rig's ``ROTATION_MODE`` Euler angles.
 """
 
 from __future__ import annotations
@@ -143,6 +144,9 @@ def sample_rig(
     else:
         expr = sample_expressions(ob, names, frames)
         tr = sample_transforms(ob, frames)
+    muted = np.array([key.key_blocks[n].mute for n in names], dtype=bool) if key is not None else []
+    if np.any(muted):  # Blender leaves a muted shape key out of the mesh (and so the UV pass)
+        expr[:, muted] = 0.0
     size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
     s0 = float(ob.get(PROP_S0, 1.0))
     pose, scale = transforms_to_pose(tr["location"], tr["rotation_euler"], tr["scale"], size, s0)

@@ -197,3 +197,21 @@ def test_a_60_fps_live_link_take_keeps_its_speed_in_a_25_fps_scene(
     assert bpy.ops.emo_avatar.import_curves(filepath=str(tmp_path / "take60.csv")) == {"FINISHED"}
     op = curves_bpy.sample_rig(clean_scene, blank, 1, 51)
     np.testing.assert_allclose(op.expressions, s.expressions, atol=1e-6)
+
+
+def test_a_muted_shape_key_is_sent_as_zero(addon_mod, clean_scene, backend_workdir) -> None:
+    """Muting a shape key (the checkbox in the Shape Keys list) takes it out of the mesh Blender
+    evaluates, and so out of the UV pass: the expression sent with it must be 0 as well."""
+    api, curves_bpy = addon_mod("api"), addon_mod("curves_bpy")
+    head = api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    kb = head.data.shape_keys.key_blocks["jawOpen"]
+    for f, v in ((1, 0.2), (4, 0.9)):
+        kb.value = v
+        kb.keyframe_insert("value", frame=f)
+    k = curves_bpy.rig_names(head).index("jawOpen")
+    live = curves_bpy.sample_rig(clean_scene, head, 1, 4).expressions
+    assert live[:, k].max() > 0.5
+    kb.mute = True
+    muted = curves_bpy.sample_rig(clean_scene, head, 1, 4).expressions
+    assert (muted[:, k] == 0).all()
+    np.testing.assert_array_equal(np.delete(muted, k, axis=1), np.delete(live, k, axis=1))
