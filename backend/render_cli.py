@@ -107,20 +107,27 @@ def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, i
 
 
 def parse_frames(spec: str | None, start: int, n: int) -> range:
-    """'A:B' frame numbers -> row range within 0..n-1 (frame number = start + row)."""
+    """'A:B' frame numbers -> row range within 0..n-1 (frame number = start + row).
+
+    A is inclusive, B exclusive; an empty side means the curves' first or last frame. A range that
+    reaches outside the curves' frames ``start..start + n - 1`` or selects nothing is a ``ValueError``
+    (never silently fewer frames than asked for).
+    """
     if not spec:
         return range(n)
     if ":" not in spec:
         raise ValueError(f"--frames {spec!r}: use A:B (B exclusive), e.g. 0:100, 100:, :50")
     a, b = spec.split(":", 1)
     try:
-        lo = int(a) - start if a else 0
-        hi = int(b) - start if b else n
+        lo = int(a) - start if a.strip() else 0
+        hi = int(b) - start if b.strip() else n
     except ValueError:
         raise ValueError(f"--frames {spec!r}: A and B must be integers") from None
-    lo, hi = max(lo, 0), min(hi, n)
+    cover = f"the curves cover frames {start}..{start + n - 1}, so A:B within {start}:{start + n}"
+    if lo < 0 or hi > n or lo >= n or hi <= 0:
+        raise ValueError(f"--frames {spec!r} is out of range ({cover})")
     if lo >= hi:
-        raise ValueError(f"--frames {spec!r} selects no frame (curves cover frames {start}..{start + n - 1})")
+        raise ValueError(f"--frames {spec!r} selects no frame (A must be below B; {cover})")
     return range(lo, hi)
 
 

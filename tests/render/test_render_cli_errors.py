@@ -120,3 +120,18 @@ def test_foreign_style_and_checkpoint_files(tiny_avatar_subject: Path, subject: 
     assert "not found" in _fails_cleanly(capsys, ["render", str(tmp_path / "nobody"), "--curves", str(cfile),
                                                   "-o", str(out)], out)
     assert not out.exists()
+
+
+def test_frames_outside_the_curves(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A range reaching past the curves is an error, not silently fewer frames than asked for."""
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 100, subject.expressions[:4]), cfile)
+    base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
+    out = tmp_path / "frames"
+    for spec in ("102:110", "98:102", "90:", "104:", "103:101", "102:102"):
+        line = _fails_cleanly(capsys, [*base, f"--frames={spec}", "-o", str(out)], out)
+        assert spec in line and "100..103" in line, line
+    assert not out.exists()
+    assert cli_main([*base, "--frames=102:", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000102.png", "000103.png"]
