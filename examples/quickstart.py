@@ -5,7 +5,8 @@
 
 Uses the embedded sample video unless ``--video`` names your own portrait clip, and drives the
 avatar with the sample Live Link Face performance unless ``--curves`` names another file.
-Writes ``OUT/frames/NNNNNN.png`` and ``OUT/quickstart.mp4``.
+Writes ``OUT/frames/NNNNNN.png`` (named by frame number, the same pixels as ``emo-avatar render``)
+and ``OUT/quickstart.mp4``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import cv2
 
 from backend.data.sample import synthesize_sample
 from backend.face.track import track_video
+from backend.images import write_png
 from backend.render import Renderer
+from backend.render_cli import curves_pose
 from backend.train.presets import get_preset
 from backend.train.stage1 import train_avatar
 from protocol.curves import read_curves
@@ -44,13 +47,16 @@ def main() -> None:
     curves = read_curves(args.curves).conform(renderer.names)
     print(f"curves: {curves.n_frames} frames; not in this subject's rig: {', '.join(curves.dropped)}")
     values = curves.values[: args.frames]
+    pose = scale = None  # the head rests at the subject's median pose unless the curves move it
+    if curves.head_pose is not None:  # rad + cm around that rest pose, as `emo-avatar render` reads it
+        pose, scale = curves_pose(renderer, curves.head_pose[: args.frames])
     frames_dir = args.out / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(args.out / "quickstart.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                              curves.fps, (renderer.size, renderer.size))
-    for i, rgb in enumerate(renderer.render(values)):
+    for i, rgb in enumerate(renderer.render(values, pose=pose, scale=scale)):
+        write_png(frames_dir / f"{curves.frame_start + i:06d}.png", rgb)  # named by frame number
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        cv2.imwrite(str(frames_dir / f"{i:06d}.png"), bgr)
         writer.write(bgr)
     writer.release()
     print(f"wrote {len(values)} frames to {frames_dir} and {args.out / 'quickstart.mp4'}")

@@ -69,6 +69,30 @@ def test_farm_task_reads_every_curves_format_and_reports_bad_files(tiny_avatar_s
         assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:"), proc.stderr
 
 
+def test_quickstart_frames_match_the_render_cli(tiny_avatar_subject: Path, tmp_path: Path) -> None:
+    """Same curves (frame_start 5, a turning head): the quickstart writes what `emo-avatar render` does."""
+    import shutil
+
+    from protocol.curves import read_curves, write_curves
+
+    perf = read_curves(PERFORMANCE)
+    perf.values, perf.frame_start = perf.values[:3], 5
+    perf.head_pose = np.zeros((3, 6), np.float32)
+    perf.head_pose[:, 0] = [0.0, 0.3, 0.6]  # yaw, rad
+    curves = tmp_path / "turn.json"
+    write_curves(perf, curves)
+    out = tmp_path / "qs"
+    shutil.copytree(tiny_avatar_subject, out / "subject")  # trained already: the quickstart only renders
+    _run("examples/quickstart.py", "--out", str(out), "--preset", "tiny", "--curves", str(curves))
+    cli = tmp_path / "cli"
+    _run("-m", "backend.cli", "render", str(out / "subject"), "--curves", str(curves), "-o", str(cli))
+    names = [f"{f:06d}.png" for f in (5, 6, 7)]
+    assert sorted(p.name for p in (out / "frames").glob("*.png")) == names
+    for name in names:
+        np.testing.assert_array_equal(cv2.imread(str(out / "frames" / name)),
+                                      cv2.imread(str(cli / name)))
+
+
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end_with_the_tiny_preset(tmp_path: Path) -> None:
     proc = _run("examples/quickstart.py", "--out", str(tmp_path), "--preset", "tiny", "--frames", "12")
