@@ -13,12 +13,16 @@ def pick_device(requested: str | None = None) -> torch.device:
     """Return ``torch.device(requested)`` or the best available one.
 
     ``requested`` is ``None``/``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Asking for CUDA
-    on a machine without it raises ``RuntimeError`` with the reason instead of failing later.
+    on a machine without it, or a string that names no device, raises ``RuntimeError`` with the reason
+    instead of failing later.
     """
     if requested in (None, "", "auto"):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise RuntimeError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"--device {requested} asked for CUDA, but torch sees no CUDA device here")
     log.info("device: %s", device)

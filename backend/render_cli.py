@@ -38,6 +38,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder with a trained avatar/")
     parser.add_argument("--curves", type=Path, required=True, help="expression curves (.csv, .json or .npz)")
@@ -54,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="rasterise the subject's face rig (the default when no UV maps are given)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: SUBJECT/avatar/checkpoint.pt")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
-    parser.add_argument("--batch", type=int, default=8, help="frames per forward pass")
+    parser.add_argument("--batch", type=_positive_int, default=8, help="frames per forward pass")
 
 
 NPZ_DEFAULT_FPS = 30.0
@@ -156,7 +167,10 @@ def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
                                 "(one NNNNNN.npy per frame number)")
     maps = []
     for p in files:
-        m = np.load(p, allow_pickle=False)
+        try:
+            m = np.load(p, allow_pickle=False)
+        except (OSError, EOFError, ValueError) as exc:
+            raise ValueError(f"{p}: not a readable .npy UV map ({exc})") from None
         if m.ndim != 3 or m.shape[-1] != 3:
             raise ValueError(f"{p}: a UV map must be H x W x 3 (u, v, coverage), got shape {m.shape}")
         if maps and m.shape != maps[0].shape:
@@ -215,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
             uv = load_uv_npz(args.uv_maps, len(values))
         elif head_pose is not None:
             pose, scale = curves_pose(renderer, head_pose)
-    except (FileNotFoundError, FileExistsError, ValueError, CurveError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, CurveError, RuntimeError) as exc:
+        # RuntimeError: --device asks for CUDA where there is none, or names no device
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(todo) < len(rows):

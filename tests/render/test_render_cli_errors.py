@@ -135,3 +135,28 @@ def test_frames_outside_the_curves(tiny_avatar_subject: Path, subject: Subject, 
     assert not out.exists()
     assert cli_main([*base, "--frames=102:", "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["000102.png", "000103.png"]
+
+
+def test_bad_options(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--batch below 1, a --device that is not one (or CUDA without CUDA), an unreadable --uv file."""
+    import torch
+
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)
+    base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
+    out = tmp_path / "frames"
+    for batch in ("0", "-2"):
+        with pytest.raises(SystemExit) as info:
+            cli_main([*base, f"--batch={batch}", "-o", str(out)])
+        assert info.value.code == 2 and "--batch" in capsys.readouterr().err
+    assert "'tpu'" in _fails_cleanly(capsys, [*base, "--device", "tpu", "-o", str(out)], out)
+    if not torch.cuda.is_available():
+        assert "CUDA" in _fails_cleanly(capsys, [*base, "--device", "cuda", "-o", str(out)], out)
+    uvdir = tmp_path / "uv"
+    uvdir.mkdir()
+    for f in range(3):
+        np.save(uvdir / f"{f:06d}.npy", subject.uv_maps[f])
+    (uvdir / "000001.npy").write_bytes((uvdir / "000000.npy").read_bytes()[:300])
+    assert "000001.npy" in _fails_cleanly(capsys, [*base, "--uv", str(uvdir), "-o", str(out)], out)
+    assert not out.exists()
