@@ -3,7 +3,9 @@
 
 Writes one PNG per frame, named by frame number (``frame_start`` of the curves + row):
 ``DIR/000123.png``, each written atomically. Frames that already exist are skipped, so a
-render-farm manager can split a shot into ``--frames`` ranges and re-run failed tasks.
+render-farm manager can split a shot into ``--frames`` ranges and re-run failed tasks. A range
+reaching outside the curves' frames is an error. Bad input (curves, UV maps, style, checkpoint,
+output folder) is a one-line ``error:`` and exit code 2, found before the output folder is made.
 
 Curves: ``.csv`` (Live Link Face), ``.json`` (emo-avatar-curves) or ``.npz`` (``names`` (K,) str,
 ``values`` (T, K) float, optional ``head_pose`` (T, 6), ``fps``, ``frame_start``). Names are
