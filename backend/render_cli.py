@@ -224,6 +224,11 @@ def run(args: argparse.Namespace) -> int:
         if args.out.exists() and not args.out.is_dir():
             raise FileExistsError(f"-o {args.out} exists and is not a folder")
         todo = [r for r in rows if not (args.out / f"{start + r:06d}.png").exists()]
+        if len(todo) < len(rows):
+            log.info("%d of %d frames already exist in %s; rendering the other %d",
+                     len(rows) - len(todo), len(rows), args.out, len(todo))
+        if not todo:  # a re-run of a finished task needs no UV maps
+            return 0
         uv = pose = scale = None
         if getattr(args, "uv", None) is not None:
             uv = load_uv_dir(args.uv, [start + r for r in todo])  # one per rendered row
@@ -235,11 +240,6 @@ def run(args: argparse.Namespace) -> int:
         # RuntimeError: --device asks for CUDA where there is none, or names no device
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if len(todo) < len(rows):
-        log.info("%d of %d frames already exist in %s; rendering the other %d",
-                 len(rows) - len(todo), len(rows), args.out, len(todo))
-    if not todo:
-        return 0
     t0 = time.monotonic()
     nl = "\n" if sys.stderr.isatty() else ""  # ends the progress line
     try:

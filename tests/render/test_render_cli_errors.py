@@ -157,6 +157,10 @@ def test_bad_options(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path
     uvdir.mkdir()
     for f in range(3):
         np.save(uvdir / f"{f:06d}.npy", subject.uv_maps[f])
+    good = tmp_path / "good"
+    for _ in range(2):  # the re-run of a finished task with --uv DIR skips every frame
+        assert cli_main([*base, "--uv", str(uvdir), "-o", str(good)]) == 0
+    assert len(list(good.glob("*.png"))) == 3
     (uvdir / "000001.npy").write_bytes((uvdir / "000000.npy").read_bytes()[:300])
     assert "000001.npy" in _fails_cleanly(capsys, [*base, "--uv", str(uvdir), "-o", str(out)], out)
     assert not out.exists()
