@@ -209,7 +209,7 @@ def load_uv_npz(path: Path, n: int) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     from backend.images import write_png
-    from backend.render import Renderer, RenderInputError, conform_names
+    from backend.render import Renderer, conform_names
     from protocol.errors import CurveError
 
     ckpt = args.checkpoint or checkpoint_path(args.subject)
@@ -236,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
             uv = load_uv_npz(args.uv_maps, len(values))
         elif head_pose is not None:
             pose, scale = curves_pose(renderer, head_pose)
+        else:  # the rig rests at the subject's median pose (opening the subject checks its folder now)
+            pose, scale = renderer.default_pose(len(values))
     except (FileNotFoundError, FileExistsError, ValueError, CurveError, RuntimeError) as exc:
         # RuntimeError: --device asks for CUDA where there is none, or names no device
         print(f"error: {exc}", file=sys.stderr)
@@ -250,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
             write_png(args.out / f"{start + row:06d}.png", rgb)
             if sys.stderr.isatty():
                 print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
-    except RenderInputError as exc:
+    except ValueError as exc:  # RenderInputError, or a subject folder the rig cannot be read from
         print(f"{nl}error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -164,3 +164,20 @@ def test_bad_options(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path
     (uvdir / "000001.npy").write_bytes((uvdir / "000000.npy").read_bytes()[:300])
     assert "000001.npy" in _fails_cleanly(capsys, [*base, "--uv", str(uvdir), "-o", str(out)], out)
     assert not out.exists()
+
+
+def test_checkpoint_with_no_subject_folder(tiny_avatar_subject: Path, subject: Subject,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--checkpoint with a SUBJECT that is not a subject folder: the rig cannot be rasterised."""
+    from backend.paths import checkpoint_path
+
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)  # no pose
+    empty = tmp_path / "not_a_subject"
+    empty.mkdir()
+    out = tmp_path / "frames"
+    ckpt = str(checkpoint_path(tiny_avatar_subject))
+    line = _fails_cleanly(capsys, ["render", str(empty), "--checkpoint", ckpt, "--curves", str(cfile),
+                                   "-o", str(out)], out)
+    assert "not a subject folder" in line, line
+    assert not out.exists()
