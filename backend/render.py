@@ -13,7 +13,8 @@ UV maps come from the caller (Blender's UV pass, ``uv_maps`` (T, H, W, 3) float 
 or are rasterised from the subject's face rig (``backend.face.rig.FaceRig.uv_maps``) at the
 given head ``pose`` (T, 6) and ``scale`` (T,) in the subject's crop convention; without a pose
 the subject's median pose is used. Expression windows (t-2..t+2) are built over the whole
-sequence, so rendering a sub-range (``indices``) gives the same pixels as rendering everything.
+sequence, so rendering a sub-range (``indices``) gives the same pixels as rendering everything,
+up to float rounding where a frame lands in a batch with other neighbours (on CPU, at most 1 level).
 """
 
 from __future__ import annotations
