@@ -38,6 +38,11 @@ def checkpoint_path(subject: Path) -> Path:
     return avatar_dir(subject) / CHECKPOINT_NAME
 
 
+def frame_file_name(number: int, suffix: str = ".png") -> str:
+    """File name of one frame (or its UV map, ``suffix=".npy"``): the frame number, 6 digits."""
+    return f"{number:06d}{suffix}"
+
+
 def styles_dir(subject: Path) -> Path:
     return Path(subject) / STYLES_DIRNAME
 

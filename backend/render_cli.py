@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from backend.paths import checkpoint_path
+from backend.paths import checkpoint_path, frame_file_name, style_path
 
 if TYPE_CHECKING:
     from backend.render import Renderer
@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder with a trained avatar/")
     parser.add_argument("--curves", type=Path, required=True, help="expression curves (.csv, .json or .npz)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output folder for NNNNNN.png frames")
-    parser.add_argument("--style", type=Path, default=None, help="a .style file from emo-avatar edit")
+    parser.add_argument("--style", type=Path, default=None,
+                        help="a .style file from emo-avatar edit, or the name of one of the subject's styles")
     parser.add_argument("--frames", default=None, metavar="A:B",
                         help="frame numbers A (inclusive) to B (exclusive); either side may be empty")
     uv = parser.add_mutually_exclusive_group()
@@ -144,6 +145,14 @@ def parse_frames(spec: str | None, start: int, n: int) -> range:
     return range(lo, hi)
 
 
+def resolve_style(subject: Path, style: Path | None) -> Path | None:
+    """``--style``: a style file's path, or a bare name (``cartoon``) meaning
+    ``SUBJECT/styles/cartoon.style``, as Blender and the service name styles."""
+    if style is None or style.exists() or style.suffix or len(style.parts) > 1:
+        return style
+    return style_path(subject, str(style))
+
+
 def curves_pose(renderer: Renderer, head_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A curves file's head pose (T, 6) -> (pose (T, 6) crop px, scale (T,) px/cm) for ``renderer``."""
     from protocol.curves import head_pose_to_crop
@@ -161,7 +170,7 @@ def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"--uv {folder}: not a folder")
-    files = [folder / f"{f:06d}.npy" for f in frame_numbers]
+    files = [folder / frame_file_name(f, ".npy") for f in frame_numbers]
     missing = [p.name for p in files if not p.is_file()]
     if missing:
         more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
@@ -219,11 +228,12 @@ def run(args: argparse.Namespace) -> int:
         rows = parse_frames(args.frames, start, len(values))
         if args.checkpoint is None and not args.subject.is_dir():
             raise FileNotFoundError(f"subject folder {args.subject} not found")
-        renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=args.style, subject=args.subject)
+        style = resolve_style(args.subject, args.style)
+        renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=style, subject=args.subject)
         values = conform_names(values, names, renderer.names)
         if args.out.exists() and not args.out.is_dir():
             raise FileExistsError(f"-o {args.out} exists and is not a folder")
-        todo = [r for r in rows if not (args.out / f"{start + r:06d}.png").exists()]
+        todo = [r for r in rows if not (args.out / frame_file_name(start + r)).exists()]
         if len(todo) < len(rows):
             log.info("%d of %d frames already exist in %s; rendering the other %d",
                      len(rows) - len(todo), len(rows), args.out, len(todo))
@@ -249,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         for i, (row, rgb) in enumerate(zip(todo, frames, strict=True)):
             if i == 0:  # created once the first frame exists, so bad inputs leave no empty folder
                 args.out.mkdir(parents=True, exist_ok=True)
-            write_png(args.out / f"{start + row:06d}.png", rgb)
+            write_png(args.out / frame_file_name(start + row), rgb)
             if sys.stderr.isatty():
                 print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
     except ValueError as exc:  # RenderInputError, or a subject folder the rig cannot be read from

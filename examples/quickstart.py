@@ -19,6 +19,7 @@ import cv2
 from backend.data.sample import synthesize_sample
 from backend.face.track import track_video
 from backend.images import write_png
+from backend.paths import frame_file_name
 from backend.render import Renderer
 from backend.render_cli import curves_pose
 from backend.train.presets import get_preset
@@ -55,7 +56,7 @@ def main() -> None:
     writer = cv2.VideoWriter(str(args.out / "quickstart.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
                              curves.fps, (renderer.size, renderer.size))
     for i, rgb in enumerate(renderer.render(values, pose=pose, scale=scale)):
-        write_png(frames_dir / f"{curves.frame_start + i:06d}.png", rgb)  # named by frame number
+        write_png(frames_dir / frame_file_name(curves.frame_start + i), rgb)  # named by frame number
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         writer.write(bgr)
     writer.release()

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 from backend.face.rig import RIG_DIRNAME, FaceRig, RigError
+from backend.images import encode_png
+from backend.paths import frame_file_name
 from protocol.fileio import atomic_write_text
 
 FORMAT_NAME = "emo-avatar-subject"
@@ -55,7 +57,7 @@ class SubjectError(ValueError):
 
 
 def frame_name(index: int) -> str:
-    return f"{index:06d}.png"
+    return frame_file_name(index)
 
 
 def write_frame(root: Path, index: int, rgb: np.ndarray) -> None:
@@ -65,11 +67,7 @@ def write_frame(root: Path, index: int, rgb: np.ndarray) -> None:
     """
     path = Path(root) / FRAMES_DIRNAME / frame_name(index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # zlib level 1 with the RLE strategy: the fastest of OpenCV's PNG settings that still
-    # compresses (~6 ms and ~85 KB for a 256 px crop; level 0 is ~3 ms but twice the size)
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-        raise OSError(f"cannot write {path}")
+    path.write_bytes(encode_png(rgb))  # inside atomic_dir: the folder is what is atomic
 
 
 def open_uv_writer(root: Path, n_frames: int, size: int) -> np.memmap:

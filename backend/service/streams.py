@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from backend.paths import frame_file_name
+
 log = logging.getLogger(__name__)
 
 SendFrameFn = Callable[["FrameStream", int, str, Any, str], bool]
@@ -66,7 +68,7 @@ class FrameStream:
 
 def frame_file(out_dir: Path, index: int) -> Path:
     """``renders/<job_id>/000123.png``."""
-    return Path(out_dir) / f"{index:06d}.png"
+    return Path(out_dir) / frame_file_name(index)
 
 
 def read_frame_png(path: Path) -> bytes:

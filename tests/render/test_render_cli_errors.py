@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,24 @@ def test_checkpoint_with_no_subject_folder(tiny_avatar_subject: Path, subject: S
                                    "-o", str(out)], out)
     assert "not a subject folder" in line, line
     assert not out.exists()
+
+
+def test_style_by_name_or_path(writable_subject: Path, tmp_path: Path) -> None:
+    """``--style cartoon`` names one of the subject's styles, as Blender and the service do."""
+    from backend.train.stage2 import EDIT_SETTINGS, edit_avatar
+
+    subj = Subject.open(writable_subject)
+    settings = replace(EDIT_SETTINGS["tiny"], steps=2, patches=32, clip_patches=8, id_pool=2)
+    style = edit_avatar(writable_subject, subj.frame(0)[::-1].copy(), name="toon", settings=settings,
+                        write_metrics=False)
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subj.expression_names), 25.0, 0, subj.expressions[:2]), cfile)
+    base = ["render", str(writable_subject), "--curves", str(cfile)]
+    assert cli_main([*base, "--style", "toon", "-o", str(tmp_path / "by_name")]) == 0
+    assert cli_main([*base, "--style", str(style), "-o", str(tmp_path / "by_path")]) == 0
+    assert cli_main([*base, "-o", str(tmp_path / "plain")]) == 0
+    for name in ("000000.png", "000001.png"):
+        by_name, by_path, plain = ((tmp_path / d / name).read_bytes()
+                                   for d in ("by_name", "by_path", "plain"))
+        assert by_name == by_path and by_name != plain
+    assert cli_main([*base, "--style", "nope", "-o", str(tmp_path / "x")]) == 2
