@@ -21,6 +21,13 @@ def subject(tiny_avatar_subject: Path) -> Subject:
     return Subject.open(tiny_avatar_subject)
 
 
+def _shot_file(tmp_path: Path, subject: Subject, n: int = 3, start: int = 0) -> Path:
+    """``tmp_path/shot.json``: the subject's first ``n`` tracked curve rows from frame ``start`` (no pose)."""
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, start, subject.expressions[:n]), cfile)
+    return cfile
+
+
 def _fails_cleanly(capsys: pytest.CaptureFixture[str], argv: list[str], out: Path) -> str:
     """Run the CLI; it must return 2 with one ``error:`` line and leave ``out`` without frames."""
     assert cli_main(argv) == 2
@@ -71,8 +78,7 @@ def test_bad_inputs_leave_no_output_folder(tiny_avatar_subject: Path, subject: S
 
 def test_unwritable_output(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)
+    cfile = _shot_file(tmp_path, subject)
     base = ["render", str(tiny_avatar_subject), "--curves", str(cfile), "-o"]
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -92,8 +98,7 @@ def test_unwritable_output(tiny_avatar_subject: Path, subject: Subject, tmp_path
 def test_uv_maps_npz_one_per_curve_row(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     n = 8
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:n]), cfile)
+    cfile = _shot_file(tmp_path, subject, n=n)
     base = ["render", str(tiny_avatar_subject), "--curves", str(cfile), "--batch", "2"]
     # 3 maps for 8 curve rows: an error even when --frames selects 3 frames
     np.savez(tmp_path / "three.npz", uv=subject.uv_maps[:3])
@@ -112,8 +117,7 @@ def test_uv_maps_npz_one_per_curve_row(tiny_avatar_subject: Path, subject: Subje
 
 def test_foreign_style_and_checkpoint_files(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)
+    cfile = _shot_file(tmp_path, subject)
     base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
     out = tmp_path / "frames"
     assert "style" in _fails_cleanly(capsys, [*base, "--style", str(cfile), "-o", str(out)], out)
@@ -126,8 +130,7 @@ def test_foreign_style_and_checkpoint_files(tiny_avatar_subject: Path, subject: 
 def test_frames_outside_the_curves(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     """A range reaching past the curves is an error, not silently fewer frames than asked for."""
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subject.expression_names), 25.0, 100, subject.expressions[:4]), cfile)
+    cfile = _shot_file(tmp_path, subject, n=4, start=100)
     base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
     out = tmp_path / "frames"
     for spec in ("102:110", "98:102", "90:", "104:", "103:101", "102:102"):
@@ -143,8 +146,7 @@ def test_bad_options(tiny_avatar_subject: Path, subject: Subject, tmp_path: Path
     """--batch below 1, a --device that is not one (or CUDA without CUDA), an unreadable --uv file."""
     import torch
 
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)
+    cfile = _shot_file(tmp_path, subject)
     base = ["render", str(tiny_avatar_subject), "--curves", str(cfile)]
     out = tmp_path / "frames"
     for batch in ("0", "-2"):
@@ -172,8 +174,7 @@ def test_checkpoint_with_no_subject_folder(tiny_avatar_subject: Path, subject: S
     """--checkpoint with a SUBJECT that is not a subject folder: the rig cannot be rasterised."""
     from backend.paths import checkpoint_path
 
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subject.expression_names), 25.0, 0, subject.expressions[:3]), cfile)  # no pose
+    cfile = _shot_file(tmp_path, subject)
     empty = tmp_path / "not_a_subject"
     empty.mkdir()
     out = tmp_path / "frames"
@@ -192,8 +193,7 @@ def test_style_by_name_or_path(writable_subject: Path, tmp_path: Path) -> None:
     settings = replace(EDIT_SETTINGS["tiny"], steps=2, patches=32, clip_patches=8, id_pool=2)
     style = edit_avatar(writable_subject, subj.frame(0)[::-1].copy(), name="toon", settings=settings,
                         write_metrics=False)
-    cfile = tmp_path / "shot.json"
-    write_curves(Curves(list(subj.expression_names), 25.0, 0, subj.expressions[:2]), cfile)
+    cfile = _shot_file(tmp_path, subj, n=2)
     base = ["render", str(writable_subject), "--curves", str(cfile)]
     assert cli_main([*base, "--style", "toon", "-o", str(tmp_path / "by_name")]) == 0
     assert cli_main([*base, "--style", str(style), "-o", str(tmp_path / "by_path")]) == 0
