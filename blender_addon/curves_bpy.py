@@ -3,6 +3,8 @@
 Expression values come from the shape-key F-curves, the head pose from the object's
 location / rotation / scale F-curves, both through the one F-curve reader (``fcurves.py``). When
 NLA tracks or drivers also animate the rig, sampling falls back to ``scene.frame_set`` (exact, slower).
+A head with a parent or object constraints is sampled through that path too, from its evaluated
+world matrix seen from the rig's camera (what the Cycles UV pass renders), not from its own channels.
 A muted shape key counts as 0, as in Blender's own evaluation (and so in the UV pass). Head
 rotation is read in whatever rotation mode the animator keyed (quaternion, axis angle, any Euler
 order) and converted to the rig's ``ROTATION_MODE`` Euler angles.
@@ -18,8 +20,8 @@ import mathutils
 import numpy as np
 
 from . import fcurves
-from .rig import PROP_NAMES, PROP_S0, PROP_SIZE, shape_key_path
-from .rigdata import ROTATION_MODE, transforms_to_pose
+from .rig import PROP_CAMERA, PROP_NAMES, PROP_S0, PROP_SIZE, shape_key_path
+from .rigdata import ROTATION_MODE, camera_settings, transforms_to_pose
 
 
 @dataclass
@@ -107,24 +109,76 @@ def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, 
     return out
 
 
+def uses_world_transform(ob: bpy.types.Object) -> bool:
+    """True when a parent or object constraints move ``ob``: its own location / rotation / scale
+    channels then differ from where Blender (and the UV pass) puts it."""
+    return ob.parent is not None or len(ob.constraints) > 0
+
+
+def camera_correction(
+    ob: bpy.types.Object, size: int, s0: float, depsgraph: bpy.types.Depsgraph
+) -> mathutils.Matrix:
+    """``C0 @ inverse(camera world)``: maps the world to the frame of the rig's camera as built by
+    ``rig.ensure_camera`` (``C0``, in front of the crop centre), so a world matrix times this is
+    the head's transform as the backend's projection sees it (identity while the camera is where
+    the add-on put it; rigs without a recorded camera use the world as is)."""
+    cam = ob.get(PROP_CAMERA)
+    if not isinstance(cam, bpy.types.Object) or cam.type != "CAMERA":
+        return mathutils.Matrix.Identity(4)
+    distance = camera_settings(size, s0)["distance"]
+    c0 = (
+        mathutils.Matrix.Translation((0.0, -distance, 0.0))
+        @ mathutils.Euler((np.pi / 2, 0.0, 0.0), "XYZ").to_matrix().to_4x4()
+    )
+    return c0 @ cam.evaluated_get(depsgraph).matrix_world.inverted_safe()
+
+
+def _depsgraph(scene: bpy.types.Scene) -> bpy.types.Depsgraph:
+    """The depsgraph ``scene.frame_set`` evaluates (the context's for the context scene)."""
+    if scene == bpy.context.scene:
+        return bpy.context.evaluated_depsgraph_get()
+    return scene.view_layers[0].depsgraph
+
+
 def sample_by_frame_set(
-    scene: bpy.types.Scene, ob: bpy.types.Object, names: Sequence[str], frames: Sequence[int]
+    scene: bpy.types.Scene,
+    ob: bpy.types.Object,
+    names: Sequence[str],
+    frames: Sequence[int],
+    world: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Exact but slow: ``scene.frame_set`` per frame (NLA, drivers, constraints included)."""
+    """Exact but slow: ``scene.frame_set`` per frame (NLA, drivers, constraints included).
+
+    With ``world`` the transforms come from ``ob``'s evaluated world matrix relative to the rig
+    camera (``camera_correction``: parents and constraints included), else from its own channels.
+    """
     key = ob.data.shape_keys
     keep = scene.frame_current
     expr = np.zeros((len(frames), len(names)), np.float32)
-    rot = rotation_path(ob)
-    tr = {p: np.zeros((len(frames), len(getattr(ob, p))), np.float32) for p in ("location", rot, "scale")}
+    rot = "rotation_euler" if world else rotation_path(ob)
+    widths = {"location": 3, rot: 3 if world else len(getattr(ob, rot)), "scale": 3}
+    tr = {p: np.zeros((len(frames), n), np.float32) for p, n in widths.items()}
+    size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
+    s0 = float(ob.get(PROP_S0, 1.0))
+    prev: mathutils.Euler | None = None
     try:
         for t, f in enumerate(frames):
             scene.frame_set(int(f))
             expr[t] = [key.key_blocks[n].value for n in names]
-            for p in tr:
-                tr[p][t] = getattr(ob, p)
+            if not world:
+                for p in tr:
+                    tr[p][t] = getattr(ob, p)
+                continue
+            depsgraph = _depsgraph(scene)
+            matrix = camera_correction(ob, size, s0, depsgraph) @ ob.evaluated_get(depsgraph).matrix_world
+            loc, quat, scl = matrix.decompose()
+            rotation = quat.to_matrix()  # Euler angles kept continuous from frame to frame
+            prev = rotation.to_euler(ROTATION_MODE, *([prev] if prev is not None else []))
+            tr["location"][t], tr["rotation_euler"][t], tr["scale"][t] = loc, prev, scl
     finally:
         scene.frame_set(keep)
-    tr["rotation_euler"] = to_rig_euler(ob.rotation_mode, tr.pop(rot))
+    if not world:
+        tr["rotation_euler"] = to_rig_euler(ob.rotation_mode, tr.pop(rot))
     return expr, tr
 
 
@@ -139,8 +193,9 @@ def sample_rig(
     frames = frame_range(frame_start, frame_end)
     names = list(names) if names is not None else rig_names(ob)
     key = ob.data.shape_keys
-    if key is not None and (fcurves.uses_nla(key) or fcurves.uses_nla(ob)):
-        expr, tr = sample_by_frame_set(scene, ob, names, frames)
+    world = uses_world_transform(ob)
+    if world or (key is not None and (fcurves.uses_nla(key) or fcurves.uses_nla(ob))):
+        expr, tr = sample_by_frame_set(scene, ob, names, frames, world=world)
     else:
         expr = sample_expressions(ob, names, frames)
         tr = sample_transforms(ob, frames)

@@ -121,3 +121,70 @@ def test_uv_pass_looks_through_the_rigs_camera_not_a_layout_camera(addon_mod, cl
     bpy.data.objects.remove(rig_cam)
     with pytest.raises(ValueError, match="camera of rig 'Renamed head' was deleted"):
         shot.ShotBuilder(clean_scene, 1, 2, rig_object=head, output_dir=str(tmp_path))
+
+
+def _pose_from_matrix_world(bpy, addon_mod, scene, head, frames) -> tuple[np.ndarray, np.ndarray]:
+    """The pose Blender shows: the head's evaluated world matrix at each frame (the rig camera is
+    where the add-on built it, so world = the projection's frame) -> backend pose and scale."""
+    rigdata = addon_mod("rigdata")
+    loc, rot, scl = [], [], []
+    for frame in frames:
+        scene.frame_set(frame)
+        world = head.evaluated_get(bpy.context.evaluated_depsgraph_get()).matrix_world
+        t, q, s = world.decompose()
+        loc.append(tuple(t))
+        rot.append(tuple(q.to_euler(rigdata.ROTATION_MODE)))
+        scl.append(tuple(s))
+    return rigdata.transforms_to_pose(
+        np.array(loc),
+        np.array(rot),
+        np.array(scl),
+        int(head["emo_avatar_size"]),
+        float(head["emo_avatar_s0"]),
+    )
+
+
+def test_a_parented_or_constrained_head_is_sampled_where_blender_shows_it(addon_mod, clean_scene) -> None:
+    """A head parented to a moving empty (or moved by a constraint) must be sampled from its world
+    transform, the one the Cycles UV pass renders, not from its own location / rotation / scale
+    channels: otherwise 'Backend rasterises' and JSON export put the face somewhere else."""
+    import bpy
+
+    rig_mod, curves_bpy, uv_pass = addon_mod("rig"), addon_mod("curves_bpy"), addon_mod("uv_pass")
+    size = 48
+    data = _rig(addon_mod, size=size, shear=False)
+    head, cam = rig_mod.build_rig(data, clean_scene, frame_start=1)
+    own = curves_bpy.sample_rig(clean_scene, head, 1, 6)
+    mover = bpy.data.objects.new("Mover", None)
+    clean_scene.collection.objects.link(mover)
+    for frame, loc, yaw in ((1, (0.002, 0.0, 0.001), 0.0), (6, (-0.003, 0.001, -0.002), 0.25)):
+        mover.location, mover.rotation_euler = loc, (0.0, 0.1 * yaw, yaw)
+        mover.keyframe_insert("location", frame=frame)
+        mover.keyframe_insert("rotation_euler", frame=frame)
+    head.parent = mover
+    s = curves_bpy.sample_rig(clean_scene, head, 1, 6)
+    want_pose, want_scale = _pose_from_matrix_world(bpy, addon_mod, clean_scene, head, range(1, 7))
+    np.testing.assert_allclose(s.pose, want_pose, atol=1e-3)
+    np.testing.assert_allclose(s.scale, want_scale, rtol=1e-5)
+    assert np.abs(s.pose - own.pose)[:, 3:5].max() > 1.0  # the parent moved the face by pixels
+    np.testing.assert_allclose(s.expressions, own.expressions, atol=1e-6)
+    # the sampled pose is where the Cycles UV pass sees the face
+    for frame, uv in uv_pass.iter_uv_maps(head, cam, [1, 4], (size, size)):
+        t = frame - 1
+        want, clear = analytic_uv_map(s.pose[t], float(s.scale[t]), size, dz=0.3 * float(s.expressions[t, 0]))
+        cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
+        assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
+        inside = clear & (want[..., 2] > 0)
+        assert inside.sum() > 100
+        np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
+    # an object constraint instead of a parent
+    head.parent = None
+    limit = head.constraints.new("LIMIT_LOCATION")
+    limit.use_min_x, limit.min_x = True, 0.002
+    s = curves_bpy.sample_rig(clean_scene, head, 1, 6)
+    want_pose, want_scale = _pose_from_matrix_world(bpy, addon_mod, clean_scene, head, range(1, 7))
+    np.testing.assert_allclose(s.pose, want_pose, atol=1e-3)
+    assert np.abs(s.pose - own.pose)[:, 3].max() > 1.0
+    # without parent or constraints the fast F-curve path gives the head's own channels again
+    head.constraints.remove(limit)
+    np.testing.assert_allclose(curves_bpy.sample_rig(clean_scene, head, 1, 6).pose, own.pose, atol=1e-5)
