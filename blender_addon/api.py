@@ -36,13 +36,19 @@ def connect(
     reply_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Connect (starting a local backend first when asked or set in the preferences); blocks until
-    connected and returns the server info. Raises ``EmoAvatarError`` when no backend answers."""
+    connected and returns the server info. Raises ``EmoAvatarError`` when no backend answers, at
+    once when the connection file does not exist and no local backend is starting to write it."""
     p = preferences.prefs()
     path = Path(connection_file) if connection_file else Path(preferences.connection_file())
     if start_backend if start_backend is not None else p.start_local:
         start_local_backend(path)
     state.start_io(path, timeout=reply_timeout or p.timeout)
     st = state.wm_state()
+    if not path.is_file() and not local_backend_running():
+        # nothing will write the file: waiting the whole timeout would only delay this message
+        # (the I/O thread keeps retrying in the background, as for a backend that does not answer)
+        st.status, st.message = "UNAVAILABLE", missing_connection_file_message(path)
+        raise EmoAvatarError(st.message)
     try:
         state.wait_for(lambda: st.status in ("CONNECTED", "ERROR"), timeout, "the backend")
     except TimeoutError:
@@ -59,9 +65,23 @@ def connect(
     }
 
 
+def missing_connection_file_message(path: str | Path) -> str:
+    """What to do about a connection file that does not exist."""
+    return (
+        f"no connection file at {path}: start the backend (`emo-avatar serve --connection-file {path}`) "
+        "or use 'Start local backend' in the add-on preferences"
+    )
+
+
+def local_backend_running() -> bool:
+    """True while the local backend this Blender started is alive (it may still be writing its
+    connection file)."""
+    return RUNTIME.backend_proc is not None and RUNTIME.backend_proc.poll() is None
+
+
 def start_local_backend(connection_file: str | Path | None = None) -> None:
     """Start ``emo-avatar serve`` with the preferences' backend command and workdir (once)."""
-    if RUNTIME.backend_proc is not None and RUNTIME.backend_proc.poll() is None:
+    if local_backend_running():
         return
     p = preferences.prefs()
     path = Path(connection_file) if connection_file else Path(preferences.connection_file())

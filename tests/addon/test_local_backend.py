@@ -4,6 +4,7 @@ the process it started."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -60,3 +61,54 @@ def test_connect_with_host_ports_and_key_from_the_preferences(addon_mod, backend
     finally:
         api.disconnect()
         p.use_manual = False
+
+
+def test_missing_connection_file_fails_at_once_unless_a_local_backend_is_starting(
+    addon_mod, backend_workdir, tmp_path
+) -> None:
+    """A connection file that does not exist is a clear error at once (naming the path and how to
+    start a backend), not after the whole timeout; a local backend that was just started and has
+    not written its file yet is still waited for."""
+    import subprocess
+
+    import bpy
+
+    api, state, preferences = addon_mod("api"), addon_mod("state"), addon_mod("preferences")
+    backend_proc = addon_mod("backend_proc")
+    if state.RUNTIME.io is not None:
+        api.disconnect()
+    missing = tmp_path / "nowhere" / "connection.json"
+    t0 = time.monotonic()
+    with pytest.raises(api.EmoAvatarError) as err:
+        api.connect(missing)  # default timeout: 30 s
+    assert time.monotonic() - t0 < 5
+    assert str(missing) in str(err.value) and "emo-avatar serve" in str(err.value)
+    assert "Start local backend" in str(err.value)
+    assert state.wm_state().status == "UNAVAILABLE"
+    api.disconnect()
+    # the Connect operator in background mode (blocking through api.connect)
+    p = preferences.prefs()
+    p.connection_file, p.start_local = str(missing), False
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match="no connection file"):
+            bpy.ops.emo_avatar.connect()
+        assert time.monotonic() - t0 < 5
+    finally:
+        p.connection_file = ""
+        api.disconnect()
+    # a local backend just started, its connection file not written yet: connect waits for it
+    work = tmp_path / "work"
+    shutil.copytree(backend_workdir / "subjects", work / "subjects")
+    conn = work / "connection.json"
+    state.RUNTIME.backend_proc = subprocess.Popen(
+        backend_proc.serve_command(BACKEND_PYTHON, work, conn),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert not conn.exists()
+        assert api.connect(conn, timeout=120)["server"]
+    finally:
+        api.disconnect()
+        api.stop_local_backend()
