@@ -185,6 +185,11 @@ def wait_job(job_id: str, timeout: float = 3600.0) -> str:
     return job.state
 
 
+def subject_names(subject_id: str, timeout: float = 60.0) -> list[str]:
+    """The expression names of ``subject_id`` on the connected backend (one ``subject`` request)."""
+    return [str(n) for n in _call("subject", timeout=timeout, subject_id=subject_id).data["subject"]["names"]]
+
+
 def render_shot(
     scene: bpy.types.Scene | None = None,
     frame_start: int | None = None,
@@ -202,16 +207,20 @@ def render_shot(
 
     The frames land as ``<output_dir>/<subject>_<style>_<job>_<frame>.png`` and as an image strip on
     ``channel`` starting at ``frame_start``. With ``wait`` it returns when the job ended (the Shot's
-    ``state``: done | cancelled | failed); otherwise at once (``wait_shot`` later).
+    ``state``: done | cancelled | failed); otherwise at once (``wait_shot`` later). The rig's names
+    are checked against the backend's subject first: ``ValueError`` lists missing / extra names
+    before any UV map is rendered.
     """
     scene = scene or bpy.context.scene
     p = preferences.prefs()
+    head = shot.find_rig(scene, rig_object)
     builder = shot.ShotBuilder(
         scene,
         scene.frame_start if frame_start is None else frame_start,
         scene.frame_end if frame_end is None else frame_end,
-        rig_object=rig_object,
+        rig_object=head,
         style=style,
+        subject_names=subject_names(str(head[rig.PROP_SUBJECT])),
         uv_source=uv_source,
         output_dir=output_dir or p.output_dir,
         channel=channel or p.channel,

@@ -403,18 +403,25 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
             return False
         return True
 
-    def _make_builder(self, context) -> shot.ShotBuilder:
+    def _frame_range(self, context) -> tuple[int, int]:
         scene = context.scene
-        p = preferences.prefs()
         use_preview = self.use_preview_range and scene.use_preview_range
         start = scene.frame_preview_start if use_preview else scene.frame_start
         end = scene.frame_preview_end if use_preview else scene.frame_end
-        st = state.wm_state()
+        return start, end
+
+    def _make_builder(self, context) -> shot.ShotBuilder:
+        """The modal path's builder; the rig's names are checked against the backend's subject
+        (one blocking ``subject`` request) before the first UV frame."""
+        scene = context.scene
+        p = preferences.prefs()
+        head = shot.find_rig(scene)
         return shot.ShotBuilder(
             scene,
-            start,
-            end,
-            style=st.style or None,
+            *self._frame_range(context),
+            rig_object=head,
+            style=state.wm_state().style or None,
+            subject_names=api.subject_names(str(head[rig.PROP_SUBJECT]), timeout=max(5.0, 3 * p.timeout)),
             uv_source=self.uv_source,
             output_dir=p.output_dir,
             channel=p.channel,
@@ -422,13 +429,13 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
 
     def execute(self, context):  # blocking (background mode, scripts, F3 redo)
         try:
-            builder = self._make_builder(context)
             p = preferences.prefs()
+            start, end = self._frame_range(context)
             the_shot = api.render_shot(
                 context.scene,
-                builder.frames[0],
-                builder.frames[-1],
-                style=builder.style,
+                start,
+                end,
+                style=state.wm_state().style or None,
                 uv_source=self.uv_source,
                 output_dir=p.output_dir,
                 channel=p.channel,
@@ -445,7 +452,7 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
             return self.execute(context)
         try:
             self._builder = self._make_builder(context)
-        except (ValueError, OSError, KeyError) as exc:
+        except (ValueError, OSError, KeyError, api.EmoAvatarError, TimeoutError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         wm = context.window_manager

@@ -17,6 +17,8 @@ import bpy
 import numpy as np
 
 from . import curves_bpy, rig, uv_pass, vse
+from .protocol.curves import Curves
+from .protocol.errors import CurveError
 from .state import RUNTIME, Shot
 
 UV_BLENDER = "BLENDER"
@@ -43,8 +45,31 @@ def find_rig(scene: bpy.types.Scene, rig_object: bpy.types.Object | None = None)
     )
 
 
+def check_subject_names(
+    rig_object: bpy.types.Object, names: list[str], subject_id: str, subject_names: list[str]
+) -> None:
+    """Raise ``ValueError`` listing the missing / extra names when the backend would refuse the rig's
+    expression ``names`` for its subject (whose names are ``subject_names``): the rule the backend
+    applies at submit (``protocol.curves.Curves.conform``: aliases match, known names the subject
+    lacks are dropped, missing ``residual_*`` are zeros), checked before any UV map is rendered."""
+    try:
+        Curves(list(names), 30.0, 0, np.zeros((1, len(names)), np.float32)).conform(list(subject_names))
+    except CurveError as exc:
+        missing = [n for n in subject_names if n not in names]
+        extra = [n for n in names if n not in subject_names]
+        raise ValueError(
+            f"rig '{rig_object.name}' does not match subject '{subject_id}' on the backend: "
+            f"missing {len(missing)} name(s): {', '.join(missing) or '-'}; "
+            f"extra {len(extra)} name(s): {', '.join(extra) or '-'} ({exc}); re-import the subject rig"
+        ) from None
+
+
 class ShotBuilder:
-    """Everything a render job needs, computed step by step (see the module docstring)."""
+    """Everything a render job needs, computed step by step (see the module docstring).
+
+    ``subject_names``: the backend's expression names for the rig's subject (``subject`` request);
+    when given, a rig the backend would refuse is refused here, before any sampling or UV pass.
+    """
 
     def __init__(
         self,
@@ -63,7 +88,9 @@ class ShotBuilder:
         self.frames = curves_bpy.frame_range(frame_start, frame_end)
         self.rig = find_rig(scene, rig_object)
         self.subject_id = str(self.rig[rig.PROP_SUBJECT])
-        names = subject_names if subject_names is not None else curves_bpy.rig_names(self.rig)
+        names = curves_bpy.rig_names(self.rig)
+        if subject_names is not None:  # the connected backend's names for this subject
+            check_subject_names(self.rig, names, self.subject_id, subject_names)
         missing, _extra = rig.shape_key_mismatch(self.rig, names)
         if missing:
             raise ValueError(

@@ -278,3 +278,37 @@ def test_a_second_take_of_the_same_frames_gets_its_own_channel(
             if a != b and a.channel == b.channel:
                 assert a.frame_final_end <= b.frame_final_start or b.frame_final_end <= a.frame_final_start
     assert vse.free_channel(clean_scene, 3, 1, 8) == 5
+
+
+def test_rig_names_the_backend_would_refuse_are_refused_before_the_uv_pass(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """The rig's expression names are checked against the connected backend's subject before the
+    Cycles UV pass (which is the slow part), with the missing / extra names listed; not at submit."""
+    import bpy
+
+    api = addon_mod("api")
+    head = api.import_subject(folder=backend_workdir / "subjects" / SUBJECT_ID, scene=clean_scene)
+    names = list(head["emo_avatar_names"])
+    renders: list[str] = []
+
+    def count_render(scene, *_args) -> None:
+        renders.append(scene.name)
+
+    bpy.app.handlers.render_pre.append(count_render)
+    try:
+        # a name dropped from the rig's subject names (its shape key is still there)
+        head["emo_avatar_names"] = [n for n in names if n != "jawOpen"]
+        with pytest.raises(ValueError, match=r"missing 1 name\(s\): jawOpen; extra 0") as err:
+            api.render_shot(clean_scene, 1, 3, output_dir=str(tmp_path / "a"))
+        assert f"subject '{SUBJECT_ID}'" in str(err.value)
+        # a renamed one: missing and extra both listed; the Render Shot operator (background mode)
+        head["emo_avatar_names"] = ["notAShape" if n == "jawOpen" else n for n in names]
+        head.data.shape_keys.key_blocks["jawOpen"].name = "notAShape"
+        with pytest.raises(ValueError, match=r"missing 1 name\(s\): jawOpen; extra 1 name\(s\): notAShape"):
+            api.render_shot(clean_scene, 1, 3, output_dir=str(tmp_path / "b"), uv_source="BACKEND")
+        with pytest.raises(RuntimeError, match=r"missing 1 name\(s\): jawOpen; extra 1 name\(s\): notAShape"):
+            bpy.ops.emo_avatar.render_shot()
+        assert renders == []  # no UV map was rendered
+    finally:
+        bpy.app.handlers.render_pre.remove(count_render)
