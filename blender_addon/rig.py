@@ -119,6 +119,13 @@ def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bp
     return cam
 
 
+def set_scene_fps(scene: bpy.types.Scene, fps: float) -> None:
+    """Scene frame rate = ``fps`` (fractional rates such as 29.97 through ``fps_base``)."""
+    fps = float(fps)
+    scene.render.fps = max(1, round(fps))
+    scene.render.fps_base = scene.render.fps / fps if fps > 0 else 1.0
+
+
 def build_rig(
     rig: RigData,
     scene: bpy.types.Scene | None = None,
@@ -156,9 +163,7 @@ def build_rig(
         write_pose_curves(ob, rig.pose, rig.scale, frame_start, rig.size, s0)
         scene.frame_start = frame_start
         scene.frame_end = frame_start + len(rig.expressions) - 1
-        fps = float(rig.fps)
-        scene.render.fps = max(1, round(fps))
-        scene.render.fps_base = scene.render.fps / fps if fps > 0 else 1.0
+        set_scene_fps(scene, rig.fps)
     return ob, cam
 
 

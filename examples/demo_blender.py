@@ -95,8 +95,11 @@ def main(argv: list[str]) -> int:
     print(f"  [blender] connected to {info['server']} on {info['device']}", flush=True)
     scene = bpy.context.scene
     head = emo.import_subject(args.subject, scene=scene, frame_start=1, with_curves=False)
+    performance = _read_performance(args.curves)
+    # the shot runs at the performance's own rate (else the add-on retimes it to the scene's 24 fps)
+    importlib.import_module(f"{ADDON_MODULE}.rig").set_scene_fps(scene, performance.fps)
     dropped = emo.import_curves(args.curves, head, frame_start=1)
-    n_frames = head.get("emo_curve_frames") or _curve_frames(args.curves)
+    n_frames = head.get("emo_curve_frames") or performance.n_frames
     if args.frames:
         n_frames = min(n_frames, args.frames)
     scene.frame_start, scene.frame_end = 1, n_frames
@@ -120,16 +123,19 @@ def main(argv: list[str]) -> int:
     timings["encode_s"] = time.monotonic() - t0
     emo.disconnect()
     facts = {"frames": len(shot.frames_done), "strip": shot.strip_name, "job_id": shot.job_id,
-             "style": args.style, **{k: round(v, 2) for k, v in timings.items()}}
+             "style": args.style, "fps": round(scene.render.fps / scene.render.fps_base, 3),
+             **{k: round(v, 2) for k, v in timings.items()}}
     (args.out / "blender.json").write_text(json.dumps(facts, indent=2))
     return 0
 
 
-def _curve_frames(path: Path) -> int:
-    sys.path.insert(0, str(ROOT))
+def _read_performance(path: Path):
+    """The performance as ``protocol.curves.Curves`` (the repo's protocol/, also inside Blender)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from protocol.curves import read_curves
 
-    return read_curves(path).n_frames
+    return read_curves(path)
 
 
 def _first_frame_size(folder: Path) -> int:
