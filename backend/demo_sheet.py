@@ -56,12 +56,12 @@ def backend_render_of_shot(subject_dir: Path, style_name: str, curves: Path, n: 
     """The first ``n`` frames of ``curves`` rendered by the backend alone (UV maps rasterised from the
     subject rig around its median pose): what Blender's UV pass should reproduce. (128, 128, 3) uint8 each."""
     from backend.render import Renderer
-    from backend.render_cli import curves_pose, load_curves
+    from backend.render_cli import load_curves
 
     names, values, head_pose, _start = load_curves(curves)
     renderer = Renderer.from_checkpoint(paths.checkpoint_path(subject_dir), subject=subject_dir,
                                         style=paths.style_path(subject_dir, style_name))
-    pose, scale = curves_pose(renderer, head_pose) if head_pose is not None else (None, None)
+    pose, scale = renderer.curves_pose(head_pose) if head_pose is not None else (None, None)
     return list(renderer.render(values, pose=pose, scale=scale, names=names, indices=range(n)))
 
 

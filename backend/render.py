@@ -131,6 +131,14 @@ class Renderer:
         return (np.repeat(np.median(s.pose, axis=0)[None], n, 0).astype(np.float32),
                 np.full(n, float(np.median(s.scale)), np.float32))
 
+    def curves_pose(self, head_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A curves file's head pose (T, 6: rad, then cm around the rest pose) -> (pose (T, 6) in
+        subject crop pixels, scale (T,) px/cm) around the subject's median pose."""
+        from protocol.curves import head_pose_to_crop
+
+        mp, ms = self.default_pose(1)
+        return head_pose_to_crop(head_pose, mp[0], float(ms[0])), np.full(len(head_pose), ms[0], np.float32)
+
     def rig_uv_maps(self, expressions: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Rasterise the subject's rig at the avatar's size: (T, size, size, 3) float32.
 

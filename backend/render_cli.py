@@ -27,15 +27,10 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backend.paths import checkpoint_path, frame_file_name, style_path
-
-if TYPE_CHECKING:
-    from backend.render import Renderer
-    from protocol.curves import Curves
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_positive_int, default=8, help="frames per forward pass")
 
 
-NPZ_DEFAULT_FPS = 30.0
-"""fps of an ``.npz`` curves file without an ``fps`` array (the CLI does not use it)."""
-
-
-def _read_npz_curves(path: Path) -> Curves:
-    """An ``.npz`` of curves (see the module doc) as validated :class:`Curves`; else :class:`CurveError`."""
-    from protocol.curves import Curves
-    from protocol.errors import CurveError
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "names" not in z.files or "values" not in z.files:
-                raise CurveError(f"{path}: an npz of curves needs 'names' and 'values' arrays, has {z.files}")
-            names = [str(n) for n in np.atleast_1d(z["names"])]
-            fps = float(z["fps"]) if "fps" in z.files else NPZ_DEFAULT_FPS
-            start = int(z["frame_start"]) if "frame_start" in z.files else 0
-            pose = z["head_pose"] if "head_pose" in z.files else None
-            return Curves(names, fps, start, z["values"], pose)
-    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as exc:
-        raise CurveError(f"{path}: not a readable curves npz ({exc})") from None
-
-
 def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, int]:
     """(names, values (T, K), head_pose (T, 6) | None, frame_start) from a curves file.
 
@@ -107,12 +80,8 @@ def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, i
 
     if not path.is_file():
         raise FileNotFoundError(f"curves file {path} not found")
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json", ".npz"):
-        raise CurveError(f"{path}: unknown curves format {suffix!r}; "
-                         "use .csv (Live Link Face), .json or .npz")
     try:
-        c = _read_npz_curves(path) if suffix == ".npz" else read_curves(path)
+        c = read_curves(path)
     except CurveError as exc:  # name the file in every message
         raise CurveError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
     if c.n_frames == 0:
@@ -151,14 +120,6 @@ def resolve_style(subject: Path, style: Path | None) -> Path | None:
     if style is None or style.exists() or style.suffix or len(style.parts) > 1:
         return style
     return style_path(subject, str(style))
-
-
-def curves_pose(renderer: Renderer, head_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A curves file's head pose (T, 6) -> (pose (T, 6) crop px, scale (T,) px/cm) for ``renderer``."""
-    from protocol.curves import head_pose_to_crop
-
-    mp, ms = renderer.default_pose(1)
-    return head_pose_to_crop(head_pose, mp[0], float(ms[0])), np.full(len(head_pose), ms[0], np.float32)
 
 
 def load_uv_dir(folder: Path, frame_numbers: list[int]) -> np.ndarray:
@@ -245,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.uv_maps is not None:
             uv = load_uv_npz(args.uv_maps, len(values))
         elif head_pose is not None:
-            pose, scale = curves_pose(renderer, head_pose)
+            pose, scale = renderer.curves_pose(head_pose)
         else:  # the rig rests at the subject's median pose (opening the subject checks its folder now)
             pose, scale = renderer.default_pose(len(values))
     except (FileNotFoundError, FileExistsError, ValueError, CurveError, RuntimeError) as exc:

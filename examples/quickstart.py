@@ -21,7 +21,6 @@ from backend.face.track import track_video
 from backend.images import write_png
 from backend.paths import frame_file_name
 from backend.render import Renderer
-from backend.render_cli import curves_pose
 from backend.train.presets import get_preset
 from backend.train.stage1 import train_avatar
 from protocol.curves import read_curves
@@ -50,7 +49,7 @@ def main() -> None:
     values = curves.values[: args.frames]
     pose = scale = None  # the head rests at the subject's median pose unless the curves move it
     if curves.head_pose is not None:  # rad + cm around that rest pose, as `emo-avatar render` reads it
-        pose, scale = curves_pose(renderer, curves.head_pose[: args.frames])
+        pose, scale = renderer.curves_pose(curves.head_pose[: args.frames])
     frames_dir = args.out / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(args.out / "quickstart.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),

@@ -23,6 +23,8 @@ Files (chosen by suffix in :func:`read_curves` / :func:`write_curves`):
   (median spacing, snapped to a standard rate); pass ``fps=`` when the file has a single row.
 - **JSON** (``.json``): ``{"format": "emo-avatar-curves", "version": 1, "names", "fps",
   "frame_start", "values": [[...] per frame], "head_pose": [[6] per frame] | null}``.
+- **npz** (``.npz``, read only, for pipeline scripts): ``names`` (K,) str, ``values`` (T, K)
+  float, optional ``head_pose`` (T, 6), ``fps`` (default 30) and ``frame_start`` (default 0).
 
 Pure Python + numpy (vendored into the Blender add-on).
 """
@@ -35,6 +37,7 @@ import json
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,18 +456,40 @@ def read_curves_json(path: str | os.PathLike[str]) -> Curves:
     return Curves.from_json_dict(data, str(path))
 
 
+NPZ_DEFAULT_FPS = 30.0
+"""fps of an ``.npz`` curves file without an ``fps`` array."""
+
+
+def read_curves_npz(path: str | os.PathLike[str]) -> Curves:
+    """An ``.npz`` of curves (see the module doc), never unpickled; :class:`CurveError` when invalid."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "names" not in z.files or "values" not in z.files:
+                raise CurveError(f"{path}: an npz of curves needs 'names' and 'values' arrays, has {z.files}")
+            names = [str(n) for n in np.atleast_1d(z["names"])]
+            fps = float(z["fps"]) if "fps" in z.files else NPZ_DEFAULT_FPS
+            start = int(z["frame_start"]) if "frame_start" in z.files else 0
+            pose = z["head_pose"] if "head_pose" in z.files else None
+            return Curves(names, fps, start, z["values"], pose)
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+        raise CurveError(f"{path}: not a readable curves npz ({exc})") from None
+
+
 def write_curves_json(curves: Curves, path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, json.dumps(curves.to_json_dict(), separators=(",", ":")) + "\n")
 
 
 def read_curves(path: str | os.PathLike[str], **kwargs: Any) -> Curves:
-    """Read ``.csv`` (Live Link Face) or ``.json`` curves; :class:`CurveError` for anything else."""
+    """Read ``.csv`` (Live Link Face), ``.json`` or ``.npz`` curves; :class:`CurveError` for anything else."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         return read_live_link_csv(path, **kwargs)
     if suffix == ".json":
         return read_curves_json(path)
-    raise CurveError(f"{path}: unknown curves format {suffix!r}; use .csv (Live Link Face) or .json")
+    if suffix == ".npz":
+        return read_curves_npz(path)
+    raise CurveError(f"{path}: unknown curves format {suffix!r}; use .csv (Live Link Face), .json or .npz")
 
 
 def write_curves(curves: Curves, path: str | os.PathLike[str]) -> None:
@@ -484,6 +509,7 @@ __all__ = [
     "parse_live_link_csv",
     "read_curves",
     "read_curves_json",
+    "read_curves_npz",
     "read_live_link_csv",
     "write_curves",
     "write_curves_json",
