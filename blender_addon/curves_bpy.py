@@ -20,8 +20,8 @@ import mathutils
 import numpy as np
 
 from . import fcurves
-from .rig import PROP_CAMERA, PROP_NAMES, PROP_S0, PROP_SIZE, shape_key_path
-from .rigdata import ROTATION_MODE, camera_settings, transforms_to_pose
+from .rig import PROP_CAMERA, PROP_NAMES, PROP_S0, PROP_SIZE, scene_fps, shape_key_path
+from .rigdata import CAMERA_ROTATION, ROTATION_MODE, camera_location, transforms_to_pose
 
 
 @dataclass
@@ -125,10 +125,9 @@ def camera_correction(
     cam = ob.get(PROP_CAMERA)
     if not isinstance(cam, bpy.types.Object) or cam.type != "CAMERA":
         return mathutils.Matrix.Identity(4)
-    distance = camera_settings(size, s0)["distance"]
     c0 = (
-        mathutils.Matrix.Translation((0.0, -distance, 0.0))
-        @ mathutils.Euler((np.pi / 2, 0.0, 0.0), "XYZ").to_matrix().to_4x4()
+        mathutils.Matrix.Translation(camera_location(size, s0))
+        @ mathutils.Euler(CAMERA_ROTATION, "XYZ").to_matrix().to_4x4()
     )
     return c0 @ cam.evaluated_get(depsgraph).matrix_world.inverted_safe()
 
@@ -205,7 +204,7 @@ def sample_rig(
     size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
     s0 = float(ob.get(PROP_S0, 1.0))
     pose, scale = transforms_to_pose(tr["location"], tr["rotation_euler"], tr["scale"], size, s0)
-    fps = scene.render.fps / scene.render.fps_base
+    fps = scene_fps(scene)
     return SampledCurves(
         names=names,
         expressions=expr,

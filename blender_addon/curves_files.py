@@ -57,10 +57,10 @@ def import_curves_file(
 
 def retime_step(file_fps: float, scene: bpy.types.Scene) -> float:
     """Scene frames per file frame: 1 when the rates agree (to 0.1 %), else scene fps / file fps."""
-    scene_fps = scene.render.fps / scene.render.fps_base
-    if file_fps <= 0 or abs(scene_fps - file_fps) <= 1e-3 * file_fps:
+    rate = rig.scene_fps(scene)
+    if file_fps <= 0 or abs(rate - file_fps) <= 1e-3 * file_fps:
         return 1.0
-    return scene_fps / file_fps
+    return rate / file_fps
 
 
 def rig_rest(ob: bpy.types.Object) -> tuple[np.ndarray, float, int]:

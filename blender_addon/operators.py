@@ -321,8 +321,7 @@ class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
             return {"CANCELLED"}
         msg = f"{curves.n_frames} frames, {len(curves.names)} curves"
         if curves_files.retime_step(curves.fps, context.scene) != 1.0:
-            scene_fps = context.scene.render.fps / context.scene.render.fps_base
-            msg += f", retimed from {curves.fps:g} to {scene_fps:g} fps"
+            msg += f", retimed from {curves.fps:g} to {rig.scene_fps(context.scene):g} fps"
         if dropped:
             msg += f"; the rig has no shape key for: {', '.join(dropped)}"
         self.report({"WARNING" if dropped else "INFO"}, msg)

@@ -9,7 +9,15 @@ import bpy
 import numpy as np
 
 from . import fcurves
-from .rigdata import ROTATION_MODE, RigData, blender_vertices, camera_settings, pose_to_transforms
+from .rigdata import (
+    CAMERA_ROTATION,
+    ROTATION_MODE,
+    RigData,
+    blender_vertices,
+    camera_location,
+    camera_settings,
+    pose_to_transforms,
+)
 
 PROP_SUBJECT = "emo_avatar_subject"
 PROP_SIZE = "emo_avatar_size"
@@ -109,14 +117,19 @@ def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bp
     cam_data.sensor_fit = "AUTO"
     cam_data.shift_x = cam_data.shift_y = 0.0
     cam.rotation_mode = "XYZ"
-    cam.location = (0.0, -settings["distance"], 0.0)
-    cam.rotation_euler = (np.pi / 2, 0.0, 0.0)
+    cam.location = camera_location(size, s0)
+    cam.rotation_euler = CAMERA_ROTATION
     cam.scale = (1.0, 1.0, 1.0)
     scene.camera = cam
     scene.render.resolution_x = scene.render.resolution_y = int(size)
     scene.render.resolution_percentage = 100
     scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
     return cam
+
+
+def scene_fps(scene: bpy.types.Scene) -> float:
+    """The scene's frame rate (fps / fps_base, e.g. 29.97)."""
+    return scene.render.fps / scene.render.fps_base
 
 
 def set_scene_fps(scene: bpy.types.Scene, fps: float) -> None:

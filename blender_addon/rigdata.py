@@ -97,7 +97,6 @@ class RigData:
         extent = float(np.ptp(self.neutral[:, :2], axis=0).max()) or 1.0
         return 0.8 * self.size / extent
 
-
     @property
     def rest_pose(self) -> np.ndarray:
         """(6,) the pose a rig holds where no pose animation is keyed: the median tracked pose (as
@@ -148,10 +147,20 @@ def transforms_to_pose(
     return pose.astype(np.float32), (scl * s0).astype(np.float32)
 
 
+CAMERA_ROTATION = (np.pi / 2, 0.0, 0.0)
+"""The rig camera's XYZ Euler rotation: looking along +Y at the face (Blender's front view)."""
+
+
 def camera_settings(size: int, s0: float) -> dict[str, float]:
-    """Orthographic camera reproducing the crop: ortho_scale (m), distance in front of the face (m)."""
+    """Orthographic camera reproducing the crop: ortho_scale (m), distance in front of the face (m);
+    the camera sits at ``camera_location`` with rotation ``CAMERA_ROTATION``."""
     ortho = size / s0 * CM
     return {"ortho_scale": ortho, "distance": 10.0 * ortho, "clip_end": 20.0 * ortho}
+
+
+def camera_location(size: int, s0: float) -> tuple[float, float, float]:
+    """(3,) m: the rig camera in front of the crop centre."""
+    return (0.0, -camera_settings(size, s0)["distance"], 0.0)
 
 
 def load_subject_folder(folder) -> RigData:

@@ -97,7 +97,8 @@ def main(argv: list[str]) -> int:
     head = emo.import_subject(args.subject, scene=scene, frame_start=1, with_curves=False)
     performance = _read_performance(args.curves)
     # the shot runs at the performance's own rate (else the add-on retimes it to the scene's 24 fps)
-    importlib.import_module(f"{ADDON_MODULE}.rig").set_scene_fps(scene, performance.fps)
+    rig = importlib.import_module(f"{ADDON_MODULE}.rig")
+    rig.set_scene_fps(scene, performance.fps)
     dropped = emo.import_curves(args.curves, head, frame_start=1)
     n_frames = head.get("emo_curve_frames") or performance.n_frames
     if args.frames:
@@ -123,7 +124,7 @@ def main(argv: list[str]) -> int:
     timings["encode_s"] = time.monotonic() - t0
     emo.disconnect()
     facts = {"frames": len(shot.frames_done), "strip": shot.strip_name, "job_id": shot.job_id,
-             "style": args.style, "fps": round(scene.render.fps / scene.render.fps_base, 3),
+             "style": args.style, "fps": round(rig.scene_fps(scene), 3),
              **{k: round(v, 2) for k, v in timings.items()}}
     (args.out / "blender.json").write_text(json.dumps(facts, indent=2))
     return 0
