@@ -73,11 +73,17 @@ class Renderer:
         subject_id: the subject it was trained on.
         meta: checkpoint metadata (config, preset, weights used, ...).
         device: torch device.
+        forward: the avatar's image forward; with ``compile=True`` it goes through
+            ``torch.compile`` (``forward.status`` says whether that ran or fell back to eager), and
+            every batch is padded to ``batch`` rows so one graph serves the whole render.
     """
 
     def __init__(self, avatar: torch.nn.Module, meta: dict[str, Any], device: torch.device,
-                 subject_dir: Path | None = None) -> None:
+                 subject_dir: Path | None = None, compile: bool = False) -> None:
+        from backend.model.compiled import InferenceForward
+
         self.avatar = avatar.to(device).eval()
+        self.forward = InferenceForward(self.avatar, compile=compile)
         self.meta = meta
         self.device = device
         self.names: list[str] = list(meta["expression_names"])
@@ -88,7 +94,7 @@ class Renderer:
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str | torch.device | None = None, style: Path | None = None,
-                        subject: Path | None = None) -> Renderer:
+                        subject: Path | None = None, compile: bool = False) -> Renderer:
         """Load a stage-1 checkpoint (optionally restyled by a stage-2 ``.style`` file).
 
         Args:
@@ -96,6 +102,8 @@ class Renderer:
             device: "cpu", "cuda", ... or None for CUDA when present.
             style: a style file from ``emo-avatar edit``; it must belong to this checkpoint.
             subject: subject folder for the rig (default: the folder containing ``avatar/``).
+            compile: render through ``torch.compile`` (``backend.model.compiled``): ~1.5x faster
+                on CPU after a one-off compile of about a minute (seconds once cached).
         """
         from backend.device import pick_device
 
@@ -111,7 +119,7 @@ class Renderer:
             log.info("style %s applied", style)
         if subject is None and (path.parent.parent / "meta.json").is_file():
             subject = path.parent.parent
-        return cls(avatar, meta, dev, Path(subject) if subject is not None else None)
+        return cls(avatar, meta, dev, Path(subject) if subject is not None else None, compile=compile)
 
     # -- inputs ---------------------------------------------------------------------------------
     @property
@@ -241,9 +249,20 @@ class Renderer:
                 uv = self.rig_uv_maps(expr[ids], pose[ids], scale[ids])
             uv_t = torch.from_numpy(np.ascontiguousarray(uv)).permute(0, 3, 1, 2).to(self.device)
             win = torch.from_numpy(windows[ids]).to(self.device)
-            img = self.avatar(uv_t, win).image
+            img = self._images(uv_t, win, batch)
             out = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             yield from out.permute(0, 2, 3, 1).cpu().numpy()
+
+    def _images(self, uv: torch.Tensor, win: torch.Tensor, batch: int) -> torch.Tensor:
+        """(n, 3, S, S) UV, (n, window, K) windows -> (n, 3, S, S) images. A compiled forward has
+        one graph per batch size, so a short last batch is padded with copies of its last row."""
+        n = uv.shape[0]
+        if not self.forward.compiled or n == batch:
+            return self.forward(uv, win)
+        pad = batch - n
+        uv = torch.cat([uv, uv[-1:].expand(pad, -1, -1, -1)])
+        win = torch.cat([win, win[-1:].expand(pad, -1, -1)])
+        return self.forward(uv, win)[:n]
 
 
 class Avatar(Renderer):
@@ -255,9 +274,9 @@ class Avatar(Renderer):
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device | None = None, style: Path | None = None,
-             subject: Path | None = None) -> Avatar:
+             subject: Path | None = None, compile: bool = False) -> Avatar:
         """Same as :meth:`Renderer.from_checkpoint` (checkpoint file, optional ``.style``)."""
-        return cls.from_checkpoint(path, device=device, style=style, subject=subject)
+        return cls.from_checkpoint(path, device=device, style=style, subject=subject, compile=compile)
 
     def render(self, expressions: np.ndarray, uv_maps: np.ndarray | None = None,  # type: ignore[override]
                **kwargs: Any) -> np.ndarray:

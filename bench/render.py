@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/render.py [--quick] [--threads N] [--size 128] [--batch 4]
+    python bench/render.py [--quick] [--compile] [--threads N] [--size 128] [--batch 4]
 
 Prints a Markdown table:
 - frames/s of the full renderer (texture + deformer + skips + generator) at batch 1 and batched
@@ -12,6 +12,10 @@ Prints a Markdown table:
 - the baseline measured in the same run: ``torch.mm`` on the generator's own im2col GEMM shapes
   (M = batch * H_out * W_out, K = C_in * k * k, N = C_out, one per conv) and on a square 1024
   matrix; the generator's share of the GEMM rate (target >= 50%).
+With ``--compile``, the renderer and the generator also run through ``torch.compile`` (the
+product's ``--compile`` path, ``backend.model.compiled``) and get rows of their own; compiling
+takes a few minutes cold on 2 cores (seconds once inductor's cache holds the graphs), outside
+the timings.
 Timings are medians over interleaved rounds (renderer, generator, GEMM alternate), so a busy
 machine slows all of them alike; the CPU-time columns (process CPU seconds, all threads) are the
 least sensitive to other processes on a shared machine.
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="output px (default: the preset's 128)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--n-expr", type=int, default=52)
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the torch.compile path (compiles first: minutes cold, seconds cached)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
             skips[b] = model.skips(torch.cat([feats, uv[:, :2] * mask, mask], 1))
     w = {b: model.w_pivot.detach().expand(b, -1, -1) for b in inputs}
 
-    def render(b: int) -> Callable[[], object]:
-        return lambda: model(*inputs[b])
+    modes = ["eager", "compiled"] if args.compile else ["eager"]
+    forward = {"eager": model, "compiled": torch.compile(model, dynamic=False)}
+    synthesis = {"eager": model.generator.synthesis,
+                 "compiled": torch.compile(model.generator.synthesis, dynamic=False)}
 
-    def synth(b: int) -> Callable[[], object]:
-        return lambda: model.generator.synthesis(w[b], skips[b], noise_mode="const")
+    def render(b: int, mode: str = "eager") -> Callable[[], object]:
+        return lambda: forward[mode](*inputs[b])
+
+    def synth(b: int, mode: str = "eager") -> Callable[[], object]:
+        return lambda: synthesis[mode](w[b], skips[b], noise_mode="const")
 
     g_flops = {b: count_flops(synth(b)) for b in inputs}
     r_flops = count_flops(lambda: model(*inputs[1]))
@@ -161,13 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         return lambda: [a @ c for a, c in mats[b]]
 
     times: dict[str, list[tuple[float, float]]] = {}
+    compile_s = 0.0
     with torch.inference_mode():
-        for fn in [render(b) for b in inputs] + [synth(b) for b in inputs] + [gemm(b) for b in inputs]:
-            fn()  # warm-up
+        for b in inputs:
+            gemm(b)()  # warm-up
+            for mode in modes:
+                t0 = time.perf_counter()
+                render(b, mode)()
+                synth(b, mode)()
+                compile_s += time.perf_counter() - t0 if mode == "compiled" else 0.0
         for _ in range(rounds):
             for b in inputs:
-                times.setdefault(f"render{b}", []).append(timed(render(b), reps))
-                times.setdefault(f"synth{b}", []).append(timed(synth(b), reps))
+                for mode in modes:
+                    times.setdefault(f"render{b}{mode}", []).append(timed(render(b, mode), reps))
+                    times.setdefault(f"synth{b}{mode}", []).append(timed(synth(b, mode), reps))
                 times.setdefault(f"gemm{b}", []).append(timed(gemm(b), reps))
             times.setdefault("sq", []).append(timed(lambda: sq[0] @ sq[1], reps))
     wall = {k: statistics.median(x[0] for x in v) for k, v in times.items()}
@@ -180,17 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"channels {model.generator.channels}; renderer {r_flops / 1e9:.2f} GFLOP/frame "
           f"(generator {g_flops[1] / 1e9:.2f}); "
           f"square 1024 GEMM: {sq_rate / 1e9:.1f} GFLOP/s\n")
-    print("| batch | render frames/s | render CPU ms/frame | generator GFLOP/s | conv-shaped GEMM GFLOP/s "
-          "| generator / GEMM (wall) | generator / GEMM (CPU time) | generator / square GEMM |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for b in inputs:
-        fps = b / wall[f"render{b}"]
-        g_rate = g_flops[b] / wall[f"synth{b}"]
-        gemm_rate = gemm_flops[b] / wall[f"gemm{b}"]
-        cpu_share = (g_flops[b] / cpu[f"synth{b}"]) / (gemm_flops[b] / cpu[f"gemm{b}"])
-        print(f"| {b} | {fps:.1f} | {1000 * cpu[f'render{b}'] / b:.1f} | {g_rate / 1e9:.1f} "
-              f"| {gemm_rate / 1e9:.1f} | {100 * g_rate / gemm_rate:.0f}% | {100 * cpu_share:.0f}% "
-              f"| {100 * g_rate / sq_rate:.0f}% |")
+    print("| path | batch | render frames/s | render CPU ms/frame | generator GFLOP/s "
+          "| conv-shaped GEMM GFLOP/s | generator / GEMM (wall) | generator / GEMM (CPU time) "
+          "| generator / square GEMM |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode in modes:
+        for b in inputs:
+            fps = b / wall[f"render{b}{mode}"]
+            g_rate = g_flops[b] / wall[f"synth{b}{mode}"]
+            gemm_rate = gemm_flops[b] / wall[f"gemm{b}"]
+            cpu_share = (g_flops[b] / cpu[f"synth{b}{mode}"]) / (gemm_flops[b] / cpu[f"gemm{b}"])
+            print(f"| {mode} | {b} | {fps:.1f} | {1000 * cpu[f'render{b}{mode}'] / b:.1f} "
+                  f"| {g_rate / 1e9:.1f} | {gemm_rate / 1e9:.1f} | {100 * g_rate / gemm_rate:.0f}% "
+                  f"| {100 * cpu_share:.0f}% | {100 * g_rate / sq_rate:.0f}% |")
+    if args.compile:
+        print(f"\ncompiled: torch.compile (inductor, static shapes), {compile_s:.0f} s to compile the "
+              f"{2 * len(inputs)} graphs (not in the timings; seconds when inductor's cache holds them)")
     tiny_ms = tiny_train_step_ms(args.n_expr, reps)
     print(f"\ntiny config (32 px) forward + backward, batch 2: {tiny_ms:.0f} ms wall (target < 500 ms)")
     print("\ntargets: >= 10 frames/s at 128 px; generator >= 50% of the GEMM rate")

@@ -48,11 +48,13 @@ class JobError(ValueError):
 
 @dataclass
 class ServiceEnv:
-    """What every job kind may use: the workdir, the device string, the read policy."""
+    """What every job kind may use: the workdir, the device string, the read policy, the render mode."""
 
     workdir: Path
     device: str | None = None
     read_policy: ReadPolicy = field(default_factory=ReadPolicy)
+    compile: bool = False
+    """Render through ``torch.compile`` (``emo-avatar serve --compile``)."""
 
     def job_dir(self, job_id: str) -> Path:
         """``WORKDIR/jobs/<job_id>/``: a job's stored inputs (curves, UV maps) for resume."""

@@ -295,13 +295,14 @@ class RenderKind:
     def out_dir(env: ServiceEnv, job_id: str) -> Path:
         return inside(paths.workdir_renders(env.workdir), check_id(job_id, "job id"), what="job id")
 
-    def _renderer_for(self, ckpt: Path, style: Path | None, device: str | None) -> Any:
+    def _renderer_for(self, ckpt: Path, style: Path | None, env: ServiceEnv) -> Any:
         from backend.render import Renderer
 
         key = (str(ckpt), ckpt.stat().st_mtime_ns, str(style), style.stat().st_mtime_ns if style else 0)
         if key != self._renderer_key:
             self._renderer = None  # free the old one first
-            self._renderer = Renderer.from_checkpoint(ckpt, device=device, style=style)
+            self._renderer = Renderer.from_checkpoint(ckpt, device=env.device, style=style,
+                                                      compile=env.compile)
             self._renderer_key = key
         return self._renderer
 
@@ -323,7 +324,7 @@ class RenderKind:
                 arrays = {k: npz[k] for k in npz.files}
             expr = arrays["expressions"]
             style = paths.style_path(subject, p["style"]) if p.get("style") else None
-            renderer = self._renderer_for(paths.checkpoint_path(subject), style, ctx.env.device)
+            renderer = self._renderer_for(paths.checkpoint_path(subject), style, ctx.env)
             # the renderer builds each row's motion window from its neighbours, so rendering
             # only the missing rows gives the same pixels as rendering everything
             kwargs = {k: arrays[k] for k in ("uv_maps", "pose") if k in arrays}

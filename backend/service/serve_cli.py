@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from backend.render_cli import COMPILE_HELP
 from backend.service.server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerConfig, ServerError, is_loopback
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("emo-work"),
                         help="folder for the journal, uploads, subjects and renders (default ./emo-work)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     parser.add_argument("--allow-read", type=Path, action="append", default=[], metavar="DIR",
                         help="a directory whose files jobs may read by path (repeatable); "
                              "otherwise inputs must be uploaded")
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --allow-read {d} is not a directory", file=sys.stderr)
             return 2
     config = ServerConfig(workdir=args.workdir, ip=args.ip, connection_file=args.connection_file,
-                          device=args.device, allow_read=list(args.allow_read), insecure=args.insecure,
+                          device=args.device, compile=args.compile, allow_read=list(args.allow_read),
+                          insecure=args.insecure,
                           resume_jobs=args.resume_jobs, max_message_bytes=int(args.max_message_mb * 2**20))
     if not is_loopback(args.ip):
         print(f"binding non-loopback address {args.ip}: "

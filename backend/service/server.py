@@ -69,6 +69,7 @@ class ServerConfig:
     ip: str = "127.0.0.1"
     connection_file: Path | None = None
     device: str | None = None
+    compile: bool = False
     allow_read: list[Path] = field(default_factory=list)
     insecure: bool = False
     resume_jobs: bool = False
@@ -135,7 +136,8 @@ class Server:
 
             kinds = default_kinds()
         self.kinds = kinds
-        self.env = ServiceEnv(self.workdir, device=config.device, read_policy=ReadPolicy(config.allow_read))
+        self.env = ServiceEnv(self.workdir, device=config.device, read_policy=ReadPolicy(config.allow_read),
+                              compile=config.compile)
         self.uploads = Uploads(paths.workdir_uploads(self.workdir))
         self.curve_public: str | None = None
         self.context: zmq.Context | None = None
