@@ -239,5 +239,6 @@ def run(args: argparse.Namespace) -> int:
     dt = time.monotonic() - t0
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    log.info("%d frames -> %s (%.1f frames/s)", len(todo), args.out, len(todo) / max(dt, 1e-9))
+    log.info("%d frames -> %s (%.1f frames/s, %s)", len(todo), args.out, len(todo) / max(dt, 1e-9),
+             renderer.forward.status)
     return 0

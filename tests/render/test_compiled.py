@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -54,3 +55,21 @@ def test_a_failing_compiler_falls_back_to_eager(tiny_avatar_subject: Path,
     assert not r.forward.compiled
     assert r.forward.status.startswith("eager (compile failed:") and "no C++ compiler" in r.forward.status
     assert "rendering eager from now on" in caplog.text
+
+
+def test_render_cli_compile_writes_the_eager_frames(tiny_avatar_subject: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from backend.cli import main as cli_main
+    from protocol.curves import Curves, write_curves
+
+    subject = Subject.open(tiny_avatar_subject)
+    cfile = tmp_path / "shot.json"
+    write_curves(Curves(list(subject.expression_names), 25.0, 1, subject.expressions[:6]), cfile)
+    args = ["render", str(tiny_avatar_subject), "--curves", str(cfile), "--batch", "4"]
+    with caplog.at_level(logging.INFO):
+        assert cli_main([*args, "-o", str(tmp_path / "compiled"), "--compile"]) == 0
+    assert "compiled (inductor)" in caplog.text  # the summary line says which path ran
+    assert cli_main([*args, "-o", str(tmp_path / "eager")]) == 0
+    for i in range(1, 7):
+        a, b = (cv2.imread(str(tmp_path / d / f"{i:06d}.png")).astype(int) for d in ("compiled", "eager"))
+        assert np.abs(a - b).max() <= 1
