@@ -10,7 +10,11 @@ carries raw and protocol traffic in the same run, in alternating trials (best of
 - small-message round trip latency p50/p99: raw echo vs ``hello`` -> ``hello_reply``.
 
 Protocol rows decode fully (signature, msgpack, schema, shapes) and differ in the buffer
-checksum scheme (none / crc32 / hmac-sha256). Prints a markdown table.
+checksum scheme (none / crc32 / hmac-sha256). UV rows also get a "minimal envelope" row: the
+least any signed envelope of this layout can cost in Python (one ``hmac.digest`` over the three
+dicts, msgpack of a header and of the content with its buffer descriptor, no schema validation,
+no buffer checksum; the receiver verifies the signature, unpacks and views the buffer). It is not
+the protocol, only its lower bound measured in the same run. Prints a markdown table.
 
     .venv/bin/python bench/wire.py --quick      # < 30 s
 """
@@ -18,6 +22,7 @@ checksum scheme (none / crc32 / hmac-sha256). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import hmac
 import multiprocessing as mp
 import os
 import sys
@@ -26,6 +31,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -34,12 +40,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from protocol.buffers import verify_checksum  # noqa: E402
-from protocol.envelope import Session  # noqa: E402
+from protocol.envelope import DELIM, Session  # noqa: E402
 
 KEY = b"bench-key-0123456789abcdef0123456789"
 IDENT = b"client"
 HWM = 16  # bounded queues: the sender waits for the receiver
 CHECKSUMS = ("none", "crc32", "hmac-sha256")
+MINIMAL = "minimal envelope"
+"""Row key of the lower bound (see the module docstring)."""
 
 
 BATCH = 16
@@ -61,6 +69,29 @@ def png_bytes(size: int = 512) -> bytes:
     ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     assert ok
     return buf.tobytes()
+
+
+def minimal_frames(uv: np.ndarray, params: dict[str, Any], seq: int) -> list[Any]:
+    """The least a signed envelope carrying ``uv`` can be: [DELIM, signature, header, parent,
+    content, buffer] with one HMAC over the dicts, no validation and no buffer checksum."""
+    header = msgpack.packb({"msg_id": os.urandom(16).hex(), "session": "bench", "msg_type": "job_submit",
+                            "proto": "1.0", "date": "", "seq": seq})
+    parent = msgpack.packb({})
+    content = msgpack.packb({"kind": "render", "params": params,
+                             "_buffers": [{"name": "uv_maps", "dtype": "float16", "shape": list(uv.shape)}]})
+    signature = hmac.digest(KEY, header + parent + content, "sha256")
+    return [DELIM, signature, header, parent, content, memoryview(uv).cast("B")]
+
+
+def minimal_decode(frames: list[Any]) -> np.ndarray:
+    """Verify and decode :func:`minimal_frames` output (after the ROUTER's identity frame)."""
+    signature, header, parent, content = (f.bytes for f in frames[2:6])
+    if not hmac.compare_digest(signature, hmac.digest(KEY, header + parent + content, "sha256")):
+        raise ValueError("bad signature")
+    msgpack.unpackb(header)
+    msgpack.unpackb(parent)
+    desc = msgpack.unpackb(content)["_buffers"][0]
+    return np.frombuffer(frames[6].buffer, desc["dtype"]).reshape(desc["shape"])
 
 
 # -- server process -------------------------------------------------------------------------------
@@ -90,6 +121,8 @@ def server(port_queue: Any) -> None:
                 if mode == "raw":
                     _, frame = router.recv_multipart(copy=False)
                     np.frombuffer(frame.buffer, np.float16).reshape(shape)
+                elif mode == "minimal":
+                    assert minimal_decode(router.recv_multipart(copy=False)).shape == shape
                 else:
                     assert receiver.recv(router).buffers["uv_maps"].shape == shape
             elif what == "png":
@@ -145,6 +178,8 @@ class Bench:
             if what in self.uvs:
                 if mode == "raw":
                     self.dealer.send_multipart([raw_uv], copy=False)
+                elif mode == "minimal":
+                    self.dealer.send_multipart(minimal_frames(uv, params, i), copy=False)
                 else:
                     session.send(self.dealer, "job_submit", {"kind": "render", "params": params},
                                  buffers={"curves": curves, "uv_maps": uv})
@@ -189,14 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         for what, label in (("uv", "UV map 256x256x3 f16, 1/msg"), (
                 "uvbatch", f"UV maps 256x256x3 f16, {BATCH}/msg"), ("png", "PNG frame 512x512")):
             count = max(24, n // 4) if what == "uvbatch" else n
-            best = {key: (np.inf, np.inf) for key in ["raw", *CHECKSUMS]}
+            keys = ["raw", *CHECKSUMS] + ([MINIMAL] if what != "png" else [])
+            best = {key: (np.inf, np.inf) for key in keys}
             for _ in range(trials):  # alternate raw and protocol so load changes hit both
-                for key in ["raw", *CHECKSUMS]:
-                    wall, cpu = bench.run(what, "raw" if key == "raw" else "protocol",
-                                          "none" if key == "raw" else key, count)
+                for key in keys:
+                    mode = key if key in ("raw", MINIMAL) else "protocol"
+                    wall, cpu = bench.run(what, "minimal" if key == MINIMAL else mode,
+                                          key if key in CHECKSUMS else "none", count)
                     best[key] = (min(best[key][0], wall / count), min(best[key][1], cpu / count))
-            for checksum in CHECKSUMS:
-                rows.append((label, nbytes[what], checksum, best["raw"], best[checksum]))
+            for key in keys[1:]:
+                rows.append((label, nbytes[what], key, best["raw"], best[key]))
         raw_lat, raw_lat_cpu = bench.run("echo", "raw", "none", n_lat)
         proto_lat, proto_lat_cpu = bench.run("echo", "protocol", "crc32", n_lat)
     finally:
@@ -204,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n## bench/wire.py ({'quick' if args.quick else 'full'}: {n} msgs, best of {trials}; "
           "tcp://127.0.0.1; server and client in separate processes)\n")
-    print("| payload | bytes/msg | buffer checksum | raw msg/s | protocol msg/s | protocol GB/s | ratio | "
+    print("| payload | bytes/msg | buffer checksum (or lower bound) | raw msg/s | protocol msg/s | protocol GB/s | ratio | "
           "wall cost/msg | CPU/msg raw | CPU/msg protocol | CPU ratio |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, size, checksum, (raw_s, raw_cpu), (proto_s, proto_cpu) in rows:
