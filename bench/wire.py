@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n## bench/wire.py ({'quick' if args.quick else 'full'}: {n} msgs, best of {trials}; "
           "tcp://127.0.0.1; server and client in separate processes)\n")
-    print("| payload | bytes/msg | buffer checksum (or lower bound) | raw msg/s | protocol msg/s | protocol GB/s | ratio | "
-          "wall cost/msg | CPU/msg raw | CPU/msg protocol | CPU ratio |")
+    print("| payload | bytes/msg | buffer checksum (or lower bound) | raw msg/s | protocol msg/s "
+          "| protocol GB/s | ratio | wall cost/msg | CPU/msg raw | CPU/msg protocol | CPU ratio |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, size, checksum, (raw_s, raw_cpu), (proto_s, proto_cpu) in rows:
         print(f"| {label} | {size:,} | {checksum} | {1 / raw_s:,.0f} | {1 / proto_s:,.0f} | "

@@ -39,6 +39,12 @@ MAX_RESUBMITS = 5
 """How often a render interrupted by backend restarts is submitted again before giving up."""
 
 
+def frame_filename(prefix: str, frame: int) -> str:
+    """``<prefix>_<frame, 5 digits>.png``: the one name of a received frame (written here, listed
+    by the VSE strip)."""
+    return f"{prefix}_{frame:05d}.png"
+
+
 @dataclass
 class Result:
     """Something the main thread must apply. ``kind`` says what; ``request`` echoes ``call``'s id."""
@@ -408,7 +414,7 @@ class IOThread(threading.Thread):
                 )
                 continue
             frame = stream.frame_start + int(index)
-            path = stream.folder / f"{stream.prefix}_{frame:05d}.png"
+            path = stream.folder / frame_filename(stream.prefix, frame)
             try:
                 data = image if isinstance(image, bytes) else encode_png(np.asarray(image))
                 atomic_write_bytes(path, data)

@@ -16,14 +16,11 @@ import bpy
 import numpy as np
 
 from . import compat
+from .io_thread import frame_filename
 from .png import write_png
 
 MAX_CHANNEL = 128
 """The sequencer's highest channel."""
-
-
-def frame_filename(prefix: str, frame: int) -> str:
-    return f"{prefix}_{frame:05d}.png"
 
 
 def check_output_folder(folder: str | os.PathLike[str]) -> Path:
