@@ -109,10 +109,41 @@ def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, 
     return out
 
 
-def uses_world_transform(ob: bpy.types.Object) -> bool:
-    """True when a parent or object constraints move ``ob``: its own location / rotation / scale
-    channels then differ from where Blender (and the UV pass) puts it."""
-    return ob.parent is not None or len(ob.constraints) > 0
+def rig_camera(ob: bpy.types.Object) -> bpy.types.Object | None:
+    """The camera ``rig.ensure_camera`` recorded on the rig, or None."""
+    cam = ob.get(PROP_CAMERA)
+    return cam if isinstance(cam, bpy.types.Object) and cam.type == "CAMERA" else None
+
+
+def built_camera_matrix(size: int, s0: float) -> mathutils.Matrix:
+    """``C0``: the rig camera's world matrix as ``rig.ensure_camera`` places it."""
+    return (
+        mathutils.Matrix.Translation(camera_location(size, s0))
+        @ mathutils.Euler(CAMERA_ROTATION, "XYZ").to_matrix().to_4x4()
+    )
+
+
+def camera_moved(ob: bpy.types.Object, size: int, s0: float) -> bool:
+    """True when the rig camera is not where the add-on built it: moved, animated, parented or
+    constrained. The UV pass looks through it, so the head's pose must be taken relative to it."""
+    cam = rig_camera(ob)
+    if cam is None:
+        return False
+    anim = cam.animation_data
+    if cam.parent is not None or len(cam.constraints) > 0 or (anim is not None and anim.action is not None):
+        return True
+    # its own channels, not matrix_world, which is stale until the depsgraph next evaluates
+    built = [*camera_location(size, s0), *CAMERA_ROTATION, 1.0, 1.0, 1.0]
+    now = [*cam.location, *cam.rotation_euler, *cam.scale]
+    return cam.rotation_mode != "XYZ" or any(
+        abs(a - b) > 1e-5 * max(1.0, abs(b)) for a, b in zip(now, built, strict=True)
+    )
+
+
+def uses_world_transform(ob: bpy.types.Object, size: int, s0: float) -> bool:
+    """True when a parent or object constraints move ``ob``, or its camera was moved: its own
+    location / rotation / scale channels then differ from where the UV pass sees it."""
+    return ob.parent is not None or len(ob.constraints) > 0 or camera_moved(ob, size, s0)
 
 
 def camera_correction(
@@ -122,14 +153,10 @@ def camera_correction(
     ``rig.ensure_camera`` (``C0``, in front of the crop centre), so a world matrix times this is
     the head's transform as the backend's projection sees it (identity while the camera is where
     the add-on put it; rigs without a recorded camera use the world as is)."""
-    cam = ob.get(PROP_CAMERA)
-    if not isinstance(cam, bpy.types.Object) or cam.type != "CAMERA":
+    cam = rig_camera(ob)
+    if cam is None:
         return mathutils.Matrix.Identity(4)
-    c0 = (
-        mathutils.Matrix.Translation(camera_location(size, s0))
-        @ mathutils.Euler(CAMERA_ROTATION, "XYZ").to_matrix().to_4x4()
-    )
-    return c0 @ cam.evaluated_get(depsgraph).matrix_world.inverted_safe()
+    return built_camera_matrix(size, s0) @ cam.evaluated_get(depsgraph).matrix_world.inverted_safe()
 
 
 def _depsgraph(scene: bpy.types.Scene) -> bpy.types.Depsgraph:
@@ -192,7 +219,9 @@ def sample_rig(
     frames = frame_range(frame_start, frame_end)
     names = list(names) if names is not None else rig_names(ob)
     key = ob.data.shape_keys
-    world = uses_world_transform(ob)
+    size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
+    s0 = float(ob.get(PROP_S0, 1.0))
+    world = uses_world_transform(ob, size, s0)
     if world or (key is not None and (fcurves.uses_nla(key) or fcurves.uses_nla(ob))):
         expr, tr = sample_by_frame_set(scene, ob, names, frames, world=world)
     else:
@@ -201,8 +230,6 @@ def sample_rig(
     muted = np.array([key.key_blocks[n].mute for n in names], dtype=bool) if key is not None else []
     if np.any(muted):  # Blender leaves a muted shape key out of the mesh (and so the UV pass)
         expr[:, muted] = 0.0
-    size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
-    s0 = float(ob.get(PROP_S0, 1.0))
     pose, scale = transforms_to_pose(tr["location"], tr["rotation_euler"], tr["scale"], size, s0)
     fps = scene_fps(scene)
     return SampledCurves(

@@ -188,3 +188,28 @@ def test_a_parented_or_constrained_head_is_sampled_where_blender_shows_it(addon_
     # without parent or constraints the fast F-curve path gives the head's own channels again
     head.constraints.remove(limit)
     np.testing.assert_allclose(curves_bpy.sample_rig(clean_scene, head, 1, 6).pose, own.pose, atol=1e-5)
+
+
+def test_a_moved_rig_camera_is_sampled_as_the_uv_pass_sees_it(addon_mod, clean_scene) -> None:
+    """Moving (or rolling) the rig camera moves the face in the UV pass; the sampled pose must
+    follow, so 'Backend rasterises' and JSON export frame the head as Blender shows it."""
+    rig_mod, curves_bpy, uv_pass = addon_mod("rig"), addon_mod("curves_bpy"), addon_mod("uv_pass")
+    size = 48
+    head, cam = rig_mod.build_rig(_rig(addon_mod, size=size, shear=False), clean_scene, frame_start=1)
+    own = curves_bpy.sample_rig(clean_scene, head, 1, 6)
+    assert not curves_bpy.camera_moved(head, size, float(head["emo_avatar_s0"]))
+    cam.location.x += 0.003
+    cam.location.z -= 0.002
+    cam.rotation_euler.y += 0.05  # a roll of the view
+    assert curves_bpy.camera_moved(head, size, float(head["emo_avatar_s0"]))
+    s = curves_bpy.sample_rig(clean_scene, head, 1, 6)
+    assert np.abs(s.pose - own.pose)[:, 3:5].max() > 1.0  # the face moved by pixels in the view
+    np.testing.assert_allclose(s.expressions, own.expressions, atol=1e-6)
+    for frame, uv in uv_pass.iter_uv_maps(head, cam, [1, 5], (size, size)):
+        t = frame - 1
+        want, clear = analytic_uv_map(s.pose[t], float(s.scale[t]), size, dz=0.3 * float(s.expressions[t, 0]))
+        cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
+        assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
+        inside = clear & (want[..., 2] > 0)
+        assert inside.sum() > 100
+        np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
