@@ -21,7 +21,7 @@ import numpy as np
 
 from . import fcurves
 from .rig import PROP_CAMERA, PROP_NAMES, PROP_S0, PROP_SIZE, scene_fps, shape_key_path
-from .rigdata import CAMERA_ROTATION, ROTATION_MODE, camera_location, transforms_to_pose
+from .rigdata import CAMERA_ROTATION, ROTATION_MODE, camera_location, camera_settings, transforms_to_pose
 
 
 @dataclass
@@ -124,13 +124,18 @@ def built_camera_matrix(size: int, s0: float) -> mathutils.Matrix:
 
 
 def camera_moved(ob: bpy.types.Object, size: int, s0: float) -> bool:
-    """True when the rig camera is not where the add-on built it: moved, animated, parented or
-    constrained. The UV pass looks through it, so the head's pose must be taken relative to it."""
+    """True when the rig camera is not as the add-on built it: moved, zoomed (orthographic scale),
+    animated, parented or constrained. The UV pass looks through it, so the head's pose must be
+    taken relative to it."""
     cam = rig_camera(ob)
     if cam is None:
         return False
-    anim = cam.animation_data
-    if cam.parent is not None or len(cam.constraints) > 0 or (anim is not None and anim.action is not None):
+    anims = (cam.animation_data, cam.data.animation_data)
+    animated = any(a is not None and a.action is not None for a in anims)
+    if cam.parent is not None or len(cam.constraints) > 0 or animated:
+        return True
+    ortho = camera_settings(size, s0)["ortho_scale"]
+    if abs(cam.data.ortho_scale - ortho) > 1e-5 * ortho:
         return True
     # its own channels, not matrix_world, which is stale until the depsgraph next evaluates
     built = [*camera_location(size, s0), *CAMERA_ROTATION, 1.0, 1.0, 1.0]
@@ -149,14 +154,21 @@ def uses_world_transform(ob: bpy.types.Object, size: int, s0: float) -> bool:
 def camera_correction(
     ob: bpy.types.Object, size: int, s0: float, depsgraph: bpy.types.Depsgraph
 ) -> mathutils.Matrix:
-    """``C0 @ inverse(camera world)``: maps the world to the frame of the rig's camera as built by
-    ``rig.ensure_camera`` (``C0``, in front of the crop centre), so a world matrix times this is
-    the head's transform as the backend's projection sees it (identity while the camera is where
-    the add-on put it; rigs without a recorded camera use the world as is)."""
+    """``C0 @ Z @ inverse(camera world)``: maps the world to the frame of the rig's camera as built
+    by ``rig.ensure_camera`` (``C0``, in front of the crop centre), so a world matrix times this is
+    the head's transform as the backend's projection sees it (identity while the camera is as the
+    add-on built it; rigs without a recorded camera use the world as is). ``Z`` undoes a zoom: an
+    orthographic scale ``o`` instead of the built ``o0`` shows everything ``o0 / o`` times larger,
+    which is a uniform scale about the point at the built distance in front of the camera."""
     cam = rig_camera(ob)
     if cam is None:
         return mathutils.Matrix.Identity(4)
-    return built_camera_matrix(size, s0) @ cam.evaluated_get(depsgraph).matrix_world.inverted_safe()
+    cam_eval = cam.evaluated_get(depsgraph)
+    settings = camera_settings(size, s0)
+    k = settings["ortho_scale"] / max(float(cam_eval.data.ortho_scale), 1e-12)
+    pivot = mathutils.Matrix.Translation((0.0, 0.0, -settings["distance"]))  # camera looks down -Z
+    zoom = pivot @ mathutils.Matrix.Scale(k, 4) @ pivot.inverted()
+    return built_camera_matrix(size, s0) @ zoom @ cam_eval.matrix_world.inverted_safe()
 
 
 def _depsgraph(scene: bpy.types.Scene) -> bpy.types.Depsgraph:

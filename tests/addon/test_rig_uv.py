@@ -201,9 +201,11 @@ def test_a_moved_rig_camera_is_sampled_as_the_uv_pass_sees_it(addon_mod, clean_s
     cam.location.x += 0.003
     cam.location.z -= 0.002
     cam.rotation_euler.y += 0.05  # a roll of the view
+    cam.data.ortho_scale *= 0.9  # a zoom in
     assert curves_bpy.camera_moved(head, size, float(head["emo_avatar_s0"]))
     s = curves_bpy.sample_rig(clean_scene, head, 1, 6)
     assert np.abs(s.pose - own.pose)[:, 3:5].max() > 1.0  # the face moved by pixels in the view
+    np.testing.assert_allclose(s.scale, own.scale / 0.9, rtol=1e-4)  # and looks 1/0.9 as large
     np.testing.assert_allclose(s.expressions, own.expressions, atol=1e-6)
     for frame, uv in uv_pass.iter_uv_maps(head, cam, [1, 5], (size, size)):
         t = frame - 1
