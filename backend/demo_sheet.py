@@ -58,11 +58,11 @@ def backend_render_of_shot(subject_dir: Path, style_name: str, curves: Path, n: 
     from backend.render import Renderer
     from backend.render_cli import load_curves
 
-    names, values, head_pose, _start = load_curves(curves)
+    c = load_curves(curves)
     renderer = Renderer.from_checkpoint(paths.checkpoint_path(subject_dir), subject=subject_dir,
                                         style=paths.style_path(subject_dir, style_name))
-    pose, scale = renderer.curves_pose(head_pose) if head_pose is not None else (None, None)
-    return list(renderer.render(values, pose=pose, scale=scale, names=names, indices=range(n)))
+    pose, scale = renderer.curves_pose(c.head_pose, c.head_scale, n=c.n_frames)
+    return list(renderer.render(c.values, pose=pose, scale=scale, names=c.names, indices=range(n)))
 
 
 def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str,

@@ -139,13 +139,21 @@ class Renderer:
         return (np.repeat(np.median(s.pose, axis=0)[None], n, 0).astype(np.float32),
                 np.full(n, float(np.median(s.scale)), np.float32))
 
-    def curves_pose(self, head_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A curves file's head pose (T, 6: rad, then cm around the rest pose) -> (pose (T, 6) in
-        subject crop pixels, scale (T,) px/cm) around the subject's median pose."""
+    def curves_pose(self, head_pose: np.ndarray | None, head_scale: np.ndarray | None = None,
+                    n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A curves file's head pose (T, 6: rad, then cm around the rest pose) and head scale (T,:
+        size relative to the rest size) -> (pose (T, 6) in subject crop pixels, scale (T,) px/cm)
+        around the subject's median pose. Either may be None (rest pose / rest size); ``n`` is T
+        when both are."""
         from protocol.curves import head_pose_to_crop
 
-        mp, ms = self.default_pose(1)
-        return head_pose_to_crop(head_pose, mp[0], float(ms[0])), np.full(len(head_pose), ms[0], np.float32)
+        t = len(head_pose) if head_pose is not None else len(head_scale) if head_scale is not None else n
+        if t is None:
+            raise ValueError("curves_pose needs head_pose, head_scale or n")
+        mp, ms = self.default_pose(t)
+        pose = mp if head_pose is None else head_pose_to_crop(head_pose, mp[0], float(ms[0]))
+        scale = ms if head_scale is None else (ms * np.asarray(head_scale, np.float32)).astype(np.float32)
+        return pose, scale
 
     def rig_uv_maps(self, expressions: np.ndarray, pose: np.ndarray, scale: np.ndarray) -> np.ndarray:
         """Rasterise the subject's rig at the avatar's size: (T, size, size, 3) float32.

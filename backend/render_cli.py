@@ -8,10 +8,10 @@ reaching outside the curves' frames is an error. Bad input (curves, UV maps, sty
 output folder) is a one-line ``error:`` and exit code 2, found before the output folder is made.
 
 Curves: ``.csv`` (Live Link Face), ``.json`` (emo-avatar-curves) or ``.npz`` (``names`` (K,) str,
-``values`` (T, K) float, optional ``head_pose`` (T, 6), ``fps``, ``frame_start``). Names are
-matched to the avatar's through ``Curves.conform``. A curves head pose (yaw, pitch, roll in
-radians, tx, ty, tz in cm) is applied around the subject's median pose; without one the median
-pose is used.
+``values`` (T, K) float, optional ``head_pose`` (T, 6), ``head_scale`` (T,), ``fps``,
+``frame_start``). Names are matched to the avatar's through ``Curves.conform``. A curves head pose
+(yaw, pitch, roll in radians, tx, ty, tz in cm) is applied around the subject's median pose, and a
+head scale (relative size) to its median scale; without them the median pose and scale are used.
 
 UV maps (one source): ``--rasterize`` (the default) rasterises the subject's rig; ``--uv DIR`` reads
 one map per frame, ``DIR/NNNNNN.npy`` named by frame number like the output PNGs (H x W x 3 float16
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.paths import checkpoint_path, frame_file_name, style_path
+from protocol.curves import Curves
 
 COMPILE_HELP = ("render through torch.compile (backend/model/compiled.py): ~1.5x faster on CPU after a "
                 "one-off compile of about a minute on 2 cores, seconds once cached; without a working "
@@ -72,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
-def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, int]:
-    """(names, values (T, K), head_pose (T, 6) | None, frame_start) from a curves file.
+def load_curves(path: Path) -> Curves:
+    """The curves of a file, with at least one frame (errors name the file).
 
     Every format is validated by ``protocol.curves.Curves`` (finite values, shapes, unique names).
 
@@ -92,7 +93,7 @@ def load_curves(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None, i
         raise CurveError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
     if c.n_frames == 0:
         raise CurveError(f"{path}: the curves hold no frames")
-    return list(c.names), c.values, c.head_pose, c.frame_start
+    return c
 
 
 def parse_frames(spec: str | None, start: int, n: int) -> range:
@@ -191,14 +192,15 @@ def run(args: argparse.Namespace) -> int:
     ckpt = args.checkpoint or checkpoint_path(args.subject)
     # every input is read and checked before anything touches the output folder
     try:
-        names, values, head_pose, start = load_curves(args.curves)
+        curves = load_curves(args.curves)
+        values, start = curves.values, curves.frame_start
         rows = parse_frames(args.frames, start, len(values))
         if args.checkpoint is None and not args.subject.is_dir():
             raise FileNotFoundError(f"subject folder {args.subject} not found")
         style = resolve_style(args.subject, args.style)
         renderer = Renderer.from_checkpoint(ckpt, device=args.device, style=style, subject=args.subject,
                                             compile=args.compile)
-        values = conform_names(values, names, renderer.names)
+        values = conform_names(values, curves.names, renderer.names)
         if args.out.exists() and not args.out.is_dir():
             raise FileExistsError(f"-o {args.out} exists and is not a folder")
         todo = [r for r in rows if not (args.out / frame_file_name(start + r)).exists()]
@@ -212,10 +214,8 @@ def run(args: argparse.Namespace) -> int:
             uv = load_uv_dir(args.uv, [start + r for r in todo])  # one per rendered row
         elif args.uv_maps is not None:
             uv = load_uv_npz(args.uv_maps, len(values))
-        elif head_pose is not None:
-            pose, scale = renderer.curves_pose(head_pose)
-        else:  # the rig rests at the subject's median pose (opening the subject checks its folder now)
-            pose, scale = renderer.default_pose(len(values))
+        else:  # around the subject's median pose and scale (opening the subject checks its folder now)
+            pose, scale = renderer.curves_pose(curves.head_pose, curves.head_scale, n=len(values))
     except (FileNotFoundError, FileExistsError, ValueError, CurveError, RuntimeError) as exc:
         # RuntimeError: --device asks for CUDA where there is none, or names no device
         print(f"error: {exc}", file=sys.stderr)

@@ -50,8 +50,8 @@ def import_curves_file(
         rig.write_expression_curves(
             ob, [names[k] for k in columns], conformed.values[:, columns], start, step
         )
-        if head_pose and conformed.head_pose is not None:
-            _write_head_pose(ob, conformed.head_pose, start, step)
+        if head_pose and (conformed.head_pose is not None or conformed.head_scale is not None):
+            _write_head_pose(ob, conformed.head_pose, conformed.head_scale, start, step)
     return conformed, list(conformed.dropped)
 
 
@@ -72,14 +72,27 @@ def rig_rest(ob: bpy.types.Object) -> tuple[np.ndarray, float, int]:
     return np.asarray(rest, np.float32), float(ob.get(rig.PROP_S0, 1.0)), size
 
 
-def _write_head_pose(ob: bpy.types.Object, head_pose: np.ndarray, start: float, step: float = 1.0) -> None:
-    """Key the file's rotations (when any) and translations (when any) on the rig's object channels."""
+def _write_head_pose(
+    ob: bpy.types.Object,
+    head_pose: np.ndarray | None,
+    head_scale: np.ndarray | None,
+    start: float,
+    step: float = 1.0,
+) -> None:
+    """Key the file's rotations, translations and scale, each only when the file moves it, on the
+    rig's object channels."""
     rest, s0, size = rig_rest(ob)
-    crop = head_pose_to_crop(head_pose, rest, s0)
-    channels = pose_to_transforms(crop, np.full(len(head_pose), s0), size, s0)
-    frames = start + np.arange(len(head_pose), dtype=np.float64) * step
-    for path, used in (("rotation_euler", head_pose[:, :3]), ("location", head_pose[:, 3:])):
-        if not np.any(used):
+    n = len(head_pose) if head_pose is not None else len(head_scale)
+    pose = np.zeros((n, 6), np.float32) if head_pose is None else head_pose
+    rel = np.ones(n, np.float32) if head_scale is None else head_scale
+    channels = pose_to_transforms(head_pose_to_crop(pose, rest, s0), s0 * rel, size, s0)
+    frames = start + np.arange(n, dtype=np.float64) * step
+    for path, moved in (
+        ("rotation_euler", np.any(pose[:, :3])),
+        ("location", np.any(pose[:, 3:])),
+        ("scale", np.any(rel != 1.0)),
+    ):
+        if not moved:
             continue
         if path == "rotation_euler":
             ob.rotation_mode = ROTATION_MODE
@@ -96,7 +109,11 @@ def rig_curves(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, f
     """The rig's animation over the inclusive frame range as protocol ``Curves`` (with head pose)."""
     s = curves_bpy.sample_rig(scene, ob, frame_start, frame_end)
     rest, s0, _size = rig_rest(ob)
-    return Curves(list(s.names), s.fps, int(frame_start), s.expressions, crop_to_head_pose(s.pose, rest, s0))
+    rel = (s.scale / s0).astype(np.float32)  # the head's size relative to the rest size
+    head_scale = None if np.allclose(rel, 1.0, rtol=0, atol=1e-5) else rel
+    return Curves(
+        list(s.names), s.fps, int(frame_start), s.expressions, crop_to_head_pose(s.pose, rest, s0), head_scale
+    )
 
 
 def export_curves_file(

@@ -158,6 +158,7 @@ class ShotBuilder:
         buffers = {
             "curves": np.ascontiguousarray(s.expressions, np.float32),
             "pose": np.ascontiguousarray(s.pose, np.float32),
+            "scale": np.ascontiguousarray(s.scale, np.float32),
         }
         if self.uv_maps is not None:
             buffers["uv_maps"] = np.ascontiguousarray(self.uv_maps, np.float16)

@@ -43,13 +43,13 @@ def main() -> int:
     args = ap.parse_args()
 
     try:  # the same reader and checks as `emo-avatar render` (.csv, .json, .npz)
-        _names, values, _pose, frame_start = load_curves(args.curves)
-        first, end = task_frames(frame_start, len(values), args.task, args.tasks)
+        curves = load_curves(args.curves)
+        first, end = task_frames(curves.frame_start, curves.n_frames, args.task, args.tasks)
     except (FileNotFoundError, ValueError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if first == end:
-        print(f"task {args.task}: no frames (the shot has {len(values)})")
+        print(f"task {args.task}: no frames (the shot has {curves.n_frames})")
         return 0
     cmd = [sys.executable, "-m", "backend.cli", "render", str(args.subject), "--curves", str(args.curves),
            "--frames", f"{first}:{end}", "-o", str(args.out)]

@@ -46,10 +46,10 @@ def main() -> None:
     renderer = Renderer.from_checkpoint(checkpoint)  # 3. render the performance
     curves = read_curves(args.curves).conform(renderer.names)
     print(f"curves: {curves.n_frames} frames; not in this subject's rig: {', '.join(curves.dropped)}")
-    values = curves.values[: args.frames]
-    pose = scale = None  # the head rests at the subject's median pose unless the curves move it
-    if curves.head_pose is not None:  # rad + cm around that rest pose, as `emo-avatar render` reads it
-        pose, scale = renderer.curves_pose(curves.head_pose[: args.frames])
+    # the head rests at the subject's median pose and size unless the curves move or scale it
+    # (rad + cm around that rest pose, relative size: as `emo-avatar render` reads them)
+    pose, scale = renderer.curves_pose(curves.head_pose, curves.head_scale, n=curves.n_frames)
+    values, pose, scale = curves.values[: args.frames], pose[: args.frames], scale[: args.frames]
     frames_dir = args.out / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(args.out / "quickstart.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),

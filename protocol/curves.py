@@ -1,10 +1,11 @@
 """Expression curves: the payload that drives a render, and its file formats.
 
 :class:`Curves` holds named per-frame expression values (T x K float32), the frame rate, the
-frame number of row 0 and an optional head pose (T x 6 float32: yaw, pitch, roll in radians,
-tx, ty, tz in mesh units; ``expressions.HEAD_POSE_NAMES``). It is validated on construction
-(finite values, matching shapes, unique names) and travels in a render job as the ``curves``
-(+ ``pose``) buffers with ``names``/``fps``/``frame_start`` params (:meth:`Curves.to_render_params`).
+frame number of row 0, an optional head pose (T x 6 float32: yaw, pitch, roll in radians, then
+tx, ty, tz in cm around the rest pose; ``expressions.HEAD_POSE_NAMES``) and an optional head
+scale (T float32: the head's apparent size relative to the rest size, 1 = as tracked; a camera
+zoom or a scaled head). It is validated on construction (finite values, matching shapes, unique
+names, positive scale).
 
 Files (chosen by suffix in :func:`read_curves` / :func:`write_curves`):
 
@@ -22,9 +23,12 @@ Files (chosen by suffix in :func:`read_curves` / :func:`write_curves`):
   named LeftEyeYaw, ...): the face rig has no eye bones. fps is inferred from the timecodes
   (median spacing, snapped to a standard rate); pass ``fps=`` when the file has a single row.
 - **JSON** (``.json``): ``{"format": "emo-avatar-curves", "version": 1, "names", "fps",
-  "frame_start", "values": [[...] per frame], "head_pose": [[6] per frame] | null}``.
+  "frame_start", "values": [[...] per frame], "head_pose": [[6] per frame] | null,
+  "head_scale": [per frame] | null}`` (``head_scale`` may be absent: files written before it
+  existed, and readers that predate it ignore it).
 - **npz** (``.npz``, read only, for pipeline scripts): ``names`` (K,) str, ``values`` (T, K)
-  float, optional ``head_pose`` (T, 6), ``fps`` (default 30) and ``frame_start`` (default 0).
+  float, optional ``head_pose`` (T, 6), ``head_scale`` (T,), ``fps`` (default 30) and
+  ``frame_start`` (default 0).
 
 Pure Python + numpy (vendored into the Blender add-on).
 """
@@ -84,7 +88,8 @@ class Curves:
         fps: frames per second (> 0).
         frame_start: frame number of row 0.
         values: (T, K) float32, finite.
-        head_pose: (T, 6) float32 yaw, pitch, roll (radians), tx, ty, tz; or None.
+        head_pose: (T, 6) float32 yaw, pitch, roll (radians), tx, ty, tz (cm); or None.
+        head_scale: (T,) float32 > 0, apparent head size relative to the rest size; or None (1).
         dropped: names :meth:`conform` dropped because the target lacks them (information only).
     """
 
@@ -93,6 +98,7 @@ class Curves:
     frame_start: int
     values: np.ndarray
     head_pose: np.ndarray | None = None
+    head_scale: np.ndarray | None = None
     dropped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -114,6 +120,12 @@ class Curves:
         self.values = _as_matrix(self.values, "values", (None, len(self.names)))
         if self.head_pose is not None:
             self.head_pose = _as_matrix(self.head_pose, "head_pose", (self.values.shape[0], 6))
+        if self.head_scale is not None:
+            scale = _as_vector(self.head_scale, "head_scale", self.values.shape[0])
+            if np.any(scale <= 0):
+                row = int(np.argmax(scale <= 0))
+                raise CurveError(f"head_scale must be > 0 (a relative size), got {scale[row]} at row {row}")
+            self.head_scale = scale
 
     @property
     def n_frames(self) -> int:
@@ -127,10 +139,10 @@ class Curves:
             return NotImplemented
         if (self.names, self.fps, self.frame_start) != (other.names, other.fps, other.frame_start):
             return False
-        if (self.head_pose is None) != (other.head_pose is None):
-            return False
-        same_pose = self.head_pose is None or np.array_equal(self.head_pose, other.head_pose)
-        return bool(np.array_equal(self.values, other.values) and same_pose)
+        for a, b in ((self.head_pose, other.head_pose), (self.head_scale, other.head_scale)):
+            if (a is None) != (b is None) or (a is not None and not np.array_equal(a, b)):
+                return False
+        return bool(np.array_equal(self.values, other.values))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -181,24 +193,8 @@ class Curves:
         if dropped:
             log.info("conform: dropped %d curve(s) the target lacks: %s", len(dropped), ", ".join(dropped))
         return Curves(target, self.fps, self.frame_start, values,
-                      None if self.head_pose is None else self.head_pose.copy(), dropped=dropped)
-
-    # -- wire -----------------------------------------------------------------------------------
-    def to_render_params(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """(params, buffers) for a render ``job_submit``: names/fps/frame_start + curves/pose."""
-        params = {"names": list(self.names), "fps": self.fps, "frame_start": self.frame_start}
-        buffers = {"curves": self.values}
-        if self.head_pose is not None:
-            buffers["pose"] = self.head_pose
-        return params, buffers
-
-    @classmethod
-    def from_render_params(cls, params: dict[str, Any], buffers: dict[str, np.ndarray]) -> Curves:
-        """Inverse of :meth:`to_render_params` (server side)."""
-        if "curves" not in buffers:
-            raise CurveError("render job has no 'curves' buffer")
-        return cls(list(params.get("names") or []), params.get("fps"), params.get("frame_start", 0) or 0,
-                   buffers["curves"], buffers.get("pose"))
+                      None if self.head_pose is None else self.head_pose.copy(),
+                      None if self.head_scale is None else self.head_scale.copy(), dropped=dropped)
 
     # -- JSON -----------------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
@@ -208,6 +204,7 @@ class Curves:
             "values": self.values.tolist(),
             "head_pose_names": list(HEAD_POSE_NAMES),
             "head_pose": None if self.head_pose is None else self.head_pose.tolist(),
+            "head_scale": None if self.head_scale is None else self.head_scale.tolist(),
         }
 
     @classmethod
@@ -225,7 +222,8 @@ class Curves:
         values = data["values"]
         if isinstance(values, list) and not values:
             values = np.zeros((0, len(names) if isinstance(names, list) else 0), np.float32)
-        return cls(names, data["fps"], data.get("frame_start", 0), values, data.get("head_pose"))
+        return cls(names, data["fps"], data.get("frame_start", 0), values, data.get("head_pose"),
+                   data.get("head_scale"))
 
 
 def head_pose_to_crop(head_pose: np.ndarray, rest_pose: np.ndarray, px_per_cm: float) -> np.ndarray:
@@ -262,6 +260,17 @@ def _key(name: str) -> str:
 
 def _name_index(names: Sequence[str]) -> dict[str, int]:
     return {n: i for i, n in enumerate(names)}
+
+
+def _as_vector(data: Any, what: str, n: int) -> np.ndarray:
+    """(n,) finite float32 from a list or array, else :class:`CurveError` (as ``_as_matrix``)."""
+    try:
+        arr = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CurveError(f"{what} is not a list of numbers") from None
+    if arr.shape != (n,):
+        raise CurveError(f"{what} has shape {arr.shape}; expected ({n},), one value per frame")
+    return _as_matrix(arr[:, None], what, (n, 1))[:, 0]
 
 
 def _as_matrix(data: Any, what: str, shape: tuple[int | None, int]) -> np.ndarray:
@@ -438,9 +447,12 @@ def format_live_link_csv(curves: Curves) -> str:
 
 
 def write_live_link_csv(curves: Curves, path: str | os.PathLike[str]) -> None:
-    """Write ``curves`` as a Live Link Face CSV (atomically). Head pose tx/ty/tz are not stored."""
+    """Write ``curves`` as a Live Link Face CSV (atomically). Head pose tx/ty/tz and head scale
+    are not stored."""
     if curves.head_pose is not None and np.any(curves.head_pose[:, 3:]):
         log.warning("Live Link Face CSV has no head translation; tx/ty/tz are not written to %s", path)
+    if curves.head_scale is not None and np.any(curves.head_scale != 1):
+        log.warning("Live Link Face CSV has no head scale; it is not written to %s", path)
     atomic_write_text(path, format_live_link_csv(curves))
 
 
@@ -471,7 +483,8 @@ def read_curves_npz(path: str | os.PathLike[str]) -> Curves:
             fps = float(z["fps"]) if "fps" in z.files else NPZ_DEFAULT_FPS
             start = int(z["frame_start"]) if "frame_start" in z.files else 0
             pose = z["head_pose"] if "head_pose" in z.files else None
-            return Curves(names, fps, start, z["values"], pose)
+            scale = z["head_scale"] if "head_scale" in z.files else None
+            return Curves(names, fps, start, z["values"], pose, scale)
     except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile) as exc:
         raise CurveError(f"{path}: not a readable curves npz ({exc})") from None
 

@@ -210,6 +210,9 @@ JOB_KINDS: dict[str, JobKind] = {
             "pose": BufferSpec(("float32",), ("T", 6),
                                doc="head pose, subject crop convention (FaceRig.project): yaw, pitch, "
                                    "roll (rad), tx, ty, tz (crop pixels); used to rasterise when no uv_maps"),
+            "scale": BufferSpec(("float32",), ("T",),
+                                doc="head scale, subject crop convention (crop pixels per cm); used with "
+                                    "pose to rasterise (default: the subject's median); since 1.1"),
             "uv_maps": BufferSpec(("float16",), ("T", "H", "W", 3),
                                   doc="UV maps from Blender (u, v, mask); else rasterised by the backend"),
         },

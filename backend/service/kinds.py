@@ -270,6 +270,12 @@ class RenderKind:
             if pose.shape != (t, 6) or not np.isfinite(pose).all():
                 raise JobError(f"pose must be finite (T={t}, 6), got shape {tuple(pose.shape)}")
             arrays["pose"] = np.asarray(pose, np.float32)
+        scale = buffers.get("scale")
+        if scale is not None:
+            if scale.shape != (t,) or not np.isfinite(scale).all() or not (scale > 0).all():
+                raise JobError(f"scale must be (T={t},) finite crop pixels per cm > 0, got shape "
+                               f"{tuple(scale.shape)}")
+            arrays["scale"] = np.asarray(scale, np.float32)
         frame_start = _opt_int(params, "frame_start", -(2**31)) or 0
         first, last = 0, t - 1
         if params.get("frame_range") is not None:
@@ -327,7 +333,7 @@ class RenderKind:
             renderer = self._renderer_for(paths.checkpoint_path(subject), style, ctx.env)
             # the renderer builds each row's motion window from its neighbours, so rendering
             # only the missing rows gives the same pixels as rendering everything
-            kwargs = {k: arrays[k] for k in ("uv_maps", "pose") if k in arrays}
+            kwargs = {k: arrays[k] for k in ("uv_maps", "pose", "scale") if k in arrays}
             clock = EtaClock(last + 1, start)
             total = last - first + 1
             rows = range(start, last + 1)

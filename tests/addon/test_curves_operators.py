@@ -48,6 +48,11 @@ def test_json_round_trip_and_csv_keeps_arkit_curves(
     offsets = np.asarray(data["head_pose"], np.float32)[:, 3:]
     np.testing.assert_allclose(offsets[:, 0], (want.pose[:, 3] - rest[3]) / s0, atol=1e-4)
     np.testing.assert_allclose(offsets[:, 1], (rest[4] - want.pose[:, 4]) / s0, atol=1e-4)
+    # the tracked head size varies from frame to frame: the file keeps it relative to the rest
+    # size, and import keys it, so the face is as large as it was
+    assert np.ptp(want.scale) > 0.01 * s0
+    np.testing.assert_allclose(np.asarray(data["head_scale"]), want.scale / s0, rtol=1e-5)
+    np.testing.assert_allclose(got.scale, want.scale, rtol=1e-4)
 
     blank2 = api.import_subject(folder=subject, scene=clean_scene, with_curves=False)
     api.import_curves(tmp_path / "a.csv", blank2, frame_start=1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import numpy as np
 import pytest
 
@@ -132,10 +135,27 @@ def test_conform_reorders_drops_fills_and_reports() -> None:
         Curves(["blink_l", "EyeBlinkLeft"], 30, 0, np.zeros((1, 2))).conform(["eyeBlinkLeft"])
 
 
-def test_render_params_round_trip() -> None:
-    curves = random_curves(T=3)
-    params, buffers = curves.to_render_params()
-    assert Curves.from_render_params(params, buffers) == curves
+def test_head_scale_round_trips_and_is_validated(tmp_path, caplog) -> None:
+    base = random_curves(T=4)
+    scaled = Curves(base.names, base.fps, base.frame_start, base.values, base.head_pose, [1.0, 1.1, 1.2, 0.9])
+    assert scaled != base
+    write_curves(scaled, tmp_path / "s.json")
+    assert read_curves(tmp_path / "s.json") == scaled
+    np.savez(tmp_path / "s.npz", names=np.array(base.names), values=base.values, head_scale=scaled.head_scale)
+    np.testing.assert_array_equal(read_curves(tmp_path / "s.npz").head_scale, scaled.head_scale)
+    assert scaled.conform(list(reversed(base.names))).head_scale.tolist() == scaled.head_scale.tolist()
+    # a file written before head_scale existed has no key: no scale
+    data = json.loads((tmp_path / "s.json").read_text())
+    del data["head_scale"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert read_curves(tmp_path / "old.json").head_scale is None
+    with caplog.at_level(logging.WARNING):
+        write_curves(scaled, tmp_path / "s.csv")
+    assert "no head scale" in caplog.text
+    for bad, match in (([1.0, 0.0, 1.0, 1.0], r"> 0.*row 1"), ([1.0, 2.0], r"shape \(2,\); expected \(4,\)"),
+                       ([1.0, float("nan"), 1.0, 1.0], "NaN/inf"), ("big", "not a list of numbers")):
+        with pytest.raises(CurveError, match=match):
+            Curves(base.names, 30, 0, base.values, None, bad)
 
 
 def test_unknown_suffix_and_broken_json(tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -157,3 +158,29 @@ def test_render_cli_uv_dir_and_rasterize(tiny_avatar_subject: Path, subject: Sub
     # the UV sources exclude each other
     with pytest.raises(SystemExit):
         cli_main([*base, "--uv", str(uvdir), "--rasterize", "-o", str(tmp_path / "x")])
+
+
+def test_curves_head_scale_sizes_the_face(tiny_avatar_subject: Path, subject: Subject, renderer: Renderer,
+                                          tmp_path: Path) -> None:
+    """A curves file's head_scale (relative size) scales the rasterised face around the rest pose,
+    in the API and in `emo-avatar render`; a non-positive scale is a clear error."""
+    pose, scale = renderer.curves_pose(None, np.array([1.0, 1.3], np.float32))
+    np.testing.assert_array_equal(pose[0], pose[1])
+    coverage = renderer.rig_uv_maps(subject.expressions[:2], pose, scale)[..., 2].sum(axis=(1, 2))
+    assert 1.5 < coverage[1] / coverage[0] < 1.9  # area grows with the square of the size
+    names = list(subject.expression_names)
+    out = {}
+    for label, head_scale in (("plain", None), ("scaled", np.full(3, 1.3, np.float32))):
+        cfile = tmp_path / f"{label}.json"
+        write_curves(Curves(names, 25.0, 1, subject.expressions[:3], None, head_scale), cfile)
+        assert cli_main(["render", str(tiny_avatar_subject), "--curves", str(cfile), "-o",
+                         str(tmp_path / label)]) == 0
+        out[label] = cv2.imread(str(tmp_path / label / "000001.png")).astype(int)
+    assert np.abs(out["plain"] - out["scaled"]).mean() > 2.0
+    bad = tmp_path / "bad.json"
+    data = json.loads((tmp_path / "scaled.json").read_text())
+    data["head_scale"] = [1.0, 0.0, 1.0]
+    bad.write_text(json.dumps(data))
+    args = ["render", str(tiny_avatar_subject), "--curves", str(bad), "-o", str(tmp_path / "b")]
+    assert cli_main(args) == 2
+    assert not (tmp_path / "b").exists()

@@ -160,6 +160,20 @@ def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> Non
         # idempotent resubmit: same id -> same job, nothing new
         again = client.submit("render", _render_params(names), buffers={"curves": curves}, job_id=job)
         assert again == job and len(client.jobs()) == 2
+
+        # pose and scale buffers (Blender's 'Backend rasterises' sends both) reach the rasteriser
+        pose, base = r.default_pose(4)
+        scale = base * np.array([1.0, 1.25, 1.5, 0.8], np.float32)
+        job_scaled = client.submit("render", _render_params(names),
+                                   buffers={"curves": curves[:4], "pose": pose, "scale": scale})
+        scaled = dict(client.frames(job_scaled, credit=4))
+        want = list(r.render(curves[:4], pose=pose, scale=scale))
+        unscaled = list(r.render(curves[:4], pose=pose, scale=base))
+        assert max(int(np.abs(want[i].astype(int) - scaled[i].astype(int)).max()) for i in range(4)) <= 1
+        assert np.abs(scaled[0].astype(int) - unscaled[0].astype(int)).max() <= 1
+        assert all(np.abs(scaled[i].astype(int) - unscaled[i].astype(int)).mean() > 1.0 for i in (1, 2, 3))
+        with pytest.raises(RemoteError, match="scale must be"):
+            client.submit("render", _render_params(names), buffers={"curves": curves[:4], "scale": -scale})
     assert served.alive()
 
 
