@@ -281,7 +281,7 @@ def test_major_version_mismatch_is_reported_not_retried(conn) -> None:
     thread.start()
     client = Client.from_connection_file(path, timeout=2.0)
     try:
-        with pytest.raises(VersionError, match=r"peer speaks 2\.0, this side speaks 1\.0"):
+        with pytest.raises(VersionError, match=r"peer speaks 2\.0, this side speaks 1\.1"):
             client.hello()
     finally:
         thread.join(5)
