@@ -1,14 +1,15 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both install what they need.
 PYTHON_BASE ?= python3
 VENV        := .venv
-VENV_BPY5   := .venv-bpy5
 PY          := $(VENV)/bin/python
-PY_BPY5     := $(VENV_BPY5)/bin/python
 PIP_FLAGS   := --disable-pip-version-check -q
 REQS        := requirements/base.txt requirements/constraints.txt pyproject.toml
-REQS_BPY5   := requirements/bpy5.txt requirements/constraints-bpy5.txt
+# Other Blenders the add-on tests run under (the main venv has 4.5 LTS): .venv-<name> from
+# requirements/<name>.txt. bpy5: Blender 5.0 (Action.fcurves etc. removed); bpy42: 4.2 LTS, the
+# oldest supported (legacy actions only).
+BLENDERS    := bpy5 bpy42
 
-.PHONY: test test-main test-bpy5 demo lint bench venv clean
+.PHONY: test test-main $(addprefix test-,$(BLENDERS)) demo lint bench venv clean
 
 venv: $(VENV)/.stamp
 
@@ -19,21 +20,21 @@ $(VENV)/.stamp: $(REQS)
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(VENV_BPY5)/.stamp: $(REQS_BPY5)
-	@test -x $(PY_BPY5) || $(PYTHON_BASE) -m venv $(VENV_BPY5)
-	$(PY_BPY5) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY_BPY5) -m pip install $(PIP_FLAGS) -c requirements/constraints-bpy5.txt -r requirements/bpy5.txt
+$(BLENDERS:%=.venv-%/.stamp): .venv-%/.stamp: requirements/%.txt requirements/constraints-%.txt
+	@test -x .venv-$*/bin/python || $(PYTHON_BASE) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
+	.venv-$*/bin/python -m pip install $(PIP_FLAGS) -c requirements/constraints-$*.txt -r requirements/$*.txt
 	@touch $@
 
-test: test-main test-bpy5
+test: test-main $(addprefix test-,$(BLENDERS))
 
 test-main: $(VENV)/.stamp
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-# The add-on's tests again under Blender 5.0 (the main venv runs them under 4.5 LTS).
-test-bpy5: $(VENV)/.stamp $(VENV_BPY5)/.stamp
-	EMO_BACKEND_PYTHON=$(abspath $(PY)) $(PY_BPY5) -m pytest -m bpy tests/addon
+# The add-on's tests again under each other Blender (the main venv runs them under 4.5 LTS).
+$(BLENDERS:%=test-%): test-%: $(VENV)/.stamp .venv-%/.stamp
+	EMO_BACKEND_PYTHON=$(abspath $(PY)) .venv-$*/bin/python -m pytest -m bpy tests/addon
 
 # The main job end to end on the embedded sample (out/demo/); a second run reuses what is done.
 demo: $(VENV)/.stamp
@@ -46,4 +47,4 @@ bench: $(VENV)/.stamp
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(VENV_BPY5) dist build out .pytest_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(BLENDERS)) dist build out .pytest_cache
