@@ -74,7 +74,8 @@ class Client:
         self.connection_file = Path(connection_file) if connection_file is not None else None
         self.max_message_bytes = max_message_bytes
         self.context = context or zmq.Context.instance()
-        self.session = Session(info.key_bytes, max_message_bytes=max_message_bytes)
+        self.session = Session(info.key_bytes, max_message_bytes=max_message_bytes,
+                               checksum=info.buffer_checksum)
         self.instance_id: str | None = None  # learnt from the first hello / status reply
         self.restarts = 0
         self._events: collections.deque[Message] = collections.deque(maxlen=EVENT_BACKLOG)
@@ -121,8 +122,9 @@ class Client:
         except ProtocolError as exc:
             log.warning("keeping the old connection info: %s", exc)
             return
-        if info.key != self.info.key:
-            self.session = Session(info.key_bytes, max_message_bytes=self.max_message_bytes)
+        if info.key != self.info.key or info.buffer_checksum != self.info.buffer_checksum:
+            self.session = Session(info.key_bytes, max_message_bytes=self.max_message_bytes,
+                                   checksum=info.buffer_checksum)
         if info != self.info:
             self.info = info
             self._open_all()

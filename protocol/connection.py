@@ -13,10 +13,14 @@ JSON, written atomically with mode 0600 (it holds the HMAC key)::
   client then generates its own key pair (``zmq.curve_keypair``).
 - :meth:`ConnectionInfo.load` refuses a file that group or others can read or write (on POSIX):
   anybody who reads the key can submit jobs. Fix with ``chmod 600 <file>``.
+- :func:`buffer_checksum` picks what covers the buffer bytes from the transport: nothing where the
+  transport already guarantees them (loopback and ipc stay in the kernel; CURVE authenticates
+  every byte), ``hmac-sha256`` on an unencrypted network link (``--insecure``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -32,6 +36,22 @@ from .fileio import atomic_write_text
 TRANSPORTS = ("tcp", "ipc")
 SIGNATURE_SCHEME = "hmac-sha256"
 CHANNELS = ("shell", "control", "events")
+
+
+def is_loopback_ip(ip: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def buffer_checksum(loopback: bool, encrypted: bool) -> str:
+    """The ``Session(checksum=...)`` scheme for buffer bytes on a link (see the module docstring):
+    ``"none"`` on loopback / ipc or under CURVE, else ``"hmac-sha256"``."""
+    return "none" if loopback or encrypted else "hmac-sha256"
 
 
 @dataclass
@@ -78,7 +98,12 @@ class ConnectionInfo:
         return f"tcp://{self.ip}:{port}" if self.transport == "tcp" else f"ipc://{self.ip}-{port}"
 
     def is_loopback(self) -> bool:
-        return self.transport == "ipc" or self.ip in ("127.0.0.1", "localhost", "::1")
+        return self.transport == "ipc" or is_loopback_ip(self.ip)
+
+    @property
+    def buffer_checksum(self) -> str:
+        """What covers buffer bytes on this link (:func:`buffer_checksum`)."""
+        return buffer_checksum(self.is_loopback(), self.server_public_key is not None)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

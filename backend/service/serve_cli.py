@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from backend.render_cli import COMPILE_HELP
-from backend.service.server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerConfig, ServerError, is_loopback
+from backend.service.server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerConfig, ServerError
+from protocol.connection import is_loopback_ip
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                           device=args.device, compile=args.compile, allow_read=list(args.allow_read),
                           insecure=args.insecure,
                           resume_jobs=args.resume_jobs, max_message_bytes=int(args.max_message_mb * 2**20))
-    if not is_loopback(args.ip):
+    if not is_loopback_ip(args.ip):
         print(f"binding non-loopback address {args.ip}: "
               + ("UNENCRYPTED (--insecure)" if args.insecure else "CURVE encryption on"), file=sys.stderr)
     server = Server(config)

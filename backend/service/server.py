@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import os
 import secrets
@@ -43,6 +42,7 @@ from backend.service.sandbox import ReadPolicy, SandboxError, check_id, inside
 from backend.service.streams import FrameStream, StreamTable
 from backend.service.uploads import Uploads
 from protocol import PROTOCOL_VERSION
+from protocol.connection import buffer_checksum, is_loopback_ip
 from protocol.envelope import PROTO, Message, Session
 from protocol.errors import ProtocolError
 from protocol.messages import reply_type
@@ -75,15 +75,6 @@ class ServerConfig:
     resume_jobs: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     heartbeat: float = HEARTBEAT_SECONDS
-
-
-def is_loopback(ip: str) -> bool:
-    if ip in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 class _EventLogHandler(logging.Handler):
@@ -148,16 +139,18 @@ class Server:
         from protocol.connection import ConnectionInfo
 
         ip = self.config.ip
-        if not is_loopback(ip) and self.config.insecure:
+        if not is_loopback_ip(ip) and self.config.insecure:
             log.warning("binding %s WITHOUT encryption (--insecure): anyone on the network who can read "
                         "the traffic sees frames and curves; the HMAC key still guards every request", ip)
         previous = self._previous_connection(ConnectionInfo)
         key = previous.key if previous is not None else secrets.token_hex(32)
-        self.session = Session(key.encode("ascii"), max_message_bytes=self.config.max_message_bytes)
+        use_curve = not is_loopback_ip(ip) and not self.config.insecure
+        self.session = Session(key.encode("ascii"), max_message_bytes=self.config.max_message_bytes,
+                               checksum=buffer_checksum(is_loopback_ip(ip), use_curve))
+        # every frame carries its own crc32 in its content (verified by Client.frames)
         self.frame_session = Session(key.encode("ascii"), session_id=self.session.session_id,
                                      max_message_bytes=self.config.max_message_bytes, checksum="none")
         self.context = zmq.Context()
-        use_curve = not is_loopback(ip) and not self.config.insecure
         if use_curve:
             self._setup_curve()
             log.info("binding %s with CURVE encryption (server public key in the connection file)", ip)
@@ -614,4 +607,4 @@ class Server:
         self._forget_stream_if_done(st)
 
 
-__all__ = ["Server", "ServerConfig", "ServerError", "is_loopback"]
+__all__ = ["Server", "ServerConfig", "ServerError"]

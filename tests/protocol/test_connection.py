@@ -47,3 +47,24 @@ def test_unsafe_missing_and_incomplete_files_are_refused(tmp_path) -> None:
 def test_ipc_endpoints() -> None:
     info = ConnectionInfo.new(ip="/tmp/emo-test", transport="ipc")
     assert info.url("events") == "ipc:///tmp/emo-test-3" and info.is_loopback()
+
+
+def test_buffer_checksum_follows_the_link() -> None:
+    """Buffer bytes get no checksum where the transport guarantees them (loopback, ipc, CURVE) and
+    an HMAC on an unencrypted network link; a Client's session uses that scheme."""
+    from protocol.client import Client
+    from protocol.connection import is_loopback_ip
+
+    assert all(is_loopback_ip(ip) for ip in ("127.0.0.1", "127.3.2.1", "::1", "localhost"))
+    assert not any(is_loopback_ip(ip) for ip in ("10.0.0.5", "::", "example.org", ""))
+    base = {"shell_port": 1, "control_port": 2, "events_port": 3, "key": "ab" * 32}
+    assert ConnectionInfo(**base).buffer_checksum == "none"
+    assert ConnectionInfo(**base, ip="/tmp/emo", transport="ipc").buffer_checksum == "none"
+    assert ConnectionInfo(**base, ip="10.0.0.5", server_public_key="k" * 40).buffer_checksum == "none"
+    insecure = ConnectionInfo(**base, ip="10.0.0.5")
+    assert insecure.buffer_checksum == "hmac-sha256"
+    client = Client(insecure, timeout=0.1)
+    try:
+        assert client.session.checksum == "hmac-sha256"
+    finally:
+        client.close()
