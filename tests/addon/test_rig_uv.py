@@ -144,6 +144,19 @@ def _pose_from_matrix_world(bpy, addon_mod, scene, head, frames) -> tuple[np.nda
     )
 
 
+def _assert_uv_pass_shows_pose(uv_pass, head, cam, s, frames, size: int) -> None:
+    """The Cycles UV pass through ``cam`` at ``frames`` (1-based, from frame 1) equals the analytic
+    map of the sampled pose ``s``: exact coverage away from edges, UV error < 2e-4."""
+    for frame, uv in uv_pass.iter_uv_maps(head, cam, frames, (size, size)):
+        t = frame - 1
+        want, clear = analytic_uv_map(s.pose[t], float(s.scale[t]), size, dz=0.3 * float(s.expressions[t, 0]))
+        cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
+        assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
+        inside = clear & (want[..., 2] > 0)
+        assert inside.sum() > 100
+        np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
+
+
 def test_a_parented_or_constrained_head_is_sampled_where_blender_shows_it(addon_mod, clean_scene) -> None:
     """A head parented to a moving empty (or moved by a constraint) must be sampled from its world
     transform, the one the Cycles UV pass renders, not from its own location / rotation / scale
@@ -169,14 +182,7 @@ def test_a_parented_or_constrained_head_is_sampled_where_blender_shows_it(addon_
     assert np.abs(s.pose - own.pose)[:, 3:5].max() > 1.0  # the parent moved the face by pixels
     np.testing.assert_allclose(s.expressions, own.expressions, atol=1e-6)
     # the sampled pose is where the Cycles UV pass sees the face
-    for frame, uv in uv_pass.iter_uv_maps(head, cam, [1, 4], (size, size)):
-        t = frame - 1
-        want, clear = analytic_uv_map(s.pose[t], float(s.scale[t]), size, dz=0.3 * float(s.expressions[t, 0]))
-        cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
-        assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
-        inside = clear & (want[..., 2] > 0)
-        assert inside.sum() > 100
-        np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
+    _assert_uv_pass_shows_pose(uv_pass, head, cam, s, [1, 4], size)
     # an object constraint instead of a parent
     head.parent = None
     limit = head.constraints.new("LIMIT_LOCATION")
@@ -207,11 +213,4 @@ def test_a_moved_rig_camera_is_sampled_as_the_uv_pass_sees_it(addon_mod, clean_s
     assert np.abs(s.pose - own.pose)[:, 3:5].max() > 1.0  # the face moved by pixels in the view
     np.testing.assert_allclose(s.scale, own.scale / 0.9, rtol=1e-4)  # and looks 1/0.9 as large
     np.testing.assert_allclose(s.expressions, own.expressions, atol=1e-6)
-    for frame, uv in uv_pass.iter_uv_maps(head, cam, [1, 5], (size, size)):
-        t = frame - 1
-        want, clear = analytic_uv_map(s.pose[t], float(s.scale[t]), size, dz=0.3 * float(s.expressions[t, 0]))
-        cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
-        assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
-        inside = clear & (want[..., 2] > 0)
-        assert inside.sum() > 100
-        np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
+    _assert_uv_pass_shows_pose(uv_pass, head, cam, s, [1, 5], size)
