@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from protocol.buffers import verify_checksum  # noqa: E402
-from protocol.envelope import DELIM, Session  # noqa: E402
+from protocol.envelope import DELIM, PROTO, Session  # noqa: E402
 
 KEY = b"bench-key-0123456789abcdef0123456789"
 IDENT = b"client"
@@ -75,7 +75,7 @@ def minimal_frames(uv: np.ndarray, params: dict[str, Any], seq: int) -> list[Any
     """The least a signed envelope carrying ``uv`` can be: [DELIM, signature, header, parent,
     content, buffer] with one HMAC over the dicts, no validation and no buffer checksum."""
     header = msgpack.packb({"msg_id": os.urandom(16).hex(), "session": "bench", "msg_type": "job_submit",
-                            "proto": "1.0", "date": "", "seq": seq})
+                            "proto": PROTO, "date": "", "seq": seq})
     parent = msgpack.packb({})
     content = msgpack.packb({"kind": "render", "params": params,
                              "_buffers": [{"name": "uv_maps", "dtype": "float16", "shape": list(uv.shape)}]})

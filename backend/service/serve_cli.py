@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
             return 2
     config = ServerConfig(workdir=args.workdir, ip=args.ip, connection_file=args.connection_file,
                           device=args.device, compile=args.compile, allow_read=list(args.allow_read),
-                          insecure=args.insecure,
-                          resume_jobs=args.resume_jobs, max_message_bytes=int(args.max_message_mb * 2**20))
+                          insecure=args.insecure, resume_jobs=args.resume_jobs,
+                          max_message_bytes=int(args.max_message_mb * 2**20))
     if not is_loopback_ip(args.ip):
         print(f"binding non-loopback address {args.ip}: "
               + ("UNENCRYPTED (--insecure)" if args.insecure else "CURVE encryption on"), file=sys.stderr)
