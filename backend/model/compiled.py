@@ -67,6 +67,9 @@ class InferenceForward:
     def __call__(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
         """uv (B, 3, S, S) float, expr_window (B, window, K) -> image (B, 3, S, S) in about [-1, 1]."""
         if self._compiled is not None:
+            if self.status.startswith("compiling"):  # the service forwards this to the add-on
+                log.info("compiling the renderer with torch.compile (%s, batch %d): about a minute the "
+                         "first time, seconds once cached", self.backend_name, uv.shape[0])
             try:
                 image = self._compiled(uv, expr_window)
             except Exception as exc:  # any compiler failure means: run eager
