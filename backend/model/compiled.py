@@ -7,7 +7,9 @@ cost is a compile on first use: about a minute on 2 cores, a few seconds when in
 cache (``$TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``) already holds the graph.
 
 Shapes are static: one graph per batch size, so callers pad a short last batch to the full one
-(``Renderer`` does). When compiling fails (no C++ compiler, an unsupported op, an old torch),
+(``Renderer`` does). Inputs are made contiguous first, since a graph is also specialised on
+strides: a permuted view in one call and a padded (contiguous) batch in the next would compile
+twice. When compiling fails (no C++ compiler, an unsupported op, an old torch),
 the forward falls back to eager once, logs why, and records it in ``status``.
 
     fwd = InferenceForward(avatar, compile=True)
@@ -67,6 +69,7 @@ class InferenceForward:
     def __call__(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
         """uv (B, 3, S, S) float, expr_window (B, window, K) -> image (B, 3, S, S) in about [-1, 1]."""
         if self._compiled is not None:
+            uv, expr_window = uv.contiguous(), expr_window.contiguous()  # one layout, one graph
             if self.status.startswith("compiling"):  # the service forwards this to the add-on
                 log.info("compiling the renderer with torch.compile (%s, batch %d): about a minute the "
                          "first time, seconds once cached", self.backend_name, uv.shape[0])

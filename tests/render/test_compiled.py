@@ -39,6 +39,25 @@ def test_compiled_renderer_matches_eager(tiny_avatar_subject: Path, caplog: pyte
     assert got.std() > 5  # real frames, not a constant
 
 
+def test_one_graph_serves_a_render_with_a_short_last_batch(tiny_avatar_subject: Path) -> None:
+    """The renderer's batches arrive as permuted views and the padded last one as a new tensor:
+    without one input layout the graph compiled again for the last batch (40 s at 128 px)."""
+    subject = Subject.open(tiny_avatar_subject)
+    r = Renderer.from_checkpoint(checkpoint_path(tiny_avatar_subject), device="cpu")
+    graphs: list[int] = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward  # run the captured graph as is: counts compiles without inductor's cost
+
+    r.forward = InferenceForward(r.avatar, compile=True, backend=counting_backend)
+    got = _frames(r, subject, 6, batch=4)  # 4 + 2 padded with 2 copies (a stride-0 expand)
+    assert r.forward.status == "compiled (counting_backend)"
+    assert len(graphs) == 1, f"{len(graphs)} graphs compiled for one render"
+    r.forward = InferenceForward(r.avatar)
+    assert np.abs(got.astype(int) - _frames(r, subject, 6, batch=4).astype(int)).max() <= 1
+
+
 def _broken_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
     raise RuntimeError("no C++ compiler found (test backend)")
 
