@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{2 * len(inputs)} graphs (not in the timings; seconds when inductor's cache holds them)")
     tiny_ms = tiny_train_step_ms(args.n_expr, reps)
     print(f"\ntiny config (32 px) forward + backward, batch 2: {tiny_ms:.0f} ms wall (target < 500 ms)")
-    print("\ntargets: >= 10 frames/s at 128 px; generator >= 50% of the GEMM rate")
+    print("\ntargets: >= 10 frames/s at 128 px; generator >= 50% of the GEMM rate"
+          + ("" if args.compile else " (the product's --compile path reaches it: rerun with --compile)"))
     if os.getloadavg()[0] > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
         print("note: the machine is busier than its core count; multi-threaded timings suffer from "
               "oversubscription (compare with --threads 1)")
