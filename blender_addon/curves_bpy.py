@@ -20,7 +20,7 @@ import mathutils
 import numpy as np
 
 from . import fcurves
-from .rig import PROP_CAMERA, PROP_NAMES, PROP_S0, PROP_SIZE, scene_fps, shape_key_path
+from .rig import PROP_NAMES, recorded_camera, rig_frame, scene_fps, shape_key_path
 from .rigdata import CAMERA_ROTATION, ROTATION_MODE, camera_location, camera_settings, transforms_to_pose
 
 
@@ -109,12 +109,6 @@ def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, 
     return out
 
 
-def rig_camera(ob: bpy.types.Object) -> bpy.types.Object | None:
-    """The camera ``rig.ensure_camera`` recorded on the rig, or None."""
-    cam = ob.get(PROP_CAMERA)
-    return cam if isinstance(cam, bpy.types.Object) and cam.type == "CAMERA" else None
-
-
 def built_camera_matrix(size: int, s0: float) -> mathutils.Matrix:
     """``C0``: the rig camera's world matrix as ``rig.ensure_camera`` places it."""
     return (
@@ -127,7 +121,7 @@ def camera_moved(ob: bpy.types.Object, size: int, s0: float) -> bool:
     """True when the rig camera is not as the add-on built it: moved, zoomed (orthographic scale),
     animated, parented or constrained. The UV pass looks through it, so the head's pose must be
     taken relative to it."""
-    cam = rig_camera(ob)
+    cam = recorded_camera(ob)
     if cam is None:
         return False
     anims = (cam.animation_data, cam.data.animation_data)
@@ -160,7 +154,7 @@ def camera_correction(
     add-on built it; rigs without a recorded camera use the world as is). ``Z`` undoes a zoom: an
     orthographic scale ``o`` instead of the built ``o0`` shows everything ``o0 / o`` times larger,
     which is a uniform scale about the point at the built distance in front of the camera."""
-    cam = rig_camera(ob)
+    cam = recorded_camera(ob)
     if cam is None:
         return mathutils.Matrix.Identity(4)
     cam_eval = cam.evaluated_get(depsgraph)
@@ -193,12 +187,12 @@ def sample_by_frame_set(
     key = ob.data.shape_keys
     keep = scene.frame_current
     expr = np.zeros((len(frames), len(names)), np.float32)
-    rot = "rotation_euler" if world else rotation_path(ob)
-    widths = {"location": 3, rot: 3 if world else len(getattr(ob, rot)), "scale": 3}
+    # the rotation as read: the world matrix's quaternion, or the object's own rotation channels
+    mode = "QUATERNION" if world else ob.rotation_mode
+    rot = "rotation_quaternion" if world else rotation_path(ob)
+    widths = {"location": 3, rot: 4 if world else len(getattr(ob, rot)), "scale": 3}
     tr = {p: np.zeros((len(frames), n), np.float32) for p, n in widths.items()}
-    size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
-    s0 = float(ob.get(PROP_S0, 1.0))
-    prev: mathutils.Euler | None = None
+    size, s0 = rig_frame(ob, scene)
     try:
         for t, f in enumerate(frames):
             scene.frame_set(int(f))
@@ -209,14 +203,10 @@ def sample_by_frame_set(
                 continue
             depsgraph = _depsgraph(scene)
             matrix = camera_correction(ob, size, s0, depsgraph) @ ob.evaluated_get(depsgraph).matrix_world
-            loc, quat, scl = matrix.decompose()
-            rotation = quat.to_matrix()  # Euler angles kept continuous from frame to frame
-            prev = rotation.to_euler(ROTATION_MODE, *([prev] if prev is not None else []))
-            tr["location"][t], tr["rotation_euler"][t], tr["scale"][t] = loc, prev, scl
+            tr["location"][t], tr[rot][t], tr["scale"][t] = matrix.decompose()
     finally:
         scene.frame_set(keep)
-    if not world:
-        tr["rotation_euler"] = to_rig_euler(ob.rotation_mode, tr.pop(rot))
+    tr["rotation_euler"] = to_rig_euler(mode, tr.pop(rot))
     return expr, tr
 
 
@@ -231,8 +221,7 @@ def sample_rig(
     frames = frame_range(frame_start, frame_end)
     names = list(names) if names is not None else rig_names(ob)
     key = ob.data.shape_keys
-    size = int(ob.get(PROP_SIZE, scene.render.resolution_x))
-    s0 = float(ob.get(PROP_S0, 1.0))
+    size, s0 = rig_frame(ob, scene)
     world = uses_world_transform(ob, size, s0)
     if world or (key is not None and (fcurves.uses_nla(key) or fcurves.uses_nla(ob))):
         expr, tr = sample_by_frame_set(scene, ob, names, frames, world=world)

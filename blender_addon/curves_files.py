@@ -42,7 +42,8 @@ def import_curves_file(
     if not names:
         raise ValueError(f"'{ob.name}' has no expression shape keys: import a subject rig first")
     conformed = curves.conform(names, fill_missing=True)
-    step = retime_step(conformed.fps, scene or bpy.context.scene)
+    scene = scene or bpy.context.scene
+    step = retime_step(conformed.fps, scene)
     start = round(conformed.frame_start * step) if frame_start is None else int(frame_start)
     in_file = {_key(n) for n in curves.names}
     columns = [k for k, n in enumerate(names) if _key(n) in in_file]  # other shape keys keep their animation
@@ -51,7 +52,7 @@ def import_curves_file(
             ob, [names[k] for k in columns], conformed.values[:, columns], start, step
         )
         if head_pose and (conformed.head_pose is not None or conformed.head_scale is not None):
-            _write_head_pose(ob, conformed.head_pose, conformed.head_scale, start, step)
+            _write_head_pose(ob, scene, conformed.head_pose, conformed.head_scale, start, step)
     return conformed, list(conformed.dropped)
 
 
@@ -63,17 +64,18 @@ def retime_step(file_fps: float, scene: bpy.types.Scene) -> float:
     return rate / file_fps
 
 
-def rig_rest(ob: bpy.types.Object) -> tuple[np.ndarray, float, int]:
+def rig_rest(ob: bpy.types.Object, scene: bpy.types.Scene) -> tuple[np.ndarray, float, int]:
     """(rest pose (6,) crop px, px per cm s0, crop size) of an imported rig."""
-    size = int(ob.get(rig.PROP_SIZE, 256))
+    size, s0 = rig.rig_frame(ob, scene)
     rest = ob.get(rig.PROP_REST)
     if rest is None:  # a rig imported before the rest pose was stored: frontal at the crop centre
         rest = [0.0, 0.0, 0.0, size / 2, size / 2, 0.0]
-    return np.asarray(rest, np.float32), float(ob.get(rig.PROP_S0, 1.0)), size
+    return np.asarray(rest, np.float32), s0, size
 
 
 def _write_head_pose(
     ob: bpy.types.Object,
+    scene: bpy.types.Scene,
     head_pose: np.ndarray | None,
     head_scale: np.ndarray | None,
     start: float,
@@ -81,7 +83,7 @@ def _write_head_pose(
 ) -> None:
     """Key the file's rotations, translations and scale, each only when the file moves it, on the
     rig's object channels."""
-    rest, s0, size = rig_rest(ob)
+    rest, s0, size = rig_rest(ob, scene)
     n = len(head_pose) if head_pose is not None else len(head_scale)
     pose = np.zeros((n, 6), np.float32) if head_pose is None else head_pose
     rel = np.ones(n, np.float32) if head_scale is None else head_scale
@@ -108,7 +110,7 @@ def _key(name: str) -> str:
 def rig_curves(scene: bpy.types.Scene, ob: bpy.types.Object, frame_start: int, frame_end: int) -> Curves:
     """The rig's animation over the inclusive frame range as protocol ``Curves`` (with head pose)."""
     s = curves_bpy.sample_rig(scene, ob, frame_start, frame_end)
-    rest, s0, _size = rig_rest(ob)
+    rest, s0, _size = rig_rest(ob, scene)
     rel = (s.scale / s0).astype(np.float32)  # the head's size relative to the rest size
     head_scale = None if np.allclose(rel, 1.0, rtol=0, atol=1e-5) else rel
     return Curves(

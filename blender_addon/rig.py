@@ -180,6 +180,18 @@ def build_rig(
     return ob, cam
 
 
+def rig_frame(ob: bpy.types.Object, scene: bpy.types.Scene) -> tuple[int, float]:
+    """(crop size in px, reference scale s0 in px per cm) recorded on an imported rig; an object
+    the add-on did not build falls back to the scene's render width and 1 px per cm."""
+    return int(ob.get(PROP_SIZE, scene.render.resolution_x)), float(ob.get(PROP_S0, 1.0))
+
+
+def recorded_camera(ob: bpy.types.Object) -> bpy.types.Object | None:
+    """The camera ``build_rig`` recorded on rig ``ob``, or None (never recorded, or deleted)."""
+    cam = ob.get(PROP_CAMERA)
+    return cam if isinstance(cam, bpy.types.Object) and cam.type == "CAMERA" else None
+
+
 def rig_camera(ob: bpy.types.Object, scene: bpy.types.Scene) -> bpy.types.Object:
     """The camera built with rig ``ob``: it frames the crop exactly as the backend was trained to
     see it, whatever camera the animator made the scene's (a rig imported before the add-on
@@ -188,8 +200,8 @@ def rig_camera(ob: bpy.types.Object, scene: bpy.types.Scene) -> bpy.types.Object
         if scene.camera is None:
             raise ValueError(f"scene '{scene.name}' has no camera for the UV pass")
         return scene.camera
-    cam = ob[PROP_CAMERA]
-    if not isinstance(cam, bpy.types.Object) or cam.type != "CAMERA":
+    cam = recorded_camera(ob)
+    if cam is None:
         raise ValueError(
             f"the camera of rig '{ob.name}' was deleted: re-import the subject rig (the UV pass needs "
             "the camera that frames the face as the backend does)"

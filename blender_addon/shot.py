@@ -102,7 +102,7 @@ class ShotBuilder:
         self.uv_source = uv_source
         self.channel = int(channel)
         self.folder = vse.check_output_folder(output_dir)
-        self.size = int(self.rig.get(rig.PROP_SIZE, scene.render.resolution_x))
+        self.size = rig.rig_frame(self.rig, scene)[0]
         self.camera = rig.rig_camera(self.rig, scene) if uv_source == UV_BLENDER else None
         self.sampled = curves_bpy.sample_rig(scene, self.rig, self.frames[0], self.frames[-1], self.names)
         self.uv_maps: np.ndarray | None = None
