@@ -21,7 +21,14 @@ import numpy as np
 
 from . import fcurves
 from .rig import PROP_NAMES, recorded_camera, rig_frame, scene_fps, shape_key_path
-from .rigdata import CAMERA_ROTATION, ROTATION_MODE, camera_location, camera_settings, transforms_to_pose
+from .rigdata import (
+    CAMERA_ROTATION,
+    CAMERA_ROTATION_MODE,
+    ROTATION_MODE,
+    camera_location,
+    camera_settings,
+    transforms_to_pose,
+)
 
 
 @dataclass
@@ -113,7 +120,7 @@ def built_camera_matrix(size: int, s0: float) -> mathutils.Matrix:
     """``C0``: the rig camera's world matrix as ``rig.ensure_camera`` places it."""
     return (
         mathutils.Matrix.Translation(camera_location(size, s0))
-        @ mathutils.Euler(CAMERA_ROTATION, "XYZ").to_matrix().to_4x4()
+        @ mathutils.Euler(CAMERA_ROTATION, CAMERA_ROTATION_MODE).to_matrix().to_4x4()
     )
 
 
@@ -134,7 +141,7 @@ def camera_moved(ob: bpy.types.Object, size: int, s0: float) -> bool:
     # its own channels, not matrix_world, which is stale until the depsgraph next evaluates
     built = [*camera_location(size, s0), *CAMERA_ROTATION, 1.0, 1.0, 1.0]
     now = [*cam.location, *cam.rotation_euler, *cam.scale]
-    return cam.rotation_mode != "XYZ" or any(
+    return cam.rotation_mode != CAMERA_ROTATION_MODE or any(
         abs(a - b) > 1e-5 * max(1.0, abs(b)) for a, b in zip(now, built, strict=True)
     )
 

@@ -22,10 +22,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import curves_bpy, fcurves, rig
+from . import curves_bpy, rig
 from .protocol.curves import Curves, crop_to_head_pose, head_pose_to_crop, read_curves, write_curves
 from .protocol.expressions import ARKIT_NAMES, canonical_name
-from .rigdata import ROTATION_MODE, pose_to_transforms
 
 
 def import_curves_file(
@@ -87,20 +86,14 @@ def _write_head_pose(
     n = len(head_pose) if head_pose is not None else len(head_scale)
     pose = np.zeros((n, 6), np.float32) if head_pose is None else head_pose
     rel = np.ones(n, np.float32) if head_scale is None else head_scale
-    channels = pose_to_transforms(head_pose_to_crop(pose, rest, s0), s0 * rel, size, s0)
-    frames = start + np.arange(n, dtype=np.float64) * step
-    for path, moved in (
-        ("rotation_euler", np.any(pose[:, :3])),
-        ("location", np.any(pose[:, 3:])),
-        ("scale", np.any(rel != 1.0)),
-    ):
-        if not moved:
-            continue
-        if path == "rotation_euler":
-            ob.rotation_mode = ROTATION_MODE
-        for i in range(3):
-            fc = fcurves.ensure_fcurve(ob, path, i, group="Head pose")
-            fcurves.write_keys(fc, frames, channels[path][:, i])
+    moved = {
+        "rotation_euler": np.any(pose[:, :3]),
+        "location": np.any(pose[:, 3:]),
+        "scale": np.any(rel != 1.0),
+    }
+    paths = tuple(p for p in rig.POSE_PATHS if moved[p])
+    if paths:
+        rig.write_pose_curves(ob, head_pose_to_crop(pose, rest, s0), s0 * rel, start, size, s0, step, paths)
 
 
 def _key(name: str) -> str:

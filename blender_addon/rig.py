@@ -11,6 +11,7 @@ import numpy as np
 from . import fcurves
 from .rigdata import (
     CAMERA_ROTATION,
+    CAMERA_ROTATION_MODE,
     ROTATION_MODE,
     RigData,
     blender_vertices,
@@ -88,17 +89,30 @@ def write_expression_curves(
         fcurves.write_keys(fc, frames, values[:, k])
 
 
+POSE_PATHS = ("location", "rotation_euler", "scale")
+
+
 def write_pose_curves(
-    ob: bpy.types.Object, pose: np.ndarray, scale: np.ndarray, frame_start: int, size: int, s0: float
+    ob: bpy.types.Object,
+    pose: np.ndarray,
+    scale: np.ndarray,
+    frame_start: float,
+    size: int,
+    s0: float,
+    frame_step: float = 1.0,
+    paths: tuple[str, ...] = POSE_PATHS,
 ) -> None:
-    """(T, 6) pose + (T,) scale -> location / rotation_euler (YXZ) / scale F-curves on ``ob``."""
-    ob.rotation_mode = ROTATION_MODE
+    """(T, 6) crop-pixel pose + (T,) scale -> F-curves of the ``paths`` channels on ``ob`` (all of
+    location, rotation_euler in ``ROTATION_MODE``, scale by default), keys at
+    ``frame_start + t * frame_step``. Keying the rotation sets the object's rotation mode."""
     channels = pose_to_transforms(pose, scale, size, s0)
-    frames = frame_start + np.arange(pose.shape[0], dtype=np.float32)
-    for path, values in channels.items():
+    frames = frame_start + np.arange(pose.shape[0], dtype=np.float64) * frame_step
+    if "rotation_euler" in paths:
+        ob.rotation_mode = ROTATION_MODE
+    for path in paths:
         for i in range(3):
             fc = fcurves.ensure_fcurve(ob, path, i, group="Head pose")
-            fcurves.write_keys(fc, frames, values[:, i])
+            fcurves.write_keys(fc, frames, channels[path][:, i])
 
 
 def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bpy.types.Object:
@@ -116,7 +130,7 @@ def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bp
     cam_data.clip_end = settings["clip_end"]
     cam_data.sensor_fit = "AUTO"
     cam_data.shift_x = cam_data.shift_y = 0.0
-    cam.rotation_mode = "XYZ"
+    cam.rotation_mode = CAMERA_ROTATION_MODE
     cam.location = camera_location(size, s0)
     cam.rotation_euler = CAMERA_ROTATION
     cam.scale = (1.0, 1.0, 1.0)

@@ -148,7 +148,9 @@ def transforms_to_pose(
 
 
 CAMERA_ROTATION = (np.pi / 2, 0.0, 0.0)
-"""The rig camera's XYZ Euler rotation: looking along +Y at the face (Blender's front view)."""
+"""The rig camera's Euler rotation (mode ``CAMERA_ROTATION_MODE``): looking along +Y at the face
+(Blender's front view)."""
+CAMERA_ROTATION_MODE = "XYZ"
 
 
 def camera_settings(size: int, s0: float) -> dict[str, float]:
