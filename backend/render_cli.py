@@ -171,13 +171,12 @@ def load_uv_npz(path: Path, n: int) -> np.ndarray:
         raise FileNotFoundError(f"--uv-maps {path} not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "uv" not in z.files:
-                raise RenderInputError(f"{path} has no 'uv' array (has {z.files})")
-            uv = z["uv"]
+            files = z.files
+            uv = z["uv"] if "uv" in files else None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, RenderInputError):
-            raise
         raise RenderInputError(f"--uv-maps {path}: not a readable npz ({exc})") from None
+    if uv is None:
+        raise RenderInputError(f"{path} has no 'uv' array (has {files})")
     if uv.ndim < 1 or len(uv) != n:
         raise RenderInputError(f"--uv-maps {path}: {len(uv) if uv.ndim else 0} UV maps for {n} curve rows "
                                "(one map per curve row)")
