@@ -56,9 +56,9 @@ def backend_render_of_shot(subject_dir: Path, style_name: str, curves: Path, n: 
     """The first ``n`` frames of ``curves`` rendered by the backend alone (UV maps rasterised from the
     subject rig around its median pose): what Blender's UV pass should reproduce. (128, 128, 3) uint8 each."""
     from backend.render import Renderer
-    from backend.render_cli import load_curves
+    from protocol.curves import read_curves
 
-    c = load_curves(curves)
+    c = read_curves(curves)
     renderer = Renderer.from_checkpoint(paths.checkpoint_path(subject_dir), subject=subject_dir,
                                         style=paths.style_path(subject_dir, style_name))
     pose, scale = renderer.curves_pose(c.head_pose, c.head_scale, n=c.n_frames)
