@@ -21,9 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stylize": ("backend.train.stylize_cli", "make a stylised reference image from a subject frame"),
     "edit": ("backend.train.edit_cli", "restyle a trained avatar from one reference image (stage 2)"),
     "render": ("backend.render_cli", "render frames from expression curves"),
-    "eval": ("backend.metrics.eval_cli", "evaluate a trained avatar on held-out frames"),
+    "eval": ("backend.eval_cli", "evaluate a trained avatar, or a style, on held-out frames"),
     "serve": ("backend.service.serve_cli", "run the ZeroMQ backend service"),
     "jobs": ("backend.service.jobs_cli", "list the service's jobs and their states"),
+    "farm-bundle": ("backend.farm.bundle_cli", "write an Open Job Description job bundle for a render farm"),
+    "farm-chunk": ("backend.farm.chunk", "render one chunk of frames (a task of the render-shot job)"),
     "demo": ("backend.demo", "run the whole pipeline end to end on the embedded sample"),
 }
 

@@ -1,13 +1,15 @@
-"""Held-out evaluation of a trained avatar: PSNR, SSIM, LPIPS, sharpness difference, F-LMD.
+"""Held-out evaluation of a trained avatar: whole-frame and face-region scores, identity, F-LMD.
 
 Renders the subject's held-out frames (the ids recorded in the checkpoint, never trained on)
 from their own expression windows and UV maps at the avatar's resolution, compares them with the
 frames resampled to that resolution, writes the ``eval`` section of ``SUBJECT/avatar/metrics.json``
 and a contact sheet PNG (ground truth | render | error heat map x4).
 
-LPIPS is reported only with a real backbone file (see ``backend.train.perceptual``); without
-one the value is null and ``lpips_note`` says why (the SSIM+gradient fallback is a training loss,
-not a comparable metric).
+Scores (``backend.metrics.image_scores``): PSNR/SSIM of the whole frame and of the face box,
+mouth and eye errors, the Laplacian-pyramid L1 (weight-free perceptual distance), LPIPS (only
+with a real backbone file, see ``backend.metrics.perceptual``; else null with ``lpips_note``:
+the SSIM+gradient fallback is a training loss, not a comparable metric), edge F1 in the face box,
+sharpness difference, F-LMD, and the dlib identity distance (null with a note without dlib).
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ import numpy as np
 import torch
 
 from backend.images import write_png
+from backend.imaging.convert import frame_at
+from backend.imaging.grid import preview_grid
+from backend.metrics.identity import identity_distance
+from backend.metrics.image_scores import image_scores, lpips_metric
 from backend.metrics.landmarks import f_lmd
+from backend.metrics.metrics_file import update_metrics_json
 from backend.metrics.psnr import psnr
+from backend.metrics.regions import FrameRegions, subject_regions
 from backend.metrics.sharpness import sharpness_difference
-from backend.metrics.ssim import ssim_uint8
 from backend.paths import avatar_dir, checkpoint_path
-from backend.train.data import frame_to_tensor
-from backend.train.previews import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -42,43 +47,27 @@ def error_map(render: np.ndarray, gt: np.ndarray, gain: float = 4.0) -> np.ndarr
     return cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
 
 
-def lpips_metric(device: torch.device) -> tuple[Any, str]:
-    """(LPIPS module or None, note)."""
-    from backend.train.perceptual import build_perceptual
-
-    try:
-        p = build_perceptual(device=device, allow_fallback=False)
-    except FileNotFoundError as exc:
-        return None, f"not computed: {exc}"
-    return p, p.description
-
-
-def score_frames(renders: np.ndarray, gts: np.ndarray, device: torch.device, landmarks: bool = True
-                 ) -> dict[str, Any]:
+def score_frames(renders: np.ndarray, gts: np.ndarray, device: torch.device, landmarks: bool = True,
+                 regions: list[FrameRegions] | None = None, identity: bool = True) -> dict[str, Any]:
     """The held-out metrics of renders vs ground truth, both (N, S, S, 3) uint8 RGB.
 
-    Returns psnr_db, ssim, lpips (+ lpips_note), sd, sharpness_signed, f_lmd_* (when ``landmarks``)
-    and per_frame_psnr (list).
+    Args:
+        regions: per-frame landmark boxes (``backend.metrics.regions.subject_regions``); without
+            them the face/mouth/eye scores, edge F1 and identity distance are left out.
+        landmarks: compute F-LMD (MediaPipe; the slowest metric).
+        identity: compute the dlib identity distance (needs ``regions``).
+    Returns:
+        ``image_scores``' keys plus sd, sharpness_signed, f_lmd_* (when ``landmarks``),
+        identity_* (when ``regions`` and ``identity``) and per_frame_psnr (list).
     """
     psnrs = [psnr(r, g) for r, g in zip(renders, gts, strict=True)]
-    ssims = [ssim_uint8(r, g) for r, g in zip(renders, gts, strict=True)]
     sds = [sharpness_difference(r, g) for r, g in zip(renders, gts, strict=True)]
-    lp, lp_note = lpips_metric(device)
-    lp_value = None
-    if lp is not None:
-        def to_t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
-
-        with torch.no_grad():
-            lp_value = float(lp(to_t(renders), to_t(gts)).mean())
-    out: dict[str, Any] = {
-        "psnr_db": float(np.mean([min(v, 100.0) for v in psnrs])),
-        "ssim": float(np.mean(ssims)),
-        "lpips": lp_value, "lpips_note": lp_note,
-        "sd": float(np.mean(np.abs(sds))), "sharpness_signed": float(np.mean(sds)),
-    }
+    out: dict[str, Any] = image_scores(renders, gts, regions, lpips_metric(device), device)
+    out.update({"sd": float(np.mean(np.abs(sds))), "sharpness_signed": float(np.mean(sds))})
     if landmarks:
         out.update(f_lmd(renders, gts).to_dict())
+    if regions is not None and identity:
+        out.update(identity_distance(list(renders), list(gts), [r.face for r in regions]))
     if any(math.isinf(v) for v in psnrs):
         out["psnr_note"] = "identical frames counted as 100 dB"
     out["per_frame_psnr"] = psnrs
@@ -87,7 +76,7 @@ def score_frames(renders: np.ndarray, gts: np.ndarray, device: torch.device, lan
 
 def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | None = None,
              style: Path | None = None, max_frames: int | None = None, landmarks: bool = True,
-             out_dir: Path | None = None, n_sheet: int = 6) -> dict[str, Any]:
+             out_dir: Path | None = None, n_sheet: int = 6, identity: bool = True) -> dict[str, Any]:
     """Evaluate on held-out frames; write metrics.json ("eval" section) and the contact sheet.
 
     Args:
@@ -97,6 +86,7 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
         style: evaluate a restyled avatar (metrics then measure distance from the real frames).
         max_frames: evaluate at most this many held-out frames (evenly spaced).
         landmarks: compute F-LMD (MediaPipe; the slowest metric).
+        identity: compute the dlib identity distance (null with a note without dlib).
         out_dir: where metrics.json and the sheet go (default: the checkpoint's folder).
         n_sheet: rows in the contact sheet.
     Returns:
@@ -104,7 +94,6 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
     """
     from backend.data.subject import Subject
     from backend.render import Renderer
-    from backend.train.stage1 import update_metrics_json
 
     subject_dir = Path(subject_dir)
     ckpt = Path(checkpoint) if checkpoint is not None else checkpoint_path(subject_dir)
@@ -123,9 +112,10 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
     if list(subject.expression_names) != renderer.names:
         raise ValueError(f"{subject_dir} has other expression curves than the avatar was trained on")
     renders = np.stack(list(renderer.render(expr, uv_maps=subject.uv_maps, indices=ids)))
-    gts = np.stack([to_uint8(frame_to_tensor(subject.frame(int(i)), size)[None])[0] for i in ids])
+    gts = np.stack([frame_at(subject.frame(int(i)), size) for i in ids])
 
-    scores = score_frames(renders, gts, renderer.device, landmarks)
+    scores = score_frames(renders, gts, renderer.device, landmarks, subject_regions(subject, ids, size),
+                          identity)
     psnrs = scores.pop("per_frame_psnr")
     result: dict[str, Any] = {
         "frames": len(ids), "size": size, "checkpoint": str(ckpt), "style": str(style) if style else None,
@@ -136,15 +126,14 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
     update_metrics_json(out_dir / "metrics.json", "eval", result)
     title = f"{renderer.subject_id} held-out: PSNR {result['psnr_db']:.2f} dB, SSIM {result['ssim']:.3f}"
     write_contact_sheet(out_dir / CONTACT_SHEET_NAME, renders, gts, ids, psnrs, n_sheet, title)
-    log.info("eval %s: %s", subject_dir, {k: result[k] for k in ("psnr_db", "ssim", "lpips", "sd")})
+    log.info("eval %s: %s", subject_dir,
+             {k: result[k] for k in ("psnr_db", "ssim", "face_psnr_db", "face_ssim", "lpips", "sd")})
     return result
 
 
 def write_contact_sheet(path: Path, renders: np.ndarray, gts: np.ndarray, ids: np.ndarray, psnrs: list[float],
                         n: int, title: str) -> None:
     """ground truth | render | error x4, for ``n`` evenly spaced frames."""
-    from backend.train.previews import preview_grid
-
     pick = np.linspace(0, len(ids) - 1, min(n, len(ids))).round().astype(int)
     errs = np.stack([error_map(renders[i], gts[i]) for i in pick])
     rows = [f"#{ids[i]} {min(psnrs[i], 99.9):.1f} dB" for i in pick]

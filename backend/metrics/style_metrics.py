@@ -28,17 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.convert import to_uint8
 from protocol.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 HIST_BINS = 8
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 RGB."""
-    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def color_histogram_distance(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:

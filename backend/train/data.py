@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from backend.data.windows import expression_windows
+from backend.imaging.convert import frame_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,6 @@ class SubjectTensors:
         """(frames, uv, windows) of the given ids on ``device``."""
         idx = torch.as_tensor(np.asarray(ids, dtype=np.int64))
         return (self.frames[idx].to(device), self.uv[idx].to(device), self.windows[idx].to(device))
-
-
-def frame_to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, size, size) float32 in [-1, 1] (area resampling when needed)."""
-    if rgb.shape[0] != size or rgb.shape[1] != size:
-        interp = cv2.INTER_AREA if rgb.shape[0] > size else cv2.INTER_CUBIC
-        rgb = cv2.resize(rgb, (size, size), interpolation=interp)
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def uv_to_tensor(uv: np.ndarray, size: int) -> torch.Tensor:

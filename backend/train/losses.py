@@ -8,34 +8,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backend.metrics.ssim import ssim
+from backend.metrics.perceptual import gradient_l1, image_gradients, ssim_gradient_distance
+
+__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "gradient_l1", "image_gradients", "masked_l1",
+           "r1_penalty", "ssim_gradient_distance"]
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute error inside ``mask`` (per masked pixel and channel); 0 when the mask is empty."""
     m = mask.expand_as(pred)
     return (torch.abs(pred - target) * m).sum() / m.sum().clamp_min(1.0)
-
-
-def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences along x and y: (B,C,H,W-1), (B,C,H-1,W)."""
-    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
-
-
-def gradient_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 between the image gradients of ``pred`` and ``target`` (per image, (B,))."""
-    pgx, pgy = image_gradients(pred)
-    tgx, tgy = image_gradients(target)
-    return (torch.abs(pgx - tgx).mean(dim=(1, 2, 3)) + torch.abs(pgy - tgy).mean(dim=(1, 2, 3)))
-
-
-def ssim_gradient_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The documented LPIPS fallback: ``(1 - SSIM) / 2 + gradient L1``, per image (B,).
-
-    Both terms are 0 for identical images; SSIM is computed on [-1, 1] inputs (data range 2).
-    """
-    p, t = pred.float(), target.float()
-    return (1.0 - ssim(p, t, data_range=2.0)) / 2 + gradient_l1(p, t)
 
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -40,10 +40,10 @@ def train_dnr(subject_dir: Path, preset: str, steps: int, seed: int, device: tor
 
     Returns (model in eval mode, training seconds); writes ``out_dir/dnr.pt`` (state dict).
     """
+    from backend.metrics.perceptual import build_perceptual
     from backend.model.dnr_baseline import DNRBaseline
     from backend.train import losses as L
     from backend.train.data import TrainSampler, load_subject_tensors
-    from backend.train.perceptual import build_perceptual
     from backend.train.presets import get_preset
     from backend.train.stage1 import seed_everything
     from protocol.fileio import atomic_path
@@ -83,8 +83,8 @@ def train_dnr(subject_dir: Path, preset: str, steps: int, seed: int, device: tor
 def render_dnr(model: torch.nn.Module, subject_dir: Path, size: int, ids: np.ndarray,
                device: torch.device) -> np.ndarray:
     """Held-out renders of the DNR baseline: (N, size, size, 3) uint8."""
+    from backend.imaging.convert import to_uint8
     from backend.train.data import load_subject_tensors
-    from backend.train.previews import to_uint8
 
     data = load_subject_tensors(subject_dir, size)
     outs = []
@@ -106,11 +106,10 @@ def run_references(subject_dir: Path, budget_steps: int | None = None, device: s
         One dict per row of ``ROWS``: name, steps, train_seconds, checkpoint and the metrics.
     """
     from backend.device import pick_device
+    from backend.imaging.convert import frame_to_tensor, to_uint8
     from backend.metrics.evaluate import evaluate, score_frames
     from backend.train.checkpoint import read_checkpoint
-    from backend.train.data import frame_to_tensor
     from backend.train.presets import get_preset
-    from backend.train.previews import to_uint8
     from backend.train.stage1 import train_avatar
 
     subject_dir = Path(subject_dir)

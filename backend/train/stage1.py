@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import random
@@ -30,6 +29,10 @@ import torch
 
 from backend.device import pick_device
 from backend.images import write_png
+from backend.imaging.convert import to_uint8
+from backend.imaging.grid import preview_grid
+from backend.metrics.metrics_file import update_metrics_json
+from backend.metrics.perceptual import Perceptual, build_perceptual, file_sha256
 from backend.metrics.psnr import psnr
 from backend.paths import CHECKPOINT_NAME, avatar_dir
 from backend.progress import Cancelled, EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
@@ -42,10 +45,9 @@ from backend.train.checkpoint import (
     save_checkpoint,
 )
 from backend.train.data import SubjectTensors, TrainSampler, load_subject_tensors
-from backend.train.perceptual import Perceptual, build_perceptual, file_sha256
 from backend.train.presets import Preset, get_preset
-from backend.train.previews import loss_curve_png, preview_grid, to_uint8
-from protocol.fileio import atomic_write_bytes, atomic_write_text
+from backend.train.previews import loss_curve_png
+from protocol.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -307,18 +309,6 @@ class Stage1Trainer:
             "train_seconds": round(s.seconds, 2), "perceptual": self.perceptual.description,
             "stylegan_init": s.stylegan_init, "pti": s.pti, "device": str(self.device),
         })
-
-
-def update_metrics_json(path: Path, section: str, values: dict[str, Any]) -> None:
-    """Merge ``{section: values}`` into the JSON file at ``path`` (atomic rewrite)."""
-    data: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            log.warning("%s was not valid JSON; rewriting it", path)
-    data[section] = values
-    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def _fmt_losses(losses: dict[str, float]) -> str:

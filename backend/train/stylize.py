@@ -1,88 +1,9 @@
-"""Stylised reference images from a subject frame with OpenCV's non-photorealistic filters.
+"""The built-in looks under their trainer-side name: ``backend.looks`` is where they live.
 
-The edit needs one painted version of a frame; these looks make one without another tool:
-
-* ``cartoon``: edge-preserving smoothing, colour quantisation and dark Canny outlines.
-* ``pencil``: colour-dodge sketch with ``cv2.pencilSketch`` grain (greyscale).
-* ``oil``: ``cv2.xphoto.oilPainting`` (opencv-contrib) blended with an edge-preserving copy.
-* ``watercolor``: ``cv2.stylization`` on a bilateral-smoothed frame, lifted towards paper white.
-
-Filter radii scale with the image size (they are tuned at 512 px), so a 64 px test frame and a
-512 px frame get the same look.
+Kept so that ``from backend.train.stylize import LOOKS, stylize_image`` goes on working; scoring
+code (``backend.metrics``) imports ``backend.looks`` directly.
 """
 
-from __future__ import annotations
+from backend.looks import LOOKS, apply_look, stylize_image
 
-import cv2
-import numpy as np
-
-LOOKS = ("cartoon", "pencil", "oil", "watercolor")
-
-
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {img.dtype} {img.shape}")
-    if min(img.shape[:2]) < 8:
-        raise ValueError(f"image too small to stylise: {img.shape[1]}x{img.shape[0]}")
-    return np.ascontiguousarray(img)
-
-
-def _cartoon(bgr: np.ndarray, k: float) -> np.ndarray:
-    """Edge-preserving smoothing, 8-level colour quantisation, dark Canny outlines."""
-    smooth = cv2.edgePreservingFilter(bgr, flags=cv2.RECURS_FILTER, sigma_s=max(60 * k, 5), sigma_r=0.4)
-    levels = 8
-    quant = (np.floor(smooth.astype(np.float32) / 256 * levels) + 0.5) * (256 / levels)
-    out = np.clip(quant * 1.05, 0, 255).astype(np.uint8)  # a touch brighter, like flat cel paint
-    gray = cv2.cvtColor(cv2.bilateralFilter(bgr, 7, 60, 7), cv2.COLOR_BGR2GRAY)
-    med = float(np.median(gray))
-    edges = cv2.Canny(gray, 0.66 * med, 1.33 * med)
-    if k >= 0.4:  # thicker lines on large images
-        edges = cv2.dilate(edges, np.ones((2, 2), np.uint8))
-    out[edges > 0] = (out[edges > 0] * 0.15).astype(np.uint8)
-    return out
-
-
-def _pencil(bgr: np.ndarray, k: float) -> np.ndarray:
-    """Colour-dodge sketch (grey / blurred inverse) with pencil-grain shading from cv2.pencilSketch."""
-    gray = cv2.cvtColor(cv2.bilateralFilter(bgr, 5, 40, 5), cv2.COLOR_BGR2GRAY)
-    sigma = max(8 * k * 4, 1.5)
-    blur = cv2.GaussianBlur(255 - gray, (0, 0), sigma)
-    dodge = cv2.divide(gray, 255 - blur, scale=256)
-    grain, _ = cv2.pencilSketch(bgr, sigma_s=max(60 * k, 10), sigma_r=0.1, shade_factor=0.1)
-    out = cv2.addWeighted(dodge, 0.85, cv2.normalize(grain, None, 120, 255, cv2.NORM_MINMAX), 0.15, 0)
-    return cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
-
-
-def _oil(bgr: np.ndarray, k: float) -> np.ndarray:
-    """``cv2.xphoto.oilPainting`` blended with an edge-preserving copy (keeps the features), brush detail."""
-    size = max(2, round(8 * k))
-    oil = cv2.xphoto.oilPainting(bgr, size, 1)
-    base = cv2.edgePreservingFilter(bgr, flags=cv2.RECURS_FILTER, sigma_s=max(30 * k, 4), sigma_r=0.3)
-    out = cv2.addWeighted(oil, 0.6, base, 0.4, 0)
-    return cv2.detailEnhance(out, sigma_s=max(10 * k, 2), sigma_r=0.15)
-
-
-def _watercolor(bgr: np.ndarray, k: float) -> np.ndarray:
-    soft = cv2.bilateralFilter(bgr, d=max(3, int(9 * k * 2)), sigmaColor=60, sigmaSpace=max(9 * k, 2))
-    styl = cv2.stylization(soft, sigma_s=max(60 * k, 5), sigma_r=0.6)
-    paper = np.full_like(styl, (225, 240, 248))  # warm paper, BGR
-    return cv2.addWeighted(styl, 0.8, paper, 0.2, 0)
-
-
-_FILTERS = {"cartoon": _cartoon, "pencil": _pencil, "oil": _oil, "watercolor": _watercolor}
-
-
-def stylize_image(image: np.ndarray, look: str) -> np.ndarray:
-    """Apply a look to an (H, W, 3) uint8 RGB image; returns the same shape and dtype.
-
-    Raises:
-        ValueError: unknown look (names the known ones) or not an RGB uint8 image.
-    """
-    if look not in _FILTERS:
-        raise ValueError(f"unknown look {look!r}; choose one of {', '.join(LOOKS)}")
-    rgb = _check_rgb(image)
-    k = min(rgb.shape[:2]) / 512.0
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    out = _FILTERS[look](bgr, k)
-    return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+__all__ = ["LOOKS", "apply_look", "stylize_image"]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from backend.images import write_png
-from backend.train.stylize import LOOKS, stylize_image
+from backend.looks import LOOKS, stylize_image
 
 log = logging.getLogger(__name__)
 

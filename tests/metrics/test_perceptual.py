@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from backend.train import perceptual
+from backend.metrics import perceptual
 
 
 @pytest.fixture
