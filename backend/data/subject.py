@@ -3,9 +3,11 @@
 Layout (format ``emo-avatar-subject``, version 1; the whole folder is written atomically)::
 
     SUBJECT/
-      meta.json            format, version, subject_id, fps, size, n_frames, source, crop box,
-                           frames used / interpolated / dropped, extreme_frames, tool version
-      frames/000000.png    crop, size x size RGB, one per frame (frame i = video frame i)
+      meta.json            format, version, subject_id, fps, size, n_frames, source, source_frames
+                           (subject frame i = video frame source_frames[i]), framing, shots (each
+                           with its crop box), crop (the first shot's), frames_left_out (with the
+                           reason), people, frames used / interpolated / dropped, extreme_frames
+      frames/000000.png    crop, size x size RGB, one per kept frame, numbered densely
       uv/uv.npy            (T, size, size, 3) float16 (u, v, coverage), memory-mappable
       landmarks.npy        (T, 478, 3) float32 crop pixels: x right, y down, z towards viewer
       pose.npy             (T, 6) float32 [yaw, pitch, roll (rad), tx, ty (crop px), tz (px)]
@@ -17,8 +19,9 @@ Layout (format ``emo-avatar-subject``, version 1; the whole folder is written at
 Conventions of pose, scale and projection are those of ``backend.face.rig`` (scaled
 orthographic, mesh y up vs image y down). UV v is up (OBJ/Blender convention).
 
-Crop box (``meta["crop"]``): ``x0, y0, side`` in video pixels; a video pixel coordinate p maps to
-crop pixels as ``(p - (x0, y0)) * size / side`` (continuous coordinates, corner origin).
+Crop boxes (``meta["shots"][k]["crop"]``, one per shot; ``Subject.crop_of(i)``): ``x0, y0, side``
+in video pixels; a video pixel coordinate p maps to crop pixels as ``(p - (x0, y0)) * size / side``
+(continuous coordinates, corner origin). Subjects without ``shots`` (imports) have one ``crop``.
 """
 
 from __future__ import annotations
@@ -306,9 +309,23 @@ class Subject:
         """Extreme-pose frames restricted to ``ids`` (e.g. the training ids, for PTI)."""
         return extreme_frames(self.pose, self.valid, ids)
 
-    def video_to_crop(self, points: np.ndarray) -> np.ndarray:
-        """Map (..., 2) video-pixel coordinates to crop pixels with the crop box."""
-        c = self.meta["crop"]
+    def source_frame(self, i: int) -> int:
+        """Video frame number of subject frame ``i`` (frames are numbered densely in the subject)."""
+        i = self._check_index(i)
+        src = self.meta.get("source_frames")
+        return int(src[i]) if src is not None else i
+
+    def crop_of(self, i: int) -> dict[str, Any]:
+        """Crop box ``{x0, y0, side}`` (video px) of subject frame ``i``: one per shot."""
+        i = self._check_index(i)
+        for shot in self.meta.get("shots", []):
+            if shot["frames"][0] <= i < shot["frames"][1]:
+                return dict(shot["crop"])
+        return dict(self.meta["crop"])
+
+    def video_to_crop(self, points: np.ndarray, frame: int = 0) -> np.ndarray:
+        """Map (..., 2) video-pixel coordinates of subject frame ``frame`` to crop pixels."""
+        c = self.crop_of(frame)
         f = self.size / float(c["side"])
         return (np.asarray(points, dtype=np.float64) - (c["x0"], c["y0"])) * f
 

@@ -1,22 +1,26 @@
 """`track_video`: a portrait video -> a subject folder (see ``backend.data.subject`` for the layout).
 
 Pipeline:
-1. MediaPipe FaceMesh (refine_landmarks, video mode) on every frame -> 478 landmarks in video
-   pixels; the largest face when there are several. Frames without a face are marked; gaps of at
-   most ``MAX_GAP_S`` seconds are filled by linear interpolation, longer gaps are *dropped*
-   (valid = False, landmarks held from the nearest face). The run fails when more than
-   ``MAX_DROPPED_SHARE`` of the frames have no face or fewer than ``MIN_FRAMES`` usable frames remain.
-2. One square crop window for the whole clip holding head and shoulders (``crop_box``),
-   resized to ``size``; landmarks move to crop pixels.
-3. Per frame, weighted Procrustes of the canonical mesh onto the landmarks
+1. Pass 1 (``backend.face.scan``): MediaPipe FaceMesh (refine_landmarks, video mode) on every
+   frame -> 478 landmarks in video pixels (the largest face when there are several); shot cuts and
+   face jumps split the video into segments (``backend.face.shots``); an identity signal groups
+   the segments into people (``backend.face.identity``).
+2. Selection (``backend.face.selection``): the person on screen longest (or ``person``, or
+   everyone), within ``frames``; runs of fewer than ``MIN_RUN_FRAMES`` frames with a face are left
+   out, and every left-out range is reported with its reason. Kept frames are numbered densely;
+   ``meta.json`` maps them back to source frames. Short gaps (at most ``MAX_GAP_S``) inside a run
+   are filled by linear interpolation.
+3. One square crop per shot (``crop_box``, a ``FRAMINGS`` framing), resized to ``size``: fixed
+   within a shot, re-fitted across shots so the face keeps one size; landmarks move to crop pixels.
+4. Per frame, weighted Procrustes of the canonical mesh onto the landmarks
    (``procrustes_landmark_basis``) -> rotation, translation, scale; undoing it gives the pose-free
    shape (canonical cm).
-4. Named coefficients measured from the shapes, blendshape basis + residuals solved over the
-   clip (``backend.face.face_model``).
-5. Savitzky-Golay smoothing of pose and coefficient curves (``backend.face.smoothing``).
-6. Frames, UV maps of the posed rig (``FaceRig.uv_maps``), arrays, rig and meta.json are written
-   into a temporary folder that is renamed into place at the end (``protocol.fileio.atomic_dir``):
-   a failed or cancelled run leaves nothing behind.
+5. Named coefficients measured from the shapes, blendshape basis + residuals solved over all
+   kept frames (``backend.face.face_model``).
+6. Savitzky-Golay smoothing of pose and coefficient curves, run by run (never across a cut).
+7. Pass 2: frames, UV maps of the posed rig (``FaceRig.uv_maps``), arrays, rig and meta.json are
+   written into a temporary folder that is renamed into place at the end
+   (``protocol.fileio.atomic_dir``): a failed or cancelled run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ import numpy as np
 from backend.data import subject as sj
 from backend.face.canonical import load_canonical_mesh
 from backend.face.face_model import fit_face_model, measure_named
-from backend.face.landmarks import FaceMeshTracker
+from backend.face.framing import DEFAULT_FRAMING, FRAMINGS
 from backend.face.pose import image_to_mesh_axes, matrix_to_euler, weighted_procrustes
+from backend.face.scan import Scan, frame_ranges_text, scan_video
+from backend.face.selection import Selection, SelectionError, parse_frame_ranges, select_frames
+from backend.face.shots import MAX_GAP_S
 from backend.face.smoothing import (
     EXPRESSION_WINDOW_S,
     POSE_WINDOW_S,
@@ -49,16 +56,6 @@ from protocol.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
 
-MIN_FRAMES = 8
-"""Fewest usable frames a subject may have."""
-MAX_DROPPED_SHARE = 0.5
-"""Fail when more than this share of the frames has no face."""
-MAX_GAP_S = 0.5
-"""Gaps without a face up to this long (seconds) are interpolated; longer ones are dropped."""
-CROP_FACE_HEIGHTS = 3.0
-"""Crop side in face heights (landmark extent brow..chin): head, hair, neck and shoulders."""
-CROP_TOP_FACE_HEIGHTS = 0.75
-"""Space above the highest landmark, in face heights (forehead and hair)."""
 EXTREME_SIGMA_S = 0.07
 """Gaussian sigma (seconds) of the pose curve the extreme-pose frames are picked from."""
 PROGRESS_EVERY = 10
@@ -101,25 +98,31 @@ class CropBox:
         return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def crop_box(landmarks: np.ndarray, valid: np.ndarray, width: int, height: int) -> CropBox:
-    """One head-and-shoulders window for the whole clip.
+def crop_box(landmarks: np.ndarray, valid: np.ndarray, width: int, height: int,
+             framing: str = DEFAULT_FRAMING) -> CropBox:
+    """One square window for a shot (or a whole clip).
 
     Args:
         landmarks: (T, 478, 3) video pixels; valid: (T,) frames to use.
         width, height: video size.
+        framing: a ``FRAMINGS`` name.
     Returns:
-        A square box of side ``CROP_FACE_HEIGHTS`` face heights (at least the face's motion range
-        with a margin), centred on the face horizontally, ``CROP_TOP_FACE_HEIGHTS`` above the face,
-        shrunk to the frame's short side and shifted to lie inside the frame (no padding).
+        A square box of side ``FRAMINGS[framing][0]`` face heights (at least the face's motion
+        range with a margin), centred on the face horizontally, ``FRAMINGS[framing][1]`` face
+        heights above the face, shrunk to the frame's short side and shifted to lie inside the
+        frame (no padding).
     """
+    if framing not in FRAMINGS:
+        raise TrackError(f"--framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    side_fh, top_fh = FRAMINGS[framing]
     pts = landmarks[valid, :468, :2]
     lo, hi = pts.min(axis=(0, 1)), pts.max(axis=(0, 1))
     face_h = float(np.median(pts[:, :, 1].max(1) - pts[:, :, 1].min(1)))
-    side = max(CROP_FACE_HEIGHTS * face_h, 1.3 * float((hi - lo).max()))
+    side = max(side_fh * face_h, 1.3 * float((hi - lo).max()))
     side = round(min(side, width, height))
     cx = 0.5 * (lo[0] + hi[0])
     x0 = round(cx - side / 2)
-    y0 = round(lo[1] - CROP_TOP_FACE_HEIGHTS * face_h)
+    y0 = round(lo[1] - top_fh * face_h)
     x0 = min(max(x0, 0), width - side)
     y0 = min(max(y0, 0), height - side)
     return CropBox(x0, y0, side)
@@ -230,58 +233,58 @@ def _report(progress: ProgressFn | None, step: int, total: int, clock: EtaClock,
         progress(ProgressUpdate(stage="track", step=step, total=total, eta=clock.eta(step), message=msg))
 
 
-def detect_landmarks(video: Path, max_frames: int | None, progress: ProgressFn | None,
-                     should_stop: StopFn | None, total: int, clock: EtaClock
-                     ) -> tuple[list[np.ndarray | None], int]:
-    """Pass 1: landmarks of every frame.
-
-    Returns (per-frame (478, 3) video px or None, number of frames with several faces).
-    """
-    points: list[np.ndarray | None] = []
-    several = 0
-    with FaceMeshTracker() as tracker:
-        for i, rgb in enumerate(prefetch(iter_frames(video, max_frames))):
-            check_cancel(should_stop)
-            lm = tracker.process(rgb)
-            points.append(lm.points)
-            several += lm.n_faces > 1
-            if i % PROGRESS_EVERY == 0:
-                _report(progress, i, total, clock, "landmarks")
-        if tracker.searches:
-            log.info("face too small for a whole-frame detection in %d frames; found it in a window of "
-                     "the frame", tracker.searches)
-    return points, several
-
-
 def _cut_and_write(root: Path, i: int, rgb: np.ndarray, box: CropBox, size: int) -> None:
     sj.write_frame(root, i, box.cut(rgb, size))
 
 
-def _write_crops(video: Path, T: int, box: CropBox, size: int, root: Path, progress: ProgressFn | None,
-                 should_stop: StopFn | None, clock: EtaClock) -> int:
-    """Pass 2: decode again, crop, resize and write PNGs (encoding overlaps decoding: OpenCV
-    releases the GIL). Returns the number of frames written."""
+def _write_crops(video: Path, source_frames: np.ndarray, boxes: list[CropBox], size: int, root: Path,
+                 progress: ProgressFn | None, should_stop: StopFn | None, clock: EtaClock, total: int
+                 ) -> int:
+    """Pass 2: decode again; crop, resize and write the kept frames as PNGs in dense order
+    (encoding overlaps decoding: OpenCV releases the GIL). ``boxes[k]`` is subject frame k's crop.
+    Returns the number of frames written."""
     from concurrent.futures import ThreadPoolExecutor
 
+    T = len(source_frames)
+    dense = {int(f): k for k, f in enumerate(source_frames)}
+    last = int(source_frames[-1])
     pending = []
     n = 0
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for i, rgb in enumerate(prefetch(iter_frames(video, T))):
+        for i, rgb in enumerate(prefetch(iter_frames(video, last + 1))):
             check_cancel(should_stop)
-            pending.append(pool.submit(_cut_and_write, root, i, rgb, box, size))
+            k = dense.get(i)
+            if k is None:
+                continue
+            pending.append(pool.submit(_cut_and_write, root, k, rgb, boxes[k], size))
             if len(pending) > 8:
                 pending.pop(0).result()
-            if i % PROGRESS_EVERY == 0:
-                _report(progress, T + i, 3 * T, clock, "frames")
+            if k % PROGRESS_EVERY == 0:
+                _report(progress, T + k, total, clock, "frames")
             n += 1
         for f in pending:
             f.result()
     return n
 
 
+def _per_run(fn, values: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
+    """Apply ``fn`` to ``values[a:b]`` of every dense run (never across a cut); stack back."""
+    return np.concatenate([np.asarray(fn(values[a:b])) for a, b in runs], axis=0)
+
+
+def _meta_shots(selection: Selection, dense_runs: list[tuple[int, int]], boxes: dict[int, CropBox],
+                framing: str) -> list[dict]:
+    return [{"frames": [a, b], "source_frames": [r.start, r.stop], "shot": r.shot, "person": r.person,
+             "framing": framing, "crop": {"x0": boxes[r.shot].x0, "y0": boxes[r.shot].y0,
+                                          "side": boxes[r.shot].side}}
+            for r, (a, b) in zip(selection.runs, dense_runs, strict=True)]
+
+
 def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | None = None,
                 overwrite: bool = False, progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None) -> Path:
+                should_stop: StopFn | None = None, frames: str | list[tuple[int, int]] | None = None,
+                person: int | None = None, all_people: bool = False,
+                framing: str = DEFAULT_FRAMING, descriptor: bool = True) -> Path:
     """Track a portrait video (or image folder) into a subject folder.
 
     Args:
@@ -293,11 +296,18 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         progress: called with ``ProgressUpdate(stage="track", ...)``.
         should_stop: polled between frames; when it returns True the run raises
             ``backend.progress.Cancelled`` and leaves nothing behind.
+        frames: source frame ranges to keep, ``"A:B,C:D"`` (B exclusive) or a list of pairs.
+        person: 1-based person to keep (numbers as ``--list-people`` prints them); default: the
+            person on screen longest.
+        all_people: keep every face (when the people cannot be told apart, or on purpose).
+        framing: a ``FRAMINGS`` name (crop side in face heights), fitted per shot.
+        descriptor: use dlib's face descriptor for identities (False: rig shape only).
     Returns:
         ``out_dir``.
     Raises:
         FileExistsError: ``out_dir`` exists and ``overwrite`` is false.
-        TrackError (a ValueError): missing/unreadable/corrupt/empty input, too few faces.
+        TrackError (a ValueError): missing/unreadable/corrupt/empty input, too few faces, bad
+            ``frames`` / ``person`` / ``framing``, people that cannot be told apart.
         Cancelled: on request.
     """
     video, out_dir = Path(video), Path(out_dir)
@@ -307,55 +317,87 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         raise TrackError(f"--size must be at least 16 pixels, got {size}")
     if max_frames is not None and max_frames < 1:
         raise TrackError(f"--max-frames must be positive, got {max_frames}")
+    if framing not in FRAMINGS:
+        raise TrackError(f"--framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    if person is not None and all_people:
+        raise TrackError("--person and --all-people exclude each other")
     try:
         info = probe(video)
     except VideoError as exc:
         raise TrackError(str(exc)) from exc
     n_est = min(info.n_frames, max_frames) if max_frames else info.n_frames
+    ranges = None
+    if isinstance(frames, str):
+        try:
+            ranges = parse_frame_ranges(frames, n_est)
+        except SelectionError as exc:
+            raise TrackError(str(exc)) from exc
+    elif frames is not None:
+        ranges = parse_frame_ranges(",".join(f"{a}:{b}" for a, b in frames), n_est)
     total = 3 * n_est
     clock = EtaClock(total)
     try:
-        points, several = detect_landmarks(video, max_frames, progress, should_stop, total, clock)
+        scan = scan_video(video, info, max_frames, progress, should_stop, total, clock, descriptor=descriptor)
     except VideoError as exc:
         raise TrackError(str(exc)) from exc
-    T = len(points)
-    if T == 0:
+    points = scan.points
+    T_src = len(points)
+    if T_src == 0:
         raise TrackError(f"{video}: zero frames could be decoded")
-    n_detected = sum(p is not None for p in points)
-    if n_detected == 0:
-        raise TrackError(f"{video}: no face found in any of the {T} frames; use a video with a visible face")
-    if several:
-        log.warning("%s: several faces in %d of %d frames; tracking the largest one", video, several, T)
-    landmarks_v, valid, interpolated = fill_gaps(points, info.fps)
-    dropped_share = 1.0 - valid.mean()
-    if 1.0 - n_detected / T > MAX_DROPPED_SHARE:
-        raise TrackError(f"{video}: no face in {T - n_detected} of {T} frames "
-                         f"(more than {MAX_DROPPED_SHARE:.0%}); trim the video to where the face is visible")
-    if valid.sum() < MIN_FRAMES:
-        raise TrackError(f"{video}: only {int(valid.sum())} usable frames with a face; at least "
-                         f"{MIN_FRAMES} are needed")
-    if dropped_share > 0:
-        log.warning("%s: %d frames without a face dropped, %d interpolated", video,
-                    int((~valid).sum()), int(interpolated.sum()))
+    detected_src = scan.detected
+    if not detected_src.any():
+        raise TrackError(f"{video}: no face found in any of the {T_src} frames; use a video with a "
+                         "visible face")
+    if ranges is not None and ranges[-1][1] > T_src:
+        raise TrackError(f"--frames: {ranges[-1][0]}:{ranges[-1][1]} ends after the last decoded frame "
+                         f"({T_src} frames could be read)")
+    try:
+        sel = select_frames(scan.segments, detected_src, scan.people, ranges, person, all_people)
+    except SelectionError as exc:
+        raise TrackError(f"{video}: {exc}") from exc
+    src = sel.source_frames
+    T = len(src)
+    lens = [r.n_frames for r in sel.runs]
+    dense_runs = list(itertools.pairwise(np.concatenate([[0], np.cumsum(lens)]).tolist()))
+    _log_selection(video, scan, sel, T_src)
 
-    box = crop_box(landmarks_v, valid, info.width, info.height)
-    landmarks = box.to_crop(landmarks_v, size)
+    # per run: gaps are short (segments end at long ones), fill them; landmarks in video px
+    landmarks_v = np.zeros((T, 478, 3))
+    interpolated = np.zeros(T, dtype=bool)
+    for r, (a, b) in zip(sel.runs, dense_runs, strict=True):
+        lm, _, interp = fill_gaps(points[r.start:r.stop], info.fps)
+        landmarks_v[a:b], interpolated[a:b] = lm, interp
+    valid = np.ones(T, dtype=bool)
+    detected = detected_src[src]
+    # one crop per shot (fixed within it, re-fitted across shots)
+    boxes: dict[int, CropBox] = {}
+    for shot in sorted({r.shot for r in sel.runs}):
+        mask = np.concatenate([np.full(r.n_frames, r.shot == shot) for r in sel.runs])
+        boxes[shot] = crop_box(landmarks_v[mask], detected[mask], info.width, info.height, framing)
+    frame_boxes = [boxes[r.shot] for r in sel.runs for _ in range(r.n_frames)]
+    landmarks = np.concatenate([boxes[r.shot].to_crop(landmarks_v[a:b], size)
+                                for r, (a, b) in zip(sel.runs, dense_runs, strict=True)])
     pose_raw, scale_raw, shapes = fit_poses(landmarks)
-    detected = np.array([p is not None for p in points])
     named = measure_named(shapes, detected)
     fit = fit_face_model(shapes, named, valid)
-    pose, scale = smooth_pose(pose_raw, scale_raw, info.fps)
-    expressions = smooth_curves(fit.coefficients, info.fps, EXPRESSION_WINDOW_S)
+    smoothed = [smooth_pose(pose_raw[a:b], scale_raw[a:b], info.fps) for a, b in dense_runs]
+    pose = np.concatenate([p for p, _ in smoothed])
+    scale = np.concatenate([s for _, s in smoothed])
+    expressions = _per_run(lambda e: smooth_curves(e, info.fps, EXPRESSION_WINDOW_S), fit.coefficients,
+                           dense_runs)
     n_named = named.shape[1]
     expressions[:, :n_named] = np.clip(expressions[:, :n_named], 0.0, 1.0)
-    extremes = sj.extreme_frames(pose_for_extremes(pose_raw, info.fps), valid)
-    log.info("tracked %d frames (%d valid); rig: %d named + %d residual, residual %.3f cm of %.3f cm",
-             T, int(valid.sum()), n_named, len(fit.rig.names) - n_named, fit.residual_rms, fit.shape_rms)
+    extremes = sj.extreme_frames(_per_run(lambda p: pose_for_extremes(p, info.fps), pose_raw, dense_runs),
+                                 valid)
+    log.info("tracked %d frames (%d runs, %d shots); rig: %d named + %d residual, residual %.3f cm "
+             "of %.3f cm", T, len(sel.runs), len(boxes), n_named, len(fit.rig.names) - n_named,
+             fit.residual_rms, fit.shape_rms)
 
+    first = boxes[sel.runs[0].shot]
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        n_written = _write_crops(video, T, box, size, tmp, progress, should_stop, clock)
+        n_written = _write_crops(video, src, frame_boxes, size, tmp, progress, should_stop, clock, 3 * T)
         if n_written != T:
-            raise TrackError(f"{video}: the second read gave {n_written} frames instead of {T}")
+            raise TrackError(f"{video}: the second read gave {n_written} of the {T} kept frames")
         uv = sj.open_uv_writer(tmp, T, size)
         chunk = 16
         for a in range(0, T, chunk):
@@ -365,7 +407,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
             _report(progress, 2 * T + a, 3 * T, clock, "uv maps")
         uv.flush()
         del uv
-        sj.write_arrays(tmp, landmarks=landmarks, pose=pose, scale=scale, valid=valid,
+        sj.write_arrays(tmp, landmarks=landmarks.astype(np.float32), pose=pose, scale=scale, valid=valid,
                         names=fit.rig.names, expressions=expressions, raw_expressions=fit.coefficients)
         fit.rig.save(tmp / "rig")
         sj.write_meta(tmp, {
@@ -374,14 +416,22 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
             "size": size,
             "n_frames": T,
             "source": {"path": str(video.resolve()), "kind": "images" if info.is_folder else "video",
-                       "width": info.width, "height": info.height, "fps": info.fps},
-            "crop": {"x0": box.x0, "y0": box.y0, "side": box.side,
+                       "width": info.width, "height": info.height, "fps": info.fps, "n_frames": T_src},
+            "source_frames": src.tolist(),
+            "framing": framing,
+            "crop": {"x0": first.x0, "y0": first.y0, "side": first.side,
                      "video_width": info.width, "video_height": info.height},
+            "shots": _meta_shots(sel, dense_runs, boxes, framing),
+            "frames_left_out": [lo.as_dict() for lo in sel.left_out],
+            "cuts": scan.cuts,
+            "people": {"signal": scan.people.signal, "kept": sel.persons,
+                       "people": [{"person": p.index, "frames_on_screen": p.n_frames,
+                                   "ranges": frame_ranges_text(p.frames)} for p in scan.people.people]},
             "frames_used": int(valid.sum()),
-            "frames_detected": int(n_detected),
+            "frames_detected": int(detected.sum()),
             "frames_interpolated": np.nonzero(interpolated)[0].tolist(),
             "frames_dropped": np.nonzero(~valid)[0].tolist(),
-            "frames_with_several_faces": int(several),
+            "frames_with_several_faces": int(scan.several),
             "extreme_frames": extremes,
             "expression_names": fit.rig.names,
             "rig_fit": {"residual_rms_cm": fit.residual_rms, "shape_rms_cm": fit.shape_rms},
@@ -391,3 +441,22 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         })
         _report(progress, 3 * T, 3 * T, clock, "done")
     return out_dir
+
+
+def _log_selection(video: Path, scan: Scan, sel: Selection, T_src: int) -> None:
+    """Say which frames are kept and which are left out, and why."""
+    kept = ", ".join(f"{r.start}:{r.stop}" for r in sel.runs)
+    log.info("%s: %d shot cuts, %d %s (by %s); keeping person %s, source frames %s",
+             video.name, len(scan.cuts), len(scan.people.people),
+             "person" if len(scan.people.people) == 1 else "people", scan.people.signal,
+             "+".join(map(str, sel.persons)), kept)
+    for lo in sel.left_out:
+        log.info("%s: frames %d:%d left out: %s", video.name, lo.start, lo.stop, lo.reason)
+    n_left = T_src - sum(r.n_frames for r in sel.runs)
+    if scan.several:
+        log.warning("%s: several faces in %d of %d frames; tracking the largest one", video, scan.several,
+                    T_src)
+    if len(scan.people.people) > 1 and len(sel.persons) == 1:
+        log.warning("%s: %d people on screen; kept person %d (%d frames), left out %d of %d frames "
+                    "(see meta.json frames_left_out; --list-people, --person N)", video,
+                    len(scan.people.people), sel.persons[0], sum(r.n_frames for r in sel.runs), n_left, T_src)

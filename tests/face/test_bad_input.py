@@ -66,20 +66,31 @@ def test_no_face_at_all(tmp_path: Path) -> None:
     assert _nothing_left(tmp_path)
 
 
-def test_short_gap_interpolated_long_gap_dropped(tmp_path: Path) -> None:
-    frames, _ = moving_frames(40)
+def hide_face(rgb: np.ndarray, block: int = 24) -> np.ndarray:
+    """The frame with its face region pixelated: same colours (no shot cut), but no face found."""
+    import cv2
+
+    out = rgb.copy()
+    y0, y1, x0, x1 = 40, 170, 70, 190
+    small = cv2.resize(rgb[y0:y1, x0:x1], ((x1 - x0) // block, (y1 - y0) // block),
+                       interpolation=cv2.INTER_AREA)
+    out[y0:y1, x0:x1] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    return out
+
+
+def test_short_gap_interpolated_long_gap_left_out(tmp_path: Path) -> None:
+    frames, _ = moving_frames(50)
     blank = np.full_like(frames[0], 120)
-    for i in (5, 6):  # short gap: interpolated
-        frames[i] = blank
-    for i in range(20, 34):  # 14 frames = 0.56 s > MAX_GAP_S: dropped
+    for i in (5, 6):  # short gap without a face in the same shot: interpolated
+        frames[i] = hide_face(frames[i])
+    for i in range(20, 34):  # 14 blank frames = 0.56 s > MAX_GAP_S: left out
         frames[i] = blank
     video = write_video(tmp_path / "gaps.mp4", frames)
     s = Subject.open(track_video(video, tmp_path / "subj", size=64))
+    assert s.meta["source_frames"] == list(range(20)) + list(range(34, 50))
     assert s.meta["frames_interpolated"] == [5, 6]
-    assert s.meta["frames_dropped"] == list(range(20, 34))
-    assert s.valid.sum() == 40 - 14 and not s.valid[20:34].any() and s.valid[5:7].all()
-    train, held = s.split()
-    assert not set(range(20, 34)) & (set(train) | set(held))
+    assert s.meta["frames_left_out"] == [{"start": 20, "stop": 34, "reason": "no face"}]
+    assert s.n_frames == 36 and s.valid.all() and s.meta["frames_dropped"] == []
     assert np.isfinite(s.landmarks).all() and np.isfinite(s.expressions).all()
     # the interpolated frames lie between their neighbours
     mid = s.landmarks[5:7, 1, :2]
@@ -88,20 +99,21 @@ def test_short_gap_interpolated_long_gap_dropped(tmp_path: Path) -> None:
     assert ((mid >= lo - 1e-3) & (mid <= hi + 1e-3)).all()
 
 
-def test_too_many_frames_without_face(tmp_path: Path) -> None:
+def test_frames_without_face_are_left_out_and_reported(tmp_path: Path) -> None:
     frames, _ = moving_frames(20)
     blank = np.full_like(frames[0], 120)
-    frames = frames[:8] + [blank] * 12
+    frames = [blank] * 3 + frames[:9] + [blank] * 8
     video = write_video(tmp_path / "mostly_blank.mp4", frames)
-    with pytest.raises(TrackError, match="no face in 12 of 20 frames"):
-        track_video(video, tmp_path / "subj")
-    assert _nothing_left(tmp_path)
+    s = Subject.open(track_video(video, tmp_path / "subj", size=32))
+    assert s.meta["source_frames"] == list(range(3, 12))
+    assert s.meta["frames_left_out"] == [{"start": 0, "stop": 3, "reason": "no face"},
+                                         {"start": 12, "stop": 20, "reason": "no face"}]
 
 
 def test_fewer_than_eight_usable_frames(tmp_path: Path) -> None:
     frames, _ = moving_frames(6)
     video = write_video(tmp_path / "short.mp4", frames)
-    with pytest.raises(TrackError, match="only 6 usable frames"):
+    with pytest.raises(TrackError, match=r"no shot .* has 8 usable frames .*shot too short \(6 frames"):
         track_video(video, tmp_path / "subj")
     assert _nothing_left(tmp_path)
 
