@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "sample": ("backend.data.sample_cli", "synthesise the embedded sample talking-head video"),
     "track": ("backend.face.track_cli", "track a portrait video into a subject"),
-    "import-tracking": ("backend.data.import_cli", "import external tracker output (npz) as a subject"),
+    "import-tracking": ("backend.face.import_cli", "import external tracker output (npz) as a subject"),
     "train": ("backend.train.train_cli", "train an Emo-Avatar on a subject (stage 1)"),
     "stylize": ("backend.train.stylize_cli", "make a stylised reference image from a subject frame"),
     "edit": ("backend.train.edit_cli", "restyle a trained avatar from one reference image (stage 2)"),

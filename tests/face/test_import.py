@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from backend.cli import main as cli_main
-from backend.data.import_tracking import TrackingImportError, import_tracking, map_names
 from backend.data.subject import Subject
+from backend.face.import_tracking import TrackingImportError, import_tracking, map_names
 from tests.face.conftest import moving_frames, write_video
 
 T, S = 12, 128

@@ -1,6 +1,6 @@
 """`emo-avatar import-tracking NPZ -o SUBJECT [--video VIDEO] [--overwrite]`.
 
-The npz keys are documented in ``backend.data.import_tracking`` and docs/tracking.md.
+The npz keys are documented in ``backend.face.import_tracking`` and docs/tracking.md.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.data.import_tracking import TrackingImportError, import_tracking
     from backend.data.subject import Subject
+    from backend.face.import_tracking import TrackingImportError, import_tracking
     from backend.face.track_cli import print_progress
 
     try:
