@@ -1,19 +1,27 @@
 """Emo-Avatar Studio - Blender extension (4.2+).
 
 Keyframe facial expressions on an imported subject rig and get stylized portrait frames back as
-an image-sequence strip in the Video Sequence Editor. The heavy lifting happens in the backend
-service (``emo-avatar serve``); this add-on talks to it through the vendored ``protocol``
-package with pyzmq + msgpack (bundled wheels) and never imports torch.
+an image-sequence strip in the Video Sequence Editor, or the current frame as a live preview. The
+heavy lifting happens in the backend service (``emo-avatar serve``); this add-on talks to it
+through the vendored ``protocol`` package with pyzmq + msgpack (bundled wheels) and never imports
+torch.
 
 Modules: ``compat`` (Blender-version differences), ``fcurves`` (the one F-curve reader/writer),
 ``rigdata``/``rig`` (subject rig), ``curves_bpy`` (sampling), ``uv_pass`` (Cycles UV pass),
-``vse`` (strips), ``exr``/``png`` (file formats), ``io_thread``/``state`` (networking),
-``operators``/``panels``/``preferences`` (UI), ``api`` (Python API for TDs).
+``vse`` (strips), ``exr``/``png`` (file formats), ``io_thread`` (networking), ``props``
+(properties), ``runtime`` (threads, shots, the timer), ``shot`` (long shots in chunks),
+``preview`` (live preview), ``operators``/``panels``/``preferences`` (UI), ``api`` (Python API
+for TDs and the operators' shared logic).
 """
 
 from __future__ import annotations
 
-_MODULES = ("preferences", "state", "operators", "panels")
+import time
+
+_MODULES = ("preferences", "props", "runtime", "preview", "operators", "panels")
+_TRANSLATIONS: dict[str, dict[tuple[str | None, str], str]] = {}
+"""UI strings go through Blender's translation system (``bpy.app.translations``); languages are
+added here as ``{locale: {(context, source): translation}}``."""
 
 
 def _load():
@@ -39,17 +47,23 @@ def register() -> None:
 
     for module in _load():
         module.register()
+    bpy.app.translations.register(__package__, _TRANSLATIONS)
     if not bpy.app.background:
         bpy.app.timers.register(_auto_connect, first_interval=1.0)
 
 
 def unregister() -> None:
+    """Disabling the add-on: running shots are cancelled (UV pass and render jobs) and the
+    connection closed within ``runtime.SHUTDOWN_TIMEOUT``; a local backend this Blender started
+    is stopped without waiting for it."""
     import bpy
 
     from . import api
 
+    t0 = time.monotonic()
     if bpy.app.timers.is_registered(_auto_connect):
         bpy.app.timers.unregister(_auto_connect)
-    api.stop_local_backend()  # only the backend this Blender started
+    bpy.app.translations.unregister(__package__)
     for module in reversed(_load()):
         module.unregister()
+    api.stop_local_backend(timeout=max(0.05, (1.9 - (time.monotonic() - t0)) / 2))

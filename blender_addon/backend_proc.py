@@ -34,7 +34,8 @@ def start(
     wait: float = 60.0,
     env: dict | None = None,
 ) -> subprocess.Popen:
-    """Start the backend and wait until it wrote a fresh connection file (or it died)."""
+    """Start the backend and wait up to ``wait`` s until it wrote a fresh connection file (or it
+    died); ``wait`` 0 returns at once (the caller's I/O thread connects once the file is there)."""
     connection_file = Path(connection_file)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     before = connection_file.stat().st_mtime_ns if connection_file.exists() else None
@@ -47,6 +48,8 @@ def start(
     )
     log_file.close()
     _PROCS.append(proc)
+    if wait <= 0:
+        return proc
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -117,7 +117,7 @@ def sample_transforms(ob: bpy.types.Object, frames: Sequence[int]) -> dict[str, 
 
 
 def built_camera_matrix(size: int, s0: float) -> mathutils.Matrix:
-    """``C0``: the rig camera's world matrix as ``rig.ensure_camera`` places it."""
+    """``C0``: the rig camera's world matrix as ``rig.make_camera`` places it."""
     return (
         mathutils.Matrix.Translation(camera_location(size, s0))
         @ mathutils.Euler(CAMERA_ROTATION, CAMERA_ROTATION_MODE).to_matrix().to_4x4()
@@ -156,7 +156,7 @@ def camera_correction(
     ob: bpy.types.Object, size: int, s0: float, depsgraph: bpy.types.Depsgraph
 ) -> mathutils.Matrix:
     """``C0 @ Z @ inverse(camera world)``: maps the world to the frame of the rig's camera as built
-    by ``rig.ensure_camera`` (``C0``, in front of the crop centre), so a world matrix times this is
+    by ``rig.make_camera`` (``C0``, in front of the crop centre), so a world matrix times this is
     the head's transform as the backend's projection sees it (identity while the camera is as the
     add-on built it; rigs without a recorded camera use the world as is). ``Z`` undoes a zoom: an
     orthographic scale ``o`` instead of the built ``o0`` shows everything ``o0 / o`` times larger,

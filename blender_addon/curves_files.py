@@ -22,9 +22,23 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import curves_bpy, rig
+from . import curves_bpy, fcurves, rig
 from .protocol.curves import Curves, crop_to_head_pose, head_pose_to_crop, read_curves, write_curves
 from .protocol.expressions import ARKIT_NAMES, canonical_name
+
+
+def smooth_rows(values: np.ndarray, width: int) -> np.ndarray:
+    """(T, C) -> (T, C) centred moving average over ``width`` rows (odd; edges repeat the first /
+    last row); ``width`` <= 1 returns the values unchanged."""
+    values = np.asarray(values, np.float32)
+    width = int(width)
+    if width <= 1 or len(values) < 2:
+        return values
+    width += 1 - width % 2
+    half = width // 2
+    padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
+    csum = np.cumsum(np.concatenate([np.zeros((1, values.shape[1]), np.float64), padded]), axis=0)
+    return ((csum[width:] - csum[:-width]) / width).astype(np.float32)
 
 
 def import_curves_file(
@@ -33,9 +47,18 @@ def import_curves_file(
     frame_start: int | None = None,
     head_pose: bool = True,
     scene: bpy.types.Scene | None = None,
+    *,
+    mode: str = "REPLACE",
+    smooth: int = 0,
+    reduce: float = 0.0,
 ) -> tuple[Curves, list[str]]:
     """Read ``path`` onto rig ``ob``, retimed to ``scene``'s fps (default: the context scene);
-    returns (the conformed curves, names dropped from the file)."""
+    returns (the conformed curves, names dropped from the file).
+
+    Keys outside the take's frames are never touched. ``mode`` (``fcurves.TAKE_MODES``): replace
+    keys inside the take's range, write a new action, or push the take to an NLA strip.
+    ``smooth``: moving-average width in file rows (0: off); ``reduce``: key-reduction tolerance
+    (0: a key per file row)."""
     curves = read_curves(path)
     names = curves_bpy.rig_names(ob)
     if not names:
@@ -46,12 +69,19 @@ def import_curves_file(
     start = round(conformed.frame_start * step) if frame_start is None else int(frame_start)
     in_file = {_key(n) for n in curves.names}
     columns = [k for k, n in enumerate(names) if _key(n) in in_file]  # other shape keys keep their animation
-    if conformed.n_frames and columns:
-        rig.write_expression_curves(
-            ob, [names[k] for k in columns], conformed.values[:, columns], start, step
-        )
-        if head_pose and (conformed.head_pose is not None or conformed.head_scale is not None):
-            _write_head_pose(ob, scene, conformed.head_pose, conformed.head_scale, start, step)
+    if not (conformed.n_frames and columns):
+        return conformed, list(conformed.dropped)
+    take = f"{ob.name} {Path(path).stem}"
+    values = smooth_rows(conformed.values[:, columns], smooth)
+    with fcurves.take_action(ob.data.shape_keys, take, mode):
+        rig.write_expression_curves(ob, [names[k] for k in columns], values, start, step, reduce)
+    if head_pose and (conformed.head_pose is not None or conformed.head_scale is not None):
+        pose = None if conformed.head_pose is None else smooth_rows(conformed.head_pose, smooth)
+        scale = conformed.head_scale
+        if scale is not None:
+            scale = smooth_rows(scale[:, None], smooth)[:, 0]
+        with fcurves.take_action(ob, take, mode):
+            _write_head_pose(ob, scene, pose, scale, start, step, reduce)
     return conformed, list(conformed.dropped)
 
 
@@ -79,6 +109,7 @@ def _write_head_pose(
     head_scale: np.ndarray | None,
     start: float,
     step: float = 1.0,
+    reduce: float = 0.0,
 ) -> None:
     """Key the file's rotations, translations and scale, each only when the file moves it, on the
     rig's object channels."""
@@ -93,7 +124,8 @@ def _write_head_pose(
     }
     paths = tuple(p for p in rig.POSE_PATHS if moved[p])
     if paths:
-        rig.write_pose_curves(ob, head_pose_to_crop(pose, rest, s0), s0 * rel, start, size, s0, step, paths)
+        crop = head_pose_to_crop(pose, rest, s0)
+        rig.write_pose_curves(ob, crop, s0 * rel, start, size, s0, step, paths, reduce)
 
 
 def _key(name: str) -> str:

@@ -12,7 +12,8 @@ in milliseconds instead of one ``keyframe_insert`` call each.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import bpy
 import numpy as np
@@ -82,45 +83,143 @@ def ensure_fcurve(id_data: bpy.types.ID, data_path: str, index: int = 0, group: 
     return fc
 
 
+_KEY_FLOAT2 = ("co", "handle_left", "handle_right")
+_KEY_ENUMS = ("interpolation", "handle_left_type", "handle_right_type", "easing")
+
+
+def _enum_value(kp, prop: str, identifier: str) -> int:
+    return kp[0].bl_rna.properties[prop].enum_items[identifier].value
+
+
+def reduce_keys(frames: np.ndarray, values: np.ndarray, tolerance: float) -> np.ndarray:
+    """Key reduction: (T,) bool mask of the keys to keep so that linear interpolation between the
+    kept keys stays within ``tolerance`` of every dropped value (Ramer-Douglas-Peucker on the
+    curve; the first and last keys are always kept). ``tolerance`` <= 0 keeps every key."""
+    frames = np.asarray(frames, np.float64).reshape(-1)
+    values = np.asarray(values, np.float64).reshape(-1)
+    keep = np.zeros(len(values), bool)
+    if len(values) == 0:
+        return keep
+    keep[[0, -1]] = True
+    if tolerance <= 0:
+        keep[:] = True
+        return keep
+    stack = [(0, len(values) - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        x = frames[a + 1 : b]
+        line = values[a] + (values[b] - values[a]) * (x - frames[a]) / max(frames[b] - frames[a], 1e-12)
+        err = np.abs(values[a + 1 : b] - line)
+        i = int(np.argmax(err))
+        if err[i] > tolerance:
+            keep[a + 1 + i] = True
+            stack += [(a, a + 1 + i), (a + 1 + i, b)]
+    return keep
+
+
+TAKE_MODES = ("REPLACE", "NEW_ACTION", "NLA")
+"""Where Import Curves puts a take: over the current keys (inside the take's range only), into a
+new action (the old one is kept with a fake user), or into an NLA strip above the current action."""
+
+
+@contextmanager
+def take_action(id_data: bpy.types.ID, name: str, mode: str = "REPLACE") -> Iterator[None]:
+    """Keys written by ``ensure_fcurve`` + ``write_keys`` inside this block go where ``mode`` says
+    (``TAKE_MODES``). For NLA, the take's action becomes a strip on a new track starting at its
+    first key and the action assigned before stays assigned."""
+    if mode not in TAKE_MODES:
+        raise ValueError(f"take mode must be one of {', '.join(TAKE_MODES)}, got {mode!r}")
+    if mode == "REPLACE":
+        yield
+        return
+    ad = id_data.animation_data or id_data.animation_data_create()
+    old = ad.action
+    old_slot = ad.action_slot if compat.has_slotted_actions() else None
+    if old is not None:
+        old.use_fake_user = True  # never lost, even when no longer assigned
+    ad.action = bpy.data.actions.new(name)
+    try:
+        yield
+    finally:
+        take = ad.action
+        empty = not fcurves_of(id_data)
+        if empty or mode == "NLA":
+            ad.action = old
+            if old is not None and old_slot is not None:
+                ad.action_slot = old_slot
+        if empty:  # nothing was keyed: no empty action or strip is left behind
+            bpy.data.actions.remove(take)
+        elif mode == "NLA":
+            start = int(np.floor(take.frame_range[0]))
+            track = ad.nla_tracks.new()
+            track.name = name
+            strip = track.strips.new(name, start, take)
+            if getattr(strip, "action_slot", "missing") is None and len(take.slots):
+                strip.action_slot = take.slots[0]
+
+
 def write_keys(
     fcurve: bpy.types.FCurve,
     frames: np.ndarray,
     values: np.ndarray,
     interpolation: str = "LINEAR",
-    replace: bool = True,
+    replace: str = "RANGE",
 ) -> None:
     """Write keys in bulk. ``frames`` (T,) scene frames, ``values`` (T,) floats.
 
-    With ``replace`` existing keys are removed first. Handles are set to the key itself (LINEAR
-    and CONSTANT ignore them; BEZIER keys get AUTO_CLAMPED handles recomputed by ``update()``).
+    ``replace``: ``"RANGE"`` (default) removes only the existing keys from the first to the last of
+    ``frames`` (keys outside the take stay exactly as they were: handles, interpolation, easing);
+    ``"ALL"`` clears the curve first; ``"NONE"`` adds to what is there. New keys get AUTO_CLAMPED
+    handles, recomputed by ``update()`` (LINEAR and CONSTANT keys ignore them).
     """
     frames = np.asarray(frames, dtype=np.float32).reshape(-1)
     values = np.asarray(values, dtype=np.float32).reshape(-1)
     if frames.shape != values.shape:
         raise ValueError(f"frames {frames.shape} and values {values.shape} differ in length")
-    kp = fcurve.keyframe_points
-    if replace:
-        kp.clear()
-    start = len(kp)
+    if replace not in ("RANGE", "ALL", "NONE"):
+        raise ValueError(f"replace must be RANGE, ALL or NONE, got {replace!r}")
     n = len(frames)
     if n == 0:
         return
-    kp.add(n)
-    co = np.empty((start + n, 2), dtype=np.float32)
-    kp.foreach_get("co", co.reshape(-1))
-    co[start:, 0] = frames
-    co[start:, 1] = values
-    kp.foreach_set("co", co.reshape(-1))
-    kp.foreach_set("handle_left", co.reshape(-1))
-    kp.foreach_set("handle_right", co.reshape(-1))
-    interp_enum = kp[0].bl_rna.properties["interpolation"].enum_items
-    code = interp_enum[interpolation].value
-    modes = np.full(start + n, code, dtype=np.int32)
-    kp.foreach_set("interpolation", modes)
-    if interpolation == "BEZIER":
-        htype = kp[0].bl_rna.properties["handle_left_type"].enum_items["AUTO_CLAMPED"].value
-        kp.foreach_set("handle_left_type", np.full(start + n, htype, dtype=np.int32))
-        kp.foreach_set("handle_right_type", np.full(start + n, htype, dtype=np.int32))
+    kp = fcurve.keyframe_points
+    old = len(kp)
+    kept: dict[str, np.ndarray] = {}
+    if old and replace != "ALL":
+        for prop in _KEY_FLOAT2:
+            kept[prop] = np.empty(old * 2, np.float32)
+            kp.foreach_get(prop, kept[prop])
+            kept[prop] = kept[prop].reshape(old, 2)
+        for prop in _KEY_ENUMS:
+            kept[prop] = np.empty(old, np.int32)
+            kp.foreach_get(prop, kept[prop])
+        if replace == "RANGE":
+            x = kept["co"][:, 0]
+            outside = (x < frames.min() - 1e-4) | (x > frames.max() + 1e-4)
+            kept = {k: v[outside] for k, v in kept.items()}
+    m = len(kept.get("co", ()))
+    kp.clear()
+    kp.add(m + n)
+    new_co = np.stack([frames, values], axis=1)
+    arrays = {
+        "co": np.concatenate([kept["co"], new_co]) if m else new_co,
+        "handle_left": np.concatenate([kept["handle_left"], new_co]) if m else new_co,
+        "handle_right": np.concatenate([kept["handle_right"], new_co]) if m else new_co,
+    }
+    code = _enum_value(kp, "interpolation", interpolation)
+    auto = _enum_value(kp, "handle_left_type", "AUTO_CLAMPED")  # Blender's default for new keys
+    ease = _enum_value(kp, "easing", "AUTO")
+    fresh = {"interpolation": code, "handle_left_type": auto, "handle_right_type": auto, "easing": ease}
+    for prop, value in fresh.items():
+        arrays[prop] = np.full(m + n, value, np.int32)
+        if m:
+            arrays[prop][:m] = kept[prop]
+    order = np.argsort(arrays["co"][:, 0], kind="stable")
+    for prop in _KEY_FLOAT2:
+        kp.foreach_set(prop, np.ascontiguousarray(arrays[prop][order], np.float32).reshape(-1))
+    for prop in _KEY_ENUMS:
+        kp.foreach_set(prop, np.ascontiguousarray(arrays[prop][order]))
     fcurve.update()
 
 

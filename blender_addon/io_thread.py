@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +64,14 @@ class Stream:
     frame_start: int
     total: int
     received: set[int] = field(default_factory=set)
-    gen: Iterator[tuple[int, Any]] | None = None
+    gen: Any = None
+    """The protocol's non-blocking ``FrameStream`` (None until granted, or after a reconnect)."""
     submission: dict[str, Any] | None = None
     resubmits: int = 0
     started: bool = False
     next_check: float = 0.0
+    memory: bool = False
+    """Frames go to the main thread as pixels (``Result.data["image"]``), not to disk (live preview)."""
 
 
 def version_warning(proto: str) -> tuple[str | None, bool]:
@@ -126,6 +128,7 @@ class IOThread(threading.Thread):
         self._restarts = 0
         self._failed_before = False
         self._hello: dict[str, Any] | None = None
+        self._final_cancels: list[str] = []
 
     # -- main-thread API -----------------------------------------------------------------------
     def call(self, op: str, **kwargs: Any) -> int:
@@ -135,8 +138,11 @@ class IOThread(threading.Thread):
         self.inbox.put((rid, op, kwargs))
         return rid
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to close its sockets and end; waits up to ``timeout`` s."""
+    def stop(self, timeout: float = 5.0, cancel_jobs: list[str] | None = None) -> None:
+        """Ask the thread to close its sockets and end; waits up to ``timeout`` s. ``cancel_jobs``
+        get a ``job_cancel`` first (one attempt each, within the same ``timeout``)."""
+        self._final_cancels = list(cancel_jobs or [])
+        self._cancel_deadline = time.monotonic() + 0.8 * timeout
         self._stopping.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
@@ -161,8 +167,23 @@ class IOThread(threading.Thread):
             log.exception("I/O thread crashed")
             self._post("status", state="error", message=f"I/O thread crashed: {exc}")
         finally:
+            self._send_final_cancels()
             self._close_client()
             self._post("stopped")
+
+    def _send_final_cancels(self) -> None:
+        """``job_cancel`` for the jobs ``stop`` named, each one attempt, all within its deadline."""
+        for job_id in self._final_cancels:
+            left = getattr(self, "_cancel_deadline", 0.0) - time.monotonic()
+            if self.client is None or left <= 0.05:
+                log.warning("job %s not cancelled: no time left while stopping", job_id)
+                continue
+            try:
+                self.client.request(
+                    "job_cancel", {"job_id": job_id}, channel="control", timeout=left, retries=0
+                )
+            except Exception as exc:  # stopping must go on
+                log.warning("cancelling %s while stopping failed: %s", job_id, exc)
 
     def _loop_once(self) -> None:
         now = time.monotonic()
@@ -324,22 +345,38 @@ class IOThread(threading.Thread):
         if op == "refresh":
             self._refresh()
             return {}
+        if op == "jobs_raw":
+            return {"jobs": c.jobs()}
         if op == "subject":
             return {"subject": c.subject(kw["subject_id"])}
         if op == "submit":
             job_id = c.submit(kw["kind"], kw["params"], kw.get("buffers"), job_id=kw.get("job_id"))
             stream = kw.get("stream")
             if stream:
+                memory = bool(stream.get("memory"))
                 self.streams[job_id] = Stream(
                     job_id=job_id,
-                    folder=Path(stream["folder"]),
-                    prefix=stream["prefix"],
+                    folder=Path(stream.get("folder") or "."),
+                    prefix=stream.get("prefix") or "",
                     frame_start=int(stream["frame_start"]),
                     total=int(stream["total"]),
                     submission={"kind": kw["kind"], "params": kw["params"], "buffers": kw.get("buffers")},
+                    memory=memory,
+                    started=memory,  # a preview frame is waited for at once (never queued long)
                 )
-            self._post("jobs", jobs=c.jobs())
+            if not kw.get("quiet"):
+                self._post("jobs", jobs=c.jobs())
             return {"job_id": job_id}
+        if op == "attach":
+            # frames of a render that finished (or runs) without this Blender: stream them again
+            self.streams[kw["job_id"]] = Stream(
+                job_id=kw["job_id"],
+                folder=Path(kw["folder"]),
+                prefix=kw["prefix"],
+                frame_start=int(kw["frame_start"]),
+                total=int(kw["total"]),
+            )
+            return {"job_id": kw["job_id"]}
         if op == "track":
             upload_id = c.upload(kw["path"])
             params = {"subject_id": kw["subject_id"], "upload_id": upload_id, **kw.get("params", {})}
@@ -349,8 +386,6 @@ class IOThread(threading.Thread):
         if op == "cancel":
             state = c.cancel(kw["job_id"])
             stream = self.streams.pop(kw["job_id"], None)
-            if stream is not None and stream.gen is not None:
-                stream.gen.close()
             if stream is not None:
                 self._post(
                     "stream_end", job_id=stream.job_id, state="cancelled", received=sorted(stream.received)
@@ -363,13 +398,16 @@ class IOThread(threading.Thread):
         raise ValueError(f"unknown I/O operation {op!r}")
 
     def _advance_streams(self) -> bool:
-        """Receive at most one frame per stream; True when any arrived."""
+        """Receive the frames that arrived for each stream (waiting at most a few ms in all, so
+        commands such as a cancel or a stop are never held up); True when any arrived."""
         got = False
         for job_id in list(self.streams):
-            stream = self.streams[job_id]
+            stream = self.streams.get(job_id)
+            if stream is None:
+                continue
             if not stream.started:
-                # Waiting for frames blocks this thread, so only once the job left the queue (a
-                # render queued behind a long training job must not stall cancels and events).
+                # Frame credit is granted only once the job left the queue (a render queued
+                # behind a long training job must not keep asking for frames).
                 if time.monotonic() < stream.next_check:
                     continue
                 stream.next_check = time.monotonic() + self.poll_interval
@@ -381,15 +419,11 @@ class IOThread(threading.Thread):
                 start = 0
                 while start in stream.received:
                     start += 1
-                stream.gen = iter(
-                    self.client.frames(job_id, credit=self.credit, start=start, timeout=self.poll_interval)
+                stream.gen = self.client.frame_stream(
+                    job_id, credit=self.credit, start=start, timeout=self.poll_interval
                 )
             try:
-                index, image = next(stream.gen)
-            except StopIteration:
-                del self.streams[job_id]
-                self._post("stream_end", job_id=job_id, state="done", received=sorted(stream.received))
-                continue
+                frames = stream.gen.poll(0.002)
             except RemoteError as exc:
                 remote = getattr(exc, "remote_ename", "")
                 if remote == "JobInterrupted" and stream.submission and stream.resubmits < MAX_RESUBMITS:
@@ -413,31 +447,52 @@ class IOThread(threading.Thread):
                     "stream_end", job_id=job_id, state=state, error=str(exc), received=sorted(stream.received)
                 )
                 continue
-            frame = stream.frame_start + int(index)
-            path = stream.folder / frame_filename(stream.prefix, frame)
-            try:
-                data = image if isinstance(image, bytes) else encode_png(np.asarray(image))
-                atomic_write_bytes(path, data)
-            except OSError as exc:
-                self.streams.pop(job_id, None)
-                stream.gen.close()
-                self._post(
-                    "stream_end",
-                    job_id=job_id,
-                    state="failed",
-                    error=f"cannot write {path}: {exc.strerror or exc}",
-                    received=sorted(stream.received),
-                )
-                continue
-            stream.received.add(int(index))
-            got = True
+            for index, image in frames:
+                if not self._deliver(stream, int(index), image):
+                    break
+                got = True
+            if job_id in self.streams and stream.gen.done:
+                del self.streams[job_id]
+                self._post("stream_end", job_id=job_id, state="done", received=sorted(stream.received))
+        return got
+
+    def _deliver(self, stream: Stream, index: int, image: Any) -> bool:
+        """Hand one frame on (to disk, or as pixels for a memory stream); False if the stream ended."""
+        frame = stream.frame_start + index
+        stream.received.add(index)
+        if stream.memory:
             self._post(
                 "frame",
-                job_id=job_id,
-                index=int(index),
+                job_id=stream.job_id,
+                index=index,
                 frame=frame,
-                path=str(path),
+                image=image,
                 count=len(stream.received),
                 total=stream.total,
             )
-        return got
+            return True
+        path = stream.folder / frame_filename(stream.prefix, frame)
+        try:
+            data = image if isinstance(image, bytes) else encode_png(np.asarray(image))
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            stream.received.discard(index)
+            self.streams.pop(stream.job_id, None)
+            self._post(
+                "stream_end",
+                job_id=stream.job_id,
+                state="failed",
+                error=f"cannot write {path}: {exc.strerror or exc}",
+                received=sorted(stream.received),
+            )
+            return False
+        self._post(
+            "frame",
+            job_id=stream.job_id,
+            index=index,
+            frame=frame,
+            path=str(path),
+            count=len(stream.received),
+            total=stream.total,
+        )
+        return True

@@ -1,44 +1,62 @@
 # ruff: noqa: N801, RUF012  (Blender class naming: CATEGORY_OT_name; bl_options sets)
 """Operators ``emo_avatar.*``. Network work goes through the I/O thread; results are applied by
-the timer. UNDO only on operators that change Blender data (rig import, curve import, render's
-strip). In background mode (``blender -b``) every operator runs blocking through ``api``.
+the timer. UNDO only on operators that change Blender data (rig import, curve import); a shot's
+strip gets its own undo step when the shot ends. In background mode (``blender -b``) every
+operator runs blocking through ``api``.
+
+``ShotModal`` is the Render Shot operator's state machine without Blender's event system: the
+operator feeds it timer ticks and Esc; tests drive it the same way with real bpy in background mode.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.app.translations import pgettext_iface as iface_
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import api, curves_files, preferences, rig, rigdata, shot, state
+from . import api, curves_files, expressions_ui, fcurves, preferences, preview, rig, runtime
+from .props import UV_SOURCE_ITEMS
 from .protocol.errors import ProtocolError
-from .state import RUNTIME
+from .runtime import RUNTIME
+
+log = logging.getLogger(__name__)
 
 
 def _connected(cls, context=None) -> bool:
-    if state.is_connected():
+    if runtime.is_connected():
         return True
     cls.poll_message_set("Not connected to a backend: press Connect in the Emo-Avatar panel")
     return False
 
 
-def _active_rig(cls, context) -> bpy.types.Object | None:
-    ob = context.active_object
-    if ob is not None and ob.type == "MESH" and rig.PROP_SUBJECT in ob:
-        return ob
-    cls.poll_message_set("Select an Emo-Avatar rig (import a subject rig first)")
-    return None
+def _rig_poll(cls, context) -> bpy.types.Object | None:
+    """The rig an operator works on (``rig.find_rig``, the one rule), or None with a poll message."""
+    try:
+        return rig.find_rig(context.scene)
+    except ValueError as exc:
+        cls.poll_message_set(str(exc))
+        return None
 
 
-def _report_result(op, result, ok: str) -> None:
-    if result.error:
-        op.report({"ERROR"}, result.error)
-    else:
-        op.report({"INFO"}, ok)
+class EMO_AVATAR_OT_report_message(bpy.types.Operator):
+    """Show a message from the add-on's background work in the status bar and the Info editor"""
+
+    bl_idname = "emo_avatar.report_message"
+    bl_label = "Emo-Avatar Message"
+    bl_options = {"INTERNAL"}
+    level: StringProperty(default="INFO")
+    text: StringProperty(default="")
+
+    def execute(self, context):
+        level = self.level if self.level in ("INFO", "WARNING", "ERROR") else "INFO"
+        self.report({level}, self.text)
+        return {"FINISHED"}
 
 
 class EMO_AVATAR_OT_connect(bpy.types.Operator):
@@ -50,17 +68,14 @@ class EMO_AVATAR_OT_connect(bpy.types.Operator):
     def execute(self, context):
         p = preferences.prefs()
         try:
-            if p.start_local:
-                api.start_local_backend()
-            if bpy.app.background:
-                info = api.connect()
-                self.report({"INFO"}, f"connected to {info['server']} on {info['device']}")
-            else:
-                state.start_io(preferences.connection_file(), timeout=p.timeout)
-                self.report({"INFO"}, "connecting...")
+            info = api.connect(timeout=max(30.0, 10 * p.timeout), wait=bpy.app.background)
         except (api.EmoAvatarError, OSError, ValueError, RuntimeError, TimeoutError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        if info:
+            self.report({"INFO"}, iface_("connected to {} on {}").format(info["server"], info["device"]))
+        else:
+            self.report({"INFO"}, iface_("connecting..."))
         return {"FINISHED"}
 
 
@@ -78,7 +93,8 @@ class EMO_AVATAR_OT_disconnect(bpy.types.Operator):
         return True
 
     def execute(self, context):
-        state.stop_io()
+        preview.stop()
+        runtime.stop_io()
         return {"FINISHED"}
 
 
@@ -90,13 +106,14 @@ class EMO_AVATAR_OT_stop_backend(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if RUNTIME.backend_proc is None or RUNTIME.backend_proc.poll() is not None:
+        if not api.local_backend_running():
             cls.poll_message_set("No local backend started by this Blender")
             return False
         return True
 
     def execute(self, context):
-        state.stop_io()
+        preview.stop()
+        runtime.stop_io()
         api.stop_local_backend()
         return {"FINISHED"}
 
@@ -112,7 +129,10 @@ class EMO_AVATAR_OT_refresh(bpy.types.Operator):
         return _connected(cls)
 
     def execute(self, context):
-        state.call("refresh")
+        if bpy.app.background:
+            api.refresh()
+        else:
+            runtime.call("refresh")
         return {"FINISHED"}
 
 
@@ -133,7 +153,7 @@ class EMO_AVATAR_OT_track_video(bpy.types.Operator, ImportHelper):
         if not self.subject_id.strip():
             self.report({"ERROR"}, "give the subject a name")
             return {"CANCELLED"}
-        state.call(
+        runtime.call(
             "track", path=self.filepath, subject_id=self.subject_id.strip(), params={"size": self.size}
         )
         self.report({"INFO"}, f"uploading {bpy.path.basename(self.filepath)} for tracking")
@@ -159,14 +179,14 @@ class EMO_AVATAR_OT_train(bpy.types.Operator):
     def poll(cls, context):
         if not _connected(cls):
             return False
-        if not state.wm_state().subject:
+        if not runtime.wm_state().subject:
             cls.poll_message_set("Pick a subject first")
             return False
         return True
 
     def execute(self, context):
-        state.call(
-            "submit", kind="train", params={"subject_id": state.wm_state().subject, "preset": self.preset}
+        runtime.call(
+            "submit", kind="train", params={"subject_id": runtime.wm_state().subject, "preset": self.preset}
         )
         self.report({"INFO"}, "training submitted")
         return {"FINISHED"}
@@ -205,7 +225,7 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
     def poll(cls, context):
         if not _connected(cls):
             return False
-        subject = state.wm_state().subjects.get(state.wm_state().subject)
+        subject = runtime.wm_state().subjects.get(runtime.wm_state().subject)
         if subject is None or not subject.has_avatar:
             cls.poll_message_set("Pick a subject with a trained avatar first")
             return False
@@ -217,32 +237,48 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
         except (RuntimeError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        params = {"subject_id": state.wm_state().subject, "style": self.style.strip(), "frame": self.frame}
-        state.call("submit", kind="edit", params=params, buffers={"reference": reference})
+        params = {"subject_id": runtime.wm_state().subject, "style": self.style.strip(), "frame": self.frame}
+        runtime.call("submit", kind="edit", params=params, buffers={"reference": reference})
         self.report({"INFO"}, f"style '{self.style}' submitted")
         return {"FINISHED"}
 
 
+def _match_scene_default(self, context) -> None:
+    if not self.properties.is_property_set("match_scene"):
+        self.match_scene = rig.scene_is_empty(context.scene)
+
+
 class EMO_AVATAR_OT_import_rig(bpy.types.Operator):
-    """Import the selected subject's rig: head mesh, shape keys, tracked curves, camera"""
+    """Import the selected subject's rig into its own collection: head mesh, shape keys, tracked
+    curves, camera"""
 
     bl_idname = "emo_avatar.import_rig"
     bl_label = "Import Subject Rig"
     bl_options = {"REGISTER", "UNDO"}
     frame_start: IntProperty(name="Start frame", default=1)
     with_curves: BoolProperty(name="Tracked curves", default=True)
+    match_scene: BoolProperty(
+        name="Match scene to subject",
+        description="Make the rig camera the scene camera and set resolution, fps and frame range "
+        "from the subject (on by default only for an empty scene)",
+        default=False,
+    )
 
     @classmethod
     def poll(cls, context):
         if not _connected(cls):
             return False
-        if not state.wm_state().subject:
+        if not runtime.wm_state().subject:
             cls.poll_message_set("Pick a subject first")
             return False
         return True
 
+    def invoke(self, context, event):
+        _match_scene_default(self, context)
+        return self.execute(context)
+
     def execute(self, context):
-        subject_id = state.wm_state().subject
+        subject_id = runtime.wm_state().subject
         if bpy.app.background:
             try:
                 head = api.import_subject(
@@ -250,25 +286,21 @@ class EMO_AVATAR_OT_import_rig(bpy.types.Operator):
                     scene=context.scene,
                     frame_start=self.frame_start,
                     with_curves=self.with_curves,
+                    match_scene=self.match_scene,
                 )
             except (api.EmoAvatarError, ValueError) as exc:
                 self.report({"ERROR"}, str(exc))
                 return {"CANCELLED"}
-            self.report({"INFO"}, f"imported {head.name}")
+            self.report({"INFO"}, iface_("imported {}").format(head.name))
             return {"FINISHED"}
-        scene_name, start, with_curves = context.scene.name, self.frame_start, self.with_curves
-
-        def done(result) -> None:
-            if result.error:
-                RUNTIME.messages.append(("ERROR", result.error))
-                return
-            data = rigdata.from_subject_reply(result.data["subject"])
-            rig.build_rig(data, bpy.data.scenes[scene_name], frame_start=start, with_curves=with_curves)
-            with contextlib.suppress(RuntimeError):  # the rig arrives from the timer: its own undo step
-                bpy.ops.ed.undo_push(message="Import Emo-Avatar rig")
-
-        state.call("subject", on_done=done, subject_id=subject_id)
-        self.report({"INFO"}, f"fetching subject '{subject_id}'")
+        api.import_subject_async(
+            subject_id,
+            context.scene.name,
+            frame_start=self.frame_start,
+            with_curves=self.with_curves,
+            match_scene=self.match_scene,
+        )
+        self.report({"INFO"}, iface_("fetching subject '{}'").format(subject_id))
         return {"FINISHED"}
 
 
@@ -280,56 +312,110 @@ class EMO_AVATAR_OT_import_subject_folder(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
     filter_glob: StringProperty(default="meta.json", options={"HIDDEN"})
     frame_start: IntProperty(name="Start frame", default=1)
+    match_scene: BoolProperty(
+        name="Match scene to subject",
+        description="Make the rig camera the scene camera and set resolution, fps and frame range "
+        "from the subject (on by default only for an empty scene)",
+        default=False,
+    )
+
+    def invoke(self, context, event):
+        _match_scene_default(self, context)
+        return ImportHelper.invoke(self, context, event)
 
     def execute(self, context):
         folder = Path(bpy.path.abspath(self.filepath))
+        match = self.match_scene
+        if not self.properties.is_property_set("match_scene"):
+            match = rig.scene_is_empty(context.scene)
         try:
             head = api.import_subject(
                 folder=folder.parent if folder.is_file() else folder,
                 scene=context.scene,
                 frame_start=self.frame_start,
+                match_scene=match,
             )
         except (OSError, ValueError, KeyError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"imported {head.name}")
+        self.report({"INFO"}, iface_("imported {}").format(head.name))
         return {"FINISHED"}
 
 
 class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
-    """Load Live Link Face CSV or JSON curves onto the selected rig"""
+    """Load Live Link Face CSV or JSON curves onto the rig; keys outside the take's frames stay"""
 
     bl_idname = "emo_avatar.import_curves"
     bl_label = "Import Curves"
     bl_options = {"REGISTER", "UNDO"}
     filter_glob: StringProperty(default="*.csv;*.json", options={"HIDDEN"})
-    use_scene_start: BoolProperty(name="Start at scene start", default=True)
+    start_at: EnumProperty(
+        name="Start at",
+        items=[
+            ("SCENE_START", "Scene start", "The take starts at the scene's first frame"),
+            ("PLAYHEAD", "Playhead", "The take starts at the current frame"),
+            ("FILE", "File's frame", "The frame the file says (retimed to the scene's fps)"),
+        ],
+        default="SCENE_START",
+    )
+    mode: EnumProperty(
+        name="Keys",
+        items=[
+            ("REPLACE", "Replace in range", "Replace keys inside the take's frames only"),
+            ("NEW_ACTION", "New action", "Put the take into a new action (the old one is kept)"),
+            ("NLA", "NLA strip", "Push the take to an NLA strip above the current action"),
+        ],
+        default="REPLACE",
+    )
+    smooth: IntProperty(
+        name="Smoothing", description="Moving-average width in frames (0: off)", default=0, min=0, max=31
+    )
+    reduce: FloatProperty(
+        name="Key reduction",
+        description="Drop keys that the neighbouring keys reproduce within this tolerance "
+        "(0: a key per frame)",
+        default=0.0,
+        min=0.0,
+        max=1.0,
+        precision=4,
+    )
     head_pose: BoolProperty(name="Head rotation", default=True)
 
     @classmethod
     def poll(cls, context):
-        return _active_rig(cls, context) is not None
+        return _rig_poll(cls, context) is not None
 
     def execute(self, context):
-        start = context.scene.frame_start if self.use_scene_start else None
+        scene = context.scene
+        start = {"SCENE_START": scene.frame_start, "PLAYHEAD": scene.frame_current, "FILE": None}[
+            self.start_at
+        ]
+        head = rig.find_rig(scene)
         try:
             curves, dropped = curves_files.import_curves_file(
-                self.filepath, context.active_object, start, self.head_pose, scene=context.scene
+                self.filepath,
+                head,
+                start,
+                self.head_pose,
+                scene=scene,
+                mode=self.mode,
+                smooth=self.smooth,
+                reduce=self.reduce,
             )
         except (OSError, ValueError, KeyError, ProtocolError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        msg = f"{curves.n_frames} frames, {len(curves.names)} curves"
-        if curves_files.retime_step(curves.fps, context.scene) != 1.0:
-            msg += f", retimed from {curves.fps:g} to {rig.scene_fps(context.scene):g} fps"
+        msg = iface_("{} frames, {} curves").format(curves.n_frames, len(curves.names))
+        if curves_files.retime_step(curves.fps, scene) != 1.0:
+            msg += iface_(", retimed from {:g} to {:g} fps").format(curves.fps, rig.scene_fps(scene))
         if dropped:
-            msg += f"; the rig has no shape key for: {', '.join(dropped)}"
+            msg += iface_("; the rig has no shape key for: {}").format(", ".join(dropped))
         self.report({"WARNING" if dropped else "INFO"}, msg)
         return {"FINISHED"}
 
 
 class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
-    """Write the selected rig's curves as Live Link Face CSV or JSON"""
+    """Write the rig's curves as Live Link Face CSV or JSON"""
 
     bl_idname = "emo_avatar.export_curves"
     bl_label = "Export Curves"
@@ -345,7 +431,7 @@ class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
 
     @classmethod
     def poll(cls, context):
-        return _active_rig(cls, context) is not None
+        return _rig_poll(cls, context) is not None
 
     def check(self, context):
         self.filename_ext = self.file_format
@@ -355,52 +441,189 @@ class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
         scene = context.scene
         try:
             left = curves_files.export_curves_file(
-                self.filepath, scene, context.active_object, scene.frame_start, scene.frame_end
+                self.filepath, scene, rig.find_rig(scene), scene.frame_start, scene.frame_end
             )
         except (OSError, ValueError, KeyError, ProtocolError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         if left:
-            self.report({"WARNING"}, f"CSV cannot hold {len(left)} curves: {', '.join(left)}")
+            self.report(
+                {"WARNING"}, iface_("CSV cannot hold {} curves: {}").format(len(left), ", ".join(left))
+            )
         else:
-            self.report({"INFO"}, f"wrote {self.filepath}")
+            self.report({"INFO"}, iface_("wrote {}").format(self.filepath))
         return {"FINISHED"}
 
 
+Report = Callable[[set, str], None]
+
+
+class ShotModal:
+    """The Render Shot operator's state machine (see the module docstring).
+
+    Phases: ``names`` (the subject's expression names are fetched by the I/O thread, so the UI
+    never waits), ``running`` (the runner builds UV maps and submits chunks; frames arrive),
+    ``finished``. ``on_timer()`` / ``on_escape()`` return the operator's result set;
+    ``abort()`` is the operator's ``cancel()`` (file load, window closed). Any exception ends it
+    cleanly with the shot cancelled. Holds names only, never Blender IDs.
+    """
+
+    def __init__(
+        self,
+        scene: bpy.types.Scene,
+        frame_start: int,
+        frame_end: int,
+        report: Report,
+        *,
+        uv_source: str | None = None,
+        rig_object: bpy.types.Object | None = None,
+        **shot_kwargs,
+    ) -> None:
+        head = rig.find_rig(scene, rig_object)
+        settings = api.shot_settings(head)
+        self.scene_name, self.rig_name = scene.name, head.name
+        self.frames = (int(frame_start), int(frame_end))
+        self.kwargs = {
+            "style": settings["style"],
+            "output_dir": settings["output_dir"],
+            "channel": settings["channel"],
+            "uv_source": uv_source or settings["uv_source"],
+            **shot_kwargs,
+        }
+        self.report = report
+        self.phase = "names"
+        self.shot: runtime.Shot | None = None
+        self.runner = None
+        self.result: set | None = None
+        self._names: list[str] | None = None
+        self._names_error = ""
+        self._names_done = False
+
+    def start(self) -> set:
+        subject = str(bpy.data.objects[self.rig_name][rig.PROP_SUBJECT])
+        try:
+            runtime.call("subject", on_done=self._got_names, subject_id=subject)
+        except RuntimeError as exc:
+            return self._end({"CANCELLED"}, "ERROR", str(exc))
+        return {"RUNNING_MODAL"}
+
+    def _got_names(self, result) -> None:
+        self._names_done = True
+        if result.error:
+            self._names_error = result.error
+        else:
+            self._names = [str(n) for n in result.data["subject"]["names"]]
+
+    def _end(self, result: set, level: str, text: str) -> set:
+        self.phase, self.result = "finished", result
+        if text:
+            self.report({level}, text)
+        return result
+
+    def on_timer(self) -> set:
+        if self.phase == "finished":
+            return self.result
+        try:
+            return self._timer()
+        except Exception as exc:  # the catch-all: the operator always finishes cleanly
+            log.exception("Render Shot failed")
+            self.abort(f"{type(exc).__name__}: {exc}")
+            return self._end(
+                {"CANCELLED"}, "ERROR", iface_("render failed: {}").format(f"{type(exc).__name__}: {exc}")
+            )
+
+    def _timer(self) -> set:
+        if self.phase == "names":
+            if not self._names_done:
+                return {"RUNNING_MODAL"}
+            if self._names_error:
+                return self._end({"CANCELLED"}, "ERROR", self._names_error)
+            scene = bpy.data.scenes.get(self.scene_name)
+            head = bpy.data.objects.get(self.rig_name)
+            if scene is None or head is None:
+                return self._end({"CANCELLED"}, "ERROR", iface_("the scene or rig is gone"))
+            try:
+                self.runner = api.begin_shot(
+                    scene, *self.frames, subject_names=self._names, rig_object=head, **self.kwargs
+                )
+            except (ValueError, OSError, KeyError, RuntimeError) as exc:
+                return self._end({"CANCELLED"}, "ERROR", str(exc))
+            self.shot = self.runner.shot
+            self.phase = "running"
+            return {"RUNNING_MODAL"}
+        s = self.shot
+        if s.finished:
+            if s.state == "done":
+                return self._end(
+                    {"FINISHED"},
+                    "INFO",
+                    iface_("{} frames in strip '{}'").format(len(s.frames_done), s.strip_name),
+                )
+            if s.detached:
+                return self._end(
+                    {"CANCELLED"}, "WARNING", iface_("the shot was detached: {}").format(s.error)
+                )
+            level = "WARNING" if s.state == "cancelled" else "ERROR"
+            return self._end({"CANCELLED"}, level, iface_("render {}: {}").format(s.state, s.error or "-"))
+        if s.detached:  # another file was loaded: its frames keep landing on disk
+            return self._end(
+                {"CANCELLED"},
+                "WARNING",
+                iface_("another file was loaded; the shot's frames go on to {}").format(s.folder),
+            )
+        return {"PASS_THROUGH"}
+
+    def on_escape(self) -> set:
+        if self.phase == "finished":
+            return self.result
+        try:
+            if self.shot is not None:
+                runtime.cancel_shot(self.shot)
+                n = len(self.shot.frames_done)
+                return self._end(
+                    {"CANCELLED"}, "WARNING", iface_("render cancelled; the strip keeps {} frames").format(n)
+                )
+            return self._end({"CANCELLED"}, "WARNING", iface_("render cancelled before it was sent"))
+        except Exception as exc:  # never leave the operator running
+            log.exception("cancelling the shot failed")
+            return self._end({"CANCELLED"}, "ERROR", str(exc))
+
+    def abort(self, reason: str = "cancelled") -> None:
+        """Blender ends the operator (file load, window closed): stop the shot's work."""
+        if self.shot is not None and not self.shot.finished and not self.shot.detached:
+            runtime.cancel_shot(self.shot, reason)
+        self.phase = "finished"
+        if self.result is None:
+            self.result = {"CANCELLED"}
+
+    @property
+    def progress(self) -> float:
+        return self.runner.progress if self.runner is not None else 0.0
+
+    def status(self) -> str:
+        if self.phase == "names":
+            return iface_("checking the rig against the backend's subject")
+        return self.runner.status() if self.runner is not None else ""
+
+
 class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
-    """Render the frame range with the selected subject/style; frames land as a sequencer strip.
+    """Render the frame range with the rig's style; frames land as a sequencer strip.
     Esc cancels (the strip keeps the frames received)"""
 
     bl_idname = "emo_avatar.render_shot"
     bl_label = "Render Shot"
     bl_options = {"REGISTER"}
-    uv_source: EnumProperty(
-        name="UV maps",
-        items=[
-            (shot.UV_BLENDER, "Blender UV pass", "Cycles UV pass of the rig from its own camera"),
-            (
-                shot.UV_BACKEND,
-                "Backend rasterises",
-                "Send only curves + head pose; the backend draws the UVs",
-            ),
-        ],
-    )
+    uv_source: EnumProperty(name="UV maps", items=UV_SOURCE_ITEMS)
     use_preview_range: BoolProperty(name="Preview range", default=False)
 
     _timer = None
-    _builder = None
-    _shot = None
+    _session: ShotModal | None = None
 
     @classmethod
     def poll(cls, context):
         if not _connected(cls):
             return False
-        try:
-            shot.find_rig(context.scene)
-        except ValueError as exc:
-            cls.poll_message_set(str(exc))
-            return False
-        return True
+        return _rig_poll(cls, context) is not None
 
     def _frame_range(self, context) -> tuple[int, int]:
         scene = context.scene
@@ -409,122 +632,158 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
         end = scene.frame_preview_end if use_preview else scene.frame_end
         return start, end
 
-    def _make_builder(self, context) -> shot.ShotBuilder:
-        """The modal path's builder; the rig's names are checked against the backend's subject
-        (one blocking ``subject`` request) before the first UV frame."""
-        scene = context.scene
-        p = preferences.prefs()
-        head = shot.find_rig(scene)
-        return shot.ShotBuilder(
-            scene,
-            *self._frame_range(context),
-            rig_object=head,
-            style=state.wm_state().style or None,
-            subject_names=api.subject_names(str(head[rig.PROP_SUBJECT]), timeout=max(5.0, 3 * p.timeout)),
-            uv_source=self.uv_source,
-            output_dir=p.output_dir,
-            channel=p.channel,
-        )
-
     def execute(self, context):  # blocking (background mode, scripts, F3 redo)
         try:
-            p = preferences.prefs()
-            start, end = self._frame_range(context)
+            head = rig.find_rig(context.scene)
+            settings = api.shot_settings(head)
             the_shot = api.render_shot(
                 context.scene,
-                start,
-                end,
-                style=state.wm_state().style or None,
+                *self._frame_range(context),
+                style=settings["style"],
+                rig_object=head,
                 uv_source=self.uv_source,
-                output_dir=p.output_dir,
-                channel=p.channel,
+                output_dir=settings["output_dir"],
+                channel=settings["channel"],
                 wait=True,
             )
         except (ValueError, OSError, KeyError, api.EmoAvatarError, TimeoutError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"{len(the_shot.frames_done)} frames in strip '{the_shot.strip_name}'")
-        return {"FINISHED"}
+        self.report(
+            {"INFO"}, iface_("{} frames in strip '{}'").format(len(the_shot.frames_done), the_shot.strip_name)
+        )
+        return {"FINISHED" if the_shot.state == "done" else "CANCELLED"}
 
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
         try:
-            self._builder = self._make_builder(context)
-        except (ValueError, OSError, KeyError, api.EmoAvatarError, TimeoutError) as exc:
+            self._session = ShotModal(
+                context.scene, *self._frame_range(context), self.report, uv_source=self.uv_source
+            )
+            result = self._session.start()
+        except (ValueError, OSError, KeyError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        if "RUNNING_MODAL" not in result:
+            return result
         wm = context.window_manager
-        self._timer = wm.event_timer_add(0.02, window=context.window)
+        self._timer = wm.event_timer_add(0.05, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
         return {"RUNNING_MODAL"}
 
-    def _status(self, context, text: str, fraction: float) -> None:
-        context.workspace.status_text_set(f"Emo-Avatar: {text}  (Esc to cancel)")
-        context.window_manager.progress_update(int(100 * fraction))
-
-    def _finish(self, context, result: set) -> set:
+    def _cleanup(self, context) -> None:
         wm = context.window_manager
         if self._timer is not None:
             wm.event_timer_remove(self._timer)
             self._timer = None
         wm.progress_end()
-        context.workspace.status_text_set(None)
-        if self._builder is not None:
-            self._builder.close()
-        return result
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
 
     def modal(self, context, event):
-        if event.type == "ESC":
-            if self._shot is not None and not self._shot.finished:
-                state.call("cancel", job_id=self._shot.job_id)
-                self.report(
-                    {"WARNING"}, f"render cancelled; the strip keeps {len(self._shot.frames_done)} frames"
-                )
-            else:
-                self.report({"WARNING"}, "render cancelled before it was sent")
-            return self._finish(context, {"CANCELLED"})
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
+        session = self._session
         try:
-            return self._tick(context)
-        except (RuntimeError, ValueError, OSError) as exc:  # e.g. Cycles failed, or the I/O thread is gone
-            self.report({"ERROR"}, f"render failed: {exc}")
-            return self._finish(context, {"CANCELLED"})
-
-    def _tick(self, context) -> set:
-        b = self._builder
-        if self._shot is None:
-            if b.step():
-                self._status(
-                    context, f"UV pass {b.steps_done}/{b.total_steps}", 0.3 * b.steps_done / b.total_steps
-                )
-                return {"RUNNING_MODAL"}
-            self._shot = b.register_shot()
-            the_shot = self._shot
-
-            def submitted(result) -> None:
-                if result.error:  # refused by the backend or lost: end the shot so the modal ends
-                    the_shot.state, the_shot.error = "failed", result.error
-
-            state.call("submit", on_done=submitted, **b.submit_kwargs())
-            return {"RUNNING_MODAL"}
-        s = self._shot
-        self._status(
-            context, f"frames {len(s.frames_done)}/{s.total}", 0.3 + 0.7 * len(s.frames_done) / s.total
-        )
-        if s.finished:
-            if s.state == "done":
-                self.report({"INFO"}, f"{len(s.frames_done)} frames in strip '{s.strip_name}'")
-                return self._finish(context, {"FINISHED"})
-            self.report({"ERROR"}, f"render {s.state}: {s.error}")
-            return self._finish(context, {"CANCELLED"})
+            if event.type == "ESC" and event.value == "PRESS":
+                result = session.on_escape()
+            elif event.type == "TIMER":
+                result = session.on_timer()
+                if "RUNNING_MODAL" in result or "PASS_THROUGH" in result:
+                    text = iface_("Emo-Avatar: {}  (Esc to cancel)").format(session.status())
+                    context.workspace.status_text_set(text)
+                    context.window_manager.progress_update(int(100 * session.progress))
+            else:
+                return {"PASS_THROUGH"}
+        except Exception as exc:  # the catch-all: always finish cleanly
+            log.exception("Render Shot modal failed")
+            session.abort(str(exc))
+            self.report({"ERROR"}, str(exc))
+            result = {"CANCELLED"}
+        if "FINISHED" in result or "CANCELLED" in result:
+            self._cleanup(context)
+            return result
         return {"PASS_THROUGH"}
+
+    def cancel(self, context):
+        """Blender ends the operator without an event (file load, window closed)."""
+        if self._session is not None:
+            self._session.abort("the render was interrupted")
+        self._cleanup(context)
+
+
+class EMO_AVATAR_OT_preview_frame(bpy.types.Operator):
+    """Render the current frame once with the backend (its own UVs) into the "Emo-Avatar Preview"
+    image"""
+
+    bl_idname = "emo_avatar.preview_frame"
+    bl_label = "Preview Frame"
+
+    @classmethod
+    def poll(cls, context):
+        if not _connected(cls):
+            return False
+        return _rig_poll(cls, context) is not None
+
+    def execute(self, context):
+        scene = context.scene
+        frame = scene.frame_current
+        if not preview.request(scene, frame):
+            self.report({"ERROR"}, preview.PREVIEW.error)
+            return {"CANCELLED"}
+        if bpy.app.background:  # no timer: wait here for the image
+            try:
+                runtime.wait_for(
+                    lambda: preview.PREVIEW.in_flight is None and preview.PREVIEW.pending is None,
+                    120,
+                    "the preview",
+                )
+            except TimeoutError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+            if preview.PREVIEW.shown_frame != frame:
+                self.report({"ERROR"}, preview.PREVIEW.error or iface_("no preview arrived"))
+                return {"CANCELLED"}
+        self.report({"INFO"}, iface_("preview of frame {}").format(frame))
+        return {"FINISHED"}
+
+
+class EMO_AVATAR_OT_attach_strip(bpy.types.Operator):
+    """Put the frames of a finished render job (e.g. one that ran while Blender was closed) into a
+    sequencer strip"""
+
+    bl_idname = "emo_avatar.attach_strip"
+    bl_label = "Attach Strip From Job"
+    bl_options = {"REGISTER", "UNDO"}
+    job_id: StringProperty(name="Job")
+
+    @classmethod
+    def poll(cls, context):
+        return _connected(cls)
+
+    def execute(self, context):
+        job_id = self.job_id or _selected_job()
+        if not job_id:
+            self.report({"ERROR"}, iface_("pick a render job in the list"))
+            return {"CANCELLED"}
+        try:
+            the_shot = api.attach_strip(job_id, context.scene, wait=bpy.app.background)
+        except (api.EmoAvatarError, OSError, ValueError, TimeoutError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report(
+            {"INFO"}, iface_("attaching {} frames as '{}'").format(the_shot.total, the_shot.strip_name)
+        )
+        return {"FINISHED"}
+
+
+def _selected_job() -> str:
+    st = runtime.wm_state()
+    return st.jobs[st.job_index].job_id if 0 <= st.job_index < len(st.jobs) else ""
 
 
 class EMO_AVATAR_OT_cancel_job(bpy.types.Operator):
-    """Cancel a backend job (a render's strip keeps the frames received)"""
+    """Cancel a backend job (a shot's strip keeps the frames received)"""
 
     bl_idname = "emo_avatar.cancel_job"
     bl_label = "Cancel Job"
@@ -535,19 +794,132 @@ class EMO_AVATAR_OT_cancel_job(bpy.types.Operator):
         return _connected(cls)
 
     def execute(self, context):
-        job_id = self.job_id
+        job_id = self.job_id or _selected_job()
         if not job_id:
-            st = state.wm_state()
-            if not (0 <= st.job_index < len(st.jobs)):
-                self.report({"ERROR"}, "pick a job in the list")
-                return {"CANCELLED"}
-            job_id = st.jobs[st.job_index].job_id
-        state.call("cancel", job_id=job_id)
-        self.report({"INFO"}, f"cancelling {job_id[:8]}")
+            self.report({"ERROR"}, iface_("pick a job in the list"))
+            return {"CANCELLED"}
+        the_shot = runtime.shot_of_job(job_id)
+        if the_shot is not None:  # every chunk of the shot, and its UV pass
+            runtime.cancel_shot(the_shot)
+        else:
+            runtime.call("cancel", job_id=job_id)
+        self.report({"INFO"}, iface_("cancelling {}").format(job_id[:8]))
         return {"FINISHED"}
 
 
+class EMO_AVATAR_OT_key_expressions(bpy.types.Operator):
+    """Key the rig's expression sliders at the current frame (all, or one face region)"""
+
+    bl_idname = "emo_avatar.key_expressions"
+    bl_label = "Key Expressions"
+    bl_options = {"REGISTER", "UNDO"}
+    region: StringProperty(name="Region", default="", description="Face region (empty: all)")
+
+    @classmethod
+    def poll(cls, context):
+        return _rig_poll(cls, context) is not None
+
+    def execute(self, context):
+        head = rig.find_rig(context.scene)
+        names = expressions_ui.names_in_region(rig_names(head), self.region or None)
+        frame = context.scene.frame_current
+        key = head.data.shape_keys
+        for name in names:
+            fc = fcurves.ensure_fcurve(key, rig.shape_key_path(name), 0, group="Expressions")
+            fcurves.write_keys(fc, [frame], [key.key_blocks[name].value], replace="RANGE")
+        self.report({"INFO"}, iface_("keyed {} sliders at frame {}").format(len(names), frame))
+        return {"FINISHED"}
+
+
+class EMO_AVATAR_OT_reset_expressions(bpy.types.Operator):
+    """Set the rig's expression sliders to 0 (all, or one face region); keys are not touched"""
+
+    bl_idname = "emo_avatar.reset_expressions"
+    bl_label = "Reset Expressions"
+    bl_options = {"REGISTER", "UNDO"}
+    region: StringProperty(name="Region", default="")
+
+    @classmethod
+    def poll(cls, context):
+        return _rig_poll(cls, context) is not None
+
+    def execute(self, context):
+        head = rig.find_rig(context.scene)
+        key = head.data.shape_keys
+        for name in expressions_ui.names_in_region(rig_names(head), self.region or None):
+            key.key_blocks[name].value = 0.0
+        return {"FINISHED"}
+
+
+class EMO_AVATAR_OT_save_preset(bpy.types.Operator):
+    """Save the rig's current expression sliders as a named preset (a small library shared by
+    every .blend, in the extension's user folder)"""
+
+    bl_idname = "emo_avatar.save_preset"
+    bl_label = "Save Expression Preset"
+    name: StringProperty(name="Name", default="preset")
+
+    @classmethod
+    def poll(cls, context):
+        return _rig_poll(cls, context) is not None
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        head = rig.find_rig(context.scene)
+        key = head.data.shape_keys
+        values = {n: float(key.key_blocks[n].value) for n in rig_names(head)}
+        try:
+            expressions_ui.save_preset(preferences.user_folder(), self.name, values)
+        except (OSError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def _preset_items(self, context):
+    try:
+        names = expressions_ui.preset_names(preferences.user_folder())
+    except OSError:
+        names = []
+    return [(n, n, "") for n in names] or [("", "(no presets)", "")]
+
+
+class EMO_AVATAR_OT_apply_preset(bpy.types.Operator):
+    """Set the rig's expression sliders from a saved preset (names it lacks are skipped)"""
+
+    bl_idname = "emo_avatar.apply_preset"
+    bl_label = "Apply Expression Preset"
+    bl_options = {"REGISTER", "UNDO"}
+    name: EnumProperty(name="Preset", items=_preset_items)
+
+    @classmethod
+    def poll(cls, context):
+        return _rig_poll(cls, context) is not None
+
+    def execute(self, context):
+        head = rig.find_rig(context.scene)
+        try:
+            values = expressions_ui.load_preset(preferences.user_folder(), self.name)
+        except (OSError, ValueError, KeyError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        key = head.data.shape_keys
+        for name, value in values.items():
+            if name in key.key_blocks:
+                key.key_blocks[name].value = value
+        return {"FINISHED"}
+
+
+def rig_names(head: bpy.types.Object) -> list[str]:
+    from .curves_bpy import rig_names as names
+
+    return names(head)
+
+
 CLASSES = (
+    EMO_AVATAR_OT_report_message,
     EMO_AVATAR_OT_connect,
     EMO_AVATAR_OT_disconnect,
     EMO_AVATAR_OT_stop_backend,
@@ -560,7 +932,13 @@ CLASSES = (
     EMO_AVATAR_OT_import_curves,
     EMO_AVATAR_OT_export_curves,
     EMO_AVATAR_OT_render_shot,
+    EMO_AVATAR_OT_preview_frame,
+    EMO_AVATAR_OT_attach_strip,
     EMO_AVATAR_OT_cancel_job,
+    EMO_AVATAR_OT_key_expressions,
+    EMO_AVATAR_OT_reset_expressions,
+    EMO_AVATAR_OT_save_preset,
+    EMO_AVATAR_OT_apply_preset,
 )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from pathlib import Path
 
 import bpy
@@ -14,8 +14,15 @@ from .vse import MAX_CHANNEL
 ADDON_ID = __package__
 
 
-def default_workdir() -> str:
-    return str(Path(tempfile.gettempdir()) / "emo-avatar-work")
+def user_folder() -> Path:
+    """The extension's own user folder (Blender's rule for extensions: never the system temp)."""
+    return Path(bpy.utils.extension_path_user(ADDON_ID, path="", create=True))
+
+
+def workdir() -> str:
+    """The local backend's workdir: the preference, or ``<extension user folder>/backend``."""
+    p = prefs()
+    return bpy.path.abspath(p.workdir) if p.workdir else str(user_folder() / "backend")
 
 
 class EmoAvatarPreferences(bpy.types.AddonPreferences):
@@ -47,8 +54,9 @@ class EmoAvatarPreferences(bpy.types.AddonPreferences):
     workdir: StringProperty(
         name="Backend workdir",
         subtype="DIR_PATH",
-        default=default_workdir(),
-        description="Where a local backend keeps subjects, jobs and frames",
+        default="",
+        description="Where a local backend keeps subjects, jobs and frames (empty: the extension's "
+        "user folder)",
     )
     start_local: BoolProperty(
         name="Start local backend on connect",
@@ -70,6 +78,13 @@ class EmoAvatarPreferences(bpy.types.AddonPreferences):
         description="Channel the rendered strip goes to (or the first free one above it)",
     )
     timeout: FloatProperty(name="Reply timeout (s)", default=3.0, min=0.5, max=120.0)
+    standard_view: BoolProperty(
+        name="Show frames as delivered",
+        default=False,
+        description="When a shot's strip is created, set the scene's view transform to Standard and the "
+        "sequencer to sRGB, so the sequencer shows the backend's pixels unchanged (changes the "
+        "scene's colour management)",
+    )
 
     def draw(self, _context) -> None:
         col = self.layout.column()
@@ -87,6 +102,7 @@ class EmoAvatarPreferences(bpy.types.AddonPreferences):
         col.separator()
         col.prop(self, "output_dir")
         col.prop(self, "channel")
+        col.prop(self, "standard_view")
         col.prop(self, "timeout")
 
 
@@ -107,10 +123,7 @@ def manual_connection_file(p) -> str:
         key=p.key,
         ip=p.host or "127.0.0.1",
     )
-    path = (
-        Path(tempfile.gettempdir())
-        / f"emo_avatar_connection_{os.getuid() if hasattr(os, 'getuid') else 0}.json"
-    )
+    path = user_folder() / f"connection_{os.getuid() if hasattr(os, 'getuid') else 0}.json"
     return str(info.write(path))
 
 
@@ -120,7 +133,29 @@ def connection_file() -> str:
         return manual_connection_file(p)
     if p.connection_file:
         return bpy.path.abspath(p.connection_file)
-    return str(Path(bpy.path.abspath(p.workdir)) / "connection.json")
+    return str(Path(workdir()) / "connection.json")
+
+
+def connection_host(path: str | os.PathLike[str]) -> str | None:
+    """The backend host a connection file names (None when it cannot be read yet)."""
+    try:
+        return str(json.loads(Path(path).read_text()).get("ip") or "127.0.0.1")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_online_access(path: str | os.PathLike[str]) -> None:
+    """Blender's rule: an add-on reaches other machines only with "Allow Online Access" on. Raises
+    ``PermissionError`` for a non-loopback host while it is off (loopback is always allowed)."""
+    from .protocol.connection import is_loopback_ip
+
+    host = connection_host(path)
+    if host is None or is_loopback_ip(host) or getattr(bpy.app, "online_access", True):
+        return
+    raise PermissionError(
+        f"the backend at {host} is on another machine and Blender's online access is off: enable "
+        "'Allow Online Access' in Preferences > System > Network, or run the backend locally"
+    )
 
 
 def register() -> None:

@@ -75,18 +75,30 @@ def add_shape_keys(ob: bpy.types.Object, rig: RigData) -> None:
     ob.data.shape_keys.use_relative = True
 
 
+def _write(fc: bpy.types.FCurve, frames: np.ndarray, values: np.ndarray, reduce: float) -> None:
+    keep = fcurves.reduce_keys(frames, values, reduce)
+    fcurves.write_keys(fc, frames[keep], values[keep])
+
+
 def write_expression_curves(
-    ob: bpy.types.Object, names: list[str], values: np.ndarray, frame_start: float, frame_step: float = 1.0
+    ob: bpy.types.Object,
+    names: list[str],
+    values: np.ndarray,
+    frame_start: float,
+    frame_step: float = 1.0,
+    reduce: float = 0.0,
 ) -> None:
     """(T, K) coefficients -> one F-curve per shape key on ``ob``'s Key, keys at
-    ``frame_start + t * frame_step`` (a step other than 1 retimes a file recorded at another fps)."""
+    ``frame_start + t * frame_step`` (a step other than 1 retimes a file recorded at another fps).
+    Keys already there are replaced only inside the written range; ``reduce`` > 0 drops keys that
+    linear interpolation reproduces within that tolerance (``fcurves.reduce_keys``)."""
     key = ob.data.shape_keys
     frames = frame_start + np.arange(values.shape[0], dtype=np.float64) * frame_step
     for k, name in enumerate(names):
         if name not in key.key_blocks:
             raise KeyError(f"rig '{ob.name}' has no shape key '{name}'")
         fc = fcurves.ensure_fcurve(key, shape_key_path(name), 0, group="Expressions")
-        fcurves.write_keys(fc, frames, values[:, k])
+        _write(fc, frames, values[:, k], reduce)
 
 
 POSE_PATHS = ("location", "rotation_euler", "scale")
@@ -101,10 +113,12 @@ def write_pose_curves(
     s0: float,
     frame_step: float = 1.0,
     paths: tuple[str, ...] = POSE_PATHS,
+    reduce: float = 0.0,
 ) -> None:
     """(T, 6) crop-pixel pose + (T,) scale -> F-curves of the ``paths`` channels on ``ob`` (all of
     location, rotation_euler in ``ROTATION_MODE``, scale by default), keys at
-    ``frame_start + t * frame_step``. Keying the rotation sets the object's rotation mode."""
+    ``frame_start + t * frame_step`` (existing keys replaced inside that range only; ``reduce`` as for
+    ``write_expression_curves``). Keying the rotation sets the object's rotation mode."""
     channels = pose_to_transforms(pose, scale, size, s0)
     frames = frame_start + np.arange(pose.shape[0], dtype=np.float64) * frame_step
     if "rotation_euler" in paths:
@@ -112,17 +126,16 @@ def write_pose_curves(
     for path in paths:
         for i in range(3):
             fc = fcurves.ensure_fcurve(ob, path, i, group="Head pose")
-            fcurves.write_keys(fc, frames, channels[path][:, i])
+            _write(fc, frames, channels[path][:, i], reduce)
 
 
-def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bpy.types.Object:
-    """Orthographic camera framing the crop exactly; becomes the scene camera; sets the resolution."""
-    cam_data = bpy.data.cameras.get(name) or bpy.data.cameras.new(name)
-    cam = bpy.data.objects.get(name)
-    if cam is None or cam.type != "CAMERA":
-        cam = bpy.data.objects.new(name, cam_data)
-    if cam.name not in scene.collection.objects and not cam.users_collection:
-        scene.collection.objects.link(cam)
+def make_camera(collection: bpy.types.Collection, name: str, size: int, s0: float) -> bpy.types.Object:
+    """A new orthographic camera framing the crop exactly, linked into ``collection``. Always a new
+    object (Blender makes the name unique), so importing a subject again never touches another
+    rig's camera; the scene camera and render settings are left alone (``match_scene``)."""
+    cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+    collection.objects.link(cam)
+    cam_data = cam.data
     settings = camera_settings(size, s0)
     cam_data.type = "ORTHO"
     cam_data.ortho_scale = settings["ortho_scale"]
@@ -134,11 +147,36 @@ def ensure_camera(scene: bpy.types.Scene, name: str, size: int, s0: float) -> bp
     cam.location = camera_location(size, s0)
     cam.rotation_euler = CAMERA_ROTATION
     cam.scale = (1.0, 1.0, 1.0)
-    scene.camera = cam
-    scene.render.resolution_x = scene.render.resolution_y = int(size)
-    scene.render.resolution_percentage = 100
-    scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
     return cam
+
+
+def match_scene_to_rig(
+    scene: bpy.types.Scene, cam: bpy.types.Object, size: int, fps: float, frames: tuple[int, int] | None
+) -> None:
+    """ "Match scene to subject": the rig camera becomes the scene camera, the render is
+    ``size`` x ``size`` px at the subject's ``fps``, and the frame range is ``frames`` (if given)."""
+    scene.camera = cam
+    r = scene.render
+    r.resolution_x = r.resolution_y = int(size)
+    r.resolution_percentage = 100
+    r.pixel_aspect_x = r.pixel_aspect_y = 1.0
+    set_scene_fps(scene, fps)
+    if frames is not None:
+        scene.frame_start, scene.frame_end = frames
+
+
+def scene_is_empty(scene: bpy.types.Scene) -> bool:
+    """True when the scene holds no objects: the default of "Match scene to subject"."""
+    return len(scene.objects) == 0
+
+
+def select_only(ob: bpy.types.Object, view_layer: bpy.types.ViewLayer) -> None:
+    """Make ``ob`` the active and only selected object of ``view_layer``."""
+    for other in view_layer.objects:
+        if other is not None and other.select_get(view_layer=view_layer):  # None: removed, not yet synced
+            other.select_set(False, view_layer=view_layer)
+    ob.select_set(True, view_layer=view_layer)
+    view_layer.objects.active = ob
 
 
 def scene_fps(scene: bpy.types.Scene) -> float:
@@ -159,18 +197,25 @@ def build_rig(
     frame_start: int = 1,
     name: str | None = None,
     with_curves: bool = True,
+    match_scene: bool | None = None,
 ) -> tuple[bpy.types.Object, bpy.types.Object]:
-    """Create the head object + camera in ``scene``; returns (head, camera).
+    """Create the head object + its camera in a new collection of ``scene``; returns (head, camera).
 
-    With ``with_curves`` and tracked curves present, the expressions become shape-key F-curves and
-    the pose becomes object animation from ``frame_start``; the scene frame range and fps follow.
+    The head becomes the active, selected object. With ``with_curves`` and tracked curves present,
+    the expressions become shape-key F-curves and the pose object animation from ``frame_start``.
+    The scene's camera, resolution, fps and frame range change only with ``match_scene`` (default:
+    only when the scene holds no objects yet).
     """
     scene = scene or bpy.context.scene
+    if match_scene is None:
+        match_scene = scene_is_empty(scene)
     name = name or f"EmoAvatar {rig.subject_id}"
     s0 = rig.reference_scale
+    collection = bpy.data.collections.new(name)
+    scene.collection.children.link(collection)
     mesh = build_mesh(name, rig)
     ob = bpy.data.objects.new(name, mesh)
-    scene.collection.objects.link(ob)
+    collection.objects.link(ob)
     ob.rotation_mode = ROTATION_MODE
     add_shape_keys(ob, rig)
     ob[PROP_SUBJECT] = rig.subject_id
@@ -183,14 +228,18 @@ def build_rig(
     ob.location, ob.rotation_euler, ob.scale = (
         tuple(rest[c][0]) for c in ("location", "rotation_euler", "scale")
     )
-    cam = ensure_camera(scene, f"{name} Camera", rig.size, s0)
+    cam = make_camera(collection, f"{ob.name} Camera", rig.size, s0)
     ob[PROP_CAMERA] = cam  # an ID reference: survives renames; the UV pass always looks through it
+    frames = None
     if with_curves and rig.expressions is not None and len(rig.expressions):
         write_expression_curves(ob, rig.names, rig.expressions, frame_start)
         write_pose_curves(ob, rig.pose, rig.scale, frame_start, rig.size, s0)
-        scene.frame_start = frame_start
-        scene.frame_end = frame_start + len(rig.expressions) - 1
-        set_scene_fps(scene, rig.fps)
+        frames = (frame_start, frame_start + len(rig.expressions) - 1)
+    if match_scene:
+        match_scene_to_rig(scene, cam, rig.size, rig.fps, frames)
+    view_layer = bpy.context.view_layer if scene == bpy.context.scene else scene.view_layers[0]
+    if view_layer is not None:
+        select_only(ob, view_layer)
     return ob, cam
 
 
@@ -235,3 +284,31 @@ def shape_key_mismatch(ob: bpy.types.Object, names: list[str]) -> tuple[list[str
     missing = [n for n in names if n not in have]
     extra = [n for n in have if n not in names]
     return missing, extra
+
+
+def find_rig(
+    scene: bpy.types.Scene,
+    rig_object: bpy.types.Object | None = None,
+    view_layer: bpy.types.ViewLayer | None = None,
+) -> bpy.types.Object:
+    """THE rule that picks the rig an operator works on: the given one, else the active object of
+    ``view_layer`` (default: the context's) when it is a rig in ``scene``, else the scene's only
+    rig. Raises ``ValueError`` saying what to do otherwise."""
+    if rig_object is not None:
+        if PROP_SUBJECT not in rig_object:
+            raise ValueError(f"'{rig_object.name}' is not an Emo-Avatar rig (import a subject rig first)")
+        return rig_object
+    if view_layer is None:
+        view_layer = bpy.context.view_layer if scene == bpy.context.scene else scene.view_layers[0]
+    active = view_layer.objects.active if view_layer is not None else None
+    if active is not None and PROP_SUBJECT in active and active.name in scene.objects:
+        return active
+    rigs = rig_objects(scene)
+    if len(rigs) == 1:
+        return rigs[0]
+    if not rigs:
+        raise ValueError(f"scene '{scene.name}' has no Emo-Avatar rig: import a subject rig first")
+    raise ValueError(
+        f"scene '{scene.name}' has {len(rigs)} rigs ({', '.join(r.name for r in rigs)}): "
+        "make the one to use active"
+    )

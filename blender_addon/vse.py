@@ -21,6 +21,10 @@ from .png import write_png
 
 MAX_CHANNEL = 128
 """The sequencer's highest channel."""
+PROP_JOBS = "emo_avatar_jobs"
+PROP_SUBJECT = "emo_avatar_subject"
+PROP_STYLE = "emo_avatar_style"
+PROP_FRAME_START = "emo_avatar_frame_start"
 
 
 def check_output_folder(folder: str | os.PathLike[str]) -> Path:
@@ -80,12 +84,15 @@ def update_strip(
     frames_done: set[int] | list[int],
     channel: int = 2,
     length: int | None = None,
+    relative: bool = False,
 ):
     """Create or extend the strip ``name`` to the contiguous frames received from ``frame_start``.
 
     Returns the strip, or None while the first frame has not arrived. The strip always starts at
     ``frame_start`` and has one element per received frame. It is created on ``channel``, or on the
     first channel above it that is free for the shot's ``length`` frames (default: those received).
+    With ``relative`` (a ``//`` frames folder) the strip's directory is stored relative to the .blend.
+    The scene's colour management is never touched (``set_standard_view`` is the opt-in).
     """
     done = set(frames_done)
     count = 0
@@ -100,13 +107,29 @@ def update_strip(
         channel = free_channel(scene, channel, frame_start, length or count)
         strip = strips.new_image(name=name, filepath=str(first), channel=channel, frame_start=frame_start)
         strip.colorspace_settings.name = "sRGB"
-        compat.set_standard_view(scene)
+        if relative and bpy.data.filepath:
+            strip.directory = bpy.path.relpath(str(folder)).rstrip("/\\") + "/"
     have = len(strip.elements)
     for i in range(have, count):
         strip.elements.append(frame_filename(prefix, frame_start + i))
     if strip.frame_final_duration != count:
         strip.frame_final_duration = count
     return strip
+
+
+def tag_strip(strip, job_ids: list[str], subject_id: str, style: str, frame_start: int | None = None) -> None:
+    """Record on the strip which jobs, subject and style made it (custom properties, saved)."""
+    strip[PROP_JOBS] = list(job_ids)
+    strip[PROP_SUBJECT] = subject_id
+    strip[PROP_STYLE] = style
+    if frame_start is not None:
+        strip[PROP_FRAME_START] = int(frame_start)
+
+
+def set_standard_view(scene: bpy.types.Scene) -> None:
+    """Opt-in ("Show frames as delivered"): Standard view transform and an sRGB sequencer, so the
+    sequencer shows the backend's pixels unchanged. Changes the whole scene's colour management."""
+    compat.set_standard_view(scene)
 
 
 def strip_frame_count(strip) -> int:

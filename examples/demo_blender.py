@@ -110,8 +110,9 @@ def main(argv: list[str]) -> int:
 
     t0 = time.monotonic()
     frames_dir = args.out / "frames"
+    # the MP4 is the sequencer's output: show the backend's pixels as delivered (Standard view)
     shot = emo.render_shot(scene, 1, n_frames, style=args.style, wait=True, rig_object=head,
-                           output_dir=str(frames_dir))
+                           output_dir=str(frames_dir), set_standard_view=True)
     timings["render_s"] = time.monotonic() - t0
     if shot.state != "done":
         raise SystemExit(f"render job {shot.job_id} ended {shot.state}: {shot.error}")

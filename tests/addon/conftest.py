@@ -87,7 +87,14 @@ def clean_scene():
     """An empty factory scene for each test."""
     import bpy
 
-    for coll in (bpy.data.objects, bpy.data.meshes, bpy.data.cameras, bpy.data.actions, bpy.data.images):
+    for coll in (
+        bpy.data.objects,
+        bpy.data.meshes,
+        bpy.data.cameras,
+        bpy.data.actions,
+        bpy.data.images,
+        bpy.data.collections,
+    ):
         for block in list(coll):
             coll.remove(block)
     for other in [s for s in bpy.data.scenes if s != bpy.context.scene]:

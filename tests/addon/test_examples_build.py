@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -174,11 +175,11 @@ def test_td_scripting_example_runs_headless(addon_zip, backend, backend_workdir,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
-        "state": "done",
-        "frames": 3,
-        "strip": json.loads(proc.stdout.strip().splitlines()[-1])["strip"],
-    }
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"state", "frames", "strip"}
+    assert summary["state"] == "done" and summary["frames"] == 3
+    # the strip is named after the rig's subject (the folder's name) and the shot
+    assert re.fullmatch(rf"EmoAvatar {SUBJECT_ID} [0-9a-f]{{8}}", summary["strip"]), summary["strip"]
     curves = json.loads((out / "shot.json").read_text())
     assert curves["format"] == "emo-avatar-curves" and len(curves["values"]) == 3
     assert (out / "shot.csv").read_text().startswith("Timecode,BlendShapeCount,EyeBlinkLeft")

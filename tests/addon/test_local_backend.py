@@ -14,7 +14,7 @@ pytestmark = pytest.mark.bpy
 
 
 def test_start_local_backend_connect_and_stop(addon_mod, backend_workdir, tmp_path) -> None:
-    api, state, preferences = addon_mod("api"), addon_mod("state"), addon_mod("preferences")
+    api, state, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
     if state.RUNTIME.io is not None:
         api.disconnect()
     work = tmp_path / "work"
@@ -40,7 +40,7 @@ def test_start_local_backend_connect_and_stop(addon_mod, backend_workdir, tmp_pa
 def test_connect_with_host_ports_and_key_from_the_preferences(addon_mod, backend) -> None:
     import json
 
-    api, state, preferences = addon_mod("api"), addon_mod("state"), addon_mod("preferences")
+    api, state, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
     if state.RUNTIME.io is not None:
         api.disconnect()
     info = json.loads(backend.connection_file.read_text())
@@ -73,7 +73,7 @@ def test_missing_connection_file_fails_at_once_unless_a_local_backend_is_startin
 
     import bpy
 
-    api, state, preferences = addon_mod("api"), addon_mod("state"), addon_mod("preferences")
+    api, state, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
     backend_proc = addon_mod("backend_proc")
     if state.RUNTIME.io is not None:
         api.disconnect()

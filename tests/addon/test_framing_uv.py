@@ -1,0 +1,51 @@
+"""Every framing of `emo-avatar track --framing` gives a rig whose Cycles UV pass, seen through the
+imported rig camera, equals the backend's UV maps (the check of test_e2e, once per framing)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import _backend
+
+pytestmark = pytest.mark.bpy
+
+FRAMINGS = ("face", "head", "bust")
+
+
+@pytest.fixture(scope="module")
+def framed_subjects(backend_workdir, tmp_path_factory) -> dict[str, object]:
+    """The tiny sample tracked at 64 px, 12 frames, once per framing (no training needed)."""
+    out = tmp_path_factory.mktemp("framings")
+    video = backend_workdir.parent / "sample.mp4"
+    subjects = {}
+    for framing in FRAMINGS:
+        subjects[framing] = out / framing
+        _backend("track", str(video), "-o", str(subjects[framing]), "--size", "64", "--max-frames", "12",
+                 "--framing", framing, cwd=out)
+    return subjects
+
+
+def test_tighter_framing_shows_a_larger_face(framed_subjects) -> None:
+    sides = [json.loads((framed_subjects[f] / "meta.json").read_text())["crop"]["side"] for f in FRAMINGS]
+    assert sides[0] < sides[1] < sides[2]
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_uv_pass_equals_the_backends_uv_maps_for_every_framing(addon_mod, clean_scene, framed_subjects,
+                                                               framing) -> None:
+    api, uv_pass = addon_mod("api"), addon_mod("uv_pass")
+    subject = framed_subjects[framing]
+    head = api.import_subject(folder=subject, scene=clean_scene)
+    want = np.load(subject / "uv" / "uv.npy").astype(np.float32)
+    got = dict(uv_pass.iter_uv_maps(head, clean_scene.camera, [1, 9], (64, 64)))
+    for frame, uv in got.items():
+        ref = want[frame - 1]
+        cover_agree = (uv[..., 2] > 0.5) == (ref[..., 2] > 0.5)
+        assert cover_agree.mean() > 0.99, f"{framing} {frame}: coverage agrees on {cover_agree.mean():.3f}"
+        both = (uv[..., 2] > 0.5) & (ref[..., 2] > 0.5)
+        assert both.sum() > 200
+        err = np.abs(uv[..., :2] - ref[..., :2])[both]
+        assert np.percentile(err, 99) < 2e-3, f"{framing} {frame}: p99 UV error {np.percentile(err, 99)}"
