@@ -1,6 +1,7 @@
 """Tracking and UV-map throughput.
 
     python bench/track.py [--quick] [--frames N]
+    python bench/track.py --framing-quality [--steps N] [--clip VIDEO ...]
 
 Rows (one markdown table):
 - decode: reading the 720p clip with OpenCV (the floor of any tracker).
@@ -10,6 +11,12 @@ Rows (one markdown table):
 - uv maps (rig.uv_maps, batch 16) and rasterize_uv (one frame per call) at 256 px, maps/s.
 Ratios are against the MediaPipe baseline (tracking rows) and single-frame rasterize_uv (UV rows),
 measured in the same run. Targets: tracking >= 30 frames/s at 720p, UV maps >= 200/s at 256.
+
+``--framing-quality`` measures what the default framing is chosen by: for each clip (the
+synthetic sample, plus every ``--clip``, e.g. a real CGI clip) and each framing, track at 128 px,
+train the ``cpu`` preset for ``--steps`` steps, and evaluate on the held-out frames: face-box
+PSNR / SSIM, whole-frame PSNR and the dlib identity distance (render vs ground truth; lower is
+better, independent of how many pixels the face has).
 """
 
 from __future__ import annotations
@@ -147,11 +154,52 @@ def bench_uv(subject: Path, n: int) -> dict[str, tuple[int, float, float]]:
     return out
 
 
+def framing_quality(clips: list[Path], steps: int, tmp: Path) -> None:
+    """Print one markdown row per (clip, framing): face size and held-out quality after training."""
+    from backend.data.subject import Subject
+    from backend.face.framing import FRAMINGS
+    from backend.face.track import track_video
+    from backend.metrics.evaluate import evaluate
+    from backend.train.stage1 import train_avatar
+
+    print(f"| clip | framing | frames | face height px (128 px crop) | held-out face PSNR dB | face SSIM | "
+          f"PSNR dB | identity distance | train s ({steps} steps) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for clip in clips:
+        for framing in FRAMINGS:
+            out = tmp / f"{clip.stem}_{framing}"
+            s = Subject.open(track_video(clip, out, size=128, overwrite=True, framing=framing))
+            face_h = float(np.median(np.ptp(s.landmarks[:, :468, 1], axis=1)))
+            t0 = time.perf_counter()
+            train_avatar(out, preset="cpu", steps=steps, device="cpu", preview_every=0)
+            dt = time.perf_counter() - t0
+            r = evaluate(out, device="cpu", landmarks=False)
+            ident = r.get("identity_distance_mean", r.get("identity_distance"))
+            ident_s = f"{ident:.3f}" if isinstance(ident, float) else "-"
+            print(f"| {clip.name} | {framing} | {s.n_frames} | {face_h:.0f} | {r['face_psnr_db']:.2f} | "
+                  f"{r['face_ssim']:.3f} | {r['psnr_db']:.2f} | {ident_s} | {dt:.0f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run (< 30 s)")
     ap.add_argument("--frames", type=int, default=None, help="frames of the 720p clip")
+    ap.add_argument("--framing-quality", action="store_true",
+                    help="held-out quality of each framing after training (slow: 6 trainings)")
+    ap.add_argument("--steps", type=int, default=400, help="training steps per framing-quality run")
+    ap.add_argument("--clip", type=Path, action="append", default=[],
+                    help="another clip for --framing-quality (e.g. a real CGI clip)")
     args = ap.parse_args(argv)
+    if args.framing_quality:
+        os.environ.setdefault("OMP_NUM_THREADS", "2")
+        from backend.data.sample import synthesize_sample
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench_framing_"))
+        try:
+            framing_quality([synthesize_sample(tmp / "sample"), *args.clip], args.steps, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     n = args.frames or (40 if args.quick else 250)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     import mediapipe  # noqa: F401 - import once up front (~4 s, not part of any timing)

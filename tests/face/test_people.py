@@ -179,3 +179,19 @@ def test_missing_descriptor_weights_fall_back_to_rig_shape(two_people_video: Pat
     assert s.meta["people"]["signal"] == "shape"
     assert s.meta["source_frames"] == list(range(14)) + list(range(26, 38))
     json.dumps(s.meta)
+
+
+@pytest.mark.parametrize(("framing", "lo", "hi"), [("face", 70, 128), ("head", 50, 64), ("bust", 38, 48)])
+def test_framing_sets_the_face_size(astro_video, tmp_path: Path, framing: str, lo: float, hi: float) -> None:
+    """Face height (landmark extent, forehead to chin) in a 128 px crop: about 128 / 1.7, 1/2.3, 1/3."""
+    s = Subject.open(track_video(astro_video[0], tmp_path / "s", size=128, framing=framing))
+    heights = np.ptp(s.landmarks[:, :468, 1], axis=1)
+    assert lo <= np.median(heights) <= hi
+    assert s.meta["framing"] == framing and s.meta["shots"][0]["framing"] == framing
+    # one crop within the shot: the face only moves as much as the video does (rotation of 4 deg)
+    assert np.ptp(s.landmarks[:, 1, 0]) < 0.1 * 128
+
+
+def test_unknown_framing_is_refused(astro_video, tmp_path: Path) -> None:
+    with pytest.raises(TrackError, match="--framing must be one of face, head, bust"):
+        track_video(astro_video[0], tmp_path / "s", framing="wide")
