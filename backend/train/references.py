@@ -108,6 +108,7 @@ def run_references(subject_dir: Path, budget_steps: int | None = None, device: s
     from backend.device import pick_device
     from backend.imaging.convert import frame_to_tensor, to_uint8
     from backend.metrics.evaluate import evaluate, score_frames
+    from backend.metrics.regions import subject_regions
     from backend.train.checkpoint import read_checkpoint
     from backend.train.presets import get_preset
     from backend.train.stage1 import train_avatar
@@ -156,7 +157,7 @@ def run_references(subject_dir: Path, budget_steps: int | None = None, device: s
     subject = Subject.open(subject_dir)
     renders = render_dnr(model, subject_dir, p.size, ids, dev)
     gts = np.stack([to_uint8(frame_to_tensor(subject.frame(int(i)), p.size)[None])[0] for i in ids])
-    scores = score_frames(renders, gts, dev, landmarks)
+    scores = score_frames(renders, gts, dev, landmarks, subject_regions(subject, ids, p.size))
     scores.pop("per_frame_psnr")
     rows.append({"name": "dnr baseline", "steps": steps, "train_seconds": round(seconds, 1),
                  "checkpoint": str(root / "dnr" / "dnr.pt"), "frames": len(ids), **scores})
@@ -170,11 +171,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     def f(v: Any, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    lines = ["| model | steps | PSNR dB | SSIM | LPIPS | SD | F-LMD px | train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | steps | PSNR dB | SSIM | face PSNR dB | face SSIM | mouth L1 | eyes L1 | lap L1 "
+             "| LPIPS | identity | SD | F-LMD px | train s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cells = [r["name"], str(r.get("steps")), f(r.get("psnr_db"), ".2f"), f(r.get("ssim"), ".3f"),
-                 f(r.get("lpips"), ".3f"), f(r.get("sd"), ".2f"), f(r.get("f_lmd_px"), ".2f"),
+                 f(r.get("face_psnr_db"), ".2f"), f(r.get("face_ssim"), ".3f"), f(r.get("mouth_l1"), ".1f"),
+                 f(r.get("eyes_l1"), ".1f"), f(r.get("lap_l1"), ".4f"), f(r.get("lpips"), ".3f"),
+                 f(r.get("identity_distance"), ".3f"), f(r.get("sd"), ".2f"), f(r.get("f_lmd_px"), ".2f"),
                  f(r.get("train_seconds"), ".0f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

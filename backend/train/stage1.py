@@ -376,6 +376,7 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
         trainer.ema.load_state_dict(trainer.avatar.state_dict())
 
     run_loop(trainer, ckpt, progress, should_stop)
+    heldout_report(subject_dir, ckpt, device)
     return ckpt
 
 
@@ -418,3 +419,18 @@ def run_loop(trainer: Stage1Trainer, ckpt: Path, progress: ProgressFn | None,
     trainer.save(ckpt)
     trainer.write_report()
     log.info("done: step %d, held-out PSNR %.2f dB, %.1f s", s.step, value, s.seconds)
+
+
+def heldout_report(subject_dir: Path, ckpt: Path, device: str | None) -> None:
+    """The training report's held-out scores (face region, mouth/eyes, perceptual, identity): the
+    ``eval`` section of metrics.json and the contact sheet, by ``backend.metrics.evaluate`` without
+    F-LMD. A failure here is logged; the checkpoint is already saved."""
+    from backend.metrics.evaluate import evaluate
+
+    try:
+        r = evaluate(subject_dir, checkpoint=ckpt, device=device, landmarks=False, out_dir=ckpt.parent)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.error("held-out report failed (run `emo-avatar eval %s` again): %s", subject_dir, exc)
+        return
+    log.info("held-out: PSNR %.2f dB, face PSNR %.2f dB / SSIM %.3f, mouth L1 %.1f, identity %s",
+             r["psnr_db"], r["face_psnr_db"], r["face_ssim"], r["mouth_l1"], r["identity_distance"])

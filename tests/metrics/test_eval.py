@@ -38,9 +38,17 @@ def test_f_lmd_counts_frames_without_faces() -> None:
 
 
 def test_eval_writes_metrics_and_contact_sheet(writable_subject: Path) -> None:
+    data = json.loads((writable_subject / "avatar" / "metrics.json").read_text())
+    assert data["eval"]["face_psnr_db"] > 5  # training wrote the held-out report
     result = evaluate(writable_subject, device="cpu", landmarks=False)
     assert result["frames"] >= 2 and 10 < result["psnr_db"] < 60 and 0 < result["ssim"] <= 1
     assert result["lpips"] is None and "not computed" in result["lpips_note"]
+    for k in ("face_psnr_db", "mouth_psnr_db", "eyes_psnr_db"):
+        assert 5 < result[k] <= 100, (k, result[k])
+    assert 0 < result["face_ssim"] <= 1 and result["mouth_l1"] >= 0 and result["eyes_l1"] >= 0
+    assert result["lap_l1"] > 0 and result["face_lap_l1"] > 0 and 0 <= result["edge_f1"] <= 1
+    assert result["identity_distance"] is not None and 0 <= result["identity_distance"] < 2
+    assert "dlib" in result["identity_note"]
     data = json.loads((writable_subject / "avatar" / "metrics.json").read_text())
     assert set(data) >= {"train", "eval"} and data["eval"]["sd"] >= 0
     sheet = cv2.imread(str(writable_subject / "avatar" / "contact_sheet.png"))

@@ -40,6 +40,7 @@ def test_references_table_same_budget_and_own_checkpoint_untouched(writable_subj
     assert [r["name"] for r in rows] == list(ROWS)
     assert all(r["steps"] == 3 for r in rows)  # same budget (the avatar itself is retrained at 3 steps)
     assert all(math.isfinite(r["psnr_db"]) and r["psnr_db"] > 5 for r in rows)
+    assert all(math.isfinite(r["face_psnr_db"]) and math.isfinite(r["mouth_l1"]) for r in rows)  # DNR too
     assert len({r["frames"] for r in rows}) == 1  # same held-out frames
     for r in rows:
         assert Path(r["checkpoint"]).is_file() and Path(r["checkpoint"]) != ckpt

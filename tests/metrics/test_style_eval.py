@@ -1,0 +1,184 @@
+"""`evaluate_style` / `emo-avatar eval --style` on the tiny trained subject with a real style file
+made by `edit_avatar` (a few steps: the numbers need not be good, they must be real and right)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.cli import main as cli_main
+from backend.looks import LOOKS, stylize_image
+from backend.metrics.style_eval import NO_LOOK, eval_json_path, evaluate_style
+
+REF_FRAME = 3
+SCORE_KEYS = {"psnr_db", "ssim", "face_psnr_db", "face_ssim", "face_l1", "mouth_psnr_db", "mouth_l1",
+              "eyes_psnr_db", "eyes_l1", "lap_l1", "face_lap_l1", "edge_f1", "edge_precision", "edge_recall"}
+
+
+@pytest.fixture(scope="module")
+def styled_subject(tiny_avatar_subject: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(subject, style): a copy of the tiny trained subject and a cartoon style made by edit_avatar."""
+    from backend.data.subject import Subject
+    from backend.images import write_png
+    from backend.train.stage2 import edit_avatar
+
+    subject = tmp_path_factory.mktemp("style_eval") / "subject"
+    shutil.copytree(tiny_avatar_subject, subject)
+    ref = subject / "reference.png"
+    write_png(ref, stylize_image(Subject.open(subject).frame(REF_FRAME), "cartoon"))
+    style = edit_avatar(subject, ref, frame=REF_FRAME, steps=2, name="toon", write_metrics=False)
+    return subject, style
+
+
+def _finite(scores: dict[str, Any]) -> None:
+    missing = SCORE_KEYS - set(scores)
+    assert not missing, missing
+    bad = {k: scores[k] for k in SCORE_KEYS
+           if not (isinstance(scores[k], float) and math.isfinite(scores[k]))}
+    assert not bad, bad
+
+
+def test_evaluate_style_with_a_builtin_look(styled_subject: tuple[Path, Path]) -> None:
+    subject, style = styled_subject
+    r = evaluate_style(subject, style, "cartoon", max_frames=5, device="cpu")
+    assert r["look"] == "cartoon" and len(r["frames"]) == 5
+    for row in ("styled", "post_filter", "unstyled"):
+        _finite(r[row])
+        assert r[row]["lpips"] is None and "not computed" in r[row]["lpips_note"]
+    gap = r["styled"]["face_psnr_db"] - r["post_filter"]["face_psnr_db"]
+    assert r["gap_db"]["face_psnr"] == pytest.approx(gap)
+    fl = r["flicker"]
+    assert all(math.isfinite(fl[k]) and fl[k] > 0 for k in ("real", "unstyled", "styled", "post_filter"))
+    assert fl["ratio"] == pytest.approx(fl["styled"] / fl["unstyled"])
+    sh = r["shot"]
+    assert sh["frames"] == sh["last"] - sh["first"] + 1 and sh["source"] in ("held-out run", "whole clip")
+    for row in ("real", "unstyled", "styled"):
+        e = r["expression"][row]
+        assert e["frames"] == sh["frames"] and 0 <= e["tracked"] <= e["frames"]
+        for k in ("jaw_open_r", "eye_blink_r"):  # None only where too few frames had a face
+            assert (e[k] is None and e["tracked"] < 5) or -1 <= e[k] <= 1, e
+    assert r["expression"]["real"]["jaw_open_r"] > 0.5  # the re-tracking itself works on real frames
+    for row in ("styled", "unstyled"):
+        d = r["identity"][row]["identity_distance"]
+        assert d is not None and 0 <= d < 2
+    ref = r["reference"]  # the style's meta names its reference file, which is still there
+    assert ref["frame"] == REF_FRAME and ref["source"].endswith("reference.png")
+    _finite(ref["styled"])
+    saved = json.loads(eval_json_path(style).read_text())
+    assert saved["cartoon"]["styled"]["face_psnr_db"] == r["styled"]["face_psnr_db"]
+    metrics = json.loads((subject / "avatar" / "metrics.json").read_text())
+    summary = metrics["style_eval"]["toon/cartoon"]
+    assert summary["post_filter_face_psnr_db"] == r["post_filter"]["face_psnr_db"]
+    sheet = cv2.imread(str(style.with_name("toon.eval.png")))
+    assert sheet is not None and sheet.shape[1] >= 6 * 128
+
+
+def test_post_filter_bound_is_the_look_over_the_unstyled_render(styled_subject: tuple[Path, Path]) -> None:
+    """Recompute the bound by hand: render without the style, apply the look, score against the
+    look of the real frames; it must equal what evaluate_style reports."""
+    from backend.data.subject import Subject
+    from backend.imaging.convert import frame_at
+    from backend.metrics.image_scores import image_scores
+    from backend.metrics.regions import subject_regions
+    from backend.paths import checkpoint_path
+    from backend.render import Avatar
+
+    subject, style = styled_subject
+    r = evaluate_style(subject, style, "pencil", max_frames=3, shot_frames=8, identity=False, write=False,
+                       device="cpu")
+    ids = r["frames"]
+    s = Subject.open(subject)
+    plain = Avatar.load(checkpoint_path(subject), device="cpu").render(s.expressions, s.uv_maps, indices=ids)
+    size = plain.shape[1]
+    truth = np.stack([stylize_image(frame_at(s.frame(i), size), "pencil") for i in ids])
+    post = np.stack([stylize_image(p, "pencil") for p in plain])
+    expected = image_scores(post, truth, subject_regions(s, ids, size))
+    assert {k: r["post_filter"][k] for k in expected} == expected
+    styled = Avatar.load(checkpoint_path(subject), device="cpu", style=style).render(
+        s.expressions, s.uv_maps, indices=ids)
+    assert not np.array_equal(styled, plain)  # the style changes the render ...
+    assert r["styled"]["psnr_db"] == image_scores(styled, truth, None)["psnr_db"]  # ... and is what is scored
+
+
+def test_a_look_outside_looks_is_scored(styled_subject: tuple[Path, Path]) -> None:
+    subject, style = styled_subject
+
+    def posterised_ink(rgb: np.ndarray) -> np.ndarray:
+        """A filter chain no built-in look uses: median blur, 3-level posterise, Laplacian ink."""
+        base = cv2.medianBlur(rgb, 3)
+        poster = (base // 86 * 86 + 43).astype(np.uint8)
+        ink = cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_16S, ksize=3)
+        poster[np.abs(ink) > 40] = (40, 20, 60)
+        return poster
+
+    assert "posterised_ink" not in LOOKS
+    r = evaluate_style(subject, style, posterised_ink, max_frames=3, shot_frames=8, identity=False,
+                       device="cpu")
+    assert r["look"] == "posterised_ink"
+    _finite(r["styled"])
+    _finite(r["post_filter"])
+    assert "posterised_ink" in json.loads(eval_json_path(style).read_text())
+
+    def identity_look(rgb: np.ndarray) -> np.ndarray:
+        return rgb.copy()
+
+    same = evaluate_style(subject, style, identity_look, max_frames=3, shot_frames=8, identity=False,
+                          write=False, device="cpu")
+    assert same["post_filter"] == same["unstyled"]  # filtering with the identity changes nothing
+
+
+def test_without_a_look_reports_what_needs_none(styled_subject: tuple[Path, Path]) -> None:
+    subject, style = styled_subject
+    r = evaluate_style(subject, style, None, max_frames=3, identity=False, device="cpu", shot_frames=12)
+    assert r["look"] is None and not {"styled", "post_filter", "gap_db"} & set(r)
+    assert r["shot"]["frames"] <= 12 and math.isfinite(r["flicker"]["ratio"])
+    assert set(r["expression"]) == {"real", "unstyled", "styled"}
+    ref = r["reference"]
+    _finite(ref["styled"])
+    _finite(ref["unstyled"])
+    assert all(math.isfinite(ref["heldout_gram"][k]) for k in ("styled", "unstyled"))
+    assert NO_LOOK in json.loads(eval_json_path(style).read_text())
+
+
+def test_bad_input_gets_clear_errors(styled_subject: tuple[Path, Path], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    subject, style = styled_subject
+    with pytest.raises(ValueError, match="unknown look 'sepia'; choose one of cartoon, pencil"):
+        evaluate_style(subject, style, "sepia")
+    with pytest.raises(FileNotFoundError, match=r"style file .*missing\.style not found"):
+        evaluate_style(subject, tmp_path / "missing.style", "cartoon")
+    with pytest.raises(ValueError, match="a look is a name"):
+        evaluate_style(subject, style, 42)  # type: ignore[arg-type]
+
+    def shrinks(rgb: np.ndarray) -> np.ndarray:
+        return rgb[::2, ::2]
+
+    with pytest.raises(ValueError, match="look 'shrinks' returned"):
+        evaluate_style(subject, style, shrinks, max_frames=2, identity=False, write=False)
+    not_a_style = tmp_path / "x.style"
+    not_a_style.write_bytes(b"not a style")
+    with pytest.raises(ValueError, match=r"x\.style"):
+        evaluate_style(subject, not_a_style, "cartoon")
+    assert cli_main(["eval", str(subject), "--style", str(style), "--look", "sepia"]) == 2
+    assert "unknown look 'sepia'" in capsys.readouterr().err
+    assert cli_main(["eval", str(subject), "--look", "cartoon"]) == 2
+    assert "add --style" in capsys.readouterr().err
+    assert cli_main(["eval", str(subject), "--style", str(tmp_path / "none.style"), "--look", "oil"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_eval_cli_prints_the_table(styled_subject: tuple[Path, Path],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    subject, style = styled_subject
+    assert cli_main(["eval", str(subject), "--style", str(style), "--look", "watercolor", "--max-frames", "2",
+                     "--shot-frames", "10", "--no-identity"]) == 0
+    out = capsys.readouterr().out
+    assert "post_filter" in out and "styled - post-filter: face PSNR" in out and "jawOpen r" in out
+    assert "watercolor" in json.loads(eval_json_path(style).read_text())
