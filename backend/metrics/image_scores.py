@@ -22,8 +22,7 @@ import torch
 from backend.metrics.edges import edge_f1
 from backend.metrics.psnr import psnr
 from backend.metrics.pyramid import lap_l1
-from backend.metrics.regions import FrameRegions, region_scores
-from backend.metrics.ssim import ssim_uint8
+from backend.metrics.regions import FrameRegions, region_scores, ssim_map_uint8
 
 
 def lpips_metric(device: torch.device | str) -> tuple[Any, str]:
@@ -68,13 +67,14 @@ def image_scores(renders: np.ndarray, gts: np.ndarray, regions: list[FrameRegion
     if renders.shape != gts.shape or renders.ndim != 4 or len(renders) == 0:
         raise ValueError(f"renders {renders.shape} and ground truth {gts.shape} must share one "
                          f"(N, S, S, 3) shape")
+    maps = [ssim_map_uint8(r, g) for r, g in zip(renders, gts, strict=True)]  # mean = ssim_uint8
     out: dict[str, Any] = {
         "psnr_db": float(np.mean([min(psnr(r, g), 100.0) for r, g in zip(renders, gts, strict=True)])),
-        "ssim": float(np.mean([ssim_uint8(r, g) for r, g in zip(renders, gts, strict=True)])),
+        "ssim": float(np.mean([m.mean() for m in maps])),
         "lap_l1": float(np.mean([lap_l1(r, g) for r, g in zip(renders, gts, strict=True)])),
     }
     if regions is not None:
-        out.update(region_scores(renders, gts, regions))
+        out.update(region_scores(renders, gts, regions, maps))
         out["face_lap_l1"] = float(np.mean([lap_l1(_crop(r, reg.face), _crop(g, reg.face))
                                             for r, g, reg in zip(renders, gts, regions, strict=True)]))
         masks = [reg.mask("face", r.shape[:2]) for r, reg in zip(renders, regions, strict=True)]

@@ -126,18 +126,22 @@ def ssim_map_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ssim_map(ta, tb, data_range=255.0)[0].mean(0).numpy()
 
 
-def region_scores(renders: np.ndarray, gts: np.ndarray, regions: list[FrameRegions]) -> dict[str, float]:
+def region_scores(renders: np.ndarray, gts: np.ndarray, regions: list[FrameRegions],
+                  ssim_maps: list[np.ndarray] | None = None) -> dict[str, float]:
     """Face PSNR/SSIM/L1 and mouth/eye PSNR/L1 of (N, S, S, 3) uint8 renders vs ground truth.
 
-    Returns means over frames: ``face_psnr_db``, ``face_ssim``, ``face_l1``, ``mouth_psnr_db``,
-    ``mouth_l1``, ``eyes_psnr_db``, ``eyes_l1`` (PSNR of identical regions counted as 100 dB).
+    Args:
+        ssim_maps: the pairs' ``ssim_map_uint8`` when the caller has them already.
+    Returns:
+        Means over frames: ``face_psnr_db``, ``face_ssim``, ``face_l1``, ``mouth_psnr_db``,
+        ``mouth_l1``, ``eyes_psnr_db``, ``eyes_l1`` (PSNR of identical regions counted as 100 dB).
     """
     if not (len(renders) == len(gts) == len(regions)):
         raise ValueError(f"{len(renders)} renders, {len(gts)} frames and {len(regions)} region sets")
     acc: dict[str, list[float]] = {}
-    for r, g, reg in zip(renders, gts, regions, strict=True):
+    for k, (r, g, reg) in enumerate(zip(renders, gts, regions, strict=True)):
         shape = r.shape[:2]
-        smap = ssim_map_uint8(r, g)
+        smap = ssim_maps[k] if ssim_maps is not None else ssim_map_uint8(r, g)
         for name in REGION_NAMES:
             m = reg.mask(name, shape)
             acc.setdefault(f"{name}_psnr_db", []).append(min(masked_psnr(r, g, m), 100.0))

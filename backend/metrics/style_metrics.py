@@ -177,6 +177,7 @@ def write_style_report(
     clip: Any | None = None,
     history: list[dict[str, float]] | None = None,
     device: torch.device | str = "cpu",
+    translator: Any | None = None,
     n_contact: int = 4,
     n_temporal: int = 8,
 ) -> dict[str, Any]:
@@ -190,6 +191,7 @@ def write_style_report(
         frame: the frame the reference stylises.
         base_skips: the unstyled skip state (from the checkpoint).
         clip: optional ``ClipImageEncoder`` for the direction score.
+        translator: the style's ``StyleTranslator`` (run on the styled renders), or None.
     Returns:
         The metrics dict.
     """
@@ -206,6 +208,9 @@ def write_style_report(
     _, uv, win = tensors.batch(ids, device)
     try:
         styled = _render(avatar, uv, win, None)
+        if translator is not None:
+            with torch.no_grad():
+                styled = translator.on_render(styled, uv)
         plain = _render(avatar, uv, win, base_skips)
     finally:
         avatar.skips.load_state_dict(styled_skips)
