@@ -1,6 +1,8 @@
-"""Per-frame overhead of the Blender add-on at 256 px: curve sampling + Cycles UV pass + strip update.
+"""Per-frame overhead of the Blender add-on at 256 px (curve sampling + Cycles UV pass + strip
+update) and the live preview's latency (frame change -> preview image updated) against a real
+``emo-avatar serve``.
 
-    python bench/addon.py [--quick] [--size 256] [--frames N]
+    python bench/addon.py [--quick] [--size 256] [--frames N] [--no-preview]
 
 Builds the extension zip (wheel cache; offline when it is filled), installs it into a temporary
 Blender user folder, builds a rig on the canonical face mesh (468 vertices, 898 triangles, 30 shape
@@ -11,7 +13,17 @@ keys with animated curves and head pose), then times per frame:
 - UV pass: ``uv_pass.iter_uv_maps`` (Cycles CPU, 1 sample, EXR read back);
 - strip update: PNG encode + atomic write of a 256 px frame + ``vse.update_strip``.
 
-Prints a markdown table; target: total <= 0.2 s per frame.
+The first UV-pass frame builds Cycles' scene (persistent data) and is reported in its own row; the
+per-frame figure is the mean of the others. Target: total <= 0.2 s per frame.
+
+Live preview: a subject is made once (``sample --tiny``, ``track --size 128``, ``train --preset cpu
+--steps 2``: the demo preset's 128 px generator; weights barely trained, which does not change the
+time per frame) and cached in ``.cache/bench-addon``; ``emo-avatar serve`` runs on it, the add-on
+connects, imports the rig with animated curves and turns Live preview on. Each sample is
+``scene.frame_set(f)`` (the handler sends the request) until the preview image holds frame ``f``,
+pumping the add-on's timer function as Blender would; the backend is idle in between. At 256 px the
+128 px generator's frame is resized by the backend (no 256 px preset exists). Targets: <= 100 ms at
+128 px and <= 200 ms at 256 px (median).
 """
 
 from __future__ import annotations
@@ -99,11 +111,104 @@ def make_rig(mod, frames: int, size: int):
     )
 
 
+def _backend(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "backend.cli", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+
+
+def preview_workdir() -> Path:
+    """A serve workdir with subject 'bench' (128 px, cpu preset), built once and cached."""
+    work = ROOT / ".cache" / "bench-addon" / "work"
+    subject = work / "subjects" / "bench"
+    if not (subject / "avatar" / "checkpoint.pt").is_file():
+        sample = work.parent / "sample"
+        _backend("sample", "-o", str(sample), "--tiny")
+        _backend(
+            "track", str(sample / "sample.mp4"), "-o", str(subject), "--size", "128", "--max-frames", "16"
+        )
+        _backend("train", str(subject), "--preset", "cpu", "--steps", "2", "--preview-every", "0")
+    return work
+
+
+def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, int]]:
+    """(label, median ms, p90 ms, max ms, n) of frame change -> preview image updated."""
+    import bpy
+    import numpy as np
+
+    work = preview_workdir()
+    conn = work / "connection.json"
+    before = conn.stat().st_mtime_ns if conn.exists() else None
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backend.cli",
+            "serve",
+            "--workdir",
+            str(work),
+            "--connection-file",
+            str(conn),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    rows = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (conn.exists() and conn.stat().st_mtime_ns != before):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("emo-avatar serve did not start")
+            time.sleep(0.1)
+        api, runtime, preview = mod("api"), mod("runtime"), mod("preview")
+        api.connect(conn, timeout=60)
+        scene = bpy.data.scenes.new("preview bench")
+        head = api.import_subject(folder=work / "subjects" / "bench", scene=scene)
+        settings = scene.emo_avatar_preview
+        for size in (128, 256):
+            settings.size = size
+            settings.live = False
+            # warm up: the renderer is loaded (and the subject's rig read) by the first request
+            preview.request(scene, 1, head)
+            runtime.wait_for(lambda: preview.PREVIEW.in_flight is None, 300, "the first preview")
+            settings.live = True
+            lat = []
+            for i in range(samples):
+                f = 2 + i % 14
+                t0 = time.perf_counter()
+                scene.frame_set(f)  # the frame_change_post handler sends the request
+                while preview.PREVIEW.shown_frame != f or preview.PREVIEW.shown_at < t0:
+                    runtime.apply_pending()
+                    if time.perf_counter() - t0 > 60:
+                        raise SystemExit(f"no preview of frame {f}: {preview.PREVIEW.error}")
+                lat.append(preview.PREVIEW.shown_at - t0)
+                time.sleep(0.05)  # the backend is idle before the next change
+            settings.live = False
+            a = np.asarray(lat) * 1000
+            rows.append(
+                (f"{size} px", float(np.median(a)), float(np.percentile(a, 90)), float(a.max()), len(a))
+            )
+        api.disconnect()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="8 frames (< 60 s)")
+    ap.add_argument("--quick", action="store_true", help="8 frames, 10 preview samples per size")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--no-preview", action="store_true", help="skip the live-preview latency")
     args = ap.parse_args()
     frames = args.frames or (8 if args.quick else 32)
     tmp = Path(tempfile.mkdtemp(prefix="emo_bench_addon_"))
@@ -125,7 +230,9 @@ def main() -> int:
     sampling = (time.perf_counter() - t0) / frames
 
     uv_iter = mod("uv_pass").iter_uv_maps(head, cam, frame_list, (args.size, args.size))
-    next(uv_iter)  # the first render builds Cycles' scene: report it apart
+    t0 = time.perf_counter()
+    next(uv_iter)  # the first render builds Cycles' scene: reported in its own row
+    uv_first = time.perf_counter() - t0
     t0 = time.perf_counter()
     n = sum(1 for _ in uv_iter)
     uv = (time.perf_counter() - t0) / max(n, 1)
@@ -149,12 +256,31 @@ def main() -> int:
     for name, value in (
         ("baseline: scene.frame_set", baseline),
         ("curve sampling (F-curve reader)", sampling),
-        ("Cycles UV pass (1 spp, EXR read back)", uv),
+        (f"Cycles UV pass (1 spp, EXR read back; mean of frames 2-{frames})", uv),
         ("strip update (PNG write + strip)", strip),
         ("**total add-on overhead**", total),
     ):
         print(f"| {name} | {1000 * value:.1f} | {value / baseline:.1f} |")
-    print(f"\ntarget <= 200 ms / frame: {'met' if total <= 0.2 else 'NOT met'} ({1000 * total:.0f} ms)")
+    print(
+        f"| first UV-pass frame (builds Cycles' scene; once per shot, not in the total) | "
+        f"{1000 * uv_first:.1f} | {uv_first / baseline:.1f} |"
+    )
+    print(
+        f"\ntarget <= 200 ms / frame: {'met' if total <= 0.2 else 'missed'} ({1000 * total:.0f} ms; "
+        f"a {frames}-frame shot with its first frame: {1000 * (total + (uv_first - uv) / frames):.0f} ms)"
+    )
+    if args.no_preview:
+        return 0
+    rows = measure_preview(mod, 10 if args.quick else 30)
+    print(f"\n### Live preview: frame change -> preview image updated (Blender {version}, backend idle)\n")
+    print("| preview size | median ms | p90 ms | max ms | samples | target | |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for label, med, p90, worst, n_s in rows:
+        target = 100 if label.startswith("128") else 200
+        print(
+            f"| {label} | {med:.0f} | {p90:.0f} | {worst:.0f} | {n_s} | <= {target} | "
+            f"{'met' if med <= target else 'missed'} (median) |"
+        )
     return 0
 
 

@@ -223,18 +223,25 @@ def cancel_shot(shot: Shot, reason: str = "cancelled") -> None:
     """Stop a shot: its UV pass ends, no further chunk is submitted, running chunks get
     ``job_cancel``; the strip keeps every frame received. Returns at once (the cancels travel
     through the I/O thread; the shot ends ``cancelled`` when the backend confirmed the last)."""
+    if not _stop_shot_work(shot) and not shot.finished:
+        _end_shot(shot, "cancelled", reason if reason != "cancelled" else "")
+
+
+def _stop_shot_work(shot: Shot) -> bool:
+    """End the shot's UV pass and send ``job_cancel`` for its running chunks; True if any runs."""
     runner = RUNTIME.runners.pop(shot.shot_id, None)
     if runner is not None:
-        runner.cancel(reason)
+        runner.cancel("stopped")
     if shot.finished:
-        return
+        return False
     running = shot.running_jobs
     for job_id in running:
+        if shot.job_states.get(job_id) == "cancelling":
+            continue  # asked already
         shot.job_states[job_id] = "cancelling"
         if RUNTIME.io is not None and RUNTIME.io.is_alive():
             call("cancel", on_done=_cancel_done, job_id=job_id)
-    if not running:
-        _end_shot(shot, "cancelled", reason if reason != "cancelled" else "")
+    return bool(running)
 
 
 def _cancel_done(result: Result) -> None:
@@ -247,7 +254,7 @@ def fail_shot(shot: Shot, error: str) -> None:
     if shot.finished:
         return
     shot.error = error
-    cancel_shot(shot, error)
+    _stop_shot_work(shot)
     _end_shot(shot, "failed", error)
 
 

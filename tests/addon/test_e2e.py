@@ -145,10 +145,12 @@ def test_cancel_ends_the_job_cancelled_within_a_second_and_keeps_the_frames(
     assert not shot.finished, (shot.state, shot.error)
     t0 = time.monotonic()
     api.cancel_shot(shot)  # what Esc in the modal operator does
-    pump(state, lambda: shot.finished and _backend_job_state(state, shot.job_id) == "cancelled", timeout=30)
-    latency = time.monotonic() - t0
+    pump(state, lambda: shot.finished, timeout=30)
+    acknowledged = time.monotonic() - t0  # the backend answered job_cancel
+    pump(state, lambda: _backend_job_state(state, shot.job_id) == "cancelled", timeout=30)
+    latency = time.monotonic() - t0  # the backend's job reached 'cancelled'
     assert shot.state == "cancelled" and _backend_job_state(state, shot.job_id) == "cancelled"
-    assert latency < 1.0, f"cancel took {latency:.2f} s"
+    assert latency < 1.0, f"cancel took {latency:.2f} s (job_cancel answered after {acknowledged:.2f} s)"
     n = len(shot.frames_done)
     assert 2 <= n < 2000
     strip = vse.find_strip(clean_scene, shot.strip_name)

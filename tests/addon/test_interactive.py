@@ -1,0 +1,525 @@
+"""The add-on as animators use it, with real bpy and a real backend: non-destructive import, keys
+outside a take left alone, the Render Shot operator's state machine (``operators.ShotModal``,
+the seam the modal operator feeds with timer ticks and Esc), safe undo, the I/O-thread paths the
+buttons take (connect, import, refresh, disconnect, stop backend), long shots in chunks, the live
+preview, and disabling the add-on while a shot renders."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import BACKEND_PYTHON, ROOT, SUBJECT_ID
+
+pytestmark = pytest.mark.bpy
+
+
+def pump(runtime, until, timeout: float = 180.0) -> None:
+    """Drive the add-on's timer callback until ``until()`` (what Blender's timer does in the UI)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out pumping apply_pending"
+        runtime.apply_pending()
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def connected(addon_mod, backend):
+    api = addon_mod("api")
+    info = api.connect(backend.connection_file, timeout=90)
+    yield info
+    api.disconnect()
+
+
+def _folder(backend_workdir: Path) -> Path:
+    return backend_workdir / "subjects" / SUBJECT_ID
+
+
+# -- 1. non-destructive import ------------------------------------------------------------------
+def test_import_leaves_the_scene_alone_and_never_touches_another_rigs_camera(
+    addon_mod, clean_scene, backend_workdir
+) -> None:
+    import bpy
+
+    api, rig = addon_mod("api"), addon_mod("rig")
+    layout = bpy.data.objects.new("Layout", bpy.data.cameras.new("Layout"))
+    clean_scene.collection.objects.link(layout)
+    clean_scene.camera = layout
+    r = clean_scene.render
+    r.resolution_x, r.resolution_y, r.fps, r.fps_base = 1920, 1080, 24, 1.0
+    clean_scene.frame_start, clean_scene.frame_end = 101, 348
+    vs = clean_scene.view_settings.view_transform
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    # the scene is the animator's: camera, resolution, fps, range and colour unchanged
+    assert clean_scene.camera == layout
+    assert (r.resolution_x, r.resolution_y, r.fps, r.fps_base) == (1920, 1080, 24, 1.0)
+    assert (clean_scene.frame_start, clean_scene.frame_end) == (101, 348)
+    assert clean_scene.view_settings.view_transform == vs
+    # the rig is in its own collection, active and selected (so Import Curves is usable at once)
+    cam = rig.recorded_camera(head)
+    assert [c.name for c in head.users_collection] == [c.name for c in cam.users_collection]
+    assert (
+        head.users_collection[0].name.startswith("EmoAvatar")
+        and head.users_collection[0] != clean_scene.collection
+    )
+    assert bpy.context.view_layer.objects.active == head and head.select_get()
+    assert bpy.ops.emo_avatar.import_curves.poll()
+    # a second import of the same subject gets its own camera; the first camera is not moved
+    cam.location.x += 0.25
+    before = tuple(cam.location), cam.data.ortho_scale
+    head2 = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    cam2 = rig.recorded_camera(head2)
+    assert cam2 != cam and (tuple(cam.location), cam.data.ortho_scale) == before
+    assert not layout.select_get() and not head.select_get() and head2.select_get()
+    # "Match scene to subject" on request
+    head3 = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene, match_scene=True)
+    assert clean_scene.camera == rig.recorded_camera(head3)
+    assert (r.resolution_x, clean_scene.frame_start, clean_scene.frame_end) == (64, 1, 16)
+
+
+def test_import_curves_replaces_keys_only_inside_the_take(addon_mod, clean_scene, backend_workdir, tmp_path):
+    import bpy
+
+    api, curves_bpy, fcurves, rig = (addon_mod(n) for n in ("api", "curves_bpy", "fcurves", "rig"))
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    api.export_curves(tmp_path / "take.json", head, 1, 16, clean_scene)
+    kb = head.data.shape_keys.key_blocks["jawOpen"]
+    kb.value = 0.77
+    kb.keyframe_insert("value", frame=200)  # the animator's key, far outside the take
+    fc = fcurves.fcurve_map(head.data.shape_keys)[(rig.shape_key_path("jawOpen"), 0)]
+    fc.keyframe_points[-1].interpolation = "BEZIER"
+    api.import_curves(tmp_path / "take.json", head, frame_start=1)
+    keys = {round(k.co[0]): (k.co[1], k.interpolation) for k in fc.keyframe_points}
+    assert keys[200] == (pytest.approx(0.77), "BEZIER")  # kept exactly
+    assert sorted(keys) == [*range(1, 17), 200]
+    # the playhead start, key reduction and smoothing (operator path)
+    clean_scene.frame_current = 40
+    assert bpy.ops.emo_avatar.import_curves(
+        filepath=str(tmp_path / "take.json"), start_at="PLAYHEAD", reduce=0.05, smooth=3
+    ) == {"FINISHED"}
+    frames = sorted(round(k.co[0]) for k in fc.keyframe_points)
+    assert 40 in frames and 55 in frames and 200 in frames and frames[:16] == list(range(1, 17))
+    in_take = [f for f in frames if 40 <= f <= 55]
+    assert 2 <= len(in_take) < 16  # reduced
+    # a new action: the old one is kept (fake user), keys untouched
+    old = head.data.shape_keys.animation_data.action
+    api.import_curves(tmp_path / "take.json", head, frame_start=1, mode="NEW_ACTION")
+    new = head.data.shape_keys.animation_data.action
+    assert new != old and old.use_fake_user and old.name in bpy.data.actions
+    # an NLA strip: the active action stays, the take lies on a track above it
+    api.import_curves(tmp_path / "take.json", head, frame_start=300, mode="NLA")
+    ad = head.data.shape_keys.animation_data
+    assert ad.action == new and len(ad.nla_tracks) == 1
+    strip = ad.nla_tracks[0].strips[0]
+    assert strip.action not in (old, new)
+    assert (strip.frame_start, strip.frame_end) == (300, 315)
+    assert tuple(strip.action.frame_range) == (300, 315)
+    # muting the active action lets the strip drive the rig: the take plays at 300..315
+    want = curves_bpy.sample_rig(clean_scene, head, 1, 16).expressions
+    ad.action = None
+    got = curves_bpy.sample_rig(clean_scene, head, 300, 315).expressions
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# -- 9. the I/O-thread paths of the buttons -----------------------------------------------------
+def test_io_thread_connect_refresh_import_rig_and_disconnect(addon_mod, backend, clean_scene) -> None:
+    """The non-blocking paths the UI takes: connect (the I/O thread connects while the timer
+    runs), refresh, Import Subject Rig (fetched by the thread, built by the timer as its own undo
+    step) and Disconnect."""
+    import bpy
+
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    if runtime.RUNTIME.io is not None:
+        api.disconnect()
+    assert api.connect(backend.connection_file, wait=False) == {}
+    st = runtime.wm_state()
+    assert st.status == "CONNECTING"
+    pump(runtime, lambda: st.status == "CONNECTED", timeout=60)
+    st.subjects.clear()
+    runtime.call("refresh")
+    pump(runtime, lambda: SUBJECT_ID in st.subjects, timeout=30)
+    done: list = []
+    api.import_subject_async(SUBJECT_ID, clean_scene.name, on_done=lambda name, err: done.append((name, err)))
+    assert not done
+    pump(runtime, lambda: bool(done), timeout=60)
+    name, err = done[0]
+    assert err == "" and name in bpy.data.objects
+    assert bpy.context.view_layer.objects.active.name == name
+    io = runtime.RUNTIME.io
+    assert bpy.ops.emo_avatar.disconnect() == {"FINISHED"}
+    assert st.status == "DISCONNECTED" and runtime.RUNTIME.io is None and not io.is_alive()
+
+
+def test_stop_backend_operator_stops_the_backend_it_started(addon_mod, backend_workdir, tmp_path) -> None:
+    import shutil
+
+    import bpy
+
+    api, runtime, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
+    if runtime.RUNTIME.io is not None:
+        api.disconnect()
+    work = tmp_path / "work"
+    shutil.copytree(backend_workdir / "subjects", work / "subjects")
+    p = preferences.prefs()
+    p.backend_command, p.workdir, p.connection_file = BACKEND_PYTHON, str(work), ""
+    try:
+        t0 = time.monotonic()
+        assert bpy.ops.emo_avatar.connect.poll()
+        api.connect(start_backend=True, wait=False)  # what the Connect button does: no waiting
+        assert time.monotonic() - t0 < 2.0
+        proc = runtime.RUNTIME.backend_proc
+        pump(runtime, lambda: runtime.wm_state().status == "CONNECTED", timeout=120)
+        assert bpy.ops.emo_avatar.stop_backend.poll()
+        assert bpy.ops.emo_avatar.stop_backend() == {"FINISHED"}
+        assert proc.poll() is not None and runtime.RUNTIME.backend_proc is None
+        assert runtime.wm_state().status == "DISCONNECTED"
+        assert not bpy.ops.emo_avatar.stop_backend.poll()
+    finally:
+        api.disconnect()
+        api.stop_local_backend()
+        p.backend_command, p.workdir = "", ""
+
+
+def test_workdir_defaults_to_the_extension_user_folder_and_remote_hosts_need_online_access(
+    addon_mod, tmp_path
+) -> None:
+    import bpy
+
+    preferences, api = addon_mod("preferences"), addon_mod("api")
+    p = preferences.prefs()
+    assert p.workdir == ""
+    user = Path(bpy.utils.extension_path_user(preferences.ADDON_ID, path="", create=True))
+    assert Path(preferences.workdir()).parent == user
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps({"ip": "192.0.2.7"}))
+    if bpy.app.online_access:
+        preferences.check_online_access(remote)  # allowed
+    else:
+        with pytest.raises(api.EmoAvatarError, match="online access is off"):
+            api.connect(remote, wait=False)
+    preferences.check_online_access(tmp_path / "missing.json")  # unknown host: the connect reports it
+
+
+# -- 9. the Render Shot operator's state machine ------------------------------------------------
+def _session(addon_mod, scene, start, end, reports, **kw):
+    operators = addon_mod("operators")
+    return operators.ShotModal(
+        scene, start, end, lambda level, text: reports.append((next(iter(level)), text)), **kw
+    )
+
+
+def _drive(runtime, session, timeout=180.0) -> set:
+    deadline = time.monotonic() + timeout
+    while True:
+        runtime.apply_pending()
+        result = session.on_timer()
+        if "FINISHED" in result or "CANCELLED" in result:
+            return result
+        assert time.monotonic() < deadline, "the modal operator never finished"
+        time.sleep(0.005)
+
+
+def test_render_shot_modal_runs_to_the_end_and_pushes_an_undo_step(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    import bpy
+
+    api, runtime, vse = addon_mod("api"), addon_mod("runtime"), addon_mod("vse")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    head.emo_avatar.output_dir = str(tmp_path / "frames")  # the rig's own settings are used
+    head.emo_avatar.channel = 5
+    bpy.ops.ed.undo_push(message="before the shot")
+    reports: list = []
+    session = _session(addon_mod, clean_scene, 1, 6, reports, uv_source="BLENDER")
+    assert session.start() == {"RUNNING_MODAL"}
+    assert session.phase == "names"
+    result = _drive(runtime, session)
+    assert result == {"FINISHED"}, reports
+    shot = session.shot
+    assert shot.state == "done" and len(shot.frames_done) == 6
+    assert reports[-1][0] == "INFO" and shot.strip_name in reports[-1][1]
+    strip = vse.find_strip(clean_scene, shot.strip_name)
+    assert strip.channel == 5 and Path(bpy.path.abspath(strip.directory)) == tmp_path / "frames"
+    assert [s.name for s in bpy.data.scenes] == [clean_scene.name]  # no UV scene left behind
+    # Ctrl-Z after the animator's next step must not take the strip away
+    scene_name, strip_name = clean_scene.name, shot.strip_name
+    bpy.data.objects.new("after the shot", None)
+    bpy.ops.ed.undo_push(message="the animator's next step")
+    bpy.ops.ed.undo()
+    scene = bpy.data.scenes[scene_name]
+    assert "after the shot" not in bpy.data.objects
+    assert vse.find_strip(scene, strip_name) is not None
+
+
+def test_render_shot_modal_escape_cancels_the_backend_job(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    head.emo_avatar.output_dir = str(tmp_path / "f")
+    reports: list = []
+    session = _session(addon_mod, clean_scene, 1, 2000, reports, uv_source="BACKEND")
+    session.start()
+    deadline = time.monotonic() + 120
+    while not (session.shot is not None and len(session.shot.frames_done) >= 1):
+        runtime.apply_pending()
+        assert session.on_timer() in ({"RUNNING_MODAL"}, {"PASS_THROUGH"}), reports
+        assert time.monotonic() < deadline
+    t0 = time.monotonic()
+    assert session.on_escape() == {"CANCELLED"}
+    assert reports[-1][0] == "WARNING" and "cancelled" in reports[-1][1]
+    job_id = session.shot.job_id
+
+    def backend_state() -> str:
+        job = runtime.job_item(runtime.wm_state(), job_id)
+        return job.state if job is not None else ""
+
+    pump(runtime, lambda: session.shot.finished, timeout=30)
+    acknowledged = time.monotonic() - t0  # the backend answered job_cancel
+    pump(runtime, lambda: backend_state() == "cancelled", timeout=30)
+    latency = time.monotonic() - t0  # the backend's job reached 'cancelled'
+    assert latency < 1.0, f"cancel took {latency:.2f} s (job_cancel answered after {acknowledged:.2f} s)"
+    assert session.shot.state == "cancelled" and session.on_timer() == {"CANCELLED"}
+
+
+def test_render_shot_modal_reports_a_backend_error_in_full(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    head.emo_avatar.output_dir = str(tmp_path / "f")
+    head.emo_avatar.style = "no_such_style_" + "x" * 80  # refused by the backend at submit
+    reports: list = []
+    session = _session(addon_mod, clean_scene, 1, 4, reports, uv_source="BACKEND")
+    session.start()
+    assert _drive(runtime, session) == {"CANCELLED"}
+    level, text = reports[-1]
+    assert level == "ERROR" and "no style" in text and "x" * 80 in text  # never cut short
+    assert session.shot.state == "failed"
+    assert any("x" * 80 in m for _lvl, m in runtime.RUNTIME.messages)
+
+
+def test_render_shot_modal_catch_all_ends_cleanly_when_the_rig_disappears(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """Names, not ID references, across ticks: deleting (or undoing) the rig mid UV pass ends the
+    shot with a clear error, never a ReferenceError out of the timer."""
+    import bpy
+
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    head.emo_avatar.output_dir = str(tmp_path / "f")
+    reports: list = []
+    session = _session(addon_mod, clean_scene, 1, 12, reports, uv_source="BLENDER")
+    session.start()
+    while session.runner is None or session.runner.builder.steps_done < 2:
+        runtime.apply_pending()
+        session.on_timer()
+    bpy.data.objects.remove(head)
+    assert _drive(runtime, session) == {"CANCELLED"}
+    assert session.shot.state in ("failed", "cancelled") and "gone" in session.shot.error
+    assert [s.name for s in bpy.data.scenes] == [clean_scene.name]
+
+
+# -- 5. long shots --------------------------------------------------------------------------------
+def test_a_chunked_shot_renders_the_same_frames_as_one_job(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """Chunks carry their neighbours' curves (the expression window), so splitting changes nothing
+    but float rounding where a frame lands in another batch (the renderer's own caveat: at most 1
+    level on CPU)."""
+    api, png = addon_mod("api"), addon_mod("png")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    kb = head.data.shape_keys.key_blocks["jawOpen"]
+    for f, v in ((1, 0.0), (6, 1.0), (11, 0.0)):
+        kb.value = v
+        kb.keyframe_insert("value", frame=f)
+    whole = api.render_shot(clean_scene, 1, 16, output_dir=str(tmp_path / "a"), uv_source="BACKEND")
+    row_bytes = 4 * len(head["emo_avatar_names"]) + 4 * 6 + 4
+    chunked = api.render_shot(
+        clean_scene,
+        1,
+        16,
+        output_dir=str(tmp_path / "b"),
+        uv_source="BACKEND",
+        chunk_bytes=64 * 1024 + 9 * row_bytes,  # 5 frames + 4 context rows per job
+    )
+    assert whole.state == chunked.state == "done"
+    assert len(whole.job_ids) == 1 and len(chunked.job_ids) == 4
+    for f in range(1, 17):
+        a = png.decode_png((tmp_path / "a" / f"{whole.prefix}_{f:05d}.png").read_bytes())
+        b = png.decode_png((tmp_path / "b" / f"{chunked.prefix}_{f:05d}.png").read_bytes())
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, f"frame {f} differs"
+
+
+def test_a_shot_no_message_can_carry_is_refused_before_the_uv_pass(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    import bpy
+
+    api = addon_mod("api")
+    api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    renders: list = []
+    bpy.app.handlers.render_pre.append(lambda *a: renders.append(1))
+    try:
+        with pytest.raises(ValueError, match="more than a render message may carry"):
+            api.render_shot(clean_scene, 1, 16, output_dir=str(tmp_path / "f"), chunk_bytes=100 * 1024)
+    finally:
+        bpy.app.handlers.render_pre.pop()
+    assert renders == []
+
+
+def test_a_2000_frame_shot_at_256_px_renders_over_the_wire_in_chunks(
+    addon_mod, connected, backend, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """2,000 frames of 256 px UV maps (786 MB of float16) in chunks of at most 64 MiB. The UV maps
+    are one analytic map repeated instead of 2,000 Cycles renders (reduced frame content, for
+    time); everything else is the real path: chunk jobs over ZeroMQ, frames back, one strip."""
+    import shutil
+
+    api, runtime, vse, shot_mod = (addon_mod(n) for n in ("api", "runtime", "vse", "shot"))
+    big = backend.workdir / "subjects" / "tiny256"
+    if not big.exists():  # the tiny subject declared at 256 px (the avatar resamples the maps)
+        shutil.copytree(backend.workdir / "subjects" / SUBJECT_ID, big)
+        meta = json.loads((big / "meta.json").read_text())
+        meta["size"] = 256
+        (big / "meta.json").write_text(json.dumps(meta))
+    head = api.import_subject(folder=big, scene=clean_scene)
+    assert head["emo_avatar_size"] == 256
+    uv = np.zeros((256, 256, 3), np.float32)
+    uv[64:192, 64:192, 0] = np.linspace(0.2, 0.8, 128)[None, :]
+    uv[64:192, 64:192, 1] = np.linspace(0.8, 0.2, 128)[:, None]
+    uv[64:192, 64:192, 2] = 1.0
+    t0 = time.monotonic()
+    shot = api.render_shot(
+        clean_scene, 1, 2000, wait=False, output_dir=str(tmp_path / "f"), uv_maps=lambda _f: uv, timeout=1200
+    )
+    chunks = runtime.RUNTIME.runners[shot.shot_id].builder.chunks
+    assert len(chunks) >= 12 and all(c.hi - c.lo + 1 <= 170 for c in chunks)
+    peak_rows = 0
+    while not shot.finished:
+        runtime.apply_pending()
+        runner = runtime.RUNTIME.runners.get(shot.shot_id)
+        if runner is not None:
+            peak_rows = max(peak_rows, len(runner.builder._uv))
+        assert time.monotonic() - t0 < 1200
+    assert shot.state == "done", shot.error
+    assert len(shot.job_ids) == len(chunks) and sorted(shot.frames_done) == list(range(1, 2001))
+    assert peak_rows <= 170 + 2 * shot_mod.WINDOW_RADIUS  # only the next chunk's maps are held
+    strip = vse.find_strip(clean_scene, shot.strip_name)
+    assert (strip.frame_final_start, strip.frame_final_duration, len(strip.elements)) == (1, 2000, 2000)
+
+
+def test_window_radius_matches_the_backend() -> None:
+    """The add-on cannot import the backend; its copy of the expression window radius must agree."""
+    import ast
+
+    def radius(path: Path) -> int:
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "WINDOW_RADIUS":
+                return ast.literal_eval(node.value)
+        raise AssertionError(f"no WINDOW_RADIUS in {path}")
+
+    assert radius(ROOT / "backend" / "data" / "windows.py") == radius(ROOT / "blender_addon" / "shot.py")
+
+
+# -- 3. live preview ------------------------------------------------------------------------------
+def test_preview_frame_and_live_preview_are_latest_wins(
+    addon_mod, connected, backend, backend_workdir, clean_scene, tmp_path
+) -> None:
+    import bpy
+
+    api, runtime, preview, png = (addon_mod(n) for n in ("api", "runtime", "preview", "png"))
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    kb = head.data.shape_keys.key_blocks["jawOpen"]
+    for f, v in ((1, 0.0), (8, 1.0)):
+        kb.value = v
+        kb.keyframe_insert("value", frame=f)
+    clean_scene.frame_set(8)
+    assert bpy.ops.emo_avatar.preview_frame() == {"FINISHED"}
+    img = bpy.data.images[preview.IMAGE_NAME]
+    assert tuple(img.size) == (64, 64) and preview.PREVIEW.shown_frame == 8
+    # the preview's pixels are the shot's pixels for that frame
+    shot = api.render_shot(clean_scene, 1, 10, output_dir=str(tmp_path / "f"), uv_source="BACKEND")
+    ref = png.decode_png((tmp_path / "f" / f"{shot.prefix}_00008.png").read_bytes())
+    px = np.empty(64 * 64 * 4, np.float32)
+    img.pixels.foreach_get(px)
+    got = np.round(px.reshape(64, 64, 4)[::-1, :, :3] * 255).astype(int)
+    assert np.abs(got - ref.astype(int)).max() <= 1
+    assert shot.job_id not in runtime.RUNTIME.hidden_jobs
+    assert not any(j.job_id in runtime.RUNTIME.hidden_jobs for j in runtime.wm_state().jobs)
+    # live: scrubbing 1..7 while a frame is in flight sends only the newest
+    clean_scene.emo_avatar_preview.live = True
+    try:
+        dropped = preview.PREVIEW.dropped
+        sent = []
+        real_send = preview._send
+        preview._send = lambda *a: (sent.append(a[2]), real_send(*a))[1]
+        try:
+            for f in range(1, 8):
+                clean_scene.frame_set(f)
+            pump(runtime, lambda: preview.PREVIEW.in_flight is None and preview.PREVIEW.pending is None, 60)
+        finally:
+            preview._send = real_send
+        assert sent == [1, 7]  # 2..6 were replaced by newer frames while 1 was in flight
+        assert preview.PREVIEW.dropped - dropped == 5
+        assert preview.PREVIEW.shown_frame == 7
+    finally:
+        clean_scene.emo_avatar_preview.live = False
+
+
+# -- 6. file load and disabling (last: they replace the file and reload the add-on) --------------
+def test_file_load_detaches_a_running_shot_and_ends_the_modal(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    import bpy
+
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    head.emo_avatar.output_dir = str(tmp_path / "f")
+    reports: list = []
+    session = _session(addon_mod, clean_scene, 1, 400, reports, uv_source="BACKEND")
+    session.start()
+    while session.shot is None or not session.shot.frames_done:
+        runtime.apply_pending()
+        session.on_timer()
+    bpy.ops.wm.read_homefile()  # load_pre runs
+    assert session.shot.detached
+    assert session.on_timer() == {"CANCELLED"} and "another file" in reports[-1][1]
+    n = len(session.shot.frames_done)
+    pump(runtime, lambda: len(list((tmp_path / "f").glob("*.png"))) > n, timeout=60)  # frames go on to disk
+    api.cancel_shot(session.shot)
+    pump(runtime, lambda: session.shot.finished, timeout=30)
+
+
+def test_disabling_the_addon_cancels_a_running_shot_within_two_seconds(
+    addon_mod, backend, backend_workdir, tmp_path
+) -> None:
+    import importlib
+
+    import bpy
+
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    scene = bpy.context.scene
+    api.connect(backend.connection_file, timeout=60)
+    api.import_subject(folder=_folder(backend_workdir), scene=scene)
+    shot = api.render_shot(scene, 1, 2000, wait=False, output_dir=str(tmp_path / "f"), uv_source="BACKEND")
+    pump(runtime, lambda: len(shot.frames_done) >= 1, timeout=120)
+    job_id = shot.job_id
+    module = addon_mod("api").__package__
+    t0 = time.monotonic()
+    bpy.ops.preferences.addon_disable(module=module)
+    took = time.monotonic() - t0
+    assert took < 2.0, f"disabling took {took:.2f} s"
+    Client = addon_mod("protocol.client").Client
+    with Client.from_connection_file(backend.connection_file, timeout=5) as client:
+        deadline = time.monotonic() + 10
+        while (state := (client.status(job_id).get("job") or {}).get("state")) != "cancelled":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
+    bpy.ops.preferences.addon_enable(module=module)
+    assert importlib.import_module(f"{module}.runtime").RUNTIME.io is None
