@@ -13,8 +13,11 @@ Conventions:
   (``np.frombuffer``); ``arr.copy()`` when you need to write.
 - checksums cover the buffer bytes: ``"crc32:%08x"`` (zlib.crc32, ~3.5 GB/s here: catches
   corruption and bugs, not an attacker) or ``"hmac-sha256:<hex>"`` keyed with the session key
-  (~1.1 GB/s: authenticates the bytes like the signature does the dicts). The descriptor
-  itself, with the checksum, is inside the HMAC-signed content.
+  (~1.1 GB/s: authenticates the bytes like the signature does the dicts). The key is the
+  ``buffers`` key derived from the connection key (:mod:`protocol.keys`), never the one that
+  signs envelopes. The descriptor itself, with the checksum, is inside the HMAC-signed content.
+- bounds (:mod:`protocol.limits`): at most ``MAX_NDIM`` dimensions, each at most ``MAX_DIM``,
+  ``MAX_BUFFERS`` buffers per message; ``nbytes`` must equal the frame's length.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BufferSpecError
+from .limits import MAX_BUFFERS, MAX_DIM, MAX_NDIM
 
 BUFFERS_KEY = "_buffers"
 """Reserved content key listing the buffer descriptors."""
@@ -43,7 +47,8 @@ CHECKSUMS: tuple[str, ...] = ("none", "crc32", "hmac-sha256")
 """Buffer checksum schemes: ``none`` trusts the transport, ``crc32`` detects corruption,
 ``hmac-sha256`` authenticates the bytes with the session key."""
 
-MAX_NDIM = 8
+_MAX_EXTENT = 2**62
+"""Bytes a shape may span with its zero dimensions counted as 1 (what numpy can represent)."""
 
 _LE_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in ALLOWED_DTYPES}
 _NAME_BY_DTYPE = {**{np.dtype(n): n for n in ALLOWED_DTYPES}, **{d: n for n, d in _LE_DTYPES.items()}}
@@ -125,12 +130,15 @@ def _check_descriptor(desc: Any, i: int) -> tuple[str, np.dtype, tuple[int, ...]
         raise BufferSpecError(f"buffer {name!r}: dtype {dt!r} not allowed; use one of "
                               f"{', '.join(ALLOWED_DTYPES)}")
     if (not isinstance(shape, list | tuple) or len(shape) > MAX_NDIM
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
-        raise BufferSpecError(f"buffer {name!r}: shape {shape!r} must be a list of at most "
-                              f"{MAX_NDIM} non-negative ints")
+            or not all(type(s) is int and 0 <= s <= MAX_DIM for s in shape)):
+        raise BufferSpecError(f"buffer {name!r}: shape {str(shape)[:80]} must be a list of at most "
+                              f"{MAX_NDIM} ints in 0..2^31")
     if not isinstance(nbytes, int) or isinstance(nbytes, bool):
         raise BufferSpecError(f"buffer {name!r}: 'nbytes' missing or not an int")
     dtype = _LE_DTYPES[dt]
+    if dtype.itemsize * math.prod(max(s, 1) for s in shape) > _MAX_EXTENT:
+        raise BufferSpecError(f"buffer {name!r}: shape {list(shape)} spans more than 2^62 bytes "
+                              "(even an empty array must have a representable extent)")
     expected = dtype.itemsize * math.prod(shape)
     if expected != nbytes:
         raise BufferSpecError(f"buffer {name!r}: {dt} x {list(shape)} is {expected} bytes "
@@ -149,6 +157,8 @@ def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = 
         descriptors = []
     if not isinstance(descriptors, list | tuple):
         raise BufferSpecError(f"content[{BUFFERS_KEY!r}] must be a list of buffer descriptors")
+    if len(descriptors) > MAX_BUFFERS:
+        raise BufferSpecError(f"{len(descriptors)} buffers; at most {MAX_BUFFERS} per message")
     if len(descriptors) != len(frames):
         raise BufferSpecError(f"content describes {len(descriptors)} buffers but {len(frames)} buffer "
                               "frames arrived (truncated message?)")
@@ -164,7 +174,10 @@ def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = 
             verify_checksum(frame, checksum, key, what=f"buffer {name!r}")
         elif require_checksum:
             raise BufferSpecError(f"buffer {name!r} has no checksum but this receiver requires one")
-        arr = np.frombuffer(frame, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+        try:
+            arr = np.frombuffer(frame, dtype=dtype).reshape(shape) if nbytes else np.zeros(shape, dtype)
+        except (ValueError, MemoryError) as exc:  # guarded above; a last line for numpy's own limits
+            raise BufferSpecError(f"buffer {name!r}: shape {list(shape)} is not allowed ({exc})") from None
         arr.flags.writeable = False
         out[name] = arr
     return out

@@ -43,6 +43,8 @@ from .buffers import verify_checksum
 from .connection import ConnectionInfo
 from .envelope import DEFAULT_MAX_MESSAGE_BYTES, Message, Session, configure_socket
 from .errors import BackendUnavailable, ProtocolError, RemoteError, SignatureError, VersionError
+from .limits import MAX_CREDIT_BYTES
+from .link import secure_client_socket
 from .messages import FINAL_JOB_STATES, is_error, reply_type
 
 log = logging.getLogger(__name__)
@@ -99,10 +101,7 @@ class Client:
             old.close(linger=0)
         sock = self.context.socket(zmq.SUB if channel == "events" else zmq.DEALER)
         configure_socket(sock, self.max_message_bytes)
-        if self.info.server_public_key:
-            public, secret = zmq.curve_keypair()
-            sock.curve_serverkey = self.info.server_public_key.encode("ascii")
-            sock.curve_publickey, sock.curve_secretkey = public, secret
+        secure_client_socket(sock, self.info)
         if channel == "events":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.info.url(channel))
@@ -266,9 +265,16 @@ class Client:
         """``job_status`` reply content: instance_id, job (record or None), queue, state."""
         return self.request("job_status", {"job_id": job_id}).content
 
-    def jobs(self) -> list[dict[str, Any]]:
-        """All job records the backend knows (its journal)."""
-        return self.request("job_list").content["jobs"]
+    def jobs(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Job records the backend knows (its journal), oldest first: all of them, page by page
+        (``job_list`` is paginated), or the first ``limit``."""
+        out: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None and (limit is None or len(out) < limit):
+            page = self.request("job_list", {"offset": offset}).content
+            out.extend(page["jobs"])
+            offset = page.get("next_offset")
+        return out if limit is None else out[:limit]
 
     def cancel(self, job_id: str) -> str:
         """Ask to cancel ``job_id`` (control channel); returns the state it is now in."""
@@ -396,6 +402,7 @@ class FrameStream:
         self.total: int | None = None
         self.done = False
         self._outstanding = 0
+        self._frame_bytes = 0
         self._granted = False
         self._done_checks = 0
         self._last_activity = time.monotonic()
@@ -414,6 +421,13 @@ class FrameStream:
         except zmq.Again:  # queue full (backend gone): the idle check grants again later
             return
         self._outstanding += n
+
+    def _credit_now(self) -> int:
+        """Frames of credit to hold: ``credit``, clamped like the server clamps it to
+        ``MAX_CREDIT_BYTES`` worth of frames once the frame size is known."""
+        if self._frame_bytes <= 0:
+            return self.credit
+        return max(1, min(self.credit, MAX_CREDIT_BYTES // self._frame_bytes))
 
     def _complete(self) -> bool:
         return self.total is not None and len(self.received) >= self.total - self.start
@@ -441,13 +455,15 @@ class FrameStream:
             index = int(msg.content["index"])
             if msg.content.get("total") is not None:
                 self.total = int(msg.content["total"])
-            self._outstanding = max(0, self._outstanding - 1)
+            self._frame_bytes = int(msg.buffers["image"].nbytes)
+            self._outstanding = min(max(0, self._outstanding - 1), self._credit_now())
             if index not in self.received and index >= self.start:
                 self.received.add(index)
-                out.append((index, _frame_image(msg, self.client.session.key)))
+                out.append((index, _frame_image(msg, self.client.session.buffer_key)))
             self.done = self._complete()
-            if not self.done and self._outstanding <= self.credit // 2:
-                self._grant(self.credit - self._outstanding)
+            credit = self._credit_now()
+            if not self.done and self._outstanding <= credit // 2:
+                self._grant(credit - self._outstanding)
         return out
 
     def _check_backend(self) -> None:
@@ -465,7 +481,7 @@ class FrameStream:
                 raise ProtocolError(f"job {self.job_id} is done but frames from {self.first_missing()} never "
                                     f"arrived ({len(self.received)} of {self.total} received)")
         self._outstanding = 0  # credit may be lost (restart): grant again from the first missing frame
-        self._grant(self.credit)
+        self._grant(self._credit_now())
 
 
 def _raise_if_unsuccessful(job_id: str, record: Mapping[str, Any]) -> None:

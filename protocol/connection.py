@@ -1,16 +1,24 @@
 """The connection file: how a client finds and authenticates to a running backend.
 
-JSON, written atomically with mode 0600 (it holds the HMAC key)::
+JSON, written atomically with mode 0600 (it holds the keys)::
 
     {"transport": "tcp", "ip": "127.0.0.1", "shell_port": 53011, "control_port": 53012,
-     "events_port": 53013, "key": "<64 hex chars>", "signature_scheme": "hmac-sha256",
-     "instance_id": "<hex, optional>", "pid": 1234, "server_public_key": null}
+     "events_port": 53013, "key": "<64 hex chars>", "signature_scheme": "hkdf-hmac-sha256",
+     "proto": "2.0", "instance_id": "<hex>", "pid": 1234, "server_public_key": null,
+     "client_public_key": null, "client_secret_key": null, "allowed_client_keys": []}
 
-- ``key`` is used as ASCII bytes (``info.key.encode()``) for the HMAC, as in Jupyter.
+- ``key``: 256 random bits, new on every ``serve`` start. Every key the protocol uses is derived
+  from it (:mod:`protocol.keys`): the envelope HMAC key, the buffer HMAC key and the link
+  password. ``signature_scheme`` names that scheme; a 1.x file (``hmac-sha256``) is refused with
+  a message naming the version mismatch.
 - ``transport`` ``tcp`` (endpoint ``tcp://ip:port``) or ``ipc`` (``ipc://<ip>-<port>``, where
   ``ip`` is a filesystem path prefix).
-- ``server_public_key``: the server's CURVE public key (Z85) for a non-loopback backend; the
-  client then generates its own key pair (``zmq.curve_keypair``).
+- The link (:func:`protocol.link.secure_client_socket`): on a CURVE link (``server_public_key`` set: a
+  non-loopback backend) the client presents ``client_public_key``/``client_secret_key``, and the
+  server admits only that key and those in ``allowed_client_keys`` (an operator's list, kept
+  across restarts). Without CURVE (loopback, ipc, ``--insecure``) the client logs in with ZeroMQ
+  PLAIN and the derived link password. Either way the server refuses a peer in the handshake,
+  before it buffers a byte of its messages.
 - :meth:`ConnectionInfo.load` refuses a file that group or others can read or write (on POSIX):
   anybody who reads the key can submit jobs. Fix with ``chmod 600 <file>``.
 - :func:`buffer_checksum` picks what covers the buffer bytes from the transport: nothing where the
@@ -26,15 +34,19 @@ import os
 import secrets
 import socket
 import stat
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConnectionFileError
+from . import PROTOCOL_VERSION
+from .errors import ConnectionFileError, VersionError
 from .fileio import atomic_write_text
+from .keys import link_password
 
 TRANSPORTS = ("tcp", "ipc")
-SIGNATURE_SCHEME = "hmac-sha256"
+SIGNATURE_SCHEME = "hkdf-hmac-sha256"
+LEGACY_SIGNATURE_SCHEMES = ("hmac-sha256",)
+"""What protocol 1.x wrote (the raw key signed envelopes)."""
 CHANNELS = ("shell", "control", "events")
 
 
@@ -68,13 +80,26 @@ class ConnectionInfo:
     instance_id: str | None = None
     pid: int | None = None
     server_public_key: str | None = None
+    proto: str | None = None
+    client_public_key: str | None = None
+    client_secret_key: str | None = None
+    allowed_client_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
             raise ConnectionFileError(f"transport {self.transport!r} not supported; use tcp or ipc")
+        if self.signature_scheme in LEGACY_SIGNATURE_SCHEMES:
+            raise VersionError(
+                f"protocol version mismatch: the connection file was written by a protocol 1.x backend "
+                f"(signature_scheme {self.signature_scheme!r}); this side speaks "
+                f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}. Install matching add-on and backend versions")
         if self.signature_scheme != SIGNATURE_SCHEME:
             raise ConnectionFileError(f"signature_scheme {self.signature_scheme!r} not supported; "
                                       f"only {SIGNATURE_SCHEME}")
+        if not isinstance(self.allowed_client_keys, list) or not all(
+                isinstance(k, str) and len(k) == 40 for k in self.allowed_client_keys):
+            raise ConnectionFileError("allowed_client_keys must be a list of Z85 CURVE public keys "
+                                      "(40 characters each)")
         for name in ("shell_port", "control_port", "events_port"):
             port = getattr(self, name)
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
@@ -99,6 +124,11 @@ class ConnectionInfo:
 
     def is_loopback(self) -> bool:
         return self.transport == "ipc" or is_loopback_ip(self.ip)
+
+    @property
+    def link_password(self) -> str:
+        """The ZeroMQ PLAIN password of links without CURVE (derived from ``key``)."""
+        return link_password(self.key_bytes)
 
     @property
     def buffer_checksum(self) -> str:
@@ -185,4 +215,4 @@ def _free_ports(ip: str, n: int) -> list[int]:
     return ports
 
 
-__all__ = ["ConnectionInfo"]
+__all__ = ["SIGNATURE_SCHEME", "ConnectionInfo", "buffer_checksum", "is_loopback_ip"]

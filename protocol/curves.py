@@ -42,6 +42,7 @@ import logging
 import math
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from .expressions import (
     is_residual,
 )
 from .fileio import atomic_write_text
+from .limits import MAX_NAME_CHARS, MAX_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,14 @@ class Curves:
         if not isinstance(self.names, list | tuple) or not all(isinstance(n, str) and n for n in self.names):
             raise CurveError("curve names must be a list of non-empty strings")
         self.names = list(self.names)
-        dupes = sorted({n for n in self.names if self.names.count(n) > 1})
-        if dupes:
-            raise CurveError(f"duplicate curve names: {', '.join(dupes)}")
+        if len(self.names) > MAX_NAMES or any(len(n) > MAX_NAME_CHARS for n in self.names):
+            raise CurveError(f"a curve set has at most {MAX_NAMES} names of at most {MAX_NAME_CHARS} "
+                             f"characters; got {len(self.names)} names")
+        if len(set(self.names)) != len(self.names):  # linear; only a failing set is counted
+            counts = Counter(self.names)
+            dupes = sorted(n for n, c in counts.items() if c > 1)
+            raise CurveError(f"duplicate curve names: {', '.join(dupes[:20])}"
+                             + (f" (+{len(dupes) - 20} more)" if len(dupes) > 20 else ""))
         try:
             self.fps = float(self.fps)
         except (TypeError, ValueError):

@@ -6,17 +6,20 @@ Wire layout of one message (each item one ZeroMQ frame)::
 
 - identities: ROUTER routing ids (none on a DEALER/SUB socket);
 - signature: lowercase hex HMAC-SHA256 (64 ASCII bytes) over the three serialised dicts
-  header + parent_header + content, keyed with the connection file's key, checked with
-  ``hmac.compare_digest`` before anything is unpacked;
+  header + parent_header + content, keyed with the ``envelope`` key derived from the
+  connection file's key (:mod:`protocol.keys`), checked with ``hmac.compare_digest`` before
+  anything is unpacked;
 - header: ``{msg_id: 32 hex chars (128 random bits), session: hex id of the sender, msg_type,
-  proto: "1.0", date: ISO-8601 UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ", seq: per-session counter}``;
+  proto: "2.0", date: ISO-8601 UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ", seq: per-session counter}``;
   parent_header: the request's header echoed in its replies/frames (``{}`` otherwise);
 - content: msgpack map, validated against :mod:`protocol.messages`; its reserved
   ``"_buffers"`` list describes the buffer frames (see :mod:`protocol.buffers`).
 
-Size limit: the summed length of all frames is checked against ``max_message_bytes`` before
-any frame is unpacked. For an earlier bound, call :func:`configure_socket` on the socket
-(sets ``zmq.MAXMSGSIZE`` per frame; libzmq then drops the peer instead of buffering).
+Checks, in order (bounds in :mod:`protocol.limits`): frame count and identities, then the size
+of each dict frame, then the signature. Only a message that passes these is *authenticated*
+(``ProtocolError.authenticated``); a server answers only those. Then the total size, msgpack
+with length and nesting limits, the header, the protocol major, replay (a
+:class:`~protocol.replay.ReplayGuard`, when the receiver has one), the schema and the buffers.
 
 Thread safety: a :class:`Session` is cheap and holds only the key and a counter; use one per
 thread (ZeroMQ sockets are single-threaded anyway).
@@ -48,19 +51,28 @@ from .errors import (
     SignatureError,
     VersionError,
 )
+from .keys import derive
+from .limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_DICT_BYTES,
+    MAX_FIELD_CHARS,
+    MAX_FRAMES,
+    MAX_HEADER_STR,
+    MAX_IDENTITIES,
+    MAX_LIST_ITEMS,
+    MAX_MAP_ITEMS,
+    MAX_NESTING,
+    MAX_STR_BYTES,
+)
 from .messages import reply_type, validate, validate_buffers
+from .replay import ReplayGuard
 
 DELIM = b"<EMO|MSG>"
 """Frame separating routing identities from the signed message."""
 
 PROTO = f"{PROTOCOL_VERSION[0]}.{PROTOCOL_VERSION[1]}"
-DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-"""Default receive limit (512 MiB): ~1300 frames of 256x256x3 float16 UV maps."""
-MAX_DICT_BYTES = 16 * 1024 * 1024
-"""Limit for each of header / parent_header / content (big data goes in buffers)."""
-MAX_IDENTITIES = 16
-MAX_FRAMES = 1024
-"""Most frames one message may have (identities + 5 + buffers)."""
+SIGNATURE_BYTES = 64
+"""Length of the hex HMAC-SHA256 signature frame."""
 
 Frame = bytes | memoryview | zmq.Frame
 
@@ -136,20 +148,49 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 
 def unpack_dict(data: memoryview | bytes, what: str) -> dict[str, Any]:
-    """Decode one msgpack map frame; any failure becomes :class:`FrameError`."""
+    """Decode one msgpack map frame within the bounds of :mod:`protocol.limits` (sizes, lengths,
+    nesting); any failure becomes :class:`FrameError` (:class:`MessageTooLarge` for size)."""
     if len(data) > MAX_DICT_BYTES:
         raise MessageTooLarge(f"{what} frame is {len(data)} bytes; at most {MAX_DICT_BYTES} allowed "
                               "(send large data as buffers)")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_ext_hook,
-                              use_list=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True,
+                              max_str_len=MAX_STR_BYTES, max_bin_len=MAX_STR_BYTES,
+                              max_array_len=MAX_LIST_ITEMS, max_map_len=MAX_MAP_ITEMS)
     except FrameError:
         raise
     except Exception as exc:  # msgpack raises many types (ExtraData, FormatError, StackError, ...)
-        raise FrameError(f"{what} frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
+        raise FrameError(f"{what} frame is not valid msgpack or breaks a bound (lists <= {MAX_LIST_ITEMS}, "
+                         f"maps <= {MAX_MAP_ITEMS}, strings <= {MAX_STR_BYTES} bytes): "
+                         f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise FrameError(f"{what} frame decodes to a {type(obj).__name__}, expected a map")
+    check_nesting(obj, what)
     return obj
+
+
+_CONTAINERS = (list, dict)
+
+
+def check_nesting(obj: dict[str, Any] | list[Any], what: str, limit: int = MAX_NESTING) -> None:
+    """Raise :class:`FrameError` when maps/lists nest deeper than ``limit`` (``obj`` is depth 1).
+
+    Linear in the number of items, iterative (no recursion), and it only walks into the
+    containers: ``set(map(type, ...))`` finds them at C speed.
+    """
+    level = [obj]
+    depth = 1
+    while level:
+        if depth > limit:
+            raise FrameError(f"{what} nests maps/lists deeper than {limit} levels")
+        deeper: list[Any] = []
+        for node in level:
+            items = node.values() if type(node) is dict else node
+            kinds = set(map(type, items))
+            if list in kinds or dict in kinds:
+                deeper.extend(x for x in items if type(x) in _CONTAINERS)
+        level = deeper
+        depth += 1
 
 
 def _frame_view(frame: Any) -> memoryview:
@@ -177,20 +218,31 @@ def configure_socket(sock: zmq.Socket, max_message_bytes: int = DEFAULT_MAX_MESS
     sock.setsockopt(zmq.LINGER, 0)
 
 
+def _bad_header(header: dict[str, Any]) -> str | None:
+    for key in ("msg_id", "msg_type", "session", "proto"):
+        value = header.get(key)
+        if not isinstance(value, str) or len(value) > MAX_HEADER_STR:
+            return f"header field {key!r} missing, not a string or over {MAX_HEADER_STR} characters"
+    return None
+
+
 class Session:
     """Signs, serialises, verifies and decodes messages for one side of a connection.
 
     Args:
-        key: the shared HMAC key (``ConnectionInfo.key`` as bytes); must be non-empty.
+        key: the connection file's key (``ConnectionInfo.key_bytes``); must be non-empty. The
+            signature and buffer checksums use keys derived from it (:mod:`protocol.keys`).
         session_id: this sender's id (uuid4 hex by default), put in every header.
         max_message_bytes: receive limit over all frames of one message.
         checksum: scheme for outgoing buffers: ``"crc32"`` (default), ``"hmac-sha256"``, ``"none"``.
         require_checksum: refuse incoming buffers without a checksum.
+        replay_guard: refuse replayed or stale messages (a server passes one; see
+            :mod:`protocol.replay`).
     """
 
     def __init__(self, key: bytes, session_id: str | None = None, *,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, checksum: str = "crc32",
-                 require_checksum: bool = False) -> None:
+                 require_checksum: bool = False, replay_guard: ReplayGuard | None = None) -> None:
         if isinstance(key, str):
             key = key.encode("ascii")
         if not isinstance(key, bytes) or not key:
@@ -198,12 +250,15 @@ class Session:
         if checksum not in CHECKSUMS:
             raise ValueError(f"checksum must be one of {CHECKSUMS}, got {checksum!r}")
         self.key = key
+        self.envelope_key = derive(key, "envelope")
+        self.buffer_key = derive(key, "buffers")
         self.session_id = session_id or uuid.uuid4().hex
         self.max_message_bytes = int(max_message_bytes)
         self.checksum = checksum
         self.require_checksum = require_checksum
+        self.replay_guard = replay_guard
         self._seq = itertools.count()
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self._hmac = hmac.new(self.envelope_key, digestmod=hashlib.sha256)
 
     # -- signing ------------------------------------------------------------------------------
     def sign(self, parts: Sequence[bytes | memoryview]) -> bytes:
@@ -248,7 +303,7 @@ class Session:
         if check:
             content = validate(msg_type, content)
             validate_buffers(msg_type, content, buffers or {})
-        descriptors, buffer_frames = encode_buffers(buffers, self.checksum, self.key)
+        descriptors, buffer_frames = encode_buffers(buffers, self.checksum, self.buffer_key)
         if descriptors:
             content[BUFFERS_KEY] = descriptors
         parent_header = parent.header if isinstance(parent, Message) else dict(parent or {})
@@ -264,75 +319,100 @@ class Session:
         return frames, hdr
 
     def error_content(self, exc: BaseException | str, evalue: str | None = None) -> dict[str, Any]:
-        """Content of an error reply: ``{"status": "error", "ename", "evalue"}``."""
+        """Content of an error reply: ``{"status": "error", "ename", "evalue"}``; always
+        serialisable (strings cut to ``limits.MAX_FIELD_CHARS``), whatever the exception holds."""
         if isinstance(exc, BaseException):
             ename = exc.ename if isinstance(exc, ProtocolError) else type(exc).__name__
-            return {"status": "error", "ename": ename, "evalue": evalue or str(exc) or ename}
-        return {"status": "error", "ename": str(exc), "evalue": evalue or str(exc)}
+            try:
+                text = evalue or str(exc) or ename
+            except Exception:  # an exception whose __str__ fails
+                text = ename
+        else:
+            ename = text = str(exc)
+            text = evalue or text
+        return {"status": "error", "ename": str(ename)[:MAX_HEADER_STR],
+                "evalue": str(text)[:MAX_FIELD_CHARS]}
 
     # -- parsing ------------------------------------------------------------------------------
     def split_identities(self, frames: Sequence[Any]) -> tuple[list[bytes], list[memoryview]]:
         """Split at the delimiter; returns (identities, frames after the delimiter)."""
-        views = [_frame_view(f) for f in frames]
+        try:
+            views = [_frame_view(f) for f in frames]
+        except TypeError:
+            raise FrameError("message frames must be bytes-like") from None
         for i, v in enumerate(views[: MAX_IDENTITIES + 1]):
             if len(v) == len(DELIM) and v.tobytes() == DELIM:
                 return [x.tobytes() for x in views[:i]], views[i + 1:]
         raise FrameError(f"no {DELIM!r} delimiter frame within the first {MAX_IDENTITIES + 1} frames; "
                          "the peer does not speak this protocol")
 
-    def deserialize(self, frames: Sequence[Any], *, validate_content: bool = True) -> Message:
+    def deserialize(self, frames: Sequence[Any], *, validate_content: bool = True,
+                    scan_values: bool = True) -> Message:
         """Verify and decode received frames (``recv_multipart(copy=False)`` output or bytes).
 
-        Order of checks: total size (:class:`MessageTooLarge`), delimiter and frame count
-        (:class:`FrameError`), signature (:class:`SignatureError`), msgpack and header fields
-        (:class:`FrameError`), protocol major (:class:`VersionError`), content schema
-        (:class:`UnknownMessageType`, :class:`SchemaError`), buffers (:class:`BufferSpecError`).
-        Raises only :class:`ProtocolError` subclasses.
+        Order of checks (see the module docstring): frame count, delimiter and dict frame sizes
+        (:class:`FrameError`, :class:`MessageTooLarge`), signature (:class:`SignatureError`);
+        then, authenticated: total size (:class:`MessageTooLarge`), msgpack and header fields
+        (:class:`FrameError`), protocol major (:class:`VersionError`), replay
+        (:class:`ReplayError`), content schema (:class:`UnknownMessageType`,
+        :class:`SchemaError`), buffers (:class:`BufferSpecError`). ``scan_values=False`` skips
+        the checks that read every buffer value (NaN scans), for a receiver that runs them
+        elsewhere (``messages.scan_values``). Raises only :class:`ProtocolError` subclasses.
         """
-        try:
-            total = sum(len(f) for f in frames)
-        except TypeError:
-            raise FrameError("message frames must be bytes-like") from None
+        if not isinstance(frames, Sequence):
+            raise FrameError("message frames must be a sequence of bytes-like frames")
         if len(frames) > MAX_FRAMES:
             raise FrameError(f"message has {len(frames)} frames; at most {MAX_FRAMES} allowed "
                              "(put many small arrays into one buffer)")
-        if total > self.max_message_bytes:
-            raise MessageTooLarge(f"message of {total} bytes exceeds the limit of {self.max_message_bytes} "
-                                  "bytes; send less per message (e.g. split a render with frame_range)")
         identities, rest = self.split_identities(frames)
         if len(rest) < 4:
             raise FrameError(f"message has {len(rest)} frames after the delimiter; at least 4 "
                              "(signature, header, parent_header, content) are required",
                              identities=identities)
         signature, h, p, c, *bufs = rest
-        expected = self.sign([h, p, c])
-        if not hmac.compare_digest(expected, signature.tobytes()):
+        for frame, what in ((h, "header"), (p, "parent_header"), (c, "content")):
+            if len(frame) > MAX_DICT_BYTES:
+                raise MessageTooLarge(f"{what} frame is {len(frame)} bytes; at most {MAX_DICT_BYTES} "
+                                      "allowed (send large data as buffers)", identities=identities)
+        if len(signature) != SIGNATURE_BYTES or not hmac.compare_digest(self.sign([h, p, c]),
+                                                                        signature.tobytes()):
             raise SignatureError("bad message signature: the sender uses a different key (connection file) "
                                  "or the message was altered", identities=identities)
-        header = unpack_dict(h, "header")
-        for key, typ in (("msg_id", str), ("msg_type", str), ("session", str), ("proto", str)):
-            if not isinstance(header.get(key), typ):
-                raise FrameError(f"header field {key!r} missing or not a string", identities=identities)
+        try:
+            header = unpack_dict(h, "header")
+        except ProtocolError as exc:
+            exc.identities, exc.authenticated = identities, True
+            raise
+        kw: dict[str, Any] = {"identities": identities, "authenticated": True}
+        problem = _bad_header(header)
+        if problem is not None:
+            raise FrameError(problem, **kw)
+        kw["header"] = header
+        total = sum(len(f) for f in rest) + len(DELIM) + sum(len(i) for i in identities)
+        if total > self.max_message_bytes:
+            raise MessageTooLarge(f"message of {total} bytes exceeds the limit of {self.max_message_bytes} "
+                                  "bytes; send less per message (e.g. split a render with frame_range)", **kw)
         try:
             major, minor = parse_version(header["proto"])
         except FrameError as exc:
-            exc.identities = identities
+            exc.identities, exc.header, exc.authenticated = identities, header, True
             raise
         if major != PROTOCOL_VERSION[0]:
             raise VersionError(
                 f"protocol version mismatch: peer speaks {major}.{minor}, this side speaks {PROTO}; "
-                "install matching add-on and backend versions (same major)",
-                identities=identities, header=header)
+                "install matching add-on and backend versions (same major)", **kw)
         try:
+            if self.replay_guard is not None:
+                self.replay_guard.check(signature.tobytes(), header.get("date"))
             parent_header = unpack_dict(p, "parent_header")
             content = unpack_dict(c, "content")
             descriptors = content.pop(BUFFERS_KEY, None)
-            buffers = decode_buffers(descriptors, bufs, self.key, self.require_checksum)
+            buffers = decode_buffers(descriptors, bufs, self.buffer_key, self.require_checksum)
             if validate_content:
                 content = validate(header["msg_type"], content)
-                validate_buffers(header["msg_type"], content, buffers)
+                validate_buffers(header["msg_type"], content, buffers, scan_values=scan_values)
         except ProtocolError as exc:
-            exc.identities, exc.header = identities, header
+            exc.identities, exc.header, exc.authenticated = identities, header, True
             raise
         return Message(header=header, content=content, buffers=buffers, parent_header=parent_header,
                        identities=identities)
@@ -373,9 +453,12 @@ class Session:
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DELIM",
+    "MAX_DICT_BYTES",
+    "MAX_FRAMES",
     "PROTO",
     "Message",
     "Session",
+    "check_nesting",
     "configure_socket",
     "pack",
     "parse_version",

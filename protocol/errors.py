@@ -29,13 +29,16 @@ class ProtocolError(Exception):
     Attributes:
         identities: ZeroMQ routing identities of the offending message, when they were parsed.
         header: its decoded header (a dict), when it was decoded and correctly signed.
+        authenticated: True once the message's signature was verified. A server answers an
+            authenticated message with an error reply and drops an unauthenticated one unanswered.
     """
 
     def __init__(self, message: str, *, identities: list[bytes] | None = None,
-                 header: dict[str, Any] | None = None) -> None:
+                 header: dict[str, Any] | None = None, authenticated: bool = False) -> None:
         super().__init__(message)
         self.identities = identities
         self.header = header
+        self.authenticated = authenticated
 
     @property
     def ename(self) -> str:
@@ -76,8 +79,15 @@ class VersionError(ProtocolError):
 
 
 class MessageTooLarge(ProtocolError):  # noqa: N818 (established name)
-    """The message is bigger than the receiver's ``max_message_bytes``; checked before any
-    decoding. Send less per message (e.g. split a render with ``frame_range``)."""
+    """The message is bigger than the receiver's ``max_message_bytes`` (or a dict frame is over
+    ``limits.MAX_DICT_BYTES``); checked before decoding. Send less per message (e.g. split a
+    render with ``frame_range``)."""
+
+
+class ReplayError(ProtocolError):
+    """A correctly signed request that was already accepted once (same signature), or whose
+    header date is outside the receiver's window (``limits.REPLAY_WINDOW_SECONDS``): a replay,
+    or clocks that disagree. The message says which."""
 
 
 class UnknownMessageType(ProtocolError):  # noqa: N818 (established name)
@@ -118,6 +128,7 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "RemoteError",
+    "ReplayError",
     "SchemaError",
     "SignatureError",
     "UnknownMessageType",

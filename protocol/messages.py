@@ -16,11 +16,16 @@ Rules:
   ``bool`` is never accepted for ``int``/``float``.
 - buffer shapes use symbols ("T", "K", ...) that must agree across the buffers of a message;
   ``bind`` ties a symbol to ``len(content[field])`` (e.g. K = number of curve names).
+- every field is bounded (:mod:`protocol.limits`): strings by ``max_len`` characters (default
+  ``MAX_FIELD_CHARS``), lists by ``max_len`` items (default ``MAX_LIST_ITEMS``) and ``item_len``
+  characters per string item, ints by ``minimum``/``maximum`` (default ``INT_MIN..INT_MAX``).
+  Validation is linear in the size of the content.
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +34,19 @@ import numpy as np
 
 from .buffers import dtype_name
 from .errors import BufferSpecError, CurveError, SchemaError, UnknownMessageType
+from .limits import (
+    FRAME_MAX,
+    FRAME_MIN,
+    INT_MAX,
+    INT_MIN,
+    JOB_LIST_PAGE,
+    MAX_FIELD_CHARS,
+    MAX_JOB_LIST_PAGE,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_NAMES,
+    MAX_ROWS,
+)
 
 # --------------------------------------------------------------------------------------------
 # schema building blocks
@@ -51,6 +69,10 @@ class Field:
     doc: str = ""
     schema: Mapping[str, Field] | None = None
     """For ``dict`` / ``list[dict]``: the nested schema each map is validated against."""
+    max_len: int | None = None
+    """Most characters (str) or items (lists); None: ``MAX_FIELD_CHARS`` / ``MAX_LIST_ITEMS``."""
+    item_len: int | None = None
+    """Most characters of each item of a ``list[str]``; None: ``MAX_FIELD_CHARS``."""
 
 
 def req(type_: str, doc: str = "", **kw: Any) -> Field:
@@ -85,6 +107,8 @@ class MessageSpec:
     bind: Mapping[str, str] = field(default_factory=dict)
     check: Callable[[dict[str, Any], dict[str, np.ndarray]], None] | None = None
     doc: str = ""
+    scan: Callable[[dict[str, Any], dict[str, np.ndarray]], None] | None = None
+    """A rule that reads every buffer value (e.g. a NaN scan); run by ``scan_values``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,14 +160,28 @@ def _check_edit(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None:
 
 def _check_render(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None:
     curves = buffers.get("curves")
-    if curves is not None and curves.size and not np.isfinite(curves).all():
-        bad = np.argwhere(~np.isfinite(curves))[0]
-        raise CurveError(f"render curves contain NaN/inf (first at frame row {bad[0]}, curve "
-                         f"{params['names'][bad[1]]!r}); fix or bake the F-curves")
+    rows = int(curves.shape[0]) if curves is not None and curves.ndim == 2 else 0
+    if rows > MAX_ROWS:
+        raise BufferSpecError(f"render curves have {rows} rows; at most {MAX_ROWS} per job "
+                              "(split the shot with frame_range)")
+    start = params.get("frame_start") or 0
+    if rows and start + rows - 1 > FRAME_MAX:
+        raise SchemaError(f"params.frame_start {start} + {rows} rows runs past the last frame number "
+                          f"{FRAME_MAX}", field="params.frame_start")
     fr = params.get("frame_range")
     if fr is not None and (len(fr) != 2 or fr[0] > fr[1]):
-        raise SchemaError(f"params.frame_range {fr!r} must be [first, last] with first <= last",
+        raise SchemaError(f"params.frame_range {short_repr(fr)} must be [first, last] with first <= last",
                           field="params.frame_range")
+
+
+def _scan_render(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None:
+    curves = buffers.get("curves")
+    if curves is not None and curves.size and not np.isfinite(curves).all():
+        bad = np.argwhere(~np.isfinite(curves))[0]
+        names = params.get("names") or []
+        name = names[bad[1]] if bad[1] < len(names) else bad[1]
+        raise CurveError(f"render curves contain NaN/inf (first at frame row {bad[0]}, curve "
+                         f"{name!r}); fix or bake the F-curves")
 
 
 @dataclass(frozen=True)
@@ -153,6 +191,8 @@ class JobKind:
     bind: Mapping[str, str] = field(default_factory=dict)
     check: Callable[[dict[str, Any], dict[str, np.ndarray]], None] | None = None
     doc: str = ""
+    scan: Callable[[dict[str, Any], dict[str, np.ndarray]], None] | None = None
+    """A rule that reads every buffer value; run by ``scan_values``."""
 
 
 JOB_KINDS: dict[str, JobKind] = {
@@ -197,10 +237,12 @@ JOB_KINDS: dict[str, JobKind] = {
         fields={
             "subject_id": req("str"),
             "style": opt("str", doc="style name; None renders the un-styled avatar"),
-            "names": req("list[str]", "curve names, one per column of the curves buffer"),
-            "fps": req("float", minimum=1e-6),
-            "frame_start": opt("int", 0, "frame number of row 0"),
-            "frame_range": opt("list[int]", doc="[first, last] frame numbers (inclusive) to render"),
+            "names": req("list[str]", "curve names, one per column of the curves buffer",
+                         max_len=MAX_NAMES, item_len=MAX_NAME_CHARS),
+            "fps": req("float", minimum=1e-6, maximum=1e6),
+            "frame_start": opt("int", 0, "frame number of row 0", minimum=FRAME_MIN, maximum=FRAME_MAX),
+            "frame_range": opt("list[int]", doc="[first, last] frame numbers (inclusive) to render",
+                               minimum=FRAME_MIN, maximum=FRAME_MAX, max_len=2),
             "encoding": opt("str", "raw", choices=FRAME_ENCODINGS),
             "png_level": opt("int", 1, "PNG compression level when encoding is png", minimum=0, maximum=9),
             "size": opt("int", doc="output size in pixels (default: the avatar's)", minimum=16, maximum=4096),
@@ -218,6 +260,7 @@ JOB_KINDS: dict[str, JobKind] = {
         },
         bind={"K": "names"},
         check=_check_render,
+        scan=_scan_render,
         doc="expression curves (+ UV maps or pose) -> frames streamed back under credit",
     ),
 }
@@ -248,7 +291,10 @@ _REQUESTS: dict[str, MessageSpec] = {
     "job_status": MessageSpec("request", "shell", {
         "job_id": opt("str", doc="None: server status only"),
     }),
-    "job_list": MessageSpec("request", "shell", {}),
+    "job_list": MessageSpec("request", "shell", {
+        "offset": opt("int", 0, "skip this many jobs (oldest first); since 2.0", minimum=0),
+        "limit": opt("int", JOB_LIST_PAGE, "jobs per page; since 2.0", minimum=1, maximum=MAX_JOB_LIST_PAGE),
+    }, doc="one page of the journal, oldest first"),
     "job_cancel": MessageSpec("request", "control", {"job_id": req("str")}),
     "frames_credit": MessageSpec("request", "shell", {
         "job_id": req("str"),
@@ -294,6 +340,8 @@ _REPLIES: dict[str, MessageSpec] = {
     "job_list_reply": MessageSpec("reply", "shell", {
         "instance_id": req("str"),
         "jobs": req("list[dict]", schema=JOB_RECORD),
+        "total": opt("int", doc="jobs in the journal; since 2.0"),
+        "next_offset": opt("int", doc="offset of the next page, None after the last; since 2.0"),
     }),
     "job_cancel_reply": MessageSpec("reply", "control", {
         "job_id": req("str"),
@@ -309,7 +357,8 @@ _REPLIES: dict[str, MessageSpec] = {
     }),
     "subject_get_reply": MessageSpec("reply", "shell", {
         "subject_id": req("str"),
-        "names": req("list[str]", "expression names, one per blendshape / curve column"),
+        "names": req("list[str]", "expression names, one per blendshape / curve column",
+                     max_len=MAX_NAMES, item_len=MAX_NAME_CHARS),
         "fps": req("float", minimum=1e-6),
         "meta": opt("dict", {}),
     }, buffers=_RIG_BUFFERS, bind={"K": "names"}),
@@ -435,32 +484,57 @@ def _type_ok(type_: str, value: Any) -> bool:
 def _check_field(name: str, spec: Field, value: Any, where: str) -> Any:
     if not _type_ok(spec.type, value):
         raise SchemaError(f"{where}: field {name!r} must be {spec.type}, got {type(value).__name__} "
-                          f"{_short(value)}", field=name)
-    if spec.type == "float":
+                          f"{short_repr(value)}", field=name)
+    t = spec.type
+    if t == "str" or t.startswith("list"):
+        limit = spec.max_len or (MAX_FIELD_CHARS if t == "str" else MAX_LIST_ITEMS)
+        if len(value) > limit:
+            unit = "characters" if t == "str" else "items"
+            raise SchemaError(f"{where}: field {name!r} has {len(value)} {unit}; at most {limit}", field=name)
+    if t == "list[str]":
+        item_limit = spec.item_len or MAX_FIELD_CHARS
+        if value and max(map(len, value)) > item_limit:
+            raise SchemaError(f"{where}: field {name!r} has an item over {item_limit} characters", field=name)
+    if t == "float":
         value = float(value)
         if not math.isfinite(value):
             raise SchemaError(f"{where}: field {name!r} must be a finite number, got {value}", field=name)
     if spec.choices is not None and value not in spec.choices:
-        raise SchemaError(f"{where}: field {name!r} is {_short(value)}; expected one of "
+        raise SchemaError(f"{where}: field {name!r} is {short_repr(value)}; expected one of "
                           f"{', '.join(map(str, spec.choices))}", field=name)
-    if spec.minimum is not None and value < spec.minimum:
-        raise SchemaError(f"{where}: field {name!r} is {value}; must be >= {spec.minimum}", field=name)
-    if spec.maximum is not None and value > spec.maximum:
-        raise SchemaError(f"{where}: field {name!r} is {value}; must be <= {spec.maximum}", field=name)
+    if t in ("int", "float", "list[int]"):
+        lo = spec.minimum if spec.minimum is not None else (INT_MIN if t != "float" else None)
+        hi = spec.maximum if spec.maximum is not None else (INT_MAX if t != "float" else None)
+        values = value if t == "list[int]" else (value,)
+        if values and lo is not None and min(values) < lo:
+            raise SchemaError(f"{where}: field {name!r} is {short_repr(value)}; must be >= {lo}", field=name)
+        if values and hi is not None and max(values) > hi:
+            raise SchemaError(f"{where}: field {name!r} is {short_repr(value)}; must be <= {hi}", field=name)
     if spec.schema is not None:
-        if spec.type == "dict":
+        if t == "dict":
             value = validate_fields(spec.schema, value, f"{where}.{name}")
-        elif spec.type == "list[dict]":
+        elif t == "list[dict]":
             value = [validate_fields(spec.schema, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
-    elif spec.type == "dict[str,float]":
+    elif t == "dict[str,float]":
         value = {k: float(v) for k, v in value.items()}
-    elif spec.type == "list[float]":
+        if not all(map(math.isfinite, value.values())):
+            raise SchemaError(f"{where}: field {name!r} holds a value that is not a finite number",
+                              field=name)
+    elif t == "list[float]":
         value = [float(v) for v in value]
     return value
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 4, 4
+
+
+def short_repr(value: Any) -> str:
+    """A short repr for error messages: bounded in length and depth (never recursion-deep)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a repr that fails must not turn a readable error into another error
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -490,7 +564,7 @@ def spec_for(msg_type: Any) -> MessageSpec:
     """The :class:`MessageSpec` of ``msg_type`` or :class:`UnknownMessageType`."""
     spec = MESSAGES.get(msg_type) if isinstance(msg_type, str) else None
     if spec is None:
-        raise UnknownMessageType(f"unknown msg_type {_short(msg_type)}; this side knows: "
+        raise UnknownMessageType(f"unknown msg_type {short_repr(msg_type)}; this side knows: "
                                  f"{', '.join(REQUESTS + EVENTS)} (+ their replies)")
     return spec
 
@@ -559,28 +633,46 @@ def _match_shapes(where: str, specs: Mapping[str, BufferSpec], buffers: Mapping[
                 symbols.setdefault(want, (got, f"{name}.shape[{axis}]"))
 
 
-def validate_buffers(msg_type: str, content: Mapping[str, Any], buffers: Mapping[str, np.ndarray]) -> None:
+def validate_buffers(msg_type: str, content: Mapping[str, Any], buffers: Mapping[str, np.ndarray], *,
+                     scan_values: bool = True) -> None:
     """Check buffers (names, dtypes, shape symbols, cross-field rules) of a validated message.
 
     Unknown buffer names are ignored like unknown fields. Error replies are not checked.
+    ``scan_values=False`` leaves out the rules that read every value (see :func:`scan_values`).
     Raises :class:`BufferSpecError`, :class:`SchemaError` or :class:`CurveError`.
     """
+    spec = _rules_of(msg_type, content)
+    if spec is None:
+        return
+    where, rules, params = spec
+    _match_shapes(where, rules.buffers, buffers, rules.bind, params)
+    if rules.check is not None:
+        rules.check(dict(params), dict(buffers))
+    if scan_values and rules.scan is not None:
+        rules.scan(dict(params), dict(buffers))
+
+
+def scan_values(msg_type: str, content: Mapping[str, Any], buffers: Mapping[str, np.ndarray]) -> None:
+    """The checks that read every buffer value (a render's NaN scan): linear in the buffer bytes,
+    so a server runs them off its I/O thread. Raises :class:`CurveError`."""
+    spec = _rules_of(msg_type, content)
+    if spec is not None and spec[1].scan is not None:
+        spec[1].scan(dict(spec[2]), dict(buffers))
+
+
+def _rules_of(msg_type: str, content: Mapping[str, Any]
+              ) -> tuple[str, MessageSpec | JobKind, Mapping[str, Any]] | None:
     spec = spec_for(msg_type)
     if spec.role == "reply" and is_error(content):
-        return
+        return None
     if msg_type == "job_submit":
         kind_name = content.get("kind")
         kind = JOB_KINDS.get(kind_name) if isinstance(kind_name, str) else None
         if kind is None:
-            raise SchemaError(f"job_submit: unknown kind {kind_name!r}", field="kind")
+            raise SchemaError(f"job_submit: unknown kind {short_repr(kind_name)}", field="kind")
         params = content.get("params", {})
-        _match_shapes(f"job_submit {kind_name}", kind.buffers, buffers, kind.bind, params)
-        if kind.check is not None:
-            kind.check(dict(params), dict(buffers))
-        return
-    _match_shapes(msg_type, spec.buffers, buffers, spec.bind, content)
-    if spec.check is not None:
-        spec.check(dict(content), dict(buffers))
+        return f"job_submit {kind_name}", kind, params if isinstance(params, Mapping) else {}
+    return msg_type, spec, content
 
 
 __all__ = [
@@ -601,6 +693,8 @@ __all__ = [
     "MessageSpec",
     "is_error",
     "reply_type",
+    "scan_values",
+    "short_repr",
     "spec_for",
     "validate",
     "validate_buffers",

@@ -1,10 +1,17 @@
 """Job queue and executor: one compute worker thread runs jobs one at a time.
 
-The I/O loop (``server.py``) owns the sockets; it calls ``JobManager.submit/cancel/get`` and
-never waits on compute. The worker thread pops the next job (render jobs before any queued
-track/train/edit job, otherwise submission order), runs its ``JobKind`` with a ``JobContext``
-(progress callback, ``should_stop`` predicate, log, frame sink) and records every state
-change in the journal before announcing it with ``emit(msg_type, content)``.
+The server calls ``JobManager.submit`` (from its intake thread) and ``cancel/get/page`` (from
+its I/O thread) and never waits on compute. The worker thread takes the next job: the lowest
+``priority - waited / ageing_seconds`` (render jobs are priority 0, track/train/edit 1, so renders
+go first, but a compute job that waited ``ageing_seconds`` beats any new render: a stream of
+renders cannot starve it), then submission order. It runs the job's ``JobKind`` with a
+``JobContext`` (progress callback, ``should_stop`` predicate, log, frame sink) and records
+every state change in the journal before announcing it with ``emit(msg_type, content)``.
+
+Bounds: at most ``max_active`` jobs queued or running (``QuotaExceeded`` beyond). Journal
+failures (disk full, a locked database): a progress write that fails is skipped; a state write
+that fails marks the job ``failed`` in memory (``get``/``page`` report that), emits the final
+``job_state`` event, and a retry thread writes it to the journal as soon as it can.
 
 Torch releases the GIL inside its kernels, so a thread keeps the sockets responsive without
 paying a child process's torch import on every start.
@@ -12,8 +19,8 @@ paying a child process's torch import on every start.
 
 from __future__ import annotations
 
-import heapq
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -44,6 +51,10 @@ PROGRESS_JOURNAL_INTERVAL = 0.5
 
 class JobError(ValueError):
     """A job request that cannot be accepted (bad parameters, unknown subject, ...). Readable message."""
+
+
+class QuotaExceeded(JobError):  # noqa: N818 (the ename clients see)
+    """Too many jobs queued or running, or too many uploads open; the message names the limit."""
 
 
 @dataclass
@@ -116,17 +127,24 @@ class JobManager:
     """Queue + single worker thread + journal bookkeeping."""
 
     def __init__(self, journal: J.Journal, kinds: dict[str, JobKind], env: ServiceEnv,
-                 emit: EmitFn, frame_sink: FrameSinkFn | None = None) -> None:
+                 emit: EmitFn, frame_sink: FrameSinkFn | None = None, *, max_active: int = 64,
+                 ageing_seconds: float = 60.0) -> None:
         self.journal = journal
         self.kinds = kinds
         self.env = env
         self.emit = emit
         self.frame_sink = frame_sink
-        self._heap: list[tuple[int, int, str]] = []
+        self.max_active = int(max_active)
+        self.ageing_seconds = float(ageing_seconds)
+        self._queue: list[tuple[int, int, str, float]] = []  # (priority, seq, job id, queued at)
         self._cond = threading.Condition()
         self._running: _Running | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._unsaved: dict[str, J.JobRecord] = {}
+        """Final states the journal could not take yet (retried by ``_retry_thread``)."""
+        self._retry_thread: threading.Thread | None = None
+        self.journal_failures = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, requeue_interrupted: bool = False) -> list[str]:
@@ -173,6 +191,11 @@ class JobManager:
         if kind not in self.kinds:
             known = ", ".join(sorted(self.kinds))
             raise JobError(f"unknown job kind {kind!r} (known: {known})")
+        active = self.queue_length() + (1 if self._running is not None else 0)
+        if active >= self.max_active:
+            raise QuotaExceeded(f"{active} jobs are queued or running, the backend's limit "
+                                f"(serve --max-active-jobs {self.max_active}); wait for some to finish or "
+                                "cancel some")
         stored = self.kinds[kind].prepare(job_id, dict(params), dict(buffers or {}), self.env)
         record, created = self.journal.add(job_id, kind, stored)
         if created:
@@ -200,8 +223,7 @@ class JobManager:
                 raise JobError(f"no job {job_id!r}")
             if rec.state == J.QUEUED:
                 rec = self.journal.set_state(job_id, J.CANCELLED, "cancelled before it started")
-                self._heap = [e for e in self._heap if e[2] != job_id]
-                heapq.heapify(self._heap)
+                self._queue = [e for e in self._queue if e[2] != job_id]
             elif rec.state == J.RUNNING and self._running and self._running.job_id == job_id:
                 rec = self.journal.set_state(job_id, J.CANCELLING)
                 self._announce(rec)  # before the worker can announce "cancelled"
@@ -213,14 +235,34 @@ class JobManager:
         return rec
 
     def get(self, job_id: str) -> J.JobRecord | None:
-        return self.journal.get(job_id)
+        unsaved = self._unsaved.get(job_id)
+        return unsaved if unsaved is not None else self.journal.get(job_id)
 
     def list(self) -> list[J.JobRecord]:
-        return self.journal.list()
+        return [self._unsaved.get(r.id, r) for r in self.journal.list()]
+
+    def page(self, offset: int, limit: int) -> tuple[list[J.JobRecord], int]:
+        """Jobs ``offset .. offset + limit - 1`` in submission order, and how many there are."""
+        return [self._unsaved.get(r.id, r) for r in self.journal.list(offset=offset, limit=limit)], \
+            self.journal.count()
+
+    def sweep_inputs(self, older_than: float) -> int:
+        """Delete the stored inputs (``jobs/<id>/``) of final jobs last updated more than
+        ``older_than`` seconds ago; returns how many folders went (retention)."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for rec in self.journal.list(states=J.FINAL_STATES, updated_before=cutoff):
+            folder = self.env.job_dir(rec.id)
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        if removed:
+            log.info("retention: removed the stored inputs of %d finished job(s)", removed)
+        return removed
 
     def queue_length(self) -> int:
         with self._cond:
-            return len(self._heap)
+            return len(self._queue)
 
     @property
     def running_job(self) -> str | None:
@@ -239,7 +281,15 @@ class JobManager:
     def _push(self, rec: J.JobRecord) -> None:
         kind = self.kinds.get(rec.kind)
         prio = kind.priority if kind is not None else PRIORITY_COMPUTE
-        heapq.heappush(self._heap, (prio, rec.seq, rec.id))
+        self._queue.append((prio, rec.seq, rec.id, time.monotonic()))
+
+    def _pop(self) -> str:
+        """The queued job to run next (lowest aged priority, then submission order)."""
+        now = time.monotonic()
+        ageing = max(self.ageing_seconds, 1e-9)
+        best = min(range(len(self._queue)),
+                   key=lambda i: (self._queue[i][0] - (now - self._queue[i][3]) / ageing, self._queue[i][1]))
+        return self._queue.pop(best)[2]
 
     def _announce(self, rec: J.JobRecord) -> None:
         self.emit("job_state", {"job_id": rec.id, "kind": rec.kind, "state": rec.state,
@@ -250,20 +300,29 @@ class JobManager:
             while True:
                 if self._closing:
                     return None
-                while self._heap:
-                    _, _, job_id = heapq.heappop(self._heap)
+                while self._queue:
+                    job_id = self._pop()
                     rec = self.journal.get(job_id)
                     if rec is not None and rec.state == J.QUEUED:
+                        try:
+                            rec = self.journal.set_state(job_id, J.RUNNING, count_attempt=True)
+                        except Exception as exc:  # the journal cannot record the start: do not run it
+                            self._fail_unsaved(rec, exc)
+                            continue
                         running = _Running(job_id)
                         self._running = running
-                        rec = self.journal.set_state(job_id, J.RUNNING, count_attempt=True)
                         self._announce(rec)
                         return rec, running
                 self._cond.wait(0.5)
 
     def _worker(self) -> None:
         while True:
-            item = self._next()
+            try:
+                item = self._next()
+            except Exception:  # the journal failed while picking a job: log, wait, go on
+                log.exception("worker: choosing the next job failed")
+                time.sleep(0.5)
+                continue
             if item is None:
                 return
             rec, running = item
@@ -289,7 +348,11 @@ class JobManager:
                 self.emit("job_progress", {"job_id": rec.id, **data})
                 if final or now - last_saved[0] >= PROGRESS_JOURNAL_INTERVAL:
                     last_saved[0] = now
-                    self.journal.set_progress(rec.id, data)
+                    try:
+                        self.journal.set_progress(rec.id, data)
+                    except Exception as exc:  # progress is a notice: the job goes on without it
+                        self.journal_failures += 1
+                        log.warning("job %s: progress not journalled: %s", rec.id, exc)
 
         def job_log(message: str, level: str = "info") -> None:
             log.log(logging.getLevelName(level.upper()), "job %s: %s", rec.id, message)
@@ -315,8 +378,56 @@ class JobManager:
             log.error("job %s failed:\n%s", rec.id, traceback.format_exc())
             state, error = J.FAILED, f"{type(exc).__name__}: {exc}"
         with self._cond:  # so a concurrent cancel() never overwrites the final state
-            if state == J.DONE:
-                self.journal.set_outputs(rec.id, outputs)
-            final = self.journal.set_state(rec.id, state, error)
-            self._announce(final)
+            try:
+                if state == J.DONE:
+                    self.journal.set_outputs(rec.id, outputs)
+                final = self.journal.set_state(rec.id, state, error)
+            except Exception as exc:  # disk full, database locked, ...: failed in memory, retried
+                self._fail_unsaved(rec, exc, outputs)
+            else:
+                self._announce(final)
             self._running = None
+
+    # -- journal failures ----------------------------------------------------------------------
+    def _fail_unsaved(self, rec: J.JobRecord, exc: BaseException, outputs: dict[str, Any] | None = None
+                      ) -> None:
+        """The journal refused a state write: the job is failed in memory, announced, and the
+        write is retried in the background until the journal takes it."""
+        self.journal_failures += 1
+        log.error("journal write for job %s failed (%s: %s); the job is marked failed and the write "
+                  "will be retried", rec.id, type(exc).__name__, exc)
+        failed = J.JobRecord(id=rec.id, kind=rec.kind, params=rec.params, state=J.FAILED,
+                             error=f"the job journal could not be written ({type(exc).__name__}: {exc})",
+                             outputs=dict(outputs or {}), progress=rec.progress, attempts=rec.attempts,
+                             created=rec.created, updated=time.time(), seq=rec.seq)
+        self._unsaved[rec.id] = failed
+        self._announce(failed)
+        if self._retry_thread is None or not self._retry_thread.is_alive():
+            self._retry_thread = threading.Thread(target=self._retry_unsaved, name="emo-journal-retry",
+                                                  daemon=True)
+            self._retry_thread.start()
+
+    def _retry_unsaved(self, first_delay: float = 0.2, max_delay: float = 5.0) -> None:
+        delay = first_delay
+        while self._unsaved:
+            time.sleep(delay)
+            for job_id, rec in list(self._unsaved.items()):
+                try:
+                    if rec.outputs:
+                        self.journal.set_outputs(job_id, rec.outputs)
+                    self.journal.set_state(job_id, rec.state, rec.error)
+                except Exception as exc:
+                    log.warning("journal still refuses job %s: %s", job_id, exc)
+                    if self._closing:
+                        return
+                else:
+                    self._unsaved.pop(job_id, None)
+                    log.info("job %s: its final state (%s) is in the journal now", job_id, rec.state)
+            delay = min(delay * 2, max_delay)
+
+    def flush_unsaved(self, timeout: float = 5.0) -> bool:
+        """Wait until every failed journal write has been retried successfully."""
+        deadline = time.monotonic() + timeout
+        while self._unsaved and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self._unsaved

@@ -6,12 +6,18 @@ Every state change is committed before it is announced, so a backend killed at a
 resumed), and ``queued`` jobs stay queued only when the server resumes jobs; otherwise they
 become ``interrupted`` too, so nothing starts behind the operator's back.
 
+A journal SQLite cannot open (not a database, failed integrity check) is moved aside to
+``journal.sqlite3.corrupt-<UTC time>`` with an error line in the log, and a fresh one is
+started: the server comes up, and the old file stays for inspection. The file is 0600.
+
 Thread-safe: one connection guarded by a lock (the I/O loop and the worker both write).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +25,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_SECONDS = 2.0
+"""How long a write waits for a lock held elsewhere before it fails (and is retried)."""
 
 QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
 CANCELLED, FAILED, DONE, INTERRUPTED = "cancelled", "failed", "done", "interrupted"
@@ -81,12 +92,47 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: every commit survives the process being killed (SIGKILL); only an OS
-        # crash or power loss may lose the last commits. FULL would fsync each progress update.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.moved_aside: Path | None = None
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            self.moved_aside = self._move_aside(exc)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                             timeout=BUSY_TIMEOUT_SECONDS)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: every commit survives the process being killed (SIGKILL); only an OS
+            # crash or power loss may lose the last commits. FULL would fsync each progress update.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            check = db.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[0] if check else 'no answer'}")
+            columns = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+            if columns[:11] != ["seq", "id", "kind", "params", "state", "error", "outputs", "progress",
+                                "attempts", "created", "updated"]:
+                raise sqlite3.DatabaseError(f"jobs table has columns {columns}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: BaseException) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(aside) + suffix))
+        log.error("the job journal %s is unreadable (%s); moved it to %s and started a new, empty one "
+                  "(earlier jobs are not listed; their files in the workdir are untouched)",
+                  self.path, exc, aside)
+        return aside
 
     def close(self) -> None:
         with self._lock:
@@ -98,16 +144,28 @@ class Journal:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else self._record(row)
 
-    def list(self, states: tuple[str, ...] | None = None) -> list[JobRecord]:
-        """All jobs (or those in ``states``) in submission order."""
+    def list(self, states: tuple[str, ...] | None = None, *, offset: int = 0, limit: int | None = None,
+             updated_before: float | None = None) -> list[JobRecord]:
+        """Jobs (all, or those in ``states`` / last updated before a time) in submission order,
+        ``limit`` of them from ``offset``."""
+        where, args = [], []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if updated_before is not None:
+            where.append("updated < ?")
+            args.append(updated_before)
+        sql = "SELECT * FROM jobs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY seq"
+        sql += " LIMIT ? OFFSET ?"
+        args.extend([-1 if limit is None else int(limit), int(offset)])
         with self._lock:
-            if states:
-                marks = ",".join("?" * len(states))
-                rows = self._db.execute(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq", states)
-            else:
-                rows = self._db.execute("SELECT * FROM jobs ORDER BY seq")
-            rows = rows.fetchall()
+            rows = self._db.execute(sql, args).fetchall()
         return [self._record(r) for r in rows]
+
+    def count(self) -> int:
+        """How many jobs the journal holds."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
     # -- writes --------------------------------------------------------------------------------
     def add(self, job_id: str, kind: str, params: dict[str, Any]) -> tuple[JobRecord, bool]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from backend.render_cli import COMPILE_HELP
+from backend.service.lock import WorkdirBusyError
 from backend.service.server import DEFAULT_MAX_MESSAGE_BYTES, Server, ServerConfig, ServerError
 from protocol.connection import is_loopback_ip
 
@@ -35,6 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on start, run again the jobs a previous run left queued or running")
     parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
                         help="largest accepted message in MiB (default %(default)g)")
+    defaults = ServerConfig(workdir=Path("."))
+    parser.add_argument("--max-active-jobs", type=int, default=defaults.max_active_jobs,
+                        help="jobs queued or running at once; more are refused (default %(default)d)")
+    parser.add_argument("--max-open-uploads", type=int, default=defaults.max_open_uploads,
+                        help="unfinished uploads at once; more are refused (default %(default)d)")
+    parser.add_argument("--retain-inputs-hours", type=float, default=defaults.retain_inputs_hours,
+                        help="delete finished jobs' stored inputs (WORKDIR/jobs/<id>/) after this many "
+                             "hours (default %(default)g)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,15 +54,24 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(workdir=args.workdir, ip=args.ip, connection_file=args.connection_file,
                           device=args.device, compile=args.compile, allow_read=list(args.allow_read),
                           insecure=args.insecure, resume_jobs=args.resume_jobs,
-                          max_message_bytes=int(args.max_message_mb * 2**20))
+                          max_message_bytes=int(args.max_message_mb * 2**20),
+                          max_active_jobs=args.max_active_jobs, max_open_uploads=args.max_open_uploads,
+                          retain_inputs_hours=args.retain_inputs_hours)
     if not is_loopback_ip(args.ip):
         print(f"binding non-loopback address {args.ip}: "
               + ("UNENCRYPTED (--insecure)" if args.insecure else "CURVE encryption on"), file=sys.stderr)
-    server = Server(config)
+    # everything the server writes (uploaded faces, subjects, frames, keys) is for this user only
+    os.umask(0o077)
+    try:
+        server = Server(config)
+    except WorkdirBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         path = server.bind()
     except (ServerError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        server.close()
         return 1
     server.install_signal_handlers()
     print(f"connection file: {path}", flush=True)

@@ -1,17 +1,26 @@
 """The ZeroMQ backend service: one I/O thread owns the sockets, one worker thread computes.
 
-Sockets (ports and HMAC key in the connection file, mode 0600)::
+Sockets (ports and key in the connection file, mode 0600)::
 
     shell   ROUTER  hello, job_submit, job_status, job_list, frames_credit, subject_list,
                     subject_get, upload_chunk  -> replies; `frame` messages to the asking client
     control ROUTER  job_cancel, shutdown (and the shell requests, so status works while shell is busy)
     events  PUB     status heartbeats, job_state, job_progress, log (notices only, never frames)
 
-Every incoming message is size-checked and HMAC-verified before it is decoded
-(``protocol.envelope.Session``). A message that fails any check is counted in ``rejected``,
-never acted on, and answered with an error reply whenever its routing identity is known (on
-a ROUTER socket it always is). Handlers that raise are answered with an error reply too; the
-loop itself never dies of a request.
+A connection is admitted in the ZeroMQ handshake (``zap.ZapHandler``: PLAIN with the derived
+link password, or CURVE with an allow-listed client key), so an outsider cannot make the server
+buffer anything. Every message is then checked by ``protocol.envelope.Session``: frame count and
+dict sizes, then the HMAC, then (authenticated) size, bounds, replay, schema and buffers.
+
+- A message that fails before its signature is verified is **dropped unanswered** and counted
+  in ``unauthenticated``.
+- Every authenticated message gets exactly one reply: its result, or an error naming what was
+  wrong. Handlers run inside the same ``try`` that sends their reply; a reply that cannot be
+  built becomes an error reply; a last-resort handler around each message and each loop step
+  logs and counts (``internal_errors``) anything else, so the loop never dies of a request.
+- The I/O thread does linear-time work only. Slow request work (a job submission's value scans,
+  its preparation and journal row, upload writes) runs on the intake thread (``intake.Intake``),
+  whose continuation sends the reply from the I/O thread.
 """
 
 from __future__ import annotations
@@ -37,28 +46,40 @@ import zmq
 from backend import paths
 from backend.service import journal as J
 from backend.service.events import Outbox
+from backend.service.intake import Intake
 from backend.service.jobs import JobError, JobKind, JobManager, ServiceEnv
+from backend.service.lock import WorkdirBusyError, WorkdirLock
 from backend.service.sandbox import ReadPolicy, SandboxError, check_id, inside
 from backend.service.streams import FrameStream, StreamTable
 from backend.service.uploads import Uploads
 from protocol import PROTOCOL_VERSION
+from protocol.buffers import compute_checksum
 from protocol.connection import buffer_checksum, is_loopback_ip
 from protocol.envelope import PROTO, Message, Session
 from protocol.errors import ProtocolError
-from protocol.messages import reply_type
+from protocol.keys import link_password
+from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES, JOB_LIST_PAGE
+from protocol.link import ZapHandler, secure_server_socket
+from protocol.messages import reply_type, scan_values
+from protocol.replay import ReplayGuard
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "emo-avatar-studio backend 0.1"
-DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+SERVER_NAME = "emo-avatar-studio backend 0.2"
 HEARTBEAT_SECONDS = 1.0
 SHELL_SNDHWM = 1000
 """Messages ZeroMQ may queue per peer. Frames are bounded far below by credit (streams.MAX_CREDIT);
 a reply that finds the queue full is dropped and counted (the client's Lazy-Pirate retry resends)."""
-MAXMSGSIZE_SLACK = 64 * 1024 * 1024
+RCVHWM = 8
+"""Complete messages libzmq may queue per admitted peer before it stops reading that peer's
+connection (a client has one request in flight, plus its frames_credit notes)."""
 MAX_BATCH = 256
 """Messages taken from one socket per loop iteration (so no socket starves the others)."""
 SHELL_ONLY_ON_CONTROL = ("shutdown",)
+SLOW_REQUESTS = ("job_submit", "upload_chunk")
+"""Requests whose work runs on the intake thread (their reply follows when it is done)."""
+RETENTION_SWEEP_SECONDS = 600.0
+"""How often finished jobs' stored inputs are checked against ``retain_inputs_hours``."""
 
 
 @dataclass
@@ -75,6 +96,14 @@ class ServerConfig:
     resume_jobs: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     heartbeat: float = HEARTBEAT_SECONDS
+    max_active_jobs: int = 64
+    """Queued + running jobs at once; a submission beyond it gets ``QuotaExceeded``."""
+    max_open_uploads: int = 16
+    """Unfinished uploads at once; a new upload beyond it gets ``QuotaExceeded``."""
+    retain_inputs_hours: float = 72.0
+    """Finished jobs' stored inputs (``jobs/<id>/``) are deleted after this many hours."""
+    ageing_seconds: float = 60.0
+    """A queued compute job gains one priority level per this many seconds of waiting."""
 
 
 class _EventLogHandler(logging.Handler):
@@ -110,13 +139,20 @@ class Server:
     def __init__(self, config: ServerConfig, kinds: dict[str, JobKind] | None = None) -> None:
         self.config = config
         self.workdir = Path(config.workdir).expanduser().resolve()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.workdir)
+        self.lock = WorkdirLock(self.workdir)
+        self.lock.acquire()  # before anything else in the workdir is touched
         for sub in (paths.workdir_subjects, paths.workdir_renders, paths.workdir_uploads):
-            sub(self.workdir).mkdir(parents=True, exist_ok=True)
+            _private_dir(sub(self.workdir))
         self.connection_file = Path(config.connection_file or self.workdir / paths.CONNECTION_FILE_NAME)
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
         self.rejected = 0
+        """Authenticated messages refused (each got an error reply)."""
+        self.unauthenticated = 0
+        """Messages dropped unanswered: no valid signature (or not even an envelope)."""
+        self.internal_errors = 0
+        """Exceptions caught by the last-resort handlers (logged with a traceback)."""
         self.error_replies = 0
         self.dropped_replies = 0
         self.device_name = config.device or "auto"
@@ -129,9 +165,10 @@ class Server:
         self.kinds = kinds
         self.env = ServiceEnv(self.workdir, device=config.device, read_policy=ReadPolicy(config.allow_read),
                               compile=config.compile)
-        self.uploads = Uploads(paths.workdir_uploads(self.workdir))
+        self.uploads = Uploads(paths.workdir_uploads(self.workdir), max_open=config.max_open_uploads)
         self.curve_public: str | None = None
         self.context: zmq.Context | None = None
+        self.zap: ZapHandler | None = None
 
     # -- setup --------------------------------------------------------------------------------
     def bind(self) -> Path:
@@ -143,30 +180,43 @@ class Server:
             log.warning("binding %s WITHOUT encryption (--insecure): anyone on the network who can read "
                         "the traffic sees frames and curves; the HMAC key still guards every request", ip)
         previous = self._previous_connection(ConnectionInfo)
-        key = previous.key if previous is not None else secrets.token_hex(32)
+        key = secrets.token_hex(32)  # a new key on every start: nothing signed before verifies now
         use_curve = not is_loopback_ip(ip) and not self.config.insecure
+        self.encrypted = use_curve
         self.session = Session(key.encode("ascii"), max_message_bytes=self.config.max_message_bytes,
-                               checksum=buffer_checksum(is_loopback_ip(ip), use_curve))
-        # every frame carries its own crc32 in its content (verified by Client.frames)
+                               checksum=buffer_checksum(is_loopback_ip(ip), use_curve),
+                               replay_guard=ReplayGuard())
+        # a frame's image is covered by the checksum in its (signed) content: see _send_frame
         self.frame_session = Session(key.encode("ascii"), session_id=self.session.session_id,
                                      max_message_bytes=self.config.max_message_bytes, checksum="none")
         self.context = zmq.Context()
+        client_keys: tuple[str, str] | None = None
+        allowed = list(previous.allowed_client_keys) if previous is not None else []
         if use_curve:
-            self._setup_curve()
-            log.info("binding %s with CURVE encryption (server public key in the connection file)", ip)
+            self._load_curve_keys()
+            client_public, client_secret = zmq.curve_keypair()
+            client_keys = (client_public.decode("ascii"), client_secret.decode("ascii"))
+            self.zap = ZapHandler(self.context, password=None,
+                                  curve_keys={client_public, *(k.encode("ascii") for k in allowed)})
+            log.info("binding %s with CURVE encryption (server public key in the connection file; "
+                     "%d client key(s) allowed)", ip, 1 + len(allowed))
+        else:
+            self.zap = ZapHandler(self.context, password=link_password(key.encode("ascii")))
         self.shell = self._router(use_curve)
         self.control = self._router(use_curve)
         self.events = self.context.socket(zmq.PUB)
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.setsockopt(zmq.SNDHWM, 10_000)
-        if use_curve:
-            self._curve_server(self.events)
+        self._secure(self.events, use_curve)
         ports = self._bind_all(ip, previous)
+        self.lock.record(ip=ip, ports=list(ports))
         self.outbox = Outbox(self.context, self.instance_id)
+        self.intake = Intake(self.outbox.put, max_pending_bytes=2 * self.config.max_message_bytes)
         self.streams = StreamTable(self._send_frame)
         self.journal = J.Journal(self.workdir / paths.JOURNAL_NAME)
         self.manager = JobManager(self.journal, self.kinds, self.env, self.outbox.event,
-                                  self._frame_from_worker)
+                                  self._frame_from_worker, max_active=self.config.max_active_jobs,
+                                  ageing_seconds=self.config.ageing_seconds)
         requeued = self.manager.start(requeue_interrupted=self.config.resume_jobs)
         for job_id in requeued:
             log.info("resuming job %s (--resume-jobs)", job_id)
@@ -176,13 +226,17 @@ class Server:
         self._resolve_device_async()
         info = ConnectionInfo(shell_port=ports[0], control_port=ports[1], events_port=ports[2], key=key,
                               ip=ip, transport="tcp", instance_id=self.instance_id, pid=os.getpid(),
-                              server_public_key=self.curve_public)
+                              server_public_key=self.curve_public, proto=PROTO,
+                              client_public_key=client_keys[0] if client_keys else None,
+                              client_secret_key=client_keys[1] if client_keys else None,
+                              allowed_client_keys=allowed)
         info.write(self.connection_file)
+        self._next_sweep = 0.0
         log.info("backend %s listening on %s (shell %d, control %d, events %d)", self.instance_id, ip, *ports)
         return self.connection_file
 
     def _previous_connection(self, connection_info_cls: Any) -> Any:
-        """Reuse ports + key of an existing connection file (a restart keeps clients' file valid)."""
+        """The ports (and CURVE allow-list) of an existing connection file, reused when free."""
         if not self.connection_file.is_file():
             return None
         try:
@@ -200,36 +254,28 @@ class Server:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SHELL_SNDHWM)
-        # libzmq's own per-frame guard: frames up to 64 MiB over the protocol limit are still read
-        # and answered with MessageTooLarge; a bigger frame makes libzmq drop the connection
-        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + MAXMSGSIZE_SLACK)
-        if curve:
-            self._curve_server(sock)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        # libzmq's per-frame cap: no buffer can be larger than the message that holds it; a bigger
+        # frame makes libzmq drop the connection
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        self._secure(sock, curve)
         return sock
 
-    def _setup_curve(self) -> None:
+    def _secure(self, sock: zmq.Socket, curve: bool) -> None:
+        """Make ``sock`` ask the ZAP handler about every connection (PLAIN or CURVE server)."""
+        secure_server_socket(sock, self._curve_keys if curve else None)
+
+    def _load_curve_keys(self) -> None:
         import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
 
         keys = self.workdir / "curve"
         secret = keys / "server.key_secret"
         if not secret.is_file():
-            keys.mkdir(parents=True, exist_ok=True)
-            os.chmod(keys, 0o700)
+            _private_dir(keys)
             zmq.auth.create_certificates(str(keys), "server")
         public, secret_key = zmq.auth.load_certificate(str(secret))
         self._curve_keys = (public, secret_key)
         self.curve_public = public.decode("ascii")
-        self.auth = ThreadAuthenticator(self.context)
-        self.auth.start()
-        # Clients are authenticated by the HMAC key of the connection file; CURVE encrypts the link.
-        self.auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
-
-    def _curve_server(self, sock: zmq.Socket) -> None:
-        public, secret_key = self._curve_keys
-        sock.curve_secretkey = secret_key
-        sock.curve_publickey = public
-        sock.curve_server = True
 
     def _bind_all(self, ip: str, previous: Any) -> tuple[int, int, int]:
         socks = (self.shell, self.control, self.events)
@@ -295,22 +341,27 @@ class Server:
 
     def close(self) -> None:
         if self.context is None:
+            self.lock.release()
             return
         logging.getLogger("backend").removeHandler(self._log_handler)
         self.outbox.event("status", self._status_content("stopping"))
         self._flush_outbox()
+        self.intake.close()
         self.manager.close()
+        self._flush_outbox()  # final job states
         self.journal.close()
         for s in (self.shell, self.control, self.events):
             s.close(0)
         self.outbox.close()
-        if getattr(self, "auth", None) is not None:
-            self.auth.stop()
+        if self.zap is not None:
+            self.zap.close()
         self.context.term()
         self.context = None
         with contextlib.suppress(OSError):
             self.connection_file.unlink()
-        log.info("backend %s stopped (rejected %d messages)", self.instance_id, self.rejected)
+        self.lock.release()
+        log.info("backend %s stopped (rejected %d, unauthenticated %d, internal errors %d)",
+                 self.instance_id, self.rejected, self.unauthenticated, self.internal_errors)
 
     def _loop(self) -> None:
         self.outbox.owner = threading.get_ident()
@@ -319,18 +370,24 @@ class Server:
             poller.register(s, zmq.POLLIN)
         next_beat = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_beat:
-                self.outbox.event("status", self._status_content())
-                next_beat = now + self.config.heartbeat
-            timeout = max(0.0, min(next_beat - now, 0.25))
-            ready = dict(poller.poll(timeout * 1000))
-            if self.control in ready:
-                self._drain(self.control, "control")
-            if self.shell in ready:
-                self._drain(self.shell, "shell")
-            self._flush_outbox()
-            self.streams.pump_all()
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    self.outbox.event("status", self._status_content())
+                    next_beat = now + self.config.heartbeat
+                    self._maybe_sweep(now)
+                timeout = max(0.0, min(next_beat - now, 0.25))
+                ready = dict(poller.poll(timeout * 1000))
+                if self.control in ready:
+                    self._drain(self.control, "control")
+                if self.shell in ready:
+                    self._drain(self.shell, "shell")
+                self._flush_outbox()
+                self.streams.pump_all()
+            except Exception:  # last resort: log, count, keep serving
+                self.internal_errors += 1
+                log.exception("I/O loop step failed (kept serving)")
+                time.sleep(0.01)  # never spin on a persistent failure
 
     def _drain(self, sock: zmq.Socket, channel: str) -> None:
         for _ in range(MAX_BATCH):
@@ -344,17 +401,29 @@ class Server:
 
     # -- requests -----------------------------------------------------------------------------
     def _handle(self, sock: zmq.Socket, channel: str, frames: list[zmq.Frame]) -> None:
+        """Answer one message (see the module docstring); never raises."""
+        msg: Message | None = None
         try:
-            msg = self.session.deserialize(frames)
-        except ProtocolError as exc:
-            self.rejected += 1
-            ident = exc.identities
-            if ident is None:
-                ident = self._identities_of(frames)
-            log.debug("rejected message on %s: %s: %s", channel, exc.ename, exc)
-            if ident:
-                self._reply_error(sock, exc, ident, exc.header)
-            return
+            try:
+                msg = self.session.deserialize(frames, scan_values=False)
+            except ProtocolError as exc:
+                if not exc.authenticated or not exc.identities:
+                    self.unauthenticated += 1  # dropped: no reply to a sender we cannot trust
+                    log.debug("dropped an unauthenticated message on %s: %s: %s", channel, exc.ename, exc)
+                    return
+                self.rejected += 1
+                log.debug("rejected message on %s: %s: %s", channel, exc.ename, exc)
+                self._reply_error(sock, exc, exc.identities, exc.header)
+                return
+            self._dispatch(sock, channel, msg)
+        except Exception as exc:  # last resort: the request still gets an answer
+            self.internal_errors += 1
+            log.exception("internal error handling a message on %s", channel)
+            if msg is not None:
+                with contextlib.suppress(Exception):
+                    self._reply_error(sock, _InternalError(exc), msg.identities, msg.header)
+
+    def _dispatch(self, sock: zmq.Socket, channel: str, msg: Message) -> None:
         if msg.msg_type.endswith("_reply") or msg.msg_type in ("status", "job_progress", "job_state", "log",
                                                                "frame"):
             self.rejected += 1
@@ -365,23 +434,57 @@ class Server:
             self._reply_error(sock, JobError(f"{msg.msg_type} is accepted on the control channel only"),
                               msg.identities, msg.header)
             return
+        if msg.msg_type in SLOW_REQUESTS:
+            self._dispatch_slow(sock, channel, msg)
+            return
         handler = getattr(self, f"_on_{msg.msg_type}", None)
         try:
             if handler is None:
                 raise JobError(f"{msg.msg_type} is not handled by this server")
             result = handler(msg, channel)
-        except (JobError, SandboxError, ProtocolError) as exc:
-            self._reply_error(sock, exc, msg.identities, msg.header)
-            return
         except Exception as exc:
-            log.exception("internal error handling %s", msg.msg_type)
-            self._reply_error(sock, exc, msg.identities, msg.header)
+            self._reply_failure(sock, msg, exc)
             return
-        if result is not None:
-            content, buffers = result if isinstance(result, tuple) else (result, None)
-            self._send(sock, lambda: self.session.serialize(
-                f"{msg.msg_type}_reply", {"status": "ok", **content}, parent=msg, buffers=buffers,
-                ident=msg.identities))
+        self._reply(sock, msg, result)
+
+    def _dispatch_slow(self, sock: zmq.Socket, channel: str, msg: Message) -> None:
+        """Hand a request's slow part to the intake thread; its continuation replies."""
+        work = getattr(self, f"_work_{msg.msg_type}")
+        nbytes = sum(int(b.nbytes) for b in msg.buffers.values())
+
+        def done(result: Any, error: BaseException | None) -> None:
+            try:
+                if error is not None:
+                    raise error
+                finish = getattr(self, f"_done_{msg.msg_type}", None)
+                self._reply(sock, msg, finish(msg, channel, result) if finish else result)
+            except Exception as exc:
+                self._reply_failure(sock, msg, exc)
+
+        if not self.intake.submit(nbytes, lambda: work(msg, channel), done):
+            self._reply_error(sock, ServerBusy(
+                f"the backend is still storing {self.intake.pending_bytes / 2**20:.0f} MiB of earlier "
+                "requests; send this one again in a moment"), msg.identities, msg.header)
+
+    def _reply(self, sock: zmq.Socket, msg: Message, result: Any) -> None:
+        if result is None:
+            return
+        content, buffers = result if isinstance(result, tuple) else (result, None)
+        try:
+            frames = self.session.serialize(f"{msg.msg_type}_reply", {"status": "ok", **content}, parent=msg,
+                                            buffers=buffers, ident=msg.identities)
+        except ProtocolError as exc:  # a reply the table refuses: the client hears why
+            self.internal_errors += 1
+            log.error("reply to %s could not be built: %s", msg.msg_type, exc)
+            self._reply_error(sock, _InternalError(exc), msg.identities, msg.header)
+            return
+        self._send(sock, lambda: frames)
+
+    def _reply_failure(self, sock: zmq.Socket, msg: Message, exc: BaseException) -> None:
+        if not isinstance(exc, JobError | SandboxError | ProtocolError):
+            self.internal_errors += 1
+            log.error("internal error handling %s", msg.msg_type, exc_info=exc)
+        self._reply_error(sock, exc, msg.identities, msg.header)
 
     @staticmethod
     def _identities_of(frames: list[Any]) -> list[bytes] | None:
@@ -396,7 +499,6 @@ class Server:
                      parent: dict[str, Any] | None) -> None:
         parent = parent or {}
         self.error_replies += 1
-
         msg_type = reply_type(parent.get("msg_type", "")) if parent else "error_reply"
         content = self.session.error_content(exc)
         self._send(sock, lambda: self.session.serialize(msg_type, content, parent=parent, ident=ident,
@@ -420,19 +522,32 @@ class Server:
                 "device": self.device_name, "uptime": time.time() - self.started,
                 "rejected": self.rejected, "pid": os.getpid()}
 
+    def counters(self) -> dict[str, int]:
+        """What the server refused, dropped and caught so far (also in hello replies)."""
+        guard = self.session.replay_guard
+        return {"rejected": self.rejected, "unauthenticated": self.unauthenticated,
+                "internal_errors": self.internal_errors, "error_replies": self.error_replies,
+                "dropped_replies": self.dropped_replies, "replays": guard.refused if guard else 0,
+                "link_refused": self.zap.refused if self.zap else 0}
+
     def _on_hello(self, msg: Message, channel: str) -> dict[str, Any]:
         return {"server": SERVER_NAME, "proto": PROTO, "instance_id": self.instance_id,
                 "device": self.device_name, "pid": os.getpid(),
                 "capabilities": ["frames_credit", "upload_chunk", "subject_get", "encoding:raw",
-                                 "encoding:png", *(["curve"] if self.curve_public else [])],
+                                 "encoding:png", "job_list_pages", *(["curve"] if self.curve_public else [])],
                 "job_kinds": sorted(self.kinds), "max_message_bytes": self.config.max_message_bytes,
-                "host": pysocket.gethostname(), "rejected": self.rejected,
-                "dropped_replies": self.dropped_replies, "error_replies": self.error_replies,
+                "host": pysocket.gethostname(), **self.counters(),
                 "protocol_major": PROTOCOL_VERSION[0]}
 
-    def _on_job_submit(self, msg: Message, channel: str) -> dict[str, Any]:
+    def _work_job_submit(self, msg: Message, channel: str) -> tuple[J.JobRecord, bool]:
+        """Intake thread: value scans, preparation (stored inputs), journal row."""
         c = msg.content
-        rec, created = self.manager.submit(c["kind"], c["params"], msg.buffers, job_id=c.get("job_id"))
+        scan_values("job_submit", c, msg.buffers)
+        return self.manager.submit(c["kind"], c["params"], msg.buffers, job_id=c.get("job_id"))
+
+    def _done_job_submit(self, msg: Message, channel: str, result: tuple[J.JobRecord, bool]
+                         ) -> dict[str, Any]:
+        rec, created = result
         if rec.kind == "render":
             stream = self._reopen_stream_if_render(rec.id, msg.identities if channel == "shell" else None,
                                                    msg.header)
@@ -452,7 +567,12 @@ class Server:
         return out
 
     def _on_job_list(self, msg: Message, channel: str) -> dict[str, Any]:
-        return {"instance_id": self.instance_id, "jobs": [r.to_dict() for r in self.manager.list()]}
+        offset = int(msg.content.get("offset") or 0)
+        limit = int(msg.content.get("limit") or JOB_LIST_PAGE)
+        records, total = self.manager.page(offset, limit)
+        after = offset + len(records)
+        return {"instance_id": self.instance_id, "jobs": [r.to_dict() for r in records], "total": total,
+                "next_offset": after if after < total else None}
 
     def _on_job_cancel(self, msg: Message, channel: str) -> dict[str, Any]:
         rec = self.manager.cancel(check_id(msg.content["job_id"], "job id"))
@@ -518,7 +638,8 @@ class Server:
                  "meta": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
                  "size": int(subj.size)}, buffers)
 
-    def _on_upload_chunk(self, msg: Message, channel: str) -> dict[str, Any]:
+    def _work_upload_chunk(self, msg: Message, channel: str) -> dict[str, Any]:
+        """Intake thread: append the chunk to the upload's file."""
         c = msg.content
         upload_id = check_id(c["upload_id"], "upload id")
         data = msg.buffers["data"]
@@ -526,6 +647,14 @@ class Server:
                                             memoryview(data).cast("B") if data.size else b"",
                                             final=bool(c.get("final")), checksum=c.get("checksum"))
         return {"upload_id": upload_id, "received": received, "done": done}
+
+    def _maybe_sweep(self, now: float) -> None:
+        """Every RETENTION_SWEEP_SECONDS: delete stored inputs of jobs finished long ago (intake thread)."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + RETENTION_SWEEP_SECONDS
+        hours = self.config.retain_inputs_hours
+        self.intake.submit(0, lambda: self.manager.sweep_inputs(hours * 3600.0), None)
 
     # -- frames -------------------------------------------------------------------------------
     def _reopen_stream_if_render(self, job_id: str, identities: list[bytes] | None = None,
@@ -559,13 +688,18 @@ class Server:
         self.outbox.put(("frame", job_id, index, image))
 
     def _send_frame(self, st: FrameStream, index: int, encoding: str, payload: Any, png_path: str) -> bool:
+        """Send one frame; its image is covered by the checksum in the signed content: an HMAC
+        with the buffer key on a link without CURVE, a crc32 under CURVE (which authenticates
+        every byte already)."""
         if encoding == "png":
             buf = np.frombuffer(payload, np.uint8)
         else:
             buf = np.ascontiguousarray(payload, np.uint8)
+        view = memoryview(buf).cast("B")
+        checksum = (f"crc32:{zlib.crc32(view) & 0xFFFFFFFF:08x}" if self.encrypted
+                    else compute_checksum(view, "hmac-sha256", self.session.buffer_key))
         content = {"job_id": st.job_id, "index": index, "total": st.total, "encoding": encoding,
-                   "checksum": f"crc32:{zlib.crc32(memoryview(buf).cast('B')) & 0xFFFFFFFF:08x}",
-                   "frame": index + int(st.frame_start)}
+                   "checksum": checksum, "frame": index + int(st.frame_start)}
         frames = self.frame_session.serialize("frame", content, parent=st.parent, buffers={"image": buf},
                                               ident=st.identities, check=False)
         try:
@@ -598,6 +732,9 @@ class Server:
             elif item[0] == "frame":
                 _, job_id, index, image = item
                 self.streams.offer(job_id, index, image)
+            elif item[0] == "call":  # an intake continuation: sends its request's reply
+                _, done, result, error = item
+                done(result, error)
 
     def _finish_stream(self, job_id: str, state: str) -> None:
         st = self.streams.streams.get(job_id)
@@ -607,4 +744,27 @@ class Server:
         self._forget_stream_if_done(st)
 
 
-__all__ = ["Server", "ServerConfig", "ServerError"]
+class ServerBusy(JobError):  # noqa: N818 (the ename clients see)
+    """Too many bytes of earlier requests are still being stored; send again in a moment."""
+
+
+class _InternalError(Exception):
+    """Wraps an unexpected exception for the error reply (``ename`` InternalError)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"the backend failed on this request ({type(exc).__name__}: {str(exc)[:500]}); "
+                         "it keeps running, see its log")
+
+
+_InternalError.__name__ = "InternalError"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700; an existing one is made 0700 when we own it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o700)
+
+
+__all__ = ["Server", "ServerBusy", "ServerConfig", "ServerError", "WorkdirBusyError"]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from backend.paths import frame_file_name
+from protocol.limits import MAX_CREDIT_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,10 @@ SendFrameFn = Callable[["FrameStream", int, str, Any, str], bool]
 (retry later). Raises ``LookupError`` when the client is gone (detaches the stream)."""
 
 MAX_CREDIT = 256
-"""Outstanding credit a client may hold per stream (more is clamped)."""
+"""Outstanding credit a client may hold per stream, in frames (more is clamped)."""
+# Outstanding credit per stream in bytes (protocol.limits.MAX_CREDIT_BYTES): once a stream knows
+# its frame size, its frame credit is clamped to MAX_CREDIT_BYTES // frame bytes (at least 1), so
+# frames in flight to one client never hold more than that (plus one frame).
 
 
 @dataclass
@@ -53,7 +57,16 @@ class FrameStream:
     total: int | None = None
     finished: bool = False
     sent: int = 0
+    frame_bytes: int = 0
+    """Bytes of the last frame sent (0 until one is sent); sets the byte clamp of the credit."""
     cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
+
+    @property
+    def credit_cap(self) -> int:
+        """Most frames of credit: MAX_CREDIT, and MAX_CREDIT_BYTES worth of this stream's frames."""
+        if self.frame_bytes <= 0:
+            return MAX_CREDIT
+        return max(1, min(MAX_CREDIT, MAX_CREDIT_BYTES // self.frame_bytes))
 
     @property
     def complete(self) -> bool:
@@ -103,7 +116,7 @@ class StreamTable:
             self.streams[job_id] = st
         else:
             st.identities, st.parent, st.encoding = identities, parent, encoding
-        st.credit = min(MAX_CREDIT, st.credit + max(0, credit))
+        st.credit = min(st.credit_cap, st.credit + max(0, credit))
         return st
 
     def credit(self, job_id: str, identities: list[bytes], parent: dict[str, Any], credit: int,
@@ -126,7 +139,7 @@ class StreamTable:
         st.parent = parent
         if encoding:
             st.encoding = encoding
-        st.credit = min(MAX_CREDIT, st.credit + max(0, credit))
+        st.credit = min(st.credit_cap, st.credit + max(0, credit))
         return st
 
     def offer(self, job_id: str, index: int, image: np.ndarray | None) -> None:
@@ -183,7 +196,8 @@ class StreamTable:
                 return
             st.cache.pop(i, None)
             st.next_index += 1
-            st.credit -= 1
+            st.frame_bytes = int(getattr(payload, "nbytes", None) or len(payload))
+            st.credit = min(st.credit - 1, st.credit_cap)
             st.sent += 1
         # drop cached pixels the client already skipped past
         for k in [k for k in st.cache if k < st.next_index]:

@@ -4,6 +4,9 @@
 a repeated chunk is acknowledged, not appended twice); the final chunk checks the size and
 the optional whole-file crc32, then renames it to ``data<suffix>`` (suffix of the original
 file name, so readers that look at extensions still work). Jobs name the upload by id.
+
+Bounds: ``max_bytes`` per upload and ``max_open`` unfinished uploads at once (a chunk that would
+open one more gets ``QuotaExceeded``). Chunks are written on the server's intake thread.
 """
 
 from __future__ import annotations
@@ -14,19 +17,29 @@ import re
 import zlib
 from pathlib import Path
 
-from backend.service.jobs import JobError
+from backend.service.jobs import JobError, QuotaExceeded
 from backend.service.sandbox import inside
 
 DEFAULT_MAX_UPLOAD_BYTES = 4 * 1024**3
+DEFAULT_MAX_OPEN_UPLOADS = 16
 _SUFFIX_RE = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
 
 class Uploads:
     """The uploads folder of a workdir."""
 
-    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+                 max_open: int = DEFAULT_MAX_OPEN_UPLOADS) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.max_open = max_open
+
+    def open_uploads(self) -> int:
+        """Uploads started but not finished."""
+        if not self.root.is_dir():
+            return 0
+        return sum(1 for d in self.root.iterdir() if (d / "partial").is_file() or (
+            (d / "upload.json").is_file() and not any(p.name.startswith("data") for p in d.iterdir())))
 
     def _dir(self, upload_id: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -49,7 +62,12 @@ class Uploads:
         finished = self.completed(upload_id)
         if finished is not None:
             return finished.stat().st_size, True
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.is_dir():
+            opened = self.open_uploads()
+            if opened >= self.max_open:
+                raise QuotaExceeded(f"{opened} uploads are unfinished, the backend's limit (serve "
+                                    f"--max-open-uploads {self.max_open}); finish or abandon one first")
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta_path, part = d / "upload.json", d / "partial"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())

@@ -22,6 +22,7 @@ from protocol.client import Client
 from protocol.connection import ConnectionInfo
 from protocol.envelope import Message, Session
 from protocol.errors import BackendUnavailable, ProtocolError, RemoteError, VersionError
+from protocol.link import ZapHandler, secure_server_socket
 
 N_FRAMES = 10
 
@@ -50,10 +51,12 @@ class MiniServer(threading.Thread):
         self.parent: dict[str, dict[str, Any]] = {}
 
     def run(self) -> None:
-        ctx = zmq.Context.instance()
+        ctx = zmq.Context()  # its own: the ZAP handler's endpoint is per context
+        zap = ZapHandler(ctx, password=self.info.link_password)
         shell, control, events = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB)
         for sock, ch in ((shell, "shell"), (control, "control"), (events, "events")):
             sock.linger = 0
+            secure_server_socket(sock)
             sock.bind(self.info.url(ch))
         self.events = events
         self.ready.set()
@@ -66,7 +69,7 @@ class MiniServer(threading.Thread):
                     try:
                         msg = self.session.recv(sock)
                     except ProtocolError as exc:
-                        if exc.identities is not None:
+                        if exc.authenticated and exc.identities is not None:
                             self.session.send_error(sock, exc, ident=exc.identities, parent=exc.header)
                         continue
                     self.seen.append(msg.msg_type)
@@ -78,6 +81,8 @@ class MiniServer(threading.Thread):
         finally:
             for sock in (shell, control, events):
                 sock.close(linger=0)
+            zap.close()
+            ctx.term()
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         self.session.send(self.events, msg_type, content)
@@ -86,7 +91,7 @@ class MiniServer(threading.Thread):
         c, t = msg.content, msg.msg_type
         reply: dict[str, Any]
         if t == "hello":
-            reply = {"server": "mini", "proto": "1.0", "instance_id": self.instance_id, "device": "cpu"}
+            reply = {"server": "mini", "proto": "2.0", "instance_id": self.instance_id, "device": "cpu"}
         elif t == "job_submit":
             job_id = c["job_id"]
             self.credit.setdefault(job_id, 0)
@@ -266,27 +271,32 @@ def test_frame_stream_resumes_after_a_backend_restart(conn) -> None:
 def test_major_version_mismatch_is_reported_not_retried(conn) -> None:
     info, path = conn
     future = Session(info.key_bytes)
-    router = zmq.Context.instance().socket(zmq.ROUTER)
+    ctx = zmq.Context()
+    zap = ZapHandler(ctx, password=info.link_password)
+    router = ctx.socket(zmq.ROUTER)
     router.linger = 0
+    secure_server_socket(router)
     router.bind(info.url("shell"))
 
-    def answer_as_v2() -> None:
+    def answer_as_v3() -> None:
         request = future.recv(router)
-        header = {**future.msg_header("hello_reply"), "proto": "2.0"}
+        header = {**future.msg_header("hello_reply"), "proto": "3.0"}
         router.send_multipart(future.serialize(
-            "hello_reply", {"status": "ok", "server": "future", "proto": "2.0", "instance_id": "x",
+            "hello_reply", {"status": "ok", "server": "future", "proto": "3.0", "instance_id": "x",
                             "device": "cpu"}, parent=request, ident=request.identities, header=header))
 
-    thread = threading.Thread(target=answer_as_v2)
+    thread = threading.Thread(target=answer_as_v3)
     thread.start()
     client = Client.from_connection_file(path, timeout=2.0)
     try:
-        with pytest.raises(VersionError, match=r"peer speaks 2\.0, this side speaks 1\.1"):
+        with pytest.raises(VersionError, match=r"peer speaks 3\.0, this side speaks 2\.0"):
             client.hello()
     finally:
         thread.join(5)
         client.close()
         router.close(0)
+        zap.close()
+        ctx.term()
 
 
 def test_backend_unavailable_after_bounded_retries(conn) -> None:
@@ -300,12 +310,14 @@ def test_backend_unavailable_after_bounded_retries(conn) -> None:
 
 
 def test_wrong_key_gets_no_answer_and_the_server_stays_up(conn) -> None:
+    """Another key means another link password: refused in the handshake, nothing answered."""
     info, _ = conn
     server = start(info)
     try:
         wrong = ConnectionInfo(**{**info.to_dict(), "key": "f" * 64})
-        with pytest.raises(BackendUnavailable, match=r"bad signature.*stale"):
-            Client(wrong, timeout=0.2, retries=0).hello()  # the error reply is signed with the real key
+        with pytest.raises(BackendUnavailable, match="did not answer hello"):
+            Client(wrong, timeout=0.2, retries=0).hello()
+        assert server.seen == []  # the request never reached the server's code
         assert Client(info, timeout=1.0).hello()["server"] == "mini"
     finally:
         server.stop.set()

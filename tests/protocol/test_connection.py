@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from protocol.connection import ConnectionInfo
-from protocol.errors import ConnectionFileError
+from protocol.errors import ConnectionFileError, VersionError
 
 
 def test_new_write_load_round_trip_with_mode_0600(tmp_path) -> None:
@@ -20,7 +20,17 @@ def test_new_write_load_round_trip_with_mode_0600(tmp_path) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert ConnectionInfo.load(path) == info
     data = json.loads(path.read_text())
-    assert data["signature_scheme"] == "hmac-sha256" and data["transport"] == "tcp"
+    assert data["signature_scheme"] == "hkdf-hmac-sha256" and data["transport"] == "tcp"
+
+
+def test_a_protocol_1_file_is_a_version_mismatch(tmp_path) -> None:
+    """A 1.x backend's file (its key signed envelopes directly) names the mismatch."""
+    path = tmp_path / "old.json"
+    data = {**ConnectionInfo.new().to_dict(), "signature_scheme": "hmac-sha256"}
+    path.write_text(json.dumps(data))
+    os.chmod(path, 0o600)
+    with pytest.raises(VersionError, match=r"protocol 1\.x backend.*this side speaks 2\.0"):
+        ConnectionInfo.load(path)
 
 
 def test_unsafe_missing_and_incomplete_files_are_refused(tmp_path) -> None:

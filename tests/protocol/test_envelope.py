@@ -7,18 +7,21 @@ import numpy as np
 import pytest
 
 from protocol.buffers import BUFFERS_KEY
-from protocol.envelope import DELIM, PROTO, Message, Session, pack
+from protocol.envelope import DELIM, MAX_DICT_BYTES, PROTO, Message, Session, pack
 from protocol.errors import (
     BufferSpecError,
     CurveError,
     FrameError,
     MessageTooLarge,
     ProtocolError,
+    ReplayError,
     SchemaError,
     SignatureError,
     UnknownMessageType,
     VersionError,
 )
+from protocol.limits import FRAME_MAX, MAX_NAMES, MAX_NESTING
+from protocol.replay import ReplayGuard
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -55,7 +58,7 @@ def test_round_trip_keeps_identities_header_content_and_buffers() -> None:
                          buffers={"curves": np.ones((2, 1), np.float32), "uv_maps": uv}, ident=[b"a", b"b"])
     msg = s.deserialize(frames)
     assert msg.identities == [b"a", b"b"]
-    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "1.1" and msg.header["seq"] == 0
+    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.0" and msg.header["seq"] == 0
     assert msg.content["params"]["fps"] == 30.0 and msg.content["params"]["frame_start"] == 0
     assert BUFFERS_KEY not in msg.content
     assert msg.buffers["uv_maps"].dtype == np.float16 and np.array_equal(msg.buffers["uv_maps"], uv)
@@ -88,23 +91,31 @@ def test_major_version_mismatch_is_refused_naming_both_versions() -> None:
     s = Session(KEY)
     frames = render_submit(s)
     header = unpack_frame(frames, 2)
-    header["proto"] = "2.3"
-    with pytest.raises(VersionError, match=r"2\.3.*1\.1") as exc:
+    header["proto"] = "3.3"
+    with pytest.raises(VersionError, match=r"3\.3.*2\.0") as exc:
         s.deserialize(resign(s, frames, header=header))
     assert exc.value.header["msg_type"] == "job_submit"  # enough to send job_submit_reply error
-    header["proto"] = "1.7"  # a newer minor is fine
-    assert s.deserialize(resign(s, frames, header=header)).header["proto"] == "1.7"
+    assert exc.value.authenticated  # signed with the key: the server answers it
+    header["proto"] = "2.7"  # a newer minor is fine
+    assert s.deserialize(resign(s, frames, header=header)).header["proto"] == "2.7"
 
 
-def test_size_limit_is_checked_before_decoding() -> None:
+def test_size_limits_are_checked_before_decoding() -> None:
+    """Dict frames are size-checked before the HMAC runs (unauthenticated: no reply); the total
+    size is checked right after the signature, before anything is unpacked (authenticated)."""
     s = Session(KEY, max_message_bytes=1000)
-    garbage = [b"\xc1" * 600, b"\xc1" * 600]  # would be a FrameError if it were decoded
-    with pytest.raises(MessageTooLarge, match="1200 bytes exceeds the limit of 1000"):
-        s.deserialize(garbage)
+    huge = [DELIM, b"0" * 64, b"\xc1" * (MAX_DICT_BYTES + 1), b"\x80", b"\x80"]
+    with pytest.raises(MessageTooLarge, match="header frame is") as exc:
+        s.deserialize(huge)
+    assert not exc.value.authenticated
     big = Session(KEY).serialize("upload_chunk", {"upload_id": "u", "filename": "v.mp4", "offset": 0,
                                                   "total": 2000}, buffers={"data": np.zeros(2000, np.uint8)})
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(MessageTooLarge, match="exceeds the limit of 1000") as exc:
         s.deserialize(big)
+    assert exc.value.authenticated and exc.value.header["msg_type"] == "upload_chunk"
+    garbage = [b"\xc1" * 600, b"\xc1" * 600]
+    with pytest.raises(FrameError):
+        s.deserialize(garbage)
 
 
 def test_unknown_fields_are_ignored_and_kept() -> None:
@@ -211,3 +222,139 @@ def test_every_protocol_error_is_documented_and_named() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
         assert issubclass(cls, ProtocolError) and cls.__doc__, name
+
+
+def _signed(s: Session, msg_type: str, content: dict, header: dict | None = None) -> list:
+    return s.serialize(msg_type, content, check=False, header=header)
+
+
+def test_hostile_content_is_refused_with_protocol_errors_only() -> None:
+    """The confirmed crash triggers and their relatives: every one a ProtocolError, authenticated."""
+    s = Session(KEY)
+    deep: list = []
+    node = deep
+    for _ in range(1000):
+        node.append([])
+        node = node[0]
+    params = {"subject_id": "s", "names": ["jawOpen"], "fps": 24}
+    cases = {
+        # a huge dimension with nbytes 0 (an empty array that numpy cannot represent)
+        "huge dim": (lambda c: c.update({"_buffers": [{"name": "curves", "dtype": "float32",
+                                                        "shape": [2**31, 0, 2**31, 2**31], "nbytes": 0}]}),
+                     BufferSpecError),
+        "dim over 2^31": (lambda c: c.update({"_buffers": [{"name": "curves", "dtype": "float32",
+                                                             "shape": [2**31 + 1, 0], "nbytes": 0}]}),
+                          BufferSpecError),
+        # a wrongly typed field nested 1,000 levels deep
+        "nesting": (lambda c: c["params"].update({"names": deep}), FrameError),
+        # a frame number that would not fit in the frame messages
+        "frame_start": (lambda c: c["params"].update({"frame_start": 2**63}), SchemaError),
+        "frame_range": (lambda c: c["params"].update({"frame_range": [0, 2**40]}), SchemaError),
+        "too many names": (lambda c: c["params"].update({"names": ["n"] * (MAX_NAMES + 1)}), FrameError),
+        "long name": (lambda c: c["params"].update({"names": ["n" * 300]}), SchemaError),
+        "float range": (lambda c: c["params"].update({"fps": 1e300}), SchemaError),
+        "int range": (lambda c: c["params"].update({"png_level": 2**64 - 1}), SchemaError),
+        "wrong type deep": (lambda c: c.update({"job_id": {"a": [[{"b": 1}]]}}), SchemaError),
+        "long string": (lambda c: c["params"].update({"style": "x" * 5000}), SchemaError),
+        "huge string": (lambda c: c["params"].update({"style": "x" * 70_000}), FrameError),
+    }
+    for name, (mutate, error) in cases.items():
+        content = {"kind": "render", "params": dict(params), "job_id": "j"}
+        mutate(content)
+        frames = _signed(s, "job_submit", content)
+        with pytest.raises(error) as exc:
+            s.deserialize(frames)
+        assert exc.value.authenticated and exc.value.header["msg_type"] == "job_submit", name
+        assert len(str(exc.value)) < 1000, name
+    # frame_start + rows past the last frame number
+    frames = s.serialize("job_submit", {"kind": "render", "params": {**params, "frame_start": FRAME_MAX},
+                                        "job_id": "j"}, buffers={"curves": np.zeros((2, 1), np.float32)},
+                         check=False)
+    with pytest.raises(SchemaError, match="last frame number"):
+        s.deserialize(frames)
+
+
+def test_nesting_limit_is_exact() -> None:
+    s = Session(KEY)
+    for depth, ok in ((MAX_NESTING, True), (MAX_NESTING + 1, False)):
+        value: list = []
+        node = value
+        for _ in range(depth - 2):  # content itself is level 1, the field's list level 2
+            node.append([])
+            node = node[0]
+        frames = _signed(s, "hello", {"client": "x", "extra": value})
+        if ok:
+            assert s.deserialize(frames).content["extra"] == value
+        else:
+            with pytest.raises(FrameError, match=f"deeper than {MAX_NESTING}"):
+                s.deserialize(frames)
+
+
+def test_linear_validation_of_many_names() -> None:
+    """4,096 names (the bound) decode and validate in milliseconds; Curves checks duplicates linearly."""
+    import time
+
+    from protocol.curves import Curves
+
+    s = Session(KEY)
+    names = [f"name_{i:05d}" for i in range(MAX_NAMES)]
+    frames = s.serialize("job_submit", {"kind": "render", "job_id": "j",
+                                        "params": {"subject_id": "s", "names": names, "fps": 24}},
+                         buffers={"curves": np.zeros((3, MAX_NAMES), np.float32)})
+    t0 = time.perf_counter()
+    msg = s.deserialize(frames)
+    decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Curves(names, 24, 0, np.zeros((3, MAX_NAMES), np.float32))
+    curves = time.perf_counter() - t0
+    assert msg.content["params"]["names"] == names
+    assert decode < 0.5 and curves < 0.5, (decode, curves)  # O(K^2) took 4.5 s for 20k names
+    with pytest.raises(CurveError, match="duplicate curve names: a"):
+        Curves(["a", *names[:10], "a"], 24, 0, np.zeros((1, 12), np.float32))
+
+
+def test_replay_guard_refuses_repeats_and_stale_dates() -> None:
+    clock = [1_000_000.0]
+    guard = ReplayGuard(window=60, history=4, clock=lambda: clock[0])
+    s = Session(KEY)
+    server = Session(KEY, replay_guard=guard)
+
+    def at(t: float) -> list:
+        header = s.msg_header("hello")
+        stamp = np.datetime64(int(t * 1e6), "us")
+        header["date"] = f"{stamp}Z"
+        return s.serialize("hello", {}, header=header)
+
+    first = at(clock[0])
+    server.deserialize(first)
+    with pytest.raises(ReplayError, match="already accepted") as exc:
+        server.deserialize(first)
+    assert exc.value.authenticated
+    with pytest.raises(ReplayError, match=r"\+61\.0 s"):
+        server.deserialize(at(clock[0] + 61))
+    with pytest.raises(ReplayError, match=r"-61\.0 s"):
+        server.deserialize(at(clock[0] - 61))
+    # the history is full: what it forgets sets a horizon, older messages are refused
+    for k in range(6):
+        server.deserialize(at(clock[0] + k))
+    assert len(guard) == 4 and guard.horizon >= clock[0] + 1
+    with pytest.raises(ReplayError, match="older than this side's replay history"):
+        server.deserialize(at(clock[0] + 0.5))
+    clock[0] += 120  # everything remembered is outside the window now: forgotten on the next accept
+    server.deserialize(at(clock[0]))
+    assert len(guard) == 1
+
+
+def test_buffer_checksums_use_a_key_of_their_own() -> None:
+    """HKDF separates the envelope key from the buffer key: a buffer HMAC is no signature."""
+    from protocol.buffers import compute_checksum
+    from protocol.keys import derive
+
+    s = Session(KEY, checksum="hmac-sha256")
+    assert len({s.key, s.envelope_key, s.buffer_key}) == 3
+    assert s.envelope_key == derive(KEY, "envelope") and s.buffer_key == derive(KEY, "buffers")
+    h, p, c = pack(s.msg_header("hello")), pack({}), pack({})
+    forged = compute_checksum(h + p + c, "hmac-sha256", s.buffer_key).split(":", 1)[1].encode()
+    with pytest.raises(SignatureError):
+        s.deserialize([DELIM, forged, h, p, c])
+    assert s.deserialize([DELIM, s.sign([h, p, c]), h, p, c]).msg_type == "hello"

@@ -8,132 +8,132 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
 
-from protocol.envelope import DELIM, Session, pack
+from protocol.envelope import Session
 from protocol.errors import RemoteError
 
 FUZZ_MESSAGES = 10_000
-BATCH = 250
+BATCH = 200
 
 
-def _dealer(ctx: zmq.Context, url: str) -> zmq.Socket:
+def _dealer(ctx: zmq.Context, info, channel: str) -> zmq.Socket:
+    from protocol.link import secure_client_socket
+
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
-    s.connect(url)
+    secure_client_socket(s, info)
+    s.connect(info.url(channel))
     return s
 
 
-def _base_messages(session: Session) -> list[list[bytes]]:
-    curves = np.zeros((3, 2), np.float32)
-    bases = [
-        session.serialize("hello", {"client": "fuzz"}),
-        session.serialize("job_status", {"job_id": "nope"}),
-        session.serialize("job_list", {}),
-        session.serialize("frames_credit", {"job_id": "nope", "credit": 3}),
-        session.serialize("job_submit", {"kind": "render", "job_id": "fuzz-render",
-                                         "params": {"subject_id": "missing", "names": ["jawOpen", "x"],
-                                                    "fps": 25.0}},
-                          buffers={"curves": curves}),
-    ]
-    return [[bytes(f) for f in b] for b in bases]
+def run_fuzz(srv, n_messages: int, seed: int = 1234) -> dict[str, int]:
+    """Send ``n_messages`` hostile messages (80 % signed, 20 % unauthenticated, some replays) and
+    require exactly one reply per signed message and none for the others."""
+    from protocol.link import secure_client_socket  # noqa: F401 (used by _dealer)
 
+    from .hostile import signed_request, unauthenticated
 
-def _signed(session: Session, msg_type: str, content: dict, proto: str = "1.0") -> list[bytes]:
-    header = session.msg_header(msg_type)
-    header["proto"] = proto
-    return [bytes(f) for f in session.serialize(msg_type, content, header=header, check=False)]
-
-
-def _mutate(rng: random.Random, frames: list[bytes], session: Session, wrong: Session) -> list[bytes]:
-    """One fuzzed message that is never valid (see the comments for why each is invalid)."""
-    frames = [bytearray(f) for f in frames]
-    op = rng.randrange(12)
-    if op == 0:  # flip bits in one frame: HMAC, crc32, delimiter or nbytes breaks
-        f = frames[rng.randrange(len(frames))]
-        if f:
-            f[rng.randrange(len(f))] ^= rng.randrange(1, 256)
-        else:
-            f.extend(b"x")
-    elif op == 1:  # truncate a frame
-        i = rng.randrange(len(frames))
-        frames[i] = frames[i][: rng.randrange(len(frames[i]))] if frames[i] else bytearray(b"?")
-    elif op == 2:  # drop a frame
-        del frames[rng.randrange(len(frames))]
-    elif op == 3:  # an extra frame after the delimiter
-        frames.insert(rng.randrange(1, len(frames) + 1), bytearray(rng.randbytes(rng.randrange(0, 40))))
-    elif op == 4:  # random signature
-        frames[1] = bytearray(rng.randbytes(32).hex().encode())
-    elif op == 5:  # signed with another key
-        return [bytes(f) for f in wrong.serialize("hello", {})]
-    elif op == 6:  # another protocol major
-        return _signed(session, "hello", {}, proto=rng.choice(["2.0", "0.9", "x", "1"]))
-    elif op == 7:  # unknown message type, correctly signed
-        return _signed(session, rng.choice(["exec", "", "job_submit_reply2", "frame"]), {})
-    elif op == 8:  # schema errors, correctly signed
-        return _signed(session, "job_submit", rng.choice([
-            {"kind": "bake", "params": {}}, {"kind": "render"},
-            {"kind": "train", "params": {"subject_id": 3}},
-            {"kind": "track", "params": {"subject_id": "s", "path": "/etc/passwd"}},
-            {"kind": "train", "params": {"subject_id": "../../etc"}}]))
-    elif op == 9:  # garbage only
-        return [rng.randbytes(rng.randrange(1, 64)) for _ in range(rng.randrange(1, 6))]
-    elif op == 10:  # a reply or event sent as a request
-        return _signed(session, rng.choice(["hello_reply", "status", "job_state"]), {"status": "ok"})
-    else:  # content that is not msgpack / not a map, correctly signed
-        h, p = pack(session.msg_header("hello")), pack({})
-        c = rng.choice([b"\xc1", pack([1, 2]), rng.randbytes(10)])
-        return [DELIM, session.sign([h, p, c]), h, p, c]
-    if not frames:
-        frames = [bytearray(b"\x00")]
-    return [bytes(f) for f in frames]
-
-
-def test_fuzzed_messages_all_answered_with_errors(server_factory) -> None:
-    srv = server_factory("--max-message-mb", "1")
     session = Session(srv.info.key_bytes)
     wrong = Session(b"not-the-key-" * 3)
-    rng = random.Random(1234)
-    bases = _base_messages(session)
+    names = srv.names
+    rng = random.Random(seed)
     ctx = zmq.Context()
-    sock = _dealer(ctx, srv.info.url("shell"))
-    replies = errors = 0
+    socks = {ch: _dealer(ctx, srv.info, ch) for ch in ("shell", "control")}
+    poller = zmq.Poller()
+    for sock in socks.values():
+        poller.register(sock, zmq.POLLIN)
+    stats = {"signed": 0, "unauthenticated": 0, "replays": 0, "replies": 0, "ok": 0, "error": 0}
+    enames: dict[str, int] = {}
+    recent: list[tuple[str, list[bytes]]] = []
     try:
         sent = 0
-        while sent < FUZZ_MESSAGES:
-            n = min(BATCH, FUZZ_MESSAGES - sent)
-            for _ in range(n):
-                sock.send_multipart(_mutate(rng, rng.choice(bases), session, wrong))
-            sent += n
-            for _ in range(n):
-                assert sock.poll(10_000), f"no reply after {replies} replies to {sent} messages\n{srv.log()}"
-                msg = session.deserialize(sock.recv_multipart())  # replies are signed and valid
-                replies += 1
-                errors += msg.content.get("status") == "error"
-                assert msg.content.get("evalue"), msg.content
-        assert replies == FUZZ_MESSAGES and errors == FUZZ_MESSAGES
-        assert not sock.poll(200), "more replies than messages"
-
-        # oversized: over the 1 MiB limit, answered with MessageTooLarge
-        big = [bytes(f) for f in session.serialize("upload_chunk", {
-            "upload_id": "u1", "filename": "v.mp4", "offset": 0, "total": 3 << 20},
-            buffers={"data": np.zeros(3 << 20, np.uint8)})]
-        sock.send_multipart(big)
-        assert sock.poll(10_000)
-        reply = session.deserialize(sock.recv_multipart())
-        assert reply.content["status"] == "error" and reply.content["ename"] == "MessageTooLarge"
+        while sent < n_messages:
+            waiting: dict[str, int] = {}
+            for _ in range(min(BATCH, n_messages - sent)):
+                roll = rng.random()
+                if roll < 0.2:
+                    socks["shell"].send_multipart(unauthenticated(rng, session, wrong))
+                    stats["unauthenticated"] += 1
+                else:
+                    if roll < 0.23 and recent:
+                        channel, frames = rng.choice(recent)  # a replay: answered with ReplayError
+                        stats["replays"] += 1
+                    else:
+                        channel, frames = signed_request(rng, session, names)
+                        recent = [*recent[-50:], (channel, frames)]
+                    msg_id = msgpack.unpackb(frames[2], raw=False)["msg_id"]
+                    waiting[msg_id] = waiting.get(msg_id, 0) + 1
+                    socks[channel].send_multipart(frames)
+                    stats["signed"] += 1
+                sent += 1
+            while waiting:
+                ready = dict(poller.poll(20_000))
+                assert ready, f"no reply for {sum(waiting.values())} signed messages\n{srv.log()}"
+                for sock in ready:
+                    reply = session.deserialize(sock.recv_multipart())  # replies are signed and valid
+                    parent = reply.parent_header.get("msg_id")
+                    assert waiting.get(parent), f"a reply nobody asked for: {reply.msg_type} {reply.content}"
+                    waiting[parent] -= 1
+                    if not waiting[parent]:
+                        del waiting[parent]
+                    stats["replies"] += 1
+                    status = reply.content.get("status")
+                    stats[status] += 1
+                    if status == "error":
+                        assert reply.content.get("evalue"), reply.content
+                        enames[reply.content["ename"]] = enames.get(reply.content["ename"], 0) + 1
+        assert not poller.poll(300), "more replies than signed messages"
     finally:
-        sock.close(0)
+        for sock in socks.values():
+            sock.close(0)
         ctx.term()
     assert srv.alive()
+    return {**stats, **{f"ename:{k}": v for k, v in enames.items()}}
+
+
+@pytest.fixture
+def fuzz_server(server_factory, tiny_avatar_subject: Path, tiny_subject: Path, tmp_path: Path):
+    from backend.data.subject import Subject
+
+    from .conftest import install_subject
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    install_subject(tiny_avatar_subject, workdir, "s1")
+    install_subject(tiny_subject, workdir, "s0")
+    srv = server_factory("--max-message-mb", "16", workdir=workdir)
+    srv.names = list(Subject.open(workdir / "subjects" / "s1").expression_names)
+    return srv
+
+
+def _check_fuzz(srv, stats: dict[str, int], n: int) -> None:
+    print("fuzz:", stats)
+    assert stats["signed"] + stats["unauthenticated"] == n
+    assert stats["replies"] == stats["signed"]  # every authenticated message answered, once
+    assert stats.get("ename:ReplayError", 0) >= stats["replays"] > 0
+    for reached in ("SchemaError", "JobError", "BufferSpecError", "FrameError", "SandboxError"):
+        assert stats.get(f"ename:{reached}", 0) > 0, (reached, stats)  # handlers and every layer reached
     with srv.client() as client:
         hello = client.hello()
-        assert hello["error_replies"] == FUZZ_MESSAGES + 1
-        assert hello["rejected"] > FUZZ_MESSAGES * 0.8  # most fail the envelope checks
-        assert hello["dropped_replies"] == 0
-        assert client.jobs() == []  # nothing was acted on
+        assert hello["unauthenticated"] == stats["unauthenticated"]
+        assert hello["internal_errors"] == 0 and hello["dropped_replies"] == 0
+        assert all(j["state"] not in ("queued", "running") for j in client.jobs())  # nothing runs
+        assert "s1" in {s["subject_id"] for s in client.subjects()}
+
+
+def test_fuzzed_messages_reach_the_handlers_and_all_signed_ones_are_answered(fuzz_server) -> None:
+    stats = run_fuzz(fuzz_server, FUZZ_MESSAGES)
+    _check_fuzz(fuzz_server, stats, FUZZ_MESSAGES)
+
+
+@pytest.mark.slow
+def test_fuzz_100k(fuzz_server) -> None:
+    stats = run_fuzz(fuzz_server, 100_000, seed=99)
+    _check_fuzz(fuzz_server, stats, 100_000)
 
 
 def test_requests_with_bad_values_get_readable_errors(server_factory, tmp_path: Path) -> None:
@@ -190,18 +190,20 @@ def test_requests_with_bad_values_get_readable_errors(server_factory, tmp_path: 
     assert srv.alive()
 
 
-def test_connection_file_and_restart_keep_ports_and_key(server_factory) -> None:
+def test_restart_keeps_ports_and_rotates_the_key(server_factory) -> None:
+    """A restart reuses the ports but never the key: nothing signed for the old run verifies, and
+    a client holding the old file reloads it on its next retry."""
     srv = server_factory()
     mode = srv.connection_file.stat().st_mode & 0o777
     assert mode == 0o600
     first = srv.info
-    with srv.client() as client:
-        old_instance = client.hello()["instance_id"]
+    client = srv.client(timeout=2.0, retries=3)
+    old_instance = client.hello()["instance_id"]
     srv.kill()
     srv2 = server_factory(workdir=srv.workdir)
-    assert (srv2.info.shell_port, srv2.info.key) == (first.shell_port, first.key)
-    with srv2.client() as client:
-        assert client.hello()["instance_id"] != old_instance
+    assert srv2.info.shell_port == first.shell_port and srv2.info.key != first.key
+    assert client.hello()["instance_id"] != old_instance  # reloaded the file after a timeout
+    client.close()
     srv2.stop()
     assert not srv2.connection_file.exists()  # a clean stop removes it
 
