@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.imaging.convert import frame_at
+from backend.imaging.convert import frame_at, resize_square
 from backend.looks import LookFn, apply_look, look_function
 from backend.metrics.expression import driving_curves, expression_correlation
 from backend.metrics.identity import identity_distance
@@ -123,13 +123,10 @@ def _render(renderer: Any, subject: Any, ids: list[int] | np.ndarray) -> np.ndar
 
 def _reference_scores(ref_rgb: np.ndarray, frame: int, styled_r: Any, plain_r: Any, subject: Any,
                       size: int, held_styled: np.ndarray, held_plain: np.ndarray) -> dict[str, Any]:
-    from backend.imaging.convert import resize_square
-    from backend.metrics.regions import subject_regions as regions_of
-
     ref = resize_square(ref_rgb, size)
     s = _render(styled_r, subject, [frame])
     p = _render(plain_r, subject, [frame])
-    regs = regions_of(subject, [frame], size)
+    regs = subject_regions(subject, [frame], size)
     face = regs[0].mask("face", (size, size))
     def held(fn: Any, frames: np.ndarray) -> float:
         return float(np.mean([fn(ref, x) for x in frames]))
