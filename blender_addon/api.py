@@ -22,7 +22,7 @@ from typing import Any
 
 import bpy
 
-from . import backend_proc, curves_files, preferences, rig, rigdata, runtime, shot, vse
+from . import backend_proc, compat, curves_files, preferences, rig, rigdata, runtime, shot, vse
 from .runtime import RUNTIME, Shot
 
 
@@ -395,7 +395,7 @@ def attach_strip(
     prefix = f"{subject}_{style or 'avatar'}_{job_id[:8]}"
     the_shot = Shot(
         shot_id=job_id,
-        scene_name=scene.name,
+        scene_name=compat.sequencer_scene(scene).name,
         strip_name=f"EmoAvatar {subject} {job_id[:8]}",
         folder=folder,
         prefix=prefix,

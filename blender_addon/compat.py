@@ -6,6 +6,8 @@
   the first slot until 5.0 removed it.
 - Sequencer: 4.2 calls the strip collection ``SequenceEditor.sequences``; 4.4 added ``strips``
   and 5.0 removed ``sequences``.
+- Sequencer scene: 5.0 lets a workspace show another scene's sequencer
+  (``WorkSpace.sequencer_scene``); strips go where the animator's sequencer looks.
 - Compositor: 5.0 replaced ``Scene.node_tree`` with ``Scene.compositing_node_group`` (the add-on
   avoids the compositor: the UV pass is read back from a multilayer EXR, see ``exr.py``).
 
@@ -65,6 +67,17 @@ def sequencer_strips(scene: bpy.types.Scene, create: bool = True) -> Any | None:
             return None
         sed = scene.sequence_editor_create()
     return sed.strips if _rna_has(sed, "strips") else sed.sequences
+
+
+def sequencer_scene(scene: bpy.types.Scene) -> bpy.types.Scene:
+    """The scene whose sequencer the animator sees: the workspace's ``sequencer_scene`` (5.0+) when
+    one is set, else ``scene``."""
+    workspace = getattr(bpy.context, "workspace", None)
+    if workspace is not None and _rna_has(workspace, "sequencer_scene"):
+        chosen = workspace.sequencer_scene
+        if chosen is not None:
+            return chosen
+    return scene
 
 
 def sequencer_all_strips(scene: bpy.types.Scene) -> list[Any]:

@@ -33,7 +33,8 @@ SHUTDOWN_TIMEOUT = 0.8
 
 @dataclass
 class Shot:
-    """A render whose frames land as one strip: ``folder/<prefix>_<frame:05d>.png``, scene frames
+    """A render whose frames land as one strip of scene ``scene_name`` (the sequencer's scene):
+    ``folder/<prefix>_<frame:05d>.png``, scene frames
     ``frame_start .. frame_start + total - 1``. A long shot is rendered by several jobs (chunks of
     the frame range, ``chunks`` planned); the shot is done when every chunk is."""
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import curves_bpy, rig, runtime, uv_pass, vse
+from . import compat, curves_bpy, rig, runtime, uv_pass, vse
 from .props import UV_BACKEND, UV_BLENDER
 from .protocol.curves import Curves
 from .protocol.envelope import DEFAULT_MAX_MESSAGE_BYTES
@@ -125,6 +125,7 @@ class ShotBuilder:
         frames = curves_bpy.frame_range(frame_start, frame_end)
         head = find_rig(scene, rig_object)
         self.scene_name = scene.name
+        self.strip_scene_name = compat.sequencer_scene(scene).name  # 5.0: the workspace's sequencer
         self.rig_name = head.name
         self.subject_id = str(head[rig.PROP_SUBJECT])
         names = curves_bpy.rig_names(head)
@@ -258,7 +259,7 @@ class ShotBuilder:
     def make_shot(self) -> Shot:
         return Shot(
             shot_id=self.shot_id,
-            scene_name=self.scene_name,
+            scene_name=self.strip_scene_name,
             strip_name=self.strip_name,
             folder=Path(self.folder),
             prefix=self.prefix,

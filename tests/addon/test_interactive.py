@@ -388,6 +388,8 @@ def test_a_2000_frame_shot_at_256_px_renders_over_the_wire_in_chunks(
         meta = json.loads((big / "meta.json").read_text())
         meta["size"] = 256
         (big / "meta.json").write_text(json.dumps(meta))
+        uv_file = big / "uv" / "uv.npy"  # the tracked UV maps at the declared size (nearest, x4)
+        np.save(uv_file, np.load(uv_file).repeat(4, axis=1).repeat(4, axis=2))
     head = api.import_subject(folder=big, scene=clean_scene)
     assert head["emo_avatar_size"] == 256
     uv = np.zeros((256, 256, 3), np.float32)
@@ -452,24 +454,76 @@ def test_preview_frame_and_live_preview_are_latest_wins(
     assert np.abs(got - ref.astype(int)).max() <= 1
     assert shot.job_id not in runtime.RUNTIME.hidden_jobs
     assert not any(j.job_id in runtime.RUNTIME.hidden_jobs for j in runtime.wm_state().jobs)
-    # live: scrubbing 1..7 while a frame is in flight sends only the newest
-    clean_scene.emo_avatar_preview.live = True
+    # live: switching it on previews the current frame (8); scrubbing 1..7 while that frame is in
+    # flight sends only the newest
+    dropped = preview.PREVIEW.dropped
+    sent = []
+    real_send = preview._send
+    preview._send = lambda *a: (sent.append(a[2]), real_send(*a))[1]
     try:
-        dropped = preview.PREVIEW.dropped
-        sent = []
-        real_send = preview._send
-        preview._send = lambda *a: (sent.append(a[2]), real_send(*a))[1]
+        clean_scene.emo_avatar_preview.live = True
         try:
             for f in range(1, 8):
                 clean_scene.frame_set(f)
             pump(runtime, lambda: preview.PREVIEW.in_flight is None and preview.PREVIEW.pending is None, 60)
         finally:
             preview._send = real_send
-        assert sent == [1, 7]  # 2..6 were replaced by newer frames while 1 was in flight
-        assert preview.PREVIEW.dropped - dropped == 5
+        assert sent == [8, 7]  # 1..6 were replaced by newer frames while 8 was in flight
+        assert preview.PREVIEW.dropped - dropped == 6
         assert preview.PREVIEW.shown_frame == 7
     finally:
         clean_scene.emo_avatar_preview.live = False
+
+
+# -- 7. pipeline state ---------------------------------------------------------------------------
+def test_relative_frames_folder_strip_tags_attach_and_the_sequencer_scene(
+    addon_mod, connected, backend_workdir, clean_scene, tmp_path
+) -> None:
+    """A '//' frames folder gives a blend-relative strip; strips carry job, subject and style; a
+    job's frames can be attached as a strip later (a render that finished while Blender was
+    closed); on Blender 5.0 the strip goes to the workspace's sequencer scene."""
+    import bpy
+
+    api, vse, png = (addon_mod(n) for n in ("api", "vse", "png"))
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    edit = None
+    workspace = bpy.context.workspace
+    if "sequencer_scene" in workspace.bl_rna.properties:  # 5.0+
+        edit = bpy.data.scenes.new("Edit")
+        workspace.sequencer_scene = edit
+    try:
+        shot = api.render_shot(
+            clean_scene, 3, 6, output_dir="//frames/", uv_source="BACKEND", rig_object=head
+        )
+        assert shot.state == "done", shot.error
+        strip_scene = edit or clean_scene
+        assert shot.scene_name == strip_scene.name
+        strip = vse.find_strip(strip_scene, shot.strip_name)
+        assert (
+            strip.directory.startswith("//")
+            and Path(bpy.path.abspath(strip.directory)) == tmp_path / "frames"
+        )
+        assert list(strip["emo_avatar_jobs"]) == shot.job_ids and strip["emo_avatar_style"] == ""
+        attached = api.attach_strip(shot.job_id, clean_scene, output_dir=str(tmp_path / "again"))
+        assert (
+            attached.state == "done"
+            and attached.frame_start == 3
+            and sorted(attached.frames_done) == [3, 4, 5, 6]
+        )
+        again = vse.find_strip(strip_scene, attached.strip_name)
+        assert (again.frame_final_start, len(again.elements)) == (3, 4)
+        for f in (3, 6):
+            a = png.decode_png((tmp_path / "frames" / f"{shot.prefix}_{f:05d}.png").read_bytes())
+            b = png.decode_png((tmp_path / "again" / f"{attached.prefix}_{f:05d}.png").read_bytes())
+            assert np.array_equal(a, b)
+        with pytest.raises(api.EmoAvatarError, match="knows no job"):
+            api.attach_strip("0" * 32, clean_scene, output_dir=str(tmp_path / "x"))
+    finally:
+        if edit is not None:
+            workspace.sequencer_scene = None
+            bpy.data.scenes.remove(edit)
+        bpy.ops.wm.read_homefile()  # the following tests expect an unsaved file
 
 
 # -- 6. file load and disabling (last: they replace the file and reload the add-on) --------------
