@@ -103,16 +103,28 @@ def load_subject_tensors(subject_dir: Path, size: int) -> SubjectTensors:
 
 
 class TrainSampler:
-    """Random batches of training ids from a seeded torch Generator (state saved in checkpoints)."""
+    """Random batches of training ids from a seeded torch Generator (state saved in checkpoints).
 
-    def __init__(self, train_ids: np.ndarray, batch: int, seed: int) -> None:
+    Every step draws a global batch of ``batch`` ids. With ``world`` > 1 training processes every
+    rank draws the same global batch (same seed, same generator state) and returns its own slice
+    ``[rank * batch/world, (rank + 1) * batch/world)``: the ranks share each batch without overlap,
+    the run sees the batches of a single process, and the state stays valid for any ``world``.
+    """
+
+    def __init__(self, train_ids: np.ndarray, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if world < 1 or not 0 <= rank < world or batch % world:
+            raise ValueError(f"rank {rank} of {world} cannot take an equal share of a batch of {batch}")
         self.train_ids = np.asarray(train_ids, dtype=np.int64)
         self.batch = batch
+        self.per_rank = batch // world
+        self.rank = rank
         self.gen = torch.Generator().manual_seed(seed)
 
     def next(self) -> np.ndarray:
+        """(batch // world,) int64 training ids of this rank for the next step."""
         pick = torch.randint(len(self.train_ids), (self.batch,), generator=self.gen).numpy()
-        return self.train_ids[pick]
+        lo = self.rank * self.per_rank
+        return self.train_ids[pick[lo:lo + self.per_rank]]
 
     def state(self) -> torch.Tensor:
         return self.gen.get_state()

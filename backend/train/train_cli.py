@@ -1,9 +1,17 @@
 """`emo-avatar train SUBJECT --preset tiny|cpu|paper [--steps N] [--resume] [--seed S] [--device D]
-[--stylegan CKPT]`: stage-1 training with a progress bar (losses, ETA); Ctrl-C saves and exits."""
+[--stylegan CKPT] [--nproc N]`: stage-1 training with a progress bar (losses, ETA); Ctrl-C saves
+and exits.
+
+``--nproc N`` (N > 1) trains in N processes on this machine: it runs ``torchrun --standalone
+--nproc_per_node N -m backend.cli train ...`` (``backend.train.ddp``), one process per GPU with
+CUDA, gloo on CPU otherwise. Started by torchrun directly (several nodes, ``--nnodes``), the
+command trains as the rank torchrun gave it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,14 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder (from emo-avatar track)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                         help="tiny (tests), cpu (demo, 128 px), paper (512 px, CUDA)")
-    parser.add_argument("--steps", type=int, default=None, help="total stage-1 steps (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="total stage-1 steps (default, or 0: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue from SUBJECT/avatar/checkpoint.pt")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA when present)")
+    parser.add_argument("--device", default=None,
+                        help="auto | cpu | cuda | cuda:N (default: CUDA when present)")
     parser.add_argument("--stylegan", type=Path, default=None,
                         help="pretrained StyleGAN2 checkpoint (g_ema format) for PTI; default: random init")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SUBJECT/avatar)")
     parser.add_argument("--preview-every", type=int, default=None, help="steps between previews (0: off)")
+    parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                        help="training processes on this machine (one per GPU); N > 1 launches torchrun")
 
 
 class ProgressBar:
@@ -51,23 +63,48 @@ class ProgressBar:
             self.bar = None
 
 
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The ``emo-avatar train`` arguments of ``args`` without ``--nproc`` (what each rank runs)."""
+    argv = ["train", str(args.subject), "--preset", args.preset, "--seed", str(args.seed)]
+    for flag, value in (("--steps", args.steps), ("--device", args.device), ("--stylegan", args.stylegan),
+                        ("--out", args.out), ("--preview-every", args.preview_every)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return [*argv, "--resume"] if args.resume else argv
+
+
 def run(args: argparse.Namespace) -> int:
+    from backend.train.ddp import launch
     from backend.train.stage1 import train_avatar
 
-    bar = ProgressBar()
+    if args.steps == 0:
+        args.steps = None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.nproc < 1:
+        print(f"error: --nproc must be at least 1, got {args.nproc}", file=sys.stderr)
+        return 2
+    if args.nproc > 1 and world == 1:
+        return launch(args.nproc, worker_argv(args))
+    if args.nproc > 1 and args.nproc != world:
+        print(f"error: --nproc {args.nproc} but torchrun started {world} processes", file=sys.stderr)
+        return 2
+    bar = ProgressBar() if int(os.environ.get("RANK", "0")) == 0 else None
     try:
         path = train_avatar(args.subject, preset=args.preset, steps=args.steps, seed=args.seed,
                             device=args.device, resume=args.resume, out_dir=args.out, progress=bar,
                             stylegan=args.stylegan,
                             preview_every=args.preview_every)
     except Cancelled as exc:
-        bar.close()
+        if bar is not None:
+            bar.close()
         print(f"{exc}", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        bar.close()
+        if bar is not None:
+            bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bar.close()
-    print(path)
+    if bar is not None:
+        bar.close()
+        print(path)
     return 0

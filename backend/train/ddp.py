@@ -1,0 +1,217 @@
+"""Multi-process stage-1 training with ``torchrun`` and DistributedDataParallel.
+
+``torchrun --nproc_per_node N -m backend.cli train SUBJECT ...`` (or ``emo-avatar train --nproc N``,
+which launches exactly that) starts N processes; each one finds its rank in the environment
+torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) and joins
+one process group: NCCL with one CUDA device per process (``cuda:LOCAL_RANK``), gloo on CPU.
+
+What the ranks share, and who writes:
+- every rank draws the same global batch of B training ids from the same seeded generator and
+  trains its own B/N slice, so a step sees exactly the frames a single process at batch B sees;
+- the avatar's gradients are averaged by DDP, the discriminator's by one all-reduce per update
+  (its R1 step differentiates twice and reaches only part of the network, which DDP's reducer
+  does not follow), so every rank keeps identical weights, optimiser states and EMA;
+- only rank 0 writes checkpoints, previews, the loss curve and metrics, and logs progress.
+
+Before any work the ranks compare what they were asked to do (preset, steps, seed, subject,
+resume) and refuse to start when they differ; N must divide the batch and may not exceed the
+training ids. A rank that dies makes the others fail at their next collective, and torchrun then
+stops the job; ``launch`` turns torchrun's report into one line naming the rank.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+COLLECTIVE_TIMEOUT_S = 600
+"""How long a rank waits for the others at one collective before giving up (a hung peer)."""
+
+
+class DistributedError(RuntimeError):
+    """Ranks that cannot train together (they disagree, or there are too many of them)."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a run. ``world == 1``: a plain single-process run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes files and reports progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+SINGLE = Ranks()
+
+
+def ranks_from_env() -> Ranks:
+    """The ranks torchrun set in the environment (``SINGLE`` when not launched by torchrun)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as exc:
+        raise DistributedError(f"torchrun's RANK/WORLD_SIZE/LOCAL_RANK are not integers: {exc}") from None
+    return Ranks(rank, world, local) if world > 1 else SINGLE
+
+
+def init(ranks: Ranks, device: str | None) -> torch.device:
+    """Join the process group of a torchrun launch; return this rank's device.
+
+    NCCL and ``cuda:LOCAL_RANK`` when CUDA is there and ``device`` allows it, else gloo on CPU.
+    """
+    want_cuda = device not in ("cpu",) and torch.cuda.is_available()
+    if device not in (None, "", "auto", "cpu", "cuda"):
+        raise DistributedError(f"--device {device}: with several processes use auto, cuda or cpu "
+                               "(each process takes cuda:LOCAL_RANK)")
+    if want_cuda:
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise DistributedError(f"rank {ranks.rank} has local rank {ranks.local_rank}, but this node has "
+                                   f"{torch.cuda.device_count()} CUDA devices (one process per GPU)")
+        torch.cuda.set_device(ranks.local_rank)
+        dev, backend = torch.device("cuda", ranks.local_rank), "nccl"
+    else:
+        dev, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    log.info("rank %d of %d (local %d): %s, %s", ranks.rank, ranks.world, ranks.local_rank, backend, dev)
+    return dev
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op without one)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def agree(ranks: Ranks, what: dict[str, Any]) -> None:
+    """Raise on every rank unless all ranks hold the same ``what`` (e.g. preset, seed, subject).
+
+    Raises:
+        DistributedError: naming each field that differs and every rank's value of it.
+    """
+    if not ranks.distributed:
+        return
+    gathered: list[Any] = [None] * ranks.world
+    dist.all_gather_object(gathered, what)
+    bad = [k for k in what if any(g.get(k) != gathered[0].get(k) for g in gathered)]
+    if bad:
+        detail = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g.get(k)!r}" for r, g in enumerate(gathered))
+                           for k in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise DistributedError(f"the {ranks.world} training processes were started with different settings "
+                               f"({detail}); start every rank with the same command")
+
+
+def check_world(ranks: Ranks, batch: int, n_train_ids: int) -> int:
+    """Frames per rank for a global ``batch``; refuse worlds that cannot share it.
+
+    Raises:
+        DistributedError: more processes than training ids, or a batch N does not divide.
+    """
+    if ranks.world > n_train_ids:
+        raise DistributedError(f"{ranks.world} training processes but the subject has only {n_train_ids} "
+                               f"training frames; use at most {n_train_ids} processes")
+    if batch % ranks.world:
+        fits = [n for n in range(1, batch + 1) if batch % n == 0]
+        raise DistributedError(f"the global batch of {batch} frames does not split over {ranks.world} "
+                               f"processes; use {', '.join(map(str, fits))} processes")
+    return batch // ranks.world
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers into every rank's ``module``."""
+    if dist.is_initialized():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(module: torch.nn.Module, world: int) -> None:
+    """Average ``module``'s gradients over the ranks in one all-reduce (missing grads count as 0)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world
+    i = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[i:i + n].view_as(p.grad))
+        i += n
+
+
+def global_share(local: torch.Tensor, world: int) -> torch.Tensor:
+    """``world * local / sum over ranks of local`` for a scalar (e.g. a rank's mask area).
+
+    A loss normalised by a rank-local amount (``sum / local``) times this factor, averaged over the
+    ranks as DDP averages gradients, equals the loss normalised over the whole batch.
+    """
+    total = local.detach().clone()
+    dist.all_reduce(total)
+    return world * local.detach() / total.clamp_min(1e-12)
+
+
+def mean_logs(logs: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
+    """Loss values averaged over the ranks (the global batch's losses; same keys on every rank)."""
+    keys = sorted(logs)
+    t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / world for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+# -- the launcher -------------------------------------------------------------------------------
+FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
+
+
+def launch_command(nproc: int, argv: list[str]) -> list[str]:
+    """The torchrun command line that trains with ``nproc`` processes on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "backend.cli", *argv]
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``emo-avatar ARGV`` in ``nproc`` processes through torchrun; return its exit code.
+
+    torchrun's output passes through; when a rank fails, one ``error:`` line names it and its
+    exit code (or signal) after torchrun has stopped the others.
+    """
+    proc = subprocess.Popen(launch_command(nproc, argv), stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    tail: list[str] = []
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        tail = [*tail[-200:], line]
+    code = proc.wait()
+    if code != 0:
+        text = "".join(tail)
+        root = text.rfind("Root Cause")  # torchrun lists the first failure there, the others above
+        found = FAILED_RANK.findall(text[root:] if root >= 0 else text) or FAILED_RANK.findall(text)
+        if found:
+            rank, _, exitcode = found[0]
+            how = f"was killed by signal {-int(exitcode)}" if int(exitcode) < 0 else f"exited with {exitcode}"
+            print(f"error: training process rank {rank} {how}; torchrun stopped the other "
+                  f"{nproc - 1}. The last checkpoint is kept: continue with --resume", file=sys.stderr)
+        else:
+            print(f"error: distributed training failed (torchrun exit code {code})", file=sys.stderr)
+    return code
