@@ -350,8 +350,12 @@ class RenderKind:
                     if p.get("size") and image.shape[0] != p["size"]:
                         image = _resize(image, p["size"])
                     writer.put(i, image)
-            finally:
-                writer.close()  # every rendered frame is on disk (in order) before the job ends
+            except BaseException:
+                # cancelled or failed: frames still queued are dropped, not encoded, so a cancel
+                # ends within a frame; what is on disk stays a contiguous prefix (one FIFO writer)
+                writer.close(discard=True)
+                raise
+            writer.close()  # every rendered frame is on disk (in order) before the job ends
         # every frame is on disk: the stored inputs are no longer needed for a resume
         (ctx.env.job_dir(ctx.job_id) / "inputs.npz").unlink(missing_ok=True)
         return {"frames_dir": str(out_dir.relative_to(Path(ctx.env.workdir).resolve())),
@@ -370,6 +374,7 @@ class FrameWriter:
 
         self.out_dir, self.level, self.written = out_dir, level, written
         self.error: BaseException | None = None
+        self._discard = False
         self._queue: queue.Queue = queue.Queue(maxsize)
         self._thread = threading.Thread(target=self._run, name="emo-frame-writer", daemon=True)
         self._thread.start()
@@ -383,7 +388,7 @@ class FrameWriter:
         from backend.images import write_png
 
         while (item := self._queue.get()) is not None:
-            if self.error is not None:
+            if self.error is not None or self._discard:
                 continue
             index, image = item
             try:
@@ -393,11 +398,13 @@ class FrameWriter:
             except BaseException as exc:
                 self.error = exc
 
-    def close(self) -> None:
-        """Write what is queued, stop the thread; re-raise a write error."""
+    def close(self, discard: bool = False) -> None:
+        """Write what is queued (or drop it: ``discard``), stop the thread; re-raise a write error
+        (not when discarding: the job already fails or is cancelled)."""
+        self._discard = discard
         self._queue.put(None)
         self._thread.join()
-        if self.error is not None:
+        if self.error is not None and not discard:
             raise self.error
 
 

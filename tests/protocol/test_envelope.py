@@ -358,3 +358,14 @@ def test_buffer_checksums_use_a_key_of_their_own() -> None:
     with pytest.raises(SignatureError):
         s.deserialize([DELIM, forged, h, p, c])
     assert s.deserialize([DELIM, s.sign([h, p, c]), h, p, c]).msg_type == "hello"
+
+
+def test_docs_print_the_bounds_table_of_the_code() -> None:
+    """docs/protocol.md carries protocol.limits.BOUNDS verbatim (one source of truth)."""
+    from pathlib import Path
+
+    from protocol.limits import bounds_markdown
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    assert bounds_markdown() in doc, "regenerate the table: python -c 'from protocol.limits import *; " \
+                                     "print(bounds_markdown())'"

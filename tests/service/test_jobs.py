@@ -216,3 +216,67 @@ def test_sandbox_rules(tmp_path: Path) -> None:
             policy.resolve(bad)
     with pytest.raises(SandboxError, match="without --allow-read"):
         ReadPolicy().resolve(str(video))
+
+
+def test_journal_write_failure_marks_the_job_failed_retries_and_announces(tmp_path: Path) -> None:
+    """Another connection holds the journal locked while the job ends: the job is failed in
+    memory, its final event goes out, and the write lands once the lock is gone."""
+    import sqlite3
+
+    journal = J.Journal(tmp_path / "journal.sqlite3")
+    kinds = {"steps": Steps("steps", PRIORITY_COMPUTE)}
+    kinds["steps"].gate.clear()
+    events = Events()
+    mgr = JobManager(journal, kinds, ServiceEnv(tmp_path), events)
+    mgr.start()
+    blocker = sqlite3.connect(str(tmp_path / "journal.sqlite3"), isolation_level=None)
+    try:
+        rec, _ = mgr.submit("steps", {"n": 1})
+        wait_state(mgr, rec.id, (J.RUNNING,))
+        blocker.execute("BEGIN EXCLUSIVE")  # every write of the server now fails after its busy timeout
+        kinds["steps"].gate.set()
+        failed = wait_state(mgr, rec.id, (J.FAILED,), timeout=15)
+        assert "journal could not be written" in failed.error
+        assert events.states(rec.id)[-1] == J.FAILED  # the final event went out
+        assert mgr.journal_failures >= 1
+        blocker.execute("ROLLBACK")
+        assert mgr.flush_unsaved(timeout=15)
+        assert journal.get(rec.id).state == J.FAILED  # the retry wrote it
+    finally:
+        blocker.close()
+        mgr.close()
+        journal.close()
+
+
+def test_quota_pages_and_ageing(tmp_path: Path) -> None:
+    journal = J.Journal(tmp_path / "journal.sqlite3")
+    kinds = {"steps": Steps("steps", PRIORITY_COMPUTE), "quick": Steps("quick", PRIORITY_RENDER)}
+    kinds["steps"].gate.clear()
+    kinds["quick"].gate.clear()
+    mgr = JobManager(journal, kinds, ServiceEnv(tmp_path), Events(), max_active=4, ageing_seconds=0.3)
+    mgr.start()
+    try:
+        first, _ = mgr.submit("quick", {"n": 1})
+        wait_state(mgr, first.id, (J.RUNNING,))
+        compute, _ = mgr.submit("steps", {"n": 1})
+        time.sleep(0.5)  # the compute job ages past the priority of any render submitted now
+        renders = [mgr.submit("quick", {"n": 1})[0] for _ in range(2)]
+        with pytest.raises(JobError, match="4 jobs are queued or running") as exc:
+            mgr.submit("quick", {"n": 1})
+        assert type(exc.value).__name__ == "QuotaExceeded"
+        kinds["steps"].gate.set()
+        kinds["quick"].gate.set()
+        for r in (compute, *renders):
+            wait_state(mgr, r.id, (J.DONE,))
+        assert mgr.get(compute.id).updated <= min(mgr.get(r.id).updated for r in renders)
+        page, total = mgr.page(1, 2)
+        assert total == 4 and [r.id for r in page] == [compute.id, renders[0].id]
+        assert mgr.page(4, 2) == ([], 4)
+        # retention: inputs of finished jobs go after the configured age
+        for r in (first, compute):
+            mgr.env.job_dir(r.id).mkdir(parents=True)
+        assert mgr.sweep_inputs(3600) == 0
+        assert mgr.sweep_inputs(0) == 2 and not mgr.env.job_dir(first.id).exists()
+    finally:
+        mgr.close()
+        journal.close()
