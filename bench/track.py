@@ -9,6 +9,8 @@ Rows (one markdown table):
 - track_video: the whole `emo-avatar track` pipeline at --size 256 (two decode passes, FaceMesh,
   pose, face model, smoothing, PNG crops, UV maps, atomic write), frames/s end to end.
 - uv maps (rig.uv_maps, batch 16) and rasterize_uv (one frame per call) at 256 px, maps/s.
+- pass-1 signals: FaceMesh, the shot-cut / face-jump signature, and the identity signal (dlib's
+  descriptor on a few frames per segment, or the rig-shape fallback), ms per frame.
 Ratios are against the MediaPipe baseline (tracking rows) and single-frame rasterize_uv (UV rows),
 measured in the same run. Targets: tracking >= 30 frames/s at 720p, UV maps >= 200/s at 256.
 
@@ -154,6 +156,30 @@ def bench_uv(subject: Path, n: int) -> dict[str, tuple[int, float, float]]:
     return out
 
 
+def signal_costs(video: Path) -> list[tuple[str, int, float, float]]:
+    """Pass 1 (``scan_video``) with each identity signal: per-signal wall ms per frame.
+
+    Rows: (signal, frames it ran on, ms per run, ms per video frame)."""
+    from backend.face.identity import FaceDescriptor
+    from backend.face.scan import scan_video
+    from backend.face.video_io import probe
+
+    info = probe(video)
+    rows = []
+    for label, desc in (("descriptor", FaceDescriptor()), ("rig shape", False)):
+        scan = scan_video(video, info, descriptor=desc)
+        n = len(scan.points)
+        if label == "descriptor":
+            rows.append(("FaceMesh landmarks", n, 1000 * scan.seconds["landmarks"] / n,
+                         1000 * scan.seconds["landmarks"] / n))
+            rows.append(("shot cuts + face jumps (colour histogram)", n, 1000 * scan.seconds["cuts"] / n,
+                         1000 * scan.seconds["cuts"] / n))
+        k = max(scan.n_described, 1)
+        rows.append((f"identity: {label} ({scan.n_described} of {n} frames)", scan.n_described,
+                     1000 * scan.seconds["identity"] / k, 1000 * scan.seconds["identity"] / n))
+    return rows
+
+
 def framing_quality(clips: list[Path], steps: int, tmp: Path) -> None:
     """Print one markdown row per (clip, framing): face size and held-out quality after training."""
     from backend.data.subject import Subject
@@ -189,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=400, help="training steps per framing-quality run")
     ap.add_argument("--clip", type=Path, action="append", default=[],
                     help="another clip for --framing-quality (e.g. a real CGI clip)")
+    ap.add_argument("--no-sample", action="store_true", help="--framing-quality on the --clip clips only")
     args = ap.parse_args(argv)
     if args.framing_quality:
         os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -196,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 
         tmp = Path(tempfile.mkdtemp(prefix="bench_framing_"))
         try:
-            framing_quality([synthesize_sample(tmp / "sample"), *args.clip], args.steps, tmp)
+            sample = [] if args.no_sample else [synthesize_sample(tmp / "sample")]
+            framing_quality([*sample, *args.clip], args.steps, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0
@@ -228,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             per_cpu = k / max(cpu, 1e-9)
             print(f"| {name} | {k} | {dt:.2f} | {k / dt:.1f} | {cpu:.2f} | {per_cpu:.1f} | {ratio:.2f}x |")
         print("\ntargets: tracking >= 30 frames/s at 720p on 2 cores; UV maps >= 200/s at 256 px")
+        print("\n| pass-1 signal (720p) | frames run on | wall ms per run | wall ms per video frame |")
+        print("|---|---:|---:|---:|")
+        for name, k, per_run, per_frame in signal_costs(video):
+            print(f"| {name} | {k} | {per_run:.1f} | {per_frame:.2f} |")
         sample_video = tmp / "sample" / "sample.mp4"
         if not args.quick and sample_video.exists():
             print("\n| accuracy on the synthetic sample (256 px crops) | value |\n|---|---|")

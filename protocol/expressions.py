@@ -2,8 +2,9 @@
 
 The 52 ARKit blendshape names are the vocabulary shared by Live Link Face CSV files,
 the backend's person-specific face model and the Blender rig's shape keys. The face model
-uses the subset it can measure from MediaPipe landmarks (``FACE_MODEL_NAMES``) plus
-``residual_00``..``residual_NN`` components that make the rig reproduce the tracked shapes.
+solves for every name MediaPipe landmarks can observe (``FACE_MODEL_NAMES``: all but
+``UNOBSERVABLE_NAMES``, which says why each is left out) plus ``residual_00``..``residual_NN``
+components that make the rig reproduce the tracked shapes.
 
 Pure Python: imported by the backend and vendored into the Blender add-on.
 """
@@ -36,14 +37,16 @@ LIVE_LINK_ROTATION_NAMES: tuple[str, ...] = (
 )
 """The 9 rotation columns Live Link Face writes after the 52 blendshapes (radians / 1)."""
 
-FACE_MODEL_NAMES: tuple[str, ...] = (
-    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker",
-    "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
-    "eyeBlinkLeft", "eyeBlinkRight", "eyeWideLeft", "eyeWideRight",
-    "browInnerUp", "browDownLeft", "browDownRight", "browOuterUpLeft", "browOuterUpRight",
-    "cheekPuff",
-)
-"""The named coefficients the tracked face model solves for (an ARKit subset)."""
+UNOBSERVABLE_NAMES: dict[str, str] = {
+    "tongueOut": "MediaPipe FaceMesh has no tongue landmarks: a tongue between the lips moves no "
+                 "tracked point, so there is no curve to track and no shape to fit",
+}
+"""ARKit names the tracked face model cannot observe, each with the reason (the only names a Live
+Link Face file may lose on a tracked rig)."""
+
+FACE_MODEL_NAMES: tuple[str, ...] = tuple(n for n in ARKIT_NAMES if n not in UNOBSERVABLE_NAMES)
+"""The named coefficients the tracked face model solves for: every observable ARKit name, in
+ARKit order."""
 
 RESIDUAL_PREFIX = "residual_"
 

@@ -50,6 +50,15 @@ FULL_EVENTS: tuple[Event, ...] = tuple(
     + _events("browInnerUp", (2.5, 0.6, 0.9), (8.9, 0.5, 0.6))
     + _events("browOuterUpLeft", (3.2, 0.5, 0.8), (5.0, 0.55, 0.9), (9.55, 0.3, 0.5))
     + _events("browOuterUpRight", (5.15, 0.55, 0.8), (1.0, 0.4, 0.6))
+    + _events("mouthLeft", (3.55, 0.3, 0.9), (9.0, 0.3, 0.8))
+    + _events("mouthRight", (1.15, 0.3, 0.9), (5.9, 0.3, 0.8))
+    + _events("jawLeft", (4.9, 0.3, 0.8), (8.6, 0.3, 0.6))
+    + _events("eyeSquintLeft", (2.8, 0.4, 0.9), (7.6, 0.35, 0.8))
+    + _events("eyeSquintRight", (4.6, 0.4, 0.9), (9.6, 0.3, 0.8))
+    + _events("noseSneerLeft", (0.5, 0.3, 0.9), (4.4, 0.3, 0.8))
+    + _events("noseSneerRight", (1.0, 0.3, 0.9), (5.4, 0.3, 0.8))
+    + _events("mouthUpperUpLeft", (5.2, 0.3, 0.9), (9.2, 0.3, 0.8))
+    + _events("mouthLowerDownRight", (2.1, 0.3, 0.9), (5.75, 0.3, 0.8))
     + _events("yaw", (2.32, 1.1, 0.25), (6.52, 1.2, -0.28), cusp=True)
     + _events("yaw", (4.4, 0.6, 0.08), (9.0, 0.6, -0.06))
     + _events("pitch", (4.2, 0.9, 0.14), (8.0, 0.9, -0.15), cusp=True)
@@ -59,7 +68,9 @@ FULL_EVENTS: tuple[Event, ...] = tuple(
     + _events("ty", (3.0, 1.0, 3.0), (7.0, 1.3, -3.0))
 )
 """Ten seconds of talking: 12 jaw movements, one-sided and both-sided smiles, blinks and winks,
-brow raises, two clear yaw and pitch extremes each. tx, ty are in photo pixels."""
+brow raises, lips and jaw sideways, squints, sneers and one-sided lip raises (never on the same
+side as a smile at the same time: a smile lifts the nose wing and the upper lip as well, see
+docs/tracking.md), two clear yaw and pitch extremes each. tx, ty are in photo pixels."""
 
 TINY_EVENTS: tuple[Event, ...] = tuple(
     _events("jawOpen", (0.25, 0.14, 0.7), (0.7, 0.18, 1.0), (1.55, 0.15, 0.6))
@@ -70,6 +81,15 @@ TINY_EVENTS: tuple[Event, ...] = tuple(
     + _events("browInnerUp", (1.45, 0.25, 0.8))
     + _events("browOuterUpLeft", (0.5, 0.25, 0.8))
     + _events("browOuterUpRight", (0.2, 0.2, 0.7))
+    + _events("mouthLeft", (0.9, 0.2, 0.9))
+    + _events("mouthRight", (0.15, 0.15, 0.8))
+    + _events("jawLeft", (1.15, 0.2, 0.8))
+    + _events("eyeSquintLeft", (0.8, 0.2, 0.8))
+    + _events("eyeSquintRight", (0.62, 0.15, 0.8))
+    + _events("noseSneerLeft", (1.0, 0.2, 0.8))
+    + _events("noseSneerRight", (0.35, 0.2, 0.8))
+    + _events("mouthUpperUpLeft", (1.25, 0.2, 0.8))
+    + _events("mouthLowerDownRight", (0.6, 0.2, 0.8))
     + _events("yaw", (0.48, 0.45, 0.22), (1.4, 0.45, -0.24), cusp=True)
     + _events("pitch", (0.96, 0.4, 0.13), (1.8, 0.35, -0.14), cusp=True)
     + _events("roll", (1.2, 0.5, 0.06))

@@ -12,6 +12,12 @@ ARKit and MediaPipe's landmark naming):
 - ``eyeBlinkLeft/Right``: the upper lid closes onto the lower lid (which rises a little).
 - ``browInnerUp``, ``browOuterUpLeft/Right``: the brow points rise, the forehead follows; the
   eyes stay put.
+- ``mouthLeft/Right``: the lips slide sideways (the chin stays); ``jawLeft``: the lower face
+  slides sideways with the jaw weight (the lower lip fully, the corners half-way).
+- ``eyeSquintLeft/Right``: the lower lid rises, the cheek under it follows a little.
+- ``noseSneerLeft/Right``: the nose wing and the skin beside it rise.
+- ``mouthUpperUpLeft``, ``mouthLowerDownRight``: one side of the upper lip rises / of the lower
+  lip drops.
 
 All but ``jawOpen`` are linear displacement fields (468, 3); the jaw is a weighted rotation, so
 ``deform`` is exact and ``jawOpen`` is only approximately linear (as on a real face).
@@ -44,12 +50,19 @@ LEFT_BROW_OUTER = (300, 293, 276, 283)
 RIGHT_MOUTH_CORNER = (61, 78)  # outer, inner
 LEFT_MOUTH_CORNER = (291, 308)
 RIGHT_FACE_SIDE, LEFT_FACE_SIDE = 234, 454
+RIGHT_NOSE_WING = (98, 64, 129, 49, 48, 102)
+LEFT_NOSE_WING = (327, 294, 358, 279, 278, 331)
+LEFT_UPPER_LIP_SIDE = (267, 269, 270, 312, 311, 310)
+RIGHT_LOWER_LIP_SIDE = (84, 181, 91, 87, 178, 88)
+NOSE_TIP_AND_BRIDGE = (1, 2, 4, 5, 6, 168, 195, 197)
 CHIN = 152
 N_VERTICES = 468
 
 ANIMATED_NAMES: tuple[str, ...] = (
     "jawOpen", "mouthSmileLeft", "mouthSmileRight", "eyeBlinkLeft", "eyeBlinkRight",
     "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "mouthLeft", "mouthRight", "jawLeft", "eyeSquintLeft", "eyeSquintRight",
+    "noseSneerLeft", "noseSneerRight", "mouthUpperUpLeft", "mouthLowerDownRight",
 )
 """The coefficients the sample animates, in ground-truth column order."""
 assert set(ANIMATED_NAMES) <= set(FACE_MODEL_NAMES)
@@ -168,9 +181,19 @@ def build_expression_model(landmarks: np.ndarray) -> ExpressionModel:
         "browInnerUp": _brow(v, s, RIGHT_BROW_INNER + LEFT_BROW_INNER, RIGHT_BROW_MID + LEFT_BROW_MID),
         "browOuterUpLeft": _brow(v, s, LEFT_BROW_OUTER, LEFT_BROW_MID),
         "browOuterUpRight": _brow(v, s, RIGHT_BROW_OUTER, RIGHT_BROW_MID),
+        "mouthLeft": _lips_sideways(v, s, +1.0),
+        "mouthRight": _lips_sideways(v, s, -1.0),
+        "eyeSquintLeft": _squint(v, s, LEFT_EYE_UPPER, LEFT_EYE_LOWER),
+        "eyeSquintRight": _squint(v, s, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
+        "noseSneerLeft": _sneer(v, s, LEFT_NOSE_WING),
+        "noseSneerRight": _sneer(v, s, RIGHT_NOSE_WING),
+        "mouthUpperUpLeft": _lip_side(v, s, LEFT_UPPER_LIP_SIDE, -0.09),
+        "mouthLowerDownRight": _lip_side(v, s, RIGHT_LOWER_LIP_SIDE, +0.09),
     }
+    jaw_weight = _mouth_line_weight(v)
+    deltas["jawLeft"] = jaw_weight[:, None] * np.array([0.12 * s, 0.0, 0.0])
     return ExpressionModel(
-        neutral=v, scale=s, deltas=deltas, jaw_weight=_mouth_line_weight(v),
+        neutral=v, scale=s, deltas=deltas, jaw_weight=jaw_weight,
         jaw_pivot=jaw_pivot, head_centre=head_centre,
     )
 
@@ -217,6 +240,49 @@ def _brow(v: np.ndarray, s: float, main: tuple[int, ...], mid: tuple[int, ...]) 
     delta = _soft_field(v, handles, values, sigma=0.30 * s, power=2.0)
     delta[eyes] = 0.0
     return delta
+
+
+def _pinned_field(v: np.ndarray, s: float, moved: list[int], move: np.ndarray, pins: list[int],
+                  sigma: float) -> np.ndarray:
+    """``moved`` vertices move by ``move`` (3,) fully, ``pins`` stay, the skin between follows."""
+    handles = np.concatenate([v[moved], v[pins]])
+    values = np.concatenate([np.tile(move, (len(moved), 1)), np.zeros((len(pins), 3))])
+    delta = _soft_field(v, handles, values, sigma=sigma * s)
+    delta[moved] = move
+    delta[pins] = 0.0
+    return delta
+
+
+def _lips_sideways(v: np.ndarray, s: float, sign: float) -> np.ndarray:
+    """All lip points slide by 0.12 inter-ocular distances towards image right (``sign`` +1)."""
+    lips = sorted(set(INNER_LIP_UPPER + INNER_LIP_LOWER + OUTER_LIP_UPPER + OUTER_LIP_LOWER))
+    pins = [CHIN, *NOSE_TIP_AND_BRIDGE]
+    return _pinned_field(v, s, lips, np.array([sign * 0.12 * s, 0.0, 0.0]), pins, 0.22)
+
+
+def _squint(v: np.ndarray, s: float, upper: tuple[int, ...], lower: tuple[int, ...]) -> np.ndarray:
+    """Lower lid up by 0.6 of the lid gap (upper lid and brow pinned), the cheek under it a little."""
+    up, lo = list(upper[1:-1]), list(lower[1:-1])
+    gap = float(np.mean(v[lo, 1] - v[up, 1]))
+    move = np.array([0.0, -0.6 * gap, 0.0])
+    pins = list(upper) + list(RIGHT_BROW_INNER + LEFT_BROW_INNER + RIGHT_BROW_OUTER + LEFT_BROW_OUTER)
+    return _pinned_field(v, s, lo, move, pins, 0.12)
+
+
+def _sneer(v: np.ndarray, s: float, wing: tuple[int, ...]) -> np.ndarray:
+    """The nose wing rises by 0.1 inter-ocular distances; nose tip, bridge and eyes stay."""
+    eyes = list(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER)
+    pins = list(NOSE_TIP_AND_BRIDGE) + eyes + list(OUTER_LIP_UPPER)
+    return _pinned_field(v, s, list(wing), np.array([0.0, -0.10 * s, 0.0]), pins, 0.10)
+
+
+def _lip_side(v: np.ndarray, s: float, points: tuple[int, ...], dy: float) -> np.ndarray:
+    """One side of one lip moves by ``dy`` inter-ocular distances (image y down); the other lip,
+    the corners and the nose stay."""
+    other = OUTER_LIP_LOWER + INNER_LIP_LOWER if dy < 0 else OUTER_LIP_UPPER + INNER_LIP_UPPER
+    pins = [*sorted(set(other) - set(points)), 0, 17, 13, 14, *NOSE_TIP_AND_BRIDGE, CHIN]
+    pins = [p for p in pins if p not in points]
+    return _pinned_field(v, s, list(points), np.array([0.0, dy * s, 0.0]), pins, 0.08)
 
 
 def _ring(points: np.ndarray, pad: float, n: int = 12) -> np.ndarray:

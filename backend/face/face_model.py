@@ -126,6 +126,100 @@ def _pucker(s: Shapes) -> np.ndarray:
     return -_mouth_width(s)
 
 
+# --- the rest of the observable ARKit face -----------------------------------------------------
+_NOSE_BRIDGE, _NOSE_BASE, _CHIN = 6, 2, 152
+_EYE_CORNERS = {True: (263, 362), False: (33, 133)}  # (outer, inner); True = subject's left (+x)
+_LOWER_LID = {True: 374, False: 145}
+_IRIS_RINGS = (tuple(range(468, 473)), tuple(range(473, 478)))
+
+
+def _eye_frame(s: Shapes, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Eye centre (T, 3) (corner midpoint) and eye width (T,) in cm."""
+    outer, inner = _EYE_CORNERS[left]
+    return 0.5 * (s[:, outer] + s[:, inner]), np.maximum(_dist(s, outer, inner), 1e-6)
+
+
+def _iris(s: Shapes, left: bool) -> np.ndarray | None:
+    """Iris centre (T, 3) of the subject's left / right eye, or None without iris points (468 only).
+
+    MediaPipe's two iris rings are told apart by side (x > 0 is the subject's left)."""
+    if s.shape[1] < 478:
+        return None
+    a, b = (s[:, list(r)].mean(1) for r in _IRIS_RINGS)
+    a_left = np.median(a[:, 0]) > np.median(b[:, 0])
+    return a if a_left == left else b
+
+
+def _gaze(axis: int, left: bool) -> Callable[[Shapes], np.ndarray]:
+    """Iris offset from the eye centre along x (axis 0) or y (axis 1), in eye widths."""
+    def fn(s: Shapes) -> np.ndarray:
+        iris = _iris(s, left)
+        if iris is None:
+            return np.zeros(s.shape[0])
+        centre, width = _eye_frame(s, left)
+        return (iris[:, axis] - centre[:, axis]) / width
+    return fn
+
+
+def _lower_lid(left: bool) -> Callable[[Shapes], np.ndarray]:
+    """Lower-lid height over the eye corners, in eye widths (a squint raises it)."""
+    def fn(s: Shapes) -> np.ndarray:
+        centre, width = _eye_frame(s, left)
+        return (s[:, _LOWER_LID[left], 1] - centre[:, 1]) / width
+    return fn
+
+
+def _rel(i: int, j: int, axis: int) -> Callable[[Shapes], np.ndarray]:
+    """Coordinate ``axis`` of landmark i relative to landmark j (cm)."""
+    return lambda s: s[:, i, axis] - s[:, j, axis]
+
+
+def _off_midline(s: Shapes, i: int) -> np.ndarray:
+    """Sideways offset (cm, +x = subject's left) of landmark i from the nose line (bridge 6 ->
+    base 2) in the face plane: unchanged by a small roll error of the pose fit, which a one-sided
+    expression causes and which a 10 cm lever (nose to chin) would turn into a sideways move."""
+    a, b = s[:, _NOSE_BRIDGE, :2], s[:, _NOSE_BASE, :2]
+    d = b - a
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+    p = s[:, i, :2] - a
+    return p[:, 0] * d[:, 1] * -1.0 + p[:, 1] * d[:, 0]
+
+
+def _jaw_x(s: Shapes) -> np.ndarray:
+    return _off_midline(s, _CHIN)
+
+
+def _lips_x(s: Shapes) -> np.ndarray:
+    """Lip midline (upper and lower lip centres) off the nose line, less half the chin's offset
+    (cm): a sideways jaw carries the lower lip fully and the upper lip not at all; a smile moves a
+    corner but not the midline."""
+    return 0.5 * (_off_midline(s, 0) + _off_midline(s, 17)) - 0.5 * _off_midline(s, _CHIN)
+
+
+def _lip_thickness(outer_up: int, inner_up: int, inner_lo: int, outer_lo: int
+                   ) -> Callable[[Shapes], np.ndarray]:
+    """Upper plus lower lip height at one place (cm): pressing or rolling the lips thins them."""
+    return lambda s: (s[:, outer_up, 1] - s[:, inner_up, 1]) + (s[:, inner_lo, 1] - s[:, outer_lo, 1])
+
+
+def _corner_out(corner: int) -> Callable[[Shapes], np.ndarray]:
+    """Mouth-corner distance from the face's midline (cm), without its rise (a smile also widens)."""
+    return lambda s: np.abs(s[:, corner, 0] - s[:, _NOSE_BRIDGE, 0]) - np.maximum(
+        s[:, corner, 1] - np.median(s[:, corner, 1]), 0.0)
+
+
+def _cheek_region(left: bool) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda v: _near(v, 3.8 if left else -3.8, 0.3, 2.2)
+
+
+def _nose_region(left: bool) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda v: _near(v, 1.4 if left else -1.4, -0.8, 1.6)
+
+
+def _mouth_side(left: bool) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda v: _mouth_region(v) & _side(v, left)
+
+
 MEASURES: dict[str, Measure] = {
     "jawOpen": Measure(_jaw, +1, "low", 1.0, _lower_face),
     # mouthClose / mouthFunnel / mouthPucker are derived from others in measure_named()
@@ -155,7 +249,46 @@ MEASURES: dict[str, Measure] = {
     "cheekPuff": Measure(lambda s: _dist(s, 205, 425), +1, "median", 0.3,
                          lambda v: (v[:, 1] < 0.5) & (v[:, 1] > -6.5) & (np.abs(v[:, 0]) > 2.0)),
 }
-assert tuple(MEASURES) == FACE_MODEL_NAMES, "MEASURES must follow protocol.expressions.FACE_MODEL_NAMES"
+for _left, _side_name in ((True, "Left"), (False, "Right")):
+    _out = 1.0 if _left else -1.0  # +x is the subject's left: looking "out" of the left eye is +x
+    MEASURES.update({
+        # gaze from the iris (refine_landmarks); the lids follow a little, so the shape is small
+        f"eyeLookOut{_side_name}": Measure(_gaze(0, _left), _out, "median", 0.06, _eye_region(_left)),
+        f"eyeLookIn{_side_name}": Measure(_gaze(0, _left), -_out, "median", 0.06, _eye_region(_left)),
+        f"eyeLookUp{_side_name}": Measure(_gaze(1, _left), +1, "median", 0.04, _eye_region(_left)),
+        f"eyeLookDown{_side_name}": Measure(_gaze(1, _left), -1, "median", 0.04, _eye_region(_left)),
+        f"eyeSquint{_side_name}": Measure(_lower_lid(_left), +1, "median", 0.04, _eye_region(_left)),
+        f"mouthPress{_side_name}": Measure(
+            _lip_thickness(*((269, 311, 318, 405) if _left else (39, 81, 88, 181))), -1, "median", 0.15,
+            _mouth_side(_left)),
+        f"mouthStretch{_side_name}": Measure(_corner_out(291 if _left else 61), +1, "median", 0.3,
+                                             _mouth_side(_left)),
+        f"mouthDimple{_side_name}": Measure(_rel(291 if _left else 61, _NOSE_BRIDGE, 2), -1, "median", 0.3,
+                                            _mouth_side(_left)),
+        # against the lip's own centre: an open jaw or a lip raise moves both
+        f"mouthLowerDown{_side_name}": Measure(_rel(405 if _left else 181, 17, 1), -1, "median", 0.2,
+                                               _mouth_side(_left)),
+        f"mouthUpperUp{_side_name}": Measure(_rel(269 if _left else 39, 0, 1), +1, "median", 0.2,
+                                             _mouth_side(_left)),
+        f"cheekSquint{_side_name}": Measure(_rel(330 if _left else 101, _NOSE_BRIDGE, 1), +1, "median", 0.2,
+                                            _cheek_region(_left)),
+        f"noseSneer{_side_name}": Measure(_rel(327 if _left else 98, 1, 1), +1, "median", 0.15,
+                                          _nose_region(_left)),
+    })
+MEASURES.update({
+    "jawLeft": Measure(_jaw_x, +1, "median", 0.3, _lower_face),
+    "jawRight": Measure(_jaw_x, -1, "median", 0.3, _lower_face),
+    "jawForward": Measure(_rel(_CHIN, _NOSE_BRIDGE, 2), +1, "median", 0.3, _lower_face),
+    # the lips move sideways against the chin (a sideways jaw moves both: jawLeft/Right)
+    "mouthLeft": Measure(_lips_x, +1, "median", 0.25, _mouth_region),
+    "mouthRight": Measure(_lips_x, -1, "median", 0.25, _mouth_region),
+    "mouthRollUpper": Measure(_lip_thickness(0, 13, 13, 13), -1, "median", 0.12, _mouth_region),
+    "mouthRollLower": Measure(_lip_thickness(14, 14, 14, 17), -1, "median", 0.12, _mouth_region),
+    "mouthShrugUpper": Measure(_rel(0, _NOSE_BASE, 1), +1, "median", 0.2, _mouth_region),
+    "mouthShrugLower": Measure(_rel(17, _CHIN, 1), +1, "median", 0.2, _mouth_region),
+})
+MEASURES = {n: MEASURES[n] for n in FACE_MODEL_NAMES}
+assert tuple(MEASURES) == FACE_MODEL_NAMES, "MEASURES must cover protocol.expressions.FACE_MODEL_NAMES"
 
 
 def _normalise(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
@@ -170,7 +303,8 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None) -> np.ndarray
     """Named coefficients of every frame.
 
     Args:
-        shapes: (T, 468, 3) pose-free face shapes, canonical cm, mesh axes.
+        shapes: (T, 468 or 478, 3) pose-free face shapes, canonical cm, mesh axes (the 10 iris
+            points of ``refine_landmarks`` give the eyeLook* names; without them those are 0).
         valid: (T,) bool, frames with a real detection (the others do not set the normalisation).
     Returns:
         (T, len(FACE_MODEL_NAMES)) float32 in [0, 1], columns in FACE_MODEL_NAMES order.

@@ -155,24 +155,26 @@ def fill_gaps(points: list[np.ndarray | None], fps: float) -> tuple[np.ndarray, 
     return out, detected | interpolated, interpolated
 
 
-def fit_poses(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_poses(landmarks: np.ndarray, with_iris: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame weighted Procrustes of the canonical mesh onto landmarks.
 
     Args:
         landmarks: (T, 478, 3) crop pixels (x right, y down, z towards viewer).
+        with_iris: also return the 10 iris points pose-free (shapes (T, 478, 3)).
     Returns:
         pose (T, 6) [yaw, pitch, roll, tx, ty, tz] (image-space translation, see rig.project),
-        scale (T,) px per cm, shapes (T, 468, 3) pose-free shapes in canonical cm, mesh axes.
+        scale (T,) px per cm, shapes (T, 468 or 478, 3) pose-free shapes in canonical cm, mesh axes.
     """
     mesh = load_canonical_mesh()
     ids, w = mesh.procrustes_ids, mesh.procrustes_weights
     T = landmarks.shape[0]
     pose = np.zeros((T, 6))
     scale = np.zeros(T)
-    shapes = np.zeros((T, 468, 3))
+    n = landmarks.shape[1] if with_iris else 468
+    shapes = np.zeros((T, n, 3))
     R_all = np.zeros((T, 3, 3))
     for i in range(T):
-        P = image_to_mesh_axes(landmarks[i, :468])
+        P = image_to_mesh_axes(landmarks[i, :n])
         s, R, t = weighted_procrustes(mesh.vertices[ids], P[ids], w)
         R_all[i] = R
         scale[i] = s
@@ -377,9 +379,9 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     frame_boxes = [boxes[r.shot] for r in sel.runs for _ in range(r.n_frames)]
     landmarks = np.concatenate([boxes[r.shot].to_crop(landmarks_v[a:b], size)
                                 for r, (a, b) in zip(sel.runs, dense_runs, strict=True)])
-    pose_raw, scale_raw, shapes = fit_poses(landmarks)
+    pose_raw, scale_raw, shapes = fit_poses(landmarks, with_iris=True)
     named = measure_named(shapes, detected)
-    fit = fit_face_model(shapes, named, valid)
+    fit = fit_face_model(shapes[:, :468], named, valid)
     smoothed = [smooth_pose(pose_raw[a:b], scale_raw[a:b], info.fps) for a, b in dense_runs]
     pose = np.concatenate([p for p, _ in smoothed])
     scale = np.concatenate([s for _, s in smoothed])

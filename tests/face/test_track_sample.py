@@ -74,3 +74,37 @@ def test_expression_smoothing_reduces_jitter(tiny_tracked_256: Path) -> None:
 
     s = Subject.open(tiny_tracked_256)
     assert jitter(s.expressions) < jitter(s.raw_expressions)
+
+
+def test_every_observable_arkit_name_gets_a_blendshape_and_a_curve(tiny_tracked_256: Path) -> None:
+    from protocol.expressions import ARKIT_NAMES, FACE_MODEL_NAMES, UNOBSERVABLE_NAMES
+
+    assert set(FACE_MODEL_NAMES) | set(UNOBSERVABLE_NAMES) == set(ARKIT_NAMES)
+    assert not set(FACE_MODEL_NAMES) & set(UNOBSERVABLE_NAMES)
+    assert all(len(reason) > 30 for reason in UNOBSERVABLE_NAMES.values())  # each says why
+    s = Subject.open(tiny_tracked_256)
+    assert s.expression_names[: len(FACE_MODEL_NAMES)] == list(FACE_MODEL_NAMES)
+    named = s.expressions[:, : len(FACE_MODEL_NAMES)]
+    assert np.isfinite(named).all() and named.min() >= 0.0 and named.max() <= 1.0
+    rig = s.rig
+    assert rig.names == s.expression_names and rig.deltas.shape[0] == len(s.expression_names)
+    # the per-person shapes of the new names are local: a squint moves no mouth vertex
+    from backend.face.face_model import region_masks
+
+    masks = region_masks()
+    for k, name in enumerate(FACE_MODEL_NAMES):
+        assert np.abs(rig.deltas[k][~masks[k]]).max() == 0.0, name
+
+
+NEW_ANIMATED = ("mouthLeft", "mouthRight", "jawLeft", "eyeSquintLeft", "eyeSquintRight", "noseSneerLeft",
+                "noseSneerRight", "mouthUpperUpLeft", "mouthLowerDownRight")
+
+
+@pytest.mark.xfail(strict=True, reason="MediaPipe FaceMesh follows these local deformations of the sample "
+                   "only weakly (tracked r 0.7 at best, docs/tracking.md); the r >= 0.8 target is not met")
+@pytest.mark.parametrize("name", NEW_ANIMATED)
+def test_new_arkit_curves_correlate_with_ground_truth(tiny_tracked_256: Path, gt, name: str) -> None:
+    s = Subject.open(tiny_tracked_256)
+    names = [str(n) for n in gt["names"]]
+    r = np.corrcoef(s.expressions[:, s.expression_names.index(name)], gt["expressions"][:, names.index(name)])
+    assert r[0, 1] >= 0.8, f"{name}: correlation {r[0, 1]:.3f}"
