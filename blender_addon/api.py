@@ -272,6 +272,7 @@ def begin_shot(
     set_standard_view: bool | None = None,
     chunk_bytes: int = shot.CHUNK_BYTES,
     uv_maps=None,
+    frame_size: int | None = None,
 ) -> shot.ShotRunner:
     """Check everything (names, sizes, the frames folder), register the shot and its runner; the
     timer (or ``wait_for``) then renders the UV maps and submits the chunks. Used by
@@ -291,6 +292,7 @@ def begin_shot(
         chunk_bytes=chunk_bytes,
         set_standard_view=p.standard_view if set_standard_view is None else set_standard_view,
         uv_maps=uv_maps,
+        frame_size=frame_size,
     )
     runner = shot.ShotRunner(builder)
     runtime.ensure_timer()
@@ -312,6 +314,7 @@ def render_shot(
     set_standard_view: bool | None = None,
     chunk_bytes: int = shot.CHUNK_BYTES,
     uv_maps=None,
+    frame_size: int | None = None,
 ) -> Shot:
     """Render frames ``frame_start..frame_end`` (inclusive; default: the scene range) of the rig.
 
@@ -323,7 +326,7 @@ def render_shot(
     extra names before any UV map is rendered. ``set_standard_view``: Standard view transform and
     an sRGB sequencer on the scene, so the sequencer shows the backend's pixels unchanged (default:
     the preference "Show frames as delivered", off). ``uv_maps``: ``(frame) -> (H, W, 3)`` instead
-    of the Cycles UV pass.
+    of the Cycles UV pass; ``frame_size``: side of the returned frames (default: the subject's).
     """
     scene = scene or bpy.context.scene
     head = shot.find_rig(scene, rig_object)
@@ -340,6 +343,7 @@ def render_shot(
         set_standard_view=set_standard_view,
         chunk_bytes=chunk_bytes,
         uv_maps=uv_maps,
+        frame_size=frame_size,
     )
     if wait:
         wait_shot(runner.shot, timeout)

@@ -103,7 +103,8 @@ class ShotBuilder:
     ``subject_names``: the backend's expression names for the rig's subject (``subject`` request);
     when given, a rig the backend would refuse is refused here, before any sampling or UV pass.
     ``uv_maps``: a callable ``(frame) -> (H, W, 3)`` map used instead of the Cycles UV pass (tests
-    and benchmarks that need many frames quickly).
+    and benchmarks that need many frames quickly). ``frame_size``: side of the frames the backend
+    returns (default: the subject's size, as the UV maps).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class ShotBuilder:
         chunk_bytes: int = CHUNK_BYTES,
         set_standard_view: bool = False,
         uv_maps=None,
+        frame_size: int | None = None,
     ) -> None:
         frames = curves_bpy.frame_range(frame_start, frame_end)
         head = find_rig(scene, rig_object)
@@ -145,6 +147,7 @@ class ShotBuilder:
         self.relative = str(output_dir).startswith("//")
         self.folder = vse.check_output_folder(output_dir)
         self.size = rig.rig_frame(head, scene)[0]
+        self.frame_size = int(frame_size or self.size)  # the frames' side in px (UV maps: self.size)
         self.set_standard_view = set_standard_view
         uv = uv_source == UV_BLENDER
         self.camera_name = rig.rig_camera(head, scene).name if uv and uv_maps is None else None
@@ -226,7 +229,7 @@ class ShotBuilder:
             "frame_start": int(self.frames[c.lo]),
             "frame_range": [int(self.frames[c.first]), int(self.frames[c.last])],
             "encoding": "raw",
-            "size": self.size,
+            "size": self.frame_size,
         }
         rows = slice(c.lo, c.hi + 1)
         buffers = {
