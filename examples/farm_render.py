@@ -8,6 +8,11 @@ this script once per task, on any machine that sees the subject folder:
 
 Frames are named by frame number and written atomically; frames that already exist are
 skipped, so a failed or pre-empted task can be re-run safely and tasks never collide.
+
+Farms that read Open Job Description (AWS Deadline Cloud, `openjd run`) take the backend's own
+job template instead: `emo-avatar farm-bundle SUBJECT --curves shot.csv -o BUNDLE` writes a job
+bundle whose tasks render whole batches of the shot with `emo-avatar farm-chunk`, pixel for pixel
+the frames of one `emo-avatar render` of the shot (docs/td-guide.md, "Render farms").
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ reads, and any Open Job Description runtime (``openjd run BUNDLE/template.yaml
       template.yaml           the render-shot job template (a copy of backend/farm/openjd/)
       parameter_values.yaml   parameterValues: [{name, value}, ...], every PATH absolute
       asset_references.yaml   assetReferences: inputs (filenames, directories), outputs (directories)
+      inputs/                 optional: files exported with the job (Blender's curves and UV maps)
 
 Everything is checked before the first file is written: the subject folder and its checkpoint,
 the curves (and the frame range within them), the style file, the UV maps of every frame, the
@@ -38,6 +39,8 @@ PARAMETERS_FILE = "parameter_values.yaml"
 ASSETS_FILE = "asset_references.yaml"
 OUTPUT_DIRNAME = "frames"
 """Default output folder inside the bundle when no ``--frames-dir`` is given."""
+INPUTS_DIRNAME = "inputs"
+"""Folder inside a bundle for inputs exported with the job (the add-on's curves and UV maps)."""
 
 
 @dataclass
@@ -148,7 +151,7 @@ def write_render_bundle(job: RenderJob, bundle: Path) -> Path:
     if bundle.exists():
         if not bundle.is_dir():
             raise FarmError(f"bundle {bundle} exists and is not a folder")
-        ours = {TEMPLATE_FILE, PARAMETERS_FILE, ASSETS_FILE, OUTPUT_DIRNAME}
+        ours = {TEMPLATE_FILE, PARAMETERS_FILE, ASSETS_FILE, OUTPUT_DIRNAME, INPUTS_DIRNAME}
         other = sorted(p.name for p in bundle.iterdir() if p.name not in ours)
         if other:
             raise FarmError(f"bundle folder {bundle} holds other files ({', '.join(other[:5])}); "
