@@ -1,0 +1,208 @@
+"""Resource bounds of a real server subprocess: memory before authentication, a maximal message
+next to a ping, one server per workdir, private files, a corrupt journal."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from protocol.connection import ConnectionInfo
+from protocol.envelope import Session
+from protocol.link import secure_client_socket
+
+from . import zmtp_raw
+from .conftest import ROOT, install_subject
+
+FRAME = b"x" * (4 << 20)
+_PINGER = """
+import select, sys, threading, time
+from protocol.client import Client
+client = Client.from_connection_file(sys.argv[1], timeout=5, retries=0)
+client.hello()
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+print("ready", flush=True)
+out = []
+while not stop.is_set():
+    t0 = time.perf_counter()
+    client.hello()
+    out.append(time.perf_counter() - t0)
+    time.sleep(0.02)
+print(" ".join(f"{x:.6f}" for x in out), flush=True)
+"""
+
+
+def _unfinished_multipart(port: int, frames: int, out: list[str]) -> None:
+    """A raw ZMTP peer (no credentials) sending ``frames`` 4 MiB frames, never the last one."""
+    try:
+        sock = zmtp_raw.connect(port)
+        for _ in range(frames):
+            sock.sendall(zmtp_raw.frame(FRAME, more=True))
+        out.append("sent")
+        time.sleep(1.0)
+        sock.close()
+    except OSError as exc:
+        out.append(type(exc).__name__)
+
+
+def _settled_rss(srv, timeout: float = 120.0) -> int:
+    """The server's RSS once it stops changing (it imports torch in the background at start)."""
+    deadline = time.monotonic() + timeout
+    last = srv.rss_kib()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = srv.rss_kib()
+        if abs(now - last) < 1024:
+            return now
+        last = now
+    return last
+
+
+def test_unauthenticated_peers_cannot_grow_the_servers_memory(server_factory) -> None:
+    srv = server_factory()
+    with srv.client() as client:
+        client.hello()
+        rss0 = _settled_rss(srv)  # after the background import of torch the server starts with
+        outcomes: list[str] = []
+        threads = [threading.Thread(target=_unfinished_multipart, args=(port, 100, outcomes))
+                   for port in (srv.info.shell_port, srv.info.control_port, srv.info.shell_port)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        time.sleep(0.5)
+        grown = (srv.rss_kib() - rss0) / 1024
+        print(f"RSS growth after 3 x 400 MiB of unfinished multipart from raw ZMTP peers: {grown:.1f} MiB; "
+              f"peers: {outcomes}")
+        assert grown < 64, grown
+        # a ZeroMQ peer with the wrong link password is refused by the ZAP handler and counted
+        wrong = ConnectionInfo(**{**srv.info.to_dict(), "key": "e" * 64})
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        secure_client_socket(dealer, wrong)
+        dealer.connect(srv.info.url("shell"))
+        dealer.send_multipart(Session(wrong.key_bytes).serialize("hello", {}))
+        assert not dealer.poll(500)
+        dealer.close(0)
+        ctx.term()
+        hello = client.hello()
+        assert hello["link_refused"] >= 1 and hello["internal_errors"] == 0
+    assert srv.alive()
+
+
+def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tiny_avatar_subject: Path,
+                                                             tmp_path: Path) -> None:
+    """A render job_submit filling the default 512 MiB limit (UV maps) is decoded, scanned and
+    stored while another client's signed hellos are answered within 100 ms each."""
+    from backend.data.subject import Subject
+    from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    install_subject(tiny_avatar_subject, workdir, "s1")
+    subj = Subject.open(workdir / "subjects" / "s1")
+    names, size = list(subj.expression_names), int(subj.size)
+    srv = server_factory(workdir=workdir)
+    per_row = size * size * 3 * 2 + 4 * len(names)
+    rows = (DEFAULT_MAX_MESSAGE_BYTES - (1 << 20)) // per_row
+    uv = np.zeros((rows, size, size, 3), np.float16)
+    uv[..., 2] = 1.0
+    curves = np.zeros((rows, len(names)), np.float32)
+    big = srv.client(timeout=120, retries=0)
+    # the pinger is another process, so its latencies are the server's, not this process's GIL
+    pinger = subprocess.Popen([sys.executable, "-c", _PINGER, str(srv.connection_file)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert pinger.stdout.readline().strip() == "ready"
+    try:
+        t0 = time.perf_counter()
+        job = big.submit("render", {"subject_id": "s1", "names": names, "fps": 25.0, "frame_range": [0, 0]},
+                         buffers={"curves": curves, "uv_maps": uv})
+        submit_s = time.perf_counter() - t0
+    finally:
+        out, _ = pinger.communicate("stop\n", timeout=60)
+    latencies = [float(x) for x in out.split()]
+    nbytes = uv.nbytes + curves.nbytes
+    print(f"maximal message {nbytes / 2**20:.0f} MiB ({rows} rows) accepted in {submit_s:.2f} s; "
+          f"{len(latencies)} hellos meanwhile from another process, max {max(latencies) * 1000:.1f} ms, "
+          f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms")
+    assert job and len(latencies) >= 3
+    assert max(latencies) < 0.1, latencies
+    big.cancel(job)
+    big.close()
+
+
+def test_one_server_per_workdir(server_factory, tmp_path: Path) -> None:
+    srv = server_factory()
+    second = subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--workdir", str(srv.workdir),
+                             "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    info = srv.info
+    assert f"pid {srv.pid}" in second.stderr, second.stderr
+    assert f"ports {info.shell_port}, {info.control_port}, {info.events_port}" in second.stderr
+    assert ConnectionInfo.load(srv.connection_file).key == info.key  # the first one's file is intact
+    with srv.client() as client:
+        client.hello()
+
+
+def _as_nobody(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` as user nobody (the way permission tests run under root)."""
+    nobody = pwd.getpwnam("nobody")
+
+    def drop() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    return subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, timeout=30,
+                          preexec_fn=drop)
+
+
+def test_workdir_and_files_are_private(server_factory, tmp_path: Path) -> None:
+    srv = server_factory()
+    with srv.client() as client:
+        upload = client.upload(Path(__file__))
+    work = srv.workdir
+    for path in (work, work / "uploads", work / "uploads" / upload, work / "subjects"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in (srv.connection_file, work / "journal.sqlite3", work / "serve.lock",
+                 next((work / "uploads" / upload).glob("data*"))):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    if os.geteuid() == 0:  # root reads anything: check as another user that nobody else can
+        os.chmod(tmp_path, 0o755)  # let nobody reach the workdir, so only its own mode stops it
+        result = _as_nobody(f"open({str(srv.connection_file)!r}).read()")
+        assert result.returncode != 0 and "PermissionError" in result.stderr, result
+
+
+def test_a_corrupt_journal_is_moved_aside(server_factory, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "journal.sqlite3").write_bytes(b"this is not a database" * 100)
+    srv = server_factory(workdir=work)
+    with srv.client() as client:
+        assert client.jobs() == []
+    aside = list(work.glob("journal.sqlite3.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert "moved it to" in srv.log() and "Traceback" not in srv.log()
+
+
+def test_requests_need_the_link_password_even_on_loopback(server_factory) -> None:
+    """A plain TCP connection that speaks nothing gets nothing (and costs nothing)."""
+    srv = server_factory()
+    with socket.create_connection(("127.0.0.1", srv.info.shell_port), timeout=5) as raw:
+        raw.sendall(b"\xff" * 100)
+        closed = False
+        try:
+            closed = raw.recv(100) == b"" or raw.recv(100) == b""
+        except OSError:
+            closed = True
+    assert closed and srv.alive()
