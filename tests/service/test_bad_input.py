@@ -6,6 +6,7 @@ Real server subprocess on 127.0.0.1, raw DEALER sockets driven with protocol.env
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import msgpack
@@ -49,6 +50,7 @@ def run_fuzz(srv, n_messages: int, seed: int = 1234) -> dict[str, int]:
     stats = {"signed": 0, "unauthenticated": 0, "replays": 0, "replies": 0, "ok": 0, "error": 0}
     enames: dict[str, int] = {}
     recent: list[tuple[str, list[bytes]]] = []
+    t0 = time.perf_counter()
     try:
         sent = 0
         while sent < n_messages:
@@ -87,6 +89,7 @@ def run_fuzz(srv, n_messages: int, seed: int = 1234) -> dict[str, int]:
                         assert reply.content.get("evalue"), reply.content
                         enames[reply.content["ename"]] = enames.get(reply.content["ename"], 0) + 1
         assert not poller.poll(300), "more replies than signed messages"
+        stats["seconds"] = round(time.perf_counter() - t0 - 0.3, 1)
     finally:
         for sock in socks.values():
             sock.close(0)
