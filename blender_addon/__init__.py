@@ -11,14 +11,14 @@ Modules: ``compat`` (Blender-version differences), ``fcurves`` (the one F-curve 
 ``vse`` (strips), ``exr``/``png`` (file formats), ``io_thread`` (networking), ``props``
 (properties), ``runtime`` (threads, shots, the timer), ``shot`` (long shots in chunks),
 ``preview`` (live preview), ``operators``/``panels``/``preferences`` (UI), ``api`` (Python API
-for TDs and the operators' shared logic).
+for TDs and the operators' shared logic), ``farm_export`` (Export Farm Job: a job bundle).
 """
 
 from __future__ import annotations
 
 import time
 
-_MODULES = ("preferences", "props", "runtime", "preview", "operators", "panels")
+_MODULES = ("preferences", "props", "runtime", "preview", "operators", "panels", "farm_export")
 _TRANSLATIONS: dict[str, dict[tuple[str | None, str], str]] = {}
 """UI strings go through Blender's translation system (``bpy.app.translations``); languages are
 added here as ``{locale: {(context, source): translation}}``."""
