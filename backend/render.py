@@ -79,11 +79,13 @@ class Renderer:
     """
 
     def __init__(self, avatar: torch.nn.Module, meta: dict[str, Any], device: torch.device,
-                 subject_dir: Path | None = None, compile: bool = False) -> None:
+                 subject_dir: Path | None = None, compile: bool = False,
+                 translator: torch.nn.Module | None = None) -> None:
         from backend.model.compiled import InferenceForward
 
         self.avatar = avatar.to(device).eval()
-        self.forward = InferenceForward(self.avatar, compile=compile)
+        self.translator = None if translator is None else translator.to(device).eval()
+        self.forward = InferenceForward(self.avatar, compile=compile, post=self.translator)
         self.meta = meta
         self.device = device
         self.names: list[str] = list(meta["expression_names"])
@@ -110,16 +112,18 @@ class Renderer:
         path = Path(path)
         dev = pick_device(None if device is None else str(device))
         avatar, meta = load_avatar(path, device=dev)
+        translator = None
         if style is not None:
             from backend.train.style import apply_style, load_style
 
-            apply_style(avatar, load_style(style), subject_id=str(meta.get("subject_id", "")),
-                        checkpoint_sha256=checkpoint_sha256(path))
+            translator = apply_style(avatar, load_style(style), subject_id=str(meta.get("subject_id", "")),
+                                     checkpoint_sha256=checkpoint_sha256(path))
             avatar.eval().requires_grad_(False)
             log.info("style %s applied", style)
         if subject is None and (path.parent.parent / "meta.json").is_file():
             subject = path.parent.parent
-        return cls(avatar, meta, dev, Path(subject) if subject is not None else None, compile=compile)
+        return cls(avatar, meta, dev, Path(subject) if subject is not None else None, compile=compile,
+                   translator=translator)
 
     # -- inputs ---------------------------------------------------------------------------------
     @property

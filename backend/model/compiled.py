@@ -14,6 +14,8 @@ the forward falls back to eager once, logs why, and records it in ``status``.
 
     fwd = InferenceForward(avatar, compile=True)
     image = fwd(uv, expr_window)        # (B, 3, S, S), as avatar(uv, expr_window).image
+
+A style's translator (``post``) runs inside the same forward, so it is compiled with the avatar.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ def _root_cause(exc: BaseException) -> str:
 
 
 class InferenceForward:
-    """``avatar(uv, expr_window).image``, compiled when asked and possible.
+    """``avatar(uv, expr_window).image`` (then ``post``), compiled when asked and possible.
 
     Args:
         avatar: an ``EmoAvatar`` in eval mode.
         compile: try ``torch.compile`` (inductor, static shapes); False runs eager.
         backend: the ``torch.compile`` backend ("inductor"; tests pass others).
+        post: optional module run on every image as ``post.on_render(image, uv)`` (a style's
+            ``StyleTranslator``).
 
     Attributes:
         status: "eager", "compiled (inductor)" once a compiled call succeeded, or
@@ -49,8 +53,9 @@ class InferenceForward:
     """
 
     def __init__(self, avatar: torch.nn.Module, *, compile: bool = False,
-                 backend: str | Callable = "inductor") -> None:
+                 backend: str | Callable = "inductor", post: torch.nn.Module | None = None) -> None:
         self.avatar = avatar
+        self.post = post
         self.backend_name = backend if isinstance(backend, str) else getattr(backend, "__name__", "custom")
         self.status = "eager"
         self._compiled: Callable | None = None
@@ -64,7 +69,8 @@ class InferenceForward:
         return self._compiled is not None
 
     def _image(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
-        return self.avatar(uv, expr_window).image
+        image = self.avatar(uv, expr_window).image
+        return image if self.post is None else self.post.on_render(image, uv)
 
     def __call__(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
         """uv (B, 3, S, S) float, expr_window (B, window, K) -> image (B, 3, S, S) in about [-1, 1]."""

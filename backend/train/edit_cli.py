@@ -1,5 +1,6 @@
-"""`emo-avatar edit SUBJECT --reference IMAGE [--frame N] [--steps S] [--clip CKPT] [--clip-arch NAME]
--o STYLE`: stage-2 editing from the command line."""
+"""`emo-avatar edit SUBJECT --reference IMAGE [--frame N] [--reference IMAGE --frame N ...]
+[--method translator|skips] [--steps S] [--clip CKPT] [--clip-arch NAME] -o STYLE`: stage-2 editing
+from the command line (1-4 keyframes; the paper's skips method takes one)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference",
         type=Path,
         required=True,
-        help="stylised version of --frame (paint one, or make one with `emo-avatar stylize`)",
+        action="append",
+        help="stylised version of the matching --frame (paint one, or make one with `emo-avatar "
+        "stylize`); repeat with --frame for up to 4 keyframes",
     )
     parser.add_argument(
-        "--frame", type=int, default=0, help="the subject frame the reference stylises (default 0)"
+        "--frame", type=int, action="append", default=None,
+        help="the subject frame the reference before it stylises (default 0 for a single reference)",
+    )
+    parser.add_argument(
+        "--method", choices=("translator", "skips"), default="translator",
+        help="translator (default): a style translator fitted on the keyframes and run after the "
+        "generator; skips: the paper's skip-only fine-tune with region-aware PatchNCE (one keyframe)",
     )
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: per preset)")
     parser.add_argument(
@@ -53,10 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _progress(update) -> None:
     if update.step == update.total or update.step % max(update.total // 20, 1) == 0:
         eta = f"  eta {update.eta:.0f} s" if update.eta is not None else ""
-        nce = update.losses.get("nce")
-        print(
-            f"\redit {update.step}/{update.total}  nce {nce:.3f}{eta}   ", end="", file=sys.stderr, flush=True
-        )
+        loss = update.losses.get("total")
+        shown = f"  loss {loss:.3f}" if loss is not None else ""
+        print(f"\redit {update.step}/{update.total}{shown}{eta}   ", end="", file=sys.stderr, flush=True)
         if update.step == update.total:
             print(file=sys.stderr)
 
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from backend.progress import Cancelled
     from backend.train.checkpoint import CheckpointError
     from backend.train.clip_encoder import ClipLoadError
+    from backend.train.keyframes import pair_keyframes
     from backend.train.reference import ReferenceError
     from backend.train.stage2 import edit_avatar
 
@@ -74,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: writing {output} (style files end in .style)", file=sys.stderr)
     name = args.name or (output.stem if output is not None else "style")
     try:
+        keyframes = pair_keyframes(args.reference, args.frame or [])
         path = edit_avatar(
             args.subject,
-            args.reference,
-            frame=args.frame,
+            keyframes=keyframes,
+            method=args.method,
             steps=args.steps,
             out_path=output,
             name=name,

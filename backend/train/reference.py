@@ -51,6 +51,18 @@ def _to_rgb(arr: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3])
 
 
+def _over_white(bgra: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W, 4) BGRA (8 or 16 bit) -> (H, W, 3) BGR composited over white where it is transparent."""
+    alpha = bgra[..., 3:4].astype(np.float32) / float(np.iinfo(bgra.dtype).max)
+    if alpha.min() >= 1.0:
+        return np.ascontiguousarray(bgra[..., :3])
+    log.warning("reference %s has transparent pixels (%.0f%%): composited over white",
+                path, 100.0 * float((alpha[..., 0] < 1.0).mean()))
+    white = float(np.iinfo(bgra.dtype).max)
+    out = bgra[..., :3].astype(np.float32) * alpha + white * (1.0 - alpha)
+    return np.round(out).astype(bgra.dtype)
+
+
 def load_reference(reference: Path | str | np.ndarray, size: int) -> Reference:
     """Read a reference (file or (H, W, 3) uint8 RGB array) and bring it to ``size`` x ``size``.
 
@@ -78,7 +90,7 @@ def load_reference(reference: Path | str | np.ndarray, size: int) -> Reference:
                 f"reference {path} is not an image OpenCV can read (PNG, JPEG, BMP, TIFF, WebP ...)"
             )
         if bgr.ndim == 3 and bgr.shape[2] == 4:
-            bgr = bgr[..., :3]
+            bgr = _over_white(bgr, path)
         rgb = _to_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 else bgr, f"reference {path}")
         source = str(path)
     h, w = rgb.shape[:2]

@@ -40,6 +40,7 @@ from torch import nn
 
 from backend.paths import checkpoint_path, style_path
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.train.keyframes import Keyframe
 from backend.train.patchnce import region_patch_nce, sample_region_positions
 from backend.train.reference import Reference, load_reference
 from backend.train.regions import region_fractions, region_map
@@ -47,7 +48,7 @@ from backend.train.style import save_style
 
 log = logging.getLogger(__name__)
 
-FALLBACK_ENCODER = "generator-features (CUT fallback)"
+FALLBACK_ENCODER = "stage-1 patch-discriminator features + MLP heads (CUT fallback)"
 
 
 @dataclass(frozen=True)
@@ -480,9 +481,12 @@ def prepare_edit(
     )
 
 
+METHODS = ("translator", "skips")
+
+
 def edit_avatar(
     subject_dir: Path,
-    reference: Path | np.ndarray,
+    reference: Path | np.ndarray | None = None,
     frame: int = 0,
     steps: int | None = None,
     out_path: Path | None = None,
@@ -495,29 +499,81 @@ def edit_avatar(
     should_stop: StopFn | None = None,
     settings: EditSettings | None = None,
     write_metrics: bool = True,
+    method: str = "translator",
+    keyframes: list[Keyframe] | None = None,
 ) -> Path:
-    """Restyle the subject's trained avatar from one reference image; write a style file.
+    """Restyle the subject's trained avatar from reference image(s); write a style file.
 
     Args:
         subject_dir: subject folder with a stage-1 checkpoint (``SUBJECT/avatar/checkpoint.pt``).
         reference: image file, or (H, W, 3) uint8 RGB array: a stylised version of ``frame``.
         frame: the subject frame the reference stylises.
-        steps: optimisation steps (default: per preset, ``EDIT_SETTINGS``).
+        steps: optimisation steps (default: per preset and method).
         out_path: style file (default ``SUBJECT/styles/<name>.style``).
         name: style name (default path and meta).
-        clip_checkpoint / clip_arch: local open_clip checkpoint and its architecture (optional).
+        clip_checkpoint / clip_arch: local open_clip checkpoint and its architecture (``skips`` only).
         device: "cpu", "cuda", None = auto.
-        seed: RNG seed for patch sampling, frame choice and shifts.
+        seed: RNG seed.
         progress / should_stop: see ``backend.progress``; a stop raises ``Cancelled`` and writes nothing.
-        settings: full hyper-parameter override (tests, benchmarks).
+        settings: full hyper-parameter override of the ``skips`` method (tests, benchmarks).
         write_metrics: also write ``<style>.metrics.json`` and ``<style>.contact.png``.
+        method: "translator" (default: a style translator fitted on the keyframes,
+            ``backend.train.translator_edit``) or "skips" (the paper's skip-only fine-tune with
+            region-aware PatchNCE, one keyframe).
+        keyframes: 1-4 (reference, frame) pairs instead of ``reference`` / ``frame``.
     Returns:
         Path of the style file.
     Raises:
-        FileNotFoundError, ReferenceError, ClipLoadError, CheckpointError, IndexError, Cancelled.
+        FileNotFoundError, ReferenceError (incl. AlignmentError), ClipLoadError, CheckpointError,
+        IndexError, ValueError, Cancelled.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown edit method {method!r}; choose one of {', '.join(METHODS)}")
+    if keyframes is None:
+        if reference is None:
+            raise ValueError("give a reference (or keyframes)")
+        keyframes = [Keyframe(reference, int(frame))]
     subject_dir = Path(subject_dir)
     out_path = Path(out_path) if out_path is not None else style_path(subject_dir, name)
+    if method == "translator":
+        if clip_checkpoint is not None:
+            log.warning("--clip is used by the skips method only; the translator edit ignores it")
+        return _edit_translator(subject_dir, keyframes, steps, out_path, name, device, seed, progress,
+                                should_stop, write_metrics)
+    if len(keyframes) != 1:
+        raise ValueError("the skips method (the paper's edit) takes one reference; use the translator "
+                         "method for several keyframes")
+    return _edit_skips(subject_dir, keyframes[0], steps, out_path, name, clip_checkpoint, clip_arch, device,
+                       seed, progress, should_stop, settings, write_metrics)
+
+
+def _edit_translator(subject_dir: Path, keyframes: list[Keyframe], steps: int | None, out_path: Path,
+                     name: str, device: str | torch.device | None, seed: int, progress: ProgressFn | None,
+                     should_stop: StopFn | None, write_metrics: bool) -> Path:
+    from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
+
+    job = prepare_translator_edit(subject_dir, keyframes, steps, device)
+    result = job.run(seed=seed, progress=progress, should_stop=should_stop)
+    log.info("edit took %.1f s for %d translator steps", result.seconds, result.steps_done)
+    style_meta = translator_style_meta(job, result, name, seed)
+    save_style(out_path, None, style_meta, translator=result.translator)
+    if write_metrics:
+        from backend.metrics.style_metrics import write_style_report
+
+        first = job.keyframes[0]
+        write_style_report(
+            out_path, job.avatar, job.tensors, first.reference, first.frame, style_meta,
+            base_skips={k: v.detach().clone() for k, v in job.avatar.skips.state_dict().items()},
+            history=result.history, device=job.device, translator=result.translator,
+        )
+    return out_path
+
+
+def _edit_skips(subject_dir: Path, keyframe: Keyframe, steps: int | None, out_path: Path, name: str,
+                clip_checkpoint: Path | None, clip_arch: str | None, device: str | torch.device | None,
+                seed: int, progress: ProgressFn | None, should_stop: StopFn | None,
+                settings: EditSettings | None, write_metrics: bool) -> Path:
+    reference, frame = keyframe.reference, keyframe.frame
     job = prepare_edit(
         subject_dir, reference, frame, steps, clip_checkpoint, clip_arch, device, seed, settings
     )
@@ -525,6 +581,7 @@ def edit_avatar(
     log.info("edit took %.1f s for %d steps", result.seconds, result.steps_done)
     style_meta = {
         "name": name,
+        "method": "skips",
         "subject_id": str(job.meta.get("subject_id") or job.tensors.subject_id),
         "checkpoint_sha256": job.checkpoint_sha256,
         "checkpoint_preset": job.meta.get("preset"),

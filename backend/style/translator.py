@@ -1,0 +1,143 @@
+"""The style translator: a small image-to-image network applied after the avatar's generator.
+
+It maps an unstyled render (plus optional guide channels) to the styled frame. It is trained in
+minutes on random patches of a few keyframe pairs (``backend.style.fit``), after Texler et al.
+2020, "Interactive Video Stylization Using Few-Shot Patch-Based Training": a fully convolutional
+network sees only local context, so what it learns on one frame's patches holds on every other
+frame, and lines follow each frame's own edges instead of texels.
+
+Shape: a three-level U-Net (full, 1/2, 1/4 resolution) with residual blocks at 1/4, about 30 px
+of receptive field at the finest level, which covers the filters of typical looks (edge-aware
+smoothing, colour quantisation, outlines, paper grain). The output is the input image plus a
+predicted change, so an untrained translator is the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.style.guides import uv_guides
+
+
+@dataclass(frozen=True)
+class TranslatorConfig:
+    """Network size.
+
+    Attributes:
+        width: channels at full resolution (x2 at 1/2, x4 at 1/4).
+        blocks: residual blocks at 1/4 resolution.
+        guides: extra input channels besides RGB (see ``backend.style.guides``).
+    """
+
+    width: int = 16
+    blocks: int = 2
+    guides: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TranslatorConfig:
+        known = {k: int(d[k]) for k in ("width", "blocks", "guides") if k in d}
+        return cls(**known)
+
+
+class ConvAct(nn.Sequential):
+    """3x3 convolution (optionally strided) + LeakyReLU(0.2)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True))
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(x))), same channels and size."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ConvAct(ch, ch), nn.Conv2d(ch, ch, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class UpMerge(nn.Module):
+    """Bilinear x2 upsampling of the coarse features, concatenated with the skip, then a conv."""
+
+    def __init__(self, coarse: int, skip: int, cout: int) -> None:
+        super().__init__()
+        self.conv = ConvAct(coarse + skip, cout)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([up, skip], 1))
+
+
+class StyleTranslator(nn.Module):
+    """Unstyled render (+ guides) -> styled image.
+
+    Args:
+        cfg: sizes (``TranslatorConfig``).
+
+    Forward:
+        image: (B, 3, H, W) in [-1, 1]; H and W any size (padded internally to a multiple of 4).
+        guides: (B, cfg.guides, H, W) or None when ``cfg.guides == 0``.
+        Returns (B, 3, H, W), about [-1, 1].
+    """
+
+    def __init__(self, cfg: TranslatorConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or TranslatorConfig()
+        w, cin = self.cfg.width, 3 + self.cfg.guides
+        self.inc = nn.Sequential(ConvAct(cin, w), ConvAct(w, w))
+        self.down1 = ConvAct(w, 2 * w, stride=2)
+        self.down2 = ConvAct(2 * w, 4 * w, stride=2)
+        self.mid = nn.Sequential(*[ResBlock(4 * w) for _ in range(self.cfg.blocks)])
+        self.up2 = UpMerge(4 * w, 2 * w, 2 * w)
+        self.up1 = UpMerge(2 * w, w, w)
+        self.out = nn.Conv2d(w, 3, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        x = image if guides is None or self.cfg.guides == 0 else torch.cat([image, guides], 1)
+        ph, pw = (-h) % 4, (-w) % 4
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        f0 = self.inc(x)
+        f1 = self.down1(f0)
+        f2 = self.mid(self.down2(f1))
+        y = self.out(self.up1(self.up2(f2, f1), f0))
+        return image + y[..., :h, :w]
+
+    def on_render(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        """Translate a render with the guides taken from its UV map: (B, 3, H, W) each -> (B, 3, H, W)."""
+        return self(image, uv_guides(uv, self.cfg.guides))
+
+
+def translator_state(translator: StyleTranslator) -> dict:
+    """What a style file stores: ``{"config": {...}, "state": {name: tensor}}`` (CPU tensors)."""
+    return {
+        "config": translator.cfg.to_dict(),
+        "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
+    }
+
+
+def translator_from_state(blob: dict) -> StyleTranslator:
+    """Rebuild a translator from ``translator_state``'s dict (strict: every tensor must fit).
+
+    Raises:
+        ValueError: missing config/state or tensors that do not fit the config.
+    """
+    if not isinstance(blob, dict) or not isinstance(blob.get("state"), dict):
+        raise ValueError("translator entry needs 'config' and 'state'")
+    net = StyleTranslator(TranslatorConfig.from_dict(blob.get("config") or {}))
+    try:
+        net.load_state_dict(blob["state"], strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"translator weights do not fit its config: {str(e).splitlines()[0]}") from e
+    return net.eval().requires_grad_(False)

@@ -1,0 +1,179 @@
+"""The default style edit: a style translator fitted on 1-4 keyframes, stored in the ``.style`` file.
+
+For each keyframe (reference, frame) the avatar renders the frame unstyled; the translator learns
+render -> reference on random patches (``backend.style.fit``), and from the real video frame to
+the same reference too (``TRAIN_ON``), so it learns the look itself and not only the avatar's
+rendering of one frame. At render time it runs after the generator on every frame
+(``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
+each frame's own edges. The stage-1 network is untouched.
+
+The paper's skip-only fine-tune (``backend.train.stage2``, ``--method skips``) stays available.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.progress import ProgressFn, StopFn
+from backend.style.fit import FitResult, FitSettings, fit_translator
+from backend.style.guides import uv_guides
+from backend.style.translator import TranslatorConfig
+from backend.train.alignment import check_alignment
+from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
+
+log = logging.getLogger(__name__)
+
+TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
+    "tiny": FitSettings(steps=80, batch=4, patch=32, net=TranslatorConfig(width=8, blocks=1)),
+    "cpu": FitSettings(steps=600, batch=8, patch=64, net=TranslatorConfig(width=8, blocks=2)),
+    "paper": FitSettings(steps=3000, batch=16, patch=128, net=TranslatorConfig(width=16, blocks=4)),
+}
+TRAIN_ON = ("render", "real")  # inputs paired with each reference: the avatar's render, the video frame
+
+
+def translator_settings(preset: str | None, steps: int | None = None) -> FitSettings:
+    """Settings for a checkpoint's preset (unknown presets use ``cpu``), optionally with ``steps``."""
+    s = TRANSLATOR_SETTINGS.get(preset or "cpu", TRANSLATOR_SETTINGS["cpu"])
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        s = replace(s, steps=int(steps))
+    return s
+
+
+@dataclass
+class TranslatorEditJob:
+    """A prepared translator edit (``prepare_translator_edit``); ``run`` fits the translator.
+
+    Attributes:
+        inputs: (P, 3 + guides, S, S) in [-1, 1]; targets: (P, 3, S, S) in [-1, 1].
+        keyframes: the checked keyframes; alignments: their edge-match measurements (meta).
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    keyframes: list[LoadedKeyframe]
+    alignments: list[dict[str, Any]]
+    settings: FitSettings
+    meta: dict[str, Any]
+    tensors: Any
+    avatar: torch.nn.Module
+    checkpoint_sha256: str
+    device: torch.device
+
+    def run(self, seed: int = 0, progress: ProgressFn | None = None,
+            should_stop: StopFn | None = None) -> FitResult:
+        return fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
+                              should_stop=should_stop)
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def face_box(coverage: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) around every frame's face (coverage (T, S, S) > 0.5), padded; None if no face."""
+    ys, xs = np.nonzero(coverage.max(axis=0) > 0.5)
+    if ys.size == 0:
+        return None
+    side = coverage.shape[-1]
+    py, px = round(pad * (ys.max() - ys.min() + 1)), round(pad * (xs.max() - xs.min() + 1))
+    return (max(0, ys.min() - py), min(side, ys.max() + 1 + py), max(0, xs.min() - px),
+            min(side, xs.max() + 1 + px))
+
+
+def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
+                            device: str | torch.device | None = None,
+                            settings: FitSettings | None = None) -> TranslatorEditJob:
+    """Load checkpoint and subject, check the keyframes, render their frames, build the pairs.
+
+    Raises:
+        FileNotFoundError, ReferenceError (incl. AlignmentError), IndexError, ValueError, CheckpointError.
+    """
+    from backend.device import pick_device
+    from backend.paths import checkpoint_path
+    from backend.train.checkpoint import build_avatar, checkpoint_sha256, load_state_strict, read_checkpoint
+    from backend.train.data import load_subject_tensors
+
+    subject_dir = Path(subject_dir)
+    dev = pick_device(None if device is None else str(device))
+    ckpt = checkpoint_path(subject_dir)
+    data = read_checkpoint(ckpt)
+    meta = data["meta"]
+    avatar = build_avatar(meta["config"])
+    load_state_strict(avatar, data["avatar"], f"checkpoint {ckpt}")
+    avatar.to(dev).eval().requires_grad_(False)
+    size = int(avatar.cfg.size)
+    tensors = load_subject_tensors(subject_dir, size)
+    loaded = load_keyframes(keyframes, size, tensors.frames.shape[0])
+    real_u8 = _uint8(tensors.frames)
+    box = face_box(tensors.uv[:, 2].numpy())
+    alignments = []
+    for k in loaded:
+        a = check_alignment(k.reference.rgb, real_u8, k.frame, source=f"reference {k.reference.source}",
+                            box=box)
+        alignments.append({"frame": k.frame, "edge_ncc": round(a.ncc_frame, 4), "best_frame": a.best_frame,
+                           "shift_px": list(a.shift)})
+    if settings is None:
+        settings = translator_settings(meta.get("preset"), steps)
+    elif steps is not None:
+        settings = replace(settings, steps=steps)
+    ids = [k.frame for k in loaded]
+    real, uv, win = tensors.batch(ids, dev)
+    with torch.no_grad():
+        render = avatar(uv, win).image
+    guides = uv_guides(uv, settings.net.guides)
+    sources = {"render": render, "real": real}
+    inputs, targets = [], []
+    refs = torch.cat([k.reference.image for k in loaded]).to(dev)
+    for name in TRAIN_ON:
+        x = sources[name]
+        inputs.append(x if guides is None else torch.cat([x, guides], 1))
+        targets.append(refs)
+    log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
+             ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
+    return TranslatorEditJob(
+        inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
+        settings=settings, meta=meta, tensors=tensors, avatar=avatar,
+        checkpoint_sha256=checkpoint_sha256(ckpt), device=dev,
+    )
+
+
+def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, seed: int) -> dict[str, Any]:
+    """The style file's meta for a translator edit."""
+    first = job.keyframes[0]
+    return {
+        "name": name,
+        "method": "translator",
+        "subject_id": str(job.meta.get("subject_id") or job.tensors.subject_id),
+        "checkpoint_sha256": job.checkpoint_sha256,
+        "checkpoint_preset": job.meta.get("preset"),
+        "frame": first.frame,
+        "reference_sha256": first.reference.sha256,
+        "reference_source": first.reference.source,
+        "reference_size": list(first.reference.original_size),
+        "reference_resized": first.reference.resized,
+        "keyframes": [
+            {"frame": k.frame, "reference_sha256": k.reference.sha256, "reference_source": k.reference.source,
+             "reference_size": list(k.reference.original_size), "reference_resized": k.reference.resized,
+             "alignment": a}
+            for k, a in zip(job.keyframes, job.alignments, strict=True)
+        ],
+        "trained_on": list(TRAIN_ON),
+        "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
+        "steps": result.steps_done,
+        "seconds": round(result.seconds, 2),
+        "settings": job.settings.to_dict(),
+        "final_losses": result.history[-1] if result.history else {},
+        "seed": seed,
+        "device": str(job.device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
