@@ -49,7 +49,7 @@ def export_farm_job(
     style: str | None = None,
     uv_maps: bool | None = None,
     batch: int = 8,
-    batches_per_task: int = 6,
+    batches_per_task: int = 25,
 ) -> Path:
     """Write the scene's shot as a job bundle; return the bundle folder.
 
@@ -120,7 +120,7 @@ class EMO_AVATAR_OT_export_farm_job(bpy.types.Operator):
         default=True,
     )
     batch: IntProperty(name="Batch", default=8, min=1, max=64, description="Frames per forward pass")
-    batches_per_task: IntProperty(name="Batches per task", default=6, min=1, max=150)
+    batches_per_task: IntProperty(name="Batches per task", default=25, min=1, max=150)
 
     @classmethod
     def poll(cls, context):

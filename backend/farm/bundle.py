@@ -69,7 +69,7 @@ class RenderJob:
     frames: str | None = None
     uv_maps: Path | None = None
     batch: int = 8
-    batches_per_task: int = 6
+    batches_per_task: int = 25
     resolution: int = 0
     device: str = "auto"
     shot_name: str = "shot"

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from backend.farm.bundle import RenderJob
 from backend.farm.chunk import MAX_RESOLUTION
 
 
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the job writes the frames (default: BUNDLE/frames)")
     parser.add_argument("--uv", type=Path, default=None, metavar="DIR",
                         help="per-frame UV maps NNNNNN.npy (Blender's UV pass); default: rasterise the rig")
-    parser.add_argument("--batch", type=int, default=8, help="frames per forward pass (1-64)")
-    parser.add_argument("--batches-per-task", type=int, default=6, help="batches per farm task (1-150)")
+    parser.add_argument("--batch", type=int, default=RenderJob.batch, help="frames per forward pass (1-64)")
+    parser.add_argument("--batches-per-task", type=int, default=RenderJob.batches_per_task,
+                        help=f"batches per farm task (1-150, default {RenderJob.batches_per_task})")
     parser.add_argument("--resolution", type=int, default=0,
                         help=f"output side in px, 0 (the avatar's size) or 8-{MAX_RESOLUTION}")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda on the workers")
@@ -50,7 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from backend.farm.bundle import (
         OUTPUT_DIRNAME,
-        RenderJob,
         bundle_parameter_values,
         check_bundle,
         write_render_bundle,

@@ -70,6 +70,17 @@ def test_templates_are_package_data_and_validate() -> None:
         template_path("render-everything")
 
 
+def test_bundle_defaults_are_the_template_defaults() -> None:
+    from backend.farm.bundle import RenderJob
+
+    defaults = {d["name"]: d.get("default")
+                for d in yaml.safe_load(template_text("render-shot"))["parameterDefinitions"]}
+    job = RenderJob(subject=Path("s"), curves=Path("c"), output=Path("o"))
+    assert (job.batch, job.batches_per_task, job.resolution, job.device, job.emo_avatar) == (
+        defaults["Batch"], defaults["BatchesPerTask"], defaults["Resolution"], defaults["Device"],
+        defaults["EmoAvatar"])
+
+
 def test_render_shot_tasks_are_batches_and_parse_as_farm_chunk() -> None:
     from openjd.model import StepParameterSpaceIterator
 
