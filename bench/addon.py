@@ -169,7 +169,7 @@ def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, i
                 raise SystemExit("emo-avatar serve did not start")
             time.sleep(0.1)
         api, runtime, preview = mod("api"), mod("runtime"), mod("preview")
-        api.connect(conn, timeout=60)
+        api.connect(conn, timeout=120, reply_timeout=30.0)
         scene = bpy.data.scenes.new("preview bench")
         head = api.import_subject(folder=work / "subjects" / "bench", scene=scene)
         settings = scene.emo_avatar_preview
