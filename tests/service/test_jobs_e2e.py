@@ -355,3 +355,67 @@ def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
         assert any(not np.array_equal(plain[i], styled[i]) for i in range(4))
         with pytest.raises(RemoteError, match="no style 'other'"):
             client.submit("render", _render_params(names, style="other"), buffers={"curves": curves})
+
+
+def _long_video(src: Path, dst: Path, repeats: int) -> Path:
+    """The tiny sample looped ``repeats`` times (50 frames each): a track job of minutes."""
+    cap = cv2.VideoCapture(str(src))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+    for _ in range(repeats):
+        for f in frames:
+            out.write(f)
+    out.release()
+    return dst
+
+
+def _cancel_when_running(client, job_id: str) -> float:
+    """Wait until the job made progress, cancel it, return seconds until the backend's record
+    says ``cancelled`` (it must: the job is far too long to finish meanwhile)."""
+    wait_for(lambda: (j := client.status(job_id)["job"])["state"] == "running" and j["step"] >= 1,
+             timeout=300, interval=0.05, what=f"{job_id} running with progress")
+    t0 = time.monotonic()
+    assert client.cancel(job_id) in ("cancelling", "cancelled")
+    final = ("cancelled", "done", "failed")
+    rec = wait_for(lambda: (j := client.status(job_id)["job"])["state"] in final and j,
+                   timeout=30, interval=0.02, what=f"{job_id} final")
+    latency = time.monotonic() - t0
+    assert rec["state"] == "cancelled", rec
+    assert rec["step"] < rec["total"], rec  # it really stopped early
+    return latency
+
+
+def test_cancel_of_track_train_and_edit_ends_cancelled_within_a_second(
+        server_factory, tiny_avatar_subject: Path, tiny_sample: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    install_subject(tiny_avatar_subject, workdir, SUBJECT)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    video = _long_video(tiny_sample / "sample.mp4", inputs / "long.mp4", repeats=40)  # 2,000 frames
+    srv = server_factory("--allow-read", str(inputs), workdir=workdir)
+    from backend.data.subject import Subject
+
+    reference = np.ascontiguousarray(255 - Subject.open(tiny_avatar_subject).frame(0))
+    latencies = {}
+    with srv.client(timeout=30) as client:
+        jobs = {
+            "track": client.submit("track", {"subject_id": "long", "path": str(video), "size": 64}),
+            "train": client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 100_000,
+                                             "resume": True}),
+            "edit": client.submit("edit", {"subject_id": SUBJECT, "style": "never", "steps": 100_000},
+                                  buffers={"reference": reference}),
+        }
+        for kind, job_id in jobs.items():
+            latencies[kind] = _cancel_when_running(client, job_id)
+        print("cancel latency: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in latencies.items()))
+        assert not (workdir / "subjects" / "long").exists()  # a cancelled track leaves no subject
+        assert "never" not in client.subjects()[0]["styles"]
+    assert all(v < 1.0 for v in latencies.values()), latencies
