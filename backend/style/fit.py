@@ -41,7 +41,7 @@ class FitSettings:
     steps: int = 600
     batch: int = 8
     patch: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     w_grad: float = 1.0
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 

@@ -1,0 +1,121 @@
+"""Style quality against ground truth: each look's edit scored on held-out frames next to the
+post-filter bound, measured in the same run.
+
+    .venv/bin/python bench/style.py SUBJECT [--looks cartoon,pencil,oil,watercolor,posterised_ink]
+                                           [--methods translator,skips] [--frame 0] [--max-frames 24]
+
+For every look: the look applied to the real frame ``--frame`` is the reference; each method edits
+the subject with it (``edit_avatar``, its wall time is measured); ``evaluate_style`` scores the
+styled renders of held-out frames against the look applied to the real held-out frames, together
+with the post-filter (the look applied to the unstyled render). ``posterised_ink`` and
+``cool_halftone`` are looks no part of the product makes (``tests/edit/unseen_looks.py``), so the
+edit was never tuned on them. Prints one markdown table row per (look, method) and writes
+``SUBJECT/styles/bench_style.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_FACE_DB = -1.0  # styled face PSNR >= post-filter - 1 dB
+TARGET_SSIM = -0.05  # whole-frame SSIM >= post-filter - 0.05
+TARGET_R = 0.05  # expression correlations within 0.05 of unstyled
+TARGET_FLICKER = 1.2  # flicker <= 1.2 x unstyled
+
+
+def unseen_looks() -> dict:
+    spec = importlib.util.spec_from_file_location("unseen_looks", ROOT / "tests" / "edit" / "unseen_looks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return {"posterised_ink": mod.posterised_ink, "cool_halftone": mod.cool_halftone}
+
+
+def _d(a, b) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def row(look: str, method: str, seconds: float, r: dict) -> dict:
+    s, p = r["styled"], r["post_filter"]
+    ex = r["expression"]
+    out = {
+        "look": look, "method": method, "edit_s": round(seconds, 1),
+        "face_psnr": s["face_psnr_db"], "post_face_psnr": p["face_psnr_db"],
+        "ssim": s["ssim"], "post_ssim": p["ssim"], "edge_f1": s["edge_f1"], "post_edge_f1": p["edge_f1"],
+        "jaw_r": ex["styled"]["jaw_open_r"], "jaw_r_unstyled": ex["unstyled"]["jaw_open_r"],
+        "blink_r": ex["styled"]["eye_blink_r"], "blink_r_unstyled": ex["unstyled"]["eye_blink_r"],
+        "flicker_ratio": r["flicker"]["ratio"],
+    }
+    out["d_face_psnr"] = _d(out["face_psnr"], out["post_face_psnr"])
+    out["d_ssim"] = _d(out["ssim"], out["post_ssim"])
+    return out
+
+
+def fmt(v, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("subject", type=Path)
+    ap.add_argument("--looks", default="cartoon,pencil,oil,watercolor,posterised_ink")
+    ap.add_argument("--methods", default="translator")
+    ap.add_argument("--frame", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help="edit steps (default: the preset's)")
+    ap.add_argument("--max-frames", type=int, default=24)
+    ap.add_argument("--shot-frames", type=int, default=80)
+    args = ap.parse_args()
+
+    from backend.data.subject import Subject
+    from backend.images import write_png
+    from backend.looks import LOOKS, stylize_image
+    from backend.metrics.style_eval import evaluate_style
+    from backend.train.stage2 import edit_avatar
+
+    extra = unseen_looks()
+    subject = Subject.open(args.subject)
+    rows = []
+    print("| look | method | edit s | face PSNR styled / post-filter (d) | SSIM styled / post (d) | "
+          "edge F1 styled / post | jawOpen r styled / unstyled | eyeBlink r styled / unstyled | flicker x |")
+    print("|---|---|---:|---|---|---|---|---|---:|")
+    for look in args.looks.split(","):
+        fn = extra[look] if look in extra else (lambda rgb, lk=look: stylize_image(rgb, lk))
+        if look not in extra and look not in LOOKS:
+            raise SystemExit(f"unknown look {look}")
+        ref = fn(subject.frame(args.frame))
+        ref_path = args.subject / "styles" / f"bench_{look}.png"
+        ref_path.parent.mkdir(exist_ok=True)
+        write_png(ref_path, ref)
+        for method in args.methods.split(","):
+            name = f"bench_{look}_{method}"
+            t0 = time.monotonic()
+            style = edit_avatar(args.subject, ref_path, frame=args.frame, steps=args.steps, name=name,
+                                method=method)
+            seconds = time.monotonic() - t0
+            r = evaluate_style(args.subject, style, fn, max_frames=args.max_frames,
+                               shot_frames=args.shot_frames, identity=False)
+            x = row(look, method, seconds, r)
+            rows.append(x)
+            cells = [look, method, f"{x['edit_s']:.0f}",
+                     f"{fmt(x['face_psnr'])} / {fmt(x['post_face_psnr'])} ({fmt(x['d_face_psnr'], '+.2f')})",
+                     f"{fmt(x['ssim'], '.3f')} / {fmt(x['post_ssim'], '.3f')} ({fmt(x['d_ssim'], '+.3f')})",
+                     f"{fmt(x['edge_f1'])} / {fmt(x['post_edge_f1'])}",
+                     f"{fmt(x['jaw_r'])} / {fmt(x['jaw_r_unstyled'])}",
+                     f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])}", fmt(x["flicker_ratio"])]
+            print("| " + " | ".join(cells) + " |", flush=True)
+    (args.subject / "styles" / "bench_style.json").write_text(json.dumps(rows, indent=2, default=float))
+    met = [r for r in rows if r["d_face_psnr"] is not None and r["d_face_psnr"] >= TARGET_FACE_DB
+           and r["d_ssim"] is not None and r["d_ssim"] >= TARGET_SSIM]
+    print(f"\nface PSNR >= post-filter - 1 dB and SSIM >= post-filter - 0.05: {len(met)} of {len(rows)} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
