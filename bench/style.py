@@ -29,6 +29,28 @@ TARGET_FACE_DB = -1.0  # styled face PSNR >= post-filter - 1 dB
 TARGET_SSIM = -0.05  # whole-frame SSIM >= post-filter - 0.05
 TARGET_R = 0.05  # expression correlations within 0.05 of unstyled
 TARGET_FLICKER = 1.2  # flicker <= 1.2 x unstyled
+TARGET_RENDER = 1.3  # styled render time <= 1.3 x unstyled
+
+
+def render_cost(subject: Path, style: Path, frames: int = 48, repeats: int = 2) -> tuple[float, float]:
+    """Seconds per frame of ``Renderer.render`` (batch 8, the subject's rig) unstyled and styled,
+    alternated ``repeats`` times in the same run; the minimum of each is kept."""
+    from backend.data.subject import Subject
+    from backend.paths import checkpoint_path
+    from backend.render import Renderer
+
+    s = Subject.open(subject)
+    expr = s.expressions[:frames]
+    plain = Renderer.from_checkpoint(checkpoint_path(subject), subject=subject)
+    styled = Renderer.from_checkpoint(checkpoint_path(subject), subject=subject, style=style)
+    best = {"plain": float("inf"), "styled": float("inf")}
+    for _ in range(repeats):
+        for name, r in (("plain", plain), ("styled", styled)):
+            t = time.perf_counter()
+            for _frame in r.render(expr, batch=8):
+                pass
+            best[name] = min(best[name], (time.perf_counter() - t) / len(expr))
+    return best["plain"], best["styled"]
 
 
 def unseen_looks() -> dict:
@@ -111,6 +133,11 @@ def main() -> int:
                      f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])}", fmt(x["flicker_ratio"])]
             print("| " + " | ".join(cells) + " |", flush=True)
     (args.subject / "styles" / "bench_style.json").write_text(json.dumps(rows, indent=2, default=float))
+    plain_s, styled_s = render_cost(args.subject, style)
+    ratio = styled_s / plain_s
+    print(f"\nrender (last style, {rows[-1]['method']}): {plain_s * 1000:.1f} ms/frame unstyled, "
+          f"{styled_s * 1000:.1f} ms/frame styled: {ratio:.2f}x (target <= {TARGET_RENDER}x: "
+          f"{'met' if ratio <= TARGET_RENDER else 'missed'})")
     met = [r for r in rows if r["d_face_psnr"] is not None and r["d_face_psnr"] >= TARGET_FACE_DB
            and r["d_ssim"] is not None and r["d_ssim"] >= TARGET_SSIM]
     print(f"\nface PSNR >= post-filter - 1 dB and SSIM >= post-filter - 0.05: {len(met)} of {len(rows)} rows")
