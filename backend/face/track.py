@@ -329,13 +329,12 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         raise TrackError(str(exc)) from exc
     n_est = min(info.n_frames, max_frames) if max_frames else info.n_frames
     ranges = None
-    if isinstance(frames, str):
+    if frames is not None:
+        text = frames if isinstance(frames, str) else ",".join(f"{a}:{b}" for a, b in frames)
         try:
-            ranges = parse_frame_ranges(frames, n_est)
+            ranges = parse_frame_ranges(text, n_est)
         except SelectionError as exc:
             raise TrackError(str(exc)) from exc
-    elif frames is not None:
-        ranges = parse_frame_ranges(",".join(f"{a}:{b}" for a, b in frames), n_est)
     total = 3 * n_est
     clock = EtaClock(total)
     try:
