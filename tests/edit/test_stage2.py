@@ -69,7 +69,8 @@ def test_edit_writes_style_metrics_and_sheet(edit_subject: Path, caplog: pytest.
 
     cv2.imwrite(str(ref), cv2.cvtColor(cv2.resize(_reference(), (48, 40)), cv2.COLOR_RGB2BGR))
     with caplog.at_level(logging.INFO):
-        path = edit_avatar(edit_subject, ref, frame=3, name="toon", settings=FAST, progress=seen.append)
+        path = edit_avatar(edit_subject, ref, frame=3, name="toon", settings=FAST, method="skips",
+                           progress=seen.append)
     assert "resized to 32x32" in caplog.text and "not square" in caplog.text
     assert "stage 2 trains" in caplog.text and "(skips)" in caplog.text
     assert FALLBACK_ENCODER in caplog.text
@@ -104,7 +105,8 @@ def test_edit_writes_style_metrics_and_sheet(edit_subject: Path, caplog: pytest.
 def test_clip_encoder_used_when_given(edit_subject: Path, tiny_clip_checkpoint: tuple[Path, Path]) -> None:
     cfg, ckpt = tiny_clip_checkpoint
     path = edit_avatar(
-        edit_subject, _reference(), frame=3, clip_checkpoint=ckpt, clip_arch=str(cfg), settings=FAST
+        edit_subject, _reference(), frame=3, clip_checkpoint=ckpt, clip_arch=str(cfg), settings=FAST,
+        method="skips",
     )
     meta = load_style(path).meta
     assert meta["encoder_kind"] == "clip" and meta["encoder"].startswith("clip:EmoTestTinyCLIP")
@@ -117,25 +119,27 @@ def test_bad_inputs(edit_subject: Path, tmp_path: Path, tiny_clip_checkpoint: tu
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
     with pytest.raises(ReferenceError, match="not an image"):
-        edit_avatar(edit_subject, text, settings=FAST)
+        edit_avatar(edit_subject, text, settings=FAST, method="skips")
     with pytest.raises(FileNotFoundError, match="reference image"):
-        edit_avatar(edit_subject, tmp_path / "missing.png", settings=FAST)
+        edit_avatar(edit_subject, tmp_path / "missing.png", settings=FAST, method="skips")
     with pytest.raises(ReferenceError, match="RGB"):
-        edit_avatar(edit_subject, np.zeros((32, 32, 2), np.uint8), settings=FAST)
+        edit_avatar(edit_subject, np.zeros((32, 32, 2), np.uint8), settings=FAST, method="skips")
     with pytest.raises(IndexError, match="out of range"):
-        edit_avatar(edit_subject, _reference(), frame=500, settings=FAST)
+        edit_avatar(edit_subject, _reference(), frame=500, settings=FAST, method="skips")
     from backend.train.clip_encoder import ClipLoadError
 
     _cfg, ckpt = tiny_clip_checkpoint
     with pytest.raises(ClipLoadError, match="unknown CLIP architecture 'NotAClip'"):
-        edit_avatar(edit_subject, _reference(), clip_checkpoint=ckpt, clip_arch="NotAClip", settings=FAST)
+        edit_avatar(edit_subject, _reference(), clip_checkpoint=ckpt, clip_arch="NotAClip", settings=FAST,
+                    method="skips")
     assert not (edit_subject / "styles").exists()  # nothing written by failed edits
 
 
 def test_style_refused_on_other_subject_or_checkpoint(edit_subject: Path, tmp_path: Path) -> None:
     from backend.train.checkpoint import checkpoint_sha256, load_avatar
 
-    path = edit_avatar(edit_subject, _reference(), frame=3, settings=FAST, write_metrics=False)
+    path = edit_avatar(edit_subject, _reference(), frame=3, settings=FAST, method="skips",
+                       write_metrics=False)
     style = load_style(path)
     ckpt = checkpoint_path(edit_subject)
     avatar, meta = load_avatar(ckpt)
@@ -154,7 +158,7 @@ def test_cancel_writes_nothing(edit_subject: Path) -> None:
         return len(calls) > 1
 
     with pytest.raises(Cancelled):
-        edit_avatar(edit_subject, _reference(), settings=FAST, should_stop=stop)
+        edit_avatar(edit_subject, _reference(), settings=FAST, method="skips", should_stop=stop)
     assert not (edit_subject / "styles").exists()
 
 

@@ -192,7 +192,7 @@ def test_style_by_name_or_path(writable_subject: Path, tmp_path: Path) -> None:
     subj = Subject.open(writable_subject)
     settings = replace(EDIT_SETTINGS["tiny"], steps=2, patches=32, clip_patches=8, id_pool=2)
     style = edit_avatar(writable_subject, subj.frame(0)[::-1].copy(), name="toon", settings=settings,
-                        write_metrics=False)
+                        method="skips", write_metrics=False)
     cfile = _shot_file(tmp_path, subj, n=2)
     base = ["render", str(writable_subject), "--curves", str(cfile)]
     assert cli_main([*base, "--style", "toon", "-o", str(tmp_path / "by_name")]) == 0
