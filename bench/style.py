@@ -108,10 +108,10 @@ def main() -> int:
           "edge F1 styled / post | jawOpen r styled / unstyled | eyeBlink r styled / unstyled | flicker x |")
     print("|---|---|---:|---|---|---|---|---|---:|")
     for look in args.looks.split(","):
-        fn = extra[look] if look in extra else (lambda rgb, lk=look: stylize_image(rgb, lk))
         if look not in extra and look not in LOOKS:
             raise SystemExit(f"unknown look {look}")
-        ref = fn(subject.frame(args.frame))
+        fn = extra.get(look, look)  # evaluate_style takes a name or a function
+        ref = fn(subject.frame(args.frame)) if callable(fn) else stylize_image(subject.frame(args.frame), fn)
         ref_path = args.subject / "styles" / f"bench_{look}.png"
         ref_path.parent.mkdir(exist_ok=True)
         write_png(ref_path, ref)
