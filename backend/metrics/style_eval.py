@@ -169,7 +169,7 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
                    checkpoint: Path | None = None, device: str | None = None, max_frames: int | None = None,
                    shot_frames: int | None = None, reference: Path | np.ndarray | None = None,
                    reference_frame: int | None = None, identity: bool = True, write: bool = True,
-                   n_sheet: int = 4) -> dict[str, Any]:
+                   n_sheet: int = 4, frame_ids: list[int] | None = None) -> dict[str, Any]:
     """Score a style against ground truth on held-out frames (see the module docstring).
 
     Args:
@@ -187,6 +187,8 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
         write: write ``<style>.eval.json`` (keyed by look name) and ``<style>.eval.png``, and the
             ``style_eval`` section of ``SUBJECT/avatar/metrics.json``.
         n_sheet: frames in the contact sheet.
+        frame_ids: score these frames instead of every held-out one (each must be held out), e.g.
+            the poses near a keyframe.
     Returns:
         The result dict (JSON-serialisable).
     Raises:
@@ -210,6 +212,11 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
     if len(held) == 0:
         raise ValueError(f"{subject}: no held-out frames to evaluate on")
     ids = held
+    if frame_ids is not None:
+        not_held = sorted(set(map(int, frame_ids)) - set(held.tolist()))
+        if not_held or not frame_ids:
+            raise ValueError(f"frames to score must be held-out frames; {not_held or 'none given'} are not")
+        ids = np.asarray(sorted(set(map(int, frame_ids))), dtype=np.int64)
     if max_frames is not None and len(ids) > max_frames:
         ids = ids[np.linspace(0, len(ids) - 1, max_frames).round().astype(int)]
 

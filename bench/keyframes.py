@@ -1,0 +1,59 @@
+"""Does an added keyframe help the poses near it? One vs two keyframes, scored in the same run.
+
+    .venv/bin/python bench/keyframes.py SUBJECT [--look cartoon] [--first 0] [--second 120] [--near 20]
+
+Both edits use the look applied to the real frames ``--first`` (and ``--second``) as references.
+Each style is scored (``evaluate_style``) on the held-out frames within ``--near`` frames of the
+second keyframe, against the look applied to the real frames, with the post-filter as the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("subject", type=Path)
+    ap.add_argument("--look", default="cartoon")
+    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("--second", type=int, default=120)
+    ap.add_argument("--near", type=int, default=20)
+    args = ap.parse_args()
+
+    from backend.data.subject import Subject
+    from backend.looks import stylize_image
+    from backend.metrics.style_eval import evaluate_style
+    from backend.train.keyframes import Keyframe
+    from backend.train.stage2 import edit_avatar
+
+    subject = Subject.open(args.subject)
+    _, held = subject.split()
+    near = [int(i) for i in held if abs(int(i) - args.second) <= args.near]
+    if not near:
+        raise SystemExit(f"no held-out frame within {args.near} of frame {args.second}")
+    refs = {f: stylize_image(subject.frame(f), args.look) for f in (args.first, args.second)}
+    runs = {"1 keyframe": [args.first], "2 keyframes": [args.first, args.second]}
+    print(f"held-out frames near {args.second}: {near}\n")
+    print("| keyframes | edit s | face PSNR styled / post-filter | SSIM styled / post-filter |")
+    print("|---|---:|---|---|")
+    for label, frames in runs.items():
+        t0 = time.monotonic()
+        style = edit_avatar(args.subject, keyframes=[Keyframe(refs[f], f) for f in frames],
+                            name=f"bench_kf{len(frames)}", write_metrics=False)
+        seconds = time.monotonic() - t0
+        r = evaluate_style(args.subject, style, args.look, frame_ids=near, identity=False, write=False)
+        s, p = r["styled"], r["post_filter"]
+        print(f"| {label} ({', '.join(map(str, frames))}) | {seconds:.0f} | {s['face_psnr_db']:.2f} / "
+              f"{p['face_psnr_db']:.2f} | {s['ssim']:.3f} / {p['ssim']:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
