@@ -99,14 +99,20 @@ EDIT_SETTINGS: dict[str, EditSettings] = {
 }
 
 
-def edit_settings(preset: str | None, steps: int | None = None) -> EditSettings:
-    """Settings for a checkpoint's preset (unknown presets use ``cpu``), optionally with ``steps``."""
-    s = EDIT_SETTINGS.get(preset or "cpu", EDIT_SETTINGS["cpu"])
+def settings_for_preset(table: dict[str, Any], preset: str | None, steps: int | None = None) -> Any:
+    """``table``'s settings dataclass for a checkpoint's preset (unknown presets use ``cpu``),
+    optionally with ``steps`` (>= 1) replaced."""
+    s = table.get(preset or "cpu", table["cpu"])
     if steps is not None:
         if steps < 1:
             raise ValueError(f"--steps must be >= 1, got {steps}")
         s = replace(s, steps=int(steps))
     return s
+
+
+def edit_settings(preset: str | None, steps: int | None = None) -> EditSettings:
+    """The skips method's settings for a checkpoint's preset, optionally with ``steps``."""
+    return settings_for_preset(EDIT_SETTINGS, preset, steps)
 
 
 def skip_input(avatar: nn.Module, uv: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:

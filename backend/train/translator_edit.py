@@ -39,13 +39,10 @@ TRAIN_ON = ("render", "real")  # inputs paired with each reference: the avatar's
 
 
 def translator_settings(preset: str | None, steps: int | None = None) -> FitSettings:
-    """Settings for a checkpoint's preset (unknown presets use ``cpu``), optionally with ``steps``."""
-    s = TRANSLATOR_SETTINGS.get(preset or "cpu", TRANSLATOR_SETTINGS["cpu"])
-    if steps is not None:
-        if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
-        s = replace(s, steps=int(steps))
-    return s
+    """The translator's settings for a checkpoint's preset, optionally with ``steps``."""
+    from backend.train.stage2 import settings_for_preset
+
+    return settings_for_preset(TRANSLATOR_SETTINGS, preset, steps)
 
 
 @dataclass
