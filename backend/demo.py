@@ -121,13 +121,14 @@ def step_reference(cfg: DemoConfig) -> dict[str, object]:
 
 def step_edit(cfg: DemoConfig) -> dict[str, object]:
     from backend.train.stage2 import edit_avatar
+    from backend.train.style import load_style
 
     style = edit_avatar(cfg.subject, cfg.out / "reference.png", frame=REFERENCE_FRAME, steps=cfg.edit_steps,
                         name=STYLE_NAME, device=cfg.device, progress=_print_progress("edit"))
     metrics = _read_json(style.with_suffix(".metrics.json"))
     distance = metrics.get("style_distance") or {}
     return {
-        "style": str(style), "encoder": metrics.get("encoder"),
+        "style": str(style), "method": load_style(style).meta.get("method"),
         "face_gram_distance_before": distance.get("gram_before"),
         "face_gram_distance_after": distance.get("gram_after"),
         "temporal_change_ratio": (metrics.get("temporal") or {}).get("ratio"),

@@ -75,11 +75,13 @@ def write_demo_contact_sheet(out: Path, subject_dir: Path, style_name: str,
     shot = _video_frames(out / "shot.mp4")
     if not shot:
         raise RuntimeError(f"{out / 'shot.mp4'} has no readable frames")
-    job = str(json.loads((out / "blender.json").read_text())["job_id"])[:8]  # frames/ may hold older shots
+    prefix = json.loads((out / "blender.json").read_text()).get("prefix")  # frames/ may hold older shots
+    if not prefix:
+        raise RuntimeError(f"{out / 'blender.json'} was written by an older demo; run it again with --force")
     received = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
-                for f in sorted((out / "frames").glob(f"*_{job}_*.png"))]
+                for f in sorted((out / "frames").glob(f"{prefix}_*.png"))]
     if not received:
-        raise RuntimeError(f"{out / 'frames'} has no frames of job {job}")
+        raise RuntimeError(f"{out / 'frames'} has no frames of shot {prefix}")
     backend = backend_render_of_shot(subject_dir, style_name, curves, len(received))
     picks = np.linspace(0, len(shot) - 1, COLUMNS).round().astype(int)
     train_picks = np.linspace(0, subject.n_frames - 1, COLUMNS).round().astype(int)

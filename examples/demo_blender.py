@@ -125,6 +125,7 @@ def main(argv: list[str]) -> int:
     timings["encode_s"] = time.monotonic() - t0
     emo.disconnect()
     facts = {"frames": len(shot.frames_done), "strip": shot.strip_name, "job_id": shot.job_id,
+             "prefix": shot.prefix,
              "style": args.style, "fps": round(rig.scene_fps(scene), 3),
              **{k: round(v, 2) for k, v in timings.items()}}
     (args.out / "blender.json").write_text(json.dumps(facts, indent=2))
