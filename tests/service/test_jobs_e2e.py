@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from protocol.buffers import verify_checksum
-from protocol.envelope import Session
+from protocol.envelope import PROTO, Session
 from protocol.errors import RemoteError
 from protocol.link import secure_client_socket
 
@@ -112,7 +112,7 @@ def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> Non
     names, curves = _curves(tiny_avatar_subject, 12)
     with served.client(timeout=30) as client:
         hello = client.hello()
-        assert "render" in hello["job_kinds"] and hello["proto"].startswith("1.")
+        assert "render" in hello["job_kinds"] and hello["proto"] == PROTO
         subjects = client.subjects()
         assert [s["subject_id"] for s in subjects] == [SUBJECT] and subjects[0]["has_avatar"]
         rig = client.subject(SUBJECT)
