@@ -122,7 +122,9 @@ def test_avatar_load_render_is_batched_renderer(tiny_avatar_subject: Path, subje
     frames = av.render(expr, uv, batch=2)
     assert isinstance(frames, np.ndarray) and frames.dtype == np.uint8
     assert frames.shape == (5, av.size, av.size, 3)
-    np.testing.assert_array_equal(frames, _render(renderer, expr, uv_maps=uv))
+    # another batch size groups frames differently: equal up to float rounding (at most 1 level on CPU)
+    other = _render(renderer, expr, uv_maps=uv)
+    assert np.abs(frames.astype(int) - other.astype(int)).max() <= 1
     # per-rendered-row UV maps with indices give the same pixels as full-length maps
     np.testing.assert_array_equal(av.render(expr, uv[2:4], indices=[2, 3]), frames[2:4])
     assert av.render(expr, uv, indices=[]).shape == (0, av.size, av.size, 3)
