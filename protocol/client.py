@@ -42,7 +42,14 @@ import zmq
 from .buffers import verify_checksum
 from .connection import ConnectionInfo
 from .envelope import DEFAULT_MAX_MESSAGE_BYTES, Message, Session, configure_socket
-from .errors import BackendUnavailable, ProtocolError, RemoteError, SignatureError, VersionError
+from .errors import (
+    BackendUnavailable,
+    BufferSpecError,
+    ProtocolError,
+    RemoteError,
+    SignatureError,
+    VersionError,
+)
 from .limits import MAX_CREDIT_BYTES
 from .link import secure_client_socket
 from .messages import FINAL_JOB_STATES, is_error, reply_type
@@ -458,13 +465,30 @@ class FrameStream:
             self._frame_bytes = int(msg.buffers["image"].nbytes)
             self._outstanding = min(max(0, self._outstanding - 1), self._credit_now())
             if index not in self.received and index >= self.start:
-                self.received.add(index)
-                out.append((index, _frame_image(msg, self.client.session.buffer_key)))
+                image = self._verified(msg)
+                if image is not None:
+                    self.received.add(index)
+                    out.append((index, image))
             self.done = self._complete()
             credit = self._credit_now()
             if not self.done and self._outstanding <= credit // 2:
                 self._grant(credit - self._outstanding)
         return out
+
+    def _verified(self, msg: Message) -> np.ndarray | bytes | None:
+        """The frame's image after its checksum holds, or None (not received: asked for again).
+
+        A restarted backend signs with its new key, which this side learns by re-reading the
+        connection file; so a mismatch re-reads it once before the frame is given up."""
+        try:
+            return _frame_image(msg, self.client.session.buffer_key)
+        except BufferSpecError:
+            self.client._reload_info()
+        try:
+            return _frame_image(msg, self.client.session.buffer_key)
+        except BufferSpecError as exc:
+            log.warning("%s; asking for it again", exc)
+            return None
 
     def _check_backend(self) -> None:
         """Nothing for ``idle`` s: ask the backend (this also detects a restart)."""
