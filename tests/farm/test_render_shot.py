@@ -61,14 +61,15 @@ def _pngs(folder: Path) -> dict[str, np.ndarray]:
 @contextlib.contextmanager
 def unwritable(folder: Path) -> Iterator[None]:
     """``folder`` made unwritable for this process: mode 0o555, and immutable when running as root
-    (root ignores modes). Skips when this file system allows neither."""
+    (root ignores modes; ``chattr`` comes with e2fsprogs). Fails when neither takes effect, since
+    the test would then prove nothing."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o555)
     immutable = os.geteuid() == 0 and shutil.which("chattr") is not None and subprocess.run(
         ["chattr", "+i", str(folder)], capture_output=True).returncode == 0
     try:
-        if os.access(folder, os.W_OK) and not immutable:
-            pytest.skip("cannot make a folder unwritable here (root without chattr +i)")
+        assert immutable or not os.access(folder, os.W_OK), \
+            "cannot make a folder unwritable here (root without a working chattr +i)"
         yield
     finally:
         if immutable:
