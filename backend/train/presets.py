@@ -40,6 +40,10 @@ class Preset:
         checkpoint_every: steps between checkpoints (the last step always writes one).
         mixed_precision: use autocast + GradScaler on CUDA (ignored on CPU).
         n_preview: frames per preview row group (train and held-out each).
+        freeze_pretrained_generator: with a pretrained StyleGAN2 (``--stylegan``), keep the generator
+            and the w pivot at their PTI values during stage 1 and train only the texture, motion
+            encoder, deformer and skip encoder (the paper's frozen StyleGAN; its NE-Avatar ablation
+            trains them). A randomly initialised generator is always trained.
     """
 
     name: str
@@ -66,6 +70,7 @@ class Preset:
     checkpoint_every: int = 500
     mixed_precision: bool = False
     n_preview: int = 3
+    freeze_pretrained_generator: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

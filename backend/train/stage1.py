@@ -22,6 +22,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from backend.metrics.perceptual import Perceptual, build_perceptual, file_sha256
 from backend.metrics.psnr import psnr
 from backend.paths import CHECKPOINT_NAME, avatar_dir
 from backend.progress import Cancelled, EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
-from backend.train import ddp
+from backend.train import ddp, preflight
 from backend.train import losses as L
 from backend.train.checkpoint import (
     CheckpointError,
@@ -104,6 +105,7 @@ class TrainState:
     pti_curve: list[tuple[str, int, float]] = field(default_factory=list)
     stylegan_init: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    frozen: list[str] = field(default_factory=list)
 
 
 class Stage1Trainer:
@@ -134,8 +136,49 @@ class Stage1Trainer:
         self.amp = preset.mixed_precision and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if (self.amp and torch.cuda.is_bf16_supported()) else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        if preset.mixed_precision and not self.amp:
+            log.warning("preset %s asks for mixed precision, which runs on CUDA only: this run on %s is "
+                        "float32 (slower, more memory)", preset.name, device)
         self.state = TrainState()
         self.total = preset.steps
+        self.subject_resample: dict[str, Any] | None = None
+        self.memory: dict[str, Any] | None = None
+
+    # -- what stage 1 trains ---------------------------------------------------------------------
+    FROZEN_PARTS = ("generator", "w_pivot")
+
+    def freeze_stylegan(self) -> None:
+        """Keep the StyleGAN2 generator and the w pivot at their PTI values for the rest of stage 1.
+
+        Their ``requires_grad`` goes off, so they get no gradients and Adam skips them (they stay
+        in the optimiser, whose state then resumes either way); gradients still flow through the
+        generator to the skip encoder, texture, deformer and motion encoder.
+        """
+        self.avatar.generator.requires_grad_(False)
+        self.avatar.w_pivot.requires_grad_(False)
+        self.state.frozen = list(self.FROZEN_PARTS)
+        n = sum(p.numel() for p in self.avatar.parameters() if p.requires_grad)
+        log.info("stage 1 trains %.2f M parameters (texture, motion, deformer, skips); the pretrained "
+                 "generator and w pivot stay frozen at their PTI values (paper: frozen StyleGAN)", n / 1e6)
+
+    def generator_stage1(self) -> str:
+        """What stage 1 does with the generator, for meta and the report."""
+        kind = self.state.stylegan_init.get("kind")
+        if self.state.frozen:
+            return "frozen (pretrained StyleGAN2, tuned by PTI only)"
+        if kind == "pretrained":
+            return (f"trained (pretrained StyleGAN2; preset {self.preset.name} has "
+                    "freeze_pretrained_generator off)")
+        return f"trained ({RANDOM_INIT}: a random generator must learn the portrait)"
+
+    def precision(self) -> str:
+        """The precision this run uses, naming the fallback when the preset asked for more."""
+        if self.amp:
+            return str(self.amp_dtype).replace("torch.", "")
+        if self.preset.mixed_precision:
+            return (f"off (preset asks for mixed precision; CUDA only, this run is on {self.device.type}: "
+                    "float32)")
+        return "off"
 
     # -- meta and checkpoints --------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -150,8 +193,10 @@ class Stage1Trainer:
             "heldout_ids": [int(i) for i in self.data.heldout_ids], "train_seconds": round(s.seconds, 2),
             "history": [dict(h) for h in s.history], "psnr_history": [[int(a), float(b)] for a, b in s.psnr],
             "pti_curve": [[a, int(b), float(c)] for a, b, c in s.pti_curve],
-            "mixed_precision": str(self.amp_dtype).replace("torch.", "") if self.amp else "off",
-            "processes": self.ranks.world,
+            "mixed_precision": self.precision(), "processes": self.ranks.world,
+            "stage1_frozen": list(s.frozen), "generator_stage1": self.generator_stage1(),
+            "subject_resample": None if self.subject_resample is None else dict(self.subject_resample),
+            "memory": None if self.memory is None else dict(self.memory),
         }
 
     def save(self, path: Path) -> Path:
@@ -165,13 +210,14 @@ class Stage1Trainer:
         log.info("checkpoint step %d -> %s", self.state.step, path)
         return path
 
-    def load(self, path: Path) -> None:
-        """Restore everything from a checkpoint written by :meth:`save` (for ``--resume``)."""
-        data = read_checkpoint(path)
+    def load(self, path: Path, data: dict[str, Any] | None = None) -> None:
+        """Restore everything from a checkpoint written by :meth:`save` (for ``--resume``).
+
+        ``data``: the checkpoint as ``read_checkpoint(path)`` returned it, when already read.
+        """
+        data = read_checkpoint(path) if data is None else data
         meta = data["meta"]
-        if meta.get("preset") != self.preset.name:
-            raise CheckpointError(f"{path} was trained with preset {meta.get('preset')!r}; you asked for "
-                                  f"{self.preset.name!r}. Resume with --preset {meta.get('preset')}.")
+        preflight.check_resume_preset(meta, self.preset, path)
         diff = config_differences(meta.get("config", {}), self.cfg.to_dict())
         if diff:
             raise CheckpointError(f"{path} has a different architecture: {'; '.join(diff)}")
@@ -196,6 +242,8 @@ class Stage1Trainer:
         s.pti_curve = [(a, int(b), float(c)) for a, b, c in meta.get("pti_curve", [])]
         s.stylegan_init = dict(meta.get("stylegan_init", {}))
         s.seconds = float(meta.get("train_seconds", 0.0))
+        if meta.get("stage1_frozen"):
+            self.freeze_stylegan()
         log.info("resuming %s at step %d of %d", path, s.step, self.total)
 
     def distribute(self) -> None:
@@ -345,6 +393,8 @@ class Stage1Trainer:
             "train_frames": len(self.data.train_ids), "psnr_history": [[a, b] for a, b in s.psnr],
             "train_seconds": round(s.seconds, 2), "perceptual": self.perceptual.description,
             "stylegan_init": s.stylegan_init, "pti": s.pti, "device": str(self.device),
+            "generator_stage1": self.generator_stage1(), "mixed_precision": self.precision(),
+            "subject_resample": self.subject_resample, "memory": self.memory,
         })
 
 
@@ -356,7 +406,7 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
                  device: str | None = None, resume: bool = False, out_dir: Path | None = None,
                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                  stylegan: Path | None = None, preview_every: int | None = None,
-                 preset_overrides: dict[str, Any] | None = None) -> Path:
+                 preset_overrides: dict[str, Any] | None = None, check_memory: bool = True) -> Path:
     """Train (or continue training) an Emo-Avatar on a subject; return the checkpoint path.
 
     Args:
@@ -372,8 +422,12 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
         stylegan: a pretrained StyleGAN2 checkpoint for PTI proper (else random init, warm start).
         preview_every: override the preset's preview interval (0 disables previews).
         preset_overrides: other ``Preset`` fields to override (e.g. ``{"pti_w_steps": 10}``; benchmarks).
+        check_memory: refuse a run whose memory estimate exceeds what the device has available
+            (the estimate is logged either way).
     Raises:
         Cancelled: after saving, when stopped by ``should_stop`` or Ctrl-C.
+        SubjectSizeError, MemoryBudgetError, PresetMismatchError (ValueErrors, ``backend.train.preflight``):
+            refused before anything is written.
     """
     subject_dir = Path(subject_dir)
     if not subject_dir.is_dir():
@@ -382,7 +436,7 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
     ranks = ddp.ranks_from_env()
     if not ranks.distributed:
         return _train(subject_dir, p, seed, pick_device(device), resume, out_dir, progress, should_stop,
-                      stylegan, ranks)
+                      stylegan, ranks, check_memory)
     try:
         dev = ddp.init(ranks, device)
         # every rank must be doing the same job before any of them starts working
@@ -391,32 +445,67 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
                           "stylegan": None if stylegan is None else Path(stylegan).name,
                           "out": None if out_dir is None else Path(out_dir).name, **fields})
         return _train(subject_dir, p, seed, dev, resume, out_dir, progress if ranks.main else None,
-                      should_stop, stylegan, ranks)
+                      should_stop, stylegan, ranks, check_memory)
     finally:
         ddp.shutdown()
 
 
+def _preflight(subject_dir: Path, p: Preset, dev: torch.device, resume_data: dict[str, Any] | None,
+               stylegan: Path | None, perceptual: Perceptual, ranks: ddp.Ranks, check_mem: bool
+               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Checks before anything is allocated or written: the subject's size against the preset's,
+    a stylegan file that exists, and the memory estimate. Returns (subject_resample, memory) records."""
+    from backend.data.subject import Subject
+
+    subject = Subject.open(subject_dir)
+    resample = preflight.subject_resample(subject.size, p, subject.subject_id)
+    if stylegan is not None and resume_data is None and not Path(stylegan).is_file():
+        raise FileNotFoundError(f"--stylegan {stylegan}: no such file")
+    if resume_data is not None:
+        frozen = bool(resume_data["meta"].get("stage1_frozen"))
+    else:
+        frozen = stylegan is not None and p.freeze_pretrained_generator
+    # ranks on one host share its RAM; each GPU has its own memory
+    sharing = 1 if dev.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
+    est = preflight.estimate_memory(p, len(subject.expression_names), subject.n_frames, world=ranks.world,
+                          sharing=sharing, perceptual=perceptual, frozen_generator=frozen)
+    if check_mem:
+        memory = preflight.check_memory(est, dev, p)
+    else:
+        log.warning("memory: %s; the check against the device is off (--no-memory-check)", est.describe())
+        memory = {**est.to_meta(), "available": None, "available_source": "not checked (--no-memory-check)",
+                  "device": str(dev)}
+    return resample, memory
+
+
 def _train(subject_dir: Path, p: Preset, seed: int, dev: torch.device, resume: bool, out_dir: Path | None,
            progress: ProgressFn | None, should_stop: StopFn | None, stylegan: Path | None,
-           ranks: ddp.Ranks) -> Path:
+           ranks: ddp.Ranks, check_mem: bool = True) -> Path:
     """``train_avatar`` once the preset, device and ranks are settled."""
     seed_everything(seed)
     out_dir = Path(out_dir) if out_dir is not None else avatar_dir(subject_dir)
     ckpt = out_dir / CHECKPOINT_NAME
+    resume_data = None
+    if resume and ckpt.is_file():
+        resume_data = read_checkpoint(ckpt)
+        preflight.check_resume_preset(resume_data["meta"], p, ckpt)
+    perceptual = build_perceptual(device=dev)
+    resample, memory = _preflight(subject_dir, p, dev, resume_data, stylegan, perceptual, ranks, check_mem)
     data = load_subject_tensors(subject_dir, p.size)
     if ranks.distributed:
         per_rank = ddp.check_world(ranks, p.batch, len(data.train_ids))
         ddp.agree(ranks, {"subject_id": data.subject_id, "train_ids": data.train_ids.tolist(),
                           "expression_names": list(data.expression_names)})
         log.info("rank %d of %d trains %d of every %d frames", ranks.rank, ranks.world, per_rank, p.batch)
-    perceptual = build_perceptual(device=dev)
     trainer = Stage1Trainer(p, data, dev, perceptual, seed, out_dir, ranks)
+    trainer.subject_resample, trainer.memory = resample, memory
     log.info("training %s: preset %s, %d px, %d train / %d held-out frames, %d steps, batch %d, device %s%s",
              data.subject_id, p.name, p.size, len(data.train_ids), len(data.heldout_ids), p.steps, p.batch,
              dev, f", {ranks.world} processes" if ranks.distributed else "")
 
-    if resume and ckpt.is_file():
-        trainer.load(ckpt)
+    if resume_data is not None:
+        trainer.load(ckpt, resume_data)
+        del resume_data
         if trainer.state.step >= p.steps:
             log.info("%s is already at step %d >= %d; nothing to do (pass a larger --steps to continue)",
                      ckpt, trainer.state.step, p.steps)
@@ -436,6 +525,8 @@ def _train(subject_dir: Path, p: Preset, seed: int, dev: torch.device, resume: b
         trainer.state.pti = pti.to_meta()
         trainer.state.pti_curve = pti.losses
         trainer.ema.load_state_dict(trainer.avatar.state_dict())
+        if stylegan is not None and p.freeze_pretrained_generator:
+            trainer.freeze_stylegan()
 
     trainer.distribute()
     run_loop(trainer, ckpt, progress, should_stop)

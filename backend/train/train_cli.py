@@ -1,6 +1,8 @@
 """`emo-avatar train SUBJECT --preset tiny|cpu|paper [--steps N] [--resume] [--seed S] [--device D]
-[--stylegan CKPT] [--nproc N]`: stage-1 training with a progress bar (losses, ETA); Ctrl-C saves
-and exits.
+[--stylegan CKPT] [--nproc N] [--no-memory-check]`: stage-1 training with a progress bar (losses,
+ETA); Ctrl-C saves and exits. Before training starts the memory estimate is logged; a run that
+does not fit, a subject more than 4x off the preset's size, or a resume under another preset is
+refused with an ``error:`` line (exit code 2) before anything is written.
 
 ``--nproc N`` (N > 1) trains in N processes on this machine: it runs ``torchrun --standalone
 --nproc_per_node N -m backend.cli train ...`` (``backend.train.ddp``), one process per GPU with
@@ -33,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretrained StyleGAN2 checkpoint (g_ema format) for PTI; default: random init")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: SUBJECT/avatar)")
     parser.add_argument("--preview-every", type=int, default=None, help="steps between previews (0: off)")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="train even when the memory estimate exceeds what the device has available "
+                             "(the estimate is still logged)")
     parser.add_argument("--nproc", type=int, default=1, metavar="N",
                         help="training processes on this machine (one per GPU); N > 1 launches torchrun")
 
@@ -70,6 +75,8 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
                         ("--out", args.out), ("--preview-every", args.preview_every)):
         if value is not None:
             argv += [flag, str(value)]
+    if getattr(args, "no_memory_check", False):
+        argv.append("--no-memory-check")
     return [*argv, "--resume"] if args.resume else argv
 
 
@@ -92,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = train_avatar(args.subject, preset=args.preset, steps=args.steps, seed=args.seed,
                             device=args.device, resume=args.resume, out_dir=args.out, progress=bar,
-                            stylegan=args.stylegan,
-                            preview_every=args.preview_every)
+                            stylegan=args.stylegan, preview_every=args.preview_every,
+                            check_memory=not args.no_memory_check)
     except Cancelled as exc:
         if bar is not None:
             bar.close()
