@@ -143,6 +143,15 @@ class Stage1Trainer:
         self.total = preset.steps
         self.subject_resample: dict[str, Any] | None = None
         self.memory: dict[str, Any] | None = None
+        if len(data.heldout_ids):
+            self.psnr_frames = f"held-out ({len(data.heldout_ids)} frames)"
+        else:
+            self.psnr_frames = "training frames (fallback: the subject has no held-out frames)"
+            log.warning("%s has no held-out frames: the 'held-out' PSNR during training is measured on up "
+                        "to 8 training frames and says nothing about unseen poses", data.subject_id)
+        if self.amp:
+            log.info("mixed precision: %s autocast%s", str(self.amp_dtype).replace("torch.", ""),
+                     " with GradScaler (this GPU has no bfloat16)" if self.amp_dtype == torch.float16 else "")
 
     # -- what stage 1 trains ---------------------------------------------------------------------
     FROZEN_PARTS = ("generator", "w_pivot")
@@ -190,6 +199,7 @@ class Stage1Trainer:
             "seed": self.seed, "stylegan_init": dict(s.stylegan_init),
             "perceptual": self.perceptual.description,
             "pti": dict(s.pti), "heldout_psnr": s.psnr[-1][1] if s.psnr else None,
+            "heldout_psnr_frames": self.psnr_frames,
             "heldout_ids": [int(i) for i in self.data.heldout_ids], "train_seconds": round(s.seconds, 2),
             "history": [dict(h) for h in s.history], "psnr_history": [[int(a), float(b)] for a, b in s.psnr],
             "pti_curve": [[a, int(b), float(c)] for a, b, c in s.pti_curve],
@@ -388,7 +398,7 @@ class Stage1Trainer:
         atomic_write_bytes(self.out_dir / LOSS_CURVE_NAME, png)
         update_metrics_json(self.out_dir / METRICS_NAME, "train", {
             "step": s.step, "total_steps": self.total, "preset": self.preset.name,
-            "heldout_psnr_db": s.psnr[-1][1] if s.psnr else None,
+            "heldout_psnr_db": s.psnr[-1][1] if s.psnr else None, "heldout_psnr_frames": self.psnr_frames,
             "heldout_frames": len(self.data.heldout_ids),
             "train_frames": len(self.data.train_ids), "psnr_history": [[a, b] for a, b in s.psnr],
             "train_seconds": round(s.seconds, 2), "perceptual": self.perceptual.description,

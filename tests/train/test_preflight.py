@@ -67,6 +67,8 @@ def test_training_at_another_size_resamples_and_says_so(untrained_subject: Path,
     assert meta["subject_resample"] == want and meta["size"] == 32
     report = json.loads((ckpt.parent / "metrics.json").read_text())["train"]
     assert report["subject_resample"] == want
+    n_held = len(meta["heldout_ids"])
+    assert meta["heldout_psnr_frames"] == report["heldout_psnr_frames"] == f"held-out ({n_held} frames)"
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("tracked at 64 px" in m and "resampled" in m for m in warned), warned
     # the memory estimate is logged before training starts, labelled as an estimate, and recorded
