@@ -139,7 +139,9 @@ class MemoryEstimate:
         data: the subject's frames, UV maps and expression windows preloaded at the preset size.
         overhead: ``RUNTIME_OVERHEAD`` (allocator, kernels and libraries beyond the tensors).
         processes: training processes sharing this memory (CPU: the ranks on this host; CUDA: 1).
-        total: ``processes * (weights + activations + data + overhead)``.
+        total: ``processes * (weights + activations + data + overhead)``; ``data`` only when it
+            lives in the device's memory (``data_on_device``: training on the CPU).
+        activation_dtype: what the activations were counted in.
     """
 
     params: int
@@ -150,13 +152,17 @@ class MemoryEstimate:
     overhead: int
     processes: int
     total: int
+    data_on_device: bool = True
+    activation_dtype: str = "float32"
 
     def describe(self) -> str:
         per = f" per process x {self.processes}" if self.processes > 1 else ""
+        where = "" if self.data_on_device else " in host RAM, not counted"
         return (f"{self.total / GiB:.2f} GiB estimated (weights+EMA+grads+Adam "
                 f"{self.weights / MiB:.0f} MiB for {self.params / 1e6:.2f} M parameters, "
-                f"activations {self.activations / MiB:.0f} MiB, "
-                f"preloaded subject {self.data / MiB:.0f} MiB, runtime {self.overhead / MiB:.0f} MiB{per})")
+                f"activations {self.activations / MiB:.0f} MiB ({self.activation_dtype}), "
+                f"preloaded subject {self.data / MiB:.0f} MiB{where}, "
+                f"runtime {self.overhead / MiB:.0f} MiB{per})")
 
     def to_meta(self) -> dict[str, Any]:
         return {"estimate": True, **asdict(self)}
@@ -199,8 +205,8 @@ def _activation_bytes(preset: Preset, n_expr: int, batch: int, perceptual: torch
 
 
 def estimate_memory(preset: Preset, n_expr: int, n_frames: int, world: int = 1, sharing: int = 1,
-                    perceptual: torch.nn.Module | None = None,
-                    frozen_generator: bool = False) -> MemoryEstimate:
+                    perceptual: torch.nn.Module | None = None, frozen_generator: bool = False,
+                    device_type: str = "cpu", half_activations: bool = False) -> MemoryEstimate:
     """Estimate one stage-1 run's memory before anything is allocated (see :class:`MemoryEstimate`).
 
     Args:
@@ -211,17 +217,26 @@ def estimate_memory(preset: Preset, n_expr: int, n_frames: int, world: int = 1, 
         sharing: processes that share this memory (CPU: the ranks on one host; CUDA: 1 per device).
         perceptual: the perceptual loss module, traced with the rest (None: not counted).
         frozen_generator: the generator and w pivot get no gradients or Adam state.
+        device_type: where training runs; the subject is preloaded in host RAM, so it counts
+            against the device only on "cpu".
+        half_activations: autocast (mixed precision) runs: activations are counted at half the
+            float32 bytes (an assumption; some ops stay float32).
     """
     processes = max(1, int(sharing))
     batch = max(1, preset.batch // max(1, int(world)))
     n_params, n_train, act = _activation_bytes(preset, n_expr, batch, perceptual, frozen_generator)
     # weights, EMA copy (avatar), gradient, Adam exp_avg + exp_avg_sq: 5 float32 copies at most
     weights = 4 * (n_params + n_params + 3 * n_train)
+    if half_activations:
+        act //= 2
     s = preset.size
     data = n_frames * (4 * 6 * s * s + 4 * 5 * n_expr)
-    per = weights + act + data + RUNTIME_OVERHEAD
+    on_device = device_type == "cpu"
+    per = weights + act + (data if on_device else 0) + RUNTIME_OVERHEAD
     return MemoryEstimate(params=n_params, trainable=n_train, weights=weights, activations=act, data=data,
-                          overhead=RUNTIME_OVERHEAD, processes=processes, total=processes * per)
+                          overhead=RUNTIME_OVERHEAD, processes=processes, total=processes * per,
+                          data_on_device=on_device,
+                          activation_dtype="float16/bfloat16 (autocast)" if half_activations else "float32")
 
 
 def _cgroup_available() -> int | None:

@@ -478,7 +478,9 @@ def _preflight(subject_dir: Path, p: Preset, dev: torch.device, resume_data: dic
     # ranks on one host share its RAM; each GPU has its own memory
     sharing = 1 if dev.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
     est = preflight.estimate_memory(p, len(subject.expression_names), subject.n_frames, world=ranks.world,
-                          sharing=sharing, perceptual=perceptual, frozen_generator=frozen)
+                                    sharing=sharing, perceptual=perceptual, frozen_generator=frozen,
+                                    device_type=dev.type,
+                                    half_activations=p.mixed_precision and dev.type == "cuda")
     if check_mem:
         memory = preflight.check_memory(est, dev, p)
     else:

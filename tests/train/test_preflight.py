@@ -101,6 +101,10 @@ def test_memory_estimate_scales_with_batch_processes_and_frames() -> None:
     assert split.activations == one.activations and split.total == 2 * one.total  # 2 ranks share RAM
     frozen = estimate_memory(p, n_expr=20, n_frames=50, frozen_generator=True)
     assert frozen.trainable < one.trainable == one.params and frozen.weights < one.weights
+    # on a GPU the subject stays in host RAM, and autocast halves the activations
+    gpu = estimate_memory(p, n_expr=20, n_frames=50, device_type="cuda", half_activations=True)
+    assert not gpu.data_on_device and gpu.activations == one.activations // 2
+    assert gpu.total == gpu.weights + gpu.activations + gpu.overhead and "not counted" in gpu.describe()
     # the paper preset at 512 px needs tens of times the cpu preset's memory (float32 on this device)
     paper, cpu = (estimate_memory(get_preset(n), 20, 50).total for n in ("paper", "cpu"))
     assert paper > 20 * cpu
