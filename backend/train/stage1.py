@@ -518,6 +518,10 @@ def _train(subject_dir: Path, p: Preset, seed: int, dev: torch.device, resume: b
     if resume_data is not None:
         trainer.load(ckpt, resume_data)
         del resume_data
+        if stylegan is not None:
+            log.warning("--stylegan %s is not used when resuming: the checkpoint's generator continues "
+                        "(initialised from %s)", stylegan, trainer.state.stylegan_init.get("path")
+                        or trainer.state.stylegan_init.get("kind"))
         if trainer.state.step >= p.steps:
             log.info("%s is already at step %d >= %d; nothing to do (pass a larger --steps to continue)",
                      ckpt, trainer.state.step, p.steps)
