@@ -142,3 +142,15 @@ def test_resume_under_another_preset_is_refused_naming_both(writable_subject: Pa
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "'tiny'" in err[0] and "'cpu'" in err[0], proc.stderr
     assert _snapshot(avatar) == before
+
+
+def test_no_memory_check_flag_reaches_every_rank() -> None:
+    import argparse
+
+    from backend.train.train_cli import add_arguments, worker_argv
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["subj", "--preset", "tiny", "--no-memory-check", "--nproc", "2"])
+    assert args.no_memory_check and "--no-memory-check" in worker_argv(args)
+    assert "--no-memory-check" not in worker_argv(parser.parse_args(["subj"]))
