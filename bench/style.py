@@ -73,6 +73,8 @@ def row(look: str, method: str, seconds: float, r: dict) -> dict:
         "ssim": s["ssim"], "post_ssim": p["ssim"], "edge_f1": s["edge_f1"], "post_edge_f1": p["edge_f1"],
         "jaw_r": ex["styled"]["jaw_open_r"], "jaw_r_unstyled": ex["unstyled"]["jaw_open_r"],
         "blink_r": ex["styled"]["eye_blink_r"], "blink_r_unstyled": ex["unstyled"]["eye_blink_r"],
+        "jaw_r_post": ex.get("post_filter", {}).get("jaw_open_r"),
+        "blink_r_post": ex.get("post_filter", {}).get("eye_blink_r"),
         "flicker_ratio": r["flicker"]["ratio"],
     }
     out["d_face_psnr"] = _d(out["face_psnr"], out["post_face_psnr"])
@@ -105,7 +107,8 @@ def main() -> int:
     subject = Subject.open(args.subject)
     rows = []
     print("| look | method | edit s | face PSNR styled / post-filter (d) | SSIM styled / post (d) | "
-          "edge F1 styled / post | jawOpen r styled / unstyled | eyeBlink r styled / unstyled | flicker x |")
+          "edge F1 styled / post | jawOpen r styled / unstyled / post | "
+          "eyeBlink r styled / unstyled / post | flicker x |")
     print("|---|---|---:|---|---|---|---|---|---:|")
     for look in args.looks.split(","):
         if look not in extra and look not in LOOKS:
@@ -129,8 +132,9 @@ def main() -> int:
                      f"{fmt(x['face_psnr'])} / {fmt(x['post_face_psnr'])} ({fmt(x['d_face_psnr'], '+.2f')})",
                      f"{fmt(x['ssim'], '.3f')} / {fmt(x['post_ssim'], '.3f')} ({fmt(x['d_ssim'], '+.3f')})",
                      f"{fmt(x['edge_f1'])} / {fmt(x['post_edge_f1'])}",
-                     f"{fmt(x['jaw_r'])} / {fmt(x['jaw_r_unstyled'])}",
-                     f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])}", fmt(x["flicker_ratio"])]
+                     f"{fmt(x['jaw_r'])} / {fmt(x['jaw_r_unstyled'])} / {fmt(x['jaw_r_post'])}",
+                     f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])} / {fmt(x['blink_r_post'])}",
+                     fmt(x["flicker_ratio"])]
             print("| " + " | ".join(cells) + " |", flush=True)
     (args.subject / "styles" / "bench_style.json").write_text(json.dumps(rows, indent=2, default=float))
     plain_s, styled_s = render_cost(args.subject, style)

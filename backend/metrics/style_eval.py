@@ -69,6 +69,10 @@ NO_LOOK = "reference"
 """Key of a run without a look in ``<style>.eval.json``."""
 
 
+EXPRESSION_ROWS = ("real", "unstyled", "styled", "post_filter")
+"""The shots re-tracked for expression preservation (``post_filter`` only with a look)."""
+
+
 def eval_json_path(style: Path) -> Path:
     """``<style stem>.eval.json`` beside the style file."""
     style = Path(style)
@@ -258,8 +262,10 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
     }
     flick: dict[str, Any] = {"real": temporal_change(shot_real), "unstyled": temporal_change(shot_plain),
                              "styled": temporal_change(shot_styled)}
-    if look_fn is not None:
-        flick["post_filter"] = temporal_change(np.stack([apply_look(f, look_fn) for f in shot_plain]))
+    if look_fn is not None:  # what the tracker and the look itself do, for comparison
+        shot_post = np.stack([apply_look(f, look_fn) for f in shot_plain])
+        result["expression"]["post_filter"] = expression_correlation(shot_post, curves)
+        flick["post_filter"] = temporal_change(shot_post)
     flick["ratio"] = flick["styled"] / flick["unstyled"] if flick["unstyled"] > 0 else None
     result["flicker"] = flick
 
@@ -295,9 +301,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         if row in result:
             for k in ("psnr_db", "ssim", "face_psnr_db", "face_ssim", "edge_f1", "lap_l1"):
                 out[f"{row}_{k}"] = result[row].get(k)
-    for row in ("real", "unstyled", "styled"):
-        out[f"{row}_jaw_open_r"] = result["expression"][row]["jaw_open_r"]
-        out[f"{row}_eye_blink_r"] = result["expression"][row]["eye_blink_r"]
+    for row in EXPRESSION_ROWS:
+        if row in result["expression"]:
+            out[f"{row}_jaw_open_r"] = result["expression"][row]["jaw_open_r"]
+            out[f"{row}_eye_blink_r"] = result["expression"][row]["eye_blink_r"]
     out["flicker_ratio"] = result["flicker"]["ratio"]
     out["shot"] = result["shot"]["source"]
     return out
@@ -345,7 +352,9 @@ def format_table(result: dict[str, Any]) -> str:
     sh = result["shot"]
     lines.append(f"shot: {sh['source']}, frames {sh['first']}-{sh['last']} ({sh['frames']})")
     lines.append(f"{'':13}{'jawOpen r':>10}{'eyeBlink r':>11}{'tracked':>9}{'flicker':>9}")
-    for row in ("real", "unstyled", "styled"):
+    for row in EXPRESSION_ROWS:
+        if row not in result["expression"]:
+            continue
         e = result["expression"][row]
         lines.append(f"{row:13}{_f(e['jaw_open_r'], '10.3f')}{_f(e['eye_blink_r'], '11.3f')}"
                      f"{e['tracked']:>5}/{e['frames']:<3}{_f(result['flicker'][row], '9.4f')}")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.style.screen import screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,17 @@ class FitSettings:
         patch: patch side in pixels (clamped to the image size).
         lr: Adam learning rate (cosine-decayed to lr/20).
         w_grad: weight of the L1 between image gradients (keeps lines crisp).
+        blur: each input patch is blurred with a Gaussian of sigma uniform in [0, blur] px (the
+            target is not): renders are softer than the frames the references were painted on.
+        noise: std of Gaussian noise added to input patches (units of the [-1, 1] range); a
+            translator that ignores small changes of its input flickers less.
+        warp: random rotation (up to warp x 30 degrees) and scaling (1 +- warp) applied to input
+            and target alike, so one keyframe's eyes and mouth are seen at other angles and sizes.
+        flip: mirror half of the patches left-right (a look whose marks are not mirror-symmetric,
+            such as a diagonal line screen, wants False).
+        screen: look for a frame-locked periodic pattern in the targets (``backend.style.screen``);
+            when every target has one, it is taken out of the targets, and the fitted translator
+            adds it to every frame.
         net: translator size.
     """
 
@@ -43,6 +55,11 @@ class FitSettings:
     patch: int = 64
     lr: float = 3e-3
     w_grad: float = 1.0
+    blur: float = 0.0
+    noise: float = 0.0
+    warp: float = 0.0
+    flip: bool = True
+    screen: bool = True
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
     def to_dict(self) -> dict:
@@ -74,7 +91,7 @@ def patch_loss(out: torch.Tensor, target: torch.Tensor,
 
 
 def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: int,
-                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                   gen: torch.Generator, flip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random aligned crops (with random horizontal flips) of the pairs.
 
     Args:
@@ -87,7 +104,7 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
     which = torch.randint(p, (n,), generator=gen)
     ys = torch.randint(h - size + 1, (n,), generator=gen)
     xs = torch.randint(w - size + 1, (n,), generator=gen)
-    flips = torch.rand(n, generator=gen) < 0.5
+    flips = (torch.rand(n, generator=gen) < 0.5) & flip
     xin, xt = [], []
     for i in range(n):
         k, y, x = int(which[i]), int(ys[i]), int(xs[i])
@@ -98,6 +115,56 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
         xin.append(a)
         xt.append(b)
     return torch.stack(xin), torch.stack(xt)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of (B, C, H, W) with its own Gaussian sigma (B,) in px (0 = unchanged)."""
+    radius = max(1, int(torch.ceil(3 * sigma.max()).item())) if float(sigma.max()) > 0 else 0
+    if radius == 0:
+        return x
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    s = sigma.to(x).clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None] / s) ** 2)
+    k = k / k.sum(1, keepdim=True)  # (B, K)
+    b, c, h, w = x.shape
+    xp = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    kx = k.repeat_interleave(c, 0)[:, None, None, :]
+    ky = k.repeat_interleave(c, 0)[:, None, :, None]
+    y = F.conv2d(F.conv2d(xp, kx, groups=b * c), ky, groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def random_warp(xin: torch.Tensor, xt: torch.Tensor, amount: float,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random rotation (+-amount x 30 deg) and scale (1 +- amount) for each input/target pair.
+
+    xin (B, Cin, S, S), xt (B, 3, S, S) -> same shapes (bilinear, border padding).
+    """
+    b = xin.shape[0]
+    angle = (torch.rand(b, generator=gen) * 2 - 1) * amount * torch.pi / 6
+    scale = 1 + (torch.rand(b, generator=gen) * 2 - 1) * amount
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(b)], 1),
+                         torch.stack([sin, cos, torch.zeros(b)], 1)], 1).to(xin)
+    grid = F.affine_grid(theta, list(xin.shape), align_corners=False)
+    warp = lambda im: F.grid_sample(im, grid, mode="bilinear", padding_mode="border",  # noqa: E731
+                                    align_corners=False)
+    return warp(xin), warp(xt)
+
+
+def augment(xin: torch.Tensor, xt: torch.Tensor, s: FitSettings,
+            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``FitSettings``' warp, then blur and noise on the input's RGB channels only."""
+    if s.warp > 0:
+        xin, xt = random_warp(xin, xt, s.warp, gen)
+    if s.blur > 0 or s.noise > 0:
+        rgb = xin[:, :3]
+        if s.blur > 0:
+            rgb = gaussian_blur(rgb, torch.rand(rgb.shape[0], generator=gen) * s.blur)
+        if s.noise > 0:
+            rgb = rgb + torch.randn(rgb.shape, generator=gen).to(rgb) * s.noise
+        xin = torch.cat([rgb, xin[:, 3:]], 1)
+    return xin, xt
 
 
 def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSettings | None = None,
@@ -124,6 +191,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         raise ValueError(f"targets must be (P, 3, H, W) like inputs, got {tuple(targets.shape)}")
     if inputs.shape[1] != 3 + s.net.guides:
         raise ValueError(f"inputs have {inputs.shape[1]} channels, the translator takes 3 + {s.net.guides}")
+    screen = None
+    if s.screen:
+        screen = screen_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs])
+        if screen is not None:
+            log.info("style translator: frame-locked screen found in the references (peak %.3f), "
+                     "kept as a fixed layer", float(screen.abs().amax()))
+            targets = targets - screen.to(targets)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(s.net).to(inputs.device).train()
@@ -137,7 +211,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     step = 0
     for step in range(s.steps):
         check_cancel(should_stop)
-        xin, xt = sample_patches(inputs, targets, s.batch, size, gen)
+        xin, xt = augment(*sample_patches(inputs, targets, s.batch, size, gen, s.flip), s, gen)
         guides = xin[:, 3:] if s.net.guides else None
         out = net(xin[:, :3], guides)
         loss, parts = patch_loss(out, xt, s.w_grad)
@@ -153,4 +227,5 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("translator step %d/%d  %s", step + 1, s.steps,
                      "  ".join(f"{k} {v:.4f}" for k, v in parts.items()))
     net.eval().requires_grad_(False)
+    net.set_screen(screen)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1)

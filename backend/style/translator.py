@@ -31,18 +31,22 @@ class TranslatorConfig:
         width: channels at full resolution (x2 at 1/2, x4 at 1/4).
         blocks: residual blocks at 1/4 resolution.
         guides: extra input channels besides RGB (see ``backend.style.guides``).
+        unshuffle: the network works at 1/unshuffle of the image size on pixel-unshuffled input
+            (each unshuffle x unshuffle block becomes channels) and its output is pixel-shuffled
+            back, so the cost drops by about unshuffle**2 and the receptive field grows as much.
     """
 
     width: int = 16
     blocks: int = 2
     guides: int = 0
+    unshuffle: int = 1
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
-        known = {k: int(d[k]) for k in ("width", "blocks", "guides") if k in d}
+        known = {k: int(d[k]) for k in ("width", "blocks", "guides", "unshuffle") if k in d}
         return cls(**known)
 
 
@@ -91,28 +95,49 @@ class StyleTranslator(nn.Module):
     def __init__(self, cfg: TranslatorConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or TranslatorConfig()
-        w, cin = self.cfg.width, 3 + self.cfg.guides
+        r = self.cfg.unshuffle
+        w, cin = self.cfg.width, (3 + self.cfg.guides) * r * r
         self.inc = nn.Sequential(ConvAct(cin, w), ConvAct(w, w))
         self.down1 = ConvAct(w, 2 * w, stride=2)
         self.down2 = ConvAct(2 * w, 4 * w, stride=2)
         self.mid = nn.Sequential(*[ResBlock(4 * w) for _ in range(self.cfg.blocks)])
         self.up2 = UpMerge(4 * w, 2 * w, 2 * w)
         self.up1 = UpMerge(2 * w, w, w)
-        self.out = nn.Conv2d(w, 3, 3, 1, 1)
+        self.out = nn.Conv2d(w, 3 * r * r, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.register_buffer("screen", torch.zeros(0), persistent=False)
+
+    def set_screen(self, screen: torch.Tensor | None) -> None:
+        """Add a frame-locked pattern (3, H, W) to every output (``backend.style.screen``); None: none."""
+        if screen is not None and (screen.ndim != 3 or screen.shape[0] != 3):
+            raise ValueError(f"a screen is (3, H, W), got {tuple(screen.shape)}")
+        self.screen = torch.zeros(0) if screen is None else screen.detach().float().clone()
+
+    def _add_screen(self, out: torch.Tensor) -> torch.Tensor:
+        if self.screen.numel() == 0:
+            return out
+        screen = self.screen.to(out)
+        if screen.shape[-2:] != out.shape[-2:]:  # another render size: the pattern scales with the frame
+            screen = F.interpolate(screen[None], size=out.shape[-2:], mode="bilinear", align_corners=False)[0]
+        return out + screen
 
     def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None) -> torch.Tensor:
         h, w = image.shape[-2:]
         x = image if guides is None or self.cfg.guides == 0 else torch.cat([image, guides], 1)
-        ph, pw = (-h) % 4, (-w) % 4
+        r = self.cfg.unshuffle
+        ph, pw = (-h) % (4 * r), (-w) % (4 * r)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        if r > 1:
+            x = F.pixel_unshuffle(x, r)
         f0 = self.inc(x)
         f1 = self.down1(f0)
         f2 = self.mid(self.down2(f1))
         y = self.out(self.up1(self.up2(f2, f1), f0))
-        return image + y[..., :h, :w]
+        if r > 1:
+            y = F.pixel_shuffle(y, r)
+        return self._add_screen(image + y[..., :h, :w])
 
     def on_render(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Translate a render with the guides taken from its UV map: (B, 3, H, W) each -> (B, 3, H, W)."""
@@ -120,11 +145,15 @@ class StyleTranslator(nn.Module):
 
 
 def translator_state(translator: StyleTranslator) -> dict:
-    """What a style file stores: ``{"config": {...}, "state": {name: tensor}}`` (CPU tensors)."""
-    return {
+    """What a style file stores: ``{"config": {...}, "state": {name: tensor}}`` and, when the look
+    has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors)."""
+    blob = {
         "config": translator.cfg.to_dict(),
         "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
     }
+    if translator.screen.numel():
+        blob["screen"] = translator.screen.detach().cpu().clone()
+    return blob
 
 
 def translator_from_state(blob: dict) -> StyleTranslator:
@@ -140,4 +169,9 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         net.load_state_dict(blob["state"], strict=True)
     except RuntimeError as e:
         raise ValueError(f"translator weights do not fit its config: {str(e).splitlines()[0]}") from e
+    screen = blob.get("screen")
+    if screen is not None:
+        if not isinstance(screen, torch.Tensor):
+            raise ValueError("translator screen must be a tensor (3, H, W)")
+        net.set_screen(screen)
     return net.eval().requires_grad_(False)

@@ -59,7 +59,7 @@ def test_evaluate_style_with_a_builtin_look(styled_subject: tuple[Path, Path]) -
     assert fl["ratio"] == pytest.approx(fl["styled"] / fl["unstyled"])
     sh = r["shot"]
     assert sh["frames"] == sh["last"] - sh["first"] + 1 and sh["source"] in ("held-out run", "whole clip")
-    for row in ("real", "unstyled", "styled"):
+    for row in ("real", "unstyled", "styled", "post_filter"):
         e = r["expression"][row]
         assert e["frames"] == sh["frames"] and 0 <= e["tracked"] <= e["frames"]
         for k in ("jaw_open_r", "eye_blink_r"):  # None only where too few frames had a face

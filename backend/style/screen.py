@@ -1,0 +1,137 @@
+"""Frame-locked screens: periodic marks of a look that stay put in the frame while the subject moves.
+
+A halftone or line screen, or a regular canvas weave, is printed in frame coordinates: the same
+pattern sits at the same pixels on every frame, whatever is under it. A fully convolutional
+translator trained on randomly placed patches cannot know a patch's phase in that pattern, so it
+learns a washed-out average of it. This module finds such a pattern in the references instead.
+
+A frame-locked periodic pattern is a few sharp peaks in the reference's Fourier spectrum that the
+source frame (the photograph or render the reference was painted over) does not have. Those peaks,
+with a small neighbourhood that keeps the leakage of a period that does not divide the frame, are
+the screen; its inverse transform is an additive layer (3, H, W). The translator is fitted on the
+references minus the screen and the screen is added back to each rendered frame. Broadband
+content (faces, hair, lines, paper grain) has no isolated peaks and stays with the translator, so
+no keyframe's content is ever painted onto other frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """Thresholds of ``detect_screen``.
+
+    Attributes:
+        peak_ratio: a bin is a peak when its magnitude is this many times the median of its
+            neighbourhood (``window`` x ``window`` bins).
+        source_ratio: a bin of the source's spectrum this many times its neighbourhood's median
+            is a periodic pattern of the content itself (a striped shirt); the reference's peaks
+            at it and its harmonics are not a screen.
+        min_frequency: only periods shorter than 1 / min_frequency px (cycles per px, radial).
+        min_amplitude: smallest screen amplitude kept ([-1, 1] units per channel, peak).
+        keep: half-width in bins of the neighbourhood kept around each peak (leakage).
+        window: side of the median neighbourhood in bins.
+    """
+
+    peak_ratio: float = 8.0
+    source_ratio: float = 3.0
+    min_frequency: float = 0.08
+    min_amplitude: float = 0.03
+    keep: int = 2
+    window: int = 9
+
+
+def _log_magnitude(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, H, W) -> (spectrum (C, H, W) complex, log of the channel-summed magnitude (H, W))."""
+    spec = torch.fft.fft2(images - images.mean(dim=(-2, -1), keepdim=True))
+    return spec, torch.log(spec.abs().sum(0) + 1e-6)
+
+
+def _local_median(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Median of each (H, W) value's ``window`` x ``window`` neighbourhood (circular, as a spectrum is)."""
+    r = window // 2
+    padded = F.pad(x[None, None], (r, r, r, r), mode="circular")
+    patches = F.unfold(padded, window)  # (1, window**2, H*W)
+    return patches.median(dim=1).values.reshape(x.shape)
+
+
+def _is_local_max(x: torch.Tensor) -> torch.Tensor:
+    padded = F.pad(x[None, None], (1, 1, 1, 1), mode="circular")
+    return x >= F.max_pool2d(padded, 3, stride=1)[0, 0]
+
+
+def _radial_frequency(h: int, w: int) -> torch.Tensor:
+    """(H, W) cycles per pixel of each FFT bin."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.fftfreq(w)[None, :]
+    return torch.sqrt(fy**2 + fx**2)
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    padded = F.pad(mask[None, None].float(), (radius,) * 4, mode="circular")
+    return F.max_pool2d(padded, 2 * radius + 1, stride=1)[0, 0] > 0
+
+
+HARMONICS = 4
+"""A look's lines and quantisation turn a periodic pattern of the content into harmonics too."""
+
+
+def _harmonics(peaks: torch.Tensor, order: int) -> torch.Tensor:
+    """(H, W) mask of the FFT bins within one bin of k x each peak's frequency, k = 1..order."""
+    h, w = peaks.shape
+    out = torch.zeros_like(peaks)
+    ys, xs = torch.nonzero(peaks, as_tuple=True)
+    fy = torch.where(ys > h // 2, ys - h, ys)  # signed frequency indices
+    fx = torch.where(xs > w // 2, xs - w, xs)
+    for k in range(1, order + 1):
+        out[(k * fy) % h, (k * fx) % w] = True
+    return _dilate(out, 1)
+
+
+def detect_screen(reference: torch.Tensor, sources: torch.Tensor,
+                  settings: ScreenSettings | None = None) -> torch.Tensor | None:
+    """The frame-locked periodic pattern of one reference, or None when it has none.
+
+    Args:
+        reference: (3, H, W) in [-1, 1], the painted frame.
+        sources: (S, 3, H, W) in [-1, 1], what it was painted over (real frame, render).
+        settings: ``ScreenSettings``.
+    Returns:
+        (3, H, W) additive layer with zero mean, or None.
+    """
+    s = settings or ScreenSettings()
+    h, w = reference.shape[-2:]
+    spec, logmag = _log_magnitude(reference.double())
+    peaks = (logmag - _local_median(logmag, s.window) > torch.log(torch.tensor(s.peak_ratio)))
+    peaks &= _is_local_max(logmag) & (_radial_frequency(h, w) >= s.min_frequency)
+    for src in sources:
+        _, slog = _log_magnitude(src.double())
+        content = slog - _local_median(slog, s.window) >= torch.log(torch.tensor(s.source_ratio))
+        peaks &= ~_harmonics(content & (_radial_frequency(h, w) > 0), HARMONICS)
+    if not bool(peaks.any()):
+        return None
+    layer = torch.fft.ifft2(spec * _dilate(peaks, s.keep)).real.float()
+    if float(layer.abs().amax()) < s.min_amplitude:
+        return None
+    return layer
+
+
+def screen_of_keyframes(references: torch.Tensor, sources: list[torch.Tensor],
+                        settings: ScreenSettings | None = None) -> torch.Tensor | None:
+    """The screen shared by all keyframes: each keyframe's, averaged (content peaks of one pose
+    average out, a frame-locked pattern adds up); None unless every keyframe has one.
+
+    Args:
+        references: (K, 3, H, W) in [-1, 1]; sources: K tensors (S, 3, H, W), each keyframe's sources.
+    Returns:
+        (3, H, W) or None.
+    """
+    layers = [detect_screen(ref, src, settings) for ref, src in zip(references, sources, strict=True)]
+    if any(layer is None for layer in layers):
+        return None
+    return torch.stack(layers).mean(0)  # type: ignore[arg-type]
