@@ -28,11 +28,22 @@ from .runtime import RUNTIME
 log = logging.getLogger(__name__)
 
 
+def _poll_check(cls, ok: bool, message: str) -> bool:
+    """``ok``; when False, ``message`` becomes the poll message (why the button is greyed out)."""
+    if not ok:
+        cls.poll_message_set(message)
+    return ok
+
+
 def _connected(cls, context=None) -> bool:
-    if runtime.is_connected():
-        return True
-    cls.poll_message_set("Not connected to a backend: press Connect in the Emo-Avatar panel")
-    return False
+    return _poll_check(
+        cls, runtime.is_connected(), "Not connected to a backend: press Connect in the Emo-Avatar panel"
+    )
+
+
+def _subject_picked(cls) -> bool:
+    """Connected, with a subject picked in the panel (poll message otherwise)."""
+    return _connected(cls) and _poll_check(cls, bool(runtime.wm_state().subject), "Pick a subject first")
 
 
 def _rig_poll(cls, context) -> bpy.types.Object | None:
@@ -42,6 +53,36 @@ def _rig_poll(cls, context) -> bpy.types.Object | None:
     except ValueError as exc:
         cls.poll_message_set(str(exc))
         return None
+
+
+class _NeedsConnection:
+    """Operator mixin: available while connected to a backend."""
+
+    @classmethod
+    def poll(cls, context):
+        return _connected(cls)
+
+
+class _NeedsRig:
+    """Operator mixin: available when the scene has a rig to work on (``_rig_poll``)."""
+
+    @classmethod
+    def poll(cls, context):
+        return _rig_poll(cls, context) is not None
+
+
+class _NeedsConnectedRig:
+    """Operator mixin: available while connected and when the scene has a rig."""
+
+    @classmethod
+    def poll(cls, context):
+        return _connected(cls) and _rig_poll(cls, context) is not None
+
+
+def _disconnect() -> None:
+    """Stop the live preview and the I/O thread (jobs go on in the backend)."""
+    preview.stop()
+    runtime.stop_io()
 
 
 class EMO_AVATAR_OT_report_message(bpy.types.Operator):
@@ -87,14 +128,10 @@ class EMO_AVATAR_OT_disconnect(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if RUNTIME.io is None:
-            cls.poll_message_set("Not connected")
-            return False
-        return True
+        return _poll_check(cls, RUNTIME.io is not None, "Not connected")
 
     def execute(self, context):
-        preview.stop()
-        runtime.stop_io()
+        _disconnect()
         return {"FINISHED"}
 
 
@@ -106,27 +143,19 @@ class EMO_AVATAR_OT_stop_backend(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if not api.local_backend_running():
-            cls.poll_message_set("No local backend started by this Blender")
-            return False
-        return True
+        return _poll_check(cls, api.local_backend_running(), "No local backend started by this Blender")
 
     def execute(self, context):
-        preview.stop()
-        runtime.stop_io()
+        _disconnect()
         api.stop_local_backend()
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_refresh(bpy.types.Operator):
+class EMO_AVATAR_OT_refresh(_NeedsConnection, bpy.types.Operator):
     """Reload subjects, styles and jobs from the backend"""
 
     bl_idname = "emo_avatar.refresh"
     bl_label = "Refresh"
-
-    @classmethod
-    def poll(cls, context):
-        return _connected(cls)
 
     def execute(self, context):
         if bpy.app.background:
@@ -136,7 +165,7 @@ class EMO_AVATAR_OT_refresh(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_track_video(bpy.types.Operator, ImportHelper):
+class EMO_AVATAR_OT_track_video(_NeedsConnection, bpy.types.Operator, ImportHelper):
     """Upload a portrait video and track it into a new subject"""
 
     bl_idname = "emo_avatar.track_video"
@@ -144,10 +173,6 @@ class EMO_AVATAR_OT_track_video(bpy.types.Operator, ImportHelper):
     filter_glob: StringProperty(default="*.mp4;*.mov;*.avi;*.mkv;*.webm", options={"HIDDEN"})
     subject_id: StringProperty(name="Subject name", default="subject")
     size: IntProperty(name="Crop size", default=256, min=16, max=4096)
-
-    @classmethod
-    def poll(cls, context):
-        return _connected(cls)
 
     def execute(self, context):
         if not self.subject_id.strip():
@@ -177,12 +202,7 @@ class EMO_AVATAR_OT_train(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if not _connected(cls):
-            return False
-        if not runtime.wm_state().subject:
-            cls.poll_message_set("Pick a subject first")
-            return False
-        return True
+        return _subject_picked(cls)
 
     def execute(self, context):
         runtime.call(
@@ -226,10 +246,9 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
         if not _connected(cls):
             return False
         subject = runtime.wm_state().subjects.get(runtime.wm_state().subject)
-        if subject is None or not subject.has_avatar:
-            cls.poll_message_set("Pick a subject with a trained avatar first")
-            return False
-        return True
+        return _poll_check(
+            cls, subject is not None and subject.has_avatar, "Pick a subject with a trained avatar first"
+        )
 
     def execute(self, context):
         try:
@@ -243,9 +262,24 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
+_MATCH_SCENE = BoolProperty(
+    name="Match scene to subject",
+    description="Make the rig camera the scene camera and set resolution, fps and frame range "
+    "from the subject (on by default only for an empty scene)",
+    default=False,
+)
+"""The ``match_scene`` property of the rig-import operators."""
+
+
+def _match_scene(self, context) -> bool:
+    """The operator's ``match_scene`` as set, else whether the scene is empty."""
+    if self.properties.is_property_set("match_scene"):
+        return self.match_scene
+    return rig.scene_is_empty(context.scene)
+
+
 def _match_scene_default(self, context) -> None:
-    if not self.properties.is_property_set("match_scene"):
-        self.match_scene = rig.scene_is_empty(context.scene)
+    self.match_scene = _match_scene(self, context)
 
 
 class EMO_AVATAR_OT_import_rig(bpy.types.Operator):
@@ -257,21 +291,11 @@ class EMO_AVATAR_OT_import_rig(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     frame_start: IntProperty(name="Start frame", default=1)
     with_curves: BoolProperty(name="Tracked curves", default=True)
-    match_scene: BoolProperty(
-        name="Match scene to subject",
-        description="Make the rig camera the scene camera and set resolution, fps and frame range "
-        "from the subject (on by default only for an empty scene)",
-        default=False,
-    )
+    match_scene: _MATCH_SCENE
 
     @classmethod
     def poll(cls, context):
-        if not _connected(cls):
-            return False
-        if not runtime.wm_state().subject:
-            cls.poll_message_set("Pick a subject first")
-            return False
-        return True
+        return _subject_picked(cls)
 
     def invoke(self, context, event):
         _match_scene_default(self, context)
@@ -312,12 +336,7 @@ class EMO_AVATAR_OT_import_subject_folder(bpy.types.Operator, ImportHelper):
     bl_options = {"REGISTER", "UNDO"}
     filter_glob: StringProperty(default="meta.json", options={"HIDDEN"})
     frame_start: IntProperty(name="Start frame", default=1)
-    match_scene: BoolProperty(
-        name="Match scene to subject",
-        description="Make the rig camera the scene camera and set resolution, fps and frame range "
-        "from the subject (on by default only for an empty scene)",
-        default=False,
-    )
+    match_scene: _MATCH_SCENE
 
     def invoke(self, context, event):
         _match_scene_default(self, context)
@@ -325,9 +344,7 @@ class EMO_AVATAR_OT_import_subject_folder(bpy.types.Operator, ImportHelper):
 
     def execute(self, context):
         folder = Path(bpy.path.abspath(self.filepath))
-        match = self.match_scene
-        if not self.properties.is_property_set("match_scene"):
-            match = rig.scene_is_empty(context.scene)
+        match = _match_scene(self, context)
         try:
             head = api.import_subject(
                 folder=folder.parent if folder.is_file() else folder,
@@ -342,7 +359,7 @@ class EMO_AVATAR_OT_import_subject_folder(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
+class EMO_AVATAR_OT_import_curves(_NeedsRig, bpy.types.Operator, ImportHelper):
     """Load Live Link Face CSV or JSON curves onto the rig; keys outside the take's frames stay"""
 
     bl_idname = "emo_avatar.import_curves"
@@ -381,10 +398,6 @@ class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
     )
     head_pose: BoolProperty(name="Head rotation", default=True)
 
-    @classmethod
-    def poll(cls, context):
-        return _rig_poll(cls, context) is not None
-
     def execute(self, context):
         scene = context.scene
         start = {"SCENE_START": scene.frame_start, "PLAYHEAD": scene.frame_current, "FILE": None}[
@@ -414,7 +427,7 @@ class EMO_AVATAR_OT_import_curves(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
+class EMO_AVATAR_OT_export_curves(_NeedsRig, bpy.types.Operator, ExportHelper):
     """Write the rig's curves as Live Link Face CSV or JSON"""
 
     bl_idname = "emo_avatar.export_curves"
@@ -428,10 +441,6 @@ class EMO_AVATAR_OT_export_curves(bpy.types.Operator, ExportHelper):
             (".csv", "Live Link Face CSV", "52 ARKit curves"),
         ],
     )
-
-    @classmethod
-    def poll(cls, context):
-        return _rig_poll(cls, context) is not None
 
     def check(self, context):
         self.filename_ext = self.file_format
@@ -606,7 +615,7 @@ class ShotModal:
         return self.runner.status() if self.runner is not None else ""
 
 
-class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
+class EMO_AVATAR_OT_render_shot(_NeedsConnectedRig, bpy.types.Operator):
     """Render the frame range with the rig's style; frames land as a sequencer strip.
     Esc cancels (the strip keeps the frames received)"""
 
@@ -618,12 +627,6 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
 
     _timer = None
     _session: ShotModal | None = None
-
-    @classmethod
-    def poll(cls, context):
-        if not _connected(cls):
-            return False
-        return _rig_poll(cls, context) is not None
 
     def _frame_range(self, context) -> tuple[int, int]:
         scene = context.scene
@@ -712,18 +715,12 @@ class EMO_AVATAR_OT_render_shot(bpy.types.Operator):
         self._cleanup(context)
 
 
-class EMO_AVATAR_OT_preview_frame(bpy.types.Operator):
+class EMO_AVATAR_OT_preview_frame(_NeedsConnectedRig, bpy.types.Operator):
     """Render the current frame once with the backend (its own UVs) into the "Emo-Avatar Preview"
     image"""
 
     bl_idname = "emo_avatar.preview_frame"
     bl_label = "Preview Frame"
-
-    @classmethod
-    def poll(cls, context):
-        if not _connected(cls):
-            return False
-        return _rig_poll(cls, context) is not None
 
     def execute(self, context):
         scene = context.scene
@@ -748,7 +745,7 @@ class EMO_AVATAR_OT_preview_frame(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_attach_strip(bpy.types.Operator):
+class EMO_AVATAR_OT_attach_strip(_NeedsConnection, bpy.types.Operator):
     """Put the frames of a finished render job (e.g. one that ran while Blender was closed) into a
     sequencer strip"""
 
@@ -756,10 +753,6 @@ class EMO_AVATAR_OT_attach_strip(bpy.types.Operator):
     bl_label = "Attach Strip From Job"
     bl_options = {"REGISTER", "UNDO"}
     job_id: StringProperty(name="Job")
-
-    @classmethod
-    def poll(cls, context):
-        return _connected(cls)
 
     def execute(self, context):
         job_id = self.job_id or _selected_job()
@@ -782,16 +775,12 @@ def _selected_job() -> str:
     return st.jobs[st.job_index].job_id if 0 <= st.job_index < len(st.jobs) else ""
 
 
-class EMO_AVATAR_OT_cancel_job(bpy.types.Operator):
+class EMO_AVATAR_OT_cancel_job(_NeedsConnection, bpy.types.Operator):
     """Cancel a backend job (a shot's strip keeps the frames received)"""
 
     bl_idname = "emo_avatar.cancel_job"
     bl_label = "Cancel Job"
     job_id: StringProperty(name="Job")
-
-    @classmethod
-    def poll(cls, context):
-        return _connected(cls)
 
     def execute(self, context):
         job_id = self.job_id or _selected_job()
@@ -807,7 +796,13 @@ class EMO_AVATAR_OT_cancel_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_key_expressions(bpy.types.Operator):
+def _region_sliders(context, region: str) -> tuple[bpy.types.Key, list[str]]:
+    """The scene's rig's shape keys and its expression names in face ``region`` (empty: all)."""
+    head = rig.find_rig(context.scene)
+    return head.data.shape_keys, expressions_ui.names_in_region(rig_names(head), region or None)
+
+
+class EMO_AVATAR_OT_key_expressions(_NeedsRig, bpy.types.Operator):
     """Key the rig's expression sliders at the current frame (all, or one face region)"""
 
     bl_idname = "emo_avatar.key_expressions"
@@ -815,15 +810,9 @@ class EMO_AVATAR_OT_key_expressions(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     region: StringProperty(name="Region", default="", description="Face region (empty: all)")
 
-    @classmethod
-    def poll(cls, context):
-        return _rig_poll(cls, context) is not None
-
     def execute(self, context):
-        head = rig.find_rig(context.scene)
-        names = expressions_ui.names_in_region(rig_names(head), self.region or None)
+        key, names = _region_sliders(context, self.region)
         frame = context.scene.frame_current
-        key = head.data.shape_keys
         for name in names:
             fc = fcurves.ensure_fcurve(key, rig.shape_key_path(name), 0, group="Expressions")
             fcurves.write_keys(fc, [frame], [key.key_blocks[name].value], replace="RANGE")
@@ -831,7 +820,7 @@ class EMO_AVATAR_OT_key_expressions(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_reset_expressions(bpy.types.Operator):
+class EMO_AVATAR_OT_reset_expressions(_NeedsRig, bpy.types.Operator):
     """Set the rig's expression sliders to 0 (all, or one face region); keys are not touched"""
 
     bl_idname = "emo_avatar.reset_expressions"
@@ -839,29 +828,20 @@ class EMO_AVATAR_OT_reset_expressions(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
     region: StringProperty(name="Region", default="")
 
-    @classmethod
-    def poll(cls, context):
-        return _rig_poll(cls, context) is not None
-
     def execute(self, context):
-        head = rig.find_rig(context.scene)
-        key = head.data.shape_keys
-        for name in expressions_ui.names_in_region(rig_names(head), self.region or None):
+        key, names = _region_sliders(context, self.region)
+        for name in names:
             key.key_blocks[name].value = 0.0
         return {"FINISHED"}
 
 
-class EMO_AVATAR_OT_save_preset(bpy.types.Operator):
+class EMO_AVATAR_OT_save_preset(_NeedsRig, bpy.types.Operator):
     """Save the rig's current expression sliders as a named preset (a small library shared by
     every .blend, in the extension's user folder)"""
 
     bl_idname = "emo_avatar.save_preset"
     bl_label = "Save Expression Preset"
     name: StringProperty(name="Name", default="preset")
-
-    @classmethod
-    def poll(cls, context):
-        return _rig_poll(cls, context) is not None
 
     def invoke(self, context, event):
         return context.window_manager.invoke_props_dialog(self)
@@ -886,17 +866,13 @@ def _preset_items(self, context):
     return [(n, n, "") for n in names] or [("", "(no presets)", "")]
 
 
-class EMO_AVATAR_OT_apply_preset(bpy.types.Operator):
+class EMO_AVATAR_OT_apply_preset(_NeedsRig, bpy.types.Operator):
     """Set the rig's expression sliders from a saved preset (names it lacks are skipped)"""
 
     bl_idname = "emo_avatar.apply_preset"
     bl_label = "Apply Expression Preset"
     bl_options = {"REGISTER", "UNDO"}
     name: EnumProperty(name="Preset", items=_preset_items)
-
-    @classmethod
-    def poll(cls, context):
-        return _rig_poll(cls, context) is not None
 
     def execute(self, context):
         head = rig.find_rig(context.scene)
