@@ -243,3 +243,24 @@ def backend(backend_workdir: Path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def connected(addon_mod, backend):
+    """The add-on connected to the session's backend for a test module (disconnected after it)."""
+    api = addon_mod("api")
+    info = api.connect(backend.connection_file, timeout=90)
+    yield info
+    api.disconnect()
+
+
+def use_local_backend(addon_mod, backend_workdir: Path, work: Path):
+    """Disconnect, copy the test subjects into the fresh workdir ``work`` and point the
+    preferences' local backend at it (``BACKEND_PYTHON``, no connection file) -> the preferences."""
+    api, runtime, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
+    if runtime.RUNTIME.io is not None:
+        api.disconnect()
+    shutil.copytree(backend_workdir / "subjects", work / "subjects")
+    p = preferences.prefs()
+    p.backend_command, p.workdir, p.connection_file = BACKEND_PYTHON, str(work), ""
+    return p

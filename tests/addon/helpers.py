@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
+
+
+def pump(runtime, until: Callable[[], bool], timeout: float = 180.0) -> None:
+    """Drive the add-on's timer callback until ``until()`` (what Blender's timer does in the UI)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out pumping apply_pending"
+        runtime.apply_pending()
+        time.sleep(0.005)
+
+
+def backend_job_state(runtime, job_id: str) -> str:
+    """The backend's state of ``job_id`` as the add-on's job list shows it ("" while unlisted)."""
+    job = runtime.job_item(runtime.wm_state(), job_id)
+    return job.state if job is not None else ""
+
+
+def assert_uv_maps_agree(got: dict[int, np.ndarray], want: np.ndarray, label: str = "") -> None:
+    """Blender's UV pass ``{frame: (H, W, 3)}`` equals the backend's maps ``want`` (T, H, W, 3)
+    (frame 1 = row 0): coverage agrees on 99% of pixels, and where both cover, the 99th
+    percentile of the u, v error is under 2e-3."""
+    for frame, uv in got.items():
+        ref = want[frame - 1]
+        where = f"{label} frame {frame}".strip()
+        cover_agree = (uv[..., 2] > 0.5) == (ref[..., 2] > 0.5)
+        assert cover_agree.mean() > 0.99, f"{where}: coverage agrees on {cover_agree.mean():.3f}"
+        both = (uv[..., 2] > 0.5) & (ref[..., 2] > 0.5)
+        assert both.sum() > 200
+        err = np.abs(uv[..., :2] - ref[..., :2])[both]
+        assert np.percentile(err, 99) < 2e-3, f"{where}: 99th percentile UV error {np.percentile(err, 99)}"
 
 
 def euler_to_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:

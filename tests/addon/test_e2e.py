@@ -11,25 +11,9 @@ import numpy as np
 import pytest
 
 from .conftest import SUBJECT_ID
+from .helpers import assert_uv_maps_agree, backend_job_state, pump
 
 pytestmark = pytest.mark.bpy
-
-
-def pump(state, until, timeout: float = 180.0) -> None:
-    """Drive the add-on's timer callback until ``until()`` (what Blender's timer does in the UI)."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out pumping apply_pending"
-        state.apply_pending()
-        time.sleep(0.01)
-
-
-@pytest.fixture(scope="module")
-def connected(addon_mod, backend):
-    api = addon_mod("api")
-    info = api.connect(backend.connection_file, timeout=90)
-    yield info
-    api.disconnect()
 
 
 def _render_sequencer(bpy, scene, frame: int, path: Path) -> np.ndarray:
@@ -73,17 +57,7 @@ def test_uv_pass_of_the_imported_rig_equals_the_backends_uv_maps(
     subject = backend_workdir / "subjects" / SUBJECT_ID
     head = api.import_subject(folder=subject, scene=clean_scene)
     want = np.load(subject / "uv" / "uv.npy").astype(np.float32)
-    got = dict(uv_pass.iter_uv_maps(head, clean_scene.camera, [1, 9], (64, 64)))
-    for frame, uv in got.items():
-        ref = want[frame - 1]
-        cover_agree = (uv[..., 2] > 0.5) == (ref[..., 2] > 0.5)
-        assert cover_agree.mean() > 0.99, f"frame {frame}: coverage agrees on {cover_agree.mean():.3f}"
-        both = (uv[..., 2] > 0.5) & (ref[..., 2] > 0.5)
-        assert both.sum() > 200
-        err = np.abs(uv[..., :2] - ref[..., :2])[both]
-        assert np.percentile(err, 99) < 2e-3, (
-            f"frame {frame}: 99th percentile UV error {np.percentile(err, 99)}"
-        )
+    assert_uv_maps_agree(dict(uv_pass.iter_uv_maps(head, clean_scene.camera, [1, 9], (64, 64))), want)
 
 
 def test_import_keyframe_render_shot_into_the_sequencer(
@@ -126,11 +100,6 @@ def test_import_keyframe_render_shot_into_the_sequencer(
     assert any(j["job_id"] == shot.job_id and j["state"] == "done" for j in api.jobs())
 
 
-def _backend_job_state(state, job_id: str) -> str:
-    job = state.job_item(state.wm_state(), job_id)
-    return job.state if job is not None else ""
-
-
 def test_cancel_ends_the_job_cancelled_within_a_second_and_keeps_the_frames(
     addon_mod, connected, backend_workdir, clean_scene, tmp_path
 ) -> None:
@@ -147,9 +116,9 @@ def test_cancel_ends_the_job_cancelled_within_a_second_and_keeps_the_frames(
     api.cancel_shot(shot)  # what Esc in the modal operator does
     pump(state, lambda: shot.finished, timeout=30)
     acknowledged = time.monotonic() - t0  # the backend answered job_cancel
-    pump(state, lambda: _backend_job_state(state, shot.job_id) == "cancelled", timeout=30)
+    pump(state, lambda: backend_job_state(state, shot.job_id) == "cancelled", timeout=30)
     latency = time.monotonic() - t0  # the backend's job reached 'cancelled'
-    assert shot.state == "cancelled" and _backend_job_state(state, shot.job_id) == "cancelled"
+    assert shot.state == "cancelled" and backend_job_state(state, shot.job_id) == "cancelled"
     assert latency < 1.0, f"cancel took {latency:.2f} s (job_cancel answered after {acknowledged:.2f} s)"
     n = len(shot.frames_done)
     assert 2 <= n < 2000

@@ -32,6 +32,20 @@ def _fresh_blender_env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def _run_example(script: str, *args: str, tmp: Path) -> dict:
+    """Run ``examples/<script> args`` with this Python (real bpy, Blender user folders under
+    ``tmp``) -> its JSON summary (the last line it prints)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        capture_output=True,
+        text=True,
+        env=_fresh_blender_env(tmp),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_zip_vendors_protocol_and_lists_wheels_for_every_platform(addon_zip: Path) -> None:
     with zipfile.ZipFile(addon_zip) as z:
         names = z.namelist()
@@ -122,31 +136,23 @@ def test_batch_render_example_runs_headless(
     blend = tmp_path / "shot.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     out = tmp_path / "frames"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "batch_render.py"),
-            "--install",
-            str(addon_zip),
-            "--blend",
-            str(blend),
-            "--connection-file",
-            str(backend.connection_file),
-            "--frames",
-            "2",
-            "4",
-            "--output",
-            str(out),
-            "--save",
-            str(tmp_path / "rendered.blend"),
-        ],
-        capture_output=True,
-        text=True,
-        env=_fresh_blender_env(tmp_path),
-        timeout=600,
+    summary = _run_example(
+        "batch_render.py",
+        "--install",
+        str(addon_zip),
+        "--blend",
+        str(blend),
+        "--connection-file",
+        str(backend.connection_file),
+        "--frames",
+        "2",
+        "4",
+        "--output",
+        str(out),
+        "--save",
+        str(tmp_path / "rendered.blend"),
+        tmp=tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["state"] == "done" and summary["frames"] == 3 == summary["expected"]
     assert len(list(out.glob("*.png"))) == 3
     assert (tmp_path / "rendered.blend").is_file()
@@ -154,28 +160,20 @@ def test_batch_render_example_runs_headless(
 
 def test_td_scripting_example_runs_headless(addon_zip, backend, backend_workdir, tmp_path) -> None:
     out = tmp_path / "td"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "td_scripting.py"),
-            "--install",
-            str(addon_zip),
-            "--connection-file",
-            str(backend.connection_file),
-            "--folder",
-            str(backend_workdir / "subjects" / SUBJECT_ID),
-            "--frames",
-            "3",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=_fresh_blender_env(tmp_path),
-        timeout=600,
+    summary = _run_example(
+        "td_scripting.py",
+        "--install",
+        str(addon_zip),
+        "--connection-file",
+        str(backend.connection_file),
+        "--folder",
+        str(backend_workdir / "subjects" / SUBJECT_ID),
+        "--frames",
+        "3",
+        "--out",
+        str(out),
+        tmp=tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(summary) == {"state", "frames", "strip"}
     assert summary["state"] == "done" and summary["frames"] == 3
     # the strip is named after the rig's subject (the folder's name) and the shot

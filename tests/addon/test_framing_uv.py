@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from .conftest import _backend
+from .helpers import assert_uv_maps_agree
 
 pytestmark = pytest.mark.bpy
 
@@ -41,11 +42,4 @@ def test_uv_pass_equals_the_backends_uv_maps_for_every_framing(addon_mod, clean_
     head = api.import_subject(folder=subject, scene=clean_scene)
     want = np.load(subject / "uv" / "uv.npy").astype(np.float32)
     got = dict(uv_pass.iter_uv_maps(head, clean_scene.camera, [1, 9], (64, 64)))
-    for frame, uv in got.items():
-        ref = want[frame - 1]
-        cover_agree = (uv[..., 2] > 0.5) == (ref[..., 2] > 0.5)
-        assert cover_agree.mean() > 0.99, f"{framing} {frame}: coverage agrees on {cover_agree.mean():.3f}"
-        both = (uv[..., 2] > 0.5) & (ref[..., 2] > 0.5)
-        assert both.sum() > 200
-        err = np.abs(uv[..., :2] - ref[..., :2])[both]
-        assert np.percentile(err, 99) < 2e-3, f"{framing} {frame}: p99 UV error {np.percentile(err, 99)}"
+    assert_uv_maps_agree(got, want, framing)

@@ -13,26 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import BACKEND_PYTHON, ROOT, SUBJECT_ID
+from .conftest import ROOT, SUBJECT_ID, use_local_backend
+from .helpers import backend_job_state, pump
 
 pytestmark = pytest.mark.bpy
-
-
-def pump(runtime, until, timeout: float = 180.0) -> None:
-    """Drive the add-on's timer callback until ``until()`` (what Blender's timer does in the UI)."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out pumping apply_pending"
-        runtime.apply_pending()
-        time.sleep(0.005)
-
-
-@pytest.fixture(scope="module")
-def connected(addon_mod, backend):
-    api = addon_mod("api")
-    info = api.connect(backend.connection_file, timeout=90)
-    yield info
-    api.disconnect()
 
 
 def _folder(backend_workdir: Path) -> Path:
@@ -155,17 +139,10 @@ def test_io_thread_connect_refresh_import_rig_and_disconnect(addon_mod, backend,
 
 
 def test_stop_backend_operator_stops_the_backend_it_started(addon_mod, backend_workdir, tmp_path) -> None:
-    import shutil
-
     import bpy
 
-    api, runtime, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
-    if runtime.RUNTIME.io is not None:
-        api.disconnect()
-    work = tmp_path / "work"
-    shutil.copytree(backend_workdir / "subjects", work / "subjects")
-    p = preferences.prefs()
-    p.backend_command, p.workdir, p.connection_file = BACKEND_PYTHON, str(work), ""
+    api, runtime = addon_mod("api"), addon_mod("runtime")
+    p = use_local_backend(addon_mod, backend_workdir, tmp_path / "work")
     try:
         t0 = time.monotonic()
         assert bpy.ops.emo_avatar.connect.poll()
@@ -205,11 +182,31 @@ def test_workdir_defaults_to_the_extension_user_folder_and_remote_hosts_need_onl
 
 
 # -- 9. the Render Shot operator's state machine ------------------------------------------------
-def _session(addon_mod, scene, start, end, reports, **kw):
+def _shot_rig(addon_mod, backend_workdir: Path, scene, frames_dir: Path):
+    """The test subject's rig imported into ``scene``, its shots' frames going to ``frames_dir``."""
+    head = addon_mod("api").import_subject(folder=_folder(backend_workdir), scene=scene)
+    head.emo_avatar.output_dir = str(frames_dir)  # the rig's own settings are used
+    return head
+
+
+def _session(addon_mod, scene, end: int, reports: list, uv_source: str):
+    """A started ``ShotModal`` for frames 1..end; its reports go to ``reports`` as (level, text)."""
     operators = addon_mod("operators")
-    return operators.ShotModal(
-        scene, start, end, lambda level, text: reports.append((next(iter(level)), text)), **kw
+    session = operators.ShotModal(
+        scene, 1, end, lambda level, text: reports.append((next(iter(level)), text)), uv_source=uv_source
     )
+    assert session.start() == {"RUNNING_MODAL"}
+    return session
+
+
+def _tick_until(runtime, session, reports: list, until, timeout: float = 120.0) -> None:
+    """Feed the operator timer ticks (and run the add-on's timer) until ``until(session)``; the
+    operator must keep running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not until(session):
+        runtime.apply_pending()
+        assert session.on_timer() in ({"RUNNING_MODAL"}, {"PASS_THROUGH"}), reports
+        assert time.monotonic() < deadline, "timed out ticking the modal operator"
 
 
 def _drive(runtime, session, timeout=180.0) -> set:
@@ -228,14 +225,12 @@ def test_render_shot_modal_runs_to_the_end_and_pushes_an_undo_step(
 ) -> None:
     import bpy
 
-    api, runtime, vse = addon_mod("api"), addon_mod("runtime"), addon_mod("vse")
-    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
-    head.emo_avatar.output_dir = str(tmp_path / "frames")  # the rig's own settings are used
+    runtime, vse = addon_mod("runtime"), addon_mod("vse")
+    head = _shot_rig(addon_mod, backend_workdir, clean_scene, tmp_path / "frames")
     head.emo_avatar.channel = 5
     bpy.ops.ed.undo_push(message="before the shot")
     reports: list = []
-    session = _session(addon_mod, clean_scene, 1, 6, reports, uv_source="BLENDER")
-    assert session.start() == {"RUNNING_MODAL"}
+    session = _session(addon_mod, clean_scene, 6, reports, "BLENDER")
     assert session.phase == "names"
     result = _drive(runtime, session)
     assert result == {"FINISHED"}, reports
@@ -258,29 +253,18 @@ def test_render_shot_modal_runs_to_the_end_and_pushes_an_undo_step(
 def test_render_shot_modal_escape_cancels_the_backend_job(
     addon_mod, connected, backend_workdir, clean_scene, tmp_path
 ) -> None:
-    api, runtime = addon_mod("api"), addon_mod("runtime")
-    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
-    head.emo_avatar.output_dir = str(tmp_path / "f")
+    runtime = addon_mod("runtime")
+    _shot_rig(addon_mod, backend_workdir, clean_scene, tmp_path / "f")
     reports: list = []
-    session = _session(addon_mod, clean_scene, 1, 2000, reports, uv_source="BACKEND")
-    session.start()
-    deadline = time.monotonic() + 120
-    while not (session.shot is not None and len(session.shot.frames_done) >= 1):
-        runtime.apply_pending()
-        assert session.on_timer() in ({"RUNNING_MODAL"}, {"PASS_THROUGH"}), reports
-        assert time.monotonic() < deadline
+    session = _session(addon_mod, clean_scene, 2000, reports, "BACKEND")
+    _tick_until(runtime, session, reports, lambda s: s.shot is not None and len(s.shot.frames_done) >= 1)
     t0 = time.monotonic()
     assert session.on_escape() == {"CANCELLED"}
     assert reports[-1][0] == "WARNING" and "cancelled" in reports[-1][1]
     job_id = session.shot.job_id
-
-    def backend_state() -> str:
-        job = runtime.job_item(runtime.wm_state(), job_id)
-        return job.state if job is not None else ""
-
     pump(runtime, lambda: session.shot.finished, timeout=30)
     acknowledged = time.monotonic() - t0  # the backend answered job_cancel
-    pump(runtime, lambda: backend_state() == "cancelled", timeout=30)
+    pump(runtime, lambda: backend_job_state(runtime, job_id) == "cancelled", timeout=30)
     latency = time.monotonic() - t0  # the backend's job reached 'cancelled'
     assert latency < 1.0, f"cancel took {latency:.2f} s (job_cancel answered after {acknowledged:.2f} s)"
     assert session.shot.state == "cancelled" and session.on_timer() == {"CANCELLED"}
@@ -289,13 +273,11 @@ def test_render_shot_modal_escape_cancels_the_backend_job(
 def test_render_shot_modal_reports_a_backend_error_in_full(
     addon_mod, connected, backend_workdir, clean_scene, tmp_path
 ) -> None:
-    api, runtime = addon_mod("api"), addon_mod("runtime")
-    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
-    head.emo_avatar.output_dir = str(tmp_path / "f")
+    runtime = addon_mod("runtime")
+    head = _shot_rig(addon_mod, backend_workdir, clean_scene, tmp_path / "f")
     head.emo_avatar.style = "no_such_style_" + "x" * 80  # refused by the backend at submit
     reports: list = []
-    session = _session(addon_mod, clean_scene, 1, 4, reports, uv_source="BACKEND")
-    session.start()
+    session = _session(addon_mod, clean_scene, 4, reports, "BACKEND")
     assert _drive(runtime, session) == {"CANCELLED"}
     level, text = reports[-1]
     assert level == "ERROR" and "no style" in text and "x" * 80 in text  # never cut short
@@ -310,18 +292,14 @@ def test_ctrl_z_during_the_uv_pass_ends_the_shot_cleanly(
     the shot with a clear error, never a ReferenceError out of the timer."""
     import bpy
 
-    api, runtime = addon_mod("api"), addon_mod("runtime")
+    runtime = addon_mod("runtime")
     bpy.ops.ed.undo_push(message="before the import")
-    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
-    head.emo_avatar.output_dir = str(tmp_path / "f")
+    head = _shot_rig(addon_mod, backend_workdir, clean_scene, tmp_path / "f")
     rig_name, scene_name = head.name, clean_scene.name
     bpy.ops.ed.undo_push(message="imported")
     reports: list = []
-    session = _session(addon_mod, clean_scene, 1, 12, reports, uv_source="BLENDER")
-    session.start()
-    while session.runner is None or session.runner.builder.steps_done < 2:
-        runtime.apply_pending()
-        session.on_timer()
+    session = _session(addon_mod, clean_scene, 12, reports, "BLENDER")
+    _tick_until(runtime, session, reports, lambda s: s.runner and s.runner.builder.steps_done >= 2)
     for _ in range(3):  # Ctrl-Z until the import is undone
         if rig_name not in bpy.data.objects:
             break
@@ -544,14 +522,10 @@ def test_file_load_detaches_a_running_shot_and_ends_the_modal(
     import bpy
 
     api, runtime = addon_mod("api"), addon_mod("runtime")
-    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
-    head.emo_avatar.output_dir = str(tmp_path / "f")
+    _shot_rig(addon_mod, backend_workdir, clean_scene, tmp_path / "f")
     reports: list = []
-    session = _session(addon_mod, clean_scene, 1, 400, reports, uv_source="BACKEND")
-    session.start()
-    while session.shot is None or not session.shot.frames_done:
-        runtime.apply_pending()
-        session.on_timer()
+    session = _session(addon_mod, clean_scene, 400, reports, "BACKEND")
+    _tick_until(runtime, session, reports, lambda s: s.shot is not None and bool(s.shot.frames_done))
     bpy.ops.wm.read_homefile()  # load_pre runs
     assert session.shot.detached
     assert session.on_timer() == {"CANCELLED"} and "another file" in reports[-1][1]

@@ -8,19 +8,15 @@ import time
 
 import pytest
 
-from .conftest import BACKEND_PYTHON, SUBJECT_ID
+from .conftest import BACKEND_PYTHON, SUBJECT_ID, use_local_backend
 
 pytestmark = pytest.mark.bpy
 
 
 def test_start_local_backend_connect_and_stop(addon_mod, backend_workdir, tmp_path) -> None:
-    api, state, preferences = addon_mod("api"), addon_mod("runtime"), addon_mod("preferences")
-    if state.RUNTIME.io is not None:
-        api.disconnect()
+    api, state = addon_mod("api"), addon_mod("runtime")
     work = tmp_path / "work"
-    shutil.copytree(backend_workdir / "subjects", work / "subjects")
-    p = preferences.prefs()
-    p.backend_command, p.workdir, p.connection_file = BACKEND_PYTHON, str(work), ""
+    p = use_local_backend(addon_mod, backend_workdir, work)
     try:
         info = api.connect(start_backend=True, timeout=120)
         proc = state.RUNTIME.backend_proc

@@ -84,19 +84,7 @@ def test_cycles_uv_pass_matches_the_backend_projection(addon_mod, clean_scene, t
     data = _rig(addon_mod, size=size, shear=False)
     head, cam = rig_mod.build_rig(data, clean_scene, frame_start=1)
     # Frames 1 and 4: different yaw / pitch / roll / translation / scale.
-    maps = dict(uv_pass.iter_uv_maps(head, cam, [1, 4], (size, size)))
-    for frame, uv in maps.items():
-        t = frame - 1
-        assert uv.shape == (size, size, 3) and uv.dtype == np.float32
-        want, clear = analytic_uv_map(
-            data.pose[t], float(data.scale[t]), size, dz=0.3 * float(data.expressions[t, 0])
-        )
-        cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
-        assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
-        inside = clear & (want[..., 2] > 0)
-        assert inside.sum() > 100
-        np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
-        assert (uv[~(want[..., 2] > 0) & clear] == 0).all()
+    maps = _assert_uv_pass_shows_pose(uv_pass, head, cam, data, [1, 4], size)
     assert not np.array_equal(maps[1], maps[4])
 
 
@@ -145,17 +133,23 @@ def _pose_from_matrix_world(bpy, addon_mod, scene, head, frames) -> tuple[np.nda
     )
 
 
-def _assert_uv_pass_shows_pose(uv_pass, head, cam, s, frames, size: int) -> None:
+def _assert_uv_pass_shows_pose(uv_pass, head, cam, s, frames, size: int) -> dict[int, np.ndarray]:
     """The Cycles UV pass through ``cam`` at ``frames`` (1-based, from frame 1) equals the analytic
-    map of the sampled pose ``s``: exact coverage away from edges, UV error < 2e-4."""
-    for frame, uv in uv_pass.iter_uv_maps(head, cam, frames, (size, size)):
+    map of the pose ``s`` (rig arrays or a sampled rig: ``pose``, ``scale``, ``expressions``):
+    (size, size, 3) float32, exact coverage away from edges, UV error < 2e-4, zero where nothing
+    is covered -> the maps by frame."""
+    maps = dict(uv_pass.iter_uv_maps(head, cam, frames, (size, size)))
+    for frame, uv in maps.items():
         t = frame - 1
+        assert uv.shape == (size, size, 3) and uv.dtype == np.float32
         want, clear = analytic_uv_map(s.pose[t], float(s.scale[t]), size, dz=0.3 * float(s.expressions[t, 0]))
         cov_err = np.abs(uv[..., 2] - want[..., 2])[clear]
         assert cov_err.max() == 0.0, f"frame {frame}: coverage differs at {int(cov_err.sum())} pixels"
         inside = clear & (want[..., 2] > 0)
         assert inside.sum() > 100
         np.testing.assert_allclose(uv[..., :2][inside], want[..., :2][inside], atol=2e-4)
+        assert (uv[~(want[..., 2] > 0) & clear] == 0).all()
+    return maps
 
 
 def test_a_parented_or_constrained_head_is_sampled_where_blender_shows_it(addon_mod, clean_scene) -> None:

@@ -15,12 +15,9 @@ STYLE = "styled_shot_test"
 
 
 @pytest.fixture(scope="module")
-def connected(addon_mod, backend, styled_subject):
-    """Connected after the style exists, so the backend lists it."""
-    api = addon_mod("api")
-    info = api.connect(backend.connection_file, timeout=90)
-    yield info
-    api.disconnect()
+def connected(styled_subject, connected):
+    """Connected after the style exists, so the backend lists it (conftest's ``connected``)."""
+    return connected
 
 
 @pytest.fixture(scope="module")
