@@ -47,6 +47,8 @@ class FitSettings:
         screen: look for a frame-locked periodic pattern in the targets (``backend.style.screen``);
             when every target has one, it is taken out of the targets, and the fitted translator
             adds it to every frame.
+        parts_weight: how much more the eye and mouth boxes of the keyframes count in the loss
+            than the rest of the frame (read by the caller that builds ``weights``).
         net: translator size.
     """
 
@@ -60,6 +62,7 @@ class FitSettings:
     warp: float = 0.0
     flip: bool = True
     screen: bool = True
+    parts_weight: float = 1.0
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
     def to_dict(self) -> dict:
@@ -81,12 +84,22 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
-def patch_loss(out: torch.Tensor, target: torch.Tensor,
-               w_grad: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + ``w_grad`` x L1 of the image gradients; returns (loss, {"l1", "grad"})."""
-    l1 = F.l1_loss(out, target)
+def _weighted_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return F.l1_loss(a, b)
+    return ((a - b).abs() * weight).mean() / weight.mean().clamp_min(1e-8)
+
+
+def patch_loss(out: torch.Tensor, target: torch.Tensor, w_grad: float,
+               weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + ``w_grad`` x L1 of the image gradients, each pixel weighted by ``weight`` (B, 1, H, W)
+    when given (normalised by its mean); returns (loss, {"l1", "grad"})."""
+    wx = wy = None
+    if weight is not None:
+        wx, wy = weight[..., :, 1:], weight[..., 1:, :]
+    l1 = _weighted_l1(out, target, weight)
     (ox, oy), (tx, ty) = image_gradients(out), image_gradients(target)
-    grad = F.l1_loss(ox, tx) + F.l1_loss(oy, ty)
+    grad = _weighted_l1(ox, tx, wx) + _weighted_l1(oy, ty, wy)
     return l1 + w_grad * grad, {"l1": l1.item(), "grad": grad.item()}
 
 
@@ -95,10 +108,11 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
     """``n`` random aligned crops (with random horizontal flips) of the pairs.
 
     Args:
-        inputs: (P, Cin, H, W) network inputs (RGB + guides); targets: (P, 3, H, W).
+        inputs: (P, Cin, H, W) network inputs (RGB + guides).
+        targets: (P, Ct, H, W): RGB, then any per-pixel channels that travel with them (weights).
         size: crop side (<= H, W).
     Returns:
-        (n, Cin, size, size), (n, 3, size, size).
+        (n, Cin, size, size), (n, Ct, size, size).
     """
     p, _, h, w = inputs.shape
     which = torch.randint(p, (n,), generator=gen)
@@ -169,7 +183,7 @@ def augment(xin: torch.Tensor, xt: torch.Tensor, s: FitSettings,
 
 def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSettings | None = None,
                    seed: int = 0, progress: ProgressFn | None = None,
-                   should_stop: StopFn | None = None) -> FitResult:
+                   should_stop: StopFn | None = None, weights: torch.Tensor | None = None) -> FitResult:
     """Train a ``StyleTranslator`` that maps ``inputs`` to ``targets``.
 
     Args:
@@ -178,6 +192,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         settings: see ``FitSettings``.
         seed: patch sampling and initialisation.
         progress / should_stop: ``backend.progress`` callbacks; a stop raises ``Cancelled``.
+        weights: (P, 1, H, W) >= 0, how much each target pixel counts in the loss (None: equally).
     Returns:
         FitResult.
     Raises:
@@ -191,6 +206,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         raise ValueError(f"targets must be (P, 3, H, W) like inputs, got {tuple(targets.shape)}")
     if inputs.shape[1] != 3 + s.net.guides:
         raise ValueError(f"inputs have {inputs.shape[1]} channels, the translator takes 3 + {s.net.guides}")
+    if weights is not None and (weights.shape[0] != targets.shape[0] or weights.shape[1] != 1
+                                or weights.shape[-2:] != targets.shape[-2:]):
+        raise ValueError(f"weights must be (P, 1, H, W) like the targets, got {tuple(weights.shape)}")
     screen = None
     if s.screen:
         screen = screen_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs])
@@ -198,6 +216,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "kept as a fixed layer", float(screen.abs().amax()))
             targets = targets - screen.to(targets)
+    paired = targets if weights is None else torch.cat([targets, weights.to(targets)], 1)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(s.net).to(inputs.device).train()
@@ -211,10 +230,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     step = 0
     for step in range(s.steps):
         check_cancel(should_stop)
-        xin, xt = augment(*sample_patches(inputs, targets, s.batch, size, gen, s.flip), s, gen)
+        xin, xt = augment(*sample_patches(inputs, paired, s.batch, size, gen, s.flip), s, gen)
+        xt, xw = (xt[:, :3], xt[:, 3:]) if weights is not None else (xt, None)
         guides = xin[:, 3:] if s.net.guides else None
         out = net(xin[:, :3], guides)
-        loss, parts = patch_loss(out, xt, s.w_grad)
+        loss, parts = patch_loss(out, xt, s.w_grad, xw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

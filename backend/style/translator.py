@@ -34,20 +34,28 @@ class TranslatorConfig:
         unshuffle: the network works at 1/unshuffle of the image size on pixel-unshuffled input
             (each unshuffle x unshuffle block becomes channels) and its output is pixel-shuffled
             back, so the cost drops by about unshuffle**2 and the receptive field grows as much.
+        refine: channels of a two-convolution head at full resolution that sharpens the coarse
+            output (0: none); it sees the input, the coarse change and ``REFINE_FEATURES`` more
+            shuffled feature channels.
     """
 
     width: int = 16
     blocks: int = 2
     guides: int = 0
     unshuffle: int = 1
+    refine: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
-        known = {k: int(d[k]) for k in ("width", "blocks", "guides", "unshuffle") if k in d}
+        known = {k: int(d[k]) for k in ("width", "blocks", "guides", "unshuffle", "refine") if k in d}
         return cls(**known)
+
+
+REFINE_FEATURES = 4
+"""Feature channels the coarse network hands to the full-resolution refinement head."""
 
 
 class ConvAct(nn.Sequential):
@@ -103,9 +111,16 @@ class StyleTranslator(nn.Module):
         self.mid = nn.Sequential(*[ResBlock(4 * w) for _ in range(self.cfg.blocks)])
         self.up2 = UpMerge(4 * w, 2 * w, 2 * w)
         self.up1 = UpMerge(2 * w, w, w)
-        self.out = nn.Conv2d(w, 3 * r * r, 3, 1, 1)
+        extra = REFINE_FEATURES if self.cfg.refine else 0
+        self.out = nn.Conv2d(w, (3 + extra) * r * r, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.refine = None
+        if self.cfg.refine:
+            hidden = self.cfg.refine
+            self.refine = nn.Sequential(ConvAct(6 + extra, hidden), nn.Conv2d(hidden, 3, 3, 1, 1))
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
         self.register_buffer("screen", torch.zeros(0), persistent=False)
 
     def set_screen(self, screen: torch.Tensor | None) -> None:
@@ -137,7 +152,11 @@ class StyleTranslator(nn.Module):
         y = self.out(self.up1(self.up2(f2, f1), f0))
         if r > 1:
             y = F.pixel_shuffle(y, r)
-        return self._add_screen(image + y[..., :h, :w])
+        y = y[..., :h, :w]
+        out = image + y[:, :3]
+        if self.refine is not None:
+            out = out + self.refine(torch.cat([image, y], 1))
+        return self._add_screen(out)
 
     def on_render(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Translate a render with the guides taken from its UV map: (B, 3, H, W) each -> (B, 3, H, W)."""
