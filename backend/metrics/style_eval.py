@@ -95,6 +95,14 @@ def style_meta(style: Path) -> dict[str, Any]:
         return {}
 
 
+def keyframe_ids(meta: dict[str, Any]) -> set[int]:
+    """The frames a style was fitted on (its keyframes; the single ``frame`` of older files)."""
+    frames = {int(k["frame"]) for k in meta.get("keyframes") or [] if "frame" in k}
+    if not frames and meta.get("frame") is not None:
+        frames = {int(meta["frame"])}
+    return frames
+
+
 def choose_shot(heldout: np.ndarray, n_frames: int, curves: dict[str, np.ndarray | None],
                 max_len: int | None = None) -> tuple[list[int], str]:
     """(frame ids of consecutive frames, "held-out run" | "whole clip")."""
@@ -213,13 +221,17 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
         raise ValueError(f"{subject} has other expression curves than the avatar was trained on")
     size = plain_r.size
     held = np.asarray(plain_r.meta.get("heldout_ids") or subj.split()[1], dtype=np.int64)
+    meta = style_meta(style)
+    seen = keyframe_ids(meta)  # the edit saw these frames' real pixels: never scored
+    held = held[~np.isin(held, sorted(seen))]
     if len(held) == 0:
-        raise ValueError(f"{subject}: no held-out frames to evaluate on")
+        raise ValueError(f"{subject}: no held-out frames to evaluate on (besides the style's keyframes)")
     ids = held
     if frame_ids is not None:
         not_held = sorted(set(map(int, frame_ids)) - set(held.tolist()))
         if not_held or not frame_ids:
-            raise ValueError(f"frames to score must be held-out frames; {not_held or 'none given'} are not")
+            raise ValueError(f"frames to score must be held-out frames that are not the style's keyframes; "
+                             f"{not_held or 'none given'} are not")
         ids = np.asarray(sorted(set(map(int, frame_ids))), dtype=np.int64)
     if max_frames is not None and len(ids) > max_frames:
         ids = ids[np.linspace(0, len(ids) - 1, max_frames).round().astype(int)]
@@ -230,7 +242,7 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
     regions = subject_regions(subj, ids, size)
     result: dict[str, Any] = {
         "style": str(style), "look": look_name, "subject": str(subject), "checkpoint": str(ckpt),
-        "size": size, "frames": [int(i) for i in ids],
+        "size": size, "frames": [int(i) for i in ids], "keyframes_not_scored": sorted(seen),
         "ground_truth": (f"look {look_name!r} applied to the real held-out frames at {size} px"
                          if look_fn else "none (no look: a hand-made reference)"),
     }
@@ -273,7 +285,6 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
         faces = [r.face for r in regions]
         result["identity"] = {"styled": identity_distance(styled, real, faces),
                               "unstyled": identity_distance(plain, real, faces)}
-    meta = style_meta(style)
     ref_rgb, ref_source = _load_reference(reference, meta)
     frame = reference_frame if reference_frame is not None else meta.get("frame")
     if ref_rgb is not None and frame is not None:

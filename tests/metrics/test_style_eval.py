@@ -49,6 +49,7 @@ def test_evaluate_style_with_a_builtin_look(styled_subject: tuple[Path, Path]) -
     subject, style = styled_subject
     r = evaluate_style(subject, style, "cartoon", max_frames=5, device="cpu")
     assert r["look"] == "cartoon" and len(r["frames"]) == 5
+    assert r["keyframes_not_scored"] == [REF_FRAME] and REF_FRAME not in r["frames"]
     for row in ("styled", "post_filter", "unstyled"):
         _finite(r[row])
         assert r[row]["lpips"] is None and "not computed" in r[row]["lpips_note"]
