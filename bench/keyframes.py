@@ -28,8 +28,11 @@ def main() -> int:
     args = ap.parse_args()
 
     from backend.data.subject import Subject
+    from backend.imaging.convert import frame_at
     from backend.looks import stylize_image
     from backend.metrics.style_eval import evaluate_style
+    from backend.paths import checkpoint_path
+    from backend.train.checkpoint import read_checkpoint
     from backend.train.keyframes import Keyframe
     from backend.train.stage2 import edit_avatar
 
@@ -38,7 +41,8 @@ def main() -> int:
     near = [int(i) for i in held if abs(int(i) - args.second) <= args.near]
     if not near:
         raise SystemExit(f"no held-out frame within {args.near} of frame {args.second}")
-    refs = {f: stylize_image(subject.frame(f), args.look) for f in (args.first, args.second)}
+    size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
+    refs = {f: stylize_image(frame_at(subject.frame(f), size), args.look) for f in (args.first, args.second)}
     runs = {"1 keyframe": [args.first], "2 keyframes": [args.first, args.second]}
     print(f"held-out frames near {args.second}: {near}\n")
     print("| keyframes | edit s | face PSNR styled / post-filter | SSIM styled / post-filter |")

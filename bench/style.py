@@ -4,7 +4,8 @@ post-filter bound, measured in the same run.
     .venv/bin/python bench/style.py SUBJECT [--looks cartoon,pencil,oil,watercolor,posterised_ink]
                                            [--methods translator,skips] [--frame 0] [--max-frames 24]
 
-For every look: the look applied to the real frame ``--frame`` is the reference; each method edits
+For every look: the look applied to the real frame ``--frame``, at the avatar's size (the size
+the ground truth is made at), is the reference; each method edits
 the subject with it (``edit_avatar``, its wall time is measured); ``evaluate_style`` scores the
 styled renders of held-out frames against the look applied to the real held-out frames, together
 with the post-filter (the look applied to the unstyled render). ``posterised_ink`` and
@@ -99,12 +100,16 @@ def main() -> int:
 
     from backend.data.subject import Subject
     from backend.images import write_png
+    from backend.imaging.convert import frame_at
     from backend.looks import LOOKS, stylize_image
     from backend.metrics.style_eval import evaluate_style
+    from backend.paths import checkpoint_path
+    from backend.train.checkpoint import read_checkpoint
     from backend.train.stage2 import edit_avatar
 
     extra = unseen_looks()
     subject = Subject.open(args.subject)
+    size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
     rows = []
     print("| look | method | edit s | face PSNR styled / post-filter (d) | SSIM styled / post (d) | "
           "edge F1 styled / post | jawOpen r styled / unstyled / post | "
@@ -114,7 +119,8 @@ def main() -> int:
         if look not in extra and look not in LOOKS:
             raise SystemExit(f"unknown look {look}")
         fn = extra.get(look, look)  # evaluate_style takes a name or a function
-        ref = fn(subject.frame(args.frame)) if callable(fn) else stylize_image(subject.frame(args.frame), fn)
+        frame = frame_at(subject.frame(args.frame), size)  # the look at the size it is scored at
+        ref = fn(frame) if callable(fn) else stylize_image(frame, fn)
         ref_path = args.subject / "styles" / f"bench_{look}.png"
         ref_path.parent.mkdir(exist_ok=True)
         write_png(ref_path, ref)
