@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,28 @@ class PTIResult:
 
 def _recon_loss(img: torch.Tensor, target: torch.Tensor, perceptual: torch.nn.Module) -> torch.Tensor:
     return F.mse_loss(img, target) + perceptual(img, target).mean()
+
+
+def _fit(G: torch.nn.Module, latents: torch.Tensor, targets: torch.Tensor, perceptual: torch.nn.Module,
+         opt: torch.optim.Optimizer, steps: int, stage: str, first: int,
+         history: list[tuple[str, int, float]], report: Callable[[int, float], None],
+         should_stop: StopFn | None) -> None:
+    """``steps`` steps of ``opt`` on the reconstruction loss of ``G.synthesis`` at ``latents``
+    ((N, style_dim), broadcast to every layer) against ``targets`` (N, 3, S, S).
+
+    Each step's loss is appended to ``history`` as (stage, first + step, loss) and reported as
+    step ``first + step + 1`` of the whole run; ``should_stop`` is checked before every step.
+    """
+    for step in range(steps):
+        check_cancel(should_stop)
+        img = G.synthesis(G.broadcast(latents), noise_mode=NOISE_MODE)
+        loss = _recon_loss(img, targets, perceptual)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_v = loss.item()
+        history.append((stage, first + step, loss_v))
+        report(first + step + 1, loss_v)
 
 
 def run_pti(avatar: torch.nn.Module, targets: torch.Tensor, perceptual: torch.nn.Module, w_steps: int,
@@ -86,17 +109,7 @@ def run_pti(avatar: torch.nn.Module, targets: torch.Tensor, perceptual: torch.nn
     req = [p.requires_grad for p in G.parameters()]
     G.requires_grad_(False)
     opt_w = torch.optim.Adam([w], lr=lr_w, betas=(0.9, 0.999))
-    loss_v = float("nan")
-    for step in range(w_steps):
-        check_cancel(should_stop)
-        img = G.synthesis(G.broadcast(w), noise_mode=NOISE_MODE)
-        loss = _recon_loss(img, targets, perceptual)
-        opt_w.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_w.step()
-        loss_v = loss.item()
-        history.append(("pivot", step, loss_v))
-        report(step + 1, loss_v)
+    _fit(G, w, targets, perceptual, opt_w, w_steps, "pivot", 0, history, report, should_stop)
     for p, r in zip(G.parameters(), req, strict=True):
         p.requires_grad_(r)
 
@@ -104,16 +117,8 @@ def run_pti(avatar: torch.nn.Module, targets: torch.Tensor, perceptual: torch.nn
     pivots = w.detach()
     params = [p for n, p in G.named_parameters() if not n.startswith("style.")]
     opt_g = torch.optim.Adam(params, lr=lr_g, betas=(0.9, 0.999))
-    for step in range(g_steps):
-        check_cancel(should_stop)
-        img = G.synthesis(G.broadcast(pivots), noise_mode=NOISE_MODE)
-        loss = _recon_loss(img, targets, perceptual)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        loss_v = loss.item()
-        history.append(("generator", w_steps + step, loss_v))
-        report(w_steps + step + 1, loss_v)
+    _fit(G, pivots, targets, perceptual, opt_g, g_steps, "generator", w_steps, history, report, should_stop)
+    loss_v = history[-1][2] if history else float("nan")
 
     with torch.no_grad():
         centroid = G.broadcast(pivots.mean(0, keepdim=True))  # (1, n_latent, style_dim)
