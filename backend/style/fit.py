@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
-from backend.style.screen import screen_of_keyframes
+from backend.style.screen import screen_channel, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig
 
 log = logging.getLogger(__name__)
@@ -216,10 +216,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "kept as a fixed layer", float(screen.abs().amax()))
             targets = targets - screen.to(targets)
+            ch = screen_channel(screen).to(inputs)
+            inputs = torch.cat([inputs, ch[None].expand(inputs.shape[0], 1, *ch.shape[-2:])], 1)
+    net_cfg = replace(s.net, screen_input=1 if screen is not None else 0)
     paired = targets if weights is None else torch.cat([targets, weights.to(targets)], 1)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = StyleTranslator(s.net).to(inputs.device).train()
+    net = StyleTranslator(net_cfg).to(inputs.device).train()
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])
@@ -232,8 +235,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         check_cancel(should_stop)
         xin, xt = augment(*sample_patches(inputs, paired, s.batch, size, gen, s.flip), s, gen)
         xt, xw = (xt[:, :3], xt[:, 3:]) if weights is not None else (xt, None)
-        guides = xin[:, 3:] if s.net.guides else None
-        out = net(xin[:, :3], guides)
+        g = 3 + s.net.guides
+        guides = xin[:, 3:g] if s.net.guides else None
+        out = net(xin[:, :3], guides, xin[:, g:] if net_cfg.screen_input else None)
         loss, parts = patch_loss(out, xt, s.w_grad, xw)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -135,3 +135,9 @@ def screen_of_keyframes(references: torch.Tensor, sources: list[torch.Tensor],
     if any(layer is None for layer in layers):
         return None
     return torch.stack(layers).mean(0)  # type: ignore[arg-type]
+
+
+def screen_channel(screen: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) screen layer -> (1, H, W) its channel mean scaled to a peak of 1 (a network input)."""
+    grey = screen.mean(0, keepdim=True)
+    return grey / grey.abs().amax().clamp_min(1e-6)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.style.guides import uv_guides
+from backend.style.screen import screen_channel
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class TranslatorConfig:
         refine: channels of a two-convolution head at full resolution that sharpens the coarse
             output (0: none); it sees the input, the coarse change and ``REFINE_FEATURES`` more
             shuffled feature channels.
+        screen_input: 1 when the style's frame-locked screen (``set_screen``) is also an input
+            channel, so the network can modulate the screen it adds (fade it where the look
+            clips to paper or ink).
     """
 
     width: int = 16
@@ -44,13 +48,15 @@ class TranslatorConfig:
     guides: int = 0
     unshuffle: int = 1
     refine: int = 0
+    screen_input: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
-        known = {k: int(d[k]) for k in ("width", "blocks", "guides", "unshuffle", "refine") if k in d}
+        known = {k: int(d[k]) for k in ("width", "blocks", "guides", "unshuffle", "refine",
+                                                       "screen_input") if k in d}
         return cls(**known)
 
 
@@ -104,7 +110,7 @@ class StyleTranslator(nn.Module):
         super().__init__()
         self.cfg = cfg or TranslatorConfig()
         r = self.cfg.unshuffle
-        w, cin = self.cfg.width, (3 + self.cfg.guides) * r * r
+        w, cin = self.cfg.width, (3 + self.cfg.guides + self.cfg.screen_input) * r * r
         self.inc = nn.Sequential(ConvAct(cin, w), ConvAct(w, w))
         self.down1 = ConvAct(w, 2 * w, stride=2)
         self.down2 = ConvAct(2 * w, 4 * w, stride=2)
@@ -137,9 +143,27 @@ class StyleTranslator(nn.Module):
             screen = F.interpolate(screen[None], size=out.shape[-2:], mode="bilinear", align_corners=False)[0]
         return out + screen
 
-    def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None) -> torch.Tensor:
+    def _screen_input(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W): the screen as an input channel at ``image``'s size (zeros without one)."""
+        b, _, h, w = image.shape
+        if self.screen.numel() == 0:
+            return image.new_zeros(b, 1, h, w)
+        ch = screen_channel(self.screen.to(image))[None]
+        if ch.shape[-2:] != (h, w):
+            ch = F.interpolate(ch, size=(h, w), mode="bilinear", align_corners=False)
+        return ch.expand(b, 1, h, w)
+
+    def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None,
+                screen_map: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: (B, 1, H, W) the screen channel of these
+        crops (while fitting); None: the stored screen's."""
         h, w = image.shape[-2:]
-        x = image if guides is None or self.cfg.guides == 0 else torch.cat([image, guides], 1)
+        parts = [image]
+        if self.cfg.guides and guides is not None:
+            parts.append(guides)
+        if self.cfg.screen_input:
+            parts.append(screen_map if screen_map is not None else self._screen_input(image))
+        x = torch.cat(parts, 1) if len(parts) > 1 else image
         r = self.cfg.unshuffle
         ph, pw = (-h) % (4 * r), (-w) % (4 * r)
         if ph or pw:
