@@ -26,12 +26,17 @@ import logging
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backend.paths import checkpoint_path, frame_file_name, style_path
 from protocol.curves import Curves
+
+if TYPE_CHECKING:
+    from backend.render import Renderer
 
 COMPILE_HELP = ("render through torch.compile (backend/model/compiled.py): ~1.5x faster on CPU after a "
                 "one-off compile of about a minute on 2 cores, seconds once cached; without a working "
@@ -183,8 +188,49 @@ def load_uv_npz(path: Path, n: int) -> np.ndarray:
     return uv
 
 
-def run(args: argparse.Namespace) -> int:
+def write_frames(renderer: Renderer, values: np.ndarray, rows: list[int], start: int, out: Path, *,
+                 uv: np.ndarray | None = None, pose: np.ndarray | None = None,
+                 scale: np.ndarray | None = None, batch: int = 8,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False) -> int:
+    """Render the curve ``rows`` and write each frame atomically to ``out/NNNNNN.png``, named by
+    its frame number ``start + row``; ``out`` is made once the first frame exists, so a bad input
+    leaves no empty folder.
+
+    Args:
+        values: (T, K) float32 curves in the renderer's names; uv, pose, scale: as
+            ``Renderer.render`` takes them.
+        rows: curve rows to render, in order.
+        start: frame number of row 0.
+        batch: frames per forward pass.
+        finish: applied to each (S, S, 3) uint8 frame before it is written (e.g. a resize).
+        progress: show ``render i/N`` on stderr (a terminal).
+    Returns:
+        The exit code: 0, or 2 after one ``error:`` line on stderr (an input the renderer refuses,
+        or frames that cannot be written).
+    """
     from backend.images import write_png
+
+    nl = "\n" if progress else ""  # ends the progress line
+    try:
+        frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=batch, indices=rows)
+        for i, (row, rgb) in enumerate(zip(rows, frames, strict=True)):
+            if i == 0:  # created once the first frame exists, so bad inputs leave no empty folder
+                out.mkdir(parents=True, exist_ok=True)
+            write_png(out / frame_file_name(start + row), rgb if finish is None else finish(rgb))
+            if progress:
+                print(f"\rrender {i + 1}/{len(rows)}", end="", file=sys.stderr, flush=True)
+    except ValueError as exc:  # RenderInputError, or a subject folder the rig cannot be read from
+        print(f"{nl}error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{nl}error: cannot write frames to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if progress:
+        print(file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
     from backend.render import Renderer, conform_names
     from protocol.errors import CurveError
 
@@ -220,24 +266,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    nl = "\n" if sys.stderr.isatty() else ""  # ends the progress line
-    try:
-        frames = renderer.render(values, uv_maps=uv, pose=pose, scale=scale, batch=args.batch, indices=todo)
-        for i, (row, rgb) in enumerate(zip(todo, frames, strict=True)):
-            if i == 0:  # created once the first frame exists, so bad inputs leave no empty folder
-                args.out.mkdir(parents=True, exist_ok=True)
-            write_png(args.out / frame_file_name(start + row), rgb)
-            if sys.stderr.isatty():
-                print(f"\rrender {i + 1}/{len(todo)}", end="", file=sys.stderr, flush=True)
-    except ValueError as exc:  # RenderInputError, or a subject folder the rig cannot be read from
-        print(f"{nl}error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{nl}error: cannot write frames to {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    code = write_frames(renderer, values, todo, start, args.out, uv=uv, pose=pose, scale=scale,
+                        batch=args.batch, progress=sys.stderr.isatty())
+    if code:
+        return code
     dt = time.monotonic() - t0
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
     log.info("%d frames -> %s (%.1f frames/s, %s)", len(todo), args.out, len(todo) / max(dt, 1e-9),
              renderer.forward.status)
     return 0

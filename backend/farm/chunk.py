@@ -30,7 +30,7 @@ import numpy as np
 
 from backend.farm.outputs import OutputFolderError, check_output_folder
 from backend.farm.ranges import RangeError, format_range, parse_range
-from backend.paths import checkpoint_path, frame_file_name
+from backend.paths import checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,8 @@ def resize_frame(rgb: np.ndarray, side: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.images import write_png
     from backend.render import Renderer, conform_names
-    from backend.render_cli import load_curves, load_uv_dir, resolve_style
+    from backend.render_cli import load_curves, load_uv_dir, resolve_style, write_frames
     from protocol.errors import CurveError
 
     subject: Path = args.subject
@@ -154,16 +153,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    try:
-        for frame, rgb in zip(frames, renderer.render(values, uv_maps=uv, pose=pose, scale=scale,
-                                                      batch=args.batch, indices=rows), strict=True):
-            write_png(out / frame_file_name(frame), resize_frame(rgb, args.resolution))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write frames to {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    code = write_frames(renderer, values, rows, start, out, uv=uv, pose=pose, scale=scale, batch=args.batch,
+                        finish=lambda rgb: resize_frame(rgb, args.resolution))
+    if code:
+        return code
     dt = time.monotonic() - t0
     print(f"{DONE_PREFIX} {len(frames)} frames: {format_range(frames)} -> {out} "
           f"({dt:.2f} s, {len(frames) / max(dt, 1e-9):.1f} frames/s, {renderer.forward.status})", flush=True)
