@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 
 _IDS = itertools.count(1)
 _ID_LOCK = threading.Lock()
-DISK_LOCK = threading.Lock()
-"""Held while this thread encodes and writes a frame, and by the main thread while Blender loads a
-frame file into a strip. zlib and file writes run here without the GIL; Blender's image loading
-(``strips.new_image``) crashed intermittently when the two overlapped, so they never do."""
 MAX_RESUBMITS = 5
 """How often a render interrupted by backend restarts is submitted again before giving up."""
 
@@ -477,9 +473,8 @@ class IOThread(threading.Thread):
             return True
         path = stream.folder / frame_filename(stream.prefix, frame)
         try:
-            with DISK_LOCK:
-                data = image if isinstance(image, bytes) else encode_png(np.asarray(image))
-                atomic_write_bytes(path, data)
+            data = image if isinstance(image, bytes) else encode_png(np.asarray(image))
+            atomic_write_bytes(path, data)
         except OSError as exc:
             stream.received.discard(index)
             self.streams.pop(stream.job_id, None)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import bpy
 
 from . import props, vse
-from .io_thread import DISK_LOCK, IOThread, Result
+from .io_thread import IOThread, Result
 
 log = logging.getLogger(__name__)
 
@@ -311,18 +311,17 @@ def update_shot_strip(shot: Shot) -> None:
     if scene is None:
         return
     had = vse.find_strip(scene, shot.strip_name) is not None
-    with DISK_LOCK:  # Blender may load a frame file: never while the I/O thread writes one
-        strip = vse.update_strip(
-            scene,
-            shot.strip_name,
-            shot.folder,
-            shot.prefix,
-            shot.frame_start,
-            shot.frames_done,
-            shot.channel,
-            length=shot.total,
-            relative=shot.relative,
-        )
+    strip = vse.update_strip(
+        scene,
+        shot.strip_name,
+        shot.folder,
+        shot.prefix,
+        shot.frame_start,
+        shot.frames_done,
+        shot.channel,
+        length=shot.total,
+        relative=shot.relative,
+    )
     if strip is None:
         return
     shot.channel = strip.channel  # the preferred channel, or the free one above it
