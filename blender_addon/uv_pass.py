@@ -43,7 +43,9 @@ def uv_scene(rig: bpy.types.Object, camera: bpy.types.Object, size: tuple[int, i
     r.use_border = False
     r.use_compositing = False
     r.use_sequencer = False
-    r.use_persistent_data = True
+    # No Cycles session may outlive a frame's render: with persistent data, Blender intermittently
+    # crashed in the next image load (the sequencer strip of the shot's first frame) under load.
+    r.use_persistent_data = False
     r.filter_size = 0.01
     c = scene.cycles
     c.device = "CPU"
