@@ -8,8 +8,10 @@ frame, and lines follow each frame's own edges instead of texels.
 
 Shape: a three-level U-Net (full, 1/2, 1/4 resolution) with residual blocks at 1/4, about 30 px
 of receptive field at the finest level, which covers the filters of typical looks (edge-aware
-smoothing, colour quantisation, outlines, paper grain). The output is the input image plus a
-predicted change, so an untrained translator is the identity.
+smoothing, colour quantisation, outlines, paper grain), then an optional two-convolution head at
+full resolution that sharpens the U-Net's change (hard colour steps and thin lines). The output
+is the input image plus the predicted change, so an untrained translator is the identity. A
+style's frame-locked screen (``backend.style.screen``) is added last.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ class TranslatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
-        known = {k: int(d[k]) for k in ("width", "blocks", "guides", "unshuffle", "refine",
-                                                       "screen_input") if k in d}
+        names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input")
+        known = {k: int(d[k]) for k in names if k in d}
         return cls(**known)
 
 
