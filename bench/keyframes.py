@@ -38,7 +38,8 @@ def main() -> int:
 
     subject = Subject.open(args.subject)
     _, held = subject.split()
-    near = [int(i) for i in held if abs(int(i) - args.second) <= args.near]
+    keys = {args.first, args.second}  # never scored: the 2-keyframe edit saw them
+    near = [int(i) for i in held if abs(int(i) - args.second) <= args.near and int(i) not in keys]
     if not near:
         raise SystemExit(f"no held-out frame within {args.near} of frame {args.second}")
     size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
