@@ -51,13 +51,11 @@ class TranslatorEditJob:
 
     Attributes:
         inputs: (P, 3 + guides, S, S) in [-1, 1]; targets: (P, 3, S, S) in [-1, 1].
-        weights: (P, 1, S, S) loss weight of each target pixel (``parts_weights``) or None.
         keyframes: the checked keyframes; alignments: their edge-match measurements (meta).
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
-    weights: torch.Tensor | None
     keyframes: list[LoadedKeyframe]
     alignments: list[dict[str, Any]]
     settings: FitSettings
@@ -70,7 +68,7 @@ class TranslatorEditJob:
     def run(self, seed: int = 0, progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> FitResult:
         return fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
-                              should_stop=should_stop, weights=self.weights)
+                              should_stop=should_stop)
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
@@ -87,24 +85,6 @@ def face_box(coverage: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int
     py, px = round(pad * (ys.max() - ys.min() + 1)), round(pad * (xs.max() - xs.min() + 1))
     return (max(0, ys.min() - py), min(side, ys.max() + 1 + py), max(0, xs.min() - px),
             min(side, xs.max() + 1 + px))
-
-
-def parts_weights(subject_dir: Path, ids: list[int], size: int, weight: float) -> torch.Tensor | None:
-    """(K, 1, S, S) loss weights of keyframes ``ids``: ``weight`` inside the eye and mouth boxes of
-    their tracked landmarks, 1 elsewhere (and everywhere on a frame without a face); None when
-    ``weight`` is 1. Expressions live in those few pixels, so they get the network's attention."""
-    if weight == 1.0:
-        return None
-    from backend.data.subject import Subject
-    from backend.metrics.regions import subject_regions
-
-    subject = Subject.open(subject_dir)
-    maps = np.ones((len(ids), 1, size, size), np.float32)
-    for k, (i, reg) in enumerate(zip(ids, subject_regions(subject, ids, size), strict=True)):
-        if subject.valid[i]:
-            parts = reg.mask("eyes", (size, size)) | reg.mask("mouth", (size, size))
-            maps[k, 0][parts] = weight
-    return torch.from_numpy(maps)
 
 
 def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
@@ -157,12 +137,8 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
         targets.append(refs)
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
-    weights = parts_weights(subject_dir, ids, size, settings.parts_weight)
-    if weights is not None:
-        weights = weights.repeat(len(TRAIN_ON), 1, 1, 1).to(dev)
     return TranslatorEditJob(
-        inputs=torch.cat(inputs), targets=torch.cat(targets), weights=weights, keyframes=loaded,
-        alignments=alignments,
+        inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
         settings=settings, meta=meta, tensors=tensors, avatar=avatar,
         checkpoint_sha256=checkpoint_sha256(ckpt), device=dev,
     )

@@ -209,30 +209,3 @@ def test_cancelled_translator_edit_writes_no_style(edit_subject: Path) -> None:
     assert not style_path(edit_subject, "stop").exists()
     assert not list(style_path(edit_subject, "stop").parent.glob("*.tmp*"))
 
-
-def test_loss_weights_focus_the_fit_and_are_checked() -> None:
-    from backend.style.fit import patch_loss
-
-    out, target = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
-    target[..., :4, :] = 1.0  # the error sits in the top half only
-    even = patch_loss(out, target, 1.0)[0]
-    assert torch.allclose(patch_loss(out, target, 1.0, torch.ones(1, 1, 8, 8))[0], even)
-    top = torch.ones(1, 1, 8, 8)
-    top[..., :4, :] = 4.0
-    assert patch_loss(out, target, 0.0, top)[0] > patch_loss(out, target, 0.0)[0]
-    with pytest.raises(ValueError, match="weights must be"):
-        fit_translator(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), FitSettings(steps=1),
-                       weights=torch.ones(1, 1, 4, 4))
-
-
-def test_parts_weights_mark_the_eyes_and_mouth_of_each_keyframe(edit_subject: Path) -> None:
-    from backend.data.subject import Subject
-    from backend.metrics.regions import subject_regions
-    from backend.train.translator_edit import parts_weights
-
-    assert parts_weights(edit_subject, [0, 5], SIZE, 1.0) is None
-    maps = parts_weights(edit_subject, [0, 5], SIZE, 3.0)
-    assert maps.shape == (2, 1, SIZE, SIZE) and set(maps.unique().tolist()) == {1.0, 3.0}
-    reg = subject_regions(Subject.open(edit_subject), [5], SIZE)[0]
-    mouth = torch.from_numpy(reg.mask("mouth", (SIZE, SIZE)))
-    assert bool((maps[1, 0][mouth] == 3.0).all())
