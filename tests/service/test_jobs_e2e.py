@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
+from backend.face.video_io import iter_frames
 from protocol.buffers import verify_checksum
 from protocol.envelope import PROTO, Session
 from protocol.errors import RemoteError
@@ -359,14 +360,7 @@ def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
 
 def _long_video(src: Path, dst: Path, repeats: int) -> Path:
     """The tiny sample looped ``repeats`` times (50 frames each): a track job of minutes."""
-    cap = cv2.VideoCapture(str(src))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in iter_frames(src)]
     h, w = frames[0].shape[:2]
     out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
     for _ in range(repeats):
