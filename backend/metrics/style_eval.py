@@ -333,7 +333,7 @@ def write_sheet(path: Path, ids: np.ndarray, real: np.ndarray, plain: np.ndarray
         gt, post = look_pair
         cols = [real[pick], gt[pick], plain[pick], post[pick], styled[pick],
                 np.stack([error_map(styled[i], gt[i]) for i in pick])]
-        names = ["real", f"{look} (truth)", "unstyled", "post-filter", "styled", "|styled-truth| x4"]
+        names = ["real", "truth (look)", "unstyled", "post-filter", "styled", "|styled-truth| x4"]
     else:
         cols, names = [real[pick], plain[pick], styled[pick]], ["real", "unstyled", "styled"]
     title = f"style eval ({look or 'no look'}) on held-out frames"
