@@ -69,8 +69,9 @@ NO_LOOK = "reference"
 """Key of a run without a look in ``<style>.eval.json``."""
 
 
-EXPRESSION_ROWS = ("real", "unstyled", "styled", "post_filter")
-"""The shots re-tracked for expression preservation (``post_filter`` only with a look)."""
+EXPRESSION_ROWS = ("real", "unstyled", "styled", "post_filter", "truth")
+"""The shots re-tracked for expression preservation (``post_filter`` and ``truth``, the look
+applied to the real frames, only with a look: what the look itself does to the tracker)."""
 
 
 def eval_json_path(style: Path) -> Path:
@@ -276,8 +277,11 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
                              "styled": temporal_change(shot_styled)}
     if look_fn is not None:  # what the tracker and the look itself do, for comparison
         shot_post = np.stack([apply_look(f, look_fn) for f in shot_plain])
+        shot_truth = np.stack([apply_look(f, look_fn) for f in shot_real])
         result["expression"]["post_filter"] = expression_correlation(shot_post, curves)
+        result["expression"]["truth"] = expression_correlation(shot_truth, curves)
         flick["post_filter"] = temporal_change(shot_post)
+        flick["truth"] = temporal_change(shot_truth)
     flick["ratio"] = flick["styled"] / flick["unstyled"] if flick["unstyled"] > 0 else None
     result["flicker"] = flick
 

@@ -56,11 +56,12 @@ def test_evaluate_style_with_a_builtin_look(styled_subject: tuple[Path, Path]) -
     gap = r["styled"]["face_psnr_db"] - r["post_filter"]["face_psnr_db"]
     assert r["gap_db"]["face_psnr"] == pytest.approx(gap)
     fl = r["flicker"]
-    assert all(math.isfinite(fl[k]) and fl[k] > 0 for k in ("real", "unstyled", "styled", "post_filter"))
+    rows = ("real", "unstyled", "styled", "post_filter", "truth")
+    assert all(math.isfinite(fl[k]) and fl[k] > 0 for k in rows)
     assert fl["ratio"] == pytest.approx(fl["styled"] / fl["unstyled"])
     sh = r["shot"]
     assert sh["frames"] == sh["last"] - sh["first"] + 1 and sh["source"] in ("held-out run", "whole clip")
-    for row in ("real", "unstyled", "styled", "post_filter"):
+    for row in rows:
         e = r["expression"][row]
         assert e["frames"] == sh["frames"] and 0 <= e["tracked"] <= e["frames"]
         for k in ("jaw_open_r", "eye_blink_r"):  # None only where too few frames had a face
@@ -133,6 +134,9 @@ def test_a_look_outside_looks_is_scored(styled_subject: tuple[Path, Path]) -> No
     same = evaluate_style(subject, style, identity_look, max_frames=3, shot_frames=8, identity=False,
                           write=False, device="cpu")
     assert same["post_filter"] == same["unstyled"]  # filtering with the identity changes nothing
+    # the look applied to the real shot is the real shot for the tracker
+    assert same["expression"]["truth"] == same["expression"]["real"]
+    assert same["flicker"]["truth"] == same["flicker"]["real"]
 
 
 def test_without_a_look_reports_what_needs_none(styled_subject: tuple[Path, Path]) -> None:
