@@ -14,6 +14,7 @@ from backend.style.fit import FitSettings, fit_translator
 from backend.style.translator import (
     StyleTranslator,
     TranslatorConfig,
+    split_conv,
     translator_from_state,
     translator_state,
 )
@@ -48,6 +49,32 @@ def test_state_round_trip_and_bad_weights() -> None:
     blob["config"]["width"] = 12
     with pytest.raises(ValueError, match="do not fit"):
         translator_from_state(blob)
+
+
+def test_split_conv_equals_the_conv_of_the_concatenation() -> None:
+    conv = torch.nn.Conv2d(7, 5, 3, 1, 1).to(memory_format=torch.channels_last)
+    a, b = torch.randn(2, 3, 9, 11), torch.randn(2, 4, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(split_conv([a, b], conv), conv(torch.cat([a, b], 1)), atol=1e-5)
+
+
+def test_low_merge_keeps_the_weights_layout_and_round_trips() -> None:
+    """``low_merge`` changes where the decoder convolves, not which tensors a style file holds; a
+    config written before the field existed reads as ``low_merge=0``."""
+    plain = StyleTranslator(TranslatorConfig(width=8, blocks=1, refine=4))
+    low = StyleTranslator(TranslatorConfig(width=8, blocks=1, refine=4, low_merge=1))
+    shapes = [{k: v.shape for k, v in net.state_dict().items()} for net in (plain, low)]
+    assert shapes[0] == shapes[1]
+    with torch.no_grad():
+        for p in low.parameters():
+            p.normal_(0, 0.1)
+    blob = translator_state(low)
+    back = translator_from_state(blob)
+    x = torch.rand(2, 3, 20, 28) * 2 - 1
+    assert back.cfg.low_merge == 1 and torch.equal(back(x), low(x))
+    assert back(x).is_contiguous()
+    del blob["config"]["low_merge"]
+    assert translator_from_state(blob).cfg.low_merge == 0
 
 
 @pytest.mark.parametrize("look", [posterised_ink, cool_halftone], ids=["posterised_ink", "cool_halftone"])
