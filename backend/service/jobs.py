@@ -66,6 +66,8 @@ class ServiceEnv:
     read_policy: ReadPolicy = field(default_factory=ReadPolicy)
     compile: bool = False
     """Render through ``torch.compile`` (``emo-avatar serve --compile``)."""
+    train_procs: int = 1
+    """Processes a train job runs in: 1 in this process, more through torchrun (``serve --train-procs``)."""
 
     def job_dir(self, job_id: str) -> Path:
         """``WORKDIR/jobs/<job_id>/``: a job's stored inputs (curves, UV maps) for resume."""

@@ -109,7 +109,8 @@ class TrackKind:
 
 # -- train ------------------------------------------------------------------------------------
 class TrainKind:
-    """Stage 1 on ``subjects/<subject>``; resumes from its last checkpoint when run again."""
+    """Stage 1 on ``subjects/<subject>``; resumes from its last checkpoint when run again. In this
+    process, or in ``env.train_procs`` processes through torchrun (``train_launch``)."""
 
     name = "train"
     priority = PRIORITY_COMPUTE
@@ -123,6 +124,10 @@ class TrainKind:
 
         if preset not in PRESETS:
             raise JobError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+        if env.train_procs > 1:
+            from backend.service.train_launch import check_job
+
+            check_job(subject_dir(env, subject), preset, env.train_procs)
         return {"subject_id": subject, "preset": preset, "steps": _opt_int(params, "steps", 1),
                 "seed": _opt_int(params, "seed") or 0, "resume": bool(params.get("resume", False))}
 
@@ -144,9 +149,14 @@ class TrainKind:
                 first_train_step.append(update.step)
             ctx.progress(update)
 
-        ckpt = train_avatar(subject, preset=p["preset"], steps=p["steps"], seed=p["seed"],
-                            device=ctx.env.device, resume=resume, progress=progress,
-                            should_stop=ctx.should_stop)
+        if ctx.env.train_procs > 1:  # torchrun, N processes (serve --train-procs N)
+            from backend.service.train_launch import train_in_processes
+
+            ckpt = train_in_processes(ctx, subject, resume, progress)
+        else:
+            ckpt = train_avatar(subject, preset=p["preset"], steps=p["steps"], seed=p["seed"],
+                                device=ctx.env.device, resume=resume, progress=progress,
+                                should_stop=ctx.should_stop)
         started_at = first_train_step[0] - 1 if first_train_step else None
         return {"subject_id": p["subject_id"], "stages": stages, "started_at_step": started_at,
                 "checkpoint": str(Path(ckpt).relative_to(ctx.env.workdir))}

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retain-inputs-hours", type=float, default=defaults.retain_inputs_hours,
                         help="delete finished jobs' stored inputs (WORKDIR/jobs/<id>/) after this many "
                              "hours (default %(default)g)")
+    parser.add_argument("--train-procs", type=int, default=defaults.train_procs, metavar="N",
+                        help="run train jobs in N processes through torchrun (DDP: one per GPU with NCCL, "
+                             "else gloo on CPU, at most one per core); 1 (default) trains in this process")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,12 +54,21 @@ def run(args: argparse.Namespace) -> int:
         if not d.is_dir():
             print(f"error: --allow-read {d} is not a directory", file=sys.stderr)
             return 2
+    if args.train_procs != 1:
+        from backend.train.ddp import DistributedError, check_launch
+
+        try:
+            how = check_launch(args.train_procs, args.device)
+        except DistributedError as exc:
+            print(f"error: --train-procs {args.train_procs}: {exc}", file=sys.stderr)
+            return 2
+        log.info("train jobs run in %s (torchrun)", how)
     config = ServerConfig(workdir=args.workdir, ip=args.ip, connection_file=args.connection_file,
                           device=args.device, compile=args.compile, allow_read=list(args.allow_read),
                           insecure=args.insecure, resume_jobs=args.resume_jobs,
                           max_message_bytes=int(args.max_message_mb * 2**20),
                           max_active_jobs=args.max_active_jobs, max_open_uploads=args.max_open_uploads,
-                          retain_inputs_hours=args.retain_inputs_hours)
+                          retain_inputs_hours=args.retain_inputs_hours, train_procs=args.train_procs)
     if not is_loopback_ip(args.ip):
         print(f"binding non-loopback address {args.ip}: "
               + ("UNENCRYPTED (--insecure)" if args.insecure else "CURVE encryption on"), file=sys.stderr)

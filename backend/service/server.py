@@ -104,6 +104,8 @@ class ServerConfig:
     """Finished jobs' stored inputs (``jobs/<id>/``) are deleted after this many hours."""
     ageing_seconds: float = 60.0
     """A queued compute job gains one priority level per this many seconds of waiting."""
+    train_procs: int = 1
+    """Train jobs run in this many processes (torchrun, DDP) when > 1; checked by ``ddp.check_launch``."""
 
 
 class _EventLogHandler(logging.Handler):
@@ -164,7 +166,7 @@ class Server:
             kinds = default_kinds()
         self.kinds = kinds
         self.env = ServiceEnv(self.workdir, device=config.device, read_policy=ReadPolicy(config.allow_read),
-                              compile=config.compile)
+                              compile=config.compile, train_procs=config.train_procs)
         self.uploads = Uploads(paths.workdir_uploads(self.workdir), max_open=config.max_open_uploads)
         self.curve_public: str | None = None
         self.context: zmq.Context | None = None

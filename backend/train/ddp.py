@@ -172,6 +172,20 @@ def global_share(local: torch.Tensor, world: int) -> torch.Tensor:
     return world * local.detach() / total.clamp_min(1e-12)
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (one all-reduce; no-op alone).
+
+    For a stop request seen by one rank first: all ranks then stop at the same step, so none is
+    left waiting at a collective. Every rank must call it at the same points.
+    """
+    if not dist.is_initialized():
+        return bool(flag)
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def mean_logs(logs: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
     """Loss values averaged over the ranks (the global batch's losses; same keys on every rank)."""
     keys = sorted(logs)
@@ -181,6 +195,8 @@ def mean_logs(logs: dict[str, float], world: int, device: torch.device) -> dict[
 
 
 # -- the launcher -------------------------------------------------------------------------------
+STOPPED_EXIT_CODE = 130
+"""Exit code of ``emo-avatar train`` stopped on request (Ctrl-C, ``--stop-file``) after saving."""
 FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
 
 
@@ -188,6 +204,65 @@ def launch_command(nproc: int, argv: list[str]) -> list[str]:
     """The torchrun command line that trains with ``nproc`` processes on this machine."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
             "-m", "backend.cli", *argv]
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_launch(nproc: int, device: str | None) -> str:
+    """Refuse a process count this machine cannot run; return what the ranks will use.
+
+    CUDA (``device`` auto or cuda, and a GPU present): one process per GPU, NCCL. Otherwise gloo
+    on CPU, at most one process per usable core. Imports torch only when ``device`` is not cpu.
+
+    Returns:
+        e.g. ``"2 processes, gloo on CPU (2 cores)"``.
+    Raises:
+        DistributedError: ``nproc`` < 1, a device other than auto/cpu/cuda with ``nproc`` > 1,
+            more processes than GPUs or than CPU cores.
+    """
+    if nproc < 1:
+        raise DistributedError(f"the training process count must be at least 1, got {nproc}")
+    if nproc == 1:
+        return "1 process"
+    if device not in (None, "", "auto", "cpu", "cuda"):
+        raise DistributedError(f"device {device}: with {nproc} training processes use auto, cuda or cpu "
+                               "(each process takes cuda:LOCAL_RANK)")
+    gpus = 0
+    if device != "cpu":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        if nproc > gpus:
+            raise DistributedError(f"{nproc} training processes but this machine has {gpus} CUDA devices "
+                                   f"(one process per GPU); use at most {gpus}")
+        return f"{nproc} processes, nccl on {nproc} of {gpus} GPUs"
+    if device == "cuda":
+        raise DistributedError("device cuda: CUDA is not available on this machine")
+    cpus = usable_cpus()
+    if nproc > cpus:
+        raise DistributedError(f"{nproc} training processes on CPU but this machine has {cpus} usable CPU "
+                               f"cores; use at most {cpus}")
+    return f"{nproc} processes, gloo on CPU ({cpus} cores)"
+
+
+def describe_failure(output: str, nproc: int, code: int) -> str:
+    """One line saying why a torchrun launch of ``nproc`` processes ended with ``code``.
+
+    ``output`` is (the tail of) what torchrun and the ranks wrote to stderr: the first failed
+    rank of torchrun's "Root Cause" report and its exit code or signal, or else the exit code.
+    """
+    root = output.rfind("Root Cause")  # torchrun lists the first failure there, the others above
+    found = FAILED_RANK.findall(output[root:] if root >= 0 else output) or FAILED_RANK.findall(output)
+    if not found:
+        return f"distributed training failed (torchrun exit code {code})"
+    rank, _, exitcode = found[0]
+    how = f"was killed by signal {-int(exitcode)}" if int(exitcode) < 0 else f"exited with {exitcode}"
+    return f"training process rank {rank} {how}; torchrun stopped the other {nproc - 1}"
 
 
 def launch(nproc: int, argv: list[str]) -> int:
@@ -204,14 +279,12 @@ def launch(nproc: int, argv: list[str]) -> int:
         tail = [*tail[-200:], line]
     code = proc.wait()
     if code != 0:
-        text = "".join(tail)
-        root = text.rfind("Root Cause")  # torchrun lists the first failure there, the others above
-        found = FAILED_RANK.findall(text[root:] if root >= 0 else text) or FAILED_RANK.findall(text)
-        if found:
-            rank, _, exitcode = found[0]
-            how = f"was killed by signal {-int(exitcode)}" if int(exitcode) < 0 else f"exited with {exitcode}"
-            print(f"error: training process rank {rank} {how}; torchrun stopped the other "
-                  f"{nproc - 1}. The last checkpoint is kept: continue with --resume", file=sys.stderr)
-        else:
-            print(f"error: distributed training failed (torchrun exit code {code})", file=sys.stderr)
+        why = describe_failure("".join(tail), nproc, code)
+        if why.endswith(f"exited with {STOPPED_EXIT_CODE}; torchrun stopped the other {nproc - 1}"):
+            print("training stopped on request; the checkpoint is saved: continue with --resume",
+                  file=sys.stderr)  # Ctrl-C or --stop-file: the ranks saved and left together
+            return STOPPED_EXIT_CODE
+        if "training process rank" in why:
+            why += ". The last checkpoint is kept: continue with --resume"
+        print(f"error: {why}", file=sys.stderr)
     return code

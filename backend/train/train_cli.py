@@ -1,23 +1,30 @@
 """`emo-avatar train SUBJECT --preset tiny|cpu|paper [--steps N] [--resume] [--seed S] [--device D]
-[--stylegan CKPT] [--nproc N] [--no-memory-check]`: stage-1 training with a progress bar (losses,
-ETA); Ctrl-C saves and exits. Before training starts the memory estimate is logged; a run that
-does not fit, a subject more than 4x off the preset's size, or a resume under another preset is
-refused with an ``error:`` line (exit code 2) before anything is written.
+[--stylegan CKPT] [--nproc N] [--no-memory-check] [--progress-file F] [--stop-file F]`: stage-1
+training with a progress bar (losses, ETA); Ctrl-C saves and exits. Before training starts the
+memory estimate is logged; a run that does not fit, a subject more than 4x off the preset's size,
+or a resume under another preset is refused with an ``error:`` line (exit code 2) before anything
+is written.
 
 ``--nproc N`` (N > 1) trains in N processes on this machine: it runs ``torchrun --standalone
 --nproc_per_node N -m backend.cli train ...`` (``backend.train.ddp``), one process per GPU with
 CUDA, gloo on CPU otherwise. Started by torchrun directly (several nodes, ``--nnodes``), the
 command trains as the rank torchrun gave it.
+
+For a supervising program (``emo-avatar serve --train-procs N``): ``--progress-file F`` makes rank 0
+append each progress update to F as one JSON line (``ProgressUpdate.to_dict()``) instead of drawing
+the bar; ``--stop-file F`` stops the run as soon as F exists, the way Ctrl-C does (checkpoint saved,
+exit code 130), every rank at the same step.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
-from backend.progress import Cancelled, ProgressUpdate
+from backend.progress import Cancelled, ProgressUpdate, StopFn
 from backend.train.presets import PRESETS
 
 
@@ -40,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the estimate is still logged)")
     parser.add_argument("--nproc", type=int, default=1, metavar="N",
                         help="training processes on this machine (one per GPU); N > 1 launches torchrun")
+    parser.add_argument("--progress-file", type=Path, default=None, metavar="FILE",
+                        help="append every progress update to FILE as one JSON line (rank 0), instead "
+                             "of the progress bar")
+    parser.add_argument("--stop-file", type=Path, default=None, metavar="FILE",
+                        help="stop as Ctrl-C does (checkpoint saved, exit code 130) once FILE exists; "
+                             "checked every step, all processes stop at the same step")
 
 
 class ProgressBar:
@@ -68,11 +81,35 @@ class ProgressBar:
             self.bar = None
 
 
+class ProgressFile:
+    """Appends each ``ProgressUpdate`` to a file as one JSON line, flushed at once (a reader in
+    another process sees whole lines as they are written)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, u: ProgressUpdate) -> None:
+        self.file.write(json.dumps(u.to_dict()) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def stop_when_exists(path: Path) -> StopFn:
+    """``should_stop``: true once ``path`` exists on any rank (``ddp.any_rank``), so all stop together."""
+    from backend.train.ddp import any_rank
+
+    return lambda: any_rank(path.exists())
+
+
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The ``emo-avatar train`` arguments of ``args`` without ``--nproc`` (what each rank runs)."""
     argv = ["train", str(args.subject), "--preset", args.preset, "--seed", str(args.seed)]
     for flag, value in (("--steps", args.steps), ("--device", args.device), ("--stylegan", args.stylegan),
-                        ("--out", args.out), ("--preview-every", args.preview_every)):
+                        ("--out", args.out), ("--preview-every", args.preview_every),
+                        ("--progress-file", getattr(args, "progress_file", None)),
+                        ("--stop-file", getattr(args, "stop_file", None))):
         if value is not None:
             argv += [flag, str(value)]
     if getattr(args, "no_memory_check", False):
@@ -81,7 +118,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.train.ddp import launch
+    from backend.train.ddp import STOPPED_EXIT_CODE, launch
     from backend.train.stage1 import train_avatar
 
     if args.steps == 0:
@@ -95,17 +132,20 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1 and args.nproc != world:
         print(f"error: --nproc {args.nproc} but torchrun started {world} processes", file=sys.stderr)
         return 2
-    bar = ProgressBar() if int(os.environ.get("RANK", "0")) == 0 else None
+    bar: ProgressBar | ProgressFile | None = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        bar = ProgressFile(args.progress_file) if args.progress_file else ProgressBar()
+    should_stop = stop_when_exists(args.stop_file) if args.stop_file else None
     try:
         path = train_avatar(args.subject, preset=args.preset, steps=args.steps, seed=args.seed,
                             device=args.device, resume=args.resume, out_dir=args.out, progress=bar,
-                            stylegan=args.stylegan, preview_every=args.preview_every,
-                            check_memory=not args.no_memory_check)
+                            should_stop=should_stop, stylegan=args.stylegan,
+                            preview_every=args.preview_every, check_memory=not args.no_memory_check)
     except Cancelled as exc:
         if bar is not None:
             bar.close()
         print(f"{exc}", file=sys.stderr)
-        return 130
+        return STOPPED_EXIT_CODE
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         if bar is not None:
             bar.close()
