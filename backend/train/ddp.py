@@ -17,6 +17,9 @@ Before any work the ranks compare what they were asked to do (preset, steps, see
 resume) and refuse to start when they differ; N must divide the batch and may not exceed the
 training ids. A rank that dies makes the others fail at their next collective, and torchrun then
 stops the job; ``launch`` turns torchrun's report into one line naming the rank.
+
+torch is imported inside the functions that need it, so the checks before a launch
+(``check_launch``, ``check_world``) cost no torch import (``emo-avatar serve --train-procs``).
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,9 @@ def init(ranks: Ranks, device: str | None) -> torch.device:
 
     NCCL and ``cuda:LOCAL_RANK`` when CUDA is there and ``device`` allows it, else gloo on CPU.
     """
+    import torch
+    import torch.distributed as dist
+
     want_cuda = device not in ("cpu",) and torch.cuda.is_available()
     if device not in (None, "", "auto", "cpu", "cuda"):
         raise DistributedError(f"--device {device}: with several processes use auto, cuda or cpu "
@@ -100,6 +106,8 @@ def init(ranks: Ranks, device: str | None) -> torch.device:
 
 def shutdown() -> None:
     """Leave the process group (no-op without one)."""
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -110,6 +118,8 @@ def agree(ranks: Ranks, what: dict[str, Any]) -> None:
     Raises:
         DistributedError: naming each field that differs and every rank's value of it.
     """
+    import torch.distributed as dist
+
     if not ranks.distributed:
         return
     gathered: list[Any] = [None] * ranks.world
@@ -140,6 +150,8 @@ def check_world(ranks: Ranks, batch: int, n_train_ids: int) -> int:
 
 def broadcast_module(module: torch.nn.Module) -> None:
     """Copy rank 0's parameters and buffers into every rank's ``module``."""
+    import torch.distributed as dist
+
     if dist.is_initialized():
         for t in [*module.parameters(), *module.buffers()]:
             dist.broadcast(t.data, src=0)
@@ -147,6 +159,9 @@ def broadcast_module(module: torch.nn.Module) -> None:
 
 def average_gradients(module: torch.nn.Module, world: int) -> None:
     """Average ``module``'s gradients over the ranks in one all-reduce (missing grads count as 0)."""
+    import torch
+    import torch.distributed as dist
+
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
         if p.grad is None:
@@ -167,6 +182,8 @@ def global_share(local: torch.Tensor, world: int) -> torch.Tensor:
     A loss normalised by a rank-local amount (``sum / local``) times this factor, averaged over the
     ranks as DDP averages gradients, equals the loss normalised over the whole batch.
     """
+    import torch.distributed as dist
+
     total = local.detach().clone()
     dist.all_reduce(total)
     return world * local.detach() / total.clamp_min(1e-12)
@@ -178,6 +195,9 @@ def any_rank(flag: bool) -> bool:
     For a stop request seen by one rank first: all ranks then stop at the same step, so none is
     left waiting at a collective. Every rank must call it at the same points.
     """
+    import torch
+    import torch.distributed as dist
+
     if not dist.is_initialized():
         return bool(flag)
     dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
@@ -188,6 +208,9 @@ def any_rank(flag: bool) -> bool:
 
 def mean_logs(logs: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
     """Loss values averaged over the ranks (the global batch's losses; same keys on every rank)."""
+    import torch
+    import torch.distributed as dist
+
     keys = sorted(logs)
     t = torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -235,6 +258,8 @@ def check_launch(nproc: int, device: str | None) -> str:
                                "(each process takes cuda:LOCAL_RANK)")
     gpus = 0
     if device != "cpu":
+        import torch
+
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus:
         if nproc > gpus:
