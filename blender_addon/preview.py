@@ -7,7 +7,8 @@ pending request (older pending requests are dropped, never queued), which is sen
 frame in flight arrived. Each request is a one-frame ``render`` job carrying the neighbouring
 ``WINDOW_RADIUS`` rows of curves, so the preview shows exactly the pixels a shot render gives
 that frame. Its pixels come back in memory (never via disk) and preview jobs stay out of the job
-list.
+list. While a request is in flight a timer of its own (``poll_results``, every 5 ms) applies the
+I/O thread's results, so the image updates as soon as the frame arrived.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .shot import WINDOW_RADIUS
 log = logging.getLogger(__name__)
 
 IMAGE_NAME = "Emo-Avatar Preview"
+POLL_INTERVAL = 0.005
+"""Seconds between result checks while a preview is in flight. The add-on's own timer idles at
+``runtime.TIMER_INTERVAL`` (0.1 s), which alone would add up to 100 ms to every preview."""
 
 
 @dataclass
@@ -115,7 +119,19 @@ def _send(scene_name: str, rig_name: str, frame: int) -> bool:
         quiet=True,
         stream={"memory": True, "frame_start": lo, "total": 1},
     )
+    if not bpy.app.timers.is_registered(poll_results):
+        bpy.app.timers.register(poll_results, first_interval=POLL_INTERVAL)
     return True
+
+
+def poll_results() -> float | None:
+    """Timer while a preview is in flight: apply what the I/O thread received every
+    ``POLL_INTERVAL`` seconds, so the frame shows as soon as it arrived; ends (returns None) once
+    nothing is in flight."""
+    if PREVIEW.in_flight is None:
+        return None
+    runtime.apply_pending()
+    return POLL_INTERVAL if PREVIEW.in_flight is not None else None
 
 
 def _submitted(result) -> None:
@@ -219,3 +235,5 @@ def unregister() -> None:
     if _on_frame_change in bpy.app.handlers.frame_change_post:
         bpy.app.handlers.frame_change_post.remove(_on_frame_change)
     stop()
+    if bpy.app.timers.is_registered(poll_results):
+        bpy.app.timers.unregister(poll_results)

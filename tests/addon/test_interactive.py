@@ -464,6 +464,34 @@ def test_preview_frame_and_live_preview_are_latest_wins(
         clean_scene.emo_avatar_preview.live = False
 
 
+def test_a_preview_is_applied_by_its_own_fast_timer(
+    addon_mod, connected, backend_workdir, clean_scene
+) -> None:
+    """Blender calls the add-on's timer every ``runtime.TIMER_INTERVAL`` (0.1 s) while idle, which
+    alone would add up to 100 ms to each preview: a request registers the preview's own timer,
+    which alone (``runtime.apply_pending`` is never called here) shows the frame, asking to come
+    back within 10 ms while the frame is in flight, and ends once nothing is."""
+    import bpy
+
+    api, preview = addon_mod("api"), addon_mod("preview")
+    head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
+    clean_scene.frame_set(5)
+    if bpy.app.timers.is_registered(preview.poll_results):  # `blender -b` never ran an earlier one
+        bpy.app.timers.unregister(preview.poll_results)
+    t0 = time.perf_counter()
+    assert preview.request(clean_scene, 5, head)
+    assert bpy.app.timers.is_registered(preview.poll_results)
+    intervals = []
+    deadline = time.monotonic() + 60
+    while (interval := preview.poll_results()) is not None:
+        intervals.append(interval)
+        assert time.monotonic() < deadline, f"no preview within 60 s: {preview.PREVIEW.error}"
+        time.sleep(interval)
+    assert preview.PREVIEW.shown_frame == 5 and preview.PREVIEW.shown_at >= t0, preview.PREVIEW.error
+    assert preview.PREVIEW.in_flight is None and intervals and max(intervals) <= 0.01
+    bpy.app.timers.unregister(preview.poll_results)  # what Blender does when a timer returns None
+
+
 # -- 7. pipeline state ---------------------------------------------------------------------------
 def test_relative_frames_folder_strip_tags_attach_and_the_sequencer_scene(
     addon_mod, connected, backend_workdir, clean_scene, tmp_path
