@@ -13,7 +13,8 @@ command trains as the rank torchrun gave it.
 For a supervising program (``emo-avatar serve --train-procs N``): ``--progress-file F`` makes rank 0
 append each progress update to F as one JSON line (``ProgressUpdate.to_dict()``) instead of drawing
 the bar; ``--stop-file F`` stops the run as soon as F exists, the way Ctrl-C does (checkpoint saved,
-exit code 130), every rank at the same step.
+exit code 130), every rank at the same step (ranks other than 0 exit with 0, so that torchrun lets
+rank 0 finish its save).
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         print(f"{exc}", file=sys.stderr)
-        return STOPPED_EXIT_CODE
+        # torchrun stops every rank as soon as one exits non-zero: the others leave with 0, so
+        # torchrun waits for rank 0 (which saves the checkpoint) and reports its 130
+        return STOPPED_EXIT_CODE if int(os.environ.get("RANK", "0")) == 0 else 0
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         if bar is not None:
             bar.close()
