@@ -3,6 +3,7 @@ update) and the live preview's latency (frame change -> preview image updated) a
 ``emo-avatar serve``.
 
     python bench/addon.py [--quick] [--size 256] [--frames N] [--no-preview | --preview-only]
+    EMO_BACKEND_PYTHON=.venv/bin/python .venv-bpy5/bin/python bench/addon.py   # Blender 5.0
 
 Builds the extension zip (wheel cache; offline when it is filled), installs it into a temporary
 Blender user folder, builds a rig on the canonical face mesh (468 vertices, 898 triangles, 30 shape
@@ -41,6 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BACKEND_PYTHON = os.environ.get("EMO_BACKEND_PYTHON", sys.executable)
+"""The backend's Python (with torch); the bpy 5.0 and 4.2 venvs have none: set EMO_BACKEND_PYTHON
+to the main venv's python there, as ``make test-bpy5`` does."""
 
 
 def install_addon(tmp: Path):
@@ -116,7 +120,7 @@ def make_rig(mod, frames: int, size: int):
 
 def _backend(*args: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
+        [BACKEND_PYTHON, "-m", "backend.cli", *args],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -184,7 +188,7 @@ def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, i
     before = conn.stat().st_mtime_ns if conn.exists() else None
     proc = subprocess.Popen(
         [
-            sys.executable,
+            BACKEND_PYTHON,
             "-m",
             "backend.cli",
             "serve",
