@@ -11,7 +11,9 @@ child process and supervises it until it ends; the job keeps the in-process path
 - **cancel and shutdown**: the thread creates ``jobs/<id>/stop`` (``--stop-file``); the ranks stop
   together at their next step and rank 0 saves a checkpoint, as in-process. Whatever still runs
   ``CANCEL_GRACE_S`` after the request is killed (torchrun frozen first, then every rank's process
-  group and torchrun), and the job ends ``cancelled`` once no process of it is left;
+  group and torchrun), and the job ends ``cancelled`` once no process of it is left. (The save
+  itself takes well under the grace on a quiet machine; the loss-curve report and the exits of
+  torchrun and the ranks after it take seconds, so they are usually cut short);
 - **failure**: a non-zero exit fails the job with the ranks' own ``error:`` line, or else the
   failed rank from torchrun's report (``ddp.describe_failure``); a rank that dies makes torchrun
   stop the others, so a failure never hangs;
@@ -194,7 +196,7 @@ def train_in_processes(ctx: JobContext, subject: Path, resume: bool,
                 stop_at = time.monotonic()
             elif stop_at is not None and time.monotonic() - stop_at > CANCEL_GRACE_S:
                 ctx.log(f"the training processes did not stop within {CANCEL_GRACE_S:g} s; killing them "
-                        "(the last periodic checkpoint is kept)", "warning")
+                        "(the checkpoint saved last is kept)", "warning")
                 kill_tree(proc, paths.avatar_dir(subject))
                 forced = True
             time.sleep(POLL_S)
@@ -215,15 +217,23 @@ def train_in_processes(ctx: JobContext, subject: Path, resume: bool,
 
 
 def _failure(log_file: Path, start: int, nproc: int, code: int) -> str:
-    """Why the attempt whose output starts at ``start`` of ``log_file`` failed."""
-    from backend.train.ddp import describe_failure
+    """Why the attempt whose output starts at ``start`` of ``log_file`` failed: the ``error:`` line
+    of the rank torchrun names as the first failure (``rank R: ...``), else that rank and its exit
+    code or signal (``ddp.describe_failure``); the other ranks' errors are mostly echoes of it
+    (a collective whose peer is gone)."""
+    from backend.train.ddp import describe_failure, failed_rank
 
     with open(log_file, "rb") as f:
         f.seek(max(start, f.seek(0, os.SEEK_END) - 256 * 1024))
         text = f.read().decode("utf-8", errors="replace")
-    for line in text.splitlines():
-        if line.startswith("error: "):
-            return line[len("error: "):]  # the ranks' own message (all ranks print the same one)
+    errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]
+    root = failed_rank(text)
+    if root is None and errors:
+        return errors[0]
+    if root is not None and root[1] >= 0:
+        own = [e for e in errors if e.startswith(f"rank {root[0]}: ")]
+        if own:
+            return own[0]
     why = describe_failure(text, nproc, code)
     if "training process rank" in why:
         why += "; the last checkpoint is kept (resume the job to continue from it)"

@@ -275,18 +275,25 @@ def check_launch(nproc: int, device: str | None) -> str:
     return f"{nproc} processes, gloo on CPU ({cpus} cores)"
 
 
+def failed_rank(output: str) -> tuple[int, int] | None:
+    """(rank, exit code) of the first failure in torchrun's report in ``output`` (a negative
+    exit code is a signal), or None when there is no report."""
+    root = output.rfind("Root Cause")  # torchrun lists the first failure there, the others above
+    found = FAILED_RANK.findall(output[root:] if root >= 0 else output) or FAILED_RANK.findall(output)
+    return (int(found[0][0]), int(found[0][2])) if found else None
+
+
 def describe_failure(output: str, nproc: int, code: int) -> str:
     """One line saying why a torchrun launch of ``nproc`` processes ended with ``code``.
 
     ``output`` is (the tail of) what torchrun and the ranks wrote to stderr: the first failed
     rank of torchrun's "Root Cause" report and its exit code or signal, or else the exit code.
     """
-    root = output.rfind("Root Cause")  # torchrun lists the first failure there, the others above
-    found = FAILED_RANK.findall(output[root:] if root >= 0 else output) or FAILED_RANK.findall(output)
-    if not found:
+    found = failed_rank(output)
+    if found is None:
         return f"distributed training failed (torchrun exit code {code})"
-    rank, _, exitcode = found[0]
-    how = f"was killed by signal {-int(exitcode)}" if int(exitcode) < 0 else f"exited with {exitcode}"
+    rank, exitcode = found
+    how = f"was killed by signal {-exitcode}" if exitcode < 0 else f"exited with {exitcode}"
     return f"training process rank {rank} {how}; torchrun stopped the other {nproc - 1}"
 
 

@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         if bar is not None:
             bar.close()
-        print(f"error: {exc}", file=sys.stderr)
+        who = f"rank {os.environ['RANK']}: " if world > 1 and "RANK" in os.environ else ""
+        print(f"error: {who}{exc}", file=sys.stderr)  # a supervisor finds the failed rank's reason
         return 2
     if bar is not None:
         bar.close()

@@ -128,13 +128,16 @@ def test_cancel_ends_the_job_cancelled_with_no_process_left(server_factory, untr
         assert latency < 10.0, latency
         avatar = srv.workdir / "subjects" / SUBJECT / "avatar"
         assert not [p for p in avatar.rglob("*") if p.name.endswith(".tmp")]
+    # the ranks stop together at their next step and rank 0 saves that step first; what still runs
+    # 1 s after the request (rank 0's loss-curve report, interpreter exits) is killed
     log = (srv.workdir / "jobs" / job / "train.log").read_text()
-    stopped = re.findall(r"training stopped at step (\d+) \(stop request\)", log)
-    if stopped:  # the ranks stopped by themselves within the grace time, together; rank 0 saved
-        assert len(stopped) == 2 and stopped[0] == stopped[1], log[-3000:]
-        assert read_checkpoint(avatar / "checkpoint.pt")["meta"]["step"] == int(stopped[0])
-    else:  # a loaded machine: not within the grace time, so they were killed
-        assert "did not stop within 1 s; killing them" in srv.log(), srv.log()
+    stopped = set(re.findall(r"training stopped at step (\d+) \(stop request\)", log))
+    saved = re.findall(r"checkpoint step (\d+) ->", log)
+    assert len(stopped) <= 1, log[-3000:]  # never two different steps
+    if saved:  # the last save is whole on disk, even when its writer was killed afterwards
+        assert read_checkpoint(avatar / "checkpoint.pt")["meta"]["step"] == int(saved[-1])
+    forced = "did not stop within 1 s; killing them" in srv.log()
+    assert forced or len(re.findall(r"training stopped at step", log)) == 2, srv.log()
     assert srv.alive()
 
 
