@@ -197,13 +197,15 @@ def train_in_processes(ctx: JobContext, subject: Path, resume: bool,
             elif stop_at is not None and time.monotonic() - stop_at > CANCEL_GRACE_S:
                 ctx.log(f"the training processes did not stop within {CANCEL_GRACE_S:g} s; killing them "
                         "(the checkpoint saved last is kept)", "warning")
-                kill_tree(proc, paths.avatar_dir(subject))
+                kill_tree(proc, paths.avatar_dir(subject), str(stop_file))
                 forced = True
             time.sleep(POLL_S)
     except BaseException:
-        kill_tree(proc, paths.avatar_dir(subject))  # never leave a training run behind
+        kill_tree(proc, paths.avatar_dir(subject), str(stop_file))  # never leave a training run behind
         raise
     pump()
+    # ranks whose torchrun died (killed from outside) are nobody's children: find them by name
+    kill_tree(proc, paths.avatar_dir(subject), str(stop_file))
     if stop_at is not None and code != 0:
         raise Cancelled("training processes killed after the stop request" if forced
                         else "training stopped on request; checkpoint saved")
@@ -228,6 +230,9 @@ def _failure(log_file: Path, start: int, nproc: int, code: int) -> str:
         text = f.read().decode("utf-8", errors="replace")
     errors = [line[len("error: "):] for line in text.splitlines() if line.startswith("error: ")]
     root = failed_rank(text)
+    if root is None and code < 0:
+        return (f"torchrun was killed by signal {-code} (its training processes were stopped); the last "
+                "checkpoint is kept (resume the job to continue from it)")
     if root is None and errors:
         return errors[0]
     if root is not None and root[1] >= 0:
@@ -262,6 +267,23 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
+def marked(marker: str) -> list[int]:
+    """Live processes whose command line contains ``marker`` (Linux ``/proc``; elsewhere none)."""
+    found, me = [], os.getpid()
+    if not os.path.isdir("/proc/self"):
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                if marker.encode() in f.read() and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children first, then theirs)."""
     kids, found, todo = _children_map(), [], [pid]
@@ -288,33 +310,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def kill_tree(proc: subprocess.Popen, out_dir: Path | None = None, timeout: float = 10.0) -> None:
-    """SIGKILL torchrun and every process below it; return when all are gone.
+def kill_tree(proc: subprocess.Popen, out_dir: Path | None = None, marker: str | None = None,
+              timeout: float = 10.0) -> None:
+    """SIGKILL torchrun and every process below it (and any live process whose command line holds
+    ``marker``, the job's stop-file path: ranks that lost their torchrun); return when all are gone.
 
     torchrun is frozen first (SIGSTOP) so it cannot start a rank while the tree is collected; each
     rank runs in its own session (torchrun starts them so), so its whole process group is killed.
     Temporary files the killed processes left in ``out_dir`` (``protocol.fileio.atomic_path``
     names them ``.NAME.PID.*.tmp``) are removed.
     """
-    if proc.poll() is not None and not descendants(proc.pid):
+    exited = proc.poll() is not None  # reaped: its pid may name another process now, leave it
+    strays = marked(marker) if marker else []
+    if exited and not strays:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGSTOP)
-    below = descendants(proc.pid)
+    if not exited:  # (unreaped, the pid stays ours even if torchrun ends meanwhile)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSTOP)
+        strays = [*descendants(proc.pid), *strays, *(marked(marker) if marker else [])]
+    below = [pid for pid in dict.fromkeys(strays) if pid != proc.pid]
     for pid in below:
         for kill in (os.killpg, os.kill):
             try:
                 kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.error("torchrun (pid %d) did not end after SIGKILL", proc.pid)
+    if not exited:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("torchrun (pid %d) did not end after SIGKILL", proc.pid)
+    elif below:
+        log.warning("killed training processes %s left behind by their torchrun", below)
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in below) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -186,6 +186,27 @@ def test_a_dying_rank_fails_the_job_with_a_clear_error(server_factory, untrained
     assert srv.alive()
 
 
+def test_a_killed_torchrun_leaves_no_rank_behind(server_factory, untrained_subject: Path,
+                                                 tmp_path: Path) -> None:
+    """torchrun killed from outside: its ranks (in their own sessions, nobody's children now) are
+    found by the job's stop-file path in their command line and killed; the job fails."""
+    srv = _serve(server_factory, untrained_subject, tmp_path)
+    with srv.client(timeout=30) as client:
+        job = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 100_000})
+        _wait_training(client, job)
+        procs = _job_processes(srv.workdir, job)
+        torchrun = [pid for pid, rank in procs.items() if rank is None]
+        assert len(torchrun) == 1 and len(procs) == 3, procs
+        os.kill(torchrun[0], signal.SIGKILL)
+        rec = wait_for(lambda: (j := client.status(job)["job"])["state"] in FINAL and j,
+                       timeout=300, interval=0.1, what=f"{job} final")
+        assert rec["state"] == "failed", rec
+        assert rec["error"].startswith("TrainLaunchError: torchrun was killed by signal 9 (its training "
+                                       "processes were stopped)"), rec["error"]
+        assert not _job_processes(srv.workdir, job)
+    assert "left behind by their torchrun" in srv.log()
+
+
 def _serve_fails(tmp_path: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--workdir", str(tmp_path / "w"),
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
