@@ -82,7 +82,8 @@ class JobContext:
     env: ServiceEnv
     progress: Callable[[ProgressUpdate], None]
     should_stop: Callable[[], bool]
-    log: Callable[[str], None]
+    log: Callable[..., None]
+    """``log(message, level="info")``: the job's ``log`` event and the server log."""
     frame: Callable[[int, Any, Path], None]
 
     @property
