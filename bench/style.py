@@ -10,8 +10,10 @@ the subject with it (``edit_avatar``, its wall time is measured); ``evaluate_sty
 styled renders of held-out frames against the look applied to the real held-out frames, together
 with the post-filter (the look applied to the unstyled render). ``posterised_ink`` and
 ``cool_halftone`` are looks no part of the product makes (``tests/edit/unseen_looks.py``), so the
-edit was never tuned on them. Prints one markdown table row per (look, method) and writes
-``SUBJECT/styles/bench_style.json``.
+edit was never tuned on them. The expression and flicker columns also show the look applied to
+the real shot ("truth"): what the look itself does to the re-tracked mouth and eyes, and how much
+more it changes from frame to frame than the real frames do. Prints one markdown table row per
+(look, method) and writes ``SUBJECT/styles/bench_style.json``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def _d(a, b) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _ratio(a, b) -> float | None:
+    return None if a is None or not b else a / b
+
+
 def row(look: str, method: str, seconds: float, r: dict) -> dict:
     s, p = r["styled"], r["post_filter"]
     ex = r["expression"]
@@ -76,7 +82,10 @@ def row(look: str, method: str, seconds: float, r: dict) -> dict:
         "blink_r": ex["styled"]["eye_blink_r"], "blink_r_unstyled": ex["unstyled"]["eye_blink_r"],
         "jaw_r_post": ex.get("post_filter", {}).get("jaw_open_r"),
         "blink_r_post": ex.get("post_filter", {}).get("eye_blink_r"),
+        "jaw_r_truth": ex.get("truth", {}).get("jaw_open_r"),
+        "blink_r_truth": ex.get("truth", {}).get("eye_blink_r"),
         "flicker_ratio": r["flicker"]["ratio"],
+        "truth_flicker_ratio": _ratio(r["flicker"].get("truth"), r["flicker"]["real"]),
     }
     out["d_face_psnr"] = _d(out["face_psnr"], out["post_face_psnr"])
     out["d_ssim"] = _d(out["ssim"], out["post_ssim"])
@@ -112,9 +121,9 @@ def main() -> int:
     size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
     rows = []
     print("| look | method | edit s | face PSNR styled / post-filter (d) | SSIM styled / post (d) | "
-          "edge F1 styled / post | jawOpen r styled / unstyled / post | "
-          "eyeBlink r styled / unstyled / post | flicker x |")
-    print("|---|---|---:|---|---|---|---|---|---:|")
+          "edge F1 styled / post | jawOpen r styled / unstyled / post / truth | "
+          "eyeBlink r styled / unstyled / post / truth | flicker x | truth's flicker x real |")
+    print("|---|---|---:|---|---|---|---|---|---:|---:|")
     for look in args.looks.split(","):
         if look not in extra and look not in LOOKS:
             raise SystemExit(f"unknown look {look}")
@@ -138,9 +147,11 @@ def main() -> int:
                      f"{fmt(x['face_psnr'])} / {fmt(x['post_face_psnr'])} ({fmt(x['d_face_psnr'], '+.2f')})",
                      f"{fmt(x['ssim'], '.3f')} / {fmt(x['post_ssim'], '.3f')} ({fmt(x['d_ssim'], '+.3f')})",
                      f"{fmt(x['edge_f1'])} / {fmt(x['post_edge_f1'])}",
-                     f"{fmt(x['jaw_r'])} / {fmt(x['jaw_r_unstyled'])} / {fmt(x['jaw_r_post'])}",
-                     f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])} / {fmt(x['blink_r_post'])}",
-                     fmt(x["flicker_ratio"])]
+                     f"{fmt(x['jaw_r'])} / {fmt(x['jaw_r_unstyled'])} / {fmt(x['jaw_r_post'])} / "
+                     f"{fmt(x['jaw_r_truth'])}",
+                     f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])} / {fmt(x['blink_r_post'])} / "
+                     f"{fmt(x['blink_r_truth'])}",
+                     fmt(x["flicker_ratio"]), fmt(x["truth_flicker_ratio"])]
             print("| " + " | ".join(cells) + " |", flush=True)
     (args.subject / "styles" / "bench_style.json").write_text(json.dumps(rows, indent=2, default=float))
     plain_s, styled_s = render_cost(args.subject, style)

@@ -199,13 +199,13 @@ class StyleTranslator(nn.Module):
         """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: (B, 1, H, W) the screen channel of these
         crops (while fitting); None: the stored screen's."""
         h, w = image.shape[-2:]
+        image = image.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
         parts = [image]
         if self.cfg.guides and guides is not None:
             parts.append(guides)
         if self.cfg.screen_input:
             parts.append(screen_map if screen_map is not None else self._screen_input(image))
-        x = torch.cat(parts, 1) if len(parts) > 1 else image
-        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
+        x = torch.cat(parts, 1).contiguous(memory_format=torch.channels_last) if len(parts) > 1 else image
         r = self.cfg.unshuffle
         ph, pw = (-h) % (4 * r), (-w) % (4 * r)
         if ph or pw:
@@ -222,9 +222,8 @@ class StyleTranslator(nn.Module):
         out = image + y[:, :3]
         if self.refine is not None:
             head, last = self.refine
-            hidden = head[1](split_conv([image.contiguous(memory_format=torch.channels_last), y], head[0]))
-            out = out + last(hidden)
-        return self._add_screen(out).contiguous()
+            out = out + last(head[1](split_conv([image, y], head[0])))
+        return self._add_screen(out)  # channels-last, so a (B, H, W, C) permute of it is contiguous
 
     def on_render(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Translate a render with the guides taken from its UV map: (B, 3, H, W) each -> (B, 3, H, W)."""

@@ -72,7 +72,6 @@ def test_low_merge_keeps_the_weights_layout_and_round_trips() -> None:
     back = translator_from_state(blob)
     x = torch.rand(2, 3, 20, 28) * 2 - 1
     assert back.cfg.low_merge == 1 and torch.equal(back(x), low(x))
-    assert back(x).is_contiguous()
     del blob["config"]["low_merge"]
     assert translator_from_state(blob).cfg.low_merge == 0
 
