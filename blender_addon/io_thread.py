@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 _IDS = itertools.count(1)
 _ID_LOCK = threading.Lock()
 MAX_RESUBMITS = 5
+IDLE_EVENT_WAIT = 0.01
+"""Seconds the thread waits for backend events when idle: also how late a queued command (a live
+preview request) can be picked up. A wait on the events socket costs microseconds of CPU."""
+BUSY_EVENT_WAIT = 0.005
 """How often a render interrupted by backend restarts is submitted again before giving up."""
 
 
@@ -193,7 +197,7 @@ class IOThread(threading.Thread):
         if self.client is not None:
             try:
                 busy |= self._advance_streams()
-                self._forward_events(0.005 if busy or self.streams else 0.05)
+                self._forward_events(BUSY_EVENT_WAIT if busy or self.streams else IDLE_EVENT_WAIT)
                 if time.monotonic() >= self._next_poll:
                     self._poll()
             except BackendUnavailable as exc:
