@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 _IDS = itertools.count(1)
 _ID_LOCK = threading.Lock()
 MAX_RESUBMITS = 5
+"""How often a render interrupted by backend restarts is submitted again before giving up."""
 IDLE_EVENT_WAIT = 0.01
 """Seconds the thread waits for backend events when idle: also how late a queued command (a live
 preview request) can be picked up. A wait on the events socket costs microseconds of CPU."""
 BUSY_EVENT_WAIT = 0.005
-"""How often a render interrupted by backend restarts is submitted again before giving up."""
+"""The same wait while frames stream or commands ran, so frames and commands go first."""
 
 
 def frame_filename(prefix: str, frame: int) -> str:
