@@ -311,12 +311,14 @@ def launch(nproc: int, argv: list[str]) -> int:
         tail = [*tail[-200:], line]
     code = proc.wait()
     if code != 0:
-        why = describe_failure("".join(tail), nproc, code)
-        if why.endswith(f"exited with {STOPPED_EXIT_CODE}; torchrun stopped the other {nproc - 1}"):
+        text = "".join(tail)
+        found = failed_rank(text)
+        if found is not None and found[1] == STOPPED_EXIT_CODE:
             print("training stopped on request; the checkpoint is saved: continue with --resume",
                   file=sys.stderr)  # Ctrl-C or --stop-file: the ranks saved and left together
             return STOPPED_EXIT_CODE
-        if "training process rank" in why:
+        why = describe_failure(text, nproc, code)
+        if found is not None:
             why += ". The last checkpoint is kept: continue with --resume"
         print(f"error: {why}", file=sys.stderr)
     return code
