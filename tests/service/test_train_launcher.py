@@ -67,10 +67,13 @@ def _events_until_final(client, job: str, timeout: float) -> list:
     raise AssertionError(f"no final state of {job} within {timeout} s")
 
 
-def _wait_training(client, job: str) -> dict:
-    """Wait until the job is in stage-1's loop (rank 0 reported a train step)."""
-    return wait_for(lambda: (j := client.status(job)["job"])["stage"] == "train" and j["step"] >= 1 and j,
-                    timeout=900, interval=0.05, what=f"{job} training")
+def _start_long_training(client) -> str:
+    """Submit a train job too long to finish in a test; return its id once it is in stage-1's loop
+    (rank 0 reported a train step)."""
+    job = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 100_000})
+    wait_for(lambda: (j := client.status(job)["job"])["stage"] == "train" and j["step"] >= 1 and j,
+             timeout=900, interval=0.05, what=f"{job} training")
+    return job
 
 
 def test_train_job_in_two_processes_reaches_done(server_factory, untrained_subject: Path,
@@ -110,8 +113,7 @@ def test_cancel_ends_the_job_cancelled_with_no_process_left(server_factory, untr
                                                            tmp_path: Path) -> None:
     srv = _serve(server_factory, untrained_subject, tmp_path)
     with srv.client(timeout=30) as client:
-        job = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 100_000})
-        _wait_training(client, job)
+        job = _start_long_training(client)
         procs = _job_processes(srv.workdir, job)
         assert sorted(r for r in procs.values() if r is not None) == [0, 1], procs
         t0 = time.monotonic()
@@ -170,8 +172,7 @@ def test_a_dying_rank_fails_the_job_with_a_clear_error(server_factory, untrained
                                                        tmp_path: Path) -> None:
     srv = _serve(server_factory, untrained_subject, tmp_path)
     with srv.client(timeout=30) as client:
-        job = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 100_000})
-        _wait_training(client, job)
+        job = _start_long_training(client)
         victim = [pid for pid, rank in _job_processes(srv.workdir, job).items() if rank == 1]
         assert len(victim) == 1
         os.kill(victim[0], signal.SIGKILL)
@@ -192,8 +193,7 @@ def test_a_killed_torchrun_leaves_no_rank_behind(server_factory, untrained_subje
     found by the job's stop-file path in their command line and killed; the job fails."""
     srv = _serve(server_factory, untrained_subject, tmp_path)
     with srv.client(timeout=30) as client:
-        job = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 100_000})
-        _wait_training(client, job)
+        job = _start_long_training(client)
         procs = _job_processes(srv.workdir, job)
         torchrun = [pid for pid, rank in procs.items() if rank is None]
         assert len(torchrun) == 1 and len(procs) == 3, procs
