@@ -5,18 +5,60 @@ ZeroMQ sockets are single-threaded, so nothing but the I/O loop touches them. Ot
 ``put`` items on a thread-safe queue and poke an inproc PUSH socket (shared, used under a
 lock) so the loop's poller wakes at once; the loop drains the queue every iteration.
 Items are tuples ``("event", msg_type, content)`` or ``("frame", job_id, index, image, path)``.
+
+``stamp(job_id, stage)`` records when a job passed a stage of its path (submitted, scheduled,
+rendered, frame sent, ...) for latency breakdowns (``bench/addon.py``). It is off and costs one
+attribute test unless ``EMO_STAGE_LOG`` names a file when the module is imported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import queue
 import threading
+import time
 from typing import Any
 
 import zmq
 
 WAKE_ENDPOINT_PREFIX = "inproc://emo-outbox-"
+STAGE_LOG_ENV = "EMO_STAGE_LOG"
+"""Environment variable: a file that receives one JSON line per ``stamp`` (appended)."""
+
+
+class StageLog:
+    """Job stage timestamps as JSON lines ``{"job": id, "stage": name, "t": seconds}``.
+
+    ``t`` is ``time.monotonic()``: on Linux the system-wide monotonic clock, so stamps of other
+    processes on the same machine (the add-on's) compare with these. Thread-safe; line-buffered,
+    so a reader sees each stamp at once.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._file = open(path, "a", buffering=1, encoding="utf-8") if path else None  # noqa: SIM115
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self._file is not None
+
+    def stamp(self, job_id: str, stage: str, t: float | None = None) -> None:
+        if self._file is None:
+            return
+        line = json.dumps({"job": job_id, "stage": stage, "t": time.monotonic() if t is None else t})
+        with self._lock:
+            self._file.write(line + "\n")
+
+
+STAGES = StageLog(os.environ.get(STAGE_LOG_ENV) or None)
+
+
+def stamp(job_id: str, stage: str) -> None:
+    """Record that ``job_id`` reached ``stage`` now (a no-op unless ``EMO_STAGE_LOG`` is set)."""
+    if STAGES._file is not None:
+        STAGES.stamp(job_id, stage)
 
 
 class Outbox:

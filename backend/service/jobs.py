@@ -8,6 +8,13 @@ renders cannot starve it), then submission order. It runs the job's ``JobKind`` 
 ``JobContext`` (progress callback, ``should_stop`` predicate, log, frame sink) and records
 every state change in the journal before announcing it with ``emit(msg_type, content)``.
 
+Preview jobs (``params["preview"]``, for kinds with ``prepare_preview``: a render's live preview)
+take a fast path: they live in memory only (no journal row, no stored inputs, no
+``job_progress`` events), run ahead of other renders (``PRIORITY_PREVIEW``), and are not listed
+(``list``/``page``); ``get`` and ``cancel`` know them, and the last ``MEMORY_KEEP`` finished ones
+stay answerable. A preview is cheap to ask again, so it needs none of the crash safety a
+journalled job has: a backend that dies while one runs simply loses it.
+
 Bounds: at most ``max_active`` jobs queued or running (``QuotaExceeded`` beyond). Journal
 failures (disk full, a locked database): a progress write that fails is skipped; a state write
 that fails marks the job ``failed`` in memory (``get``/``page`` report that), emits the final
@@ -19,6 +26,7 @@ paying a child process's torch import on every start.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import threading
@@ -32,6 +40,7 @@ from typing import Any, Protocol
 
 from backend.progress import Cancelled, ProgressUpdate
 from backend.service import journal as J
+from backend.service.events import stamp
 from backend.service.sandbox import ReadPolicy, check_id
 
 log = logging.getLogger(__name__)
@@ -41,8 +50,11 @@ EmitFn = Callable[[str, dict[str, Any]], None]
 FrameSinkFn = Callable[[str, int, Any, Path], None]
 """Thread-safe frame hand-off: ``sink(job_id, index, frame (H,W,3) uint8, png_path)``."""
 
+PRIORITY_PREVIEW = -1
 PRIORITY_RENDER = 0
 PRIORITY_COMPUTE = 1
+MEMORY_KEEP = 64
+"""Finished preview jobs kept in memory (so ``job_status`` still answers for them)."""
 PROGRESS_EVENT_INTERVAL = 0.1
 """Seconds between job_progress events of one job (the last update of a stage always goes out)."""
 PROGRESS_JOURNAL_INTERVAL = 0.5
@@ -85,6 +97,9 @@ class JobContext:
     log: Callable[..., None]
     """``log(message, level="info")``: the job's ``log`` event and the server log."""
     frame: Callable[[int, Any, Path], None]
+    inputs: dict[str, Any] | None = None
+    """A preview job's inputs as ``prepare_preview`` returned them (None for journalled jobs,
+    which read theirs from ``env.job_dir``)."""
 
     @property
     def job_id(self) -> str:
@@ -119,6 +134,10 @@ class JobKind(Protocol):
         """Do the work; return the outputs (JSON-able, ids/paths inside the workdir)."""
         ...
 
+    # Optional: ``prepare_preview(job_id, params, buffers, env) -> (stored params, inputs)``
+    # validates a preview request like ``prepare`` but keeps its inputs in memory (``ctx.inputs``)
+    # instead of storing them; kinds without it refuse ``params["preview"]``.
+
 
 class _Running:
     def __init__(self, job_id: str) -> None:
@@ -148,6 +167,10 @@ class JobManager:
         """Final states the journal could not take yet (retried by ``_retry_thread``)."""
         self._retry_thread: threading.Thread | None = None
         self.journal_failures = 0
+        self._memory: dict[str, J.JobRecord] = {}
+        """Preview jobs (never journalled), in submission order."""
+        self._memory_inputs: dict[str, dict[str, Any]] = {}
+        self._memory_seq = itertools.count(1)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, requeue_interrupted: bool = False) -> list[str]:
@@ -180,7 +203,13 @@ class JobManager:
         again and continues from what it saved (checkpoint, frames on disk).
         """
         if job_id is not None:
+            stamp(job_id, "submit")
+        if params.get("preview"):
+            return self._submit_preview(kind, params, buffers, job_id)
+        if job_id is not None:
             check_id(job_id, "job id")
+            if job_id in self._memory:
+                return self._existing_preview(job_id, kind), False
             existing = self.journal.get(job_id)
             if existing is not None:
                 if existing.kind != kind:
@@ -194,11 +223,7 @@ class JobManager:
         if kind not in self.kinds:
             known = ", ".join(sorted(self.kinds))
             raise JobError(f"unknown job kind {kind!r} (known: {known})")
-        active = self.queue_length() + (1 if self._running is not None else 0)
-        if active >= self.max_active:
-            raise QuotaExceeded(f"{active} jobs are queued or running, the backend's limit "
-                                f"(serve --max-active-jobs {self.max_active}); wait for some to finish or "
-                                "cancel some")
+        self._check_quota()
         stored = self.kinds[kind].prepare(job_id, dict(params), dict(buffers or {}), self.env)
         record, created = self.journal.add(job_id, kind, stored)
         if created:
@@ -206,7 +231,50 @@ class JobManager:
             with self._cond:
                 self._push(record)
                 self._cond.notify_all()
+            stamp(record.id, "accepted")
         return record, created
+
+    def _check_quota(self) -> None:
+        active = self.queue_length() + (1 if self._running is not None else 0)
+        if active >= self.max_active:
+            raise QuotaExceeded(f"{active} jobs are queued or running, the backend's limit "
+                                f"(serve --max-active-jobs {self.max_active}); wait for some to finish or "
+                                "cancel some")
+
+    def _existing_preview(self, job_id: str, kind: str) -> J.JobRecord:
+        rec = self._memory[job_id]
+        if rec.kind != kind:
+            raise JobError(f"job id {job_id!r} already names a {rec.kind} job, not {kind}")
+        return rec
+
+    def _submit_preview(self, kind: str, params: dict[str, Any], buffers: dict[str, Any] | None,
+                        job_id: str | None) -> tuple[J.JobRecord, bool]:
+        """The fast path of a preview job (see the module docstring): validated, kept in memory."""
+        if job_id is not None:
+            check_id(job_id, "job id")
+            if job_id in self._memory:
+                return self._existing_preview(job_id, kind), False
+            if self.journal.get(job_id) is not None:
+                raise JobError(f"job id {job_id!r} already names a journalled job; a preview needs a new id")
+        else:
+            job_id = f"{kind}-{uuid.uuid4().hex[:12]}"
+        job_kind = self.kinds.get(kind)
+        prepare = getattr(job_kind, "prepare_preview", None)
+        if prepare is None:
+            raise JobError(f"{kind} jobs have no preview mode (params.preview)")
+        self._check_quota()
+        stored, inputs = prepare(job_id, dict(params), dict(buffers or {}), self.env)
+        now = time.time()
+        record = J.JobRecord(id=job_id, kind=kind, params={**stored, "preview": True}, state=J.QUEUED,
+                             created=now, updated=now, seq=next(self._memory_seq))
+        self._announce(record)
+        with self._cond:
+            self._memory[job_id] = record
+            self._memory_inputs[job_id] = inputs
+            self._push(record)
+            self._cond.notify_all()
+        stamp(job_id, "accepted")
+        return record, True
 
     def resume(self, job_id: str) -> J.JobRecord:
         """Queue an interrupted, cancelled or failed job again (it continues from what it saved)."""
@@ -221,14 +289,15 @@ class JobManager:
     def cancel(self, job_id: str) -> J.JobRecord:
         """Cancel a job: a queued one at once, a running one at its next step (``cancelling``)."""
         with self._cond:
-            rec = self.journal.get(job_id)
+            rec = self._memory.get(job_id) or self.journal.get(job_id)
             if rec is None:
                 raise JobError(f"no job {job_id!r}")
             if rec.state == J.QUEUED:
-                rec = self.journal.set_state(job_id, J.CANCELLED, "cancelled before it started")
+                rec = self._set_state(job_id, J.CANCELLED, "cancelled before it started")
                 self._queue = [e for e in self._queue if e[2] != job_id]
+                self._memory_inputs.pop(job_id, None)
             elif rec.state == J.RUNNING and self._running and self._running.job_id == job_id:
-                rec = self.journal.set_state(job_id, J.CANCELLING)
+                rec = self._set_state(job_id, J.CANCELLING)
                 self._announce(rec)  # before the worker can announce "cancelled"
                 self._running.stop.set()
                 return rec
@@ -238,6 +307,9 @@ class JobManager:
         return rec
 
     def get(self, job_id: str) -> J.JobRecord | None:
+        memory = self._memory.get(job_id)
+        if memory is not None:
+            return memory
         unsaved = self._unsaved.get(job_id)
         return unsaved if unsaved is not None else self.journal.get(job_id)
 
@@ -273,6 +345,24 @@ class JobManager:
         return r.job_id if r else None
 
     # -- internals -----------------------------------------------------------------------------
+    def _set_state(self, job_id: str, state: str, error: str | None = None,
+                   count_attempt: bool = False) -> J.JobRecord:
+        """Record a state change: in memory for a preview job, else in the journal."""
+        rec = self._memory.get(job_id)
+        if rec is None:
+            return self.journal.set_state(job_id, state, error, count_attempt=count_attempt)
+        rec = J.JobRecord(id=rec.id, kind=rec.kind, params=rec.params, state=state, error=error,
+                          outputs=rec.outputs, progress=rec.progress,
+                          attempts=rec.attempts + int(count_attempt), created=rec.created,
+                          updated=time.time(), seq=rec.seq)
+        self._memory[job_id] = rec
+        if state in J.FINAL_STATES:
+            self._memory_inputs.pop(job_id, None)
+            finished = [k for k, r in self._memory.items() if r.state in J.FINAL_STATES]
+            for old in finished[:-MEMORY_KEEP]:
+                del self._memory[old]
+        return rec
+
     def _requeue(self, rec: J.JobRecord) -> J.JobRecord:
         with self._cond:
             rec = self.journal.set_state(rec.id, J.QUEUED, None)
@@ -284,6 +374,8 @@ class JobManager:
     def _push(self, rec: J.JobRecord) -> None:
         kind = self.kinds.get(rec.kind)
         prio = kind.priority if kind is not None else PRIORITY_COMPUTE
+        if rec.id in self._memory:
+            prio = PRIORITY_PREVIEW
         self._queue.append((prio, rec.seq, rec.id, time.monotonic()))
 
     def _pop(self) -> str:
@@ -305,16 +397,17 @@ class JobManager:
                     return None
                 while self._queue:
                     job_id = self._pop()
-                    rec = self.journal.get(job_id)
+                    rec = self._memory.get(job_id) or self.journal.get(job_id)
                     if rec is not None and rec.state == J.QUEUED:
                         try:
-                            rec = self.journal.set_state(job_id, J.RUNNING, count_attempt=True)
+                            rec = self._set_state(job_id, J.RUNNING, count_attempt=True)
                         except Exception as exc:  # the journal cannot record the start: do not run it
                             self._fail_unsaved(rec, exc)
                             continue
                         running = _Running(job_id)
                         self._running = running
                         self._announce(rec)
+                        stamp(job_id, "scheduled")
                         return rec, running
                 self._cond.wait(0.5)
 
@@ -341,8 +434,11 @@ class JobManager:
         kind = self.kinds.get(rec.kind)
         last_sent = [0.0]
         last_saved = [0.0]
+        in_memory = rec.id in self._memory
 
         def progress(update: ProgressUpdate) -> None:
+            if in_memory:
+                return  # a preview reports nothing but its frames and its final state
             data = update.to_dict()
             now = time.monotonic()
             final = update.step >= update.total
@@ -362,11 +458,13 @@ class JobManager:
             self.emit("log", {"job_id": rec.id, "level": level, "text": message, "logger": f"job.{rec.kind}"})
 
         def frame(index: int, image: Any, png_path: Path) -> None:
+            stamp(rec.id, "frame_ready")
             if self.frame_sink is not None:
                 self.frame_sink(rec.id, index, image, png_path)
 
         ctx = JobContext(record=rec, env=self.env, progress=progress,
-                         should_stop=running.stop.is_set, log=job_log, frame=frame)
+                         should_stop=running.stop.is_set, log=job_log, frame=frame,
+                         inputs=self._memory_inputs.pop(rec.id, None) if in_memory else None)
         error: str | None = None
         outputs: dict[str, Any] = {}
         try:
@@ -382,13 +480,16 @@ class JobManager:
             state, error = J.FAILED, f"{type(exc).__name__}: {exc}"
         with self._cond:  # so a concurrent cancel() never overwrites the final state
             try:
-                if state == J.DONE:
+                if in_memory:
+                    self._memory[rec.id].outputs = dict(outputs) if state == J.DONE else {}
+                elif state == J.DONE:
                     self.journal.set_outputs(rec.id, outputs)
-                final = self.journal.set_state(rec.id, state, error)
+                final = self._set_state(rec.id, state, error)
             except Exception as exc:  # disk full, database locked, ...: failed in memory, retried
                 self._fail_unsaved(rec, exc, outputs)
             else:
                 self._announce(final)
+                stamp(rec.id, "final")
             self._running = None
 
     # -- journal failures ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from backend import paths
 from backend.progress import EtaClock, ProgressUpdate, check_cancel
+from backend.service.events import stamp
 from backend.service.jobs import PRIORITY_COMPUTE, PRIORITY_RENDER, JobContext, JobError, JobKind, ServiceEnv
 from backend.service.sandbox import check_id, inside
 from backend.service.streams import frame_file
@@ -229,12 +230,21 @@ def avatar_size(subject: Path) -> int | None:
         return None
 
 
+PREVIEW_MAX_FRAMES = 8
+"""Most frames one preview render may make: its frames exist only in the stream's memory cache
+(``streams.StreamTable.cache_frames``)."""
+
+
 class RenderKind:
     """Curves (+ UV maps or the subject's rig) -> frames in ``renders/<job_id>/``, streamed to the client.
 
     Stored for the worker (and a resume) in ``WORKDIR/jobs/<job_id>/inputs.npz``: expressions
     (T, K) float32 in the subject's order, optional uv_maps (T, H, W, 3) float16, pose (T, 6).
     Frames are named by curve row: ``renders/<job_id>/000123.png`` is row 123.
+
+    A preview render (``params["preview"]``, at most ``PREVIEW_MAX_FRAMES`` frames) stores
+    nothing: its inputs stay in memory (``prepare_preview``) and its frames go to the stream
+    straight from the generator, never to disk.
     """
 
     name = "render"
@@ -246,6 +256,27 @@ class RenderKind:
 
     def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
                 ) -> dict[str, Any]:
+        stored, arrays = self._validate(params, buffers, env)
+        job_dir = env.job_dir(job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(job_dir / "inputs.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        return stored
+
+    def prepare_preview(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any],
+                        env: ServiceEnv) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Validate a preview render like ``prepare``; its inputs stay in memory (returned)."""
+        check_id(job_id, "job id")
+        stored, arrays = self._validate(params, buffers, env)
+        frames = stored["last"] - stored["first"] + 1
+        if frames > PREVIEW_MAX_FRAMES:
+            raise JobError(f"a preview renders at most {PREVIEW_MAX_FRAMES} frames, this one asks for "
+                           f"{frames}; use frame_range, or a render job without params.preview")
+        return stored, arrays
+
+    def _validate(self, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(stored params, input arrays) of a render request; raises ``JobError``."""
         subject = existing_subject(env, params.get("subject_id"))
         if not paths.checkpoint_path(subject).is_file():
             raise JobError(f"subject {subject.name!r} has no trained avatar yet; run a train job first")
@@ -298,14 +329,10 @@ class RenderKind:
         if encoding not in ("raw", "png"):
             raise JobError(f"encoding must be 'raw' or 'png', got {encoding!r}")
         out_size = _opt_int(params, "size", 16)  # None: the avatar's own size, no resampling
-        job_dir = env.job_dir(job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(job_dir / "inputs.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
         return {"subject_id": subject.name, "style": style, "rows": t, "first": first, "last": last,
                 "frame_start": frame_start, "fps": params.get("fps"), "encoding": encoding,
                 "png_level": int(params.get("png_level") or 1), "size": out_size,
-                "uv_from": "client" if uv is not None else "rig"}
+                "uv_from": "client" if uv is not None else "rig"}, arrays
 
     @staticmethod
     def out_dir(env: ServiceEnv, job_id: str) -> Path:
@@ -322,9 +349,15 @@ class RenderKind:
             self._renderer_key = key
         return self._renderer
 
+    def _renderer_of(self, ctx: JobContext, subject: Path) -> Any:
+        style = paths.style_path(subject, ctx.params["style"]) if ctx.params.get("style") else None
+        return self._renderer_for(paths.checkpoint_path(subject), style, ctx.env)
+
     def run(self, ctx: JobContext) -> dict[str, Any]:
         p = ctx.params
         subject = existing_subject(ctx.env, p["subject_id"])
+        if ctx.inputs is not None:
+            return self._run_preview(ctx, subject)
         first, last = p["first"], p["last"]
         out_dir = self.out_dir(ctx.env, ctx.job_id)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -339,8 +372,7 @@ class RenderKind:
             with np.load(ctx.env.job_dir(ctx.job_id) / "inputs.npz", allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
             expr = arrays["expressions"]
-            style = paths.style_path(subject, p["style"]) if p.get("style") else None
-            renderer = self._renderer_for(paths.checkpoint_path(subject), style, ctx.env)
+            renderer = self._renderer_of(ctx, subject)
             # the renderer builds each row's motion window from its neighbours, so rendering
             # only the missing rows gives the same pixels as rendering everything
             kwargs = {k: arrays[k] for k in ("uv_maps", "pose", "scale") if k in arrays}
@@ -353,8 +385,10 @@ class RenderKind:
                 ctx.progress(ProgressUpdate("render", i - first + 1, total, eta=clock.eta(i + 1)))
 
             writer = FrameWriter(out_dir, p["png_level"], written)
+            stamp(ctx.job_id, "render_start")
             try:
                 for i, image in zip(rows, renderer.render(expr, indices=rows, **kwargs), strict=True):
+                    stamp(ctx.job_id, "render_end")
                     check_cancel(ctx.should_stop)
                     image = np.array(image, dtype=np.uint8, copy=True)  # the writer keeps it
                     if p.get("size") and image.shape[0] != p["size"]:
@@ -370,6 +404,26 @@ class RenderKind:
         (ctx.env.job_dir(ctx.job_id) / "inputs.npz").unlink(missing_ok=True)
         return {"frames_dir": str(out_dir.relative_to(Path(ctx.env.workdir).resolve())),
                 "frame_count": last - first + 1, "first": first, "last": last}
+
+    def _run_preview(self, ctx: JobContext, subject: Path) -> dict[str, Any]:
+        """A preview: frames straight from the generator to the stream (nothing is written; the
+        frame path handed on names where a stored render would keep the frame)."""
+        p, arrays = ctx.params, ctx.inputs or {}
+        first, last = p["first"], p["last"]
+        out_dir = self.out_dir(ctx.env, ctx.job_id)
+        renderer = self._renderer_of(ctx, subject)
+        kwargs = {k: arrays[k] for k in ("uv_maps", "pose", "scale") if k in arrays}
+        rows = range(first, last + 1)
+        stamp(ctx.job_id, "render_start")
+        frames = renderer.render(arrays["expressions"], indices=rows, **kwargs)
+        for i, image in zip(rows, frames, strict=True):
+            stamp(ctx.job_id, "render_end")
+            check_cancel(ctx.should_stop)
+            image = np.array(image, dtype=np.uint8, copy=True)
+            if p.get("size") and image.shape[0] != p["size"]:
+                image = _resize(image, p["size"])
+            ctx.frame(i, image, frame_file(out_dir, i))
+        return {"frame_count": last - first + 1, "first": first, "last": last, "preview": True}
 
 
 class FrameWriter:
@@ -418,15 +472,28 @@ class FrameWriter:
             raise self.error
 
 
+_RIG_INFO: dict[str, tuple[tuple[int, int], tuple[list[str], int]]] = {}
+"""subject folder -> ((meta.json inode, mtime ns), (names, size)): a subject is written as a
+whole (``atomic_dir``), so a new ``meta.json`` marks a new subject."""
+
+
 def subject_rig_info(subject: Path) -> tuple[list[str], int]:
-    """(expression names, crop size in pixels) of a subject, read without loading frames."""
+    """(expression names, crop size in pixels) of a subject, read without loading frames (and
+    remembered until the subject's ``meta.json`` changes: every render asks)."""
     from backend.data.subject import Subject
 
     try:
+        st = (subject / "meta.json").stat()
+        key = (st.st_ino, st.st_mtime_ns)
+        hit = _RIG_INFO.get(str(subject))
+        if hit is not None and hit[0] == key:
+            return list(hit[1][0]), hit[1][1]
         subj = Subject.open(subject)
-        return list(subj.expression_names), int(subj.size)
+        info = (list(subj.expression_names), int(subj.size))
     except (OSError, ValueError, KeyError) as exc:
         raise JobError(f"subject {subject.name!r} cannot be read: {exc}") from None
+    _RIG_INFO[str(subject)] = (key, info)
+    return list(info[0]), info[1]
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -8,6 +8,10 @@ back from disk when credit arrives. So a slow or vanished client costs at most
 ``cache_frames`` frames of memory (plus ZeroMQ's send high-water mark), and the render itself
 never waits for the client.
 
+A preview render's frames are never on disk (``kinds.RenderKind``): its cache is the only
+copy, kept after the job ends until the client takes the frames; at most ``cache_frames``
+finished streams keep such frames (older ones drop them: that preview is lost, never stale).
+
 A stream belongs to the shell identity that submitted the job, or to whoever last sent
 ``frames_credit`` for it (a client that reconnects, or a second viewer, can take it over and
 restart at any index).
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from backend.paths import frame_file_name
+from backend.service.events import stamp
 from protocol.limits import MAX_CREDIT_BYTES
 
 log = logging.getLogger(__name__)
@@ -163,7 +168,18 @@ class StreamTable:
             st.available = max(st.available, total)
         self.pump(st)
         if st.credit == 0:
-            st.cache.clear()  # nobody is asking now: the frames are on disk, drop the pixels
+            # nobody is asking now: drop the pixels of frames on disk (a preview's are not)
+            for k in [k for k in st.cache if frame_file(st.out_dir, k).is_file()]:
+                del st.cache[k]
+            if st.cache:
+                self._bound_memory_only(st)
+
+    def _bound_memory_only(self, keep: FrameStream) -> None:
+        """At most ``cache_frames`` finished streams keep frames nobody asked for yet."""
+        held = [s for s in self.streams.values() if s.finished and s.cache and s is not keep]
+        for old in held[: max(0, len(held) + 1 - self.cache_frames)]:
+            log.info("job %s: its preview frames were never asked for; dropped", old.job_id)
+            old.cache.clear()
 
     def pump_all(self) -> None:
         """Pump every stream; forget the ones that are done (they can be reopened from disk)."""
@@ -194,6 +210,7 @@ class StreamTable:
                 ok = True  # skip it rather than stall the stream forever
             if not ok:
                 return
+            stamp(st.job_id, "frame_sent")
             st.cache.pop(i, None)
             st.next_index += 1
             st.frame_bytes = int(getattr(payload, "nbytes", None) or len(payload))

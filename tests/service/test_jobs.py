@@ -280,3 +280,74 @@ def test_quota_pages_and_ageing(tmp_path: Path) -> None:
     finally:
         mgr.close()
         journal.close()
+
+
+class PreviewSteps(Steps):
+    """``Steps`` with a preview mode: its inputs stay in memory and reach ``run`` as ``ctx.inputs``."""
+
+    def __init__(self, name: str, priority: int) -> None:
+        super().__init__(name, priority)
+        self.inputs: dict[str, object] = {}
+
+    def prepare_preview(self, job_id, params, buffers, env):
+        if not isinstance(params.get("n"), int):
+            raise JobError("n must be an int")
+        return {"n": params["n"]}, {"tag": params.get("tag")}
+
+    def run(self, ctx):
+        self.inputs[ctx.job_id] = ctx.inputs
+        return super().run(ctx)
+
+
+def test_preview_jobs_live_in_memory_and_go_first(tmp_path: Path, monkeypatch) -> None:
+    """A preview job (params.preview) is never journalled nor listed, reports no progress, runs
+    ahead of queued renders and compute jobs, can be cancelled, and only the last MEMORY_KEEP
+    finished ones are remembered."""
+    from backend.service import jobs as jobs_mod
+
+    journal = J.Journal(tmp_path / "journal.sqlite3")
+    kinds = {"steps": Steps("steps", PRIORITY_COMPUTE), "quick": PreviewSteps("quick", PRIORITY_RENDER)}
+    events = Events()
+    mgr = JobManager(journal, kinds, ServiceEnv(tmp_path), events)
+    mgr.start()
+    try:
+        kinds["steps"].gate.clear()  # hold the worker inside a compute job
+        blocker, _ = mgr.submit("steps", {"n": 1})
+        wait_state(mgr, blocker.id, (J.RUNNING,))
+        render, _ = mgr.submit("quick", {"n": 1})
+        compute, _ = mgr.submit("steps", {"n": 1})
+        preview, created = mgr.submit("quick", {"n": 2, "preview": True, "tag": "p1"}, job_id="prev-1")
+        assert created and preview.state == J.QUEUED and preview.params == {"n": 2, "preview": True}
+        again, created = mgr.submit("quick", {"n": 9, "preview": True}, job_id="prev-1")
+        assert not created and again.params["n"] == 2  # the id is an idempotency key here too
+        mgr.submit("quick", {"n": 1, "preview": True}, job_id="prev-2")
+        assert mgr.cancel("prev-2").state == J.CANCELLED
+        kinds["steps"].gate.set()
+        for r in (render, compute, preview):
+            wait_state(mgr, r.id, (J.DONE,))
+        assert mgr.get(preview.id).updated <= mgr.get(render.id).updated  # ahead of the render
+        assert kinds["quick"].ran == ["prev-1", render.id]  # the cancelled one never ran
+        assert kinds["quick"].inputs == {"prev-1": {"tag": "p1"}, render.id: None}
+        assert mgr.get("prev-1").outputs == {"count": 2, "started_at": 0}
+        assert journal.get("prev-1") is None and journal.get("prev-2") is None
+        assert {r.id for r in mgr.list()} == {blocker.id, render.id, compute.id} and mgr.page(0, 10)[1] == 3
+        assert events.states("prev-1") == [J.QUEUED, J.RUNNING, J.DONE]
+        assert events.states("prev-2") == [J.QUEUED, J.CANCELLED]
+        assert not [c for t, c in events.items if t == "job_progress" and c["job_id"] == "prev-1"]
+        assert [c for t, c in events.items if t == "job_progress" and c["job_id"] == render.id]
+
+        with pytest.raises(JobError, match="steps jobs have no preview mode"):
+            mgr.submit("steps", {"n": 1, "preview": True})
+        with pytest.raises(JobError, match="already names a journalled job"):
+            mgr.submit("quick", {"n": 1, "preview": True}, job_id=render.id)
+        with pytest.raises(JobError, match="already names a quick job"):
+            mgr.submit("steps", {"n": 1}, job_id="prev-1")
+
+        monkeypatch.setattr(jobs_mod, "MEMORY_KEEP", 2)
+        later = [mgr.submit("quick", {"n": 1, "preview": True})[0].id for _ in range(3)]
+        wait_state(mgr, later[-1], (J.DONE,))  # previews run in submission order
+        assert mgr.get("prev-1") is None and mgr.get(later[0]) is None
+        assert [mgr.get(j).state for j in later[1:]] == [J.DONE, J.DONE]
+    finally:
+        mgr.close()
+        journal.close()

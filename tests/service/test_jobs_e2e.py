@@ -182,6 +182,37 @@ def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> Non
     assert served.alive()
 
 
+def test_preview_render_streams_from_memory_and_stores_nothing(served, tiny_avatar_subject: Path) -> None:
+    """A render with params.preview gives the same pixels as a stored render of that frame, while
+    the backend keeps nothing of it: no journal row, no stored inputs, no frame file, not listed.
+    Its frame still arrives when the credit comes after the job ended (the stream's cache is the
+    only copy), and a preview asking for too many frames is refused."""
+    names, curves = _curves(tiny_avatar_subject, 9)
+    with served.client(timeout=30) as client:
+        stored = client.submit("render", _render_params(names, frame_start=10), buffers={"curves": curves})
+        want = dict(client.frames(stored))
+        preview = client.submit("render", _render_params(names, frame_start=10, frame_range=[14, 14],
+                                                         preview=True), buffers={"curves": curves})
+        got = dict(client.frames(preview))
+        assert sorted(got) == [4] and np.array_equal(got[4], want[4])
+        job = _wait_state(client, preview, ("done",))
+        assert job["outputs"]["frame_count"] == 1 and job["params"]["preview"] is True
+        assert [j["job_id"] for j in client.jobs()] == [stored]
+        assert not (served.workdir / "jobs" / preview).exists()
+        assert not (served.workdir / "renders" / preview).exists()
+
+        # credit only after the job is done (no frame file to fall back on)
+        late = client.submit("render", _render_params(names, frame_start=10, frame_range=[12, 13],
+                                                      preview=True), buffers={"curves": curves})
+        _wait_state(client, late, ("done",))
+        got = dict(client.frames(late))
+        assert sorted(got) == [2, 3] and all(np.array_equal(got[i], want[i]) for i in (2, 3))
+
+        with pytest.raises(RemoteError, match="a preview renders at most 8 frames"):
+            client.submit("render", _render_params(names, preview=True), buffers={"curves": curves})
+    assert served.alive()
+
+
 def test_concurrent_clients_each_get_their_frames_once(served, tiny_avatar_subject: Path) -> None:
     names, curves = _curves(tiny_avatar_subject, 10)
     session = Session(served.info.key_bytes)
