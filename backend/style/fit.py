@@ -39,6 +39,16 @@ class FitSettings:
         screen: look for a frame-locked periodic pattern in the targets (``backend.style.screen``);
             when every target has one, it is taken out of the targets, and the fitted translator
             adds it to every frame.
+        warp: share of patches cut along a random similarity transform (rotation up to
+            ``warp_deg`` degrees, scale within 1 +- ``warp_scale``) instead of an axis-aligned crop,
+            so the network sees the keyframe's structures at other angles and sizes, as the
+            head shows them at other poses. Input and target are resampled together (bilinear).
+        ema: decay of an exponential moving average of the weights; the fitted translator holds
+            the average (0 = the last weights).
+        pseudo_frames: video frames without a reference that the edit passes as ``unlabeled``
+            (render, real frame) pairs (``backend.train.translator_edit`` picks them).
+        pseudo_from: share of the steps after which the unlabeled pairs join the training.
+        pseudo_share: share of the patches then drawn from them.
         net: translator size.
     """
 
@@ -48,6 +58,13 @@ class FitSettings:
     lr: float = 3e-3
     w_grad: float = 1.0
     screen: bool = True
+    warp: float = 0.0
+    warp_deg: float = 15.0
+    warp_scale: float = 0.1
+    ema: float = 0.0
+    pseudo_frames: int = 0
+    pseudo_from: float = 0.5
+    pseudo_share: float = 0.5
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
     def to_dict(self) -> dict:
@@ -78,37 +95,85 @@ def patch_loss(out: torch.Tensor, target: torch.Tensor,
     return l1 + w_grad * grad, {"l1": l1.item(), "grad": grad.item()}
 
 
+def similarity_thetas(n: int, size: int, height: int, width: int, max_deg: float, max_scale: float,
+                      gen: torch.Generator) -> torch.Tensor:
+    """(n, 2, 3) ``affine_grid`` matrices of random ``size``-pixel crops of an (height, width) image:
+    each crop is rotated by up to ``max_deg`` degrees and scaled within 1 +- ``max_scale`` about its
+    centre, which is placed where an axis-aligned crop would fit (corners may leave the image)."""
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * (max_deg * torch.pi / 180)
+    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * max_scale
+    cx = size / 2 + torch.rand(n, generator=gen) * (width - size)
+    cy = size / 2 + torch.rand(n, generator=gen) * (height - size)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * size / width, -sin * size / width
+    theta[:, 1, 0], theta[:, 1, 1] = sin * size / height, cos * size / height
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * cx / width - 1, 2 * cy / height - 1
+    return theta
+
+
 def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: int,
-                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                   gen: torch.Generator, warp: float = 0.0, max_deg: float = 0.0,
+                   max_scale: float = 0.0, weights: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random aligned crops (with random horizontal flips) of the pairs.
 
     Args:
         inputs: (P, Cin, H, W) network inputs (RGB + guides).
         targets: (P, 3, H, W).
         size: crop side (<= H, W).
+        warp: share of the crops cut along a random similarity transform (``similarity_thetas``),
+            resampled bilinearly with mirrored borders; the rest are axis-aligned pixel crops.
+        weights: (P,) relative chance of each pair (None: all equal).
     Returns:
         (n, Cin, size, size), (n, 3, size, size).
     """
     p, _, h, w = inputs.shape
-    which = torch.randint(p, (n,), generator=gen)
+    which = (torch.randint(p, (n,), generator=gen) if weights is None
+             else torch.multinomial(weights, n, replacement=True, generator=gen))
     ys = torch.randint(h - size + 1, (n,), generator=gen)
     xs = torch.randint(w - size + 1, (n,), generator=gen)
     flips = torch.rand(n, generator=gen) < 0.5
     xin, xt = [], []
     for i in range(n):
         k, y, x = int(which[i]), int(ys[i]), int(xs[i])
-        a = inputs[k, :, y:y + size, x:x + size]
-        b = targets[k, :, y:y + size, x:x + size]
-        if flips[i]:
-            a, b = a.flip(-1), b.flip(-1)
-        xin.append(a)
-        xt.append(b)
-    return torch.stack(xin), torch.stack(xt)
+        xin.append(inputs[k, :, y:y + size, x:x + size])
+        xt.append(targets[k, :, y:y + size, x:x + size])
+    xin, xt = torch.stack(xin), torch.stack(xt)
+    if warp > 0:
+        warped = torch.rand(n, generator=gen) < warp
+        theta = similarity_thetas(n, size, h, w, max_deg, max_scale, gen)
+        idx = warped.nonzero().flatten()
+        if idx.numel():
+            grid = F.affine_grid(theta[idx].to(inputs), [idx.numel(), 1, size, size], align_corners=False)
+            both = torch.cat([inputs[which[idx]], targets[which[idx]]], 1)
+            out = F.grid_sample(both, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            xin[idx], xt[idx] = out[:, :inputs.shape[1]], out[:, inputs.shape[1]:]
+    xin[flips], xt[flips] = xin[flips].flip(-1), xt[flips].flip(-1)
+    return xin, xt
+
+
+def _forward(net: StyleTranslator, x: torch.Tensor) -> torch.Tensor:
+    """``net`` on (B, 3 + guides + screen channel, H, W) packed inputs."""
+    cfg = net.cfg
+    g = 3 + cfg.guides
+    return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None)
+
+
+@torch.no_grad()
+def pseudo_targets(net: StyleTranslator, real: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """The translator's output on real video frames (Q, Cin, H, W) -> (Q, 3, H, W), clamped to [-1, 1]."""
+    was_training = net.training
+    net.eval()
+    out = torch.cat([_forward(net, real[i:i + batch]) for i in range(0, real.shape[0], batch)])
+    net.train(was_training)
+    return out.clamp(-1, 1)
 
 
 def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSettings | None = None,
                    seed: int = 0, progress: ProgressFn | None = None,
-                   should_stop: StopFn | None = None) -> FitResult:
+                   should_stop: StopFn | None = None,
+                   unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None) -> FitResult:
     """Train a ``StyleTranslator`` that maps ``inputs`` to ``targets``.
 
     Args:
@@ -117,6 +182,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         settings: see ``FitSettings``.
         seed: patch sampling and initialisation.
         progress / should_stop: ``backend.progress`` callbacks; a stop raises ``Cancelled``.
+        unlabeled: (renders, real frames), each (Q, 3 + guides, H, W), of video frames that have
+            no reference. After ``settings.pseudo_from`` of the steps, the translator's own output
+            on each real frame becomes the target of that frame's render, and
+            ``settings.pseudo_share`` of the patches come from these pairs: the look has been
+            learned on sharp photographs by then, and this teaches it to give a render, at many
+            poses, what it gives the photograph of the same frame.
     Returns:
         FitResult.
     Raises:
@@ -137,12 +208,16 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "kept as a fixed layer", float(screen.abs().amax()))
             targets = targets - screen.to(targets)
-            ch = screen_channel(screen).to(inputs)
-            inputs = torch.cat([inputs, ch[None].expand(inputs.shape[0], 1, *ch.shape[-2:])], 1)
+            ch = screen_channel(screen).to(inputs)[None]
+            inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
+            if unlabeled is not None:
+                unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
     net_cfg = replace(s.net, screen_input=1 if screen is not None else 0)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()
+    average = (torch.optim.swa_utils.AveragedModel(
+        net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])
@@ -151,17 +226,29 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     history: list[dict[str, float]] = []
     t0 = time.monotonic()
     step = 0
+    pool_in, pool_t, weights = inputs, targets, None
+    pseudo_step = round(s.pseudo_from * s.steps) if unlabeled is not None and s.pseudo_share > 0 else None
     for step in range(s.steps):
         check_cancel(should_stop)
-        xin, xt = sample_patches(inputs, targets, s.batch, size, gen)
-        g = 3 + s.net.guides
-        guides = xin[:, 3:g] if s.net.guides else None
-        out = net(xin[:, :3], guides, xin[:, g:] if net_cfg.screen_input else None)
+        if step == pseudo_step:
+            renders, real = unlabeled
+            pool_in = torch.cat([inputs, renders])
+            pool_t = torch.cat([targets, pseudo_targets(net, real)])
+            p, q = inputs.shape[0], renders.shape[0]
+            weights = torch.cat([torch.full((p,), (1 - s.pseudo_share) / p),
+                                 torch.full((q,), s.pseudo_share / q)])
+            log.info("style translator: %d unlabeled frame(s) join at step %d (%.0f %% of patches)",
+                     q, step, 100 * s.pseudo_share)
+        xin, xt = sample_patches(pool_in, pool_t, s.batch, size, gen, s.warp, s.warp_deg, s.warp_scale,
+                                 weights)
+        out = _forward(net, xin)
         loss, parts = patch_loss(out, xt, s.w_grad)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if average is not None:
+            average.update_parameters(net)
         parts["total"] = loss.item()
         history.append(parts)
         if progress is not None:
@@ -169,6 +256,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         if step == 0 or (step + 1) % max(s.steps // 10, 1) == 0:
             log.info("translator step %d/%d  %s", step + 1, s.steps,
                      "  ".join(f"{k} {v:.4f}" for k, v in parts.items()))
+    if average is not None:
+        net.load_state_dict(average.module.state_dict())
     net.eval().requires_grad_(False)
     net.set_screen(screen)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1)

@@ -52,6 +52,8 @@ class TranslatorEditJob:
 
     Attributes:
         inputs: (P, 3 + guides, S, S) in [-1, 1]; targets: (P, 3, S, S) in [-1, 1].
+        unlabeled: (renders, real frames), each (Q, 3 + guides, S, S), of stage-1 training frames
+            without a reference (``unlabeled_frames``), or None.
         keyframes: the checked keyframes; alignments: their edge-match measurements (meta).
     """
 
@@ -60,6 +62,7 @@ class TranslatorEditJob:
     keyframes: list[LoadedKeyframe]
     alignments: list[dict[str, Any]]
     settings: FitSettings
+    unlabeled: tuple[torch.Tensor, torch.Tensor] | None
     meta: dict[str, Any]
     tensors: Any
     avatar: torch.nn.Module
@@ -69,7 +72,7 @@ class TranslatorEditJob:
     def run(self, seed: int = 0, progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> FitResult:
         return fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
-                              should_stop=should_stop)
+                              should_stop=should_stop, unlabeled=self.unlabeled)
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
@@ -86,6 +89,17 @@ def face_box(coverage: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int
     py, px = round(pad * (ys.max() - ys.min() + 1)), round(pad * (xs.max() - xs.min() + 1))
     return (max(0, ys.min() - py), min(side, ys.max() + 1 + py), max(0, xs.min() - px),
             min(side, xs.max() + 1 + px))
+
+
+def unlabeled_frames(train_ids: np.ndarray, keyframes: list[int], count: int) -> list[int]:
+    """Up to ``count`` stage-1 training frames, evenly spread, that are not keyframes.
+
+    Only training frames: the held-out frames stay unseen by the edit as by stage 1."""
+    free = [int(i) for i in train_ids if int(i) not in set(keyframes)]
+    if count <= 0 or not free:
+        return []
+    pick = np.linspace(0, len(free) - 1, min(count, len(free))).round().astype(int)
+    return [free[i] for i in sorted(set(pick.tolist()))]
 
 
 def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
@@ -136,11 +150,20 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
         x = sources[name]
         inputs.append(x if guides is None else torch.cat([x, guides], 1))
         targets.append(refs)
+    unlabeled = None
+    pool = unlabeled_frames(tensors.train_ids, ids, settings.pseudo_frames)
+    if pool:
+        real_u, uv_u, win_u = tensors.batch(pool, dev)
+        with torch.no_grad():
+            render_u = torch.cat([avatar(uv_u[i:i + 16], win_u[i:i + 16]).image
+                                  for i in range(0, len(pool), 16)])
+        guides_u = uv_guides(uv_u, settings.net.guides)
+        unlabeled = tuple(x if guides_u is None else torch.cat([x, guides_u], 1) for x in (render_u, real_u))
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
     return TranslatorEditJob(
         inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
-        settings=settings, meta=meta, tensors=tensors, avatar=avatar,
+        settings=settings, unlabeled=unlabeled, meta=meta, tensors=tensors, avatar=avatar,
         checkpoint_sha256=checkpoint_sha256(ckpt), device=dev,
     )
 

@@ -1,0 +1,77 @@
+"""Fitting the style translator: warped patches and the unlabeled video frames of the edit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from backend.style.fit import FitSettings, fit_translator, sample_patches
+from backend.style.translator import TranslatorConfig
+from backend.train.translator_edit import unlabeled_frames
+from tests.edit.conftest import N_FRAMES, draw_frame
+from tests.edit.unseen_looks import posterised_ink
+
+
+def _t(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 127.5 - 1
+
+
+def test_warped_patches_keep_input_and_target_aligned() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(-1, 1, 48).expand(48, 48)  # changes along x only
+    inputs = torch.stack([ramp, ramp * 0.5, -ramp, torch.rand(48, 48)])[None].repeat(2, 1, 1, 1)
+    targets = 0.1 - 0.5 * inputs[:, :3]  # a pointwise look: any resampling keeps it exact
+    xin, xt = sample_patches(inputs, targets, 16, 32, gen, warp=1.0, max_deg=30, max_scale=0.2)
+    assert xin.shape == (16, 4, 32, 32) and xt.shape == (16, 3, 32, 32)
+    assert torch.allclose(xt, 0.1 - 0.5 * xin[:, :3], atol=1e-5)
+    assert (xin[:, 0, 1:] - xin[:, 0, :-1]).abs().mean() > 1e-3  # rotated: the ramp now changes along y
+    crops, _ = sample_patches(inputs, targets, 16, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(crops[:, 0, 1:], crops[:, 0, :-1])  # axis-aligned crops of it do not
+
+
+def test_unlabeled_frames_are_spread_training_frames_without_the_keyframes() -> None:
+    train = np.array([0, 1, 2, 3, 5, 6, 8, 9])  # 4 and 7 are held out
+    assert unlabeled_frames(train, [0, 5], 3) == [1, 3, 9]
+    assert unlabeled_frames(train, [0, 5], 100) == [1, 2, 3, 6, 8, 9]
+    assert unlabeled_frames(train, [0], 0) == []
+
+
+def _render(rgb: np.ndarray) -> np.ndarray:
+    """A 'render' of a frame in a domain the keyframe pair never shows: darker and softer."""
+    return (cv2.GaussianBlur(rgb, (0, 0), 0.8) * 0.55).astype(np.uint8)
+
+
+def test_unlabeled_pairs_teach_renders_what_the_photograph_gets(caplog: pytest.LogCaptureFixture) -> None:
+    """The keyframe pair is a photograph only; unlabeled (render, photograph) pairs of other frames
+    teach the translator to give a render what it gives the photograph of the same frame, which it
+    then does on renders of frames none of the pairs contains."""
+    size = 64
+    frames = [draw_frame(t, size)[0] for t in range(N_FRAMES)]
+    key, train, unseen = frames[0], frames[1:N_FRAMES:2], frames[2:N_FRAMES:2]
+    unlabeled = (torch.cat([_t(_render(f)) for f in train]), torch.cat([_t(f) for f in train]))
+    settings = FitSettings(steps=400, batch=4, patch=32, lr=3e-3, net=TranslatorConfig(width=8, blocks=1),
+                           pseudo_from=0.5, pseudo_share=0.5)
+    gt = torch.cat([_t(posterised_ink(f)) for f in unseen])
+    renders = torch.cat([_t(_render(f)) for f in unseen])
+    errors = {}
+    for name, extra in (("keyframe only", None), ("with unlabeled", unlabeled)):
+        with caplog.at_level(logging.INFO, logger="backend.style.fit"):
+            res = fit_translator(_t(key), _t(posterised_ink(key)), settings, seed=1, unlabeled=extra)
+        with torch.no_grad():
+            errors[name] = float((res.translator(renders).clamp(-1, 1) - gt).abs().mean())
+    assert "12 unlabeled frame(s) join at step 200" in caplog.text
+    assert errors["with unlabeled"] < 0.7 * errors["keyframe only"], errors
+
+
+def test_unlabeled_pairs_need_a_share_to_join(caplog: pytest.LogCaptureFixture) -> None:
+    f = draw_frame(0, 32)[0]
+    settings = replace(FitSettings(steps=4, batch=2, patch=16, net=TranslatorConfig(width=8, blocks=1)),
+                       pseudo_share=0.0)
+    with caplog.at_level(logging.INFO, logger="backend.style.fit"):
+        fit_translator(_t(f), _t(posterised_ink(f)), settings, unlabeled=(_t(f), _t(f)))
+    assert "unlabeled" not in caplog.text
