@@ -23,7 +23,7 @@ from backend.service.jobs import PRIORITY_COMPUTE, PRIORITY_RENDER, JobContext, 
 from backend.service.sandbox import check_id, inside
 from backend.service.streams import frame_file
 from backend.service.uploads import Uploads
-from protocol.fileio import atomic_path
+from protocol.fileio import atomic_write_npz
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,7 @@ class RenderKind:
         stored, arrays = self._validate(params, buffers, env)
         job_dir = env.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(job_dir / "inputs.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        atomic_write_npz(job_dir / "inputs.npz", arrays)  # no GIL-held copies (see fileio)
         return stored
 
     def prepare_preview(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any],
