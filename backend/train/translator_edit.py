@@ -32,9 +32,10 @@ log = logging.getLogger(__name__)
 
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "tiny": FitSettings(steps=80, batch=4, patch=32, net=TranslatorConfig(width=8, blocks=1)),
-    "cpu": FitSettings(steps=2000, batch=4, patch=96,
+    "cpu": FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32,
                        net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1)),
-    "paper": FitSettings(steps=3000, batch=16, patch=128, net=TranslatorConfig(width=16, blocks=4, refine=8)),
+    "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
+                         net=TranslatorConfig(width=16, blocks=4, refine=8)),
 }
 TRAIN_ON = ("render", "real")  # inputs paired with each reference: the avatar's render, the video frame
 

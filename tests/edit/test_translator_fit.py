@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -75,3 +76,28 @@ def test_unlabeled_pairs_need_a_share_to_join(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.INFO, logger="backend.style.fit"):
         fit_translator(_t(f), _t(posterised_ink(f)), settings, unlabeled=(_t(f), _t(f)))
     assert "unlabeled" not in caplog.text
+
+
+def test_translator_edit_adds_unlabeled_training_frames(edit_subject: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The edit renders some stage-1 training frames (never a held-out one or a keyframe) and fits
+    with them; the style file records the settings."""
+    from backend.data.subject import Subject
+    from backend.train.data import load_subject_tensors
+    from backend.train.keyframes import Keyframe
+    from backend.train.translator_edit import prepare_translator_edit
+
+    frame = 3
+    ref = posterised_ink(Subject.open(edit_subject).frame(frame))
+    settings = FitSettings(steps=6, batch=2, patch=16, warp=0.5, ema=0.9, pseudo_frames=5,
+                           net=TranslatorConfig(width=8, blocks=1))
+    job = prepare_translator_edit(edit_subject, [Keyframe(ref, frame)], settings=settings)
+    tensors = load_subject_tensors(edit_subject, job.inputs.shape[-1])
+    renders, real = job.unlabeled
+    assert renders.shape == real.shape == (5, 3, *job.inputs.shape[-2:])
+    ids = unlabeled_frames(tensors.train_ids, [frame], 5)
+    assert frame not in ids and not set(ids) & set(tensors.heldout_ids.tolist())
+    assert torch.equal(real, tensors.frames[ids])
+    with caplog.at_level(logging.INFO, logger="backend.style.fit"):
+        res = job.run()
+    assert res.steps_done == 6 and "5 unlabeled frame(s) join at step 3" in caplog.text
