@@ -2,7 +2,7 @@
 update) and the live preview's latency (frame change -> preview image updated) against a real
 ``emo-avatar serve``.
 
-    python bench/addon.py [--quick] [--size 256] [--frames N] [--no-preview | --preview-only]
+    python bench/addon.py [--quick] [--size 256] [--frames N] [--no-preview | --preview-only] [--compare]
     EMO_BACKEND_PYTHON=.venv/bin/python .venv-bpy5/bin/python bench/addon.py   # Blender 5.0
 
 Builds the extension zip (wheel cache; offline when it is filled), installs it into a temporary
@@ -28,6 +28,14 @@ between. Each sample's CPU time is summed per process (Blender with its I/O thre
 all threads), so a run on a loaded machine still says how much work a preview costs. At 256 px the
 128 px generator's frame is resized by the backend (no 256 px preset exists). Targets: <= 100 ms at
 128 px and <= 200 ms at 256 px (median).
+
+Where the time goes: the backend runs with ``EMO_STAGE_LOG`` (each job's stage stamps) and the
+add-on keeps its own (``preview.PREVIEW.stages``), both on the system-wide monotonic clock; a
+second table gives each stage's median and p90 (frame change -> request sent -> backend took it ->
+accepted -> scheduled -> render start/end -> frame handed on -> frame sent -> add-on received ->
+image updated). ``--compare`` interleaves samples of the journalled render path (the same request
+without ``params.preview``: journal rows, stored inputs, a PNG per frame, progress events) with
+the preview path, so both are measured under the same load.
 """
 
 from __future__ import annotations
@@ -177,15 +185,66 @@ def run_timers(timers: list[tuple[object, float]], until, timeout: float, what: 
         time.sleep(max(next_due - time.perf_counter(), 0.0))  # only a timer can show the frame
 
 
-def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, int, float, float]]:
-    """(label, median ms, p90 ms, max ms, n, Blender CPU ms, backend CPU ms) of frame change ->
-    preview image updated; the CPU times are per sample (mean, both processes' every thread)."""
+STAGES = (
+    ("change", "sent", "frame change -> request sent (add-on: sampling, I/O thread pickup)"),
+    ("sent", "submit", "-> backend took the request (wire, decode, intake)"),
+    ("submit", "accepted", "-> accepted (validation; journal row + stored inputs when journalled)"),
+    ("accepted", "scheduled", "-> scheduled (worker pickup, running state)"),
+    ("scheduled", "render_start", "-> render start (inputs, renderer)"),
+    ("render_start", "render_end", "-> render end (rasterise + generator)"),
+    ("render_end", "frame_ready", "-> frame handed on (copy/resize; PNG file when journalled)"),
+    ("frame_ready", "frame_sent", "-> frame sent (I/O loop, stream, credit)"),
+    ("frame_sent", "received", "-> add-on received (wire, checksum, I/O thread)"),
+    ("received", "shown", "-> image updated (main-thread timer, pixels)"),
+    ("change", "shown", "**frame change -> image updated**"),
+)
+
+
+def read_stage_log(path: Path) -> dict[str, dict[str, float]]:
+    """job id -> stage -> first time stamped (the backend's ``EMO_STAGE_LOG`` lines)."""
+    import json
+
+    out: dict[str, dict[str, float]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        out.setdefault(rec["job"], {}).setdefault(rec["stage"], float(rec["t"]))
+    return out
+
+
+def stage_table(timings: dict[str, list[dict[str, float]]]) -> None:
+    """Print median / p90 ms per stage for each mode (``mode -> [stages of one sample]``)."""
+    import numpy as np
+
+    modes = list(timings)
+    print("| stage | " + " | ".join(f"{m}: median / p90 ms" for m in modes) + " |")
+    print("| --- |" + " ---: |" * len(modes))
+    for a, b, label in STAGES:
+        cells = []
+        for m in modes:
+            d = [1000 * (t[b] - t[a]) for t in timings[m] if a in t and b in t]
+            cells.append(f"{np.median(d):.1f} / {np.percentile(d, 90):.1f} (n={len(d)})" if d else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def measure_preview(mod, samples: int, compare: bool = False
+                    ) -> tuple[list[tuple[str, float, float, float, int, float, float]], dict]:
+    """(rows, stages): rows are (label, median ms, p90 ms, max ms, n, Blender CPU ms, backend CPU
+    ms) of frame change -> preview image updated, the CPU times per sample (mean, both processes'
+    every thread); stages maps "<size> px, <mode>" to each sample's stage times. With
+    ``compare`` every other sample is a journalled render (the same request without
+    ``params.preview``); its rows are labelled so."""
     import bpy
     import numpy as np
 
     work = preview_workdir()
     conn = work / "connection.json"
     before = conn.stat().st_mtime_ns if conn.exists() else None
+    stage_log = Path(tempfile.mkdtemp(prefix="emo_stages_")) / "stages.jsonl"
     proc = subprocess.Popen(
         [
             BACKEND_PYTHON,
@@ -202,9 +261,10 @@ def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, i
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "OMP_NUM_THREADS": "2", "EMO_STAGE_LOG": str(stage_log)},
     )
     rows = []
+    samples_of: dict[str, list[tuple[str, dict[str, float]]]] = {}
     try:
         deadline = time.monotonic() + 120
         while not (conn.exists() and conn.stat().st_mtime_ns != before):
@@ -220,6 +280,14 @@ def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, i
         scene = bpy.data.scenes.new("preview bench")
         head = api.import_subject(folder=work / "subjects" / "bench", scene=scene)
         settings = scene.emo_avatar_preview
+        real_call = runtime.call
+
+        def journalled_call(op, on_done=None, **kwargs):
+            if op == "submit":  # the same request without the preview fast path
+                kwargs["params"] = {k: v for k, v in kwargs["params"].items() if k != "preview"}
+            return real_call(op, on_done, **kwargs)
+
+        modes = ("preview job", "journalled job") if compare else ("preview job",)
         for size in (128, 256):
             settings.size = size
             settings.live = False
@@ -227,10 +295,11 @@ def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, i
             preview.request(scene, 1, head)
             runtime.wait_for(lambda: preview.PREVIEW.in_flight is None, 300, "the first preview")
             settings.live = True
-            lat = []
-            cpu_blender = cpu_backend = 0.0
-            for i in range(samples):
+            per_mode = {m: ([], [0.0, 0.0]) for m in modes}
+            for i in range(samples * len(modes)):
+                mode = modes[i % len(modes)]
                 f = 2 + i % 14
+                runtime.call = journalled_call if mode == "journalled job" else real_call
                 time.sleep(0.05)  # the backend is idle before the change
                 c_blender, c_backend = time.process_time(), cpu_seconds(proc.pid)
                 t0 = time.perf_counter()
@@ -241,27 +310,38 @@ def measure_preview(mod, samples: int) -> list[tuple[str, float, float, float, i
                     120,
                     f"the preview of frame {f}",
                 )
+                runtime.call = real_call
+                lat, cpu = per_mode[mode]
                 lat.append(preview.PREVIEW.shown_at - t0)
-                cpu_blender += time.process_time() - c_blender
-                cpu_backend += cpu_seconds(proc.pid) - c_backend
+                cpu[0] += time.process_time() - c_blender
+                cpu[1] += cpu_seconds(proc.pid) - c_backend
+                job_id = next(reversed(preview.PREVIEW.stages))
+                own = preview.PREVIEW.stages[job_id]
+                samples_of.setdefault(f"{size} px, {mode}", []).append((job_id, own))
             settings.live = False
-            a = np.asarray(lat) * 1000
-            rows.append(
-                (
-                    f"{size} px",
-                    float(np.median(a)),
-                    float(np.percentile(a, 90)),
-                    float(a.max()),
-                    len(a),
-                    1000 * cpu_blender / samples,
-                    1000 * cpu_backend / samples,
+            for mode, (lat, cpu) in per_mode.items():
+                a = np.asarray(lat) * 1000
+                rows.append(
+                    (
+                        f"{size} px" + (f", {mode}" if compare else ""),
+                        float(np.median(a)),
+                        float(np.percentile(a, 90)),
+                        float(a.max()),
+                        len(a),
+                        1000 * cpu[0] / len(a),
+                        1000 * cpu[1] / len(a),
+                    )
                 )
-            )
         api.disconnect()
     finally:
         proc.terminate()
         proc.wait(30)
-    return rows
+    backend_stages = read_stage_log(stage_log)
+    stages = {
+        key: [{**backend_stages.get(job_id, {}), **own} for job_id, own in items]
+        for key, items in samples_of.items()
+    }
+    return rows, stages
 
 
 def measure_overhead(mod, tmp: Path, frames: int, size: int) -> None:
@@ -332,6 +412,11 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--no-preview", action="store_true", help="skip the live-preview latency")
     ap.add_argument("--preview-only", action="store_true", help="only the live-preview latency")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="interleave journalled renders (no params.preview) with the preview samples",
+    )
     args = ap.parse_args()
     frames = args.frames or (8 if args.quick else 32)
     tmp = Path(tempfile.mkdtemp(prefix="emo_bench_addon_"))
@@ -344,7 +429,7 @@ def main() -> int:
     if args.no_preview:
         return 0
     load = os.getloadavg()[0]
-    rows = measure_preview(mod, 10 if args.quick else 30)
+    rows, stages = measure_preview(mod, 10 if args.quick else 30, compare=args.compare)
     print(f"\n### Live preview: frame change -> preview image updated (Blender {version}, backend idle)\n")
     print(f"Load average before / after the preview runs: {load:.1f} / {os.getloadavg()[0]:.1f}.\n")
     print("| size | median ms | p90 ms | max ms | samples | CPU ms Blender | CPU ms backend | target | |")
@@ -355,6 +440,8 @@ def main() -> int:
             f"| {label} | {med:.0f} | {p90:.0f} | {worst:.0f} | {n_s} | {cpu_b:.1f} | {cpu_s:.1f} | "
             f"<= {target} | {'met' if med <= target else 'missed'} (median) |"
         )
+    print("\n### Where a live preview's time goes (stage stamps of the add-on and the backend)\n")
+    stage_table(stages)
     return 0
 
 

@@ -6,17 +6,25 @@ request id. Thread -> main thread: ``Result`` records on ``outbox``; the ``bpy.a
 callback (``state.apply_pending``) drains them and changes Blender data.
 
 The thread loop: (re)connect when asked (with a retry every ``retry_interval`` s while the backend
-is down, never blocking the UI), run queued commands, advance each render's frame stream by one
-frame (frames are written to disk here, as PNG, so the main thread only extends the strip), pass
-events on, and poll ``job_status`` every ``poll_interval`` s, which also detects a restarted
-backend (the client then reconnects and re-grants frame credit from the first missing frame).
+is down, never blocking the UI), run queued commands, advance each render's frame stream by the
+frames that arrived (frames are written to disk here, as PNG, so the main thread only extends the
+strip), pass events on, and poll ``job_status`` every ``poll_interval`` s, which also detects a
+restarted backend (the client then reconnects and re-grants frame credit from the first missing
+frame). Between rounds it sleeps in one poll on the backend's sockets and a wake-up socket that
+``call`` writes to, so a command (a live-preview request), a frame and an event are each handled
+as soon as they arrive, with no polling delay.
+
+Jobs submitted ``quiet`` (live previews) never trigger a job-list refresh, and a render waiting
+in the backend's queue starts receiving frames on its ``job_state`` event, not at the next poll.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,11 +44,12 @@ _IDS = itertools.count(1)
 _ID_LOCK = threading.Lock()
 MAX_RESUBMITS = 5
 """How often a render interrupted by backend restarts is submitted again before giving up."""
-IDLE_EVENT_WAIT = 0.01
-"""Seconds the thread waits for backend events when idle: also how late a queued command (a live
-preview request) can be picked up. A wait on the events socket costs microseconds of CPU."""
+IDLE_EVENT_WAIT = 0.05
+"""Longest sleep of the thread between rounds. A command (``call``), a frame or an event ends the
+sleep at once, so this only bounds how late the time-based work (reconnects, ``poll_interval``
+checks, ``stop``) runs."""
 BUSY_EVENT_WAIT = 0.005
-"""The same wait while frames stream or commands ran, so frames and commands go first."""
+"""The same while frames stream (the job-status and queued re-checks of a stream are due sooner)."""
 
 
 def frame_filename(prefix: str, frame: int) -> str:
@@ -77,6 +86,8 @@ class Stream:
     next_check: float = 0.0
     memory: bool = False
     """Frames go to the main thread as pixels (``Result.data["image"]``), not to disk (live preview)."""
+    quiet: bool = False
+    """Submitted ``quiet``: its end does not refresh the job list."""
 
 
 def version_warning(proto: str) -> tuple[str | None, bool]:
@@ -134,6 +145,11 @@ class IOThread(threading.Thread):
         self._failed_before = False
         self._hello: dict[str, Any] | None = None
         self._final_cancels: list[str] = []
+        self._quiet: set[str] = set()
+        """Jobs submitted ``quiet`` whose final state has not been seen yet."""
+        self._wake_r, self._wake_w = socket.socketpair()
+        for end in (self._wake_r, self._wake_w):
+            end.setblocking(False)
 
     # -- main-thread API -----------------------------------------------------------------------
     def call(self, op: str, **kwargs: Any) -> int:
@@ -141,7 +157,13 @@ class IOThread(threading.Thread):
         with _ID_LOCK:
             rid = next(_IDS)  # unique across I/O threads, so a stale result never answers a new request
         self.inbox.put((rid, op, kwargs))
+        self._wake()
         return rid
+
+    def _wake(self) -> None:
+        """End the thread's sleep now (a full wake-up socket already says so)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def stop(self, timeout: float = 5.0, cancel_jobs: list[str] | None = None) -> None:
         """Ask the thread to close its sockets and end; waits up to ``timeout`` s. ``cancel_jobs``
@@ -149,6 +171,7 @@ class IOThread(threading.Thread):
         self._final_cancels = list(cancel_jobs or [])
         self._cancel_deadline = time.monotonic() + 0.8 * timeout
         self._stopping.set()
+        self._wake()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
 
@@ -174,6 +197,8 @@ class IOThread(threading.Thread):
         finally:
             self._send_final_cancels()
             self._close_client()
+            for end in (self._wake_r, self._wake_w):
+                end.close()
             self._post("stopped")
 
     def _send_final_cancels(self) -> None:
@@ -198,15 +223,34 @@ class IOThread(threading.Thread):
         if self.client is not None:
             try:
                 busy |= self._advance_streams()
-                self._forward_events(BUSY_EVENT_WAIT if busy or self.streams else IDLE_EVENT_WAIT)
+                self._forward_events(0.0)
                 if time.monotonic() >= self._next_poll:
                     self._poll()
             except BackendUnavailable as exc:
                 self._lost(str(exc))
             except ProtocolError as exc:
                 self._post("log", level="error", text=str(exc))
-        elif not busy:
-            self._stopping.wait(0.05)
+        if not busy:
+            self._sleep(BUSY_EVENT_WAIT if self.streams else IDLE_EVENT_WAIT)
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for a message from the backend or a ``call`` (wake-up socket)."""
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        sockets = getattr(self.client, "_sockets", None) or {}  # the Client's shell and events sockets
+        for channel in ("shell", "events"):
+            if channel in sockets:
+                poller.register(sockets[channel], zmq.POLLIN)
+        try:
+            ready = dict(poller.poll(timeout * 1000))
+        except zmq.ZMQError:  # a socket closed under us (reconnect): go round again
+            return
+        if self._wake_r.fileno() in ready or self._wake_r in ready:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(4096):
+                    pass
 
     def _connect(self) -> None:
         from .protocol.client import Client
@@ -286,18 +330,23 @@ class IOThread(threading.Thread):
             self._refresh()
         else:
             self._post("server", **status)
-            if self.streams:
+            if any(not s.quiet for s in self.streams.values()):
                 self._post("jobs", jobs=self.client.jobs())
 
     def _forward_events(self, timeout: float) -> None:
         final = False
         for n, msg in enumerate(self.client.events(timeout=timeout)):
             self._post("event", msg_type=msg.msg_type, content=dict(msg.content))
-            final |= msg.msg_type == "job_state" and msg.content.get("state") in (
-                "done",
-                "failed",
-                "cancelled",
-            )
+            if msg.msg_type == "job_state":
+                job_id, state = msg.content.get("job_id"), msg.content.get("state")
+                stream = self.streams.get(job_id)
+                if stream is not None and not stream.started and state != "queued":
+                    stream.next_check = 0.0  # left the queue: ask for its frames now, not at the next poll
+                if state in ("done", "failed", "cancelled"):
+                    if job_id in self._quiet:
+                        self._quiet.discard(job_id)  # a preview: not in the job list
+                    else:
+                        final = True
             if n >= 100:  # let commands and frames run; the rest comes next round
                 break
         if final:
@@ -355,7 +404,11 @@ class IOThread(threading.Thread):
         if op == "subject":
             return {"subject": c.subject(kw["subject_id"])}
         if op == "submit":
+            sent = time.monotonic()
+            if kw.get("quiet") and kw.get("job_id"):
+                self._quiet.add(kw["job_id"])
             job_id = c.submit(kw["kind"], kw["params"], kw.get("buffers"), job_id=kw.get("job_id"))
+            stamps = {"t_sent": sent, "t_accepted": time.monotonic()}
             stream = kw.get("stream")
             if stream:
                 memory = bool(stream.get("memory"))
@@ -368,10 +421,11 @@ class IOThread(threading.Thread):
                     submission={"kind": kw["kind"], "params": kw["params"], "buffers": kw.get("buffers")},
                     memory=memory,
                     started=memory,  # a preview frame is waited for at once (never queued long)
+                    quiet=bool(kw.get("quiet")),
                 )
             if not kw.get("quiet"):
                 self._post("jobs", jobs=c.jobs())
-            return {"job_id": job_id}
+            return {"job_id": job_id, **stamps}
         if op == "attach":
             # frames of a render that finished (or runs) without this Blender: stream them again
             self.streams[kw["job_id"]] = Stream(
@@ -428,7 +482,7 @@ class IOThread(threading.Thread):
                     job_id, credit=self.credit, start=start, timeout=self.poll_interval
                 )
             try:
-                frames = stream.gen.poll(0.002)
+                frames = stream.gen.poll(0.0)  # the loop's sleep waits for frames (see _sleep)
             except RemoteError as exc:
                 remote = getattr(exc, "remote_ename", "")
                 if remote == "JobInterrupted" and stream.submission and stream.resubmits < MAX_RESUBMITS:
@@ -447,6 +501,7 @@ class IOThread(threading.Thread):
                     )
                     continue
                 del self.streams[job_id]
+                self._quiet.discard(job_id)
                 state = "cancelled" if remote == "JobCancelled" else "failed"
                 self._post(
                     "stream_end", job_id=job_id, state=state, error=str(exc), received=sorted(stream.received)
@@ -474,6 +529,7 @@ class IOThread(threading.Thread):
                 image=image,
                 count=len(stream.received),
                 total=stream.total,
+                t_received=time.monotonic(),
             )
             return True
         path = stream.folder / frame_filename(stream.prefix, frame)

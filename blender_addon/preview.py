@@ -6,9 +6,16 @@ Latest wins: at most one preview job is in flight; a frame change meanwhile repl
 pending request (older pending requests are dropped, never queued), which is sent as soon as the
 frame in flight arrived. Each request is a one-frame ``render`` job carrying the neighbouring
 ``WINDOW_RADIUS`` rows of curves, so the preview shows exactly the pixels a shot render gives
-that frame. Its pixels come back in memory (never via disk) and preview jobs stay out of the job
-list. While a request is in flight a timer of its own (``poll_results``, every 5 ms) applies the
-I/O thread's results, so the image updates as soon as the frame arrived.
+that frame. It is a preview job (``params["preview"]``): the backend keeps it in memory only (no
+journal, no stored inputs, no frame file) and runs it ahead of shot renders; its pixels come back
+in memory and preview jobs stay out of the job list. While a request is in flight a timer of its
+own (``poll_results``, every 5 ms) applies the I/O thread's results, so the image updates as soon
+as the frame arrived.
+
+``PREVIEW.stages`` keeps, per preview job, when it passed each stage on this side (``time.monotonic``
+seconds): ``change`` (the frame change), ``sent`` and ``accepted`` (the submission on the I/O
+thread), ``received`` (the frame on the I/O thread) and ``shown``; ``bench/addon.py`` joins them
+with the backend's stamps (``EMO_STAGE_LOG``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from .shot import WINDOW_RADIUS
 log = logging.getLogger(__name__)
 
 IMAGE_NAME = "Emo-Avatar Preview"
+KEEP_STAGES = 256
+"""Previews whose stage times ``PREVIEW.stages`` keeps (the newest)."""
 POLL_INTERVAL = 0.005
 """Seconds between result checks while a preview is in flight. The add-on's own timer idles at
 ``runtime.TIMER_INTERVAL`` (0.1 s), which alone would add up to 100 ms to every preview."""
@@ -46,6 +55,7 @@ class PreviewState:
     latency: float | None = None
     error: str = ""
     sampling: bool = False
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # job id -> stage -> monotonic s
 
 
 PREVIEW = PreviewState()
@@ -90,6 +100,10 @@ def _send(scene_name: str, rig_name: str, frame: int) -> bool:
     settings = api.shot_settings(head)
     size = scene.emo_avatar_preview.size or rig.rig_frame(head, scene)[0]
     job_id = uuid.uuid4().hex
+    waited = time.perf_counter() - PREVIEW.requested.get(frame, time.perf_counter())
+    PREVIEW.stages[job_id] = {"change": time.monotonic() - waited}
+    for old in list(PREVIEW.stages)[:-KEEP_STAGES]:
+        del PREVIEW.stages[old]
     params = {
         "subject_id": str(head[rig.PROP_SUBJECT]),
         "style": settings["style"],
@@ -99,6 +113,7 @@ def _send(scene_name: str, rig_name: str, frame: int) -> bool:
         "frame_range": [frame, frame],
         "encoding": "raw",
         "size": int(size),
+        "preview": True,
     }
     buffers = {
         "curves": np.ascontiguousarray(s.expressions, np.float32),
@@ -137,12 +152,22 @@ def poll_results() -> float | None:
 def _submitted(result) -> None:
     if result.error:
         _finish(PREVIEW.in_flight, f"preview refused: {result.error}")
+        return
+    stages = PREVIEW.stages.get(str(result.data.get("job_id")))
+    if stages is not None:
+        for name in ("sent", "accepted"):
+            if f"t_{name}" in result.data:
+                stages[name] = float(result.data[f"t_{name}"])
 
 
 def _on_result(result) -> None:
     d = result.data
     if result.kind == "frame":
         show(np.asarray(d["image"]), int(d["frame"]))
+        stages = PREVIEW.stages.get(str(d["job_id"]))
+        if stages is not None:
+            stages["received"] = float(d.get("t_received") or 0.0)
+            stages["shown"] = time.monotonic()
         return
     if result.kind == "stream_end":
         _finish(d["job_id"], (d.get("error") or "preview failed") if d.get("state") != "done" else "")

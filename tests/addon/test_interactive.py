@@ -470,26 +470,43 @@ def test_a_preview_is_applied_by_its_own_fast_timer(
     """Blender calls the add-on's timer every ``runtime.TIMER_INTERVAL`` (0.1 s) while idle, which
     alone would add up to 100 ms to each preview: a request registers the preview's own timer,
     which alone (``runtime.apply_pending`` is never called here) shows the frame, asking to come
-    back within 10 ms while the frame is in flight, and ends once nothing is."""
+    back within 10 ms while the frame is in flight, and ends once nothing is. The preview is a
+    preview job (kept out of the backend's journal) and its end never refreshes the job list;
+    its stage times are recorded in order."""
     import bpy
 
-    api, preview = addon_mod("api"), addon_mod("preview")
+    api, preview, runtime = addon_mod("api"), addon_mod("preview"), addon_mod("runtime")
     head = api.import_subject(folder=_folder(backend_workdir), scene=clean_scene)
     clean_scene.frame_set(5)
     if bpy.app.timers.is_registered(preview.poll_results):  # `blender -b` never ran an earlier one
         bpy.app.timers.unregister(preview.poll_results)
+    client = runtime.RUNTIME.io.client
+    listed: list[float] = []
+    real_jobs = client.jobs
+    client.jobs = lambda *a, **k: (listed.append(time.monotonic()), real_jobs(*a, **k))[1]
     t0 = time.perf_counter()
-    assert preview.request(clean_scene, 5, head)
-    assert bpy.app.timers.is_registered(preview.poll_results)
-    intervals = []
-    deadline = time.monotonic() + 60
-    while (interval := preview.poll_results()) is not None:
-        intervals.append(interval)
-        assert time.monotonic() < deadline, f"no preview within 60 s: {preview.PREVIEW.error}"
-        time.sleep(interval)
+    try:
+        assert preview.request(clean_scene, 5, head)
+        job_id = preview.PREVIEW.in_flight
+        assert bpy.app.timers.is_registered(preview.poll_results)
+        intervals = []
+        deadline = time.monotonic() + 60
+        while (interval := preview.poll_results()) is not None:
+            intervals.append(interval)
+            assert time.monotonic() < deadline, f"no preview within 60 s: {preview.PREVIEW.error}"
+            time.sleep(interval)
+        time.sleep(0.3)  # the job's final job_state event has come in by now
+        runtime.apply_pending()
+    finally:
+        client.jobs = real_jobs
     assert preview.PREVIEW.shown_frame == 5 and preview.PREVIEW.shown_at >= t0, preview.PREVIEW.error
     assert preview.PREVIEW.in_flight is None and intervals and max(intervals) <= 0.01
     bpy.app.timers.unregister(preview.poll_results)  # what Blender does when a timer returns None
+    assert listed == []  # a preview never makes the I/O thread fetch the job list
+    stages = preview.PREVIEW.stages[job_id]
+    order = ["change", "sent", "accepted", "received", "shown"]
+    assert sorted(stages, key=stages.get) == order, stages
+    assert job_id not in {j["job_id"] for j in runtime.call_and_wait("jobs_raw").data["jobs"]}
 
 
 # -- 7. pipeline state ---------------------------------------------------------------------------
