@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-NPZ_CHUNK_BYTES = 4 << 20
+NPZ_CHUNK_BYTES = 64 << 20
 """Bytes of an array handed to the zip writer at a time by :func:`atomic_write_npz`."""
 
 
@@ -79,7 +79,9 @@ def atomic_write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarr
     while holding the GIL, so a thread saving 500 MiB stalls every other Python thread for
     stretches of milliseconds (much longer when the copying thread is descheduled on a busy
     machine). Here each array's own memory goes to the zip in ``NPZ_CHUNK_BYTES`` slices;
-    the zip's crc32 and the file write both release the GIL for them.
+    the zip's crc32 and the file write both release the GIL for them, so it is held only between
+    slices (few slices: on a busy machine every re-acquisition is a chance to be descheduled
+    while holding it).
 
     Args:
         path: the ``.npz`` file to write (replaced atomically).

@@ -325,6 +325,8 @@ _REPLIES: dict[str, MessageSpec] = {
         "capabilities": opt("list[str]", []),
         "job_kinds": opt("list[str]", []),
         "max_message_bytes": opt("int"),
+        "state": opt("str", choices=SERVER_STATES,
+                     doc="starting while the backend still imports torch after its start"),
     }),
     "job_submit_reply": MessageSpec("reply", "shell", {
         "job_id": req("str"),

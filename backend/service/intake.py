@@ -9,7 +9,10 @@ touches sockets). One thread, FIFO: the chunks of an upload are written in the o
 and a resubmitted job id sees the first submission's journal row.
 
 Memory: a queued request holds its received buffers. ``max_pending_bytes`` bounds their sum;
-beyond it :meth:`Intake.submit` refuses, and the server answers ``ServerBusy`` at once.
+beyond it :meth:`Intake.submit` refuses, and the server answers ``ServerBusy`` at once. The
+buffers are freed here, when the work is done: the continuation gets the result (or the error,
+whose traceback keeps no local variables), never the request's buffers, so the I/O thread never
+pays for returning hundreds of MiB to the kernel.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +64,7 @@ class Intake:
                 result = work()
             except Exception as exc:  # handed to `done`, which answers the client
                 error = exc
+                _drop_locals(exc)
             finally:
                 with self._lock:
                     self.pending_bytes -= nbytes
@@ -73,6 +78,20 @@ class Intake:
         """Finish what is queued (bounded by ``timeout``) and stop."""
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def _drop_locals(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames in ``exc``'s tracebacks (and those of
+    its cause and context), so the error does not keep the request's buffers alive; file and line
+    numbers stay for the log."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo.extend((e.__cause__, e.__context__))
 
 
 __all__ = ["Intake"]

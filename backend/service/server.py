@@ -80,6 +80,8 @@ SLOW_REQUESTS = ("job_submit", "upload_chunk")
 """Requests whose work runs on the intake thread (their reply follows when it is done)."""
 RETENTION_SWEEP_SECONDS = 600.0
 """How often finished jobs' stored inputs are checked against ``retain_inputs_hours``."""
+RELEASE_OFF_THREAD_BYTES = 4 << 20
+"""Messages at least this big are freed on the intake thread (``Server._release``)."""
 
 
 @dataclass
@@ -159,6 +161,8 @@ class Server:
         self.dropped_replies = 0
         self.device_name = config.device or "auto"
         self._stop = threading.Event()
+        self.started_up = threading.Event()
+        """Set once the start-up import of torch is done (state ``starting`` until then)."""
         self._io_thread: threading.Thread | None = None
         if kinds is None:
             from backend.service.kinds import default_kinds
@@ -214,6 +218,8 @@ class Server:
         self.lock.record(ip=ip, ports=list(ports))
         self.outbox = Outbox(self.context, self.instance_id)
         self.intake = Intake(self.outbox.put, max_pending_bytes=2 * self.config.max_message_bytes)
+        self._queued = False
+        """Whether the message being handled went to the intake (which then frees it)."""
         self.streams = StreamTable(self._send_frame)
         self.journal = J.Journal(self.workdir / paths.JOURNAL_NAME)
         self.manager = JobManager(self.journal, self.kinds, self.env, self.outbox.event,
@@ -308,10 +314,13 @@ class Server:
                 dev = pick_device(requested)
                 self.device_name = str(dev)
                 self.env.device = str(dev)
+                _import_request_modules()
             except Exception as exc:
                 log.error("device %r unusable: %s", requested, exc)
                 self.outbox.event("log", {"level": "error", "text": f"device {requested!r} unusable: {exc}",
                                           "logger": "server"})
+            finally:
+                self.started_up.set()
 
         if requested in (None, "", "auto", "cpu"):
             # no CUDA to verify: answer at once and import torch in the background, so the first
@@ -397,9 +406,31 @@ class Server:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            self._queued = False
             self._handle(sock, channel, frames)
+            self._release(frames)
+            del frames
             if channel == "shell" and self.control.poll(0):
                 self._drain(self.control, "control")  # cancels jump ahead of a busy shell
+
+    def _release(self, frames: list[zmq.Frame]) -> None:
+        """Free a big message's memory on the intake thread, not here.
+
+        Closing a ZeroMQ frame of hundreds of MiB returns it to the kernel (munmap), tens of
+        milliseconds that would stall this thread. The intake thread drops the frames after the
+        work queued before them. A request handed to the intake (``self._queued``) holds its own
+        references and is freed there when its work is done."""
+        if self._queued:
+            frames.clear()
+            return
+        nbytes = sum(len(f) for f in frames)  # zmq.Frame: len() is its byte count
+        if nbytes < RELEASE_OFF_THREAD_BYTES:
+            return
+        held = frames[:]
+        frames.clear()
+        # counted in the intake's byte budget: a flood of big refused messages cannot pile up;
+        # over the budget the frames are freed here after all
+        self.intake.submit(nbytes, held.clear, None)
 
     # -- requests -----------------------------------------------------------------------------
     def _handle(self, sock: zmq.Socket, channel: str, frames: list[zmq.Frame]) -> None:
@@ -453,17 +484,21 @@ class Server:
         """Hand a request's slow part to the intake thread; its continuation replies."""
         work = getattr(self, f"_work_{msg.msg_type}")
         nbytes = sum(int(b.nbytes) for b in msg.buffers.values())
+        # the reply needs only the header and identities: the buffers stay with the work, so the
+        # intake thread frees them when it is done (``_release``)
+        head = Message(header=msg.header, content=msg.content, identities=msg.identities)
 
         def done(result: Any, error: BaseException | None) -> None:
             try:
                 if error is not None:
                     raise error
-                finish = getattr(self, f"_done_{msg.msg_type}", None)
-                self._reply(sock, msg, finish(msg, channel, result) if finish else result)
+                finish = getattr(self, f"_done_{head.msg_type}", None)
+                self._reply(sock, head, finish(head, channel, result) if finish else result)
             except Exception as exc:
-                self._reply_failure(sock, msg, exc)
+                self._reply_failure(sock, head, exc)
 
-        if not self.intake.submit(nbytes, lambda: work(msg, channel), done):
+        self._queued = self.intake.submit(nbytes, lambda: work(msg, channel), done)
+        if not self._queued:
             self._reply_error(sock, ServerBusy(
                 f"the backend is still storing {self.intake.pending_bytes / 2**20:.0f} MiB of earlier "
                 "requests; send this one again in a moment"), msg.identities, msg.header)
@@ -519,10 +554,14 @@ class Server:
 
     def _status_content(self, state: str | None = None) -> dict[str, Any]:
         running = self.manager.running_job if hasattr(self, "manager") else None
-        return {"instance_id": self.instance_id, "state": state or ("busy" if running else "idle"),
+        return {"instance_id": self.instance_id, "state": state or self._state(running),
                 "queue": self.manager.queue_length(), "running": [running] if running else [],
                 "device": self.device_name, "uptime": time.time() - self.started,
                 "rejected": self.rejected, "pid": os.getpid()}
+
+    def _state(self, running: str | None) -> str:
+        """busy (a job runs), starting (torch is still being imported) or idle."""
+        return "busy" if running else ("idle" if self.started_up.is_set() else "starting")
 
     def counters(self) -> dict[str, int]:
         """What the server refused, dropped and caught so far (also in hello replies)."""
@@ -538,6 +577,7 @@ class Server:
                 "capabilities": ["frames_credit", "upload_chunk", "subject_get", "encoding:raw",
                                  "encoding:png", "job_list_pages", *(["curve"] if self.curve_public else [])],
                 "job_kinds": sorted(self.kinds), "max_message_bytes": self.config.max_message_bytes,
+                "state": self._state(self.manager.running_job),
                 "host": pysocket.gethostname(), **self.counters(),
                 "protocol_major": PROTOCOL_VERSION[0]}
 
@@ -759,6 +799,19 @@ class _InternalError(Exception):
 
 
 _InternalError.__name__ = "InternalError"
+
+
+WARM_MODULES = ("backend.data.subject", "backend.train.presets", "backend.render", "protocol.curves")
+"""Modules the intake and worker threads import on first use, imported at start-up instead: loading
+an extension module (cv2, torch) holds the GIL for up to seconds, which would stall the I/O thread
+in the middle of the first request instead of during the start (state ``starting``)."""
+
+
+def _import_request_modules() -> None:
+    import importlib
+
+    for name in WARM_MODULES:
+        importlib.import_module(name)
 
 
 def _private_dir(path: Path) -> None:

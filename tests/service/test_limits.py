@@ -25,7 +25,7 @@ from .conftest import ROOT, install_subject
 
 FRAME = b"x" * (4 << 20)
 _PINGER = """
-import select, sys, threading, time
+import sys, threading, time
 from protocol.client import Client
 client = Client.from_connection_file(sys.argv[1], timeout=5, retries=0)
 client.hello()
@@ -34,12 +34,14 @@ threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True)
 print("ready", flush=True)
 out = []
 while not stop.is_set():
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     client.hello()
-    out.append(time.perf_counter() - t0)
-    time.sleep(0.02)
-print(" ".join(f"{x:.6f}" for x in out), flush=True)
+    out.append((t0, time.monotonic() - t0))
+    time.sleep(0.01)
+print(" ".join(f"{t:.6f},{x:.6f}" for t, x in out), flush=True)
 """
+"""Another process sending signed hellos every 10 ms until a line on stdin; prints (send time on
+the system-wide monotonic clock, round trip) pairs."""
 
 
 def _unfinished_multipart(port: int, frames: int, out: list[str]) -> None:
@@ -101,10 +103,18 @@ def test_unauthenticated_peers_cannot_grow_the_servers_memory(server_factory) ->
     assert srv.alive()
 
 
+def _started(client, timeout: float = 300.0) -> None:
+    """Wait until the server has finished its start-up import of torch (hello state not starting)."""
+    deadline = time.monotonic() + timeout
+    while client.hello().get("state") == "starting":
+        assert time.monotonic() < deadline, "the server stayed in state starting"
+        time.sleep(0.1)
+
+
 def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tiny_avatar_subject: Path,
                                                              tmp_path: Path) -> None:
-    """A render job_submit filling the default 512 MiB limit (UV maps) is decoded, scanned and
-    stored while another client's signed hellos are answered within 100 ms each."""
+    """A render job_submit filling the default 512 MiB limit (UV maps) is received, decoded, scanned
+    and stored while another process's signed hellos are each answered within 100 ms."""
     from backend.data.subject import Subject
     from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -120,28 +130,31 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
     uv[..., 2] = 1.0
     curves = np.zeros((rows, len(names)), np.float32)
     big = srv.client(timeout=120, retries=0)
+    _started(big)  # the import of torch at start-up is not what this test measures
     # the pinger is another process, so its latencies are the server's, not this process's GIL
     pinger = subprocess.Popen([sys.executable, "-c", _PINGER, str(srv.connection_file)], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert pinger.stdout.readline().strip() == "ready"
     try:
-        t0 = time.perf_counter()
+        time.sleep(0.5)  # hellos without the message, for the printout
+        t0 = time.monotonic()
         job = big.submit("render", {"subject_id": "s1", "names": names, "fps": 25.0, "frame_range": [0, 0]},
                          buffers={"curves": curves, "uv_maps": uv})
-        submit_s = time.perf_counter() - t0
+        t1 = time.monotonic()
     finally:
         out, _ = pinger.communicate("stop\n", timeout=60)
-    latencies = [float(x) for x in out.split()]
+    pings = [tuple(map(float, x.split(","))) for x in out.split()]
+    before = [lat for sent, lat in pings if sent + lat < t0]
+    during = [lat for sent, lat in pings if sent < t1 and sent + lat > t0]
     nbytes = uv.nbytes + curves.nbytes
-    print(f"maximal message {nbytes / 2**20:.0f} MiB ({rows} rows) accepted in {submit_s:.2f} s; "
-          f"{len(latencies)} hellos meanwhile from another process, max {max(latencies) * 1000:.1f} ms, "
-          f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms")
-    assert job and len(latencies) >= 3
-    # the I/O thread keeps answering: most hellos within 100 ms, none stalled behind the message
-    # (an O(n^2) check or a disk write on the I/O thread stalls them for seconds); the 100 ms
-    # worst case is a speed target for bench/, not a timed test (one quiet run measured 120 ms)
-    assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
-    assert max(latencies) < 1.0, latencies
+    print(f"maximal message {nbytes / 2**20:.0f} MiB ({rows} rows) accepted in {t1 - t0:.2f} s; "
+          f"{len(during)} hellos meanwhile from another process: max {max(during) * 1000:.1f} ms, "
+          f"median {sorted(during)[len(during) // 2] * 1000:.1f} ms; {len(before)} before it: "
+          f"max {max(before, default=0) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
+    assert job and len(during) >= 3
+    # every hello that overlapped the message: its reception, decoding, validation, value scan,
+    # inputs.npz write and release all happen without holding the I/O thread or the GIL for long
+    assert max(during) < 0.1, sorted(during)[-5:]
     big.cancel(job)
     big.close()
 
