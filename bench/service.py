@@ -4,6 +4,16 @@
     python bench/service.py --quick --preset tiny --frames 96   # 32 px: the overhead's worst case
     python bench/service.py                    # 200 frames
     python bench/service.py --subject SUBJECT  # a trained subject folder (SUBJECT/avatar/checkpoint.pt)
+    python bench/service.py --max-message      # hello latency next to maximal (512 MiB) messages
+
+``--max-message``: another process sends a signed hello every 10 ms throughout, and every round
+trip is kept. Windows: the server's start-up (state ``starting``: torch is imported), idle (the
+baseline), a maximal render job_submit (512 MiB of UV maps, received, validated, scanned and
+stored as inputs.npz) from this process, the same bytes sent to a plain ZeroMQ sink in another
+process instead (what moving 512 MiB over loopback costs the machine, server untouched), and
+the job's own run (the worker loads the 512 MiB inputs). Then, in this process, the longest wait
+of a thread that wants the GIL every millisecond while the inputs are stored by ``np.savez`` and
+by ``protocol.fileio.atomic_write_npz``. Target: every hello during a maximal message < 100 ms.
 
 Over the wire = `emo-avatar serve` in a subprocess on 127.0.0.1, a render job submitted with the
 protocol Client and all frames received (raw uint8, credit flow control, checksums verified);
@@ -73,6 +83,172 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+PINGER = """
+import sys, threading, time
+from protocol.client import Client
+client = Client.from_connection_file(sys.argv[1], timeout=30, retries=0)
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+print("ready", flush=True)
+out = []
+while not stop.is_set():
+    t0 = time.monotonic()
+    state = client.hello().get("state")
+    out.append((t0, time.monotonic() - t0, state))
+    time.sleep(0.01)
+print(" ".join(f"{t:.6f},{x:.6f},{s}" for t, x, s in out), flush=True)
+"""
+"""Signed hellos every 10 ms until a line on stdin; prints (send time on the system-wide monotonic
+clock, round trip, server state) triples."""
+
+SINK = """
+import sys, zmq
+ctx = zmq.Context()
+sock = ctx.socket(zmq.ROUTER)
+port = sock.bind_to_random_port("tcp://127.0.0.1")
+print(port, flush=True)
+while True:
+    frames = sock.recv_multipart(copy=False)
+    if len(frames) == 2 and frames[1].bytes == b"stop":
+        break
+    sock.send_multipart([frames[0], b"ok"])
+    del frames
+"""
+"""A plain ZeroMQ ROUTER that answers every message with b"ok" (the transfer baseline)."""
+
+
+def _gil_wait(write) -> float:
+    """Longest wait (ms) of a thread that sleeps 1 ms in a loop while ``write()`` runs here."""
+    import threading
+
+    gaps: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            time.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last - 0.001)
+            last = now
+
+    t = threading.Thread(target=probe)
+    t.start()
+    time.sleep(0.05)
+    write()
+    done.set()
+    t.join()
+    return max(gaps) * 1000
+
+
+def max_message(args: argparse.Namespace) -> int:
+    """Hello latency next to maximal messages (see the module docstring)."""
+    import zmq
+
+    from backend.data.subject import Subject
+    from protocol.client import Client
+    from protocol.fileio import atomic_write_npz
+    from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
+
+    tmp = Path(tempfile.mkdtemp(prefix="emo-bench-maxmsg-"))
+    windows: dict[str, list[tuple[float, float]]] = {}
+    marks: list[tuple[str, float, float]] = []
+    try:
+        subject = args.subject or make_subject(tmp, "tiny")
+        workdir = tmp / "work"
+        shutil.copytree(subject, workdir / "subjects" / "bench")
+        s = Subject.open(subject)
+        names, size = list(s.expression_names), int(s.size)
+        rows = (DEFAULT_MAX_MESSAGE_BYTES - (1 << 20)) // (size * size * 3 * 2 + 4 * len(names))
+        uv = np.zeros((rows, size, size, 3), np.float16)
+        uv[..., 2] = 1.0
+        curves = np.zeros((rows, len(names)), np.float32)
+        sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{int(sink.stdout.readline())}")
+        launched = time.monotonic()
+        proc, conn = start_server(workdir)
+        pinger = subprocess.Popen([sys.executable, "-c", PINGER, str(conn)], cwd=ROOT, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert pinger.stdout.readline().strip() == "ready"
+        try:
+            client = Client.from_connection_file(conn, timeout=300, retries=0)
+            t = time.monotonic()
+            while client.hello().get("state") == "starting":
+                time.sleep(0.05)
+            marks.append(("start-up: torch and the request modules imported (state starting)", t,
+                          time.monotonic()))
+            print(f"start-up took {time.monotonic() - launched:.1f} s", flush=True)
+            time.sleep(1.0)
+            t = time.monotonic()
+            time.sleep(3.0)
+            marks.append(("idle server (baseline)", t, time.monotonic()))
+            params = {"subject_id": "bench", "names": names, "fps": 25.0, "frame_range": [0, 0]}
+            for r in range(args.rounds):
+                t = time.monotonic()
+                dealer.send_multipart([b"big", memoryview(curves).cast("B"), memoryview(uv).cast("B")],
+                                      copy=False)
+                dealer.recv()
+                marks.append(("512 MiB sent to a plain ZeroMQ sink (transfer baseline)", t, time.monotonic()))
+                time.sleep(0.5)
+                t = time.monotonic()
+                job = client.submit("render", params, buffers={"curves": curves, "uv_maps": uv})
+                t1 = time.monotonic()
+                marks.append(("maximal render job_submit (512 MiB), until its reply", t, t1))
+                while client.status(job)["job"]["state"] not in ("done", "failed", "cancelled"):
+                    time.sleep(0.05)
+                marks.append(("its job runs (the worker loads the 512 MiB inputs, renders 1 frame)", t1,
+                              time.monotonic()))
+                print(f"round {r + 1}: submit {t1 - t:.2f} s, job {time.monotonic() - t1:.2f} s", flush=True)
+                time.sleep(0.5)
+            client.shutdown("bench done")
+            client.close()
+        finally:
+            out, _ = pinger.communicate("stop\n", timeout=120)
+            dealer.send(b"stop")
+            sink.wait(30)
+            dealer.close(0)
+            ctx.term()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        pings = [(float(a), float(b)) for a, b, _ in (x.split(",") for x in out.split())]
+        for name, t0, t1 in marks:
+            windows.setdefault(name, []).extend(lat for sent, lat in pings if sent < t1 and sent + lat > t0)
+        arrays = {"expressions": curves, "uv_maps": uv}
+
+        def savez() -> None:
+            with open(tmp / "a.npz", "wb") as f:
+                np.savez(f, **arrays)
+
+        gil = {"np.savez": [], "atomic_write_npz": []}
+        for _ in range(2):
+            gil["np.savez"].append(_gil_wait(savez))
+            gil["atomic_write_npz"].append(_gil_wait(lambda: atomic_write_npz(tmp / "b.npz", arrays)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\n## Hello latency next to maximal messages ({os.cpu_count()} CPUs; {rows} rows of {size} px "
+          f"UV maps = {(uv.nbytes + curves.nbytes) / 2**20:.0f} MiB; {args.rounds} rounds; load average "
+          f"{os.getloadavg()[0]:.1f})\n")
+    print("| window | hellos | p50 ms | p99 ms | max ms | over 100 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, lat in windows.items():
+        if not lat:
+            print(f"| {name} | 0 | | | | |")
+            continue
+        ms = [x * 1000 for x in lat]
+        print(f"| {name} | {len(ms)} | {percentile(ms, 50):.1f} | {percentile(ms, 99):.1f} | {max(ms):.1f} "
+              f"| {sum(x >= 100 for x in ms)} |")
+    print("\n| storing the 512 MiB inputs.npz (in this process) | longest wait of a thread wanting the GIL |")
+    print("|---|---|")
+    for name, waits in gil.items():
+        print(f"| {name} | {', '.join(f'{w:.1f}' for w in waits)} ms |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run (< 60 s)")
@@ -82,9 +258,16 @@ def main() -> int:
                          "where per-frame overhead weighs most)")
     ap.add_argument("--frames", type=int, default=None, help="frames per render job")
     ap.add_argument("--hellos", type=int, default=None, help="hello round trips")
-    ap.add_argument("--rounds", type=int, default=5,
-                    help="alternating rounds per measurement (best kept; fewer are noisy on 2 cores)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternating rounds per measurement (best kept; fewer are noisy on 2 cores); "
+                         "default 5, 3 with --max-message")
+    ap.add_argument("--max-message", action="store_true",
+                    help="only the hello latency next to maximal messages (see the module docstring)")
     args = ap.parse_args()
+    if args.max_message:
+        args.rounds = args.rounds or 3
+        return max_message(args)
+    args.rounds = args.rounds or 5
     n_frames = args.frames or (32 if args.quick else 200)
     preset = args.preset or "cpu"
     n_hello = args.hellos or (300 if args.quick else 2000)
