@@ -9,9 +9,11 @@ import contextlib
 import itertools
 import os
 import shutil
+import struct
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -106,6 +108,59 @@ def atomic_write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarr
                 flat = arr.reshape(-1).view(np.uint8)
                 for start in range(0, flat.size, NPZ_CHUNK_BYTES):
                     out.write(flat[start:start + NPZ_CHUNK_BYTES])
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read an ``.npz`` into memory: name -> array, as ``np.load(path)[name]`` gives them.
+
+    For an uncompressed member (what :func:`atomic_write_npz` and ``np.savez`` write) the bytes
+    are read straight into the array and checked against the zip's crc32, both with the GIL
+    released (``np.load`` copies every chunk while holding it). Compressed members go through
+    numpy's reader. Raises ``ValueError`` for a damaged file (crc or size mismatch, an unknown
+    ``.npy`` version) or an object array, ``zipfile.BadZipFile`` for a file that is no zip.
+    """
+    out: dict[str, np.ndarray] = {}
+    with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                with zf.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: member {info.filename!r} has no local header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            f.seek(start)
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"{path}: member {info.filename!r} has .npy version {version}")
+            if dtype.hasobject:
+                raise ValueError(f"{path}: member {info.filename!r} is an object array")
+            head = f.tell() - start
+            nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+            if head + nbytes != info.file_size:
+                raise ValueError(f"{path}: member {info.filename!r} holds {info.file_size - head} bytes "
+                                 f"of array data, its header says {nbytes}")
+            data = np.empty(nbytes, np.uint8)
+            view, got = memoryview(data), 0
+            while got < nbytes:
+                n = f.readinto(view[got:])
+                if not n:
+                    raise ValueError(f"{path}: member {info.filename!r} is truncated")
+                got += n
+            f.seek(start)
+            crc = zlib.crc32(data, zlib.crc32(f.read(head)))
+            if crc != info.CRC:
+                raise ValueError(f"{path}: member {info.filename!r} is damaged (crc32 mismatch)")
+            out[name] = data.view(dtype).reshape(shape, order="F" if fortran else "C")
+    return out
 
 
 @contextlib.contextmanager

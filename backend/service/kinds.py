@@ -23,7 +23,7 @@ from backend.service.jobs import PRIORITY_COMPUTE, PRIORITY_RENDER, JobContext, 
 from backend.service.sandbox import check_id, inside
 from backend.service.streams import frame_file
 from backend.service.uploads import Uploads
-from protocol.fileio import atomic_write_npz
+from protocol.fileio import atomic_write_npz, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +368,7 @@ class RenderKind:
             ctx.log(f"{start - first} of {last - first + 1} frames already on disk; "
                     f"rendering from row {start}")
         if start <= last:
-            with np.load(ctx.env.job_dir(ctx.job_id) / "inputs.npz", allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = read_npz(ctx.env.job_dir(ctx.job_id) / "inputs.npz")  # GIL released for the bytes
             expr = arrays["expressions"]
             renderer = self._renderer_of(ctx, subject)
             # the renderer builds each row's motion window from its neighbours, so rendering

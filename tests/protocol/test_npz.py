@@ -1,4 +1,5 @@
-"""protocol.fileio.atomic_write_npz: what np.savez writes, read back by np.load, written atomically."""
+"""protocol.fileio.atomic_write_npz / read_npz: what np.savez writes and np.load reads, written
+atomically, read back whole, damage detected."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from protocol import fileio
-from protocol.fileio import atomic_write_npz
+from protocol.fileio import atomic_write_npz, read_npz
 
 
 def _arrays() -> dict[str, np.ndarray]:
@@ -47,3 +48,32 @@ def test_object_arrays_are_refused_and_nothing_is_written(tmp_path: Path) -> Non
         atomic_write_npz(target, {"ok": np.ones(2), "bad": np.array([{"a": 1}], dtype=object)})
     assert target.read_bytes() == before  # the old file stays whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs.npz"]
+
+
+@pytest.mark.parametrize("writer", ["atomic_write_npz", "savez", "savez_compressed"])
+def test_read_npz_equals_np_load(tmp_path: Path, writer: str) -> None:
+    arrays = _arrays()
+    path = tmp_path / "x.npz"
+    if writer == "atomic_write_npz":
+        atomic_write_npz(path, arrays)
+    else:
+        getattr(np, writer)(path, **arrays)
+    got = read_npz(path)
+    with np.load(path) as want:
+        assert list(got) == want.files
+        for name in want.files:
+            assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
+            assert np.array_equal(got[name], want[name]), name
+    assert got["fortran"].flags.f_contiguous or got["fortran"].flags.c_contiguous
+
+
+def test_read_npz_refuses_a_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.npz"
+    uv = np.arange(4096, dtype=np.float16).reshape(4, 32, 32)
+    atomic_write_npz(path, {"uv_maps": uv})
+    raw = bytearray(path.read_bytes())
+    at = raw.index(uv.tobytes()[:64]) + 1000  # a byte inside the array data
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged"):
+        read_npz(path)
