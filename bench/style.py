@@ -60,7 +60,8 @@ def unseen_looks() -> dict:
     spec = importlib.util.spec_from_file_location("unseen_looks", ROOT / "tests" / "edit" / "unseen_looks.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return {"posterised_ink": mod.posterised_ink, "cool_halftone": mod.cool_halftone}
+    names = ("posterised_ink", "cool_halftone", "pop_flat", "soft_pastel", "warm_crosshatch")
+    return {name: getattr(mod, name) for name in names}
 
 
 def _d(a, b) -> float | None:

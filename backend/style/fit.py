@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
-from backend.style.screen import screen_channel, screen_of_keyframes
+from backend.style.screen import SCREEN_CHANNELS, screen_channels, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig
 
 log = logging.getLogger(__name__)
@@ -208,11 +208,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "kept as a fixed layer", float(screen.abs().amax()))
             targets = targets - screen.to(targets)
-            ch = screen_channel(screen).to(inputs)[None]
+            ch = screen_channels(screen, SCREEN_CHANNELS).to(inputs)[None]
             inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
             if unlabeled is not None:
                 unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
-    net_cfg = replace(s.net, screen_input=1 if screen is not None else 0)
+    net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()

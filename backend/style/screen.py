@@ -137,7 +137,74 @@ def screen_of_keyframes(references: torch.Tensor, sources: list[torch.Tensor],
     return torch.stack(layers).mean(0)  # type: ignore[arg-type]
 
 
+PHASES = 2
+"""Screen directions whose phase the translator is given (a crosshatch has two)."""
+SCREEN_CHANNELS = 1 + 2 * PHASES
+"""Input channels of a screen: the layer itself, then (cos, sin) of each direction's phase."""
+MIN_PHASE_SHARE = 0.25
+"""A second direction counts when its peak has at least this share of the first's magnitude."""
+
+
 def screen_channel(screen: torch.Tensor) -> torch.Tensor:
     """(3, H, W) screen layer -> (1, H, W) its channel mean scaled to a peak of 1 (a network input)."""
     grey = screen.mean(0, keepdim=True)
     return grey / grey.abs().amax().clamp_min(1e-6)
+
+
+def _signed(index: int, n: int) -> int:
+    return index - n if index > n // 2 else index
+
+
+def _fundamentals(spectrum: torch.Tensor, count: int, keep: int) -> list[tuple[int, int]]:
+    """Up to ``count`` signed (fy, fx) bins of the strongest peaks of an (H, W) spectrum that are
+    neither the leakage, the mirror image nor a harmonic (2x-4x) of a stronger one."""
+    h, w = spectrum.shape
+    mag = spectrum.abs().clone()
+    mag[0, 0] = 0
+    chosen: list[tuple[int, int]] = []
+    first = None
+    for flat in torch.argsort(mag.flatten(), descending=True)[:64].tolist():
+        f = (_signed(flat // w, h), _signed(flat % w, w))
+        m = float(mag.flatten()[flat])
+        if first is not None and m < MIN_PHASE_SHARE * first:
+            break
+        related = False
+        for c in chosen:
+            for k in range(1, HARMONICS + 1):
+                for sign in (1, -1):
+                    if max(abs(f[0] - sign * k * c[0]), abs(f[1] - sign * k * c[1])) <= keep:
+                        related = True
+        if related:
+            continue
+        chosen.append(f)
+        first = m if first is None else first
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS) -> torch.Tensor:
+    """(3, H, W) screen layer -> (``channels``, H, W) network inputs.
+
+    The first is ``screen_channel``. With more, each further pair is (cos, sin) of the phase of one
+    direction of the screen (its fundamental peak and ``ScreenSettings.keep`` bins around it,
+    transformed back as an analytic signal), strongest first, zeros when the screen has fewer
+    directions: a network can then switch each direction's marks on and off separately, as a
+    crosshatch that adds its second direction only in the darks does.
+    """
+    out = [screen_channel(screen)]
+    n_phases = (channels - 1) // 2
+    if n_phases:
+        h, w = screen.shape[-2:]
+        spec = torch.fft.fft2(screen.double().mean(0))
+        keep = ScreenSettings().keep
+        ys = torch.arange(h)[:, None]
+        xs = torch.arange(w)[None, :]
+        for fy, fx in _fundamentals(spec, n_phases, keep):
+            dy = (ys - fy + h // 2) % h - h // 2
+            dx = (xs - fx + w // 2) % w - w // 2
+            analytic = torch.fft.ifft2(spec * ((dy.abs() <= keep) & (dx.abs() <= keep)))
+            unit = analytic / analytic.abs().clamp_min(1e-6 * float(analytic.abs().amax()) + 1e-12)
+            out += [unit.real.float()[None], unit.imag.float()[None]]
+        out += [torch.zeros(1, h, w)] * (1 + 2 * n_phases - len(out))
+    return torch.cat(out).to(screen)

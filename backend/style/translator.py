@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.style.guides import uv_guides
-from backend.style.screen import screen_channel
+from backend.style.screen import screen_channels
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,11 @@ class TranslatorConfig:
         refine: channels of a two-convolution head at full resolution that sharpens the coarse
             output (0: none); it sees the input, the coarse change and ``REFINE_FEATURES`` more
             shuffled feature channels.
-        screen_input: 1 when the style's frame-locked screen (``set_screen``) is also an input
-            channel, so the network can modulate the screen it adds (fade it where the look
-            clips to paper or ink).
+        screen_input: input channels of the style's frame-locked screen (``set_screen``,
+            ``backend.style.screen.screen_channels``), so the network can modulate the screen it
+            adds (fade it where the look clips to paper or ink, switch one hatch direction on
+            only in the darks): 0 without a screen; 1 (the layer only, styles written before the
+            phase channels) or ``SCREEN_CHANNELS`` (the layer and each direction's phase).
         low_merge: 1 when each decoder merge convolves the coarse features at their own
             resolution and then upsamples the result (a quarter of the cost of convolving them
             upsampled, with the same weights' shapes); 0: upsample, then convolve.
@@ -185,19 +187,21 @@ class StyleTranslator(nn.Module):
         return out + screen
 
     def _screen_input(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W): the screen as an input channel at ``image``'s size (zeros without one)."""
+        """(B, screen_input, H, W): the screen's input channels (``screen_channels``) at
+        ``image``'s size (zeros without a screen)."""
         b, _, h, w = image.shape
+        n = self.cfg.screen_input
         if self.screen.numel() == 0:
-            return image.new_zeros(b, 1, h, w)
-        ch = screen_channel(self.screen.to(image))[None]
+            return image.new_zeros(b, n, h, w)
+        ch = screen_channels(self.screen.to(image), n)[None]
         if ch.shape[-2:] != (h, w):
             ch = F.interpolate(ch, size=(h, w), mode="bilinear", align_corners=False)
-        return ch.expand(b, 1, h, w)
+        return ch.expand(b, n, h, w)
 
     def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None,
                 screen_map: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: (B, 1, H, W) the screen channel of these
-        crops (while fitting); None: the stored screen's."""
+        """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: (B, screen_input, H, W) the screen
+        channels of these crops (while fitting); None: the stored screen's."""
         h, w = image.shape[-2:]
         image = image.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
         parts = [image]

@@ -9,8 +9,13 @@ import torch
 
 from backend.looks import stylize_image
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.screen import detect_screen
-from backend.style.translator import TranslatorConfig, translator_from_state, translator_state
+from backend.style.screen import SCREEN_CHANNELS, detect_screen, screen_channels
+from backend.style.translator import (
+    StyleTranslator,
+    TranslatorConfig,
+    translator_from_state,
+    translator_state,
+)
 from tests.edit.conftest import N_FRAMES, draw_frame
 from tests.edit.unseen_looks import cool_halftone, posterised_ink
 
@@ -71,3 +76,28 @@ def test_fitted_translator_prints_the_screen_on_unseen_frames_and_stores_it() ->
             x = _t(unseen[0])[None]
             assert torch.equal(back(x), res.translator(x))
     assert errors[True] < 0.8 * errors[False], errors
+
+
+def test_screen_channels_give_each_hatch_direction_its_phase() -> None:
+    """A crosshatch screen: the layer, then a unit phasor per direction that follows that
+    direction's lines (strongest first); a one-direction screen leaves the second pair zero."""
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    a, b = np.sin((xx + yy) * 0.9), np.sin((xx - yy) * 0.9 + 1.0)
+    hatch = torch.from_numpy(np.stack([0.3 * a + 0.15 * b] * 3)).float()
+    ch = screen_channels(hatch)
+    assert ch.shape == (SCREEN_CHANNELS, SIZE, SIZE)
+    for (c, s), wave in ((ch[1:3], a), (ch[3:5], b)):
+        assert torch.allclose(c**2 + s**2, torch.ones(SIZE, SIZE), atol=0.05)
+        assert abs(np.corrcoef(s.flatten().numpy(), wave.flatten())[0, 1]) > 0.9 or \
+            abs(np.corrcoef(c.flatten().numpy(), wave.flatten())[0, 1]) > 0.9
+    one = screen_channels(torch.from_numpy(np.stack([0.3 * a] * 3)).float())
+    assert one[3:].abs().max() == 0 and one[1:3].abs().max() > 0.9
+    assert torch.equal(screen_channels(hatch, 1), ch[:1])  # styles written before the phases
+
+
+def test_a_style_with_the_single_screen_channel_still_renders() -> None:
+    net = StyleTranslator(TranslatorConfig(width=8, blocks=1, screen_input=1))
+    net.set_screen(torch.from_numpy(np.stack([_line_screen(SIZE)] * 3)).float() * 0.1)
+    back = translator_from_state(translator_state(net))
+    x = _t(draw_frame(0, SIZE)[0])[None]
+    assert back(x).shape == x.shape and torch.equal(back(x), net(x))

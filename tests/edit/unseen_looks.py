@@ -2,6 +2,8 @@
 
 A style edit must learn a look from its reference alone, so the tests also score it on looks
 that were never used to tune it (the built-in looks in ``backend.looks`` were).
+``pop_flat``, ``soft_pastel`` and ``warm_crosshatch`` were written after the default edit was
+fixed and have only ever been scored (``bench/style.py --looks``).
 """
 
 from __future__ import annotations
@@ -36,3 +38,36 @@ def cool_halftone(rgb: np.ndarray) -> np.ndarray:
     r = np.hypot((xx - w / 2) / w, (yy - h / 2) / h)
     out *= (1.0 - 0.5 * np.clip(r - 0.3, 0, 1))[..., None]
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def warm_crosshatch(rgb: np.ndarray) -> np.ndarray:
+    """Two frame-locked hatch screens on warm paper, one switched on below mid-grey, one below dark."""
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0, (0, 0), 0.8)
+    h, w = g.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    hatch_a = (np.sin((xx + yy) * 0.9) > 0.3).astype(np.float32)
+    hatch_b = (np.sin((xx - yy) * 0.9) > 0.3).astype(np.float32)
+    ink = np.clip((0.55 - g) * 4, 0, 1) * hatch_a + np.clip((0.3 - g) * 5, 0, 1) * hatch_b
+    tone = np.clip(0.25 + 0.75 * g, 0, 1) * (1 - 0.8 * np.clip(ink, 0, 1))
+    return np.clip(tone[..., None] * np.array([250, 238, 215], np.float32), 0, 255).astype(np.uint8)
+
+
+def pop_flat(rgb: np.ndarray) -> np.ndarray:
+    """Flat saturated regions (mean shift, 4-level HSV value) with thick black Laplacian outlines."""
+    hsv = cv2.cvtColor(cv2.pyrMeanShiftFiltering(rgb, 6, 24), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.6 + 30, 0, 255)
+    hsv[..., 2] = (np.floor(hsv[..., 2] / 64) + 0.5) * 64
+    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (0, 0), 1.2).astype(np.float32)
+    out[cv2.Laplacian(grey, cv2.CV_32F, ksize=3) > 4] = 15
+    return out
+
+
+def soft_pastel(rgb: np.ndarray) -> np.ndarray:
+    """Bilateral smoothing, desaturated and lifted towards white, with a soft glow."""
+    hsv = cv2.cvtColor(cv2.bilateralFilter(rgb, 9, 50, 9), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] *= 0.55
+    hsv[..., 2] = 90 + hsv[..., 2] * 0.65
+    pastel = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    glow = cv2.GaussianBlur(pastel, (0, 0), 4)
+    return np.clip(0.7 * pastel + 0.3 * glow + 8, 0, 255).astype(np.uint8)
