@@ -1,6 +1,7 @@
 """Does an added keyframe help the poses near it? One vs two keyframes, scored in the same run.
 
     .venv/bin/python bench/keyframes.py SUBJECT [--look cartoon] [--first 0] [--second 120] [--near 20]
+                                        [--seeds 0,1,2]
 
 Both edits use the look applied to the real frames ``--first`` (and ``--second``) as references.
 Each style is scored (``evaluate_style``) on the held-out frames within ``--near`` frames of the
@@ -14,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -25,6 +28,7 @@ def main() -> int:
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--second", type=int, default=120)
     ap.add_argument("--near", type=int, default=20)
+    ap.add_argument("--seeds", default="0", help="comma-separated edit seeds; each pair of runs is one seed")
     args = ap.parse_args()
 
     from backend.data.subject import Subject
@@ -45,18 +49,27 @@ def main() -> int:
     size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
     refs = {f: stylize_image(frame_at(subject.frame(f), size), args.look) for f in (args.first, args.second)}
     runs = {"1 keyframe": [args.first], "2 keyframes": [args.first, args.second]}
+    seeds = [int(x) for x in args.seeds.split(",")]
     print(f"held-out frames near {args.second}: {near}\n")
-    print("| keyframes | edit s | face PSNR styled / post-filter | SSIM styled / post-filter |")
-    print("|---|---:|---|---|")
-    for label, frames in runs.items():
-        t0 = time.monotonic()
-        style = edit_avatar(args.subject, keyframes=[Keyframe(refs[f], f) for f in frames],
-                            name=f"bench_kf{len(frames)}", write_metrics=False)
-        seconds = time.monotonic() - t0
-        r = evaluate_style(args.subject, style, args.look, frame_ids=near, identity=False, write=False)
-        s, p = r["styled"], r["post_filter"]
-        print(f"| {label} ({', '.join(map(str, frames))}) | {seconds:.0f} | {s['face_psnr_db']:.2f} / "
-              f"{p['face_psnr_db']:.2f} | {s['ssim']:.3f} / {p['ssim']:.3f} |", flush=True)
+    print("| keyframes | seed | edit s | face PSNR styled / post-filter | SSIM styled / post-filter |")
+    print("|---|---:|---:|---|---|")
+    scores: dict[str, list[tuple[float, float]]] = {label: [] for label in runs}
+    for seed in seeds:
+        for label, frames in runs.items():
+            t0 = time.monotonic()
+            style = edit_avatar(args.subject, keyframes=[Keyframe(refs[f], f) for f in frames],
+                                name=f"bench_kf{len(frames)}", write_metrics=False, seed=seed)
+            seconds = time.monotonic() - t0
+            r = evaluate_style(args.subject, style, args.look, frame_ids=near, identity=False, write=False)
+            s, p = r["styled"], r["post_filter"]
+            scores[label].append((s["face_psnr_db"], s["ssim"]))
+            print(f"| {label} ({', '.join(map(str, frames))}) | {seed} | {seconds:.0f} | "
+                  f"{s['face_psnr_db']:.2f} / {p['face_psnr_db']:.2f} | {s['ssim']:.3f} / {p['ssim']:.3f} |",
+                  flush=True)
+    gain = np.array(scores["2 keyframes"]) - np.array(scores["1 keyframe"])  # (seeds, [psnr, ssim])
+    print(f"\nsecond keyframe, per seed: face PSNR {', '.join(f'{g:+.2f}' for g in gain[:, 0])} dB "
+          f"(mean {gain[:, 0].mean():+.2f}); SSIM {', '.join(f'{g:+.3f}' for g in gain[:, 1])} "
+          f"(mean {gain[:, 1].mean():+.3f})")
     return 0
 
 
