@@ -154,7 +154,7 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
 
 
 def _forward(net: StyleTranslator, x: torch.Tensor) -> torch.Tensor:
-    """``net`` on (B, 3 + guides + screen channel, H, W) packed inputs."""
+    """``net`` on (B, 3 + guides + screen channels, H, W) packed inputs."""
     cfg = net.cfg
     g = 3 + cfg.guides
     return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None)
