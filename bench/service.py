@@ -190,16 +190,17 @@ def max_message(args: argparse.Namespace) -> int:
                 dealer.send_multipart([b"big", memoryview(curves).cast("B"), memoryview(uv).cast("B")],
                                       copy=False)
                 dealer.recv()
-                marks.append(("512 MiB sent to a plain ZeroMQ sink (transfer baseline)", t, time.monotonic()))
+                marks.append((f"round {r + 1}: 512 MiB sent to a plain ZeroMQ sink (transfer baseline)", t,
+                              time.monotonic()))
                 time.sleep(0.5)
                 t = time.monotonic()
                 job = client.submit("render", params, buffers={"curves": curves, "uv_maps": uv})
                 t1 = time.monotonic()
-                marks.append(("maximal render job_submit (512 MiB), until its reply", t, t1))
+                marks.append((f"round {r + 1}: maximal render job_submit (512 MiB), until its reply", t, t1))
                 while client.status(job)["job"]["state"] not in ("done", "failed", "cancelled"):
                     time.sleep(0.05)
-                marks.append(("its job runs (the worker loads the 512 MiB inputs, renders 1 frame)", t1,
-                              time.monotonic()))
+                marks.append((f"round {r + 1}: its job runs (the worker loads the 512 MiB inputs, renders "
+                              "1 frame)", t1, time.monotonic()))
                 print(f"round {r + 1}: submit {t1 - t:.2f} s, job {time.monotonic() - t1:.2f} s", flush=True)
                 time.sleep(0.5)
             client.shutdown("bench done")
