@@ -93,7 +93,10 @@ print("ready", flush=True)
 out = []
 while not stop.is_set():
     t0 = time.monotonic()
-    state = client.hello().get("state")
+    try:
+        state = client.hello().get("state")
+    except Exception:  # the server went away: report what was measured
+        break
     out.append((t0, time.monotonic() - t0, state))
     time.sleep(0.01)
 print(" ".join(f"{t:.6f},{x:.6f},{s}" for t, x, s in out), flush=True)
@@ -203,10 +206,12 @@ def max_message(args: argparse.Namespace) -> int:
                               "1 frame)", t1, time.monotonic()))
                 print(f"round {r + 1}: submit {t1 - t:.2f} s, job {time.monotonic() - t1:.2f} s", flush=True)
                 time.sleep(0.5)
+            out, _ = pinger.communicate("stop\n", timeout=120)  # before the server goes away
             client.shutdown("bench done")
             client.close()
         finally:
-            out, _ = pinger.communicate("stop\n", timeout=120)
+            if pinger.poll() is None:
+                out, _ = pinger.communicate("stop\n", timeout=120)
             dealer.send(b"stop")
             sink.wait(30)
             dealer.close(0)
