@@ -246,6 +246,8 @@ JOB_KINDS: dict[str, JobKind] = {
             "encoding": opt("str", "raw", choices=FRAME_ENCODINGS),
             "png_level": opt("int", 1, "PNG compression level when encoding is png", minimum=0, maximum=9),
             "size": opt("int", doc="output size in pixels (default: the avatar's)", minimum=16, maximum=4096),
+            "preview": opt("bool", False, "a live preview: kept in memory only (no journal row, no files), "
+                                          "run ahead of other renders, a few frames at most"),
         },
         buffers={
             "curves": BufferSpec(("float32",), ("T", "K"), required=True, doc="expression values"),
