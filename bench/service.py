@@ -83,27 +83,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-PINGER = """
-import sys, threading, time
-from protocol.client import Client
-client = Client.from_connection_file(sys.argv[1], timeout=30, retries=0)
-stop = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
-print("ready", flush=True)
-out = []
-while not stop.is_set():
-    t0 = time.monotonic()
-    try:
-        state = client.hello().get("state")
-    except Exception:  # the server went away: report what was measured
-        break
-    out.append((t0, time.monotonic() - t0, state))
-    time.sleep(0.01)
-print(" ".join(f"{t:.6f},{x:.6f},{s}" for t, x, s in out), flush=True)
-"""
-"""Signed hellos every 10 ms until a line on stdin; prints (send time on the system-wide monotonic
-clock, round trip, server state) triples."""
-
 SINK = """
 import sys, zmq
 ctx = zmq.Context()
@@ -172,7 +151,8 @@ def max_message(args: argparse.Namespace) -> int:
         dealer.connect(f"tcp://127.0.0.1:{int(sink.stdout.readline())}")
         launched = time.monotonic()
         proc, conn = start_server(workdir)
-        pinger = subprocess.Popen([sys.executable, "-c", PINGER, str(conn)], cwd=ROOT, stdin=subprocess.PIPE,
+        pinger = subprocess.Popen([sys.executable, "-m", "backend.service.hello_probe", str(conn)], cwd=ROOT,
+                                  stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
         assert pinger.stdout.readline().strip() == "ready"
         try:
@@ -220,7 +200,7 @@ def max_message(args: argparse.Namespace) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        pings = [(float(a), float(b)) for a, b, _ in (x.split(",") for x in out.split())]
+        pings = [(float(a), float(b)) for a, b, _ in (x.split(",") for x in out.split() if "," in x)]
         for name, t0, t1 in marks:
             windows.setdefault(name, []).extend(lat for sent, lat in pings if sent < t1 and sent + lat > t0)
         arrays = {"expressions": curves, "uv_maps": uv}

@@ -24,26 +24,6 @@ from . import zmtp_raw
 from .conftest import ROOT, install_subject
 
 FRAME = b"x" * (4 << 20)
-_PINGER = """
-import sys, threading, time
-from protocol.client import Client
-client = Client.from_connection_file(sys.argv[1], timeout=5, retries=0)
-client.hello()
-stop = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
-print("ready", flush=True)
-out = []
-while not stop.is_set():
-    t0 = time.monotonic()
-    client.hello()
-    out.append((t0, time.monotonic() - t0))
-    time.sleep(0.01)
-print(" ".join(f"{t:.6f},{x:.6f}" for t, x in out), flush=True)
-"""
-"""Another process sending signed hellos every 10 ms until a line on stdin; prints (send time on
-the system-wide monotonic clock, round trip) pairs."""
-
-
 def _unfinished_multipart(port: int, frames: int, out: list[str]) -> None:
     """A raw ZMTP peer (no credentials) sending ``frames`` 4 MiB frames, never the last one."""
     try:
@@ -132,7 +112,8 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
     big = srv.client(timeout=120, retries=0)
     _started(big)  # the import of torch at start-up is not what this test measures
     # the pinger is another process, so its latencies are the server's, not this process's GIL
-    pinger = subprocess.Popen([sys.executable, "-c", _PINGER, str(srv.connection_file)], cwd=ROOT,
+    pinger = subprocess.Popen([sys.executable, "-m", "backend.service.hello_probe", str(srv.connection_file),
+                               "--timeout", "5", "--warm-up"], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert pinger.stdout.readline().strip() == "ready"
     try:
@@ -143,7 +124,8 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
         t1 = time.monotonic()
     finally:
         out, _ = pinger.communicate("stop\n", timeout=60)
-    pings = [tuple(map(float, x.split(","))) for x in out.split()]
+    assert pinger.returncode == 0, out.split()[-1:]  # every hello answered (else: error:<type>)
+    pings = [(float(sent), float(lat)) for sent, lat, _ in (x.split(",") for x in out.split())]
     before = [lat for sent, lat in pings if sent + lat < t0]
     during = [lat for sent, lat in pings if sent < t1 and sent + lat > t0]
     nbytes = uv.nbytes + curves.nbytes
