@@ -57,7 +57,7 @@ STAGES = StageLog(os.environ.get(STAGE_LOG_ENV) or None)
 
 def stamp(job_id: str, stage: str) -> None:
     """Record that ``job_id`` reached ``stage`` now (a no-op unless ``EMO_STAGE_LOG`` is set)."""
-    if STAGES._file is not None:
+    if STAGES.enabled:
         STAGES.stamp(job_id, stage)
 
 

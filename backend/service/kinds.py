@@ -388,10 +388,7 @@ class RenderKind:
                 for i, image in zip(rows, renderer.render(expr, indices=rows, **kwargs), strict=True):
                     stamp(ctx.job_id, "render_end")
                     check_cancel(ctx.should_stop)
-                    image = np.array(image, dtype=np.uint8, copy=True)  # the writer keeps it
-                    if p.get("size") and image.shape[0] != p["size"]:
-                        image = _resize(image, p["size"])
-                    writer.put(i, image)
+                    writer.put(i, _output_frame(image, p.get("size")))
             except BaseException:
                 # cancelled or failed: frames still queued are dropped, not encoded, so a cancel
                 # ends within a frame; what is on disk stays a contiguous prefix (one FIFO writer)
@@ -417,10 +414,7 @@ class RenderKind:
         for i, image in zip(rows, frames, strict=True):
             stamp(ctx.job_id, "render_end")
             check_cancel(ctx.should_stop)
-            image = np.array(image, dtype=np.uint8, copy=True)
-            if p.get("size") and image.shape[0] != p["size"]:
-                image = _resize(image, p["size"])
-            ctx.frame(i, image, frame_file(out_dir, i))
+            ctx.frame(i, _output_frame(image, p.get("size")), frame_file(out_dir, i))
         return {"frame_count": last - first + 1, "first": first, "last": last, "preview": True}
 
 
@@ -494,11 +488,16 @@ def subject_rig_info(subject: Path) -> tuple[list[str], int]:
     return list(info[0]), info[1]
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    import cv2
+def _output_frame(image: np.ndarray, size: int | None) -> np.ndarray:
+    """A rendered (S, S, 3) frame as the job hands it on: its own uint8 copy (the frame writer and
+    the stream keep it), resampled to ``size`` when asked."""
+    image = np.array(image, dtype=np.uint8, copy=True)
+    if size and image.shape[0] != size:
+        import cv2
 
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < image.shape[0]
-                      else cv2.INTER_LINEAR)
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if size < image.shape[0]
+                           else cv2.INTER_LINEAR)
+    return image
 
 
 def default_kinds() -> dict[str, JobKind]:
