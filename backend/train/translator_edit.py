@@ -92,6 +92,20 @@ def face_box(coverage: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int
             min(side, xs.max() + 1 + px))
 
 
+def network_inputs(avatar: torch.nn.Module, tensors: Any, ids: list[int], guides: int,
+                   device: torch.device, batch: int = 16) -> dict[str, torch.Tensor]:
+    """The translator's inputs for subject frames ``ids``: {"render": the avatar's unstyled
+    renders, "real": the video frames}, each (N, 3 + guides, S, S) in [-1, 1] with the UV guide
+    channels (``uv_guides``) appended."""
+    real, uv, win = tensors.batch(ids, device)
+    with torch.no_grad():
+        render = torch.cat([avatar(uv[i:i + batch], win[i:i + batch]).image
+                            for i in range(0, len(ids), batch)])
+    g = uv_guides(uv, guides)
+    return {"render": render if g is None else torch.cat([render, g], 1),
+            "real": real if g is None else torch.cat([real, g], 1)}
+
+
 def unlabeled_frames(train_ids: np.ndarray, keyframes: list[int], count: int) -> list[int]:
     """Up to ``count`` stage-1 training frames, evenly spread, that are not keyframes.
 
@@ -140,26 +154,15 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     elif steps is not None:
         settings = replace(settings, steps=steps)
     ids = [k.frame for k in loaded]
-    real, uv, win = tensors.batch(ids, dev)
-    with torch.no_grad():
-        render = avatar(uv, win).image
-    guides = uv_guides(uv, settings.net.guides)
-    sources = {"render": render, "real": real}
-    inputs, targets = [], []
+    sources = network_inputs(avatar, tensors, ids, settings.net.guides, dev)
     refs = torch.cat([k.reference.image for k in loaded]).to(dev)
-    for name in TRAIN_ON:
-        x = sources[name]
-        inputs.append(x if guides is None else torch.cat([x, guides], 1))
-        targets.append(refs)
-    unlabeled = None
+    inputs = [sources[name] for name in TRAIN_ON]
+    targets = [refs] * len(TRAIN_ON)
     pool = unlabeled_frames(tensors.train_ids, ids, settings.pseudo_frames)
+    unlabeled = None
     if pool:
-        real_u, uv_u, win_u = tensors.batch(pool, dev)
-        with torch.no_grad():
-            render_u = torch.cat([avatar(uv_u[i:i + 16], win_u[i:i + 16]).image
-                                  for i in range(0, len(pool), 16)])
-        guides_u = uv_guides(uv_u, settings.net.guides)
-        unlabeled = tuple(x if guides_u is None else torch.cat([x, guides_u], 1) for x in (render_u, real_u))
+        pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
+        unlabeled = (pool_inputs["render"], pool_inputs["real"])
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
     return TranslatorEditJob(
