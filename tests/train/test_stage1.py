@@ -129,7 +129,10 @@ def test_stop_saves_a_loadable_checkpoint(untrained_subject: Path, how: str) -> 
                      preview_every=0)
     _, meta = load_avatar(checkpoint_path(untrained_subject))
     assert meta["step"] == 3 and meta["total_steps"] == 50
-    assert (untrained_subject / "avatar" / "loss_curve.png").is_file()
+    metrics = json.loads((untrained_subject / "avatar" / "metrics.json").read_text())
+    assert metrics["train"]["step"] == 3
+    # Ctrl-C draws the loss curve; a service cancel keeps the last checkpoint's (none before step 30)
+    assert (untrained_subject / "avatar" / "loss_curve.png").is_file() == (how == "ctrl_c")
     # and it resumes from there
     train_avatar(untrained_subject, preset="tiny", steps=5, resume=True, preview_every=0)
     assert read_checkpoint(checkpoint_path(untrained_subject))["meta"]["step"] == 5
