@@ -36,9 +36,14 @@ class ScreenSettings:
         min_amplitude: smallest screen amplitude kept ([-1, 1] units per channel, peak).
         keep: half-width in bins of the neighbourhood kept around each peak (leakage).
         window: side of the median neighbourhood in bins.
+        sibling_ratio: a weaker peak (this many times its neighbourhood's median) counts too when
+            it has the period of a peak above ``peak_ratio`` in another direction: a crosshatch or
+            dot screen repeats one period in two directions, and a keyframe with few darks shows
+            the direction that only the darks carry weakly.
     """
 
     peak_ratio: float = 8.0
+    sibling_ratio: float = 4.0
     source_ratio: float = 3.0
     min_frequency: float = 0.08
     min_amplitude: float = 0.03
@@ -107,8 +112,14 @@ def detect_screen(reference: torch.Tensor, sources: torch.Tensor,
     s = settings or ScreenSettings()
     h, w = reference.shape[-2:]
     spec, logmag = _log_magnitude(reference.double())
-    peaks = (logmag - _local_median(logmag, s.window) > torch.log(torch.tensor(s.peak_ratio)))
-    peaks &= _is_local_max(logmag) & (_radial_frequency(h, w) >= s.min_frequency)
+    contrast = logmag - _local_median(logmag, s.window)
+    radial = _radial_frequency(h, w)
+    candidates = _is_local_max(logmag) & (radial >= s.min_frequency)
+    peaks = candidates & (contrast > torch.log(torch.tensor(s.peak_ratio)))
+    if bool(peaks.any()):
+        periods = radial[peaks].unique()
+        near = (radial[..., None] - periods).abs().amin(-1) <= 1.0 / max(h, w)  # within one bin
+        peaks |= candidates & near & (contrast > torch.log(torch.tensor(s.sibling_ratio)))
     for src in sources:
         _, slog = _log_magnitude(src.double())
         content = slog - _local_median(slog, s.window) >= torch.log(torch.tensor(s.source_ratio))
@@ -181,6 +192,41 @@ def _fundamentals(spectrum: torch.Tensor, count: int, keep: int) -> list[tuple[i
         if len(chosen) == count:
             break
     return chosen
+
+
+def _direction_mask(h: int, w: int, f: tuple[int, int], keep: int) -> torch.Tensor:
+    """(H, W) mask of the bins within ``keep`` of +-k x ``f``, k = 1..``HARMONICS``."""
+    ys = torch.arange(h)[:, None]
+    xs = torch.arange(w)[None, :]
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    for k in range(1, HARMONICS + 1):
+        for sign in (1, -1):
+            dy = (ys - sign * k * f[0] + h // 2) % h - h // 2
+            dx = (xs - sign * k * f[1] + w // 2) % w - w // 2
+            mask |= (dy.abs() <= keep) & (dx.abs() <= keep)
+    return mask
+
+
+def screen_parts(screen: torch.Tensor, directions: int = PHASES) -> torch.Tensor:
+    """(3, H, W) screen layer -> ((directions + 1) * 3, H, W): the layer of each of its
+    ``directions`` strongest directions (fundamental and harmonics), strongest first, zeros when
+    it has fewer, then the rest (where the directions cross). They add up to ``screen``.
+
+    A translator with screen gates (``TranslatorConfig.screen_gates``) scales each direction's
+    layer by a factor it predicts per pixel, as a hatch that darkens only the shadows needs.
+    """
+    h, w = screen.shape[-2:]
+    spec = torch.fft.fft2(screen.double())
+    keep = ScreenSettings().keep
+    taken = torch.zeros(h, w, dtype=torch.bool)
+    parts = []
+    for f in _fundamentals(spec.mean(0), directions, keep):
+        mask = _direction_mask(h, w, f, keep) & ~taken
+        taken |= mask
+        parts.append(torch.fft.ifft2(spec * mask).real)
+    parts += [torch.zeros(3, h, w, dtype=torch.float64)] * (directions - len(parts))
+    rest = screen.double() - sum(parts, torch.zeros_like(screen, dtype=torch.float64))
+    return torch.cat([*parts, rest]).to(screen)
 
 
 def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS) -> torch.Tensor:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.style.guides import uv_guides
-from backend.style.screen import screen_channels
+from backend.style.screen import screen_channels, screen_parts
+from backend.style.screen_gate import GatedScreen
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class TranslatorConfig:
             adds (fade it where the look clips to paper or ink, switch one hatch direction on
             only in the darks): 0 without a screen; 1 (the layer only, styles written before the
             phase channels) or ``SCREEN_CHANNELS`` (the layer and each direction's phase).
+        screen_gates: directions of the screen whose layer the network scales per pixel
+            (``backend.style.screen_gate``): marks a look draws only in the darks or fades out on
+            paper. 0: the screen is added as it is (styles written before the gates).
+        screen_head: hidden channels of the gated screen's per-pixel head (0: none; only with
+            ``screen_gates``).
         low_merge: 1 when each decoder merge convolves the coarse features at their own
             resolution and then upsamples the result (a quarter of the cost of convolving them
             upsampled, with the same weights' shapes); 0: upsample, then convolve.
@@ -62,13 +68,16 @@ class TranslatorConfig:
     refine: int = 0
     screen_input: int = 0
     low_merge: int = 0
+    screen_gates: int = 0
+    screen_head: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
-        names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input", "low_merge")
+        names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input", "low_merge",
+                 "screen_gates", "screen_head")
         known = {k: int(d[k]) for k in names if k in d}
         return cls(**known)
 
@@ -160,7 +169,10 @@ class StyleTranslator(nn.Module):
         self.up2 = UpMerge(4 * w, 2 * w, 2 * w, low)
         self.up1 = UpMerge(2 * w, w, w, low)
         extra = REFINE_FEATURES if self.cfg.refine else 0
-        self.out = nn.Conv2d(w, (3 + extra) * r * r, 3, 1, 1)
+        self.gated = (GatedScreen(self.cfg.screen_gates, self.cfg.screen_input, self.cfg.screen_head)
+                      if self.cfg.screen_gates else None)
+        controls = self.gated.controls if self.gated is not None else 0
+        self.out = nn.Conv2d(w, (3 + extra + controls) * r * r, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.refine = None
@@ -198,17 +210,29 @@ class StyleTranslator(nn.Module):
             ch = F.interpolate(ch, size=(h, w), mode="bilinear", align_corners=False)
         return ch.expand(b, n, h, w)
 
+    def _screen_parts(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3 * (screen_gates + 1), H, W): ``screen_parts`` of the stored screen at ``image``'s size."""
+        b, _, h, w = image.shape
+        parts = screen_parts(self.screen.to(image), self.cfg.screen_gates)[None]
+        if parts.shape[-2:] != (h, w):
+            parts = F.interpolate(parts, size=(h, w), mode="bilinear", align_corners=False)
+        return parts.expand(b, -1, h, w)
+
     def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None,
                 screen_map: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: (B, screen_input, H, W) the screen
-        channels of these crops (while fitting); None: the stored screen's."""
+        """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: the screen of these crops while fitting,
+        (B, screen_input [+ 3 * (screen_gates + 1)], H, W): the network's screen channels, then
+        with gates ``screen_parts``; None: the stored screen's."""
         h, w = image.shape[-2:]
         image = image.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
         parts = [image]
         if self.cfg.guides and guides is not None:
             parts.append(guides)
-        if self.cfg.screen_input:
-            parts.append(screen_map if screen_map is not None else self._screen_input(image))
+        n_in = self.cfg.screen_input
+        channels = None
+        if n_in:
+            channels = screen_map[:, :n_in] if screen_map is not None else self._screen_input(image)
+            parts.append(channels)
         x = torch.cat(parts, 1).contiguous(memory_format=torch.channels_last) if len(parts) > 1 else image
         r = self.cfg.unshuffle
         ph, pw = (-h) % (4 * r), (-w) % (4 * r)
@@ -223,10 +247,14 @@ class StyleTranslator(nn.Module):
         if r > 1:
             y = F.pixel_shuffle(y, r)
         y = y[..., :h, :w]
+        extra = REFINE_FEATURES if self.cfg.refine else 0
         out = image + y[:, :3]
         if self.refine is not None:
             head, last = self.refine
-            out = out + last(head[1](split_conv([image, y], head[0])))
+            out = out + last(head[1](split_conv([image, y[:, :3 + extra]], head[0])))
+        if self.gated is not None and (screen_map is not None or self.screen.numel()):
+            sp = screen_map[:, n_in:] if screen_map is not None else self._screen_parts(image)
+            return self.gated(out, y[:, 3 + extra:], channels, sp)
         return self._add_screen(out)  # channels-last, so a (B, H, W, C) permute of it is contiguous
 
     def on_render(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

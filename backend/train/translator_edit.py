@@ -24,6 +24,7 @@ import torch
 from backend.progress import ProgressFn, StopFn
 from backend.style.fit import FitResult, FitSettings, fit_translator
 from backend.style.guides import uv_guides
+from backend.style.screen import PHASES
 from backend.style.translator import TranslatorConfig
 from backend.train.alignment import check_alignment
 from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
@@ -33,9 +34,11 @@ log = logging.getLogger(__name__)
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "tiny": FitSettings(steps=80, batch=4, patch=32, net=TranslatorConfig(width=8, blocks=1)),
     "cpu": FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32,
-                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1)),
+                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
+                                            screen_head=16)),
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
-                         net=TranslatorConfig(width=16, blocks=4, refine=8)),
+                         net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
+                                              screen_head=16)),
 }
 TRAIN_ON = ("render", "real")  # inputs paired with each reference: the avatar's render, the video frame
 

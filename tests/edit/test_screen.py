@@ -9,7 +9,7 @@ import torch
 
 from backend.looks import stylize_image
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.screen import SCREEN_CHANNELS, detect_screen, screen_channels
+from backend.style.screen import SCREEN_CHANNELS, detect_screen, screen_channels, screen_parts
 from backend.style.translator import (
     StyleTranslator,
     TranslatorConfig,
@@ -101,3 +101,72 @@ def test_a_style_with_the_single_screen_channel_still_renders() -> None:
     back = translator_from_state(translator_state(net))
     x = _t(draw_frame(0, SIZE)[0])[None]
     assert back(x).shape == x.shape and torch.equal(back(x), net(x))
+
+
+def _hatch(size: int, direction: int, phase: float = 0.0) -> np.ndarray:
+    """(size, size) binary hatch in {0, 1} along x + direction * y, period about 4.9 px."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    return (np.sin((xx + direction * yy) * 0.9 + phase) > 0.3).astype(np.float32)
+
+
+def test_screen_parts_split_a_crosshatch_into_its_directions() -> None:
+    """Each part is one direction with its harmonics (a binary hatch is not a sine), strongest
+    first; the parts add up to the screen; a missing direction is zeros."""
+    a, b = _hatch(SIZE, 1), _hatch(SIZE, -1, 1.0)
+    a, b = a - a.mean(), b - b.mean()
+    hatch = torch.from_numpy(np.stack([0.3 * a + 0.15 * b] * 3)).float()
+    parts = screen_parts(hatch)
+    assert parts.shape == (9, SIZE, SIZE)
+    assert torch.allclose(parts[:3] + parts[3:6] + parts[6:], hatch, atol=1e-5)
+    for part, wave in ((parts[0], 0.3 * a), (parts[3], 0.15 * b)):
+        assert np.corrcoef(part.flatten().numpy(), wave.flatten())[0, 1] > 0.9
+    one = screen_parts(torch.from_numpy(np.stack([0.3 * a] * 3)).float())
+    assert one[3:6].abs().max() == 0 and np.corrcoef(one[0].flatten().numpy(), a.flatten())[0, 1] > 0.9
+
+
+def test_a_hatch_direction_only_the_darks_carry_is_found_beside_the_strong_one() -> None:
+    """A crosshatch whose second direction covers only a small dark area: its peak is weak, but
+    it has the strong direction's period, so it is part of the screen."""
+    frame = _frames()[0]
+    grey = frame.astype(np.float32).mean(-1) / 255
+    dark = np.zeros_like(grey)
+    dark[8:24, 8:30] = 1.0  # a small dark patch carries the second direction
+    ink = 0.5 * _hatch(SIZE, 1) + 0.5 * dark * _hatch(SIZE, -1)
+    ref = np.clip(255 * (0.3 + 0.6 * grey) * (1 - 0.7 * ink), 0, 255)
+    ref = ref[..., None].repeat(3, -1).astype(np.uint8)
+    layer = detect_screen(_t(ref), _t(frame)[None])
+    assert layer is not None
+    spec = torch.fft.fft2(layer.double().mean(0)).abs()
+    f = round(0.9 * SIZE / (2 * np.pi))  # the hatch's frequency index along each axis
+    assert spec[f, f] > 0 and spec[f, -f % SIZE] > 0.1 * spec[f, f], (spec[f, f], spec[f, -f % SIZE])
+
+
+def _shadow_hatch(rgb: np.ndarray) -> np.ndarray:
+    """A look whose hatch darkens only the shadows: marks scaled by how dark the pixel is."""
+    g = rgb.astype(np.float32).mean(-1, keepdims=True) / 255
+    ink = np.clip((0.6 - g) * 3, 0, 1) * _hatch(rgb.shape[0], 1)[..., None]
+    return np.clip(255 * (0.2 + 0.8 * g) * (1 - 0.7 * ink), 0, 255).repeat(3, -1).astype(np.uint8)
+
+
+def test_screen_gates_draw_the_marks_only_where_the_look_does() -> None:
+    """Fitted on one frame, a translator with screen gates keeps the lights of unseen frames
+    clean and hatches their shadows; the plain screen adds the keyframe's average hatch everywhere."""
+    frames = _frames()
+    train, unseen = frames[0], frames[1:]
+    x = torch.stack([_t(f) for f in unseen])
+    gt = torch.stack([_t(_shadow_hatch(f)) for f in unseen])
+    light = (x.mean(1, keepdim=True) > 0.3).expand_as(gt)  # grey above 0.65: no marks in the look
+    errors = {}
+    for gates in (2, 0):
+        net = TranslatorConfig(width=8, blocks=1, screen_gates=gates, screen_head=16 if gates else 0)
+        settings = FitSettings(steps=200, batch=4, patch=32, lr=3e-3, net=net)
+        res = fit_translator(_t(train)[None], _t(_shadow_hatch(train))[None], settings, seed=1)
+        assert res.translator.cfg.screen_gates == gates and res.translator.screen.numel() > 0
+        with torch.no_grad():
+            err = (res.translator(x).clamp(-1, 1) - gt).abs()
+        errors[gates] = (float(err.mean()), float(err[light].mean()))
+        if gates:
+            back = translator_from_state(translator_state(res.translator))
+            assert torch.equal(back(x[:1]), res.translator(x[:1]))
+    assert errors[2][0] < 0.95 * errors[0][0], errors
+    assert errors[2][1] < 0.6 * errors[0][1], errors
