@@ -208,7 +208,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
-            ch = screen_channels(screen, SCREEN_CHANNELS).to(inputs)[None]
+            ch = screen_channels(screen, SCREEN_CHANNELS, plane=s.net.screen_gates > 0).to(inputs)[None]
             if s.net.screen_gates:  # fitted on the references with their screen, gated per pixel
                 ch = torch.cat([ch, screen_parts(screen, s.net.screen_gates).to(inputs)[None]], 1)
             else:  # fitted on the references without it, added back unchanged

@@ -229,14 +229,43 @@ def screen_parts(screen: torch.Tensor, directions: int = PHASES) -> torch.Tensor
     return torch.cat([*parts, rest]).to(screen)
 
 
-def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS) -> torch.Tensor:
+def plane_wave(signal: torch.Tensor, peak: tuple[int, int]) -> torch.Tensor:
+    """(H, W) real signal and the signed FFT bin of one of its periodic directions -> (H, W) unit
+    phasor ``exp(i (2 pi (fy y + fx x) + phi0))`` of the plane wave that fits it best.
+
+    The frequency is refined to a thousandth of a bin (three grid searches of the discrete-time
+    Fourier transform's magnitude around the bin) and ``phi0`` is the phase there. A period that
+    does not divide the frame leaks around its FFT peak, which bends the phase of the peak's
+    analytic signal; a frame-locked screen's phase is a plane, and this recovers it."""
+    h, w = signal.shape
+    x = signal.double() - signal.double().mean()
+    ys = torch.arange(h, dtype=torch.float64)
+    xs = torch.arange(w, dtype=torch.float64)
+    fy, fx = peak[0] / h, peak[1] / w
+    for span, steps in ((1.0, 21), (0.1, 21), (0.01, 21)):
+        gy = fy + torch.linspace(-span, span, steps, dtype=torch.float64) / h
+        gx = fx + torch.linspace(-span, span, steps, dtype=torch.float64) / w
+        ey = torch.exp(-2j * torch.pi * gy[:, None] * ys[None, :])  # (steps, H)
+        ex = torch.exp(-2j * torch.pi * xs[:, None] * gx[None, :])  # (W, steps)
+        mag = (ey @ x.to(ey.dtype) @ ex).abs()
+        iy, ix = divmod(int(mag.argmax()), steps)
+        fy, fx = float(gy[iy]), float(gx[ix])
+    ramp = torch.exp(2j * torch.pi * (fy * ys[:, None] + fx * xs[None, :]))
+    phi0 = torch.angle((x * ramp.conj()).sum())
+    return ramp * torch.exp(1j * phi0)
+
+
+def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS,
+                    plane: bool = False) -> torch.Tensor:
     """(3, H, W) screen layer -> (``channels``, H, W) network inputs.
 
     The first is ``screen_channel``. With more, each further pair is (cos, sin) of the phase of one
     direction of the screen (its fundamental peak and ``ScreenSettings.keep`` bins around it,
     transformed back as an analytic signal), strongest first, zeros when the screen has fewer
     directions: a network can then switch each direction's marks on and off separately, as a
-    crosshatch that adds its second direction only in the darks does.
+    crosshatch that adds its second direction only in the darks does. ``plane``: the phase of
+    the plane wave that fits each direction (``plane_wave``, what gated screens are fitted with)
+    instead of the analytic signal's own.
     """
     out = [screen_channel(screen)]
     n_phases = (channels - 1) // 2
@@ -249,8 +278,11 @@ def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS) -> to
         for fy, fx in _fundamentals(spec, n_phases, keep):
             dy = (ys - fy + h // 2) % h - h // 2
             dx = (xs - fx + w // 2) % w - w // 2
-            analytic = torch.fft.ifft2(spec * ((dy.abs() <= keep) & (dx.abs() <= keep)))
-            unit = analytic / analytic.abs().clamp_min(1e-6 * float(analytic.abs().amax()) + 1e-12)
+            if plane:
+                unit = plane_wave(screen.double().mean(0), (fy, fx))
+            else:
+                analytic = torch.fft.ifft2(spec * ((dy.abs() <= keep) & (dx.abs() <= keep)))
+                unit = analytic / analytic.abs().clamp_min(1e-6 * float(analytic.abs().amax()) + 1e-12)
             out += [unit.real.float()[None], unit.imag.float()[None]]
         out += [torch.zeros(1, h, w)] * (1 + 2 * n_phases - len(out))
     return torch.cat(out).to(screen)

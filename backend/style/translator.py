@@ -205,7 +205,7 @@ class StyleTranslator(nn.Module):
         n = self.cfg.screen_input
         if self.screen.numel() == 0:
             return image.new_zeros(b, n, h, w)
-        ch = screen_channels(self.screen.to(image), n)[None]
+        ch = screen_channels(self.screen.to(image), n, plane=self.cfg.screen_gates > 0)[None]
         if ch.shape[-2:] != (h, w):
             ch = F.interpolate(ch, size=(h, w), mode="bilinear", align_corners=False)
         return ch.expand(b, n, h, w)
