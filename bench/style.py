@@ -60,8 +60,8 @@ def unseen_looks() -> dict:
     spec = importlib.util.spec_from_file_location("unseen_looks", ROOT / "tests" / "edit" / "unseen_looks.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    names = ("posterised_ink", "cool_halftone", "pop_flat", "soft_pastel", "warm_crosshatch")
-    return {name: getattr(mod, name) for name in names}
+    return {name: fn for name, fn in vars(mod).items()
+            if callable(fn) and not name.startswith("_") and getattr(fn, "__module__", None) == mod.__name__}
 
 
 def _d(a, b) -> float | None:

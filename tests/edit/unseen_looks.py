@@ -3,7 +3,9 @@
 A style edit must learn a look from its reference alone, so the tests also score it on looks
 that were never used to tune it (the built-in looks in ``backend.looks`` were).
 ``pop_flat``, ``soft_pastel`` and ``warm_crosshatch`` were written after the default edit was
-fixed and have only ever been scored (``bench/style.py --looks``).
+fixed; ``warm_crosshatch`` then became the case the gated screens were developed on
+(docs/editing.md). ``blue_dot_halftone`` and ``canvas_grade`` were written after the gated
+screens were fixed and have only ever been scored (``bench/style.py --looks``).
 """
 
 from __future__ import annotations
@@ -71,3 +73,30 @@ def soft_pastel(rgb: np.ndarray) -> np.ndarray:
     pastel = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
     glow = cv2.GaussianBlur(pastel, (0, 0), 4)
     return np.clip(0.7 * pastel + 0.3 * glow + 8, 0, 255).astype(np.uint8)
+
+
+def blue_dot_halftone(rgb: np.ndarray) -> np.ndarray:
+    """Amplitude-modulated halftone: ink dots on a 30-degree grid (period about 5.5 px) that grow
+    with the darkness of the blurred tone, dark blue ink on cream paper."""
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0, (0, 0), 1.0)
+    h, w = g.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    u, v = (xx * c + yy * s) * 1.15, (-xx * s + yy * c) * 1.15
+    spot = 0.5 + 0.25 * (np.cos(u) + np.cos(v))  # 1 at dot centres, 0 between them
+    ink = np.clip((spot - g) * 6 + 0.5, 0, 1)
+    paper, blue = np.array([245, 238, 220], np.float32), np.array([30, 45, 95], np.float32)
+    return np.clip(paper + ink[..., None] * (blue - paper), 0, 255).astype(np.uint8)
+
+
+def canvas_grade(rgb: np.ndarray) -> np.ndarray:
+    """A warm, contrasty colour grade printed on a canvas weave: a frame-locked two-direction
+    texture (periods 3.5 and 4 px) that multiplies the image, stronger in the lights."""
+    img = cv2.GaussianBlur(rgb, (0, 0), 0.7).astype(np.float32) / 255.0
+    img = np.clip((img - 0.5) * 1.25 + 0.5, 0, 1) * np.array([1.06, 0.98, 0.85], np.float32)
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    weave = 0.5 * np.sin(xx * 2 * np.pi / 3.5) * np.sin(yy * 2 * np.pi / 4.0)
+    lum = img.mean(-1, keepdims=True)
+    out = img * (1 + 0.22 * lum * weave[..., None])
+    return np.clip(out * 255, 0, 255).astype(np.uint8)
