@@ -18,9 +18,12 @@ dict sizes, then the HMAC, then (authenticated) size, bounds, replay, schema and
   wrong. Handlers run inside the same ``try`` that sends their reply; a reply that cannot be
   built becomes an error reply; a last-resort handler around each message and each loop step
   logs and counts (``internal_errors``) anything else, so the loop never dies of a request.
-- The I/O thread does linear-time work only. Slow request work (a job submission's value scans,
-  its preparation and journal row, upload writes) runs on the intake thread (``intake.Intake``),
-  whose continuation sends the reply from the I/O thread.
+- The I/O thread does linear-time work only, and none that reads every buffer byte. Slow request
+  work (a job submission's buffer checksums, value scans, preparation and journal row; an upload
+  chunk's checksum and write) runs on the intake thread (``intake.Intake``), whose continuation
+  sends the reply from the I/O thread. The intake also frees big messages (``release``). Other
+  requests have no buffers in the message table: buffers sent with them are dropped unread (their
+  checksums unverified: nothing reads those bytes).
 """
 
 from __future__ import annotations
@@ -574,8 +577,9 @@ class Server:
                 "protocol_major": PROTOCOL_VERSION[0]}
 
     def _work_job_submit(self, msg: Message, channel: str) -> tuple[J.JobRecord, bool]:
-        """Intake thread: value scans, preparation (stored inputs), journal row."""
+        """Intake thread: buffer checksums, value scans, preparation (stored inputs), journal row."""
         c = msg.content
+        self.session.verify_checksums(msg)
         scan_values("job_submit", c, msg.buffers)
         return self.manager.submit(c["kind"], c["params"], msg.buffers, job_id=c.get("job_id"))
 
@@ -673,7 +677,8 @@ class Server:
                  "size": int(subj.size)}, buffers)
 
     def _work_upload_chunk(self, msg: Message, channel: str) -> dict[str, Any]:
-        """Intake thread: append the chunk to the upload's file."""
+        """Intake thread: the chunk's buffer checksum, then append it to the upload's file."""
+        self.session.verify_checksums(msg)
         c = msg.content
         upload_id = check_id(c["upload_id"], "upload id")
         data = msg.buffers["data"]
