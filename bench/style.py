@@ -14,6 +14,19 @@ edit was never tuned on them. The expression and flicker columns also show the l
 the real shot ("truth"): what the look itself does to the re-tracked mouth and eyes, and how much
 more it changes from frame to frame than the real frames do. Prints one markdown table row per
 (look, method) and writes ``SUBJECT/styles/bench_style.json``.
+
+Render cost only (no edit), for existing style files:
+
+    .venv/bin/python bench/style.py SUBJECT --render-cost [STYLE ...] [--rounds 8] [--threads 2]
+                                           [--reference]
+
+renders the subject's first 48 frames (batch 8, its rig) unstyled and with each style, alternated
+in every round, and prints per style the ratio of the fastest styled to the fastest unstyled
+round (wall time), its range over the rounds (each round's styled / that round's unstyled), the
+same ratio in process CPU time (less sensitive to other jobs on the machine) and the load average
+before and after. ``--reference`` adds, in the same rounds, each style with its translator's
+``forward_reference`` (the op-by-op forward training uses) instead of its ``InferencePlan``.
+Without STYLE: every ``SUBJECT/styles/*.style``.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,25 +49,74 @@ TARGET_FLICKER = 1.2  # flicker <= 1.2 x unstyled
 TARGET_RENDER = 1.3  # styled render time <= 1.3 x unstyled
 
 
-def render_cost(subject: Path, style: Path, frames: int = 48, repeats: int = 2) -> tuple[float, float]:
-    """Seconds per frame of ``Renderer.render`` (batch 8, the subject's rig) unstyled and styled,
-    alternated ``repeats`` times in the same run; the minimum of each is kept."""
+def render_times(subject: Path, styles: dict[str, Path | None], frames: int = 48, rounds: int = 2,
+                 reference: tuple[str, ...] = ()) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process CPU) seconds per frame of ``Renderer.render`` (batch 8, the subject's rig)
+    of each renderer, per round; the renderers take turns within every round.
+
+    Args:
+        styles: name -> style file (None: unstyled).
+        reference: names whose translator runs ``forward_reference`` instead of its ``InferencePlan``.
+    """
     from backend.data.subject import Subject
     from backend.paths import checkpoint_path
     from backend.render import Renderer
 
     s = Subject.open(subject)
     expr = s.expressions[:frames]
-    plain = Renderer.from_checkpoint(checkpoint_path(subject), subject=subject)
-    styled = Renderer.from_checkpoint(checkpoint_path(subject), subject=subject, style=style)
-    best = {"plain": float("inf"), "styled": float("inf")}
-    for _ in range(repeats):
-        for name, r in (("plain", plain), ("styled", styled)):
-            t = time.perf_counter()
+    renderers = {}
+    for name, style in styles.items():
+        renderers[name] = Renderer.from_checkpoint(checkpoint_path(subject), subject=subject, style=style)
+        if name in reference and renderers[name].translator is not None:
+            renderers[name].translator.fused_inference = False
+    for r in renderers.values():  # warm-up: rig, oneDNN kernels, the translators' plans
+        for _frame in r.render(expr[:8], batch=8):
+            pass
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in renderers}
+    for _ in range(rounds):
+        for name, r in renderers.items():
+            t, c = time.perf_counter(), time.process_time()
             for _frame in r.render(expr, batch=8):
                 pass
-            best[name] = min(best[name], (time.perf_counter() - t) / len(expr))
-    return best["plain"], best["styled"]
+            times[name].append(((time.perf_counter() - t) / len(expr), (time.process_time() - c) / len(expr)))
+    return times
+
+
+def render_cost(subject: Path, style: Path, frames: int = 48, repeats: int = 2) -> tuple[float, float]:
+    """Seconds per frame of ``Renderer.render`` (batch 8, the subject's rig) unstyled and styled,
+    alternated ``repeats`` times in the same run; the minimum of each is kept."""
+    times = render_times(subject, {"plain": None, "styled": style}, frames, repeats)
+    return min(w for w, _ in times["plain"]), min(w for w, _ in times["styled"])
+
+
+def render_cost_report(subject: Path, styles: list[Path], rounds: int, reference: bool) -> None:
+    """Prints the render cost of each style against the unstyled render (see the module doc)."""
+    import torch
+
+    load0 = os.getloadavg()
+    named: dict[str, Path | None] = {"unstyled": None}
+    for p in styles:
+        named[p.stem] = p
+        if reference:
+            named[f"{p.stem} (reference forward)"] = p
+    ref = tuple(n for n in named if n.endswith("(reference forward)"))
+    times = render_times(subject, named, rounds=rounds, reference=ref)
+    load1 = os.getloadavg()
+    plain = times.pop("unstyled")
+    pw, pc = min(w for w, _ in plain), min(c for _, c in plain)
+    print(f"\nrender cost, {subject.name}, 48 frames, batch 8, {torch.get_num_threads()} threads, "
+          f"{rounds} rounds; load average {load0[0]:.2f} / {load0[1]:.2f} before, "
+          f"{load1[0]:.2f} / {load1[1]:.2f} after (1 / 5 min)\n")
+    print(f"unstyled: {pw * 1000:.1f} ms/frame wall, {pc * 1000:.1f} ms CPU\n")
+    print("| style | styled ms/frame | x unstyled (fastest) | x unstyled per round (range) | "
+          "x unstyled in CPU time | target |")
+    print("|---|---:|---:|---|---:|---|")
+    for name, t in times.items():
+        w, c = min(x for x, _ in t), min(x for _, x in t)
+        per_round = [a[0] / b[0] for a, b in zip(t, plain, strict=True)]
+        ratio = w / pw
+        print(f"| {name} | {w * 1000:.1f} | {ratio:.2f} | {min(per_round):.2f}-{max(per_round):.2f} | "
+              f"{c / pc:.2f} | {'met' if ratio <= TARGET_RENDER else 'missed'} (<= {TARGET_RENDER}) |")
 
 
 def unseen_looks() -> dict:
@@ -100,6 +163,13 @@ def fmt(v, spec: str = ".2f") -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("subject", type=Path)
+    ap.add_argument("--render-cost", nargs="*", type=Path, default=None, metavar="STYLE",
+                    help="only measure the render cost of these style files "
+                         "(default: SUBJECT/styles/*.style)")
+    ap.add_argument("--rounds", type=int, default=8, help="--render-cost: alternated rounds")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--reference", action="store_true",
+                    help="--render-cost: also time each translator's forward_reference in the same rounds")
     ap.add_argument("--looks", default="cartoon,pencil,oil,watercolor,posterised_ink")
     ap.add_argument("--methods", default="translator")
     ap.add_argument("--frame", type=int, default=0)
@@ -107,6 +177,16 @@ def main() -> int:
     ap.add_argument("--max-frames", type=int, default=24)
     ap.add_argument("--shot-frames", type=int, default=80)
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.render_cost is not None:
+        styles = args.render_cost or sorted((args.subject / "styles").glob("*.style"))
+        if not styles:
+            raise SystemExit(f"no style files given and none in {args.subject / 'styles'}")
+        render_cost_report(args.subject, styles, args.rounds, args.reference)
+        return 0
 
     from backend.data.subject import Subject
     from backend.images import write_png

@@ -63,14 +63,21 @@ def compute_checksum(data: memoryview | bytes, scheme: str, key: bytes = b"") ->
     raise BufferSpecError(f"unknown checksum scheme {scheme!r}; use one of {', '.join(CHECKSUMS)}")
 
 
+def checksum_scheme(checksum: Any, what: str = "buffer") -> str:
+    """The scheme of a ``scheme:hex`` checksum string, or :class:`BufferSpecError` (reads no data)."""
+    if not isinstance(checksum, str) or ":" not in checksum:
+        raise BufferSpecError(f"{what}: checksum {str(checksum)[:80]!r} is not of the form 'crc32:<hex>'")
+    scheme = checksum.split(":", 1)[0]
+    if scheme not in ("crc32", "hmac-sha256"):
+        raise BufferSpecError(f"{what}: unknown checksum scheme {scheme[:40]!r}; "
+                              "expected crc32 or hmac-sha256")
+    return scheme
+
+
 def verify_checksum(data: memoryview | bytes, checksum: str, key: bytes = b"", *,
                     what: str = "buffer") -> None:
     """Raise :class:`BufferSpecError` unless ``checksum`` (``scheme:hex``) matches ``data``."""
-    if not isinstance(checksum, str) or ":" not in checksum:
-        raise BufferSpecError(f"{what}: checksum {checksum!r} is not of the form 'crc32:<hex>'")
-    scheme = checksum.split(":", 1)[0]
-    if scheme not in ("crc32", "hmac-sha256"):
-        raise BufferSpecError(f"{what}: unknown checksum scheme {scheme!r}; expected crc32 or hmac-sha256")
+    scheme = checksum_scheme(checksum, what)
     expected = compute_checksum(data, scheme, key)
     if not hmac.compare_digest(expected.encode(), checksum.encode("utf-8", "replace")):
         raise BufferSpecError(
@@ -147,11 +154,14 @@ def _check_descriptor(desc: Any, i: int) -> tuple[str, np.dtype, tuple[int, ...]
 
 
 def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = b"",
-                   require_checksum: bool = False) -> dict[str, np.ndarray]:
+                   require_checksum: bool = False, pending: dict[str, str] | None = None
+                   ) -> dict[str, np.ndarray]:
     """Turn received buffer frames into read-only arrays, checking every descriptor.
 
     Raises :class:`BufferSpecError` for a bad descriptor, a frame whose size disagrees with
     dtype x shape, a duplicate name, a checksum mismatch, or (``require_checksum``) a missing one.
+    With ``pending`` (a dict), the checksums are not computed here (they read every byte): their
+    form is checked and ``pending[name] = checksum`` is filled in for :func:`verify_pending`.
     """
     if descriptors is None:
         descriptors = []
@@ -170,7 +180,10 @@ def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = 
         if len(frame) != nbytes:
             raise BufferSpecError(f"buffer {name!r}: frame has {len(frame)} bytes, descriptor says {nbytes}")
         checksum = desc.get("checksum")
-        if checksum is not None:
+        if checksum is not None and pending is not None:
+            checksum_scheme(checksum, f"buffer {name!r}")
+            pending[name] = checksum
+        elif checksum is not None:
             verify_checksum(frame, checksum, key, what=f"buffer {name!r}")
         elif require_checksum:
             raise BufferSpecError(f"buffer {name!r} has no checksum but this receiver requires one")
@@ -181,3 +194,13 @@ def decode_buffers(descriptors: Any, frames: Sequence[memoryview], key: bytes = 
         arr.flags.writeable = False
         out[name] = arr
     return out
+
+
+def verify_pending(buffers: Mapping[str, np.ndarray], pending: dict[str, str], key: bytes = b"") -> None:
+    """Verify the checksums :func:`decode_buffers` left in ``pending`` (emptied when all match);
+    raises :class:`BufferSpecError` at the first mismatch."""
+    for name, checksum in list(pending.items()):
+        arr = buffers[name]
+        data = memoryview(arr).cast("B") if arr.size else b""
+        verify_checksum(data, checksum, key, what=f"buffer {name!r}")
+        del pending[name]

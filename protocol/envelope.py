@@ -42,7 +42,7 @@ import numpy as np
 import zmq
 
 from . import PROTOCOL_VERSION
-from .buffers import BUFFERS_KEY, CHECKSUMS, decode_buffers, encode_buffers
+from .buffers import BUFFERS_KEY, CHECKSUMS, decode_buffers, encode_buffers, verify_pending
 from .errors import (
     FrameError,
     MessageTooLarge,
@@ -87,6 +87,8 @@ class Message:
         buffers: name -> read-only numpy array (zero-copy views of the received frames).
         parent_header: header of the request this answers, ``{}`` when none.
         identities: ROUTER routing identities (address a reply with them).
+        pending_checksums: buffer name -> checksum not verified yet (only after
+            ``Session.deserialize(..., scan_values=False)``; see :meth:`Session.verify_checksums`).
     """
 
     header: dict[str, Any]
@@ -94,6 +96,7 @@ class Message:
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     parent_header: dict[str, Any] = field(default_factory=dict)
     identities: list[bytes] = field(default_factory=list)
+    pending_checksums: dict[str, str] = field(default_factory=dict)
 
     @property
     def msg_type(self) -> str:
@@ -356,8 +359,10 @@ class Session:
         (:class:`FrameError`), protocol major (:class:`VersionError`), replay
         (:class:`ReplayError`), content schema (:class:`UnknownMessageType`,
         :class:`SchemaError`), buffers (:class:`BufferSpecError`). ``scan_values=False`` skips
-        the checks that read every buffer value (NaN scans), for a receiver that runs them
-        elsewhere (``messages.scan_values``). Raises only :class:`ProtocolError` subclasses.
+        the checks that read every buffer byte, for a receiver that runs them elsewhere: the
+        value scans (``messages.scan_values``) and the buffer checksums (their form is checked;
+        they are left in ``Message.pending_checksums`` for :meth:`verify_checksums`). Raises only
+        :class:`ProtocolError` subclasses.
         """
         if not isinstance(frames, Sequence):
             raise FrameError("message frames must be a sequence of bytes-like frames")
@@ -407,7 +412,8 @@ class Session:
             parent_header = unpack_dict(p, "parent_header")
             content = unpack_dict(c, "content")
             descriptors = content.pop(BUFFERS_KEY, None)
-            buffers = decode_buffers(descriptors, bufs, self.buffer_key, self.require_checksum)
+            pending: dict[str, str] | None = None if scan_values else {}
+            buffers = decode_buffers(descriptors, bufs, self.buffer_key, self.require_checksum, pending)
             if validate_content:
                 content = validate(header["msg_type"], content)
                 validate_buffers(header["msg_type"], content, buffers, scan_values=scan_values)
@@ -415,7 +421,17 @@ class Session:
             exc.identities, exc.header, exc.authenticated = identities, header, True
             raise
         return Message(header=header, content=content, buffers=buffers, parent_header=parent_header,
-                       identities=identities)
+                       identities=identities, pending_checksums=pending or {})
+
+    def verify_checksums(self, msg: Message) -> None:
+        """Verify the buffer checksums ``deserialize(..., scan_values=False)`` left pending
+        (linear in the buffer bytes; hashing releases the GIL). Raises :class:`BufferSpecError`
+        (authenticated, addressed to the sender) at the first mismatch. Thread-safe."""
+        try:
+            verify_pending(msg.buffers, msg.pending_checksums, self.buffer_key)
+        except ProtocolError as exc:
+            exc.identities, exc.header, exc.authenticated = msg.identities, msg.header, True
+            raise
 
     # -- sockets ------------------------------------------------------------------------------
     def send(self, socket: zmq.Socket, msg_type: str, content: Mapping[str, Any] | None = None,

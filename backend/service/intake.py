@@ -10,9 +10,11 @@ and a resubmitted job id sees the first submission's journal row.
 
 Memory: a queued request holds its received buffers. ``max_pending_bytes`` bounds their sum;
 beyond it :meth:`Intake.submit` refuses, and the server answers ``ServerBusy`` at once. The
-buffers are freed here, when the work is done: the continuation gets the result (or the error,
-whose traceback keeps no local variables), never the request's buffers, so the I/O thread never
-pays for returning hundreds of MiB to the kernel.
+buffers are freed here, when the work is done and before its continuation is posted: the
+continuation gets the result (or the error, whose traceback keeps no local variables), never the
+request's buffers, so the I/O thread never pays for returning hundreds of MiB to the kernel. The
+request's frames, handed over with the work, are freed by ``release.release_frames`` (page by
+page, so that no thread holding the GIL waits for one long ``munmap``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from backend.service.release import release_frames
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +46,28 @@ class Intake:
         self._thread.start()
 
     def submit(self, nbytes: int, work: Callable[[], Any],
-               done: Callable[[Any, BaseException | None], None] | None) -> bool:
+               done: Callable[[Any, BaseException | None], None] | None,
+               frames: list[Any] | None = None) -> bool:
         """Queue ``work`` (holding ``nbytes`` of request buffers); False when over the budget.
 
-        A request is always accepted when nothing else is pending, so one maximal message can
-        never be refused for its size alone.
+        ``frames``: the request's received frames; when the work is accepted, their only
+        reference passes to the intake (the list is emptied), and they are released after
+        ``work`` and before ``done`` is posted. A request is always accepted when nothing else
+        is pending, so one maximal message can never be refused for its size alone.
         """
         with self._lock:
             if self.pending_bytes and self.pending_bytes + nbytes > self.max_pending_bytes:
                 return False
             self.pending_bytes += nbytes
-        self._queue.put((nbytes, work, done))
+        held = frames[:] if frames else []
+        if frames:
+            frames.clear()
+        self._queue.put((nbytes, work, done, held))
         return True
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            nbytes, work, done = item
+            nbytes, work, done, frames = item
             result: Any = None
             error: BaseException | None = None
             try:
@@ -65,10 +75,14 @@ class Intake:
             except Exception as exc:  # handed to `done`, which answers the client
                 error = exc
                 _drop_locals(exc)
-            finally:
-                with self._lock:
-                    self.pending_bytes -= nbytes
             del work, item  # drop the request's buffers now, not when the next item arrives
+            try:
+                release_frames(frames)
+            except Exception:  # never lose the reply over freeing memory
+                log.exception("releasing a request's frames failed")
+                frames.clear()
+            with self._lock:
+                self.pending_bytes -= nbytes
             if done is not None:
                 self.post(("call", done, result, error))
             elif error is not None:

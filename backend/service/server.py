@@ -18,9 +18,12 @@ dict sizes, then the HMAC, then (authenticated) size, bounds, replay, schema and
   wrong. Handlers run inside the same ``try`` that sends their reply; a reply that cannot be
   built becomes an error reply; a last-resort handler around each message and each loop step
   logs and counts (``internal_errors``) anything else, so the loop never dies of a request.
-- The I/O thread does linear-time work only. Slow request work (a job submission's value scans,
-  its preparation and journal row, upload writes) runs on the intake thread (``intake.Intake``),
-  whose continuation sends the reply from the I/O thread.
+- The I/O thread does linear-time work only, and none that reads every buffer byte. Slow request
+  work (a job submission's buffer checksums, value scans, preparation and journal row; an upload
+  chunk's checksum and write) runs on the intake thread (``intake.Intake``), whose continuation
+  sends the reply from the I/O thread. The intake also frees big messages (``release``). Other
+  requests have no buffers in the message table: buffers sent with them are dropped unread (their
+  checksums unverified: nothing reads those bytes).
 """
 
 from __future__ import annotations
@@ -218,8 +221,6 @@ class Server:
         self.lock.record(ip=ip, ports=list(ports))
         self.outbox = Outbox(self.context, self.instance_id)
         self.intake = Intake(self.outbox.put, max_pending_bytes=2 * self.config.max_message_bytes)
-        self._queued = False
-        """Whether the message being handled went to the intake (which then frees it)."""
         self.streams = StreamTable(self._send_frame)
         self.journal = J.Journal(self.workdir / paths.JOURNAL_NAME)
         self.manager = JobManager(self.journal, self.kinds, self.env, self.outbox.event,
@@ -406,8 +407,7 @@ class Server:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._queued = False
-            self._handle(sock, channel, frames)
+            self._handle(sock, channel, frames)  # a request handed to the intake takes its frames along
             self._release(frames)
             del frames
             if channel == "shell" and self.control.poll(0):
@@ -417,20 +417,16 @@ class Server:
         """Free a big message's memory on the intake thread, not here.
 
         Closing a ZeroMQ frame of hundreds of MiB returns it to the kernel (munmap), tens of
-        milliseconds that would stall this thread. The intake thread drops the frames after the
-        work queued before them. A request handed to the intake (``self._queued``) holds its own
-        references and is freed there when its work is done."""
-        if self._queued:
-            frames.clear()
-            return
+        milliseconds that would stall this thread. The intake thread releases the frames
+        (``release.release_frames``) after the work queued before them. A request handed to the
+        intake took its frames along (``frames`` is empty then): they are released there when
+        its work is done."""
         nbytes = sum(len(f) for f in frames)  # zmq.Frame: len() is its byte count
         if nbytes < RELEASE_OFF_THREAD_BYTES:
             return
-        held = frames[:]
-        frames.clear()
         # counted in the intake's byte budget: a flood of big refused messages cannot pile up;
         # over the budget the frames are freed here after all
-        self.intake.submit(nbytes, held.clear, None)
+        self.intake.submit(nbytes, _nothing, None, frames)
 
     # -- requests -----------------------------------------------------------------------------
     def _handle(self, sock: zmq.Socket, channel: str, frames: list[zmq.Frame]) -> None:
@@ -448,7 +444,7 @@ class Server:
                 log.debug("rejected message on %s: %s: %s", channel, exc.ename, exc)
                 self._reply_error(sock, exc, exc.identities, exc.header)
                 return
-            self._dispatch(sock, channel, msg)
+            self._dispatch(sock, channel, msg, frames)
         except Exception as exc:  # last resort: the request still gets an answer
             self.internal_errors += 1
             log.exception("internal error handling a message on %s", channel)
@@ -456,7 +452,7 @@ class Server:
                 with contextlib.suppress(Exception):
                     self._reply_error(sock, _InternalError(exc), msg.identities, msg.header)
 
-    def _dispatch(self, sock: zmq.Socket, channel: str, msg: Message) -> None:
+    def _dispatch(self, sock: zmq.Socket, channel: str, msg: Message, frames: list[zmq.Frame]) -> None:
         if msg.msg_type.endswith("_reply") or msg.msg_type in ("status", "job_progress", "job_state", "log",
                                                                "frame"):
             self.rejected += 1
@@ -468,7 +464,7 @@ class Server:
                               msg.identities, msg.header)
             return
         if msg.msg_type in SLOW_REQUESTS:
-            self._dispatch_slow(sock, channel, msg)
+            self._dispatch_slow(sock, channel, msg, frames)
             return
         handler = getattr(self, f"_on_{msg.msg_type}", None)
         try:
@@ -480,12 +476,12 @@ class Server:
             return
         self._reply(sock, msg, result)
 
-    def _dispatch_slow(self, sock: zmq.Socket, channel: str, msg: Message) -> None:
+    def _dispatch_slow(self, sock: zmq.Socket, channel: str, msg: Message, frames: list[zmq.Frame]) -> None:
         """Hand a request's slow part to the intake thread; its continuation replies."""
         work = getattr(self, f"_work_{msg.msg_type}")
         nbytes = sum(int(b.nbytes) for b in msg.buffers.values())
-        # the reply needs only the header and identities: the buffers stay with the work, so the
-        # intake thread frees them when it is done (``_release``)
+        # the reply needs only the header and identities: the buffers and their frames stay with
+        # the work, so the intake thread frees them when it is done (``release.release_frames``)
         head = Message(header=msg.header, content=msg.content, identities=msg.identities)
 
         def done(result: Any, error: BaseException | None) -> None:
@@ -497,8 +493,7 @@ class Server:
             except Exception as exc:
                 self._reply_failure(sock, head, exc)
 
-        self._queued = self.intake.submit(nbytes, lambda: work(msg, channel), done)
-        if not self._queued:
+        if not self.intake.submit(nbytes, lambda: work(msg, channel), done, frames):
             self._reply_error(sock, ServerBusy(
                 f"the backend is still storing {self.intake.pending_bytes / 2**20:.0f} MiB of earlier "
                 "requests; send this one again in a moment"), msg.identities, msg.header)
@@ -582,8 +577,9 @@ class Server:
                 "protocol_major": PROTOCOL_VERSION[0]}
 
     def _work_job_submit(self, msg: Message, channel: str) -> tuple[J.JobRecord, bool]:
-        """Intake thread: value scans, preparation (stored inputs), journal row."""
+        """Intake thread: buffer checksums, value scans, preparation (stored inputs), journal row."""
         c = msg.content
+        self.session.verify_checksums(msg)
         scan_values("job_submit", c, msg.buffers)
         return self.manager.submit(c["kind"], c["params"], msg.buffers, job_id=c.get("job_id"))
 
@@ -681,7 +677,8 @@ class Server:
                  "size": int(subj.size)}, buffers)
 
     def _work_upload_chunk(self, msg: Message, channel: str) -> dict[str, Any]:
-        """Intake thread: append the chunk to the upload's file."""
+        """Intake thread: the chunk's buffer checksum, then append it to the upload's file."""
+        self.session.verify_checksums(msg)
         c = msg.content
         upload_id = check_id(c["upload_id"], "upload id")
         data = msg.buffers["data"]
@@ -812,6 +809,10 @@ def _import_request_modules() -> None:
 
     for name in WARM_MODULES:
         importlib.import_module(name)
+
+
+def _nothing() -> None:
+    """The work of an intake item that only releases frames."""
 
 
 def _private_dir(path: Path) -> None:

@@ -173,6 +173,29 @@ def test_nan_curves_and_damaged_buffer_bytes() -> None:
         s.deserialize([*good[:-1], bytes(buf)])
 
 
+def test_a_receiver_can_verify_buffer_checksums_later() -> None:
+    """``scan_values=False`` (the server's I/O thread) reads no buffer byte: the checksums wait in
+    ``pending_checksums`` until ``verify_checksums`` (the server's intake thread)."""
+    s = Session(KEY, checksum="hmac-sha256")
+    good = [bytes(f) for f in render_submit(s)]
+    msg = s.deserialize(good, scan_values=False)
+    assert list(msg.pending_checksums) == ["curves"]
+    s.verify_checksums(msg)
+    assert msg.pending_checksums == {}
+    buf = bytearray(good[-1])
+    buf[3] ^= 0x40
+    late = s.deserialize([*good[:-1], bytes(buf)], scan_values=False)  # no error yet
+    with pytest.raises(BufferSpecError, match="hmac-sha256 checksum mismatch") as info:
+        s.verify_checksums(late)
+    assert info.value.authenticated and info.value.header["msg_type"] == "job_submit"
+    with pytest.raises(BufferSpecError, match="hmac-sha256 checksum mismatch"):
+        s.deserialize([*good[:-1], bytes(buf)])  # the default still verifies at once
+    content = unpack_frame(good, 4)
+    content[BUFFERS_KEY][0]["checksum"] = "md5:abc"
+    with pytest.raises(BufferSpecError, match="unknown checksum scheme"):  # the form: checked at once
+        s.deserialize(resign(s, good, content=content), scan_values=False)
+
+
 def test_truncated_and_garbage_frames() -> None:
     s = Session(KEY)
     frames = [bytes(f) for f in render_submit(s)]

@@ -141,6 +141,40 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
     big.close()
 
 
+def _received(nbytes: int) -> zmq.Frame:
+    """A real received ZeroMQ frame of ``nbytes`` (values 0..250 repeating)."""
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        b.connect(f"tcp://127.0.0.1:{a.bind_to_random_port('tcp://127.0.0.1')}")
+        a.send(np.tile(np.arange(251, dtype=np.uint8), nbytes // 251 + 1)[:nbytes], copy=False)
+        return b.recv(copy=False)
+    finally:
+        a.close(0)
+        b.close(0)
+        ctx.term()
+
+
+def test_release_frames_hands_back_only_unshared_big_frames() -> None:
+    from backend.service.release import MIN_DISCARD_BYTES, release_frames
+
+    size = 64 << 20
+    big = _received(size)
+    view = np.frombuffer(big, np.uint8)[123:456]  # a live view: its bytes must survive
+    frames = [big]
+    del big
+    assert release_frames(frames) == 0 and frames == []
+    assert np.array_equal(view, np.arange(123, 456) % 251)
+    del view
+    frames = [_received(size), _received(MIN_DISCARD_BYTES // 2), b"small"]
+    discarded = release_frames(frames)
+    assert frames == []
+    if sys.platform.startswith("linux"):  # all whole pages of the big frame, none of the others
+        assert size - 2 * 4096 <= discarded <= size
+    else:
+        assert discarded == 0
+
+
 def test_one_server_per_workdir(server_factory, tmp_path: Path) -> None:
     srv = server_factory()
     second = subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--workdir", str(srv.workdir),
