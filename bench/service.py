@@ -4,14 +4,16 @@
     python bench/service.py --quick --preset tiny --frames 96   # 32 px: the overhead's worst case
     python bench/service.py                    # 200 frames
     python bench/service.py --subject SUBJECT  # a trained subject folder (SUBJECT/avatar/checkpoint.pt)
-    python bench/service.py --max-message      # hello latency next to maximal (512 MiB) messages
+    python bench/service.py --max-message      # hello latency next to maximal (511 MiB) messages
 
 ``--max-message``: another process sends a signed hello every 10 ms throughout, and every round
 trip is kept. Windows: the server's start-up (state ``starting``: torch is imported), idle (the
-baseline), a maximal render job_submit (512 MiB of UV maps, received, validated, scanned and
-stored as inputs.npz) from this process, the same bytes sent to a plain ZeroMQ sink in another
-process instead (what moving 512 MiB over loopback costs the machine, server untouched), and
-the job's own run (the worker loads the 512 MiB inputs). Then, in this process, the longest wait
+baseline), a maximal render job_submit (511 MiB of UV maps, received, validated, scanned,
+stored as inputs.npz and freed) from this process, the same bytes sent to a plain ZeroMQ sink
+in another process instead (what moving 511 MiB over loopback costs the machine, server
+untouched), the job's own run (the worker loads the 511 MiB inputs), and the maximal submit
+again with hmac-sha256 buffer checksums (what a client sends on a link that is neither loopback
+nor CURVE; the server verifies them off its I/O thread). Then, in this process, the longest wait
 of a thread that wants the GIL every millisecond while the inputs are stored by ``np.savez`` and
 by ``protocol.fileio.atomic_write_npz``. Target: every hello during a maximal message < 100 ms.
 
@@ -132,6 +134,7 @@ def max_message(args: argparse.Namespace) -> int:
     from protocol.fileio import atomic_write_npz
     from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
+    load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="emo-bench-maxmsg-"))
     windows: dict[str, list[tuple[float, float]]] = {}
     marks: list[tuple[str, float, float]] = []
@@ -173,18 +176,32 @@ def max_message(args: argparse.Namespace) -> int:
                 dealer.send_multipart([b"big", memoryview(curves).cast("B"), memoryview(uv).cast("B")],
                                       copy=False)
                 dealer.recv()
-                marks.append((f"round {r + 1}: 512 MiB sent to a plain ZeroMQ sink (transfer baseline)", t,
+                marks.append((f"round {r + 1}: 511 MiB sent to a plain ZeroMQ sink (transfer baseline)", t,
                               time.monotonic()))
                 time.sleep(0.5)
                 t = time.monotonic()
                 job = client.submit("render", params, buffers={"curves": curves, "uv_maps": uv})
                 t1 = time.monotonic()
-                marks.append((f"round {r + 1}: maximal render job_submit (512 MiB), until its reply", t, t1))
+                marks.append((f"round {r + 1}: maximal render job_submit (511 MiB), until its reply", t, t1))
                 while client.status(job)["job"]["state"] not in ("done", "failed", "cancelled"):
                     time.sleep(0.05)
-                marks.append((f"round {r + 1}: its job runs (the worker loads the 512 MiB inputs, renders "
+                marks.append((f"round {r + 1}: its job runs (the worker loads the 511 MiB inputs, renders "
                               "1 frame)", t1, time.monotonic()))
-                print(f"round {r + 1}: submit {t1 - t:.2f} s, job {time.monotonic() - t1:.2f} s", flush=True)
+                print(f"round {r + 1}: submit {t1 - t:.2f} s, job {time.monotonic() - t1:.2f} s, "
+                      f"load average {os.getloadavg()[0]:.1f}", flush=True)
+                time.sleep(0.5)
+                # the same with hmac-sha256 buffer checksums, what a client sends on a link that is
+                # neither loopback nor CURVE: the server verifies 511 MiB of them (off its I/O thread)
+                client.session.checksum = "hmac-sha256"
+                t = time.monotonic()
+                job = client.submit("render", params, buffers={"curves": curves, "uv_maps": uv})
+                t1 = time.monotonic()
+                client.session.checksum = "none"
+                marks.append((f"round {r + 1}: the same with hmac-sha256 buffer checksums, until its reply",
+                               t, t1))
+                while client.status(job)["job"]["state"] not in ("done", "failed", "cancelled"):
+                    time.sleep(0.05)
+                print(f"round {r + 1}: submit with checksums {t1 - t:.2f} s", flush=True)
                 time.sleep(0.5)
             out, _ = pinger.communicate("stop\n", timeout=120)  # before the server goes away
             client.shutdown("bench done")
@@ -218,7 +235,7 @@ def max_message(args: argparse.Namespace) -> int:
 
     print(f"\n## Hello latency next to maximal messages ({os.cpu_count()} CPUs; {rows} rows of {size} px "
           f"UV maps = {(uv.nbytes + curves.nbytes) / 2**20:.0f} MiB; {args.rounds} rounds; load average "
-          f"{os.getloadavg()[0]:.1f})\n")
+          f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)\n")
     print("| window | hellos | p50 ms | p99 ms | max ms | over 100 ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, lat in windows.items():
@@ -228,7 +245,7 @@ def max_message(args: argparse.Namespace) -> int:
         ms = [x * 1000 for x in lat]
         print(f"| {name} | {len(ms)} | {percentile(ms, 50):.1f} | {percentile(ms, 99):.1f} | {max(ms):.1f} "
               f"| {sum(x >= 100 for x in ms)} |")
-    print("\n| storing the 512 MiB inputs.npz (in this process) | longest wait of a thread wanting the GIL |")
+    print("\n| storing the 511 MiB inputs.npz (in this process) | longest wait of a thread wanting the GIL |")
     print("|---|---|")
     for name, waits in gil.items():
         print(f"| {name} | {', '.join(f'{w:.1f}' for w in waits)} ms |")

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zmq
 
 from protocol.connection import ConnectionInfo
 from protocol.envelope import Session
+from protocol.errors import RemoteError
 from protocol.link import secure_client_socket
 
 from . import zmtp_raw
@@ -111,6 +113,9 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
     curves = np.zeros((rows, len(names)), np.float32)
     big = srv.client(timeout=120, retries=0)
     _started(big)  # the import of torch at start-up is not what this test measures
+    # with hmac-sha256 buffer checksums (what a client sends on a link that is neither loopback
+    # nor CURVE): the server also verifies 511 MiB of them, the most work a valid message asks for
+    big.session.checksum = "hmac-sha256"
     # the pinger is another process, so its latencies are the server's, not this process's GIL
     pinger = subprocess.Popen([sys.executable, "-m", "backend.service.hello_probe", str(srv.connection_file),
                                "--timeout", "5", "--warm-up"], cwd=ROOT,
@@ -134,10 +139,16 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
           f"median {sorted(during)[len(during) // 2] * 1000:.1f} ms; {len(before)} before it: "
           f"max {max(before, default=0) * 1000:.1f} ms; load average {os.getloadavg()[0]:.1f}")
     assert job and len(during) >= 3
-    # every hello that overlapped the message: its reception, decoding, validation, value scan,
-    # inputs.npz write and release all happen without holding the I/O thread or the GIL for long
+    # every hello that overlapped the message: its reception, decoding, validation, checksums,
+    # value scan, inputs.npz write and release all happen without holding the I/O thread or the
+    # GIL for long
     assert max(during) < 0.1, sorted(during)[-5:]
     big.cancel(job)
+    # the checksums were verified (on the intake thread), not skipped: a wrong one is refused
+    big.session.buffer_key = b"not the link's buffer key"
+    with pytest.raises(RemoteError, match="hmac-sha256 checksum mismatch"):
+        big.submit("render", {"subject_id": "s1", "names": names, "fps": 25.0},
+                   buffers={"curves": curves[:2], "uv_maps": uv[:2]})
     big.close()
 
 
