@@ -14,10 +14,13 @@ it is.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SCREEN_MODS = 4
 """Channels the translator hands to the per-pixel head (which marks, how strong, here)."""
+HEAD_LEAK = 0.2
+"""Negative slope of the head's LeakyReLUs."""
 
 
 class GatedScreen(nn.Module):
@@ -33,30 +36,54 @@ class GatedScreen(nn.Module):
     def __init__(self, directions: int, screen_input: int, head: int) -> None:
         super().__init__()
         self.parts = directions + 1
-        self.head = None
+        self.screen_in = screen_input + 3 * self.parts  # the head's inputs that are the screen's own
+        self.head_in = self.head_mid = self.head_out = None
         if head:
-            cin = screen_input + 3 * self.parts + SCREEN_MODS
-            self.head = nn.Sequential(nn.Conv2d(cin, head, 1), nn.LeakyReLU(0.2, inplace=True),
-                                      nn.Conv2d(head, head, 1), nn.LeakyReLU(0.2, inplace=True),
-                                      nn.Conv2d(head, 3, 1))
-            nn.init.zeros_(self.head[-1].weight)
-            nn.init.zeros_(self.head[-1].bias)
+            self.head_in = nn.Conv2d(self.screen_in + SCREEN_MODS, head, 1)
+            self.head_mid = nn.Conv2d(head, head, 1)
+            self.head_out = nn.Conv2d(head, 3, 1)
+            nn.init.zeros_(self.head_out.weight)
+            nn.init.zeros_(self.head_out.bias)
 
     @property
     def controls(self) -> int:
         """Channels the translator predicts for it: one gate per part, then the head's inputs."""
-        return self.parts + (SCREEN_MODS if self.head is not None else 0)
+        return self.parts + (SCREEN_MODS if self.head_in is not None else 0)
 
-    def forward(self, image: torch.Tensor, controls: torch.Tensor, channels: torch.Tensor,
-                parts: torch.Tensor) -> torch.Tensor:
+    def screen_term(self, channels: torch.Tensor, parts: torch.Tensor) -> torch.Tensor | None:
+        """The head's first layer on the screen's own inputs, with its bias: the same on every
+        frame, so rendering computes it once. (B or 1, hidden, H, W); None without a head."""
+        if self.head_in is None:
+            return None
+        own = self.head_in.weight[:, :self.screen_in]
+        return F.conv2d(torch.cat([channels, parts], 1), own, self.head_in.bias)
+
+    def _head(self, mods: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+        """The head on (B, SCREEN_MODS, H, W) given its ``screen_term`` -> (B, 3, H, W): its 1x1
+        layers as matrix products over the pixels, channels last (twice as fast as 1x1 convolutions)."""
+        b, _, h, w = mods.shape
+        weight = {name: conv.weight[:, :, 0, 0] for name, conv in
+                  (("in", self.head_in), ("mid", self.head_mid), ("out", self.head_out))}
+        x = mods.permute(0, 2, 3, 1).reshape(b * h * w, -1)
+        hidden = (x @ weight["in"][:, self.screen_in:].t()).view(b, h, w, -1) + term.permute(0, 2, 3, 1)
+        hidden = F.leaky_relu(hidden.reshape(b * h * w, -1), HEAD_LEAK)
+        hidden = F.leaky_relu(torch.addmm(self.head_mid.bias, hidden, weight["mid"].t()), HEAD_LEAK)
+        out = torch.addmm(self.head_out.bias, hidden, weight["out"].t())
+        return out.view(b, h, w, 3).permute(0, 3, 1, 2)  # channels-last memory
+
+    def forward(self, image: torch.Tensor, controls: torch.Tensor, channels: torch.Tensor | None,
+                parts: torch.Tensor, term: torch.Tensor | None = None) -> torch.Tensor:
         """image (B, 3, H, W) + the gated screen.
 
         controls: (B, ``controls``, H, W) from the translator; channels: (B, screen_input, H, W)
-        ``screen_channels``; parts: (B, 3 * parts, H, W) ``screen_parts``. Returns (B, 3, H, W).
+        ``screen_channels``; parts: (B or 1, 3 * parts, H, W) ``screen_parts``; term: their
+        ``screen_term`` when already computed (then ``channels`` is not read). Returns (B, 3, H, W).
         """
         out = image
         for d in range(self.parts):
             out = out + (1 + controls[:, d:d + 1]) * parts[:, 3 * d:3 * d + 3]
-        if self.head is not None:
-            out = out + self.head(torch.cat([channels, parts, controls[:, self.parts:]], 1))
+        if self.head_in is not None:
+            if term is None:
+                term = self.screen_term(channels, parts)
+            out = out + self._head(controls[:, self.parts:], term)
         return out

@@ -511,7 +511,8 @@ class InferencePlan:
                                _PackedConv(last.weight, last.bias, 1, [b, head.out_channels, h, w]))
             self.gated, self.gated_inputs, self.screen_layer = net.gated, None, None
             if net.screen.numel() and net.gated is not None:
-                self.gated_inputs = (net.screen_map(h, w, first.weight), net.screen_parts(h, w, first.weight))
+                channels, parts = net.screen_map(h, w, first.weight), net.screen_parts(h, w, first.weight)
+                self.gated_inputs = (parts, net.gated.screen_term(channels, parts))
             elif net.screen.numel():
                 self.screen_layer = net.screen_layer(h, w, first.weight)
 
@@ -578,8 +579,8 @@ class InferencePlan:
             n_in = self.cfg.screen_input
             out = self.gated(out, y[:, self.n_y:], screen_map[:, :n_in], screen_map[:, n_in:])
         elif self.gated is not None and self.gated_inputs is not None:
-            channels, parts = (t.expand(out.shape[0], -1, -1, -1) for t in self.gated_inputs)
-            out = self.gated(out, y[:, self.n_y:], channels, parts)
+            parts, term = self.gated_inputs  # the same on every frame: broadcast over the batch
+            out = self.gated(out, y[:, self.n_y:], None, parts, term)
         return out  # channels-last, as forward_reference's
 
 
