@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
-from backend.style.screen import SCREEN_CHANNELS, screen_channels, screen_of_keyframes, screen_parts
-from backend.style.translator import StyleTranslator, TranslatorConfig
+from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
+from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
 log = logging.getLogger(__name__)
 
@@ -208,18 +208,17 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
-            ch = screen_channels(screen, SCREEN_CHANNELS, plane=s.net.screen_gates > 0).to(inputs)[None]
-            if s.net.screen_gates:  # fitted on the references with their screen, gated per pixel
-                ch = torch.cat([ch, screen_parts(screen, s.net.screen_gates).to(inputs)[None]], 1)
-            else:  # fitted on the references without it, added back unchanged
-                targets = targets - screen.to(targets)
-            inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
-            if unlabeled is not None:
-                unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
     gated = screen is not None and s.net.screen_gates > 0
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,
                       screen_gates=s.net.screen_gates if gated else 0,
                       screen_head=s.net.screen_head if gated else 0)
+    if screen is not None:
+        if not gated:  # fitted on the references without it, added back unchanged
+            targets = targets - screen.to(targets)
+        ch = screen_inputs(screen, net_cfg).to(inputs)[None]
+        inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
+        if unlabeled is not None:
+            unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()

@@ -194,16 +194,19 @@ def _fundamentals(spectrum: torch.Tensor, count: int, keep: int) -> list[tuple[i
     return chosen
 
 
+def _bin_window(h: int, w: int, fy: int, fx: int, keep: int) -> torch.Tensor:
+    """(H, W) mask of the FFT bins within ``keep`` of the signed bin (fy, fx), circularly."""
+    dy = (torch.arange(h)[:, None] - fy + h // 2) % h - h // 2
+    dx = (torch.arange(w)[None, :] - fx + w // 2) % w - w // 2
+    return (dy.abs() <= keep) & (dx.abs() <= keep)
+
+
 def _direction_mask(h: int, w: int, f: tuple[int, int], keep: int) -> torch.Tensor:
     """(H, W) mask of the bins within ``keep`` of +-k x ``f``, k = 1..``HARMONICS``."""
-    ys = torch.arange(h)[:, None]
-    xs = torch.arange(w)[None, :]
     mask = torch.zeros(h, w, dtype=torch.bool)
     for k in range(1, HARMONICS + 1):
         for sign in (1, -1):
-            dy = (ys - sign * k * f[0] + h // 2) % h - h // 2
-            dx = (xs - sign * k * f[1] + w // 2) % w - w // 2
-            mask |= (dy.abs() <= keep) & (dx.abs() <= keep)
+            mask |= _bin_window(h, w, sign * k * f[0], sign * k * f[1], keep)
     return mask
 
 
@@ -273,15 +276,11 @@ def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS,
         h, w = screen.shape[-2:]
         spec = torch.fft.fft2(screen.double().mean(0))
         keep = ScreenSettings().keep
-        ys = torch.arange(h)[:, None]
-        xs = torch.arange(w)[None, :]
         for fy, fx in _fundamentals(spec, n_phases, keep):
-            dy = (ys - fy + h // 2) % h - h // 2
-            dx = (xs - fx + w // 2) % w - w // 2
             if plane:
                 unit = plane_wave(screen.double().mean(0), (fy, fx))
             else:
-                analytic = torch.fft.ifft2(spec * ((dy.abs() <= keep) & (dx.abs() <= keep)))
+                analytic = torch.fft.ifft2(spec * _bin_window(h, w, fy, fx, keep))
                 unit = analytic / analytic.abs().clamp_min(1e-6 * float(analytic.abs().amax()) + 1e-12)
             out += [unit.real.float()[None], unit.imag.float()[None]]
         out += [torch.zeros(1, h, w)] * (1 + 2 * n_phases - len(out))

@@ -87,6 +87,16 @@ class TranslatorConfig:
         return cls(**known)
 
 
+def screen_inputs(screen: torch.Tensor, cfg: TranslatorConfig) -> torch.Tensor:
+    """(3, H, W) screen -> (C, H, W), what a translator of ``cfg`` takes of it, in the layout of
+    ``StyleTranslator.forward``'s ``screen_map``: the ``cfg.screen_input`` network channels
+    (``screen_channels``; plane-wave phases when gated), then with ``cfg.screen_gates`` the
+    ``screen_parts`` the gates scale."""
+    gated = cfg.screen_gates > 0
+    ch = screen_channels(screen, cfg.screen_input, plane=gated)
+    return torch.cat([ch, screen_parts(screen, cfg.screen_gates)]) if gated else ch
+
+
 REFINE_FEATURES = 4
 """Feature channels the coarse network hands to the full-resolution refinement head."""
 
@@ -229,34 +239,14 @@ class StyleTranslator(nn.Module):
         return out + self.screen_layer(out.shape[-2], out.shape[-1], out)
 
     def screen_map(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """(1, screen_input, h, w): the stored screen's input channels (``screen_channels``) at this
-        size, as ``like``'s device and dtype (a stored screen only); computed once per size."""
+        """(1, C, h, w): ``screen_inputs`` of the stored screen at this size, as ``like``'s device
+        and dtype (a stored screen only); computed once per size."""
         def make() -> torch.Tensor:
-            ch = screen_channels(self.screen.to(like), self.cfg.screen_input,
-                                 plane=self.cfg.screen_gates > 0)[None]
+            ch = screen_inputs(self.screen.to(like), self.cfg)[None]
             if ch.shape[-2:] != (h, w):
                 ch = F.interpolate(ch, size=(h, w), mode="bilinear", align_corners=False)
             return ch
         return self._screen_cached("input", h, w, like, make)
-
-    def _screen_input(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, screen_input, H, W): the screen's input channels (``screen_channels``) at
-        ``image``'s size (zeros without a screen)."""
-        b, _, h, w = image.shape
-        n = self.cfg.screen_input
-        if self.screen.numel() == 0:
-            return image.new_zeros(b, n, h, w)
-        return self.screen_map(h, w, image).expand(b, n, h, w)
-
-    def screen_parts(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """(1, 3 * (screen_gates + 1), h, w): ``screen_parts`` of the stored screen at this size, as
-        ``like``'s device and dtype (a stored screen only); computed once per size."""
-        def make() -> torch.Tensor:
-            parts = screen_parts(self.screen.to(like), self.cfg.screen_gates)[None]
-            if parts.shape[-2:] != (h, w):
-                parts = F.interpolate(parts, size=(h, w), mode="bilinear", align_corners=False)
-            return parts
-        return self._screen_cached("parts", h, w, like, make)
 
     def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None,
                 screen_map: torch.Tensor | None = None) -> torch.Tensor:
@@ -280,9 +270,12 @@ class StyleTranslator(nn.Module):
         if self.cfg.guides and guides is not None:
             parts.append(guides)
         n_in = self.cfg.screen_input
+        if screen_map is None and n_in and self.screen.numel():
+            screen_map = self.screen_map(h, w, image).expand(image.shape[0], -1, h, w)
         channels = None
         if n_in:
-            channels = screen_map[:, :n_in] if screen_map is not None else self._screen_input(image)
+            channels = (screen_map[:, :n_in] if screen_map is not None
+                        else image.new_zeros(image.shape[0], n_in, h, w))
             parts.append(channels)
         x = torch.cat(parts, 1).contiguous(memory_format=torch.channels_last) if len(parts) > 1 else image
         r = self.cfg.unshuffle
@@ -303,10 +296,8 @@ class StyleTranslator(nn.Module):
         if self.refine is not None:
             head, last = self.refine
             out = out + last(head[1](split_conv([image, y[:, :3 + extra]], head[0])))
-        if self.gated is not None and (screen_map is not None or self.screen.numel()):
-            sp = (screen_map[:, n_in:] if screen_map is not None
-                  else self.screen_parts(h, w, image).expand(image.shape[0], -1, h, w))
-            return self.gated(out, y[:, 3 + extra:], channels, sp)
+        if self.gated is not None and screen_map is not None:
+            return self.gated(out, y[:, 3 + extra:], channels, screen_map[:, n_in:])
         return self._add_screen(out)  # channels-last, so a (B, H, W, C) permute of it is contiguous
 
     def _weights_key(self) -> tuple:
@@ -481,7 +472,7 @@ class InferencePlan:
         with torch.no_grad():
             self.screen_term = None
             if self.stored_screen:
-                ch = net.screen_map(h, w, first.weight)
+                ch = net.screen_map(h, w, first.weight)[:, :cfg.screen_input]
                 ws = first.weight[:, rest].contiguous(memory_format=torch.channels_last)
                 term = F.conv2d(self._prep(ch), ws, first.bias, 1, 1)
                 # one copy per frame of the batch: oneDNN fuses a same-shape addition only
@@ -512,7 +503,8 @@ class InferencePlan:
                                _PackedConv(last.weight, last.bias, 1, [b, head.out_channels, h, w]))
             self.gated, self.gated_inputs, self.screen_layer = net.gated, None, None
             if net.screen.numel() and net.gated is not None:
-                channels, parts = net.screen_map(h, w, first.weight), net.screen_parts(h, w, first.weight)
+                full = net.screen_map(h, w, first.weight)
+                channels, parts = full[:, :cfg.screen_input], full[:, cfg.screen_input:]
                 self.gated_inputs = (parts, net.gated.screen_term(channels, parts))
             elif net.screen.numel():
                 self.screen_layer = net.screen_layer(h, w, first.weight)
