@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/render.py [--quick] [--compile] [--threads N] [--size 128] [--batch 4] [--style]
+    python bench/render.py [--quick] [--compile] [--threads N] [--size 128] [--batch 4]
 
 Prints a Markdown table:
 - frames/s of the full renderer (texture + deformer + skips + generator) at batch 1 and batched
@@ -16,11 +16,6 @@ With ``--compile``, the renderer and the generator also run through ``torch.comp
 product's ``--compile`` path, ``backend.model.compiled``) and get rows of their own; compiling
 takes a few minutes cold on 2 cores (seconds once inductor's cache holds the graphs), outside
 the timings.
-With ``--style``, the renderer also runs with a style translator of the ``cpu`` edit preset's
-size (``backend.train.translator_edit``; random weights: the cost does not depend on them), with
-and without a frame-locked screen, at the product's render batch of 8, alternated with the
-unstyled renderer in the same rounds: styled / unstyled time (target <= 1.3x), for the translator's
-``InferencePlan`` (what rendering runs) and for its ``forward_reference``.
 Timings are medians over interleaved rounds (renderer, generator, GEMM alternate), so a busy
 machine slows all of them alike; the CPU-time columns (process CPU seconds, all threads) are the
 least sensitive to other processes on a shared machine.
@@ -127,58 +122,6 @@ def tiny_train_step_ms(n_expr: int, reps: int) -> float:
     return 1000 * timed(step, max(reps, 3))[0]
 
 
-TARGET_STYLE = 1.3  # styled render <= 1.3 x unstyled
-
-
-def style_cost(model: EmoAvatar, size: int, rounds: int, reps: int) -> None:
-    """Prints styled / unstyled render time (module doc, ``--style``)."""
-    from backend.model.compiled import InferenceForward
-    from backend.style.screen import SCREEN_CHANNELS
-    from backend.style.translator import StyleTranslator
-    from backend.train.translator_edit import TRANSLATOR_SETTINGS
-
-    batch = 8  # Renderer.render's default
-    uv, ew = _uv(batch, size), torch.randn(batch, model.cfg.window, model.cfg.n_expr)
-    base = TRANSLATOR_SETTINGS["cpu"].net
-    forwards = {"unstyled": InferenceForward(model)}
-    for name, cfg in (("cpu preset", base),
-                      ("cpu preset + screen", dataclasses.replace(base, screen_input=SCREEN_CHANNELS))):
-        torch.manual_seed(1)
-        net = StyleTranslator(cfg).eval()
-        with torch.no_grad():
-            for p in net.parameters():
-                p.normal_(0, 0.02)
-            if cfg.screen_input:
-                c = torch.arange(size, dtype=torch.float32)
-                net.set_screen(0.1 * torch.sin(0.9 * (c[:, None] + c[None, :])).expand(3, -1, -1))
-        reference = StyleTranslator(cfg).eval()
-        reference.load_state_dict(net.state_dict())
-        reference.set_screen(net.screen if net.screen.numel() else None)
-        reference.fused_inference = False
-        forwards[name] = InferenceForward(model, post=net)
-        forwards[f"{name}, reference forward"] = InferenceForward(model, post=reference)
-    times: dict[str, list[float]] = {k: [] for k in forwards}
-    with torch.inference_mode():
-        for f in forwards.values():
-            f(uv, ew)  # warm-up (and the plans)
-        for _ in range(rounds * 2):
-            for k, f in forwards.items():
-                times[k].append(timed(lambda f=f: f(uv, ew), reps)[0] / batch)
-    plain = times.pop("unstyled")
-    print(f"\n### Styled render cost ({size} px, batch {batch}, {torch.get_num_threads()} threads, "
-          f"{rounds * 2} alternated rounds, load avg {os.getloadavg()[0]:.1f})\n")
-    print(f"unstyled: {1000 * min(plain):.1f} ms/frame (fastest round)\n")
-    print("| translator | styled ms/frame | x unstyled (fastest) | x unstyled per round (median, range) "
-          "| target |")
-    print("|---|---:|---:|---|---|")
-    for k, t in times.items():
-        ratio = min(t) / min(plain)
-        per = sorted(a / b for a, b in zip(t, plain, strict=True))
-        print(f"| {k} | {1000 * min(t):.1f} | {ratio:.2f} | {statistics.median(per):.2f} "
-              f"({per[0]:.2f}-{per[-1]:.2f}) | {'met' if ratio <= TARGET_STYLE else 'missed'} "
-              f"(<= {TARGET_STYLE}) |")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (< 60 s)")
@@ -188,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-expr", type=int, default=52)
     ap.add_argument("--compile", action="store_true",
                     help="also time the torch.compile path (compiles first: minutes cold, seconds cached)")
-    ap.add_argument("--style", action="store_true",
-                    help="also time the render with a style translator (styled / unstyled)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -273,8 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         print(f"\ncompiled: torch.compile (inductor, static shapes), {compile_s:.0f} s to compile the "
               f"{2 * len(inputs)} graphs (not in the timings; seconds when inductor's cache holds them)")
-    if args.style:
-        style_cost(model, cfg.size, rounds, reps)
     tiny_ms = tiny_train_step_ms(args.n_expr, reps)
     print(f"\ntiny config (32 px) forward + backward, batch 2: {tiny_ms:.0f} ms wall (target < 500 ms)")
     print("\ntargets: >= 10 frames/s at 128 px; generator >= 50% of the GEMM rate"
