@@ -68,7 +68,7 @@ def checksum_scheme(checksum: Any, what: str = "buffer") -> str:
     if not isinstance(checksum, str) or ":" not in checksum:
         raise BufferSpecError(f"{what}: checksum {str(checksum)[:80]!r} is not of the form 'crc32:<hex>'")
     scheme = checksum.split(":", 1)[0]
-    if scheme not in ("crc32", "hmac-sha256"):
+    if scheme == "none" or scheme not in CHECKSUMS:
         raise BufferSpecError(f"{what}: unknown checksum scheme {scheme[:40]!r}; "
                               "expected crc32 or hmac-sha256")
     return scheme

@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 import numpy as np
+import zmq
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,11 @@ def release_frames(frames: list[Any]) -> int:
     """Drop every frame in ``frames`` (the list ends empty), big unshared ones page by page first.
 
     Args:
-        frames: received message frames (``zmq.Frame``, bytes, ...); the caller passes its
-            only reference to them in this list and keeps no other (a frame still referenced
-            elsewhere keeps its bytes and is only dropped from the list).
+        frames: received message frames (``recv_multipart(copy=False)``); the caller passes
+            its only reference to them in this list and keeps no other. Only a ``zmq.Frame``
+            nothing else references is handed back page by page: bytes, memoryviews and frames
+            still referenced elsewhere may share memory with something alive, and are only
+            dropped from the list.
 
     Returns:
         Bytes handed back to the kernel before the frames were dropped.
@@ -61,7 +64,7 @@ def release_frames(frames: list[Any]) -> int:
     while frames:
         frame = frames.pop()
         # 2 references: ``frame`` and getrefcount's argument; any more is a view into the bytes
-        if _madvise is not None and sys.getrefcount(frame) == 2:
+        if _madvise is not None and type(frame) is zmq.Frame and sys.getrefcount(frame) == 2:
             discarded += _discard(frame)
         del frame  # the munmap (or free) happens here
     return discarded

@@ -320,12 +320,15 @@ class Server:
                 dev = pick_device(requested)
                 self.device_name = str(dev)
                 self.env.device = str(dev)
-                _import_request_modules()
-                _freeze_start_up_objects()
             except Exception as exc:
                 log.error("device %r unusable: %s", requested, exc)
                 self.outbox.event("log", {"level": "error", "text": f"device {requested!r} unusable: {exc}",
                                           "logger": "server"})
+            try:  # jobs import these themselves if this fails: it only saves the first job the wait
+                _import_request_modules()
+                _freeze_start_up_objects()
+            except Exception as exc:
+                log.error("start-up import failed (the first job imports again): %s", exc)
             finally:
                 self.started_up.set()
 
