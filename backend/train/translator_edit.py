@@ -150,7 +150,8 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     for k in loaded:
         a = check_alignment(k.reference.rgb, real_u8, k.frame, source=f"reference {k.reference.source}",
                             box=box)
-        alignments.append({"frame": k.frame, "edge_ncc": round(a.ncc_frame, 4), "best_frame": a.best_frame,
+        alignments.append({"frame": k.frame, "orientation_ncc": round(a.ncc_frame, 4),
+                           "edge_ncc": round(a.edge_ncc_frame, 4), "best_frame": a.best_frame,
                            "shift_px": list(a.shift)})
     if settings is None:
         settings = translator_settings(meta.get("preset"), steps)

@@ -19,7 +19,7 @@ from backend.style.translator import (
     translator_state,
 )
 from tests.edit.conftest import N_FRAMES, SIZE, draw_frame
-from tests.edit.unseen_looks import cool_halftone, posterised_ink
+from tests.edit.unseen_looks import cool_halftone, emboss_grey, neon_edges, posterised_ink
 
 
 def _t(rgb: np.ndarray) -> torch.Tensor:
@@ -207,6 +207,23 @@ def test_misaligned_references_name_the_shift_or_the_likely_frame(look: str) -> 
         check_alignment(np.roll(fn(frames[3]), (8, 8), axis=(0, 1)), frames, 3, box=box)
     with pytest.raises(AlignmentError, match="matches frame 12 best"):
         check_alignment(fn(frames[12]), frames, 3, box=box)
+
+
+@pytest.mark.parametrize("look", [neon_edges, emboss_grey], ids=["neon_edges", "emboss_grey"])
+def test_looks_that_redraw_edges_pass_the_alignment_check_on_their_own_frame(look) -> None:
+    """A glow or a relief moves the gradient off the photograph's edge (the gradient-magnitude
+    match alone named another frame for both on the demo subject); the orientation field does not."""
+    from backend.train.alignment import AlignmentError, check_alignment
+    from backend.train.translator_edit import face_box
+
+    drawn = [draw_frame(t, 128) for t in range(N_FRAMES)]
+    frames = np.stack([d[0] for d in drawn])
+    box = face_box(np.stack([d[1][..., 2] for d in drawn]))
+    for t in (0, 3, 12):
+        a = check_alignment(look(frames[t]), frames, t, box=box)
+        assert a.ncc_best - a.ncc_frame < 0.05, (t, a)
+    with pytest.raises(AlignmentError, match="shifted by"):
+        check_alignment(np.roll(look(frames[3]), (8, 8), axis=(0, 1)), frames, 3, box=box)
 
 
 def test_edit_refuses_a_shifted_reference(edit_subject: Path) -> None:

@@ -5,7 +5,9 @@ that were never used to tune it (the built-in looks in ``backend.looks`` were).
 ``pop_flat``, ``soft_pastel`` and ``warm_crosshatch`` were written after the default edit was
 fixed; ``warm_crosshatch`` then became the case the gated screens were developed on
 (docs/editing.md). ``blue_dot_halftone`` and ``canvas_grade`` were written after the gated
-screens were fixed and have only ever been scored (``bench/style.py --looks``).
+screens were fixed and have only ever been scored (``bench/style.py --looks``). ``neon_edges`` and
+``emboss_grey`` redraw edges as glows and reliefs; the edge-map alignment check refused aligned
+references of both, which is what its orientation field was then measured on.
 """
 
 from __future__ import annotations
@@ -100,3 +102,29 @@ def canvas_grade(rgb: np.ndarray) -> np.ndarray:
     lum = img.mean(-1, keepdims=True)
     out = img * (1 + 0.22 * lum * weave[..., None])
     return np.clip(out * 255, 0, 255).astype(np.uint8)
+
+
+def neon_edges(rgb: np.ndarray) -> np.ndarray:
+    """Night neon: the image darkened to navy, its edges redrawn as glows from cyan (left) to
+    magenta (right). The glow peaks where the photograph's edge is, so its own gradient lies on
+    both sides of the edge."""
+    img = rgb.astype(np.float32) / 255.0
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (0, 0), 1.0).astype(np.float32) / 255.0
+    mag = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    edge = np.clip((mag - 0.15) * 1.2, 0, 1)
+    glow = np.clip(edge + cv2.GaussianBlur(edge, (0, 0), 2.0) * 0.8, 0, 1)
+    h, w = g.shape
+    t = (np.mgrid[:h, :w][1] / max(w - 1, 1)).astype(np.float32)[..., None]
+    neon = (1 - t) * np.array([0.1, 0.95, 1.0], np.float32) + t * np.array([1.0, 0.2, 0.85], np.float32)
+    base = img * 0.25 + np.array([0.02, 0.03, 0.12], np.float32)
+    out = base * (1 - glow[..., None]) + neon * glow[..., None]
+    return np.clip(out * 255, 0, 255).astype(np.uint8)
+
+
+def emboss_grey(rgb: np.ndarray) -> np.ndarray:
+    """Grey relief: a 3x3 directional emboss kernel on mid-grey (edges become a light and a dark
+    line, about a pixel off the photograph's edge)."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    k = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
+    relief = np.clip(cv2.filter2D(grey, -1, k) * 0.6 + 128 * 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(relief[..., None], 3, -1)
