@@ -52,8 +52,6 @@ LEFT_MOUTH_CORNER = (291, 308)
 RIGHT_FACE_SIDE, LEFT_FACE_SIDE = 234, 454
 RIGHT_NOSE_WING = (98, 64, 129, 49, 48, 102)
 LEFT_NOSE_WING = (327, 294, 358, 279, 278, 331)
-LEFT_UPPER_LIP_SIDE = (267, 269, 270, 312, 311, 310)
-RIGHT_LOWER_LIP_SIDE = (84, 181, 91, 87, 178, 88)
 NOSE_TIP_AND_BRIDGE = (1, 2, 4, 5, 6, 168, 195, 197)
 CHIN = 152
 N_VERTICES = 468
@@ -187,8 +185,8 @@ def build_expression_model(landmarks: np.ndarray) -> ExpressionModel:
         "eyeSquintRight": _squint(v, s, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
         "noseSneerLeft": _sneer(v, s, LEFT_NOSE_WING),
         "noseSneerRight": _sneer(v, s, RIGHT_NOSE_WING),
-        "mouthUpperUpLeft": _lip_side(v, s, LEFT_UPPER_LIP_SIDE, -0.09),
-        "mouthLowerDownRight": _lip_side(v, s, RIGHT_LOWER_LIP_SIDE, +0.09),
+        "mouthUpperUpLeft": _lip_side(v, s, True, +1.0, 0.09),
+        "mouthLowerDownRight": _lip_side(v, s, False, -1.0, 0.09),
     }
     jaw_weight = _mouth_line_weight(v)
     deltas["jawLeft"] = jaw_weight[:, None] * np.array([0.12 * s, 0.0, 0.0])
@@ -254,19 +252,40 @@ def _pinned_field(v: np.ndarray, s: float, moved: list[int], move: np.ndarray, p
 
 
 def _lips_sideways(v: np.ndarray, s: float, sign: float) -> np.ndarray:
-    """All lip points slide by 0.12 inter-ocular distances towards image right (``sign`` +1)."""
+    """All lip points slide by 0.12 inter-ocular distances (about 11 mm) towards image right
+    (``sign`` +1); the skin around follows, the chin and the nose stay."""
     lips = sorted(set(INNER_LIP_UPPER + INNER_LIP_LOWER + OUTER_LIP_UPPER + OUTER_LIP_LOWER))
     pins = [CHIN, *NOSE_TIP_AND_BRIDGE]
     return _pinned_field(v, s, lips, np.array([sign * 0.12 * s, 0.0, 0.0]), pins, 0.22)
 
 
 def _squint(v: np.ndarray, s: float, upper: tuple[int, ...], lower: tuple[int, ...]) -> np.ndarray:
-    """Lower lid up by 0.6 of the lid gap (upper lid and brow pinned), the cheek under it a little."""
-    up, lo = list(upper[1:-1]), list(lower[1:-1])
+    """The muscle ring around one eye contracts: the lower lid rises by 0.6 of the lid gap (most
+    in its middle), the upper lid drops by 0.05 of it, the cheek under the eye bunches up by 0.05
+    inter-ocular distances; the brow, the nose and the other eye stay."""
+    up, lo = np.array(upper[1:-1]), np.array(lower[1:-1])
     gap = float(np.mean(v[lo, 1] - v[up, 1]))
-    move = np.array([0.0, -0.6 * gap, 0.0])
-    pins = list(upper) + list(RIGHT_BROW_INNER + LEFT_BROW_INNER + RIGHT_BROW_OUTER + LEFT_BROW_OUTER)
-    return _pinned_field(v, s, lo, move, pins, 0.12)
+    width = abs(v[upper[0], 0] - v[upper[-1], 0])
+    centre_x = 0.5 * (v[upper[0], 0] + v[upper[-1], 0])
+    # 1 in the middle of the eye, about 0.5 next to the corners
+    profile = lambda ids: 0.5 + 0.5 * np.cos(np.pi * np.clip((v[ids, 0] - centre_x) / (0.6 * width), -1, 1))  # noqa: E731
+    lo_move = np.outer(profile(lo), [0.0, -0.6 * gap, 0.0])
+    up_move = np.outer(profile(up), [0.0, 0.05 * gap, 0.0])
+    cheek = v[lo].copy()
+    cheek[:, 1] += 0.28 * s
+    cheek_move = np.tile([0.0, -0.05 * s, 0.0], (len(cheek), 1))
+    brows = (*RIGHT_BROW_INNER, *LEFT_BROW_INNER, *RIGHT_BROW_OUTER, *LEFT_BROW_OUTER, *RIGHT_BROW_MID,
+             *LEFT_BROW_MID)
+    pins = v[[*brows, *NOSE_TIP_AND_BRIDGE]]
+    ring = _ring(v[list(upper) + list(lower)], pad=0.45 * s, n=16)
+    still = np.zeros((2 + len(pins) + len(ring), 3))  # eye corners, brows, nose, outer ring
+    handles = np.concatenate([v[lo], v[up], cheek, v[[upper[0], upper[-1]]], pins, ring])
+    values = np.concatenate([lo_move, up_move, cheek_move, still])
+    delta = _soft_field(v, handles, values, sigma=0.12 * s, power=2.0)
+    delta[lo], delta[up] = lo_move, up_move
+    delta[[upper[0], upper[-1]]] = 0.0
+    delta[[*brows, *NOSE_TIP_AND_BRIDGE]] = 0.0
+    return delta
 
 
 def _sneer(v: np.ndarray, s: float, wing: tuple[int, ...]) -> np.ndarray:
@@ -276,13 +295,30 @@ def _sneer(v: np.ndarray, s: float, wing: tuple[int, ...]) -> np.ndarray:
     return _pinned_field(v, s, list(wing), np.array([0.0, -0.10 * s, 0.0]), pins, 0.10)
 
 
-def _lip_side(v: np.ndarray, s: float, points: tuple[int, ...], dy: float) -> np.ndarray:
-    """One side of one lip moves by ``dy`` inter-ocular distances (image y down); the other lip,
-    the corners and the nose stay."""
-    other = OUTER_LIP_LOWER + INNER_LIP_LOWER if dy < 0 else OUTER_LIP_UPPER + INNER_LIP_UPPER
-    pins = [*sorted(set(other) - set(points)), 0, 17, 13, 14, *NOSE_TIP_AND_BRIDGE, CHIN]
-    pins = [p for p in pins if p not in points]
-    return _pinned_field(v, s, list(points), np.array([0.0, dy * s, 0.0]), pins, 0.08)
+def _lip_side(v: np.ndarray, s: float, upper_lip: bool, side: float, amount: float) -> np.ndarray:
+    """One side of one lip is pulled away from the other lip by ``amount`` inter-ocular distances
+    (``side`` +1: image right = the subject's left): most half-way between the lip's centre and
+    its corner, about half at the centre, little at the corner and nothing past the far side's
+    middle - a smooth lip line, as when a lip is raised (or lowered) over the canine. The skin
+    above (below) follows; the other lip, the nose and the chin stay."""
+    outer, inner = (OUTER_LIP_UPPER, INNER_LIP_UPPER) if upper_lip else (OUTER_LIP_LOWER, INNER_LIP_LOWER)
+    other = OUTER_LIP_LOWER + INNER_LIP_LOWER if upper_lip else OUTER_LIP_UPPER + INNER_LIP_UPPER
+    lip = sorted(set(outer + inner) - {61, 291, 78, 308})
+    mid_x = 0.5 * (v[RIGHT_MOUTH_CORNER[0], 0] + v[LEFT_MOUTH_CORNER[0], 0])
+    half = 0.5 * abs(v[LEFT_MOUTH_CORNER[0], 0] - v[RIGHT_MOUTH_CORNER[0], 0])
+    u = side * (v[lip, 0] - mid_x) / half  # 0 at the centre, 1 at this side's corner
+    profile = np.exp(-0.5 * ((u - 0.5) / 0.42) ** 2) * (1.0 - 0.75 * _smoothstep(0.6, 1.0, u))
+    move = np.outer(profile, [0.0, (-1.0 if upper_lip else 1.0) * amount * s, 0.0])
+    beyond = v[lip].copy()  # the skin just above (below) the lip follows half-way
+    beyond[:, 1] += (-1.0 if upper_lip else 1.0) * 0.12 * s
+    pins = [*sorted(set(other) | {61, 291}), *NOSE_TIP_AND_BRIDGE, CHIN,
+            *RIGHT_NOSE_WING, *LEFT_NOSE_WING]
+    handles = np.concatenate([v[lip], beyond, v[pins]])
+    values = np.concatenate([move, 0.5 * move, np.zeros((len(pins), 3))])
+    delta = _soft_field(v, handles, values, sigma=0.10 * s, power=2.0)
+    delta[lip] = move
+    delta[pins] = 0.0
+    return delta
 
 
 def _ring(points: np.ndarray, pad: float, n: int = 12) -> np.ndarray:

@@ -129,7 +129,6 @@ def _pucker(s: Shapes) -> np.ndarray:
 # --- the rest of the observable ARKit face -----------------------------------------------------
 _NOSE_BRIDGE, _NOSE_BASE, _CHIN = 6, 2, 152
 _EYE_CORNERS = {True: (263, 362), False: (33, 133)}  # (outer, inner); True = subject's left (+x)
-_LOWER_LID = {True: 374, False: 145}
 _IRIS_RINGS = (tuple(range(468, 473)), tuple(range(473, 478)))
 
 
@@ -161,11 +160,32 @@ def _gaze(axis: int, left: bool) -> Callable[[Shapes], np.ndarray]:
     return fn
 
 
-def _lower_lid(left: bool) -> Callable[[Shapes], np.ndarray]:
-    """Lower-lid height over the eye corners, in eye widths (a squint raises it)."""
+LID_COUPLING = 0.3
+"""Share of the upper lid's fall that FaceMesh also gives its lower-lid points when an eye closes
+(a blink), measured on the sample's blinks, whose true lower lid rises by only 0.04 of the lid
+gap: FaceMesh raises its lower lid by 0.3-0.4 of the upper lid's fall at 61 to 120 px face heights."""
+
+
+def _lid_heights(s: Shapes, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Upper- and lower-lid heights (T,) over the eye corners' midpoint, in eye widths (three lid
+    points each; the upper one is positive, the lower one negative)."""
+    pairs = (_EYE_L if left else _EYE_R)[0]
+    centre, width = _eye_frame(s, left)
+    upper = _y(s, *(a for a, _ in pairs)) - centre[:, 1]
+    lower = _y(s, *(b for _, b in pairs)) - centre[:, 1]
+    return upper / width, lower / width
+
+
+def _squint(left: bool) -> Callable[[Shapes], np.ndarray]:
+    """Lower-lid rise beyond what a closing upper lid drags along (eye widths).
+
+    A squint closes the eye from below, a blink from above; FaceMesh couples the two lids, so a
+    blink alone lifts its lower lid by ``LID_COUPLING`` of the upper lid's fall. Adding that share
+    of the upper-lid height cancels it: a blink reads ~0, a squint (lower lid up, upper lid barely
+    down) keeps most of its lower-lid rise."""
     def fn(s: Shapes) -> np.ndarray:
-        centre, width = _eye_frame(s, left)
-        return (s[:, _LOWER_LID[left], 1] - centre[:, 1]) / width
+        upper, lower = _lid_heights(s, left)
+        return lower + LID_COUPLING * upper
     return fn
 
 
@@ -189,11 +209,40 @@ def _jaw_x(s: Shapes) -> np.ndarray:
     return _off_midline(s, _CHIN)
 
 
+_NOSE_RIDGE = (6, 168, 197, 195, 5, 4, 1)  # bridge to tip: rigid, on the face's midline
+
+
 def _lips_x(s: Shapes) -> np.ndarray:
-    """Lip midline (upper and lower lip centres) off the nose line, less half the chin's offset
-    (cm): a sideways jaw carries the lower lip fully and the upper lip not at all; a smile moves a
-    corner but not the midline."""
-    return 0.5 * (_off_midline(s, 0) + _off_midline(s, 17)) - 0.5 * _off_midline(s, _CHIN)
+    """Upper lip's centre (outer and inner contour, 0 and 13) off the nose ridge, sideways (cm,
+    +x = the subject's left). The upper lip rides on the skull: a sideways jaw carries the lower
+    lip but not the upper one, and a smile moves a corner but not the centre, so only the lips
+    themselves moving sideways move it."""
+    return s[:, [0, 13], 0].mean(1) - s[:, list(_NOSE_RIDGE), 0].mean(1)
+
+
+# lip sides (three points each, half-way between the lip centre and its corner)
+_UPPER_SIDE = {True: (267, 269, 270), False: (37, 39, 40)}
+_LOWER_SIDE = {True: (314, 405, 321), False: (84, 181, 91)}
+_CORNER = {True: 291, False: 61}
+
+
+def _upper_lip_raise(left: bool) -> Callable[[Shapes], np.ndarray]:
+    """How far one side of the upper lip bulges above its chord (cm), less the other side's bulge.
+
+    The chord runs from the lip's centre (0) to that side's corner: a smile or frown moves the
+    corner and a jaw opening or shrug the centre, and the chord moves with them; a raised lip side
+    bulges above it. FaceMesh lifts the whole upper lip when one side rises (the centre about as
+    much as the raised side), so the other side's bulge is the reference that cancels that
+    lift; a raise of both sides at once reads as none."""
+    def bulge(s: Shapes, side: bool) -> np.ndarray:
+        return _y(s, *_UPPER_SIDE[side]) - 0.5 * (s[:, 0, 1] + s[:, _CORNER[side], 1])
+    return lambda s: bulge(s, left) - bulge(s, not left)
+
+
+def _lower_lip_drop(left: bool) -> Callable[[Shapes], np.ndarray]:
+    """Height of one side of the lower lip over the chin (cm; lowering the lip side decreases
+    it): a jaw opening moves the chin with the lip, a lip pulled down moves the lip alone."""
+    return lambda s: _y(s, *_LOWER_SIDE[left]) - s[:, _CHIN, 1]
 
 
 def _lip_thickness(outer_up: int, inner_up: int, inner_lo: int, outer_lo: int
@@ -257,7 +306,7 @@ for _left, _side_name in ((True, "Left"), (False, "Right")):
         f"eyeLookIn{_side_name}": Measure(_gaze(0, _left), -_out, "median", 0.06, _eye_region(_left)),
         f"eyeLookUp{_side_name}": Measure(_gaze(1, _left), +1, "median", 0.04, _eye_region(_left)),
         f"eyeLookDown{_side_name}": Measure(_gaze(1, _left), -1, "median", 0.04, _eye_region(_left)),
-        f"eyeSquint{_side_name}": Measure(_lower_lid(_left), +1, "median", 0.04, _eye_region(_left)),
+        f"eyeSquint{_side_name}": Measure(_squint(_left), +1, "median", 0.04, _eye_region(_left)),
         f"mouthPress{_side_name}": Measure(
             _lip_thickness(*((269, 311, 318, 405) if _left else (39, 81, 88, 181))), -1, "median", 0.15,
             _mouth_side(_left)),
@@ -265,11 +314,8 @@ for _left, _side_name in ((True, "Left"), (False, "Right")):
                                              _mouth_side(_left)),
         f"mouthDimple{_side_name}": Measure(_rel(291 if _left else 61, _NOSE_BRIDGE, 2), -1, "median", 0.3,
                                             _mouth_side(_left)),
-        # against the lip's own centre: an open jaw or a lip raise moves both
-        f"mouthLowerDown{_side_name}": Measure(_rel(405 if _left else 181, 17, 1), -1, "median", 0.2,
-                                               _mouth_side(_left)),
-        f"mouthUpperUp{_side_name}": Measure(_rel(269 if _left else 39, 0, 1), +1, "median", 0.2,
-                                             _mouth_side(_left)),
+        f"mouthLowerDown{_side_name}": Measure(_lower_lip_drop(_left), -1, "median", 0.2, _mouth_side(_left)),
+        f"mouthUpperUp{_side_name}": Measure(_upper_lip_raise(_left), +1, "median", 0.08, _mouth_side(_left)),
         f"cheekSquint{_side_name}": Measure(_rel(330 if _left else 101, _NOSE_BRIDGE, 1), +1, "median", 0.2,
                                             _cheek_region(_left)),
         f"noseSneer{_side_name}": Measure(_rel(327 if _left else 98, 1, 1), +1, "median", 0.15,
@@ -279,7 +325,7 @@ MEASURES.update({
     "jawLeft": Measure(_jaw_x, +1, "median", 0.3, _lower_face),
     "jawRight": Measure(_jaw_x, -1, "median", 0.3, _lower_face),
     "jawForward": Measure(_rel(_CHIN, _NOSE_BRIDGE, 2), +1, "median", 0.3, _lower_face),
-    # the lips move sideways against the chin (a sideways jaw moves both: jawLeft/Right)
+    # the upper lip moves sideways against the nose (a sideways jaw carries only the lower lip)
     "mouthLeft": Measure(_lips_x, +1, "median", 0.25, _mouth_region),
     "mouthRight": Measure(_lips_x, -1, "median", 0.25, _mouth_region),
     "mouthRollUpper": Measure(_lip_thickness(0, 13, 13, 13), -1, "median", 0.12, _mouth_region),

@@ -96,15 +96,32 @@ def test_every_observable_arkit_name_gets_a_blendshape_and_a_curve(tiny_tracked_
         assert np.abs(rig.deltas[k][~masks[k]]).max() == 0.0, name
 
 
-NEW_ANIMATED = ("mouthLeft", "mouthRight", "jawLeft", "eyeSquintLeft", "eyeSquintRight", "noseSneerLeft",
-                "noseSneerRight", "mouthUpperUpLeft", "mouthLowerDownRight")
+NEW_PASSING = ("mouthLeft", "eyeSquintRight", "mouthLowerDownRight")
+NEW_WEAK = {
+    "mouthRight": "FaceMesh moves its lip points by about a third of a sideways shift to image left",
+    "jawLeft": "FaceMesh moves its chin by about a fifth of a sideways jaw (tracked r ~0.79 at 256 px)",
+    "eyeSquintLeft": "FaceMesh lowers the upper lid as much as it raises the lower one for this eye",
+    "noseSneerLeft": "FaceMesh's nose points move rigidly: a 9 mm wing rise moves them by 0.3 mm",
+    "noseSneerRight": "FaceMesh's nose points move rigidly: a 9 mm wing rise moves them by 0.3 mm",
+    "mouthUpperUpLeft": "FaceMesh lifts the whole upper lip for a one-sided raise (tracked r ~0.75)",
+}
+"""The new names the sample animates: those whose tracked curve reaches r >= 0.8, and the rest with
+why not (docs/tracking.md, "Face model"); each of the rest is a strict xfail, so a fix shows."""
 
 
-@pytest.mark.xfail(strict=True, reason="MediaPipe FaceMesh follows these local deformations of the sample "
-                   "only weakly (tracked r 0.7 at best, docs/tracking.md); the r >= 0.8 target is not met")
-@pytest.mark.parametrize("name", NEW_ANIMATED)
+_WEAK_PARAMS = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=why))
+                for n, why in NEW_WEAK.items()]
+
+
+@pytest.mark.parametrize("name", [*NEW_PASSING, *_WEAK_PARAMS])
 def test_new_arkit_curves_correlate_with_ground_truth(tiny_tracked_256: Path, gt, name: str) -> None:
     s = Subject.open(tiny_tracked_256)
     names = [str(n) for n in gt["names"]]
     r = np.corrcoef(s.expressions[:, s.expression_names.index(name)], gt["expressions"][:, names.index(name)])
     assert r[0, 1] >= 0.8, f"{name}: correlation {r[0, 1]:.3f}"
+
+
+def test_new_names_cover_what_the_sample_animates() -> None:
+    from backend.data.synthetic_expressions import ANIMATED_NAMES
+
+    assert set(NEW_PASSING) | set(NEW_WEAK) == set(ANIMATED_NAMES[8:])
