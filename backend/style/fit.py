@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
@@ -39,6 +40,10 @@ class FitSettings:
         screen: look for a frame-locked periodic pattern in the targets (``backend.style.screen``);
             when every target has one, it is taken out of the targets, and the fitted translator
             adds it to every frame.
+        lattice: look for frame-locked flat cells in the targets (``backend.style.lattice``);
+            when every target shows the same lattice, the translator's output is averaged over
+            its cells, in fitting (each patch's cells, cut and flipped with it; no warped
+            patches, whose cells would not be the frame's) and in rendering.
         warp: share of patches cut along a random similarity transform (rotation up to
             ``warp_deg`` degrees, scale within 1 +- ``warp_scale``) instead of an axis-aligned crop,
             so the network sees the keyframe's structures at other angles and sizes, as the
@@ -58,6 +63,7 @@ class FitSettings:
     lr: float = 3e-3
     w_grad: float = 1.0
     screen: bool = True
+    lattice: bool = True
     warp: float = 0.0
     warp_deg: float = 15.0
     warp_scale: float = 0.1
@@ -120,13 +126,13 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
 
     Args:
         inputs: (P, Cin, H, W) network inputs (RGB + guides).
-        targets: (P, 3, H, W).
+        targets: (P, Ct, H, W) (RGB, and the lattice's cell numbers when the fit has one).
         size: crop side (<= H, W).
         warp: share of the crops cut along a random similarity transform (``similarity_thetas``),
             resampled bilinearly with mirrored borders; the rest are axis-aligned pixel crops.
         weights: (P,) relative chance of each pair (None: all equal).
     Returns:
-        (n, Cin, size, size), (n, 3, size, size).
+        (n, Cin, size, size), (n, Ct, size, size).
     """
     p, _, h, w = inputs.shape
     which = (torch.randint(p, (n,), generator=gen) if weights is None
@@ -153,11 +159,12 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
     return xin, xt
 
 
-def _forward(net: StyleTranslator, x: torch.Tensor) -> torch.Tensor:
-    """``net`` on (B, 3 + guides + screen channels, H, W) packed inputs."""
+def _forward(net: StyleTranslator, x: torch.Tensor, cells: CellMap | None = None) -> torch.Tensor:
+    """``net`` on (B, 3 + guides + screen channels, H, W) packed inputs (``cells``: the crops'
+    lattice cells; None: whole frames, the stored lattice's)."""
     cfg = net.cfg
     g = 3 + cfg.guides
-    return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None)
+    return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None, cells)
 
 
 @torch.no_grad()
@@ -219,9 +226,20 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
+    lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
+    warp = s.warp
+    if lattice is not None:
+        log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
+                 "the output is averaged over each cell", lattice.period[1], lattice.period[0])
+        warp = 0.0
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()
+    net.set_lattice(lattice)
+    frame_cells = None
+    if lattice is not None:  # carried as a last target channel through crops and flips
+        h, w = targets.shape[-2:]
+        frame_cells = lattice.cell_index(h, w).reshape(1, 1, h, w).to(targets)
     average = (torch.optim.swa_utils.AveragedModel(
         net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.9, 0.99))
@@ -232,22 +250,28 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     history: list[dict[str, float]] = []
     t0 = time.monotonic()
     step = 0
-    pool_in, pool_t, weights = inputs, targets, None
+    def with_cells(t: torch.Tensor) -> torch.Tensor:
+        return t if frame_cells is None else torch.cat([t, frame_cells.expand(t.shape[0], -1, -1, -1)], 1)
+
+    pool_in, pool_t, weights = inputs, with_cells(targets), None
     pseudo_step = round(s.pseudo_from * s.steps) if unlabeled is not None and s.pseudo_share > 0 else None
     for step in range(s.steps):
         check_cancel(should_stop)
         if step == pseudo_step:
             renders, real = unlabeled
             pool_in = torch.cat([inputs, renders])
-            pool_t = torch.cat([targets, pseudo_targets(net, real)])
+            pool_t = with_cells(torch.cat([targets, pseudo_targets(net, real)]))
             p, q = inputs.shape[0], renders.shape[0]
             weights = torch.cat([torch.full((p,), (1 - s.pseudo_share) / p),
                                  torch.full((q,), s.pseudo_share / q)])
             log.info("style translator: %d unlabeled frame(s) join at step %d (%.0f %% of patches)",
                      q, step, 100 * s.pseudo_share)
-        xin, xt = sample_patches(pool_in, pool_t, s.batch, size, gen, s.warp, s.warp_deg, s.warp_scale,
+        xin, xt = sample_patches(pool_in, pool_t, s.batch, size, gen, warp, s.warp_deg, s.warp_scale,
                                  weights)
-        out = _forward(net, xin)
+        cells = None
+        if frame_cells is not None:
+            xt, cells = xt[:, :3], patch_cells(xt[:, 3])
+        out = _forward(net, xin, cells)
         loss, parts = patch_loss(out, xt, s.w_grad)
         opt.zero_grad(set_to_none=True)
         loss.backward()

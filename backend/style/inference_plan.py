@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.style.lattice import cell_mean
 from backend.style.translator import LEAK, REFINE_FEATURES, StyleTranslator, upsample
 
 _FUSED_OPS: bool | None = None
@@ -85,7 +86,7 @@ class InferencePlan:
     - the first convolution and the refinement head's are split by input (image, guides, screen
       channels; image, coarse output), so no concatenated copy is made;
     - the screen channels are the same on every frame: their part of the first convolution (with
-      its bias) is computed once, as are the screen layer at this size;
+      its bias) is computed once, as are the screen layer and the lattice's cells at this size;
     - a batch runs ``CHUNK`` frames at a time, so a chunk's full-resolution features stay in the
       core's cache from one convolution to the next (at 128 px, 8 frames of 12 channels are 6 MB).
 
@@ -163,6 +164,7 @@ class InferencePlan:
                 self.gated_inputs = (parts, net.gated.screen_term(channels, parts))
             elif net.screen.numel():
                 self.screen_layer = net.screen_layer(h, w, first.weight)
+            self.cells = net.cell_map(h, w, first.weight.device)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the network's grid: replicate-padded to a multiple of 4 * unshuffle,
@@ -217,12 +219,16 @@ class InferencePlan:
         if y.shape[-2:] != (h, w):
             y = y[..., :h, :w]
         out = image + y[:, :3]
-        if self.screen_layer is not None:
+        if self.screen_layer is not None and self.cells is None:
             out = out.add_(self.screen_layer)
         if self.refine is not None:
             ra, rb, last = self.refine
             hidden = F.leaky_relu_(rb.add(_cl(y[:, :self.n_y]), ra(image)), LEAK)
             out = last.add(hidden, _cl(out))
+        if self.cells is not None:  # each lattice cell flat, then the screen on top
+            out = _cl(cell_mean(out, self.cells))
+            if self.screen_layer is not None:
+                out = out.add_(self.screen_layer)
         if self.gated is not None and screen_map is not None:
             n_in = self.cfg.screen_input
             out = self.gated(out, y[:, self.n_y:], screen_map[:, :n_in], screen_map[:, n_in:])

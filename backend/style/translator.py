@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.style.guides import uv_guides
+from backend.style.lattice import CellMap, Lattice, cell_mean
 from backend.style.screen import screen_channels, screen_parts
 from backend.style.screen_gate import GatedScreen
 
@@ -212,6 +213,7 @@ class StyleTranslator(nn.Module):
             nn.init.zeros_(self.refine[-1].weight)
             nn.init.zeros_(self.refine[-1].bias)
         self.register_buffer("screen", torch.zeros(0), persistent=False)
+        self.lattice: Lattice | None = None
         self._cache = _DerivedCache()
         self.to(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
 
@@ -220,6 +222,20 @@ class StyleTranslator(nn.Module):
         if screen is not None and (screen.ndim != 3 or screen.shape[0] != 3):
             raise ValueError(f"a screen is (3, H, W), got {tuple(screen.shape)}")
         self.screen = torch.zeros(0) if screen is None else screen.detach().float().clone()
+
+    def set_lattice(self, lattice: Lattice | None) -> None:
+        """Average every output over the cells of a frame-locked lattice (``backend.style.lattice``),
+        before the screen is added; None: no lattice."""
+        self.lattice = lattice
+        self._cache.cells = {}
+
+    def cell_map(self, h: int, w: int, device: torch.device) -> CellMap | None:
+        """The stored lattice's cells at an (h, w) render (computed once per size), or None."""
+        if self.lattice is None:
+            return None
+        lattice = self.lattice
+        return self._cache.get(self._cache.cells, (h, w, device, lattice),
+                               lambda: CellMap.of(lattice.cell_index(h, w)).to(device))
 
     def _screen_cached(self, what: str, h: int, w: int, like: torch.Tensor, make) -> torch.Tensor:
         """``make()`` for the current screen, kept per (what, size, device, dtype): the screen only
@@ -254,22 +270,26 @@ class StyleTranslator(nn.Module):
         return self._screen_cached("input", h, w, like, make)
 
     def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None,
-                screen_map: torch.Tensor | None = None) -> torch.Tensor:
+                screen_map: torch.Tensor | None = None, cells: CellMap | None = None) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: the screen of these crops while fitting,
         (B, screen_input [+ 3 * (screen_gates + 1)], H, W): the network's screen channels, then
-        with gates ``screen_parts``; None: the stored screen's.
+        with gates ``screen_parts``; None: the stored screen's. ``cells``: the lattice cells of
+        these crops while fitting; None: the stored lattice's at this size (``cell_map``).
 
         Rendering (eval mode, no gradients) runs an ``InferencePlan`` when one applies, training
         runs ``forward_reference``; both compute the same thing up to float rounding."""
-        plan = self.inference_plan(image, guides, screen_map)
+        plan = None if cells is not None else self.inference_plan(image, guides, screen_map)
         if plan is not None:
             return plan(image, guides, screen_map)
-        return self.forward_reference(image, guides, screen_map)
+        return self.forward_reference(image, guides, screen_map, cells)
 
     def forward_reference(self, image: torch.Tensor, guides: torch.Tensor | None = None,
-                          screen_map: torch.Tensor | None = None) -> torch.Tensor:
+                          screen_map: torch.Tensor | None = None,
+                          cells: CellMap | None = None) -> torch.Tensor:
         """``forward`` op by op as the modules define it (what training differentiates)."""
         h, w = image.shape[-2:]
+        if cells is None:
+            cells = self.cell_map(h, w, image.device)
         image = image.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
         parts = [image]
         if self.cfg.guides and guides is not None:
@@ -301,6 +321,8 @@ class StyleTranslator(nn.Module):
         if self.refine is not None:
             head, last = self.refine
             out = out + last(head[1](split_conv([image, y[:, :3 + extra]], head[0])))
+        if cells is not None:
+            out = cell_mean(out, cells)
         if self.gated is not None and screen_map is not None:
             return self.gated(out, y[:, 3 + extra:], channels, screen_map[:, n_in:])
         return self._add_screen(out)  # channels-last, so a (B, H, W, C) permute of it is contiguous
@@ -328,7 +350,7 @@ class StyleTranslator(nn.Module):
         if weights != cache.weights:
             cache.plans, cache.weights = {}, weights
         own_map = screen_map is not None and self.cfg.screen_input > 0
-        key = (tuple(image.shape), own_map, self.screen.data_ptr(), tuple(self.screen.shape),
+        key = (tuple(image.shape), own_map, self.screen.data_ptr(), tuple(self.screen.shape), self.lattice,
                torch.is_inference_mode_enabled())
         return cache.get(cache.plans, key, lambda: InferencePlan(self, image.shape, own_map))
 
@@ -345,6 +367,7 @@ class _DerivedCache:
 
     def __init__(self) -> None:
         self.screen: dict[tuple, torch.Tensor] = {}
+        self.cells: dict[tuple, CellMap] = {}
         self.plans: dict[tuple, InferencePlan] = {}
         self.weights: tuple = ()
 
@@ -367,14 +390,17 @@ class _DerivedCache:
 
 
 def translator_state(translator: StyleTranslator) -> dict:
-    """What a style file stores: ``{"config": {...}, "state": {name: tensor}}`` and, when the look
-    has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors)."""
+    """What a style file stores: ``{"config": {...}, "state": {name: tensor}}``; when the look
+    has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors); when it is made of
+    frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``."""
     blob = {
         "config": translator.cfg.to_dict(),
         "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
     }
     if translator.screen.numel():
         blob["screen"] = translator.screen.detach().cpu().clone()
+    if translator.lattice is not None:
+        blob["lattice"] = translator.lattice.to_dict()
     return blob
 
 
@@ -396,4 +422,9 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         if not isinstance(screen, torch.Tensor):
             raise ValueError("translator screen must be a tensor (3, H, W)")
         net.set_screen(screen)
+    lattice = blob.get("lattice")
+    if lattice is not None:
+        if not isinstance(lattice, dict):
+            raise ValueError("translator lattice must be a dict of size, period and offset")
+        net.set_lattice(Lattice.from_dict(lattice))
     return net.eval().requires_grad_(False)

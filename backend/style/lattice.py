@@ -1,0 +1,264 @@
+"""Frame-locked cell lattices: looks made of flat cells on a grid that stays put in the frame.
+
+Pixelation, mosaic tiles, cross-stitch or an LED wall paint each cell of a fixed grid one
+colour, whatever moves under it. A convolutional translator does not know where a cell starts
+and cannot make its output exactly constant over a cell, so its cells come out soft, with the
+content showing through them. This module finds the lattice in the references; the translator's
+output is then averaged over each cell (``cell_mean``), so every cell is flat and the network only
+has to learn the cells' colours. A one-pixel line between cells (a tile's grout) is kept flat
+apart from the cell; other marks inside the cells are a frame-locked screen
+(``backend.style.screen``), added after the averaging.
+
+Detection, per axis: the energy of the reference's differences between neighbouring pixels
+along that axis (difference i lies between pixels i and i + 1). Cells of side ``p`` px (real: a
+frame of 128 px cut into 21 cells has cells of 6.095 px) put it on the pixels where a cell starts,
+``ceil(o + k p)``, or on those and the next (a one-pixel line between cells). The period is the
+peak of the energy's Fourier magnitude over ``p`` (a fine grid; its harmonics are weaker than the
+fundamental because cell starts are rounded to pixels), the offset ``o`` the one whose cell starts
+hold most energy. A lattice is found when, on both axes, the cell starts and the pixels after
+them hold at least ``min_excess`` of the energy beyond the share chance gives them (2 / p), and
+the source frame under the reference does not (content that is blocky itself needs no lattice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LatticeSettings:
+    """Thresholds of ``detect_lattice``.
+
+    Attributes:
+        min_period / max_period: cell sides tried, in pixels of the reference.
+        period_step: spacing of the periods tried (px).
+        offset_step: spacing of the offsets tried (px).
+        min_excess: (share - 2 / p) / (1 - 2 / p) of an axis's difference energy on the cell
+            starts and the pixels after them.
+        source_excess: the source frame reaching this on the same cells is blocky itself.
+        line_share: the differences out of the cell starts holding this share of those into
+            them make the starts a one-pixel line between cells (``Lattice.line``).
+    """
+
+    min_period: float = 3.0
+    max_period: float = 32.0
+    period_step: float = 0.005
+    offset_step: float = 0.05
+    min_excess: float = 0.6
+    source_excess: float = 0.4
+    line_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """A grid of cells fixed in the frame, in the pixels of a ``size`` frame.
+
+    Attributes:
+        size: (H, W) of the frame it was found in.
+        period: (py, px) cell sides in pixels (real).
+        offset: (oy, ox) in [0, period): pixel y is in cell row ``floor((y - oy) / py)``.
+        line: (rows, columns): True when a one-pixel line separates the cells along that axis
+            (a tile's grout): the first pixel of each cell along it is then a cell of its own,
+            so the line and the cell are each flat.
+    """
+
+    size: tuple[int, int]
+    period: tuple[float, float]
+    offset: tuple[float, float]
+    line: tuple[bool, bool] = (False, False)
+
+    def to_dict(self) -> dict[str, list]:
+        return {"size": list(self.size), "period": list(self.period), "offset": list(self.offset),
+                "line": list(self.line)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Lattice:
+        """Raises ValueError for anything but three pairs of numbers, sizes >= 1, periods >= 1 and
+        offsets inside them."""
+        try:
+            size = tuple(int(v) for v in d["size"])
+            period, offset = (tuple(float(v) for v in d[k]) for k in ("period", "offset"))
+            line = tuple(bool(v) for v in d.get("line", (False, False)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"a lattice needs size, period and offset pairs, got {d!r}") from e
+        pairs = len(size) == len(period) == len(offset) == len(line) == 2
+        if not pairs or min(size) < 1 or min(period) < 1 \
+                or not all(0 <= o < p for o, p in zip(offset, period, strict=True)):
+            raise ValueError(f"lattice out of range: {d!r}")
+        return cls(size, period, offset, line)  # type: ignore[arg-type]
+
+    def cell_index(self, h: int, w: int) -> torch.Tensor:
+        """(h * w,) int64 cell of each pixel of an (h, w) frame (row-major; the lattice scales
+        with the frame like the look does), numbered densely from 0."""
+        def axis(n: int, side: int, p: float, o: float, line: bool) -> torch.Tensor:
+            x = (torch.arange(n, dtype=torch.float64) + 0.5) * side / n - 0.5  # in the found frame's px
+            cell = torch.floor((x - o) / p + 1e-9)
+            if not line:
+                return cell.long()
+            inside = (x - o - cell * p) >= 1 - 1e-9  # past the cell's first pixel, its line
+            return (2 * cell + inside).long()
+        ys = axis(h, self.size[0], self.period[0], self.offset[0], self.line[0])
+        xs = axis(w, self.size[1], self.period[1], self.offset[1], self.line[1])
+        ys, xs = torch.unique(ys, return_inverse=True)[1], torch.unique(xs, return_inverse=True)[1]
+        return (ys[:, None] * (int(xs.max()) + 1) + xs[None, :]).reshape(-1)
+
+
+@dataclass(frozen=True)
+class CellMap:
+    """Which cell each pixel of an (H, W) image is in: ``index`` (H * W,) int64 and the pixel
+    ``count`` (n_cells,) of each cell (float)."""
+
+    index: torch.Tensor
+    count: torch.Tensor
+
+    @classmethod
+    def of(cls, index: torch.Tensor) -> CellMap:
+        return cls(index, torch.bincount(index).to(torch.float32))
+
+    def to(self, device: torch.device) -> CellMap:
+        return CellMap(self.index.to(device), self.count.to(device))
+
+
+def cell_mean(x: torch.Tensor, cells: CellMap) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W), each pixel replaced by the mean of its cell (differentiable).
+
+    ``cells`` numbers the H * W pixels of one frame (the same cells on every image) or the
+    B * H * W pixels of the whole batch (``patch_cells``: each patch its own cells). Works on
+    channels-last memory without a copy (the image is read as (B, H * W, C))."""
+    b, c, h, w = x.shape
+    flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    if cells.index.numel() != h * w:
+        flat = flat.reshape(1, b * h * w, c)
+    sums = flat.new_zeros(flat.shape[0], cells.count.shape[0], c).index_add_(1, cells.index, flat)
+    means = sums / cells.count.to(x.dtype)[None, :, None]
+    return means[:, cells.index].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def patch_cells(ids: torch.Tensor) -> CellMap:
+    """(N, S, S) frame cell numbers of N crops -> one ``CellMap`` over their N * S * S pixels, the
+    cells of different crops kept apart (a cell cut by a crop's border is the part inside)."""
+    n = ids.shape[0]
+    key = ids.long() + torch.arange(n, device=ids.device)[:, None, None] * (int(ids.max()) + 1)
+    _, dense = torch.unique(key.reshape(-1), return_inverse=True)
+    return CellMap.of(dense)
+
+
+def _axis_energy(image: torch.Tensor, dim: int) -> torch.Tensor:
+    """(C, H, W) -> (n - 1,) energy of the differences along ``dim`` (-1: x, -2: y), float64."""
+    d = image.double().diff(dim=dim).pow(2).sum(0)
+    return d.sum(0) if dim == -1 else d.sum(1)
+
+
+def _cell_steps(n: int, p: float, offsets: torch.Tensor) -> torch.Tensor:
+    """(O, n) bool: pixel x starts a cell (``floor((x - o) / p)`` steps up from x - 1), per offset."""
+    x = torch.arange(-1, n, dtype=torch.float64)
+    cell = torch.floor((x[None, :] - offsets[:, None]) / p + 1e-9)
+    return cell[:, 1:] > cell[:, :-1]
+
+
+def _into_out(energy: torch.Tensor, p: float, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(O,) shares of ``energy`` (n - 1,) on the differences into each cell start and out of it
+    (difference i lies between pixels i and i + 1)."""
+    steps = _cell_steps(energy.shape[0] + 1, p, offsets).double()
+    total = energy.sum().clamp_min(1e-12)
+    return steps[:, 1:] @ energy / total, steps[:, :-1] @ energy / total
+
+
+def _start_shares(energy: torch.Tensor, p: float, offsets: torch.Tensor) -> torch.Tensor:
+    """(O,) share of ``energy`` on the differences into each cell start and out of it, plus a
+    tenth of the share into the starts alone (so that of two lattices that hold a boundary, the
+    one that starts its cell on it wins), for each offset."""
+    into, out = _into_out(energy, p, offsets)
+    return into + out + 0.1 * into
+
+
+def _start_share(energy: torch.Tensor, p: float, o: float) -> float:
+    return float(_start_shares(energy, p, torch.tensor([o], dtype=torch.float64))[0])
+
+
+def _excess(share: float, p: float) -> float:
+    """How far ``_start_share`` is above what chance gives (0) towards all the energy (1)."""
+    chance = min(2.1 / p, 0.99)
+    return (share - chance) / (1.1 - chance)
+
+
+def _best_offset(energy: torch.Tensor, p: float, step: float) -> tuple[float, float]:
+    """(offset, share) whose cell starts hold the most of ``energy`` for period ``p``."""
+    offsets = torch.arange(0.0, p, step, dtype=torch.float64)
+    shares = _start_shares(energy, p, offsets)
+    k = int(torch.argmax(shares))
+    return float(offsets[k]), float(shares[k])
+
+
+def _axis_lattice(energy: torch.Tensor, s: LatticeSettings) -> tuple[float, float, float]:
+    """(period, offset, excess) of the best lattice along one axis's difference energy.
+
+    The Fourier peak can sit on a harmonic (p / k) when many cells are alike and only some
+    boundaries carry energy; a multiple of the period that holds as much energy on its own cell
+    starts is the lattice then."""
+    n = energy.shape[0]
+    periods = torch.arange(s.min_period, min(s.max_period, n / 4) + 1e-9, s.period_step, dtype=torch.float64)
+    pos = torch.arange(1, n + 1, dtype=torch.float64)  # difference i ends on pixel i + 1
+    phase = torch.exp(-2j * torch.pi * pos[None, :] / periods[:, None])
+    mag = (phase @ energy.to(torch.complex128)).abs() / energy.sum().clamp_min(1e-12)
+    peak = float(periods[int(torch.argmax(mag))])
+    best = max(((cand, *_best_offset(energy, cand, s.offset_step))
+                for cand in (peak - s.period_step, peak, peak + s.period_step)), key=lambda t: t[2])
+    for k in range(2, int(min(s.max_period, n / 4) // best[0]) + 1):
+        multiple = max(((cand, *_best_offset(energy, cand, s.offset_step))
+                        for cand in (k * best[0] - s.period_step, k * best[0], k * best[0] + s.period_step)),
+                       key=lambda t: t[2])
+        if multiple[2] >= 0.97 * best[2]:
+            best = multiple
+            break
+    # refine: a period off by 0.01 px misplaces the last cells of a frame by a pixel
+    p0 = best[0]
+    for cand in torch.linspace(p0 - 6 * s.period_step, p0 + 6 * s.period_step, 25).tolist():
+        o, share = _best_offset(energy, cand, s.offset_step)
+        if share > best[2] + 1e-9:
+            best = (cand, o, share)
+    p, o, share = best
+    return p, o, _excess(share, p)
+
+
+def detect_lattice(reference: torch.Tensor, source: torch.Tensor | None = None,
+                   settings: LatticeSettings | None = None) -> Lattice | None:
+    """The lattice of flat cells in a (3, H, W) reference, or None.
+
+    Args:
+        reference: (3, H, W) in [-1, 1].
+        source: (3, H, W) the frame the reference was painted over, or None.
+    """
+    s = settings or LatticeSettings()
+    found = []
+    for dim in (-2, -1):
+        energy = _axis_energy(reference, dim)
+        p, o, excess = _axis_lattice(energy, s)
+        if excess < s.min_excess:
+            return None
+        source_excess = 0.0 if source is None else _excess(_start_share(_axis_energy(source, dim), p, o), p)
+        if source_excess >= s.source_excess:  # the content is blocky itself
+            return None
+        into, out = (float(v[0]) for v in _into_out(energy, p, torch.tensor([o], dtype=torch.float64)))
+        found.append((round(p, 4), round(o, 4), out >= s.line_share * into))
+    (py, oy, ly), (px, ox, lx) = found
+    return Lattice((int(reference.shape[-2]), int(reference.shape[-1])), (py, px), (oy, ox), (ly, lx))
+
+
+def lattice_of_keyframes(targets: torch.Tensor, sources: list[torch.Tensor],
+                         settings: LatticeSettings | None = None) -> Lattice | None:
+    """The lattice every keyframe's reference shows, or None when any has none or they differ.
+
+    targets: (P, 3, H, W); sources: P tensors (1, C >= 3, H, W), each target's source frame.
+    References of one look on one frame size find the same lattice up to rounding; the first
+    keyframe's is kept when the others' cells start on the same pixels."""
+    found = [detect_lattice(t, src[0, :3], settings) for t, src in zip(targets, sources, strict=True)]
+    if not found or any(f is None for f in found):
+        return None
+    first = found[0]
+    h, w = first.size
+    cells = first.cell_index(h, w)
+    same = all(f.size == first.size and torch.equal(f.cell_index(h, w), cells) for f in found)
+    return first if same else None
