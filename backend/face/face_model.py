@@ -89,6 +89,8 @@ class Measure:
         base: "median" (neutral = clip median) or "low" (neutral = 2nd percentile of sign * m).
         min_range: smallest measure change that counts as a full (1.0) expression.
         region: canonical vertex (3,) cm -> bool, the vertices the coefficient may move.
+        without: optional shapes -> (T,) measure of a confounder whose linear share (a robust line
+            over the clip, ``without_share``) is taken out of ``fn`` before normalising.
     """
 
     fn: Callable[[Shapes], np.ndarray]
@@ -96,6 +98,28 @@ class Measure:
     base: str
     min_range: float
     region: Callable[[np.ndarray], np.ndarray]
+    without: Callable[[Shapes], np.ndarray] | None = None
+
+
+def without_share(m: np.ndarray, c: np.ndarray, valid: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """``m`` (T,) less its linear share of ``c`` (T,), the line fitted over the valid frames robustly.
+
+    Least squares, then again over the frames within 2.5 robust sigmas of the line, ``rounds``
+    times: the expression itself is rare and shows as outliers of ``m`` against ``c``, so it
+    barely tilts the line, while the confounder (frequent, e.g. every syllable's jaw) sets it.
+    """
+    keep = valid.copy()
+    slope = 0.0
+    for _ in range(rounds):
+        if keep.sum() < 3 or np.ptp(c[keep]) < 1e-9:
+            break
+        cc, mm = c[keep] - c[keep].mean(), m[keep] - m[keep].mean()
+        slope = float((cc * mm).sum() / max((cc * cc).sum(), 1e-12))
+        resid = m - slope * c
+        resid = resid - np.median(resid[valid])
+        sigma = 1.4826 * np.median(np.abs(resid[valid])) + 1e-9
+        keep = valid & (np.abs(resid) <= 2.5 * sigma)
+    return m - slope * c
 
 
 def _side(v: np.ndarray, left: bool, margin: float = 0.6) -> np.ndarray:
@@ -239,6 +263,11 @@ def _upper_lip_raise(left: bool) -> Callable[[Shapes], np.ndarray]:
     return lambda s: bulge(s, left) - bulge(s, not left)
 
 
+def _chin_drop(s: Shapes) -> np.ndarray:
+    """Chin height below the nose bridge (cm): the jaw's opening without the lips."""
+    return _y(s, _NOSE_BRIDGE) - s[:, _CHIN, 1]
+
+
 def _lower_lip_drop(left: bool) -> Callable[[Shapes], np.ndarray]:
     """Height of one side of the lower lip over the chin (cm; lowering the lip side decreases
     it): a jaw opening moves the chin with the lip, a lip pulled down moves the lip alone."""
@@ -314,7 +343,8 @@ for _left, _side_name in ((True, "Left"), (False, "Right")):
                                              _mouth_side(_left)),
         f"mouthDimple{_side_name}": Measure(_rel(291 if _left else 61, _NOSE_BRIDGE, 2), -1, "median", 0.3,
                                             _mouth_side(_left)),
-        f"mouthLowerDown{_side_name}": Measure(_lower_lip_drop(_left), -1, "median", 0.2, _mouth_side(_left)),
+        f"mouthLowerDown{_side_name}": Measure(_lower_lip_drop(_left), -1, "median", 0.2, _mouth_side(_left),
+                                               without=_chin_drop),
         f"mouthUpperUp{_side_name}": Measure(_upper_lip_raise(_left), +1, "median", 0.08, _mouth_side(_left)),
         f"cheekSquint{_side_name}": Measure(_rel(330 if _left else 101, _NOSE_BRIDGE, 1), +1, "median", 0.2,
                                             _cheek_region(_left)),
@@ -357,7 +387,12 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None) -> np.ndarray
     """
     s = np.asarray(shapes, dtype=np.float64)
     v = np.ones(s.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    out = {name: _normalise(meas.fn(s), meas, v) for name, meas in MEASURES.items()}
+    out = {}
+    for name, meas in MEASURES.items():
+        m = meas.fn(s)
+        if meas.without is not None:
+            m = without_share(m, meas.without(s), v)
+        out[name] = _normalise(m, meas, v)
     # Lips: narrowing with lips apart is a funnel, with lips together a pucker;
     # mouthClose (ARKit) is "lips closed although the jaw is open".
     lips_open = np.clip(_normalise(_lip_gap(s), Measure(_lip_gap, +1, "low", 0.4, _mouth_region), v), 0, 1)
