@@ -169,6 +169,6 @@ def check_alignment(reference: np.ndarray, frames: np.ndarray, frame: int, sourc
     if other_frame:
         raise AlignmentError(
             f"{source} does not line up with frame {frame} (edge match {a.ncc_frame:.2f}); it matches "
-            f"frame {a.best_frame} best ({a.ncc_best:.2f}): pass --frame {a.best_frame} if that is the frame it "
-            "stylises")
+            f"frame {a.best_frame} best ({a.ncc_best:.2f}): pass --frame {a.best_frame} if that is the "
+            "frame it stylises")
     return a

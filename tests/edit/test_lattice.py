@@ -20,12 +20,9 @@ from backend.style.translator import (
 )
 from tests.edit import unseen_looks
 from tests.edit.conftest import N_FRAMES, draw_frame
+from tests.edit.test_screen import _t
 
 SIZE = 128
-
-
-def _t(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 127.5 - 1
 
 
 def pixelate(rgb: np.ndarray, cells: int) -> np.ndarray:
