@@ -239,9 +239,12 @@ def test_concurrent_clients_each_get_their_frames_once(served, tiny_avatar_subje
         assert not errors, errors
         for k, viewer in results.items():
             assert viewer.arrivals == {i: 1 for i in range(k, 10)}, (k, viewer.arrivals)
-        # every client saw the same pixels for the same row
+        # every client saw the same pixels for the same row, up to the renderer's documented rounding
+        # (backend/render.py: a frame batched with other neighbours may differ by 1 level on CPU)
         for i in range(3, 10):
-            assert all(np.array_equal(results[0].images[i], results[k].images[i]) for k in range(1, 4))
+            for k in range(1, 4):
+                diff = np.abs(results[0].images[i].astype(np.int16) - results[k].images[i])
+                assert diff.max() <= 1 and diff.mean() < 0.01, (i, k, int(diff.max()), float(diff.mean()))
     finally:
         for viewer in results.values():
             viewer.close()
