@@ -13,10 +13,11 @@ Detection, per axis: the energy of the reference's differences between neighbour
 along that axis (difference i lies between pixels i and i + 1). Cells of side ``p`` px (real: a
 frame of 128 px cut into 21 cells has cells of 6.095 px) put it on the pixels where a cell starts,
 ``ceil(o + k p)``, or on those and the next (a one-pixel line between cells). The period is the
-peak of the energy's Fourier magnitude over ``p`` (a fine grid; its harmonics are weaker than the
-fundamental because cell starts are rounded to pixels), the offset ``o`` the one whose cell starts
-hold most energy. A lattice is found when, on both axes, the cell starts and the pixels after
-them hold at least ``min_excess`` of the energy beyond the share chance gives them (2 / p), and
+peak of the energy's Fourier magnitude over ``p`` (a fine grid), replaced by a multiple of it
+that holds as much energy (the peak sits on a harmonic when few boundaries carry energy) and
+refined; the offset ``o`` is the one whose cell starts hold most energy. A lattice is found when,
+on both axes, the cell starts and the pixels after them hold at least ``min_excess`` of the
+energy beyond the share chance gives them (``_excess``), and
 the source frame under the reference does not (content that is blocky itself needs no lattice).
 """
 
@@ -35,8 +36,9 @@ class LatticeSettings:
         min_period / max_period: cell sides tried, in pixels of the reference.
         period_step: spacing of the periods tried (px).
         offset_step: spacing of the offsets tried (px).
-        min_excess: (share - 2 / p) / (1 - 2 / p) of an axis's difference energy on the cell
-            starts and the pixels after them.
+        min_excess: how far the ``_start_shares`` score of an axis (the energy into the cell
+            starts and out of them, plus a tenth of that into them) must rise from what chance
+            gives it (2.1 / p) towards its most (1.1): ``_excess``.
         source_excess: the source frame reaching this on the same cells is blocky itself.
         line_share: the differences out of the cell starts holding this share of those into
             them make the starts a one-pixel line between cells (``Lattice.line``).
