@@ -61,8 +61,13 @@ def _lip_gap(s: Shapes) -> np.ndarray:
     return _y(s, 13) - _y(s, 14)  # upper inner lip above lower inner lip (cm)
 
 
+def _chin_drop(s: Shapes) -> np.ndarray:
+    """Chin height below the nose bridge (cm): the jaw's opening without the lips."""
+    return _y(s, _NOSE_BRIDGE) - s[:, _CHIN, 1]
+
+
 def _jaw(s: Shapes) -> np.ndarray:
-    return (_y(s, 6) - _y(s, 152)) + _lip_gap(s)  # chin drop below the nose bridge + lip gap
+    return _chin_drop(s) + _lip_gap(s)
 
 
 def _corner(s: Shapes, corner: int) -> np.ndarray:
@@ -261,11 +266,6 @@ def _upper_lip_raise(left: bool) -> Callable[[Shapes], np.ndarray]:
     def bulge(s: Shapes, side: bool) -> np.ndarray:
         return _y(s, *_UPPER_SIDE[side]) - 0.5 * (s[:, 0, 1] + s[:, _CORNER[side], 1])
     return lambda s: bulge(s, left) - bulge(s, not left)
-
-
-def _chin_drop(s: Shapes) -> np.ndarray:
-    """Chin height below the nose bridge (cm): the jaw's opening without the lips."""
-    return _y(s, _NOSE_BRIDGE) - s[:, _CHIN, 1]
 
 
 def _lower_lip_drop(left: bool) -> Callable[[Shapes], np.ndarray]:
