@@ -194,34 +194,34 @@ def _best_offset(energy: torch.Tensor, p: float, step: float) -> tuple[float, fl
     return float(offsets[k]), float(shares[k])
 
 
+def _best_of(energy: torch.Tensor, periods: list[float], step: float) -> tuple[float, float, float]:
+    """(period, offset, share) of the period in ``periods`` and offset whose cell starts hold most."""
+    return max(((p, *_best_offset(energy, p, step)) for p in periods), key=lambda t: t[2])
+
+
 def _axis_lattice(energy: torch.Tensor, s: LatticeSettings) -> tuple[float, float, float]:
     """(period, offset, excess) of the best lattice along one axis's difference energy.
 
     The Fourier peak can sit on a harmonic (p / k) when many cells are alike and only some
     boundaries carry energy; a multiple of the period that holds as much energy on its own cell
-    starts is the lattice then."""
+    starts is the lattice then. The period is then refined: one off by 0.01 px misplaces the last
+    cells of a frame by a pixel."""
     n = energy.shape[0]
-    periods = torch.arange(s.min_period, min(s.max_period, n / 4) + 1e-9, s.period_step, dtype=torch.float64)
+    longest = min(s.max_period, n / 4)
+    periods = torch.arange(s.min_period, longest + 1e-9, s.period_step, dtype=torch.float64)
     pos = torch.arange(1, n + 1, dtype=torch.float64)  # difference i ends on pixel i + 1
     phase = torch.exp(-2j * torch.pi * pos[None, :] / periods[:, None])
     mag = (phase @ energy.to(torch.complex128)).abs() / energy.sum().clamp_min(1e-12)
     peak = float(periods[int(torch.argmax(mag))])
-    best = max(((cand, *_best_offset(energy, cand, s.offset_step))
-                for cand in (peak - s.period_step, peak, peak + s.period_step)), key=lambda t: t[2])
-    for k in range(2, int(min(s.max_period, n / 4) // best[0]) + 1):
-        multiple = max(((cand, *_best_offset(energy, cand, s.offset_step))
-                        for cand in (k * best[0] - s.period_step, k * best[0], k * best[0] + s.period_step)),
-                       key=lambda t: t[2])
+    d = s.period_step
+    best = _best_of(energy, [peak - d, peak, peak + d], s.offset_step)
+    for k in range(2, int(longest // best[0]) + 1):
+        multiple = _best_of(energy, [k * best[0] - d, k * best[0], k * best[0] + d], s.offset_step)
         if multiple[2] >= 0.97 * best[2]:
             best = multiple
             break
-    # refine: a period off by 0.01 px misplaces the last cells of a frame by a pixel
-    p0 = best[0]
-    for cand in torch.linspace(p0 - 6 * s.period_step, p0 + 6 * s.period_step, 25).tolist():
-        o, share = _best_offset(energy, cand, s.offset_step)
-        if share > best[2] + 1e-9:
-            best = (cand, o, share)
-    p, o, share = best
+    refined = _best_of(energy, torch.linspace(best[0] - 6 * d, best[0] + 6 * d, 25).tolist(), s.offset_step)
+    p, o, share = refined if refined[2] > best[2] + 1e-9 else best
     return p, o, _excess(share, p)
 
 
