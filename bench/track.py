@@ -16,9 +16,14 @@ measured in the same run. Targets: tracking >= 30 frames/s at 720p, UV maps >= 2
 
 ``--framing-quality`` measures what the default framing is chosen by: for each clip (the
 synthetic sample, plus every ``--clip``, e.g. a real CGI clip) and each framing, track at 128 px,
-train the ``cpu`` preset for ``--steps`` steps, and evaluate on the held-out frames: face-box
-PSNR / SSIM, whole-frame PSNR and the dlib identity distance (render vs ground truth; lower is
-better, independent of how many pixels the face has).
+train the ``cpu`` preset for ``--steps`` steps (default: the preset's whole budget, the same for
+every framing), and evaluate on the held-out frames: face-box PSNR / SSIM at the face's own size
+(what ``emo-avatar eval`` reports: more pixels on a tighter framing's face), the same face box of
+render and ground truth both resampled (area) to ``COMMON_FACE_PX`` square (every framing's face
+seen at one size, no bigger than the loosest framing's), whole-frame PSNR (different content per
+framing: not comparable across framings) and the dlib identity distance (render vs ground truth;
+lower is better, computed on a 150 px aligned chip, so independent of the face's pixel size).
+``--out DIR`` keeps each run's metrics.json and contact sheet.
 """
 
 from __future__ import annotations
@@ -205,30 +210,83 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
     ]
 
 
-def framing_quality(clips: list[Path], steps: int, tmp: Path) -> None:
-    """Print one markdown row per (clip, framing): face size and held-out quality after training."""
+COMMON_FACE_PX = 48
+"""Side (px) both face boxes are resampled to for the common-size face scores: below the face box
+of a 128 px ``bust`` crop (~52 px), so every framing is compared downsampled, none upsampled."""
+
+
+def common_size_face_scores(subject_dir: Path, side: int = COMMON_FACE_PX) -> tuple[float, float]:
+    """(PSNR dB, SSIM) of the held-out frames' face boxes, render and ground truth both resampled
+    (``cv2.INTER_AREA``) to ``side`` x ``side``; means over frames. Boxes are
+    ``backend.metrics.regions`` face boxes (landmark box + 10%), the ones ``evaluate`` scores."""
+    from backend.data.subject import Subject
+    from backend.imaging.convert import frame_at
+    from backend.metrics.psnr import psnr
+    from backend.metrics.regions import subject_regions
+    from backend.metrics.ssim import ssim_uint8
+    from backend.paths import checkpoint_path
+    from backend.render import Renderer
+
+    renderer = Renderer.from_checkpoint(checkpoint_path(subject_dir), device="cpu", subject=subject_dir)
+    subject = Subject.open(subject_dir)
+    ids = np.asarray(renderer.meta.get("heldout_ids") or subject.split()[1], dtype=np.int64)
+    size = renderer.size
+    renders = list(renderer.render(subject.expressions, uv_maps=subject.uv_maps, indices=ids))
+    psnrs, ssims = [], []
+    for i, r, reg in zip(ids, renders, subject_regions(subject, ids, size), strict=True):
+        x0, y0, x1, y1 = reg.face
+        g = frame_at(subject.frame(int(i)), size)
+        a = cv2.resize(np.ascontiguousarray(r[y0:y1, x0:x1]), (side, side), interpolation=cv2.INTER_AREA)
+        b = cv2.resize(np.ascontiguousarray(g[y0:y1, x0:x1]), (side, side), interpolation=cv2.INTER_AREA)
+        psnrs.append(min(psnr(a, b), 100.0))
+        ssims.append(ssim_uint8(a, b))
+    return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def framing_quality(clips: list[Path], steps: int | None, tmp: Path, keep: Path | None = None) -> None:
+    """Print one markdown row per (clip, framing): face size and held-out quality after training.
+
+    Args:
+        steps: training steps for every run (None: the ``cpu`` preset's).
+        keep: folder that receives each run's metrics.json and contact sheet (``CLIP_FRAMING.*``).
+    """
     from backend.data.subject import Subject
     from backend.face.framing import FRAMINGS
     from backend.face.track import track_video
-    from backend.metrics.evaluate import evaluate
+    from backend.metrics.evaluate import CONTACT_SHEET_NAME, evaluate
+    from backend.paths import avatar_dir
+    from backend.train.presets import get_preset
     from backend.train.stage1 import train_avatar
 
-    print(f"| clip | framing | frames | face height px (128 px crop) | held-out face PSNR dB | face SSIM | "
-          f"PSNR dB | identity distance | train s ({steps} steps) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    steps = steps or get_preset("cpu").steps
+    print(f"cpus: {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+          f"cpu preset, {steps} steps per run, common face size {COMMON_FACE_PX} px", flush=True)
+    print("| clip | framing | frames (train / held-out) | face height px (128 px crop) | "
+          "face PSNR dB (own size) | face SSIM (own size) | "
+          f"face PSNR dB ({COMMON_FACE_PX} px) | face SSIM ({COMMON_FACE_PX} px) | PSNR dB (whole) | "
+          "identity distance | train wall s | load avg (1 min) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for clip in clips:
         for framing in FRAMINGS:
             out = tmp / f"{clip.stem}_{framing}"
             s = Subject.open(track_video(clip, out, size=128, overwrite=True, framing=framing))
             face_h = float(np.median(np.ptp(s.landmarks[:, :468, 1], axis=1)))
+            n_train, n_held = (len(x) for x in s.split())
             t0 = time.perf_counter()
             train_avatar(out, preset="cpu", steps=steps, device="cpu", preview_every=0)
             dt = time.perf_counter() - t0
+            load = os.getloadavg()[0]
             r = evaluate(out, device="cpu", landmarks=False)
-            ident = r.get("identity_distance_mean", r.get("identity_distance"))
+            c_psnr, c_ssim = common_size_face_scores(out)
+            ident = r.get("identity_distance")
             ident_s = f"{ident:.3f}" if isinstance(ident, float) else "-"
-            print(f"| {clip.name} | {framing} | {s.n_frames} | {face_h:.0f} | {r['face_psnr_db']:.2f} | "
-                  f"{r['face_ssim']:.3f} | {r['psnr_db']:.2f} | {ident_s} | {dt:.0f} |", flush=True)
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(avatar_dir(out) / "metrics.json", keep / f"{clip.stem}_{framing}.metrics.json")
+                shutil.copy(avatar_dir(out) / CONTACT_SHEET_NAME, keep / f"{clip.stem}_{framing}.sheet.png")
+            print(f"| {clip.name} | {framing} | {n_train} / {n_held} | {face_h:.0f} | "
+                  f"{r['face_psnr_db']:.2f} | {r['face_ssim']:.3f} | {c_psnr:.2f} | {c_ssim:.3f} | "
+                  f"{r['psnr_db']:.2f} | {ident_s} | {dt:.0f} | {load:.1f} |", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="frames of the 720p clip")
     ap.add_argument("--framing-quality", action="store_true",
                     help="held-out quality of each framing after training (slow: 6 trainings)")
-    ap.add_argument("--steps", type=int, default=400, help="training steps per framing-quality run")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="training steps per framing-quality run (default: the cpu preset's budget)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="--framing-quality: keep each run's metrics.json and contact sheet here")
     ap.add_argument("--clip", type=Path, action="append", default=[],
                     help="another clip for --framing-quality (e.g. a real CGI clip)")
     ap.add_argument("--no-sample", action="store_true", help="--framing-quality on the --clip clips only")
@@ -249,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="bench_framing_"))
         try:
             sample = [] if args.no_sample else [synthesize_sample(tmp / "sample")]
-            framing_quality([*sample, *args.clip], args.steps, tmp)
+            framing_quality([*sample, *args.clip], args.steps, tmp, args.out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0
