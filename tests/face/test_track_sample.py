@@ -25,11 +25,15 @@ def test_landmarks_match_ground_truth_vertices(tiny_tracked_256: Path, gt) -> No
     s = Subject.open(tiny_tracked_256)
     assert s.n_frames == len(gt["pose"]) and s.size == 256
     truth = s.video_to_crop(gt["vertices"])  # (T, 468, 2) crop px
-    err = np.linalg.norm(s.landmarks[:, :468, :2] - truth, axis=-1)
-    assert err.mean() < 2.0, f"mean landmark error {err.mean():.2f} px at 256"
+    # errors in face heights, so the bound does not depend on the framing (how many crop pixels
+    # the face spans): 0.02 is 2 px on the 99 px face of a 256 px `bust` crop of this clip; the
+    # tracker measures 0.014 in every framing
+    face_h = float(np.median(np.ptp(truth[:, :, 1], axis=1)))
+    err = np.linalg.norm(s.landmarks[:, :468, :2] - truth, axis=-1) / face_h
+    assert err.mean() < 0.02, f"mean landmark error {err.mean():.4f} face heights"
     # the rig, posed with the smoothed curves, lands on the same points
     posed = s.rig.posed(s.expressions, s.pose, s.scale)
-    assert np.linalg.norm(posed[:, :, :2] - truth, axis=-1).mean() < 2.0
+    assert np.linalg.norm(posed[:, :, :2] - truth, axis=-1).mean() / face_h < 0.02
 
 
 @pytest.mark.parametrize("name", ["jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft",
