@@ -66,7 +66,20 @@ def test_evaluate_style_with_a_builtin_look(styled_subject: tuple[Path, Path]) -
         assert e["frames"] == sh["frames"] and 0 <= e["tracked"] <= e["frames"]
         for k in ("jaw_open_r", "eye_blink_r"):  # None only where too few frames had a face
             assert (e[k] is None and e["tracked"] < 5) or -1 <= e[k] <= 1, e
-    assert r["expression"]["real"]["jaw_open_r"] > 0.5  # the re-tracking itself works on real frames
+    # the real row is the re-tracking of the shot's real frames at the avatar's size, against the
+    # subject's own curves; whether FaceMesh follows the jaw on 32 px frames is chance (tiny
+    # sample, jaw r -0.24 / 0.52 / 0.65 in the face / head / bust framings), so the re-tracking
+    # itself is held to a bound at 64 px in tests/metrics/test_face_metrics.py
+    from backend.data.subject import Subject
+    from backend.imaging.convert import frame_at
+    from backend.metrics.expression import driving_curves, expression_correlation
+
+    s = Subject.open(subject)
+    shot = list(range(sh["first"], sh["last"] + 1))
+    curves = {k: None if v is None else v[shot]
+              for k, v in driving_curves(np.asarray(s.expressions, np.float64), s.expression_names).items()}
+    real = expression_correlation([frame_at(s.frame(i), r["size"]) for i in shot], curves)
+    assert r["expression"]["real"] == real
     for row in ("styled", "unstyled"):
         d = r["identity"][row]["identity_distance"]
         assert d is not None and 0 <= d < 2
