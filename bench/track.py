@@ -221,6 +221,7 @@ def common_size_face_scores(subject_dir: Path, side: int = COMMON_FACE_PX) -> tu
     ``backend.metrics.regions`` face boxes (landmark box + 10%), the ones ``evaluate`` scores."""
     from backend.data.subject import Subject
     from backend.imaging.convert import frame_at
+    from backend.metrics.evaluate import heldout_ids
     from backend.metrics.psnr import psnr
     from backend.metrics.regions import subject_regions
     from backend.metrics.ssim import ssim_uint8
@@ -229,7 +230,7 @@ def common_size_face_scores(subject_dir: Path, side: int = COMMON_FACE_PX) -> tu
 
     renderer = Renderer.from_checkpoint(checkpoint_path(subject_dir), device="cpu", subject=subject_dir)
     subject = Subject.open(subject_dir)
-    ids = np.asarray(renderer.meta.get("heldout_ids") or subject.split()[1], dtype=np.int64)
+    ids = heldout_ids(renderer.meta, subject)
     size = renderer.size
     renders = list(renderer.render(subject.expressions, uv_maps=subject.uv_maps, indices=ids))
     psnrs, ssims = [], []

@@ -74,6 +74,12 @@ def score_frames(renders: np.ndarray, gts: np.ndarray, device: torch.device, lan
     return out
 
 
+def heldout_ids(meta: dict, subject) -> np.ndarray:
+    """(N,) int64 subject frames an avatar never trained on: the ones its checkpoint ``meta``
+    recorded, else the subject's own held-out split (``Subject.split``)."""
+    return np.asarray(meta.get("heldout_ids") or subject.split()[1], dtype=np.int64)
+
+
 def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | None = None,
              style: Path | None = None, max_frames: int | None = None, landmarks: bool = True,
              out_dir: Path | None = None, n_sheet: int = 6, identity: bool = True) -> dict[str, Any]:
@@ -102,7 +108,7 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
     out_dir = Path(out_dir)
     renderer = Renderer.from_checkpoint(ckpt, device=device, style=style, subject=subject_dir)
     subject = Subject.open(subject_dir)
-    ids = np.asarray(renderer.meta.get("heldout_ids") or subject.split()[1], dtype=np.int64)
+    ids = heldout_ids(renderer.meta, subject)
     if len(ids) == 0:
         raise ValueError(f"{subject_dir}: no held-out frames to evaluate on")
     if max_frames is not None and len(ids) > max_frames:

@@ -44,6 +44,7 @@ import numpy as np
 
 from backend.imaging.convert import frame_at, resize_square
 from backend.looks import LookFn, apply_look, look_function
+from backend.metrics.evaluate import heldout_ids
 from backend.metrics.expression import driving_curves, expression_correlation
 from backend.metrics.identity import identity_distance
 from backend.metrics.image_scores import image_scores, lpips_metric
@@ -221,7 +222,7 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
     if list(subj.expression_names) != plain_r.names:
         raise ValueError(f"{subject} has other expression curves than the avatar was trained on")
     size = plain_r.size
-    held = np.asarray(plain_r.meta.get("heldout_ids") or subj.split()[1], dtype=np.int64)
+    held = heldout_ids(plain_r.meta, subj)
     meta = style_meta(style)
     seen = keyframe_ids(meta)  # the edit saw these frames' real pixels: never scored
     held = held[~np.isin(held, sorted(seen))]
