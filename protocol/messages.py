@@ -204,6 +204,9 @@ JOB_KINDS: dict[str, JobKind] = {
             "size": opt("int", 256, "crop size in pixels", minimum=16, maximum=4096),
             "max_frames": opt("int", doc="track at most this many frames", minimum=1),
             "overwrite": opt("bool", False),
+            "framing": opt("str", doc="how much of the person the crop holds: a framing name the backend "
+                                      "knows (`emo-avatar track --framing`; the backend checks it); None: "
+                                      "the backend's default; since 2.1", max_len=MAX_NAME_CHARS),
         },
         check=_check_track,
         doc="monocular portrait video -> subject (frames, pose, expression curves, rig, UV maps)",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from backend import paths
+from backend.face.framing import DEFAULT_FRAMING, FRAMINGS
 from backend.progress import EtaClock, ProgressUpdate, check_cancel
 from backend.service.events import stamp
 from backend.service.jobs import PRIORITY_COMPUTE, PRIORITY_RENDER, JobContext, JobError, JobKind, ServiceEnv
@@ -24,6 +25,7 @@ from backend.service.sandbox import check_id, inside
 from backend.service.streams import frame_file
 from backend.service.uploads import Uploads
 from protocol.fileio import atomic_write_npz, read_npz
+from protocol.messages import short_repr
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,27 @@ def _opt_int(params: dict[str, Any], key: str, lo: int = 0) -> int | None:
     return value
 
 
+def _framing(value: Any) -> str:
+    """A track job's ``framing`` param: a ``FRAMINGS`` name, ``DEFAULT_FRAMING`` when absent."""
+    if value is None:
+        return DEFAULT_FRAMING
+    if not isinstance(value, str) or value not in FRAMINGS:
+        raise JobError(f"framing must be one of {', '.join(FRAMINGS)} (default {DEFAULT_FRAMING}), "
+                       f"got {short_repr(value)}")
+    return value
+
+
 # -- track ------------------------------------------------------------------------------------
 class TrackKind:
-    """Video (upload or --allow-read path) -> ``subjects/<subject>``."""
+    """Video (upload or --allow-read path) -> ``subjects/<subject>``, cropped in the ``framing``
+    asked for (a ``backend.face.framing.FRAMINGS`` name, ``DEFAULT_FRAMING`` when absent)."""
 
     name = "track"
     priority = PRIORITY_COMPUTE
 
     def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
                 ) -> dict[str, Any]:
+        framing = _framing(params.get("framing"))
         subject = params.get("subject_id") or job_id
         out = subject_dir(env, subject)
         video = input_file(env, params, "upload_id", "path", "video")
@@ -91,7 +105,8 @@ class TrackKind:
             raise JobError(f"subject {subject!r} already exists; pick another subject id or set overwrite")
         size = _opt_int(params, "size", 16) or 256
         return {"video": str(video), "subject_id": subject, "size": size,
-                "max_frames": _opt_int(params, "max_frames", 1), "overwrite": overwrite}
+                "max_frames": _opt_int(params, "max_frames", 1), "overwrite": overwrite,
+                "framing": framing}
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         from backend.face.track import track_video
@@ -103,8 +118,10 @@ class TrackKind:
             ctx.log(f"subject {p['subject_id']} was already written by the earlier attempt")
             return {"subject_id": p["subject_id"]}
         # track_video writes the subject atomically, so an interrupted attempt left nothing behind
+        # a job journalled before tracks had a framing param is run in the default framing
         track_video(Path(p["video"]), out, size=p["size"], max_frames=p["max_frames"],
-                    overwrite=p["overwrite"], progress=ctx.progress, should_stop=ctx.should_stop)
+                    overwrite=p["overwrite"], framing=p.get("framing") or DEFAULT_FRAMING,
+                    progress=ctx.progress, should_stop=ctx.should_stop)
         return {"subject_id": p["subject_id"]}
 
 

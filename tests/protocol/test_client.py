@@ -7,6 +7,7 @@ a restart (new instance id, same connection file) for the Lazy-Pirate retry.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ import zmq
 
 from protocol.client import Client
 from protocol.connection import ConnectionInfo
-from protocol.envelope import Message, Session
+from protocol.envelope import PROTO, Message, Session
 from protocol.errors import BackendUnavailable, ProtocolError, RemoteError, VersionError
 from protocol.link import ZapHandler, secure_server_socket
 
@@ -294,7 +295,7 @@ def test_major_version_mismatch_is_reported_not_retried(conn) -> None:
     thread.start()
     client = Client.from_connection_file(path, timeout=2.0)
     try:
-        with pytest.raises(VersionError, match=r"peer speaks 3\.0, this side speaks 2\.0"):
+        with pytest.raises(VersionError, match=rf"peer speaks 3\.0, this side speaks {re.escape(PROTO)}"):
             client.hello()
     finally:
         thread.join(5)

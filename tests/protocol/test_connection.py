@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import pytest
 
 from protocol.connection import ConnectionInfo
+from protocol.envelope import PROTO
 from protocol.errors import ConnectionFileError, VersionError
 
 
@@ -29,7 +31,7 @@ def test_a_protocol_1_file_is_a_version_mismatch(tmp_path) -> None:
     data = {**ConnectionInfo.new().to_dict(), "signature_scheme": "hmac-sha256"}
     path.write_text(json.dumps(data))
     os.chmod(path, 0o600)
-    with pytest.raises(VersionError, match=r"protocol 1\.x backend.*this side speaks 2\.0"):
+    with pytest.raises(VersionError, match=rf"protocol 1\.x backend.*this side speaks {re.escape(PROTO)}"):
         ConnectionInfo.load(path)
 
 

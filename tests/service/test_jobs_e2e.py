@@ -18,7 +18,7 @@ import zmq
 from backend.face.video_io import iter_frames
 from protocol.buffers import verify_checksum
 from protocol.envelope import PROTO, Session
-from protocol.errors import RemoteError
+from protocol.errors import RemoteError, SchemaError
 from protocol.link import secure_client_socket
 
 from .conftest import ROOT, install_subject, wait_for
@@ -363,6 +363,51 @@ def test_upload_and_track(server_factory, tiny_sample: Path, tmp_path: Path) -> 
         assert rig["expressions"].shape[0] == 12
         with pytest.raises(RemoteError, match="already exists"):
             client.submit("track", {"subject_id": "from_path", "path": str(tiny_sample / "sample.mp4")})
+
+
+def test_track_job_framing(server_factory, tiny_sample: Path) -> None:
+    """A track job's ``framing`` reaches the tracker (the subject's meta records it, and a bust crop
+    holds more of the frame than the default one); a framing the backend does not know is refused
+    with the names it knows, and the server keeps serving."""
+    import json
+
+    from backend.face.framing import DEFAULT_FRAMING, FRAMINGS
+
+    assert DEFAULT_FRAMING != "bust"  # else the two jobs below would not differ
+    video = str(tiny_sample / "sample.mp4")
+    srv = server_factory("--allow-read", str(tiny_sample))
+    with srv.client(timeout=30) as client:
+        with pytest.raises(RemoteError, match=f"framing must be one of {', '.join(FRAMINGS)} .*'shoulders'"):
+            client.submit("track", {"subject_id": "bad", "path": video, "framing": "shoulders"})
+        # the message table refuses a framing that is no string: the client before sending, the
+        # server (same table) when a peer sends one anyway
+        bad_type = {"kind": "track", "params": {"subject_id": "bad", "path": video, "framing": 3}}
+        with pytest.raises(SchemaError, match="'framing' must be str"):
+            client.submit(**bad_type)
+        raw = RawViewer(srv.info, Session(srv.info.key_bytes))
+        try:
+            raw.sock.send_multipart(raw.session.serialize("job_submit", bad_type, check=False), copy=False)
+            assert raw.sock.poll(30_000)
+            reply = raw.session.recv(raw.sock).content
+            assert reply["ename"] == "SchemaError" and "'framing' must be str" in reply["evalue"], reply
+        finally:
+            raw.close()
+        jobs = {name: client.submit("track", {"subject_id": name, "path": video, "size": 64, "max_frames": 12,
+                                              **extra})
+                for name, extra in (("bust", {"framing": "bust"}), ("default", {}))}
+        for job in jobs.values():
+            rec = _wait_state(client, job, ("done", "failed"), timeout=300)
+            assert rec["state"] == "done", rec
+        assert client.status(jobs["bust"])["job"]["params"]["framing"] == "bust"
+        hello = client.hello()
+        assert hello["internal_errors"] == 0
+    meta = {name: json.loads((srv.workdir / "subjects" / name / "meta.json").read_text()) for name in jobs}
+    assert meta["bust"]["framing"] == "bust" and meta["default"]["framing"] == DEFAULT_FRAMING
+    assert {s["framing"] for s in meta["bust"]["shots"]} == {"bust"}
+    # the same face in a looser framing: a larger crop of the source video
+    assert meta["bust"]["crop"]["side"] > 1.2 * meta["default"]["crop"]["side"], (meta["bust"]["crop"],
+                                                                                   meta["default"]["crop"])
+    assert not (srv.workdir / "subjects" / "bad").exists()
 
 
 def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
