@@ -160,7 +160,8 @@ class Server:
         self.instance_id = uuid.uuid4().hex
         self.started = time.time()
         self.rejected = 0
-        """Authenticated messages refused (each got an error reply)."""
+        """Authenticated messages refused by a protocol check (each got an error reply): while
+        decoding, or on the intake thread (buffer checksums, value scans)."""
         self.unauthenticated = 0
         """Messages dropped unanswered: no valid signature (or not even an envelope)."""
         self.internal_errors = 0
@@ -496,6 +497,10 @@ class Server:
         def done(result: Any, error: BaseException | None) -> None:
             try:
                 if error is not None:
+                    if isinstance(error, ProtocolError):
+                        # a message check left to the intake (buffer checksums, value scans):
+                        # refused like the checks done while decoding
+                        self.rejected += 1
                     raise error
                 finish = getattr(self, f"_done_{head.msg_type}", None)
                 self._reply(sock, head, finish(head, channel, result) if finish else result)

@@ -193,6 +193,63 @@ def test_requests_with_bad_values_get_readable_errors(server_factory, tmp_path: 
     assert srv.alive()
 
 
+def _corrupted(frames: list, buffer_index: int = -1) -> list:
+    """``frames`` of a signed message with one byte of a buffer frame flipped after its checksum
+    was computed (buffers are outside the signature; their checksum is in the signed content)."""
+    frames = list(frames)
+    data = bytearray(frames[buffer_index])
+    data[len(data) // 2] ^= 0xFF
+    frames[buffer_index] = bytes(data)
+    return frames
+
+
+def test_intake_checksum_mismatches_are_rejected_and_counted(server_factory) -> None:
+    """A job submission and an upload chunk whose buffer checksum fails (checked on the intake
+    thread) each get an error reply and count in ``rejected`` like any refused message; the server
+    keeps serving (the upload then completes)."""
+    srv = server_factory()
+    session = Session(srv.info.key_bytes)
+    ctx = zmq.Context()
+    shell = _dealer(ctx, srv.info, "shell")
+    data = np.frombuffer(b"0123456789", np.uint8)
+    upload = {"upload_id": "up1", "filename": "a.mp4", "offset": 0, "total": 10, "final": True}
+    try:
+        with srv.client() as client:
+            before = client.hello()["rejected"]
+            for msg_type, content, buffers in (
+                    ("job_submit", {"kind": "render", "params": {"subject_id": "ghost", "names": ["jawOpen"],
+                                                                 "fps": 24.0}},
+                     {"curves": np.arange(8, dtype=np.float32).reshape(8, 1)}),
+                    ("upload_chunk", upload, {"data": data})):
+                shell.send_multipart(_corrupted(session.serialize(msg_type, content, buffers=buffers)))
+                assert shell.poll(30_000), f"no reply to the corrupted {msg_type}"
+                reply = session.deserialize(shell.recv_multipart())
+                assert reply.msg_type == f"{msg_type}_reply", reply.msg_type
+                assert reply.content["ename"] == "BufferSpecError", reply.content
+                assert "crc32 checksum mismatch" in reply.content["evalue"], reply.content
+            hello = client.hello()
+            assert hello["rejected"] == before + 2, hello
+            assert hello["internal_errors"] == 0, hello
+            # the status heartbeat (every second) carries the same counter; older ones may be queued
+            beats: list[int] = []
+            deadline = time.monotonic() + 10.0
+            for event in client.events(timeout=5.0):
+                if event.msg_type == "status":
+                    beats.append(event.content["rejected"])
+                if (beats and beats[-1] == before + 2) or time.monotonic() > deadline:
+                    break
+            assert beats and beats[-1] == before + 2, beats
+            # nothing of the refused chunk was kept: the same chunk, intact, completes the upload
+            r = client.request("upload_chunk", upload, buffers={"data": data})
+            assert r.content["received"] == 10 and r.content["done"], r.content
+            assert client.jobs() == []
+            assert client.hello()["rejected"] == before + 2
+    finally:
+        shell.close(0)
+        ctx.term()
+    assert srv.alive()
+
+
 def test_restart_keeps_ports_and_rotates_the_key(server_factory) -> None:
     """A restart reuses the ports but never the key: nothing signed for the old run verifies, and
     a client holding the old file reloads it on its next retry."""
