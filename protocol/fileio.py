@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import shutil
 import struct
@@ -16,6 +17,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,57 +112,129 @@ def atomic_write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarr
                     out.write(flat[start:start + NPZ_CHUNK_BYTES])
 
 
+NPY_MAX_HEADER_BYTES = 10_000
+"""Most bytes of an ``.npy`` header dict :func:`read_npz` lets numpy parse (numpy's own default
+bound: the dict is read with ``ast.literal_eval``, slow on huge input)."""
+
+
+MAX_DEFLATE_RATIO = 1032
+"""Most bytes DEFLATE can expand one compressed byte to (a run of one byte, 258 per 2 bits), so a
+member claiming more cannot be real."""
+
+
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Read an ``.npz`` into memory: name -> array, as ``np.load(path)[name]`` gives them.
 
+    Every member's ``.npy`` header is read by numpy's own reader (``read_magic``,
+    ``read_array_header_1_0`` / ``_2_0``, at most ``NPY_MAX_HEADER_BYTES``). Before any array
+    memory is allocated, the bytes the header asks for must be what the zip records for the
+    member, and the member must fit in the file (stored: its bytes; deflated: at most
+    ``MAX_DEFLATE_RATIO`` times its compressed bytes), so a lying size costs nothing. Object arrays
+    are refused (they would need pickle; nothing is unpickled).
+
     For an uncompressed member (what :func:`atomic_write_npz` and ``np.savez`` write) the bytes
     are read straight into the array and checked against the zip's crc32, both with the GIL
-    released (``np.load`` copies every chunk while holding it). Compressed members go through
-    numpy's reader. Raises ``ValueError`` for a damaged file (crc or size mismatch, an unknown
-    ``.npy`` version) or an object array, ``zipfile.BadZipFile`` for a file that is no zip.
+    released: ``np.load`` on the member copies every chunk while holding it. That needs the
+    member's offset in the file, taken from its local header (zipfile's own layout,
+    ``zipfile.structFileHeader``). Compressed members are inflated by ``zipfile`` (which checks
+    their crc32).
+
+    Raises ``ValueError`` naming the file and member for anything malformed: not a zip, a
+    damaged or truncated member, a header numpy refuses, an unknown ``.npy`` version, sizes that
+    disagree, an object array, an encrypted member or another compression method.
     """
     out: dict[str, np.ndarray] = {}
-    with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
-        for info in zf.infolist():
-            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            if info.compress_type != zipfile.ZIP_STORED:
+    try:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+            file_bytes = os.fstat(f.fileno()).st_size
+            for info in zf.infolist():
+                where = f"{path}: member {info.filename!r}"
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if info.flag_bits & 0x1:
+                    raise ValueError(f"{where} is encrypted")
+                if info.compress_type == zipfile.ZIP_STORED:
+                    out[name] = _read_stored(f, info, file_bytes, where)
+                    continue
+                if info.compress_type != zipfile.ZIP_DEFLATED:
+                    raise ValueError(f"{where} uses zip compression method {info.compress_type}; only "
+                                     "stored (np.savez) and deflated (np.savez_compressed) are read")
+                if (info.header_offset + info.compress_size > file_bytes
+                        or info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024):
+                    raise ValueError(f"{where} claims {info.file_size} bytes from {info.compress_size} "
+                                     f"compressed, more than the file ({file_bytes} bytes) can hold")
                 with zf.open(info) as member:
-                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
-                continue
-            f.seek(info.header_offset)
-            local = f.read(30)
-            if len(local) != 30 or local[:4] != b"PK\x03\x04":
-                raise ValueError(f"{path}: member {info.filename!r} has no local header")
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            start = info.header_offset + 30 + name_len + extra_len
-            f.seek(start)
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"{path}: member {info.filename!r} has .npy version {version}")
-            if dtype.hasobject:
-                raise ValueError(f"{path}: member {info.filename!r} is an object array")
-            head = f.tell() - start
-            nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-            if head + nbytes != info.file_size:
-                raise ValueError(f"{path}: member {info.filename!r} holds {info.file_size - head} bytes "
-                                 f"of array data, its header says {nbytes}")
-            data = np.empty(nbytes, np.uint8)
-            view, got = memoryview(data), 0
-            while got < nbytes:
-                n = f.readinto(view[got:])
-                if not n:
-                    raise ValueError(f"{path}: member {info.filename!r} is truncated")
-                got += n
-            f.seek(start)
-            crc = zlib.crc32(data, zlib.crc32(f.read(head)))
-            if crc != info.CRC:
-                raise ValueError(f"{path}: member {info.filename!r} is damaged (crc32 mismatch)")
-            out[name] = data.view(dtype).reshape(shape, order="F" if fortran else "C")
+                    out[name] = _read_compressed(member, info, where)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        # no zip, a broken directory or local header; a compressed member's bad crc, bad or cut stream
+        raise ValueError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
     return out
+
+
+def _npy_header(f: Any, info: zipfile.ZipInfo, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, array bytes) of the ``.npy`` header at ``f``'s position, read
+    by numpy's reader; the header plus the array bytes must be the member's size in the zip."""
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, NPY_MAX_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, NPY_MAX_HEADER_BYTES)
+        else:
+            raise ValueError(f"has .npy version {version[0]}.{version[1]}; 1.0 and 2.0 are read")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if dtype.hasobject:
+        raise ValueError(f"{where} is an object array (reading it would need pickle)")
+    head = f.tell() - start
+    nbytes = dtype.itemsize * math.prod(shape)  # Python ints: a huge shape cannot overflow
+    if head + nbytes != info.file_size:
+        raise ValueError(f"{where} holds {info.file_size - head} bytes of array data, its header "
+                         f"says {nbytes}")
+    return shape, fortran, dtype, nbytes
+
+
+def _read_stored(f: Any, info: zipfile.ZipInfo, file_bytes: int, where: str) -> np.ndarray:
+    """An uncompressed member read straight into its array, crc32-checked (GIL released)."""
+    f.seek(info.header_offset)
+    local = f.read(zipfile.sizeFileHeader)
+    if len(local) != zipfile.sizeFileHeader or local[:4] != zipfile.stringFileHeader:
+        raise ValueError(f"{where} has no local header")
+    *_, name_len, extra_len = struct.unpack(zipfile.structFileHeader, local)
+    if f.read(name_len) != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+        raise ValueError(f"{where}: its local header names another file")
+    start = info.header_offset + zipfile.sizeFileHeader + name_len + extra_len
+    if start + info.file_size > file_bytes or info.compress_size != info.file_size:
+        raise ValueError(f"{where} claims {info.file_size} bytes, past the end of the file "
+                         f"({file_bytes} bytes)")
+    f.seek(start)
+    shape, fortran, dtype, nbytes = _npy_header(f, info, where)
+    head = f.tell() - start
+    data = np.empty(nbytes, np.uint8)
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        n = f.readinto(view[got:])
+        if not n:
+            raise ValueError(f"{where} is truncated")
+        got += n
+    f.seek(start)
+    if zlib.crc32(data, zlib.crc32(f.read(head))) != info.CRC:
+        raise ValueError(f"{where} is damaged (crc32 mismatch)")
+    return data.view(dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_compressed(member: Any, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """A compressed member, inflated by zipfile into its array (zipfile checks the crc32 at the
+    end and raises ``BadZipFile`` on a mismatch)."""
+    shape, fortran, dtype, nbytes = _npy_header(member, info, where)
+    data = np.empty(nbytes, np.uint8)
+    view, got = memoryview(data), 0
+    while got < nbytes:
+        n = member.readinto(view[got:])
+        if not n:
+            raise ValueError(f"{where} is truncated")
+        got += n
+    return data.view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
 @contextlib.contextmanager

@@ -3,6 +3,9 @@ atomically, read back whole, damage detected."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,83 @@ def test_read_npz_refuses_a_damaged_file(tmp_path: Path) -> None:
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="damaged"):
         read_npz(path)
+
+
+# -- malformed input ----------------------------------------------------------------------------
+def _npy(descr: str, shape: tuple[int, ...], data: bytes, pad_dims: int = 0) -> bytes:
+    """An ``.npy`` file whose header says ``descr`` and ``shape`` (whatever ``data`` holds)."""
+    buf = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape + (1,) * pad_dims}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue() + data
+
+
+def _zip(path: Path, member: bytes, compression: int) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        zf.writestr("x.npy", member)
+    return path
+
+
+FLOATS = np.arange(10, dtype="<f4").tobytes()
+MALFORMED = {
+    "header asks for more bytes than stored": (_npy("<f4", (1000,), FLOATS), "holds 40 bytes.*says 4000"),
+    "header asks for 4 TiB": (_npy("<f4", (2**40,), FLOATS), "holds 40 bytes.*says 4398046511104"),
+    "header asks for fewer bytes than stored": (_npy("<f4", (3,), FLOATS), "holds 40 bytes.*says 12"),
+    "object dtype (pickle)": (_npy("|O", (10,), FLOATS), "object array"),
+    "header over numpy's bound": (_npy("<f4", (10,), FLOATS, pad_dims=4000), "large"),
+    "no .npy magic": (b"this is not an npy file at all", "magic"),
+    ".npy version 9.0": (b"\x93NUMPY\x09\x00" + bytes(100), "version 9.0"),
+}
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED],
+                         ids=["stored", "deflated"])
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_read_npz_refuses_malformed_members(tmp_path: Path, case: str, compression: int) -> None:
+    member, match = MALFORMED[case]
+    path = _zip(tmp_path / "x.npz", member, compression)
+    with pytest.raises(ValueError, match=f"x.npz: member 'x.npy'.*{match}"):
+        read_npz(path)
+
+
+@pytest.mark.parametrize("writer", ["savez", "savez_compressed"])
+def test_read_npz_never_unpickles(tmp_path: Path, writer: str) -> None:
+    path = tmp_path / "x.npz"
+    getattr(np, writer)(path, ok=np.ones(3), bad=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"'bad\.npy' is an object array"):
+        read_npz(path)
+
+
+def test_read_npz_refuses_sizes_the_file_cannot_hold(tmp_path: Path) -> None:
+    """A zip directory claiming more bytes than the file holds is refused before any allocation."""
+    for writer, match in ((np.savez, "past the end of the file"),
+                          (np.savez_compressed, "more than the file")):
+        path = tmp_path / f"{writer.__name__}.npz"
+        writer(path, x=np.zeros(1000, np.float32))
+        raw = bytearray(path.read_bytes())
+        central = raw.index(b"PK\x01\x02")
+        sizes = struct.unpack("<II", raw[central + 20:central + 28])
+        big = 2**31  # the header is not touched: the directory's sizes alone lie
+        raw[central + 20:central + 28] = struct.pack("<II", big if writer is np.savez else sizes[0], big)
+        path.write_bytes(bytes(raw))
+        with pytest.raises(ValueError, match=match):
+            read_npz(path)
+
+
+def test_read_npz_refuses_files_that_are_no_npz(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.npz"
+    atomic_write_npz(cut, {"x": np.arange(100, dtype=np.float32)})
+    cut.write_bytes(cut.read_bytes()[:300])  # the directory at the end is gone
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip" * 100)
+    for path in (cut, garbage):
+        with pytest.raises(ValueError, match=f"{path.name}: not a readable .npz"):
+            read_npz(path)
+    # a compressed member whose stream is damaged: zlib's or the crc's error, named as the file's
+    bad = tmp_path / "deflated.npz"
+    np.savez_compressed(bad, x=np.arange(4096, dtype=np.float32))
+    raw = bytearray(bad.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"deflated\.npz"):
+        read_npz(bad)
