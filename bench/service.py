@@ -130,9 +130,9 @@ def max_message(args: argparse.Namespace) -> int:
     import zmq
 
     from backend.data.subject import Subject
+    from backend.service.hello_probe import maximal_render_buffers, wait_started
     from protocol.client import Client
     from protocol.fileio import atomic_write_npz
-    from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
     load_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="emo-bench-maxmsg-"))
@@ -144,10 +144,9 @@ def max_message(args: argparse.Namespace) -> int:
         shutil.copytree(subject, workdir / "subjects" / "bench")
         s = Subject.open(subject)
         names, size = list(s.expression_names), int(s.size)
-        rows = (DEFAULT_MAX_MESSAGE_BYTES - (1 << 20)) // (size * size * 3 * 2 + 4 * len(names))
-        uv = np.zeros((rows, size, size, 3), np.float16)
-        uv[..., 2] = 1.0
-        curves = np.zeros((rows, len(names)), np.float32)
+        buffers = maximal_render_buffers(names, size)
+        curves, uv = buffers["curves"], buffers["uv_maps"]
+        rows = len(curves)
         sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
         ctx = zmq.Context()
         dealer = ctx.socket(zmq.DEALER)
@@ -161,8 +160,7 @@ def max_message(args: argparse.Namespace) -> int:
         try:
             client = Client.from_connection_file(conn, timeout=300, retries=0)
             t = time.monotonic()
-            while client.hello().get("state") == "starting":
-                time.sleep(0.05)
+            wait_started(client)
             marks.append(("start-up: torch and the request modules imported (state starting)", t,
                           time.monotonic()))
             print(f"start-up took {time.monotonic() - launched:.1f} s", flush=True)

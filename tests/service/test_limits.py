@@ -85,20 +85,12 @@ def test_unauthenticated_peers_cannot_grow_the_servers_memory(server_factory) ->
     assert srv.alive()
 
 
-def _started(client, timeout: float = 300.0) -> None:
-    """Wait until the server has finished its start-up import of torch (hello state not starting)."""
-    deadline = time.monotonic() + timeout
-    while client.hello().get("state") == "starting":
-        assert time.monotonic() < deadline, "the server stayed in state starting"
-        time.sleep(0.1)
-
-
 def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tiny_avatar_subject: Path,
                                                              tmp_path: Path) -> None:
     """A render job_submit filling the default 512 MiB limit (UV maps) is received, decoded, scanned
     and stored while another process's signed hellos are each answered within 100 ms."""
     from backend.data.subject import Subject
-    from protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
+    from backend.service.hello_probe import maximal_render_buffers, wait_started
 
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -106,13 +98,11 @@ def test_a_maximal_message_does_not_stall_a_concurrent_hello(server_factory, tin
     subj = Subject.open(workdir / "subjects" / "s1")
     names, size = list(subj.expression_names), int(subj.size)
     srv = server_factory(workdir=workdir)
-    per_row = size * size * 3 * 2 + 4 * len(names)
-    rows = (DEFAULT_MAX_MESSAGE_BYTES - (1 << 20)) // per_row
-    uv = np.zeros((rows, size, size, 3), np.float16)
-    uv[..., 2] = 1.0
-    curves = np.zeros((rows, len(names)), np.float32)
+    buffers = maximal_render_buffers(names, size)
+    curves, uv = buffers["curves"], buffers["uv_maps"]
+    rows = len(curves)
     big = srv.client(timeout=120, retries=0)
-    _started(big)  # the import of torch at start-up is not what this test measures
+    wait_started(big)  # the import of torch at start-up is not what this test measures
     # with hmac-sha256 buffer checksums (what a client sends on a link that is neither loopback
     # nor CURVE): the server also verifies 511 MiB of them, the most work a valid message asks for
     big.session.checksum = "hmac-sha256"
