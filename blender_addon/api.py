@@ -217,9 +217,22 @@ def submit(
     return job_id
 
 
-def track_video(path: str | Path, subject_id: str, *, size: int = 256, wait: bool = False) -> str:
-    """Upload a portrait video and track it into a new subject."""
-    job_id = _call("track", path=str(path), subject_id=subject_id, params={"size": int(size)}).data["job_id"]
+TRACK_FRAMINGS: tuple[tuple[str, str, str], ...] = (
+    ("face", "Face", "The face fills the crop"),
+    ("head", "Head", "Head and hair"),
+    ("bust", "Bust", "Head, neck and shoulders"),
+)
+"""(name, label, description) of the crop framings a track job may ask for: the names of the
+backend's ``backend/face/framing.py`` ``FRAMINGS``, which checks them (a test keeps the two
+equal). The default framing is the backend's: without a framing the add-on sends none."""
+
+
+def track_video(path: str | Path, subject_id: str, *, size: int = 256, framing: str | None = None,
+                wait: bool = False) -> str:
+    """Upload a portrait video and track it into a new subject (``framing``: a ``TRACK_FRAMINGS``
+    name; None: the backend's default framing)."""
+    params: dict[str, Any] = {"size": int(size), **({"framing": framing} if framing else {})}
+    job_id = _call("track", path=str(path), subject_id=subject_id, params=params).data["job_id"]
     if wait:
         wait_job(job_id)
     return job_id

@@ -165,6 +165,10 @@ class EMO_AVATAR_OT_refresh(_NeedsConnection, bpy.types.Operator):
         return {"FINISHED"}
 
 
+DEFAULT_FRAMING = "DEFAULT"
+"""The Track Video operator's framing item that sends no framing (the backend's default)."""
+
+
 class EMO_AVATAR_OT_track_video(_NeedsConnection, bpy.types.Operator, ImportHelper):
     """Upload a portrait video and track it into a new subject"""
 
@@ -173,14 +177,19 @@ class EMO_AVATAR_OT_track_video(_NeedsConnection, bpy.types.Operator, ImportHelp
     filter_glob: StringProperty(default="*.mp4;*.mov;*.avi;*.mkv;*.webm", options={"HIDDEN"})
     subject_id: StringProperty(name="Subject name", default="subject")
     size: IntProperty(name="Crop size", default=256, min=16, max=4096)
+    framing: EnumProperty(
+        name="Framing",
+        description="How much of the person the crop holds",
+        items=[(DEFAULT_FRAMING, "Backend default", "The backend's default framing"), *api.TRACK_FRAMINGS],
+        default=DEFAULT_FRAMING,
+    )
 
     def execute(self, context):
         if not self.subject_id.strip():
             self.report({"ERROR"}, "give the subject a name")
             return {"CANCELLED"}
-        runtime.call(
-            "track", path=self.filepath, subject_id=self.subject_id.strip(), params={"size": self.size}
-        )
+        params = {"size": self.size, **({} if self.framing == DEFAULT_FRAMING else {"framing": self.framing})}
+        runtime.call("track", path=self.filepath, subject_id=self.subject_id.strip(), params=params)
         self.report({"INFO"}, f"uploading {bpy.path.basename(self.filepath)} for tracking")
         return {"FINISHED"}
 

@@ -230,21 +230,44 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
     addon_mod("api").refresh()
     st.subject = SUBJECT_ID
     before = {j.job_id for j in st.jobs}
-    assert bpy.ops.emo_avatar.track_video(
-        filepath=str(backend_workdir.parent / "sample.mp4"), subject_id="tracked_by_test", size=32
-    ) == {"FINISHED"}
+    video = str(backend_workdir.parent / "sample.mp4")
+    track = bpy.ops.emo_avatar.track_video
+    assert track(filepath=video, subject_id="tracked_by_test", size=32, framing="bust") == {"FINISHED"}
+    assert track(filepath=video, subject_id="tracked_default", size=32) == {"FINISHED"}
+    addon_mod("api").track_video(video, "tracked_by_api", size=32, framing="head")
     assert bpy.ops.emo_avatar.train(preset="tiny") == {"FINISHED"}
     assert bpy.ops.emo_avatar.edit(filepath=str(reference), style="mirror", frame=0) == {"FINISHED"}
 
     def new_jobs():
-        return {j.kind: j for j in st.jobs if j.job_id not in before}
+        return [j for j in st.jobs if j.job_id not in before]
 
-    pump(state, lambda: set(new_jobs()) >= {"track", "train", "edit"}, timeout=120)
+    kinds = ["edit", "track", "track", "track", "train"]
+    pump(state, lambda: sorted(j.kind for j in new_jobs()) == kinds, timeout=120)
     assert not [m for m in state.RUNTIME.messages if m[0] == "ERROR" and "edit" in m[1]]
-    for job in new_jobs().values():
+    for job in new_jobs():
         assert job.state in ("queued", "running", "done"), (job.kind, job.state, job.error)
         bpy.ops.emo_avatar.cancel_job(job_id=job.job_id)
-    pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs().values()), timeout=180)
+    # the framing picked in the operator (or api.track_video) reached the backend; "Backend
+    # default" sent none
+    from backend.face.framing import DEFAULT_FRAMING
+
+    client_cls = addon_mod("protocol.client").Client
+    with client_cls.from_connection_file(backend.connection_file, timeout=5) as client:
+        params = [client.status(j.job_id)["job"]["params"] for j in new_jobs() if j.kind == "track"]
+    assert {p["subject_id"]: p["framing"] for p in params} == {
+        "tracked_by_test": "bust", "tracked_default": DEFAULT_FRAMING, "tracked_by_api": "head"}
+    pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs()), timeout=180)
+
+
+def test_track_framings_are_the_backends(addon_mod) -> None:
+    """The Track Video operator offers exactly the backend's framings, plus its default."""
+    import bpy
+
+    from backend.face.framing import FRAMINGS
+
+    assert [name for name, _, _ in addon_mod("api").TRACK_FRAMINGS] == list(FRAMINGS)
+    items = bpy.ops.emo_avatar.track_video.get_rna_type().properties["framing"].enum_items
+    assert [i.identifier for i in items] == [addon_mod("operators").DEFAULT_FRAMING, *FRAMINGS]
 
 
 def test_a_second_take_of_the_same_frames_gets_its_own_channel(
