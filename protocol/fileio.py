@@ -210,6 +210,15 @@ def _read_stored(f: Any, info: zipfile.ZipInfo, file_bytes: int, where: str) -> 
     f.seek(start)
     shape, fortran, dtype, nbytes = _npy_header(f, info, where)
     head = f.tell() - start
+    data = _read_bytes(f, nbytes, where)
+    f.seek(start)
+    if zlib.crc32(data, zlib.crc32(f.read(head))) != info.CRC:
+        raise ValueError(f"{where} is damaged (crc32 mismatch)")
+    return data.view(dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_bytes(f: Any, nbytes: int, where: str) -> np.ndarray:
+    """The next ``nbytes`` of ``f`` read into a new uint8 array (``readinto``: no copy of its own)."""
     data = np.empty(nbytes, np.uint8)
     view, got = memoryview(data), 0
     while got < nbytes:
@@ -217,24 +226,14 @@ def _read_stored(f: Any, info: zipfile.ZipInfo, file_bytes: int, where: str) -> 
         if not n:
             raise ValueError(f"{where} is truncated")
         got += n
-    f.seek(start)
-    if zlib.crc32(data, zlib.crc32(f.read(head))) != info.CRC:
-        raise ValueError(f"{where} is damaged (crc32 mismatch)")
-    return data.view(dtype).reshape(shape, order="F" if fortran else "C")
+    return data
 
 
 def _read_compressed(member: Any, info: zipfile.ZipInfo, where: str) -> np.ndarray:
     """A compressed member, inflated by zipfile into its array (zipfile checks the crc32 at the
     end and raises ``BadZipFile`` on a mismatch)."""
     shape, fortran, dtype, nbytes = _npy_header(member, info, where)
-    data = np.empty(nbytes, np.uint8)
-    view, got = memoryview(data), 0
-    while got < nbytes:
-        n = member.readinto(view[got:])
-        if not n:
-            raise ValueError(f"{where} is truncated")
-        got += n
-    return data.view(dtype).reshape(shape, order="F" if fortran else "C")
+    return _read_bytes(member, nbytes, where).view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
 @contextlib.contextmanager
