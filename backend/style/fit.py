@@ -21,10 +21,17 @@ import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
+from backend.style.position_grade import position_channels
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
 log = logging.getLogger(__name__)
+
+
+GRADE_LR = 10.0
+"""The position grade's learning rate over the network's: its 60 numbers are global and each
+moves the whole frame's colour, so at the network's rate the grade was still far from a
+left-to-right palette after 800 steps (``tests/edit/test_position_grade.py``)."""
 
 
 @dataclass(frozen=True)
@@ -160,11 +167,16 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
 
 
 def _forward(net: StyleTranslator, x: torch.Tensor, cells: CellMap | None = None) -> torch.Tensor:
-    """``net`` on (B, 3 + guides + screen channels, H, W) packed inputs (``cells``: the crops'
-    lattice cells; None: whole frames, the stored lattice's)."""
+    """``net`` on (B, 3 + guides + screen channels [+ 2 positions], H, W) packed inputs (the
+    positions when the net has a position grade; ``cells``: the crops' lattice cells; None:
+    whole frames, the stored lattice's)."""
     cfg = net.cfg
+    positions = None
+    if cfg.grade:
+        x, positions = x[:, :-2], x[:, -2:]
     g = 3 + cfg.guides
-    return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None, cells)
+    return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None, cells,
+               positions)
 
 
 @torch.no_grad()
@@ -226,6 +238,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
+    if net_cfg.grade:  # each pixel's place in its frame, cut, flipped and warped with it
+        pos = position_channels(*inputs.shape[-2:], inputs)
+        inputs = torch.cat([inputs, pos.expand(inputs.shape[0], -1, -1, -1)], 1)
+        if unlabeled is not None:
+            unlabeled = tuple(torch.cat([u, pos.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
     lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
     warp = s.warp
     if lattice is not None:
@@ -242,7 +259,10 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         frame_cells = lattice.cell_index(h, w).reshape(1, 1, h, w).to(targets)
     average = (torch.optim.swa_utils.AveragedModel(
         net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None)
-    opt = torch.optim.Adam(net.parameters(), lr=s.lr, betas=(0.9, 0.99))
+    grade = list(net.grade.parameters()) if net.grade is not None else []
+    rest = [p for p in net.parameters() if all(p is not g for g in grade)]
+    groups = [{"params": rest}] + ([{"params": grade, "lr": s.lr * GRADE_LR}] if grade else [])
+    opt = torch.optim.Adam(groups, lr=s.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])
     size -= size % 4

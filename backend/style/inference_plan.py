@@ -165,6 +165,7 @@ class InferencePlan:
             elif net.screen.numel():
                 self.screen_layer = net.screen_layer(h, w, first.weight)
             self.cells = net.cell_map(h, w, first.weight.device)
+            self.grade = net.grade_fields(h, w, first.weight) if net.grade is not None else None
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the network's grid: replicate-padded to a multiple of 4 * unshuffle,
@@ -219,16 +220,20 @@ class InferencePlan:
         if y.shape[-2:] != (h, w):
             y = y[..., :h, :w]
         out = image + y[:, :3]
-        if self.screen_layer is not None and self.cells is None:
+        late = self.cells is not None or self.grade is not None  # the screen goes on after them
+        if self.screen_layer is not None and not late:
             out = out.add_(self.screen_layer)
         if self.refine is not None:
             ra, rb, last = self.refine
             hidden = F.leaky_relu_(rb.add(_cl(y[:, :self.n_y]), ra(image)), LEAK)
             out = last.add(hidden, _cl(out))
-        if self.cells is not None:  # each lattice cell flat, then the screen on top
+        if self.grade is not None:
+            m, b = self.grade
+            out = _cl(out + torch.einsum("bijhw,bjhw->bihw", m, out) + b)
+        if self.cells is not None:  # each lattice cell flat
             out = _cl(cell_mean(out, self.cells))
-            if self.screen_layer is not None:
-                out = out.add_(self.screen_layer)
+        if self.screen_layer is not None and late:  # then the screen on top
+            out = out.add_(self.screen_layer)
         if self.gated is not None and screen_map is not None:
             n_in = self.cfg.screen_input
             out = self.gated(out, y[:, self.n_y:], screen_map[:, :n_in], screen_map[:, n_in:])

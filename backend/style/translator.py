@@ -35,6 +35,7 @@ from torch import nn
 
 from backend.style.guides import uv_guides
 from backend.style.lattice import CellMap, Lattice, cell_mean
+from backend.style.position_grade import PositionGrade, position_channels
 from backend.style.screen import screen_channels, screen_parts
 from backend.style.screen_gate import GatedScreen
 
@@ -69,6 +70,9 @@ class TranslatorConfig:
         low_merge: 1 when each decoder merge convolves the coarse features at their own
             resolution and then upsamples the result (a quarter of the cost of convolving them
             upsampled, with the same weights' shapes); 0: upsample, then convolve.
+        grade: degree of the colour grade that varies over the frame
+            (``backend.style.position_grade``), applied to the network's output before the
+            lattice and the screen; 0: none (styles written before it).
     """
 
     width: int = 16
@@ -80,6 +84,7 @@ class TranslatorConfig:
     low_merge: int = 0
     screen_gates: int = 0
     screen_head: int = 0
+    grade: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -87,7 +92,7 @@ class TranslatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
         names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input", "low_merge",
-                 "screen_gates", "screen_head")
+                 "screen_gates", "screen_head", "grade")
         known = {k: int(d[k]) for k in names if k in d}
         return cls(**known)
 
@@ -212,6 +217,7 @@ class StyleTranslator(nn.Module):
             self.refine = nn.Sequential(ConvAct(6 + extra, hidden), nn.Conv2d(hidden, 3, 3, 1, 1))
             nn.init.zeros_(self.refine[-1].weight)
             nn.init.zeros_(self.refine[-1].bias)
+        self.grade = PositionGrade(self.cfg.grade) if self.cfg.grade else None
         self.register_buffer("screen", torch.zeros(0), persistent=False)
         self.lattice: Lattice | None = None
         self._cache = _DerivedCache()
@@ -236,6 +242,11 @@ class StyleTranslator(nn.Module):
         lattice = self.lattice
         return self._cache.get(self._cache.cells, (h, w, device, lattice),
                                lambda: CellMap.of(lattice.cell_index(h, w)).to(device))
+
+    def grade_fields(self, h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The position grade over a whole (h, w) frame, as ``like``'s device and dtype:
+        (1, 3, 3, h, w) matrix change and (1, 3, h, w) offset (``PositionGrade.fields``)."""
+        return self.grade.fields(position_channels(h, w, like))
 
     def _screen_cached(self, what: str, h: int, w: int, like: torch.Tensor, make) -> torch.Tensor:
         """``make()`` for the current screen, kept per (what, size, device, dtype): the screen only
@@ -270,22 +281,26 @@ class StyleTranslator(nn.Module):
         return self._screen_cached("input", h, w, like, make)
 
     def forward(self, image: torch.Tensor, guides: torch.Tensor | None = None,
-                screen_map: torch.Tensor | None = None, cells: CellMap | None = None) -> torch.Tensor:
+                screen_map: torch.Tensor | None = None, cells: CellMap | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 3, H, W). ``screen_map``: the screen of these crops while fitting,
         (B, screen_input [+ 3 * (screen_gates + 1)], H, W): the network's screen channels, then
         with gates ``screen_parts``; None: the stored screen's. ``cells``: the lattice cells of
         these crops while fitting; None: the stored lattice's at this size (``cell_map``).
+        ``positions``: (B, 2, H, W) where the crops' pixels were in their frame, in [-1, 1], while
+        fitting (``position_channels``); None: whole frames.
 
         Rendering (eval mode, no gradients) runs an ``InferencePlan`` when one applies, training
         runs ``forward_reference``; both compute the same thing up to float rounding."""
-        plan = None if cells is not None else self.inference_plan(image, guides, screen_map)
+        plan = (None if cells is not None or positions is not None
+                else self.inference_plan(image, guides, screen_map))
         if plan is not None:
             return plan(image, guides, screen_map)
-        return self.forward_reference(image, guides, screen_map, cells)
+        return self.forward_reference(image, guides, screen_map, cells, positions)
 
     def forward_reference(self, image: torch.Tensor, guides: torch.Tensor | None = None,
-                          screen_map: torch.Tensor | None = None,
-                          cells: CellMap | None = None) -> torch.Tensor:
+                          screen_map: torch.Tensor | None = None, cells: CellMap | None = None,
+                          positions: torch.Tensor | None = None) -> torch.Tensor:
         """``forward`` op by op as the modules define it (what training differentiates)."""
         h, w = image.shape[-2:]
         if cells is None:
@@ -321,6 +336,9 @@ class StyleTranslator(nn.Module):
         if self.refine is not None:
             head, last = self.refine
             out = out + last(head[1](split_conv([image, y[:, :3 + extra]], head[0])))
+        if self.grade is not None:
+            pos = position_channels(h, w, out) if positions is None else positions
+            out = self.grade(out, pos).contiguous(memory_format=torch.channels_last)
         if cells is not None:
             out = cell_mean(out, cells)
         if self.gated is not None and screen_map is not None:
