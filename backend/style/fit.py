@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
-from backend.style.position_grade import position_channels
+from backend.style.position_grade import POSITION_SHARE, position_channels, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
@@ -238,6 +238,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
+    if net_cfg.grade:
+        share = sum(position_share(x[:3], t) for x, t in zip(inputs, targets, strict=True)) / len(inputs)
+        if share < POSITION_SHARE:
+            net_cfg = replace(net_cfg, grade=0)
+        log.info("style translator: %.2f of the references' colour depends on the frame position "
+                 "(position_share); %s", share, "a position grade is fitted" if net_cfg.grade
+                 else f"below {POSITION_SHARE}: no position grade")
     if net_cfg.grade:  # each pixel's place in its frame, cut, flipped and warped with it
         pos = position_channels(*inputs.shape[-2:], inputs)
         inputs = torch.cat([inputs, pos.expand(inputs.shape[0], -1, -1, -1)], 1)

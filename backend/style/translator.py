@@ -70,7 +70,7 @@ class TranslatorConfig:
         low_merge: 1 when each decoder merge convolves the coarse features at their own
             resolution and then upsamples the result (a quarter of the cost of convolving them
             upsampled, with the same weights' shapes); 0: upsample, then convolve.
-        grade: degree of the colour grade that varies over the frame
+        grade: control points per side of the colour grade that varies over the frame
             (``backend.style.position_grade``), applied to the network's output before the
             lattice and the screen; 0: none (styles written before it).
     """

@@ -35,7 +35,7 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "tiny": FitSettings(steps=80, batch=4, patch=32, net=TranslatorConfig(width=8, blocks=1)),
     "cpu": FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32,
                        net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
-                                            screen_head=16)),
+                                            screen_head=16, grade=5)),
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
                          net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
                                               screen_head=16)),

@@ -1,5 +1,6 @@
-"""The position grade: a palette that changes across the frame is learned from one keyframe and
-holds on other frames; an untrained grade changes nothing; style files keep it."""
+"""The position grade: a palette that changes across the frame, and a vignette that is flat in the
+middle, are learned from one keyframe and hold on other frames; an untrained grade changes nothing;
+style files keep it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ import numpy as np
 import torch
 
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.position_grade import PositionGrade, monomial_count, monomials, position_channels
-from backend.style.translator import StyleTranslator, TranslatorConfig, translator_from_state, translator_state
+from backend.style.position_grade import (
+    POSITION_SHARE,
+    PositionGrade,
+    control_weights,
+    grade_basis,
+    position_channels,
+    position_share,
+)
+from backend.style.translator import (
+    StyleTranslator,
+    TranslatorConfig,
+    translator_from_state,
+    translator_state,
+)
 from tests.edit.conftest import draw_frame
 from tests.edit.test_screen import _t
 
@@ -23,46 +36,69 @@ def across(rgb: np.ndarray) -> np.ndarray:
     return np.clip(img * (1 - t) + img[..., ::-1] * t, 0, 255).astype(np.uint8)
 
 
-def test_positions_and_monomials() -> None:
+def vignette(rgb: np.ndarray) -> np.ndarray:
+    """An oval vignette, flat over the middle (where the face is) and down to a quarter at the corners."""
+    img = rgb.astype(np.float32)
+    x, y = position_channels(*rgb.shape[:2])[0].numpy()
+    v = np.clip(1.15 - 0.6 * (x ** 2 + 1.3 * y ** 2), 0.25, 1)[..., None]
+    return np.clip(img * v, 0, 255).astype(np.uint8)
+
+
+def test_positions_and_control_weights() -> None:
     pos = position_channels(3, 5)
     assert pos.shape == (1, 2, 3, 5)
     assert pos[0, 0, 0].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]  # x across, y down
     assert pos[0, 1, :, 0].tolist() == [-1.0, 0.0, 1.0]
-    assert monomial_count(1) == 2 and monomial_count(2) == 5
-    m = monomials(pos, 2)
-    x, y = pos[:, 0], pos[:, 1]
-    for k, want in enumerate((x, y, x * x, x * y, y * y)):
-        assert torch.equal(m[:, k], want)
+    w = control_weights(pos, 3)  # control points at -1, 0, 1 on both axes
+    assert w.shape == (1, 9, 3, 5)
+    assert torch.allclose(w.sum(1), torch.ones(1, 3, 5))
+    assert w[0, 0, 0, 0] == 1 and w[0, 8, 2, 4] == 1  # the corners are control points
+    assert w[0, :, 1, 1].tolist() == [0, 0, 0, 0.5, 0.5, 0, 0, 0, 0]  # halfway between two
+    assert torch.allclose(grade_basis(pos, 3).sum(1), torch.zeros(1, 3, 5), atol=1e-6)  # no global change
 
 
 def test_an_untrained_grade_is_the_identity() -> None:
     rgb = torch.rand(2, 3, 8, 8) * 2 - 1
-    grade = PositionGrade(2)
+    grade = PositionGrade(5)
     assert torch.equal(grade(rgb, position_channels(8, 8)), rgb)
-    net = StyleTranslator(TranslatorConfig(width=8, blocks=1, grade=2)).eval()
+    net = StyleTranslator(TranslatorConfig(width=8, blocks=1, grade=5)).eval()
     with torch.no_grad():
         assert torch.equal(net(rgb), rgb)
 
 
-def test_a_palette_across_the_frame_is_learned_from_one_keyframe() -> None:
-    """Fitted on frame 0 only, scored on frames the fit never saw: with the grade the translator
-    gives each side of the frame its own colours; without it, it can only learn their average."""
+def _fit_and_score(look, grade: int) -> tuple[float, float]:
+    """Fit on frame 0's look only; mean absolute error on 3 frames the fit never saw ([-1, 1]
+    units): over the whole frame, and over the middle of the frame (x^2 + 1.3 y^2 < 0.25)."""
     frames = [draw_frame(t, SIZE)[0] for t in (0, 7, 13, 19)]
-    inputs, targets = _t(frames[0])[None], _t(across(frames[0]))[None]
-    errors = {}
-    for degree in (0, 2):
-        cfg = TranslatorConfig(width=8, blocks=1, grade=degree)
-        net = fit_translator(inputs, targets, FitSettings(steps=500, batch=4, patch=32, net=cfg), seed=0).translator
-        with torch.no_grad():
-            out = net(torch.stack([_t(f) for f in frames[1:]]))
-        truth = torch.stack([_t(across(f)) for f in frames[1:]])
-        errors[degree] = float((out - truth).abs().mean())
-    assert errors[2] < 0.3 * errors[0], errors  # measured: 0.024 against 0.129
-    assert errors[2] < 0.04, errors  # about 5 levels of 255 on average
+    cfg = TranslatorConfig(width=8, blocks=1, grade=grade)
+    net = fit_translator(_t(frames[0])[None], _t(look(frames[0]))[None],
+                         FitSettings(steps=500, batch=4, patch=32, net=cfg), seed=0).translator
+    with torch.no_grad():
+        error = net(torch.stack([_t(f) for f in frames[1:]])) - torch.stack([_t(look(f)) for f in frames[1:]])
+    x, y = position_channels(SIZE, SIZE)[0]
+    middle = x ** 2 + 1.3 * y ** 2 < 0.25
+    error = error.abs().mean(1)
+    return float(error.mean()), float(error[:, middle].mean())
+
+
+def test_a_palette_across_the_frame_is_learned_from_one_keyframe() -> None:
+    """With the grade the translator gives each side of the frame its own colours; without it, it
+    can only learn their average."""
+    without, with_grade = _fit_and_score(across, 0)[0], _fit_and_score(across, 5)[0]
+    assert with_grade < 0.2 * without, (with_grade, without)  # measured: 0.017 against 0.129
+    assert with_grade < 0.025, with_grade  # about 3 levels of 255 on average
+
+
+def test_a_vignette_flat_over_the_face_is_learned_and_keeps_the_middle() -> None:
+    """The corners darken as the keyframe's do, and the middle, where the look changes nothing,
+    keeps its tone (a quadratic polynomial of the position could not: 0.026 in the middle)."""
+    (without, without_middle), (whole, middle) = _fit_and_score(vignette, 0), _fit_and_score(vignette, 5)
+    assert whole < 0.6 * without, (whole, without)  # measured: 0.033 against 0.068
+    assert middle < 0.015, (middle, without_middle)  # measured: 0.0115 (without a grade: 0.009)
 
 
 def test_style_files_keep_the_grade_and_older_files_have_none() -> None:
-    net = StyleTranslator(TranslatorConfig(width=8, blocks=1, grade=2)).eval()
+    net = StyleTranslator(TranslatorConfig(width=8, blocks=1, grade=5)).eval()
     with torch.no_grad():
         net.grade.matrix.normal_(0, 0.1)
         net.grade.offset.normal_(0, 0.1)
@@ -75,3 +111,24 @@ def test_style_files_keep_the_grade_and_older_files_have_none() -> None:
     old = translator_state(StyleTranslator(TranslatorConfig(width=8, blocks=1)))
     old["config"].pop("grade")  # a style written before the grade
     assert translator_from_state(old).grade is None
+
+
+def test_only_looks_that_change_across_the_frame_get_a_grade() -> None:
+    """``position_share`` is high for the palette across the frame and the vignette, near 0 for
+    looks that do the same everywhere (a channel swap the pixel features explain exactly, an
+    inverted posterisation); the fit leaves the grade out of those."""
+    frame = draw_frame(0, SIZE)[0]
+    shares = {look.__name__: position_share(_t(frame), _t(look(frame))) for look in (across, vignette)}
+    swapped, posterised = np.ascontiguousarray(frame[..., ::-1]), 255 - (frame // 64) * 64
+    shares |= {"swap": position_share(_t(frame), _t(swapped)),
+               "posterised": position_share(_t(frame), _t(posterised))}
+    assert shares["across"] > 0.9 and shares["vignette"] > 0.7, shares  # measured: 0.94, 0.73
+    assert shares["swap"] < 0.05 and shares["posterised"] < 0.25, shares
+    cfg = TranslatorConfig(width=8, blocks=1, grade=5)
+    kept = fit_translator(_t(frame)[None], _t(vignette(frame))[None],
+                          FitSettings(steps=1, batch=1, patch=32, net=cfg), seed=0).translator
+    dropped = fit_translator(_t(frame)[None], _t(posterised)[None],
+                             FitSettings(steps=1, batch=1, patch=32, net=cfg), seed=0).translator
+    assert kept.cfg.grade == 5 and kept.grade is not None
+    assert dropped.cfg.grade == 0 and dropped.grade is None
+    assert shares["posterised"] < POSITION_SHARE < shares["vignette"]

@@ -46,10 +46,11 @@ CONFIGS = {
                                                              screen_gates=2),
     "gated screen, unshuffle": TranslatorConfig(width=8, blocks=2, unshuffle=2, refine=4,
                                                 screen_input=SCREEN_CHANNELS, screen_gates=2, screen_head=8),
-    "position grade, gated screen (cpu preset)": TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1,
-                                                                  screen_input=SCREEN_CHANNELS, screen_gates=2,
-                                                                  screen_head=16, grade=2),
-    "position grade, screen layer, no refinement": TranslatorConfig(width=8, blocks=1, screen_input=1, grade=1),
+    "position grade, gated screen (cpu preset)": TranslatorConfig(
+        width=12, blocks=2, refine=8, low_merge=1, screen_input=SCREEN_CHANNELS, screen_gates=2,
+        screen_head=16, grade=5),
+    "position grade, screen layer, no refinement": TranslatorConfig(
+        width=8, blocks=1, screen_input=1, grade=2),
 }
 
 
