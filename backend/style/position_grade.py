@@ -22,6 +22,7 @@ one (``position_share`` >= ``POSITION_SHARE``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 GRID_SIZES = range(2, 9)
@@ -108,7 +109,7 @@ one, for 22 looks: 0.53-0.89 for the four whose tone changes across the frame (a
 map, a light leak, a vignetted sepia, a vignetted retro curve); 0.00-0.33 for the 18 others, among
 them neon edges whose glow turns from cyan to magenta across the frame (0.14-0.20: its tone does
 not change, only the colour of thin edges). A grade where the look does not need one fits the
-keyframe's errors by position and cost 0.5-0.9 dB in the face on held-out frames
+keyframe's errors by position: it cost up to 0.9 dB in the face on held-out frames
 (docs/editing.md)."""
 
 
@@ -122,10 +123,8 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
-    pad = torch.nn.functional.pad
-    x = torch.nn.functional.conv2d(pad(x, (r, r, 0, 0), mode="replicate"), k, groups=x.shape[1])
-    return torch.nn.functional.conv2d(pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3),
-                                      groups=x.shape[1])
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=x.shape[1])
 
 
 def _pixel_features(source: torch.Tensor) -> torch.Tensor:
@@ -134,8 +133,8 @@ def _pixel_features(source: torch.Tensor) -> torch.Tensor:
     makes of a pixel, to first order."""
     x = source[None].double()
     grey = x.mean(1, keepdim=True)
-    gx = torch.nn.functional.pad(grey[..., :, 2:] - grey[..., :, :-2], (1, 1, 0, 0), mode="replicate")
-    gy = torch.nn.functional.pad(grey[..., 2:, :] - grey[..., :-2, :], (0, 0, 1, 1), mode="replicate")
+    gx = F.pad(grey[..., :, 2:] - grey[..., :, :-2], (1, 1, 0, 0), mode="replicate")
+    gy = F.pad(grey[..., 2:, :] - grey[..., :-2, :], (0, 0, 1, 1), mode="replicate")
     feats = torch.cat([x, x * x, _blur(x, 2.0), torch.sqrt(gx * gx + gy * gy), torch.ones_like(grey)], 1)
     return feats[0].flatten(1).T
 
