@@ -165,7 +165,10 @@ class InferencePlan:
             elif net.screen.numel():
                 self.screen_layer = net.screen_layer(h, w, first.weight)
             self.cells = net.cell_map(h, w, first.weight.device)
-            self.grade = net.grade_fields(h, w, first.weight) if net.grade is not None else None
+            self.grade = None
+            if net.grade is not None:  # per source channel j: (1, 3, h, w) column j, then the offset
+                m, b = net.grade_fields(h, w, first.weight)
+                self.grade = ([_cl(m[:, :, j]) for j in range(3)], _cl(b))
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the network's grid: replicate-padded to a multiple of 4 * unshuffle,
@@ -228,8 +231,11 @@ class InferencePlan:
             hidden = F.leaky_relu_(rb.add(_cl(y[:, :self.n_y]), ra(image)), LEAK)
             out = last.add(hidden, _cl(out))
         if self.grade is not None:
-            m, b = self.grade
-            out = _cl(out + torch.einsum("bijhw,bjhw->bihw", m, out) + b)
+            columns, offset = self.grade  # out + m @ out + b as three fused multiply-adds
+            graded = _cl(out + offset)
+            for j, column in enumerate(columns):
+                graded.addcmul_(column, out[:, j:j + 1])
+            out = graded
         if self.cells is not None:  # each lattice cell flat
             out = _cl(cell_mean(out, self.cells))
         if self.screen_layer is not None and late:  # then the screen on top
