@@ -86,12 +86,14 @@ class FitSettings:
 
 @dataclass
 class FitResult:
-    """The fitted translator (eval mode, no grad), its loss history and the wall time (s)."""
+    """The fitted translator (eval mode, no grad), its loss history, the wall time (s) and the
+    keyframes' mean ``position_share`` (None when the settings have no grade to decide on)."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
     seconds: float
     steps_done: int
+    position_share: float | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,6 +240,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
+    share = None
     if net_cfg.grade:
         share = sum(position_share(x[:3], t) for x, t in zip(inputs, targets, strict=True)) / len(inputs)
         if share < POSITION_SHARE:
@@ -317,4 +320,5 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         net.load_state_dict(average.module.state_dict())
     net.eval().requires_grad_(False)
     net.set_screen(screen)
-    return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1)
+    return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
+                     position_share=share)

@@ -126,9 +126,13 @@ def test_only_looks_that_change_across_the_frame_get_a_grade() -> None:
     assert shares["swap"] < 0.05 and shares["posterised"] < 0.25, shares
     cfg = TranslatorConfig(width=8, blocks=1, grade=5)
     kept = fit_translator(_t(frame)[None], _t(vignette(frame))[None],
-                          FitSettings(steps=1, batch=1, patch=32, net=cfg), seed=0).translator
+                          FitSettings(steps=1, batch=1, patch=32, net=cfg), seed=0)
     dropped = fit_translator(_t(frame)[None], _t(posterised)[None],
-                             FitSettings(steps=1, batch=1, patch=32, net=cfg), seed=0).translator
-    assert kept.cfg.grade == 5 and kept.grade is not None
-    assert dropped.cfg.grade == 0 and dropped.grade is None
+                             FitSettings(steps=1, batch=1, patch=32, net=cfg), seed=0)
+    assert kept.translator.cfg.grade == 5 and kept.translator.grade is not None
+    assert dropped.translator.cfg.grade == 0 and dropped.translator.grade is None
+    assert kept.position_share == shares["vignette"] and dropped.position_share == shares["posterised"]
     assert shares["posterised"] < POSITION_SHARE < shares["vignette"]
+    plain = FitSettings(steps=1, batch=1, patch=32, net=TranslatorConfig(width=8, blocks=1))
+    never = fit_translator(_t(frame)[None], _t(vignette(frame))[None], plain, seed=0)
+    assert never.position_share is None  # settings without a grade do not measure
