@@ -9,8 +9,9 @@ the frame from an ``n`` x ``n`` grid of control points,
 
     out(x, y) = rgb + sum_k phi_k(x, y) * (A_k @ rgb + b_k),
 
-with ``phi_k`` the bilinear weights ("hats") of control point k at the frame-normalised position
-(x, y in [-1, 1]); they sum to 1 everywhere. At ``n`` = 5 that is 25 points 32 px apart in a
+with ``phi_k`` the bilinear weight ("hat") of control point k at the frame-normalised position
+(x, y in [-1, 1]) less the weights' mean (``grade_basis``: the grade has no part common to the
+whole frame; the look's global colour is the network's). At ``n`` = 5 that is 25 points 32 px apart in a
 128 px frame and 300 numbers: too coarse to memorise where anything is in the keyframe (a
 per-pixel correction of 128 x 128 x 3 would), fine enough for a vignette that is flat over the
 face and falls off towards the corners (a quadratic polynomial of the position, tried first,
