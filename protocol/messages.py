@@ -123,7 +123,7 @@ resubmitting the same job_id resumes it (checkpoint, frames on disk)."""
 SERVER_STATES: tuple[str, ...] = ("starting", "idle", "busy", "stopping")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 FRAME_ENCODINGS: tuple[str, ...] = ("raw", "png")
-TRAIN_PRESETS: tuple[str, ...] = ("tiny", "cpu", "paper")
+TRAIN_PRESETS: tuple[str, ...] = ("tiny", "cpu", "studio", "paper")
 STATUS: tuple[str, ...] = ("ok", "error")
 
 JOB_RECORD: dict[str, Field] = {

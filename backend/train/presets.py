@@ -104,6 +104,17 @@ PRESETS: dict[str, Preset] = {
         pti_w_steps=30, pti_g_steps=30, adv_start=500, ema_beta=0.99,
         preview_every=250, checkpoint_every=500,
     ),
+    "studio": Preset(
+        name="studio", size=256,
+        model=dict(tex_size=256, pyramid_levels=4, style_dim=256, n_mlp=4, channel_multiplier=0.125,
+                   channel_max=64, motion_dim=64, motion_hidden=128, deform_channels=16,
+                   deform_channel_max=64,
+                   deform_size=64, skip_min_res=8, skip_channel_max=64, patch_channels=32, patch_layers=3),
+        # provisional: step count and widths are being measured against the 30-minute budget
+        steps=4000, batch=4, lr_g=2e-3, lr_tex=1e-2, lr_d=2e-3,
+        pti_w_steps=30, pti_g_steps=30, adv_start=1250, ema_beta=0.99,
+        preview_every=500, checkpoint_every=1000,
+    ),
     "paper": Preset(
         name="paper", size=512,
         model=dict(tex_size=512, pyramid_levels=4, style_dim=512, n_mlp=8, channel_multiplier=2,
