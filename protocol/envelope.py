@@ -10,7 +10,8 @@ Wire layout of one message (each item one ZeroMQ frame)::
   connection file's key (:mod:`protocol.keys`), checked with ``hmac.compare_digest`` before
   anything is unpacked;
 - header: ``{msg_id: 32 hex chars (128 random bits), session: hex id of the sender, msg_type,
-  proto: "2.0", date: ISO-8601 UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ", seq: per-session counter}``;
+  proto: PROTO ("major.minor" of PROTOCOL_VERSION), date: ISO-8601 UTC
+  "YYYY-MM-DDTHH:MM:SS.ffffffZ", seq: per-session counter}``;
   parent_header: the request's header echoed in its replies/frames (``{}`` otherwise);
 - content: msgpack map, validated against :mod:`protocol.messages`; its reserved
   ``"_buffers"`` list describes the buffer frames (see :mod:`protocol.buffers`).

@@ -214,7 +214,9 @@ JOB_KINDS: dict[str, JobKind] = {
     "train": JobKind(
         fields={
             "subject_id": req("str"),
-            "preset": opt("str", "cpu", choices=TRAIN_PRESETS),
+            "preset": opt("str", "cpu", "a training preset of the backend (`backend/train/presets.py` "
+                                        "PRESETS, which a test keeps equal to TRAIN_PRESETS); studio "
+                                        "since 2.2", choices=TRAIN_PRESETS),
             "steps": opt("int", doc="override the preset's step count", minimum=1),
             "seed": opt("int", 0),
             "resume": opt("bool", False, "continue from the subject's last checkpoint"),
