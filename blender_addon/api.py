@@ -23,6 +23,7 @@ from typing import Any
 import bpy
 
 from . import backend_proc, compat, curves_files, preferences, rig, rigdata, runtime, shot, vse
+from .protocol.messages import TRAIN_PRESETS as _TRAIN_PRESET_NAMES
 from .runtime import RUNTIME, Shot
 
 
@@ -225,6 +226,23 @@ TRACK_FRAMINGS: tuple[tuple[str, str, str], ...] = (
 """(name, label, description) of the crop framings a track job may ask for: the names of the
 backend's ``backend/face/framing.py`` ``FRAMINGS``, which checks them (a test keeps the two
 equal). The default framing is the backend's: without a framing the add-on sends none."""
+
+
+_PRESET_LABELS: dict[str, tuple[str, str]] = {
+    "tiny": ("Tiny", "Seconds, for tests"),
+    "cpu": ("CPU", "A CPU-sized model"),
+    "studio": ("Studio", "A larger CPU model at a higher resolution (slower)"),
+    "paper": ("Paper", "The paper's settings (GPU)"),
+}
+
+TRAIN_PRESETS: tuple[tuple[str, str, str], ...] = tuple(
+    (name, *_PRESET_LABELS.get(name, (name.title(), f"The backend's {name} preset")))
+    for name in _TRAIN_PRESET_NAMES
+)
+"""(name, label, description) of the training presets a train job may ask for: the names are the
+message table's ``protocol.messages.TRAIN_PRESETS`` (a test keeps them equal to the backend's
+``backend/train/presets.py`` PRESETS, where their sizes and step counts live); only the labels
+are the add-on's."""
 
 
 def track_video(path: str | Path, subject_id: str, *, size: int = 256, framing: str | None = None,

@@ -199,15 +199,7 @@ class EMO_AVATAR_OT_train(bpy.types.Operator):
 
     bl_idname = "emo_avatar.train"
     bl_label = "Train Avatar"
-    preset: EnumProperty(
-        name="Preset",
-        items=[
-            ("tiny", "Tiny", "seconds, for tests"),
-            ("cpu", "CPU", "a CPU-sized model"),
-            ("paper", "Paper", "the paper's settings (GPU)"),
-        ],
-        default="cpu",
-    )
+    preset: EnumProperty(name="Preset", items=list(api.TRAIN_PRESETS), default="cpu")
 
     @classmethod
     def poll(cls, context):
