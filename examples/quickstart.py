@@ -21,7 +21,7 @@ from backend.face.track import track_video
 from backend.images import write_png
 from backend.paths import frame_file_name
 from backend.render import Renderer
-from backend.train.presets import get_preset
+from backend.train.presets import PRESETS, get_preset
 from backend.train.stage1 import train_avatar
 from protocol.curves import read_curves
 
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--video", type=Path, default=None, help="portrait video (default: the sample)")
     ap.add_argument("--curves", type=Path, default=HERE / "curves" / "performance_livelinkface.csv")
-    ap.add_argument("--preset", default="cpu", choices=["tiny", "cpu", "paper"])
+    ap.add_argument("--preset", default="cpu", choices=list(PRESETS))
     ap.add_argument("--frames", type=int, default=None, help="render only the first N frames")
     args = ap.parse_args()
 

@@ -1,4 +1,4 @@
-"""`emo-avatar train SUBJECT --preset tiny|cpu|paper [--steps N] [--resume] [--seed S] [--device D]
+"""`emo-avatar train SUBJECT --preset NAME [--steps N] [--resume] [--seed S] [--device D]
 [--stylegan CKPT] [--nproc N] [--no-memory-check] [--progress-file F] [--stop-file F]`: stage-1
 training with a progress bar (losses, ETA); Ctrl-C saves and exits. Before training starts the
 memory estimate is logged; a run that does not fit, a subject more than 4x off the preset's size,
@@ -31,8 +31,9 @@ from backend.train.presets import PRESETS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("subject", type=Path, help="subject folder (from emo-avatar track)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="tiny (tests), cpu (demo, 128 px), paper (512 px, CUDA)")
+    parser.add_argument("--preset", choices=list(PRESETS), default="cpu",
+                        help="training preset (backend/train/presets.py): "
+                             + ", ".join(f"{p.name} {p.size} px" for p in PRESETS.values()))
     parser.add_argument("--steps", type=int, default=None,
                         help="total stage-1 steps (default, or 0: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue from SUBJECT/avatar/checkpoint.pt")

@@ -110,6 +110,20 @@ def test_train_and_style_steps_run_in_order_and_parse() -> None:
             assert (ns.nproc, ns.resume, ns.preset) == (2, True, "cpu")
 
 
+def test_preset_values_are_the_training_presets() -> None:
+    """The template's Preset choices are backend/train/presets.py's PRESETS (one source of truth),
+    and each one reaches `emo-avatar train --preset` through the real parser."""
+    from backend.train.presets import PRESETS
+
+    doc = yaml.safe_load(template_text("train-and-style"))
+    preset = next(p for p in doc["parameterDefinitions"] if p["name"] == "Preset")
+    assert preset["allowedValues"] == list(PRESETS)
+    for name in PRESETS:
+        job, values = _job("train-and-style", {**TRAIN_VALUES, "Preset": name})
+        train = next(s for s in job.steps if s.name == "Train")
+        assert _parse_command(_fill(train.script.actions.onRun.args, values)).preset == name
+
+
 @pytest.mark.parametrize(("name", "values", "message"), [
     ("render-shot", {**RENDER_VALUES, "Batch": "0"}, "Batch must be at least 1"),
     ("render-shot", {**RENDER_VALUES, "BatchesPerTask": "151"}, "BatchesPerTask must be at most 150"),
