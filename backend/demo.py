@@ -6,7 +6,11 @@ performance that differs from the training clip, UV maps from Blender's UV pass,
 ZeroMQ into a VSE strip, the sequencer rendered to MP4) -> contact sheet + metrics + a table.
 
 Each step writes its output atomically and is skipped when that output already exists, so a
-second run reuses what is done (``--force`` redoes everything).
+second run reuses what is done (``--force`` redoes everything). ``--preset`` picks the training
+preset, whose size is the size of everything downstream: the tracked crops, the avatar, the
+frames Blender receives and the MP4 (``cpu``, 128 px, is ``make demo``; ``studio`` runs the same
+pipeline at 256 px). Each preset has its own default output folder, and a folder holding another
+preset's demo is refused rather than reused.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import paths
+from backend.train.presets import PRESETS
 
 log = logging.getLogger("emo-avatar.demo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +52,11 @@ class DemoConfig:
     @property
     def tiny(self) -> bool:
         return self.preset == "tiny"
+
+    @property
+    def size(self) -> int:
+        """Side in pixels of the tracked crops, the avatar and the shot: the preset's size."""
+        return PRESETS[self.preset].size
 
     @property
     def workdir(self) -> Path:
@@ -90,10 +100,8 @@ def step_sample(cfg: DemoConfig) -> dict[str, object]:
 def step_track(cfg: DemoConfig) -> dict[str, object]:
     from backend.data.subject import Subject
     from backend.face.track import track_video
-    from backend.train.presets import get_preset
 
-    size = get_preset(cfg.preset).size
-    track_video(cfg.out / "sample" / "sample.mp4", cfg.subject, size=size, overwrite=True,
+    track_video(cfg.out / "sample" / "sample.mp4", cfg.subject, size=cfg.size, overwrite=True,
                 progress=_print_progress("track"))
     subject = Subject.open(cfg.subject)
     return {"frames": subject.n_frames, "size": subject.size, "coefficients": len(subject.expression_names)}
@@ -210,9 +218,39 @@ def step_summary(cfg: DemoConfig) -> dict[str, object]:
     return {"contact_sheet": str(cfg.out / "contact_sheet.png"), **facts}
 
 
+class DemoOutError(ValueError):
+    """The output folder holds another preset's demo."""
+
+
+PRESET_FILE = "preset.json"
+"""``OUT/steps/preset.json``: the preset the folder's steps were run with."""
+
+
+def claim_out(cfg: DemoConfig) -> None:
+    """Record ``cfg.preset`` as the preset of ``cfg.out``; refuse a folder whose steps were run with
+    another preset (their outputs would be reused at the wrong size). ``--force`` does not help
+    here: the trained checkpoint cannot be resumed under another preset."""
+    from protocol.fileio import atomic_write_text
+
+    record = cfg.out / "steps" / PRESET_FILE
+    was = _read_json(record).get("preset")
+    if was is None:  # a folder from before the record: its summary names the preset, if it finished
+        was = _read_json(cfg.out / "metrics.json").get("preset")
+    if was is not None and was != cfg.preset:
+        raise DemoOutError(
+            f"{cfg.out} holds a demo run with preset {was!r}, and this run asks for {cfg.preset!r}: "
+            f"pass another --out (the default for {cfg.preset!r} is {default_out(cfg.preset)}) or delete "
+            f"{cfg.out}")
+    atomic_write_text(record, json.dumps({"preset": cfg.preset, "size": cfg.size}))
+
+
 def run_demo(cfg: DemoConfig) -> list[StepResult]:
-    """Run every step (skipping those already done) and write the summary files."""
+    """Run every step (skipping those already done) and write the summary files.
+
+    Raises:
+        DemoOutError: ``cfg.out`` holds another preset's demo (``claim_out``)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
+    claim_out(cfg)
     results: list[StepResult] = []
     for i, (name, run_step, done_marker) in enumerate(STEPS, 1):
         marker = done_marker(cfg)
@@ -238,7 +276,7 @@ def _write_summary(cfg: DemoConfig, results: list[StepResult]) -> None:
     from protocol.fileio import atomic_write_text
 
     summary = {
-        "preset": cfg.preset,
+        "preset": cfg.preset, "size": cfg.size,
         "steps": {r.name: {"seconds": round(r.seconds, 2), "reused": r.skipped, **r.facts} for r in results},
     }
     atomic_write_text(cfg.out / "metrics.json", json.dumps(summary, indent=2, default=str))
@@ -255,9 +293,18 @@ def _fmt(v: object) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def default_out(preset: str) -> Path:
+    """``out/demo`` for the ``cpu`` preset (``make demo``), ``out/demo-<preset>`` for the others."""
+    return ROOT / "out" / ("demo" if preset == "cpu" else f"demo-{preset}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="output folder")
-    parser.add_argument("--preset", default="cpu", help="training preset: tiny (tests) or cpu (default)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: out/demo for cpu, out/demo-PRESET for another preset)")
+    parser.add_argument("--preset", default="cpu", choices=list(PRESETS),
+                        help="training preset (backend/train/presets.py), whose size the whole demo runs at: "
+                             + ", ".join(f"{p.name} {p.size} px" for p in PRESETS.values())
+                             + " (default: cpu; tiny is for tests)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--force", action="store_true", help="redo every step")
     parser.add_argument("--train-steps", type=int, default=None, help="override the preset's step count")
@@ -266,7 +313,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cfg = DemoConfig(out=args.out, preset=args.preset, force=args.force, device=args.device,
-                     edit_steps=args.edit_steps, train_steps=args.train_steps)
-    run_demo(cfg)
+    cfg = DemoConfig(out=args.out or default_out(args.preset), preset=args.preset, force=args.force,
+                     device=args.device, edit_steps=args.edit_steps, train_steps=args.train_steps)
+    try:
+        run_demo(cfg)
+    except DemoOutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0

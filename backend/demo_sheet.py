@@ -54,7 +54,8 @@ def _row_label(text: str, width: int) -> np.ndarray:
 
 def backend_render_of_shot(subject_dir: Path, style_name: str, curves: Path, n: int) -> list[np.ndarray]:
     """The first ``n`` frames of ``curves`` rendered by the backend alone (UV maps rasterised from the
-    subject rig around its median pose): what Blender's UV pass should reproduce. (128, 128, 3) uint8 each."""
+    subject rig around its median pose): what Blender's UV pass should reproduce. (S, S, 3) uint8 each,
+    S the avatar's size (its training preset's ``size``)."""
     from backend.render import Renderer
     from protocol.curves import read_curves
 

@@ -51,3 +51,41 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path: Path) -> None:
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("already done") == 7
+
+
+def test_demo_preset_sizes_the_pipeline_and_owns_its_folder(tiny_sample: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    """``emo-avatar demo --preset studio``: the choices are the training presets, the track step
+    crops at the preset's size (what the avatar, Blender's frames and the MP4 then follow), the
+    default folder is the preset's own, and a folder holding another preset's demo is refused."""
+    import argparse
+    import shutil
+
+    from backend import demo
+    from backend.data.subject import Subject
+    from backend.train.presets import PRESETS
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    assert parser._option_string_actions["--preset"].choices == list(PRESETS)
+    args = parser.parse_args(["--preset", "studio"])
+    assert args.out is None and demo.default_out("studio") == ROOT / "out" / "demo-studio"
+    assert demo.default_out("cpu") == ROOT / "out" / "demo"  # make demo's folder
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--preset", "huge"])
+
+    cfg = demo.DemoConfig(out=tmp_path / "studio", preset="studio")
+    assert cfg.size == PRESETS["studio"].size == 256
+    shutil.copytree(tiny_sample, cfg.out / "sample")
+    facts = demo.step_track(cfg)
+    assert facts["size"] == 256 and Subject.open(cfg.subject).frame(0).shape == (256, 256, 3)
+
+    # a folder claimed by a cpu demo is not reused by a studio one (nor the other way round)
+    cpu = demo.DemoConfig(out=tmp_path / "cpu", preset="cpu")
+    cpu.out.mkdir()
+    demo.claim_out(cpu)
+    with pytest.raises(demo.DemoOutError, match="preset 'cpu', and this run asks for 'studio'"):
+        demo.claim_out(demo.DemoConfig(out=cpu.out, preset="studio"))
+    assert demo.run(parser.parse_args(["--preset", "studio", "--out", str(cpu.out)])) == 2
+    assert "demo-studio" in capsys.readouterr().err
+    assert sorted(p.name for p in cpu.out.iterdir()) == ["steps"]  # nothing was run
