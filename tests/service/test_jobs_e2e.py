@@ -410,6 +410,63 @@ def test_track_job_framing(server_factory, tiny_sample: Path) -> None:
     assert not (srv.workdir / "subjects" / "bad").exists()
 
 
+def test_train_presets_of_the_message_table_are_the_backends() -> None:
+    """protocol.messages.TRAIN_PRESETS (what clients may send, the add-on's Train menu) lists
+    backend/train/presets.py's PRESETS, in order: the protocol cannot import the backend."""
+    from backend.train.presets import PRESETS
+    from protocol.messages import TRAIN_PRESETS
+
+    assert tuple(PRESETS) == TRAIN_PRESETS
+
+
+def test_studio_subject_trains_and_renders_at_256(server_factory, tiny_sample: Path) -> None:
+    """A subject tracked at 256 px and trained with the studio preset (2 steps) through the
+    service renders 256 x 256 frames: streamed, on disk, from Blender-sized 256 px UV maps, and in
+    a preview; a render asking for another size gets that size."""
+    import json
+
+    from backend.train.presets import PRESETS
+
+    size = PRESETS["studio"].size
+    assert size == 256
+    srv = server_factory("--allow-read", str(tiny_sample))
+    with srv.client(timeout=30) as client:
+        track = client.submit("track", {"subject_id": SUBJECT, "path": str(tiny_sample / "sample.mp4"),
+                                        "size": size, "max_frames": 16})
+        assert _wait_state(client, track, ("done", "failed"), timeout=300)["state"] == "done"
+        train = client.submit("train", {"subject_id": SUBJECT, "preset": "studio", "steps": 2})
+        rec = _wait_state(client, train, ("done", "failed"), timeout=600)
+        assert rec["state"] == "done", rec
+        assert rec["params"]["preset"] == "studio"
+        [listed] = client.subjects()
+        assert listed["size"] == size and listed["has_avatar"]
+        subject = srv.workdir / "subjects" / SUBJECT
+        metrics = json.loads((subject / "avatar" / "metrics.json").read_text())["train"]
+        assert (metrics["preset"], metrics["step"], metrics["subject_resample"]) == ("studio", 2, None)
+
+        names, curves = _curves(subject, 3)
+        job = client.submit("render", _render_params(names), buffers={"curves": curves})
+        frames = dict(client.frames(job, credit=3))
+        assert sorted(frames) == [0, 1, 2]
+        assert {f.shape for f in frames.values()} == {(size, size, 3)}
+        on_disk = cv2.imread(str(srv.workdir / "renders" / job / "000002.png"))
+        assert on_disk.shape == (size, size, 3) and np.array_equal(on_disk[:, :, ::-1], frames[2])
+        # what Blender sends: its own UV pass at the subject's size
+        uv = np.load(subject / "uv" / "uv.npy")[:3].astype(np.float16)
+        assert uv.shape[1:] == (size, size, 3)
+        job_uv = client.submit("render", _render_params(names), buffers={"curves": curves, "uv_maps": uv})
+        assert {f.shape for _, f in client.frames(job_uv, credit=3)} == {(size, size, 3)}
+        preview = client.submit("render", _render_params(names, frame_range=[1, 1], preview=True),
+                                buffers={"curves": curves})
+        got = dict(client.frames(preview))
+        assert sorted(got) == [1] and got[1].shape == (size, size, 3)
+        assert np.abs(got[1].astype(int) - frames[1].astype(int)).max() <= 1  # batch of 1 vs of 3
+        small = client.submit("render", _render_params(names, size=128), buffers={"curves": curves})
+        assert {f.shape for _, f in client.frames(small, credit=3)} == {(128, 128, 3)}
+        assert client.hello()["internal_errors"] == 0
+    assert srv.alive()
+
+
 def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
     """Stage 2 through the service (reference sent as a buffer), then a styled render."""
     from backend.data.subject import Subject
