@@ -422,7 +422,7 @@ def test_train_presets_of_the_message_table_are_the_backends() -> None:
 def test_studio_subject_trains_and_renders_at_256(server_factory, tiny_sample: Path) -> None:
     """A subject tracked at 256 px and trained with the studio preset (2 steps) through the
     service renders 256 x 256 frames: streamed, on disk, from Blender-sized 256 px UV maps, and in
-    a preview; a render asking for another size gets that size."""
+    a preview, and by `emo-avatar render`; a render asking for another size gets that size."""
     import json
 
     from backend.train.presets import PRESETS
@@ -465,6 +465,17 @@ def test_studio_subject_trains_and_renders_at_256(server_factory, tiny_sample: P
         assert {f.shape for _, f in client.frames(small, credit=3)} == {(128, 128, 3)}
         assert client.hello()["internal_errors"] == 0
     assert srv.alive()
+    # `emo-avatar render` of the same subject and curves: the same 256 px frames
+    from protocol.curves import Curves, write_curves
+
+    write_curves(Curves(names, 25.0, 0, curves), srv.workdir / "curves.json")
+    cli = subprocess.run([sys.executable, "-m", "backend.cli", "render", str(subject), "--curves",
+                          str(srv.workdir / "curves.json"), "-o", str(srv.workdir / "cli")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    for i in range(3):
+        png = cv2.imread(str(srv.workdir / "cli" / f"{i:06d}.png"))[:, :, ::-1]
+        assert png.shape == (size, size, 3) and np.abs(png.astype(int) - frames[i].astype(int)).max() <= 1
 
 
 def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
