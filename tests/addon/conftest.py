@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -123,15 +124,41 @@ def _backend(*args: str, cwd: Path, timeout: float = 900) -> None:
 
 
 _RECIPE = ("sample --tiny", "track --size 64 --max-frames 16", "train --preset tiny --steps 2", "+sample.mp4")
+STUDIO_SUBJECT_ID = "studio"
+_STUDIO_RECIPE = ("track sample.mp4 --size 256 --max-frames 16", "train --preset studio --steps 2")
 
 
-def _backend_sources_key() -> str:
-    """Hash of the backend + protocol sources and the recipe: the cache key of the built subject."""
-    h = hashlib.sha256(repr(_RECIPE).encode())
+def _backend_sources_key(recipe: tuple[str, ...]) -> str:
+    """Hash of the backend + protocol sources and ``recipe``: the cache key of a built subject."""
+    h = hashlib.sha256(repr(recipe).encode())
     for path in sorted([*ROOT.glob("backend/**/*.py"), *ROOT.glob("protocol/**/*.py")]):
         h.update(path.relative_to(ROOT).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _cached(name: str, recipe: tuple[str, ...], build: Callable[[Path], None],
+            tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``.cache/addon-tests/<name>-<hash of sources + recipe>``, made by ``build(work)`` (which
+    fills ``work/subjects``, and may add files beside it) when missing. Written atomically (a
+    half-copied cache is never used); older caches of ``name`` are removed."""
+    root = ROOT / ".cache" / "addon-tests"
+    cache = root / f"{name}-{_backend_sources_key(recipe)}"
+    if not (cache / "subjects").is_dir():
+        work = tmp_path_factory.mktemp(f"{name}_build") / "work"
+        build(work)
+        root.mkdir(parents=True, exist_ok=True)
+        staging = root / f".{cache.name}.{os.getpid()}"
+        shutil.copytree(work, staging)
+        try:
+            staging.rename(cache)
+        except OSError:  # another run made it first
+            shutil.rmtree(staging, ignore_errors=True)
+        for old in root.iterdir():  # subjects built from older sources (or before caches were named)
+            if old != cache and not old.name.startswith(".") and (old.name.startswith(f"{name}-")
+                                                                  or "-" not in old.name):
+                shutil.rmtree(old, ignore_errors=True)
+    return cache
 
 
 def _build_subject(work: Path) -> None:
@@ -163,27 +190,29 @@ def backend_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Built by ``EMO_BACKEND_PYTHON -m backend.cli sample/track/train`` in subprocesses, so it works
     from the bpy 5.0 venv, which has no torch. The result is cached in
-    ``.cache/addon-tests/<hash of backend/ + protocol/ sources>`` so the 4.5 and 5.0 runs of
+    ``.cache/addon-tests/tiny-<hash of backend/ + protocol/ sources>`` so the 4.5 and 5.0 runs of
     ``make test`` build it once; any source change gives a new key (a fresh build)."""
     work = tmp_path_factory.mktemp("backend") / "work"
-    cache = ROOT / ".cache" / "addon-tests" / _backend_sources_key()
-    if not (cache / "subjects" / SUBJECT_ID / "avatar" / "checkpoint.pt").is_file():
-        build = tmp_path_factory.mktemp("backend_build") / "work"
-        _build_subject(build)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staging = cache.parent / f".{cache.name}.{os.getpid()}"
-        shutil.copytree(build / "subjects", staging / "subjects")
-        shutil.copy2(build / "sample.mp4", staging / "sample.mp4")
-        try:
-            staging.rename(cache)  # atomic: a half-copied cache is never used
-        except OSError:  # another run made it first
-            shutil.rmtree(staging, ignore_errors=True)
-        for old in cache.parent.iterdir():  # subjects built from older sources
-            if old.name != cache.name and not old.name.startswith("."):
-                shutil.rmtree(old, ignore_errors=True)
+    cache = _cached("tiny", _RECIPE, _build_subject, tmp_path_factory)
     shutil.copytree(cache / "subjects", work / "subjects")
     shutil.copy2(cache / "sample.mp4", work.parent / "sample.mp4")  # the tracked clip, beside the workdir
     return work
+
+
+@pytest.fixture(scope="session")
+def studio_subject(backend_workdir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Subject 'studio' (read-only): the tiny sample tracked at 256 px (16 frames), trained with
+    the 256 px ``studio`` preset for 2 steps; built and cached like ``backend_workdir``."""
+
+    def build(work: Path) -> None:
+        subject = work / "subjects" / STUDIO_SUBJECT_ID
+        _backend("track", str(backend_workdir.parent / "sample.mp4"), "-o", str(subject), "--size", "256",
+                 "--max-frames", "16", cwd=work.parent)
+        _backend("train", str(subject), "--preset", "studio", "--steps", "2", "--preview-every", "0",
+                 cwd=work.parent)
+        assert (subject / "avatar" / "checkpoint.pt").is_file()
+
+    return _cached("studio", _STUDIO_RECIPE, build, tmp_path_factory) / "subjects" / STUDIO_SUBJECT_ID
 
 
 class Backend:

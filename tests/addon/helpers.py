@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +16,20 @@ def pump(runtime, until: Callable[[], bool], timeout: float = 180.0) -> None:
         assert time.monotonic() < deadline, "timed out pumping apply_pending"
         runtime.apply_pending()
         time.sleep(0.005)
+
+
+def render_sequencer(bpy, scene, frame: int, path: Path) -> bytes:
+    """Render the scene's sequencer output at ``frame`` to the PNG ``path``; returns its bytes
+    (decode with the add-on's ``png.decode_png``: (H, W, 3) uint8, H x W the scene's resolution)."""
+    r = scene.render
+    r.use_sequencer = True
+    r.image_settings.file_format = "PNG"
+    r.image_settings.color_mode = "RGB"
+    r.image_settings.color_depth = "8"
+    r.filepath = str(path)
+    scene.frame_set(frame)
+    bpy.ops.render.render(write_still=True, scene=scene.name)
+    return path.read_bytes()
 
 
 def backend_job_state(runtime, job_id: str) -> str:

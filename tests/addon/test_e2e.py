@@ -5,28 +5,14 @@ fire in module mode), cancel, a backend restart mid-job, and the bad inputs of t
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from .conftest import SUBJECT_ID
-from .helpers import assert_uv_maps_agree, backend_job_state, pump
+from .helpers import assert_uv_maps_agree, backend_job_state, pump, render_sequencer
 
 pytestmark = pytest.mark.bpy
-
-
-def _render_sequencer(bpy, scene, frame: int, path: Path) -> np.ndarray:
-    """Render the scene's sequencer output at ``frame`` to PNG and read it back (H, W, 3) uint8."""
-    r = scene.render
-    r.use_sequencer = True
-    r.image_settings.file_format = "PNG"
-    r.image_settings.color_mode = "RGB"
-    r.image_settings.color_depth = "8"
-    r.filepath = str(path)
-    scene.frame_set(frame)
-    bpy.ops.render.render(write_still=True, scene=scene.name)
-    return path.read_bytes()
 
 
 def test_no_backend_gives_a_clear_status_and_no_hang(addon_mod, tmp_path) -> None:
@@ -92,7 +78,7 @@ def test_import_keyframe_render_shot_into_the_sequencer(
     assert [s.name for s in bpy.data.scenes] == [clean_scene.name]  # the UV scene is gone
     assert list(strip["emo_avatar_jobs"]) == shot.job_ids and strip["emo_avatar_subject"] == SUBJECT_ID
     # the sequencer's output at frame 5 is the backend's frame for row 3 (frame_start 2 + 3)
-    seq = png.decode_png(_render_sequencer(bpy, clean_scene, 5, tmp_path / "seq.png"))
+    seq = png.decode_png(render_sequencer(bpy, clean_scene, 5, tmp_path / "seq.png"))
     ref = png.decode_png((backend.workdir / "renders" / shot.job_id / "000003.png").read_bytes())
     assert seq.shape == ref.shape
     assert np.abs(seq.astype(int) - ref.astype(int)).max() <= 1
