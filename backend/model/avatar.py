@@ -67,10 +67,13 @@ class EmoAvatar(nn.Module):
         self.deformer = TextureDeformer(cfg.tex_channels, cfg.motion_dim, cfg.deform_channels,
                                         cfg.deform_channel_max, cfg.max_flow)
         self.generator = Generator(**cfg.generator_kwargs())
-        self.skips = SkipEncoder(cfg.tex_channels + 3, cfg.size, self.generator.channels, cfg.skip_min_res,
-                                 cfg.skip_channel_max)
+        skip_in = cfg.tex_channels + 3 + (3 if cfg.plate else 0)  # see skip_input
+        self.skips = SkipEncoder(skip_in, cfg.size, self.generator.channels, cfg.skip_min_res,
+                                 cfg.skip_channel_max, motion_dim=cfg.motion_dim if cfg.skip_film else 0)
         self.w_pivot = nn.Parameter(torch.zeros(1, self.generator.n_latent, cfg.style_dim))
         self.reset_pivot()
+        if cfg.plate:  # set from the training frames (backend.model.plate); saved with the weights
+            self.register_buffer("plate", torch.zeros(1, 3, cfg.size, cfg.size))
 
     @torch.no_grad()
     def reset_pivot(self, n: int = 1024, seed: int = PIVOT_SEED) -> None:
@@ -99,11 +102,17 @@ class EmoAvatar(nn.Module):
         return params
 
     # -- rendering ------------------------------------------------------------------------------
+    def motion_code(self, expr_window: torch.Tensor) -> torch.Tensor | None:
+        """(B, motion_dim) motion code of (B, window, n_expr) windows, or None when neither the flow
+        nor the skips use it."""
+        return self.motion(expr_window) if self.cfg.use_flow or self.cfg.skip_film else None
+
     def sample_features(
-        self, uv: torch.Tensor, expr_window: torch.Tensor
+        self, uv: torch.Tensor, expr_window: torch.Tensor, motion: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The deformed texture lookup. Returns features (B, tex_channels, H, W) (masked),
-        mask (B, 1, H, W), flow (B, 2, S, S)."""
+        mask (B, 1, H, W), flow (B, 2, S, S). ``motion``: the windows' motion code when the caller
+        already has it."""
         cfg = self.cfg
         if uv.shape[-2:] != (cfg.size, cfg.size):
             raise ValueError(f"uv map must be {cfg.size}x{cfg.size} for this avatar, got "
@@ -113,7 +122,7 @@ class EmoAvatar(nn.Module):
         grid, mask = uv_to_grid(uv)
         B = uv.shape[0]
         if cfg.use_flow:
-            motion = self.motion(expr_window)
+            motion = self.motion(expr_window) if motion is None else motion
             tex = self.texture.collapse(cfg.deform_size).contiguous(memory_format=torch.channels_last)
             flow = self.deformer(tex, motion)
             flow_px = sample(flow, grid)  # (B, 2, H, W)
@@ -122,6 +131,14 @@ class EmoAvatar(nn.Module):
             flow = uv.new_zeros(B, 2, cfg.deform_size, cfg.deform_size)
         feats = self.texture.sample(grid) * mask
         return feats, mask, flow
+
+    def skip_input(self, feats: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The skip encoder's input (B, tex_channels + 3 [+ 3 plate], H, W): texture features, the
+        masked (u, v), the mask and, with ``cfg.plate``, the background plate."""
+        parts = [feats, uv[:, :2] * mask, mask]
+        if self.cfg.plate:
+            parts.append(self.plate.to(feats.dtype).expand(feats.shape[0], -1, -1, -1))
+        return torch.cat(parts, dim=1)
 
     def forward(self, uv: torch.Tensor, expr_window: torch.Tensor, noise_mode: str = "const") -> AvatarOutput:
         """Render frames.
@@ -133,9 +150,11 @@ class EmoAvatar(nn.Module):
         Returns:
             AvatarOutput.
         """
-        feats, mask, flow = self.sample_features(uv, expr_window)
-        skip_in = torch.cat([feats, uv[:, :2] * mask, mask], dim=1)
-        skip_feats = self.skips(skip_in.contiguous(memory_format=torch.channels_last))
+        motion = self.motion_code(expr_window)
+        feats, mask, flow = self.sample_features(uv, expr_window, motion)
+        skip_in = self.skip_input(feats, uv, mask)
+        skip_feats = self.skips(skip_in.contiguous(memory_format=torch.channels_last),
+                                motion if self.cfg.skip_film else None)
         w = self.w_pivot.expand(uv.shape[0], -1, -1)
         image = self.generator.synthesis(w, skip_feats, noise_mode=noise_mode)
         return AvatarOutput(image=image, tex_rgb=feats[:, :3], mask=mask, flow=flow, features=feats)

@@ -36,6 +36,10 @@ class AvatarConfig:
         skip_channel_max: width cap of the skip encoder (its outputs always match the generator).
         patch_channels, patch_layers: the UV-conditioned patch discriminator.
         use_flow: False builds the "no flow" ablation (texture sampled at the raw UVs).
+        skip_film: the motion code also modulates the skip encoder's layers (FiLM), an expression
+            path that does not go through the mesh.
+        plate: the skip encoder also sees a background plate (``backend.model.plate``), the
+            median of the training frames around the face.
     """
 
     size: int = 128
@@ -59,6 +63,8 @@ class AvatarConfig:
     patch_channels: int = 32
     patch_layers: int = 3
     use_flow: bool = True
+    skip_film: bool = False
+    plate: bool = False
 
     def __post_init__(self) -> None:
         problems = []
