@@ -1,7 +1,8 @@
 """Training presets: the single source of truth for sizes, step counts and learning rates.
 
 ``tiny`` is for tests (seconds on 2 CPU cores), ``cpu`` is the demo (128 px, minutes on 2 cores),
-``paper`` follows the paper's scale (512 px, CUDA, mixed precision). Everything that differs
+``studio`` is 256 px for the sequencer (under half an hour on 2 cores), ``paper`` follows the
+paper's scale (512 px, CUDA, mixed precision). Everything that differs
 between them lives here; code reads a :class:`Preset` and never hard-codes a size.
 """
 
@@ -31,6 +32,11 @@ class Preset:
         w_tex: weight of the masked texture L1 (channels 1..3 vs the frame).
         w_l1: weight of the output L1.
         w_perc: weight of the perceptual (LPIPS or fallback) loss.
+        w_face: weight of an extra L1 between output and frame inside the face mesh (its UV
+            coverage), on top of the whole-frame L1.
+        lr_corr: Adam learning rate of the per-frame tracking corrections
+            (``backend.train.frame_corrections``; 0: none).
+        w_corr: weight of their L2 penalty.
         w_adv: weight of the non-saturating adversarial loss.
         adv_start: step from which the discriminator and adversarial loss are on.
         r1_gamma: R1 penalty weight on real patches.
@@ -61,6 +67,9 @@ class Preset:
     w_tex: float = 1.0
     w_l1: float = 1.0
     w_perc: float = 1.0
+    w_face: float = 0.0
+    lr_corr: float = 0.0
+    w_corr: float = 1.0
     w_adv: float = 0.02
     adv_start: int = 0
     r1_gamma: float = 1.0

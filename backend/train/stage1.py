@@ -123,11 +123,23 @@ class Stage1Trainer:
         self.out_dir = out_dir
         self.cfg = preset.avatar_config(len(data.expression_names))
         self.avatar = EmoAvatar(self.cfg).to(device)
+        if self.cfg.plate:
+            from backend.model.plate import background_plate
+
+            ids = torch.as_tensor(data.train_ids)
+            with torch.no_grad():
+                self.avatar.plate.copy_(background_plate(data.frames[ids], data.uv[ids, 2:3])[None])
         self.ema = copy.deepcopy(self.avatar).eval().requires_grad_(False)
         self.disc = make_discriminator(self.cfg).to(device)
         tex = [p for n, p in self.avatar.named_parameters() if n.startswith("texture.")]
         rest = [p for n, p in self.avatar.named_parameters() if not n.startswith("texture.")]
         groups = [{"params": tex, "lr": preset.lr_tex}, {"params": rest, "lr": preset.lr_g}]
+        self.corrections = None
+        if preset.lr_corr > 0:
+            from backend.train.frame_corrections import FrameCorrections
+
+            self.corrections = FrameCorrections(data.frames.shape[0], len(data.expression_names)).to(device)
+            groups.append({"params": list(self.corrections.parameters()), "lr": preset.lr_corr})
         self.opt_g = torch.optim.Adam(groups, betas=(0.5, 0.99))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d, betas=(0.0, 0.99))
         self.ranks = ranks
@@ -216,6 +228,8 @@ class Stage1Trainer:
             "scaler": self.scaler.state_dict(), "sampler_rng": self.sampler.state(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.corrections is not None:
+            train["corrections"] = self.corrections.state_dict()
         save_checkpoint(path, self.ema.state_dict(), self.meta(), train)
         log.info("checkpoint step %d -> %s", self.state.step, path)
         return path
@@ -239,6 +253,10 @@ class Stage1Trainer:
         load_state_strict(self.avatar, tr["avatar"], f"{path} (avatar)")
         load_state_strict(self.ema, data["avatar"], f"{path} (EMA avatar)")
         load_state_strict(self.disc, tr["disc"], f"{path} (discriminator)")
+        if self.corrections is not None:
+            if "corrections" not in tr:
+                raise CheckpointError(f"{path} was trained without per-frame corrections")
+            self.corrections.load_state_dict(tr["corrections"])
         self.opt_g.load_state_dict(tr["opt_g"])
         self.opt_d.load_state_dict(tr["opt_d"])
         self.scaler.load_state_dict(tr["scaler"])
@@ -288,7 +306,13 @@ class Stage1Trainer:
     def step(self) -> dict[str, float]:
         p = self.preset
         step = self.state.step
-        frames, uv, win = self.data.batch(self.sampler.next(), self.device)
+        ids = self.sampler.next()
+        frames, uv, win = self.data.batch(ids, self.device)
+        corr_ids = None
+        if self.corrections is not None:
+            corr_ids = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.device)
+            uv, win = self.corrections(corr_ids, uv, win)
+        uv_d = uv.detach()  # the discriminator's condition: corrections learn from the image losses only
         use_adv = p.w_adv > 0 and step >= p.adv_start
 
         # one avatar forward serves both the discriminator update (detached) and the generator loss
@@ -300,7 +324,7 @@ class Stage1Trainer:
         if use_adv:
             self.disc.requires_grad_(True)
             with self._autocast():
-                d_loss = L.d_logistic_loss(self.disc(frames, uv), self.disc(img.detach(), uv))
+                d_loss = L.d_logistic_loss(self.disc(frames, uv_d), self.disc(img.detach(), uv_d))
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(d_loss).backward()
             self._sync_disc()
@@ -308,7 +332,7 @@ class Stage1Trainer:
             d_logs["d"] = d_loss.item()
             if p.r1_every > 0 and step % p.r1_every == 0:
                 real = frames.detach().requires_grad_(True)
-                r1 = L.r1_penalty(self.disc(real, uv), real)
+                r1 = L.r1_penalty(self.disc(real, uv_d), real)
                 self.opt_d.zero_grad(set_to_none=True)
                 (p.r1_gamma / 2 * r1 * p.r1_every).backward()
                 self._sync_disc()
@@ -319,12 +343,20 @@ class Stage1Trainer:
         with self._autocast():
             mask = out.mask.float()
             l_tex = L.masked_l1(out.tex_rgb.float(), frames, mask)
+            l_face = L.masked_l1(img, frames, mask) if p.w_face > 0 else None
             if self.ranks.distributed:  # normalise by the whole batch's mask, as one process would
-                l_tex = l_tex * ddp.global_share(mask.expand_as(frames).sum().detach(), self.ranks.world)
+                share = ddp.global_share(mask.expand_as(frames).sum().detach(), self.ranks.world)
+                l_tex = l_tex * share
+                l_face = None if l_face is None else l_face * share
             l_l1 = torch.abs(img - frames).mean()
             l_perc = self.perceptual(img, frames).mean()
             loss = p.w_tex * l_tex + p.w_l1 * l_l1 + p.w_perc * l_perc
-            l_adv = L.g_nonsaturating_loss(self.disc(img, uv)) if use_adv else None
+            if l_face is not None:
+                loss = loss + p.w_face * l_face
+            l_corr = None if corr_ids is None else self.corrections.penalty(corr_ids)
+            if l_corr is not None:
+                loss = loss + p.w_corr * l_corr
+            l_adv = L.g_nonsaturating_loss(self.disc(img, uv_d)) if use_adv else None
             if l_adv is not None:
                 loss = loss + p.w_adv * l_adv
         self.opt_g.zero_grad(set_to_none=True)
@@ -333,6 +365,8 @@ class Stage1Trainer:
         self.scaler.update()
         self._update_ema()
         logs = {"total": loss.item(), "tex": l_tex.item(), "l1": l_l1.item(), "perc": l_perc.item()}
+        if l_face is not None:
+            logs["face"] = l_face.item()
         if l_adv is not None:
             logs["adv"] = l_adv.item()
         logs.update(d_logs)
@@ -423,7 +457,7 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
 
     Args:
         subject_dir: subject folder written by ``emo-avatar track``.
-        preset: "tiny" | "cpu" | "paper" (see ``backend.train.presets``).
+        preset: a name in ``backend.train.presets.PRESETS``.
         steps: total stage-1 steps (default: the preset's). With ``resume`` this is the new total.
         seed: seeds weights, batches and noise (same seed + same device -> same result).
         device: "cpu", "cuda", "cuda:N" or None for CUDA when present.

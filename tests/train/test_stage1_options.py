@@ -1,0 +1,60 @@
+"""Stage-1 options that stay off in the default presets: the background plate, the motion-modulated
+skips, the face L1 and the per-frame tracking corrections. Real (tiny) training steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.model.plate import background_plate
+from backend.paths import checkpoint_path
+from backend.train.checkpoint import load_avatar, read_checkpoint
+from backend.train.data import load_subject_tensors
+from backend.train.frame_corrections import FrameCorrections
+from backend.train.presets import get_preset
+from backend.train.stage1 import train_avatar
+
+
+def test_corrections_start_as_identity_and_move_only_covered_uvs() -> None:
+    corr = FrameCorrections(n_frames=4, n_expr=3)
+    uv = torch.rand(2, 3, 8, 8)
+    uv[:, 2] = (uv[:, 2] > 0.5).float()
+    win = torch.rand(2, 5, 3)
+    ids = torch.tensor([1, 3])
+    same_uv, same_win = corr(ids, uv, win)
+    assert torch.equal(same_uv, uv) and torch.equal(same_win, win)
+    with torch.no_grad():
+        corr.uv_affine[3, 0, 2] = 0.01  # frame 3: u moves by 0.01
+        corr.expr_offset[1] = 0.2
+    new_uv, new_win = corr(ids, uv, win)
+    covered = uv[1, 2] > 0
+    assert torch.allclose(new_uv[1, 0][covered], uv[1, 0][covered] + 0.01)
+    assert torch.equal(new_uv[1, 0][~covered], uv[1, 0][~covered])
+    assert torch.equal(new_uv[0], uv[0]) and torch.equal(new_uv[:, 2], uv[:, 2])
+    assert torch.allclose(new_win[0], win[0] + 0.2) and torch.equal(new_win[1], win[1])
+    assert corr.penalty(ids) > 0
+
+
+def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subject: Path) -> None:
+    tiny = get_preset("tiny")
+    over = {"model": {**tiny.model, "plate": True, "skip_film": True}, "w_face": 1.0, "lr_corr": 1e-2}
+    train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0, preset_overrides=over)
+    ckpt = checkpoint_path(untrained_subject)
+    data = read_checkpoint(ckpt)
+    hist = data["meta"]["history"]
+    assert all(h["face"] > 0 for h in hist)
+    moved = data["train"]["corrections"]["uv_affine"].abs().sum(dim=(1, 2))
+    heldout = set(np.asarray(data["meta"]["heldout_ids"]).tolist())
+    # only frames that were trained on have corrections; held-out frames keep none
+    assert moved.gt(0).any() and heldout
+    assert not heldout & set(torch.nonzero(moved).flatten().tolist())
+    avatar, _ = load_avatar(ckpt)
+    subj = load_subject_tensors(untrained_subject, avatar.cfg.size)
+    ids = torch.as_tensor(subj.train_ids)
+    expected = background_plate(subj.frames[ids], subj.uv[ids, 2:3])
+    assert torch.allclose(avatar.plate[0], expected)  # the EMA copy carries the plate
+    train_avatar(untrained_subject, preset="tiny", steps=8, resume=True, preview_every=0,
+                 preset_overrides=over)
+    assert read_checkpoint(ckpt)["meta"]["step"] == 8
