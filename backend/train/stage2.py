@@ -92,9 +92,11 @@ class EditSettings:
     id_every: int = 1
 
 
+CPU_EDIT = EditSettings(steps=150, clip_patches=32, clip_image_size=112)
 EDIT_SETTINGS: dict[str, EditSettings] = {
     "tiny": EditSettings(steps=20, patches=64, clip_patches=16, id_pool=4, id_every=1),
-    "cpu": EditSettings(steps=150, clip_patches=32, clip_image_size=112),
+    "cpu": CPU_EDIT,
+    "studio": CPU_EDIT,  # not tuned at 256 px
     "paper": EditSettings(steps=600, clip_patches=256),
 }
 
@@ -102,6 +104,8 @@ EDIT_SETTINGS: dict[str, EditSettings] = {
 def settings_for_preset(table: dict[str, Any], preset: str | None, steps: int | None = None) -> Any:
     """``table``'s settings dataclass for a checkpoint's preset (unknown presets use ``cpu``),
     optionally with ``steps`` (>= 1) replaced."""
+    if preset is not None and preset not in table:
+        log.warning("no stage-2 settings for preset %r: using the cpu preset's", preset)
     s = table.get(preset or "cpu", table["cpu"])
     if steps is not None:
         if steps < 1:
@@ -119,7 +123,7 @@ def skip_input(avatar: nn.Module, uv: torch.Tensor, windows: torch.Tensor) -> to
     """The (frozen in stage 2) skip-encoder input: (B, tex_channels + 3, H, W)."""
     with torch.no_grad():
         feats, mask, _ = avatar.sample_features(uv, windows)
-        return torch.cat([feats, uv[:, :2] * mask, mask], dim=1)
+        return avatar.skip_input(feats, uv, mask)
 
 
 def render_from_skip_input(avatar: nn.Module, skip_in: torch.Tensor) -> torch.Tensor:
