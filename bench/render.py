@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     skips = {}
     with torch.inference_mode():
         for b, (uv, ew) in inputs.items():
-            feats, mask, _ = model.sample_features(uv, ew)
-            skips[b] = model.skips(torch.cat([feats, uv[:, :2] * mask, mask], 1))
+            motion = model.motion_code(ew)
+            feats, mask, _ = model.sample_features(uv, ew, motion)
+            skips[b] = model.skips(model.skip_input(feats, uv, mask), motion if cfg.skip_film else None)
     w = {b: model.w_pivot.detach().expand(b, -1, -1) for b in inputs}
 
     modes = ["eager", "compiled"] if args.compile else ["eager"]

@@ -458,6 +458,9 @@ def prepare_edit(
     elif steps is not None:
         settings = replace(settings, steps=steps)
 
+    if avatar.cfg.skip_film:
+        raise ValueError("this avatar's skips are modulated by the expression (skip_film), which the "
+                         "paper's skips edit does not carry; use the default translator edit")
     avatar.to(dev).eval()
     avatar.set_stage2_trainable()
     trainable, total = count_parameters(avatar)

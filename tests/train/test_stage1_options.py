@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from backend.model.plate import background_plate
@@ -15,6 +16,7 @@ from backend.train.data import load_subject_tensors
 from backend.train.frame_corrections import FrameCorrections
 from backend.train.presets import get_preset
 from backend.train.stage1 import train_avatar
+from backend.train.stage2 import prepare_edit
 
 
 def test_corrections_start_as_identity_and_move_only_covered_uvs() -> None:
@@ -58,3 +60,7 @@ def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subjec
     train_avatar(untrained_subject, preset="tiny", steps=8, resume=True, preview_every=0,
                  preset_overrides=over)
     assert read_checkpoint(ckpt)["meta"]["step"] == 8
+    # the paper's skips edit cannot carry the motion code the skips now take: a clear refusal
+    reference = np.zeros((avatar.cfg.size, avatar.cfg.size, 3), np.uint8)
+    with pytest.raises(ValueError, match="skip_film"):
+        prepare_edit(untrained_subject, reference, frame=0)
