@@ -135,6 +135,9 @@ class Stage1Trainer:
         rest = [p for n, p in self.avatar.named_parameters() if not n.startswith("texture.")]
         groups = [{"params": tex, "lr": preset.lr_tex}, {"params": rest, "lr": preset.lr_g}]
         self.corrections = None
+        if preset.lr_corr > 0 and ranks.distributed:
+            raise ValueError("per-frame corrections (lr_corr > 0) train in one process only: each rank "
+                             "would keep its own copy")
         if preset.lr_corr > 0:
             from backend.train.frame_corrections import FrameCorrections
 
