@@ -144,6 +144,7 @@ class Stage1Trainer:
             self.corrections = FrameCorrections(data.frames.shape[0], len(data.expression_names)).to(device)
             groups.append({"params": list(self.corrections.parameters()), "lr": preset.lr_corr})
         self.opt_g = torch.optim.Adam(groups, betas=(0.5, 0.99))
+        self.base_lrs = [g["lr"] for g in self.opt_g.param_groups]
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d, betas=(0.0, 0.99))
         self.ranks = ranks
         self.sampler = TrainSampler(data.train_ids, preset.batch, seed, ranks.rank, ranks.world)
@@ -364,6 +365,7 @@ class Stage1Trainer:
                 loss = loss + p.w_adv * l_adv
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._set_learning_rates(step)
         self.scaler.step(self.opt_g)
         self.scaler.update()
         self._update_ema()
@@ -380,6 +382,16 @@ class Stage1Trainer:
                                      f"or resume from the last checkpoint")
         self.state.step = step + 1
         return logs
+
+    def _set_learning_rates(self, step: int) -> None:
+        """The avatar's rates at ``step``: a cosine from the preset's rates to ``lr_final`` of them
+        at the last step (a function of the step alone, so a resumed run continues the curve)."""
+        final = self.preset.lr_final
+        if final == 1.0:
+            return
+        scale = final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step / max(self.total - 1, 1), 1.0)))
+        for group, base in zip(self.opt_g.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * scale
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -64,3 +64,19 @@ def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subjec
     reference = np.zeros((avatar.cfg.size, avatar.cfg.size, 3), np.uint8)
     with pytest.raises(ValueError, match="skip_film"):
         prepare_edit(untrained_subject, reference, frame=0)
+
+
+def test_learning_rates_decay_to_lr_final_by_the_last_step(untrained_subject: Path) -> None:
+    tiny = get_preset("tiny")
+    train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0,
+                 preset_overrides={"lr_final": 0.1})
+    groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.1 * tiny.lr_tex, 0.1 * tiny.lr_g])
+
+
+def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> None:
+    tiny = get_preset("tiny")
+    assert tiny.lr_final == 1.0
+    train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0)
+    groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
+    assert [g["lr"] for g in groups] == [tiny.lr_tex, tiny.lr_g]
