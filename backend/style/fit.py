@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.style.frame_texture import TextureEvidence, frame_texture, texture_evidence
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
 from backend.style.position_grade import POSITION_SHARE, position_channels, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
@@ -61,6 +62,11 @@ class FitSettings:
             (render, real frame) pairs (``backend.train.translator_edit`` picks them).
         pseudo_from: share of the steps after which the unlabeled pairs join the training.
         pseudo_share: share of the patches then drawn from them.
+        texture_steps: steps of a first, short fit whose residual on the keyframes tells whether
+            the look prints on a frame-locked texture without a period (paper grain;
+            ``backend.style.frame_texture``); when it does, the texture is taken out of the
+            targets and added to every output as a fixed layer. Only tried where no screen and no
+            lattice is found. 0: not tried.
         net: translator size.
     """
 
@@ -78,6 +84,7 @@ class FitSettings:
     pseudo_frames: int = 0
     pseudo_from: float = 0.5
     pseudo_share: float = 0.5
+    texture_steps: int = 0
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
     def to_dict(self) -> dict:
@@ -87,13 +94,15 @@ class FitSettings:
 @dataclass
 class FitResult:
     """The fitted translator (eval mode, no grad), its loss history, the wall time (s) and the
-    keyframes' mean ``position_share`` (None when the settings have no grade to decide on)."""
+    keyframes' mean ``position_share`` (None when the settings have no grade to decide on) and the
+    frame-locked texture's evidence (None when none was looked for)."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
     seconds: float
     steps_done: int
     position_share: float | None = None
+    texture: TextureEvidence | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +203,8 @@ def pseudo_targets(net: StyleTranslator, real: torch.Tensor, batch: int = 8) -> 
 def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSettings | None = None,
                    seed: int = 0, progress: ProgressFn | None = None,
                    should_stop: StopFn | None = None,
-                   unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None) -> FitResult:
+                   unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   texture_from: list[int] | None = None) -> FitResult:
     """Train a ``StyleTranslator`` that maps ``inputs`` to ``targets``.
 
     Args:
@@ -209,6 +219,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             ``settings.pseudo_share`` of the patches come from these pairs: the look has been
             learned on sharp photographs by then, and this teaches it to give a render, at many
             poses, what it gives the photograph of the same frame.
+        texture_from: indices of the pairs whose residual after the first fit measures a
+            frame-locked texture (``settings.texture_steps``; the real video frames, whose fit is
+            closest); None: every pair.
     Returns:
         FitResult.
     Raises:
@@ -229,6 +242,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
+    lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
+    texture, layer = None, None
+    if s.texture_steps > 0 and screen is None and lattice is None:
+        texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop)
+        if texture.is_texture:  # fitted on the references without it, added to every output
+            layer = frame_texture((targets - texture.first_fit)[texture.pairs])
+            targets = targets - layer.to(targets)
     gated = screen is not None and s.net.screen_gates > 0
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,
                       screen_gates=s.net.screen_gates if gated else 0,
@@ -253,7 +273,6 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, pos.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, pos.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
-    lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
     warp = s.warp
     if lattice is not None:
         log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
@@ -319,6 +338,35 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     if average is not None:
         net.load_state_dict(average.module.state_dict())
     net.eval().requires_grad_(False)
-    net.set_screen(screen)
+    net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
-                     position_share=share)
+                     position_share=share, texture=None if texture is None else texture.evidence)
+
+
+@dataclass
+class _TextureProbe:
+    """The first fit's output on every keyframe pair, the pairs measured and their evidence."""
+
+    first_fit: torch.Tensor
+    pairs: list[int]
+    evidence: TextureEvidence
+
+    @property
+    def is_texture(self) -> bool:
+        return self.evidence.is_texture
+
+
+def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSettings, seed: int,
+                          pairs: list[int] | None, should_stop: StopFn | None) -> _TextureProbe:
+    """Fit ``s.texture_steps`` steps without unlabeled frames or weight average, and measure how
+    texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``)."""
+    first = replace(s, steps=s.texture_steps, texture_steps=0, ema=0.0, pseudo_frames=0)
+    net = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop).translator
+    with torch.no_grad():
+        out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides else None) for x in inputs])
+    pairs = list(range(len(inputs))) if pairs is None else list(pairs)
+    evidence = texture_evidence((targets - out)[pairs], inputs[pairs, :3])
+    log.info("style translator: frame-locked texture %s (residual of a %d-step fit: RMS %.4f in the "
+             "flattest pixels, %.2f of the busiest)", "found" if evidence.is_texture else "not found",
+             s.texture_steps, evidence.flat_rms, evidence.flat_share)
+    return _TextureProbe(out, pairs, evidence)

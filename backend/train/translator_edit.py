@@ -78,7 +78,14 @@ class TranslatorEditJob:
     def run(self, seed: int = 0, progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> FitResult:
         return fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
-                              should_stop=should_stop, unlabeled=self.unlabeled)
+                              should_stop=should_stop, unlabeled=self.unlabeled,
+                              texture_from=self.pairs_of("real"))
+
+    def pairs_of(self, source: str) -> list[int]:
+        """Indices into ``inputs`` of the pairs whose input is ``source`` (a name in ``TRAIN_ON``)."""
+        k = len(self.keyframes)
+        start = TRAIN_ON.index(source) * k
+        return list(range(start, start + k))
 
 
 def _uint8(images: torch.Tensor) -> np.ndarray:
@@ -201,6 +208,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
         "trained_on": list(TRAIN_ON),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,
+        "frame_texture": None if result.texture is None else result.texture.to_dict(),
         "steps": result.steps_done,
         "seconds": round(result.seconds, 2),
         "settings": job.settings.to_dict(),

@@ -1,0 +1,122 @@
+"""Frame-locked texture without a period: paper grain, canvas tooth, a fixed film-grain overlay.
+
+Some looks print their marks on a texture that stays where it is in the frame while the content
+moves under it (a charcoal drawing's paper). A fully convolutional translator trained on random
+patches cannot know where a patch was, so it cannot reproduce such a texture; worse, fitting a
+reference that carries one, it learns to invent grain from the content, which on other frames is
+noise in the wrong places. The screen (``backend.style.screen``) finds periodic patterns only.
+
+The texture is found from a short first fit: the translator fitted for ``steps`` steps learns the
+look's smooth part first, so what it leaves in the reference of a keyframe (the residual) high-
+passed at ``TEXTURE_SIGMA`` is the texture plus the fit's errors. The fit's errors sit on the
+content's edges; a texture covers flat regions as much as edges. So the residual is taken for a
+texture only where it is as strong in the source's flattest pixels as in its busiest ones
+(``texture_evidence``). The texture is then taken out of the targets, the translator is fitted on
+what is left, and the texture is added back to every output as a fixed layer (the screen's path).
+With several keyframes the residuals are averaged: a texture is common to all, the errors are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+TEXTURE_SIGMA = 2.0
+"""Gaussian sigma (px) of the high-pass: finer than a face's features, coarser than grain."""
+
+FLAT_QUANTILE = 0.3
+"""The flattest / busiest share of the source's pixels (by blurred gradient magnitude) compared."""
+
+TEXTURE_MIN_RMS = 0.02
+"""Residual RMS in the flat pixels (in [-1, 1] units: 2.6 levels of 255) below which no texture
+is kept: too faint to matter."""
+
+TEXTURE_MIN_FLAT_SHARE = 0.5
+"""The flat pixels' residual RMS over the busy pixels' at which the residual counts as a texture;
+a fit's errors on content score far lower (they follow the edges)."""
+
+TEXTURE_MAX_SOURCE_CORR = 0.08
+"""The largest correlation, in the flat pixels, between the high-passed residual and the
+high-passed source at which the residual counts as a texture. A look that amplifies the source's
+own fine detail (a colour-dodge sketch lifts a video's sensor noise) leaves a residual that
+follows the source (0.12-0.43 on the two subjects of docs/editing.md); that detail changes from
+frame to frame and is no texture. A paper grain does not follow the source (0.002, -0.025)."""
+
+
+@dataclass(frozen=True)
+class TextureEvidence:
+    """How texture-like a keyframe residual is: RMS of the high-passed residual (in [-1, 1]
+    units) in the source's flattest and busiest ``FLAT_QUANTILE`` of pixels (their ratio:
+    ``flat_share``), and its correlation with the high-passed source in the flat pixels."""
+
+    flat_rms: float
+    busy_rms: float
+    source_corr: float
+
+    @property
+    def flat_share(self) -> float:
+        return self.flat_rms / max(self.busy_rms, 1e-6)
+
+    @property
+    def is_texture(self) -> bool:
+        return (self.flat_rms >= TEXTURE_MIN_RMS and self.flat_share >= TEXTURE_MIN_FLAT_SHARE
+                and abs(self.source_corr) <= TEXTURE_MAX_SOURCE_CORR)
+
+    def to_dict(self) -> dict[str, float | bool]:
+        return {**{k: round(v, 4) for k, v in asdict(self).items()},
+                "flat_share": round(self.flat_share, 3), "is_texture": self.is_texture}
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) -> the same, blurred with a separable Gaussian (reflect padding)."""
+    radius = max(1, round(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def high_pass(x: torch.Tensor, sigma: float = TEXTURE_SIGMA) -> torch.Tensor:
+    """(N, C, H, W) minus its Gaussian blur."""
+    return x - _gaussian_blur(x, sigma)
+
+
+def _busyness(source: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1] -> (N, 1, H, W) gradient magnitude of the grey image, blurred 2 px."""
+    g = source[:, :3].mean(1, keepdim=True)
+    gx = F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0))
+    gy = F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))
+    return _gaussian_blur(torch.hypot(gx, gy), 2.0)
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-9)
+
+
+def texture_evidence(residual: torch.Tensor, source: torch.Tensor) -> TextureEvidence:
+    """How texture-like ``residual`` (N, 3, H, W; reference minus a short fit's output, [-1, 1]
+    units) is, given the (N, 3+, H, W) sources of the same keyframes."""
+    h = high_pass(residual.float()).mean(1, keepdim=True)  # grey: a texture darkens all channels
+    hs = high_pass(source[:, :3].float()).mean(1, keepdim=True)
+    busy = _busyness(source.float())
+    flat_ms, busy_ms, corr = [], [], []
+    for hi, si, bi in zip(h, hs, busy, strict=True):
+        lo_t, hi_t = torch.quantile(bi.flatten(), torch.tensor([FLAT_QUANTILE, 1 - FLAT_QUANTILE]))
+        flat = bi <= lo_t
+        flat_ms.append(hi[flat].square().mean())
+        busy_ms.append(hi[bi >= hi_t].square().mean())
+        corr.append(_correlation(hi[flat], si[flat]))
+    return TextureEvidence(flat_rms=float(torch.stack(flat_ms).mean().sqrt()),
+                           busy_rms=float(torch.stack(busy_ms).mean().sqrt()),
+                           source_corr=float(torch.stack(corr).mean()))
+
+
+def frame_texture(residual: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) keyframe residuals -> (3, H, W) the texture layer: their mean, high-passed."""
+    return high_pass(residual.float().mean(0, keepdim=True))[0]

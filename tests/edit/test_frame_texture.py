@@ -1,0 +1,113 @@
+"""Frame-locked texture without a period (paper grain): the evidence that tells it from a fit's
+errors and from the source's own noise, and a real fit that finds it, keeps it where it is in the
+frame, and finds none in a look without one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.style.fit import FitSettings, fit_translator
+from backend.style.frame_texture import high_pass, texture_evidence
+from backend.style.translator import TranslatorConfig
+from tests.edit.conftest import draw_frame
+
+
+def _t(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 127.5 - 1
+
+
+def _grain(size: int, seed: int = 7) -> torch.Tensor:
+    """(1, 1, size, size) a fixed paper grain, unit standard deviation."""
+    g = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    g = F.avg_pool2d(F.pad(g, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+    return g / g.std()
+
+
+def _source(size: int = 64) -> torch.Tensor:
+    return _t(draw_frame(0, size)[0])
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def test_a_grain_independent_of_the_source_is_a_texture() -> None:
+    src = _source()
+    ev = texture_evidence(0.08 * _grain(64).expand(1, 3, -1, -1), src)
+    assert ev.is_texture, ev
+    assert ev.flat_share > 0.7 and abs(ev.source_corr) < 0.1
+
+
+def test_errors_on_the_sources_edges_are_not_a_texture() -> None:
+    src = _source()
+    edges = high_pass(src).abs().mean(1, keepdim=True)
+    ev = texture_evidence((0.5 * edges * _grain(64)).expand(1, 3, -1, -1), src)
+    assert ev.flat_rms < ev.busy_rms
+    assert not ev.is_texture, ev
+
+
+def test_the_sources_own_noise_amplified_is_not_a_texture() -> None:
+    """A colour-dodge sketch lifts a video's sensor noise: the residual follows the source's
+    fine detail, which changes from frame to frame."""
+    noise = 0.03 * _grain(64, seed=3)
+    src = _source() + noise
+    ev = texture_evidence((4 * noise).expand(1, 3, -1, -1), src)
+    assert ev.source_corr > 0.5
+    assert not ev.is_texture, ev
+
+
+def test_faint_residuals_are_not_a_texture() -> None:
+    ev = texture_evidence(0.002 * _grain(64).expand(1, 3, -1, -1), _source())
+    assert ev.flat_rms < 0.02 and not ev.is_texture
+
+
+def _paper_look(image: torch.Tensor, grain: torch.Tensor) -> torch.Tensor:
+    """Grey tone on a multiplied paper grain, (N, 3, H, W) in [-1, 1] both ways."""
+    tone = 0.2 + 0.7 * (image.mean(1, keepdim=True) + 1) / 2
+    return (tone * (1 + 0.12 * grain) * 2 - 1).expand(-1, 3, -1, -1)
+
+
+SETTINGS = FitSettings(steps=300, batch=4, patch=32, lr=3e-3, texture_steps=150,
+                       net=TranslatorConfig(width=8, blocks=1))
+
+
+def test_the_fit_finds_the_paper_and_keeps_it_fixed_in_the_frame() -> None:
+    size = 64
+    grain = _grain(size)
+    key = _t(draw_frame(0, size)[0])
+    res = fit_translator(key, _paper_look(key, grain), SETTINGS, seed=0)
+    assert res.texture is not None and res.texture.is_texture, res.texture
+    layer = res.translator.screen
+    assert layer.shape == (3, size, size)
+    assert _corr(layer.mean(0), high_pass(grain)[0, 0]) > 0.8
+    # another frame: the content moved, the paper did not
+    other = _t(draw_frame(5, size)[0])
+    with torch.no_grad():
+        out = res.translator(other)
+    truth = _paper_look(other, grain)
+    assert _corr(high_pass(out).mean(1), high_pass(truth).mean(1)) > 0.6
+    without = fit_translator(key, _paper_look(key, grain), replace(SETTINGS, texture_steps=0), seed=0)
+    assert without.texture is None
+    with torch.no_grad():
+        err_with = (out - truth).abs().mean()
+        err_without = (without.translator(other) - truth).abs().mean()
+    assert err_with < 0.8 * err_without
+
+
+def test_a_look_without_paper_gets_no_texture_and_the_same_fit_as_before() -> None:
+    size = 64
+    key = _t(draw_frame(0, size)[0])
+    target = (key.mean(1, keepdim=True) * 0.8).expand(-1, 3, -1, -1)
+    res = fit_translator(key, target, SETTINGS, seed=0)
+    assert res.texture is not None and not res.texture.is_texture
+    assert res.translator.screen.numel() == 0
+    plain = fit_translator(key, target, replace(SETTINGS, texture_steps=0), seed=0)
+    with torch.no_grad():
+        assert torch.equal(res.translator(key), plain.translator(key))
+
+    assert plain.texture is None  # texture_steps 0: not looked for
