@@ -247,7 +247,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     if s.texture_steps > 0 and screen is None and lattice is None:
         texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop)
         if texture.is_texture:  # fitted on the references without it, added to every output
-            layer = frame_texture((targets - texture.first_fit)[texture.pairs])
+            layer = frame_texture((targets - texture.first_fit)[texture.pairs], inputs[texture.pairs, :3])
             targets = targets - layer.to(targets)
     gated = screen is not None and s.net.screen_gates > 0
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,

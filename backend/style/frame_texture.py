@@ -11,9 +11,12 @@ look's smooth part first, so what it leaves in the reference of a keyframe (the 
 passed at ``TEXTURE_SIGMA`` is the texture plus the fit's errors. The fit's errors sit on the
 content's edges; a texture covers flat regions as much as edges. So the residual is taken for a
 texture only where it is as strong in the source's flattest pixels as in its busiest ones
-(``texture_evidence``). The texture is then taken out of the targets, the translator is fitted on
-what is left, and the texture is added back to every output as a fixed layer (the screen's path).
-With several keyframes the residuals are averaged: a texture is common to all, the errors are not.
+(``texture_evidence``), and the layer is kept where the keyframe is flat (``flatness``): in its
+eyes, mouth and outlines the residual is mostly the fit's error, which on another frame would be
+a ghost of the keyframe's features. The texture is then taken out of the targets, the translator
+is fitted on what is left, and the layer is added back to every output (the screen's path).
+With several keyframes the residuals are averaged where each is flat: a texture is common to all,
+the errors are not.
 """
 
 from __future__ import annotations
@@ -117,6 +120,22 @@ def texture_evidence(residual: torch.Tensor, source: torch.Tensor) -> TextureEvi
                            source_corr=float(torch.stack(corr).mean()))
 
 
-def frame_texture(residual: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) keyframe residuals -> (3, H, W) the texture layer: their mean, high-passed."""
-    return high_pass(residual.float().mean(0, keepdim=True))[0]
+def flatness(source: torch.Tensor) -> torch.Tensor:
+    """(N, 3+, H, W) sources -> (N, 1, H, W) in [0, 1]: 1 in the flattest ``FLAT_QUANTILE`` of each
+    source's pixels, 0 in the busiest, linear in between (by the blurred gradient magnitude)."""
+    busy = _busyness(source.float())
+    out = []
+    for bi in busy:
+        lo, hi = torch.quantile(bi.flatten(), torch.tensor([FLAT_QUANTILE, 1 - FLAT_QUANTILE]))
+        out.append(((hi - bi) / (hi - lo).clamp(min=1e-6)).clamp(0, 1))
+    return torch.stack(out)
+
+
+def frame_texture(residual: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) keyframe residuals and their (N, 3+, H, W) sources -> (3, H, W) the texture
+    layer: the residuals high-passed, averaged over keyframes where each is flat. Where a
+    keyframe is busy (eyes, mouth, outlines) its residual is the fit's error on that content,
+    which another frame would show as a ghost of the keyframe's features, so it is left out."""
+    w = flatness(source)
+    h = high_pass(residual.float()) * w
+    return (h.sum(0) / w.sum(0).clamp(min=1e-6)) * w.amax(0)

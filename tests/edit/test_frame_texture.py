@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.frame_texture import high_pass, texture_evidence
+from backend.style.frame_texture import flatness, frame_texture, high_pass, texture_evidence
 from backend.style.translator import TranslatorConfig
 from tests.edit.conftest import draw_frame
 
@@ -66,6 +66,19 @@ def test_faint_residuals_are_not_a_texture() -> None:
     assert ev.flat_rms < 0.02 and not ev.is_texture
 
 
+def test_the_layer_keeps_flat_pixels_and_leaves_out_the_keyframes_busy_ones() -> None:
+    """In a keyframe's eyes, mouth and outlines the residual is the fit's error on that content;
+    copied to other frames it would be a ghost of the keyframe's features."""
+    src = _source()
+    residual = 0.08 * _grain(64).expand(1, 3, -1, -1)
+    layer = frame_texture(residual, src)
+    w = flatness(src)[0, 0]
+    expected = high_pass(residual)[0]
+    assert torch.allclose(layer[:, w == 1], expected[:, w == 1], atol=1e-6)
+    assert layer[:, w == 0].abs().max() == 0
+    assert 0.2 < float((w == 1).float().mean()) < 0.4 and 0.2 < float((w == 0).float().mean()) < 0.4
+
+
 def _paper_look(image: torch.Tensor, grain: torch.Tensor) -> torch.Tensor:
     """Grey tone on a multiplied paper grain, (N, 3, H, W) in [-1, 1] both ways."""
     tone = 0.2 + 0.7 * (image.mean(1, keepdim=True) + 1) / 2
@@ -84,7 +97,8 @@ def test_the_fit_finds_the_paper_and_keeps_it_fixed_in_the_frame() -> None:
     assert res.texture is not None and res.texture.is_texture, res.texture
     layer = res.translator.screen
     assert layer.shape == (3, size, size)
-    assert _corr(layer.mean(0), high_pass(grain)[0, 0]) > 0.8
+    flat = flatness(key)[0, 0] == 1
+    assert _corr(layer.mean(0)[flat], high_pass(grain)[0, 0][flat]) > 0.8
     # another frame: the content moved, the paper did not
     other = _t(draw_frame(5, size)[0])
     with torch.no_grad():
