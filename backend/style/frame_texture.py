@@ -32,6 +32,14 @@ TEXTURE_SIGMA = 2.0
 FLAT_QUANTILE = 0.3
 """The flattest / busiest share of the source's pixels (by blurred gradient magnitude) compared."""
 
+LAYER_KEEP = (0.3, 0.7)
+"""Quantiles of a keyframe's busyness up to which its residual is kept whole in the layer, and
+from which it is left out (linear in between; ``flatness``)."""
+
+LAYER_CLIP = 0.0
+"""The layer's values are clipped at this many times the residual's RMS in the flattest pixels
+(0: not clipped)."""
+
 TEXTURE_MIN_RMS = 0.02
 """Residual RMS in the flat pixels (in [-1, 1] units: 2.6 levels of 255) below which no texture
 is kept: too faint to matter."""
@@ -120,13 +128,15 @@ def texture_evidence(residual: torch.Tensor, source: torch.Tensor) -> TextureEvi
                            source_corr=float(torch.stack(corr).mean()))
 
 
-def flatness(source: torch.Tensor) -> torch.Tensor:
-    """(N, 3+, H, W) sources -> (N, 1, H, W) in [0, 1]: 1 in the flattest ``FLAT_QUANTILE`` of each
-    source's pixels, 0 in the busiest, linear in between (by the blurred gradient magnitude)."""
+def flatness(source: torch.Tensor, keep: tuple[float, float] | None = None) -> torch.Tensor:
+    """(N, 3+, H, W) sources -> (N, 1, H, W) in [0, 1] by the blurred gradient magnitude: 1 up to
+    the ``keep[0]`` quantile of each source's pixels, 0 from the ``keep[1]`` quantile, linear in
+    between (default ``LAYER_KEEP``)."""
+    lo_q, hi_q = LAYER_KEEP if keep is None else keep
     busy = _busyness(source.float())
     out = []
     for bi in busy:
-        lo, hi = torch.quantile(bi.flatten(), torch.tensor([FLAT_QUANTILE, 1 - FLAT_QUANTILE]))
+        lo, hi = torch.quantile(bi.flatten(), torch.tensor([lo_q, hi_q]))
         out.append(((hi - bi) / (hi - lo).clamp(min=1e-6)).clamp(0, 1))
     return torch.stack(out)
 
@@ -135,7 +145,14 @@ def frame_texture(residual: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) keyframe residuals and their (N, 3+, H, W) sources -> (3, H, W) the texture
     layer: the residuals high-passed, averaged over keyframes where each is flat. Where a
     keyframe is busy (eyes, mouth, outlines) its residual is the fit's error on that content,
-    which another frame would show as a ghost of the keyframe's features, so it is left out."""
+    which another frame would show as a ghost of the keyframe's features, so it is left out; and
+    no value goes beyond ``LAYER_CLIP`` times the residual's RMS in the flat pixels (grain does
+    not; a fit's error on an edge can)."""
     w = flatness(source)
-    h = high_pass(residual.float()) * w
+    h = high_pass(residual.float())
+    if LAYER_CLIP:
+        flat = flatness(source, (FLAT_QUANTILE, FLAT_QUANTILE + 1e-6)) > 0.5
+        limit = LAYER_CLIP * h.mean(1, keepdim=True)[flat].square().mean().sqrt()
+        h = h.clamp(-limit, limit)
+    h = h * w
     return (h.sum(0) / w.sum(0).clamp(min=1e-6)) * w.amax(0)
