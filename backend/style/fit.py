@@ -367,6 +367,7 @@ def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSet
     pairs = list(range(len(inputs))) if pairs is None else list(pairs)
     evidence = texture_evidence((targets - out)[pairs], inputs[pairs, :3])
     log.info("style translator: frame-locked texture %s (residual of a %d-step fit: RMS %.4f in the "
-             "flattest pixels, %.2f of the busiest)", "found" if evidence.is_texture else "not found",
-             s.texture_steps, evidence.flat_rms, evidence.flat_share)
+             "flattest pixels, %.2f of the busiest, correlation %.3f with the source's fine detail)",
+             "found" if evidence.is_texture else "not found", s.texture_steps, evidence.flat_rms,
+             evidence.flat_share, evidence.source_corr)
     return _TextureProbe(out, pairs, evidence)
