@@ -7,7 +7,10 @@ fixed; ``warm_crosshatch`` then became the case the gated screens were developed
 (docs/editing.md). ``blue_dot_halftone`` and ``canvas_grade`` were written after the gated
 screens were fixed and have only ever been scored (``bench/style.py --looks``). ``neon_edges`` and
 ``emboss_grey`` redraw edges as glows and reliefs; the edge-map alignment check refused aligned
-references of both, which is what its orientation field was then measured on.
+references of both, which is what its orientation field was then measured on. The paper looks
+print on a fixed texture without a period: ``charcoal_paper`` is what the frame texture
+(``backend.style.frame_texture``) was developed on and ``sepia_film_grain`` what its extent was
+chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been scored.
 """
 
 from __future__ import annotations
@@ -128,3 +131,60 @@ def emboss_grey(rgb: np.ndarray) -> np.ndarray:
     k = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], np.float32)
     relief = np.clip(cv2.filter2D(grey, -1, k) * 0.6 + 128 * 0.5, 0, 255).astype(np.uint8)
     return np.repeat(relief[..., None], 3, -1)
+
+
+def _unit8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _fixed_noise(h: int, w: int, seed: int, sigma_x: float, sigma_y: float | None = None) -> np.ndarray:
+    """(h, w) float32 seeded Gaussian noise blurred by (sigma_x, sigma_y) px, unit standard deviation:
+    the same on every frame, as a paper or a film overlay is."""
+    n = cv2.GaussianBlur(np.random.default_rng(seed).standard_normal((h, w)).astype(np.float32), (0, 0),
+                         sigmaX=sigma_x, sigmaY=sigma_x if sigma_y is None else sigma_y)
+    return n / (n.std() + 1e-6)
+
+
+def charcoal_paper(rgb: np.ndarray) -> np.ndarray:
+    """Grey charcoal: smudged dark edges and tone on a fixed (frame-locked) paper grain."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    tone = cv2.GaussianBlur(g, (0, 0), 1.2)
+    mag = np.hypot(cv2.Sobel(tone, cv2.CV_32F, 1, 0), cv2.Sobel(tone, cv2.CV_32F, 0, 1))
+    edge = cv2.GaussianBlur(np.clip(mag * 2.0, 0, 1), (0, 0), 1.0)
+    paper = 0.93 + 0.04 * _fixed_noise(*g.shape, seed=7, sigma_x=0.8)
+    out = paper * (0.35 + 0.65 * tone) * (1 - 0.7 * edge)
+    return np.clip(np.repeat(out[..., None], 3, -1) * 255, 0, 255).astype(np.uint8)  # truncated, as measured
+
+
+def sepia_film_grain(rgb: np.ndarray) -> np.ndarray:
+    """Warm sepia tone with a fixed (seeded) coarse film grain, stronger in the shadows."""
+    g = rgb.astype(np.float32) / 255 @ np.array([0.299, 0.587, 0.114], np.float32)
+    tone = np.stack([g * 1.07 + 0.05, g * 0.95 + 0.02, g * 0.75], -1)
+    grain = _fixed_noise(*g.shape, seed=123, sigma_x=1.1)
+    return _unit8(tone + (0.07 * (1.2 - g))[..., None] * grain[..., None])
+
+
+def watercolor_paper(rgb: np.ndarray) -> np.ndarray:
+    """Soft watercolour wash (edge-preserving blur, lifted) on a cold-pressed paper, multiplied."""
+    f = cv2.edgePreservingFilter(rgb, flags=cv2.RECURS_FILTER, sigma_s=30, sigma_r=0.3)
+    f = 0.15 + 0.85 * f.astype(np.float32) / 255
+    h, w = f.shape[:2]
+    rng = np.random.default_rng(99)
+    fine = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 0.7)
+    coarse = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 2.5)
+    tex = fine / (fine.std() + 1e-6) * 0.035 + coarse / (coarse.std() + 1e-6) * 0.03
+    return _unit8(f * (1 + tex)[..., None])
+
+
+def ink_wash_linen(rgb: np.ndarray) -> np.ndarray:
+    """Blue-grey ink wash (6 tones, softened) on linen: fine horizontal and vertical fibres of
+    random strength, multiplied."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    g = cv2.GaussianBlur(np.round(g * 5) / 5, (0, 0), 0.9)
+    ink = np.stack([0.20 + 0.72 * g, 0.24 + 0.70 * g, 0.32 + 0.64 * g], -1)
+    h, w = g.shape
+    rng = np.random.default_rng(2024)
+    rows = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=4.0, sigmaY=0.6)
+    cols = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=0.6, sigmaY=4.0)
+    fibres = rows / (rows.std() + 1e-6) + cols / (cols.std() + 1e-6)
+    return _unit8(ink * (1 + 0.035 * fibres)[..., None])
