@@ -25,6 +25,7 @@ class Preset:
         lr_g: Adam learning rate of the generator, skip encoder, deformer and motion MLP.
         lr_tex: Adam learning rate of the neural texture (higher: it is a free table).
         lr_d: Adam learning rate of the patch discriminator.
+        adam_beta1: Adam's first-moment decay for the avatar (0.5, the GAN habit, by default).
         lr_final: the avatar's learning rates at the last step, as a fraction of ``lr_g`` /
             ``lr_tex``, reached by a cosine decay over all steps (1.0: constant rates).
         pti_w_steps: PTI steps optimising the w pivots with G frozen.
@@ -63,6 +64,7 @@ class Preset:
     lr_tex: float = 1e-2
     lr_d: float = 2e-3
     lr_final: float = 1.0
+    adam_beta1: float = 0.5
     pti_w_steps: int = 50
     pti_g_steps: int = 50
     pti_lr_w: float = 2e-2

@@ -143,7 +143,7 @@ class Stage1Trainer:
 
             self.corrections = FrameCorrections(data.frames.shape[0], len(data.expression_names)).to(device)
             groups.append({"params": list(self.corrections.parameters()), "lr": preset.lr_corr})
-        self.opt_g = torch.optim.Adam(groups, betas=(0.5, 0.99))
+        self.opt_g = torch.optim.Adam(groups, betas=(preset.adam_beta1, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt_g.param_groups]
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d, betas=(0.0, 0.99))
         self.ranks = ranks

@@ -66,12 +66,13 @@ def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subjec
         prepare_edit(untrained_subject, reference, frame=0)
 
 
-def test_learning_rates_decay_to_lr_final_by_the_last_step(untrained_subject: Path) -> None:
+def test_learning_rates_decay_to_lr_final_and_beta1_is_the_presets(untrained_subject: Path) -> None:
     tiny = get_preset("tiny")
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0,
-                 preset_overrides={"lr_final": 0.1})
+                 preset_overrides={"lr_final": 0.1, "adam_beta1": 0.9})
     groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([0.1 * tiny.lr_tex, 0.1 * tiny.lr_g])
+    assert all(tuple(g["betas"]) == (0.9, 0.99) for g in groups)
 
 
 def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> None:
@@ -80,3 +81,4 @@ def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> Non
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0)
     groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
     assert [g["lr"] for g in groups] == [tiny.lr_tex, tiny.lr_g]
+    assert all(tuple(g["betas"]) == (0.5, 0.99) for g in groups)
