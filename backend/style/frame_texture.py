@@ -6,11 +6,12 @@ patches cannot know where a patch was, so it cannot reproduce such a texture; wo
 reference that carries one, it learns to invent grain from the content, which on other frames is
 noise in the wrong places. The screen (``backend.style.screen``) finds periodic patterns only.
 
-The texture is found from a short first fit: the translator fitted for ``steps`` steps learns the
-look's smooth part first, so what it leaves in the reference of a keyframe (the residual) high-
-passed at ``TEXTURE_SIGMA`` is the texture plus the fit's errors. The fit's errors sit on the
-content's edges; a texture covers flat regions as much as edges. So the residual is taken for a
-texture only where it is as strong in the source's flattest pixels as in its busiest ones
+The texture is found from a short first fit: the translator fitted for a few hundred steps
+(``FitSettings.texture_steps``) learns the look's smooth part first, so what it leaves in the
+reference of a keyframe (the residual) high-passed at ``TEXTURE_SIGMA`` is the texture plus the
+fit's errors. The fit's errors sit on the content's edges; a texture covers flat regions as much
+as edges. So the residual is taken for a texture only where it is as strong in the source's
+flattest pixels as in its busiest ones and does not follow the source's own fine detail
 (``texture_evidence``), and the layer is kept where the keyframe is flat (``flatness``): in its
 eyes, mouth and outlines the residual is mostly the fit's error, which on another frame would be
 a ghost of the keyframe's features. The texture is then taken out of the targets, the translator
@@ -110,7 +111,7 @@ def busyness(source: torch.Tensor) -> torch.Tensor:
 def _flat_and_busy(busy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, H, W) busyness -> boolean masks of its flattest and busiest ``FLAT_QUANTILE`` of pixels
     (ties included: a flat-colour background is all flattest)."""
-    lo, hi = torch.quantile(busy.flatten(), torch.tensor([FLAT_QUANTILE, 1 - FLAT_QUANTILE]))
+    lo, hi = _quantiles(busy, (FLAT_QUANTILE, 1 - FLAT_QUANTILE))
     return busy <= lo, busy >= hi
 
 
@@ -136,15 +137,18 @@ def texture_evidence(residual: torch.Tensor, source: torch.Tensor) -> TextureEvi
                            source_corr=float(torch.stack(corr).mean()))
 
 
-def flatness(source: torch.Tensor, keep: tuple[float, float] | None = None) -> torch.Tensor:
+def _quantiles(x: torch.Tensor, qs: tuple[float, float]) -> torch.Tensor:
+    return torch.quantile(x.flatten(), torch.tensor(qs, dtype=x.dtype, device=x.device))
+
+
+def flatness(source: torch.Tensor) -> torch.Tensor:
     """(N, 3+, H, W) sources -> (N, 1, H, W) in [0, 1] by the blurred gradient magnitude: 1 up to
-    the ``keep[0]`` quantile of each source's pixels, 0 from the ``keep[1]`` quantile, linear in
-    between (default ``LAYER_KEEP``)."""
-    lo_q, hi_q = LAYER_KEEP if keep is None else keep
+    the ``LAYER_KEEP[0]`` quantile of each source's pixels, 0 from the ``LAYER_KEEP[1]`` quantile,
+    linear in between."""
     busy = busyness(source.float())
     out = []
     for bi in busy:
-        lo, hi = torch.quantile(bi.flatten(), torch.tensor([lo_q, hi_q]))
+        lo, hi = _quantiles(bi, LAYER_KEEP)
         w = ((hi - bi) / (hi - lo).clamp(min=1e-6)).clamp(0, 1)
         out.append(torch.where(bi <= lo, torch.ones_like(w), w))  # ties at lo (flat colour) stay whole
     return torch.stack(out)
