@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.blur import gaussian_blur
+
 TEXTURE_SIGMA = 2.0
 """Gaussian sigma (px) of the high-pass: finer than a face's features, coarser than grain."""
 
@@ -83,21 +85,9 @@ class TextureEvidence:
                 "flat_share": round(self.flat_share, 3), "is_texture": self.is_texture}
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N, C, H, W) -> the same, blurred with a separable Gaussian (reflect padding)."""
-    radius = max(1, round(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def high_pass(x: torch.Tensor, sigma: float = TEXTURE_SIGMA) -> torch.Tensor:
     """(N, C, H, W) minus its Gaussian blur."""
-    return x - _gaussian_blur(x, sigma)
+    return x - gaussian_blur(x, sigma, padding="reflect")
 
 
 def busyness(source: torch.Tensor) -> torch.Tensor:
@@ -105,7 +95,7 @@ def busyness(source: torch.Tensor) -> torch.Tensor:
     g = source[:, :3].mean(1, keepdim=True)
     gx = F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1, 0, 0))
     gy = F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))
-    return _gaussian_blur(torch.hypot(gx, gy), 2.0)
+    return gaussian_blur(torch.hypot(gx, gy), 2.0, padding="reflect")
 
 
 def _flat_and_busy(busy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.imaging.blur import gaussian_blur
+
 GRID_SIZES = range(2, 9)
 """Control points per side a grade may have."""
 
@@ -118,16 +120,6 @@ RMS_FLOOR = 0.01
 """Added to both residuals of ``position_share`` ([-1, 1] units, about 1.3 levels of 255)."""
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W), replicate-padded."""
-    r = int(3 * sigma)
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k, groups=x.shape[1])
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=x.shape[1])
-
-
 def _pixel_features(source: torch.Tensor) -> torch.Tensor:
     """(3, H, W) source in [-1, 1] -> (H * W, 11): the pixel's colour, its square, the colour
     blurred over ~2 px, the grey gradient magnitude and 1: what a look that ignores the position
@@ -136,7 +128,8 @@ def _pixel_features(source: torch.Tensor) -> torch.Tensor:
     grey = x.mean(1, keepdim=True)
     gx = F.pad(grey[..., :, 2:] - grey[..., :, :-2], (1, 1, 0, 0), mode="replicate")
     gy = F.pad(grey[..., 2:, :] - grey[..., :-2, :], (0, 0, 1, 1), mode="replicate")
-    feats = torch.cat([x, x * x, _blur(x, 2.0), torch.sqrt(gx * gx + gy * gy), torch.ones_like(grey)], 1)
+    feats = torch.cat([x, x * x, gaussian_blur(x, 2.0), torch.sqrt(gx * gx + gy * gy), torch.ones_like(grey)],
+                      1)
     return feats[0].flatten(1).T
 
 
