@@ -359,8 +359,10 @@ class _TextureProbe:
 def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSettings, seed: int,
                           pairs: list[int] | None, should_stop: StopFn | None) -> _TextureProbe:
     """Fit ``s.texture_steps`` steps without unlabeled frames or weight average, and measure how
-    texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``)."""
-    first = replace(s, steps=s.texture_steps, texture_steps=0, ema=0.0, pseudo_frames=0)
+    texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``). Only called
+    where the keyframes have no screen and no lattice, so the first fit does not look again."""
+    first = replace(s, steps=s.texture_steps, texture_steps=0, ema=0.0, pseudo_frames=0, screen=False,
+                    lattice=False)
     net = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop).translator
     with torch.no_grad():
         out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides else None) for x in inputs])
