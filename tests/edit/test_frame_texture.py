@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.convert import frame_to_tensor
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.frame_texture import (
     FLAT_QUANTILE,
@@ -25,10 +25,6 @@ from backend.style.translator import TranslatorConfig
 from tests.edit.conftest import draw_frame
 
 
-def _t(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 127.5 - 1
-
-
 def _grain(size: int, seed: int = 7) -> torch.Tensor:
     """(1, 1, size, size) a fixed paper grain, unit standard deviation."""
     g = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(seed))
@@ -36,8 +32,13 @@ def _grain(size: int, seed: int = 7) -> torch.Tensor:
     return g / g.std()
 
 
+def _frame(t: int, size: int = 64) -> torch.Tensor:
+    """(1, 3, size, size) in [-1, 1]: frame ``t`` of the drawn test clip."""
+    return frame_to_tensor(draw_frame(t, size)[0], size)[None]
+
+
 def _source(size: int = 64) -> torch.Tensor:
-    return _t(draw_frame(0, size)[0])
+    return _frame(0, size)
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -107,7 +108,7 @@ SETTINGS = FitSettings(steps=300, batch=4, patch=32, lr=3e-3, texture_steps=150,
 def test_the_fit_finds_the_paper_and_keeps_it_fixed_in_the_frame() -> None:
     size = 64
     grain = _grain(size)
-    key = _t(draw_frame(0, size)[0])
+    key = _frame(0, size)
     res = fit_translator(key, _paper_look(key, grain), SETTINGS, seed=0)
     assert res.texture is not None and res.texture.is_texture, res.texture
     layer = res.translator.screen
@@ -115,7 +116,7 @@ def test_the_fit_finds_the_paper_and_keeps_it_fixed_in_the_frame() -> None:
     flat = flatness(key)[0, 0] == 1
     assert _corr(layer.mean(0)[flat], high_pass(grain)[0, 0][flat]) > 0.8
     # another frame: the content moved, the paper did not
-    other = _t(draw_frame(5, size)[0])
+    other = _frame(5, size)
     with torch.no_grad():
         out = res.translator(other)
     truth = _paper_look(other, grain)
@@ -130,7 +131,7 @@ def test_the_fit_finds_the_paper_and_keeps_it_fixed_in_the_frame() -> None:
 
 def test_a_look_without_paper_gets_no_texture_and_the_same_fit_as_before() -> None:
     size = 64
-    key = _t(draw_frame(0, size)[0])
+    key = _frame(0, size)
     target = (key.mean(1, keepdim=True) * 0.8).expand(-1, 3, -1, -1)
     res = fit_translator(key, target, SETTINGS, seed=0)
     assert res.texture is not None and not res.texture.is_texture
