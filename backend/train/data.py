@@ -33,6 +33,7 @@ class SubjectTensors:
         train_ids: (N_train,) int64 frame ids used for training.
         heldout_ids: (N_heldout,) int64 frame ids never trained on.
         extreme_ids: the 4 extreme-pose frame ids (min/max yaw, min/max pitch) for PTI, in that order.
+        rotation: (T, 3) float32 head yaw, pitch, roll in radians.
         expression_names: the K curve names.
         subject_id: folder name of the subject.
         fps: frames per second of the source video.
@@ -44,6 +45,7 @@ class SubjectTensors:
     train_ids: np.ndarray
     heldout_ids: np.ndarray
     extreme_ids: list[int]
+    rotation: np.ndarray
     expression_names: list[str]
     subject_id: str
     fps: float
@@ -97,6 +99,7 @@ def load_subject_tensors(subject_dir: Path, size: int) -> SubjectTensors:
     return SubjectTensors(
         frames=frames, uv=uv, windows=torch.from_numpy(expression_windows(expr)),
         train_ids=train_ids, heldout_ids=heldout_ids, extreme_ids=extreme,
+        rotation=np.asarray(subject.pose, np.float32)[:, :3],
         expression_names=list(subject.expression_names), subject_id=str(subject.subject_id),
         fps=float(subject.fps),
     )
@@ -111,10 +114,16 @@ class TrainSampler:
     the run sees the batches of a single process, and the state stays valid for any ``world``.
     """
 
-    def __init__(self, train_ids: np.ndarray, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, train_ids: np.ndarray, batch: int, seed: int, rank: int = 0, world: int = 1,
+                 weights: np.ndarray | None = None) -> None:
+        """``weights``: (N_train,) relative sampling weights (``backend.train.balanced_sampling``);
+        None draws uniformly."""
         if world < 1 or not 0 <= rank < world or batch % world:
             raise ValueError(f"rank {rank} of {world} cannot take an equal share of a batch of {batch}")
         self.train_ids = np.asarray(train_ids, dtype=np.int64)
+        if weights is not None and (len(weights) != len(self.train_ids) or np.any(np.asarray(weights) <= 0)):
+            raise ValueError(f"sampling weights must be {len(self.train_ids)} positive numbers")
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, np.float64))
         self.batch = batch
         self.per_rank = batch // world
         self.rank = rank
@@ -122,7 +131,10 @@ class TrainSampler:
 
     def next(self) -> np.ndarray:
         """(batch // world,) int64 training ids of this rank for the next step."""
-        pick = torch.randint(len(self.train_ids), (self.batch,), generator=self.gen).numpy()
+        if self.weights is None:
+            pick = torch.randint(len(self.train_ids), (self.batch,), generator=self.gen).numpy()
+        else:
+            pick = torch.multinomial(self.weights, self.batch, replacement=True, generator=self.gen).numpy()
         lo = self.rank * self.per_rank
         return self.train_ids[pick[lo:lo + self.per_rank]]
 

@@ -28,6 +28,8 @@ class Preset:
         adam_beta1: Adam's first-moment decay for the avatar (0.5, the GAN habit, by default).
         lr_final: the avatar's learning rates at the last step, as a fraction of ``lr_g`` /
             ``lr_tex``, reached by a cosine decay over all steps (1.0: constant rates).
+        balance: draw training frames with weights that favour rare poses and expressions, the
+            exponent of ``backend.train.balanced_sampling.balance_weights`` (0: uniform).
         pti_w_steps: PTI steps optimising the w pivots with G frozen.
         pti_g_steps: PTI steps tuning G at the fixed pivots.
         pti_lr_w: learning rate of the pivot optimisation.
@@ -65,6 +67,7 @@ class Preset:
     lr_d: float = 2e-3
     lr_final: float = 1.0
     adam_beta1: float = 0.5
+    balance: float = 0.0
     pti_w_steps: int = 50
     pti_g_steps: int = 50
     pti_lr_w: float = 2e-2

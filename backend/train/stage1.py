@@ -43,6 +43,7 @@ from backend.paths import CHECKPOINT_NAME, avatar_dir
 from backend.progress import Cancelled, EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.train import ddp, preflight
 from backend.train import losses as L
+from backend.train.balanced_sampling import sampling_weights
 from backend.train.checkpoint import (
     CheckpointError,
     config_differences,
@@ -147,7 +148,8 @@ class Stage1Trainer:
         self.base_lrs = [g["lr"] for g in self.opt_g.param_groups]
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d, betas=(0.0, 0.99))
         self.ranks = ranks
-        self.sampler = TrainSampler(data.train_ids, preset.batch, seed, ranks.rank, ranks.world)
+        self.sampler = TrainSampler(data.train_ids, preset.batch, seed, ranks.rank, ranks.world,
+                                    weights=sampling_weights(data, preset.balance))
         self.avatar_forward: torch.nn.Module = self.avatar  # the DDP wrapper once distribute() ran
         self.amp = preset.mixed_precision and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if (self.amp and torch.cuda.is_bf16_supported()) else torch.float16
