@@ -28,6 +28,9 @@ class Preset:
         adam_beta1: Adam's first-moment decay for the avatar (0.5, the GAN habit, by default).
         lr_final: the avatar's learning rates at the last step, as a fraction of ``lr_g`` /
             ``lr_tex``, reached by a cosine decay over all steps (1.0: constant rates).
+        expr_noise: Gaussian noise added to the expression windows while training, as a fraction
+            of each curve's standard deviation over the training frames (0: none); one offset per
+            frame for its whole window.
         balance: draw training frames with weights that favour rare poses and expressions, the
             exponent of ``backend.train.balanced_sampling.balance_weights`` (0: uniform).
         pti_w_steps: PTI steps optimising the w pivots with G frozen.
@@ -68,6 +71,7 @@ class Preset:
     lr_final: float = 1.0
     adam_beta1: float = 0.5
     balance: float = 0.0
+    expr_noise: float = 0.0
     pti_w_steps: int = 50
     pti_g_steps: int = 50
     pti_lr_w: float = 2e-2

@@ -150,6 +150,8 @@ class Stage1Trainer:
         self.ranks = ranks
         self.sampler = TrainSampler(data.train_ids, preset.batch, seed, ranks.rank, ranks.world,
                                     weights=sampling_weights(data, preset.balance))
+        # (K,) each curve's spread over the training frames: the scale of the input noise
+        self.expr_std = data.windows[torch.as_tensor(data.train_ids), 2].std(dim=0).to(device)
         self.avatar_forward: torch.nn.Module = self.avatar  # the DDP wrapper once distribute() ran
         self.amp = preset.mixed_precision and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if (self.amp and torch.cuda.is_bf16_supported()) else torch.float16
@@ -314,6 +316,9 @@ class Stage1Trainer:
         step = self.state.step
         ids = self.sampler.next()
         frames, uv, win = self.data.batch(ids, self.device)
+        if p.expr_noise > 0:  # the same offset on the whole 5-frame window: a different expression
+            noise = torch.randn(win.shape[0], 1, win.shape[2], device=self.device)  # torch_rng: resumable
+            win = win + p.expr_noise * self.expr_std * noise
         corr_ids = None
         if self.corrections is not None:
             corr_ids = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=self.device)

@@ -1,20 +1,15 @@
 """Balanced sampling over pose and expression (``Preset.balance``, off in every preset): rare
 frames get larger weights within the bounds, the sampler draws them more often, the uniform
-draws are unchanged, and a real (tiny) training run uses the weights and resumes."""
+draws are unchanged (a training run with them: ``test_stage1_options.py``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from backend.paths import checkpoint_path
 from backend.train.balanced_sampling import MAX_RATIO, balance_features, balance_weights
-from backend.train.checkpoint import read_checkpoint
 from backend.train.data import TrainSampler
-from backend.train.stage1 import train_avatar
 
 
 def _clip(n_common: int = 120, n_rare: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -62,12 +57,3 @@ def test_the_sampler_draws_rare_frames_more_and_uniform_draws_are_unchanged() ->
     assert np.array_equal(plain.next(), ids[torch.randint(126, (4,), generator=gen).numpy()])
     with pytest.raises(ValueError, match="126 positive"):
         TrainSampler(ids, batch=4, seed=3, weights=np.r_[w[:-1], 0.0])
-
-
-def test_training_with_balanced_sampling_resumes(untrained_subject: Path) -> None:
-    train_avatar(untrained_subject, preset="tiny", steps=4, preview_every=0, preset_overrides={"balance": 1.0})
-    ckpt = checkpoint_path(untrained_subject)
-    assert read_checkpoint(ckpt)["meta"]["preset_params"]["balance"] == 1.0
-    train_avatar(untrained_subject, preset="tiny", steps=6, resume=True, preview_every=0,
-                 preset_overrides={"balance": 1.0})
-    assert read_checkpoint(ckpt)["meta"]["step"] == 6

@@ -1,5 +1,6 @@
 """Stage-1 options that stay off in the default presets: the background plate, the motion-modulated
-skips, the face L1 and the per-frame tracking corrections. Real (tiny) training steps."""
+skips, the face L1, the per-frame tracking corrections, balanced sampling and expression noise.
+Real (tiny) training steps."""
 
 from __future__ import annotations
 
@@ -41,10 +42,13 @@ def test_corrections_start_as_identity_and_move_only_covered_uvs() -> None:
 
 def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subject: Path) -> None:
     tiny = get_preset("tiny")
-    over = {"model": {**tiny.model, "plate": True, "skip_film": True}, "w_face": 1.0, "lr_corr": 1e-2}
+    over = {"model": {**tiny.model, "plate": True, "skip_film": True}, "w_face": 1.0, "lr_corr": 1e-2,
+            "balance": 1.0, "expr_noise": 0.2}
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0, preset_overrides=over)
     ckpt = checkpoint_path(untrained_subject)
     data = read_checkpoint(ckpt)
+    params = data["meta"]["preset_params"]
+    assert (params["balance"], params["expr_noise"]) == (1.0, 0.2)
     hist = data["meta"]["history"]
     assert all(h["face"] > 0 for h in hist)
     moved = data["train"]["corrections"]["uv_affine"].abs().sum(dim=(1, 2))
