@@ -5,8 +5,9 @@ Layout (format ``emo-avatar-subject``, version 1; the whole folder is written at
     SUBJECT/
       meta.json            format, version, subject_id, fps, size, n_frames, source, source_frames
                            (subject frame i = video frame source_frames[i]), framing, shots (each
-                           with its crop box), crop (the first shot's), frames_left_out (with the
-                           reason), people, frames used / interpolated / dropped, extreme_frames
+                           with its framing segments and their crop boxes), crop (the first
+                           frame's), frames_left_out (with the reason), people, frames used /
+                           interpolated / dropped, extreme_frames
       frames/000000.png    crop, size x size RGB, one per kept frame, numbered densely
       uv/uv.npy            (T, size, size, 3) float16 (u, v, coverage), memory-mappable
       landmarks.npy        (T, 478, 3) float32 crop pixels: x right, y down, z towards viewer
@@ -19,9 +20,12 @@ Layout (format ``emo-avatar-subject``, version 1; the whole folder is written at
 Conventions of pose, scale and projection are those of ``backend.face.rig`` (scaled
 orthographic, mesh y up vs image y down). UV v is up (OBJ/Blender convention).
 
-Crop boxes (``meta["shots"][k]["crop"]``, one per shot; ``Subject.crop_of(i)``): ``x0, y0, side``
-in video pixels; a video pixel coordinate p maps to crop pixels as ``(p - (x0, y0)) * size / side``
-(continuous coordinates, corner origin). Subjects without ``shots`` (imports) have one ``crop``.
+Crop boxes (``Subject.crop_of(i)``): one per framing segment, ``meta["shots"][k]["framing_segments"]
+[j]["crop"]`` (a shot is one segment unless its face moves too far for one crop; ``shots[k]["crop"]``
+is that entry's first segment's box, the only one in subjects tracked before segments existed):
+``x0, y0, side`` in video pixels; a video pixel coordinate p maps to crop pixels as
+``(p - (x0, y0)) * size / side`` (continuous coordinates, corner origin). Subjects without
+``shots`` (imports) have one ``crop``.
 """
 
 from __future__ import annotations
@@ -316,10 +320,14 @@ class Subject:
         return int(src[i]) if src is not None else i
 
     def crop_of(self, i: int) -> dict[str, Any]:
-        """Crop box ``{x0, y0, side}`` (video px) of subject frame ``i``: one per shot."""
+        """Crop box ``{x0, y0, side}`` (video px) of subject frame ``i``: its framing segment's
+        (subjects tracked before framing segments: its shot's; imports: the one ``crop``)."""
         i = self._check_index(i)
         for shot in self.meta.get("shots", []):
             if shot["frames"][0] <= i < shot["frames"][1]:
+                for seg in shot.get("framing_segments", []):
+                    if seg["frames"][0] <= i < seg["frames"][1]:
+                        return dict(seg["crop"])
                 return dict(shot["crop"])
         return dict(self.meta["crop"])
 

@@ -10,14 +10,18 @@ Pipeline:
    out, and every left-out range is reported with its reason. Kept frames are numbered densely;
    ``meta.json`` maps them back to source frames. Short gaps (at most ``MAX_GAP_S``) inside a run
    are filled by linear interpolation.
-3. One square crop per shot (``crop_box``, a ``FRAMINGS`` framing), resized to ``size``: fixed
-   within a shot, re-fitted across shots so the face keeps one size; landmarks move to crop pixels.
+3. One square crop per framing segment (``crop_box``, a ``FRAMINGS`` framing), resized to
+   ``size``: a shot is one segment unless its face moves too far for one crop to keep the face's
+   size (``backend.face.framing.framing_segments``: then consecutive segments of at least
+   ``MIN_RUN_FRAMES``); fixed within a segment, re-fitted across shots and segments so the face
+   keeps one size; landmarks move to crop pixels.
 4. Per frame, weighted Procrustes of the canonical mesh onto the landmarks
    (``procrustes_landmark_basis``) -> rotation, translation, scale; undoing it gives the pose-free
    shape (canonical cm).
 5. Named coefficients measured from the shapes, blendshape basis + residuals solved over all
    kept frames (``backend.face.face_model``).
-6. Savitzky-Golay smoothing of pose and coefficient curves, run by run (never across a cut).
+6. Savitzky-Golay smoothing of pose and coefficient curves, run by run (never across a cut); the
+   pose's translation and scale are smoothed in video pixels (a crop change does not blur them).
 7. Pass 2: frames, UV maps of the posed rig (``FaceRig.uv_maps``), arrays, rig and meta.json are
    written into a temporary folder that is renamed into place at the end
    (``protocol.fileio.atomic_dir``): a failed or cancelled run leaves nothing behind.
@@ -39,10 +43,23 @@ import numpy as np
 from backend.data import subject as sj
 from backend.face.canonical import load_canonical_mesh
 from backend.face.face_model import fit_face_model, measure_named
-from backend.face.framing import DEFAULT_FRAMING, FRAMINGS
+from backend.face.framing import (
+    DEFAULT_FRAMING,
+    FRAMINGS,
+    MIN_SPACE_BELOW,
+    crop_side,
+    face_heights,
+    framing_segments,
+)
 from backend.face.pose import image_to_mesh_axes, matrix_to_euler, weighted_procrustes
 from backend.face.scan import Scan, frame_ranges_text, scan_video
-from backend.face.selection import Selection, SelectionError, parse_frame_ranges, select_frames
+from backend.face.selection import (
+    MIN_RUN_FRAMES,
+    Selection,
+    SelectionError,
+    parse_frame_ranges,
+    select_frames,
+)
 from backend.face.shots import MAX_GAP_S
 from backend.face.smoothing import (
     EXPRESSION_WINDOW_S,
@@ -98,31 +115,30 @@ class CropBox:
         return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def crop_box(landmarks: np.ndarray, valid: np.ndarray, width: int, height: int,
+def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height: int,
              framing: str = DEFAULT_FRAMING) -> CropBox:
-    """One square window for a shot (or a whole clip).
+    """One square window for a framing segment (or a shot, or a whole clip).
 
     Args:
-        landmarks: (T, 478, 3) video pixels; valid: (T,) frames to use.
+        landmarks: (T, 478, 3) video pixels; valid: (T,) frames to use (None: all).
         width, height: video size.
         framing: a ``FRAMINGS`` name.
     Returns:
         A square box of side ``FRAMINGS[framing][0]`` face heights (at least the face's motion
-        range with a margin), centred on the face horizontally, ``FRAMINGS[framing][1]`` face
-        heights above the face, shrunk to the frame's short side and shifted to lie inside the
-        frame (no padding).
+        range times ``MOTION_MARGIN``; ``backend.face.framing.crop_side``), centred on the face
+        horizontally, ``FRAMINGS[framing][1]`` face heights above the face (less where that would
+        leave under ``MIN_SPACE_BELOW`` face heights below the chin), shrunk to the frame's short
+        side and shifted to lie inside the frame (no padding).
     """
     if framing not in FRAMINGS:
         raise TrackError(f"--framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
-    side_fh, top_fh = FRAMINGS[framing]
-    pts = landmarks[valid, :468, :2]
+    pts = landmarks[:, :468, :2] if valid is None else landmarks[valid, :468, :2]
     lo, hi = pts.min(axis=(0, 1)), pts.max(axis=(0, 1))
-    face_h = float(np.median(pts[:, :, 1].max(1) - pts[:, :, 1].min(1)))
-    side = max(side_fh * face_h, 1.3 * float((hi - lo).max()))
-    side = round(min(side, width, height))
+    face_h = float(np.median(face_heights(pts)))
+    side = int(crop_side(lo, hi, face_h, framing, min(width, height)))
     cx = 0.5 * (lo[0] + hi[0])
     x0 = round(cx - side / 2)
-    y0 = round(lo[1] - top_fh * face_h)
+    y0 = round(max(lo[1] - FRAMINGS[framing][1] * face_h, hi[1] + MIN_SPACE_BELOW * face_h - side))
     x0 = min(max(x0, 0), width - side)
     y0 = min(max(y0, 0), height - side)
     return CropBox(x0, y0, side)
@@ -274,12 +290,90 @@ def _per_run(fn, values: np.ndarray, runs: list[tuple[int, int]]) -> np.ndarray:
     return np.concatenate([np.asarray(fn(values[a:b])) for a, b in runs], axis=0)
 
 
-def _meta_shots(selection: Selection, dense_runs: list[tuple[int, int]], boxes: dict[int, CropBox],
+def _crop_dict(box: CropBox) -> dict[str, int]:
+    return {"x0": box.x0, "y0": box.y0, "side": box.side}
+
+
+def _box_pieces(boxes: list[CropBox], a: int, b: int) -> list[tuple[int, int]]:
+    """Ranges of consecutive frames ``a..b`` (b exclusive) with the same crop box."""
+    starts = [a] + [i for i in range(a + 1, b) if boxes[i] != boxes[i - 1]]
+    return list(zip(starts, [*starts[1:], b], strict=True))
+
+
+def _meta_shots(selection: Selection, dense_runs: list[tuple[int, int]], boxes: list[CropBox],
                 framing: str) -> list[dict]:
-    return [{"frames": [a, b], "source_frames": [r.start, r.stop], "shot": r.shot, "person": r.person,
-             "framing": framing, "crop": {"x0": boxes[r.shot].x0, "y0": boxes[r.shot].y0,
-                                          "side": boxes[r.shot].side}}
-            for r, (a, b) in zip(selection.runs, dense_runs, strict=True)]
+    """``meta.json`` ``shots``: one entry per run (frames, source frames, shot, person, framing),
+    its framing segments (each with its crop; a segment spanning two runs of a shot is listed in
+    both) and ``crop``, the run's first segment's box (what a reader of one box per shot gets)."""
+    out = []
+    for r, (a, b) in zip(selection.runs, dense_runs, strict=True):
+        segments = [{"frames": [pa, pb], "source_frames": [r.start + pa - a, r.start + pb - a],
+                     "crop": _crop_dict(boxes[pa])} for pa, pb in _box_pieces(boxes, a, b)]
+        out.append({"frames": [a, b], "source_frames": [r.start, r.stop], "shot": r.shot, "person": r.person,
+                    "framing": framing, "crop": _crop_dict(boxes[a]), "framing_segments": segments})
+    return out
+
+
+def _crop_groups(selection: Selection) -> np.ndarray:
+    """(T,) per subject frame, its crop group: one per shot and person (``--all-people`` may keep
+    two people of one shot, whose runs then get crops of their own)."""
+    keys: dict[tuple[int, int], int] = {}
+    return np.concatenate([np.full(r.n_frames, keys.setdefault((r.shot, r.person), len(keys)))
+                           for r in selection.runs])
+
+
+def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, width: int, height: int, framing: str
+                 ) -> tuple[list[CropBox], int]:
+    """Every subject frame's crop: each group's frames (a shot's, in order, across its runs) split
+    into framing segments (``backend.face.framing.framing_segments``), one fixed box per segment.
+
+    Args:
+        groups: (T,) crop group of every subject frame (``_crop_groups``); landmarks_v: (T, 478, 3)
+            video px.
+        width, height: video size; framing: a ``FRAMINGS`` name.
+    Returns:
+        (boxes, one per frame; number of framing segments).
+    """
+    boxes: list[CropBox | None] = [None] * len(groups)
+    n = 0
+    for group in np.unique(groups):
+        ids = np.nonzero(groups == group)[0]
+        lm = landmarks_v[ids]
+        for a, b in framing_segments(lm[:, :468, :2], framing, min(width, height), MIN_RUN_FRAMES):
+            box = crop_box(lm[a:b], None, width, height, framing)
+            for i in ids[a:b]:
+                boxes[i] = box
+            n += 1
+    return boxes, n
+
+
+def _box_arrays(boxes: list[CropBox], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: (T, 2) crop corner (x0, y0) in video px and (T,) crop px per video px."""
+    corner = np.array([(b.x0, b.y0) for b in boxes], dtype=np.float64)
+    f = np.array([size / b.side for b in boxes], dtype=np.float64)
+    return corner, f
+
+
+def _to_crop_px(landmarks_v: np.ndarray, corner: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """(T, N, 3) video px -> crop px, frame by frame (z scaled like x, y; ``CropBox.to_crop``)."""
+    p = np.array(landmarks_v, dtype=np.float64, copy=True)
+    p[..., :2] -= corner[:, None, :]
+    return p * f[:, None, None]
+
+
+def _pose_in_video_px(pose: np.ndarray, scale: np.ndarray, corner: np.ndarray, f: np.ndarray,
+                      inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Move (T, 6) pose (tx, ty, tz in crop px) and (T,) scale (crop px per cm) to video px, or
+    back with ``inverse``: smoothing there is not thrown by a crop that changes at a framing
+    segment boundary, and equals smoothing in crop px within one crop (the filter is affine)."""
+    p = np.array(pose, dtype=np.float64, copy=True)
+    if inverse:
+        p[:, 3:5] = (p[:, 3:5] - corner) * f[:, None]
+        p[:, 5] *= f
+        return p, np.asarray(scale, dtype=np.float64) * f
+    p[:, 3:5] = p[:, 3:5] / f[:, None] + corner
+    p[:, 5] /= f
+    return p, np.asarray(scale, dtype=np.float64) / f
 
 
 def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | None = None,
@@ -370,31 +464,31 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         landmarks_v[a:b], interpolated[a:b] = lm, interp
     valid = np.ones(T, dtype=bool)
     detected = detected_src[src]
-    # one crop per shot (fixed within it, re-fitted across shots)
-    boxes: dict[int, CropBox] = {}
-    for shot in sorted({r.shot for r in sel.runs}):
-        mask = np.concatenate([np.full(r.n_frames, r.shot == shot) for r in sel.runs])
-        boxes[shot] = crop_box(landmarks_v[mask], detected[mask], info.width, info.height, framing)
-    frame_boxes = [boxes[r.shot] for r in sel.runs for _ in range(r.n_frames)]
-    landmarks = np.concatenate([boxes[r.shot].to_crop(landmarks_v[a:b], size)
-                                for r, (a, b) in zip(sel.runs, dense_runs, strict=True)])
+    # one crop per framing segment: fixed within it, re-fitted across shots, and within a shot
+    # where the face moves too far for one crop to keep its size
+    frame_boxes, n_segments = _frame_boxes(_crop_groups(sel), landmarks_v, info.width, info.height, framing)
+    corner, px_per_video_px = _box_arrays(frame_boxes, size)
+    landmarks = _to_crop_px(landmarks_v, corner, px_per_video_px)
     pose_raw, scale_raw, shapes = fit_poses(landmarks, with_iris=True)
     named = measure_named(shapes, detected)
     fit = fit_face_model(shapes[:, :468], named, valid)
-    smoothed = [smooth_pose(pose_raw[a:b], scale_raw[a:b], info.fps) for a, b in dense_runs]
-    pose = np.concatenate([p for p, _ in smoothed])
-    scale = np.concatenate([s for _, s in smoothed])
+    pose_v, scale_v = _pose_in_video_px(pose_raw, scale_raw, corner, px_per_video_px)
+    smoothed = [smooth_pose(pose_v[a:b], scale_v[a:b], info.fps) for a, b in dense_runs]
+    pose, scale = _pose_in_video_px(np.concatenate([p for p, _ in smoothed]),
+                                    np.concatenate([s for _, s in smoothed]), corner, px_per_video_px,
+                                    inverse=True)
+    pose, scale = pose.astype(np.float32), scale.astype(np.float32)
     expressions = _per_run(lambda e: smooth_curves(e, info.fps, EXPRESSION_WINDOW_S), fit.coefficients,
                            dense_runs)
     n_named = named.shape[1]
     expressions[:, :n_named] = np.clip(expressions[:, :n_named], 0.0, 1.0)
     extremes = sj.extreme_frames(_per_run(lambda p: pose_for_extremes(p, info.fps), pose_raw, dense_runs),
                                  valid)
-    log.info("tracked %d frames (%d runs, %d shots); rig: %d named + %d residual, residual %.3f cm "
-             "of %.3f cm", T, len(sel.runs), len(boxes), n_named, len(fit.rig.names) - n_named,
-             fit.residual_rms, fit.shape_rms)
+    log.info("tracked %d frames (%d runs, %d shots, %d framing segments); rig: %d named + %d residual, "
+             "residual %.3f cm of %.3f cm", T, len(sel.runs), len({r.shot for r in sel.runs}), n_segments,
+             n_named, len(fit.rig.names) - n_named, fit.residual_rms, fit.shape_rms)
 
-    first = boxes[sel.runs[0].shot]
+    first = frame_boxes[0]
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         n_written = _write_crops(video, src, frame_boxes, size, tmp, progress, should_stop, clock, 3 * T)
         if n_written != T:
@@ -422,7 +516,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
             "framing": framing,
             "crop": {"x0": first.x0, "y0": first.y0, "side": first.side,
                      "video_width": info.width, "video_height": info.height},
-            "shots": _meta_shots(sel, dense_runs, boxes, framing),
+            "shots": _meta_shots(sel, dense_runs, frame_boxes, framing),
             "frames_left_out": [lo.as_dict() for lo in sel.left_out],
             "cuts": scan.cuts,
             "people": {"signal": scan.people.signal, "kept": sel.persons,
