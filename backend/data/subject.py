@@ -4,9 +4,9 @@ Layout (format ``emo-avatar-subject``, version 1; the whole folder is written at
 
     SUBJECT/
       meta.json            format, version, subject_id, fps, size, n_frames, source, source_frames
-                           (subject frame i = video frame source_frames[i]), framing, shots (each
-                           with its framing segments and their crop boxes), crop (the first
-                           frame's), frames_left_out (with the reason), people, frames used /
+                           (subject frame i = video frame source_frames[i]), framing, follow_face,
+                           shots (each with its framing segments and their crop boxes), crop
+                           (the first frame's), frames_left_out (with the reason), people, frames used /
                            interpolated / dropped, extreme_frames
       frames/000000.png    crop, size x size RGB, one per kept frame, numbered densely
       uv/uv.npy            (T, size, size, 3) float16 (u, v, coverage), memory-mappable
@@ -21,8 +21,9 @@ Conventions of pose, scale and projection are those of ``backend.face.rig`` (sca
 orthographic, mesh y up vs image y down). UV v is up (OBJ/Blender convention).
 
 Crop boxes (``Subject.crop_of(i)``): one per framing segment, ``meta["shots"][k]["framing_segments"]
-[j]["crop"]`` (a shot is one segment unless its face moves too far for one crop; ``shots[k]["crop"]``
-is that entry's first segment's box, the only one in subjects tracked before segments existed):
+[j]["crop"]`` (a shot is one segment unless tracked with ``follow_face`` and its face moves too
+far for one crop; ``shots[k]["crop"]`` is that entry's first segment's box, the only one in
+subjects tracked before segments existed):
 ``x0, y0, side`` in video pixels; a video pixel coordinate p maps to crop pixels as
 ``(p - (x0, y0)) * size / side`` (continuous coordinates, corner origin). Subjects without
 ``shots`` (imports) have one ``crop``.

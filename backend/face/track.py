@@ -10,11 +10,12 @@ Pipeline:
    out, and every left-out range is reported with its reason. Kept frames are numbered densely;
    ``meta.json`` maps them back to source frames. Short gaps (at most ``MAX_GAP_S``) inside a run
    are filled by linear interpolation.
-3. One square crop per framing segment (``crop_box``, a ``FRAMINGS`` framing), resized to
-   ``size``: a shot is one segment unless its face moves too far for one crop to keep the face's
-   size (``backend.face.framing.framing_segments``: then consecutive segments of at least
-   ``MIN_RUN_FRAMES``); fixed within a segment, re-fitted across shots and segments so the face
-   keeps one size; landmarks move to crop pixels.
+3. One square crop per shot (``crop_box``, a ``FRAMINGS`` framing), resized to ``size``: fixed
+   within a shot, re-fitted across shots so the face keeps one size; landmarks move to crop
+   pixels. With ``follow_face`` (opt-in: it costs held-out quality on the measured real clip,
+   docs/tracking.md), one crop per framing segment instead: a shot is one segment unless its face
+   moves too far for one crop to keep the face's size (``backend.face.framing.framing_segments``:
+   then consecutive segments of at least ``MIN_RUN_FRAMES``), fixed within a segment.
 4. Per frame, weighted Procrustes of the canonical mesh onto the landmarks
    (``procrustes_landmark_basis``) -> rotation, translation, scale; undoing it gives the pose-free
    shape (canonical cm).
@@ -116,18 +117,20 @@ class CropBox:
 
 
 def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height: int,
-             framing: str = DEFAULT_FRAMING) -> CropBox:
+             framing: str = DEFAULT_FRAMING, space_below: float | None = MIN_SPACE_BELOW) -> CropBox:
     """One square window for a framing segment (or a shot, or a whole clip).
 
     Args:
         landmarks: (T, 478, 3) video pixels; valid: (T,) frames to use (None: all).
         width, height: video size.
         framing: a ``FRAMINGS`` name.
+        space_below: fewest face heights left below the lowest chin point (``MIN_SPACE_BELOW``);
+            None: no such rule (one crop per shot, placed as before framing segments existed).
     Returns:
         A square box of side ``FRAMINGS[framing][0]`` face heights (at least the face's motion
         range times ``MOTION_MARGIN``; ``backend.face.framing.crop_side``), centred on the face
         horizontally, ``FRAMINGS[framing][1]`` face heights above the face (less where that would
-        leave under ``MIN_SPACE_BELOW`` face heights below the chin), shrunk to the frame's short
+        leave under ``space_below`` face heights below the chin), shrunk to the frame's short
         side and shifted to lie inside the frame (no padding).
     """
     if framing not in FRAMINGS:
@@ -138,7 +141,10 @@ def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height
     side = int(crop_side(lo, hi, face_h, framing, min(width, height)))
     cx = 0.5 * (lo[0] + hi[0])
     x0 = round(cx - side / 2)
-    y0 = round(max(lo[1] - FRAMINGS[framing][1] * face_h, hi[1] + MIN_SPACE_BELOW * face_h - side))
+    y0 = lo[1] - FRAMINGS[framing][1] * face_h
+    if space_below is not None:
+        y0 = max(y0, hi[1] + space_below * face_h - side)
+    y0 = round(y0)
     x0 = min(max(x0, 0), width - side)
     y0 = min(max(y0, 0), height - side)
     return CropBox(x0, y0, side)
@@ -322,23 +328,34 @@ def _crop_groups(selection: Selection) -> np.ndarray:
                            for r in selection.runs])
 
 
-def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, width: int, height: int, framing: str
-                 ) -> tuple[list[CropBox], int]:
-    """Every subject frame's crop: each group's frames (a shot's, in order, across its runs) split
-    into framing segments (``backend.face.framing.framing_segments``), one fixed box per segment.
+def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, detected: np.ndarray, width: int,
+                 height: int, framing: str, follow_face: bool = False) -> tuple[list[CropBox], int]:
+    """Every subject frame's crop: one fixed box per group (a shot's frames, in order, across its
+    runs), fitted to its detected frames and placed as before framing segments existed; with
+    ``follow_face``, each group's frames are split into framing segments
+    (``backend.face.framing.framing_segments``), one fixed box per segment, fitted to all its frames
+    and leaving ``MIN_SPACE_BELOW`` below the chin.
 
     Args:
         groups: (T,) crop group of every subject frame (``_crop_groups``); landmarks_v: (T, 478, 3)
-            video px.
+            video px; detected: (T,) frames whose landmarks were detected (not interpolated).
         width, height: video size; framing: a ``FRAMINGS`` name.
+        follow_face: split a group where its face moves (``track_video``'s ``follow_face``).
     Returns:
-        (boxes, one per frame; number of framing segments).
+        (boxes, one per frame; number of framing segments: one per group without ``follow_face``).
     """
     boxes: list[CropBox | None] = [None] * len(groups)
     n = 0
     for group in np.unique(groups):
         ids = np.nonzero(groups == group)[0]
         lm = landmarks_v[ids]
+        if not follow_face:
+            # one crop per shot (the default; docs/tracking.md, "Framing")
+            box = crop_box(lm, detected[ids], width, height, framing, space_below=None)
+            for i in ids:
+                boxes[i] = box
+            n += 1
+            continue
         for a, b in framing_segments(lm[:, :468, :2], framing, min(width, height), MIN_RUN_FRAMES):
             box = crop_box(lm[a:b], None, width, height, framing)
             for i in ids[a:b]:
@@ -380,7 +397,8 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
                 overwrite: bool = False, progress: ProgressFn | None = None,
                 should_stop: StopFn | None = None, frames: str | list[tuple[int, int]] | None = None,
                 person: int | None = None, all_people: bool = False,
-                framing: str = DEFAULT_FRAMING, descriptor: bool = True) -> Path:
+                framing: str = DEFAULT_FRAMING, descriptor: bool = True, follow_face: bool = False
+                ) -> Path:
     """Track a portrait video (or image folder) into a subject folder.
 
     Args:
@@ -398,6 +416,9 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         all_people: keep every face (when the people cannot be told apart, or on purpose).
         framing: a ``FRAMINGS`` name (crop side in face heights), fitted per shot.
         descriptor: use dlib's face descriptor for identities (False: rig shape only).
+        follow_face: re-fit the crop within a shot where the face moves (framing segments), so a
+            moving face keeps the framing's size; off (one crop per shot) by default, as it costs
+            held-out quality on the measured real clip (docs/tracking.md, "Framing").
     Returns:
         ``out_dir``.
     Raises:
@@ -464,9 +485,10 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         landmarks_v[a:b], interpolated[a:b] = lm, interp
     valid = np.ones(T, dtype=bool)
     detected = detected_src[src]
-    # one crop per framing segment: fixed within it, re-fitted across shots, and within a shot
-    # where the face moves too far for one crop to keep its size
-    frame_boxes, n_segments = _frame_boxes(_crop_groups(sel), landmarks_v, info.width, info.height, framing)
+    # one crop per shot, re-fitted across shots; with follow_face one per framing segment, also
+    # re-fitted within a shot where the face moves too far for one crop to keep its size
+    frame_boxes, n_segments = _frame_boxes(_crop_groups(sel), landmarks_v, detected, info.width, info.height,
+                                          framing, follow_face)
     corner, px_per_video_px = _box_arrays(frame_boxes, size)
     landmarks = _to_crop_px(landmarks_v, corner, px_per_video_px)
     pose_raw, scale_raw, shapes = fit_poses(landmarks, with_iris=True)
@@ -514,6 +536,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
                        "width": info.width, "height": info.height, "fps": info.fps, "n_frames": T_src},
             "source_frames": src.tolist(),
             "framing": framing,
+            "follow_face": follow_face,
             "crop": {"x0": first.x0, "y0": first.y0, "side": first.side,
                      "video_width": info.width, "video_height": info.height},
             "shots": _meta_shots(sel, dense_runs, frame_boxes, framing),

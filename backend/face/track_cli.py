@@ -1,5 +1,6 @@
-"""`emo-avatar track VIDEO -o SUBJECT [--size 256] [--framing face|head|bust] [--frames A:B,...]
-[--person N | --all-people] [--max-frames N] [--overwrite]` and `emo-avatar track --list-people VIDEO`."""
+"""`emo-avatar track VIDEO -o SUBJECT [--size 256] [--framing face|head|bust] [--follow-face]
+[--frames A:B,...] [--person N | --all-people] [--max-frames N] [--overwrite]` and
+`emo-avatar track --list-people VIDEO`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crop, fitted per shot: " + ", ".join(f"{k} ({v[0]:g} face heights)" for k, v in
                                                                     FRAMINGS.items())
                         + f"; default {DEFAULT_FRAMING}")
+    parser.add_argument("--follow-face", action="store_true",
+                        help="re-fit the crop within a shot where the face moves, so a moving face keeps "
+                             "the framing's size; costs held-out quality on the measured real clip, see "
+                             "docs/tracking.md")
     parser.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
     parser.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing subject folder")
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         out = track_video(args.video, args.output, size=args.size, max_frames=args.max_frames,
                           overwrite=args.overwrite, progress=print_progress, frames=args.frames,
                           person=args.person, all_people=args.all_people,
-                          framing=args.framing)
+                          framing=args.framing, follow_face=args.follow_face)
     except (TrackError, FileExistsError) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 2

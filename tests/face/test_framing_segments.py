@@ -1,10 +1,12 @@
-"""Per-shot framing with framing segments: a face that moves across a shot keeps its size.
+"""Per-shot framing with framing segments (``track_video(follow_face=True)``, ``--follow-face``):
+a face that moves across a shot keeps its size.
 
-One fixed crop holding a face's whole motion makes a moving face small; ``track`` splits such a
-shot into framing segments of at least ``MIN_RUN_FRAMES`` frames, each with its own fixed crop.
-The end-to-end clip slides a real photo (``skimage.data.astronaut()``) 4 px per frame across a
-640 x 360 frame: one crop for the whole shot would be the frame's full height (a face of about 40
-px at 128 px); the segments keep it at 70 px or more in the ``face`` framing.
+One fixed crop holding a face's whole motion makes a moving face small; with ``follow_face``
+``track`` splits such a shot into framing segments of at least ``MIN_RUN_FRAMES`` frames, each with
+its own fixed crop. The end-to-end clip slides a real photo (``skimage.data.astronaut()``) 4 px per
+frame across a 640 x 360 frame: one crop for the whole shot (the default) is the frame's full
+height (a face of about 40 px at 128 px); the segments keep it at 70 px or more in the ``face``
+framing.
 """
 
 from __future__ import annotations
@@ -78,9 +80,9 @@ def test_swinging_face_height_alone_makes_no_churn() -> None:
 
 
 @pytest.fixture(scope="module")
-def sliding_subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sliding_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 300 px head of the astronaut photo sliding 4 px per frame across a black 640 x 360 frame
-    (64 frames, one shot), tracked at 128 px in the ``face`` framing."""
+    (64 frames, one shot)."""
     from skimage import data
 
     head = data.astronaut()[:300, 80:380]
@@ -89,8 +91,13 @@ def sliding_subject(tmp_path_factory: pytest.TempPathFactory) -> Path:
         canvas = np.zeros((H, W, 3), np.uint8)
         canvas[30:330, k * STEP:k * STEP + 300] = head
         frames.append(canvas)
-    d = tmp_path_factory.mktemp("sliding")
-    return track_video(write_video(d / "slide.mp4", frames), d / "s", size=128, framing="face")
+    return write_video(tmp_path_factory.mktemp("sliding") / "slide.mp4", frames)
+
+
+@pytest.fixture(scope="module")
+def sliding_subject(sliding_video: Path) -> Path:
+    """The sliding clip tracked at 128 px in the ``face`` framing with ``follow_face``."""
+    return track_video(sliding_video, sliding_video.parent / "s", size=128, framing="face", follow_face=True)
 
 
 def _segments(s: Subject) -> list[dict]:
@@ -108,7 +115,7 @@ def _video_landmarks(s: Subject) -> np.ndarray:
 
 def test_moving_face_keeps_70_px_in_face_framing(sliding_subject: Path) -> None:
     s = Subject.open(sliding_subject)
-    assert s.n_frames == N and len(s.meta["shots"]) == 1
+    assert s.n_frames == N and len(s.meta["shots"]) == 1 and s.meta["follow_face"] is True
     heights = np.ptp(s.landmarks[:, :468, 1], axis=1)
     assert heights.min() >= 70.0, heights.min()
     # what one crop for the whole shot would give: the frame's full height, a face under 50 px
@@ -149,3 +156,22 @@ def test_subjects_without_framing_segments_still_read(sliding_subject: Path) -> 
     for shot in s.meta["shots"]:
         del shot["framing_segments"]
     assert all(s.crop_of(i) == s.meta["shots"][0]["crop"] for i in range(s.n_frames))
+
+
+def test_by_default_a_shot_keeps_one_crop(sliding_video: Path, sliding_subject: Path) -> None:
+    """Without ``follow_face`` (the default: segments cost held-out quality on the measured real
+    clip, docs/tracking.md) the same clip gets one crop for its one shot, the frame's full height,
+    and a face under 50 px; its landmarks match the ``follow_face`` subject's in video px."""
+    s = Subject.open(track_video(sliding_video, sliding_video.parent / "default", size=128, framing="face"))
+    assert s.meta["follow_face"] is False
+    assert s.n_frames == N and len(s.meta["shots"]) == 1
+    shot = s.meta["shots"][0]
+    assert [seg["frames"] for seg in shot["framing_segments"]] == [[0, N]]
+    first = {k: s.meta["crop"][k] for k in ("x0", "y0", "side")}
+    assert shot["framing_segments"][0]["crop"] == shot["crop"] == first
+    assert {tuple(s.crop_of(i).values()) for i in range(N)} == {tuple(shot["crop"].values())}
+    assert shot["crop"]["side"] == H
+    heights = np.ptp(s.landmarks[:, :468, 1], axis=1)
+    assert np.median(heights) < 50 and heights.max() < 70, heights
+    following = Subject.open(sliding_subject)
+    np.testing.assert_allclose(_video_landmarks(s), _video_landmarks(following), atol=1e-3)
