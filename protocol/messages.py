@@ -207,6 +207,8 @@ JOB_KINDS: dict[str, JobKind] = {
             "framing": opt("str", doc="how much of the person the crop holds: a framing name the backend "
                                       "knows (`emo-avatar track --framing`; the backend checks it); None: "
                                       "the backend's default; since 2.1", max_len=MAX_NAME_CHARS),
+            "follow_face": opt("bool", False, "re-fit the crop within a shot where the face moves "
+                                              "(`emo-avatar track --follow-face`); since 2.3"),
         },
         check=_check_track,
         doc="monocular portrait video -> subject (frames, pose, expression curves, rig, UV maps)",

@@ -86,10 +86,20 @@ def _framing(value: Any) -> str:
     return value
 
 
+def _follow_face(value: Any) -> bool:
+    """A track job's ``follow_face`` param: a bool, False (one crop per shot) when absent."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise JobError(f"follow_face must be true or false (default false), got {short_repr(value)}")
+    return value
+
+
 # -- track ------------------------------------------------------------------------------------
 class TrackKind:
     """Video (upload or --allow-read path) -> ``subjects/<subject>``, cropped in the ``framing``
-    asked for (a ``backend.face.framing.FRAMINGS`` name, ``DEFAULT_FRAMING`` when absent)."""
+    asked for (a ``backend.face.framing.FRAMINGS`` name, ``DEFAULT_FRAMING`` when absent), one crop
+    per shot unless ``follow_face`` (``track_video``'s; False when absent)."""
 
     name = "track"
     priority = PRIORITY_COMPUTE
@@ -97,6 +107,7 @@ class TrackKind:
     def prepare(self, job_id: str, params: dict[str, Any], buffers: dict[str, Any], env: ServiceEnv
                 ) -> dict[str, Any]:
         framing = _framing(params.get("framing"))
+        follow_face = _follow_face(params.get("follow_face"))
         subject = params.get("subject_id") or job_id
         out = subject_dir(env, subject)
         video = input_file(env, params, "upload_id", "path", "video")
@@ -106,7 +117,7 @@ class TrackKind:
         size = _opt_int(params, "size", 16) or 256
         return {"video": str(video), "subject_id": subject, "size": size,
                 "max_frames": _opt_int(params, "max_frames", 1), "overwrite": overwrite,
-                "framing": framing}
+                "framing": framing, "follow_face": follow_face}
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         from backend.face.track import track_video
@@ -118,9 +129,11 @@ class TrackKind:
             ctx.log(f"subject {p['subject_id']} was already written by the earlier attempt")
             return {"subject_id": p["subject_id"]}
         # track_video writes the subject atomically, so an interrupted attempt left nothing behind
-        # a job journalled before tracks had a framing param is run in the default framing
+        # a job journalled before tracks had a framing (follow_face) param is run in the default
+        # framing (one crop per shot)
         track_video(Path(p["video"]), out, size=p["size"], max_frames=p["max_frames"],
                     overwrite=p["overwrite"], framing=p.get("framing") or DEFAULT_FRAMING,
+                    follow_face=bool(p.get("follow_face", False)),
                     progress=ctx.progress, should_stop=ctx.should_stop)
         return {"subject_id": p["subject_id"]}
 

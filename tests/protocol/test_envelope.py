@@ -58,7 +58,7 @@ def test_round_trip_keeps_identities_header_content_and_buffers() -> None:
                          buffers={"curves": np.ones((2, 1), np.float32), "uv_maps": uv}, ident=[b"a", b"b"])
     msg = s.deserialize(frames)
     assert msg.identities == [b"a", b"b"]
-    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.2" and msg.header["seq"] == 0
+    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.3" and msg.header["seq"] == 0
     assert msg.content["params"]["fps"] == 30.0 and msg.content["params"]["frame_start"] == 0
     assert BUFFERS_KEY not in msg.content
     assert msg.buffers["uv_maps"].dtype == np.float16 and np.array_equal(msg.buffers["uv_maps"], uv)
@@ -92,7 +92,7 @@ def test_major_version_mismatch_is_refused_naming_both_versions() -> None:
     frames = render_submit(s)
     header = unpack_frame(frames, 2)
     header["proto"] = "3.3"
-    with pytest.raises(VersionError, match=r"3\.3.*2\.2") as exc:
+    with pytest.raises(VersionError, match=r"3\.3.*2\.3") as exc:
         s.deserialize(resign(s, frames, header=header))
     assert exc.value.header["msg_type"] == "job_submit"  # enough to send job_submit_reply error
     assert exc.value.authenticated  # signed with the key: the server answers it

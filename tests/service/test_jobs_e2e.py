@@ -366,9 +366,10 @@ def test_upload_and_track(server_factory, tiny_sample: Path, tmp_path: Path) -> 
 
 
 def test_track_job_framing(server_factory, tiny_sample: Path) -> None:
-    """A track job's ``framing`` reaches the tracker (the subject's meta records it, and a bust crop
-    holds more of the frame than the default one); a framing the backend does not know is refused
-    with the names it knows, and the server keeps serving."""
+    """A track job's ``framing`` and ``follow_face`` reach the tracker (the subject's meta records
+    them, and a bust crop holds more of the frame than the default one); a framing the backend does
+    not know is refused with the names it knows, a follow_face that is no bool by the message
+    table, and the server keeps serving."""
     import json
 
     from backend.face.framing import DEFAULT_FRAMING, FRAMINGS
@@ -384,6 +385,8 @@ def test_track_job_framing(server_factory, tiny_sample: Path) -> None:
         bad_type = {"kind": "track", "params": {"subject_id": "bad", "path": video, "framing": 3}}
         with pytest.raises(SchemaError, match="'framing' must be str"):
             client.submit(**bad_type)
+        with pytest.raises(SchemaError, match="'follow_face' must be bool"):
+            client.submit("track", {"subject_id": "bad", "path": video, "follow_face": "yes"})
         raw = RawViewer(srv.info, Session(srv.info.key_bytes))
         try:
             raw.sock.send_multipart(raw.session.serialize("job_submit", bad_type, check=False), copy=False)
@@ -394,7 +397,7 @@ def test_track_job_framing(server_factory, tiny_sample: Path) -> None:
             raw.close()
         jobs = {name: client.submit("track", {"subject_id": name, "path": video, "size": 64, "max_frames": 12,
                                               **extra})
-                for name, extra in (("bust", {"framing": "bust"}), ("default", {}))}
+                for name, extra in (("bust", {"framing": "bust", "follow_face": True}), ("default", {}))}
         for job in jobs.values():
             rec = _wait_state(client, job, ("done", "failed"), timeout=300)
             assert rec["state"] == "done", rec
@@ -403,6 +406,7 @@ def test_track_job_framing(server_factory, tiny_sample: Path) -> None:
         assert hello["internal_errors"] == 0
     meta = {name: json.loads((srv.workdir / "subjects" / name / "meta.json").read_text()) for name in jobs}
     assert meta["bust"]["framing"] == "bust" and meta["default"]["framing"] == DEFAULT_FRAMING
+    assert meta["bust"]["follow_face"] is True and meta["default"]["follow_face"] is False
     assert {s["framing"] for s in meta["bust"]["shots"]} == {"bust"}
     # the same face in a looser framing: a larger crop of the source video
     assert meta["bust"]["crop"]["side"] > 1.2 * meta["default"]["crop"]["side"], (meta["bust"]["crop"],
