@@ -1,7 +1,8 @@
 """Tracking and UV-map throughput.
 
     python bench/track.py [--quick] [--frames N]
-    python bench/track.py --framing-quality [--steps N] [--clip VIDEO ...]
+    python bench/track.py --framing-quality [--steps N] [--clip VIDEO ...] [--framing NAME ...]
+                          [--follow-face]
 
 Rows (one markdown table):
 - decode: reading the 720p clip with OpenCV (the floor of any tracker).
@@ -23,7 +24,9 @@ render and ground truth both resampled (area) to ``COMMON_FACE_PX`` square (ever
 seen at one size, no bigger than the loosest framing's), whole-frame PSNR (different content per
 framing: not comparable across framings) and the dlib identity distance (render vs ground truth;
 lower is better, computed on a 150 px aligned chip, so independent of the face's pixel size).
-``--out DIR`` keeps each run's metrics.json and contact sheet.
+``--out DIR`` keeps each run's metrics.json and contact sheet; ``--framing NAME`` (repeatable)
+runs only those framings; ``--follow-face`` tracks with framing segments (``track_video``'s
+``follow_face``; the default is one crop per shot).
 """
 
 from __future__ import annotations
@@ -244,12 +247,15 @@ def common_size_face_scores(subject_dir: Path, side: int = COMMON_FACE_PX) -> tu
     return float(np.mean(psnrs)), float(np.mean(ssims))
 
 
-def framing_quality(clips: list[Path], steps: int | None, tmp: Path, keep: Path | None = None) -> None:
+def framing_quality(clips: list[Path], steps: int | None, tmp: Path, keep: Path | None = None,
+                    framings: list[str] | None = None, follow_face: bool = False) -> None:
     """Print one markdown row per (clip, framing): face size and held-out quality after training.
 
     Args:
         steps: training steps for every run (None: the ``cpu`` preset's).
         keep: folder that receives each run's metrics.json and contact sheet (``CLIP_FRAMING.*``).
+        framings: ``FRAMINGS`` names to run (None: all).
+        follow_face: track with framing segments (``track_video``'s ``follow_face``).
     """
     from backend.data.subject import Subject
     from backend.face.framing import FRAMINGS
@@ -261,16 +267,18 @@ def framing_quality(clips: list[Path], steps: int | None, tmp: Path, keep: Path 
 
     steps = steps or get_preset("cpu").steps
     print(f"cpus: {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-          f"cpu preset, {steps} steps per run, common face size {COMMON_FACE_PX} px", flush=True)
+          f"cpu preset, {steps} steps per run, common face size {COMMON_FACE_PX} px, "
+          f"{'framing segments (follow_face)' if follow_face else 'one crop per shot'}", flush=True)
     print("| clip | framing | frames (train / held-out) | face height px (128 px crop) | "
           "face PSNR dB (own size) | face SSIM (own size) | "
           f"face PSNR dB ({COMMON_FACE_PX} px) | face SSIM ({COMMON_FACE_PX} px) | PSNR dB (whole) | "
           "identity distance | train wall s | load avg (1 min) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for clip in clips:
-        for framing in FRAMINGS:
+        for framing in framings or FRAMINGS:
             out = tmp / f"{clip.stem}_{framing}"
-            s = Subject.open(track_video(clip, out, size=128, overwrite=True, framing=framing))
+            s = Subject.open(track_video(clip, out, size=128, overwrite=True, framing=framing,
+                                         follow_face=follow_face))
             face_h = float(np.median(np.ptp(s.landmarks[:, :468, 1], axis=1)))
             n_train, n_held = (len(x) for x in s.split())
             t0 = time.perf_counter()
@@ -291,6 +299,8 @@ def framing_quality(clips: list[Path], steps: int | None, tmp: Path, keep: Path 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from backend.face.framing import FRAMINGS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run (< 30 s)")
     ap.add_argument("--frames", type=int, default=None, help="frames of the 720p clip")
@@ -303,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", type=Path, action="append", default=[],
                     help="another clip for --framing-quality (e.g. a real CGI clip)")
     ap.add_argument("--no-sample", action="store_true", help="--framing-quality on the --clip clips only")
+    ap.add_argument("--framing", action="append", default=None, choices=list(FRAMINGS),
+                    help="--framing-quality: only this framing (repeatable; default: all)")
+    ap.add_argument("--follow-face", action="store_true",
+                    help="--framing-quality: track with framing segments (track --follow-face)")
     args = ap.parse_args(argv)
     if args.framing_quality:
         os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -311,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="bench_framing_"))
         try:
             sample = [] if args.no_sample else [synthesize_sample(tmp / "sample")]
-            framing_quality([*sample, *args.clip], args.steps, tmp, args.out)
+            framing_quality([*sample, *args.clip], args.steps, tmp, args.out, args.framing, args.follow_face)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0
