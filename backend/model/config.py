@@ -40,6 +40,8 @@ class AvatarConfig:
             path that does not go through the mesh.
         plate: the skip encoder also sees a background plate (``backend.model.plate``), the
             median of the training frames around the face.
+        head_coords: the skip encoder also sees the UV map's affine extension over the whole
+            frame (``backend.model.head_coords``), so hair and outline know where the head is.
     """
 
     size: int = 128
@@ -65,6 +67,7 @@ class AvatarConfig:
     use_flow: bool = True
     skip_film: bool = False
     plate: bool = False
+    head_coords: bool = False
 
     def __post_init__(self) -> None:
         problems = []

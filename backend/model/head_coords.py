@@ -1,0 +1,48 @@
+"""Head coordinates over the whole frame: the UV map extended past the face mesh.
+
+The UV map says where each face pixel sits on the face, and nothing outside the mesh: hair, ears
+and the head's outline get no input telling them where the head is this frame, so the generator
+has to infer it from the mesh's edge. Hair and outline moving with the head are where most of
+the face box's error is. This module fits, per frame, the affine map from image position to
+(u, v) over the mesh's pixels (weighted by coverage) and evaluates it everywhere: two smooth
+channels that move, turn and scale with the head and reach every pixel of the frame.
+
+Computed from the UV map alone, so a render driven from Blender's UV pass gets them too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RIDGE = 1e-4
+"""Added to the normal equations' diagonal, so a frame with (almost) no mesh gives a flat map."""
+
+
+def pixel_grid(h: int, w: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """(3, H, W): pixel centres' x, y in [-1, 1] and a channel of ones."""
+    ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy, torch.ones_like(gx)])
+
+
+def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) the (u, v) of each pixel under the frame's best affine fit to the mesh.
+
+    Args:
+        uv: (B, 3, H, W) [u, v, coverage]; u, v in [0, 1] on the mesh, coverage in [0, 1].
+    Returns:
+        The fitted (u, v), in UV units: equal to the UV map where it is affine, extended linearly
+        beyond the mesh (so outside [0, 1] away from the face). Zero for a frame without a mesh.
+    """
+    b, _, h, w = uv.shape
+    dtype = torch.float64 if uv.dtype == torch.float64 else torch.float32
+    grid = pixel_grid(h, w, uv.device, dtype).reshape(3, h * w)  # (3, N)
+    weight = uv[:, 2].reshape(b, 1, h * w).to(dtype)  # (B, 1, N)
+    target = uv[:, :2].reshape(b, 2, h * w).to(dtype)  # (B, 2, N)
+    weighted = grid[None] * weight  # (B, 3, N)
+    normal = weighted @ grid.T + RIDGE * torch.eye(3, device=uv.device, dtype=dtype)  # (B, 3, 3)
+    rhs = weighted @ target.transpose(1, 2)  # (B, 3, 2)
+    coef = torch.linalg.solve(normal, rhs)  # (B, 3, 2)
+    fitted = coef.transpose(1, 2) @ grid  # (B, 2, N)
+    return fitted.reshape(b, 2, h, w).to(uv.dtype)

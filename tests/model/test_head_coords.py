@@ -1,0 +1,43 @@
+"""Head coordinates: the UV map's affine extension over the whole frame (``AvatarConfig.head_coords``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from backend.model import AvatarConfig, EmoAvatar
+from backend.model.head_coords import head_coordinates, pixel_grid
+
+
+def _disc_uv(size: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, S, S) UV map of an affine face on a disc, and its (2, S, S) affine (u, v) everywhere."""
+    g = pixel_grid(size, size, "cpu", torch.float32)
+    u = 0.5 + 0.8 * (g[0] - shift) + 0.1 * g[1]
+    v = 0.5 - 0.05 * (g[0] - shift) + 0.45 * g[1]
+    cover = (((g[0] - shift) ** 2 + g[1] ** 2) < 0.3).float()
+    return torch.stack([u * cover, v * cover, cover]), torch.stack([u, v])
+
+
+def test_an_affine_face_is_extended_exactly_and_moves_with_the_head() -> None:
+    uv0, full0 = _disc_uv(32, 0.0)
+    uv1, full1 = _disc_uv(32, 0.3)  # the head moved right
+    empty = torch.zeros(3, 32, 32)
+    coords = head_coordinates(torch.stack([uv0, uv1, empty]))
+    assert coords.shape == (3, 2, 32, 32)
+    assert torch.allclose(coords[0], full0, atol=1e-4) and torch.allclose(coords[1], full1, atol=1e-4)
+    outside = uv0[2] == 0
+    assert coords[0, 0][outside].min() < -0.1 and coords[0, 0][outside].max() > 1.1  # beyond the mesh
+    assert torch.equal(coords[2], torch.zeros(2, 32, 32))  # no mesh: a flat map
+
+
+def test_the_skip_encoder_gets_two_more_channels_and_renders() -> None:
+    cfg = dataclasses.replace(AvatarConfig.tiny(n_expr=6), head_coords=True)
+    avatar = EmoAvatar(cfg)
+    uv = torch.rand(2, 3, cfg.size, cfg.size)
+    win = torch.rand(2, cfg.window, 6)
+    feats, mask, _ = avatar.sample_features(uv, win)
+    skip_in = avatar.skip_input(feats, uv, mask)
+    assert skip_in.shape[1] == cfg.tex_channels + 3 + 2
+    assert torch.allclose(skip_in[:, -2:], head_coordinates(uv))
+    assert avatar(uv, win).image.shape == (2, 3, cfg.size, cfg.size)
