@@ -124,7 +124,7 @@ PRESETS: dict[str, Preset] = {
         name="cpu", size=128,
         # the background plate, twice the learning rates of the other presets and Adam beta1 0.9:
         # held-out face +0.8-0.9 dB, whole frame +0.7-1.7 dB and a lower mouth error on the sample
-        # and a real clip, two seeds each (docs/training.md, "Candidate quality gains")
+        # and a real clip, four paired runs (docs/training.md, "Candidate quality gains")
         model={**CPU_MODEL, "plate": True},
         # 1600 steps (idle 2 cores: ~0.3 s/step) and a 30+30-step PTI warm start (half the PTI time
         # of 60+60) keep the whole run inside 10 minutes
