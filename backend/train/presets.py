@@ -107,8 +107,8 @@ CPU_MODEL: dict[str, Any] = dict(
     tex_size=128, pyramid_levels=4, style_dim=256, n_mlp=4, channel_multiplier=0.125, channel_max=64,
     motion_dim=64, motion_hidden=128, deform_channels=16, deform_channel_max=64, deform_size=64,
     skip_min_res=8, skip_channel_max=64, patch_channels=32, patch_layers=3)
-"""The ``cpu`` preset's widths (``AvatarConfig`` fields besides size and n_expr); ``cpu`` adds the
-background plate, ``studio`` uses them at 256 px with a 256-texel texture (and no plate)."""
+"""The ``cpu`` preset's widths (``AvatarConfig`` fields besides size and n_expr); ``cpu`` and
+``studio`` add the background plate, ``studio`` a 256-texel texture."""
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -134,10 +134,12 @@ PRESETS: dict[str, Preset] = {
     ),
     "studio": Preset(
         name="studio", size=256,
-        model={**CPU_MODEL, "tex_size": 256},  # the cpu widths, a 256-texel texture
+        # the cpu preset's model and optimiser settings at 256 px with a 256-texel texture
+        model={**CPU_MODEL, "plate": True, "tex_size": 256},
         # 3000 steps: 0.44 s/step before the discriminator starts and 0.55-0.6 s after it on 2 idle
-        # cores, so training and its closing evaluation fit in 30 minutes (4000 did not)
-        steps=3000, batch=4, lr_g=2e-3, lr_tex=1e-2, lr_d=2e-3,
+        # cores (measured without the plate), so training and its closing evaluation fit in 30
+        # minutes (4000 did not)
+        steps=3000, batch=4, lr_g=4e-3, lr_tex=2e-2, lr_d=2e-3, adam_beta1=0.9,
         pti_w_steps=30, pti_g_steps=30, adv_start=1250, ema_beta=0.99,
         preview_every=500, checkpoint_every=1000,
     ),
