@@ -136,9 +136,8 @@ PRESETS: dict[str, Preset] = {
         name="studio", size=256,
         # the cpu preset's model and optimiser settings at 256 px with a 256-texel texture
         model={**CPU_MODEL, "plate": True, "tex_size": 256},
-        # 3000 steps: 0.44 s/step before the discriminator starts and 0.55-0.6 s after it on 2 idle
-        # cores (measured without the plate), so training and its closing evaluation fit in 30
-        # minutes (4000 did not)
+        # 3000 steps: training, PTI and its closing evaluation took 26.6 min on 2 idle cores
+        # (4000 steps did not fit in 30 minutes)
         steps=3000, batch=4, lr_g=4e-3, lr_tex=2e-2, lr_d=2e-3, adam_beta1=0.9,
         pti_w_steps=30, pti_g_steps=30, adv_start=1250, ema_beta=0.99,
         preview_every=500, checkpoint_every=1000,
