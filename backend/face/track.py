@@ -371,13 +371,6 @@ def _box_arrays(boxes: list[CropBox], size: int) -> tuple[np.ndarray, np.ndarray
     return corner, f
 
 
-def _to_crop_px(landmarks_v: np.ndarray, corner: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """(T, N, 3) video px -> crop px, frame by frame (z scaled like x, y; ``CropBox.to_crop``)."""
-    p = np.array(landmarks_v, dtype=np.float64, copy=True)
-    p[..., :2] -= corner[:, None, :]
-    return p * f[:, None, None]
-
-
 def _pose_in_video_px(pose: np.ndarray, scale: np.ndarray, corner: np.ndarray, f: np.ndarray,
                       inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Move (T, 6) pose (tx, ty, tz in crop px) and (T,) scale (crop px per cm) to video px, or
@@ -490,7 +483,8 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     frame_boxes, n_segments = _frame_boxes(_crop_groups(sel), landmarks_v, detected, info.width, info.height,
                                           framing, follow_face)
     corner, px_per_video_px = _box_arrays(frame_boxes, size)
-    landmarks = _to_crop_px(landmarks_v, corner, px_per_video_px)
+    landmarks = np.concatenate([frame_boxes[a].to_crop(landmarks_v[a:b], size)
+                                for a, b in _box_pieces(frame_boxes, 0, T)])
     pose_raw, scale_raw, shapes = fit_poses(landmarks, with_iris=True)
     named = measure_named(shapes, detected)
     fit = fit_face_model(shapes[:, :468], named, valid)
