@@ -65,7 +65,8 @@ def balance_weights(features: np.ndarray, power: float, k: int = 5) -> np.ndarra
     n = len(features)
     if power == 0 or n < 2 or features.shape[1] == 0:
         return np.ones(n)
-    d = np.sqrt(((features[:, None, :] - features[None, :, :]) ** 2).sum(-1))
+    sq = (features * features).sum(axis=1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * features @ features.T, 0.0))  # (N, N)
     np.fill_diagonal(d, np.inf)
     kth = np.sort(d, axis=1)[:, min(k, n - 1) - 1]
     w = np.maximum(kth, 1e-9) ** power
