@@ -14,16 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from backend.imaging.coords import position_channels
+
 RIDGE = 1e-4
 """Added to the normal equations' diagonal, so a frame with (almost) no mesh gives a flat map."""
-
-
-def pixel_grid(h: int, w: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
-    """(3, H, W): pixel centres' x, y in [-1, 1] and a channel of ones."""
-    ys = torch.linspace(-1.0, 1.0, h, device=device, dtype=dtype)
-    xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy, torch.ones_like(gx)])
 
 
 def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
@@ -37,7 +31,8 @@ def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
     """
     b, _, h, w = uv.shape
     dtype = torch.float64 if uv.dtype == torch.float64 else torch.float32
-    grid = pixel_grid(h, w, uv.device, dtype).reshape(3, h * w)  # (3, N)
+    xy = position_channels(h, w, torch.empty(0, device=uv.device, dtype=dtype))[0]
+    grid = torch.cat([xy, torch.ones_like(xy[:1])]).reshape(3, h * w)  # (3, N): x, y, 1
     weight = uv[:, 2].reshape(b, 1, h * w).to(dtype)  # (B, 1, N)
     target = uv[:, :2].reshape(b, 2, h * w).to(dtype)  # (B, 2, N)
     weighted = grid[None] * weight  # (B, 3, N)

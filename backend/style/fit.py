@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.coords import position_channels
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.frame_texture import TextureEvidence, frame_texture, texture_evidence
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
-from backend.style.position_grade import POSITION_SHARE, position_channels, position_share
+from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 

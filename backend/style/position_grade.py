@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.imaging.blur import gaussian_blur
+from backend.imaging.coords import position_channels
 
 GRID_SIZES = range(2, 9)
 """Control points per side a grade may have."""
@@ -35,15 +36,6 @@ GRID_SIZES = range(2, 9)
 def control_count(n: int) -> int:
     """Control points of an ``n`` x ``n`` grid."""
     return n * n
-
-
-def position_channels(h: int, w: int, like: torch.Tensor | None = None) -> torch.Tensor:
-    """(1, 2, h, w): x and y of every pixel centre, normalised to [-1, 1] across the frame."""
-    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-    ys = torch.linspace(-1.0, 1.0, h, **kw) if h > 1 else torch.zeros(1, **kw)
-    xs = torch.linspace(-1.0, 1.0, w, **kw) if w > 1 else torch.zeros(1, **kw)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy])[None]
 
 
 def _hats(u: torch.Tensor, n: int) -> torch.Tensor:

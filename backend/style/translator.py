@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.imaging.coords import position_channels
 from backend.style.guides import uv_guides
 from backend.style.lattice import CellMap, Lattice, cell_mean
-from backend.style.position_grade import PositionGrade, position_channels
+from backend.style.position_grade import PositionGrade
 from backend.style.screen import screen_channels, screen_parts
 from backend.style.screen_gate import GatedScreen
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from backend.imaging.coords import position_channels
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.position_grade import (
     POSITION_SHARE,
     PositionGrade,
     control_weights,
     grade_basis,
-    position_channels,
     position_share,
 )
 from backend.style.translator import (

@@ -6,13 +6,14 @@ import dataclasses
 
 import torch
 
+from backend.imaging.coords import position_channels
 from backend.model import AvatarConfig, EmoAvatar
-from backend.model.head_coords import head_coordinates, pixel_grid
+from backend.model.head_coords import head_coordinates
 
 
 def _disc_uv(size: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, S, S) UV map of an affine face on a disc, and its (2, S, S) affine (u, v) everywhere."""
-    g = pixel_grid(size, size, "cpu", torch.float32)
+    g = position_channels(size, size)[0]
     u = 0.5 + 0.8 * (g[0] - shift) + 0.1 * g[1]
     v = 0.5 - 0.05 * (g[0] - shift) + 0.45 * g[1]
     cover = (((g[0] - shift) ** 2 + g[1] ** 2) < 0.3).float()
