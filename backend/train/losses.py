@@ -1,4 +1,5 @@
-"""Stage-1 losses: masked texture L1, output L1, gradient loss, GAN losses with lazy R1.
+"""Stage-1 losses: masked texture L1, output L1, gradient loss, Laplacian-pyramid L1, GAN losses
+with lazy R1.
 
 Images are (B, 3, H, W) tensors in [-1, 1]; masks are (B, 1, H, W) in [0, 1].
 """
@@ -10,14 +11,45 @@ import torch.nn.functional as F
 
 from backend.metrics.perceptual import gradient_l1, image_gradients, ssim_gradient_distance
 
-__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "gradient_l1", "image_gradients", "masked_l1",
-           "r1_penalty", "ssim_gradient_distance"]
+__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "gradient_l1", "image_gradients", "laplacian_l1",
+           "masked_l1", "r1_penalty", "ssim_gradient_distance"]
+
+_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
+"""The 5-tap binomial filter of ``cv2.pyrDown`` (``backend.metrics.pyramid``), before normalising."""
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute error inside ``mask`` (per masked pixel and channel); 0 when the mask is empty."""
     m = mask.expand_as(pred)
     return (torch.abs(pred - target) * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _pyr_down(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H/2, W/2): the separable 5x5 binomial blur (reflected borders), then
+    every second pixel, as ``cv2.pyrDown``."""
+    k = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device)
+    k = (k / k.sum()).view(1, 1, 1, 5).expand(x.shape[1], 1, 1, 5)
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k, groups=x.shape[1])
+    x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
+    return x[:, :, ::2, ::2]
+
+
+def laplacian_l1(pred: torch.Tensor, target: torch.Tensor, levels: int = 5) -> torch.Tensor:
+    """Laplacian-pyramid L1 (Bojanowski et al. 2018): the mean over ``levels`` bands of each band's
+    mean absolute difference, so fine detail weighs as much as colour. Bands are the difference
+    to the bilinearly upsampled next level; the last band is the low-pass residual. Stops early
+    when a side would fall under 8 px. (B, C, H, W) pair -> scalar, in the inputs' units."""
+    d = pred - target  # the pyramid is linear: decompose the difference once
+    total, bands = d.new_zeros(()), 0
+    for _ in range(levels - 1):
+        if min(d.shape[-2:]) // 2 < 8:
+            break
+        down = _pyr_down(d)
+        up = F.interpolate(down, size=d.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + torch.abs(d - up).mean()
+        bands += 1
+        d = down
+    return (total + torch.abs(d).mean()) / (bands + 1)
 
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,8 @@ class Preset:
         w_perc: weight of the perceptual (LPIPS or fallback) loss.
         w_face: weight of an extra L1 between output and frame inside the face mesh (its UV
             coverage), on top of the whole-frame L1.
+        w_lap: weight of a Laplacian-pyramid L1 between output and frame
+            (``backend.train.losses.laplacian_l1``, 5 bands; 0: none).
         lr_corr: Adam learning rate of the per-frame tracking corrections
             (``backend.train.frame_corrections``; 0: none).
         w_corr: weight of their L2 penalty.
@@ -80,6 +82,7 @@ class Preset:
     w_l1: float = 1.0
     w_perc: float = 1.0
     w_face: float = 0.0
+    w_lap: float = 0.0
     lr_corr: float = 0.0
     w_corr: float = 1.0
     w_adv: float = 0.02

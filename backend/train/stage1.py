@@ -364,6 +364,9 @@ class Stage1Trainer:
             loss = p.w_tex * l_tex + p.w_l1 * l_l1 + p.w_perc * l_perc
             if l_face is not None:
                 loss = loss + p.w_face * l_face
+            l_lap = L.laplacian_l1(img, frames) if p.w_lap > 0 else None
+            if l_lap is not None:
+                loss = loss + p.w_lap * l_lap
             l_corr = None if corr_ids is None else self.corrections.penalty(corr_ids)
             if l_corr is not None:
                 loss = loss + p.w_corr * l_corr
@@ -379,6 +382,8 @@ class Stage1Trainer:
         logs = {"total": loss.item(), "tex": l_tex.item(), "l1": l_l1.item(), "perc": l_perc.item()}
         if l_face is not None:
             logs["face"] = l_face.item()
+        if l_lap is not None:
+            logs["lap"] = l_lap.item()
         if l_adv is not None:
             logs["adv"] = l_adv.item()
         logs.update(d_logs)

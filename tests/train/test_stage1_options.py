@@ -1,6 +1,6 @@
 """Stage-1 options that stay off in the default presets: the background plate, the motion-modulated
-skips, the face L1, the per-frame tracking corrections, balanced sampling and expression noise.
-Real (tiny) training steps."""
+skips, the face L1, the Laplacian-pyramid L1, the per-frame tracking corrections, balanced
+sampling and expression noise. Real (tiny) training steps."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from backend.metrics.pyramid import lap_l1
 from backend.model.plate import background_plate
 from backend.paths import checkpoint_path
 from backend.train.checkpoint import load_avatar, read_checkpoint
 from backend.train.data import load_subject_tensors
 from backend.train.frame_corrections import FrameCorrections
+from backend.train.losses import laplacian_l1
 from backend.train.presets import get_preset
 from backend.train.stage1 import train_avatar
 from backend.train.stage2 import prepare_edit
@@ -40,17 +42,36 @@ def test_corrections_start_as_identity_and_move_only_covered_uvs() -> None:
     assert corr.penalty(ids) > 0
 
 
+def test_laplacian_l1_weighs_detail_as_the_metric_does() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    shifted = np.clip(a.astype(int) + 20, 0, 255).astype(np.uint8)  # colour, no detail
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255.0
+    assert laplacian_l1(t(a), t(a)).item() == 0.0
+    # the same ordering and about the same size as the metric's OpenCV pyramid (which upsamples
+    # with pyrUp, not bilinearly)
+    for x in (b, shifted):
+        assert laplacian_l1(t(a), t(x)).item() == pytest.approx(lap_l1(a, x), rel=0.05)
+    noise, colour = laplacian_l1(t(a), t(b)).item(), laplacian_l1(t(a), t(shifted)).item()
+    assert (noise > colour) == (lap_l1(a, b) > lap_l1(a, shifted))
+    pred = t(b).requires_grad_(True)
+    laplacian_l1(pred, t(a)).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
 def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subject: Path) -> None:
     tiny = get_preset("tiny")
     over = {"model": {**tiny.model, "plate": True, "skip_film": True}, "w_face": 1.0, "lr_corr": 1e-2,
-            "balance": 1.0, "expr_noise": 0.2}
+            "balance": 1.0, "expr_noise": 0.2, "w_lap": 1.0}
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0, preset_overrides=over)
     ckpt = checkpoint_path(untrained_subject)
     data = read_checkpoint(ckpt)
     params = data["meta"]["preset_params"]
     assert (params["balance"], params["expr_noise"]) == (1.0, 0.2)
     hist = data["meta"]["history"]
-    assert all(h["face"] > 0 for h in hist)
+    assert all(h["face"] > 0 and h["lap"] > 0 for h in hist)
     moved = data["train"]["corrections"]["uv_affine"].abs().sum(dim=(1, 2))
     heldout = set(np.asarray(data["meta"]["heldout_ids"]).tolist())
     # only frames that were trained on have corrections; held-out frames keep none
