@@ -1,8 +1,9 @@
 """Where dlib's model files are: the ``models/`` folder of the ``face-recognition-models`` wheel.
 
-One lookup for the tracker's identity descriptor (``backend.face.identity``) and the identity
-metric (``backend.metrics.identity``). The package is found without importing it: its
-``__init__`` needs ``pkg_resources``, which recent setuptools no longer ship.
+One lookup for the tracker's identity descriptor (``backend.face.identity``), its 68-point reader
+(``backend.face.shape68``) and the identity metric (``backend.metrics.identity``). The package is
+found without importing it: its ``__init__`` needs ``pkg_resources``, which recent setuptools no
+longer ship.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 """dlib's ResNet face descriptor (128-d)."""
 SHAPE_PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
 """dlib's 5-point shape predictor (eye corners, nose base)."""
+SHAPE_PREDICTOR_68_FILE = "shape_predictor_68_face_landmarks.dat"
+"""dlib's 68-point shape predictor (iBUG 300-W points: jaw line, brows, nose, eyes, lips)."""
 
 
 class DlibModelsMissingError(ImportError):

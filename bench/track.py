@@ -10,8 +10,9 @@ Rows (one markdown table):
 - track_video: the whole `emo-avatar track` pipeline at --size 256 (two decode passes, FaceMesh,
   pose, face model, smoothing, PNG crops, UV maps, atomic write), frames/s end to end.
 - uv maps (rig.uv_maps, batch 16) and rasterize_uv (one frame per call) at 256 px, maps/s.
-- pass-1 signals: FaceMesh, the shot-cut / face-jump signature, and the identity signal (dlib's
-  descriptor on a few frames per segment, or the rig-shape fallback), CPU ms per call and per frame.
+- pass-1 signals: FaceMesh, the shot-cut / face-jump signature, dlib's 68-point predictor (every
+  face; it reads mouthRight) and the identity signal (dlib's descriptor on a few frames per
+  segment, or the rig-shape fallback), CPU ms per call and per frame.
 Ratios are against the MediaPipe baseline (tracking rows) and single-frame rasterize_uv (UV rows),
 measured in the same run. Targets: tracking >= 30 frames/s at 720p, UV maps >= 200/s at 256.
 
@@ -174,6 +175,7 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
     from backend.face.identity import FaceDescriptor, shape_signature
     from backend.face.landmarks import FaceMeshTracker
     from backend.face.scan import DESCRIBE_EVERY_S, DESCRIBE_FIRST
+    from backend.face.shape68 import Shape68Predictor
     from backend.face.shots import frame_signature
     from backend.face.video_io import iter_frames, probe
 
@@ -190,6 +192,11 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
         frame_signature(f)
     cut_cpu = c.stop()[1]
     faces = [(f, p) for f, p in zip(frames, points, strict=True) if p is not None]
+    pred68 = Shape68Predictor()
+    c = Clock()
+    for f, p in faces:
+        pred68(f, p)
+    pred68_cpu = c.stop()[1]
     desc = FaceDescriptor()
     c = Clock()
     for f, p in faces:
@@ -206,6 +213,8 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
          1000 * mesh_cpu / len(frames)),
         ("shot cut + face jump signature (HSV histogram of a 64 px thumbnail)", len(frames),
          1000 * cut_cpu / len(frames), 1000 * cut_cpu / len(frames)),
+        ("dlib 68-point predictor (face resampled to a 160 px FaceMesh box)", len(faces),
+         1000 * pred68_cpu / max(len(faces), 1), 1000 * pred68_cpu / len(frames)),
         ("identity: dlib ResNet descriptor (150 px chip)", len(faces), 1000 * desc_cpu / k,
          1000 * desc_cpu / k * share),
         ("identity fallback: rig-shape signature (Procrustes)", len(faces), 1000 * shape_cpu / k,

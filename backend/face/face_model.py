@@ -32,6 +32,7 @@ import numpy as np
 
 from backend.face.canonical import load_canonical_mesh
 from backend.face.rig import FaceRig, canonical_uvs_v_up
+from backend.face.shape68 import MEASURES68
 from protocol.expressions import FACE_MODEL_NAMES, residual_name
 
 Shapes = np.ndarray  # (T, 468, 3)
@@ -375,21 +376,26 @@ def _normalise(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
     return np.clip((x - base) / span, 0.0, 1.0)
 
 
-def measure_named(shapes: Shapes, valid: np.ndarray | None = None) -> np.ndarray:
+def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
+                  shapes68: np.ndarray | None = None) -> np.ndarray:
     """Named coefficients of every frame.
 
     Args:
         shapes: (T, 468 or 478, 3) pose-free face shapes, canonical cm, mesh axes (the 10 iris
             points of ``refine_landmarks`` give the eyeLook* names; without them those are 0).
         valid: (T,) bool, frames with a real detection (the others do not set the normalisation).
+        shapes68: (T, 68, 3) pose-free dlib points of the same frames, canonical cm, mesh axes
+            (``backend.face.shape68.lift_points``): the names of ``shape68.MEASURES68`` are read
+            from them (with their FaceMesh measure's sign, base and range); None: from FaceMesh.
     Returns:
         (T, len(FACE_MODEL_NAMES)) float32 in [0, 1], columns in FACE_MODEL_NAMES order.
     """
     s = np.asarray(shapes, dtype=np.float64)
     v = np.ones(s.shape[0], dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    s68 = None if shapes68 is None else np.asarray(shapes68, dtype=np.float64)
     out = {}
     for name, meas in MEASURES.items():
-        m = meas.fn(s)
+        m = MEASURES68[name](s68) if s68 is not None and name in MEASURES68 else meas.fn(s)
         if meas.without is not None:
             m = without_share(m, meas.without(s), v)
         out[name] = _normalise(m, meas, v)

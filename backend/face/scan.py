@@ -1,8 +1,9 @@
 """Pass 1 of tracking: landmarks, shot cuts, face segments and identities of every frame.
 
 ``scan_video`` decodes the video once and, per frame, runs FaceMesh (largest face), the shot/face
-segmenter and (on a few frames per segment) the identity signal; then groups the segments into
-people. ``people_sheet`` draws one row per person (thumbnails of their segments) for
+segmenter, dlib's 68-point predictor on the FaceMesh box (when asked, ``backend.face.shape68``) and
+(on a few frames per segment) the identity signal; then groups the segments into people.
+``people_sheet`` draws one row per person (thumbnails of their segments) for
 ``emo-avatar track --list-people``.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from backend.face.identity import FaceDescriptor, PeopleResult, group_people, load_descriptor, shape_signature
 from backend.face.landmarks import FaceMeshTracker
+from backend.face.shape68 import Shape68Predictor, load_shape68
 from backend.face.shots import MAX_GAP_S, Segment, SegmentTracker, frame_signature
 from backend.face.video_io import VideoInfo, iter_frames, prefetch
 from backend.images import write_png
@@ -43,8 +45,10 @@ class Scan:
         segments: covering every frame; shot cuts in ``cuts``.
         people: segments grouped into identities.
         thumbnails: per segment, a (THUMB_SIDE, THUMB_SIDE, 3) uint8 face crop or None.
-        seconds: wall seconds spent per signal ("landmarks", "cuts", "identity").
+        seconds: wall seconds spent per signal ("landmarks", "cuts", "shape68", "identity").
         n_described: frames the identity signal ran on.
+        points68: per frame (68, 2) dlib points (frame px) or None (no face); empty when the
+            68-point predictor did not run.
     """
 
     points: list[np.ndarray | None]
@@ -55,6 +59,7 @@ class Scan:
     thumbnails: list[np.ndarray | None]
     seconds: dict[str, float] = field(default_factory=dict)
     n_described: int = 0
+    points68: list[np.ndarray | None] = field(default_factory=list)
 
     @property
     def detected(self) -> np.ndarray:
@@ -74,12 +79,16 @@ def _thumbnail(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
 def scan_video(video: Path, info: VideoInfo, max_frames: int | None = None,
                progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                total: int | None = None, clock: EtaClock | None = None,
-               descriptor: FaceDescriptor | bool | None = True) -> Scan:
+               descriptor: FaceDescriptor | bool | None = True,
+               shape68: Shape68Predictor | bool | None = False) -> Scan:
     """Pass 1 over ``video`` (see module doc).
 
     Args:
         descriptor: True = load dlib's descriptor (falls back to rig shape, logged, when it is
             missing); False = rig shape only; or a loaded ``FaceDescriptor``.
+        shape68: True = load dlib's 68-point predictor and run it on every face (skipped, logged,
+            when it is missing: ``Scan.points68`` stays empty); False = do not; or a loaded
+            ``Shape68Predictor``.
     Raises:
         VideoError: unreadable video; Cancelled on request.
     """
@@ -88,13 +97,15 @@ def scan_video(video: Path, info: VideoInfo, max_frames: int | None = None,
     clock = clock or EtaClock(total)
     desc = load_descriptor() if descriptor is True else (descriptor or None)
     signal = "descriptor" if desc is not None else "shape"
+    pred68 = load_shape68() if shape68 is True else (shape68 or None)
+    points68: list[np.ndarray | None] = []
     max_gap = max(round(MAX_GAP_S * info.fps), 1)
     every = max(round(DESCRIBE_EVERY_S * info.fps), 1)
     segmenter = SegmentTracker(max_gap)
     points: list[np.ndarray | None] = []
     feats: dict[int, list[np.ndarray]] = {}
     thumbs: dict[int, np.ndarray] = {}
-    seconds = {"landmarks": 0.0, "cuts": 0.0, "identity": 0.0}
+    seconds = {"landmarks": 0.0, "cuts": 0.0, "shape68": 0.0, "identity": 0.0}
     several = 0
     n_described = 0
     seg = -1
@@ -115,6 +126,11 @@ def scan_video(video: Path, info: VideoInfo, max_frames: int | None = None,
                 seg_detections = 0
             points.append(lm.points)
             several += lm.n_faces > 1
+            if pred68 is not None:
+                points68.append(pred68(rgb, lm.points) if lm.points is not None else None)
+                t3 = time.perf_counter()
+                seconds["shape68"] += t3 - t2
+                t2 = t3
             if lm.points is not None:
                 if seg_detections < DESCRIBE_FIRST or seg_detections % every == 0:
                     feat = desc(rgb, lm.points) if desc is not None else shape_signature(lm.points)
@@ -137,7 +153,7 @@ def scan_video(video: Path, info: VideoInfo, max_frames: int | None = None,
     people = group_people(seg_feats, seg_frames, signal)
     return Scan(points=points, several=several, segments=segments, cuts=list(segmenter.cuts),
                 people=people, thumbnails=[thumbs.get(k) for k in range(len(segments))],
-                seconds=seconds, n_described=n_described)
+                seconds=seconds, n_described=n_described, points68=points68)
 
 
 def frame_ranges_text(frames: np.ndarray) -> str:

@@ -61,6 +61,8 @@ from backend.face.selection import (
     parse_frame_ranges,
     select_frames,
 )
+from backend.face.shape68 import NAMES as SHAPE68_NAMES
+from backend.face.shape68 import lift_points
 from backend.face.shots import MAX_GAP_S
 from backend.face.smoothing import (
     EXPRESSION_WINDOW_S,
@@ -390,8 +392,8 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
                 overwrite: bool = False, progress: ProgressFn | None = None,
                 should_stop: StopFn | None = None, frames: str | list[tuple[int, int]] | None = None,
                 person: int | None = None, all_people: bool = False,
-                framing: str = DEFAULT_FRAMING, descriptor: bool = True, follow_face: bool = False
-                ) -> Path:
+                framing: str = DEFAULT_FRAMING, descriptor: bool = True, follow_face: bool = False,
+                shape68: bool = True) -> Path:
     """Track a portrait video (or image folder) into a subject folder.
 
     Args:
@@ -412,6 +414,9 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         follow_face: re-fit the crop within a shot where the face moves (framing segments), so a
             moving face keeps the framing's size; off (one crop per shot) by default, as it costs
             held-out quality on the measured real clip (docs/tracking.md, "Framing").
+        shape68: read the names of ``backend.face.shape68.NAMES`` (mouthRight) from dlib's
+            68-point predictor (falls back to FaceMesh, logged, when dlib or its weights are
+            missing; False: FaceMesh for every name).
     Returns:
         ``out_dir``.
     Raises:
@@ -446,7 +451,8 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     total = 3 * n_est
     clock = EtaClock(total)
     try:
-        scan = scan_video(video, info, max_frames, progress, should_stop, total, clock, descriptor=descriptor)
+        scan = scan_video(video, info, max_frames, progress, should_stop, total, clock, descriptor=descriptor,
+                          shape68=shape68)
     except VideoError as exc:
         raise TrackError(str(exc)) from exc
     points = scan.points
@@ -486,7 +492,14 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     landmarks = np.concatenate([frame_boxes[a].to_crop(landmarks_v[a:b], size)
                                 for a, b in _box_pieces(frame_boxes, 0, T)])
     pose_raw, scale_raw, shapes = fit_poses(landmarks, with_iris=True)
-    named = measure_named(shapes, detected)
+    shapes68 = None
+    if scan.points68:  # dlib's 68 points, where FaceMesh found the face: same gaps, same crops
+        points68_v = np.zeros((T, 68, 2))
+        for r, (a, b) in zip(sel.runs, dense_runs, strict=True):
+            points68_v[a:b] = fill_gaps(scan.points68[r.start:r.stop], info.fps)[0]
+        shapes68 = lift_points(np.concatenate([frame_boxes[a].to_crop(points68_v[a:b], size)
+                                               for a, b in _box_pieces(frame_boxes, 0, T)]), landmarks)
+    named = measure_named(shapes, detected, shapes68)
     fit = fit_face_model(shapes[:, :468], named, valid)
     pose_v, scale_v = _pose_in_video_px(pose_raw, scale_raw, corner, px_per_video_px)
     smoothed = [smooth_pose(pose_v[a:b], scale_v[a:b], info.fps) for a, b in dense_runs]
@@ -548,6 +561,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
             "expression_names": fit.rig.names,
             "rig_fit": {"residual_rms_cm": fit.residual_rms, "shape_rms_cm": fit.shape_rms},
             "tracker": "mediapipe FaceMesh (refine_landmarks=True, video mode)",
+            "names_from_shape68": list(SHAPE68_NAMES) if shapes68 is not None else [],
             "tool": {"name": "emo-avatar track", "version": _tool_version()},
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         })
