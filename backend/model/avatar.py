@@ -22,7 +22,7 @@ from torch import nn
 
 from backend.model.config import AvatarConfig
 from backend.model.deform import MotionEncoder, TextureDeformer
-from backend.model.head_coords import head_coordinates
+from backend.model.head_coords import head_coordinates, head_texture_grid
 from backend.model.neural_texture import NeuralTexture, sample, uv_to_grid
 from backend.model.skips import SkipEncoder
 from backend.model.stylegan2 import Generator
@@ -68,7 +68,10 @@ class EmoAvatar(nn.Module):
         self.deformer = TextureDeformer(cfg.tex_channels, cfg.motion_dim, cfg.deform_channels,
                                         cfg.deform_channel_max, cfg.max_flow)
         self.generator = Generator(**cfg.generator_kwargs())
-        skip_in = cfg.tex_channels + 3 + (3 if cfg.plate else 0) + (2 if cfg.head_coords else 0)  # skip_input
+        if cfg.head_texture:
+            self.head_texture = NeuralTexture(cfg.head_texture, cfg.tex_size, cfg.pyramid_levels)
+        skip_in = (cfg.tex_channels + 3 + (3 if cfg.plate else 0) + (2 if cfg.head_coords else 0)
+                   + cfg.head_texture)  # skip_input
         self.skips = SkipEncoder(skip_in, cfg.size, self.generator.channels, cfg.skip_min_res,
                                  cfg.skip_channel_max, motion_dim=cfg.motion_dim if cfg.skip_film else 0)
         self.w_pivot = nn.Parameter(torch.zeros(1, self.generator.n_latent, cfg.style_dim))
@@ -134,14 +137,19 @@ class EmoAvatar(nn.Module):
         return feats, mask, flow
 
     def skip_input(self, feats: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The skip encoder's input (B, tex_channels + 3 [+ 3 plate] [+ 2 head], H, W): texture
-        features, the masked (u, v), the mask, with ``cfg.plate`` the background plate and with
-        ``cfg.head_coords`` the UV map's affine extension over the frame (``head_coordinates``)."""
+        """The skip encoder's input (B, tex_channels + 3 [+ 3 plate] [+ 2 head] [+ head_texture],
+        H, W): texture features, the masked (u, v), the mask, with ``cfg.plate`` the background
+        plate, with ``cfg.head_coords`` the UV map's affine extension over the frame
+        (``head_coordinates``) and with ``cfg.head_texture`` the head texture sampled there."""
         parts = [feats, uv[:, :2] * mask, mask]
         if self.cfg.plate:
             parts.append(self.plate.to(feats.dtype).expand(feats.shape[0], -1, -1, -1))
-        if self.cfg.head_coords:
-            parts.append(head_coordinates(uv).to(feats.dtype))
+        if self.cfg.head_coords or self.cfg.head_texture:
+            head = head_coordinates(uv).to(feats.dtype)
+            if self.cfg.head_coords:
+                parts.append(head)
+            if self.cfg.head_texture:
+                parts.append(self.head_texture.sample(head_texture_grid(head)))
         return torch.cat(parts, dim=1)
 
     def forward(self, uv: torch.Tensor, expr_window: torch.Tensor, noise_mode: str = "const") -> AvatarOutput:

@@ -42,6 +42,9 @@ class AvatarConfig:
             median of the training frames around the face.
         head_coords: the skip encoder also sees the UV map's affine extension over the whole
             frame (``backend.model.head_coords``), so hair and outline know where the head is.
+        head_texture: channels of a second neural texture, sampled at those head coordinates
+            over the whole frame (``HEAD_EXTENT`` UV units wide), so hair, ears and the outline get
+            learned features that move with the head, as the face gets the face texture (0: none).
     """
 
     size: int = 128
@@ -68,6 +71,7 @@ class AvatarConfig:
     skip_film: bool = False
     plate: bool = False
     head_coords: bool = False
+    head_texture: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +87,8 @@ class AvatarConfig:
             problems.append("tex_channels must be >= 3 (the first 3 are RGB)")
         if self.pyramid_levels < 1 or self.tex_size >> (self.pyramid_levels - 1) < 1:
             problems.append(f"pyramid_levels={self.pyramid_levels} too many for tex_size={self.tex_size}")
+        if self.head_texture < 0:
+            problems.append(f"head_texture={self.head_texture} must be >= 0 (0: none)")
         if self.n_expr < 1 or self.window < 1:
             problems.append("n_expr and window must be >= 1")
         if problems:

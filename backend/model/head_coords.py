@@ -8,6 +8,8 @@ the face box's error is. This module fits, per frame, the affine map from image 
 channels that move, turn and scale with the head and reach every pixel of the frame.
 
 Computed from the UV map alone, so a render driven from Blender's UV pass gets them too.
+``head_texture_grid`` turns them into a sampling grid for a neural texture that covers the head
+around the face (``AvatarConfig.head_texture``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from backend.imaging.coords import position_channels
 
 RIDGE = 1e-4
 """Added to the normal equations' diagonal, so a frame with (almost) no mesh gives a flat map."""
+HEAD_EXTENT = 2.0
+"""Side of the head texture in UV units, centred on the face texture's (0.5, 0.5): it reaches half
+a face texture past the mesh on every side (hair, ears, neck); farther pixels take its border."""
 
 
 def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
@@ -41,3 +46,9 @@ def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
     coef = torch.linalg.solve(normal, rhs)  # (B, 3, 2)
     fitted = coef.transpose(1, 2) @ grid  # (B, 2, N)
     return fitted.reshape(b, 2, h, w).to(uv.dtype)
+
+
+def head_texture_grid(head: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) head coordinates (UV units) -> (B, H, W, 2) ``grid_sample`` grid in [-1, 1]
+    over the ``HEAD_EXTENT``-wide head texture (outside it: beyond [-1, 1], the border texel)."""
+    return ((head - 0.5) * (2.0 / HEAD_EXTENT)).permute(0, 2, 3, 1)

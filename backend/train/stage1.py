@@ -132,8 +132,9 @@ class Stage1Trainer:
                 self.avatar.plate.copy_(background_plate(data.frames[ids], data.uv[ids, 2:3])[None])
         self.ema = copy.deepcopy(self.avatar).eval().requires_grad_(False)
         self.disc = make_discriminator(self.cfg).to(device)
-        tex = [p for n, p in self.avatar.named_parameters() if n.startswith("texture.")]
-        rest = [p for n, p in self.avatar.named_parameters() if not n.startswith("texture.")]
+        is_tex = [n.startswith(("texture.", "head_texture.")) for n, _ in self.avatar.named_parameters()]
+        tex = [p for p, t in zip(self.avatar.parameters(), is_tex, strict=True) if t]
+        rest = [p for p, t in zip(self.avatar.parameters(), is_tex, strict=True) if not t]
         groups = [{"params": tex, "lr": preset.lr_tex}, {"params": rest, "lr": preset.lr_g}]
         self.corrections = None
         if preset.lr_corr > 0 and ranks.distributed:

@@ -1,4 +1,5 @@
-"""Head coordinates: the UV map's affine extension over the whole frame (``AvatarConfig.head_coords``)."""
+"""Head coordinates: the UV map's affine extension over the whole frame (``AvatarConfig.head_coords``),
+and the head texture sampled there (``AvatarConfig.head_texture``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from backend.imaging.coords import position_channels
 from backend.model import AvatarConfig, EmoAvatar
-from backend.model.head_coords import head_coordinates
+from backend.model.head_coords import HEAD_EXTENT, head_coordinates, head_texture_grid
 
 
 def _disc_uv(size: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,3 +43,25 @@ def test_the_skip_encoder_gets_two_more_channels_and_renders() -> None:
     assert skip_in.shape[1] == cfg.tex_channels + 3 + 2
     assert torch.allclose(skip_in[:, -2:], head_coordinates(uv))
     assert avatar(uv, win).image.shape == (2, 3, cfg.size, cfg.size)
+
+
+def test_the_head_texture_reaches_pixels_outside_the_mesh_and_moves_with_the_head() -> None:
+    cfg = dataclasses.replace(AvatarConfig.tiny(n_expr=6), head_texture=4)
+    avatar = EmoAvatar(cfg)
+    uv0, _ = _disc_uv(cfg.size, 0.0)
+    uv1, _ = _disc_uv(cfg.size, 4 * 2 / (cfg.size - 1))  # 4 px to the right (corner-aligned grid)
+    uv = torch.stack([uv0, uv1])
+    feats, mask, _ = avatar.sample_features(uv, torch.rand(2, cfg.window, 6))
+    skip_in = avatar.skip_input(feats, uv, mask)
+    assert skip_in.shape[1] == cfg.tex_channels + 3 + 4
+    head = skip_in[:, -4:]
+    outside = uv0[2] == 0
+    assert head[0][:, outside].abs().sum() > 0  # features where the face texture gives none
+    # the same texel follows the head, 4 px further right in frame 1
+    grid = head_texture_grid(head_coordinates(uv))
+    assert torch.allclose(grid[1, :, 12], grid[0, :, 8], atol=1e-4)
+    assert torch.allclose(skip_in[1, -4:, :, 12], skip_in[0, -4:, :, 8], atol=1e-4)
+    # the texture spans HEAD_EXTENT UV units around the face texture's centre
+    corner = head_texture_grid(torch.tensor([0.5 - HEAD_EXTENT / 2, 0.5 + HEAD_EXTENT / 2]).view(1, 2, 1, 1))
+    assert torch.allclose(corner.flatten(), torch.tensor([-1.0, 1.0]))
+    assert avatar(uv, torch.rand(2, cfg.window, 6)).image.shape == (2, 3, cfg.size, cfg.size)

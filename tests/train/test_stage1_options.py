@@ -63,8 +63,8 @@ def test_laplacian_l1_weighs_detail_as_the_metric_does() -> None:
 
 def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subject: Path) -> None:
     tiny = get_preset("tiny")
-    over = {"model": {**tiny.model, "plate": True, "skip_film": True}, "w_face": 1.0, "lr_corr": 1e-2,
-            "balance": 1.0, "expr_noise": 0.2, "w_lap": 1.0}
+    over = {"model": {**tiny.model, "plate": True, "skip_film": True, "head_texture": 4}, "w_face": 1.0,
+            "lr_corr": 1e-2, "balance": 1.0, "expr_noise": 0.2, "w_lap": 1.0}
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0, preset_overrides=over)
     ckpt = checkpoint_path(untrained_subject)
     data = read_checkpoint(ckpt)
