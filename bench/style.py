@@ -150,6 +150,9 @@ def row(look: str, method: str, seconds: float, r: dict) -> dict:
         "blink_r_truth": ex.get("truth", {}).get("eye_blink_r"),
         "flicker_ratio": r["flicker"]["ratio"],
         "truth_flicker_ratio": _ratio(r["flicker"].get("truth"), r["flicker"]["real"]),
+        "warped_flicker_ratio": r["flicker"]["warped_ratio"],
+        "truth_warped_flicker_ratio": _ratio(r["flicker"]["warped"].get("truth"),
+                                             r["flicker"]["warped"]["real"]),
     }
     out["d_face_psnr"] = _d(out["face_psnr"], out["post_face_psnr"])
     out["d_ssim"] = _d(out["ssim"], out["post_ssim"])
@@ -203,8 +206,9 @@ def main() -> int:
     rows = []
     print("| look | method | edit s | face PSNR styled / post-filter (d) | SSIM styled / post (d) | "
           "edge F1 styled / post | jawOpen r styled / unstyled / post / truth | "
-          "eyeBlink r styled / unstyled / post / truth | flicker x | truth's flicker x real |")
-    print("|---|---|---:|---|---|---|---|---|---:|---:|")
+          "eyeBlink r styled / unstyled / post / truth | flicker x | truth's flicker x real | "
+          "motion-compensated flicker x (truth's x real) |")
+    print("|---|---|---:|---|---|---|---|---|---:|---:|---:|")
     for look in args.looks.split(","):
         if look not in extra and look not in LOOKS:
             raise SystemExit(f"unknown look {look}")
@@ -232,7 +236,8 @@ def main() -> int:
                      f"{fmt(x['jaw_r_truth'])}",
                      f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])} / {fmt(x['blink_r_post'])} / "
                      f"{fmt(x['blink_r_truth'])}",
-                     fmt(x["flicker_ratio"]), fmt(x["truth_flicker_ratio"])]
+                     fmt(x["flicker_ratio"]), fmt(x["truth_flicker_ratio"]),
+                     f"{fmt(x['warped_flicker_ratio'])} ({fmt(x['truth_warped_flicker_ratio'])})"]
             print("| " + " | ".join(cells) + " |", flush=True)
     (args.subject / "styles" / "bench_style.json").write_text(json.dumps(rows, indent=2, default=float))
     plain_s, styled_s = render_cost(args.subject, style)

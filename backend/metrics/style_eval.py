@@ -19,7 +19,9 @@ With or without a look:
 * ``expression``: re-tracked mouth/eye aperture against the driving jawOpen / eyeBlink curves
   (``backend.metrics.expression``), for the real frames, unstyled and styled renders of a shot;
 * ``flicker``: mean absolute frame-to-frame change (``temporal_change``, [0, 1] units) on the
-  same shot, styled vs unstyled (and post-filter with a look), and their ratio;
+  same shot, styled vs unstyled (and post-filter with a look), and their ratio; ``warped``: the
+  same after motion compensation (``warped_temporal_change``, the flow of the unstyled render for
+  the renders, of the real frames for the real frames and the truth), and ``warped_ratio``;
 * ``identity``: dlib descriptor distance of styled and unstyled renders to the real frames;
 * ``reference``: when the reference image is known (``reference=`` or the style's meta), the
   styled and unstyled renders of its frame against it, and colour-histogram / Gram distances of
@@ -55,6 +57,7 @@ from backend.metrics.style_metrics import (
     gram_distance,
     longest_run,
     temporal_change,
+    warped_temporal_change,
 )
 from backend.paths import checkpoint_path
 
@@ -284,6 +287,13 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
         flick["post_filter"] = temporal_change(shot_post)
         flick["truth"] = temporal_change(shot_truth)
     flick["ratio"] = flick["styled"] / flick["unstyled"] if flick["unstyled"] > 0 else None
+    warped = {"real": warped_temporal_change(shot_real), "unstyled": warped_temporal_change(shot_plain),
+              "styled": warped_temporal_change(shot_styled, shot_plain)}
+    if look_fn is not None:
+        warped["post_filter"] = warped_temporal_change(shot_post, shot_plain)
+        warped["truth"] = warped_temporal_change(shot_truth, shot_real)
+    flick["warped"] = warped
+    flick["warped_ratio"] = warped["styled"] / warped["unstyled"] if warped["unstyled"] > 0 else None
     result["flicker"] = flick
 
     if identity:
@@ -322,6 +332,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
             out[f"{row}_jaw_open_r"] = result["expression"][row]["jaw_open_r"]
             out[f"{row}_eye_blink_r"] = result["expression"][row]["eye_blink_r"]
     out["flicker_ratio"] = result["flicker"]["ratio"]
+    out["warped_flicker_ratio"] = result["flicker"]["warped_ratio"]
     out["shot"] = result["shot"]["source"]
     return out
 
@@ -376,7 +387,8 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{e['tracked']:>5}/{e['frames']:<3}{_f(result['flicker'][row], '9.4f')}")
     fl = result["flicker"]
     extra = f", post-filter {fl['post_filter']:.4f}" if "post_filter" in fl else ""
-    lines.append(f"flicker styled/unstyled: {_f(fl['ratio'], '.2f')}{extra}")
+    lines.append(f"flicker styled/unstyled: {_f(fl['ratio'], '.2f')}{extra}; motion-compensated "
+                 f"{_f(fl['warped_ratio'], '.2f')}")
     if "identity" in result:
         i_s, i_p = result["identity"]["styled"], result["identity"]["unstyled"]
         if i_s["identity_distance"] is None:

@@ -10,6 +10,9 @@ Written next to the style as ``<name>.metrics.json`` and ``<name>.contact.png``:
   unstyled renders of the same held-out frames (motion and expression kept = small).
 * ``temporal``: mean absolute frame-to-frame change over a run of consecutive held-out frames,
   styled vs unstyled (ratio near 1 = the edit adds no flicker).
+* ``warped_temporal_change``: the same after motion compensation (each frame compared with the
+  previous one warped onto it by the optical flow of a guide shot), so lines that move with the
+  head do not count, and only change that the motion does not explain (flicker proper) does.
 * ``clip_direction`` (only with a CLIP encoder): cosine between the CLIP change the edit made to a
   frame (styled - unstyled) and the change the reference makes to its frame (reference - real
   frame), averaged over held-out frames, plus the value on the reference frame itself.
@@ -81,6 +84,52 @@ def temporal_change(frames: np.ndarray) -> float:
         return float("nan")
     f = frames.astype(np.float32) / 255.0
     return float(np.abs(np.diff(f, axis=0)).mean())
+
+
+FLOW_CONSISTENCY_PX = 1.0
+"""Pixels whose forward and backward flows disagree by more than this (occlusions, flow errors)
+are left out of ``warped_temporal_change``."""
+
+
+def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(H, W, 2) Farneback flow (px) from uint8 RGB ``a`` to ``b``: a(x) ~ b(x + flow(x))."""
+    ga, gb = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2GRAY) for x in (a, b))
+    return cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 9, 3, 5, 1.1, 0)
+
+
+def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """(H, W, C) image sampled at x + flow(x) (bilinear, replicated border), float32."""
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(img.astype(np.float32), gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def warped_temporal_change(frames: np.ndarray, guide: np.ndarray | None = None) -> float:
+    """Mean absolute change between each of (T, H, W, 3) uint8 frames and the previous frame warped
+    onto it, in [0, 1]: frame-to-frame change that the motion does not explain.
+
+    The flow is measured on ``guide`` (T, H, W, 3) uint8 (default: ``frames`` themselves), so
+    several renderings of one shot (unstyled, styled, filtered) can be compensated by the same
+    motion; pixels where the guide's forward and backward flows disagree by more than
+    ``FLOW_CONSISTENCY_PX`` (occlusions) are left out.
+    """
+    if len(frames) < 2:
+        return float("nan")
+    guide = frames if guide is None else guide
+    if guide.shape != frames.shape:
+        raise ValueError(f"guide {guide.shape} and frames {frames.shape} differ")
+    f = frames.astype(np.float32) / 255.0
+    total, count = 0.0, 0
+    for t in range(1, len(frames)):
+        back = _flow(guide[t], guide[t - 1])  # guide[t](x) ~ guide[t-1](x + back(x))
+        fwd = _flow(guide[t - 1], guide[t])
+        round_trip = back + _warp(fwd, back)  # ~0 where both agree
+        ok = np.linalg.norm(round_trip, axis=-1) <= FLOW_CONSISTENCY_PX
+        diff = np.abs(f[t] - _warp(f[t - 1], back))[ok]
+        total += float(diff.sum())
+        count += diff.size
+    return total / count if count else float("nan")
 
 
 def clip_direction(

@@ -59,6 +59,8 @@ def test_evaluate_style_with_a_builtin_look(styled_subject: tuple[Path, Path]) -
     rows = ("real", "unstyled", "styled", "post_filter", "truth")
     assert all(math.isfinite(fl[k]) and fl[k] > 0 for k in rows)
     assert fl["ratio"] == pytest.approx(fl["styled"] / fl["unstyled"])
+    assert all(math.isfinite(fl["warped"][k]) and fl["warped"][k] > 0 for k in rows)
+    assert fl["warped_ratio"] == pytest.approx(fl["warped"]["styled"] / fl["warped"]["unstyled"])
     sh = r["shot"]
     assert sh["frames"] == sh["last"] - sh["first"] + 1 and sh["source"] in ("held-out run", "whole clip")
     for row in rows:
