@@ -22,7 +22,7 @@ from torch import nn
 
 from backend.model.config import AvatarConfig
 from backend.model.deform import MotionEncoder, TextureDeformer
-from backend.model.head_coords import head_coordinates, head_texture_grid
+from backend.model.head_coords import head_coordinates, head_texture_grid, head_texture_mask
 from backend.model.neural_texture import NeuralTexture, sample, uv_to_grid
 from backend.model.skips import SkipEncoder
 from backend.model.stylegan2 import Generator
@@ -149,7 +149,8 @@ class EmoAvatar(nn.Module):
             if self.cfg.head_coords:
                 parts.append(head)
             if self.cfg.head_texture:
-                parts.append(self.head_texture.sample(head_texture_grid(head)))
+                grid = head_texture_grid(head)
+                parts.append(self.head_texture.sample(grid) * head_texture_mask(grid))
         return torch.cat(parts, dim=1)
 
     def forward(self, uv: torch.Tensor, expr_window: torch.Tensor, noise_mode: str = "const") -> AvatarOutput:

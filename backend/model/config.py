@@ -43,8 +43,9 @@ class AvatarConfig:
         head_coords: the skip encoder also sees the UV map's affine extension over the whole
             frame (``backend.model.head_coords``), so hair and outline know where the head is.
         head_texture: channels of a second neural texture, sampled at those head coordinates
-            over the whole frame (``HEAD_EXTENT`` UV units wide), so hair, ears and the outline get
-            learned features that move with the head, as the face gets the face texture (0: none).
+            around the face (``HEAD_TEXTURE_U`` x ``HEAD_TEXTURE_V``: the sides and above, hardly
+            below the chin), so hair, ears and the outline get learned features that move with
+            the head, as the face gets the face texture; zero elsewhere (0: none).
     """
 
     size: int = 128

@@ -20,9 +20,14 @@ from backend.imaging.coords import position_channels
 
 RIDGE = 1e-4
 """Added to the normal equations' diagonal, so a frame with (almost) no mesh gives a flat map."""
-HEAD_EXTENT = 2.0
-"""Side of the head texture in UV units, centred on the face texture's (0.5, 0.5): it reaches half
-a face texture past the mesh on every side (hair, ears, neck); farther pixels take its border."""
+HEAD_TEXTURE_U = (-0.4, 1.4)
+"""The head texture's extent across the face (u, UV units): 0.4 of a face texture past the mesh on
+either side (hair, ears)."""
+HEAD_TEXTURE_V = (-0.6, 1.05)
+"""Its extent down the face (v, UV units, 0 at the top of the face texture): 0.6 above it (hair)
+and only 0.05 below the chin, so the neck, the body and the room, which do not turn with the
+head, get no head features (a texture reaching half a face below the chin dragged a bust framing's
+body along with the head: docs/training.md)."""
 
 
 def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
@@ -49,6 +54,14 @@ def head_coordinates(uv: torch.Tensor) -> torch.Tensor:
 
 
 def head_texture_grid(head: torch.Tensor) -> torch.Tensor:
-    """(B, 2, H, W) head coordinates (UV units) -> (B, H, W, 2) ``grid_sample`` grid in [-1, 1]
-    over the ``HEAD_EXTENT``-wide head texture (outside it: beyond [-1, 1], the border texel)."""
-    return ((head - 0.5) * (2.0 / HEAD_EXTENT)).permute(0, 2, 3, 1)
+    """(B, 2, H, W) head coordinates (UV units) -> (B, H, W, 2) ``grid_sample`` grid, [-1, 1] over
+    the head texture's extent (``HEAD_TEXTURE_U`` x ``HEAD_TEXTURE_V``); pixels outside it fall
+    outside [-1, 1], where ``head_texture_mask`` is 0."""
+    lo = head.new_tensor([HEAD_TEXTURE_U[0], HEAD_TEXTURE_V[0]]).view(1, 2, 1, 1)
+    hi = head.new_tensor([HEAD_TEXTURE_U[1], HEAD_TEXTURE_V[1]]).view(1, 2, 1, 1)
+    return ((head - lo) / (hi - lo) * 2.0 - 1.0).permute(0, 2, 3, 1)
+
+
+def head_texture_mask(grid: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 2) ``head_texture_grid`` -> (B, 1, H, W): 1 inside the head texture, 0 outside."""
+    return (grid.abs() <= 1.0).all(dim=-1, keepdim=True).permute(0, 3, 1, 2).to(grid.dtype)

@@ -9,7 +9,13 @@ import torch
 
 from backend.imaging.coords import position_channels
 from backend.model import AvatarConfig, EmoAvatar
-from backend.model.head_coords import HEAD_EXTENT, head_coordinates, head_texture_grid
+from backend.model.head_coords import (
+    HEAD_TEXTURE_U,
+    HEAD_TEXTURE_V,
+    head_coordinates,
+    head_texture_grid,
+    head_texture_mask,
+)
 
 
 def _disc_uv(size: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +67,13 @@ def test_the_head_texture_reaches_pixels_outside_the_mesh_and_moves_with_the_hea
     grid = head_texture_grid(head_coordinates(uv))
     assert torch.allclose(grid[1, :, 12], grid[0, :, 8], atol=1e-4)
     assert torch.allclose(skip_in[1, -4:, :, 12], skip_in[0, -4:, :, 8], atol=1e-4)
-    # the texture spans HEAD_EXTENT UV units around the face texture's centre
-    corner = head_texture_grid(torch.tensor([0.5 - HEAD_EXTENT / 2, 0.5 + HEAD_EXTENT / 2]).view(1, 2, 1, 1))
-    assert torch.allclose(corner.flatten(), torch.tensor([-1.0, 1.0]))
+    # the texture spans HEAD_TEXTURE_U x HEAD_TEXTURE_V; below the chin and beyond it: no features
+    corners = torch.tensor([[HEAD_TEXTURE_U[0], HEAD_TEXTURE_V[0]], [HEAD_TEXTURE_U[1], HEAD_TEXTURE_V[1]],
+                            [0.5, HEAD_TEXTURE_V[1] + 0.1]]).T.reshape(1, 2, 1, 3)
+    g = head_texture_grid(corners)
+    assert torch.allclose(g[0, 0, :2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    assert head_texture_mask(g).flatten().tolist() == [1.0, 1.0, 0.0]
+    below = head_texture_mask(grid)[:, 0] == 0
+    assert below.any() and torch.equal(skip_in[:, -4:].permute(1, 0, 2, 3)[:, below],
+                                       torch.zeros(4, int(below.sum())))
     assert avatar(uv, torch.rand(2, cfg.window, 6)).image.shape == (2, 3, cfg.size, cfg.size)
