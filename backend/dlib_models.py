@@ -9,7 +9,10 @@ longer ship.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 """dlib's ResNet face descriptor (128-d)."""
@@ -50,3 +53,32 @@ def model_file(name: str, what: str) -> Path:
     if not path.is_file():
         raise DlibModelsMissingError(f"{what} missing: {path}")
     return path
+
+
+def load_model(name: str, what: str, build: Callable[[ModuleType, str], Any],
+               weights: Path | None = None) -> tuple[ModuleType, Any]:
+    """Import dlib and build one of its models from a file: ``build(dlib, path)``.
+
+    Args:
+        name: file name in the package's ``models/`` folder (used when ``weights`` is None).
+        what: what the file is, for the error messages ("68-point shape predictor").
+        build: makes the model from the dlib module and the file's path
+            (e.g. ``lambda dlib, path: dlib.shape_predictor(path)``).
+        weights: another file to read instead of the package's.
+    Returns:
+        (the dlib module, the model).
+    Raises:
+        DlibModelsMissingError: dlib, the package or the file is missing, or dlib cannot read the
+            file (the message says which).
+    """
+    try:
+        import dlib
+    except ImportError as exc:
+        raise DlibModelsMissingError(f"dlib is not installed ({exc})") from exc
+    path = model_file(name, what) if weights is None else Path(weights)
+    if not path.is_file():
+        raise DlibModelsMissingError(f"{what} missing: {path}")
+    try:
+        return dlib, build(dlib, str(path))
+    except RuntimeError as exc:
+        raise DlibModelsMissingError(f"{what} unreadable: {path} ({exc})") from exc

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.dlib_models import DESCRIPTOR_FILE, DlibModelsMissingError, model_file
+from backend.dlib_models import DESCRIPTOR_FILE, DlibModelsMissingError, load_model
 from backend.face.canonical import load_canonical_mesh
 from backend.face.pose import image_to_mesh_axes, weighted_procrustes
 
@@ -52,19 +52,6 @@ class IdentityUnavailableError(RuntimeError):
     """The descriptor cannot run here (dlib or its weights are missing); the message says why."""
 
 
-def descriptor_weights() -> Path:
-    """Path of dlib's ResNet descriptor weights in the ``face-recognition-models`` wheel
-    (``backend.dlib_models``).
-
-    Raises:
-        IdentityUnavailableError: the wheel or the file is missing.
-    """
-    try:
-        return model_file(DESCRIPTOR_FILE, "descriptor weights")
-    except DlibModelsMissingError as exc:
-        raise IdentityUnavailableError(str(exc)) from exc
-
-
 class FaceDescriptor:
     """dlib's ResNet face descriptor on a 150 px chip aligned with five landmarks.
 
@@ -76,17 +63,11 @@ class FaceDescriptor:
 
     def __init__(self, weights: Path | None = None) -> None:
         try:
-            import dlib
-        except ImportError as exc:
-            raise IdentityUnavailableError(f"dlib is not installed ({exc})") from exc
-        path = descriptor_weights() if weights is None else Path(weights)
-        if not path.is_file():
-            raise IdentityUnavailableError(f"descriptor weights missing: {path}")
-        try:
-            self._net = dlib.face_recognition_model_v1(str(path))
-        except RuntimeError as exc:
-            raise IdentityUnavailableError(f"descriptor weights unreadable: {path} ({exc})") from exc
-        self._dlib = dlib
+            self._dlib, self._net = load_model(
+                DESCRIPTOR_FILE, "descriptor weights",
+                lambda dlib, path: dlib.face_recognition_model_v1(path), weights)
+        except DlibModelsMissingError as exc:
+            raise IdentityUnavailableError(str(exc)) from exc
 
     def chip(self, rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
         """(150, 150, 3) uint8 face chip of ``rgb`` aligned on ``points`` ((478, 2+) frame px)."""

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
-from backend.dlib_models import SHAPE_PREDICTOR_68_FILE, DlibModelsMissingError, model_file
+from backend.dlib_models import SHAPE_PREDICTOR_68_FILE, DlibModelsMissingError, load_model
 from backend.face.canonical import load_canonical_mesh
 from backend.face.pose import image_to_mesh_axes, weighted_procrustes
 
@@ -50,18 +50,6 @@ class Shape68UnavailableError(RuntimeError):
     """The 68-point predictor cannot run here (dlib or its weights are missing); the message says why."""
 
 
-def predictor_weights() -> Path:
-    """Path of dlib's 68-point predictor in the ``face-recognition-models`` wheel.
-
-    Raises:
-        Shape68UnavailableError: the wheel or the file is missing.
-    """
-    try:
-        return model_file(SHAPE_PREDICTOR_68_FILE, "68-point shape predictor")
-    except DlibModelsMissingError as exc:
-        raise Shape68UnavailableError(str(exc)) from exc
-
-
 class Shape68Predictor:
     """dlib's 68-point shape predictor placed on the FaceMesh box of a face.
 
@@ -72,17 +60,10 @@ class Shape68Predictor:
 
     def __init__(self, weights: Path | None = None) -> None:
         try:
-            import dlib
-        except ImportError as exc:
-            raise Shape68UnavailableError(f"dlib is not installed ({exc})") from exc
-        path = predictor_weights() if weights is None else Path(weights)
-        if not path.is_file():
-            raise Shape68UnavailableError(f"68-point shape predictor missing: {path}")
-        try:
-            self._predict = dlib.shape_predictor(str(path))
-        except RuntimeError as exc:
-            raise Shape68UnavailableError(f"68-point shape predictor unreadable: {path} ({exc})") from exc
-        self._dlib = dlib
+            self._dlib, self._predict = load_model(SHAPE_PREDICTOR_68_FILE, "68-point shape predictor",
+                                                   lambda dlib, path: dlib.shape_predictor(path), weights)
+        except DlibModelsMissingError as exc:
+            raise Shape68UnavailableError(str(exc)) from exc
 
     def __call__(self, rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
         """(68, 2) float64 dlib points, frame px (x right, y down), of the face at ``points``.
