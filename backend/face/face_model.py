@@ -385,8 +385,9 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
             points of ``refine_landmarks`` give the eyeLook* names; without them those are 0).
         valid: (T,) bool, frames with a real detection (the others do not set the normalisation).
         shapes68: (T, 68, 3) pose-free dlib points of the same frames, canonical cm, mesh axes
-            (``backend.face.shape68.lift_points``): the names of ``shape68.MEASURES68`` are read
-            from them (with their FaceMesh measure's sign, base and range); None: from FaceMesh.
+            (``backend.face.shape68.with_depth``, lifted by ``backend.face.track.fit_poses``):
+            the names of ``shape68.MEASURES68`` are read from them (with their FaceMesh measure's
+            sign, base and range); None: from FaceMesh.
     Returns:
         (T, len(FACE_MODEL_NAMES)) float32 in [0, 1], columns in FACE_MODEL_NAMES order.
     """

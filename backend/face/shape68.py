@@ -11,8 +11,9 @@ read from FaceMesh, which reads them as well or better.
 Per frame (pass 1, ``backend.face.scan``) the face is cut around the FaceMesh box and resampled
 so that box is ``FACE_BOX_PX`` tall, the predictor runs inside the FaceMesh box (dlib's own
 detector never runs), and the 68 points are mapped back to frame pixels: about 1 CPU ms a frame,
-whatever the video's size. Over the clip the points are made pose-free with the pose fitted on
-FaceMesh's landmarks (``lift_points``) and measured like FaceMesh's (``MEASURES68``).
+whatever the video's size. Over the clip the points get FaceMesh's depth (``with_depth``), are made
+pose-free by the tracker's one pose fit on FaceMesh's points (``backend.face.track.fit_poses``)
+and measured like FaceMesh's (``MEASURES68``).
 
 When dlib or the weights are missing, ``load_shape68`` logs why and returns None, and the
 tracker reads these names from FaceMesh as before.
@@ -29,8 +30,6 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from backend.dlib_models import SHAPE_PREDICTOR_68_FILE, DlibModelsMissingError, load_model
-from backend.face.canonical import load_canonical_mesh
-from backend.face.pose import image_to_mesh_axes, weighted_procrustes
 
 log = logging.getLogger(__name__)
 
@@ -99,31 +98,21 @@ def load_shape68() -> Shape68Predictor | None:
         return None
 
 
-def lift_points(points68: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """dlib points made pose-free with the pose the tracker fits on FaceMesh's landmarks.
-
-    Each point's depth is the mean depth of its 3 nearest FaceMesh points (in the image); the
-    similarity pose is the weighted Procrustes of the canonical mesh onto the landmarks
-    (``backend.face.track.fit_poses``), undone.
+def with_depth(points68: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """dlib points given a depth, so the tracker's pose fit (``backend.face.track.fit_poses``) can
+    make them pose-free with FaceMesh's points: each point's depth is the mean depth of its 3
+    nearest FaceMesh points (in the image).
 
     Args:
         points68: (T, 68, 2) dlib points, crop px (x right, y down).
         landmarks: (T, 478 or 468, 3) FaceMesh landmarks of the same frames, crop px.
     Returns:
-        (T, 68, 3) float64 pose-free points in canonical cm, mesh axes (x = the subject's left,
-        y up, z towards the viewer).
+        (T, 68, 3) float64 dlib points in crop px with FaceMesh's depth.
     """
-    mesh = load_canonical_mesh()
-    ids, w = mesh.procrustes_ids, mesh.procrustes_weights
     q = np.asarray(points68, dtype=np.float64)
     lm = np.asarray(landmarks, dtype=np.float64)[:, :468]
-    out = np.zeros((len(q), q.shape[1], 3))
-    for i in range(len(q)):
-        _, nearest = cKDTree(lm[i][:, :2]).query(q[i], k=3)
-        z = lm[i][nearest, 2].mean(1)
-        s, R, t = weighted_procrustes(mesh.vertices[ids], image_to_mesh_axes(lm[i])[ids], w)
-        out[i] = (image_to_mesh_axes(np.concatenate([q[i], z[:, None]], axis=1)) - t) @ R / s
-    return out
+    z = np.stack([lm[i][cKDTree(lm[i][:, :2]).query(q[i], k=3)[1], 2].mean(1) for i in range(len(q))])
+    return np.concatenate([q, z[..., None]], axis=2)
 
 
 def lips_x68(s68: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ from backend.face.selection import (
     select_frames,
 )
 from backend.face.shape68 import NAMES as SHAPE68_NAMES
-from backend.face.shape68 import lift_points
+from backend.face.shape68 import with_depth
 from backend.face.shots import MAX_GAP_S
 from backend.face.smoothing import (
     EXPRESSION_WINDOW_S,
@@ -183,11 +183,12 @@ def fit_poses(landmarks: np.ndarray, with_iris: bool = False) -> tuple[np.ndarra
     """Per-frame weighted Procrustes of the canonical mesh onto landmarks.
 
     Args:
-        landmarks: (T, 478, 3) crop pixels (x right, y down, z towards viewer).
-        with_iris: also return the 10 iris points pose-free (shapes (T, 478, 3)).
+        landmarks: (T, N >= 468, 3) crop pixels (x right, y down, z towards viewer).
+        with_iris: also return every point past the 468 mesh points pose-free: the 10 iris
+            points, and any others the caller appends (the pose is fitted on mesh points only).
     Returns:
         pose (T, 6) [yaw, pitch, roll, tx, ty, tz] (image-space translation, see rig.project),
-        scale (T,) px per cm, shapes (T, 468 or 478, 3) pose-free shapes in canonical cm, mesh axes.
+        scale (T,) px per cm, shapes (T, 468 or N, 3) pose-free shapes in canonical cm, mesh axes.
     """
     mesh = load_canonical_mesh()
     ids, w = mesh.procrustes_ids, mesh.procrustes_weights
@@ -491,14 +492,17 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     corner, px_per_video_px = _box_arrays(frame_boxes, size)
     landmarks = np.concatenate([frame_boxes[a].to_crop(landmarks_v[a:b], size)
                                 for a, b in _box_pieces(frame_boxes, 0, T)])
-    pose_raw, scale_raw, shapes = fit_poses(landmarks, with_iris=True)
-    shapes68 = None
+    extra = np.zeros((T, 0, 3))
     if scan.points68:  # dlib's 68 points, where FaceMesh found the face: same gaps, same crops
         points68_v = np.zeros((T, 68, 2))
         for r, (a, b) in zip(sel.runs, dense_runs, strict=True):
             points68_v[a:b] = fill_gaps(scan.points68[r.start:r.stop], info.fps)[0]
-        shapes68 = lift_points(np.concatenate([frame_boxes[a].to_crop(points68_v[a:b], size)
-                                               for a, b in _box_pieces(frame_boxes, 0, T)]), landmarks)
+        extra = with_depth(np.concatenate([frame_boxes[a].to_crop(points68_v[a:b], size)
+                                           for a, b in _box_pieces(frame_boxes, 0, T)]), landmarks)
+    # one pose fit makes the iris and dlib's points pose-free with the mesh's
+    pose_raw, scale_raw, lifted = fit_poses(np.concatenate([landmarks, extra], axis=1), with_iris=True)
+    n_lm = landmarks.shape[1]
+    shapes, shapes68 = lifted[:, :n_lm], (lifted[:, n_lm:] if scan.points68 else None)
     named = measure_named(shapes, detected, shapes68)
     fit = fit_face_model(shapes[:, :468], named, valid)
     pose_v, scale_v = _pose_in_video_px(pose_raw, scale_raw, corner, px_per_video_px)
