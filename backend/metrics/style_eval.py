@@ -56,6 +56,7 @@ from backend.metrics.style_metrics import (
     color_histogram_distance,
     gram_distance,
     longest_run,
+    shot_motion,
     temporal_change,
     warped_temporal_change,
 )
@@ -287,11 +288,13 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
         flick["post_filter"] = temporal_change(shot_post)
         flick["truth"] = temporal_change(shot_truth)
     flick["ratio"] = flick["styled"] / flick["unstyled"] if flick["unstyled"] > 0 else None
-    warped = {"real": warped_temporal_change(shot_real), "unstyled": warped_temporal_change(shot_plain),
-              "styled": warped_temporal_change(shot_styled, shot_plain)}
+    real_motion, plain_motion = shot_motion(shot_real), shot_motion(shot_plain)  # once per geometry
+    warped = {"real": warped_temporal_change(shot_real, motion=real_motion),
+              "unstyled": warped_temporal_change(shot_plain, motion=plain_motion),
+              "styled": warped_temporal_change(shot_styled, motion=plain_motion)}
     if look_fn is not None:
-        warped["post_filter"] = warped_temporal_change(shot_post, shot_plain)
-        warped["truth"] = warped_temporal_change(shot_truth, shot_real)
+        warped["post_filter"] = warped_temporal_change(shot_post, motion=plain_motion)
+        warped["truth"] = warped_temporal_change(shot_truth, motion=real_motion)
     flick["warped"] = warped
     flick["warped_ratio"] = warped["styled"] / warped["unstyled"] if warped["unstyled"] > 0 else None
     result["flicker"] = flick

@@ -105,27 +105,45 @@ def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
                      borderMode=cv2.BORDER_REPLICATE)
 
 
-def warped_temporal_change(frames: np.ndarray, guide: np.ndarray | None = None) -> float:
-    """Mean absolute change between each of (T, H, W, 3) uint8 frames and the previous frame warped
-    onto it, in [0, 1]: frame-to-frame change that the motion does not explain.
+ShotMotion = list[tuple[np.ndarray, np.ndarray]]
+"""Per consecutive frame pair (t-1, t) of a shot: the backward flow (H, W, 2) px, frame t's
+pixel x coming from x + flow(x) in frame t-1, and the (H, W) bool mask where it is trusted."""
 
-    The flow is measured on ``guide`` (T, H, W, 3) uint8 (default: ``frames`` themselves), so
-    several renderings of one shot (unstyled, styled, filtered) can be compensated by the same
-    motion; pixels where the guide's forward and backward flows disagree by more than
-    ``FLOW_CONSISTENCY_PX`` (occlusions) are left out.
-    """
-    if len(frames) < 2:
-        return float("nan")
-    guide = frames if guide is None else guide
-    if guide.shape != frames.shape:
-        raise ValueError(f"guide {guide.shape} and frames {frames.shape} differ")
-    f = frames.astype(np.float32) / 255.0
-    total, count = 0.0, 0
-    for t in range(1, len(frames)):
+
+def shot_motion(guide: np.ndarray) -> ShotMotion:
+    """The motion of (T, H, W, 3) uint8 ``guide`` frames: per pair, the backward Farneback flow and
+    where the forward and backward flows agree within ``FLOW_CONSISTENCY_PX`` (not occluded)."""
+    motion = []
+    for t in range(1, len(guide)):
         back = _flow(guide[t], guide[t - 1])  # guide[t](x) ~ guide[t-1](x + back(x))
         fwd = _flow(guide[t - 1], guide[t])
         round_trip = back + _warp(fwd, back)  # ~0 where both agree
-        ok = np.linalg.norm(round_trip, axis=-1) <= FLOW_CONSISTENCY_PX
+        motion.append((back, np.linalg.norm(round_trip, axis=-1) <= FLOW_CONSISTENCY_PX))
+    return motion
+
+
+def warped_temporal_change(frames: np.ndarray, guide: np.ndarray | None = None,
+                           motion: ShotMotion | None = None) -> float:
+    """Mean absolute change between each of (T, H, W, 3) uint8 frames and the previous frame warped
+    onto it, in [0, 1]: frame-to-frame change that the motion does not explain.
+
+    The motion is measured on ``guide`` (T, H, W, 3) uint8 (default: ``frames`` themselves), so
+    several renderings of one shot (unstyled, styled, filtered) can be compensated by the same
+    motion; ``motion``: the guide's ``shot_motion`` when the caller has it already. Pixels where
+    the guide's forward and backward flows disagree (occlusions) are left out.
+    """
+    if len(frames) < 2:
+        return float("nan")
+    if motion is None:
+        guide = frames if guide is None else guide
+        if guide.shape != frames.shape:
+            raise ValueError(f"guide {guide.shape} and frames {frames.shape} differ")
+        motion = shot_motion(guide)
+    if len(motion) != len(frames) - 1:
+        raise ValueError(f"motion of {len(motion) + 1} frames and {len(frames)} frames differ")
+    f = frames.astype(np.float32) / 255.0
+    total, count = 0.0, 0
+    for t, (back, ok) in enumerate(motion, start=1):
         diff = np.abs(f[t] - _warp(f[t - 1], back))[ok]
         total += float(diff.sum())
         count += diff.size
