@@ -85,6 +85,8 @@ class Renderer:
 
         self.avatar = avatar.to(device).eval()
         self.translator = None if translator is None else translator.to(device).eval()
+        if self.translator is not None and hasattr(self.translator, "low_precision"):
+            self.translator.low_precision = True  # bfloat16 where the CPU computes it natively
         self.forward = InferenceForward(self.avatar, compile=compile, post=self.translator)
         self.meta = meta
         self.device = device

@@ -25,7 +25,8 @@ in every round, and prints per style the ratio of the fastest styled to the fast
 round (wall time), its range over the rounds (each round's styled / that round's unstyled), the
 same ratio in process CPU time (less sensitive to other jobs on the machine) and the load average
 before and after. ``--reference`` adds, in the same rounds, each style with its translator's
-``forward_reference`` (the op-by-op forward training uses) instead of its ``InferencePlan``.
+``forward_reference`` (the op-by-op forward training uses) instead of its ``InferencePlan``, and
+with the plan kept float32 (the renderer runs it in bfloat16 where the CPU does that natively).
 Without STYLE: every ``SUBJECT/styles/*.style``.
 """
 
@@ -50,13 +51,16 @@ TARGET_RENDER = 1.3  # styled render time <= 1.3 x unstyled
 
 
 def render_times(subject: Path, styles: dict[str, Path | None], frames: int = 48, rounds: int = 2,
-                 reference: tuple[str, ...] = ()) -> dict[str, list[tuple[float, float]]]:
+                 reference: tuple[str, ...] = (), float32: tuple[str, ...] = ()
+                 ) -> dict[str, list[tuple[float, float]]]:
     """(wall, process CPU) seconds per frame of ``Renderer.render`` (batch 8, the subject's rig)
     of each renderer, per round; the renderers take turns within every round.
 
     Args:
         styles: name -> style file (None: unstyled).
         reference: names whose translator runs ``forward_reference`` instead of its ``InferencePlan``.
+        float32: names whose translator's plan stays float32 where the renderer would run it in
+            bfloat16 (``StyleTranslator.low_precision``).
     """
     from backend.data.subject import Subject
     from backend.paths import checkpoint_path
@@ -69,6 +73,8 @@ def render_times(subject: Path, styles: dict[str, Path | None], frames: int = 48
         renderers[name] = Renderer.from_checkpoint(checkpoint_path(subject), subject=subject, style=style)
         if name in reference and renderers[name].translator is not None:
             renderers[name].translator.fused_inference = False
+        if name in float32 and renderers[name].translator is not None:
+            renderers[name].translator.low_precision = False
     for r in renderers.values():  # warm-up: rig, oneDNN kernels, the translators' plans
         for _frame in r.render(expr[:8], batch=8):
             pass
@@ -99,8 +105,10 @@ def render_cost_report(subject: Path, styles: list[Path], rounds: int, reference
         named[p.stem] = p
         if reference:
             named[f"{p.stem} (reference forward)"] = p
+            named[f"{p.stem} (float32 plan)"] = p
     ref = tuple(n for n in named if n.endswith("(reference forward)"))
-    times = render_times(subject, named, rounds=rounds, reference=ref)
+    f32 = tuple(n for n in named if n.endswith("(float32 plan)"))
+    times = render_times(subject, named, rounds=rounds, reference=ref, float32=f32)
     load1 = os.getloadavg()
     plain = times.pop("unstyled")
     pw, pc = min(w for w, _ in plain), min(c for _, c in plain)
@@ -172,7 +180,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8, help="--render-cost: alternated rounds")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--reference", action="store_true",
-                    help="--render-cost: also time each translator's forward_reference in the same rounds")
+                    help="--render-cost: also time each translator's forward_reference and its float32 plan "
+                         "in the same rounds")
     ap.add_argument("--looks", default="cartoon,pencil,oil,watercolor,posterised_ink")
     ap.add_argument("--methods", default="translator")
     ap.add_argument("--frame", type=int, default=0)

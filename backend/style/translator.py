@@ -189,9 +189,13 @@ class StyleTranslator(nn.Module):
     Attributes:
         fused_inference: run an ``InferencePlan`` when it applies (eval mode, no gradients, float32
             on CPU, not inside ``torch.compile``); False: always ``forward_reference``.
+        low_precision: run that plan's convolutions in bfloat16 where the CPU computes it natively
+            (``backend.style.inference_plan.bf16_native``; float32 elsewhere). Off by default, so
+            fitting and its decisions stay float32; ``backend.render.Renderer`` turns it on.
     """
 
     fused_inference: bool = True
+    low_precision: bool = False
 
     def __init__(self, cfg: TranslatorConfig | None = None) -> None:
         super().__init__()
@@ -356,7 +360,8 @@ class StyleTranslator(nn.Module):
         ``forward_reference`` (training, gradients on, not float32 on CPU, inside
         ``torch.compile``, guides missing, or ``fused_inference`` off). Plans are built on first
         use per input shape and rebuilt after any weight changes."""
-        from backend.style.inference_plan import InferencePlan, fused_ops_available  # imports this module
+        # imported here: inference_plan imports this module
+        from backend.style.inference_plan import InferencePlan, bf16_native, fused_ops_available
 
         if (not self.fused_inference or self.training or torch.is_grad_enabled()
                 or image.device.type != "cpu" or image.dtype != torch.float32 or image.ndim != 4
@@ -369,9 +374,10 @@ class StyleTranslator(nn.Module):
         if weights != cache.weights:
             cache.plans, cache.weights = {}, weights
         own_map = screen_map is not None and self.cfg.screen_input > 0
+        dtype = torch.bfloat16 if self.low_precision and bf16_native() else torch.float32
         key = (tuple(image.shape), own_map, self.screen.data_ptr(), tuple(self.screen.shape), self.lattice,
-               torch.is_inference_mode_enabled())
-        return cache.get(cache.plans, key, lambda: InferencePlan(self, image.shape, own_map))
+               torch.is_inference_mode_enabled(), dtype)
+        return cache.get(cache.plans, key, lambda: InferencePlan(self, image.shape, own_map, dtype))
 
     def on_render(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Translate a render with the guides taken from its UV map: (B, 3, H, W) each -> (B, 3, H, W)."""

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from backend.style.fit import FitSettings, fit_translator
+from backend.style.inference_plan import InferencePlan, bf16_native
 from backend.style.screen import SCREEN_CHANNELS
 from backend.style.translator import (
     StyleTranslator,
@@ -28,6 +29,7 @@ from tests.edit.unseen_looks import cool_halftone, posterised_ink
 
 SIZE = 64
 TOL = 1e-4  # [-1, 1] units: one 8-bit level is 2 / 255 = 7.8e-3
+BF16_MEAN, BF16_MAX = 4e-3, 4e-2  # the bfloat16 plan: half an 8-bit level on average, 5 at most
 
 CONFIGS = {
     "cpu preset": TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1),
@@ -142,6 +144,9 @@ def test_the_plan_equals_the_reference_forward_on_a_fitted_translator(look, scre
     back = translator_from_state(translator_state(net))
     fast_back, _ = _both(back, image)
     assert (fast_back - ref).abs().max() < TOL
+    with torch.no_grad():  # and the bfloat16 plan the renderer runs where the CPU has it
+        err = (InferencePlan(back, image.shape, False, torch.bfloat16)(image) - ref).abs()
+    assert err.mean() < BF16_MEAN and err.max() < BF16_MAX
 
 
 def test_training_and_gradients_run_the_reference_forward() -> None:
@@ -219,3 +224,37 @@ def test_fitting_with_unlabeled_frames_still_trains_the_same_module() -> None:
     assert res.steps_done == 20
     fast, ref = _both(res.translator, real)
     assert (fast - ref).abs().max() < TOL
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_the_bfloat16_plan_stays_within_bfloat16_rounding_of_the_reference(name: str) -> None:
+    """The bfloat16 plan (what the renderer runs where the CPU computes bfloat16 natively) is built
+    directly here, so its arithmetic is checked on any CPU oneDNN runs bfloat16 on."""
+    cfg = CONFIGS[name]
+    net = _random(cfg)
+    for b, h, w in ((8, SIZE, SIZE), (5, 37, 50)):
+        image, guides = _inputs(cfg, b, h, w)
+        with torch.no_grad():
+            plan = InferencePlan(net, image.shape, False, torch.bfloat16)
+            low, ref = plan(image, guides), net.forward_reference(image, guides)
+        assert low.dtype == torch.float32 and low.shape == ref.shape == (b, 3, h, w)
+        err = (low - ref).abs()
+        assert err.mean() < BF16_MEAN and err.max() < BF16_MAX, (b, h, w, err.mean(), err.max())
+        assert err.max() > 0  # it did round: this is not the float32 plan
+
+
+def test_the_renderers_low_precision_choice_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``low_precision`` gives a bfloat16 plan exactly where ``bf16_native`` says the CPU has it;
+    without native bfloat16 (forced off here) the plan stays float32 and equals the reference."""
+    import backend.style.inference_plan as plans
+
+    net = _random(CONFIGS["cpu preset"])
+    image, _ = _inputs(net.cfg, 4, SIZE, SIZE)
+    with torch.no_grad():
+        assert net.inference_plan(image).dtype == torch.float32  # off by default: fitting stays float32
+        net.low_precision = True
+        want = torch.bfloat16 if bf16_native() else torch.float32
+        assert net.inference_plan(image).dtype == want
+        monkeypatch.setattr(plans, "_BF16", False)
+        assert net.inference_plan(image).dtype == torch.float32
+        assert (net(image) - net.forward_reference(image)).abs().max() < TOL
