@@ -15,7 +15,11 @@ the forward falls back to eager once, logs why, and records it in ``status``.
     fwd = InferenceForward(avatar, compile=True)
     image = fwd(uv, expr_window)        # (B, 3, S, S), as avatar(uv, expr_window).image
 
-A style's translator (``post``) runs inside the same forward, so it is compiled with the avatar.
+A style's translator (``post``) runs after the avatar's graph, eagerly: its rendering forward is
+already oneDNN's fused convolutions (``backend.style.inference_plan``; its U-Net in bfloat16 where
+the CPU computes that natively), which inductor's float32 graph of it did not beat. Compiled with
+the avatar, the demo's `cartoon` style rendered at 1.35x the unstyled compiled render; after it,
+at the figure in docs/editing.md (render cost).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def _root_cause(exc: BaseException) -> str:
 
 
 class InferenceForward:
-    """``avatar(uv, expr_window).image`` (then ``post``), compiled when asked and possible.
+    """``avatar(uv, expr_window).image``, compiled when asked and possible, then ``post`` (eager).
 
     Args:
         avatar: an ``EmoAvatar`` in eval mode.
@@ -69,7 +73,9 @@ class InferenceForward:
         return self._compiled is not None
 
     def _image(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
-        image = self.avatar(uv, expr_window).image
+        return self.avatar(uv, expr_window).image
+
+    def _post(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         return image if self.post is None else self.post.on_render(image, uv)
 
     def __call__(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
@@ -90,5 +96,5 @@ class InferenceForward:
                 if self.status.startswith("compiling"):
                     self.status = f"compiled ({self.backend_name})"
                     log.info("renderer compiled with torch.compile (%s)", self.backend_name)
-                return image
-        return self._image(uv, expr_window)
+                return self._post(image, uv)
+        return self._post(self._image(uv, expr_window), uv)

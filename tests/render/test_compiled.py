@@ -62,6 +62,38 @@ def _broken_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
     raise RuntimeError("no C++ compiler found (test backend)")
 
 
+def test_a_styled_render_compiles_the_avatar_only_and_runs_the_translators_plan(
+        tiny_avatar_subject: Path) -> None:
+    """The translator runs after the compiled graph, through its own fused plan (cheaper than
+    inductor's graph of it), and the styled frames are the eager styled render's."""
+    from backend.style.translator import StyleTranslator, TranslatorConfig
+
+    subject = Subject.open(tiny_avatar_subject)
+    r = Renderer.from_checkpoint(checkpoint_path(tiny_avatar_subject), device="cpu")
+    torch.manual_seed(0)
+    translator = StyleTranslator(TranslatorConfig(width=8, blocks=1, refine=4)).eval()
+    with torch.no_grad():
+        for w in translator.parameters():
+            w.normal_(0, 0.1)
+    graphs: list[int] = []
+
+    def counting_backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    r.forward = InferenceForward(r.avatar, compile=True, backend=counting_backend)
+    plain = _frames(r, subject, 4, batch=4)
+    torch._dynamo.reset()  # capture again rather than reuse the cached graph
+    r.forward = InferenceForward(r.avatar, compile=True, backend=counting_backend, post=translator)
+    styled = _frames(r, subject, 4, batch=4)
+    assert r.forward.status == "compiled (counting_backend)"
+    assert len(graphs) == 2 and graphs[0] == graphs[1]  # the same graph: no translator inside it
+    assert translator._cache.plans  # its plan ran
+    r.forward = InferenceForward(r.avatar, post=translator)
+    assert np.abs(styled.astype(int) - _frames(r, subject, 4, batch=4).astype(int)).max() <= 1
+    assert np.abs(styled.astype(int) - plain.astype(int)).mean() > 2  # the style did change the frames
+
+
 def test_a_failing_compiler_falls_back_to_eager(tiny_avatar_subject: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     subject = Subject.open(tiny_avatar_subject)
