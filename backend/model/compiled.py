@@ -17,9 +17,9 @@ the forward falls back to eager once, logs why, and records it in ``status``.
 
 A style's translator (``post``) runs after the avatar's graph, eagerly: its rendering forward is
 already oneDNN's fused convolutions (``backend.style.inference_plan``; its U-Net in bfloat16 where
-the CPU computes that natively), which inductor's float32 graph of it did not beat. Compiled with
-the avatar, the demo's `cartoon` style rendered at 1.35x the unstyled compiled render; after it,
-at the figure in docs/editing.md (render cost).
+the CPU computes that natively), which inductor's float32 graph of it did not beat. Compiled into
+the avatar's graph, a style rendered at 1.35x the compiled unstyled render on both measured
+subjects; run after the graph, at 1.24-1.25x (docs/editing.md, render cost).
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ class InferencePlan:
 
     Built by ``StyleTranslator.inference_plan`` for one input shape and one set of weights (the
     plan holds copies: a later change of the weights needs a new plan, which ``forward`` makes).
-    Differences from ``forward_reference``, none of which changes what is computed:
+    Differences from ``forward_reference``, none of which changes what is computed (beyond float
+    rounding, and bfloat16's where ``dtype`` asks for it):
 
     - every convolution runs through oneDNN's fused operator with prepacked weights (no per-call
       weight slicing or reordering); LeakyReLU runs inside the convolution, and additions that
