@@ -3,7 +3,8 @@ generator's FLOP/s vs GEMM.
 
 Usage::
 
-    python bench/render.py [--quick] [--compile] [--threads N] [--preset cpu] [--size PX] [--batch 4]
+    python bench/render.py [--quick] [--compile] [--style] [--threads N] [--preset cpu] [--size PX]
+                           [--batch 4]
 
 ``--preset`` picks the architecture and size (``backend/train/presets.py``: ``--preset studio``
 gives the 256 px rows); ``--size`` renders that preset's architecture at another size.
@@ -21,6 +22,12 @@ With ``--compile``, the renderer and the generator also run through ``torch.comp
 product's ``--compile`` path, ``backend.model.compiled``) and get rows of their own; compiling
 takes a few minutes cold on 2 cores (seconds once inductor's cache holds the graphs), outside
 the timings.
+With ``--style``, a style translator of the preset's edit settings (``TRANSLATOR_SETTINGS``, a
+look without a screen or a position grade; random weights, which cost what fitted ones do) also
+runs after the renderer as ``Renderer`` runs it (its fused plan after the eager or compiled
+forward, bfloat16 where the CPU computes it natively), and each path gets a styled / unstyled row
+(target ``STYLE_TARGET``). ``bench/style.py SUBJECT --render-cost`` measures the same on a trained
+subject with its real style files.
 Timings are medians over interleaved rounds (renderer, generator, GEMM alternate), so a busy
 machine slows all of them alike; the CPU-time columns (process CPU seconds, all threads) are the
 least sensitive to other processes on a shared machine.
@@ -86,6 +93,25 @@ RENDER_TARGETS: dict[str, str] = {
 }
 """The render-speed target of each preset that has one (2 cores)."""
 
+STYLE_TARGET = 1.3
+"""Styled render time over unstyled render time (issue 13)."""
+
+
+def bench_translator(preset: str) -> torch.nn.Module:
+    """The style translator of ``preset``'s edit settings for a look without a screen or a
+    position grade, weights random (N(0, 0.05): the cost does not depend on them), in eval mode
+    with the renderer's precision choice (``low_precision``)."""
+    from backend.style.translator import StyleTranslator
+    from backend.train.translator_edit import translator_settings
+
+    net_cfg = dataclasses.replace(translator_settings(preset).net, screen_gates=0, screen_head=0, grade=0)
+    net = StyleTranslator(net_cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    net.low_precision = True
+    return net
+
 
 def bench_config(n_expr: int, size: int | None = None, preset: str = "cpu") -> tuple[AvatarConfig, str]:
     """The ``AvatarConfig`` of training preset ``preset`` (``backend.train.presets``), at ``size``
@@ -144,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-expr", type=int, default=52)
     ap.add_argument("--compile", action="store_true",
                     help="also time the torch.compile path (compiles first: minutes cold, seconds cached)")
+    ap.add_argument("--style", action="store_true",
+                    help="also time a style translator after the renderer (styled / unstyled rows)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     def render(b: int, mode: str = "eager") -> Callable[[], object]:
         return lambda: forward[mode](*inputs[b])
 
+    translator = bench_translator(args.preset) if args.style else None
+
+    def styled(b: int, mode: str = "eager") -> Callable[[], object]:
+        return lambda: translator.on_render(forward[mode](*inputs[b]).image, inputs[b][0])
+
     def synth(b: int, mode: str = "eager") -> Callable[[], object]:
         return lambda: synthesis[mode](w[b], skips[b], noise_mode="const")
 
@@ -194,12 +227,16 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 render(b, mode)()
                 synth(b, mode)()
+                if translator is not None:
+                    styled(b, mode)()
                 compile_s += time.perf_counter() - t0 if mode == "compiled" else 0.0
         for _ in range(rounds):
             for b in inputs:
                 for mode in modes:
                     times.setdefault(f"render{b}{mode}", []).append(timed(render(b, mode), reps))
                     times.setdefault(f"synth{b}{mode}", []).append(timed(synth(b, mode), reps))
+                    if translator is not None:
+                        times.setdefault(f"styled{b}{mode}", []).append(timed(styled(b, mode), reps))
                 times.setdefault(f"gemm{b}", []).append(timed(gemm(b), reps))
             times.setdefault("sq", []).append(timed(lambda: sq[0] @ sq[1], reps))
     wall = {k: statistics.median(x[0] for x in v) for k, v in times.items()}
@@ -225,6 +262,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {mode} | {b} | {fps:.1f} | {1000 * cpu[f'render{b}{mode}'] / b:.1f} "
                   f"| {g_rate / 1e9:.1f} | {gemm_rate / 1e9:.1f} | {100 * g_rate / gemm_rate:.0f}% "
                   f"| {100 * cpu_share:.0f}% | {100 * g_rate / sq_rate:.0f}% |")
+    if translator is not None:
+        from backend.style.inference_plan import bf16_native
+
+        print(f"\nstyled (a translator of the `{args.preset}` edit settings after the renderer, its plan "
+              f"in {'bfloat16' if bf16_native() else 'float32'}; target <= {STYLE_TARGET}x):\n")
+        print("| path | batch | styled ms/frame | unstyled ms/frame | styled / unstyled | target |")
+        print("|---|---:|---:|---:|---:|---|")
+        for mode in modes:
+            for b in inputs:
+                st, un = wall[f"styled{b}{mode}"] / b, wall[f"render{b}{mode}"] / b
+                print(f"| {mode} | {b} | {1000 * st:.1f} | {1000 * un:.1f} | {st / un:.2f} "
+                      f"| {'met' if st / un <= STYLE_TARGET else 'missed'} |")
     if args.compile:
         print(f"\ncompiled: torch.compile (inductor, static shapes), {compile_s:.0f} s to compile the "
               f"{2 * len(inputs)} graphs (not in the timings; seconds when inductor's cache holds them)")

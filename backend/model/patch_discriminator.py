@@ -37,12 +37,19 @@ class PatchDiscriminator(nn.Module):
         self.mid = EqualConv2d(cin, cin, 3, padding=1)
         self.out = EqualConv2d(cin, 1, 3, padding=1)
 
-    def forward(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    def features(self, image: torch.Tensor, uv: torch.Tensor) -> list[torch.Tensor]:
+        """The activations after each strided block and after the middle conv:
+        ``n_layers + 1`` maps, (B, C_i, H / 2**i, W / 2**i) then the last one's size again."""
         x = torch.cat([image, uv.to(image.dtype)], dim=1)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"patch discriminator expects {self.in_channels} channels (image + uv), "
                              f"got {x.shape[1]}")
+        feats = []
         for conv in self.blocks:
             x = F.leaky_relu(conv(x), 0.2)
-        x = F.leaky_relu(self.mid(x), 0.2)
-        return self.out(x)
+            feats.append(x)
+        feats.append(F.leaky_relu(self.mid(x), 0.2))
+        return feats
+
+    def forward(self, image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(image, uv)[-1])

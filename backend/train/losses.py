@@ -52,6 +52,13 @@ def laplacian_l1(pred: torch.Tensor, target: torch.Tensor, levels: int = 5) -> t
     return (total + torch.abs(d).mean()) / (bands + 1)
 
 
+def feature_matching_l1(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    """Discriminator feature matching (pix2pixHD): the mean over layers of the L1 between the
+    features of the output and of its own frame (paired, same condition); the real features are
+    targets (detached). Lists of (B, C_i, H_i, W_i) -> scalar."""
+    return sum(torch.abs(f - r.detach()).mean() for f, r in zip(fake, real, strict=True)) / len(fake)
+
+
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating discriminator loss: softplus(-D(real)) + softplus(D(fake))."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()

@@ -371,7 +371,16 @@ class Stage1Trainer:
             l_corr = None if corr_ids is None else self.corrections.penalty(corr_ids)
             if l_corr is not None:
                 loss = loss + p.w_corr * l_corr
-            l_adv = L.g_nonsaturating_loss(self.disc(img, uv_d)) if use_adv else None
+            l_adv = l_fm = None
+            if use_adv and p.w_fm > 0:  # one discriminator pass gives the logits and the features
+                feats = self.disc.features(img, uv_d)
+                l_adv = L.g_nonsaturating_loss(self.disc.out(feats[-1]))
+                with torch.no_grad():
+                    real_feats = self.disc.features(frames, uv_d)
+                l_fm = L.feature_matching_l1(feats, real_feats)
+                loss = loss + p.w_fm * l_fm
+            elif use_adv:
+                l_adv = L.g_nonsaturating_loss(self.disc(img, uv_d))
             if l_adv is not None:
                 loss = loss + p.w_adv * l_adv
         self.opt_g.zero_grad(set_to_none=True)
@@ -387,6 +396,8 @@ class Stage1Trainer:
             logs["lap"] = l_lap.item()
         if l_adv is not None:
             logs["adv"] = l_adv.item()
+        if l_fm is not None:
+            logs["fm"] = l_fm.item()
         logs.update(d_logs)
         if self.ranks.distributed:  # the global batch's losses, the same on every rank
             logs = ddp.mean_logs(logs, self.ranks.world, self.device)

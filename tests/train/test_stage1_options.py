@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from backend.metrics.pyramid import lap_l1
+from backend.model.patch_discriminator import PatchDiscriminator
 from backend.model.plate import background_plate
 from backend.paths import checkpoint_path
 from backend.train.checkpoint import load_avatar, read_checkpoint
 from backend.train.data import load_subject_tensors
 from backend.train.frame_corrections import FrameCorrections
-from backend.train.losses import laplacian_l1
+from backend.train.losses import feature_matching_l1, laplacian_l1
 from backend.train.presets import get_preset
 from backend.train.stage1 import train_avatar
 from backend.train.stage2 import prepare_edit
@@ -107,3 +108,26 @@ def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> Non
     groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
     assert [g["lr"] for g in groups] == [tiny.lr_tex, tiny.lr_g]
     assert all(tuple(g["betas"]) == (0.5, 0.99) for g in groups)
+
+
+def test_feature_matching_pulls_only_the_output_towards_its_frames_features() -> None:
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(channels=8, n_layers=3)
+    frame, uv = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32)
+    real = disc.features(frame, uv)
+    assert len(real) == 4 and real[0].shape == (2, 8, 16, 16) and real[-1].shape == real[-2].shape
+    assert torch.equal(disc(frame, uv), disc.out(real[-1]))
+    assert feature_matching_l1(real, real).item() == 0
+    out = (frame + 0.3 * torch.randn_like(frame)).requires_grad_(True)
+    real_in = frame.clone().requires_grad_(True)
+    loss = feature_matching_l1(disc.features(out, uv), disc.features(real_in, uv))
+    loss.backward()
+    assert loss.item() > 0 and out.grad.abs().sum() > 0 and real_in.grad is None
+
+
+def test_training_with_feature_matching_logs_it_once_the_discriminator_is_on(untrained_subject: Path) -> None:
+    train_avatar(untrained_subject, preset="tiny", steps=4, preview_every=0,
+                 preset_overrides={"w_fm": 1.0, "adv_start": 2})
+    hist = read_checkpoint(checkpoint_path(untrained_subject))["meta"]["history"]
+    assert [("fm" in h) for h in hist] == [False, False, True, True]
+    assert all(h["fm"] > 0 and "adv" in h for h in hist[2:])
