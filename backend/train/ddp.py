@@ -104,6 +104,18 @@ def init(ranks: Ranks, device: str | None) -> torch.device:
     return dev
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (no-op without a process group). Called once training has
+    ended well, so no rank leaves the group (and closes its connections) while another still
+    works: the other ranks finish before rank 0's closing evaluation and checkpoint, and a gloo
+    rank that tore its group down that early once aborted at exit ("terminate called without an
+    active exception", one run of tests/train/test_ddp.py under load; not reproduced since)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     """Leave the process group (no-op without one)."""
     import torch.distributed as dist

@@ -529,8 +529,10 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
         ddp.agree(ranks, {"preset": p.name, "seed": seed, "resume": resume, "subject": subject_dir.name,
                           "stylegan": None if stylegan is None else Path(stylegan).name,
                           "out": None if out_dir is None else Path(out_dir).name, **fields})
-        return _train(subject_dir, p, seed, dev, resume, out_dir, progress if ranks.main else None,
-                      should_stop, stylegan, ranks, check_memory)
+        result = _train(subject_dir, p, seed, dev, resume, out_dir, progress if ranks.main else None,
+                        should_stop, stylegan, ranks, check_memory)
+        ddp.barrier()  # every rank leaves the group together (ddp.barrier)
+        return result
     finally:
         ddp.shutdown()
 
