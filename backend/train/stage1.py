@@ -372,17 +372,15 @@ class Stage1Trainer:
             if l_corr is not None:
                 loss = loss + p.w_corr * l_corr
             l_adv = l_fm = None
-            if use_adv and p.w_fm > 0:  # one discriminator pass gives the logits and the features
+            if use_adv:  # one discriminator pass gives the logits and the features
                 feats = self.disc.features(img, uv_d)
                 l_adv = L.g_nonsaturating_loss(self.disc.out(feats[-1]))
-                with torch.no_grad():
-                    real_feats = self.disc.features(frames, uv_d)
-                l_fm = L.feature_matching_l1(feats, real_feats)
-                loss = loss + p.w_fm * l_fm
-            elif use_adv:
-                l_adv = L.g_nonsaturating_loss(self.disc(img, uv_d))
-            if l_adv is not None:
                 loss = loss + p.w_adv * l_adv
+                if p.w_fm > 0:
+                    with torch.no_grad():
+                        real_feats = self.disc.features(frames, uv_d)
+                    l_fm = L.feature_matching_l1(feats, real_feats)
+                    loss = loss + p.w_fm * l_fm
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self._set_learning_rates(step)
