@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.face.appearance import APPEARANCE
 from backend.face.canonical import load_canonical_mesh
 from backend.face.rig import FaceRig, canonical_uvs_v_up
 from backend.face.shape68 import MEASURES68
@@ -377,7 +378,8 @@ def _normalise(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
 
 
 def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
-                  shapes68: np.ndarray | None = None) -> np.ndarray:
+                  shapes68: np.ndarray | None = None,
+                  appearance: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Named coefficients of every frame.
 
     Args:
@@ -388,6 +390,10 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
             (``backend.face.shape68.with_depth``, lifted by ``backend.face.track.fit_poses``):
             the names of ``shape68.MEASURES68`` are read from them (with their FaceMesh measure's
             sign, base and range); None: from FaceMesh.
+        appearance: {name: (T,) cm} raw appearance measures of the same frames
+            (``backend.face.appearance.measure_appearance``): each name of
+            ``appearance.APPEARANCE`` is read from it (``mode="replace"``) or from the mean of it
+            and the landmark measure, both normalised (``mode="fuse"``); None: landmarks only.
     Returns:
         (T, len(FACE_MODEL_NAMES)) float32 in [0, 1], columns in FACE_MODEL_NAMES order.
     """
@@ -400,6 +406,11 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
         if meas.without is not None:
             m = without_share(m, meas.without(s), v)
         out[name] = _normalise(m, meas, v)
+        if appearance is not None and name in APPEARANCE:
+            am = APPEARANCE[name]
+            norm = Measure(meas.fn, am.sign, "median", am.min_range, meas.region)
+            a = _normalise(appearance[name], norm, v)
+            out[name] = a if am.mode == "replace" else 0.5 * (out[name] + a)
     # Lips: narrowing with lips apart is a funnel, with lips together a pucker;
     # mouthClose (ARKit) is "lips closed although the jaw is open".
     lips_open = np.clip(_normalise(_lip_gap(s), Measure(_lip_gap, +1, "low", 0.4, _mouth_region), v), 0, 1)

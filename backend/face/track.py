@@ -23,7 +23,10 @@ Pipeline:
    kept frames (``backend.face.face_model``).
 6. Savitzky-Golay smoothing of pose and coefficient curves, run by run (never across a cut); the
    pose's translation and scale are smoothed in video pixels (a crop change does not blur them).
-7. Pass 2: frames, UV maps of the posed rig (``FaceRig.uv_maps``), arrays, rig and meta.json are
+7. Pass 2: frames (and, per frame, the appearance measure's canonical crop of the face,
+   ``backend.face.appearance``: noseSneer and jawLeft/Right are read from the image motion of face
+   regions, eyeSquint fused with it; the named coefficients, the basis and the smoothing of step 5
+   and 6 run after it), UV maps of the posed rig (``FaceRig.uv_maps``), arrays, rig and meta.json are
    written into a temporary folder that is renamed into place at the end
    (``protocol.fileio.atomic_dir``): a failed or cancelled run leaves nothing behind.
 """
@@ -35,6 +38,7 @@ import hashlib
 import itertools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +46,8 @@ import cv2
 import numpy as np
 
 from backend.data import subject as sj
+from backend.face.appearance import NAMES as APPEARANCE_NAMES
+from backend.face.appearance import CanonicalSampler, measure_appearance
 from backend.face.canonical import load_canonical_mesh
 from backend.face.face_model import fit_face_model, measure_named
 from backend.face.framing import (
@@ -260,16 +266,20 @@ def _report(progress: ProgressFn | None, step: int, total: int, clock: EtaClock,
         progress(ProgressUpdate(stage="track", step=step, total=total, eta=clock.eta(step), message=msg))
 
 
-def _cut_and_write(root: Path, i: int, rgb: np.ndarray, box: CropBox, size: int) -> None:
+def _cut_and_write(root: Path, i: int, rgb: np.ndarray, box: CropBox, size: int,
+                   sample: Callable[[int, np.ndarray], None] | None = None) -> None:
     sj.write_frame(root, i, box.cut(rgb, size))
+    if sample is not None:
+        sample(i, rgb)
 
 
 def _write_crops(video: Path, source_frames: np.ndarray, boxes: list[CropBox], size: int, root: Path,
-                 progress: ProgressFn | None, should_stop: StopFn | None, clock: EtaClock, total: int
-                 ) -> int:
+                 progress: ProgressFn | None, should_stop: StopFn | None, clock: EtaClock, total: int,
+                 sample: Callable[[int, np.ndarray], None] | None = None) -> int:
     """Pass 2: decode again; crop, resize and write the kept frames as PNGs in dense order
-    (encoding overlaps decoding: OpenCV releases the GIL). ``boxes[k]`` is subject frame k's crop.
-    Returns the number of frames written."""
+    (encoding overlaps decoding: OpenCV releases the GIL). ``boxes[k]`` is subject frame k's crop;
+    ``sample(k, rgb)``, when given, also runs on every kept frame (the appearance measure's
+    canonical crop, ``backend.face.appearance``). Returns the number of frames written."""
     from concurrent.futures import ThreadPoolExecutor
 
     T = len(source_frames)
@@ -283,7 +293,7 @@ def _write_crops(video: Path, source_frames: np.ndarray, boxes: list[CropBox], s
             k = dense.get(i)
             if k is None:
                 continue
-            pending.append(pool.submit(_cut_and_write, root, k, rgb, boxes[k], size))
+            pending.append(pool.submit(_cut_and_write, root, k, rgb, boxes[k], size, sample))
             if len(pending) > 8:
                 pending.pop(0).result()
             if k % PROGRESS_EVERY == 0:
@@ -394,7 +404,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
                 should_stop: StopFn | None = None, frames: str | list[tuple[int, int]] | None = None,
                 person: int | None = None, all_people: bool = False,
                 framing: str = DEFAULT_FRAMING, descriptor: bool = True, follow_face: bool = False,
-                shape68: bool = True) -> Path:
+                shape68: bool = True, appearance: bool = True) -> Path:
     """Track a portrait video (or image folder) into a subject folder.
 
     Args:
@@ -418,6 +428,9 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
         shape68: read the names of ``backend.face.shape68.NAMES`` (mouthRight) from dlib's
             68-point predictor (falls back to FaceMesh, logged, when dlib or its weights are
             missing; False: FaceMesh for every name).
+        appearance: read the names of ``backend.face.appearance.NAMES`` (noseSneer, jawLeft/Right;
+            eyeSquint fused with the landmarks) from the image motion of face regions (falls back
+            to the landmarks, logged, when it cannot run; False: landmarks only).
     Returns:
         ``out_dir``.
     Raises:
@@ -503,29 +516,40 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
     pose_raw, scale_raw, lifted = fit_poses(np.concatenate([landmarks, extra], axis=1), with_iris=True)
     n_lm = landmarks.shape[1]
     shapes, shapes68 = lifted[:, :n_lm], (lifted[:, n_lm:] if scan.points68 else None)
-    named = measure_named(shapes, detected, shapes68)
-    fit = fit_face_model(shapes[:, :468], named, valid)
     pose_v, scale_v = _pose_in_video_px(pose_raw, scale_raw, corner, px_per_video_px)
     smoothed = [smooth_pose(pose_v[a:b], scale_v[a:b], info.fps) for a, b in dense_runs]
-    pose, scale = _pose_in_video_px(np.concatenate([p for p, _ in smoothed]),
-                                    np.concatenate([s for _, s in smoothed]), corner, px_per_video_px,
-                                    inverse=True)
+    pose_vs = np.concatenate([p for p, _ in smoothed]).astype(np.float64)
+    scale_vs = np.concatenate([s for _, s in smoothed]).astype(np.float64)
+    pose, scale = _pose_in_video_px(pose_vs, scale_vs, corner, px_per_video_px, inverse=True)
     pose, scale = pose.astype(np.float32), scale.astype(np.float32)
-    expressions = _per_run(lambda e: smooth_curves(e, info.fps, EXPRESSION_WINDOW_S), fit.coefficients,
-                           dense_runs)
-    n_named = named.shape[1]
-    expressions[:, :n_named] = np.clip(expressions[:, :n_named], 0.0, 1.0)
     extremes = sj.extreme_frames(_per_run(lambda p: pose_for_extremes(p, info.fps), pose_raw, dense_runs),
                                  valid)
-    log.info("tracked %d frames (%d runs, %d shots, %d framing segments); rig: %d named + %d residual, "
-             "residual %.3f cm of %.3f cm", T, len(sel.runs), len({r.shot for r in sel.runs}), n_segments,
-             n_named, len(fit.rig.names) - n_named, fit.residual_rms, fit.shape_rms)
+    # the appearance measure's canonical crops are sampled in pass 2 (its frames are decoded there)
+    # on the clip's pose-free neutral surface, with the smoothed pose in video px
+    neutral = np.median(shapes[detected, :468] if detected.any() else shapes[:, :468], axis=0)
+    sampler = CanonicalSampler(neutral) if appearance else None
+    canon = np.zeros((T, *sampler.shape), dtype=np.uint8) if sampler is not None else None
+
+    def sample(k: int, rgb: np.ndarray) -> None:
+        canon[k] = sampler(rgb, pose_vs[k], float(scale_vs[k]))
 
     first = frame_boxes[0]
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        n_written = _write_crops(video, src, frame_boxes, size, tmp, progress, should_stop, clock, 3 * T)
+        n_written = _write_crops(video, src, frame_boxes, size, tmp, progress, should_stop, clock, 3 * T,
+                                 sample if sampler is not None else None)
         if n_written != T:
             raise TrackError(f"{video}: the second read gave {n_written} of the {T} kept frames")
+        raw_app = (measure_appearance(canon, dense_runs, neutral, float(np.median(scale_vs)))
+                   if appearance else None)
+        named = measure_named(shapes, detected, shapes68, raw_app)
+        fit = fit_face_model(shapes[:, :468], named, valid)
+        expressions = _per_run(lambda e: smooth_curves(e, info.fps, EXPRESSION_WINDOW_S), fit.coefficients,
+                               dense_runs)
+        n_named = named.shape[1]
+        expressions[:, :n_named] = np.clip(expressions[:, :n_named], 0.0, 1.0)
+        log.info("tracked %d frames (%d runs, %d shots, %d framing segments); rig: %d named + %d residual, "
+                 "residual %.3f cm of %.3f cm", T, len(sel.runs), len({r.shot for r in sel.runs}), n_segments,
+                 n_named, len(fit.rig.names) - n_named, fit.residual_rms, fit.shape_rms)
         uv = sj.open_uv_writer(tmp, T, size)
         chunk = 16
         for a in range(0, T, chunk):
@@ -566,6 +590,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
             "rig_fit": {"residual_rms_cm": fit.residual_rms, "shape_rms_cm": fit.shape_rms},
             "tracker": "mediapipe FaceMesh (refine_landmarks=True, video mode)",
             "names_from_shape68": list(SHAPE68_NAMES) if shapes68 is not None else [],
+            "names_from_appearance": list(APPEARANCE_NAMES) if raw_app is not None else [],
             "tool": {"name": "emo-avatar track", "version": _tool_version()},
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         })

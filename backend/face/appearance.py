@@ -1,0 +1,238 @@
+"""Appearance measures: expressions the landmarks cannot see, read from the pixels.
+
+FaceMesh moves its nose points rigidly (a 9 mm nose-wing rise moves them 0.3 mm), its chin by a
+fifth of a sideways jaw, and it answers a squint with its upper lid as much as its lower one
+(docs/tracking.md, "Face model"). The skin itself moves, though, so these names are read from
+the image motion of small face regions:
+
+1. **Canonical crop** (``CanonicalSampler``, per frame, in pass 2 of ``backend.face.track``): the
+   frame is resampled onto a grid fixed to the face: canonical points (mesh axes, cm; x = the
+   subject's left, y up) on the clip's pose-free neutral surface (depth interpolated from its
+   468 points), projected with the frame's smoothed pose (``backend.face.rig`` projection). Head
+   turns, tilts, scale and position are undone; what still moves in the crop is the skin.
+   ``CANVAS`` at ``PX_PER_CM``: a (116, 96) grey uint8 crop, whatever the video's size.
+2. **Motion against the neutral appearance** (``measure_appearance``, once per clip): the per-pixel
+   median crop of each run (a shot's stretch of kept frames; lighting stays within it) is the
+   neutral face; dense Farneback flow from it to every frame's crop, averaged over ``REGIONS``
+   (boxes placed on the person's own neutral landmarks), gives each region's motion in cm.
+3. **Measures** (``APPEARANCE``): noseSneer = the nose wing's rise less the outer cheek's rise
+   (a smile lifts the whole cheek, nose wing included; a sneer lifts the wing and the skin beside
+   it, not the outer cheek); jawLeft/Right = the chin's sideways motion; eyeSquint = the lower
+   lid's rise (fused with the landmark measure, ``mode="fuse"``). The tracker normalises them as
+   the landmark measures (``backend.face.face_model``): clip median as the neutral level, the
+   99th percentile (at least ``min_range``) as a full expression.
+
+When the measure cannot run (fewer than ``MIN_FRAMES`` frames in a run, a face under
+``MIN_PX_PER_CM`` in the video, crops not sampled) ``measure_appearance`` logs why and returns
+None, and the tracker reads every name from the landmarks as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+
+from backend.face.pose import euler_to_matrix
+
+log = logging.getLogger(__name__)
+
+PX_PER_CM = 8.0
+"""Canonical crop resolution (px per canonical cm): 0.8 mm a pixel, finer than the face in most
+videos (the tests' tiny sample: ~4 px/cm, the full one ~8), so the crop keeps what the video has."""
+CANVAS = (-6.0, 6.0, -10.0, 4.5)
+"""Canonical crop extent (x0, x1, y0, y1), canonical cm (mesh axes): brows to below the chin."""
+FLOW_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 9, "iterations": 3, "poly_n": 5, "poly_sigma": 1.1,
+               "flags": 0}
+"""cv2.calcOpticalFlowFarneback parameters (a 9 px = 1.1 cm window on the canonical crop)."""
+MIN_FRAMES = 8
+"""Fewest frames a run needs for its median to be a neutral reference."""
+MIN_PX_PER_CM = 2.0
+"""Smallest median face scale (video px per canonical cm, ~30 px face height) the measure runs at."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box on the face: ``box`` = (dx0, dx1, dy0, dy1) cm around landmark ``anchor`` of the
+    clip's neutral shape (mesh axes, x = the subject's left, y up)."""
+
+    anchor: int
+    box: tuple[float, float, float, float]
+
+    def mirrored(self, anchor: int) -> Region:
+        """The same box on the other side of the face, around ``anchor`` (the mirrored landmark)."""
+        dx0, dx1, dy0, dy1 = self.box
+        return Region(anchor, (-dx1, -dx0, dy0, dy1))
+
+
+_WING = Region(327, (-0.51, 1.19, 0.01, 1.41))
+"""Nose wing and the skin beside it (subject's left); on the canonical mesh x 0.9..2.6, y -1.7..-0.3."""
+_OUTER_CHEEK = Region(330, (0.17, 1.67, -2.1, -0.1))
+"""Cheek outside the nasolabial fold (left); canonical x 3.5..5.0, y -2.0..0.0."""
+_LOWER_LID = Region(374, (-0.48, 0.52, -0.59, -0.04))
+"""Middle of the lower lid and the skin just under it (left); canonical x 2.7..3.7, y 1.7..2.25."""
+REGIONS: dict[str, Region] = {
+    "wingLeft": _WING, "wingRight": _WING.mirrored(98),
+    "outerCheekLeft": _OUTER_CHEEK, "outerCheekRight": _OUTER_CHEEK.mirrored(101),
+    "lowerLidLeft": _LOWER_LID, "lowerLidRight": _LOWER_LID.mirrored(145),
+    "chin": Region(152, (-3.0, 3.0, 0.9, 3.4)),  # below the lower lip: canonical x -3..3, y -8.5..-6.0
+}
+
+
+@dataclass(frozen=True)
+class AppearanceMeasure:
+    """How one name is read from region motion.
+
+    Attributes:
+        fn: region motion {region: (T, 2) cm, (x right = the subject's left, y up)} -> (T,) cm.
+        sign: +1 when the expression increases the measure.
+        min_range: smallest change (cm) that counts as a full expression.
+        mode: "replace" (the landmark measure is not used) or "fuse" (mean of the two normalised
+            measures).
+    """
+
+    fn: object
+    sign: float
+    min_range: float
+    mode: str
+
+
+SNEER_MIN_RANGE = 0.3
+"""cm of wing-over-cheek rise read as a full sneer: the sample's 9 mm wing rise reads 0.37-0.45 cm
+(99th percentile over each clip), a real clip without sneers 0.08-0.18 cm (Megamind.avi, frames
+1:98, looked at); at the landmark measure's 0.15 cm that noise read as a sneer > 0.3 on 19-23 of
+97 frames, at 0.3 cm on 0-12 (docs/tracking.md)."""
+
+
+def _rise(region: str):
+    return lambda m: m[region][:, 1]
+
+
+def _sneer(side: str):
+    return lambda m: m[f"wing{side}"][:, 1] - m[f"outerCheek{side}"][:, 1]
+
+
+def _chin_x(m: dict[str, np.ndarray]) -> np.ndarray:
+    return m["chin"][:, 0]
+
+
+APPEARANCE: dict[str, AppearanceMeasure] = {
+    "noseSneerLeft": AppearanceMeasure(_sneer("Left"), +1, SNEER_MIN_RANGE, "replace"),
+    "noseSneerRight": AppearanceMeasure(_sneer("Right"), +1, SNEER_MIN_RANGE, "replace"),
+    "jawLeft": AppearanceMeasure(_chin_x, +1, 0.3, "replace"),
+    "jawRight": AppearanceMeasure(_chin_x, -1, 0.3, "replace"),
+    "eyeSquintLeft": AppearanceMeasure(_rise("lowerLidLeft"), +1, 0.06, "fuse"),
+    "eyeSquintRight": AppearanceMeasure(_rise("lowerLidRight"), +1, 0.06, "fuse"),
+}
+"""Names read (or helped) from the pixels; every other name is read from the landmarks only."""
+NAMES: tuple[str, ...] = tuple(APPEARANCE)
+
+
+def canvas_shape() -> tuple[int, int]:
+    """(rows, columns) of the canonical crop."""
+    x0, x1, y0, y1 = CANVAS
+    return round((y1 - y0) * PX_PER_CM), round((x1 - x0) * PX_PER_CM)
+
+
+class CanonicalSampler:
+    """Resamples a frame onto the canonical crop of the face (module doc, step 1)."""
+
+    def __init__(self, neutral: np.ndarray) -> None:
+        """neutral: (468, 3) pose-free neutral shape of the clip, canonical cm, mesh axes."""
+        x0, _, _, y1 = CANVAS
+        rows, cols = canvas_shape()
+        xs = x0 + (np.arange(cols) + 0.5) / PX_PER_CM
+        ys = y1 - (np.arange(rows) + 0.5) / PX_PER_CM
+        gx, gy = np.meshgrid(xs, ys)
+        v = np.asarray(neutral, dtype=np.float64)[:468]
+        gz = LinearNDInterpolator(v[:, :2], v[:, 2])(gx, gy)
+        out = np.isnan(gz)
+        gz[out] = NearestNDInterpolator(v[:, :2], v[:, 2])(gx[out], gy[out])
+        self.grid = np.stack([gx, gy, gz], axis=-1).reshape(-1, 3)  # (rows * cols, 3) cm
+        self.shape = (rows, cols)
+
+    def __call__(self, rgb: np.ndarray, pose: np.ndarray, scale: float) -> np.ndarray:
+        """(rows, cols) uint8 grey canonical crop of ``rgb``.
+
+        Args:
+            rgb: (H, W, 3) uint8 frame.
+            pose: (6,) [yaw, pitch, roll, tx, ty, tz] in this frame's pixels (``backend.face.rig``).
+            scale: frame px per cm.
+        """
+        R = euler_to_matrix(float(pose[0]), float(pose[1]), float(pose[2]))
+        p = (scale * self.grid) @ R.T
+        mx = (p[:, 0] + pose[3] - 0.5).astype(np.float32).reshape(self.shape)
+        my = (-p[:, 1] + pose[4] - 0.5).astype(np.float32).reshape(self.shape)
+        crop = cv2.remap(rgb, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+
+
+def _region_slices(neutral: np.ndarray) -> dict[str, tuple[slice, slice]]:
+    """Canonical-crop (rows, cols) of every region, placed on the clip's neutral landmarks."""
+    x0, _, _, y1 = CANVAS
+    rows, cols = canvas_shape()
+    out = {}
+    for name, reg in REGIONS.items():
+        ax, ay = float(neutral[reg.anchor, 0]), float(neutral[reg.anchor, 1])
+        dx0, dx1, dy0, dy1 = reg.box
+        c0, c1 = round((ax + dx0 - x0) * PX_PER_CM), round((ax + dx1 - x0) * PX_PER_CM)
+        r0, r1 = round((y1 - ay - dy1) * PX_PER_CM), round((y1 - ay - dy0) * PX_PER_CM)
+        c0, c1, r0, r1 = max(c0, 0), min(c1, cols), max(r0, 0), min(r1, rows)
+        out[name] = (slice(r0, max(r1, r0 + 1)), slice(c0, max(c1, c0 + 1)))
+    return out
+
+
+def region_motion(crops: np.ndarray, runs: list[tuple[int, int]], neutral: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """Each region's mean motion (cm; x = the subject's left, y up) against its run's median crop.
+
+    Args:
+        crops: (T, rows, cols) uint8 canonical crops (``CanonicalSampler``).
+        runs: dense frame ranges (a, b) that share a neutral reference (a shot's run).
+        neutral: (468, 3) the clip's pose-free neutral shape (places the regions).
+    Returns:
+        {region name: (T, 2) float64}.
+    """
+    slices = _region_slices(neutral)
+    T = crops.shape[0]
+    out = {name: np.zeros((T, 2)) for name in slices}
+    for a, b in runs:
+        ref = np.median(crops[a:b], axis=0).astype(np.uint8)
+        for t in range(a, b):
+            flow = cv2.calcOpticalFlowFarneback(ref, crops[t], None, **FLOW_PARAMS)
+            for name, (rs, cs) in slices.items():
+                dx, dy = flow[rs, cs].reshape(-1, 2).mean(0)
+                out[name][t] = (dx / PX_PER_CM, -dy / PX_PER_CM)  # image y is down, mesh y up
+    return out
+
+
+def measure_appearance(crops: np.ndarray | None, runs: list[tuple[int, int]], neutral: np.ndarray,
+                       px_per_cm: float) -> dict[str, np.ndarray] | None:
+    """Raw appearance measures of ``APPEARANCE`` (cm, before sign and normalisation), or None
+    (the reason logged) when they cannot be measured: the tracker then uses the landmarks.
+
+    Args:
+        crops: (T, rows, cols) uint8 canonical crops, or None when none were sampled.
+        runs: dense frame ranges (a, b) covering the clip, each with its own neutral reference.
+        neutral: (468, 3) pose-free neutral shape, canonical cm.
+        px_per_cm: the face's median scale in the video (px per canonical cm).
+    Returns:
+        {name: (T,) float64 cm} for every name of ``APPEARANCE``, or None.
+    """
+    why = None
+    if crops is None:
+        why = "no canonical crops were sampled"
+    elif min((b - a for a, b in runs), default=0) < MIN_FRAMES:
+        why = f"a run has fewer than {MIN_FRAMES} frames for a neutral reference"
+    elif px_per_cm < MIN_PX_PER_CM:
+        why = (f"the face is too small in the video ({px_per_cm:.1f} px per cm, under {MIN_PX_PER_CM}; "
+               "about a 30 px face)")
+    if why is not None:
+        log.warning("expressions: appearance measure skipped (%s); reading %s from the landmarks only",
+                    why, ", ".join(NAMES))
+        return None
+    motion = region_motion(crops, runs, neutral)
+    return {name: np.asarray(m.fn(motion), dtype=np.float64) for name, m in APPEARANCE.items()}
