@@ -104,7 +104,7 @@ SNEER_MIN_RANGE = 0.3
 """cm of wing-over-cheek rise read as a full sneer: the sample's 9 mm wing rise reads 0.37-0.45 cm
 (99th percentile over each clip), a real clip without sneers 0.08-0.18 cm (Megamind.avi, frames
 1:98, looked at); at the landmark measure's 0.15 cm that noise read as a sneer > 0.3 on 19-23 of
-97 frames, at 0.3 cm on 0-12 (docs/tracking.md)."""
+97 frames, at 0.3 cm on 0-14 (docs/tracking.md)."""
 
 
 def _rise(region: str):
