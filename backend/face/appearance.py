@@ -18,9 +18,9 @@ the image motion of small face regions:
 3. **Measures** (``APPEARANCE``): noseSneer = the nose wing's rise less the outer cheek's rise
    (a smile lifts the whole cheek, nose wing included; a sneer lifts the wing and the skin beside
    it, not the outer cheek); jawLeft/Right = the chin's sideways motion; eyeSquint = the lower
-   lid's rise (fused with the landmark measure, ``mode="fuse"``). The tracker normalises them as
-   the landmark measures (``backend.face.face_model``): clip median as the neutral level, the
-   99th percentile (at least ``min_range``) as a full expression.
+   lid's rise, fused with the landmark measure (``mode="fuse"``, ``fuse_by_jitter``). The
+   tracker normalises them as the landmark measures (``backend.face.face_model``): clip median
+   as the neutral level, the 99th percentile (at least ``min_range``) as a full expression.
 
 When the measure cannot run (fewer than ``MIN_FRAMES`` frames in a run, a face under
 ``MIN_PX_PER_CM`` in the video, crops not sampled) ``measure_appearance`` logs why and returns
@@ -90,8 +90,8 @@ class AppearanceMeasure:
         fn: region motion {region: (T, 2) cm, (x right = the subject's left, y up)} -> (T,) cm.
         sign: +1 when the expression increases the measure.
         min_range: smallest change (cm) that counts as a full expression.
-        mode: "replace" (the landmark measure is not used) or "fuse" (mean of the two normalised
-            measures).
+        mode: "replace" (the landmark measure is not used) or "fuse" (the two normalised measures
+            weighted by their jitter, ``fuse_by_jitter``).
     """
 
     fn: object
@@ -129,6 +129,23 @@ APPEARANCE: dict[str, AppearanceMeasure] = {
 }
 """Names read (or helped) from the pixels; every other name is read from the landmarks only."""
 NAMES: tuple[str, ...] = tuple(APPEARANCE)
+
+
+def jitter(x: np.ndarray) -> float:
+    """Frame-to-frame noise of a curve (T,): robust sd of its first differences over sqrt(2)."""
+    d = np.diff(np.asarray(x, dtype=np.float64))
+    return float(1.4826 * np.median(np.abs(d)) / np.sqrt(2)) if len(d) else 0.0
+
+
+def fuse_by_jitter(landmark: np.ndarray, appearance: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Two readings of one name, each normalised (unclipped, (T,)), averaged with weights
+    1 / jitter^2 measured on the valid frames: the steadier reader of this clip leads. FaceMesh's
+    lids are steady on some faces and sizes and couple a squint to a blink on others, the
+    lid's image motion follows the head's pitch on others (docs/tracking.md), so neither a fixed
+    choice nor a plain mean serves every clip. Returns (T,) unclipped."""
+    v = np.asarray(valid, dtype=bool)
+    w = [1.0 / max(jitter(c[v] if v.sum() > 2 else c), 1e-6) ** 2 for c in (landmark, appearance)]
+    return (w[0] * landmark + w[1] * appearance) / (w[0] + w[1])
 
 
 def canvas_shape() -> tuple[int, int]:

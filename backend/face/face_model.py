@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.face.appearance import APPEARANCE
+from backend.face.appearance import APPEARANCE, fuse_by_jitter
 from backend.face.canonical import load_canonical_mesh
 from backend.face.rig import FaceRig, canonical_uvs_v_up
 from backend.face.shape68 import MEASURES68
@@ -369,12 +369,17 @@ MEASURES = {n: MEASURES[n] for n in FACE_MODEL_NAMES}
 assert tuple(MEASURES) == FACE_MODEL_NAMES, "MEASURES must cover protocol.expressions.FACE_MODEL_NAMES"
 
 
-def _normalise(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
+def _scaled(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
+    """``(sign * m - base) / span`` (``_normalise`` before clipping to [0, 1])."""
     x = meas.sign * m
     ref = x[valid] if valid.any() else x
     base = float(np.median(ref)) if meas.base == "median" else float(np.percentile(ref, 2))
     span = max(float(np.percentile(ref - base, 99)), meas.min_range)
-    return np.clip((x - base) / span, 0.0, 1.0)
+    return (x - base) / span
+
+
+def _normalise(m: np.ndarray, meas: Measure, valid: np.ndarray) -> np.ndarray:
+    return np.clip(_scaled(m, meas, valid), 0.0, 1.0)
 
 
 def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
@@ -392,8 +397,10 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
             sign, base and range); None: from FaceMesh.
         appearance: {name: (T,) cm} raw appearance measures of the same frames
             (``backend.face.appearance.measure_appearance``): each name of
-            ``appearance.APPEARANCE`` is read from it (``mode="replace"``) or from the mean of it
-            and the landmark measure, both normalised (``mode="fuse"``); None: landmarks only.
+            ``appearance.APPEARANCE`` is read from it (``mode="replace"``) or from it and the
+            landmark measure, both normalised, weighted by the inverse square of each one's
+            frame-to-frame jitter (``mode="fuse"``, ``appearance.fuse_by_jitter``); None:
+            landmarks only.
     Returns:
         (T, len(FACE_MODEL_NAMES)) float32 in [0, 1], columns in FACE_MODEL_NAMES order.
     """
@@ -408,9 +415,10 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
         out[name] = _normalise(m, meas, v)
         if appearance is not None and name in APPEARANCE:
             am = APPEARANCE[name]
-            norm = Measure(meas.fn, am.sign, "median", am.min_range, meas.region)
-            a = _normalise(appearance[name], norm, v)
-            out[name] = a if am.mode == "replace" else 0.5 * (out[name] + a)
+            a = _scaled(appearance[name], Measure(meas.fn, am.sign, "median", am.min_range, meas.region), v)
+            if am.mode == "fuse":  # both readers, each weighted by its own frame-to-frame jitter
+                a = fuse_by_jitter(_scaled(m, meas, v), a, v)
+            out[name] = np.clip(a, 0.0, 1.0)
     # Lips: narrowing with lips apart is a funnel, with lips together a pucker;
     # mouthClose (ARKit) is "lips closed although the jaw is open".
     lips_open = np.clip(_normalise(_lip_gap(s), Measure(_lip_gap, +1, "low", 0.4, _mouth_region), v), 0, 1)
