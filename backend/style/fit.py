@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from backend.imaging.coords import position_channels
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
-from backend.style.frame_texture import TextureEvidence, frame_texture, texture_evidence
+from backend.style.frame_texture import TextureEvidence, flatness, frame_texture, texture_evidence
 from backend.style.inference_plan import bf16_native
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
+from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
@@ -69,6 +70,13 @@ class FitSettings:
             ``backend.style.frame_texture``); when it does, the texture is taken out of the
             targets and added to every output as a fixed layer. Only tried where no screen and no
             lattice is found. 0: not tried.
+        learned_texture: where a texture is found, learn its layer together with the network
+            (``backend.style.learned_texture``), starting from the first fit's estimate, instead
+            of keeping that estimate fixed.
+        learned_texture_from: share of the steps for which the learned layer stays at the
+            estimate while the network learns the look's content; the layer learns after it.
+            From the start, the layer learned the keyframe's edges before the network did and
+            showed them on every frame (charcoal -3.6 -> -6.3 dB in the face, docs/editing.md).
         bf16: run the translator's forward in bfloat16 autocast while fitting, where the CPU
             computes bfloat16 natively (``backend.style.inference_plan.bf16_native``; float32
             elsewhere): a step costs about 0.7 of a float32 one. Weights, optimiser and loss stay
@@ -91,6 +99,8 @@ class FitSettings:
     pseudo_from: float = 0.5
     pseudo_share: float = 0.5
     texture_steps: int = 0
+    learned_texture: bool = False
+    learned_texture_from: float = 0.5
     bf16: bool = False
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
@@ -250,12 +260,16 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
     lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
-    texture, layer = None, None
+    texture, layer, learned, aux = None, None, None, None
     if s.texture_steps > 0 and screen is None and lattice is None:
         texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop)
         if texture.is_texture:  # fitted on the references without it, added to every output
             layer = frame_texture((targets - texture.first_fit)[texture.pairs], inputs[texture.pairs, :3])
-            targets = targets - layer.to(targets)
+            if s.learned_texture:  # the layer goes on learning with the network
+                learned = TextureLayer(layer).to(inputs.device)
+                aux = aux_channels(flatness(inputs[:, :3]))
+            else:
+                targets = targets - layer.to(targets)
     gated = screen is not None and s.net.screen_gates > 0
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,
                       screen_gates=s.net.screen_gates if gated else 0,
@@ -298,6 +312,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     grade = list(net.grade.parameters()) if net.grade is not None else []
     rest = [p for p in net.parameters() if all(p is not g for g in grade)]
     groups = [{"params": rest}] + ([{"params": grade, "lr": s.lr * GRADE_LR}] if grade else [])
+    if learned is not None:
+        groups.append({"params": list(learned.parameters())})
+        learn_from = round(s.learned_texture_from * s.steps)
+        learned_average = torch.optim.swa_utils.AveragedModel(
+            learned, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None
     opt = torch.optim.Adam(groups, lr=s.lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])
@@ -309,7 +328,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     def with_cells(t: torch.Tensor) -> torch.Tensor:
         return t if frame_cells is None else torch.cat([t, frame_cells.expand(t.shape[0], -1, -1, -1)], 1)
 
-    pool_in, pool_t, weights = inputs, with_cells(targets), None
+    def with_aux(t: torch.Tensor, labeled: bool) -> torch.Tensor:
+        if aux is None:
+            return t
+        a = aux if labeled else aux_channels(torch.zeros_like(t[:, :1]))
+        return torch.cat([t, a.to(t)], 1)
+
+    pool_in, pool_t, weights = inputs, with_cells(with_aux(targets, True)), None
     pseudo_step = round(s.pseudo_from * s.steps) if unlabeled is not None and s.pseudo_share > 0 else None
     low = s.bf16 and inputs.device.type == "cpu" and bf16_native()
     for step in range(s.steps):
@@ -317,7 +342,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         if step == pseudo_step:
             renders, real = unlabeled
             pool_in = torch.cat([inputs, renders])
-            pool_t = with_cells(torch.cat([targets, pseudo_targets(net, real)]))
+            pool_t = with_cells(torch.cat([with_aux(targets, True),
+                                           with_aux(pseudo_targets(net, real), False)]))
             p, q = inputs.shape[0], renders.shape[0]
             weights = torch.cat([torch.full((p,), (1 - s.pseudo_share) / p),
                                  torch.full((q,), s.pseudo_share / q)])
@@ -325,18 +351,25 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                      q, step, 100 * s.pseudo_share)
         xin, xt = sample_patches(pool_in, pool_t, s.batch, size, gen, warp, s.warp_deg, s.warp_scale,
                                  weights)
-        cells = None
+        cells, on_patch = None, None
         if frame_cells is not None:
             xt, cells = xt[:, :3], patch_cells(xt[:, 3])
+        if learned is not None:
+            xt, on_patch = xt[:, :3], learned.on_patches(xt[:, 3:3 + AUX_CHANNELS])
+            if step < learn_from:  # held at the estimate while the network learns the content
+                on_patch = on_patch.detach()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
             out = _forward(net, xin, cells)
-        loss, parts = patch_loss(out.float(), xt, s.w_grad)
+        out = out.float() if on_patch is None else out.float() + on_patch
+        loss, parts = patch_loss(out, xt, s.w_grad)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if average is not None:
             average.update_parameters(net)
+            if learned is not None and learned_average is not None:
+                learned_average.update_parameters(learned)
         parts["total"] = loss.item()
         history.append(parts)
         if progress is not None:
@@ -347,6 +380,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     if average is not None:
         net.load_state_dict(average.module.state_dict())
     net.eval().requires_grad_(False)
+    if learned is not None:
+        if learned_average is not None:
+            learned.load_state_dict(learned_average.module.state_dict())
+        with torch.no_grad():
+            layer = (learned.field() * flatness(inputs[texture.pairs, :3]).amax(0)).cpu()
     net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
                      position_share=share, texture=None if texture is None else texture.evidence)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -129,11 +130,12 @@ def test_the_fit_finds_the_paper_and_keeps_it_fixed_in_the_frame() -> None:
     assert err_with < 0.8 * err_without
 
 
-def test_a_look_without_paper_gets_no_texture_and_the_same_fit_as_before() -> None:
+@pytest.mark.parametrize("learned", [False, True])
+def test_a_look_without_paper_gets_no_texture_and_the_same_fit_as_before(learned: bool) -> None:
     size = 64
     key = _frame(0, size)
     target = (key.mean(1, keepdim=True) * 0.8).expand(-1, 3, -1, -1)
-    res = fit_translator(key, target, SETTINGS, seed=0)
+    res = fit_translator(key, target, replace(SETTINGS, learned_texture=learned), seed=0)
     assert res.texture is not None and not res.texture.is_texture
     assert res.translator.screen.numel() == 0
     plain = fit_translator(key, target, replace(SETTINGS, texture_steps=0), seed=0)
@@ -141,3 +143,44 @@ def test_a_look_without_paper_gets_no_texture_and_the_same_fit_as_before() -> No
         assert torch.equal(res.translator(key), plain.translator(key))
 
     assert plain.texture is None  # texture_steps 0: not looked for
+
+
+def test_the_learned_layer_reads_at_each_patch_pixels_frame_position() -> None:
+    """A patch cut, warped and flipped like the fit's patches reads the layer where its pixels
+    were in the frame, times the layer's weight there."""
+    from backend.style.fit import sample_patches
+    from backend.style.learned_texture import LAYER_SIGMA, TextureLayer, aux_channels
+
+    size = 32
+    layer = TextureLayer(0.1 * _grain(size).expand(1, 3, -1, -1)[0])
+    field = layer.field().detach()
+    assert torch.allclose(field, high_pass(layer.raw.detach()[None], LAYER_SIGMA)[0], atol=1e-6)
+    weight = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(3))
+    frame = torch.cat([field[None], weight], 1)  # what a patch must read, carried as targets
+    gen = torch.Generator().manual_seed(0)
+    _, xt = sample_patches(frame, torch.cat([frame, aux_channels(weight)], 1), 6, 16, gen)
+    with torch.no_grad():
+        read = layer.on_patches(xt[:, 4:])
+    assert torch.allclose(read, xt[:, :3] * xt[:, 3:4], atol=1e-5)  # crops and flips: exact
+
+
+def test_the_learned_layer_finds_more_of_the_paper_than_the_first_fits_estimate() -> None:
+    """Learned with the network (from half-way), the layer follows the grain more closely than
+    the residual of the short first fit, and another frame's output is closer to the look."""
+    size = 64
+    grain = _grain(size)
+    key, other = _frame(0, size), _frame(5, size)
+    fixed = fit_translator(key, _paper_look(key, grain), SETTINGS, seed=0)
+    learned = fit_translator(key, _paper_look(key, grain),
+                             replace(SETTINGS, learned_texture=True), seed=0)
+    assert learned.texture == fixed.texture and learned.texture.is_texture  # the same decision
+    flat = flatness(key)[0, 0] == 1
+    true_layer = (_paper_look(key, grain) - _paper_look(key, torch.zeros_like(grain))).mean(1)[0]
+    err = {name: float((r.translator.screen.mean(0) - true_layer)[flat].square().mean())
+           for name, r in (("fixed", fixed), ("learned", learned))}
+    assert err["learned"] < 0.8 * err["fixed"], err
+    truth = _paper_look(other, grain)
+    with torch.no_grad():
+        out = {name: float((r.translator(other) - truth).abs().mean())
+               for name, r in (("fixed", fixed), ("learned", learned))}
+    assert out["learned"] < out["fixed"], out
