@@ -184,3 +184,20 @@ def test_the_learned_layer_finds_more_of_the_paper_than_the_first_fits_estimate(
         out = {name: float((r.translator(other) - truth).abs().mean())
                for name, r in (("fixed", fixed), ("learned", learned))}
     assert out["learned"] < out["fixed"], out
+
+
+def test_the_learned_layer_with_two_keyframes_and_unlabeled_frames() -> None:
+    """Every labeled pair reads the layer at its own flatness, unlabeled pairs read none; the
+    stored layer is 0 where every keyframe is busy."""
+    grain = _grain(64)
+    keys = torch.cat([_frame(0), _frame(8)])
+    others = torch.cat([_frame(3), _frame(4)])
+    res = fit_translator(keys, _paper_look(keys, grain),
+                         replace(SETTINGS, steps=60, texture_steps=30, learned_texture=True), seed=0,
+                         unlabeled=(others, others))
+    assert res.texture is not None and res.texture.is_texture
+    layer = res.translator.screen
+    assert layer.shape == (3, 64, 64) and torch.isfinite(layer).all()
+    busy_in_both = flatness(keys).amax(0)[0] == 0
+    assert busy_in_both.any() and layer[:, busy_in_both].abs().max() == 0
+    assert layer[:, ~busy_in_both].abs().max() > 0
