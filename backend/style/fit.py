@@ -24,7 +24,7 @@ from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check
 from backend.style.frame_texture import TextureEvidence, flatness, frame_texture, texture_evidence
 from backend.style.inference_plan import bf16_native
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
-from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels
+from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
@@ -77,6 +77,9 @@ class FitSettings:
             estimate while the network learns the look's content; the layer learns after it.
             From the start, the layer learned the keyframe's edges before the network did and
             showed them on every frame (charcoal -3.6 -> -6.3 dB in the face, docs/editing.md).
+        busy_fill: with ``learned_texture``, complete the layer where the keyframe is busy with
+            its residual after the fit, shrunk by the texture's share of its local power
+            (``backend.style.learned_texture.busy_fill``).
         bf16: run the translator's forward in bfloat16 autocast while fitting, where the CPU
             computes bfloat16 natively (``backend.style.inference_plan.bf16_native``; float32
             elsewhere): a step costs about 0.7 of a float32 one. Weights, optimiser and loss stay
@@ -101,6 +104,7 @@ class FitSettings:
     texture_steps: int = 0
     learned_texture: bool = False
     learned_texture_from: float = 0.5
+    busy_fill: bool = False
     bf16: bool = False
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
@@ -384,7 +388,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         if learned_average is not None:
             learned.load_state_dict(learned_average.module.state_dict())
         with torch.no_grad():
-            layer = (learned.field() * flatness(inputs[texture.pairs, :3]).amax(0)).cpu()
+            weight = flatness(inputs[texture.pairs, :3]).amax(0)
+            layer = learned.field() * weight
+            if s.busy_fill:
+                out = torch.cat([_forward(net, inputs[i:i + 1]) for i in texture.pairs])
+                layer = busy_fill(layer, targets[texture.pairs] - out - layer, weight)
+            layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
                      position_share=share, texture=None if texture is None else texture.evidence)

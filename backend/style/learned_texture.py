@@ -67,3 +67,37 @@ class TextureLayer(nn.Module):
         field = self.field()[None].expand(aux.shape[0], -1, -1, -1)
         on = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return on * aux[:, 2:3]
+
+
+BUSY_FILL_SIGMA = 2.0
+"""Gaussian sigma (px) over which the residual's local power is measured for ``busy_fill``."""
+
+
+def busy_fill(layer: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer completed where the keyframe is busy, by shrinkage.
+
+    After the fit, the keyframe's residual (reference minus the network's output and the layer)
+    is, where the layer was held at 0, the texture plus the network's error on that content. The
+    texture's power is known from the flat pixels (the layer there); where the residual's local
+    power is P, the texture's share of it is about ``g / P`` (g: that power, capped at 1), and
+    the residual scaled by it is the least-squares guess of the texture from the residual. The
+    error part so kept shows on other frames as a ghost, but only at that share, so on another
+    frame the texture's error is expected to be below that of leaving it out (the texture's
+    whole power) wherever the two are independent.
+
+    Args:
+        layer: (3, H, W) the learned layer (already times ``weight``).
+        residual: (N, 3, H, W) the keyframes' residuals after the fit, [-1, 1] units.
+        weight: (1, H, W) the layer's weight (``flatness``, the keyframes' maximum).
+    Returns:
+        (3, H, W) the layer plus, where ``weight`` < 1, the shrunk high-passed residual.
+    """
+    r = residual.float().mean(0, keepdim=True)
+    r = r - gaussian_blur(r, LAYER_SIGMA, padding="reflect")
+    flat = weight[0] >= 1
+    if not bool(flat.any()):
+        return layer
+    texture_power = layer[:, flat].square().mean(1).view(1, 3, 1, 1)
+    local_power = gaussian_blur(r.square(), BUSY_FILL_SIGMA, padding="reflect")
+    share = (texture_power / local_power.clamp(min=1e-8)).clamp(max=1.0)
+    return layer + ((1 - weight)[None] * share * r)[0]

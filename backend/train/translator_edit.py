@@ -32,7 +32,7 @@ from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
 log = logging.getLogger(__name__)
 
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
-                      learned_texture=True, bf16=True,
+                      learned_texture=True, busy_fill=True, bf16=True,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {

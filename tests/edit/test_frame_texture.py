@@ -201,3 +201,30 @@ def test_the_learned_layer_with_two_keyframes_and_unlabeled_frames() -> None:
     busy_in_both = flatness(keys).amax(0)[0] == 0
     assert busy_in_both.any() and layer[:, busy_in_both].abs().max() == 0
     assert layer[:, ~busy_in_both].abs().max() > 0
+
+
+def test_busy_fill_keeps_a_residual_as_strong_as_the_texture_and_shrinks_a_stronger_one() -> None:
+    """Where the keyframe is busy, a residual with the texture's power is taken whole; one with
+    ten times that power (the network's error on the keyframe's content) mostly left out."""
+    from backend.style.learned_texture import busy_fill
+
+    size = 64
+    grain = 0.05 * _grain(size)[0].expand(3, -1, -1)
+    weight = torch.ones(1, size, size)
+    weight[:, :, 32:] = 0  # the right half busy
+    layer = grain * weight
+    misfit = torch.zeros(1, 3, size, size)
+    misfit[..., 48:, 32:] = 0.15 * _grain(size, seed=11)[..., 48:, 32:]  # strong error at the bottom right
+    residual = (grain * (1 - weight))[None] + misfit
+    filled = busy_fill(layer, residual, weight)
+    assert torch.equal(filled[:, :, :32], layer[:, :, :32])  # flat pixels: the layer as it was
+    clean = (slice(None), slice(4, 40), slice(36, 60))  # busy, no error: the texture comes back
+    noisy = (slice(None), slice(52, 64), slice(36, 60))
+    assert _corr(filled[clean], grain[clean]) > 0.9
+    err_clean = float((filled[clean] - grain[clean]).square().mean() / grain[clean].square().mean())
+    assert err_clean < 0.3
+    # busy with a strong error: far less kept than the raw residual, and closer to the texture
+    raw_err = float((residual[0][noisy] - grain[noisy]).square().mean())
+    fill_err = float((filled[noisy] - grain[noisy]).square().mean())
+    zero_err = float(grain[noisy].square().mean())
+    assert fill_err < 0.3 * raw_err and fill_err < zero_err
