@@ -13,7 +13,8 @@ keyframe's edges faster than the network could and showed them on every frame. E
 the frame position of each of its pixels (and the keyframe's ``flatness`` there) through crops,
 warps and flips as extra target channels, and reads the layer there. Where the keyframe is busy
 (eyes, mouth, outlines) the layer is held at 0, as the estimated one is: there a free layer would
-store the keyframe's features, a ghost on other frames. Unlabeled pairs
+store the keyframe's features, a ghost on other frames; after the fit, ``busy_fill`` completes it
+there by shrinkage. Unlabeled pairs
 (``FitSettings.pseudo_frames``) get no layer: their targets are the network's own output on real
 frames.
 """
