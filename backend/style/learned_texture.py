@@ -27,6 +27,7 @@ from torch import nn
 
 from backend.imaging.blur import gaussian_blur
 from backend.imaging.coords import position_channels
+from backend.style.frame_texture import high_pass
 
 LAYER_SIGMA = 4.0
 """Gaussian sigma (px) of the high-pass applied to the learned layer: it keeps a grain's coarser
@@ -58,8 +59,7 @@ class TextureLayer(nn.Module):
 
     def field(self) -> torch.Tensor:
         """(3, H, W) the layer: the parameter minus its Gaussian blur."""
-        x = self.raw[None]
-        return (x - gaussian_blur(x, LAYER_SIGMA, padding="reflect"))[0]
+        return high_pass(self.raw[None], LAYER_SIGMA)[0]
 
     def on_patches(self, aux: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) the layer at each patch pixel's frame position times its weight, from the
@@ -93,8 +93,7 @@ def busy_fill(layer: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor)
     Returns:
         (3, H, W) the layer plus, where ``weight`` < 1, the shrunk high-passed residual.
     """
-    r = residual.float().mean(0, keepdim=True)
-    r = r - gaussian_blur(r, LAYER_SIGMA, padding="reflect")
+    r = high_pass(residual.float().mean(0, keepdim=True), LAYER_SIGMA)
     flat = weight[0] >= 1
     if not bool(flat.any()):
         return layer
