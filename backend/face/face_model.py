@@ -409,16 +409,20 @@ def measure_named(shapes: Shapes, valid: np.ndarray | None = None,
     s68 = None if shapes68 is None else np.asarray(shapes68, dtype=np.float64)
     out = {}
     for name, meas in MEASURES.items():
+        am = APPEARANCE.get(name) if appearance is not None else None
+        a = None
+        if am is not None:
+            a = _scaled(appearance[name], Measure(meas.fn, am.sign, "median", am.min_range, meas.region), v)
+            if am.mode == "replace":  # the landmarks are not read for this name
+                out[name] = np.clip(a, 0.0, 1.0)
+                continue
         m = MEASURES68[name](s68) if s68 is not None and name in MEASURES68 else meas.fn(s)
         if meas.without is not None:
             m = without_share(m, meas.without(s), v)
-        out[name] = _normalise(m, meas, v)
-        if appearance is not None and name in APPEARANCE:
-            am = APPEARANCE[name]
-            a = _scaled(appearance[name], Measure(meas.fn, am.sign, "median", am.min_range, meas.region), v)
-            if am.mode == "fuse":  # both readers, each weighted by its own frame-to-frame jitter
-                a = fuse_by_jitter(_scaled(m, meas, v), a, v)
-            out[name] = np.clip(a, 0.0, 1.0)
+        x = _scaled(m, meas, v)
+        if a is not None:  # both readers, each weighted by its own frame-to-frame jitter
+            x = fuse_by_jitter(x, a, v)
+        out[name] = np.clip(x, 0.0, 1.0)
     # Lips: narrowing with lips apart is a funnel, with lips together a pucker;
     # mouthClose (ARKit) is "lips closed although the jaw is open".
     lips_open = np.clip(_normalise(_lip_gap(s), Measure(_lip_gap, +1, "low", 0.4, _mouth_region), v), 0, 1)
