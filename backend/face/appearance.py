@@ -30,6 +30,7 @@ None, and the tracker reads every name from the landmarks as before.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -94,7 +95,7 @@ class AppearanceMeasure:
             weighted by their jitter, ``fuse_by_jitter``).
     """
 
-    fn: object
+    fn: Callable[[dict[str, np.ndarray]], np.ndarray]
     sign: float
     min_range: float
     mode: str
