@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
 
-from backend.face.pose import euler_to_matrix
+from backend.face.pose import euler_to_matrices, euler_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ FLOW_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 9, "iterations": 3, "po
 """cv2.calcOpticalFlowFarneback parameters (a 9 px = 1.1 cm window on the canonical crop)."""
 MIN_FRAMES = 8
 """Fewest frames a run needs for its median to be a neutral reference."""
+FACING_MIN = 0.5
+"""A pixel of a ``Region.facing`` box counts in its motion in proportion to how far its surface
+normal's component towards the camera exceeds this (cos 60 degrees; ``visibility``). Where the
+surface is oblique to the camera a depth error of the neutral surface moves the sampled point
+most (by the depth error times the sine of the angle), and towards the outline the crop samples
+the face's edge and what lies behind it (neck, collar): at a 30 degree yaw the chin box's far
+side turns away, and its image motion followed the head's roll (docs/tracking.md)."""
 MIN_PX_PER_CM = 2.0
 """Smallest median face scale (video px per canonical cm, ~30 px face height) the measure runs at."""
 
@@ -58,15 +65,18 @@ MIN_PX_PER_CM = 2.0
 @dataclass(frozen=True)
 class Region:
     """A box on the face: ``box`` = (dx0, dx1, dy0, dy1) cm around landmark ``anchor`` of the
-    clip's neutral shape (mesh axes, x = the subject's left, y up)."""
+    clip's neutral shape (mesh axes, x = the subject's left, y up). ``facing``: its pixels are
+    weighted by how squarely they face the camera in each frame (``visibility``), for a box that
+    reaches surface turning towards the outline."""
 
     anchor: int
     box: tuple[float, float, float, float]
+    facing: bool = False
 
     def mirrored(self, anchor: int) -> Region:
         """The same box on the other side of the face, around ``anchor`` (the mirrored landmark)."""
         dx0, dx1, dy0, dy1 = self.box
-        return Region(anchor, (-dx1, -dx0, dy0, dy1))
+        return Region(anchor, (-dx1, -dx0, dy0, dy1), self.facing)
 
 
 _WING = Region(327, (-0.51, 1.19, 0.01, 1.41))
@@ -79,8 +89,12 @@ REGIONS: dict[str, Region] = {
     "wingLeft": _WING, "wingRight": _WING.mirrored(98),
     "outerCheekLeft": _OUTER_CHEEK, "outerCheekRight": _OUTER_CHEEK.mirrored(101),
     "lowerLidLeft": _LOWER_LID, "lowerLidRight": _LOWER_LID.mirrored(145),
-    "chin": Region(152, (-3.0, 3.0, 0.9, 3.4)),  # below the lower lip: canonical x -3..3, y -8.5..-6.0
+    # below the lower lip: canonical x -3..3, y -8.5..-6.0; its sides reach the jaw's outline
+    "chin": Region(152, (-3.0, 3.0, 0.9, 3.4), facing=True),
 }
+"""The wing box keeps plain means: the nose flank it spans faces sideways at any pose and is the
+sneer's own skin (weighted by ``visibility``, noseSneerLeft reads 0.69 / 0.79 on the samples
+instead of 0.87 / 0.91; docs/tracking.md)."""
 
 
 @dataclass(frozen=True)
@@ -155,22 +169,39 @@ def canvas_shape() -> tuple[int, int]:
     return round((y1 - y0) * PX_PER_CM), round((x1 - x0) * PX_PER_CM)
 
 
+def canonical_grid(neutral: np.ndarray) -> np.ndarray:
+    """(rows, cols, 3) canonical points (cm, mesh axes) of the crop's pixel centres on the clip's
+    pose-free neutral surface: x, y on the grid, depth interpolated from its 468 points (linear
+    inside their hull, nearest outside)."""
+    x0, _, _, y1 = CANVAS
+    rows, cols = canvas_shape()
+    xs = x0 + (np.arange(cols) + 0.5) / PX_PER_CM
+    ys = y1 - (np.arange(rows) + 0.5) / PX_PER_CM
+    gx, gy = np.meshgrid(xs, ys)
+    v = np.asarray(neutral, dtype=np.float64)[:468]
+    gz = LinearNDInterpolator(v[:, :2], v[:, 2])(gx, gy)
+    out = np.isnan(gz)
+    gz[out] = NearestNDInterpolator(v[:, :2], v[:, 2])(gx[out], gy[out])
+    return np.stack([gx, gy, gz], axis=-1)
+
+
+def surface_normals(grid: np.ndarray) -> np.ndarray:
+    """(rows, cols, 3) unit normals (mesh axes, towards the viewer at zero pose) of the surface
+    ``grid`` (``canonical_grid``), from its depth gradient."""
+    dzdx = np.gradient(grid[..., 2], axis=1) * PX_PER_CM
+    dzdy = -np.gradient(grid[..., 2], axis=0) * PX_PER_CM  # rows go down, y up
+    n = np.stack([-dzdx, -dzdy, np.ones_like(dzdx)], axis=-1)
+    return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+
 class CanonicalSampler:
     """Resamples a frame onto the canonical crop of the face (module doc, step 1)."""
 
     def __init__(self, neutral: np.ndarray) -> None:
         """neutral: (468, 3) pose-free neutral shape of the clip, canonical cm, mesh axes."""
-        x0, _, _, y1 = CANVAS
-        rows, cols = canvas_shape()
-        xs = x0 + (np.arange(cols) + 0.5) / PX_PER_CM
-        ys = y1 - (np.arange(rows) + 0.5) / PX_PER_CM
-        gx, gy = np.meshgrid(xs, ys)
-        v = np.asarray(neutral, dtype=np.float64)[:468]
-        gz = LinearNDInterpolator(v[:, :2], v[:, 2])(gx, gy)
-        out = np.isnan(gz)
-        gz[out] = NearestNDInterpolator(v[:, :2], v[:, 2])(gx[out], gy[out])
-        self.grid = np.stack([gx, gy, gz], axis=-1).reshape(-1, 3)  # (rows * cols, 3) cm
-        self.shape = (rows, cols)
+        grid = canonical_grid(neutral)
+        self.shape = grid.shape[:2]
+        self.grid = grid.reshape(-1, 3)  # (rows * cols, 3) cm
 
     def __call__(self, rgb: np.ndarray, pose: np.ndarray, scale: float) -> np.ndarray:
         """(rows, cols) uint8 grey canonical crop of ``rgb``.
@@ -203,32 +234,60 @@ def _region_slices(neutral: np.ndarray) -> dict[str, tuple[slice, slice]]:
     return out
 
 
-def region_motion(crops: np.ndarray, runs: list[tuple[int, int]], neutral: np.ndarray
-                  ) -> dict[str, np.ndarray]:
+def visibility(normals: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """How squarely each canonical pixel faces the camera in each frame, as a weight.
+
+    Args:
+        normals: (..., 3) unit surface normals, mesh axes (``surface_normals``).
+        angles: (T, 3) [yaw, pitch, roll] radians (``backend.face.pose``).
+    Returns:
+        (T, ...) float64 ``max(n_z - FACING_MIN, 0)``, n_z the normal's component towards the
+        viewer after the frame's rotation: 0 from ``FACING_MIN`` to the silhouette and beyond.
+    """
+    R = euler_to_matrices(angles)  # (T, 3, 3); the rotated normal's z is R[2] . n
+    nz = np.einsum("tj,...j->t...", R[:, 2, :], np.asarray(normals, dtype=np.float64))
+    return np.clip(nz - FACING_MIN, 0.0, None)
+
+
+def region_motion(crops: np.ndarray, runs: list[tuple[int, int]], neutral: np.ndarray,
+                  angles: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Each region's mean motion (cm; x = the subject's left, y up) against its run's median crop.
 
     Args:
         crops: (T, rows, cols) uint8 canonical crops (``CanonicalSampler``).
         runs: dense frame ranges (a, b) that share a neutral reference (a shot's run).
         neutral: (468, 3) the clip's pose-free neutral shape (places the regions).
+        angles: (T, 3) [yaw, pitch, roll] radians of the frames' (smoothed) pose: in a
+            ``Region.facing`` box each pixel's flow is weighted by how squarely its surface faces
+            the camera (``visibility``); None: plain means.
     Returns:
         {region name: (T, 2) float64}.
     """
     slices = _region_slices(neutral)
     T = crops.shape[0]
     out = {name: np.zeros((T, 2)) for name in slices}
+    weights: dict[str, np.ndarray] = {}
+    if angles is not None:
+        normals = surface_normals(canonical_grid(neutral))
+        weights = {name: visibility(normals[rs, cs], angles).reshape(T, -1)
+                   for name, (rs, cs) in slices.items() if REGIONS[name].facing}
     for a, b in runs:
         ref = np.median(crops[a:b], axis=0).astype(np.uint8)
         for t in range(a, b):
             flow = cv2.calcOpticalFlowFarneback(ref, crops[t], None, **FLOW_PARAMS)
             for name, (rs, cs) in slices.items():
-                dx, dy = flow[rs, cs].reshape(-1, 2).mean(0)
+                f = flow[rs, cs].reshape(-1, 2)
+                if name not in weights:
+                    dx, dy = f.mean(0)
+                else:
+                    w = weights[name][t]
+                    dx, dy = (w @ f) / w.sum() if w.sum() > 1e-9 else (0.0, 0.0)
                 out[name][t] = (dx / PX_PER_CM, -dy / PX_PER_CM)  # image y is down, mesh y up
     return out
 
 
 def measure_appearance(crops: np.ndarray | None, runs: list[tuple[int, int]], neutral: np.ndarray,
-                       px_per_cm: float) -> dict[str, np.ndarray] | None:
+                       px_per_cm: float, angles: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
     """Raw appearance measures of ``APPEARANCE`` (cm, before sign and normalisation), or None
     (the reason logged) when they cannot be measured: the tracker then uses the landmarks.
 
@@ -237,6 +296,8 @@ def measure_appearance(crops: np.ndarray | None, runs: list[tuple[int, int]], ne
         runs: dense frame ranges (a, b) covering the clip, each with its own neutral reference.
         neutral: (468, 3) pose-free neutral shape, canonical cm.
         px_per_cm: the face's median scale in the video (px per canonical cm).
+        angles: (T, 3) [yaw, pitch, roll] radians of the frames' pose the crops were sampled
+            with: pixels are weighted by how squarely they face the camera (``region_motion``).
     Returns:
         {name: (T,) float64 cm} for every name of ``APPEARANCE``, or None.
     """
@@ -252,5 +313,5 @@ def measure_appearance(crops: np.ndarray | None, runs: list[tuple[int, int]], ne
         log.warning("expressions: appearance measure skipped (%s); reading %s from the landmarks only",
                     why, ", ".join(NAMES))
         return None
-    motion = region_motion(crops, runs, neutral)
+    motion = region_motion(crops, runs, neutral, angles)
     return {name: np.asarray(m.fn(motion), dtype=np.float64) for name, m in APPEARANCE.items()}

@@ -539,7 +539,7 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
                                  sample if sampler is not None else None)
         if n_written != T:
             raise TrackError(f"{video}: the second read gave {n_written} of the {T} kept frames")
-        raw_app = (measure_appearance(canon, dense_runs, neutral, float(np.median(scale_vs)))
+        raw_app = (measure_appearance(canon, dense_runs, neutral, float(np.median(scale_vs)), pose_vs[:, :3])
                    if appearance else None)
         named = measure_named(shapes, detected, shapes68, raw_app)
         fit = fit_face_model(shapes[:, :468], named, valid)
