@@ -100,18 +100,15 @@ def test_every_observable_arkit_name_gets_a_blendshape_and_a_curve(tiny_tracked_
         assert np.abs(rig.deltas[k][~masks[k]]).max() == 0.0, name
 
 
-NEW_PASSING = ("mouthLeft", "mouthRight", "mouthLowerDownRight", "jawLeft", "eyeSquintLeft", "noseSneerLeft",
-               "noseSneerRight")
-NEW_WEAK = {
-    "eyeSquintRight": "FaceMesh answers a squint with its upper lid as much as its lower one, the lower "
-                      "lid's image motion follows the head's pitch; fused r ~0.66 here (0.86 on the full "
-                      "sample)",
-}
+NEW_PASSING = ("mouthLeft", "mouthRight", "mouthLowerDownRight", "jawLeft", "eyeSquintLeft", "eyeSquintRight",
+               "noseSneerLeft", "noseSneerRight")
+NEW_WEAK: dict[str, str] = {}
 AT_THE_BOUND = {"mouthUpperUpLeft": 0.75}
 """The new names the sample animates: those whose tracked curve reaches r >= 0.8 (mouthRight read
 from dlib's 68 points, ``backend.face.shape68``; noseSneer and jawLeft read from the image motion
 of face regions and eyeSquint fused with it, ``backend.face.appearance``), and the rest with why
-not (docs/tracking.md, "Face model"); each of the rest is a strict xfail, so a fix shows. One
+not (docs/tracking.md, "Face model"; none at present); each of the rest is a strict xfail, so a
+fix shows. One
 sits at the bound on this sample (tracked r 0.7996, which would flip either way on the third
 decimal): it is held to the floor it reaches instead (the target is reported missed in the docs)."""
 
