@@ -19,9 +19,10 @@ the image motion of small face regions:
    (a smile lifts the whole cheek, nose wing included; a sneer lifts the wing and the skin beside
    it, not the outer cheek); jawLeft/Right = the chin's sideways motion (its pixels weighted by how
    squarely they face the camera, ``Region.facing``); eyeSquint = the lower lid's rise above the
-   skin just below it, fused with the landmark measure (``mode="fuse"``, ``fuse_by_jitter``). The
-   tracker normalises them as the landmark measures (``backend.face.face_model``): clip median
-   as the neutral level, the 99th percentile (at least ``min_range``) as a full expression.
+   skin just below it, and mouthUpperUp = the upper lip's rise above the skin over it, each fused
+   with the landmark measure (``mode="fuse"``, ``fuse_by_jitter``). The tracker normalises them
+   as the landmark measures (``backend.face.face_model``): clip median as the neutral level, the
+   99th percentile (at least ``min_range``) as a full expression.
 
 When the measure cannot run (fewer than ``MIN_FRAMES`` frames in a run, a face under
 ``MIN_PX_PER_CM`` in the video, crops not sampled) ``measure_appearance`` logs why and returns
@@ -89,11 +90,17 @@ _LOWER_LID = Region(374, (-0.48, 0.52, -0.59, -0.04))
 _UNDER_LID = Region(374, (-0.48, 0.52, -1.14, -0.59))
 """The same box directly below ``_LOWER_LID`` (left; canonical y 1.15..1.7): the skin the lid rises
 away from when the eye closes from below."""
+_UPPER_LIP = Region(267, (-0.5, 0.5, -0.5, 0.0))
+"""The upper lip's red near its centre, on the subject's left (below the outer contour at 267)."""
+_ABOVE_LIP = Region(267, (-0.5, 0.5, 0.5, 1.0))
+"""The skin 0.5-1.0 cm above it (left), between the lip and the nostril."""
 REGIONS: dict[str, Region] = {
     "wingLeft": _WING, "wingRight": _WING.mirrored(98),
     "outerCheekLeft": _OUTER_CHEEK, "outerCheekRight": _OUTER_CHEEK.mirrored(101),
     "lowerLidLeft": _LOWER_LID, "lowerLidRight": _LOWER_LID.mirrored(145),
     "underLidLeft": _UNDER_LID, "underLidRight": _UNDER_LID.mirrored(145),
+    "upperLipLeft": _UPPER_LIP, "upperLipRight": _UPPER_LIP.mirrored(37),
+    "aboveLipLeft": _ABOVE_LIP, "aboveLipRight": _ABOVE_LIP.mirrored(37),
     # below the lower lip: canonical x -3..3, y -8.5..-6.0; its sides reach the jaw's outline
     "chin": Region(152, (-3.0, 3.0, 0.9, 3.4), facing=True),
 }
@@ -127,6 +134,11 @@ SNEER_MIN_RANGE = 0.3
 97 frames, at 0.3 cm on 0-14 (docs/tracking.md)."""
 
 
+LIP_RAISE_MIN_RANGE = 0.15
+"""cm of lip-over-skin rise read as a full mouthUpperUp: the samples' 8 mm lip raise reads
+0.15-0.18 cm at the 99th percentile of each clip."""
+
+
 def _lid_rise(side: str):
     """The lower lid's rise above the skin just below it (cm). A squint closes the eye from below,
     lifting the lid more than the cheek under it; the canonical crop's own errors (the neutral
@@ -141,6 +153,15 @@ def _sneer(side: str):
     return lambda m: m[f"wing{side}"][:, 1] - m[f"outerCheek{side}"][:, 1]
 
 
+def _lip_raise(side: str):
+    """The upper lip's rise above the skin 0.5-1.0 cm over it (cm). A raised lip side moves the lip
+    towards the nostril; the crop's own errors (pose, depth) and a jaw opening, which carries only
+    the lower lip, move the two alike. FaceMesh lifts its whole upper lip when one side rises, so
+    its landmarks read the raise only against the other side (``face_model``), and a sideways jaw
+    leaks into that; the pixels see the lip move against the skin (docs/tracking.md)."""
+    return lambda m: m[f"upperLip{side}"][:, 1] - m[f"aboveLip{side}"][:, 1]
+
+
 def _chin_x(m: dict[str, np.ndarray]) -> np.ndarray:
     return m["chin"][:, 0]
 
@@ -152,6 +173,8 @@ APPEARANCE: dict[str, AppearanceMeasure] = {
     "jawRight": AppearanceMeasure(_chin_x, -1, 0.3, "replace"),
     "eyeSquintLeft": AppearanceMeasure(_lid_rise("Left"), +1, 0.06, "fuse"),
     "eyeSquintRight": AppearanceMeasure(_lid_rise("Right"), +1, 0.06, "fuse"),
+    "mouthUpperUpLeft": AppearanceMeasure(_lip_raise("Left"), +1, LIP_RAISE_MIN_RANGE, "fuse"),
+    "mouthUpperUpRight": AppearanceMeasure(_lip_raise("Right"), +1, LIP_RAISE_MIN_RANGE, "fuse"),
 }
 """Names read (or helped) from the pixels; every other name is read from the landmarks only."""
 NAMES: tuple[str, ...] = tuple(APPEARANCE)
