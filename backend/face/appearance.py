@@ -19,10 +19,11 @@ the image motion of small face regions:
    (a smile lifts the whole cheek, nose wing included; a sneer lifts the wing and the skin beside
    it, not the outer cheek); jawLeft/Right = the chin's sideways motion (its pixels weighted by how
    squarely they face the camera, ``Region.facing``); eyeSquint = the lower lid's rise above the
-   skin just below it, and mouthUpperUp = the upper lip's rise above the skin over it, each fused
-   with the landmark measure (``mode="fuse"``, ``fuse_by_jitter``). The tracker normalises them
-   as the landmark measures (``backend.face.face_model``): clip median as the neutral level, the
-   99th percentile (at least ``min_range``) as a full expression.
+   skin just below it; mouthUpperUp / mouthLowerDown = the upper lip's rise above the skin over it
+   / the lower lip's drop towards the skin under it. eyeSquint and the lips are fused with the
+   landmark measure (``mode="fuse"``, ``fuse_by_jitter``). The tracker normalises them as the
+   landmark measures (``backend.face.face_model``): clip median as the neutral level, the 99th
+   percentile (at least ``min_range``) as a full expression.
 
 When the measure cannot run (fewer than ``MIN_FRAMES`` frames in a run, a face under
 ``MIN_PX_PER_CM`` in the video, crops not sampled) ``measure_appearance`` logs why and returns
@@ -94,6 +95,10 @@ _UPPER_LIP = Region(267, (-0.5, 0.5, -0.5, 0.0))
 """The upper lip's red near its centre, on the subject's left (below the outer contour at 267)."""
 _ABOVE_LIP = Region(267, (-0.5, 0.5, 0.5, 1.0))
 """The skin 0.5-1.0 cm above it (left), between the lip and the nostril."""
+_LOWER_LIP = Region(17, (0.0, 1.0, 0.0, 0.5))
+"""The lower lip's red beside its centre, on the subject's left (above the outer contour at 17)."""
+_BELOW_LIP = Region(17, (0.0, 1.0, -1.0, -0.5))
+"""The skin 0.5-1.0 cm below it (left), towards the chin."""
 REGIONS: dict[str, Region] = {
     "wingLeft": _WING, "wingRight": _WING.mirrored(98),
     "outerCheekLeft": _OUTER_CHEEK, "outerCheekRight": _OUTER_CHEEK.mirrored(101),
@@ -101,6 +106,8 @@ REGIONS: dict[str, Region] = {
     "underLidLeft": _UNDER_LID, "underLidRight": _UNDER_LID.mirrored(145),
     "upperLipLeft": _UPPER_LIP, "upperLipRight": _UPPER_LIP.mirrored(37),
     "aboveLipLeft": _ABOVE_LIP, "aboveLipRight": _ABOVE_LIP.mirrored(37),
+    "lowerLipLeft": _LOWER_LIP, "lowerLipRight": _LOWER_LIP.mirrored(17),
+    "belowLipLeft": _BELOW_LIP, "belowLipRight": _BELOW_LIP.mirrored(17),
     # below the lower lip: canonical x -3..3, y -8.5..-6.0; its sides reach the jaw's outline
     "chin": Region(152, (-3.0, 3.0, 0.9, 3.4), facing=True),
 }
@@ -134,9 +141,9 @@ SNEER_MIN_RANGE = 0.3
 97 frames, at 0.3 cm on 0-14 (docs/tracking.md)."""
 
 
-LIP_RAISE_MIN_RANGE = 0.15
-"""cm of lip-over-skin rise read as a full mouthUpperUp: the samples' 8 mm lip raise reads
-0.15-0.18 cm at the 99th percentile of each clip."""
+LIP_MIN_RANGE = 0.15
+"""cm of a lip's motion against the skin beside it read as a full mouthUpperUp / mouthLowerDown:
+the samples' 8 mm lip raise and drop read 0.15-0.20 cm at the 99th percentile of each clip."""
 
 
 def _lid_rise(side: str):
@@ -162,6 +169,14 @@ def _lip_raise(side: str):
     return lambda m: m[f"upperLip{side}"][:, 1] - m[f"aboveLip{side}"][:, 1]
 
 
+def _lip_drop(side: str):
+    """The lower lip's drop towards the skin 0.5-1.0 cm below it (cm): the same reading as
+    ``_lip_raise`` for the lower lip. A jaw opening carries the lip and the chin's skin together;
+    FaceMesh drops its whole lower lip for a one-sided drop, so its landmarks need the jaw's share
+    taken out and still cannot keep the side (``face_model``)."""
+    return lambda m: m[f"belowLip{side}"][:, 1] - m[f"lowerLip{side}"][:, 1]
+
+
 def _chin_x(m: dict[str, np.ndarray]) -> np.ndarray:
     return m["chin"][:, 0]
 
@@ -173,8 +188,10 @@ APPEARANCE: dict[str, AppearanceMeasure] = {
     "jawRight": AppearanceMeasure(_chin_x, -1, 0.3, "replace"),
     "eyeSquintLeft": AppearanceMeasure(_lid_rise("Left"), +1, 0.06, "fuse"),
     "eyeSquintRight": AppearanceMeasure(_lid_rise("Right"), +1, 0.06, "fuse"),
-    "mouthUpperUpLeft": AppearanceMeasure(_lip_raise("Left"), +1, LIP_RAISE_MIN_RANGE, "fuse"),
-    "mouthUpperUpRight": AppearanceMeasure(_lip_raise("Right"), +1, LIP_RAISE_MIN_RANGE, "fuse"),
+    "mouthUpperUpLeft": AppearanceMeasure(_lip_raise("Left"), +1, LIP_MIN_RANGE, "fuse"),
+    "mouthUpperUpRight": AppearanceMeasure(_lip_raise("Right"), +1, LIP_MIN_RANGE, "fuse"),
+    "mouthLowerDownLeft": AppearanceMeasure(_lip_drop("Left"), +1, LIP_MIN_RANGE, "fuse"),
+    "mouthLowerDownRight": AppearanceMeasure(_lip_drop("Right"), +1, LIP_MIN_RANGE, "fuse"),
 }
 """Names read (or helped) from the pixels; every other name is read from the landmarks only."""
 NAMES: tuple[str, ...] = tuple(APPEARANCE)

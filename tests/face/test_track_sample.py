@@ -105,7 +105,7 @@ NEW_PASSING = ("mouthLeft", "mouthRight", "mouthLowerDownRight", "jawLeft", "eye
 NEW_WEAK: dict[str, str] = {}
 """The new names the sample animates: those whose tracked curve reaches r >= 0.8 (mouthRight read
 from dlib's 68 points, ``backend.face.shape68``; noseSneer and jawLeft read from the image motion
-of face regions, eyeSquint and mouthUpperUp fused with it, ``backend.face.appearance``), and the
+of face regions, eyeSquint and the lips fused with it, ``backend.face.appearance``), and the
 rest with why not (docs/tracking.md, "Face model"; none at present), each a strict xfail, so a
 fix shows."""
 
@@ -189,7 +189,8 @@ def test_sneer_and_jaw_are_read_from_the_pixels_and_nothing_else_changes(
     from protocol.expressions import FACE_MODEL_NAMES
 
     assert set(NAMES) == {"noseSneerLeft", "noseSneerRight", "jawLeft", "jawRight", "eyeSquintLeft",
-                          "eyeSquintRight", "mouthUpperUpLeft", "mouthUpperUpRight"}
+                          "eyeSquintRight", "mouthUpperUpLeft", "mouthUpperUpRight", "mouthLowerDownLeft",
+                          "mouthLowerDownRight"}
     with_app = Subject.open(tiny_tracked_256)
     assert with_app.meta["names_from_appearance"] == list(NAMES)
     without = Subject.open(track_video(tiny_sample / "sample.mp4", tmp_path / "s", size=256,
