@@ -25,10 +25,11 @@ Pipeline:
    pose's translation and scale are smoothed in video pixels (a crop change does not blur them).
 7. Pass 2: frames (and, per frame, the appearance measure's canonical crop of the face,
    ``backend.face.appearance``: noseSneer and jawLeft/Right are read from the image motion of face
-   regions, eyeSquint fused with it; the named coefficients, the basis and the smoothing of step 5
-   and 6 run after it), UV maps of the posed rig (``FaceRig.uv_maps``), arrays, rig and meta.json are
-   written into a temporary folder that is renamed into place at the end
-   (``protocol.fileio.atomic_dir``): a failed or cancelled run leaves nothing behind.
+   regions, eyeSquint, mouthUpperUp and mouthLowerDown fused with it; the named coefficients, the
+   basis and the smoothing of step 5 and 6 run after it), UV maps of the posed rig
+   (``FaceRig.uv_maps``), arrays, rig and meta.json are written into a temporary folder that is
+   renamed into place at the end (``protocol.fileio.atomic_dir``): a failed or cancelled run
+   leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -429,8 +430,9 @@ def track_video(video: Path, out_dir: Path, size: int = 256, max_frames: int | N
             68-point predictor (falls back to FaceMesh, logged, when dlib or its weights are
             missing; False: FaceMesh for every name).
         appearance: read the names of ``backend.face.appearance.NAMES`` (noseSneer, jawLeft/Right;
-            eyeSquint fused with the landmarks) from the image motion of face regions (falls back
-            to the landmarks, logged, when it cannot run; False: landmarks only).
+            eyeSquint, mouthUpperUp, mouthLowerDown fused with the landmarks) from the image motion
+            of face regions (falls back to the landmarks, logged, when it cannot run; False:
+            landmarks only).
     Returns:
         ``out_dir``.
     Raises:
