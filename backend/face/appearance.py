@@ -111,9 +111,9 @@ REGIONS: dict[str, Region] = {
     # below the lower lip: canonical x -3..3, y -8.5..-6.0; its sides reach the jaw's outline
     "chin": Region(152, (-3.0, 3.0, 0.9, 3.4), facing=True),
 }
-"""The wing box keeps plain means: the nose flank it spans faces sideways at any pose and is the
-sneer's own skin (weighted by ``visibility``, noseSneerLeft reads 0.69 / 0.79 on the samples
-instead of 0.87 / 0.91; docs/tracking.md)."""
+"""The measures' boxes. Only the chin's is ``facing``: the wing box, for one, spans the nose's
+flank, which faces sideways at any pose and is the sneer's own skin (weighted by ``visibility``,
+noseSneerLeft reads 0.69 / 0.79 on the samples instead of 0.87 / 0.91; docs/tracking.md)."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +151,8 @@ def _lid_rise(side: str):
     lifting the lid more than the cheek under it; the canonical crop's own errors (the neutral
     surface's depth under the frame's pitch, the pose's roll over the 3 cm from the midline, a
     one-sided expression tilting the pose fit) move the lid and the skin 0.55 cm below it alike.
-    The lid's rise alone read the samples' squints at r 0.74 / 0.83 (left) and 0.56 / 0.84 (right),
-    the difference at 0.86 / 0.92 and 0.86 / 0.96 (docs/tracking.md)."""
+    Read alone (not fused), the lid's rise followed the samples' squints at r 0.74 / 0.83 (left)
+    and 0.56 / 0.84 (right), the difference at 0.86 / 0.92 and 0.86 / 0.96 (docs/tracking.md)."""
     return lambda m: m[f"lowerLid{side}"][:, 1] - m[f"underLid{side}"][:, 1]
 
 
