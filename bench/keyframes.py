@@ -1,11 +1,15 @@
-"""Does an added keyframe help the poses near it? One vs two keyframes, scored in the same run.
+"""Does an added keyframe help? One vs two (up to four) keyframes, scored in the same run.
 
     .venv/bin/python bench/keyframes.py SUBJECT [--look cartoon] [--first 0] [--second 120] [--near 20]
-                                        [--seeds 0,1,2]
+                                        [--seeds 0,1,2] [--more 60,200] [--all-frames]
 
 Both edits use the look applied to the real frames ``--first`` (and ``--second``) as references.
 Each style is scored (``evaluate_style``) on the held-out frames within ``--near`` frames of the
 second keyframe, against the look applied to the real frames, with the post-filter as the bound.
+``--look`` is a built-in look or one of the test looks of ``tests/edit/unseen_looks.py``.
+``--more`` adds edits with a third and a fourth keyframe (up to 4 in all); ``--all-frames`` scores
+every held-out frame that is none of the keyframes instead of the second one's neighbours (a
+texture fixed in the frame, such as a paper grain, is seen under other content by each keyframe).
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ def main() -> int:
     ap.add_argument("--second", type=int, default=120)
     ap.add_argument("--near", type=int, default=20)
     ap.add_argument("--seeds", default="0", help="comma-separated edit seeds; each pair of runs is one seed")
+    ap.add_argument("--more", default="", help="comma-separated further keyframes, one more per run (<= 2)")
+    ap.add_argument("--all-frames", action="store_true",
+                    help="score every held-out frame that is no keyframe, not only those near --second")
     args = ap.parse_args()
+
+    from style import unseen_looks  # bench/style.py: the test looks no part of the product makes
 
     from backend.data.subject import Subject
     from backend.imaging.convert import frame_at
@@ -42,15 +51,23 @@ def main() -> int:
 
     subject = Subject.open(args.subject)
     _, held = subject.split()
-    keys = {args.first, args.second}  # never scored: the 2-keyframe edit saw them
-    near = [int(i) for i in held if abs(int(i) - args.second) <= args.near and int(i) not in keys]
+    order = [args.first, args.second] + [int(f) for f in args.more.split(",") if f]
+    if len(order) > 4 or len(set(order)) != len(order):
+        raise SystemExit(f"keyframes {order}: at most 4, each once")
+    keys = set(order)  # never scored: some edit saw them
+    near = [int(i) for i in held if (args.all_frames or abs(int(i) - args.second) <= args.near)
+            and int(i) not in keys]
     if not near:
         raise SystemExit(f"no held-out frame within {args.near} of frame {args.second}")
     size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
-    refs = {f: stylize_image(frame_at(subject.frame(f), size), args.look) for f in (args.first, args.second)}
-    runs = {"1 keyframe": [args.first], "2 keyframes": [args.first, args.second]}
+    test_looks = unseen_looks()
+    look = test_looks.get(args.look, args.look)
+    refs = {f: (look(frame_at(subject.frame(f), size)) if callable(look)
+                else stylize_image(frame_at(subject.frame(f), size), look)) for f in order}
+    runs = {f"{n} keyframe{'s' if n > 1 else ''}": order[:n] for n in range(1, len(order) + 1)}
     seeds = [int(x) for x in args.seeds.split(",")]
-    print(f"held-out frames near {args.second}: {near}\n")
+    scored = "all but the keyframes" if args.all_frames else f"near {args.second}"
+    print(f"held-out frames scored ({scored}): {near}\n")
     print("| keyframes | seed | edit s | face PSNR styled / post-filter | SSIM styled / post-filter |")
     print("|---|---:|---:|---|---|")
     scores: dict[str, list[tuple[float, float]]] = {label: [] for label in runs}
@@ -60,16 +77,18 @@ def main() -> int:
             style = edit_avatar(args.subject, keyframes=[Keyframe(refs[f], f) for f in frames],
                                 name=f"bench_kf{len(frames)}", write_metrics=False, seed=seed)
             seconds = time.monotonic() - t0
-            r = evaluate_style(args.subject, style, args.look, frame_ids=near, identity=False, write=False)
+            r = evaluate_style(args.subject, style, look, frame_ids=near, identity=False, write=False)
             s, p = r["styled"], r["post_filter"]
             scores[label].append((s["face_psnr_db"], s["ssim"]))
             print(f"| {label} ({', '.join(map(str, frames))}) | {seed} | {seconds:.0f} | "
                   f"{s['face_psnr_db']:.2f} / {p['face_psnr_db']:.2f} | {s['ssim']:.3f} / {p['ssim']:.3f} |",
                   flush=True)
-    gain = np.array(scores["2 keyframes"]) - np.array(scores["1 keyframe"])  # (seeds, [psnr, ssim])
-    print(f"\nsecond keyframe, per seed: face PSNR {', '.join(f'{g:+.2f}' for g in gain[:, 0])} dB "
-          f"(mean {gain[:, 0].mean():+.2f}); SSIM {', '.join(f'{g:+.3f}' for g in gain[:, 1])} "
-          f"(mean {gain[:, 1].mean():+.3f})")
+    print()
+    for label in list(runs)[1:]:
+        gain = np.array(scores[label]) - np.array(scores["1 keyframe"])  # (seeds, [psnr, ssim])
+        print(f"{label} against 1, per seed: face PSNR {', '.join(f'{g:+.2f}' for g in gain[:, 0])} dB "
+              f"(mean {gain[:, 0].mean():+.2f}); SSIM {', '.join(f'{g:+.3f}' for g in gain[:, 1])} "
+              f"(mean {gain[:, 1].mean():+.3f})")
     return 0
 
 

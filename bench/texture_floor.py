@@ -1,0 +1,133 @@
+"""How close can a texture layer get? The frame-texture floor of a textured test look, from its own texture.
+
+    .venv/bin/python bench/texture_floor.py SUBJECT [--looks sepia_film_grain,charcoal_paper]
+                                                   [--keyframes 0,60,30,90] [--max-frames 24]
+
+The textured test looks (``tests/edit/unseen_looks.py``: a paper or film grain fixed in the frame)
+draw their texture from seeded noise, so the texture is known here; the edit never sees it. For
+each look this scores, on the held-out frames ``bench/style.py`` scores (the face box, against the
+look applied to the real frames, ``image_scores``), renders that no edit can beat by its texture
+layer:
+
+* ``post-filter``: the look applied to the unstyled render (the bound of ``bench/style.py``);
+* ``no texture``: the look's texture-free part applied to the unstyled render (a perfect translator
+  of the look's content with no layer at all);
+* ``k keyframe(s), exact where flat``: the same plus the texture as a fixed layer that knows each
+  of the first k keyframes' true texture exactly wherever the layer's rule keeps it
+  (``backend.style.frame_texture.flatness`` of the keyframe, averaged over keyframes as the edit
+  averages them). Under a keyframe's eyes, mouth and outlines the texture cannot be told from the
+  content by that rule, and it stays unknown.
+
+The differences to the post-filter are what the texture alone costs, however well the translator
+learns the content. Keyframes never count among the scored frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _unseen_looks_module():
+    spec = importlib.util.spec_from_file_location("unseen_looks", ROOT / "tests" / "edit" / "unseen_looks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _SilentGenerator:
+    """A stand-in for ``numpy.random.Generator`` whose noise is zero: the looks' texture vanishes."""
+
+    def standard_normal(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape)
+
+
+@contextlib.contextmanager
+def _without_texture(module) -> Iterator[None]:
+    """Within the block, the module's seeded noise (its looks' texture) is zero."""
+    real = module.np.random.default_rng
+    module.np.random.default_rng = lambda seed=None: _SilentGenerator()
+    try:
+        yield
+    finally:
+        module.np.random.default_rng = real
+
+
+def texture_free(look: Callable[[np.ndarray], np.ndarray], module) -> Callable[[np.ndarray], np.ndarray]:
+    """(H, W, 3) uint8 -> (H, W, 3) float32: ``look`` without its seeded texture."""
+    def apply(rgb: np.ndarray) -> np.ndarray:
+        with _without_texture(module):
+            return look(rgb).astype(np.float32)
+    return apply
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("subject", type=Path)
+    ap.add_argument("--looks", default="sepia_film_grain,charcoal_paper")
+    ap.add_argument("--keyframes", default="0,60,30,90", help="the first is the edit's keyframe; "
+                    "the rest are added one at a time")
+    ap.add_argument("--max-frames", type=int, default=24)
+    args = ap.parse_args()
+
+    import torch
+
+    from backend.data.subject import Subject
+    from backend.imaging.convert import frame_at
+    from backend.metrics.evaluate import heldout_ids
+    from backend.metrics.image_scores import image_scores
+    from backend.metrics.regions import subject_regions
+    from backend.paths import checkpoint_path
+    from backend.render import Renderer
+    from backend.style.frame_texture import flatness
+
+    mod = _unseen_looks_module()
+    keys = [int(k) for k in args.keyframes.split(",")]
+    subject = Subject.open(args.subject)
+    renderer = Renderer.from_checkpoint(checkpoint_path(args.subject), subject=args.subject)
+    size = renderer.size
+    held = heldout_ids(renderer.meta, subject)
+    held = held[~np.isin(held, keys)]
+    ids = held[np.linspace(0, len(held) - 1, min(args.max_frames, len(held))).round().astype(int)]
+    real = np.stack([frame_at(subject.frame(int(i)), size) for i in ids])
+    plain = np.stack(list(renderer.render(subject.expressions, uv_maps=subject.uv_maps, indices=ids)))
+    regions = subject_regions(subject, ids, size)
+    key_frames = [frame_at(subject.frame(k), size) for k in keys]
+    weights = [flatness(torch.from_numpy(f).permute(2, 0, 1).float()[None] / 127.5 - 1)[0, 0].numpy()
+               for f in key_frames]
+
+    def face_psnr(renders: np.ndarray, truth: np.ndarray) -> float:
+        out = np.clip(renders + 0.5, 0, 255).astype(np.uint8) if renders.dtype != np.uint8 else renders
+        return image_scores(out, truth, regions)["face_psnr_db"]
+
+    print(f"{args.subject}: {len(ids)} held-out frames, keyframes {keys}\n")
+    print("| look | post-filter face PSNR | no texture (d) | "
+          + " | ".join(f"{n} keyframe(s), exact where flat (d)" for n in range(1, len(keys) + 1)) + " |")
+    print("|---|---:|---:|" + "---:|" * len(keys))
+    for name in args.looks.split(","):
+        look = getattr(mod, name)
+        plain_look = texture_free(look, mod)
+        truth = np.stack([look(f) for f in real])
+        post = face_psnr(np.stack([look(f) for f in plain]), truth)
+        smooth = np.stack([plain_look(f) for f in plain])
+        cells = [f"{face_psnr(smooth, truth) - post:+.2f}"]
+        textures = [look(f).astype(np.float32) - plain_look(f) for f in key_frames]
+        for n in range(1, len(keys) + 1):
+            w = np.stack(weights[:n])[..., None]
+            layer = (np.stack(textures[:n]) * w).sum(0) / np.maximum(w.sum(0), 1e-6) * w.max(0)
+            cells.append(f"{face_psnr(smooth + layer, truth) - post:+.2f}")
+        print(f"| {name} | {post:.2f} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
