@@ -13,8 +13,9 @@ Rows (one markdown table):
 - pass-1 signals: FaceMesh, the shot-cut / face-jump signature, dlib's 68-point predictor (every
   face; it reads mouthRight) and the identity signal (dlib's descriptor on a few frames per
   segment, or the rig-shape fallback), CPU ms per call and per frame; and the appearance measure
-  (noseSneer, jawLeft/Right, eyeSquint; ``backend.face.appearance``): its canonical crop (pass 2,
-  every kept frame) and its flow against the neutral crop (once per clip, per frame).
+  (noseSneer, jawLeft/Right, eyeSquint, mouthUpperUp, mouthLowerDown; ``backend.face.appearance``):
+  its canonical crop (pass 2, every kept frame) and its flow against the neutral crop (once per
+  clip, per frame).
 Ratios are against the MediaPipe baseline (tracking rows) and single-frame rasterize_uv (UV rows),
 measured in the same run. Targets: tracking >= 30 frames/s at 720p, UV maps >= 200/s at 256.
 
@@ -208,7 +209,7 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
     for _, p in faces:
         shape_signature(p)
     shape_cpu = c.stop()[1]
-    from backend.face.appearance import CanonicalSampler, region_motion
+    from backend.face.appearance import REGIONS, CanonicalSampler, region_motion
     from backend.face.track import fit_poses
 
     lm = np.stack([p for _, p in faces])
@@ -219,7 +220,7 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
     crops = np.stack([sampler(f, pose[t], scale[t]) for t, (f, _) in enumerate(faces)])
     sample_cpu = c.stop()[1]
     c = Clock()
-    region_motion(crops, [(0, len(crops))], neutral)
+    region_motion(crops, [(0, len(crops))], neutral, pose[:, :3])  # the tracker's call, chin weighted
     flow_cpu = c.stop()[1]
     k = max(len(faces), 1)
     share = (DESCRIBE_FIRST + max(n - DESCRIBE_FIRST, 0) / (DESCRIBE_EVERY_S * fps)) / n  # one segment
@@ -236,7 +237,7 @@ def signal_costs(video: Path, n: int = 40) -> list[tuple[str, int, float, float]
          1000 * shape_cpu / k * share),
         ("appearance: canonical crop (pass 2, 116 x 96 px grey)", len(faces), 1000 * sample_cpu / k,
          1000 * sample_cpu / len(frames)),
-        ("appearance: Farneback flow against the run's median crop, 7 regions", len(faces),
+        (f"appearance: Farneback flow against the run's median crop, {len(REGIONS)} regions", len(faces),
          1000 * flow_cpu / k, 1000 * flow_cpu / len(frames)),
     ]
 
