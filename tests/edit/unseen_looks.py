@@ -11,6 +11,8 @@ references of both, which is what its orientation field was then measured on. Th
 print on a fixed texture without a period: ``charcoal_paper`` is what the frame texture
 (``backend.style.frame_texture``) was developed on and ``sepia_film_grain`` what its extent was
 chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been scored.
+``charcoal_smooth`` is the charcoal without its paper: what the translator makes of the
+charcoal's content alone.
 """
 
 from __future__ import annotations
@@ -145,15 +147,25 @@ def _fixed_noise(h: int, w: int, seed: int, sigma_x: float, sigma_y: float | Non
     return n / (n.std() + 1e-6)
 
 
-def charcoal_paper(rgb: np.ndarray) -> np.ndarray:
-    """Grey charcoal: smudged dark edges and tone on a fixed (frame-locked) paper grain."""
+def _charcoal(rgb: np.ndarray, grain: float) -> np.ndarray:
     g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
     tone = cv2.GaussianBlur(g, (0, 0), 1.2)
     mag = np.hypot(cv2.Sobel(tone, cv2.CV_32F, 1, 0), cv2.Sobel(tone, cv2.CV_32F, 0, 1))
     edge = cv2.GaussianBlur(np.clip(mag * 2.0, 0, 1), (0, 0), 1.0)
-    paper = 0.93 + 0.04 * _fixed_noise(*g.shape, seed=7, sigma_x=0.8)
+    paper = 0.93 + grain * _fixed_noise(*g.shape, seed=7, sigma_x=0.8)
     out = paper * (0.35 + 0.65 * tone) * (1 - 0.7 * edge)
     return np.clip(np.repeat(out[..., None], 3, -1) * 255, 0, 255).astype(np.uint8)  # truncated, as measured
+
+
+def charcoal_paper(rgb: np.ndarray) -> np.ndarray:
+    """Grey charcoal: smudged dark edges and tone on a fixed (frame-locked) paper grain."""
+    return _charcoal(rgb, grain=0.04)
+
+
+def charcoal_smooth(rgb: np.ndarray) -> np.ndarray:
+    """``charcoal_paper`` without its paper grain (the paper's mean kept): the charcoal's content
+    alone, a look without texture (docs/editing.md, "What one keyframe can give a texture layer")."""
+    return _charcoal(rgb, grain=0.0)
 
 
 def sepia_film_grain(rgb: np.ndarray) -> np.ndarray:
