@@ -17,23 +17,17 @@ FRAMINGS: dict[str, tuple[float, float]] = {
 """Framing name -> (crop side, space above the face), both in face heights (landmark extent,
 forehead to chin). ``face``: the face fills the crop (75 px tall at 128 px when it holds still);
 ``head``: head and hair; ``bust``: head, neck and shoulders. A crop also holds the face's whole
-motion over its frames with ``MOTION_MARGIN`` to spare (``crop_side``), so a face that moves
-further than the framing's room can be smaller (with ``follow_face``, by at most
-``FACE_SIZE_TOLERANCE`` where segments of ``min_frames`` frames can hold it)."""
+motion within its framing segment (``MOTION_MARGIN``), so a moving face can be somewhat smaller
+(by at most ``FACE_SIZE_TOLERANCE`` where segments of ``min_frames`` frames can hold it)."""
 DEFAULT_FRAMING = "face"
 """The framing ``track`` uses unless told otherwise: the best held-out face after training on the
 synthetic sample and a real clip (docs/tracking.md, "How the choices were measured")."""
-MOTION_MARGIN = 0.05
-"""Fewest face heights (the frames' median) a crop leaves beyond the landmarks' extreme positions
-over its frames (their union box) to the left, the right and above; below, ``MIN_SPACE_BELOW``.
-At 128 px in ``face`` that is about 4 px: the landmarks are forehead-to-chin mesh points, so
-every landmark of every frame stays inside the crop with room to spare. (A margin of 1.3 times
-the union box made a face that moves within a shot 64 px tall at the median on the measured
-real clip; this keeps each of its shots' median face at 70 px or more, docs/tracking.md.)"""
+MOTION_MARGIN = 1.3
+"""A crop's side is at least this times the face's motion range (the landmarks' extent over the
+crop's frames, larger of width and height)."""
 MIN_SPACE_BELOW = 0.1
 """Fewest face heights a crop leaves below the lowest chin point of its frames: where the motion
-term sets the side, the framing's space above the face yields to this (down to
-``MOTION_MARGIN``)."""
+term sets the side, the framing's space above the face yields to this."""
 FACE_SIZE_TOLERANCE = 0.07
 """How much smaller than the framing's still-face size (``size / FRAMINGS[framing][0]``) a crop
 may make a frame's face (relative): at 128 px in ``face``, 75.3 px may drop to 70 px. A shot whose
@@ -49,23 +43,15 @@ def face_heights(points: np.ndarray) -> np.ndarray:
 def crop_side(lo: np.ndarray, hi: np.ndarray, face_h: float, framing: str, limit: float) -> float:
     """Side (whole video px) of the crop of frames whose landmarks span ``lo``..``hi``.
 
-    The framing's side in face heights, or, where the face moves further than that holds, the
-    landmarks' union box with ``MOTION_MARGIN`` face heights to spare left, right and above and
-    ``MIN_SPACE_BELOW`` below (``crop_box`` places the crop so).
-
     Args:
         lo, hi: (2,) smallest and largest landmark x, y over the frames (video px).
         face_h: the frames' median face height (video px).
         framing: a ``FRAMINGS`` name.
         limit: the largest side allowed (the video's short side, px).
     Returns:
-        ``max(side * face_h, width + 2 * MOTION_MARGIN * face_h, height + (MOTION_MARGIN +
-        MIN_SPACE_BELOW) * face_h)`` (width, height: the union box's, px), at most ``limit``,
-        rounded.
+        ``max(side * face_h, MOTION_MARGIN * motion range)``, at most ``limit``, rounded.
     """
-    w, h = (float(v) for v in np.asarray(hi) - np.asarray(lo))
-    side = max(FRAMINGS[framing][0] * face_h, w + 2 * MOTION_MARGIN * face_h,
-               h + (MOTION_MARGIN + MIN_SPACE_BELOW) * face_h)
+    side = max(FRAMINGS[framing][0] * face_h, MOTION_MARGIN * float(np.max(hi - lo)))
     return float(round(min(side, float(limit))))
 
 

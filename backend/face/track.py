@@ -11,8 +11,7 @@ Pipeline:
    ``meta.json`` maps them back to source frames. Short gaps (at most ``MAX_GAP_S``) inside a run
    are filled by linear interpolation.
 3. One square crop per shot (``crop_box``, a ``FRAMINGS`` framing), resized to ``size``: fixed
-   within a shot, re-fitted across shots so the face keeps one size, and holding every landmark
-   of the shot's frames with ``MOTION_MARGIN`` face heights to spare; landmarks move to crop
+   within a shot, re-fitted across shots so the face keeps one size; landmarks move to crop
    pixels. With ``follow_face`` (opt-in: it costs held-out quality on the measured real clip,
    docs/tracking.md), one crop per framing segment instead: a shot is one segment unless its face
    moves too far for one crop to keep the face's size (``backend.face.framing.framing_segments``:
@@ -56,7 +55,6 @@ from backend.face.framing import (
     DEFAULT_FRAMING,
     FRAMINGS,
     MIN_SPACE_BELOW,
-    MOTION_MARGIN,
     crop_side,
     face_heights,
     framing_segments,
@@ -128,22 +126,21 @@ class CropBox:
 
 
 def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height: int,
-             framing: str = DEFAULT_FRAMING) -> CropBox:
-    """One square window for a shot (or a framing segment, or a whole clip).
+             framing: str = DEFAULT_FRAMING, space_below: float | None = MIN_SPACE_BELOW) -> CropBox:
+    """One square window for a framing segment (or a shot, or a whole clip).
 
     Args:
         landmarks: (T, 478, 3) video pixels; valid: (T,) frames to use (None: all).
         width, height: video size.
         framing: a ``FRAMINGS`` name.
+        space_below: fewest face heights left below the lowest chin point (``MIN_SPACE_BELOW``);
+            None: no such rule (one crop per shot, placed as before framing segments existed).
     Returns:
-        A square box of side ``FRAMINGS[framing][0]`` face heights (the frames' median), or, where
-        the face moves further than that holds, of the landmarks' union box over the frames with
-        ``MOTION_MARGIN`` face heights to spare left, right and above and ``MIN_SPACE_BELOW`` below
-        (``backend.face.framing.crop_side``); centred on the union box horizontally,
-        ``FRAMINGS[framing][1]`` face heights above the face (less where that would leave under
-        ``MIN_SPACE_BELOW`` face heights below the lowest chin point, but never under
-        ``MOTION_MARGIN`` above the highest forehead point); shrunk to the frame's short side and
-        shifted to lie inside the frame (no padding; only there can a landmark leave the crop).
+        A square box of side ``FRAMINGS[framing][0]`` face heights (at least the face's motion
+        range times ``MOTION_MARGIN``; ``backend.face.framing.crop_side``), centred on the face
+        horizontally, ``FRAMINGS[framing][1]`` face heights above the face (less where that would
+        leave under ``space_below`` face heights below the chin), shrunk to the frame's short
+        side and shifted to lie inside the frame (no padding).
     """
     if framing not in FRAMINGS:
         raise TrackError(f"--framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
@@ -154,8 +151,9 @@ def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height
     cx = 0.5 * (lo[0] + hi[0])
     x0 = round(cx - side / 2)
     y0 = lo[1] - FRAMINGS[framing][1] * face_h
-    y0 = max(y0, hi[1] + MIN_SPACE_BELOW * face_h - side)
-    y0 = round(min(y0, lo[1] - MOTION_MARGIN * face_h))
+    if space_below is not None:
+        y0 = max(y0, hi[1] + space_below * face_h - side)
+    y0 = round(y0)
     x0 = min(max(x0, 0), width - side)
     y0 = min(max(y0, 0), height - side)
     return CropBox(x0, y0, side)
@@ -346,11 +344,11 @@ def _crop_groups(selection: Selection) -> np.ndarray:
 
 def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, detected: np.ndarray, width: int,
                  height: int, framing: str, follow_face: bool = False) -> tuple[list[CropBox], int]:
-    """Every subject frame's crop (``crop_box``): one fixed box per group (a shot's frames, in
-    order, across its runs), fitted to its detected frames (a gap-filled frame's landmarks lie
-    between detected ones, inside their union box); with ``follow_face``, each group's frames are
-    split into framing segments (``backend.face.framing.framing_segments``), one fixed box per
-    segment, fitted to all its frames.
+    """Every subject frame's crop: one fixed box per group (a shot's frames, in order, across its
+    runs), fitted to its detected frames and placed as before framing segments existed; with
+    ``follow_face``, each group's frames are split into framing segments
+    (``backend.face.framing.framing_segments``), one fixed box per segment, fitted to all its frames
+    and leaving ``MIN_SPACE_BELOW`` below the chin.
 
     Args:
         groups: (T,) crop group of every subject frame (``_crop_groups``); landmarks_v: (T, 478, 3)
@@ -367,7 +365,7 @@ def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, detected: np.ndarr
         lm = landmarks_v[ids]
         if not follow_face:
             # one crop per shot (the default; docs/tracking.md, "Framing")
-            box = crop_box(lm, detected[ids], width, height, framing)
+            box = crop_box(lm, detected[ids], width, height, framing, space_below=None)
             for i in ids:
                 boxes[i] = box
             n += 1
