@@ -1,4 +1,4 @@
-"""How close can a texture layer get? The frame-texture floor of a textured test look, from its own texture.
+"""How close can a texture layer get? A textured test look scored with its own texture put back.
 
     .venv/bin/python bench/texture_floor.py SUBJECT [--looks sepia_film_grain,charcoal_paper]
                                                    [--keyframes 0,60,30,90] [--max-frames 24]
@@ -6,8 +6,7 @@
 The textured test looks (``tests/edit/unseen_looks.py``: a paper or film grain fixed in the frame)
 draw their texture from seeded noise, so the texture is known here; the edit never sees it. For
 each look this scores, on the held-out frames ``bench/style.py`` scores (the face box, against the
-look applied to the real frames, ``image_scores``), renders that no edit can beat by its texture
-layer:
+look applied to the real frames, ``image_scores``), reference renders:
 
 * ``post-filter``: the look applied to the unstyled render (the bound of ``bench/style.py``);
 * ``no texture``: the look's texture-free part applied to the unstyled render (a perfect translator
@@ -15,11 +14,12 @@ layer:
 * ``k keyframe(s), exact where flat``: the same plus the texture as a fixed layer that knows each
   of the first k keyframes' true texture exactly wherever the layer's rule keeps it
   (``backend.style.frame_texture.flatness`` of the keyframe, averaged over keyframes as the edit
-  averages them). Under a keyframe's eyes, mouth and outlines the texture cannot be told from the
-  content by that rule, and it stays unknown.
+  averages them). Under a keyframe's eyes, mouth and outlines the rule keeps nothing.
 
-The differences to the post-filter are what the texture alone costs, however well the translator
-learns the content. Keyframes never count among the scored frames.
+The differences to the post-filter are what the texture costs with the content exact and the
+layer's rule given a perfect estimate. It is a reference, not a strict bound: the edit's busy fill
+guesses some texture where the rule keeps none, and a content model exact on the keyframe's own
+features would reveal the texture there too. Keyframes never count among the scored frames.
 """
 
 from __future__ import annotations
