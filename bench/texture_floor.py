@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,13 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _unseen_looks_module():
-    spec = importlib.util.spec_from_file_location("unseen_looks", ROOT / "tests" / "edit" / "unseen_looks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 class _SilentGenerator:
     """A stand-in for ``numpy.random.Generator`` whose noise is zero: the looks' texture vanishes."""
 
@@ -52,20 +44,20 @@ class _SilentGenerator:
 
 
 @contextlib.contextmanager
-def _without_texture(module) -> Iterator[None]:
-    """Within the block, the module's seeded noise (its looks' texture) is zero."""
-    real = module.np.random.default_rng
-    module.np.random.default_rng = lambda seed=None: _SilentGenerator()
+def _without_texture() -> Iterator[None]:
+    """Within the block, seeded noise (``np.random.default_rng``, the test looks' texture) is zero."""
+    real = np.random.default_rng
+    np.random.default_rng = lambda seed=None: _SilentGenerator()
     try:
         yield
     finally:
-        module.np.random.default_rng = real
+        np.random.default_rng = real
 
 
-def texture_free(look: Callable[[np.ndarray], np.ndarray], module) -> Callable[[np.ndarray], np.ndarray]:
+def texture_free(look: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     """(H, W, 3) uint8 -> (H, W, 3) float32: ``look`` without its seeded texture."""
     def apply(rgb: np.ndarray) -> np.ndarray:
-        with _without_texture(module):
+        with _without_texture():
             return look(rgb).astype(np.float32)
     return apply
 
@@ -80,6 +72,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
+    from style import unseen_looks  # bench/style.py: the test looks of tests/edit/unseen_looks.py
 
     from backend.data.subject import Subject
     from backend.imaging.convert import frame_at
@@ -90,7 +83,7 @@ def main() -> int:
     from backend.render import Renderer
     from backend.style.frame_texture import flatness
 
-    mod = _unseen_looks_module()
+    looks = unseen_looks()
     keys = [int(k) for k in args.keyframes.split(",")]
     subject = Subject.open(args.subject)
     renderer = Renderer.from_checkpoint(checkpoint_path(args.subject), subject=args.subject)
@@ -114,8 +107,8 @@ def main() -> int:
           + " | ".join(f"{n} keyframe(s), exact where flat (d)" for n in range(1, len(keys) + 1)) + " |")
     print("|---|---:|---:|" + "---:|" * len(keys))
     for name in args.looks.split(","):
-        look = getattr(mod, name)
-        plain_look = texture_free(look, mod)
+        look = looks[name]
+        plain_look = texture_free(look)
         truth = np.stack([look(f) for f in real])
         post = face_psnr(np.stack([look(f) for f in plain]), truth)
         smooth = np.stack([plain_look(f) for f in plain])
