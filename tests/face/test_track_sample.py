@@ -102,19 +102,12 @@ def test_every_observable_arkit_name_gets_a_blendshape_and_a_curve(tiny_tracked_
 
 NEW_PASSING = ("mouthLeft", "mouthRight", "mouthLowerDownRight", "jawLeft", "eyeSquintLeft", "eyeSquintRight",
                "noseSneerLeft", "noseSneerRight", "mouthUpperUpLeft")
-NEW_WEAK: dict[str, str] = {}
-"""The new names the sample animates: those whose tracked curve reaches r >= 0.8 (mouthRight read
-from dlib's 68 points, ``backend.face.shape68``; noseSneer and jawLeft read from the image motion
-of face regions, eyeSquint and the lips fused with it, ``backend.face.appearance``), and the
-rest with why not (docs/tracking.md, "Face model"; none at present), each a strict xfail, so a
-fix shows."""
+"""The new names the sample animates, every one held to r >= 0.8 (mouthRight read from dlib's 68
+points, ``backend.face.shape68``; noseSneer and jawLeft read from the image motion of face regions,
+eyeSquint and the lips fused with it, ``backend.face.appearance``; docs/tracking.md, "Face model")."""
 
 
-_WEAK_PARAMS = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=why))
-                for n, why in NEW_WEAK.items()]
-
-
-@pytest.mark.parametrize("name", [*NEW_PASSING, *_WEAK_PARAMS])
+@pytest.mark.parametrize("name", NEW_PASSING)
 def test_new_arkit_curves_correlate_with_ground_truth(tiny_tracked_256: Path, gt, name: str) -> None:
     s = Subject.open(tiny_tracked_256)
     names = [str(n) for n in gt["names"]]
@@ -125,7 +118,7 @@ def test_new_arkit_curves_correlate_with_ground_truth(tiny_tracked_256: Path, gt
 def test_new_names_cover_what_the_sample_animates() -> None:
     from backend.data.synthetic_expressions import ANIMATED_NAMES
 
-    assert set(NEW_PASSING) | set(NEW_WEAK) == set(ANIMATED_NAMES[8:])
+    assert set(NEW_PASSING) == set(ANIMATED_NAMES[8:])
 
 
 def test_mouth_right_is_read_from_dlib_points_and_nothing_else_changes(
