@@ -96,7 +96,6 @@ RENDER_TARGETS: dict[str, str] = {
 """The render-speed target of each preset that has one (2 cores)."""
 
 
-
 def bench_translator(preset: str) -> torch.nn.Module:
     """The style translator of ``preset``'s edit settings for a look without a screen or a
     position grade, weights random (N(0, 0.05): the cost does not depend on them), in eval mode

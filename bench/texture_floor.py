@@ -71,11 +71,10 @@ def main() -> int:
     ap.add_argument("--max-frames", type=int, default=24)
     args = ap.parse_args()
 
-    import torch
     from style import unseen_looks  # bench/style.py: the test looks of tests/edit/unseen_looks.py
 
     from backend.data.subject import Subject
-    from backend.imaging.convert import frame_at
+    from backend.imaging.convert import frame_at, frame_to_tensor
     from backend.metrics.evaluate import heldout_ids
     from backend.metrics.image_scores import image_scores
     from backend.metrics.regions import subject_regions
@@ -95,8 +94,7 @@ def main() -> int:
     plain = np.stack(list(renderer.render(subject.expressions, uv_maps=subject.uv_maps, indices=ids)))
     regions = subject_regions(subject, ids, size)
     key_frames = [frame_at(subject.frame(k), size) for k in keys]
-    weights = [flatness(torch.from_numpy(f).permute(2, 0, 1).float()[None] / 127.5 - 1)[0, 0].numpy()
-               for f in key_frames]
+    weights = [flatness(frame_to_tensor(f, size)[None])[0, 0].numpy() for f in key_frames]
 
     def face_psnr(renders: np.ndarray, truth: np.ndarray) -> float:
         out = np.clip(renders + 0.5, 0, 255).astype(np.uint8) if renders.dtype != np.uint8 else renders
