@@ -12,7 +12,8 @@ print on a fixed texture without a period: ``charcoal_paper`` is what the frame 
 (``backend.style.frame_texture``) was developed on and ``sepia_film_grain`` what its extent was
 chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been scored.
 ``charcoal_smooth`` is the charcoal without its paper: what the translator makes of the
-charcoal's content alone.
+charcoal's content alone. ``kmeans_comic``, ``detail_pop`` and ``gameboy_dither`` were written
+after the learned texture layer was fixed and have only ever been scored.
 """
 
 from __future__ import annotations
@@ -200,3 +201,36 @@ def ink_wash_linen(rgb: np.ndarray) -> np.ndarray:
     cols = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigmaX=0.6, sigmaY=4.0)
     fibres = rows / (rows.std() + 1e-6) + cols / (cols.std() + 1e-6)
     return _unit8(ink * (1 + 0.035 * fibres)[..., None])
+
+
+def kmeans_comic(rgb: np.ndarray) -> np.ndarray:
+    """Comic: a bilateral-smoothed frame quantised to its own 6 k-means colours, with black
+    outlines from an adaptive threshold of the median-blurred grey."""
+    smooth = cv2.bilateralFilter(rgb, 7, 60, 7)
+    pixels = smooth.reshape(-1, 3).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
+    cv2.setRNGSeed(7)
+    _, labels, centres = cv2.kmeans(pixels, 6, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    flat = centres[labels.ravel()].reshape(rgb.shape)
+    grey = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 5)
+    lines = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 4)
+    return _unit8(flat / 255 * (lines[..., None] / 255))
+
+
+def detail_pop(rgb: np.ndarray) -> np.ndarray:
+    """Local-contrast "HDR" pop: OpenCV's detail enhancement, saturation x1.4, a warm lift."""
+    img = cv2.detailEnhance(rgb, sigma_s=12, sigma_r=0.2)
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.4, 0, 255)
+    img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255
+    return _unit8(img * np.array([1.04, 1.0, 0.92], np.float32) + 0.02)
+
+
+def gameboy_dither(rgb: np.ndarray) -> np.ndarray:
+    """Handheld-console green: 4 shades by 4x4 ordered (Bayer) dithering of the grey, frame-locked."""
+    bayer = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]], np.float32) / 16 + 1 / 32
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255 * 3
+    h, w = g.shape
+    level = np.clip(np.floor(g) + (g - np.floor(g) > np.tile(bayer, (h // 4 + 1, w // 4 + 1))[:h, :w]), 0, 3)
+    shades = np.array([[15, 56, 15], [48, 98, 48], [139, 172, 15], [155, 188, 15]], np.float32) / 255
+    return _unit8(shades[level.astype(int)])
