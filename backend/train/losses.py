@@ -1,5 +1,5 @@
-"""Stage-1 losses: masked texture L1, output L1, gradient loss, Laplacian-pyramid L1, GAN losses
-with lazy R1.
+"""Stage-1 losses: masked texture L1, output L1, gradient loss, Laplacian-pyramid L1, focal
+frequency loss, GAN losses with lazy R1.
 
 Images are (B, 3, H, W) tensors in [-1, 1]; masks are (B, 1, H, W) in [0, 1].
 """
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from backend.metrics.perceptual import gradient_l1, image_gradients, ssim_gradient_distance
 
-__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "gradient_l1", "image_gradients", "laplacian_l1",
-           "masked_l1", "r1_penalty", "ssim_gradient_distance"]
+__all__ = ["d_logistic_loss", "focal_frequency_loss", "g_nonsaturating_loss", "gradient_l1",
+           "image_gradients", "laplacian_l1", "masked_l1", "r1_penalty", "ssim_gradient_distance"]
 
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 """The 5-tap binomial filter of ``cv2.pyrDown`` (``backend.metrics.pyramid``), before normalising."""
@@ -50,6 +50,20 @@ def laplacian_l1(pred: torch.Tensor, target: torch.Tensor, levels: int = 5) -> t
         bands += 1
         d = down
     return (total + torch.abs(d).mean()) / (bands + 1)
+
+
+def focal_frequency_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Focal frequency loss (Jiang et al. 2021): the squared distance between the images' 2-D
+    spectra (orthonormal FFT per channel), each frequency weighted by its own distance to the
+    power ``alpha``, normalised by the image's largest weight and detached, so the frequencies the
+    output gets most wrong, often fine detail, weigh most. (B, C, H, W) pair -> scalar, in squared
+    input units (the FFT is orthonormal, so a flat weight of 1 gives the mean squared error)."""
+    diff = torch.fft.fft2(pred.float(), norm="ortho") - torch.fft.fft2(target.float(), norm="ortho")
+    dist = diff.real ** 2 + diff.imag ** 2  # (B, C, H, W)
+    with torch.no_grad():
+        weight = dist.sqrt() ** alpha
+        weight = weight / weight.flatten(2).amax(-1).clamp_min(1e-12)[..., None, None]
+    return (weight * dist).mean()
 
 
 def feature_matching_l1(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:

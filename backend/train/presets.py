@@ -44,6 +44,8 @@ class Preset:
             coverage), on top of the whole-frame L1.
         w_lap: weight of a Laplacian-pyramid L1 between output and frame
             (``backend.train.losses.laplacian_l1``, 5 bands; 0: none).
+        w_ffl: weight of the focal frequency loss between output and frame
+            (``backend.train.losses.focal_frequency_loss``; 0: none).
         w_fm: weight of discriminator feature matching (``backend.train.losses.feature_matching_l1``:
             the output's and its frame's patch-discriminator features; 0: none), while the
             discriminator is on (``adv_start``).
@@ -86,6 +88,7 @@ class Preset:
     w_perc: float = 1.0
     w_face: float = 0.0
     w_lap: float = 0.0
+    w_ffl: float = 0.0
     w_fm: float = 0.0
     lr_corr: float = 0.0
     w_corr: float = 1.0

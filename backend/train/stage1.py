@@ -368,6 +368,9 @@ class Stage1Trainer:
             l_lap = L.laplacian_l1(img, frames) if p.w_lap > 0 else None
             if l_lap is not None:
                 loss = loss + p.w_lap * l_lap
+            l_ffl = L.focal_frequency_loss(img, frames) if p.w_ffl > 0 else None
+            if l_ffl is not None:
+                loss = loss + p.w_ffl * l_ffl
             l_corr = None if corr_ids is None else self.corrections.penalty(corr_ids)
             if l_corr is not None:
                 loss = loss + p.w_corr * l_corr
@@ -392,6 +395,8 @@ class Stage1Trainer:
             logs["face"] = l_face.item()
         if l_lap is not None:
             logs["lap"] = l_lap.item()
+        if l_ffl is not None:
+            logs["ffl"] = l_ffl.item()
         if l_adv is not None:
             logs["adv"] = l_adv.item()
         if l_fm is not None:

@@ -1,5 +1,5 @@
 """Stage-1 options that stay off in the default presets: the background plate, the motion-modulated
-skips, the face L1, the Laplacian-pyramid L1, the per-frame tracking corrections, balanced
+skips, the face L1, the Laplacian-pyramid L1, the focal frequency loss, the per-frame tracking corrections, balanced
 sampling and expression noise. Real (tiny) training steps."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from backend.paths import checkpoint_path
 from backend.train.checkpoint import load_avatar, read_checkpoint
 from backend.train.data import load_subject_tensors
 from backend.train.frame_corrections import FrameCorrections
-from backend.train.losses import feature_matching_l1, laplacian_l1
+from backend.train.losses import feature_matching_l1, focal_frequency_loss, laplacian_l1
 from backend.train.presets import get_preset
 from backend.train.stage1 import train_avatar
 from backend.train.stage2 import prepare_edit
@@ -62,17 +62,32 @@ def test_laplacian_l1_weighs_detail_as_the_metric_does() -> None:
     assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 
+def test_focal_frequency_loss_is_the_squared_error_reweighted_by_frequency() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 32, 32, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
+    assert focal_frequency_loss(a, a).item() == 0.0
+    # a flat weight (alpha 0) leaves Parseval's squared error: the FFT is orthonormal
+    assert focal_frequency_loss(a, b, alpha=0.0).item() == pytest.approx(((a - b) ** 2).mean().item(), rel=1e-5)
+    # weights are <= 1, so the focal loss never exceeds it; an error in one frequency gets weight 1
+    assert 0 < focal_frequency_loss(a, b).item() < ((a - b) ** 2).mean().item()
+    ripple = 0.1 * torch.cos(torch.arange(32.0) * torch.pi / 2).expand(2, 3, 32, 32)
+    assert focal_frequency_loss(a + ripple, a).item() == pytest.approx((ripple ** 2).mean().item(), rel=1e-4)
+    pred = b.clone().requires_grad_(True)
+    focal_frequency_loss(pred, a).backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
 def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subject: Path) -> None:
     tiny = get_preset("tiny")
     over = {"model": {**tiny.model, "plate": True, "skip_film": True, "head_texture": 4}, "w_face": 1.0,
-            "lr_corr": 1e-2, "balance": 1.0, "expr_noise": 0.2, "w_lap": 1.0}
+            "lr_corr": 1e-2, "balance": 1.0, "expr_noise": 0.2, "w_lap": 1.0, "w_ffl": 1.0}
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0, preset_overrides=over)
     ckpt = checkpoint_path(untrained_subject)
     data = read_checkpoint(ckpt)
     params = data["meta"]["preset_params"]
     assert (params["balance"], params["expr_noise"]) == (1.0, 0.2)
     hist = data["meta"]["history"]
-    assert all(h["face"] > 0 and h["lap"] > 0 for h in hist)
+    assert all(h["face"] > 0 and h["lap"] > 0 and h["ffl"] > 0 for h in hist)
     moved = data["train"]["corrections"]["uv_affine"].abs().sum(dim=(1, 2))
     heldout = set(np.asarray(data["meta"]["heldout_ids"]).tolist())
     # only frames that were trained on have corrections; held-out frames keep none
