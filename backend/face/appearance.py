@@ -17,13 +17,15 @@ the image motion of small face regions:
    (boxes placed on the person's own neutral landmarks), gives each region's motion in cm.
 3. **Measures** (``APPEARANCE``): noseSneer = the nose wing's rise less the outer cheek's rise
    (a smile lifts the whole cheek, nose wing included; a sneer lifts the wing and the skin beside
-   it, not the outer cheek); jawLeft/Right = the chin's sideways motion (its pixels weighted by how
-   squarely they face the camera, ``Region.facing``); eyeSquint = the lower lid's rise above the
-   skin just below it; mouthUpperUp / mouthLowerDown = the upper lip's rise above the skin over it
-   / the lower lip's drop towards the skin under it. eyeSquint and the lips are fused with the
-   landmark measure (``mode="fuse"``, ``fuse_by_jitter``). The tracker normalises them as the
-   landmark measures (``backend.face.face_model``): clip median as the neutral level, the 99th
-   percentile (at least ``min_range``) as a full expression.
+   it, not the outer cheek), less the wing's depth share of the nose tip's rise (the crop's pitch
+   and depth errors lift the protruding nose as a whole, ``_sneer``); jawLeft/Right = the chin's
+   sideways motion (its pixels weighted by how squarely they face the camera, ``Region.facing``);
+   eyeSquint = the lower lid's rise above the skin just below it; mouthUpperUp / mouthLowerDown =
+   the upper lip's rise above the skin over it / the lower lip's drop towards the skin under it.
+   eyeSquint and the lips are fused with the landmark measure (``mode="fuse"``,
+   ``fuse_by_jitter``). The tracker normalises them as the landmark measures
+   (``backend.face.face_model``): clip median as the neutral level, the 99th percentile (at least
+   ``min_range``) as a full expression.
 
 When the measure cannot run (fewer than ``MIN_FRAMES`` frames in a run, a face under
 ``MIN_PX_PER_CM`` in the video, crops not sampled) ``measure_appearance`` logs why and returns
@@ -91,6 +93,8 @@ _LOWER_LID = Region(374, (-0.48, 0.52, -0.59, -0.04))
 _UNDER_LID = Region(374, (-0.48, 0.52, -1.14, -0.59))
 """The same box directly below ``_LOWER_LID`` (left; canonical y 1.15..1.7): the skin the lid rises
 away from when the eye closes from below."""
+_NOSE_TIP = Region(1, (-0.35, 0.35, -0.5, 0.5))
+"""The nose tip (pronasale): the face's most protruding skin, which a sneer barely lifts."""
 _UPPER_LIP = Region(267, (-0.5, 0.5, -0.5, 0.0))
 """The upper lip's red near its centre, on the subject's left (below the outer contour at 267)."""
 _ABOVE_LIP = Region(267, (-0.5, 0.5, 0.5, 1.0))
@@ -102,6 +106,7 @@ _BELOW_LIP = Region(17, (0.0, 1.0, -1.0, -0.5))
 REGIONS: dict[str, Region] = {
     "wingLeft": _WING, "wingRight": _WING.mirrored(98),
     "outerCheekLeft": _OUTER_CHEEK, "outerCheekRight": _OUTER_CHEEK.mirrored(101),
+    "noseTip": _NOSE_TIP,
     "lowerLidLeft": _LOWER_LID, "lowerLidRight": _LOWER_LID.mirrored(145),
     "underLidLeft": _UNDER_LID, "underLidRight": _UNDER_LID.mirrored(145),
     "upperLipLeft": _UPPER_LIP, "upperLipRight": _UPPER_LIP.mirrored(37),
@@ -121,14 +126,15 @@ class AppearanceMeasure:
     """How one name is read from region motion.
 
     Attributes:
-        fn: region motion {region: (T, 2) cm, (x right = the subject's left, y up)} -> (T,) cm.
+        fn: (region motion {region: (T, 2) cm, (x right = the subject's left, y up)}, region depth
+            {region: cm on the neutral surface, ``region_depths``}) -> (T,) cm.
         sign: +1 when the expression increases the measure.
         min_range: smallest change (cm) that counts as a full expression.
         mode: "replace" (the landmark measure is not used) or "fuse" (the two normalised measures
             weighted by their jitter, ``fuse_by_jitter``).
     """
 
-    fn: Callable[[dict[str, np.ndarray]], np.ndarray]
+    fn: Callable[[dict[str, np.ndarray], dict[str, float]], np.ndarray]
     sign: float
     min_range: float
     mode: str
@@ -153,11 +159,25 @@ def _lid_rise(side: str):
     one-sided expression tilting the pose fit) move the lid and the skin 0.55 cm below it alike.
     Read alone (not fused), the lid's rise followed the samples' squints at r 0.74 / 0.83 (left)
     and 0.56 / 0.84 (right), the difference at 0.86 / 0.92 and 0.86 / 0.96 (docs/tracking.md)."""
-    return lambda m: m[f"lowerLid{side}"][:, 1] - m[f"underLid{side}"][:, 1]
+    return lambda m, z: m[f"lowerLid{side}"][:, 1] - m[f"underLid{side}"][:, 1]
 
 
 def _sneer(side: str):
-    return lambda m: m[f"wing{side}"][:, 1] - m[f"outerCheek{side}"][:, 1]
+    """The nose wing's rise above the outer cheek (cm), less the wing's depth share of the nose
+    tip's rise above the cheek. A smile lifts the cheek with the wing; the crop's own errors (the
+    frame's pitch, the neutral surface's depth on a face the mesh fits loosely) move each point
+    in proportion to its depth, so they lift the protruding nose against the cheek, most at its
+    tip: on a real clip without sneers (Megamind.avi) the false "sneers" rose most on the midline
+    (the tip 0.67 cm, the wing box 0.42, the cheek 0.17 at frame 72) where the samples' sneers
+    rise at the wing (0.6 cm) and barely at the tip (under 0.15). That error reaches the wing as
+    (wing depth - cheek depth) / (tip depth - cheek depth) of the tip's (0.35-0.49 measured). Only the
+    tip's rise is taken out: its drop is the upper lip pulling the columella down in a smile, skin
+    motion that, taken out, would read every smile as a sneer (docs/tracking.md)."""
+    def fn(m: dict[str, np.ndarray], z: dict[str, float]) -> np.ndarray:
+        wing, cheek, tip = m[f"wing{side}"][:, 1], m[f"outerCheek{side}"][:, 1], m["noseTip"][:, 1]
+        share = (z[f"wing{side}"] - z[f"outerCheek{side}"]) / max(z["noseTip"] - z[f"outerCheek{side}"], 1e-6)
+        return wing - cheek - float(np.clip(share, 0.0, 1.0)) * np.maximum(tip - cheek, 0.0)
+    return fn
 
 
 def _lip_raise(side: str):
@@ -166,7 +186,7 @@ def _lip_raise(side: str):
     the lower lip, move the two alike. FaceMesh lifts its whole upper lip when one side rises, so
     its landmarks read the raise only against the other side (``face_model``), and a sideways jaw
     leaks into that; the pixels see the lip move against the skin (docs/tracking.md)."""
-    return lambda m: m[f"upperLip{side}"][:, 1] - m[f"aboveLip{side}"][:, 1]
+    return lambda m, z: m[f"upperLip{side}"][:, 1] - m[f"aboveLip{side}"][:, 1]
 
 
 def _lip_drop(side: str):
@@ -174,10 +194,10 @@ def _lip_drop(side: str):
     ``_lip_raise`` for the lower lip. A jaw opening carries the lip and the chin's skin together;
     FaceMesh drops its whole lower lip for a one-sided drop, so its landmarks need the jaw's share
     taken out and still cannot keep the side (``face_model``)."""
-    return lambda m: m[f"belowLip{side}"][:, 1] - m[f"lowerLip{side}"][:, 1]
+    return lambda m, z: m[f"belowLip{side}"][:, 1] - m[f"lowerLip{side}"][:, 1]
 
 
-def _chin_x(m: dict[str, np.ndarray]) -> np.ndarray:
+def _chin_x(m: dict[str, np.ndarray], z: dict[str, float]) -> np.ndarray:
     return m["chin"][:, 0]
 
 
@@ -285,6 +305,13 @@ def _region_slices(neutral: np.ndarray) -> dict[str, tuple[slice, slice]]:
     return out
 
 
+def region_depths(neutral: np.ndarray) -> dict[str, float]:
+    """Mean depth (canonical cm, towards the viewer) of each region's pixels on the clip's neutral
+    surface (``canonical_grid``)."""
+    grid = canonical_grid(neutral)
+    return {name: float(grid[rs, cs, 2].mean()) for name, (rs, cs) in _region_slices(neutral).items()}
+
+
 def visibility(normals: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """How squarely each canonical pixel faces the camera in each frame, as a weight.
 
@@ -365,4 +392,5 @@ def measure_appearance(crops: np.ndarray | None, runs: list[tuple[int, int]], ne
                     why, ", ".join(NAMES))
         return None
     motion = region_motion(crops, runs, neutral, angles)
-    return {name: np.asarray(m.fn(motion), dtype=np.float64) for name, m in APPEARANCE.items()}
+    depth = region_depths(neutral)
+    return {name: np.asarray(m.fn(motion, depth), dtype=np.float64) for name, m in APPEARANCE.items()}

@@ -33,3 +33,23 @@ def test_chin_pixels_turned_towards_the_outline_stop_counting() -> None:
     assert (w[1][:, half:] == 0.0).mean() > (w[0][:, half:] == 0.0).mean()  # past cos 60 degrees: zero
     assert 0.0 < FACING_MIN < 1.0
     assert REGIONS["chin"].facing and not REGIONS["wingLeft"].facing and not REGIONS["wingRight"].facing
+
+
+def test_sneer_takes_out_the_wing_depth_share_of_a_nose_tip_lift_only() -> None:
+    """A lift that grows with depth (the crop's pitch or depth error, the nose tip most) reads no
+    sneer; a wing rising on its own reads its full rise; the tip's drop (a smile's upper lip
+    pulling the columella down) is not read as a sneer."""
+    from backend.face.appearance import APPEARANCE
+
+    depth = {"wingRight": 5.5, "outerCheekRight": 4.0, "noseTip": 7.0}  # wing's share: 1.5 / 3.0
+    fn = APPEARANCE["noseSneerRight"].fn
+
+    def motion(wing: float, cheek: float, tip: float) -> dict[str, np.ndarray]:
+        return {"wingRight": np.array([[0.0, wing]]), "outerCheekRight": np.array([[0.0, cheek]]),
+                "noseTip": np.array([[0.0, tip]])}
+
+    lift = 0.1  # cm per cm of depth
+    assert abs(fn(motion(5.5 * lift, 4.0 * lift, 7.0 * lift), depth)[0]) < 1e-9
+    assert np.isclose(fn(motion(0.6, 0.0, 0.0), depth)[0], 0.6)
+    assert np.isclose(fn(motion(0.0, 0.0, -0.4), depth)[0], 0.0)
+    assert "noseTip" in REGIONS and not REGIONS["noseTip"].facing
