@@ -1,6 +1,6 @@
 """Stage-1 options that stay off in the default presets: the background plate, the motion-modulated
-skips, the face L1, the Laplacian-pyramid L1, the focal frequency loss, the per-frame tracking corrections, balanced
-sampling and expression noise. Real (tiny) training steps."""
+skips, the face L1, the Laplacian-pyramid L1, the focal frequency loss, the per-frame tracking
+corrections, balanced sampling and expression noise. Real (tiny) training steps."""
 
 from __future__ import annotations
 
@@ -66,10 +66,11 @@ def test_focal_frequency_loss_is_the_squared_error_reweighted_by_frequency() -> 
     gen = torch.Generator().manual_seed(0)
     a, b = torch.rand(2, 3, 32, 32, generator=gen), torch.rand(2, 3, 32, 32, generator=gen)
     assert focal_frequency_loss(a, a).item() == 0.0
+    mse = ((a - b) ** 2).mean().item()
     # a flat weight (alpha 0) leaves Parseval's squared error: the FFT is orthonormal
-    assert focal_frequency_loss(a, b, alpha=0.0).item() == pytest.approx(((a - b) ** 2).mean().item(), rel=1e-5)
+    assert focal_frequency_loss(a, b, alpha=0.0).item() == pytest.approx(mse, rel=1e-5)
     # weights are <= 1, so the focal loss never exceeds it; an error in one frequency gets weight 1
-    assert 0 < focal_frequency_loss(a, b).item() < ((a - b) ** 2).mean().item()
+    assert 0 < focal_frequency_loss(a, b).item() < mse
     ripple = 0.1 * torch.cos(torch.arange(32.0) * torch.pi / 2).expand(2, 3, 32, 32)
     assert focal_frequency_loss(a + ripple, a).item() == pytest.approx((ripple ** 2).mean().item(), rel=1e-4)
     pred = b.clone().requires_grad_(True)
