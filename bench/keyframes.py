@@ -42,7 +42,7 @@ def main() -> int:
 
     from backend.data.subject import Subject
     from backend.imaging.convert import frame_at
-    from backend.looks import stylize_image
+    from backend.looks import apply_look
     from backend.metrics.style_eval import evaluate_style
     from backend.paths import checkpoint_path
     from backend.train.checkpoint import read_checkpoint
@@ -60,10 +60,8 @@ def main() -> int:
     if not near:
         raise SystemExit(f"no held-out frame within {args.near} of frame {args.second}")
     size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
-    test_looks = unseen_looks()
-    look = test_looks.get(args.look, args.look)
-    refs = {f: (look(frame_at(subject.frame(f), size)) if callable(look)
-                else stylize_image(frame_at(subject.frame(f), size), look)) for f in order}
+    look = unseen_looks().get(args.look, args.look)  # a test look's function, or a built-in name
+    refs = {f: apply_look(frame_at(subject.frame(f), size), look) for f in order}
     runs = {f"{n} keyframe{'s' if n > 1 else ''}": order[:n] for n in range(1, len(order) + 1)}
     seeds = [int(x) for x in args.seeds.split(",")]
     scored = "all but the keyframes" if args.all_frames else f"near {args.second}"
