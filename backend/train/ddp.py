@@ -233,6 +233,9 @@ def mean_logs(logs: dict[str, float], world: int, device: torch.device) -> dict[
 STOPPED_EXIT_CODE = 130
 """Exit code of ``emo-avatar train`` stopped on request (Ctrl-C, ``--stop-file``) after saving."""
 FAILED_RANK = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*(\d+)\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
+LOST_PEER = re.compile(r"^error: rank (\d+): .*(?:Connection reset by peer|Connection closed by peer|"
+                       r"Broken pipe)", re.MULTILINE)
+"""A rank's error line saying a collective lost its peer: an echo of another rank's failure."""
 
 
 def launch_command(nproc: int, argv: list[str]) -> list[str]:
@@ -287,12 +290,31 @@ def check_launch(nproc: int, device: str | None) -> str:
     return f"{nproc} processes, gloo on CPU ({cpus} cores)"
 
 
-def failed_rank(output: str) -> tuple[int, int] | None:
-    """(rank, exit code) of the first failure in torchrun's report in ``output`` (a negative
-    exit code is a signal), or None when there is no report."""
+def failed_ranks(output: str) -> list[tuple[int, int]]:
+    """(rank, exit code) of every failure in torchrun's report in ``output``, the one torchrun
+    calls the root cause first (a negative exit code is a signal); empty when there is no report."""
     root = output.rfind("Root Cause")  # torchrun lists the first failure there, the others above
-    found = FAILED_RANK.findall(output[root:] if root >= 0 else output) or FAILED_RANK.findall(output)
-    return (int(found[0][0]), int(found[0][2])) if found else None
+    found = FAILED_RANK.findall(output[root:]) if root >= 0 else []
+    found += FAILED_RANK.findall(output[:root] if root >= 0 else output)
+    ranks: dict[int, int] = {}
+    for rank, _local, exitcode in found:
+        ranks.setdefault(int(rank), int(exitcode))
+    return list(ranks.items())
+
+
+def failed_rank(output: str) -> tuple[int, int] | None:
+    """(rank, exit code) of the failure that brought the job down, or None when ``output`` holds no
+    torchrun report.
+
+    torchrun's "root cause" is the failure it saw first, and two ranks can fail within its polling
+    interval: a rank killed outright leaves its peers' collectives with a reset connection, and they
+    abort too. A rank whose own ``error: rank R:`` line is such a lost peer is an echo, so the
+    first failure that is not one is the cause; if every failed rank is an echo, the root cause.
+    """
+    found = failed_ranks(output)
+    echoes = {int(r) for r in LOST_PEER.findall(output)}
+    causes = [f for f in found if f[0] not in echoes]
+    return (causes or found or [None])[0]
 
 
 def describe_failure(output: str, nproc: int, code: int) -> str:

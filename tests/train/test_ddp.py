@@ -20,7 +20,7 @@ import torch
 
 from backend.train.checkpoint import read_checkpoint
 from backend.train.data import TrainSampler
-from backend.train.ddp import DistributedError, Ranks, check_world
+from backend.train.ddp import DistributedError, Ranks, check_world, describe_failure
 from backend.train.stage1 import train_avatar
 
 EMO = str(Path(sys.executable).with_name("emo-avatar"))
@@ -138,6 +138,33 @@ def _rank_of(pid: int) -> int | None:
         return None
     found = [e[5:] for e in env if e.startswith(b"RANK=")]
     return int(found[0]) if found else None
+
+
+# torchrun's report when a killed rank's peer aborts on its reset connection within the same poll
+# (as printed by a CI run): the peer is torchrun's "root cause", the killed rank the real one
+_RACED_REPORT = """error: rank 0: [tcp/pair.cc:545] Read error [127.0.0.1]:33183: Connection reset by peer.
+terminate called without an active exception
+Failures:
+[1]:
+  time      : 2026-12-05_10:21:52
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 32685)  (SIGKILL)
+------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-05_10:21:52
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -6 (pid: 32684)  (SIGABRT)
+"""
+
+
+def test_a_peer_aborting_on_the_lost_connection_is_not_named_the_cause() -> None:
+    assert describe_failure(_RACED_REPORT, 2, 1) == ("training process rank 1 was killed by signal 9; "
+                                              "torchrun stopped the other 1")
+    alone = _RACED_REPORT.replace("Connection reset by peer", "out of memory")  # rank 0 failed on its own
+    assert describe_failure(alone, 2, 1).startswith("training process rank 0 was killed by signal 6")
 
 
 def test_a_dying_rank_fails_the_job_with_a_clear_error(tiny_subject: Path, tmp_path: Path) -> None:
