@@ -1,13 +1,15 @@
 """Can the patch discriminator tell a trained avatar's renders from its frames? A probe.
 
     .venv/bin/python bench/disc_probe.py SUBJECT [--steps 600] [--beta1 0,0.9] [--lr 0.002]
-                                         [--every 100] [--threads 1]
+                                         [--every 100] [--r1 0,1] [--threads 1]
 
 Loads ``SUBJECT/avatar/checkpoint.pt`` (its preset, discriminator architecture and training
 frames), freezes the avatar, and trains a *fresh* patch discriminator of the same architecture
 alone: each step one batch of training frames (real) against the avatar's EMA renders of the
-same frames and UV maps (fake), the logistic loss of stage 1, one Adam step, no R1. One run per
-Adam first-moment decay in ``--beta1`` (the same seed, so the same batches). Prints, every
+same frames and UV maps (fake), the logistic loss of stage 1, one Adam step, and stage 1's lazy
+R1 penalty on the real frames every ``r1_every`` steps at each gamma of ``--r1`` (0: none). One
+run per (Adam first-moment decay in ``--beta1``, R1 gamma) (the same seed, so the same batches).
+Prints, every
 ``--every`` steps, the loss averaged over the last ``--every`` steps (2 ln 2 = 1.386 is chance)
 and the share of patch logits on the right side of 0 (0.5 is chance).
 
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def probe(subject: Path, steps: int, beta1: float, lr: float | None,
+def probe(subject: Path, steps: int, beta1: float, r1_gamma: float, lr: float | None,
           every: int) -> list[tuple[int, float, float]]:
     """(step, mean loss, mean accuracy) every ``every`` steps for one fresh discriminator."""
     import torch
@@ -56,6 +58,12 @@ def probe(subject: Path, steps: int, beta1: float, lr: float | None,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if r1_gamma > 0 and preset.r1_every > 0 and step % preset.r1_every == 0:
+            real = frames.detach().requires_grad_(True)
+            r1 = losses.r1_penalty(disc(real, uv), real)
+            opt.zero_grad(set_to_none=True)
+            (r1_gamma / 2 * r1 * preset.r1_every).backward()
+            opt.step()
         acc = ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).item() / 2
         window.append((loss.item(), acc))
         if step % every == 0:
@@ -70,6 +78,7 @@ def main() -> int:
     ap.add_argument("subject", type=Path)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--beta1", default="0,0.9", help="comma-separated Adam first-moment decays")
+    ap.add_argument("--r1", default="0", help="comma-separated R1 gammas (0: no R1)")
     ap.add_argument("--lr", type=float, default=None, help="default: the checkpoint preset's lr_d")
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
@@ -77,8 +86,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    runs = {b: probe(args.subject, args.steps, float(b), args.lr, args.every) for b in args.beta1.split(",")}
-    print("| steps | " + " | ".join(f"beta1 {b}: loss / accuracy" for b in runs) + " |")
+    runs = {(b, g): probe(args.subject, args.steps, float(b), float(g), args.lr, args.every)
+            for b in args.beta1.split(",") for g in args.r1.split(",")}
+    print("| steps | " + " | ".join(f"beta1 {b}, R1 {g}: loss / accuracy" for b, g in runs) + " |")
     print("|---:|" + "---|" * len(runs))
     for i, (step, *_) in enumerate(next(iter(runs.values()))):
         print(f"| {step - args.every + 1}-{step} | "

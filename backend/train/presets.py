@@ -26,6 +26,9 @@ class Preset:
         lr_tex: Adam learning rate of the neural texture (higher: it is a free table).
         lr_d: Adam learning rate of the patch discriminator.
         adam_beta1: Adam's first-moment decay for the avatar (0.5, the GAN habit, by default).
+        d_adam_beta1: Adam's first-moment decay for the patch discriminator (0.0, StyleGAN2's, by
+            default). At 0 each step follows one batch's gradient alone; see docs/training.md,
+            "The patch discriminator at chance".
         lr_final: the avatar's learning rates at the last step, as a fraction of ``lr_g`` /
             ``lr_tex``, reached by a cosine decay over all steps (1.0: constant rates).
         expr_noise: Gaussian noise added to the expression windows while training, as a fraction
@@ -77,6 +80,7 @@ class Preset:
     lr_d: float = 2e-3
     lr_final: float = 1.0
     adam_beta1: float = 0.5
+    d_adam_beta1: float = 0.0
     balance: float = 0.0
     expr_noise: float = 0.0
     pti_w_steps: int = 50

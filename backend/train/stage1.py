@@ -147,7 +147,8 @@ class Stage1Trainer:
             groups.append({"params": list(self.corrections.parameters()), "lr": preset.lr_corr})
         self.opt_g = torch.optim.Adam(groups, betas=(preset.adam_beta1, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt_g.param_groups]
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d, betas=(0.0, 0.99))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d,
+                                      betas=(preset.d_adam_beta1, 0.99))
         self.ranks = ranks
         self.sampler = TrainSampler(data.train_ids, preset.batch, seed, ranks.rank, ranks.world,
                                     weights=sampling_weights(data, preset.balance))
