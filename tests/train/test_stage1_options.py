@@ -111,10 +111,12 @@ def test_training_with_every_option_keeps_the_plate_and_resumes(untrained_subjec
 def test_learning_rates_decay_to_lr_final_and_beta1_is_the_presets(untrained_subject: Path) -> None:
     tiny = get_preset("tiny")
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0,
-                 preset_overrides={"lr_final": 0.1, "adam_beta1": 0.9})
-    groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
+                 preset_overrides={"lr_final": 0.1, "adam_beta1": 0.9, "d_adam_beta1": 0.8})
+    train = read_checkpoint(checkpoint_path(untrained_subject))["train"]
+    groups = train["opt_g"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([0.1 * tiny.lr_tex, 0.1 * tiny.lr_g])
     assert all(tuple(g["betas"]) == (0.9, 0.99) for g in groups)
+    assert [tuple(g["betas"]) for g in train["opt_d"]["param_groups"]] == [(0.8, 0.99)]
 
 
 def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> None:
@@ -124,6 +126,8 @@ def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> Non
     groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
     assert [g["lr"] for g in groups] == [tiny.lr_tex, tiny.lr_g]
     assert all(tuple(g["betas"]) == (0.5, 0.99) for g in groups)
+    opt_d = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_d"]["param_groups"]
+    assert [tuple(g["betas"]) for g in opt_d] == [(0.0, 0.99)]
 
 
 def test_feature_matching_pulls_only_the_output_towards_its_frames_features() -> None:
