@@ -8,10 +8,10 @@ frames), freezes the avatar, and trains a *fresh* patch discriminator of the sam
 alone: each step one batch of training frames (real) against the avatar's EMA renders of the
 same frames and UV maps (fake), the logistic loss of stage 1, one Adam step, and stage 1's lazy
 R1 penalty on the real frames every ``r1_every`` steps at each gamma of ``--r1`` (0: none). One
-run per (Adam first-moment decay in ``--beta1``, R1 gamma) (the same seed, so the same batches).
-Prints, every
-``--every`` steps, the loss averaged over the last ``--every`` steps (2 ln 2 = 1.386 is chance)
-and the share of patch logits on the right side of 0 (0.5 is chance).
+run per pair of an Adam first-moment decay in ``--beta1`` and an R1 gamma, all with the same
+seed, so the same batches. Prints, every ``--every`` steps, the loss averaged over the last
+``--every`` steps (2 ln 2 = 1.386 is chance) and the share of patch logits on the right side of 0
+(0.5 is chance).
 
 A discriminator that cannot separate a frozen avatar's renders within stage 1's adversarial
 steps cannot steer a generator that moves under it.
