@@ -108,8 +108,9 @@ def barrier() -> None:
     """Wait until every rank gets here (no-op without a process group). Called once training has
     ended well, so no rank leaves the group (and closes its connections) while another still
     works: the other ranks finish before rank 0's closing evaluation and checkpoint, and a gloo
-    rank that tore its group down that early once aborted at exit ("terminate called without an
-    active exception", one run of tests/train/test_ddp.py under load; not reproduced since)."""
+    rank that tears its group down that early can abort at exit ("terminate called without an
+    active exception": seen under load in tests/train/test_ddp.py, and on an agreed stop request
+    while rank 0 saved, so a stop waits here too)."""
     import torch.distributed as dist
 
     if dist.is_initialized():

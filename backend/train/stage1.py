@@ -537,6 +537,10 @@ def train_avatar(subject_dir: Path, preset: str = "cpu", steps: int | None = Non
                         should_stop, stylegan, ranks, check_memory)
         ddp.barrier()  # every rank leaves the group together (ddp.barrier)
         return result
+    except Cancelled as exc:
+        if not isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C reaches each rank anywhere
+            ddp.barrier()  # an agreed stop (ddp.any_rank): wait while rank 0 saves, then leave together
+        raise
     finally:
         ddp.shutdown()
 
