@@ -59,10 +59,9 @@ def probe(subject: Path, steps: int, beta1: float, r1_gamma: float, lr: float | 
         loss.backward()
         opt.step()
         if r1_gamma > 0 and preset.r1_every > 0 and step % preset.r1_every == 0:
-            real = frames.detach().requires_grad_(True)
-            r1 = losses.r1_penalty(disc(real, uv), real)
+            r1_loss, _ = losses.lazy_r1(disc, frames, uv, r1_gamma, preset.r1_every)
             opt.zero_grad(set_to_none=True)
-            (r1_gamma / 2 * r1 * preset.r1_every).backward()
+            r1_loss.backward()
             opt.step()
         acc = ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).item() / 2
         window.append((loss.item(), acc))

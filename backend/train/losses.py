@@ -6,6 +6,8 @@ Images are (B, 3, H, W) tensors in [-1, 1]; masks are (B, 1, H, W) in [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -87,3 +89,12 @@ def r1_penalty(real_logits: torch.Tensor, real_input: torch.Tensor) -> torch.Ten
     """R1: squared gradient norm of D on real inputs, mean over the batch."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_input, create_graph=True)
     return grad.pow(2).reshape(grad.shape[0], -1).sum(1).mean()
+
+
+def lazy_r1(disc: Callable[..., torch.Tensor], frames: torch.Tensor, cond: torch.Tensor, gamma: float,
+            every: int) -> tuple[torch.Tensor, float]:
+    """Stage 1's lazy R1 term: (gamma / 2 x R1 x ``every``, to backpropagate once every ``every``
+    steps, and the raw R1) of ``disc(frames, cond)`` on (B, 3, H, W) real frames."""
+    real = frames.detach().requires_grad_(True)
+    r1 = r1_penalty(disc(real, cond), real)
+    return gamma / 2 * r1 * every, r1.item()

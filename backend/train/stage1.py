@@ -344,13 +344,11 @@ class Stage1Trainer:
             self.scaler.step(self.opt_d)
             d_logs["d"] = d_loss.item()
             if p.r1_every > 0 and step % p.r1_every == 0:
-                real = frames.detach().requires_grad_(True)
-                r1 = L.r1_penalty(self.disc(real, uv_d), real)
+                r1_loss, d_logs["r1"] = L.lazy_r1(self.disc, frames, uv_d, p.r1_gamma, p.r1_every)
                 self.opt_d.zero_grad(set_to_none=True)
-                (p.r1_gamma / 2 * r1 * p.r1_every).backward()
+                r1_loss.backward()
                 self._sync_disc()
                 self.opt_d.step()
-                d_logs["r1"] = r1.item()
             self.disc.requires_grad_(False)
 
         with self._autocast():

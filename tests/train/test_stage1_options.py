@@ -123,11 +123,11 @@ def test_learning_rates_stay_constant_by_default(untrained_subject: Path) -> Non
     tiny = get_preset("tiny")
     assert tiny.lr_final == 1.0
     train_avatar(untrained_subject, preset="tiny", steps=6, preview_every=0)
-    groups = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_g"]["param_groups"]
+    train = read_checkpoint(checkpoint_path(untrained_subject))["train"]
+    groups = train["opt_g"]["param_groups"]
     assert [g["lr"] for g in groups] == [tiny.lr_tex, tiny.lr_g]
     assert all(tuple(g["betas"]) == (0.5, 0.99) for g in groups)
-    opt_d = read_checkpoint(checkpoint_path(untrained_subject))["train"]["opt_d"]["param_groups"]
-    assert [tuple(g["betas"]) for g in opt_d] == [(0.0, 0.99)]
+    assert [tuple(g["betas"]) for g in train["opt_d"]["param_groups"]] == [(0.0, 0.99)]
 
 
 def test_feature_matching_pulls_only_the_output_towards_its_frames_features() -> None:
