@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.imaging.convert import to_uint8
+from backend.imaging.flow import backward_flow, warp
 from protocol.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -86,25 +87,6 @@ def temporal_change(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(f, axis=0)).mean())
 
 
-FLOW_CONSISTENCY_PX = 1.0
-"""Pixels whose forward and backward flows disagree by more than this (occlusions, flow errors)
-are left out of ``warped_temporal_change``."""
-
-
-def _flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(H, W, 2) Farneback flow (px) from uint8 RGB ``a`` to ``b``: a(x) ~ b(x + flow(x))."""
-    ga, gb = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2GRAY) for x in (a, b))
-    return cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 3, 9, 3, 5, 1.1, 0)
-
-
-def _warp(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """(H, W, C) image sampled at x + flow(x) (bilinear, replicated border), float32."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(img.astype(np.float32), gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
-
-
 ShotMotion = list[tuple[np.ndarray, np.ndarray]]
 """Per consecutive frame pair (t-1, t) of a shot: the backward flow (H, W, 2) px, frame t's
 pixel x coming from x + flow(x) in frame t-1, and the (H, W) bool mask where it is trusted."""
@@ -112,14 +94,8 @@ pixel x coming from x + flow(x) in frame t-1, and the (H, W) bool mask where it 
 
 def shot_motion(guide: np.ndarray) -> ShotMotion:
     """The motion of (T, H, W, 3) uint8 ``guide`` frames: per pair, the backward Farneback flow and
-    where the forward and backward flows agree within ``FLOW_CONSISTENCY_PX`` (not occluded)."""
-    motion = []
-    for t in range(1, len(guide)):
-        back = _flow(guide[t], guide[t - 1])  # guide[t](x) ~ guide[t-1](x + back(x))
-        fwd = _flow(guide[t - 1], guide[t])
-        round_trip = back + _warp(fwd, back)  # ~0 where both agree
-        motion.append((back, np.linalg.norm(round_trip, axis=-1) <= FLOW_CONSISTENCY_PX))
-    return motion
+    where it is trusted (``backend.imaging.flow.backward_flow``)."""
+    return [backward_flow(guide[t], guide[t - 1]) for t in range(1, len(guide))]
 
 
 def warped_temporal_change(frames: np.ndarray, guide: np.ndarray | None = None,
@@ -144,7 +120,7 @@ def warped_temporal_change(frames: np.ndarray, guide: np.ndarray | None = None,
     f = frames.astype(np.float32) / 255.0
     total, count = 0.0, 0
     for t, (back, ok) in enumerate(motion, start=1):
-        diff = np.abs(f[t] - _warp(f[t - 1], back))[ok]
+        diff = np.abs(f[t] - warp(f[t - 1], back))[ok]
         total += float(diff.sum())
         count += diff.size
     return total / count if count else float("nan")
