@@ -27,6 +27,7 @@ from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
 from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
+from backend.style.stability import FramePairs, amplification, stability_loss
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,16 @@ class FitSettings:
         busy_fill: with ``learned_texture``, complete the layer where the keyframe is busy with
             its residual after the fit, shrunk by the texture's share of its local power
             (``backend.style.learned_texture.busy_fill``).
+        temporal: weight of the stability term (``backend.style.stability``): on pairs of
+            consecutive training-frame renders aligned by their optical flow (``pairs`` of
+            ``fit_translator``), how much more the styled outputs differ than the renders do.
+            0: off.
+        temporal_batch / temporal_patch: aligned pairs per step and their patch side (px).
+        temporal_from: share of the steps after which the stability term may join, once the
+            look is learned (with the unlabeled frames, at the default shares).
+        temporal_above: the term joins only if the translator then changes more than this many
+            times as much as the renders between the pairs' frames (``stability.amplification``);
+            where it does not, the term only cost fidelity.
         bf16: run the translator's forward in bfloat16 autocast while fitting, where the CPU
             computes bfloat16 natively (``backend.style.inference_plan.bf16_native``; float32
             elsewhere): a step costs about 0.7 of a float32 one. Weights, optimiser and loss stay
@@ -105,6 +116,11 @@ class FitSettings:
     learned_texture: bool = False
     learned_texture_from: float = 0.5
     busy_fill: bool = False
+    temporal: float = 0.0
+    temporal_batch: int = 2
+    temporal_patch: int = 64
+    temporal_from: float = 0.5
+    temporal_above: float = 1.2
     bf16: bool = False
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
@@ -115,8 +131,10 @@ class FitSettings:
 @dataclass
 class FitResult:
     """The fitted translator (eval mode, no grad), its loss history, the wall time (s) and the
-    keyframes' mean ``position_share`` (None when the settings have no grade to decide on) and the
-    frame-locked texture's evidence (None when none was looked for)."""
+    keyframes' mean ``position_share`` (None when the settings have no grade to decide on), the
+    frame-locked texture's evidence (None when none was looked for) and the translator's
+    ``amplification`` of the frame pairs' change when the stability term was considered (None
+    when not; the term joined if it was above ``FitSettings.temporal_above``)."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -124,6 +142,7 @@ class FitResult:
     steps_done: int
     position_share: float | None = None
     texture: TextureEvidence | None = None
+    amplification: float | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +244,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                    seed: int = 0, progress: ProgressFn | None = None,
                    should_stop: StopFn | None = None,
                    unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   texture_from: list[int] | None = None) -> FitResult:
+                   texture_from: list[int] | None = None,
+                   pairs: FramePairs | None = None) -> FitResult:
     """Train a ``StyleTranslator`` that maps ``inputs`` to ``targets``.
 
     Args:
@@ -243,6 +263,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         texture_from: indices of the pairs whose residual after the first fit measures a
             frame-locked texture (``settings.texture_steps``; the real video frames, whose fit is
             closest); None: every pair.
+        pairs: consecutive renders aligned by their flow (``backend.style.stability.frame_pairs``)
+            for the stability term (``settings.temporal``); not used with a lattice, whose cells
+            are fixed in the frame.
     Returns:
         FitResult.
     Raises:
@@ -285,6 +308,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, ch.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
+        if pairs is not None:
+            pairs = pairs.with_channels(ch)
     share = None
     if net_cfg.grade:
         share = sum(position_share(x[:3], t) for x, t in zip(inputs, targets, strict=True)) / len(inputs)
@@ -298,11 +323,16 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         inputs = torch.cat([inputs, pos.expand(inputs.shape[0], -1, -1, -1)], 1)
         if unlabeled is not None:
             unlabeled = tuple(torch.cat([u, pos.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
+        if pairs is not None:
+            pairs = pairs.with_channels(pos)
     warp = s.warp
     if lattice is not None:
         log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
                  "the output is averaged over each cell", lattice.period[1], lattice.period[0])
         warp = 0.0
+    stable_step = (round(s.temporal_from * s.steps) if pairs is not None and len(pairs) and s.temporal > 0
+                   and lattice is None else None)
+    stable_size = min(s.temporal_patch, inputs.shape[-1], inputs.shape[-2])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()
@@ -341,8 +371,18 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     pool_in, pool_t, weights = inputs, with_cells(with_aux(targets, True)), None
     pseudo_step = round(s.pseudo_from * s.steps) if unlabeled is not None and s.pseudo_share > 0 else None
     low = s.bf16 and inputs.device.type == "cpu" and bf16_native()
+    amplified = None
     for step in range(s.steps):
         check_cancel(should_stop)
+        if step == stable_step:
+            amplified = amplification(pseudo_targets(net, pairs.current), pseudo_targets(net, pairs.earlier),
+                                      pairs)
+            log.info("style translator: it changes %.2fx as much as the renders between %d pairs of "
+                     "neighbouring frames; %s", amplified, len(pairs),
+                     f"the stability term joins at step {step}" if amplified > s.temporal_above
+                     else f"no more than {s.temporal_above}x: no stability term")
+            if amplified <= s.temporal_above:
+                stable_step = None
         if step == pseudo_step:
             renders, real = unlabeled
             pool_in = torch.cat([inputs, renders])
@@ -366,6 +406,15 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             out = _forward(net, xin, cells)
         out = out.float() if on_patch is None else out.float() + on_patch
         loss, parts = patch_loss(out, xt, s.w_grad)
+        if stable_step is not None and step >= stable_step:
+            both, trusted = sample_patches(torch.cat([pairs.current, pairs.previous], 1), pairs.trusted,
+                                           s.temporal_batch, stable_size, gen)
+            now, before = both.chunk(2, dim=1)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+                styled = _forward(net, torch.cat([now, before]))
+            stable = stability_loss(*styled.float().chunk(2), now, before, trusted)
+            loss = loss + s.temporal * stable
+            parts["stable"] = stable.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -396,7 +445,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
-                     position_share=share, texture=None if texture is None else texture.evidence)
+                     position_share=share, texture=None if texture is None else texture.evidence,
+                     amplification=amplified)
 
 
 @dataclass

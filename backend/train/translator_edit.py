@@ -25,6 +25,7 @@ from backend.progress import ProgressFn, StopFn
 from backend.style.fit import FitResult, FitSettings, fit_translator
 from backend.style.guides import uv_guides
 from backend.style.screen import PHASES
+from backend.style.stability import FramePairs, frame_pairs
 from backend.style.translator import TranslatorConfig
 from backend.train.alignment import check_alignment
 from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
@@ -32,7 +33,7 @@ from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
 log = logging.getLogger(__name__)
 
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
-                      learned_texture=True, busy_fill=True, bf16=True,
+                      learned_texture=True, busy_fill=True, temporal=8.0, bf16=True,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -61,6 +62,8 @@ class TranslatorEditJob:
         inputs: (P, 3 + guides, S, S) in [-1, 1]; targets: (P, 3, S, S) in [-1, 1].
         unlabeled: (renders, real frames), each (Q, 3 + guides, S, S), of stage-1 training frames
             without a reference (``unlabeled_frames``), or None.
+        pairs: renders of those frames and of a neighbouring training frame aligned on them
+            (``neighbour_frames``, ``backend.style.stability``), or None.
         keyframes: the checked keyframes; alignments: their edge-match measurements (meta).
     """
 
@@ -70,6 +73,7 @@ class TranslatorEditJob:
     alignments: list[dict[str, Any]]
     settings: FitSettings
     unlabeled: tuple[torch.Tensor, torch.Tensor] | None
+    pairs: FramePairs | None
     meta: dict[str, Any]
     tensors: Any
     avatar: torch.nn.Module
@@ -80,7 +84,7 @@ class TranslatorEditJob:
             should_stop: StopFn | None = None) -> FitResult:
         return fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
                               should_stop=should_stop, unlabeled=self.unlabeled,
-                              texture_from=self.pairs_of("real"))
+                              texture_from=self.pairs_of("real"), pairs=self.pairs)
 
     def pairs_of(self, source: str) -> list[int]:
         """Indices into ``inputs`` of the pairs whose input is ``source`` (a name in ``TRAIN_ON``)."""
@@ -130,6 +134,21 @@ def unlabeled_frames(train_ids: np.ndarray, keyframes: list[int], count: int) ->
     return [free[i] for i in sorted(set(pick.tolist()))]
 
 
+def neighbour_frames(subject: Any, train_ids: np.ndarray, frames: list[int]) -> list[tuple[int, int]]:
+    """(frame, neighbour) for each of ``frames`` that has a training frame next to it in the video
+    and in the same crop (no cut, no crop change between them): the one before, else the one after.
+    ``subject``: a ``backend.data.subject.Subject``."""
+    train = set(int(i) for i in train_ids)
+    out = []
+    for f in frames:
+        for n in (f - 1, f + 1):
+            if (n in train and abs(subject.source_frame(n) - subject.source_frame(f)) == 1
+                    and subject.crop_of(n) == subject.crop_of(f)):
+                out.append((f, n))
+                break
+    return out
+
+
 def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
                             device: str | torch.device | None = None,
                             settings: FitSettings | None = None) -> TranslatorEditJob:
@@ -138,6 +157,7 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     Raises:
         FileNotFoundError, ReferenceError (incl. AlignmentError), IndexError, ValueError, CheckpointError.
     """
+    from backend.data.subject import Subject
     from backend.device import pick_device
     from backend.paths import checkpoint_path
     from backend.train.checkpoint import build_avatar, checkpoint_sha256, load_state_strict, read_checkpoint
@@ -177,11 +197,18 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     if pool:
         pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
         unlabeled = (pool_inputs["render"], pool_inputs["real"])
+    pairs = None
+    if settings.temporal > 0:
+        near = neighbour_frames(Subject.open(subject_dir), tensors.train_ids, pool)
+        if near:
+            now, before = ([network_inputs(avatar, tensors, list(ids), settings.net.guides, dev)["render"]
+                            for ids in zip(*near, strict=True)])
+            pairs = frame_pairs(now, before)
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
     return TranslatorEditJob(
         inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
-        settings=settings, unlabeled=unlabeled, meta=meta, tensors=tensors, avatar=avatar,
+        settings=settings, unlabeled=unlabeled, pairs=pairs, meta=meta, tensors=tensors, avatar=avatar,
         checkpoint_sha256=checkpoint_sha256(ckpt), device=dev,
     )
 
@@ -209,6 +236,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
         "trained_on": list(TRAIN_ON),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,
+        "stability_amplification": result.amplification,
         "frame_texture": None if result.texture is None else result.texture.to_dict(),
         "steps": result.steps_done,
         "seconds": round(result.seconds, 2),
