@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.convert import to_uint8
 from backend.imaging.flow import backward_flow, warp
 
 
@@ -46,15 +46,10 @@ class FramePairs:
         return self.current.shape[0]
 
     def with_channels(self, extra: torch.Tensor) -> FramePairs:
-        """Both inputs with (1, E, H, W) frame-locked channels appended (screen, positions)."""
+        """The three input stacks with (1, E, H, W) frame-locked channels appended (screen, positions)."""
         e = extra.to(self.current).expand(len(self), -1, -1, -1)
         return FramePairs(torch.cat([self.current, e], 1), torch.cat([self.previous, e], 1), self.trusted,
                           torch.cat([self.earlier, e], 1))
-
-
-def _uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def frame_pairs(current: torch.Tensor, previous: torch.Tensor) -> FramePairs:
@@ -64,8 +59,9 @@ def frame_pairs(current: torch.Tensor, previous: torch.Tensor) -> FramePairs:
         raise ValueError(f"frame pairs need two (N, C>=3, H, W) stacks of one shape, got "
                          f"{tuple(current.shape)} and {tuple(previous.shape)}")
     warped, masks = [], []
-    for now, before in zip(current, previous, strict=True):
-        back, ok = backward_flow(_uint8(now[:3]), _uint8(before[:3]))
+    rgb_now, rgb_before = to_uint8(current[:, :3]), to_uint8(previous[:, :3])
+    for i, before in enumerate(previous):
+        back, ok = backward_flow(rgb_now[i], rgb_before[i])
         moved = warp(before.permute(1, 2, 0).cpu().numpy(), back)
         warped.append(torch.from_numpy(moved.reshape(*moved.shape[:2], -1)).permute(2, 0, 1))
         masks.append(torch.from_numpy(ok)[None].float())
