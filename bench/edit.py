@@ -76,7 +76,9 @@ def time_edit(method: str, subject: Path, ref, frame: int, quick: bool) -> dict:
     """Wall time of one edit's preparation and loop (``method``: translator | skips).
 
     Without ``quick`` the whole loop runs and its wall time is measured. With ``quick`` only a few
-    steps run and the loop's time is extrapolated from their median (the table says so).
+    steps run and the loop's time is extrapolated from their median (the table says so); where the
+    settings have a stability term, it is made to join halfway in those steps as in an edit whose
+    look needs it, and the steps before and after are extrapolated each from their own median.
     """
     from backend.train.keyframes import Keyframe
     from backend.train.stage2 import prepare_edit
@@ -89,15 +91,21 @@ def time_edit(method: str, subject: Path, ref, frame: int, quick: bool) -> dict:
         job = prepare_edit(subject, ref, frame=frame, device="cpu")
     prepare_s = time.perf_counter() - t
     full_steps = job.settings.steps
+    stable = method == "translator" and job.settings.temporal > 0 and job.pairs is not None
     if quick:
-        job.settings = replace(job.settings, steps=min(6, full_steps))
+        job.settings = replace(job.settings, steps=min(6, full_steps), temporal_above=0.0)
     stamps: list[float] = []
     t_run = time.perf_counter()
     job.run(seed=0, progress=lambda _u: stamps.append(time.perf_counter()))
     run_s = time.perf_counter() - t_run
     diffs = [b - a for a, b in itertools.pairwise(stamps)]
     per_step = statistics.median(diffs) if diffs else run_s
-    if quick:
+    if quick and stable and len(diffs) >= 4:
+        joins = round(job.settings.temporal_from * job.settings.steps)  # step index in the short run
+        full_joins = round(job.settings.temporal_from * full_steps)
+        before, after = statistics.median(diffs[:joins - 1]), statistics.median(diffs[joins - 1:])
+        run_s = (stamps[0] - t_run) + before * (full_joins - 1) + after * (full_steps - full_joins)
+    elif quick:
         run_s = (stamps[0] - t_run) + per_step * (full_steps - 1)
     return {"method": method, "prepare_s": prepare_s, "run_s": run_s, "total_s": prepare_s + run_s,
             "per_step_s": per_step, "steps": full_steps, "label": "extrapolated" if quick else "measured"}
