@@ -170,3 +170,16 @@ def test_the_term_joins_only_where_the_translator_amplifies_the_change(
     assert joined.amplification == skipped.amplification > 0  # measured the same way, at step 3
     assert "stable" in joined.history[3] and "the stability term joins at step 3" in logs[0.0]
     assert all("stable" not in h for h in skipped.history) and "no stability term" in logs[1e6]
+
+
+def test_the_pairs_carry_the_frame_positions_of_a_position_grade() -> None:
+    """A look whose colour changes across the frame gets a position grade; the pairs then carry the
+    same position channels as the keyframes, and the term runs on them."""
+    f = _t(draw_frame(0, 32)[0])
+    ramp = torch.linspace(-0.8, 0.8, 32).view(1, 1, 1, 32)
+    pairs = frame_pairs(_t(draw_frame(10, 32)[0]), _t(draw_frame(9, 32)[0]))
+    settings = FitSettings(steps=6, batch=2, patch=16, temporal=1.0, temporal_above=0.0,
+                           net=TranslatorConfig(width=8, blocks=1, grade=3))
+    fit = fit_translator(f, (f * 0.5 + ramp).clamp(-1, 1), settings, seed=0, pairs=pairs)
+    assert fit.translator.cfg.grade == 3 and fit.amplification > 0
+    assert "stable" in fit.history[-1]
