@@ -183,3 +183,16 @@ def test_the_pairs_carry_the_frame_positions_of_a_position_grade() -> None:
     fit = fit_translator(f, (f * 0.5 + ramp).clamp(-1, 1), settings, seed=0, pairs=pairs)
     assert fit.translator.cfg.grade == 3 and fit.amplification > 0
     assert "stable" in fit.history[-1]
+
+
+def test_a_look_made_of_frame_locked_cells_gets_no_stability_term() -> None:
+    """Cells fixed in the frame are averaged flat in fitting and rendering; the pairs are not used."""
+    from tests.edit.test_lattice import pixelate
+
+    f = draw_frame(0, 128)[0]
+    pairs = frame_pairs(_t(draw_frame(10, 128)[0]), _t(draw_frame(9, 128)[0]))
+    settings = FitSettings(steps=4, batch=2, patch=64, temporal=1.0, temporal_above=0.0,
+                           net=TranslatorConfig(width=8, blocks=1))
+    fit = fit_translator(_t(f), _t(pixelate(f, 16)), settings, seed=0, pairs=pairs)
+    assert fit.translator.lattice is not None
+    assert fit.amplification is None and all("stable" not in h for h in fit.history)
