@@ -333,6 +333,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     stable_step = (round(s.temporal_from * s.steps) if pairs is not None and len(pairs) and s.temporal > 0
                    and lattice is None else None)
     stable_size = min(s.temporal_patch, inputs.shape[-1], inputs.shape[-2])
+    stable_size -= stable_size % 4  # as the keyframe patches: the U-Net halves it twice
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()
@@ -407,7 +408,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         out = out.float() if on_patch is None else out.float() + on_patch
         loss, parts = patch_loss(out, xt, s.w_grad)
         if stable_step is not None and step >= stable_step:
-            both, trusted = sample_patches(torch.cat([pairs.current, pairs.previous], 1), pairs.trusted,
+            both, trusted = sample_patches(torch.cat([pairs.current, pairs.earlier_warped], 1), pairs.trusted,
                                            s.temporal_batch, stable_size, gen)
             now, before = both.chunk(2, dim=1)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):

@@ -32,13 +32,13 @@ class FramePairs:
 
     Attributes:
         current: (N, C, H, W) the later frames' network inputs in [-1, 1] (RGB first).
-        previous: (N, C, H, W) the earlier frames' inputs warped onto the later ones.
+        earlier_warped: (N, C, H, W) the earlier frames' inputs warped onto the later ones.
         trusted: (N, 1, H, W) 1 where the forward and backward flows agree, else 0.
         earlier: (N, C, H, W) the earlier frames' inputs as they are (not warped).
     """
 
     current: torch.Tensor
-    previous: torch.Tensor
+    earlier_warped: torch.Tensor
     trusted: torch.Tensor
     earlier: torch.Tensor
 
@@ -48,8 +48,8 @@ class FramePairs:
     def with_channels(self, extra: torch.Tensor) -> FramePairs:
         """The three input stacks with (1, E, H, W) frame-locked channels appended (screen, positions)."""
         e = extra.to(self.current).expand(len(self), -1, -1, -1)
-        return FramePairs(torch.cat([self.current, e], 1), torch.cat([self.previous, e], 1), self.trusted,
-                          torch.cat([self.earlier, e], 1))
+        return FramePairs(torch.cat([self.current, e], 1), torch.cat([self.earlier_warped, e], 1),
+                          self.trusted, torch.cat([self.earlier, e], 1))
 
 
 def frame_pairs(current: torch.Tensor, previous: torch.Tensor) -> FramePairs:

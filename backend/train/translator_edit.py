@@ -200,9 +200,9 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     pairs = None
     if settings.temporal > 0:
         near = neighbour_frames(Subject.open(subject_dir), tensors.train_ids, pool)
-        if near:
-            now, before = ([network_inputs(avatar, tensors, list(ids), settings.net.guides, dev)["render"]
-                            for ids in zip(*near, strict=True)])
+        if near:  # the frames are unlabeled ones, rendered above; their neighbours are not
+            now = unlabeled[0][[pool.index(f) for f, _ in near]]
+            before = network_inputs(avatar, tensors, [n for _, n in near], settings.net.guides, dev)["render"]
             pairs = frame_pairs(now, before)
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)

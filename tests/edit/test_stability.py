@@ -33,9 +33,9 @@ def test_frame_pairs_align_the_earlier_frame_on_the_later() -> None:
     now = cv2.warpAffine(before, np.float32([[1, 0, 2], [0, 1, 1]]), (64, 64), borderMode=cv2.BORDER_REFLECT)
     pairs = frame_pairs(_t(now), _t(before))
     inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
-    assert pairs.current.shape == pairs.previous.shape == (1, 3, 64, 64)
+    assert pairs.current.shape == pairs.earlier_warped.shape == (1, 3, 64, 64)
     assert pairs.trusted[inner].mean() > 0.9
-    moved = (pairs.previous - pairs.current)[inner].abs().mean()
+    moved = (pairs.earlier_warped - pairs.current)[inner].abs().mean()
     still = (_t(before) - pairs.current)[inner].abs().mean()
     assert moved < 0.25 * still, (moved, still)
 
