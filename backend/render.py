@@ -15,14 +15,17 @@ given head ``pose`` (T, 6) and ``scale`` (T,) in the subject's crop convention; 
 the subject's median pose is used. Expression windows (t-2..t+2) are built over the whole
 sequence, so rendering a sub-range (``indices``) gives the same pixels as rendering everything,
 up to float rounding where a frame lands in a batch with other neighbours (on CPU, at most 1 level).
+The same holds for a style whose translator carries a steady filter (``backend.style.steady``):
+its frames are filtered with their neighbouring rows, which are rendered too where a range ends
+before the curves do.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -30,6 +33,9 @@ import torch
 
 from backend.data.windows import expression_windows
 from backend.train.checkpoint import checkpoint_sha256, load_avatar
+
+if TYPE_CHECKING:
+    from backend.style.steady import SteadyFilter
 
 log = logging.getLogger(__name__)
 
@@ -254,29 +260,82 @@ class Renderer:
             _finite("head pose", pose)
             _finite("scale", scale)
         windows = expression_windows(expr)
-        for a in range(0, len(rows), batch):
-            ids = rows[a:a + batch]
+        position = {int(r): i for i, r in enumerate(rows)} if uv_by_position else None
+
+        def images(ids: np.ndarray, plain: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             if uv_all is not None:
-                uv = np.asarray(uv_all[a:a + batch] if uv_by_position else uv_all[ids], dtype=np.float32)
-                uv = self._resample_uv(uv)
+                sel = [position[int(r)] for r in ids] if position is not None else ids
+                uv = self._resample_uv(np.asarray(uv_all[sel], dtype=np.float32))
             else:
                 uv = self.rig_uv_maps(expr[ids], pose[ids], scale[ids])
             uv_t = torch.from_numpy(np.ascontiguousarray(uv)).permute(0, 3, 1, 2).to(self.device)
             win = torch.from_numpy(windows[ids]).to(self.device)
-            img = self._images(uv_t, win, batch)
-            out = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            yield from out.permute(0, 2, 3, 1).cpu().numpy()
+            return self._images(uv_t, win, batch, plain)
 
-    def _images(self, uv: torch.Tensor, win: torch.Tensor, batch: int) -> torch.Tensor:
-        """(n, 3, S, S) UV, (n, window, K) windows -> (n, 3, S, S) images. A compiled forward has
-        one graph per batch size, so a short last batch is padded with copies of its last row."""
+        steady = None if self.translator is None else getattr(self.translator, "steady", None)
+        if steady is None:
+            for a in range(0, len(rows), batch):
+                yield from _uint8_frames(images(rows[a:a + batch], False))
+            return
+        # rows without UV maps (maps given per rendered row) are no neighbours
+        has = (lambda r: 0 <= r < n) if position is None else (lambda r: r in position)
+        yield from _steady_render([int(r) for r in rows], images, has, steady, batch)
+
+    def _images(self, uv: torch.Tensor, win: torch.Tensor, batch: int, plain: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(n, 3, S, S) UV, (n, window, K) windows -> (n, 3, S, S) images (with ``plain``: the
+        unstyled images too, ``(plain, images)``). A compiled forward has one graph per batch
+        size, so a short last batch is padded with copies of its last row."""
         n = uv.shape[0]
-        if not self.forward.compiled or n == batch:
-            return self.forward(uv, win)
-        pad = batch - n
-        uv = torch.cat([uv, uv[-1:].expand(pad, -1, -1, -1)])
-        win = torch.cat([win, win[-1:].expand(pad, -1, -1)])
-        return self.forward(uv, win)[:n]
+        fwd = self.forward.with_plain if plain else self.forward
+        if self.forward.compiled and n != batch:
+            pad = batch - n
+            uv = torch.cat([uv, uv[-1:].expand(pad, -1, -1, -1)])
+            win = torch.cat([win, win[-1:].expand(pad, -1, -1)])
+        out = fwd(uv, win)
+        return tuple(x[:n] for x in out) if plain else out[:n]
+
+
+def _uint8_frames(images: torch.Tensor) -> np.ndarray:
+    """(n, 3, S, S) float images in about [-1, 1] -> (n, S, S, 3) uint8 RGB."""
+    out = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return out.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], has: Callable[[int], bool],
+                   steady: SteadyFilter, batch: int) -> Iterator[np.ndarray]:
+    """Render ``rows`` (in their order) through a style's temporal filter (``backend.style.steady``).
+
+    Each run of consecutive rows is rendered with up to ``steady.radius`` rows of context on each
+    side that exist (``has(row)``), in batches, and filtered as the batches arrive
+    (``SteadyRun``). ``images(ids, True)`` renders (plain, styled) of the curve rows ``ids``.
+    """
+    from backend.style.steady import SteadyRun
+
+    for run in _consecutive_runs(rows):
+        first, last = run[0], run[-1]
+        lo, hi = first, last
+        while lo > first - steady.radius and has(lo - 1):
+            lo -= 1
+        while hi < last + steady.radius and has(hi + 1):
+            hi += 1
+        stream, row = SteadyRun(steady), lo  # row: the curve row of the next filtered frame
+        for a in range(lo, hi + 1, batch):
+            out = stream.add(*images(np.arange(a, min(a + batch, hi + 1), dtype=np.int64), True))
+            yield from _uint8_frames(out[max(0, first - row):max(0, last + 1 - row)])
+            row += len(out)
+        yield from _uint8_frames(stream.finish()[max(0, first - row):max(0, last + 1 - row)])
+
+
+def _consecutive_runs(rows: list[int]) -> list[list[int]]:
+    """[3, 4, 5, 9, 10, 4] -> [[3, 4, 5], [9, 10], [4]]: runs of rows each one after the last."""
+    runs: list[list[int]] = []
+    for r in rows:
+        if runs and r == runs[-1][-1] + 1:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
 
 
 class Avatar(Renderer):

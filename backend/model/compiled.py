@@ -80,6 +80,15 @@ class InferenceForward:
 
     def __call__(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
         """uv (B, 3, S, S) float, expr_window (B, window, K) -> image (B, 3, S, S) in about [-1, 1]."""
+        return self._post(self.avatar_image(uv, expr_window), uv)
+
+    def with_plain(self, uv: torch.Tensor, expr_window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As calling it, but also the avatar's image before ``post``: (plain, image), (B, 3, S, S) each."""
+        plain = self.avatar_image(uv, expr_window)
+        return plain, self._post(plain, uv)
+
+    def avatar_image(self, uv: torch.Tensor, expr_window: torch.Tensor) -> torch.Tensor:
+        """The avatar's image alone (no ``post``), through the compiled graph when there is one."""
         if self._compiled is not None:
             uv, expr_window = uv.contiguous(), expr_window.contiguous()  # one layout, one graph
             if self.status.startswith("compiling"):  # the service forwards this to the add-on
@@ -96,5 +105,5 @@ class InferenceForward:
                 if self.status.startswith("compiling"):
                     self.status = f"compiled ({self.backend_name})"
                     log.info("renderer compiled with torch.compile (%s)", self.backend_name)
-                return self._post(image, uv)
-        return self._post(self._image(uv, expr_window), uv)
+                return image
+        return self._image(uv, expr_window)

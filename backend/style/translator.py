@@ -39,6 +39,7 @@ from backend.style.lattice import CellMap, Lattice, cell_mean
 from backend.style.position_grade import PositionGrade
 from backend.style.screen import screen_channels, screen_parts
 from backend.style.screen_gate import GatedScreen
+from backend.style.steady import SteadyFilter
 
 if TYPE_CHECKING:
     from backend.style.inference_plan import InferencePlan
@@ -196,6 +197,9 @@ class StyleTranslator(nn.Module):
 
     fused_inference: bool = True
     low_precision: bool = False
+    steady: SteadyFilter | None = None
+    """The temporal filter a renderer runs over consecutive styled frames (``backend.style.steady``);
+    None: each frame as the network gives it (styles written before the filter)."""
 
     def __init__(self, cfg: TranslatorConfig | None = None) -> None:
         super().__init__()
@@ -417,7 +421,8 @@ class _DerivedCache:
 def translator_state(translator: StyleTranslator) -> dict:
     """What a style file stores: ``{"config": {...}, "state": {name: tensor}}``; when the look
     has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors); when it is made of
-    frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``."""
+    frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``; with a temporal filter, ``"steady"``:
+    ``SteadyFilter.to_dict()``."""
     blob = {
         "config": translator.cfg.to_dict(),
         "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
@@ -426,6 +431,8 @@ def translator_state(translator: StyleTranslator) -> dict:
         blob["screen"] = translator.screen.detach().cpu().clone()
     if translator.lattice is not None:
         blob["lattice"] = translator.lattice.to_dict()
+    if translator.steady is not None:
+        blob["steady"] = translator.steady.to_dict()
     return blob
 
 
@@ -452,4 +459,6 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         if not isinstance(lattice, dict):
             raise ValueError("translator lattice must be a dict of size, period and offset")
         net.set_lattice(Lattice.from_dict(lattice))
+    if blob.get("steady") is not None:
+        net.steady = SteadyFilter.from_dict(blob["steady"])
     return net.eval().requires_grad_(False)

@@ -1,0 +1,116 @@
+"""A style with a steady filter (``backend.style.steady``) renders through ``Renderer``: each frame is
+filtered with its neighbours in the curves, so a sub-range, a resumed render or rows in another
+order give the pixels of the whole render, and only ``radius`` extra rows are rendered at each end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.data.subject import Subject
+from backend.model.compiled import InferenceForward
+from backend.paths import checkpoint_path
+from backend.render import Renderer
+from backend.style.steady import SteadyFilter, steady_frames
+from backend.style.translator import (
+    StyleTranslator,
+    TranslatorConfig,
+    translator_from_state,
+    translator_state,
+)
+
+STEADY = SteadyFilter(radius=2, sigma=0.2, tau=1.5)  # wide: the tiny avatar's frames all count
+
+
+def _translator(steady: SteadyFilter | None) -> StyleTranslator:
+    torch.manual_seed(0)
+    net = StyleTranslator(TranslatorConfig(width=8, blocks=1)).eval()
+    with torch.no_grad():
+        for w in net.parameters():
+            w.normal_(0, 0.1)
+    net.steady = steady
+    return net.requires_grad_(False)
+
+
+class _CountingForward(InferenceForward):
+    """The renderer's forward, counting the rows it renders."""
+
+    rows = 0
+
+    def with_plain(self, uv: torch.Tensor, expr_window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.rows += uv.shape[0]
+        return super().with_plain(uv, expr_window)
+
+
+def _renderer(subject: Path, steady: SteadyFilter | None) -> Renderer:
+    r = Renderer.from_checkpoint(checkpoint_path(subject), device="cpu")
+    r.translator = _translator(steady)
+    r.forward = _CountingForward(r.avatar, post=r.translator)
+    return r
+
+
+def _render(r: Renderer, s: Subject, **kw: object) -> np.ndarray:
+    return np.stack(list(r.render(s.expressions, uv_maps=s.uv_maps, batch=4, **kw)))
+
+
+def test_a_steady_style_filters_each_frame_with_its_neighbours(tiny_avatar_subject: Path) -> None:
+    s = Subject.open(tiny_avatar_subject)
+    n = s.n_frames
+    assert n >= 12
+    r = _renderer(tiny_avatar_subject, STEADY)
+    got = _render(r, s)
+    assert r.forward.rows == n  # the whole clip: no row rendered twice
+    # the same as filtering the network's frames of the whole clip at once
+    uv = torch.from_numpy(r._resample_uv(np.asarray(s.uv_maps))).permute(0, 3, 1, 2)
+    from backend.data.windows import expression_windows
+
+    win = torch.from_numpy(expression_windows(np.asarray(s.expressions, np.float32)))
+    with torch.no_grad():
+        plain, styled = r.forward.with_plain(uv, win)
+        want = steady_frames(styled, plain, STEADY)
+        raw = ((styled.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    want = ((want.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    assert np.abs(got.astype(int) - raw.astype(int)).mean() > 0.05  # the filter did change frames
+
+
+def test_a_sub_range_or_other_order_gives_the_whole_renders_pixels(tiny_avatar_subject: Path) -> None:
+    s = Subject.open(tiny_avatar_subject)
+    r = _renderer(tiny_avatar_subject, STEADY)
+    whole = _render(r, s)
+    r.forward.rows = 0
+    part = _render(r, s, indices=range(3, 9))
+    assert r.forward.rows == 6 + 2 * STEADY.radius  # the range and its neighbours, once each
+    assert np.abs(part.astype(int) - whole[3:9].astype(int)).max() <= 1
+    order = [8, 0, 1, s.n_frames - 1, 5]
+    shuffled = _render(r, s, indices=order)
+    assert np.abs(shuffled.astype(int) - whole[order].astype(int)).max() <= 1
+
+
+def test_maps_given_per_rendered_row_make_only_those_rows_neighbours(tiny_avatar_subject: Path) -> None:
+    """With UV maps for the rendered rows only, rows without a map cannot be rendered: a row is
+    filtered with the rendered rows next to it, and a row alone is the network's frame."""
+    s = Subject.open(tiny_avatar_subject)
+    rows = [2, 3, 4, 9]
+    steady = _renderer(tiny_avatar_subject, STEADY)
+    plain = _renderer(tiny_avatar_subject, None)  # the same translator without the filter
+    got = np.stack(list(steady.render(s.expressions, uv_maps=s.uv_maps[rows], indices=rows, batch=4)))
+    raw = np.stack(list(plain.render(s.expressions, uv_maps=s.uv_maps[rows], indices=rows, batch=4)))
+    assert steady.forward.rows == 4
+    assert np.array_equal(got[3], raw[3])  # row 9 has no rendered neighbour
+    assert np.abs(got[:3].astype(int) - raw[:3].astype(int)).mean() > 0.05
+
+
+def test_the_filter_travels_in_the_style_file_and_older_styles_have_none() -> None:
+    net = _translator(STEADY)
+    blob = translator_state(net)
+    assert blob["steady"] == STEADY.to_dict()
+    assert translator_from_state(blob).steady == STEADY
+    del blob["steady"]  # a style written before the filter
+    assert translator_from_state(blob).steady is None
+    blob["steady"] = {"radius": 0}
+    with pytest.raises(ValueError, match="radius"):
+        translator_from_state(blob)
