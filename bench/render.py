@@ -25,7 +25,8 @@ the timings.
 With ``--style``, a style translator of the preset's edit settings (``TRANSLATOR_SETTINGS``, a
 look without a screen or a position grade; random weights, which cost what fitted ones do) also
 runs after the renderer as ``Renderer`` runs it (its fused plan after the eager or compiled
-forward, bfloat16 where the CPU computes it natively), and each path gets a styled / unstyled row
+forward, bfloat16 where the CPU computes it natively, then the temporal filter of the settings,
+``backend.style.steady``), and each path gets a styled / unstyled row
 (target ``TARGET_RENDER``, imported from ``bench/style.py``, which holds every style target).
 ``bench/style.py SUBJECT --render-cost`` measures the same on a trained subject with its real
 style files.
@@ -49,6 +50,7 @@ from style import TARGET_RENDER  # bench/style.py: the one render-cost target
 from torch.utils.flop_counter import FlopCounterMode
 
 from backend.model import AvatarConfig, EmoAvatar
+from backend.style.steady import SteadyRun
 from backend.train.presets import PRESETS
 
 
@@ -109,6 +111,7 @@ def bench_translator(preset: str) -> torch.nn.Module:
         for p in net.parameters():
             p.normal_(0, 0.05)
     net.low_precision = True
+    net.steady = translator_settings(preset).steady  # the renderer's temporal filter, as the edit sets it
     return net
 
 
@@ -201,8 +204,18 @@ def main(argv: list[str] | None = None) -> int:
 
     translator = bench_translator(args.preset) if args.style else None
 
+    runs: dict[tuple[int, str], SteadyRun] = {}
+
     def styled(b: int, mode: str = "eager") -> Callable[[], object]:
-        return lambda: translator.on_render(forward[mode](*inputs[b]).image, inputs[b][0])
+        """The translator after the renderer, then its temporal filter when the settings carry one
+        (one run per path that goes on from call to call, as a long render's batches do)."""
+        def run() -> object:
+            plain = forward[mode](*inputs[b]).image
+            out = translator.on_render(plain, inputs[b][0])
+            if translator.steady is None:
+                return out
+            return runs.setdefault((b, mode), SteadyRun(translator.steady)).add(plain, out)
+        return run
 
     def synth(b: int, mode: str = "eager") -> Callable[[], object]:
         return lambda: synthesis[mode](w[b], skips[b], noise_mode="const")

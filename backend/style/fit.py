@@ -28,6 +28,7 @@ from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channe
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.stability import FramePairs, amplification, stability_loss
+from backend.style.steady import SteadyFilter
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class FitSettings:
         temporal_above: the term joins only if the translator then changes more than this many
             times as much as the renders between the pairs' frames (``stability.amplification``);
             where it does not, the term only cost fidelity.
+        steady: the temporal filter the fitted translator carries, run by the renderer over
+            consecutive styled frames where the unstyled render holds still
+            (``backend.style.steady``); None: none. Fitting does not use it.
         bf16: run the translator's forward in bfloat16 autocast while fitting, where the CPU
             computes bfloat16 natively (``backend.style.inference_plan.bf16_native``; float32
             elsewhere): a step costs about 0.7 of a float32 one. Weights, optimiser and loss stay
@@ -121,6 +125,7 @@ class FitSettings:
     temporal_patch: int = 64
     temporal_from: float = 0.5
     temporal_above: float = 1.2
+    steady: SteadyFilter | None = None
     bf16: bool = False
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
@@ -445,6 +450,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                 layer = busy_fill(layer, targets[texture.pairs] - out - layer, weight)
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
+    net.steady = s.steady
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
                      position_share=share, texture=None if texture is None else texture.evidence,
                      amplification=amplified)

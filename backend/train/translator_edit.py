@@ -26,6 +26,7 @@ from backend.style.fit import FitResult, FitSettings, fit_translator
 from backend.style.guides import uv_guides
 from backend.style.screen import PHASES
 from backend.style.stability import FramePairs, frame_pairs
+from backend.style.steady import SteadyFilter
 from backend.style.translator import TranslatorConfig
 from backend.train.alignment import check_alignment
 from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
@@ -33,7 +34,7 @@ from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
 log = logging.getLogger(__name__)
 
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
-                      learned_texture=True, busy_fill=True, temporal=8.0, bf16=True,
+                      learned_texture=True, busy_fill=True, temporal=8.0, steady=SteadyFilter(), bf16=True,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -41,6 +42,7 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "cpu": CPU_FIT,
     "studio": CPU_FIT,  # not tuned at 256 px: its 96 px patches are 3/8 of a studio frame
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
+                         steady=SteadyFilter(),
                          net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
                                               screen_head=16)),
 }
