@@ -9,7 +9,8 @@ Written next to the style as ``<name>.metrics.json`` and ``<name>.contact.png``:
 * ``identity``: F-LMD (mean landmark distance in pixels, ``backend.metrics.landmarks``) between styled and
   unstyled renders of the same held-out frames (motion and expression kept = small).
 * ``temporal``: mean absolute frame-to-frame change over a run of consecutive held-out frames,
-  styled vs unstyled (ratio near 1 = the edit adds no flicker).
+  styled vs unstyled (ratio near 1 = the edit adds no flicker); the styled run goes through the
+  style's steady filter when it has one (``backend.style.steady``, within the run).
 * ``warped_temporal_change``: the same after motion compensation (each frame compared with the
   previous one warped onto it by the optical flow of a guide shot), so lines that move with the
   head do not count, and only change that the motion does not explain (flicker proper) does.
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 
 from backend.imaging.convert import to_uint8
 from backend.imaging.flow import backward_flow, warp
+from backend.style.steady import steady_frames
 from protocol.fileio import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -257,10 +259,12 @@ def write_style_report(
         plain = _render(avatar, uv, win, base_skips)
     finally:
         avatar.skips.load_state_dict(styled_skips)
+    n_c = 1 + len(contact)
+    if translator is not None and translator.steady is not None:  # as the renderer shows the run
+        styled = torch.cat([styled[:n_c], steady_frames(styled[n_c:], plain[n_c:], translator.steady)])
     s8, p8 = to_uint8(styled), to_uint8(plain)
     real8 = to_uint8(tensors.frames[torch.as_tensor(ids)])
     face = (uv[:, 2] > 0.5).cpu().numpy()
-    n_c = 1 + len(contact)
     metrics: dict[str, Any] = {
         "style": style_file.name,
         "frame": frame,

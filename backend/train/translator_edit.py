@@ -38,7 +38,8 @@ CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
-    "tiny": FitSettings(steps=80, batch=4, patch=32, net=TranslatorConfig(width=8, blocks=1)),
+    "tiny": FitSettings(steps=80, batch=4, patch=32, steady=SteadyFilter(),
+                        net=TranslatorConfig(width=8, blocks=1)),
     "cpu": CPU_FIT,
     "studio": CPU_FIT,  # not tuned at 256 px: its 96 px patches are 3/8 of a studio frame
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,

@@ -66,6 +66,7 @@ def test_translator_edit_two_keyframes_restyles_unseen_frames(writable_subject: 
     from backend.paths import checkpoint_path
     from backend.render import Renderer
     from backend.train.style import load_style
+    from backend.train.translator_edit import translator_settings
 
     subject = Subject.open(writable_subject)
     refs = []
@@ -79,6 +80,8 @@ def test_translator_edit_two_keyframes_restyles_unseen_frames(writable_subject: 
     style = load_style(writable_subject / "styles" / "toon.style")
     assert style.meta["method"] == "translator" and style.translator is not None and not style.skips
     assert [k["frame"] for k in style.meta["keyframes"]] == [1, 7]
+    # the file carries the preset's steady filter, so the renders below go through it
+    assert style.translator["steady"] == translator_settings("tiny").steady.to_dict()
 
     _, held = subject.split()
     ids = [int(i) for i in held if i not in (1, 7)][:6]
