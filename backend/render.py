@@ -16,8 +16,8 @@ the subject's median pose is used. Expression windows (t-2..t+2) are built over 
 sequence, so rendering a sub-range (``indices``) gives the same pixels as rendering everything,
 up to float rounding where a frame lands in a batch with other neighbours (on CPU, at most 1 level).
 The same holds for a style whose translator carries a steady filter (``backend.style.steady``):
-its frames are filtered with their neighbouring rows, which are rendered too where a range ends
-before the curves do.
+its frames are filtered with their neighbouring rows, which are rendered too (a batch of them at
+each end of a range that ends before the curves do).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class Renderer:
     def render(self, expressions: np.ndarray, uv_maps: np.ndarray | None = None,
                pose: np.ndarray | None = None, scale: np.ndarray | None = None, batch: int = 8,
                names: Sequence[str] | None = None,
-               indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
+               indices: Sequence[int] | None = None, steady: bool = True) -> Iterator[np.ndarray]:
         """Render frames one batch at a time.
 
         Args:
@@ -214,6 +214,8 @@ class Renderer:
             names: the curves' names when they may differ from ``self.names`` (reordered via
                 ``Curves.conform``; unknown and missing names are listed in the error).
             indices: render only these rows (windows still use the neighbouring rows).
+            steady: run the style's steady filter when it has one; False renders each frame as
+                the network gives it, without rendering neighbours (a still: a live preview).
         Yields:
             (size, size, 3) uint8 RGB per rendered frame, in ``indices`` order.
         Raises:
@@ -272,14 +274,14 @@ class Renderer:
             win = torch.from_numpy(windows[ids]).to(self.device)
             return self._images(uv_t, win, batch, plain)
 
-        steady = None if self.translator is None else getattr(self.translator, "steady", None)
-        if steady is None:
+        over_time = self.translator.steady if steady and self.translator is not None else None
+        if over_time is None:
             for a in range(0, len(rows), batch):
                 yield from _uint8_frames(images(rows[a:a + batch], False))
             return
         # rows without UV maps (maps given per rendered row) are no neighbours
         has = (lambda r: 0 <= r < n) if position is None else (lambda r: r in position)
-        yield from _steady_render([int(r) for r in rows], images, has, steady, batch)
+        yield from _steady_render([int(r) for r in rows], images, has, over_time, batch)
 
     def _images(self, uv: torch.Tensor, win: torch.Tensor, batch: int, plain: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -306,24 +308,32 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
                    steady: SteadyFilter, batch: int) -> Iterator[np.ndarray]:
     """Render ``rows`` (in their order) through a style's temporal filter (``backend.style.steady``).
 
-    Each run of consecutive rows is rendered with up to ``steady.radius`` rows of context on each
-    side that exist (``has(row)``), in batches, and filtered as the batches arrive
-    (``SteadyRun``). ``images(ids, True)`` renders (plain, styled) of the curve rows ``ids``.
+    Each run of consecutive rows is rendered with its rows of context on each side that exist
+    (``has(row)``) and filtered as the batches arrive (``SteadyRun``); ``images(ids, True)``
+    renders (plain, styled) of the curve rows ``ids``. The batches lie on the grid of ``batch``
+    rows from the run's first row, and the context is whole batches of that grid (as far as the
+    rows exist, at least ``steady.radius`` rows): a row is then rendered in the same batch
+    whichever run starting on that grid needs it, so chunks of whole batches (a farm's tasks) give
+    the pixels of one render, to the bit.
     """
     from backend.style.steady import SteadyRun
 
+    context = -(-steady.radius // batch) * batch  # whole batches holding radius rows
     for run in _consecutive_runs(rows):
         first, last = run[0], run[-1]
+        grid_hi = first + -(-(last + 1 - first) // batch) * batch + context - 1
         lo, hi = first, last
-        while lo > first - steady.radius and has(lo - 1):
+        while lo > first - context and has(lo - 1):
             lo -= 1
-        while hi < last + steady.radius and has(hi + 1):
+        while hi < grid_hi and has(hi + 1):
             hi += 1
         stream, row = SteadyRun(steady), lo  # row: the curve row of the next filtered frame
-        for a in range(lo, hi + 1, batch):
-            out = stream.add(*images(np.arange(a, min(a + batch, hi + 1), dtype=np.int64), True))
-            yield from _uint8_frames(out[max(0, first - row):max(0, last + 1 - row)])
-            row += len(out)
+        for a in range(first - context, grid_hi + 1, batch):
+            ids = np.arange(max(a, lo), min(a + batch, hi + 1), dtype=np.int64)
+            if len(ids):
+                out = stream.add(*images(ids, True))
+                yield from _uint8_frames(out[max(0, first - row):max(0, last + 1 - row)])
+                row += len(out)
         yield from _uint8_frames(stream.finish()[max(0, first - row):max(0, last + 1 - row)])
 
 

@@ -440,7 +440,8 @@ class RenderKind:
         kwargs = {k: arrays[k] for k in ("uv_maps", "pose", "scale") if k in arrays}
         rows = range(first, last + 1)
         stamp(ctx.job_id, "render_start")
-        frames = renderer.render(arrays["expressions"], indices=rows, **kwargs)
+        # a still: the style's steady filter (over time) is left to the shot's render
+        frames = renderer.render(arrays["expressions"], indices=rows, steady=False, **kwargs)
         for i, image in zip(rows, frames, strict=True):
             stamp(ctx.job_id, "render_end")
             check_cancel(ctx.should_stop)

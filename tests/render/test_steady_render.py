@@ -83,11 +83,35 @@ def test_a_sub_range_or_other_order_gives_the_whole_renders_pixels(tiny_avatar_s
     whole = _render(r, s)
     r.forward.rows = 0
     part = _render(r, s, indices=range(3, 9))
-    assert r.forward.rows == 6 + 2 * STEADY.radius  # the range and its neighbours, once each
+    # the range on a grid of 4 rows from row 3, and a whole batch of context on each side (rows
+    # 0-2 before it, as far as the curves go; 9-14 after it), each rendered once
+    assert r.forward.rows == 15
     assert np.abs(part.astype(int) - whole[3:9].astype(int)).max() <= 1
     order = [8, 0, 1, s.n_frames - 1, 5]
     shuffled = _render(r, s, indices=order)
     assert np.abs(shuffled.astype(int) - whole[order].astype(int)).max() <= 1
+
+
+def test_chunks_of_whole_batches_give_one_renders_pixels_to_the_bit(tiny_avatar_subject: Path) -> None:
+    """A farm renders a shot in tasks of whole batches: each task's frames must equal one render's."""
+    s = Subject.open(tiny_avatar_subject)
+    n = s.n_frames
+    r = _renderer(tiny_avatar_subject, STEADY)
+    one = _render(r, s, indices=range(1, n))
+    chunks = [_render(r, s, indices=range(a, min(a + 8, n))) for a in range(1, n, 8)]  # 2 batches of 4
+    assert len(chunks) >= 2
+    assert np.array_equal(np.concatenate(chunks), one)
+
+
+def test_a_still_is_rendered_without_the_filter(tiny_avatar_subject: Path) -> None:
+    """``steady=False`` (the service's live preview): each frame as the network gives it, and no
+    neighbour is rendered."""
+    s = Subject.open(tiny_avatar_subject)
+    steady = _renderer(tiny_avatar_subject, STEADY)
+    still = np.stack(list(steady.render(s.expressions, uv_maps=s.uv_maps, indices=[5], steady=False)))
+    assert steady.forward.rows == 0  # the plain forward: no (plain, styled) pairs rendered
+    raw = _renderer(tiny_avatar_subject, None)
+    assert np.array_equal(still, np.stack(list(raw.render(s.expressions, uv_maps=s.uv_maps, indices=[5]))))
 
 
 def test_maps_given_per_rendered_row_make_only_those_rows_neighbours(tiny_avatar_subject: Path) -> None:
