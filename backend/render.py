@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from backend.data.windows import expression_windows
+from backend.imaging.convert import to_uint8
 from backend.train.checkpoint import checkpoint_sha256, load_avatar
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ class Renderer:
         over_time = self.translator.steady if steady and self.translator is not None else None
         if over_time is None:
             for a in range(0, len(rows), batch):
-                yield from _uint8_frames(images(rows[a:a + batch], False))
+                yield from to_uint8(images(rows[a:a + batch], False))
             return
         # rows without UV maps (maps given per rendered row) are no neighbours
         has = (lambda r: 0 <= r < n) if position is None else (lambda r: r in position)
@@ -296,12 +297,6 @@ class Renderer:
             win = torch.cat([win, win[-1:].expand(pad, -1, -1)])
         out = fwd(uv, win)
         return tuple(x[:n] for x in out) if plain else out[:n]
-
-
-def _uint8_frames(images: torch.Tensor) -> np.ndarray:
-    """(n, 3, S, S) float images in about [-1, 1] -> (n, S, S, 3) uint8 RGB."""
-    out = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return out.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], has: Callable[[int], bool],
@@ -332,9 +327,9 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
             ids = np.arange(max(a, lo), min(a + batch, hi + 1), dtype=np.int64)
             if len(ids):
                 out = stream.add(*images(ids, True))
-                yield from _uint8_frames(out[max(0, first - row):max(0, last + 1 - row)])
+                yield from to_uint8(out[max(0, first - row):max(0, last + 1 - row)])
                 row += len(out)
-        yield from _uint8_frames(stream.finish()[max(0, first - row):max(0, last + 1 - row)])
+        yield from to_uint8(stream.finish()[max(0, first - row):max(0, last + 1 - row)])
 
 
 def _consecutive_runs(rows: list[int]) -> list[list[int]]:

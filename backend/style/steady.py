@@ -18,9 +18,9 @@ mouth: d_k >> sigma) the weight vanishes and frame t keeps its own styled pixel.
 has weight 1. This is a cross (joint) bilateral filter along time with the render as the guide,
 without motion compensation: moving pixels are simply left alone.
 
-Rendering a frame needs the unstyled and styled renders of its neighbours, so ``Renderer`` renders
-``radius`` frames beyond each end of a requested range where the curves have them (the pixels of a
-frame do not depend on which range it was rendered in). Frames are filtered as they arrive
+Rendering a frame needs the unstyled and styled renders of its neighbours, so ``Renderer`` also
+renders the batch of rows beyond each end of a requested range where the curves have them (the
+pixels of a frame do not depend on which range it was rendered in). Frames are filtered as they arrive
 (``SteadyRun``): each pair of frames is weighed once, so the cost is ``radius`` weighings and six
 multiply-adds of a frame per frame, whatever the batch.
 """
