@@ -92,9 +92,10 @@ class FitSettings:
         temporal_above: the term joins only if the translator then changes more than this many
             times as much as the renders between the pairs' frames (``stability.amplification``);
             where it does not, the term only cost fidelity.
-        steady: the temporal filter the fitted translator carries, run by the renderer over
+        steady: the temporal filter the style's translator carries, run by the renderer over
             consecutive styled frames where the unstyled render holds still
-            (``backend.style.steady``); None: none. Fitting does not use it.
+            (``backend.style.steady``); None: none. ``fit_translator`` does not read it: the edit
+            attaches it to the fitted translator (``TranslatorEditJob.run``).
         bf16: run the translator's forward in bfloat16 autocast while fitting, where the CPU
             computes bfloat16 natively (``backend.style.inference_plan.bf16_native``; float32
             elsewhere): a step costs about 0.7 of a float32 one. Weights, optimiser and loss stay
@@ -450,7 +451,6 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                 layer = busy_fill(layer, targets[texture.pairs] - out - layer, weight)
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
-    net.steady = s.steady
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
                      position_share=share, texture=None if texture is None else texture.evidence,
                      amplification=amplified)

@@ -85,9 +85,11 @@ class TranslatorEditJob:
 
     def run(self, seed: int = 0, progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> FitResult:
-        return fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
-                              should_stop=should_stop, unlabeled=self.unlabeled,
-                              texture_from=self.pairs_of("real"), pairs=self.pairs)
+        result = fit_translator(self.inputs, self.targets, self.settings, seed=seed, progress=progress,
+                                should_stop=should_stop, unlabeled=self.unlabeled,
+                                texture_from=self.pairs_of("real"), pairs=self.pairs)
+        result.translator.steady = self.settings.steady  # how the renderer shows the style over time
+        return result
 
     def pairs_of(self, source: str) -> list[int]:
         """Indices into ``inputs`` of the pairs whose input is ``source`` (a name in ``TRAIN_ON``)."""
