@@ -13,7 +13,8 @@ print on a fixed texture without a period: ``charcoal_paper`` is what the frame 
 chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been scored.
 ``charcoal_smooth`` is the charcoal without its paper: what the translator makes of the
 charcoal's content alone. ``kmeans_comic``, ``detail_pop`` and ``gameboy_dither`` were written
-after the learned texture layer was fixed and have only ever been scored.
+after the learned texture layer was fixed and have only ever been scored; ``marker_toon`` and
+``riso_two_ink`` after the steady filter was fixed, likewise.
 """
 
 from __future__ import annotations
@@ -234,3 +235,32 @@ def gameboy_dither(rgb: np.ndarray) -> np.ndarray:
     level = np.clip(np.floor(g) + (g - np.floor(g) > np.tile(bayer, (h // 4 + 1, w // 4 + 1))[:h, :w]), 0, 3)
     shades = np.array([[15, 56, 15], [48, 98, 48], [139, 172, 15], [155, 188, 15]], np.float32) / 255
     return _unit8(shades[level.astype(int)])
+
+
+def marker_toon(rgb: np.ndarray) -> np.ndarray:
+    """Felt-tip marker toon: twice bilateral-smoothed colour, value cut to 3 bands with the hue
+    kept and saturation x1.3, and thin navy outlines from a thresholded difference of Gaussians."""
+    smooth = cv2.bilateralFilter(cv2.bilateralFilter(rgb, 5, 40, 5), 5, 40, 5)
+    hsv = cv2.cvtColor(smooth, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.3, 0, 255)
+    hsv[..., 2] = np.clip(np.floor(hsv[..., 2] / 86.0) * 86.0 + 60.0, 0, 255)
+    flat = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    dog = cv2.GaussianBlur(grey, (0, 0), 1.0) - cv2.GaussianBlur(grey, (0, 0), 1.6)
+    line = np.clip(-dog / 0.02, 0, 1)[..., None]  # dark side of an edge only
+    navy = np.array([0.10, 0.12, 0.30], np.float32)
+    return _unit8(flat * (1 - line) + navy * line)
+
+
+def riso_two_ink(rgb: np.ndarray) -> np.ndarray:
+    """Risograph print in two inks on cream: fluorescent pink for the mid tones and teal for the
+    shadows, each a curve of the grey, the pink layer printed 1 px right of the teal."""
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255, (0, 0), 0.7)
+    teal = np.clip((0.45 - g) / 0.35, 0, 1)
+    pink = np.clip(1 - np.abs(g - 0.55) / 0.3, 0, 1)
+    pink = np.roll(pink, 1, axis=1)
+    paper = np.array([0.97, 0.94, 0.86], np.float32)
+    pink_ink = np.array([1.0, 0.28, 0.55], np.float32)  # what the ink lets through (multiplied)
+    teal_ink = np.array([0.05, 0.42, 0.45], np.float32)
+    out = paper * (1 - pink[..., None] * (1 - pink_ink)) * (1 - teal[..., None] * (1 - teal_ink))
+    return _unit8(out)
