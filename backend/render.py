@@ -201,7 +201,8 @@ class Renderer:
     def render(self, expressions: np.ndarray, uv_maps: np.ndarray | None = None,
                pose: np.ndarray | None = None, scale: np.ndarray | None = None, batch: int = 8,
                names: Sequence[str] | None = None,
-               indices: Sequence[int] | None = None, steady: bool = True) -> Iterator[np.ndarray]:
+               indices: Sequence[int] | None = None, steady: bool = True,
+               cuts: Sequence[int] | None = None) -> Iterator[np.ndarray]:
         """Render frames one batch at a time.
 
         Args:
@@ -217,6 +218,8 @@ class Renderer:
             indices: render only these rows (windows still use the neighbouring rows).
             steady: run the style's steady filter when it has one; False renders each frame as
                 the network gives it, without rendering neighbours (a still: a live preview).
+            cuts: curve rows that begin a new shot (a subject's ``run_starts``): the steady filter
+                never averages a frame with one across a cut. None: the rows are one shot.
         Yields:
             (size, size, 3) uint8 RGB per rendered frame, in ``indices`` order.
         Raises:
@@ -234,6 +237,9 @@ class Renderer:
         rows = np.arange(n) if indices is None else np.asarray(list(indices), dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             raise RenderInputError(f"frame indices out of range 0..{n - 1}")
+        starts = {int(c) for c in (cuts or ())}
+        if any(not 0 <= c < n for c in starts):
+            raise RenderInputError(f"cuts must be curve rows 0..{n - 1}, got {sorted(starts)}")
         uv_by_position = False
         if uv_maps is not None:
             uv_by_position = indices is not None and len(uv_maps) == len(rows) and len(uv_maps) != n
@@ -282,7 +288,7 @@ class Renderer:
             return
         # rows without UV maps (maps given per rendered row) are no neighbours
         has = (lambda r: 0 <= r < n) if position is None else (lambda r: r in position)
-        yield from _steady_render([int(r) for r in rows], images, has, over_time, batch)
+        yield from _steady_render([int(r) for r in rows], images, has, over_time, batch, starts)
 
     def _images(self, uv: torch.Tensor, win: torch.Tensor, batch: int, plain: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +306,7 @@ class Renderer:
 
 
 def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], has: Callable[[int], bool],
-                   steady: SteadyFilter, batch: int) -> Iterator[np.ndarray]:
+                   steady: SteadyFilter, batch: int, starts: set[int]) -> Iterator[np.ndarray]:
     """Render ``rows`` (in their order) through a style's temporal filter (``backend.style.steady``).
 
     Each run of consecutive rows is rendered with its rows of context on each side that exist
@@ -309,18 +315,19 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
     rows from the run's first row, and the context is whole batches of that grid (as far as the
     rows exist, at least ``steady.radius`` rows): a row is then rendered in the same batch
     whichever run starting on that grid needs it, so chunks of whole batches (a farm's tasks) give
-    the pixels of one render, to the bit.
+    the pixels of one render, to the bit. A row in ``starts`` (the first after a cut) begins a new
+    run, and no context reaches across it.
     """
     from backend.style.steady import SteadyRun
 
     context = -(-steady.radius // batch) * batch  # whole batches holding radius rows
-    for run in _consecutive_runs(rows):
+    for run in _consecutive_runs(rows, starts):
         first, last = run[0], run[-1]
         grid_hi = first + -(-(last + 1 - first) // batch) * batch + context - 1
         lo, hi = first, last
-        while lo > first - context and has(lo - 1):
+        while lo > first - context and has(lo - 1) and lo not in starts:
             lo -= 1
-        while hi < grid_hi and has(hi + 1):
+        while hi < grid_hi and has(hi + 1) and hi + 1 not in starts:
             hi += 1
         stream, row = SteadyRun(steady), lo  # row: the curve row of the next filtered frame
         for a in range(first - context, grid_hi + 1, batch):
@@ -332,11 +339,12 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
         yield from to_uint8(stream.finish()[max(0, first - row):max(0, last + 1 - row)])
 
 
-def _consecutive_runs(rows: list[int]) -> list[list[int]]:
-    """[3, 4, 5, 9, 10, 4] -> [[3, 4, 5], [9, 10], [4]]: runs of rows each one after the last."""
+def _consecutive_runs(rows: list[int], starts: set[int]) -> list[list[int]]:
+    """[3, 4, 5, 9, 10, 4], {} -> [[3, 4, 5], [9, 10], [4]]: runs of rows each one after the last;
+    a row in ``starts`` always begins a run."""
     runs: list[list[int]] = []
     for r in rows:
-        if runs and r == runs[-1][-1] + 1:
+        if runs and r == runs[-1][-1] + 1 and r not in starts:
             runs[-1].append(r)
         else:
             runs.append([r])

@@ -31,6 +31,7 @@ subjects tracked before segments existed):
 
 from __future__ import annotations
 
+import itertools
 import json
 from functools import cached_property
 from pathlib import Path
@@ -124,6 +125,13 @@ def extreme_frames(pose: np.ndarray, valid: np.ndarray, ids: np.ndarray | None =
     yaw, pitch = pose[cand, 0], pose[cand, 1]
     return {"min_yaw": int(cand[np.argmin(yaw)]), "max_yaw": int(cand[np.argmax(yaw)]),
             "min_pitch": int(cand[np.argmin(pitch)]), "max_pitch": int(cand[np.argmax(pitch)])}
+
+
+def runs_of(n_frames: int, run_starts: list[int] | tuple[int, ...]) -> list[tuple[int, int]]:
+    """The [a, b) frame ranges a subject's ``run_starts`` cut its ``n_frames`` frames into
+    (each run: consecutive video frames of one shot), in order."""
+    bounds = [0, *sorted(int(s) for s in run_starts if 0 < int(s) < n_frames), n_frames]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def split_ids(n_frames: int, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +321,18 @@ class Subject:
     def extreme_frames_among(self, ids: np.ndarray) -> dict[str, int]:
         """Extreme-pose frames restricted to ``ids`` (e.g. the training ids, for PTI)."""
         return extreme_frames(self.pose, self.valid, ids)
+
+    @property
+    def run_starts(self) -> list[int]:
+        """Subject frames (ascending, 0 excluded) that do not follow the frame before them in the
+        video: the first frame of each run after the first (a shot cut, another person's frames
+        left out between, a gap). No motion or filter should reach across one."""
+        starts = {int(shot["frames"][0]) for shot in self.meta.get("shots", [])}
+        src = self.meta.get("source_frames")
+        if src is not None and len(src) > 1:
+            jumps = np.flatnonzero(np.diff(np.asarray(src, dtype=np.int64)) != 1) + 1
+            starts.update(int(i) for i in jumps)
+        return sorted(i for i in starts if 0 < i < self.n_frames)
 
     def source_frame(self, i: int) -> int:
         """Video frame number of subject frame ``i`` (frames are numbered densely in the subject)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +139,13 @@ def clip_direction(
         return F.cosine_similarity(d_edit, d_ref.expand_as(d_edit), dim=-1).cpu().tolist()
 
 
-def longest_run(ids: np.ndarray, limit: int) -> list[int]:
-    """The longest run of consecutive ids (at most ``limit`` long)."""
-    ids = sorted(int(i) for i in ids)
+def longest_run(ids: np.ndarray, limit: int, starts: Sequence[int] = ()) -> list[int]:
+    """The longest run of consecutive ids (at most ``limit`` long); an id in ``starts`` (a
+    subject's ``run_starts``: the first frame after a cut) always begins a new run."""
+    ids, starts = sorted(int(i) for i in ids), {int(i) for i in starts}
     best, cur = ids[:1], ids[:1]
     for a, b in itertools.pairwise(ids):
-        cur = [*cur, b] if b == a + 1 else [b]
+        cur = [*cur, b] if b == a + 1 and b not in starts else [b]
         if len(cur) > len(best):
             best = cur
     return best[:limit]
@@ -248,7 +250,7 @@ def write_style_report(
     contact = [
         int(held[i]) for i in np.linspace(0, len(held) - 1, num=min(n_contact, len(held))).round().astype(int)
     ]
-    run = longest_run(held, n_temporal)
+    run = longest_run(held, n_temporal, tensors.run_starts)  # never across a cut
     ids = [frame, *contact, *run]
     _, uv, win = tensors.batch(ids, device)
     try:

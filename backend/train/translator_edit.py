@@ -154,6 +154,15 @@ def neighbour_frames(subject: Any, train_ids: np.ndarray, frames: list[int]) -> 
     return out
 
 
+def shots_without_keyframe(n_frames: int, run_starts: tuple[int, ...], frames: list[int]
+                           ) -> list[tuple[int, int]]:
+    """The [a, b) runs of a subject (``backend.data.subject.runs_of``) that hold none of the
+    keyframes ``frames``: shots the style reaches only from other shots' references."""
+    from backend.data.subject import runs_of
+
+    return [(a, b) for a, b in runs_of(n_frames, run_starts) if not any(a <= f < b for f in frames)]
+
+
 def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
                             device: str | torch.device | None = None,
                             settings: FitSettings | None = None) -> TranslatorEditJob:
@@ -211,6 +220,13 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
             pairs = frame_pairs(now, before)
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
+    bare = shots_without_keyframe(int(tensors.frames.shape[0]), tensors.run_starts, ids)
+    if bare:
+        log.warning("the subject has %d shots and frames %s are in shots without a keyframe: the style "
+                    "reaches them from the other shots' references only. A reference of a frame in each "
+                    "shot (--reference R.png --frame N, up to 4) restyles them better "
+                    "(docs/editing.md, \"Shots without a keyframe\")",
+                    len(tensors.run_starts) + 1, ", ".join(f"{a}-{b - 1}" for a, b in bare))
     return TranslatorEditJob(
         inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
         settings=settings, unlabeled=unlabeled, pairs=pairs, meta=meta, tensors=tensors, avatar=avatar,
@@ -238,6 +254,8 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
              "alignment": a}
             for k, a in zip(job.keyframes, job.alignments, strict=True)
         ],
+        "shots_without_keyframe": [list(r) for r in shots_without_keyframe(
+            int(job.tensors.frames.shape[0]), job.tensors.run_starts, [k.frame for k in job.keyframes])],
         "trained_on": list(TRAIN_ON),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,

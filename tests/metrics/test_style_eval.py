@@ -202,3 +202,24 @@ def test_eval_cli_prints_the_table(styled_subject: tuple[Path, Path],
     out = capsys.readouterr().out
     assert "post_filter" in out and "styled - post-filter: face PSNR" in out and "jawOpen r" in out
     assert "watercolor" in json.loads(eval_json_path(style).read_text())
+
+
+def test_the_shot_never_crosses_a_cut() -> None:
+    """Flicker and expressions are measured on consecutive frames of one shot: a cut in the
+    subject (``Subject.run_starts``) ends a run of held-out frames, and without a long enough
+    held-out run the fallback is the longest shot, not the whole clip."""
+    from backend.metrics.style_eval import MIN_CURVE_STD, MIN_SHOT, choose_shot
+    from backend.metrics.style_metrics import longest_run
+
+    assert longest_run(np.arange(10, 30), 100) == list(range(10, 30))
+    assert longest_run(np.arange(10, 30), 100, starts=[18]) == list(range(18, 30))
+    assert longest_run(np.arange(10, 30), 5, starts=[18]) == list(range(18, 23))
+    n = 120
+    wave = np.sin(np.arange(n) / 3.0)
+    assert float(np.std(wave)) > MIN_CURVE_STD
+    curves = {"jaw_open": wave, "eye_blink": wave}
+    held = np.arange(60, 120)  # 60 consecutive held-out frames, a cut at 90
+    assert choose_shot(held, n, curves) == (list(range(60, 120)), "held-out run")
+    ids, source = choose_shot(held, n, curves, starts=[90])
+    assert (ids, source) == (list(range(0, 90)), "longest shot") and len(range(90, 120)) < MIN_SHOT
+    assert choose_shot(held, n, curves, max_len=80, starts=[90])[0] == list(range(80))

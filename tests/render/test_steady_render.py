@@ -128,6 +128,22 @@ def test_maps_given_per_rendered_row_make_only_those_rows_neighbours(tiny_avatar
     assert np.abs(got[:3].astype(int) - raw[:3].astype(int)).mean() > 0.05
 
 
+def test_no_frame_is_averaged_across_a_cut(tiny_avatar_subject: Path) -> None:
+    """``cuts`` (a subject's ``run_starts``): the two shots render as if each were alone, to the
+    bit, and the frames next to the cut are not those of a render that ignores it."""
+    s = Subject.open(tiny_avatar_subject)
+    n, cut = s.n_frames, 6
+    r = _renderer(tiny_avatar_subject, STEADY)
+    whole = _render(r, s, cuts=[cut])
+    alone = [_render(r, s, indices=range(a, b), cuts=[cut]) for a, b in ((0, cut), (cut, n))]
+    assert np.array_equal(whole, np.concatenate(alone))
+    ignored = _render(r, s)
+    assert np.array_equal(whole[: cut - STEADY.radius], ignored[: cut - STEADY.radius])  # out of reach
+    assert np.abs(whole[cut - 1:cut + 1].astype(int) - ignored[cut - 1:cut + 1].astype(int)).mean() > 0.05
+    with pytest.raises(ValueError, match="cuts"):
+        next(r.render(s.expressions, uv_maps=s.uv_maps, cuts=[n]))
+
+
 def test_the_filter_travels_in_the_style_file_and_older_styles_have_none() -> None:
     net = _translator(STEADY)
     blob = translator_state(net)
