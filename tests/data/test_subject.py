@@ -113,3 +113,11 @@ def test_inconsistent_or_corrupt_parts(small_subject: Path, tmp_path: Path) -> N
     (copy / "frames" / "000011.png").unlink()
     with pytest.raises(SubjectError, match="11 frames"):
         Subject.open(copy)
+
+
+def test_runs_of_a_subject_with_cuts() -> None:
+    from backend.data.subject import runs_of
+
+    assert runs_of(126, [56]) == [(0, 56), (56, 126)]
+    assert runs_of(10, []) == [(0, 10)]
+    assert runs_of(10, [0, 4, 4, 10, 7]) == [(0, 4), (4, 7), (7, 10)]  # 0, 10 and repeats ignored

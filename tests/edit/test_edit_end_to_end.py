@@ -80,6 +80,7 @@ def test_translator_edit_two_keyframes_restyles_unseen_frames(writable_subject: 
     style = load_style(writable_subject / "styles" / "toon.style")
     assert style.meta["method"] == "translator" and style.translator is not None and not style.skips
     assert [k["frame"] for k in style.meta["keyframes"]] == [1, 7]
+    assert style.meta["shots_without_keyframe"] == []  # one shot, and it has keyframes
     # the file carries the preset's steady filter, so the renders below go through it
     assert style.translator["steady"] == translator_settings("tiny").steady.to_dict()
 
@@ -98,3 +99,14 @@ def test_translator_edit_two_keyframes_restyles_unseen_frames(writable_subject: 
     # generalisation itself on looks no part of the product makes)
     assert np.abs(styled - plain).mean() > 1.0
     assert np.abs(styled - looked).mean() < np.abs(plain - looked).mean()
+
+
+def test_shots_without_a_keyframe_are_named() -> None:
+    """A subject with cuts: the runs that hold no keyframe (the edit logs them and stores them in
+    the style's meta)."""
+    from backend.train.translator_edit import shots_without_keyframe
+
+    assert shots_without_keyframe(126, (56,), [0]) == [(56, 126)]
+    assert shots_without_keyframe(126, (56,), [3, 85]) == []
+    assert shots_without_keyframe(126, (40, 90), [50]) == [(0, 40), (90, 126)]
+    assert shots_without_keyframe(30, (), [7]) == []
