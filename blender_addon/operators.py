@@ -17,12 +17,21 @@ from pathlib import Path
 import bpy
 import numpy as np
 from bpy.app.translations import pgettext_iface as iface_
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    StringProperty,
+)
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import api, curves_files, expressions_ui, fcurves, preferences, preview, rig, runtime
 from .props import UV_SOURCE_ITEMS
 from .protocol.errors import ProtocolError
+from .protocol.limits import MAX_KEYFRAMES
+from .protocol.messages import MORE_REFERENCES
 from .runtime import RUNTIME
 
 log = logging.getLogger(__name__)
@@ -228,18 +237,52 @@ def _load_reference(path: str) -> np.ndarray:
         bpy.data.images.remove(img)
 
 
+def edit_references(directory: str, names: list[str], filepath: str, frame: int, more_frames: str
+                    ) -> list[tuple[str, int]]:
+    """(image path, subject frame) pairs of an edit: the selected images in file-name order, the
+    first for ``frame`` and the others for the comma-separated ``more_frames``.
+
+    Raises:
+        ValueError: more or fewer frames than images, a frame given twice, over MAX_KEYFRAMES images.
+    """
+    paths = [str(Path(directory) / n) for n in sorted(n for n in names if n)] or [filepath]
+    try:
+        more = [int(x) for x in more_frames.replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        raise ValueError("'More subject frames' must be frame numbers separated by commas, "
+                         f"got {more_frames!r}") from None
+    frames = [frame, *more]
+    if len(paths) > MAX_KEYFRAMES:
+        raise ValueError(f"{len(paths)} reference images selected; an edit takes at most {MAX_KEYFRAMES}")
+    if len(frames) != len(paths):
+        raise ValueError(f"{len(paths)} reference image(s) selected but {len(frames)} subject "
+                         "frame(s) given: the first image is for 'Subject frame', the others (in file "
+                         "name order) for 'More subject frames'")
+    if len(set(frames)) != len(frames) or min(frames) < 0:
+        raise ValueError(f"subject frames {frames}: each reference needs its own frame, 0 or more")
+    return list(zip(paths, frames, strict=True))
+
+
 class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
-    """Create a style from one reference image (stage 2: tunes the skip connections)"""
+    """Create a style from up to 4 reference images of subject frames, one per shot for the best result"""
 
     bl_idname = "emo_avatar.edit"
-    bl_label = "Edit With Reference Image"
+    bl_label = "Edit With Reference Images"
     filter_glob: StringProperty(default="*.png;*.jpg;*.jpeg;*.webp;*.tif;*.tiff", options={"HIDDEN"})
+    files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
+    directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     style: StringProperty(name="Style name", default="style")
     frame: IntProperty(
         name="Subject frame",
         default=0,
         min=0,
-        description="Frame of the subject the reference image corresponds to",
+        description="Frame of the subject the (first) reference image corresponds to",
+    )
+    more_frames: StringProperty(
+        name="More subject frames",
+        default="",
+        description="With several images selected: the subject frames of the 2nd, 3rd and 4th image "
+        "in file name order, separated by commas (e.g. 85 or 85, 160)",
     )
 
     @classmethod
@@ -253,13 +296,19 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
 
     def execute(self, context):
         try:
-            reference = _load_reference(self.filepath)
+            pairs = edit_references(self.directory, [f.name for f in self.files], self.filepath, self.frame,
+                                    self.more_frames)
+            images = [_load_reference(path) for path, _ in pairs]
         except (RuntimeError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        params = {"subject_id": runtime.wm_state().subject, "style": self.style.strip(), "frame": self.frame}
-        runtime.call("submit", kind="edit", params=params, buffers={"reference": reference})
-        self.report({"INFO"}, f"style '{self.style}' submitted")
+        params = {"subject_id": runtime.wm_state().subject, "style": self.style.strip(), "frame": pairs[0][1]}
+        buffers = {"reference": images[0]}
+        if len(pairs) > 1:
+            params["more_frames"] = [f for _, f in pairs[1:]]
+            buffers.update(zip(MORE_REFERENCES, images[1:], strict=False))
+        runtime.call("submit", kind="edit", params=params, buffers=buffers)
+        self.report({"INFO"}, f"style '{self.style}' submitted ({len(pairs)} reference image(s))")
         return {"FINISHED"}
 
 

@@ -56,6 +56,9 @@ REPLAY_HISTORY = 65536
 MAX_CREDIT_BYTES = 64 * 1024 * 1024
 """Frame bytes in flight per stream: a server clamps a stream's frame credit to
 ``max(1, MAX_CREDIT_BYTES // frame bytes)`` and the client grants no more than that."""
+MAX_KEYFRAMES = 4
+"""(reference, subject frame) pairs of one style edit: the ``edit`` job's first reference and up to
+three more (``more_frames``)."""
 JOB_LIST_PAGE = 100
 """Default page size of job_list; at most MAX_JOB_LIST_PAGE."""
 MAX_JOB_LIST_PAGE = 500
@@ -87,6 +90,7 @@ BOUNDS: tuple[tuple[str, str, str], ...] = (
     ("remembered request signatures (replay history)", f"{REPLAY_HISTORY:,}", "ReplayError"),
     ("frame bytes in flight per stream (credit)", f"{MAX_CREDIT_BYTES:,} (at least one frame)", "-"),
     ("job_list page", f"{JOB_LIST_PAGE} default, at most {MAX_JOB_LIST_PAGE}", "SchemaError"),
+    ("references of an edit job (keyframes)", f"{MAX_KEYFRAMES}", "SchemaError"),
 )
 """(bound, value, error) rows of the table in docs/protocol.md."""
 

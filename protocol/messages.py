@@ -42,6 +42,7 @@ from .limits import (
     JOB_LIST_PAGE,
     MAX_FIELD_CHARS,
     MAX_JOB_LIST_PAGE,
+    MAX_KEYFRAMES,
     MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
     MAX_NAMES,
@@ -152,10 +153,32 @@ def _check_track(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None
                           field="params.upload_id")
 
 
+MORE_REFERENCES = tuple(f"reference_{i}" for i in range(1, MAX_KEYFRAMES))
+"""Buffer names of an edit job's further references, in the order of ``params.more_frames``."""
+
+
 def _check_edit(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None:
     if ("reference" in buffers) == (params.get("reference_path") is not None):
         raise SchemaError("edit job needs exactly one reference image: a 'reference' buffer (uint8 HxWx3) "
                           "or params.reference_path", field="params.reference_path")
+    more = params.get("more_frames") or []
+    paths = params.get("more_reference_paths")
+    sent = [name for name in MORE_REFERENCES if name in buffers]
+    if len(more) > MAX_KEYFRAMES - 1:
+        raise SchemaError(f"an edit takes at most {MAX_KEYFRAMES} references: params.more_frames has "
+                          f"{len(more)} frames (at most {MAX_KEYFRAMES - 1})", field="params.more_frames")
+    if paths is not None and sent:
+        raise SchemaError("send further references either as buffers reference_1.. or as "
+                          "params.more_reference_paths, not both", field="params.more_reference_paths")
+    given = len(paths) if paths is not None else len(sent)
+    if given != len(more) or (paths is None and sent != list(MORE_REFERENCES[:len(sent)])):
+        raise SchemaError(f"params.more_frames has {len(more)} frames but {given} further references "
+                          f"were sent (buffers {', '.join(MORE_REFERENCES[:len(more)]) or 'none'} in order, "
+                          "or params.more_reference_paths)", field="params.more_frames")
+    frames = [params.get("frame") or 0, *more]
+    if len(set(frames)) != len(frames):
+        raise SchemaError(f"two references for one subject frame: frames {frames}",
+                          field="params.more_frames")
 
 
 def _check_render(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None:
@@ -231,14 +254,24 @@ JOB_KINDS: dict[str, JobKind] = {
             "style": req("str", "name of the style to create"),
             "reference_path": opt("str", doc="reference image path (or send a 'reference' buffer)"),
             "frame": opt("int", 0, "subject frame the reference corresponds to", minimum=0),
+            "more_frames": opt("list[int]", doc=f"subject frames of up to {MAX_KEYFRAMES - 1} more "
+                               "references (keyframes; one per shot restyles a subject with cuts best), "
+                               "in the order of the reference_1.. buffers or more_reference_paths; since 2.4",
+                               max_len=MAX_KEYFRAMES - 1),
+            "more_reference_paths": opt("list[str]", doc="paths of the further references (or send "
+                                        "buffers reference_1..); since 2.4", max_len=MAX_KEYFRAMES - 1,
+                                        item_len=MAX_FIELD_CHARS),
             "steps": opt("int", minimum=1),
             "seed": opt("int", 0),
             "clip_checkpoint": opt("str", doc="open_clip weights file for the CLIP direction loss"),
             "overwrite": opt("bool", False),
         },
-        buffers={"reference": BufferSpec(("uint8",), (None, None, 3), doc="reference image RGB")},
+        buffers={"reference": BufferSpec(("uint8",), (None, None, 3), doc="reference image RGB"),
+                 **{name: BufferSpec(("uint8",), (None, None, 3), doc="a further reference image RGB, "
+                                     "for the same place of params.more_frames")
+                    for name in MORE_REFERENCES}},
         check=_check_edit,
-        doc="paper stage 2: restyle the avatar from one reference image",
+        doc="paper stage 2: restyle the avatar from reference images of 1-4 subject frames",
     ),
     "render": JobKind(
         fields={

@@ -209,31 +209,47 @@ class EditKind:
         if paths.style_path(subject, style).exists() and not params.get("overwrite"):
             raise JobError(f"subject {subject.name!r} already has a style {style!r}; pick another name "
                            "or set overwrite")
-        ref = buffers.get("reference")
-        if ref is not None:
-            from backend.images import write_png
+        from protocol.messages import MORE_REFERENCES
 
-            reference = env.job_dir(job_id) / "reference.png"
-            write_png(reference, np.asarray(ref, np.uint8), fsync=True)
-        else:
-            reference = env.read_policy.resolve(params.get("reference_path"), "reference image")
+        more_frames = [int(f) for f in params.get("more_frames") or []]
+        more_paths = params.get("more_reference_paths")
+        references = []  # the first reference, then one per more_frames entry
+        for i, name in enumerate(("reference", *MORE_REFERENCES[:len(more_frames)])):
+            ref = buffers.get(name)
+            if ref is not None:
+                from backend.images import write_png
+
+                path = env.job_dir(job_id) / f"{name}.png"
+                write_png(path, np.asarray(ref, np.uint8), fsync=True)
+            elif i == 0:
+                path = env.read_policy.resolve(params.get("reference_path"), "reference image")
+            else:
+                path = env.read_policy.resolve(more_paths[i - 1], f"reference image {i + 1}")
+            references.append(str(path))
         clip = params.get("clip_checkpoint")
         clip_path = str(env.read_policy.resolve(clip, "CLIP checkpoint")) if clip is not None else None
-        return {"subject_id": subject.name, "reference": str(reference), "style": style,
-                "frame": _opt_int(params, "frame") or 0, "steps": _opt_int(params, "steps", 1),
+        return {"subject_id": subject.name, "reference": references[0], "style": style,
+                "frame": _opt_int(params, "frame") or 0, "more_references": references[1:],
+                "more_frames": more_frames, "steps": _opt_int(params, "steps", 1),
                 "seed": _opt_int(params, "seed") or 0, "clip_checkpoint": clip_path}
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
+        from backend.train.keyframes import Keyframe
         from backend.train.stage2 import edit_avatar
+        from backend.train.style import load_style
 
         p = ctx.params
         subject = existing_subject(ctx.env, p["subject_id"])
-        out = edit_avatar(subject, Path(p["reference"]), frame=p["frame"], steps=p["steps"],
+        pairs = zip([p["reference"], *p.get("more_references", [])], [p["frame"], *p.get("more_frames", [])],
+                    strict=True)
+        out = edit_avatar(subject, keyframes=[Keyframe(Path(r), int(f)) for r, f in pairs], steps=p["steps"],
                           name=p["style"], clip_checkpoint=p["clip_checkpoint"], device=ctx.env.device,
                           seed=p.get("seed", 0),
                           progress=ctx.progress, should_stop=ctx.should_stop)
+        bare = load_style(Path(out)).meta.get("shots_without_keyframe") or []
         return {"subject_id": p["subject_id"], "style": p["style"],
-                "style_file": str(Path(out).relative_to(ctx.env.workdir))}
+                "style_file": str(Path(out).relative_to(ctx.env.workdir)),
+                "shots_without_keyframe": [list(map(int, r)) for r in bare]}
 
 
 # -- render -----------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from backend.train.reference import Reference, ReferenceError, load_reference
+from protocol.limits import MAX_KEYFRAMES  # one bound, shared with the service's edit job
 
 log = logging.getLogger(__name__)
 
-MAX_KEYFRAMES = 4
 MAX_ASPECT_DIFFERENCE = 0.05
 
 

@@ -224,7 +224,7 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     if bare:
         log.warning("the subject has %d shots and frames %s are in shots without a keyframe: the style "
                     "reaches them from the other shots' references only. A reference of a frame in each "
-                    "shot (--reference R.png --frame N, up to 4) restyles them better "
+                    "shot (up to 4 references in all) restyles them better "
                     "(docs/editing.md, \"Shots without a keyframe\")",
                     len(tensors.run_starts) + 1, ", ".join(f"{a}-{b - 1}" for a, b in bare))
     return TranslatorEditJob(

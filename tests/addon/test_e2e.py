@@ -223,11 +223,19 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
     addon_mod("api").track_video(video, "tracked_by_api", size=32, framing="head")
     assert bpy.ops.emo_avatar.train(preset="tiny") == {"FINISHED"}
     assert bpy.ops.emo_avatar.edit(filepath=str(reference), style="mirror", frame=0) == {"FINISHED"}
+    # two references, one per shot: selected together, the second one's frame in "More subject frames"
+    second = tmp_path / "reference_b.png"
+    second.write_bytes(reference.read_bytes())
+    files = [{"name": "reference.png"}, {"name": "reference_b.png"}]
+    edit = bpy.ops.emo_avatar.edit
+    assert edit(directory=str(tmp_path), files=files, style="two", frame=0, more_frames="3") == {"FINISHED"}
+    with pytest.raises(RuntimeError, match="2 reference image.s. selected but 1 subject frame"):
+        edit(directory=str(tmp_path), files=files, style="bad", frame=0)
 
     def new_jobs():
         return [j for j in st.jobs if j.job_id not in before]
 
-    kinds = ["edit", "track", "track", "track", "train"]
+    kinds = ["edit", "edit", "track", "track", "track", "train"]
     pump(state, lambda: sorted(j.kind for j in new_jobs()) == kinds, timeout=120)
     assert not [m for m in state.RUNTIME.messages if m[0] == "ERROR" and "edit" in m[1]]
     for job in new_jobs():
@@ -242,6 +250,11 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
         params = [client.status(j.job_id)["job"]["params"] for j in new_jobs() if j.kind == "track"]
     assert {p["subject_id"]: p["framing"] for p in params} == {
         "tracked_by_test": "bust", "tracked_default": DEFAULT_FRAMING, "tracked_by_api": "head"}
+    with client_cls.from_connection_file(backend.connection_file, timeout=5) as client:
+        edits = {p["style"]: p for j in new_jobs() if j.kind == "edit"
+                 for p in [client.status(j.job_id)["job"]["params"]]}
+    assert edits["two"]["frame"] == 0 and edits["two"]["more_frames"] == [3]
+    assert len(edits["two"]["more_references"]) == 1 and not edits["mirror"]["more_frames"]
     pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs()), timeout=180)
 
 

@@ -58,7 +58,7 @@ def test_round_trip_keeps_identities_header_content_and_buffers() -> None:
                          buffers={"curves": np.ones((2, 1), np.float32), "uv_maps": uv}, ident=[b"a", b"b"])
     msg = s.deserialize(frames)
     assert msg.identities == [b"a", b"b"]
-    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.3" and msg.header["seq"] == 0
+    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.4" and msg.header["seq"] == 0
     assert msg.content["params"]["fps"] == 30.0 and msg.content["params"]["frame_start"] == 0
     assert BUFFERS_KEY not in msg.content
     assert msg.buffers["uv_maps"].dtype == np.float16 and np.array_equal(msg.buffers["uv_maps"], uv)
@@ -92,7 +92,7 @@ def test_major_version_mismatch_is_refused_naming_both_versions() -> None:
     frames = render_submit(s)
     header = unpack_frame(frames, 2)
     header["proto"] = "3.3"
-    with pytest.raises(VersionError, match=r"3\.3.*2\.3") as exc:
+    with pytest.raises(VersionError, match=rf"3\.3.*{PROTO}") as exc:
         s.deserialize(resign(s, frames, header=header))
     assert exc.value.header["msg_type"] == "job_submit"  # enough to send job_submit_reply error
     assert exc.value.authenticated  # signed with the key: the server answers it
@@ -408,3 +408,37 @@ def test_docs_job_kind_table_lists_each_fields_choices() -> None:
             if field.choices is not None:
                 listed = "\\|".join(map(str, field.choices))
                 assert f"`{name}`: {field.type} ({listed})" in rows[kind], (kind, name, field.choices)
+
+
+def test_edit_references_are_checked_on_both_sides() -> None:
+    """An edit's further references (since 2.4): as many as ``more_frames`` names, in buffer order
+    or as paths (not both), at most MAX_KEYFRAMES in all, one per frame; a receiver refuses a
+    sender that skipped the check."""
+    from protocol.limits import MAX_KEYFRAMES
+
+    s = Session(KEY)
+    ref = np.zeros((8, 8, 3), np.uint8)
+
+    def submit(params: dict, buffers: dict, check: bool = True) -> list:
+        content = {"kind": "edit", "params": {"subject_id": "s", "style": "t", **params}}
+        return s.serialize("job_submit", content, buffers=buffers, ident=[b"c"], check=check)
+
+    good = submit({"frame": 0, "more_frames": [7, 9]},
+                  {"reference": ref, "reference_1": ref, "reference_2": ref})
+    assert s.deserialize(good).content["params"]["more_frames"] == [7, 9]
+    assert s.deserialize(submit({"more_frames": [7], "more_reference_paths": ["/r/b.png"]},
+                                {"reference": ref})).content["params"]["more_reference_paths"] == ["/r/b.png"]
+    bad = [
+        ({"more_frames": [7]}, {"reference": ref}, "1 frames but 0 further references"),
+        ({"more_frames": [7]}, {"reference": ref, "reference_2": ref}, "in order"),
+        ({"more_frames": [7], "more_reference_paths": ["/r/b.png"]}, {"reference": ref, "reference_1": ref},
+         "not both"),
+        ({"frame": 3, "more_frames": [3]}, {"reference": ref, "reference_1": ref}, "two references for one"),
+        ({"more_frames": list(range(1, MAX_KEYFRAMES + 1))},
+         {"reference": ref, **{f"reference_{i}": ref for i in range(1, MAX_KEYFRAMES + 1)}}, "at most"),
+    ]
+    for params, buffers, match in bad:
+        with pytest.raises(SchemaError, match=match):
+            submit(params, buffers)
+        with pytest.raises(SchemaError, match=match):
+            s.deserialize(submit(params, buffers, check=False))

@@ -3,6 +3,7 @@ content (built from the table's own field specs) and random buffers."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from protocol.envelope import Message, Session
-from protocol.messages import JOB_KINDS, MESSAGES, BufferSpec, Field, validate
+from protocol.limits import FRAME_MAX, MAX_KEYFRAMES
+from protocol.messages import JOB_KINDS, MESSAGES, MORE_REFERENCES, BufferSpec, Field, validate
 
 KEY = b"round-trip-key-0123456789"
 text = st.text(max_size=12)
@@ -100,8 +102,24 @@ def messages(draw: st.DrawFn, msg_type: str) -> tuple[dict[str, Any], dict[str, 
         content["params"] = params
         buffer_specs, bind, where = dict(kind.buffers), dict(kind.bind), params
     buffers = draw_buffers(draw, buffer_specs, where, bind)
-    if msg_type == "job_submit" and content["kind"] == "edit" and "reference" not in buffers:
-        where["reference_path"] = draw(text)
+    if msg_type == "job_submit" and content["kind"] == "edit":
+        if "reference" not in buffers:
+            where["reference_path"] = draw(text)
+        # further references: one frame each in more_frames, as buffers in order or as paths
+        kept = list(itertools.takewhile(lambda name: name in buffers, MORE_REFERENCES))
+        for name in MORE_REFERENCES[len(kept):]:
+            buffers.pop(name, None)
+        n = len(kept) or len(where.get("more_frames") or [])
+        if n:
+            first = where.get("frame") or 0
+            where["more_frames"] = [f for f in range(MAX_KEYFRAMES) if f != first][:n]
+        if kept or not n:
+            where.pop("more_reference_paths", None)
+        else:
+            where["more_reference_paths"] = [draw(text) for _ in range(n)]
+    if msg_type == "job_submit" and content["kind"] == "render" and where.get("frame_start") is not None:
+        rows = len(buffers["curves"]) if "curves" in buffers else 0
+        where["frame_start"] = min(where["frame_start"], FRAME_MAX - max(rows - 1, 0))
     return content, buffers
 
 

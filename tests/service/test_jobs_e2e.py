@@ -507,6 +507,30 @@ def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
         assert any(not np.array_equal(plain[i], styled[i]) for i in range(4))
         with pytest.raises(RemoteError, match="no style 'other'"):
             client.submit("render", _render_params(names, style="other"), buffers={"curves": curves})
+        assert rec["outputs"]["shots_without_keyframe"] == []  # one shot, and it has the keyframe
+
+        # two keyframes (since 2.4): the second reference in buffer reference_1, for frame 7
+        second = np.ascontiguousarray(255 - subject.frame(7))
+        job = client.submit("edit", {"subject_id": SUBJECT, "style": "negative2", "frame": 0,
+                                     "more_frames": [7], "steps": 2},
+                            buffers={"reference": reference, "reference_1": second})
+        rec = _wait_state(client, job, ("done", "failed"), timeout=600)
+        assert rec["state"] == "done", rec
+        from backend.train.style import load_style
+
+        style_file = served.workdir / rec["outputs"]["style_file"]
+        meta = load_style(style_file).meta
+        assert [k["frame"] for k in meta["keyframes"]] == [0, 7]
+        # a further frame without its reference, or two references for one frame: the message
+        # table refuses them before they are sent (and the server by the same table)
+        from protocol.errors import SchemaError
+
+        with pytest.raises(SchemaError, match="more_frames has 1 frames but 0 further references"):
+            client.submit("edit", {"subject_id": SUBJECT, "style": "x", "more_frames": [7]},
+                          buffers={"reference": reference})
+        with pytest.raises(SchemaError, match="two references for one subject frame"):
+            client.submit("edit", {"subject_id": SUBJECT, "style": "x", "more_frames": [0]},
+                          buffers={"reference": reference, "reference_1": second})
 
 
 def _long_video(src: Path, dst: Path, repeats: int) -> Path:
