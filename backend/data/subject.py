@@ -324,10 +324,14 @@ class Subject:
 
     @property
     def run_starts(self) -> list[int]:
-        """Subject frames (ascending, 0 excluded) that do not follow the frame before them in the
-        video: the first frame of each run after the first (a shot cut, another person's frames
-        left out between, a gap). No motion or filter should reach across one."""
-        starts = {int(shot["frames"][0]) for shot in self.meta.get("shots", [])}
+        """Subject frames (ascending, 0 excluded) that do not continue the picture of the frame
+        before them: the first frame of each run after the first (a shot cut, another person's
+        frames left out between, a gap) and of each framing segment (a crop change, with
+        ``--follow-face``). No motion or filter should reach across one."""
+        starts = set()
+        for shot in self.meta.get("shots", []):
+            starts.add(int(shot["frames"][0]))
+            starts.update(int(seg["frames"][0]) for seg in shot.get("framing_segments", []))
         src = self.meta.get("source_frames")
         if src is not None and len(src) > 1:
             jumps = np.flatnonzero(np.diff(np.asarray(src, dtype=np.int64)) != 1) + 1
