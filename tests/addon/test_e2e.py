@@ -229,7 +229,7 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
     files = [{"name": "reference.png"}, {"name": "reference_b.png"}]
     edit = bpy.ops.emo_avatar.edit
     assert edit(directory=str(tmp_path), files=files, style="two", frame=0, more_frames="3") == {"FINISHED"}
-    with pytest.raises(RuntimeError, match="2 reference image.s. selected but 1 subject frame"):
+    with pytest.raises(RuntimeError, match=r"2 reference image\(s\) selected but 1 subject frame"):
         edit(directory=str(tmp_path), files=files, style="bad", frame=0)
 
     def new_jobs():
