@@ -327,7 +327,8 @@ class Subject:
         """Subject frames (ascending, 0 excluded) that do not continue the picture of the frame
         before them: the first frame of each run after the first (a shot cut, another person's
         frames left out between, a gap) and of each framing segment (a crop change, with
-        ``--follow-face``). No motion or filter should reach across one."""
+        ``--follow-face``). The steady filter and the style metrics never reach across one (the
+        5-frame expression windows of stage 1 still do, in training as in rendering)."""
         starts = set()
         for shot in self.meta.get("shots", []):
             starts.add(int(shot["frames"][0]))
