@@ -258,6 +258,19 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
     pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs()), timeout=180)
 
 
+def test_edit_references_pair_each_selected_image_with_its_frame(addon_mod) -> None:
+    """The Edit operator's images (file-name order) and frames; what it refuses, and why."""
+    pairs = addon_mod("operators").edit_references
+    assert pairs("/r", ["b.png", "a.png"], "", 10, "85") == [("/r/a.png", 10), ("/r/b.png", 85)]
+    assert pairs("/r", [], "/x/one.png", 3, "") == [("/x/one.png", 3)]
+    assert pairs("/r", ["a", "b", "c"], "", 0, " 40; 80 ") == [("/r/a", 0), ("/r/b", 40), ("/r/c", 80)]
+    for names, more, match in [(["a", "b"], "", "2 reference image.s. selected but 1"),
+                               (["a", "b"], "0", "its own frame"), (["a", "b"], "x", "separated by commas"),
+                               (list("abcde"), "1,2,3,4", "at most 4")]:
+        with pytest.raises(ValueError, match=match):
+            pairs("/r", names, "", 0, more)
+
+
 def test_track_framings_are_the_backends(addon_mod) -> None:
     """The Track Video operator offers exactly the backend's framings, plus its default."""
     import bpy
