@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-tracking": ("backend.face.import_cli", "import external tracker output (npz) as a subject"),
     "train": ("backend.train.train_cli", "train an Emo-Avatar on a subject (stage 1)"),
     "stylize": ("backend.train.stylize_cli", "make a stylised reference image from a subject frame"),
-    "edit": ("backend.train.edit_cli", "restyle a trained avatar from one reference image (stage 2)"),
+    "edit": ("backend.train.edit_cli", "restyle a trained avatar from 1-4 reference images (stage 2)"),
     "render": ("backend.render_cli", "render frames from expression curves"),
     "eval": ("backend.eval_cli", "evaluate a trained avatar, or a style, on held-out frames"),
     "serve": ("backend.service.serve_cli", "run the ZeroMQ backend service"),
