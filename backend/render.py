@@ -218,7 +218,7 @@ class Renderer:
             indices: render only these rows (windows still use the neighbouring rows).
             steady: run the style's steady filter when it has one; False renders each frame as
                 the network gives it, without rendering neighbours (a still: a live preview).
-            cuts: curve rows that begin a new shot (a subject's ``run_starts``): the steady filter
+            cuts: curve rows that begin a new shot (a subject's ``cuts``): the steady filter
                 never averages a frame with one across a cut. None: the rows are one shot.
         Yields:
             (size, size, 3) uint8 RGB per rendered frame, in ``indices`` order.

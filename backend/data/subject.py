@@ -324,20 +324,24 @@ class Subject:
 
     @property
     def run_starts(self) -> list[int]:
-        """Subject frames (ascending, 0 excluded) that do not continue the picture of the frame
-        before them: the first frame of each run after the first (a shot cut, another person's
-        frames left out between, a gap) and of each framing segment (a crop change, with
-        ``--follow-face``). The steady filter and the style metrics never reach across one (the
-        5-frame expression windows of stage 1 still do, in training as in rendering)."""
-        starts = set()
-        for shot in self.meta.get("shots", []):
-            starts.add(int(shot["frames"][0]))
-            starts.update(int(seg["frames"][0]) for seg in shot.get("framing_segments", []))
+        """Subject frames (ascending, 0 excluded) that begin a run after the first: consecutive
+        video frames of one shot follow each other within a run; a run starts at a shot cut, after
+        another person's frames left out, or after a gap."""
+        starts = {int(shot["frames"][0]) for shot in self.meta.get("shots", [])}
         src = self.meta.get("source_frames")
         if src is not None and len(src) > 1:
-            jumps = np.flatnonzero(np.diff(np.asarray(src, dtype=np.int64)) != 1) + 1
-            starts.update(int(i) for i in jumps)
+            starts.update(int(i) + 1 for i in np.flatnonzero(np.diff(np.asarray(src, dtype=np.int64)) != 1))
         return sorted(i for i in starts if 0 < i < self.n_frames)
+
+    @property
+    def cuts(self) -> list[int]:
+        """Subject frames (ascending, 0 excluded) whose picture does not continue the frame before
+        them: ``run_starts`` and the first frame of each framing segment (a crop change, with
+        ``--follow-face``). The steady filter and the style metrics never reach across one (the
+        5-frame expression windows of stage 1 still do, in training as in rendering)."""
+        segments = {int(seg["frames"][0]) for shot in self.meta.get("shots", [])
+                    for seg in shot.get("framing_segments", [])}
+        return sorted(set(self.run_starts) | {i for i in segments if 0 < i < self.n_frames})
 
     def source_frame(self, i: int) -> int:
         """Video frame number of subject frame ``i`` (frames are numbered densely in the subject)."""

@@ -30,7 +30,7 @@ With or without a look:
 The shot: the longest run of consecutive held-out frames when it has at least ``MIN_SHOT``
 frames and both driving curves vary (std >= ``MIN_CURVE_STD``); otherwise every frame of the
 clip, or of its longest shot when the subject has cuts (most are stage-1 training frames, but none
-was seen by the style edit except its keyframes). Neither crosses a cut (``Subject.run_starts``),
+was seen by the style edit except its keyframes). Neither crosses a cut (``Subject.cuts``),
 and the renders are steadied shot by shot (``Renderer.render(cuts=...)``). ``shot.source`` says
 which.
 """
@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.data.subject import Subject, runs_of
 from backend.imaging.convert import frame_at, resize_square
 from backend.looks import LookFn, apply_look, look_function
 from backend.metrics.evaluate import heldout_ids
@@ -116,16 +117,15 @@ def choose_shot(heldout: np.ndarray, n_frames: int, curves: dict[str, np.ndarray
                 max_len: int | None = None, starts: Sequence[int] = ()) -> tuple[list[int], str]:
     """(frame ids of consecutive frames, "held-out run" | "whole clip" | "longest shot").
 
-    ``starts``: the subject's ``run_starts`` (first frames after its cuts); the frames chosen
-    never cross one, so a cut is not counted as flicker."""
+    ``starts``: the subject's ``cuts``; the frames chosen never cross one, so a cut is not
+    counted as flicker."""
     run = longest_run(heldout, n_frames, starts)
     varied = all(c is not None and float(np.std(c[run])) >= MIN_CURVE_STD for c in curves.values())
     if len(run) >= MIN_SHOT and varied:
         ids, source = run, "held-out run"
-    elif not starts:
-        ids, source = list(range(n_frames)), "whole clip"
     else:
-        ids, source = longest_run(np.arange(n_frames), n_frames, starts), "longest shot"
+        a, b = max(runs_of(n_frames, list(starts)), key=lambda r: r[1] - r[0])
+        ids, source = list(range(a, b)), "longest shot" if starts else "whole clip"
     if max_len is not None and len(ids) > max_len:
         ids = ids[:max_len]
     return ids, source
@@ -145,7 +145,7 @@ def _resolve(subject: Path, style: Path, checkpoint: Path | None) -> tuple[Path,
 
 def _render(renderer: Any, subject: Any, ids: list[int] | np.ndarray) -> np.ndarray:
     return np.stack(list(renderer.render(subject.expressions, uv_maps=subject.uv_maps, indices=list(ids),
-                                         cuts=subject.run_starts)))
+                                         cuts=subject.cuts)))
 
 
 def _reference_scores(ref_rgb: np.ndarray, frame: int, styled_r: Any, plain_r: Any, subject: Any,
@@ -222,7 +222,6 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
         FileNotFoundError: missing subject, style, checkpoint or reference.
         ValueError: unknown look, a style that does not fit the avatar, no held-out frames.
     """
-    from backend.data.subject import Subject
     from backend.render import Renderer
 
     t0 = time.monotonic()
@@ -277,8 +276,7 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
 
     # expression preservation and flicker on one shot of consecutive frames
     curves_all = driving_curves(np.asarray(subj.expressions, np.float64), subj.expression_names)
-    cuts = subj.run_starts
-    shot, source = choose_shot(held, subj.n_frames, curves_all, shot_frames, cuts)
+    shot, source = choose_shot(held, subj.n_frames, curves_all, shot_frames, subj.cuts)
     curves = {k: (None if v is None else v[shot]) for k, v in curves_all.items()}
     shot_real = np.stack([frame_at(subj.frame(i), size) for i in shot])
     shot_plain, shot_styled = _render(plain_r, subj, shot), _render(styled_r, subj, shot)

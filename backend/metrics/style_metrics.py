@@ -141,7 +141,7 @@ def clip_direction(
 
 def longest_run(ids: np.ndarray, limit: int, starts: Sequence[int] = ()) -> list[int]:
     """The longest run of consecutive ids (at most ``limit`` long); an id in ``starts`` (a
-    subject's ``run_starts``: the first frame after a cut) always begins a new run."""
+    subject's ``cuts``) always begins a new run."""
     ids, starts = sorted(int(i) for i in ids), {int(i) for i in starts}
     best, cur = ids[:1], ids[:1]
     for a, b in itertools.pairwise(ids):
@@ -250,7 +250,7 @@ def write_style_report(
     contact = [
         int(held[i]) for i in np.linspace(0, len(held) - 1, num=min(n_contact, len(held))).round().astype(int)
     ]
-    run = longest_run(held, n_temporal, tensors.run_starts)  # never across a cut
+    run = longest_run(held, n_temporal, tensors.cuts)  # never across a cut
     ids = [frame, *contact, *run]
     _, uv, win = tensors.batch(ids, device)
     try:

@@ -209,6 +209,7 @@ class EditKind:
         if paths.style_path(subject, style).exists() and not params.get("overwrite"):
             raise JobError(f"subject {subject.name!r} already has a style {style!r}; pick another name "
                            "or set overwrite")
+        from backend.images import write_png
         from protocol.messages import MORE_REFERENCES
 
         more_frames = [int(f) for f in params.get("more_frames") or []]
@@ -217,8 +218,6 @@ class EditKind:
         for i, name in enumerate(("reference", *MORE_REFERENCES[:len(more_frames)])):
             ref = buffers.get(name)
             if ref is not None:
-                from backend.images import write_png
-
                 path = env.job_dir(job_id) / f"{name}.png"
                 write_png(path, np.asarray(ref, np.uint8), fsync=True)
             elif i == 0:

@@ -37,7 +37,7 @@ class SubjectTensors:
         expression_names: the K curve names.
         subject_id: folder name of the subject.
         fps: frames per second of the source video.
-        run_starts: the first frame of each run after a cut (``Subject.run_starts``).
+        cuts: the frames whose picture does not continue the frame before (``Subject.cuts``).
     """
 
     frames: torch.Tensor
@@ -50,7 +50,7 @@ class SubjectTensors:
     expression_names: list[str]
     subject_id: str
     fps: float
-    run_starts: tuple[int, ...] = ()
+    cuts: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
@@ -103,7 +103,7 @@ def load_subject_tensors(subject_dir: Path, size: int) -> SubjectTensors:
         train_ids=train_ids, heldout_ids=heldout_ids, extreme_ids=extreme,
         rotation=np.asarray(subject.pose, np.float32)[:, :3],
         expression_names=list(subject.expression_names), subject_id=str(subject.subject_id),
-        fps=float(subject.fps), run_starts=tuple(subject.run_starts),
+        fps=float(subject.fps), cuts=tuple(subject.cuts),
     )
 
 

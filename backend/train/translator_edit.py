@@ -68,6 +68,7 @@ class TranslatorEditJob:
         pairs: renders of those frames and of a neighbouring training frame aligned on them
             (``neighbour_frames``, ``backend.style.stability``), or None.
         keyframes: the checked keyframes; alignments: their edge-match measurements (meta).
+        shots_without_keyframe: the subject's runs, [a, b) frames, that hold no keyframe (meta).
     """
 
     inputs: torch.Tensor
@@ -82,6 +83,7 @@ class TranslatorEditJob:
     avatar: torch.nn.Module
     checkpoint_sha256: str
     device: torch.device
+    shots_without_keyframe: list[tuple[int, int]]
 
     def run(self, seed: int = 0, progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> FitResult:
@@ -154,7 +156,7 @@ def neighbour_frames(subject: Any, train_ids: np.ndarray, frames: list[int]) -> 
     return out
 
 
-def shots_without_keyframe(n_frames: int, run_starts: tuple[int, ...], frames: list[int]
+def shots_without_keyframe(n_frames: int, run_starts: list[int] | tuple[int, ...], frames: list[int]
                            ) -> list[tuple[int, int]]:
     """The [a, b) runs of a subject (``backend.data.subject.runs_of``) that hold none of the
     keyframes ``frames``: shots the style reaches only from other shots' references."""
@@ -211,26 +213,27 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     if pool:
         pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
         unlabeled = (pool_inputs["render"], pool_inputs["real"])
+    subject = Subject.open(subject_dir)
     pairs = None
     if settings.temporal > 0:
-        near = neighbour_frames(Subject.open(subject_dir), tensors.train_ids, pool)
+        near = neighbour_frames(subject, tensors.train_ids, pool)
         if near:  # the frames are unlabeled ones, rendered above; their neighbours are not
             now = unlabeled[0][[pool.index(f) for f, _ in near]]
             before = network_inputs(avatar, tensors, [n for _, n in near], settings.net.guides, dev)["render"]
             pairs = frame_pairs(now, before)
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
-    bare = shots_without_keyframe(int(tensors.frames.shape[0]), tensors.run_starts, ids)
+    bare = shots_without_keyframe(subject.n_frames, subject.run_starts, ids)
     if bare:
         log.warning("the subject has %d shots and frames %s are in shots without a keyframe: the style "
                     "reaches them from the other shots' references only. A reference of a frame in each "
                     "shot (up to 4 references in all) restyles them better "
                     "(docs/editing.md, \"Shots without a keyframe\")",
-                    len(tensors.run_starts) + 1, ", ".join(f"{a}-{b - 1}" for a, b in bare))
+                    len(subject.run_starts) + 1, ", ".join(f"{a}-{b - 1}" for a, b in bare))
     return TranslatorEditJob(
         inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
         settings=settings, unlabeled=unlabeled, pairs=pairs, meta=meta, tensors=tensors, avatar=avatar,
-        checkpoint_sha256=checkpoint_sha256(ckpt), device=dev,
+        checkpoint_sha256=checkpoint_sha256(ckpt), device=dev, shots_without_keyframe=bare,
     )
 
 
@@ -254,8 +257,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
              "alignment": a}
             for k, a in zip(job.keyframes, job.alignments, strict=True)
         ],
-        "shots_without_keyframe": [list(r) for r in shots_without_keyframe(
-            int(job.tensors.frames.shape[0]), job.tensors.run_starts, [k.frame for k in job.keyframes])],
+        "shots_without_keyframe": [list(r) for r in job.shots_without_keyframe],
         "trained_on": list(TRAIN_ON),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,

@@ -88,7 +88,7 @@ def test_short_gap_interpolated_long_gap_left_out(tmp_path: Path) -> None:
     video = write_video(tmp_path / "gaps.mp4", frames)
     s = Subject.open(track_video(video, tmp_path / "subj", size=64))
     assert s.meta["source_frames"] == list(range(20)) + list(range(34, 50))
-    assert s.run_starts == [20]  # the left-out gap is a cut between runs
+    assert s.run_starts == s.cuts == [20]  # the left-out gap is a cut between runs
     assert s.meta["frames_interpolated"] == [5, 6]
     assert s.meta["frames_left_out"] == [{"start": 20, "stop": 34, "reason": "no face"}]
     assert s.n_frames == 36 and s.valid.all() and s.meta["frames_dropped"] == []

@@ -88,7 +88,7 @@ def test_default_keeps_the_person_on_screen_longest(two_people_subject: Path) ->
     # dense frames: subject frame 14 is the first frame of the closer astronaut shot
     assert [sh["frames"] for sh in m["shots"]] == [[0, 14], [14, 26]]
     assert [sh["source_frames"] for sh in m["shots"]] == [[0, 14], [26, 38]]
-    assert s.run_starts == [14]  # what renders and metrics must not reach across
+    assert s.run_starts == s.cuts == [14]  # what renders and metrics must not reach across
     # per-shot framing: the closer shot's crop is larger in video px, the face keeps one size
     assert m["shots"][1]["crop"]["side"] > m["shots"][0]["crop"]["side"]
     heights = np.ptp(s.landmarks[:, :468, 1], axis=1)

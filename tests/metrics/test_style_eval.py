@@ -206,7 +206,7 @@ def test_eval_cli_prints_the_table(styled_subject: tuple[Path, Path],
 
 def test_the_shot_never_crosses_a_cut() -> None:
     """Flicker and expressions are measured on consecutive frames of one shot: a cut in the
-    subject (``Subject.run_starts``) ends a run of held-out frames, and without a long enough
+    subject (``Subject.cuts``) ends a run of held-out frames, and without a long enough
     held-out run the fallback is the longest shot, not the whole clip."""
     from backend.metrics.style_eval import MIN_CURVE_STD, MIN_SHOT, choose_shot
     from backend.metrics.style_metrics import longest_run

@@ -129,7 +129,7 @@ def test_maps_given_per_rendered_row_make_only_those_rows_neighbours(tiny_avatar
 
 
 def test_no_frame_is_averaged_across_a_cut(tiny_avatar_subject: Path) -> None:
-    """``cuts`` (a subject's ``run_starts``): the two shots render as if each were alone, to the
+    """``cuts`` (a subject's ``Subject.cuts``): the two shots render as if each were alone, to the
     bit, and the frames next to the cut are not those of a render that ignores it."""
     s = Subject.open(tiny_avatar_subject)
     n, cut = s.n_frames, 6
