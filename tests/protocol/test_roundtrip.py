@@ -39,16 +39,21 @@ def field_strategy(f: Field) -> st.SearchStrategy[Any]:
         return content_strategy(f.schema)
     if f.type == "list[dict]" and f.schema is not None:
         return st.lists(content_strategy(f.schema), max_size=3)
+    cap = f.max_len if f.max_len is not None else 6
+
+    def listed(items: st.SearchStrategy[Any], size: int) -> st.SearchStrategy[list[Any]]:
+        return st.lists(items, max_size=min(size, cap))
+
     return {
         "str": text,
         "bool": st.booleans(),
         "dict": st.dictionaries(text, json_like, max_size=4),
-        "list": st.lists(json_like, max_size=4),
+        "list": listed(json_like, 4),
         "any": json_like,
-        "list[str]": st.lists(text, max_size=6),
-        "list[dict]": st.lists(st.dictionaries(text, json_like, max_size=3), max_size=3),
-        "list[int]": st.lists(st.integers(-1000, 1000), max_size=4),
-        "list[float]": st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=4),
+        "list[str]": listed(text, 6),
+        "list[dict]": listed(st.dictionaries(text, json_like, max_size=3), 3),
+        "list[int]": listed(st.integers(-1000, 1000), 4),
+        "list[float]": listed(st.floats(allow_nan=False, allow_infinity=False), 4),
         "dict[str,float]": st.dictionaries(text, st.floats(allow_nan=False, allow_infinity=False),
                                            max_size=4),
     }[f.type]
@@ -109,7 +114,7 @@ def messages(draw: st.DrawFn, msg_type: str) -> tuple[dict[str, Any], dict[str, 
         kept = list(itertools.takewhile(lambda name: name in buffers, MORE_REFERENCES))
         for name in MORE_REFERENCES[len(kept):]:
             buffers.pop(name, None)
-        n = len(kept) or len(where.get("more_frames") or [])
+        n = min(len(kept) or len(where.get("more_frames") or []), len(MORE_REFERENCES))
         if n:
             first = where.get("frame") or 0
             where["more_frames"] = [f for f in range(MAX_KEYFRAMES) if f != first][:n]
