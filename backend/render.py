@@ -215,11 +215,13 @@ class Renderer:
             batch: frames per forward pass.
             names: the curves' names when they may differ from ``self.names`` (reordered via
                 ``Curves.conform``; unknown and missing names are listed in the error).
-            indices: render only these rows (windows still use the neighbouring rows).
+            indices: render only these rows (windows still use the neighbouring rows of the
+                row's shot).
             steady: run the style's steady filter when it has one; False renders each frame as
                 the network gives it, without rendering neighbours (a still: a live preview).
-            cuts: curve rows that begin a new shot (a subject's ``cuts``): the steady filter
-                never averages a frame with one across a cut. None: the rows are one shot.
+            cuts: curve rows that begin a new shot (a subject's ``cuts``): neither a frame's
+                5-frame expression window nor the steady filter reaches across a cut, as stage 1
+                trained. None: the rows are one shot.
         Yields:
             (size, size, 3) uint8 RGB per rendered frame, in ``indices`` order.
         Raises:
@@ -268,7 +270,7 @@ class Renderer:
                                        f"{scale.shape}")
             _finite("head pose", pose)
             _finite("scale", scale)
-        windows = expression_windows(expr)
+        windows = expression_windows(expr, cuts=starts)
         position = {int(r): i for i, r in enumerate(rows)} if uv_by_position else None
 
         def images(ids: np.ndarray, plain: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -337,8 +337,9 @@ class Subject:
     def cuts(self) -> list[int]:
         """Subject frames (ascending, 0 excluded) whose picture does not continue the frame before
         them: ``run_starts`` and the first frame of each framing segment (a crop change, with
-        ``--follow-face``). The steady filter and the style metrics never reach across one (the
-        5-frame expression windows of stage 1 still do, in training as in rendering)."""
+        ``--follow-face``). Neither the 5-frame expression windows of stage 1 (in training and in
+        ``Renderer.render(cuts=...)``), nor the steady filter, nor the style metrics reach across
+        one."""
         segments = {int(seg["frames"][0]) for shot in self.meta.get("shots", [])
                     for seg in shot.get("framing_segments", [])}
         return sorted(set(self.run_starts) | {i for i in segments if 0 < i < self.n_frames})

@@ -117,7 +117,7 @@ def evaluate(subject_dir: Path, checkpoint: Path | None = None, device: str | No
     expr = subject.expressions
     if list(subject.expression_names) != renderer.names:
         raise ValueError(f"{subject_dir} has other expression curves than the avatar was trained on")
-    renders = np.stack(list(renderer.render(expr, uv_maps=subject.uv_maps, indices=ids)))
+    renders = np.stack(list(renderer.render(expr, uv_maps=subject.uv_maps, indices=ids, cuts=subject.cuts)))
     gts = np.stack([frame_at(subject.frame(int(i)), size) for i in ids])
 
     scores = score_frames(renders, gts, renderer.device, landmarks, subject_regions(subject, ids, size),

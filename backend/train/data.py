@@ -99,7 +99,7 @@ def load_subject_tensors(subject_dir: Path, size: int) -> SubjectTensors:
     if set(train_ids.tolist()) & set(heldout_ids.tolist()):
         raise ValueError(f"{subject_dir}: Subject.split() returned overlapping train/held-out ids")
     return SubjectTensors(
-        frames=frames, uv=uv, windows=torch.from_numpy(expression_windows(expr)),
+        frames=frames, uv=uv, windows=torch.from_numpy(expression_windows(expr, cuts=subject.cuts)),
         train_ids=train_ids, heldout_ids=heldout_ids, extreme_ids=extreme,
         rotation=np.asarray(subject.pose, np.float32)[:, :3],
         expression_names=list(subject.expression_names), subject_id=str(subject.subject_id),

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from backend.data.subject import Subject
+from backend.data.windows import WINDOW_RADIUS
 from backend.model.compiled import InferenceForward
 from backend.paths import checkpoint_path
 from backend.render import Renderer
@@ -137,8 +138,12 @@ def test_no_frame_is_averaged_across_a_cut(tiny_avatar_subject: Path) -> None:
     whole = _render(r, s, cuts=[cut])
     alone = [_render(r, s, indices=range(a, b), cuts=[cut]) for a, b in ((0, cut), (cut, n))]
     assert np.array_equal(whole, np.concatenate(alone))
+    # the second shot's curves and maps on their own, as a clip of their own
+    own = np.stack(list(r.render(s.expressions[cut:], uv_maps=s.uv_maps[cut:], batch=4)))
+    assert np.array_equal(whole[cut:], own)
     ignored = _render(r, s)
-    assert np.array_equal(whole[: cut - STEADY.radius], ignored[: cut - STEADY.radius])  # out of reach
+    reach = STEADY.radius + WINDOW_RADIUS  # a neighbour's render changes where its window is cut
+    assert np.array_equal(whole[: cut - reach], ignored[: cut - reach])  # out of reach
     assert np.abs(whole[cut - 1:cut + 1].astype(int) - ignored[cut - 1:cut + 1].astype(int)).mean() > 0.05
     with pytest.raises(ValueError, match="cuts"):
         next(r.render(s.expressions, uv_maps=s.uv_maps, cuts=[n]))

@@ -150,3 +150,20 @@ def test_same_seed_same_weights(untrained_subject: Path, tmp_path: Path) -> None
 def test_missing_subject_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train_avatar(tmp_path / "nope", preset="tiny")
+
+
+def test_training_windows_stay_within_each_shot(writable_subject: Path) -> None:
+    """Stage 1 trains each frame's 5-frame window on its own shot's curves, as ``Renderer.render``
+    with the subject's cuts renders it."""
+    meta_path = writable_subject / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    n = len(np.load(writable_subject / "expressions.npz")["values"])
+    cut = 6
+    meta["shots"] = [{"frames": [0, cut], "source_frames": [0, cut]},
+                     {"frames": [cut, n], "source_frames": [cut, n]}]
+    meta_path.write_text(json.dumps(meta))
+    data = load_subject_tensors(writable_subject, 32)
+    expr = torch.from_numpy(np.load(writable_subject / "expressions.npz")["values"].astype(np.float32))
+    assert torch.equal(data.windows[cut - 1, 3:], expr[[cut - 1, cut - 1]])  # not the next shot's
+    assert torch.equal(data.windows[cut, :2], expr[[cut, cut]])  # not the last shot's
+    assert torch.equal(data.windows[cut - 3], expr[cut - 5:cut])  # whole windows stay whole
