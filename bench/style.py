@@ -150,6 +150,7 @@ def row(look: str, method: str, seconds: float, r: dict) -> dict:
         "look": look, "method": method, "edit_s": round(seconds, 1),
         "face_psnr": s["face_psnr_db"], "post_face_psnr": p["face_psnr_db"],
         "ssim": s["ssim"], "post_ssim": p["ssim"], "edge_f1": s["edge_f1"], "post_edge_f1": p["edge_f1"],
+        "detail": s.get("face_detail_ratio"), "post_detail": p.get("face_detail_ratio"),
         "jaw_r": ex["styled"]["jaw_open_r"], "jaw_r_unstyled": ex["unstyled"]["jaw_open_r"],
         "blink_r": ex["styled"]["eye_blink_r"], "blink_r_unstyled": ex["unstyled"]["eye_blink_r"],
         "jaw_r_post": ex.get("post_filter", {}).get("jaw_open_r"),
@@ -214,10 +215,11 @@ def main() -> int:
     size = int(read_checkpoint(checkpoint_path(args.subject))["meta"]["size"])
     rows = []
     print("| look | method | edit s | face PSNR styled / post-filter (d) | SSIM styled / post (d) | "
-          "edge F1 styled / post | jawOpen r styled / unstyled / post / truth | "
-          "eyeBlink r styled / unstyled / post / truth | flicker x | truth's flicker x real | "
+          "edge F1 styled / post | face detail x truth styled / post | "
+          "jawOpen r styled / unstyled / post / truth | eyeBlink r styled / unstyled / post / truth | "
+          "flicker x | truth's flicker x real | "
           "motion-compensated flicker x (truth's x real) |")
-    print("|---|---|---:|---|---|---|---|---|---:|---:|---:|")
+    print("|---|---|---:|---|---|---|---|---|---|---:|---:|---:|")
     for look in args.looks.split(","):
         if look not in extra and look not in LOOKS:
             raise SystemExit(f"unknown look {look}")
@@ -241,6 +243,7 @@ def main() -> int:
                      f"{fmt(x['face_psnr'])} / {fmt(x['post_face_psnr'])} ({fmt(x['d_face_psnr'], '+.2f')})",
                      f"{fmt(x['ssim'], '.3f')} / {fmt(x['post_ssim'], '.3f')} ({fmt(x['d_ssim'], '+.3f')})",
                      f"{fmt(x['edge_f1'])} / {fmt(x['post_edge_f1'])}",
+                     f"{fmt(x['detail'])} / {fmt(x['post_detail'])}",
                      f"{fmt(x['jaw_r'])} / {fmt(x['jaw_r_unstyled'])} / {fmt(x['jaw_r_post'])} / "
                      f"{fmt(x['jaw_r_truth'])}",
                      f"{fmt(x['blink_r'])} / {fmt(x['blink_r_unstyled'])} / {fmt(x['blink_r_post'])} / "

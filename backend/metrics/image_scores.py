@@ -7,7 +7,13 @@
   (``backend.metrics.pyramid``), of the whole frame and of the face box's crop;
 * ``lpips``: LPIPS (``backend.metrics.perceptual``) when a backbone file is present, else None and
   ``lpips_note`` says why;
-* ``edge_f1`` (+ precision / recall): Canny edges in the face box (``backend.metrics.edges``).
+* ``edge_f1`` (+ precision / recall): Canny edges in the face box (``backend.metrics.edges``);
+* ``face_detail`` (grey levels per pixel) and ``face_detail_ratio``: how much detail the renders
+  draw in the face box, ``backend.metrics.sharpness.sharpness`` of each face crop (mean gradient
+  magnitude of the luma), and the renders' mean over the ground truth's: 1 draws as much line and
+  texture as the truth, under 1 is smoother, over 1 busier. PSNR favours a smooth guess over a
+  misplaced line, so a style can beat the post-filter's PSNR while drawing a fraction of the
+  look's lines and texture; this ratio shows it.
 
 PSNR of identical images is counted as 100 dB. Every value is a mean over frames.
 """
@@ -23,6 +29,7 @@ from backend.metrics.edges import edge_f1
 from backend.metrics.psnr import psnr
 from backend.metrics.pyramid import lap_l1
 from backend.metrics.regions import FrameRegions, region_scores, ssim_map_uint8
+from backend.metrics.sharpness import sharpness
 
 
 def lpips_metric(device: torch.device | str) -> tuple[Any, str]:
@@ -54,6 +61,12 @@ def _crop(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return img[y0:y1, x0:x1]
 
 
+def face_detail(images: np.ndarray, regions: list[FrameRegions]) -> float:
+    """Mean over (N, S, S, 3) uint8 images of the detail in each one's face box: the luma's mean
+    gradient magnitude there (``sharpness``, grey levels per pixel)."""
+    return float(np.mean([sharpness(_crop(x, reg.face)) for x, reg in zip(images, regions, strict=True)]))
+
+
 def image_scores(renders: np.ndarray, gts: np.ndarray, regions: list[FrameRegions] | None,
                  lpips: tuple[Any, str] | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Scores of renders vs ground truth, both (N, S, S, 3) uint8 RGB.
@@ -80,6 +93,10 @@ def image_scores(renders: np.ndarray, gts: np.ndarray, regions: list[FrameRegion
         masks = [reg.mask("face", r.shape[:2]) for r, reg in zip(renders, regions, strict=True)]
         e = edge_f1(list(renders), list(gts), masks)
         out.update({"edge_f1": e["f1"], "edge_precision": e["precision"], "edge_recall": e["recall"]})
+        detail = face_detail(renders, regions)
+        truth = face_detail(gts, regions)
+        out["face_detail"] = detail
+        out["face_detail_ratio"] = detail / truth if truth > 0 else None
     if lpips is not None:
         lp, note = lpips
         out["lpips"] = None if lp is None else lpips_value(lp, renders, gts, device)

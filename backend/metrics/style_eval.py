@@ -9,7 +9,7 @@ With a look (a built-in name from ``backend.looks.LOOKS`` or any function uint8 
   resolution as training sees them, then the look is applied at that resolution);
 * ``styled``: the styled renders of the same frames, scored against it
   (``backend.metrics.image_scores``: whole-frame and face-region PSNR/SSIM, mouth/eye errors,
-  edge F1 in the face box, Laplacian-pyramid L1, LPIPS when present);
+  edge F1 and the detail ratio in the face box, Laplacian-pyramid L1, LPIPS when present);
 * ``post_filter``: the look applied to the *unstyled* renders, scored the same way in the same
   run (the bound a style edit should reach: it is what filtering the plain render gives);
 * ``unstyled``: the unstyled renders themselves (no style at all), for scale.
@@ -24,8 +24,10 @@ With or without a look:
   the renders, of the real frames for the real frames and the truth), and ``warped_ratio``;
 * ``identity``: dlib descriptor distance of styled and unstyled renders to the real frames;
 * ``reference``: when the reference image is known (``reference=`` or the style's meta), the
-  styled and unstyled renders of its frame against it, and colour-histogram / Gram distances of
-  the held-out styled renders to it (pose-free style statistics).
+  styled and unstyled renders of its frame against it, colour-histogram / Gram distances of
+  the held-out styled renders to it (pose-free style statistics), and ``heldout_detail_ratio``:
+  the held-out faces' detail over the reference face's (``face_detail``; a hand-made reference
+  needs no look function for it).
 
 The shot: the longest run of consecutive held-out frames when it has at least ``MIN_SHOT``
 frames and both driving curves vary (std >= ``MIN_CURVE_STD``); otherwise every frame of the
@@ -53,7 +55,7 @@ from backend.looks import LookFn, apply_look, look_function
 from backend.metrics.evaluate import heldout_ids
 from backend.metrics.expression import driving_curves, expression_correlation
 from backend.metrics.identity import identity_distance
-from backend.metrics.image_scores import image_scores, lpips_metric
+from backend.metrics.image_scores import face_detail, image_scores, lpips_metric
 from backend.metrics.metrics_file import update_metrics_json
 from backend.metrics.regions import subject_regions
 from backend.metrics.style_metrics import (
@@ -149,7 +151,8 @@ def _render(renderer: Any, subject: Any, ids: list[int] | np.ndarray) -> np.ndar
 
 
 def _reference_scores(ref_rgb: np.ndarray, frame: int, styled_r: Any, plain_r: Any, subject: Any,
-                      size: int, held_styled: np.ndarray, held_plain: np.ndarray) -> dict[str, Any]:
+                      size: int, held_styled: np.ndarray, held_plain: np.ndarray,
+                      held_regions: list[Any]) -> dict[str, Any]:
     ref = resize_square(ref_rgb, size)
     s = _render(styled_r, subject, [frame])
     p = _render(plain_r, subject, [frame])
@@ -169,6 +172,10 @@ def _reference_scores(ref_rgb: np.ndarray, frame: int, styled_r: Any, plain_r: A
                               "styled": held(color_histogram_distance, held_styled)},
         "heldout_gram": {"unstyled": held(gram_distance, held_plain),
                          "styled": held(gram_distance, held_styled)},
+        # the held-out faces' detail over the reference's own: needs no look function
+        "heldout_detail_ratio": {"unstyled": face_detail(held_plain, held_regions) / ref_detail,
+                                 "styled": face_detail(held_styled, held_regions) / ref_detail}
+        if (ref_detail := face_detail(ref[None], regs)) > 0 else None,
     }
 
 
@@ -316,7 +323,7 @@ def evaluate_style(subject: Path, style: Path, look: str | LookFn | None = None,
     if ref_rgb is not None and frame is not None:
         result["reference"] = {"source": ref_source,
                                **_reference_scores(ref_rgb, int(frame), styled_r, plain_r, subj, size,
-                                                   styled, plain)}
+                                                   styled, plain, regions)}
     else:
         result["reference"] = {"note": ref_source if ref_rgb is None else "the reference's frame is unknown: "
                                "pass reference_frame="}
@@ -336,7 +343,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"look": result.get("look"), "frames": len(result.get("frames", []))}
     for row in ("styled", "post_filter", "unstyled"):
         if row in result:
-            for k in ("psnr_db", "ssim", "face_psnr_db", "face_ssim", "edge_f1", "lap_l1"):
+            for k in ("psnr_db", "ssim", "face_psnr_db", "face_ssim", "edge_f1", "face_detail_ratio",
+                      "lap_l1"):
                 out[f"{row}_{k}"] = result[row].get(k)
     for row in EXPRESSION_ROWS:
         if row in result["expression"]:
@@ -377,13 +385,14 @@ def format_table(result: dict[str, Any]) -> str:
              f"{len(result['frames'])} held-out frames at {result['size']} px"]
     if "styled" in result:
         lines.append(f"{'':13}{'PSNR':>7}{'SSIM':>7}{'facePSNR':>9}{'faceSSIM':>9}{'mouthL1':>8}"
-                     f"{'eyesL1':>7}{'edgeF1':>7}{'lapL1':>7}{'LPIPS':>7}")
+                     f"{'eyesL1':>7}{'edgeF1':>7}{'detail':>7}{'lapL1':>7}{'LPIPS':>7}")
         for row in ("styled", "post_filter", "unstyled"):
             r = result[row]
             lines.append(f"{row:13}{_f(r['psnr_db'], '7.2f')}{_f(r['ssim'], '7.3f')}"
                          f"{_f(r['face_psnr_db'], '9.2f')}{_f(r['face_ssim'], '9.3f')}"
                          f"{_f(r['mouth_l1'], '8.1f')}{_f(r['eyes_l1'], '7.1f')}"
-                         f"{_f(r['edge_f1'], '7.3f')}{_f(r['lap_l1'], '7.4f')}{_f(r.get('lpips'), '7.3f')}")
+                         f"{_f(r['edge_f1'], '7.3f')}{_f(r.get('face_detail_ratio'), '7.2f')}"
+                         f"{_f(r['lap_l1'], '7.4f')}{_f(r.get('lpips'), '7.3f')}")
         g = result["gap_db"]
         lines.append(f"styled - post-filter: face PSNR {g['face_psnr']:+.2f} dB, PSNR {g['psnr']:+.2f} dB, "
                      f"SSIM {g['ssim']:+.3f}")
@@ -412,6 +421,10 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"reference frame {ref['frame']}: PSNR styled {ref['styled']['psnr_db']:.2f} / unstyled "
                      f"{ref['unstyled']['psnr_db']:.2f} dB; held-out Gram distance to the reference styled "
                      f"{ref['heldout_gram']['styled']:.3f} / unstyled {ref['heldout_gram']['unstyled']:.3f}")
+        if ref.get("heldout_detail_ratio") is not None:
+            d = ref["heldout_detail_ratio"]
+            lines.append(f"held-out face detail x the reference's: styled {d['styled']:.2f} / unstyled "
+                         f"{d['unstyled']:.2f}")
     elif "note" in ref:
         lines.append(f"reference: {ref['note']}")
     return "\n".join(lines)

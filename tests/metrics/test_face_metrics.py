@@ -43,6 +43,25 @@ def test_edge_f1_tolerates_one_pixel_and_no_more() -> None:
     assert edge_f1([flat], [a], [mask])["f1"] == 1.0
 
 
+
+def test_face_detail_ratio_sees_smooth_and_busy_faces_only_in_the_face_box() -> None:
+    from backend.metrics.image_scores import face_detail, image_scores
+
+    reg = frame_regions(_landmarks(), 128)  # face box x 35..93, y 23..107
+    rng = np.random.default_rng(2)
+    truth = np.full((1, 128, 128, 3), 128, np.uint8)
+    truth[0, 23:107, 35:93] = rng.integers(60, 200, (84, 58, 1), dtype=np.uint8)  # grey texture
+    smooth = cv2.GaussianBlur(truth[0], (0, 0), 2.0)[None]
+    assert face_detail(np.full_like(truth, 90), [reg]) == 0.0
+    detail = image_scores(smooth, truth, [reg])["face_detail_ratio"]
+    assert 0 < detail < 0.5  # the blurred face draws under half the truth's detail
+    assert image_scores(truth, truth, [reg])["face_detail_ratio"] == 1.0
+    busy_outside = smooth.copy()
+    busy_outside[0, :20] = rng.integers(0, 256, (20, 128, 3), dtype=np.uint8)  # above the face box
+    assert image_scores(busy_outside, truth, [reg])["face_detail_ratio"] == pytest.approx(detail)
+    flat = np.full_like(truth, 128)
+    assert image_scores(truth, flat, [reg])["face_detail_ratio"] is None  # no detail to compare with
+
 def test_lap_l1_is_zero_for_equal_images_and_sees_blur_and_colour() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -19,7 +19,8 @@ from backend.metrics.style_eval import NO_LOOK, eval_json_path, evaluate_style
 
 REF_FRAME = 3
 SCORE_KEYS = {"psnr_db", "ssim", "face_psnr_db", "face_ssim", "face_l1", "mouth_psnr_db", "mouth_l1",
-              "eyes_psnr_db", "eyes_l1", "lap_l1", "face_lap_l1", "edge_f1", "edge_precision", "edge_recall"}
+              "eyes_psnr_db", "eyes_l1", "lap_l1", "face_lap_l1", "edge_f1", "edge_precision", "edge_recall",
+              "face_detail", "face_detail_ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,7 @@ def test_without_a_look_reports_what_needs_none(styled_subject: tuple[Path, Path
     _finite(ref["styled"])
     _finite(ref["unstyled"])
     assert all(math.isfinite(ref["heldout_gram"][k]) for k in ("styled", "unstyled"))
+    assert all(0 < ref["heldout_detail_ratio"][k] < 10 for k in ("styled", "unstyled"))
     assert NO_LOOK in json.loads(eval_json_path(style).read_text())
 
 
