@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from backend.imaging.coords import position_channels
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.style.critic import PatchCritic, adversarial_loss, critic_step
 from backend.style.frame_texture import TextureEvidence, flatness, frame_texture, texture_evidence
 from backend.style.inference_plan import bf16_native
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
@@ -38,6 +39,8 @@ GRADE_LR = 10.0
 """The position grade's learning rate over the network's: its 60 numbers are global and each
 moves the whole frame's colour, so at the network's rate the grade was still far from a
 left-to-right palette after 800 steps (``tests/edit/test_position_grade.py``)."""
+CRITIC_LR = 2e-4
+"""The patch critic's Adam learning rate (betas 0.5, 0.99, as pix2pix's discriminator)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,15 @@ class FitSettings:
             consecutive styled frames where the unstyled render holds still
             (``backend.style.steady``); None: none. ``fit_translator`` does not read it: the edit
             attaches it to the fitted translator (``TranslatorEditJob.run``).
+        adversarial: weight of the patch critic's reward (``backend.style.critic``): from
+            ``adversarial_from`` of the steps on, a small critic learns to tell each step's target
+            patches (the references', and the unlabeled frames' once they join) from the
+            translator's outputs, and the translator is also rewarded for outputs it takes for
+            targets (the lines and texture L1 alone leaves out where their place is uncertain).
+            0: no critic.
+        adversarial_from: share of the steps after which the critic joins, once the look's
+            colours and shapes are learned.
+        critic_width: channels of the critic's first layer.
         bf16: run the translator's forward in bfloat16 autocast while fitting, where the CPU
             computes bfloat16 natively (``backend.style.inference_plan.bf16_native``; float32
             elsewhere): a step costs about 0.7 of a float32 one. Weights, optimiser and loss stay
@@ -127,6 +139,9 @@ class FitSettings:
     temporal_from: float = 0.5
     temporal_above: float = 1.2
     steady: SteadyFilter | None = None
+    adversarial: float = 0.0
+    adversarial_from: float = 0.25
+    critic_width: int = 16
     bf16: bool = False
     net: TranslatorConfig = field(default_factory=TranslatorConfig)
 
@@ -359,6 +374,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         learned_average = torch.optim.swa_utils.AveragedModel(
             learned, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None
     opt = torch.optim.Adam(groups, lr=s.lr, betas=(0.9, 0.99))
+    critic, critic_opt, critic_from = None, None, None
+    if s.adversarial > 0:
+        critic = PatchCritic(s.critic_width).to(inputs.device)
+        critic_opt = torch.optim.Adam(critic.parameters(), lr=CRITIC_LR, betas=(0.5, 0.99))
+        critic_from = round(s.adversarial_from * s.steps)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])
     size -= size % 4
@@ -413,6 +433,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             out = _forward(net, xin, cells)
         out = out.float() if on_patch is None else out.float() + on_patch
         loss, parts = patch_loss(out, xt, s.w_grad)
+        if critic is not None and step >= critic_from:  # the patches' targets are the real ones
+            parts["critic"] = critic_step(critic, critic_opt, xt, out, low)
+            reward = adversarial_loss(critic, out, low)
+            loss = loss + s.adversarial * reward
+            parts["adv"] = reward.item()
         if stable_step is not None and step >= stable_step:
             both, trusted = sample_patches(torch.cat([pairs.current, pairs.earlier_warped], 1), pairs.trusted,
                                            s.temporal_batch, stable_size, gen)
@@ -475,7 +500,7 @@ def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSet
     texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``). Only called
     where the keyframes have no screen and no lattice, so the first fit does not look again."""
     first = replace(s, steps=s.texture_steps, texture_steps=0, ema=0.0, pseudo_frames=0, screen=False,
-                    lattice=False)
+                    lattice=False, adversarial=0.0)
     net = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop).translator
     with torch.no_grad():
         out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides else None) for x in inputs])
