@@ -2,12 +2,12 @@
 
 The translator is fitted with L1 losses, whose best answer where a thin line may or may not be
 is no line: on frames the edit never saw, a cartoon's outlines and an oil look's strokes come out
-as a smooth guess (``face_detail_ratio`` 0.48-0.81 of the truth's on the measured subjects). A
+as a smooth guess (``face_detail_ratio`` 0.48-0.80 of the truth's on the measured subjects). A
 small convolutional critic learns, from the fit's random patches, to tell the target patches
 (the references', and the unlabeled frames' pseudo-targets once they join) from the translator's
 outputs; the translator is then also rewarded for outputs the critic takes for targets (pix2pix's
 patch GAN without the input as a condition, Isola et al. 2017, with the non-saturating logistic
-loss). It only judges local appearance (about 22 px of receptive field): line width,
+loss). It only judges local appearance (about 26 px of receptive field): line width,
 flat fills, stroke texture; where things go stays with the L1 terms.
 
 Shapes: patches (B, 3, P, P) in [-1, 1]; logits (B, 1, P/4, P/4).
@@ -33,7 +33,7 @@ class PatchCritic(nn.Module):
         )
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        """(B, 3, P, P) -> (B, 1, P/4, P/4) logits: high where a patch looks like the reference."""
+        """(B, 3, P, P) -> (B, 1, P/4, P/4) logits: high where a patch looks like a target."""
         return self.net(patches)
 
 
