@@ -164,9 +164,6 @@ def _check_edit(params: dict[str, Any], buffers: dict[str, np.ndarray]) -> None:
     more = params.get("more_frames") or []
     paths = params.get("more_reference_paths")
     sent = [name for name in MORE_REFERENCES if name in buffers]
-    if len(more) > MAX_KEYFRAMES - 1:
-        raise SchemaError(f"an edit takes at most {MAX_KEYFRAMES} references: params.more_frames has "
-                          f"{len(more)} frames (at most {MAX_KEYFRAMES - 1})", field="params.more_frames")
     if paths is not None and sent:
         raise SchemaError("send further references either as buffers reference_1.. or as "
                           "params.more_reference_paths, not both", field="params.more_reference_paths")

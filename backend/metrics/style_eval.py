@@ -158,6 +158,7 @@ def _reference_scores(ref_rgb: np.ndarray, frame: int, styled_r: Any, plain_r: A
     p = _render(plain_r, subject, [frame])
     regs = subject_regions(subject, [frame], size)
     face = regs[0].mask("face", (size, size))
+    ref_detail = face_detail(ref[None], regs)
     def held(fn: Any, frames: np.ndarray) -> float:
         return float(np.mean([fn(ref, x) for x in frames]))
 
@@ -173,9 +174,9 @@ def _reference_scores(ref_rgb: np.ndarray, frame: int, styled_r: Any, plain_r: A
         "heldout_gram": {"unstyled": held(gram_distance, held_plain),
                          "styled": held(gram_distance, held_styled)},
         # the held-out faces' detail over the reference's own: needs no look function
-        "heldout_detail_ratio": {"unstyled": face_detail(held_plain, held_regions) / ref_detail,
-                                 "styled": face_detail(held_styled, held_regions) / ref_detail}
-        if (ref_detail := face_detail(ref[None], regs)) > 0 else None,
+        "heldout_detail_ratio": None if ref_detail <= 0 else {
+            "unstyled": face_detail(held_plain, held_regions) / ref_detail,
+            "styled": face_detail(held_styled, held_regions) / ref_detail},
     }
 
 

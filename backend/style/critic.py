@@ -23,7 +23,8 @@ from torch import nn
 class PatchCritic(nn.Module):
     """Four convolutions (two of stride 2), LeakyReLU between them: one logit per 4x4 pixels."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int) -> None:
+        """``width``: channels of the first layer (``FitSettings.critic_width``), twice that after."""
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2),
