@@ -14,7 +14,8 @@ chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been score
 ``charcoal_smooth`` is the charcoal without its paper: what the translator makes of the
 charcoal's content alone. ``kmeans_comic``, ``detail_pop`` and ``gameboy_dither`` were written
 after the learned texture layer was fixed and have only ever been scored; ``marker_toon`` and
-``riso_two_ink`` after the steady filter was fixed, likewise.
+``riso_two_ink`` after the steady filter was fixed, likewise; ``color_pencil``, ``duotone_dusk`` and
+``cel_canny`` after the patch critic was measured (6 Dec), likewise.
 """
 
 from __future__ import annotations
@@ -264,3 +265,33 @@ def riso_two_ink(rgb: np.ndarray) -> np.ndarray:
     teal_ink = np.array([0.05, 0.42, 0.45], np.float32)
     out = paper * (1 - pink[..., None] * (1 - pink_ink)) * (1 - teal[..., None] * (1 - teal_ink))
     return _unit8(out)
+
+
+def color_pencil(rgb: np.ndarray) -> np.ndarray:
+    """OpenCV's colour pencil sketch (``cv2.pencilSketch``'s colour output), a little warmer."""
+    _, colour = cv2.pencilSketch(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=40, sigma_r=0.08,
+                                 shade_factor=0.04)
+    out = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    return _unit8(out * np.array([1.0, 0.97, 0.9], np.float32) + np.array([0.0, 0.0, 0.02], np.float32))
+
+
+def duotone_dusk(rgb: np.ndarray) -> np.ndarray:
+    """Duotone poster: the grey's S-curve mapped from deep violet (shadows) to warm orange (lights)."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    s = g * g * (3 - 2 * g)  # smoothstep contrast
+    dark = np.array([0.18, 0.06, 0.32], np.float32)
+    light = np.array([1.0, 0.72, 0.38], np.float32)
+    return _unit8(dark + s[..., None] * (light - dark))
+
+
+def cel_canny(rgb: np.ndarray) -> np.ndarray:
+    """Cel shading: mean-shift colour, the value cut to a shadow and a light tone per region, and
+    Canny outlines thickened to 2 px in dark brown."""
+    flat = cv2.pyrMeanShiftFiltering(rgb, 6, 24)
+    hsv = cv2.cvtColor(flat, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 2] = np.where(hsv[..., 2] < 110, hsv[..., 2] * 0.7, np.minimum(hsv[..., 2] * 1.1 + 10, 255))
+    cel = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255
+    edges = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 60, 140)
+    line = (cv2.dilate(edges, np.ones((2, 2), np.uint8)) > 0)[..., None]
+    brown = np.array([0.22, 0.13, 0.08], np.float32)
+    return _unit8(np.where(line, brown, cel))
