@@ -66,6 +66,13 @@ class FitSettings:
             head shows them at other poses. Input and target are resampled together (bilinear).
         ema: decay of an exponential moving average of the weights; the fitted translator holds
             the average (0 = the last weights).
+        render_pairs: the edit also pairs each reference with the avatar's render of its frame,
+            and passes ``pseudo_frames`` unlabeled pairs (``backend.train.translator_edit`` reads
+            it): the translator learns to give a render what the look gives the photograph, so it
+            also corrects the render towards the photograph. False: the references are paired with
+            the video frames only and no unlabeled pairs are passed; the translator learns the
+            look alone and applies it to the render as a filter would (docs/editing.md, "Fitted
+            on the photographs only"). The stability term's render pairs are kept either way.
         pseudo_frames: video frames without a reference that the edit passes as ``unlabeled``
             (render, real frame) pairs (``backend.train.translator_edit`` picks them).
         pseudo_from: share of the steps after which the unlabeled pairs join the training.
@@ -126,6 +133,7 @@ class FitSettings:
     warp_deg: float = 15.0
     warp_scale: float = 0.1
     ema: float = 0.0
+    render_pairs: bool = True
     pseudo_frames: int = 0
     pseudo_from: float = 0.5
     pseudo_share: float = 0.5

@@ -2,7 +2,8 @@
 
 For each keyframe (reference, frame) the avatar renders the frame unstyled; the translator learns
 render -> reference on random patches (``backend.style.fit``), and from the real video frame to
-the same reference too (``TRAIN_ON``), so it learns the look itself and not only the avatar's
+the same reference too (``TRAIN_ON``; only the video frame with ``FitSettings.render_pairs``
+off: ``train_on``), so it learns the look itself and not only the avatar's
 rendering of one frame. At render time it runs after the generator on every frame
 (``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
 each frame's own edges. The stage-1 network is untouched.
@@ -50,6 +51,12 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
 TRAIN_ON = ("render", "real")  # inputs paired with each reference: the avatar's render, the video frame
 
 
+def train_on(settings: FitSettings) -> tuple[str, ...]:
+    """The inputs paired with each reference: ``TRAIN_ON``, or the video frame alone when
+    ``settings.render_pairs`` is off."""
+    return TRAIN_ON if settings.render_pairs else ("real",)
+
+
 def translator_settings(preset: str | None, steps: int | None = None) -> FitSettings:
     """The translator's settings for a checkpoint's preset, optionally with ``steps``."""
     from backend.train.stage2 import settings_for_preset
@@ -94,9 +101,9 @@ class TranslatorEditJob:
         return result
 
     def pairs_of(self, source: str) -> list[int]:
-        """Indices into ``inputs`` of the pairs whose input is ``source`` (a name in ``TRAIN_ON``)."""
+        """Indices into ``inputs`` of the pairs whose input is ``source`` (a name in ``train_on``)."""
         k = len(self.keyframes)
-        start = TRAIN_ON.index(source) * k
+        start = train_on(self.settings).index(source) * k
         return list(range(start, start + k))
 
 
@@ -206,23 +213,25 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     ids = [k.frame for k in loaded]
     sources = network_inputs(avatar, tensors, ids, settings.net.guides, dev)
     refs = torch.cat([k.reference.image for k in loaded]).to(dev)
-    inputs = [sources[name] for name in TRAIN_ON]
-    targets = [refs] * len(TRAIN_ON)
+    names = train_on(settings)
+    inputs = [sources[name] for name in names]
+    targets = [refs] * len(names)
     pool = unlabeled_frames(tensors.train_ids, ids, settings.pseudo_frames)
-    unlabeled = None
+    unlabeled, pool_inputs = None, None
     if pool:
         pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
-        unlabeled = (pool_inputs["render"], pool_inputs["real"])
+        if settings.render_pairs:
+            unlabeled = (pool_inputs["render"], pool_inputs["real"])
     subject = Subject.open(subject_dir)
     pairs = None
-    if settings.temporal > 0:
+    if settings.temporal > 0 and pool_inputs is not None:
         near = neighbour_frames(subject, tensors.train_ids, pool)
-        if near:  # the frames are unlabeled ones, rendered above; their neighbours are not
-            now = unlabeled[0][[pool.index(f) for f, _ in near]]
+        if near:  # the frames are the pool's, rendered above; their neighbours are not
+            now = pool_inputs["render"][[pool.index(f) for f, _ in near]]
             before = network_inputs(avatar, tensors, [n for _, n in near], settings.net.guides, dev)["render"]
             pairs = frame_pairs(now, before)
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
-             ", ".join(map(str, ids)), " + ".join(TRAIN_ON), settings.steps)
+             ", ".join(map(str, ids)), " + ".join(names), settings.steps)
     bare = shots_without_keyframe(subject.n_frames, subject.run_starts, ids)
     if bare:
         log.warning("the subject has %d shots and frames %s are in shots without a keyframe: the style "
@@ -258,7 +267,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
             for k, a in zip(job.keyframes, job.alignments, strict=True)
         ],
         "shots_without_keyframe": [list(r) for r in job.shots_without_keyframe],
-        "trained_on": list(TRAIN_ON),
+        "trained_on": list(train_on(job.settings)),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,
         "stability_amplification": result.amplification,

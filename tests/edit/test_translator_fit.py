@@ -131,3 +131,28 @@ def test_bfloat16_fitting_learns_the_look_as_float32_fitting_does(monkeypatch: p
     monkeypatch.setattr(plans, "_BF16", False)
     a, b = fitted(False), fitted(True)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_without_render_pairs_the_edit_fits_the_photographs_only(edit_subject: Path) -> None:
+    """``render_pairs`` off: each reference is paired with its video frame alone, no unlabeled
+    pairs are passed, and the stability term still gets its render pairs."""
+    from backend.data.subject import Subject
+    from backend.train.keyframes import Keyframe
+    from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
+
+    subject = Subject.open(edit_subject)
+    keyframes = [Keyframe(posterised_ink(subject.frame(f)), f) for f in (3, 7)]
+    settings = FitSettings(steps=4, batch=2, patch=16, pseudo_frames=6, temporal=1.0, temporal_patch=16,
+                           temporal_above=0.0, net=TranslatorConfig(width=8, blocks=1))
+    both = prepare_translator_edit(edit_subject, keyframes, settings=settings)
+    real = prepare_translator_edit(edit_subject, keyframes, settings=replace(settings, render_pairs=False))
+    assert both.inputs.shape[0] == 4 and both.unlabeled is not None
+    assert real.inputs.shape[0] == 2 and real.unlabeled is None
+    assert torch.equal(real.inputs, both.inputs[both.pairs_of("real")])  # the video frames
+    assert torch.equal(real.targets, both.targets[both.pairs_of("real")])
+    assert real.pairs_of("real") == [0, 1]
+    assert real.pairs is not None and torch.equal(real.pairs.current, both.pairs.current)
+    fitted = real.run()
+    assert "stable" in fitted.history[-1]
+    assert translator_style_meta(real, fitted, "x", 0)["trained_on"] == ["real"]
+    assert translator_style_meta(both, both.run(), "x", 0)["trained_on"] == ["render", "real"]
