@@ -218,7 +218,7 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     targets = [refs] * len(names)
     pool = unlabeled_frames(tensors.train_ids, ids, settings.pseudo_frames)
     unlabeled, pool_inputs = None, None
-    if pool:
+    if pool and (settings.render_pairs or settings.temporal > 0):  # unlabeled pairs, stability pairs
         pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
         if settings.render_pairs:
             unlabeled = (pool_inputs["render"], pool_inputs["real"])
