@@ -15,7 +15,7 @@ chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been score
 charcoal's content alone. ``kmeans_comic``, ``detail_pop`` and ``gameboy_dither`` were written
 after the learned texture layer was fixed and have only ever been scored; ``marker_toon`` and
 ``riso_two_ink`` after the steady filter was fixed, likewise; ``color_pencil``, ``duotone_dusk`` and
-``cel_canny`` after the patch critic was measured (6 Dec), likewise.
+``cel_canny`` on 6 Dec, after the patch critic was measured, likewise.
 """
 
 from __future__ import annotations
