@@ -217,15 +217,13 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     inputs = [sources[name] for name in names]
     targets = [refs] * len(names)
     pool = unlabeled_frames(tensors.train_ids, ids, settings.pseudo_frames)
-    unlabeled, pool_inputs = None, None
+    subject = Subject.open(subject_dir)
+    unlabeled, pairs = None, None
     if pool and (settings.render_pairs or settings.temporal > 0):  # unlabeled pairs, stability pairs
         pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
         if settings.render_pairs:
             unlabeled = (pool_inputs["render"], pool_inputs["real"])
-    subject = Subject.open(subject_dir)
-    pairs = None
-    if settings.temporal > 0 and pool_inputs is not None:
-        near = neighbour_frames(subject, tensors.train_ids, pool)
+        near = neighbour_frames(subject, tensors.train_ids, pool) if settings.temporal > 0 else []
         if near:  # the frames are the pool's, rendered above; their neighbours are not
             now = pool_inputs["render"][[pool.index(f) for f, _ in near]]
             before = network_inputs(avatar, tensors, [n for _, n in near], settings.net.guides, dev)["render"]

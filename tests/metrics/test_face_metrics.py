@@ -43,7 +43,6 @@ def test_edge_f1_tolerates_one_pixel_and_no_more() -> None:
     assert edge_f1([flat], [a], [mask])["f1"] == 1.0
 
 
-
 def test_face_detail_ratio_sees_smooth_and_busy_faces_only_in_the_face_box() -> None:
     from backend.metrics.image_scores import face_detail, image_scores
 
@@ -61,6 +60,7 @@ def test_face_detail_ratio_sees_smooth_and_busy_faces_only_in_the_face_box() -> 
     assert image_scores(busy_outside, truth, [reg])["face_detail_ratio"] == pytest.approx(detail)
     flat = np.full_like(truth, 128)
     assert image_scores(truth, flat, [reg])["face_detail_ratio"] is None  # no detail to compare with
+
 
 def test_lap_l1_is_zero_for_equal_images_and_sees_blur_and_colour() -> None:
     rng = np.random.default_rng(0)
