@@ -254,8 +254,8 @@ def _forward(net: StyleTranslator, x: torch.Tensor, cells: CellMap | None = None
     positions = None
     if cfg.grade:
         x, positions = x[:, :-2], x[:, -2:]
-    g = 3 + cfg.guides
-    return net(x[:, :3], x[:, 3:g] if cfg.guides else None, x[:, g:] if cfg.screen_input else None, cells,
+    g = 3 + cfg.guides_in
+    return net(x[:, :3], x[:, 3:g] if cfg.guides_in else None, x[:, g:] if cfg.screen_input else None, cells,
                positions)
 
 
@@ -278,12 +278,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     """Train a ``StyleTranslator`` that maps ``inputs`` to ``targets``.
 
     Args:
-        inputs: (P, 3 + guides, H, W) in [-1, 1] (RGB first, then ``settings.net.guides`` guides).
+        inputs: (P, 3 + guides_in, H, W) in [-1, 1] (RGB first, then the ``settings.net.guides_in``
+            guides: the UV guides and the source flag's plane, ``backend.style.translator.with_source``).
         targets: (P, 3, H, W) in [-1, 1], pixel-aligned with ``inputs``.
         settings: see ``FitSettings``.
         seed: patch sampling and initialisation.
         progress / should_stop: ``backend.progress`` callbacks; a stop raises ``Cancelled``.
-        unlabeled: (renders, real frames), each (Q, 3 + guides, H, W), of video frames that have
+        unlabeled: (renders, real frames), each (Q, 3 + guides_in, H, W), of video frames that have
             no reference. After ``settings.pseudo_from`` of the steps, the translator's own output
             on each real frame becomes the target of that frame's render, and
             ``settings.pseudo_share`` of the patches come from these pairs: the look has been
@@ -306,8 +307,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                          "(P, C, H, W) with the same P")
     if inputs.shape[-2:] != targets.shape[-2:] or targets.shape[1] != 3:
         raise ValueError(f"targets must be (P, 3, H, W) like inputs, got {tuple(targets.shape)}")
-    if inputs.shape[1] != 3 + s.net.guides:
-        raise ValueError(f"inputs have {inputs.shape[1]} channels, the translator takes 3 + {s.net.guides}")
+    if inputs.shape[1] != 3 + s.net.guides_in:
+        raise ValueError(f"inputs have {inputs.shape[1]} channels, the translator takes "
+                         f"3 + {s.net.guides_in}")
     screen = None
     if s.screen:
         screen = screen_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs])
@@ -511,7 +513,7 @@ def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSet
                     lattice=False, adversarial=0.0)
     net = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop).translator
     with torch.no_grad():
-        out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides else None) for x in inputs])
+        out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides_in else None) for x in inputs])
     pairs = list(range(len(inputs))) if pairs is None else list(pairs)
     evidence = texture_evidence((targets - out)[pairs], inputs[pairs, :3])
     log.info("style translator: frame-locked texture %s (residual of a %d-step fit: RMS %.4f in the "

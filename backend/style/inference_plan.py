@@ -157,7 +157,7 @@ class InferencePlan:
 
         wd = cfg.width
         first = net.inc[0][0]
-        n_img, n_g, n_s = 3 * r * r, cfg.guides * r * r, cfg.screen_input * r * r
+        n_img, n_g, n_s = 3 * r * r, cfg.guides_in * r * r, cfg.screen_input * r * r
         rest = slice(n_img + n_g, n_img + n_g + n_s)
         self.stored_screen = bool(cfg.screen_input) and not screen_map and net.screen.numel() > 0
         self.screen_input = bool(cfg.screen_input) and screen_map

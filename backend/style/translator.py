@@ -75,6 +75,13 @@ class TranslatorConfig:
         grade: control points per side of the colour grade that varies over the frame
             (``backend.style.position_grade``), applied to the network's output before the
             lattice and the screen; 0: none (styles written before it).
+        source_flag: 1 when the network reads one more input channel, a constant plane saying
+            what its input is: ``RENDER`` for the avatar's render, ``PHOTOGRAPH`` for a video
+            frame (``with_source``). The fit shows each input with its own flag; the renderer shows
+            every render as a ``PHOTOGRAPH`` (``StyleTranslator.forward`` adds the plane), so the
+            render gets what the video frames were taught, the look alone, while the render pairs
+            still shape the weights both share. It is read as the last guide channel
+            (``guides_in``). 0: none (styles written before it).
     """
 
     width: int = 16
@@ -87,6 +94,12 @@ class TranslatorConfig:
     screen_gates: int = 0
     screen_head: int = 0
     grade: int = 0
+    source_flag: int = 0
+
+    @property
+    def guides_in(self) -> int:
+        """Guide channels the network reads: the UV guides, then the source flag's plane."""
+        return self.guides + self.source_flag
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -94,9 +107,29 @@ class TranslatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
         names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input", "low_merge",
-                 "screen_gates", "screen_head", "grade")
+                 "screen_gates", "screen_head", "grade", "source_flag")
         known = {k: int(d[k]) for k in names if k in d}
         return cls(**known)
+
+
+PHOTOGRAPH = 1.0
+"""The source flag of a video frame, and of every render a renderer shows
+(``TranslatorConfig.source_flag``)."""
+RENDER = -1.0
+"""The source flag of the avatar's render paired with a target while fitting."""
+
+
+def source_plane(like: torch.Tensor, flag: float) -> torch.Tensor:
+    """(B, 1, H, W) filled with ``flag``, for ``like``'s (B, C, H, W) batch, device and dtype."""
+    return like.new_full((like.shape[0], 1, *like.shape[-2:]), flag)
+
+
+def with_source(inputs: torch.Tensor, cfg: TranslatorConfig, flag: float) -> torch.Tensor:
+    """(B, 3 + cfg.guides, H, W) network inputs -> (B, 3 + cfg.guides_in, H, W): with
+    ``cfg.source_flag`` the ``flag`` plane (``RENDER`` or ``PHOTOGRAPH``) appended; else unchanged."""
+    if inputs.shape[1] != 3 + cfg.guides:
+        raise ValueError(f"inputs have {inputs.shape[1]} channels, expected RGB + {cfg.guides} guides")
+    return torch.cat([inputs, source_plane(inputs, flag)], 1) if cfg.source_flag else inputs
 
 
 def screen_inputs(screen: torch.Tensor, cfg: TranslatorConfig) -> torch.Tensor:
@@ -205,7 +238,7 @@ class StyleTranslator(nn.Module):
         super().__init__()
         self.cfg = cfg or TranslatorConfig()
         r = self.cfg.unshuffle
-        w, cin = self.cfg.width, (3 + self.cfg.guides + self.cfg.screen_input) * r * r
+        w, cin = self.cfg.width, (3 + self.cfg.guides_in + self.cfg.screen_input) * r * r
         self.inc = nn.Sequential(ConvAct(cin, w), ConvAct(w, w))
         self.down1 = ConvAct(w, 2 * w, stride=2)
         self.down2 = ConvAct(2 * w, 4 * w, stride=2)
@@ -299,8 +332,12 @@ class StyleTranslator(nn.Module):
         ``positions``: (B, 2, H, W) where the crops' pixels were in their frame, in [-1, 1], while
         fitting (``position_channels``); None: whole frames.
 
+        ``guides``: (B, cfg.guides_in, H, W), or without the source flag's plane (``cfg.guides``
+        channels or None), which then reads ``PHOTOGRAPH`` (``flagged``).
+
         Rendering (eval mode, no gradients) runs an ``InferencePlan`` when one applies, training
         runs ``forward_reference``; both compute the same thing up to float rounding."""
+        guides = self.flagged(image, guides)
         plan = (None if cells is not None or positions is not None
                 else self.inference_plan(image, guides, screen_map))
         if plan is not None:
@@ -311,12 +348,13 @@ class StyleTranslator(nn.Module):
                           screen_map: torch.Tensor | None = None, cells: CellMap | None = None,
                           positions: torch.Tensor | None = None) -> torch.Tensor:
         """``forward`` op by op as the modules define it (what training differentiates)."""
+        guides = self.flagged(image, guides)
         h, w = image.shape[-2:]
         if cells is None:
             cells = self.cell_map(h, w, image.device)
         image = image.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
         parts = [image]
-        if self.cfg.guides and guides is not None:
+        if self.cfg.guides_in and guides is not None:
             parts.append(guides)
         n_in = self.cfg.screen_input
         if screen_map is None and n_in and self.screen.numel():
@@ -354,6 +392,15 @@ class StyleTranslator(nn.Module):
             return self.gated(out, y[:, 3 + extra:], channels, screen_map[:, n_in:])
         return self._add_screen(out)  # channels-last, so a (B, H, W, C) permute of it is contiguous
 
+    def flagged(self, image: torch.Tensor, guides: torch.Tensor | None) -> torch.Tensor | None:
+        """The guides as the network reads them: with ``cfg.source_flag``, guides without the
+        flag's plane (``cfg.guides`` channels, or None) get a ``PHOTOGRAPH`` plane appended, how a
+        renderer shows a render; guides with it (``cfg.guides_in`` channels) stay as they are."""
+        if not self.cfg.source_flag or (guides is not None and guides.shape[1] == self.cfg.guides_in):
+            return guides
+        plane = source_plane(image, PHOTOGRAPH)
+        return plane if guides is None else torch.cat([guides, plane], 1)
+
     def _weights_key(self) -> tuple:
         """Changes whenever a weight does (an optimiser step, ``load_state_dict``, a move)."""
         return tuple((p.data_ptr(), p._version) for p in self.parameters())
@@ -369,7 +416,7 @@ class StyleTranslator(nn.Module):
 
         if (not self.fused_inference or self.training or torch.is_grad_enabled()
                 or image.device.type != "cpu" or image.dtype != torch.float32 or image.ndim != 4
-                or (self.cfg.guides and guides is None) or not fused_ops_available()
+                or (self.cfg.guides_in and guides is None) or not fused_ops_available()
                 or torch.compiler.is_compiling()):
             return None
         if self.out.weight.dtype != torch.float32 or self.out.weight.device.type != "cpu":

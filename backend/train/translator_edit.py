@@ -4,7 +4,9 @@ For each keyframe (reference, frame) the avatar renders the frame unstyled; the 
 render -> reference on random patches (``backend.style.fit``), and from the real video frame to
 the same reference too (``TRAIN_ON``; only the video frame with ``FitSettings.render_pairs``
 off: ``train_on``), so it learns the look itself and not only the avatar's
-rendering of one frame. At render time it runs after the generator on every frame
+rendering of one frame. Where the keyframes' look is a tone map (``settings_for_look``), each input
+also carries a source flag, render or photograph, and the renderer shows the render as a
+photograph (``TranslatorConfig.source_flag``). At render time it runs after the generator on every frame
 (``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
 each frame's own edges. The stage-1 network is untouched.
 
@@ -28,7 +30,8 @@ from backend.style.guides import uv_guides
 from backend.style.screen import PHASES
 from backend.style.stability import FramePairs, frame_pairs
 from backend.style.steady import SteadyFilter
-from backend.style.translator import TranslatorConfig
+from backend.style.tonal import TONAL_SHARE, tonal_share
+from backend.style.translator import PHOTOGRAPH, RENDER, TranslatorConfig, source_plane, with_source
 from backend.train.alignment import check_alignment
 from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
 
@@ -49,6 +52,8 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
                                               screen_head=16)),
 }
 TRAIN_ON = ("render", "real")  # inputs paired with each reference: the avatar's render, the video frame
+SOURCE_FLAG = {"render": RENDER, "real": PHOTOGRAPH}
+"""The source flag each input of ``TRAIN_ON`` is shown with (``TranslatorConfig.source_flag``)."""
 
 
 def train_on(settings: FitSettings) -> tuple[str, ...]:
@@ -76,6 +81,8 @@ class TranslatorEditJob:
             (``neighbour_frames``, ``backend.style.stability``), or None.
         keyframes: the checked keyframes; alignments: their edge-match measurements (meta).
         shots_without_keyframe: the subject's runs, [a, b) frames, that hold no keyframe (meta).
+        tonal_share: the keyframes' mean ``tonal_share`` where the settings asked for the source
+            flag (``settings_for_look``; ``settings`` holds the outcome), else None (meta).
     """
 
     inputs: torch.Tensor
@@ -91,6 +98,7 @@ class TranslatorEditJob:
     checkpoint_sha256: str
     device: torch.device
     shots_without_keyframe: list[tuple[int, int]]
+    tonal_share: float | None = None
 
     def run(self, seed: int = 0, progress: ProgressFn | None = None,
             should_stop: StopFn | None = None) -> FitResult:
@@ -123,11 +131,26 @@ def face_box(coverage: np.ndarray, pad: float = 0.1) -> tuple[int, int, int, int
             min(side, xs.max() + 1 + px))
 
 
+def settings_for_look(settings: FitSettings, photos: torch.Tensor, references: torch.Tensor
+                      ) -> tuple[FitSettings, float]:
+    """``settings`` with the source flag kept where the keyframes' look is a tone map (mean
+    ``tonal_share`` of the (K, 3, S, S) photographs and references >= ``TONAL_SHARE``), and off
+    where it redraws; and that mean share."""
+    share = sum(tonal_share(p, r) for p, r in zip(photos, references, strict=True)) / len(references)
+    tone_map = share >= TONAL_SHARE
+    log.info("style translator: %.2f of the references is a function of the photograph's colour "
+             "(tonal_share); %s", share, "a tone map: the render is shown as a photograph" if tone_map
+             else f"below {TONAL_SHARE}: the render is translated as a render (no source flag)")
+    if not tone_map:
+        settings = replace(settings, net=replace(settings.net, source_flag=0))
+    return settings, share
+
+
 def network_inputs(avatar: torch.nn.Module, tensors: Any, ids: list[int], guides: int,
                    device: torch.device, batch: int = 16) -> dict[str, torch.Tensor]:
     """The translator's inputs for subject frames ``ids``: {"render": the avatar's unstyled
     renders, "real": the video frames}, each (N, 3 + guides, S, S) in [-1, 1] with the UV guide
-    channels (``uv_guides``) appended."""
+    channels (``uv_guides``) appended (without the source flag: ``with_source``)."""
     real, uv, win = tensors.batch(ids, device)
     with torch.no_grad():
         render = torch.cat([avatar(uv[i:i + batch], win[i:i + batch]).image
@@ -213,21 +236,27 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     ids = [k.frame for k in loaded]
     sources = network_inputs(avatar, tensors, ids, settings.net.guides, dev)
     refs = torch.cat([k.reference.image for k in loaded]).to(dev)
+    tonal = None
+    if settings.net.source_flag:
+        settings, tonal = settings_for_look(settings, sources["real"][:, :3], refs)
+    net = settings.net
     names = train_on(settings)
-    inputs = [sources[name] for name in names]
+    inputs = [with_source(sources[name], net, SOURCE_FLAG[name]) for name in names]
     targets = [refs] * len(names)
     pool = unlabeled_frames(tensors.train_ids, ids, settings.pseudo_frames)
     subject = Subject.open(subject_dir)
     unlabeled, pairs = None, None
     if pool and (settings.render_pairs or settings.temporal > 0):  # unlabeled pairs, stability pairs
-        pool_inputs = network_inputs(avatar, tensors, pool, settings.net.guides, dev)
+        pool_inputs = network_inputs(avatar, tensors, pool, net.guides, dev)
         if settings.render_pairs:
-            unlabeled = (pool_inputs["render"], pool_inputs["real"])
+            unlabeled = tuple(with_source(pool_inputs[name], net, SOURCE_FLAG[name]) for name in TRAIN_ON)
         near = neighbour_frames(subject, tensors.train_ids, pool) if settings.temporal > 0 else []
         if near:  # the frames are the pool's, rendered above; their neighbours are not
             now = pool_inputs["render"][[pool.index(f) for f, _ in near]]
-            before = network_inputs(avatar, tensors, [n for _, n in near], settings.net.guides, dev)["render"]
+            before = network_inputs(avatar, tensors, [n for _, n in near], net.guides, dev)["render"]
             pairs = frame_pairs(now, before)
+            if net.source_flag:  # renders as the renderer shows them, whose stability matters
+                pairs = pairs.with_channels(source_plane(now[:1], PHOTOGRAPH))
     log.info("style translator: %d keyframe(s) (frames %s), inputs %s, %s steps", len(loaded),
              ", ".join(map(str, ids)), " + ".join(names), settings.steps)
     bare = shots_without_keyframe(subject.n_frames, subject.run_starts, ids)
@@ -240,7 +269,7 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
     return TranslatorEditJob(
         inputs=torch.cat(inputs), targets=torch.cat(targets), keyframes=loaded, alignments=alignments,
         settings=settings, unlabeled=unlabeled, pairs=pairs, meta=meta, tensors=tensors, avatar=avatar,
-        checkpoint_sha256=checkpoint_sha256(ckpt), device=dev, shots_without_keyframe=bare,
+        checkpoint_sha256=checkpoint_sha256(ckpt), device=dev, shots_without_keyframe=bare, tonal_share=tonal,
     )
 
 
@@ -268,6 +297,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
         "trained_on": list(train_on(job.settings)),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,
+        "tonal_share": job.tonal_share,
         "stability_amplification": result.amplification,
         "frame_texture": None if result.texture is None else result.texture.to_dict(),
         "steps": result.steps_done,

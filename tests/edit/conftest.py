@@ -47,6 +47,12 @@ def draw_frame(t: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     return img, uv
 
 
+def tone_map(rgb: np.ndarray) -> np.ndarray:
+    """A duotone look: the grey of each pixel mapped from navy to peach (a function of its colour only)."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)[..., None] / 255
+    return (np.array([40, 30, 90]) * (1 - grey) + np.array([250, 200, 150]) * grey).round().astype(np.uint8)
+
+
 def make_subject(
     root: Path, size: int = SIZE, n_frames: int = N_FRAMES, subject_id: str = "synthetic"
 ) -> Path:

@@ -14,7 +14,7 @@ import torch
 from backend.style.fit import FitSettings, fit_translator, sample_patches
 from backend.style.translator import TranslatorConfig
 from backend.train.translator_edit import unlabeled_frames
-from tests.edit.conftest import N_FRAMES, draw_frame
+from tests.edit.conftest import N_FRAMES, draw_frame, tone_map
 from tests.edit.unseen_looks import posterised_ink
 
 
@@ -156,3 +156,39 @@ def test_without_render_pairs_the_edit_fits_the_photographs_only(edit_subject: P
     assert "stable" in fitted.history[-1]
     assert translator_style_meta(real, fitted, "x", 0)["trained_on"] == ["real"]
     assert translator_style_meta(both, both.run(), "x", 0)["trained_on"] == ["render", "real"]
+
+
+def test_the_source_flag_tells_renders_from_photographs(edit_subject: Path) -> None:
+    """``source_flag`` on a tone map: the renders paired with targets (the keyframes' and the
+    unlabeled frames') read ``RENDER``, the video frames ``PHOTOGRAPH``; the stability pairs are
+    renders as the renderer shows them, ``PHOTOGRAPH``. The style keeps the flag. On a look that
+    draws lines the edit drops it (``settings_for_look``)."""
+    from backend.data.subject import Subject
+    from backend.style.tonal import TONAL_SHARE
+    from backend.style.translator import PHOTOGRAPH, RENDER, translator_from_state, translator_state
+    from backend.train.keyframes import Keyframe
+    from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
+
+    subject = Subject.open(edit_subject)
+    keyframes = [Keyframe(tone_map(subject.frame(f)), f) for f in (3, 7)]
+    settings = FitSettings(steps=4, batch=2, patch=16, pseudo_frames=6, temporal=1.0, temporal_patch=16,
+                           temporal_above=0.0, net=TranslatorConfig(width=8, blocks=1, source_flag=1))
+    job = prepare_translator_edit(edit_subject, keyframes, settings=settings)
+    assert job.settings == settings and job.tonal_share > TONAL_SHARE
+    plain = prepare_translator_edit(edit_subject, keyframes, settings=replace(settings, net=TranslatorConfig(
+        width=8, blocks=1)))
+    assert job.inputs.shape[1] == 4 and torch.equal(job.inputs[:, :3], plain.inputs)
+    assert (job.inputs[job.pairs_of("render"), 3] == RENDER).all()
+    assert (job.inputs[job.pairs_of("real"), 3] == PHOTOGRAPH).all()
+    renders, real = job.unlabeled
+    assert (renders[:, 3] == RENDER).all() and (real[:, 3] == PHOTOGRAPH).all()
+    for stack in (job.pairs.current, job.pairs.earlier_warped, job.pairs.earlier):
+        assert stack.shape[1] == 4 and (stack[:, 3] == PHOTOGRAPH).all()
+    fitted = job.run()
+    assert "stable" in fitted.history[-1]
+    assert translator_from_state(translator_state(fitted.translator)).cfg.source_flag == 1
+    assert translator_style_meta(job, fitted, "x", 0)["tonal_share"] == job.tonal_share
+    drawn = [Keyframe(posterised_ink(subject.frame(f)), f) for f in (3, 7)]
+    lines = prepare_translator_edit(edit_subject, drawn, settings=settings)
+    assert lines.settings.net.source_flag == 0 and lines.tonal_share < TONAL_SHARE
+    assert lines.inputs.shape[1] == 3 and lines.unlabeled[0].shape[1] == 3

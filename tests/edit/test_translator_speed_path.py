@@ -19,8 +19,11 @@ from backend.style.fit import FitSettings, fit_translator
 from backend.style.inference_plan import InferencePlan, bf16_native
 from backend.style.screen import SCREEN_CHANNELS
 from backend.style.translator import (
+    PHOTOGRAPH,
+    RENDER,
     StyleTranslator,
     TranslatorConfig,
+    source_plane,
     translator_from_state,
     translator_state,
 )
@@ -41,6 +44,11 @@ CONFIGS = {
     "guides": TranslatorConfig(width=8, blocks=1, guides=1, refine=4),
     "unshuffle": TranslatorConfig(width=8, blocks=2, unshuffle=2, refine=4, screen_input=SCREEN_CHANNELS),
     "unshuffle, low merge, guides": TranslatorConfig(width=8, blocks=1, unshuffle=2, low_merge=1, guides=1),
+    "source flag, position grade, gated screen (cpu preset)": TranslatorConfig(
+        width=12, blocks=2, refine=8, low_merge=1, screen_input=SCREEN_CHANNELS, screen_gates=2,
+        screen_head=16, grade=5, source_flag=1),
+    "source flag, guides, unshuffle": TranslatorConfig(width=8, blocks=1, unshuffle=2, guides=1,
+                                                       source_flag=1),
     "gated screen (cpu preset)": TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1,
                                                   screen_input=SCREEN_CHANNELS, screen_gates=2,
                                                   screen_head=16),
@@ -87,6 +95,10 @@ def _inputs(cfg: TranslatorConfig, b: int, h: int, w: int, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(b, 3, h, w, generator=g) * 2 - 1
     guides = torch.rand(b, cfg.guides, h, w, generator=g) * 2 - 1 if cfg.guides else None
+    if cfg.source_flag:  # renders and photographs in one batch, as the fit mixes them
+        flags = torch.tensor([RENDER if i % 2 else PHOTOGRAPH for i in range(b)]).view(b, 1, 1, 1)
+        plane = flags.expand(b, 1, h, w)
+        guides = plane if guides is None else torch.cat([guides, plane], 1)
     return image, guides
 
 
@@ -119,6 +131,22 @@ def test_the_plan_equals_the_reference_forward_on_random_weights(name: str) -> N
     with torch.inference_mode():  # what evaluation runs under
         image, guides = _inputs(cfg, 8, SIZE, SIZE)
         assert (net(image, guides) - net.forward_reference(image, guides)).abs().max() < TOL
+
+
+def test_a_render_without_the_source_plane_is_shown_as_a_photograph() -> None:
+    """With ``source_flag``, guides without the flag's plane (how the renderer calls) read
+    ``PHOTOGRAPH``, on the plan and on the reference forward; ``RENDER`` gives another output."""
+    cfg = CONFIGS["source flag, guides, unshuffle"]
+    net = _random(cfg)
+    image, guides = _inputs(cfg, 4, SIZE, SIZE)
+    uv = guides[:, :cfg.guides]
+    as_photo = torch.cat([uv, source_plane(image, PHOTOGRAPH)], 1)
+    as_render = torch.cat([uv, source_plane(image, RENDER)], 1)
+    with torch.no_grad():
+        shown = net(image, uv)
+        assert (shown - net.forward_reference(image, as_photo)).abs().max() < TOL
+        assert (shown - net(image, as_photo)).abs().max() < TOL
+        assert (shown - net(image, as_render)).abs().mean() > 10 * TOL  # the plane is read
 
 
 def _fitted(look, cfg: TranslatorConfig, screen: bool) -> tuple[StyleTranslator, list[np.ndarray]]:
