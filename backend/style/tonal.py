@@ -1,11 +1,11 @@
 """How much of a look is a tone map: the share of a reference's variance that the colour of the
 photograph under it explains, pixel by pixel.
 
-A look that maps each colour to another colour (a duotone, a risograph's inks, a grade) is best
-learned as a filter, from the photographs alone, and applied to the render as one
-(``TranslatorConfig.source_flag``). A look that redraws (lines from local contrast, washes, strokes)
-also needs what the render pairs teach: how a render's softer detail should come out. The share
-tells the two apart from the keyframes, before any fitting.
+A look that maps each colour to another colour (a duotone, a risograph's inks) can be learned as a
+filter, from the photographs, and applied to the render as one (``TranslatorConfig.source_flag``).
+A look that redraws (lines from local contrast, washes, strokes) also needs what the render pairs
+teach: how a render's softer detail should come out. The share tells the two apart from the
+keyframes, before any fitting (``backend.train.translator_edit.settings_for_look``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import torch
 
 TONAL_SHARE = 0.9
 """Keyframes whose mean ``tonal_share`` reaches this are a tone map: the edit keeps the source
-flag. Chosen on 8 looks on 3 subjects (docs/editing.md, "The source flag"): the tone maps score
-0.91-0.99 there, the line and wash looks 0.36-0.88."""
+flag. Chosen on 8 looks on 3 subjects (docs/editing.md, "The source flag"): the flag gained on the
+duotone and the risograph (0.92-0.99) and lost on the pencil looks of two subjects (0.36-0.58).
+Two looks scored after the choice, at 0.94 on a real clip, lost with it: the flag stays an option."""
 TONAL_BINS = 8
 """Bins per colour channel of the photograph (512 colours: about 30 pixels each at 128 px)."""
 

@@ -4,9 +4,9 @@ For each keyframe (reference, frame) the avatar renders the frame unstyled; the 
 render -> reference on random patches (``backend.style.fit``), and from the real video frame to
 the same reference too (``TRAIN_ON``; only the video frame with ``FitSettings.render_pairs``
 off: ``train_on``), so it learns the look itself and not only the avatar's
-rendering of one frame. Where the keyframes' look is a tone map (``settings_for_look``), each input
-also carries a source flag, render or photograph, and the renderer shows the render as a
-photograph (``TranslatorConfig.source_flag``). At render time it runs after the generator on every frame
+rendering of one frame. With ``TranslatorConfig.source_flag`` (an option) and keyframes whose look
+is a tone map (``settings_for_look``), each input also carries a flag, render or photograph, and
+the renderer shows the render as a photograph. At render time it runs after the generator on every frame
 (``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
 each frame's own edges. The stage-1 network is untouched.
 
