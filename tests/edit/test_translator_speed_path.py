@@ -44,7 +44,7 @@ CONFIGS = {
     "guides": TranslatorConfig(width=8, blocks=1, guides=1, refine=4),
     "unshuffle": TranslatorConfig(width=8, blocks=2, unshuffle=2, refine=4, screen_input=SCREEN_CHANNELS),
     "unshuffle, low merge, guides": TranslatorConfig(width=8, blocks=1, unshuffle=2, low_merge=1, guides=1),
-    "source flag, position grade, gated screen (cpu preset)": TranslatorConfig(
+    "source flag, position grade, gated screen": TranslatorConfig(
         width=12, blocks=2, refine=8, low_merge=1, screen_input=SCREEN_CHANNELS, screen_gates=2,
         screen_head=16, grade=5, source_flag=1),
     "source flag, guides, unshuffle": TranslatorConfig(width=8, blocks=1, unshuffle=2, guides=1,
