@@ -73,6 +73,11 @@ class FitSettings:
             the video frames only and no unlabeled pairs are passed; the translator learns the
             look alone and applies it to the render as a filter would (docs/editing.md, "Fitted
             on the photographs only"). The stability term's render pairs are kept either way.
+        keyframe_renders: with ``render_pairs``, each reference is also paired with the avatar's
+            render of its frame (``backend.train.translator_edit.train_on``). False: the references
+            are paired with the video frames only, and the renders are taught by the unlabeled
+            pairs alone, at 32 poses instead of one keyframe's (docs/editing.md, "Without the
+            keyframes' render pairs").
         pseudo_frames: video frames without a reference that the edit passes as ``unlabeled``
             (render, real frame) pairs (``backend.train.translator_edit`` picks them).
         pseudo_from: share of the steps after which the unlabeled pairs join the training.
@@ -134,6 +139,7 @@ class FitSettings:
     warp_scale: float = 0.1
     ema: float = 0.0
     render_pairs: bool = True
+    keyframe_renders: bool = True
     pseudo_frames: int = 0
     pseudo_from: float = 0.5
     pseudo_share: float = 0.5

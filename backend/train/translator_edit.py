@@ -58,8 +58,8 @@ SOURCE_FLAG = {"render": RENDER, "real": PHOTOGRAPH}
 
 def train_on(settings: FitSettings) -> tuple[str, ...]:
     """The inputs paired with each reference: ``TRAIN_ON``, or the video frame alone when
-    ``settings.render_pairs`` is off."""
-    return TRAIN_ON if settings.render_pairs else ("real",)
+    ``settings.render_pairs`` or ``settings.keyframe_renders`` is off."""
+    return TRAIN_ON if settings.render_pairs and settings.keyframe_renders else ("real",)
 
 
 def translator_settings(preset: str | None, steps: int | None = None) -> FitSettings:

@@ -135,7 +135,8 @@ def test_bfloat16_fitting_learns_the_look_as_float32_fitting_does(monkeypatch: p
 
 def test_without_render_pairs_the_edit_fits_the_photographs_only(edit_subject: Path) -> None:
     """``render_pairs`` off: each reference is paired with its video frame alone, no unlabeled
-    pairs are passed, and the stability term still gets its render pairs."""
+    pairs are passed, and the stability term still gets its render pairs. ``keyframe_renders``
+    off: the references as with ``render_pairs`` off, the unlabeled pairs as by default."""
     from backend.data.subject import Subject
     from backend.train.keyframes import Keyframe
     from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
@@ -156,6 +157,12 @@ def test_without_render_pairs_the_edit_fits_the_photographs_only(edit_subject: P
     assert "stable" in fitted.history[-1]
     assert translator_style_meta(real, fitted, "x", 0)["trained_on"] == ["real"]
     assert translator_style_meta(both, both.run(), "x", 0)["trained_on"] == ["render", "real"]
+    unlabeled_only = prepare_translator_edit(edit_subject, keyframes,
+                                             settings=replace(settings, keyframe_renders=False))
+    assert torch.equal(unlabeled_only.inputs, real.inputs) and unlabeled_only.pairs_of("real") == [0, 1]
+    assert all(torch.equal(a, b) for a, b in zip(unlabeled_only.unlabeled, both.unlabeled, strict=True))
+    fitted = unlabeled_only.run()
+    assert translator_style_meta(unlabeled_only, fitted, "x", 0)["trained_on"] == ["real"]
 
 
 def test_the_source_flag_tells_renders_from_photographs(edit_subject: Path) -> None:
