@@ -76,8 +76,8 @@ class FitSettings:
         keyframe_renders: with ``render_pairs``, each reference is also paired with the avatar's
             render of its frame (``backend.train.translator_edit.train_on``). False: the references
             are paired with the video frames only, and the renders are taught by the unlabeled
-            pairs alone, at 32 poses instead of one keyframe's (docs/editing.md, "Without the
-            keyframes' render pairs").
+            pairs alone, at ``pseudo_frames`` poses instead of the keyframes' own (docs/editing.md,
+            "Without the keyframes' render pairs").
         pseudo_frames: video frames without a reference that the edit passes as ``unlabeled``
             (render, real frame) pairs (``backend.train.translator_edit`` picks them).
         pseudo_from: share of the steps after which the unlabeled pairs join the training.
