@@ -253,7 +253,7 @@ def sample_patches(inputs: torch.Tensor, targets: torch.Tensor, n: int, size: in
 
 
 def _forward(net: StyleTranslator, x: torch.Tensor, cells: CellMap | None = None) -> torch.Tensor:
-    """``net`` on (B, 3 + guides + screen channels [+ 2 positions], H, W) packed inputs (the
+    """``net`` on (B, 3 + guides_in + screen channels [+ 2 positions], H, W) packed inputs (the
     positions when the net has a position grade; ``cells``: the crops' lattice cells; None:
     whole frames, the stored lattice's)."""
     cfg = net.cfg

@@ -217,7 +217,8 @@ class StyleTranslator(nn.Module):
 
     Forward:
         image: (B, 3, H, W) in [-1, 1]; H and W any size (padded internally to a multiple of 4).
-        guides: (B, cfg.guides, H, W) or None when ``cfg.guides == 0``.
+        guides: (B, cfg.guides_in, H, W), or None when ``cfg.guides_in == 0`` (with the source
+            flag, guides without its plane read ``PHOTOGRAPH``: ``flagged``).
         Returns (B, 3, H, W), about [-1, 1].
 
     Attributes:
