@@ -1,10 +1,11 @@
 """The default style edit: a style translator fitted on 1-4 keyframes, stored in the ``.style`` file.
 
-For each keyframe (reference, frame) the avatar renders the frame unstyled; the translator learns
-render -> reference on random patches (``backend.style.fit``), and from the real video frame to
-the same reference too (``TRAIN_ON``; only the video frame with ``FitSettings.render_pairs``
-off: ``train_on``), so it learns the look itself and not only the avatar's
-rendering of one frame. With ``TranslatorConfig.source_flag`` (an option) and keyframes whose look
+For each keyframe (reference, frame) the translator learns video frame -> reference on random
+patches (``backend.style.fit``), and, with ``FitSettings.keyframe_renders`` (on only in the tiny
+preset, which passes no unlabeled frames), the avatar's unstyled render of the frame -> the same
+reference too (``TRAIN_ON``, ``train_on``). With ``FitSettings.render_pairs`` it also sees ``pseudo_frames``
+unlabeled (render, video frame) pairs, so it learns to give a render what the look gives the
+photograph. With ``TranslatorConfig.source_flag`` (an option) and keyframes whose look
 is a tone map (``settings_for_look``), each input also carries a flag, render or photograph, and
 the renderer shows the render as a photograph. At render time it runs after the generator on every frame
 (``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
                       learned_texture=True, busy_fill=True, temporal=8.0, steady=SteadyFilter(), bf16=True,
+                      keyframe_renders=False,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -47,7 +49,7 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "cpu": CPU_FIT,
     "studio": CPU_FIT,  # not tuned at 256 px: its 96 px patches are 3/8 of a studio frame
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
-                         steady=SteadyFilter(),
+                         steady=SteadyFilter(), keyframe_renders=False,
                          net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
                                               screen_head=16)),
 }
