@@ -73,7 +73,7 @@ def main() -> int:
         for label, frames in runs.items():
             t0 = time.monotonic()
             style = edit_avatar(args.subject, keyframes=[Keyframe(refs[f], f) for f in frames],
-                                name=f"bench_kf{len(frames)}", write_metrics=False, seed=seed)
+                                name=f"bench_kf{len(frames)}_seed{seed}", write_metrics=False, seed=seed)
             seconds = time.monotonic() - t0
             r = evaluate_style(args.subject, style, look, frame_ids=near, identity=False, write=False)
             s, p = r["styled"], r["post_filter"]
