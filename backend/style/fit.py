@@ -66,15 +66,17 @@ class FitSettings:
             head shows them at other poses. Input and target are resampled together (bilinear).
         ema: decay of an exponential moving average of the weights; the fitted translator holds
             the average (0 = the last weights).
-        render_pairs: the edit also pairs each reference with the avatar's render of its frame,
-            and passes ``pseudo_frames`` unlabeled pairs (``backend.train.translator_edit`` reads
-            it): the translator learns to give a render what the look gives the photograph, so it
-            also corrects the render towards the photograph. False: the references are paired with
+        render_pairs: the edit also teaches the translator renders: it passes ``pseudo_frames``
+            unlabeled (render, photograph) pairs and, with ``keyframe_renders``, pairs each
+            reference with the avatar's render of its frame (``backend.train.translator_edit``
+            reads it): the translator learns to give a render what the look gives the photograph,
+            so it also corrects the render towards the photograph. False: the references are paired with
             the video frames only and no unlabeled pairs are passed; the translator learns the
             look alone and applies it to the render as a filter would (docs/editing.md, "Fitted
             on the photographs only"). The stability term's render pairs are kept either way.
         keyframe_renders: with ``render_pairs``, each reference is also paired with the avatar's
-            render of its frame (``backend.train.translator_edit.train_on``). False: the references
+            render of its frame (``backend.train.translator_edit.train_on``; on here, off in the
+            edit's ``cpu``, ``studio`` and ``paper`` settings). False: the references
             are paired with the video frames only, and the renders are taught by the unlabeled
             pairs alone, at ``pseudo_frames`` poses instead of the keyframes' own (docs/editing.md,
             "Without the keyframes' render pairs").
