@@ -93,6 +93,7 @@ class MiniServer(threading.Thread):
         reply: dict[str, Any]
         if t == "hello":
             reply = {"server": "mini", "proto": "2.0", "instance_id": self.instance_id, "device": "cpu"}
+            self.publish("status", {"instance_id": self.instance_id, "state": "idle"})  # a heartbeat
         elif t == "job_submit":
             job_id = c["job_id"]
             self.credit.setdefault(job_id, 0)
@@ -167,6 +168,17 @@ def start(info: ConnectionInfo, **kw: Any) -> MiniServer:
     return server
 
 
+def wait_subscribed(client: Client, timeout: float = 5.0) -> None:
+    """Say hello until the mini server's heartbeat arrives on the events channel: a PUB socket
+    drops what it sends before a subscriber's (authenticated) connection is up."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        client.hello()
+        if any(m.msg_type == "status" for m in client.events(timeout=0.1)):
+            return
+    raise AssertionError(f"no event reached the client in {timeout} s")
+
+
 def test_requests_frames_upload_and_subject(conn, tmp_path) -> None:
     info, path = conn
     server = start(info)
@@ -174,6 +186,7 @@ def test_requests_frames_upload_and_subject(conn, tmp_path) -> None:
         with Client.from_connection_file(path, timeout=2.0) as client:
             hello = client.hello()
             assert hello["instance_id"] == server.instance_id and client.instance_id == server.instance_id
+            wait_subscribed(client)
             job_id = client.submit("render", {"subject_id": "s", "names": ["jawOpen"], "fps": 24},
                                    buffers={"curves": np.zeros((N_FRAMES, 1), np.float32)})
             got = list(client.frames(job_id, credit=3))
