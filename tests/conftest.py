@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,15 @@ def untrained_subject(tiny_subject: Path, tmp_path: Path) -> Path:
     subject = tmp_path / "untrained_subject"
     shutil.copytree(tiny_subject, subject)
     return subject
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Call ``predicate`` every ``interval`` s until it returns something true (returned), or
+    fail after ``timeout`` s naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -24,6 +24,7 @@ from protocol.connection import ConnectionInfo
 from protocol.envelope import PROTO, Message, Session
 from protocol.errors import BackendUnavailable, ProtocolError, RemoteError, VersionError
 from protocol.link import ZapHandler, secure_server_socket
+from tests.conftest import wait_for
 
 N_FRAMES = 10
 
@@ -168,15 +169,11 @@ def start(info: ConnectionInfo, **kw: Any) -> MiniServer:
     return server
 
 
-def wait_subscribed(client: Client, timeout: float = 5.0) -> None:
+def wait_subscribed(client: Client) -> None:
     """Say hello until the mini server's heartbeat arrives on the events channel: a PUB socket
     drops what it sends before a subscriber's (authenticated) connection is up."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        client.hello()
-        if any(m.msg_type == "status" for m in client.events(timeout=0.1)):
-            return
-    raise AssertionError(f"no event reached the client in {timeout} s")
+    wait_for(lambda: client.hello() and any(m.msg_type == "status" for m in client.events(timeout=0.1)),
+             timeout=5.0, interval=0.0, what="the first event on the events channel")
 
 
 def test_requests_frames_upload_and_subject(conn, tmp_path) -> None:

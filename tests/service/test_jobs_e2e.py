@@ -20,8 +20,9 @@ from protocol.buffers import verify_checksum
 from protocol.envelope import PROTO, Session
 from protocol.errors import RemoteError, SchemaError
 from protocol.link import secure_client_socket
+from tests.conftest import wait_for
 
-from .conftest import ROOT, install_subject, wait_for
+from .conftest import ROOT, install_subject
 
 SUBJECT = "s1"
 

@@ -21,8 +21,9 @@ import pytest
 from backend.train.checkpoint import read_checkpoint
 from backend.train.ddp import usable_cpus
 from protocol.errors import RemoteError
+from tests.conftest import wait_for
 
-from .conftest import ROOT, install_subject, wait_for
+from .conftest import ROOT, install_subject
 
 SUBJECT = "s1"
 FINAL = ("done", "failed", "cancelled")
