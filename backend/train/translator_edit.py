@@ -3,9 +3,9 @@
 For each keyframe (reference, frame) the translator learns video frame -> reference on random
 patches (``backend.style.fit``), and, with ``FitSettings.keyframe_renders`` (on only in the tiny
 preset, which passes no unlabeled frames), the avatar's unstyled render of the frame -> the same
-reference too (``TRAIN_ON``, ``train_on``). With ``FitSettings.render_pairs`` it also sees ``pseudo_frames``
-unlabeled (render, video frame) pairs, so it learns to give a render what the look gives the
-photograph. With ``TranslatorConfig.source_flag`` (an option) and keyframes whose look
+reference too (``TRAIN_ON``, ``train_on``). With ``FitSettings.render_pairs`` it also sees
+``pseudo_frames`` unlabeled (render, video frame) pairs, so it learns to give a render what the
+look gives the photograph. With ``TranslatorConfig.source_flag`` (an option) and keyframes whose look
 is a tone map (``settings_for_look``), each input also carries a flag, render or photograph, and
 the renderer shows the render as a photograph. At render time it runs after the generator on every frame
 (``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
