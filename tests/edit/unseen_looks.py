@@ -15,7 +15,9 @@ chosen on; ``watercolor_paper`` and ``ink_wash_linen`` have only ever been score
 charcoal's content alone. ``kmeans_comic``, ``detail_pop`` and ``gameboy_dither`` were written
 after the learned texture layer was fixed and have only ever been scored; ``marker_toon`` and
 ``riso_two_ink`` after the steady filter was fixed, likewise; ``color_pencil``, ``duotone_dusk`` and
-``cel_canny`` on 6 Dec, after the patch critic was measured, likewise.
+``cel_canny`` on 6 Dec, after the patch critic was measured, likewise; ``woodcut_ink``,
+``graphite_dodge`` and ``painterly_stylize`` on 6 Dec, later, after the steady filter's per-style
+choice was fixed, likewise.
 """
 
 from __future__ import annotations
@@ -295,3 +297,38 @@ def cel_canny(rgb: np.ndarray) -> np.ndarray:
     line = (cv2.dilate(edges, np.ones((2, 2), np.uint8)) > 0)[..., None]
     brown = np.array([0.22, 0.13, 0.08], np.float32)
     return _unit8(np.where(line, brown, cel))
+
+
+def woodcut_ink(rgb: np.ndarray) -> np.ndarray:
+    """Woodcut print: black ink where the grey falls below its own 11 px Gaussian-weighted mean
+    (an adaptive threshold, so every edge and shadow cuts), a mid-grey wash where the frame is
+    dark overall, on cream paper."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    ink = cv2.adaptiveThreshold(cv2.GaussianBlur(grey, (3, 3), 0), 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C,
+                                cv2.THRESH_BINARY_INV, 11, 5).astype(np.float32)[..., None] / 255
+    wash = (grey.astype(np.float32) < 90)[..., None] * 0.35
+    paper = np.array([0.95, 0.91, 0.80], np.float32)
+    out = paper * (1 - wash) * (1 - 0.92 * ink)
+    return _unit8(out)
+
+
+def graphite_dodge(rgb: np.ndarray) -> np.ndarray:
+    """Graphite sketch on cool grey paper: the grey colour-dodged by its blurred negative (sigma
+    4 px), its darks deepened (gamma 1.6), tinted blue-grey."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    blur = cv2.GaussianBlur(1 - g, (0, 0), 4.0)
+    sketch = np.clip(g / np.maximum(1 - blur, 1e-3), 0, 1) ** 1.6
+    paper = np.array([0.90, 0.92, 0.95], np.float32)
+    lead = np.array([0.20, 0.22, 0.28], np.float32)
+    return _unit8(lead + sketch[..., None] * (paper - lead))
+
+
+def painterly_stylize(rgb: np.ndarray) -> np.ndarray:
+    """OpenCV's edge-preserving stylization (``cv2.stylization``), saturation x1.25 and a cool shadow
+    tint: soft painted areas with darkened edges."""
+    img = cv2.stylization(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), sigma_s=30, sigma_r=0.35)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.25, 0, 255)
+    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255
+    shade = (1 - out.mean(-1, keepdims=True)) * np.array([-0.03, 0.0, 0.05], np.float32)
+    return _unit8(out + shade)
