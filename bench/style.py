@@ -43,10 +43,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backend.style.steady_choice import FLICKER_BOUND  # noqa: E402
+
 TARGET_FACE_DB = -1.0  # styled face PSNR >= post-filter - 1 dB
 TARGET_SSIM = -0.05  # whole-frame SSIM >= post-filter - 0.05
 TARGET_R = 0.05  # expression correlations within 0.05 of unstyled
-TARGET_FLICKER = 1.2  # flicker <= 1.2 x unstyled
+TARGET_FLICKER = FLICKER_BOUND  # flicker <= 1.2 x unstyled (the bound the edit steadies each style to)
 TARGET_RENDER = 1.3  # styled render time <= 1.3 x unstyled
 
 

@@ -30,6 +30,7 @@ from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.stability import FramePairs, amplification, stability_loss
 from backend.style.steady import SteadyFilter
+from backend.style.steady_choice import SteadyChoice
 from backend.style.translator import StyleTranslator, TranslatorConfig, screen_inputs
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,11 @@ class FitSettings:
             consecutive styled frames where the unstyled render holds still
             (``backend.style.steady``); None: none. ``fit_translator`` does not read it: the edit
             attaches it to the fitted translator (``TranslatorEditJob.run``).
+        steady_bound: 0: the style carries ``steady`` as it is. Above 0 (and with ``steady``), the
+            edit measures after the fit how much the styled training frames flicker and keeps the
+            weakest of ``steady`` and the stronger filters of ``steady_choice.STEADY_LADDER`` that
+            brings the styled change to at most this many times the unstyled
+            (``backend.style.steady_choice``). Not read by ``fit_translator`` either.
         adversarial: weight of the patch critic's reward (``backend.style.critic``): from
             ``adversarial_from`` of the steps on, a small critic learns to tell each step's target
             patches (the references', and the unlabeled frames' once they join) from the
@@ -155,6 +161,7 @@ class FitSettings:
     temporal_from: float = 0.5
     temporal_above: float = 1.2
     steady: SteadyFilter | None = None
+    steady_bound: float = 0.0
     adversarial: float = 0.0
     adversarial_from: float = 0.25
     critic_width: int = 16
@@ -171,7 +178,8 @@ class FitResult:
     keyframes' mean ``position_share`` (None when the settings have no grade to decide on), the
     frame-locked texture's evidence (None when none was looked for) and the translator's
     ``amplification`` of the frame pairs' change when the stability term was considered (None
-    when not; the term joined if it was above ``FitSettings.temporal_above``)."""
+    when not; the term joined if it was above ``FitSettings.temporal_above``). ``steady_choice``:
+    how the edit chose the translator's steady filter (``FitSettings.steady_bound``), else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -180,6 +188,7 @@ class FitResult:
     position_share: float | None = None
     texture: TextureEvidence | None = None
     amplification: float | None = None
+    steady_choice: SteadyChoice | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

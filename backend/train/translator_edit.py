@@ -31,6 +31,7 @@ from backend.style.guides import uv_guides
 from backend.style.screen import PHASES
 from backend.style.stability import FramePairs, frame_pairs
 from backend.style.steady import SteadyFilter
+from backend.style.steady_choice import FLICKER_BOUND, STEADY_LADDER, SteadyChoice, choose_steady
 from backend.style.tonal import TONAL_SHARE, tonal_share
 from backend.style.translator import PHOTOGRAPH, RENDER, TranslatorConfig, source_plane, with_source
 from backend.train.alignment import check_alignment
@@ -38,9 +39,14 @@ from backend.train.keyframes import Keyframe, LoadedKeyframe, load_keyframes
 
 log = logging.getLogger(__name__)
 
+PROBE_FRAMES = 96
+"""At most this many training frames measure how much a style flickers (``steady_probe_frames``)."""
+MIN_PROBE_FRAMES = 8
+"""Fewer training frames in one shot than this: the settings' steady filter is kept unmeasured."""
+
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
                       learned_texture=True, busy_fill=True, temporal=8.0, steady=SteadyFilter(), bf16=True,
-                      keyframe_renders=False,
+                      keyframe_renders=False, steady_bound=FLICKER_BOUND,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -49,7 +55,7 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "cpu": CPU_FIT,
     "studio": CPU_FIT,  # not tuned at 256 px: its 96 px patches are 3/8 of a studio frame
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
-                         steady=SteadyFilter(), keyframe_renders=False,
+                         steady=SteadyFilter(), keyframe_renders=False, steady_bound=FLICKER_BOUND,
                          net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
                                               screen_head=16)),
 }
@@ -108,7 +114,35 @@ class TranslatorEditJob:
                                 should_stop=should_stop, unlabeled=self.unlabeled,
                                 texture_from=self.pairs_of("real"), pairs=self.pairs)
         result.translator.steady = self.settings.steady  # how the renderer shows the style over time
+        if self.settings.steady is not None and self.settings.steady_bound > 0:
+            result.steady_choice = self.choose_steady(result.translator)
+            if result.steady_choice is not None:
+                result.translator.steady = result.steady_choice.steady
         return result
+
+    def choose_steady(self, translator: torch.nn.Module) -> SteadyChoice | None:
+        """The steady filter for ``translator``, measured on the training frames of the subject's
+        longest shot (``steady_probe_frames``) as ``FitSettings.steady_bound`` asks; None (the
+        settings' filter stays) when that shot has fewer than ``MIN_PROBE_FRAMES`` of them."""
+        ids = steady_probe_frames(self.tensors.train_ids, self.tensors.frames.shape[0], self.tensors.cuts)
+        if len(ids) < MIN_PROBE_FRAMES:
+            log.info("steady filter: %d training frames in one shot, fewer than %d: kept as set",
+                     len(ids), MIN_PROBE_FRAMES)
+            return None
+        plain, styled = [], []
+        with torch.no_grad():
+            for i in range(0, len(ids), 16):
+                _, uv, win = self.tensors.batch(ids[i:i + 16], self.device)
+                render = self.avatar(uv, win).image
+                plain.append(render.float().cpu())
+                styled.append(translator.on_render(render, uv).float().cpu())
+        ladder = (self.settings.steady, *(f for f in STEADY_LADDER[1:] if f != self.settings.steady))
+        choice = choose_steady(torch.cat(styled), torch.cat(plain), ladder, self.settings.steady_bound)
+        log.info("steady filter: flicker %.2fx unstyled unfiltered, %s with the filters tried (%d training "
+                 "frames): radius %d, sigma %.2f, tau %.1f", choice.raw,
+                 ", ".join(f"{r:.2f}x" for r in choice.ratios), choice.frames, choice.steady.radius,
+                 choice.steady.sigma, choice.steady.tau)
+        return choice
 
     def pairs_of(self, source: str) -> list[int]:
         """Indices into ``inputs`` of the pairs whose input is ``source`` (a name in ``train_on``)."""
@@ -160,6 +194,22 @@ def network_inputs(avatar: torch.nn.Module, tensors: Any, ids: list[int], guides
     g = uv_guides(uv, guides)
     return {"render": render if g is None else torch.cat([render, g], 1),
             "real": real if g is None else torch.cat([real, g], 1)}
+
+
+def steady_probe_frames(train_ids: np.ndarray, n_frames: int, cuts: tuple[int, ...] | list[int],
+                        limit: int = PROBE_FRAMES) -> list[int]:
+    """The training frames of the subject's longest shot (the run between cuts with most of them),
+    in order, at most ``limit`` from its start: where the edit measures how much a style flickers.
+    Held-out frames in between are skipped (they stay unseen), so the run has gaps of a frame."""
+    from backend.data.subject import runs_of
+
+    train = [int(i) for i in train_ids]
+    best: list[int] = []
+    for a, b in runs_of(n_frames, list(cuts)):
+        inside = [i for i in train if a <= i < b]
+        if len(inside) > len(best):
+            best = inside
+    return best[:limit]
 
 
 def unlabeled_frames(train_ids: np.ndarray, keyframes: list[int], count: int) -> list[int]:
@@ -301,6 +351,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
         "position_share": result.position_share,
         "tonal_share": job.tonal_share,
         "stability_amplification": result.amplification,
+        "steady_choice": None if result.steady_choice is None else result.steady_choice.to_dict(),
         "frame_texture": None if result.texture is None else result.texture.to_dict(),
         "steps": result.steps_done,
         "seconds": round(result.seconds, 2),

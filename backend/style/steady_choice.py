@@ -1,0 +1,103 @@
+"""Choosing how strongly a style is steadied over time, from how much it flickers.
+
+How much a styled shot flickers depends on the look: a cartoon's flat fills barely change from one
+frame to the next, while a pencil sketch's strokes appear and fade as the render drifts slowly
+under the look's threshold. One steady filter (``backend.style.steady``) for every look either
+leaves the pencil flickering or blurs the cartoon's motion for nothing. So the edit measures,
+after the fit, how many times as much its styled frames change from frame to frame as the
+unstyled renders do on a run of the subject's *training* frames (``flicker_ratio``; the held-out
+frames stay unseen), with each filter of ``STEADY_LADDER`` in turn, and keeps the weakest one that
+brings the ratio to ``FLICKER_BOUND`` or under (``choose_steady``); where none does, the
+strongest. A look that already flickers little keeps the first filter, the one every style had
+before the choice existed.
+
+The ladder widens the window (radius, tau) first and then lets neighbours count where the render
+moved a little more (sigma). Each step costs some fidelity where the look's strokes change
+between frames (they are averaged); measured in docs/editing.md ("The steady filter chosen per
+style").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from backend.style.steady import SteadyFilter, steady_frames
+
+FLICKER_BOUND = 1.2
+"""The flicker target: styled frame-to-frame change at most this many times the unstyled."""
+
+STEADY_LADDER: tuple[SteadyFilter, ...] = (
+    SteadyFilter(radius=3, sigma=0.08, tau=1.5),
+    SteadyFilter(radius=5, sigma=0.08, tau=2.5),
+    SteadyFilter(radius=5, sigma=0.12, tau=2.5),
+    SteadyFilter(radius=8, sigma=0.12, tau=4.0),
+    SteadyFilter(radius=8, sigma=0.14, tau=4.0),
+)
+"""Steady filters from the weakest (the fixed default before the choice) to the strongest."""
+
+
+@dataclass(frozen=True)
+class SteadyChoice:
+    """The outcome of ``choose_steady``.
+
+    Attributes:
+        steady: the chosen filter.
+        ratios: the flicker ratio with each filter tried, weakest first (the last is the chosen
+            one; fewer than the ladder's when one met the bound early).
+        raw: the ratio without any filter.
+        frames: how many frames were measured.
+    """
+
+    steady: SteadyFilter
+    ratios: tuple[float, ...]
+    raw: float
+    frames: int
+
+    def to_dict(self) -> dict:
+        return {"steady": self.steady.to_dict(), "ratios": [round(r, 4) for r in self.ratios],
+                "raw": round(self.raw, 4), "frames": self.frames}
+
+
+def mean_change(frames: torch.Tensor) -> float:
+    """Mean absolute change between consecutive frames of (T, 3, H, W), in the frames' units."""
+    return float((frames[1:] - frames[:-1]).abs().mean())
+
+
+def flicker_ratio(styled: torch.Tensor, plain: torch.Tensor) -> float:
+    """How many times as much (T, 3, H, W) ``styled`` frames change from frame to frame as the
+    ``plain`` renders they were made from (both about [-1, 1]); inf where the renders hold still
+    and the styled frames do not, 0 where neither changes."""
+    source = mean_change(plain)
+    styled_change = mean_change(styled)
+    if source > 0:
+        return styled_change / source
+    return float("inf") if styled_change > 0 else 0.0
+
+
+def choose_steady(styled: torch.Tensor, plain: torch.Tensor, ladder: tuple[SteadyFilter, ...] = STEADY_LADDER,
+                  bound: float = FLICKER_BOUND) -> SteadyChoice:
+    """The weakest filter of ``ladder`` that keeps the steadied frames' ``flicker_ratio`` at or
+    under ``bound``, else the strongest.
+
+    Args:
+        styled: (T, 3, H, W) a run of consecutive styled frames, unfiltered, about [-1, 1]; T >= 2.
+        plain: (T, 3, H, W) their unstyled renders.
+        ladder: filters from the weakest to the strongest, at least one.
+        bound: the largest ratio accepted (> 0).
+    Raises:
+        ValueError: fewer than 2 frames, shapes that differ, an empty ladder or a bound <= 0.
+    """
+    if styled.shape != plain.shape or styled.ndim != 4 or len(styled) < 2:
+        raise ValueError(f"need two runs of the same (T >= 2, 3, H, W) shape, got {tuple(styled.shape)} "
+                         f"and {tuple(plain.shape)}")
+    if not ladder or not bound > 0:
+        raise ValueError(f"need at least one filter and a bound > 0, got {len(ladder)} and {bound}")
+    ratios = []
+    for f in ladder:
+        ratios.append(flicker_ratio(steady_frames(styled, plain, f), plain.float()))
+        if ratios[-1] <= bound:
+            break
+    return SteadyChoice(steady=f, ratios=tuple(ratios), raw=flicker_ratio(styled.float(), plain.float()),
+                        frames=len(styled))

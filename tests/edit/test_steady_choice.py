@@ -1,0 +1,120 @@
+"""Choosing the steady filter per style (``backend.style.steady_choice``): the weakest filter of the
+ladder that brings a styled run's flicker under the bound, measured on the training frames."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backend.style.fit import FitSettings
+from backend.style.steady import SteadyFilter
+from backend.style.steady_choice import STEADY_LADDER, choose_steady, flicker_ratio
+from backend.style.translator import TranslatorConfig
+from tests.edit.unseen_looks import posterised_ink
+
+
+def _drifting_shot(t: int = 24, size: int = 32) -> torch.Tensor:
+    """(t, 3, size, size): a smooth image that brightens slowly (an avatar that barely moves)."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    img = torch.stack([0.5 * x, 0.5 * y, 0.3 * x * y])
+    return torch.stack([img + 0.002 * i for i in range(t)])
+
+
+def test_flicker_ratio_compares_the_styled_change_with_the_renders() -> None:
+    plain = _drifting_shot()
+    assert flicker_ratio(plain * 2, plain) == pytest.approx(2.0, rel=1e-4)
+    still = plain[:1].expand(4, -1, -1, -1)
+    assert flicker_ratio(still, still) == 0.0
+    assert flicker_ratio(plain[:4], still) == float("inf")
+
+
+def test_a_look_that_keeps_the_renders_change_keeps_the_weakest_filter() -> None:
+    plain = _drifting_shot()
+    choice = choose_steady(plain * 0.8, plain)  # a tone map: the styled change is 0.8x the render's
+    assert choice.steady == STEADY_LADDER[0]
+    assert len(choice.ratios) == 1 and choice.ratios[0] <= 1.2
+    assert choice.raw == pytest.approx(0.8, rel=1e-3) and choice.frames == 24
+
+
+def test_a_shimmering_look_gets_the_weakest_filter_that_meets_the_bound() -> None:
+    """Per-frame shimmer on a render that barely moves flickers over twice as much as the render
+    unfiltered; each wider filter averages more of it away (this shimmer is so easy to average
+    that the bound is set below 1 to need more than the first filter), and the choice stops at the
+    first that meets the bound."""
+    plain = _drifting_shot()
+    gen = torch.Generator().manual_seed(0)
+    styled = plain * 0.8 + 0.004 * torch.randn(plain.shape, generator=gen)
+    choice = choose_steady(styled, plain, bound=0.65)
+    assert choice.raw > 2
+    assert choice.ratios[-1] <= 0.65 < min(choice.ratios[:-1])
+    assert 1 < len(choice.ratios) <= len(STEADY_LADDER)
+    assert choice.steady == STEADY_LADDER[len(choice.ratios) - 1]
+    assert list(choice.ratios) == sorted(choice.ratios, reverse=True)  # stronger filters, less flicker
+
+
+def test_where_no_filter_meets_the_bound_the_strongest_is_kept() -> None:
+    plain = _drifting_shot()
+    gen = torch.Generator().manual_seed(1)
+    styled = plain + 0.05 * torch.randn(plain.shape, generator=gen)
+    choice = choose_steady(styled, plain, bound=1.2)
+    assert choice.steady == STEADY_LADDER[-1] and len(choice.ratios) == len(STEADY_LADDER)
+    assert choice.ratios[-1] > 1.2
+    d = choice.to_dict()
+    assert d["steady"] == STEADY_LADDER[-1].to_dict() and len(d["ratios"]) == len(STEADY_LADDER)
+
+
+@pytest.mark.parametrize(("styled", "plain", "ladder", "bound"), [
+    (torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), STEADY_LADDER, 1.2),  # one frame
+    (torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, 8, 6), STEADY_LADDER, 1.2),  # shapes differ
+    (torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, 8, 8), (), 1.2),  # no filter
+    (torch.zeros(4, 3, 8, 8), torch.zeros(4, 3, 8, 8), STEADY_LADDER, 0.0),  # no bound
+])
+def test_bad_runs_are_refused(styled: torch.Tensor, plain: torch.Tensor, ladder: tuple[SteadyFilter, ...],
+                              bound: float) -> None:
+    with pytest.raises(ValueError):
+        choose_steady(styled, plain, ladder, bound)
+
+
+def test_the_probe_frames_are_training_frames_of_the_longest_shot() -> None:
+    from backend.train.translator_edit import steady_probe_frames
+
+    train = np.array([i for i in range(40) if i % 10])  # 0, 10, 20, 30 held out
+    assert steady_probe_frames(train, 40, (12,)) == [i for i in range(12, 40) if i % 10]
+    assert steady_probe_frames(train, 40, (12,), limit=5) == [12, 13, 14, 15, 16]
+    assert steady_probe_frames(train, 40, ()) == train.tolist()
+
+
+def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
+    """With ``steady_bound`` the fitted translator carries the chosen filter and the style's meta
+    says how it was chosen, measured on the training frames of the subject's shot; without it the
+    settings' filter is kept and nothing is measured."""
+    from backend.data.subject import Subject
+    from backend.train.data import load_subject_tensors
+    from backend.train.keyframes import Keyframe
+    from backend.train.translator_edit import prepare_translator_edit as prepare
+    from backend.train.translator_edit import steady_probe_frames, translator_style_meta
+
+    subject = Subject.open(edit_subject)
+    keyframes = [Keyframe(posterised_ink(subject.frame(3)), 3)]
+    settings = FitSettings(steps=4, batch=2, patch=16, steady=SteadyFilter(), steady_bound=1e-3,
+                           net=TranslatorConfig(width=8, blocks=1))
+    job = prepare(edit_subject, keyframes, settings=settings)
+    tight = job.run()  # nothing flickers under 0.001x: the strongest filter
+    tensors = load_subject_tensors(edit_subject, job.inputs.shape[-1])
+    probe = steady_probe_frames(tensors.train_ids, subject.n_frames, subject.cuts)
+    assert len(probe) >= 8 and not set(probe) & set(tensors.heldout_ids.tolist())
+    assert tight.translator.steady == STEADY_LADDER[-1]
+    meta = translator_style_meta(job, tight, "x", 0)["steady_choice"]
+    assert meta["steady"] == STEADY_LADDER[-1].to_dict() and meta["frames"] == len(probe)
+    assert len(meta["ratios"]) == len(STEADY_LADDER) and meta["ratios"][-1] < meta["ratios"][0]
+
+    loose = prepare(edit_subject, keyframes, settings=replace(settings, steady_bound=100.0)).run()
+    assert loose.translator.steady == SteadyFilter() and len(loose.steady_choice.ratios) == 1
+    fixed = prepare(edit_subject, keyframes, settings=replace(settings, steady_bound=0.0))
+    kept = fixed.run()
+    assert kept.translator.steady == SteadyFilter() and kept.steady_choice is None
+    assert translator_style_meta(fixed, kept, "x", 0)["steady_choice"] is None
