@@ -30,12 +30,17 @@ FLICKER_BOUND = 1.2
 
 STEADY_LADDER: tuple[SteadyFilter, ...] = (
     SteadyFilter(radius=3, sigma=0.08, tau=1.5),
+    SteadyFilter(radius=4, sigma=0.08, tau=2.0),
     SteadyFilter(radius=5, sigma=0.08, tau=2.5),
+    SteadyFilter(radius=5, sigma=0.10, tau=2.5),
     SteadyFilter(radius=5, sigma=0.12, tau=2.5),
+    SteadyFilter(radius=6, sigma=0.12, tau=3.0),
+    SteadyFilter(radius=7, sigma=0.12, tau=3.5),
     SteadyFilter(radius=8, sigma=0.12, tau=4.0),
     SteadyFilter(radius=8, sigma=0.14, tau=4.0),
 )
-"""Steady filters from the weakest (the fixed default before the choice) to the strongest."""
+"""Steady filters from the weakest (the fixed default before the choice) to the strongest. Small
+steps: each costs fidelity, so the choice should stop as near the bound as it can."""
 
 
 @dataclass(frozen=True)

@@ -93,11 +93,15 @@ def test_a_sub_range_or_other_order_gives_the_whole_renders_pixels(tiny_avatar_s
     assert np.abs(shuffled.astype(int) - whole[order].astype(int)).max() <= 1
 
 
-def test_chunks_of_whole_batches_give_one_renders_pixels_to_the_bit(tiny_avatar_subject: Path) -> None:
-    """A farm renders a shot in tasks of whole batches: each task's frames must equal one render's."""
+@pytest.mark.parametrize("steady", [STEADY, SteadyFilter(radius=8, sigma=0.2, tau=4.0)],
+                         ids=["radius 2", "radius 8, two batches of context"])
+def test_chunks_of_whole_batches_give_one_renders_pixels_to_the_bit(tiny_avatar_subject: Path,
+                                                                    steady: SteadyFilter) -> None:
+    """A farm renders a shot in tasks of whole batches: each task's frames must equal one render's,
+    also with the widest filter the edit chooses (``STEADY_LADDER``), which reaches past a batch."""
     s = Subject.open(tiny_avatar_subject)
     n = s.n_frames
-    r = _renderer(tiny_avatar_subject, STEADY)
+    r = _renderer(tiny_avatar_subject, steady)
     one = _render(r, s, indices=range(1, n))
     chunks = [_render(r, s, indices=range(a, min(a + 8, n))) for a in range(1, n, 8)]  # 2 batches of 4
     assert len(chunks) >= 2
