@@ -118,3 +118,22 @@ def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
     kept = fixed.run()
     assert kept.translator.steady == SteadyFilter() and kept.steady_choice is None
     assert translator_style_meta(fixed, kept, "x", 0)["steady_choice"] is None
+
+
+def test_too_few_training_frames_in_one_shot_keep_the_settings_filter(edit_subject: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subject whose longest shot has fewer training frames than ``MIN_PROBE_FRAMES`` cannot
+    measure a flicker: the settings' filter is kept and the meta says nothing was chosen."""
+    import backend.train.translator_edit as te
+    from backend.data.subject import Subject
+    from backend.train.keyframes import Keyframe
+
+    subject = Subject.open(edit_subject)
+    settings = FitSettings(steps=2, batch=2, patch=16, steady=SteadyFilter(), steady_bound=1e-3,
+                           net=TranslatorConfig(width=8, blocks=1))
+    job = te.prepare_translator_edit(edit_subject, [Keyframe(posterised_ink(subject.frame(3)), 3)],
+                                     settings=settings)
+    monkeypatch.setattr(te, "MIN_PROBE_FRAMES", subject.n_frames + 1)
+    result = job.run()
+    assert result.steady_choice is None and result.translator.steady == SteadyFilter()
+    assert te.translator_style_meta(job, result, "x", 0)["steady_choice"] is None
