@@ -11,10 +11,10 @@ brings the ratio to ``FLICKER_BOUND`` or under (``choose_steady``); where none d
 strongest. A look that already flickers little keeps the first filter, the one every style had
 before the choice existed.
 
-The ladder widens the window (radius, tau) first and then lets neighbours count where the render
-moved a little more (sigma). Each step costs some fidelity where the look's strokes change
-between frames (they are averaged); measured in docs/editing.md ("The steady filter chosen per
-style").
+The ladder's small steps alternate between a wider window (radius and tau) and a larger sigma (a
+neighbour also counts where the render moved a little more). Each step costs some fidelity where
+the look's strokes change between frames (they are averaged); measured in docs/editing.md ("The
+steady filter chosen per style").
 """
 
 from __future__ import annotations

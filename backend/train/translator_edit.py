@@ -9,7 +9,9 @@ look gives the photograph. With ``TranslatorConfig.source_flag`` (an option) and
 is a tone map (``settings_for_look``), each input also carries a flag, render or photograph, and
 the renderer shows the render as a photograph. At render time it runs after the generator on every frame
 (``Renderer``), so the look reaches face, hair, clothes and background alike, and lines follow
-each frame's own edges. The stage-1 network is untouched.
+each frame's own edges. The stage-1 network is untouched. After the fit, with
+``FitSettings.steady_bound``, the edit chooses how strongly the renderer steadies the style over
+time from how much it makes the subject's training frames flicker (``choose_steady``).
 
 The paper's skip-only fine-tune (``backend.train.stage2``, ``--method skips``) stays available.
 """
