@@ -48,7 +48,7 @@ from backend.style.steady_choice import FLICKER_BOUND  # noqa: E402
 TARGET_FACE_DB = -1.0  # styled face PSNR >= post-filter - 1 dB
 TARGET_SSIM = -0.05  # whole-frame SSIM >= post-filter - 0.05
 TARGET_R = 0.05  # expression correlations within 0.05 of unstyled
-TARGET_FLICKER = FLICKER_BOUND  # flicker <= 1.2 x unstyled (the bound the edit steadies each style to)
+TARGET_FLICKER = FLICKER_BOUND  # flicker <= 1.2 x unstyled (the edit aims 0.05 under it on training frames)
 TARGET_RENDER = 1.3  # styled render time <= 1.3 x unstyled
 
 

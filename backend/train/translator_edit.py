@@ -33,7 +33,7 @@ from backend.style.guides import uv_guides
 from backend.style.screen import PHASES
 from backend.style.stability import FramePairs, frame_pairs
 from backend.style.steady import SteadyFilter
-from backend.style.steady_choice import FLICKER_BOUND, STEADY_LADDER, SteadyChoice, choose_steady
+from backend.style.steady_choice import STEADY_AIM, STEADY_LADDER, SteadyChoice, choose_steady
 from backend.style.tonal import TONAL_SHARE, tonal_share
 from backend.style.translator import PHOTOGRAPH, RENDER, TranslatorConfig, source_plane, with_source
 from backend.train.alignment import check_alignment
@@ -48,7 +48,7 @@ MIN_PROBE_FRAMES = 8
 
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
                       learned_texture=True, busy_fill=True, temporal=8.0, steady=SteadyFilter(), bf16=True,
-                      keyframe_renders=False, steady_bound=FLICKER_BOUND,
+                      keyframe_renders=False, steady_bound=STEADY_AIM,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -57,7 +57,7 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "cpu": CPU_FIT,
     "studio": CPU_FIT,  # not tuned at 256 px: its 96 px patches are 3/8 of a studio frame
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
-                         steady=SteadyFilter(), keyframe_renders=False, steady_bound=FLICKER_BOUND,
+                         steady=SteadyFilter(), keyframe_renders=False, steady_bound=STEADY_AIM,
                          net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
                                               screen_head=16)),
 }
