@@ -72,8 +72,13 @@ def amplification(styled_current: torch.Tensor, styled_earlier: torch.Tensor, pa
     """How many times as much the styled frames (N, 3, H, W) change from the earlier to the current
     frame of each pair as the renders do (mean absolute change, unaligned, as the flicker metric
     measures it); where the renders do not change: inf if the styled frames do, else 0."""
-    styled = float((styled_current - styled_earlier).abs().mean())
-    source = float((pairs.current[:, :3] - pairs.earlier[:, :3]).abs().mean())
+    return change_ratio(float((styled_current - styled_earlier).abs().mean()),
+                        float((pairs.current[:, :3] - pairs.earlier[:, :3]).abs().mean()))
+
+
+def change_ratio(styled: float, source: float) -> float:
+    """``styled`` / ``source`` mean absolute changes; where the source does not change: inf if the
+    styled frames do, else 0."""
     if source > 0:
         return styled / source
     return float("inf") if styled > 0 else 0.0

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from backend.style.stability import change_ratio
 from backend.style.steady import SteadyFilter, steady_frames
 
 FLICKER_BOUND = 1.2
@@ -72,20 +73,12 @@ class SteadyChoice:
                 "raw": round(self.raw, 4), "frames": self.frames}
 
 
-def mean_change(frames: torch.Tensor) -> float:
-    """Mean absolute change between consecutive frames of (T, 3, H, W), in the frames' units."""
-    return float((frames[1:] - frames[:-1]).abs().mean())
-
-
 def flicker_ratio(styled: torch.Tensor, plain: torch.Tensor) -> float:
     """How many times as much (T, 3, H, W) ``styled`` frames change from frame to frame as the
-    ``plain`` renders they were made from (both about [-1, 1]); inf where the renders hold still
-    and the styled frames do not, 0 where neither changes."""
-    source = mean_change(plain)
-    styled_change = mean_change(styled)
-    if source > 0:
-        return styled_change / source
-    return float("inf") if styled_change > 0 else 0.0
+    ``plain`` renders they were made from (both about [-1, 1]; ``stability.change_ratio``: inf
+    where the renders hold still and the styled frames do not, 0 where neither changes)."""
+    return change_ratio(float((styled[1:] - styled[:-1]).abs().mean()),
+                        float((plain[1:] - plain[:-1]).abs().mean()))
 
 
 def choose_steady(styled: torch.Tensor, plain: torch.Tensor, ladder: tuple[SteadyFilter, ...] = STEADY_LADDER,

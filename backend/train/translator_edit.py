@@ -131,15 +131,14 @@ class TranslatorEditJob:
             log.info("steady filter: %d training frames in one shot, fewer than %d: kept as set",
                      len(ids), MIN_PROBE_FRAMES)
             return None
-        plain, styled = [], []
+        net = self.settings.net
+        inputs = network_inputs(self.avatar, self.tensors, ids, net.guides, self.device)["render"]
         with torch.no_grad():
-            for i in range(0, len(ids), 16):
-                _, uv, win = self.tensors.batch(ids[i:i + 16], self.device)
-                render = self.avatar(uv, win).image
-                plain.append(render.float().cpu())
-                styled.append(translator.on_render(render, uv).float().cpu())
+            styled = torch.cat([translator(x[:, :3], x[:, 3:] if x.shape[1] > 3 else None)
+                                for x in inputs.split(16)])
         ladder = (self.settings.steady, *(f for f in STEADY_LADDER[1:] if f != self.settings.steady))
-        choice = choose_steady(torch.cat(styled), torch.cat(plain), ladder, self.settings.steady_bound)
+        choice = choose_steady(styled.float().cpu(), inputs[:, :3].float().cpu(), ladder,
+                               self.settings.steady_bound)
         log.info("steady filter: flicker %.2fx unstyled unfiltered, %s with the filters tried (%d training "
                  "frames): radius %d, sigma %.2f, tau %.1f", choice.raw,
                  ", ".join(f"{r:.2f}x" for r in choice.ratios), choice.frames, choice.steady.radius,
