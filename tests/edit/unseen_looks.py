@@ -17,7 +17,8 @@ after the learned texture layer was fixed and have only ever been scored; ``mark
 ``riso_two_ink`` after the steady filter was fixed, likewise; ``color_pencil``, ``duotone_dusk`` and
 ``cel_canny`` on 6 Dec, after the patch critic was measured, likewise; ``woodcut_ink``,
 ``graphite_dodge`` and ``painterly_stylize`` on 6 Dec, later, after the steady filter's per-style
-choice was fixed, likewise.
+choice was fixed, likewise; ``classic_cartoon``, ``inferno_thermal`` and ``chalkboard`` on 6 Dec,
+in the next session, before any change was made, likewise.
 """
 
 from __future__ import annotations
@@ -332,3 +333,33 @@ def painterly_stylize(rgb: np.ndarray) -> np.ndarray:
     out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32) / 255
     shade = (1 - out.mean(-1, keepdims=True)) * np.array([-0.03, 0.0, 0.05], np.float32)
     return _unit8(out + shade)
+
+
+def classic_cartoon(rgb: np.ndarray) -> np.ndarray:
+    """OpenCV's tutorial cartoon: five bilateral passes for the colour, and black outlines where
+    the median-blurred grey falls below its 9 px mean (an adaptive threshold) masking it."""
+    colour = rgb
+    for _ in range(5):
+        colour = cv2.bilateralFilter(colour, 9, 40, 7)
+    grey = cv2.medianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 5)
+    edges = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 9, 4)
+    return cv2.bitwise_and(colour, colour, mask=edges)
+
+
+def inferno_thermal(rgb: np.ndarray) -> np.ndarray:
+    """A thermal camera's false colour: the lightly blurred grey through matplotlib's inferno map
+    (``cv2.COLORMAP_INFERNO``), black to purple to orange to pale yellow."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (3, 3), 0)
+    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+
+
+def chalkboard(rgb: np.ndarray) -> np.ndarray:
+    """Chalk on a green board: the light parts of the picture faintly chalked in, and the edges
+    (Sobel magnitude of the 1 px blurred grey) drawn as bright chalk lines; dark becomes board."""
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255, (0, 0), 1.0)
+    mag = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3))
+    line = np.clip(mag * 2.5, 0, 1)
+    chalk = np.clip(0.35 * g ** 1.5 + line, 0, 1)[..., None]
+    board = np.array([0.16, 0.27, 0.21], np.float32)
+    white = np.array([0.93, 0.94, 0.90], np.float32)
+    return _unit8(board + chalk * (white - board))
