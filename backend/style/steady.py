@@ -12,7 +12,7 @@ weight of the neighbour's styled pixel is
     w_k(x) = exp(-(d_k(x) / sigma)^2) * exp(-k^2 / (2 tau^2)),
 
 where d_k is the largest absolute difference of the two unstyled renders' grey (RGB mean, [0, 1]
-units) in the 2x2 block around x. Where the render holds still (d_k << sigma) the styled frames are
+units) in the 3x3 neighbourhood of x. Where the render holds still (d_k << sigma) the styled frames are
 averaged, and their flicker is; where it moves or changes (a turning head, a blink, an opening
 mouth: d_k >> sigma) the weight vanishes and frame t keeps its own styled pixel. The frame itself
 has weight 1. This is a cross (joint) bilateral filter along time with the render as the guide,
@@ -31,7 +31,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -78,15 +77,22 @@ def grey(plain: torch.Tensor) -> torch.Tensor:
 
 
 def grey_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """How much two stacks of ``grey`` renders differ: (N, 1, H, W) each -> (N, 1, ceil(H/2),
-    ceil(W/2)), the largest absolute difference in each 2x2 block (so a moving edge anywhere in the
-    block counts)."""
-    d = (a - b).abs()
-    if d.shape[-2] % 2 or d.shape[-1] % 2:  # an odd side: its last row or column stands alone
-        d = F.pad(d, (0, d.shape[-1] % 2, 0, d.shape[-2] % 2), mode="replicate")
-    # four strided views instead of max_pool2d: the same maximum at a quarter of the time on CPU
-    return torch.maximum(torch.maximum(d[..., 0::2, 0::2], d[..., 1::2, 0::2]),
-                         torch.maximum(d[..., 0::2, 1::2], d[..., 1::2, 1::2]))
+    """How much two stacks of ``grey`` renders differ: (N, 1, H, W) each -> (N, 1, H, W), the largest
+    absolute difference in the 3x3 neighbourhood of each pixel (so an edge moving beside a pixel
+    counts there too). Per pixel, not per block: weights shared by 2x2 blocks drew the blocks'
+    edges as a comb along every moving outline."""
+    return _max3(_max3((a - b).abs(), -1), -2)
+
+
+def _max3(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Each element's largest value among itself and its two neighbours along ``dim`` (one at the
+    ends): a 3-wide running maximum, many times faster on CPU than ``max_pool2d`` with stride 1."""
+    n = x.shape[dim]
+    if n < 2:
+        return x
+    pair = torch.maximum(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1))  # max of elements i, i + 1
+    inner = torch.maximum(pair.narrow(dim, 1, n - 2), pair.narrow(dim, 0, n - 2))
+    return torch.cat([pair.narrow(dim, 0, 1), inner, pair.narrow(dim, n - 2, 1)], dim)
 
 
 class SteadyRun:
@@ -117,14 +123,13 @@ class SteadyRun:
             new = tuple(torch.cat([old, x]) for old, x in zip(
                 (self._grey, self._styled, self._num, self._den), new, strict=True))
         g, st, num, den = new
-        total, h, w = len(g), g.shape[2], g.shape[3]
+        total = len(g)
         for k in range(1, min(self.f.radius, total - 1) + 1):
             lo = max(0, held - k)  # pairs (i, i + k) with i + k among the new frames
             hi = total - k
             if lo >= hi:
                 continue
-            wk = torch.exp(-(grey_change(g[lo + k:hi + k], g[lo:hi]) / self.f.sigma) ** 2)
-            wk = F.interpolate(wk * self._near[k], scale_factor=2, mode="nearest")[..., :h, :w]
+            wk = torch.exp(-(grey_change(g[lo + k:hi + k], g[lo:hi]) / self.f.sigma) ** 2) * self._near[k]
             num[lo:hi].addcmul_(wk, st[lo + k:hi + k])  # frame i gets i + k
             num[lo + k:hi + k].addcmul_(wk, st[lo:hi])  # and i + k gets i: d is symmetric
             den[lo:hi] += wk

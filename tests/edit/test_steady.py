@@ -41,7 +41,7 @@ def test_a_change_in_the_render_keeps_each_frames_own_styled_pixels() -> None:
     styled[6:, :, 8:16, 8:16] = -1.0  # the styled blink: ink black
     styled[:6, :, 8:16, 8:16] = 0.7  # open: a light fill
     out = steady_frames(styled, plain, SteadyFilter(radius=3, sigma=0.05, tau=1.5))
-    eye = (slice(None), slice(None), slice(9, 15), slice(9, 15))  # inside the 2x2 blocks of the change
+    eye = (slice(None), slice(None), slice(9, 15), slice(9, 15))  # inside the change, off its rim
     assert torch.allclose(out[:6][eye], styled[:6][eye], atol=0.06)
     assert torch.allclose(out[6:][eye], styled[6:][eye], atol=0.06)
     rest = (slice(None), slice(None), slice(20, 32), slice(20, 32))
@@ -87,17 +87,34 @@ def test_one_frame_and_bad_shapes() -> None:
         steady_frames(torch.rand(3, 8, 8), torch.rand(3, 8, 8), SteadyFilter())
 
 
-def test_grey_change_is_the_largest_in_each_block() -> None:
+def test_grey_change_is_the_largest_in_each_pixels_neighbourhood() -> None:
     a = torch.zeros(1, 3, 4, 6)
     b = a.clone()
     b[0, :, 1, 1] = 1.0  # one pixel changes by half the [-1, 1] range in every channel
     d = grey_change(grey(a), grey(b))
-    assert d.shape == (1, 1, 2, 3)
-    assert float(d[0, 0, 0, 0]) == pytest.approx(0.5)
-    assert float(d.sum()) == pytest.approx(0.5)
+    assert d.shape == (1, 1, 4, 6)
+    assert torch.equal(d[0, 0, :3, :3], torch.full((3, 3), 0.5))  # the pixel and its 8 neighbours
+    assert float(d.sum()) == pytest.approx(0.5 * 9)
     gen = torch.Generator().manual_seed(3)
     a, b = torch.rand(2, 1, 7, 9, generator=gen), torch.rand(2, 1, 7, 9, generator=gen)  # odd sides
-    assert torch.equal(grey_change(a, b), torch.nn.functional.max_pool2d((a - b).abs(), 2, ceil_mode=True))
+    assert torch.equal(grey_change(a, b), torch.nn.functional.max_pool2d((a - b).abs(), 3, 1, 1))
+
+
+def test_every_pixel_is_weighed_alike() -> None:
+    """A shot moved by one pixel is filtered into the same frames moved by one pixel: no pixel
+    grid coarser than the frame's (weights shared by 2x2 blocks drew a comb along moving edges)."""
+    t, size = 8, 24
+    gen = torch.Generator().manual_seed(5)
+    x = torch.linspace(-1, 1, size)
+    plain = torch.stack([torch.tanh(4 * (x[None, :] - 0.1 * i + 0.3 * x[:, None])).expand(3, -1, -1) * 0.7
+                         for i in range(t)])  # a soft edge sliding under a tenth of the frame a frame
+    styled = torch.sign(plain) * 0.9 + 0.1 * torch.randn(plain.shape, generator=gen)
+    f = SteadyFilter(radius=3, sigma=0.12, tau=2.0)
+    out = steady_frames(styled, plain, f)
+    moved = steady_frames(styled.roll(1, dims=-1), plain.roll(1, dims=-1), f)
+    inner = (..., slice(3, size - 2))  # away from the rolled-over column and its neighbours
+    assert torch.allclose(moved[inner], out.roll(1, dims=-1)[inner], atol=1e-6)
+    assert float((out - styled).abs().mean()) > 0.02  # and the shot was filtered at all
 
 
 def test_settings_round_trip_and_bad_values() -> None:
