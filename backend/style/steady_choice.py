@@ -102,10 +102,10 @@ def choose_steady(styled: torch.Tensor, plain: torch.Tensor, ladder: tuple[Stead
                          f"and {tuple(plain.shape)}")
     if not ladder or not bound > 0:
         raise ValueError(f"need at least one filter and a bound > 0, got {len(ladder)} and {bound}")
+    styled, plain = styled.float(), plain.float()
     ratios = []
     for f in ladder:
-        ratios.append(flicker_ratio(steady_frames(styled, plain, f), plain.float()))
+        ratios.append(flicker_ratio(steady_frames(styled, plain, f), plain))
         if ratios[-1] <= bound:
             break
-    return SteadyChoice(steady=f, ratios=tuple(ratios), raw=flicker_ratio(styled.float(), plain.float()),
-                        frames=len(styled))
+    return SteadyChoice(steady=f, ratios=tuple(ratios), raw=flicker_ratio(styled, plain), frames=len(styled))

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.data.subject import runs_of
 from backend.progress import ProgressFn, StopFn
 from backend.style.fit import FitResult, FitSettings, fit_translator
 from backend.style.guides import uv_guides
@@ -137,8 +138,7 @@ class TranslatorEditJob:
             styled = torch.cat([translator(x[:, :3], x[:, 3:] if x.shape[1] > 3 else None)
                                 for x in inputs.split(16)])
         ladder = (self.settings.steady, *(f for f in STEADY_LADDER[1:] if f != self.settings.steady))
-        choice = choose_steady(styled.float().cpu(), inputs[:, :3].float().cpu(), ladder,
-                               self.settings.steady_bound)
+        choice = choose_steady(styled, inputs[:, :3], ladder, self.settings.steady_bound)
         log.info("steady filter: flicker %.2fx unstyled unfiltered, %s with the filters tried (%d training "
                  "frames): radius %d, sigma %.2f, tau %.1f", choice.raw,
                  ", ".join(f"{r:.2f}x" for r in choice.ratios), choice.frames, choice.steady.radius,
@@ -202,8 +202,6 @@ def steady_probe_frames(train_ids: np.ndarray, n_frames: int, cuts: tuple[int, .
     """The training frames of the subject's longest shot (the run between cuts with most of them),
     in order, at most ``limit`` from its start: where the edit measures how much a style flickers.
     Held-out frames in between are skipped (they stay unseen), so the run has gaps of a frame."""
-    from backend.data.subject import runs_of
-
     train = [int(i) for i in train_ids]
     best: list[int] = []
     for a, b in runs_of(n_frames, list(cuts)):
@@ -243,8 +241,6 @@ def shots_without_keyframe(n_frames: int, run_starts: list[int] | tuple[int, ...
                            ) -> list[tuple[int, int]]:
     """The [a, b) runs of a subject (``backend.data.subject.runs_of``) that hold none of the
     keyframes ``frames``: shots the style reaches only from other shots' references."""
-    from backend.data.subject import runs_of
-
     return [(a, b) for a, b in runs_of(n_frames, run_starts) if not any(a <= f < b for f in frames)]
 
 
