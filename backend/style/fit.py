@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from backend.imaging.coords import position_channels
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.critic import PatchCritic, adversarial_loss, critic_step
-from backend.style.frame_texture import TextureEvidence, flatness, frame_texture, texture_evidence
+from backend.style.frame_texture import (
+    MIN_STILL_FRAMES,
+    TextureEvidence,
+    flatness,
+    frame_texture,
+    still_pixels,
+    texture_evidence,
+)
 from backend.style.inference_plan import bf16_native
 from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
 from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
@@ -335,14 +342,18 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
     lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
-    texture, layer, learned, aux = None, None, None, None
+    texture, layer, learned, aux, still = None, None, None, None, None
     if s.texture_steps > 0 and screen is None and lattice is None:
         texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop)
-        if texture.is_texture:  # fitted on the references without it, added to every output
-            layer = frame_texture((targets - texture.first_fit)[texture.pairs], inputs[texture.pairs, :3])
+        if texture.is_texture:
+            still = _still_for(texture, inputs, unlabeled)
+        if texture.is_texture and (still is None or float(still.amax()) > 0):
+            # fitted on the references without it, added to every output
+            layer = frame_texture((targets - texture.first_fit)[texture.pairs], inputs[texture.pairs, :3],
+                                  still)
             if s.learned_texture:  # the layer goes on learning with the network
                 learned = TextureLayer(layer).to(inputs.device)
-                aux = aux_channels(flatness(inputs[:, :3]))
+                aux = aux_channels(flatness(inputs[:, :3]) * (1 if still is None else still))
             else:
                 targets = targets - layer.to(targets)
     gated = screen is not None and s.net.screen_gates > 0
@@ -496,16 +507,39 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         if learned_average is not None:
             learned.load_state_dict(learned_average.module.state_dict())
         with torch.no_grad():
-            weight = flatness(inputs[texture.pairs, :3]).amax(0)
+            weight = flatness(inputs[texture.pairs, :3]).amax(0) * (1 if still is None else still)
             layer = learned.field() * weight
             if s.busy_fill:
                 out = torch.cat([_forward(net, inputs[i:i + 1]) for i in texture.pairs])
                 layer = busy_fill(layer, targets[texture.pairs] - out - layer, weight)
+                if still is not None:  # a drawn residual: nothing where the video moves
+                    layer = layer * still
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
                      position_share=share, texture=None if texture is None else texture.evidence,
                      amplification=amplified)
+
+
+def _still_for(texture: _TextureProbe, inputs: torch.Tensor,
+               unlabeled: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+    """(1, H, W) where a drawn residual's layer may be kept (``frame_texture.still_pixels`` of the
+    keyframes' and the unlabeled video frames); None for a texture (kept wherever the keyframe is
+    flat). Too few video frames to tell still from moving: zeros (no layer)."""
+    if not texture.evidence.drawn:
+        return None
+    frames = inputs[texture.pairs, :3] if unlabeled is None else torch.cat(
+        [inputs[texture.pairs, :3], unlabeled[1][:, :3]])
+    if frames.shape[0] < MIN_STILL_FRAMES:
+        log.info("style translator: the keyframes' residual is drawn (RMS %.3f in the flattest pixels) "
+                 "and %d video frames cannot tell where the video holds still: no layer",
+                 texture.evidence.flat_rms, frames.shape[0])
+        return torch.zeros_like(inputs[0, :1])
+    still = still_pixels(frames)
+    log.info("style translator: the keyframes' residual is drawn (RMS %.3f in the flattest pixels): the "
+             "layer is kept where the video holds still (%.0f %% of the frame)", texture.evidence.flat_rms,
+             100 * float(still.mean()))
+    return still
 
 
 @dataclass

@@ -11,11 +11,12 @@ The texture is found from a short first fit: the translator fitted for a few hun
 reference of a keyframe (the residual) high-passed at ``TEXTURE_SIGMA`` is the texture plus the
 fit's errors. The fit's errors sit on the content's edges; a texture covers flat regions as much
 as edges. So the residual is taken for a texture only where it is as strong in the source's
-flattest pixels as in its busiest ones and does not follow the source's own fine detail
-(``texture_evidence``), and the layer is kept where the keyframe is flat (``flatness``): in its
-eyes, mouth and outlines the residual is mostly the fit's error, which on another frame would be
-a ghost of the keyframe's features. The texture is then taken out of the targets, the translator
-is fitted on what is left, and the layer is added back to every output (the screen's path).
+flattest pixels as in its busiest ones, no stronger than a modulation of the look, and does not
+follow the source's own fine detail (``texture_evidence``), and the layer is kept where the
+keyframe is flat (``flatness``): in its eyes, mouth and outlines the residual is mostly the
+fit's error, which on another frame would be a ghost of the keyframe's features. The texture is
+then taken out of the targets, the translator is fitted on what is left, and the layer is added
+back to every output (the screen's path).
 With several keyframes the residuals are averaged where each is flat: a texture is common to all,
 the errors are not.
 """
@@ -49,6 +50,23 @@ TEXTURE_MIN_RMS = 0.02
 """Residual RMS in the flat pixels (in [-1, 1] units: 2.6 levels of 255) below which no texture
 is kept: too faint to matter."""
 
+TEXTURE_MAX_RMS = 0.2
+"""Residual RMS in the flat pixels (25 levels of 255) above which it is more than a texture: a
+grain or a paper modulates the look by a few levels (the test looks' textures leave 0.014-0.086
+after the short fit, on the subjects of docs/editing.md), while a look that draws strong marks in
+flat regions (the cell borders of a superpixel mosaic: 0.43) leaves its own drawing there. Where
+the video holds still that drawing stays put and the layer gives it; where the subject moves it
+follows the content, and a frame-locked layer printed it at the keyframe's places on every frame,
+a ghost of the keyframe's face over every other pose. So such a layer is kept only where the
+video holds still (``still_pixels``)."""
+
+STILL_CHANGE = (0.03, 0.08)
+"""``still_pixels``: the largest change of a pixel's grey from its median over the frames ([-1, 1]
+units: 4 and 10 levels of 255) up to which it counts as still, and from which as moving."""
+
+MIN_STILL_FRAMES = 8
+"""Fewest video frames that can tell still pixels from moving ones (``still_pixels``)."""
+
 TEXTURE_MIN_FLAT_SHARE = 0.5
 """The flat pixels' residual RMS over the busy pixels' at which the residual counts as a texture;
 a fit's errors on content score far lower (they follow the edges)."""
@@ -80,9 +98,15 @@ class TextureEvidence:
         return (self.flat_rms >= TEXTURE_MIN_RMS and self.flat_share >= TEXTURE_MIN_FLAT_SHARE
                 and abs(self.source_corr) <= TEXTURE_MAX_SOURCE_CORR)
 
+    @property
+    def drawn(self) -> bool:
+        """Stronger than a modulation (``TEXTURE_MAX_RMS``): the look's own marks in flat regions,
+        kept in the layer only where the video holds still (``still_pixels``)."""
+        return self.flat_rms > TEXTURE_MAX_RMS
+
     def to_dict(self) -> dict[str, float | bool]:
         return {**{k: round(v, 4) for k, v in asdict(self).items()},
-                "flat_share": round(self.flat_share, 3), "is_texture": self.is_texture}
+                "flat_share": round(self.flat_share, 3), "is_texture": self.is_texture, "drawn": self.drawn}
 
 
 def high_pass(x: torch.Tensor, sigma: float = TEXTURE_SIGMA) -> torch.Tensor:
@@ -144,14 +168,34 @@ def flatness(source: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def frame_texture(residual: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+def still_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """(N, 3+, H, W) video frames of a shot, [-1, 1] -> (1, H, W) in [0, 1]: 1 where the video
+    holds still (the grey never strays from its median by more than ``STILL_CHANGE[0]``, 2 px
+    blurred), 0 where it moves (``STILL_CHANGE[1]``), linear in between.
+
+    Raises:
+        ValueError: fewer than ``MIN_STILL_FRAMES`` frames.
+    """
+    if frames.shape[0] < MIN_STILL_FRAMES:
+        raise ValueError(f"{frames.shape[0]} frames cannot tell still pixels from moving ones "
+                         f"(at least {MIN_STILL_FRAMES})")
+    g = frames[:, :3].float().mean(1, keepdim=True)
+    change = (g - g.median(0, keepdim=True).values).abs().amax(0, keepdim=True)
+    change = gaussian_blur(F.max_pool2d(change, 5, stride=1, padding=2), 2.0, padding="reflect")[0]
+    lo, hi = STILL_CHANGE
+    return ((hi - change) / (hi - lo)).clamp(0, 1)
+
+
+def frame_texture(residual: torch.Tensor, source: torch.Tensor, still: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """(N, 3, H, W) keyframe residuals and their (N, 3+, H, W) sources -> (3, H, W) the texture
     layer: the residuals high-passed, averaged over keyframes where each is flat. Where a
     keyframe is busy (eyes, mouth, outlines) its residual is the fit's error on that content,
     which another frame would show as a ghost of the keyframe's features, so it is left out; and
     no value goes beyond ``LAYER_CLIP`` times the residual's RMS in the flat pixels (grain does
-    not; a fit's error on an edge can)."""
-    w = flatness(source)
+    not; a fit's error on an edge can). ``still`` (1, H, W) in [0, 1], for a drawn residual
+    (``TextureEvidence.drawn``): the layer is kept only there."""
+    w = flatness(source) if still is None else flatness(source) * still
     h = high_pass(residual.float())
     if LAYER_CLIP:
         flat = torch.stack([_flat_and_busy(bi)[0] for bi in busyness(source.float())])

@@ -16,10 +16,12 @@ from backend.style.frame_texture import (
     FLAT_QUANTILE,
     LAYER_CLIP,
     LAYER_KEEP,
+    TEXTURE_MAX_RMS,
     busyness,
     flatness,
     frame_texture,
     high_pass,
+    still_pixels,
     texture_evidence,
 )
 from backend.style.translator import TranslatorConfig
@@ -75,6 +77,37 @@ def test_the_sources_own_noise_amplified_is_not_a_texture() -> None:
 def test_faint_residuals_are_not_a_texture() -> None:
     ev = texture_evidence(0.002 * _grain(64).expand(1, 3, -1, -1), _source())
     assert ev.flat_rms < 0.02 and not ev.is_texture
+
+
+def test_strong_marks_in_flat_regions_are_drawn_not_printed() -> None:
+    """Cell borders of a superpixel mosaic drawn at full contrast over flat regions: the look's
+    own drawing (``drawn``), which a layer may hold only where the video holds still."""
+    ev = texture_evidence(0.5 * _grain(64).expand(1, 3, -1, -1), _source())
+    assert ev.flat_rms > TEXTURE_MAX_RMS and abs(ev.source_corr) < 0.1
+    assert ev.is_texture and ev.drawn, ev
+    faint = texture_evidence(0.08 * _grain(64).expand(1, 3, -1, -1), _source())
+    assert faint.is_texture and not faint.drawn, faint
+
+
+def test_still_pixels_are_where_the_video_holds_still() -> None:
+    frames = torch.cat([_frame(t) for t in range(0, 40, 4)])
+    moving = (frames - frames.median(0, keepdim=True).values).abs().amax((0, 1)) > 0.2
+    still = still_pixels(frames)
+    assert still.shape == (1, 64, 64)
+    assert float(still[0][moving].max()) == 0.0  # nothing that moves is kept
+    assert float((still == 1).float().mean()) > 0.3  # the background is
+    with pytest.raises(ValueError, match="at least"):
+        still_pixels(frames[:3])
+
+
+def test_a_drawn_layer_is_kept_only_where_the_video_holds_still() -> None:
+    src = _source()
+    residual = 0.5 * _grain(64).expand(1, 3, -1, -1)
+    still = torch.zeros(1, 64, 64)
+    still[:, :, :32] = 1.0
+    layer = frame_texture(residual, src, still)
+    assert float(layer[:, :, 32:].abs().max()) == 0.0
+    assert float(layer[:, :, :32].abs().mean()) > 0.05
 
 
 def test_the_layer_keeps_flat_pixels_and_leaves_out_the_keyframes_busy_ones() -> None:
@@ -228,3 +261,21 @@ def test_busy_fill_keeps_a_residual_as_strong_as_the_texture_and_shrinks_a_stron
     fill_err = float((filled[noisy] - grain[noisy]).square().mean())
     zero_err = float(grain[noisy].square().mean())
     assert fill_err < 0.3 * raw_err and fill_err < zero_err
+
+
+def test_a_drawn_residual_is_kept_only_where_the_video_holds_still() -> None:
+    """Marks as strong as a drawing on a moving clip: the fitted layer (learned, with the busy
+    pixels filled, as the ``cpu`` settings fit it) holds them where the clip holds still and
+    nothing where it moves, so no keyframe's marks are printed over another frame's content."""
+    size = 64
+    key = _frame(0, size)
+    frames = torch.cat([_frame(t, size) for t in range(2, 40, 4)])
+    look = (lambda x: (0.5 * (x.mean(1, keepdim=True) + 1) * (1 + 0.9 * _grain(size)) - 1)
+            .clamp(-1, 1).expand(-1, 3, -1, -1))
+    settings = replace(SETTINGS, learned_texture=True, busy_fill=True, pseudo_frames=len(frames))
+    res = fit_translator(key, look(key), settings, seed=0, unlabeled=(frames, frames))
+    assert res.texture is not None and res.texture.is_texture and res.texture.drawn, res.texture
+    still = still_pixels(torch.cat([key, frames]))[0]
+    layer = res.translator.screen.abs().amax(0)
+    assert float(layer[still == 0].max()) == 0.0
+    assert float(layer[still == 1].mean()) > 0.05
