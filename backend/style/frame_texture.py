@@ -11,12 +11,13 @@ The texture is found from a short first fit: the translator fitted for a few hun
 reference of a keyframe (the residual) high-passed at ``TEXTURE_SIGMA`` is the texture plus the
 fit's errors. The fit's errors sit on the content's edges; a texture covers flat regions as much
 as edges. So the residual is taken for a texture only where it is as strong in the source's
-flattest pixels as in its busiest ones, no stronger than a modulation of the look, and does not
-follow the source's own fine detail (``texture_evidence``), and the layer is kept where the
-keyframe is flat (``flatness``): in its eyes, mouth and outlines the residual is mostly the
-fit's error, which on another frame would be a ghost of the keyframe's features. The texture is
-then taken out of the targets, the translator is fitted on what is left, and the layer is added
-back to every output (the screen's path).
+flattest pixels as in its busiest ones and does not follow the source's own fine detail
+(``texture_evidence``), and the layer is kept where the keyframe is flat (``flatness``): in its
+eyes, mouth and outlines the residual is mostly the fit's error, which on another frame would be
+a ghost of the keyframe's features. A residual stronger than a modulation of the look is the
+look's own drawing (``TextureEvidence.drawn``), kept only where the video holds still
+(``still_pixels``). The texture is then taken out of the targets, the translator is fitted on
+what is left, and the layer is added back to every output (the screen's path).
 With several keyframes the residuals are averaged where each is flat: a texture is common to all,
 the errors are not.
 """

@@ -263,6 +263,12 @@ def test_busy_fill_keeps_a_residual_as_strong_as_the_texture_and_shrinks_a_stron
     assert fill_err < 0.3 * raw_err and fill_err < zero_err
 
 
+def _drawn_look(image: torch.Tensor, grain: torch.Tensor) -> torch.Tensor:
+    """Grey tone times marks as strong as a drawing, (N, 3, H, W) in [-1, 1] both ways."""
+    tone = 0.5 * (image.mean(1, keepdim=True) + 1)
+    return (tone * (1 + 0.9 * grain) * 2 - 1).clamp(-1, 1).expand(-1, 3, -1, -1)
+
+
 def test_a_drawn_residual_is_kept_only_where_the_video_holds_still() -> None:
     """Marks as strong as a drawing on a moving clip: the fitted layer (learned, with the busy
     pixels filled, as the ``cpu`` settings fit it) holds them where the clip holds still and
@@ -270,10 +276,9 @@ def test_a_drawn_residual_is_kept_only_where_the_video_holds_still() -> None:
     size = 64
     key = _frame(0, size)
     frames = torch.cat([_frame(t, size) for t in range(2, 40, 4)])
-    look = (lambda x: (0.5 * (x.mean(1, keepdim=True) + 1) * (1 + 0.9 * _grain(size)) - 1)
-            .clamp(-1, 1).expand(-1, 3, -1, -1))
+    grain = _grain(size)
     settings = replace(SETTINGS, learned_texture=True, busy_fill=True, pseudo_frames=len(frames))
-    res = fit_translator(key, look(key), settings, seed=0, unlabeled=(frames, frames))
+    res = fit_translator(key, _drawn_look(key, grain), settings, seed=0, unlabeled=(frames, frames))
     assert res.texture is not None and res.texture.is_texture and res.texture.drawn, res.texture
     still = still_pixels(torch.cat([key, frames]))[0]
     layer = res.translator.screen.abs().amax(0)
