@@ -17,6 +17,7 @@ from backend.style.translator import LEAK, REFINE_FEATURES, StyleTranslator, ups
 
 _FUSED_OPS: bool | None = None
 _BF16: bool | None = None
+_BF16_RUNS: bool | None = None
 
 
 def fused_ops_available() -> bool:
@@ -64,6 +65,21 @@ def bf16_native() -> bool:
         except (AttributeError, RuntimeError, NotImplementedError):
             _BF16 = False
     return _BF16
+
+
+def bf16_runs() -> bool:
+    """True when oneDNN packs and runs a bfloat16 convolution on this CPU at all (natively, or
+    emulated with AVX-512); False on CPUs without AVX-512 (AVX2 only), where oneDNN refuses it, so
+    only float32 plans exist there (``bf16_native`` is then False too)."""
+    global _BF16_RUNS
+    if _BF16_RUNS is None:
+        try:
+            x = torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16)
+            _PackedConv(torch.zeros(2, 2, 3, 3), None, 1, list(x.shape), torch.bfloat16)(_cl(x))
+            _BF16_RUNS = fused_ops_available()
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _BF16_RUNS = False
+    return _BF16_RUNS
 
 
 class _PackedConv:

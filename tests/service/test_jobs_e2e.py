@@ -36,6 +36,13 @@ def _curves(subject: Path, n: int) -> tuple[list[str], np.ndarray]:
     return list(s.expression_names), np.ascontiguousarray(np.tile(s.expressions, (reps, 1))[:n], np.float32)
 
 
+def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same frame, rendered in batches of other sizes: oneDNN picks its convolution kernels by
+    the batch's size, and on CPUs without AVX-512 (AVX2 only) their float rounding differs, so a
+    pixel may land one level over (measured: at most 1 on such a CPU, 0 on AVX-512 ones)."""
+    return a.shape == b.shape and int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) <= 1
+
+
 def _render_params(names: list[str], **extra) -> dict:
     return {"subject_id": SUBJECT, "names": names, "fps": 25.0, **extra}
 
@@ -184,8 +191,9 @@ def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> Non
 
 
 def test_preview_render_streams_from_memory_and_stores_nothing(served, tiny_avatar_subject: Path) -> None:
-    """A render with params.preview gives the same pixels as a stored render of that frame, while
-    the backend keeps nothing of it: no journal row, no stored inputs, no frame file, not listed.
+    """A render with params.preview gives the same pixels as a stored render of that frame (within
+    one level: ``same_pixels``), while the backend keeps nothing of it: no journal row, no stored
+    inputs, no frame file, not listed.
     Its frame still arrives when the credit comes after the job ended (the stream's cache is the
     only copy), and a preview asking for too many frames is refused."""
     names, curves = _curves(tiny_avatar_subject, 9)
@@ -195,7 +203,7 @@ def test_preview_render_streams_from_memory_and_stores_nothing(served, tiny_avat
         preview = client.submit("render", _render_params(names, frame_start=10, frame_range=[14, 14],
                                                          preview=True), buffers={"curves": curves})
         got = dict(client.frames(preview))
-        assert sorted(got) == [4] and np.array_equal(got[4], want[4])
+        assert sorted(got) == [4] and same_pixels(got[4], want[4])
         job = _wait_state(client, preview, ("done",))
         assert job["outputs"]["frame_count"] == 1 and job["params"]["preview"] is True
         assert [j["job_id"] for j in client.jobs()] == [stored]
@@ -207,7 +215,7 @@ def test_preview_render_streams_from_memory_and_stores_nothing(served, tiny_avat
                                                       preview=True), buffers={"curves": curves})
         _wait_state(client, late, ("done",))
         got = dict(client.frames(late))
-        assert sorted(got) == [2, 3] and all(np.array_equal(got[i], want[i]) for i in (2, 3))
+        assert sorted(got) == [2, 3] and all(same_pixels(got[i], want[i]) for i in (2, 3))
 
         with pytest.raises(RemoteError, match="a preview renders at most 8 frames"):
             client.submit("render", _render_params(names, preview=True), buffers={"curves": curves})
