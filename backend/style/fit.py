@@ -343,17 +343,19 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
     lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
     texture, layer, learned, aux, still = None, None, None, None, None
+    keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
     if s.texture_steps > 0 and screen is None and lattice is None:
         texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop)
         if texture.is_texture:
             still = _still_for(texture, inputs, unlabeled)
+            keep = 1.0 if still is None else still
         if texture.is_texture and (still is None or float(still.amax()) > 0):
             # fitted on the references without it, added to every output
             layer = frame_texture((targets - texture.first_fit)[texture.pairs], inputs[texture.pairs, :3],
                                   still)
             if s.learned_texture:  # the layer goes on learning with the network
                 learned = TextureLayer(layer).to(inputs.device)
-                aux = aux_channels(flatness(inputs[:, :3]) * (1 if still is None else still))
+                aux = aux_channels(flatness(inputs[:, :3]) * keep)
             else:
                 targets = targets - layer.to(targets)
     gated = screen is not None and s.net.screen_gates > 0
@@ -507,13 +509,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         if learned_average is not None:
             learned.load_state_dict(learned_average.module.state_dict())
         with torch.no_grad():
-            weight = flatness(inputs[texture.pairs, :3]).amax(0) * (1 if still is None else still)
+            weight = flatness(inputs[texture.pairs, :3]).amax(0) * keep
             layer = learned.field() * weight
             if s.busy_fill:
                 out = torch.cat([_forward(net, inputs[i:i + 1]) for i in texture.pairs])
                 layer = busy_fill(layer, targets[texture.pairs] - out - layer, weight)
-                if still is not None:  # a drawn residual: nothing where the video moves
-                    layer = layer * still
+                layer = layer * keep  # a drawn residual: the fill stays out where the video moves
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,

@@ -170,7 +170,7 @@ def flatness(source: torch.Tensor) -> torch.Tensor:
 
 
 def still_pixels(frames: torch.Tensor) -> torch.Tensor:
-    """(N, 3+, H, W) video frames of a shot, [-1, 1] -> (1, H, W) in [0, 1]: 1 where the video
+    """(N, 3+, H, W) video frames spread over the subject, [-1, 1] -> (1, H, W) in [0, 1]: 1 where the video
     holds still (the grey never strays from its median by more than ``STILL_CHANGE[0]``, 2 px
     blurred), 0 where it moves (``STILL_CHANGE[1]``), linear in between.
 
@@ -196,7 +196,7 @@ def frame_texture(residual: torch.Tensor, source: torch.Tensor, still: torch.Ten
     no value goes beyond ``LAYER_CLIP`` times the residual's RMS in the flat pixels (grain does
     not; a fit's error on an edge can). ``still`` (1, H, W) in [0, 1], for a drawn residual
     (``TextureEvidence.drawn``): the layer is kept only there."""
-    w = flatness(source) if still is None else flatness(source) * still
+    w = flatness(source) * (1.0 if still is None else still)
     h = high_pass(residual.float())
     if LAYER_CLIP:
         flat = torch.stack([_flat_and_busy(bi)[0] for bi in busyness(source.float())])

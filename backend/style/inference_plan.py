@@ -17,7 +17,7 @@ from backend.style.translator import LEAK, REFINE_FEATURES, StyleTranslator, ups
 
 _FUSED_OPS: bool | None = None
 _BF16: bool | None = None
-_BF16_RUNS: bool | None = None
+_BF16_CONV: tuple[bool, bool] | None = None
 
 
 def fused_ops_available() -> bool:
@@ -42,28 +42,36 @@ def fused_ops_available() -> bool:
     return _FUSED_OPS
 
 
+def _bf16_conv() -> tuple[bool, bool]:
+    """(runs, agrees): whether oneDNN packs and runs a bfloat16 convolution on this CPU at all, and
+    whether its result agrees with ``F.conv2d`` in float32 to bfloat16's precision. Probed once."""
+    global _BF16_CONV
+    if _BF16_CONV is None:
+        try:
+            if not fused_ops_available():
+                raise RuntimeError("no fused oneDNN ops")
+            g = torch.Generator().manual_seed(0)
+            x = torch.rand(2, 5, 9, 7, generator=g) * 2 - 1
+            w = torch.randn(4, 5, 3, 3, generator=g) * 0.2
+            ref = F.conv2d(x, w, None, 1, 1)
+            bf = torch.bfloat16
+            got = _PackedConv(w, None, 1, list(x.shape), bf)(_cl(x.to(bf))).float()
+            _BF16_CONV = (True, bool(torch.allclose(got, ref, atol=0.02, rtol=0.02)))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _BF16_CONV = (False, False)
+    return _BF16_CONV
+
+
 def bf16_native() -> bool:
     """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX) and oneDNN's fused
     convolution runs on bfloat16 here, agreeing with ``F.conv2d`` in float32 to bfloat16's
     precision. Elsewhere bfloat16 would be emulated, slower than float32, so plans stay float32."""
     global _BF16
     if _BF16 is None:
-        try:
-            cpu = torch.cpu
-            native = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                          or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-            if native and fused_ops_available():
-                g = torch.Generator().manual_seed(0)
-                x = torch.rand(2, 5, 9, 7, generator=g) * 2 - 1
-                w = torch.randn(4, 5, 3, 3, generator=g) * 0.2
-                ref = F.conv2d(x, w, None, 1, 1)
-                bf = torch.bfloat16
-                conv = _PackedConv(w, None, 1, list(x.shape), bf)
-                got = conv(_cl(x.to(bf))).float()
-                native = bool(torch.allclose(got, ref, atol=0.02, rtol=0.02))
-            _BF16 = native
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _BF16 = False
+        cpu = torch.cpu
+        native = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                      or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        _BF16 = native and _bf16_conv()[1]
     return _BF16
 
 
@@ -71,15 +79,7 @@ def bf16_runs() -> bool:
     """True when oneDNN packs and runs a bfloat16 convolution on this CPU at all (natively, or
     emulated with AVX-512); False on CPUs without AVX-512 (AVX2 only), where oneDNN refuses it, so
     only float32 plans exist there (``bf16_native`` is then False too)."""
-    global _BF16_RUNS
-    if _BF16_RUNS is None:
-        try:
-            x = torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16)
-            _PackedConv(torch.zeros(2, 2, 3, 3), None, 1, list(x.shape), torch.bfloat16)(_cl(x))
-            _BF16_RUNS = fused_ops_available()
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _BF16_RUNS = False
-    return _BF16_RUNS
+    return _bf16_conv()[0]
 
 
 class _PackedConv:
