@@ -97,6 +97,10 @@ class FitSettings:
             ``backend.style.frame_texture``); when it does, the texture is taken out of the
             targets and added to every output as a fixed layer. Only tried where no screen and no
             lattice is found. 0: not tried.
+        texture_warm_start: the fit goes on from the first fit's weights where the look has no
+            texture (the first fit is then its first ``texture_steps`` steps; the learning rate
+            starts again and decays over the steps left), instead of starting again from new
+            weights: the same ``steps`` in all, and the first fit's time is not spent twice.
         learned_texture: where a texture is found, learn its layer together with the network
             (``backend.style.learned_texture``), starting from the first fit's estimate, instead
             of keeping that estimate fixed.
@@ -159,6 +163,7 @@ class FitSettings:
     pseudo_from: float = 0.5
     pseudo_share: float = 0.5
     texture_steps: int = 0
+    texture_warm_start: bool = False
     learned_texture: bool = False
     learned_texture_from: float = 0.5
     busy_fill: bool = False
@@ -344,8 +349,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
     texture, layer, learned, aux, still = None, None, None, None, None
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
+    t0 = time.monotonic()
     if s.texture_steps > 0 and screen is None and lattice is None:
-        texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop)
+        texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop, progress)
         if texture.is_texture:
             still = _still_for(texture, inputs, unlabeled)
             keep = 1.0 if still is None else still
@@ -399,6 +405,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     gen = torch.Generator().manual_seed(seed)
     net = StyleTranslator(net_cfg).to(inputs.device).train()
     net.set_lattice(lattice)
+    start, history = 0, []  # steps already fitted, and their losses
+    if s.texture_warm_start and texture is not None and not texture.is_texture:
+        net.load_state_dict(texture.net.state_dict())
+        start, history = len(texture.history), list(texture.history)
+        log.info("style translator: no texture layer, so the fit goes on from the first fit's %d steps",
+                 start)
+    shown = len(texture.history) if texture is not None and start == 0 else 0  # the first fit's, in progress
     frame_cells = None
     if lattice is not None:  # carried as a last target channel through crops and flips
         h, w = targets.shape[-2:]
@@ -410,7 +423,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     groups = [{"params": rest}] + ([{"params": grade, "lr": s.lr * GRADE_LR}] if grade else [])
     if learned is not None:
         groups.append({"params": list(learned.parameters())})
-        learn_from = round(s.learned_texture_from * s.steps)
+        learn_from = max(round(s.learned_texture_from * s.steps), start)
         learned_average = torch.optim.swa_utils.AveragedModel(
             learned, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None
     opt = torch.optim.Adam(groups, lr=s.lr, betas=(0.9, 0.99))
@@ -418,14 +431,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     if s.adversarial > 0:
         critic = PatchCritic(s.critic_width).to(inputs.device)
         critic_opt = torch.optim.Adam(critic.parameters(), lr=CRITIC_LR, betas=(0.5, 0.99))
-        critic_from = round(s.adversarial_from * s.steps)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=s.steps, eta_min=s.lr / 20)
+        critic_from = max(round(s.adversarial_from * s.steps), start)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.steps - start, 1), eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])
     size -= size % 4
-    clock = EtaClock(s.steps)
-    history: list[dict[str, float]] = []
-    t0 = time.monotonic()
-    step = 0
+    clock = EtaClock(s.steps, start_step=start)
+    step = start
     def with_cells(t: torch.Tensor) -> torch.Tensor:
         return t if frame_cells is None else torch.cat([t, frame_cells.expand(t.shape[0], -1, -1, -1)], 1)
 
@@ -436,10 +447,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         return torch.cat([t, a.to(t)], 1)
 
     pool_in, pool_t, weights = inputs, with_cells(with_aux(targets, True)), None
-    pseudo_step = round(s.pseudo_from * s.steps) if unlabeled is not None and s.pseudo_share > 0 else None
+    pseudo_step = (max(round(s.pseudo_from * s.steps), start) if unlabeled is not None and s.pseudo_share > 0
+                   else None)
+    if stable_step is not None:
+        stable_step = max(stable_step, start)
     low = s.bf16 and inputs.device.type == "cpu" and bf16_native()
     amplified = None
-    for step in range(s.steps):
+    for step in range(start, s.steps):
         check_cancel(should_stop)
         if step == stable_step:
             amplified = amplification(pseudo_targets(net, pairs.current), pseudo_targets(net, pairs.earlier),
@@ -498,8 +512,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         parts["total"] = loss.item()
         history.append(parts)
         if progress is not None:
-            progress(ProgressUpdate("edit", step + 1, s.steps, parts, clock.eta(step + 1)))
-        if step == 0 or (step + 1) % max(s.steps // 10, 1) == 0:
+            progress(ProgressUpdate("edit", shown + step + 1, shown + s.steps, parts, clock.eta(step + 1)))
+        if step == start or (step + 1) % max(s.steps // 10, 1) == 0:
             log.info("translator step %d/%d  %s", step + 1, s.steps,
                      "  ".join(f"{k} {v:.4f}" for k, v in parts.items()))
     if average is not None:
@@ -517,7 +531,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                 layer = layer * keep  # a drawn residual: the fill stays out where the video moves
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
-    return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=step + 1,
+    return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
                      amplification=amplified)
 
@@ -545,11 +559,14 @@ def _still_for(texture: _TextureProbe, inputs: torch.Tensor,
 
 @dataclass
 class _TextureProbe:
-    """The first fit's output on every keyframe pair, the pairs measured and their evidence."""
+    """The first fit's output on every keyframe pair, the pairs measured, their evidence, and the
+    first fit's translator (train mode) and loss history, from which the fit may go on."""
 
     first_fit: torch.Tensor
     pairs: list[int]
     evidence: TextureEvidence
+    net: StyleTranslator
+    history: list[dict[str, float]]
 
     @property
     def is_texture(self) -> bool:
@@ -557,19 +574,28 @@ class _TextureProbe:
 
 
 def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSettings, seed: int,
-                          pairs: list[int] | None, should_stop: StopFn | None) -> _TextureProbe:
+                          pairs: list[int] | None, should_stop: StopFn | None,
+                          progress: ProgressFn | None = None) -> _TextureProbe:
     """Fit ``s.texture_steps`` steps without unlabeled frames or weight average, and measure how
     texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``). Only called
-    where the keyframes have no screen and no lattice, so the first fit does not look again."""
-    first = replace(s, steps=s.texture_steps, texture_steps=0, ema=0.0, pseudo_frames=0, screen=False,
-                    lattice=False, adversarial=0.0)
-    net = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop).translator
+    where the keyframes have no screen and no lattice, so the first fit does not look again.
+    ``progress`` gets its steps as the first of the whole fit's. With ``s.texture_warm_start`` the
+    first fit is part of the ``s.steps`` and takes at most as many."""
+    steps = min(s.texture_steps, s.steps) if s.texture_warm_start else s.texture_steps  # within the whole
+    first = replace(s, steps=steps, texture_steps=0, ema=0.0, pseudo_frames=0, screen=False, lattice=False,
+                    adversarial=0.0)
+    total = s.steps if s.texture_warm_start else s.steps + steps
+    clock = EtaClock(total)
+    whole = None if progress is None else (
+        lambda u: progress(replace(u, total=total, eta=clock.eta(u.step))))
+    fitted = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop, progress=whole)
+    net = fitted.translator
     with torch.no_grad():
         out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides_in else None) for x in inputs])
     pairs = list(range(len(inputs))) if pairs is None else list(pairs)
     evidence = texture_evidence((targets - out)[pairs], inputs[pairs, :3])
     log.info("style translator: frame-locked texture %s (residual of a %d-step fit: RMS %.4f in the "
              "flattest pixels, %.2f of the busiest, correlation %.3f with the source's fine detail)",
-             "found" if evidence.is_texture else "not found", s.texture_steps, evidence.flat_rms,
+             "found" if evidence.is_texture else "not found", steps, evidence.flat_rms,
              evidence.flat_share, evidence.source_corr)
-    return _TextureProbe(out, pairs, evidence)
+    return _TextureProbe(out, pairs, evidence, net.train().requires_grad_(True), fitted.history)

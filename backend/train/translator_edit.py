@@ -48,8 +48,9 @@ MIN_PROBE_FRAMES = 8
 """Fewer training frames in one shot than this: the settings' steady filter is kept unmeasured."""
 
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
-                      learned_texture=True, busy_fill=True, temporal=8.0, steady=SteadyFilter(), bf16=True,
-                      keyframe_renders=False, steady_bound=STEADY_AIM,
+                      texture_warm_start=True, learned_texture=True, busy_fill=True, temporal=8.0,
+                      temporal_batch=1, steady=SteadyFilter(), bf16=True, keyframe_renders=False,
+                      steady_bound=STEADY_AIM,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {

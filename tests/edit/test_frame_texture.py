@@ -178,6 +178,40 @@ def test_a_look_without_paper_gets_no_texture_and_the_same_fit_as_before(learned
     assert plain.texture is None  # texture_steps 0: not looked for
 
 
+def test_without_paper_the_fit_goes_on_from_the_first_fit() -> None:
+    """``texture_warm_start``: the first fit is the whole fit's first ``texture_steps`` steps (its
+    losses, step for step) and the rest starts from its weights, not from new ones; progress counts
+    the ``steps`` once."""
+    key = _frame(0, 64)
+    target = (key.mean(1, keepdim=True) * 0.8).expand(-1, 3, -1, -1)
+    settings = replace(SETTINGS, steps=200, texture_steps=100, texture_warm_start=True)
+    updates = []
+    warm = fit_translator(key, target, settings, seed=0, progress=updates.append)
+    assert warm.texture is not None and not warm.texture.is_texture
+    k = settings.texture_steps
+    first = fit_translator(key, target, replace(settings, steps=k, texture_steps=0, screen=False,
+                                                lattice=False), seed=0)
+    assert warm.steps_done == len(warm.history) == settings.steps
+    assert warm.history[:k] == first.history
+    # new weights start where the first fit's step 1 did
+    assert warm.history[k]["total"] < 0.5 * warm.history[0]["total"]
+    assert [u.step for u in updates] == list(range(1, settings.steps + 1))
+    assert {u.total for u in updates} == {settings.steps}
+    short = fit_translator(key, target, replace(settings, steps=60), seed=0)
+    assert short.steps_done == len(short.history) == 60  # the first fit no longer than the whole
+
+
+def test_with_paper_the_progress_counts_the_first_fit_and_the_new_one() -> None:
+    size = 64
+    key = _frame(0, size)
+    updates = []
+    res = fit_translator(key, _paper_look(key, _grain(size)), SETTINGS, seed=0, progress=updates.append)
+    assert res.texture is not None and res.texture.is_texture
+    total = SETTINGS.steps + SETTINGS.texture_steps
+    assert [u.step for u in updates] == list(range(1, total + 1))
+    assert {u.total for u in updates} == {total}
+
+
 def test_the_learned_layer_reads_at_each_patch_pixels_frame_position() -> None:
     """A patch cut, warped and flipped like the fit's patches reads the layer where its pixels
     were in the frame, times the layer's weight there."""
