@@ -97,10 +97,12 @@ class FitSettings:
             ``backend.style.frame_texture``); when it does, the texture is taken out of the
             targets and added to every output as a fixed layer. Only tried where no screen and no
             lattice is found. 0: not tried.
-        texture_warm_start: the fit goes on from the first fit's weights where the look has no
-            texture (the first fit is then its first ``texture_steps`` steps; the learning rate
-            starts again and decays over the steps left), instead of starting again from new
-            weights: the same ``steps`` in all, and the first fit's time is not spent twice.
+        texture_warm_start: the fit goes on from the first fit's weights where its targets stay
+            the same: no texture, or a ``learned_texture`` layer (which starts from the first fit's
+            residual, so the network and the layer go on together). The first fit is then its
+            first ``texture_steps`` steps (the learning rate starts again and decays over the
+            steps left): the same ``steps`` in all, and the first fit's time is not spent twice.
+            A fixed layer taken out of the targets starts again from new weights.
         learned_texture: where a texture is found, learn its layer together with the network
             (``backend.style.learned_texture``), starting from the first fit's estimate, instead
             of keeping that estimate fixed.
@@ -406,11 +408,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     net = StyleTranslator(net_cfg).to(inputs.device).train()
     net.set_lattice(lattice)
     start, history = 0, []  # steps already fitted, and their losses
-    if s.texture_warm_start and texture is not None and not texture.is_texture:
+    if s.texture_warm_start and texture is not None and (layer is None or learned is not None):
         net.load_state_dict(texture.net.state_dict())
         start, history = len(texture.history), list(texture.history)
-        log.info("style translator: no texture layer, so the fit goes on from the first fit's %d steps",
-                 start)
+        log.info("style translator: the fit goes on from the first fit's %d steps%s", start,
+                 " with the texture layer" if learned is not None else "")
     shown = len(texture.history) if texture is not None and start == 0 else 0  # the first fit's, in progress
     frame_cells = None
     if lattice is not None:  # carried as a last target channel through crops and flips
