@@ -562,7 +562,7 @@ def _still_for(texture: _TextureProbe, inputs: torch.Tensor,
 @dataclass
 class _TextureProbe:
     """The first fit's output on every keyframe pair, the pairs measured, their evidence, and the
-    first fit's translator (train mode) and loss history, from which the fit may go on."""
+    first fit's translator and loss history, whose weights and steps the fit may go on from."""
 
     first_fit: torch.Tensor
     pairs: list[int]
@@ -600,4 +600,4 @@ def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSet
              "flattest pixels, %.2f of the busiest, correlation %.3f with the source's fine detail)",
              "found" if evidence.is_texture else "not found", steps, evidence.flat_rms,
              evidence.flat_share, evidence.source_corr)
-    return _TextureProbe(out, pairs, evidence, net.train().requires_grad_(True), fitted.history)
+    return _TextureProbe(out, pairs, evidence, net, fitted.history)
