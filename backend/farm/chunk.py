@@ -12,10 +12,10 @@ of the shot (on CPU a frame's pixels can depend on them by one 8-bit level), so 
 gives the same pixels and no frame is rendered twice.
 
 Before any work: the ranges, the curves, the subject and its checkpoint, the style, the UV maps
-and the output folder (a probe file must be writable) are checked; each failure is one ``error:``
-line and exit code 2, with nothing rendered or written. Every frame is written atomically to
-``DIR/NNNNNN.png``, replacing what an earlier attempt of the task left: a re-run task is
-idempotent.
+and the output folder (a probe file must be writable) are checked, before torch is even imported;
+each failure is one ``error:`` line and exit code 2 within a fraction of a second, with nothing
+rendered or written. Every frame is written atomically to ``DIR/NNNNNN.png``, replacing what an
+earlier attempt of the task left: a re-run task is idempotent.
 """
 
 from __future__ import annotations
@@ -115,7 +115,6 @@ def resize_frame(rgb: np.ndarray, side: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.render import Renderer, conform_names
     from backend.render_cli import load_curves, load_uv_dir, resolve_style, write_frames
     from protocol.errors import CurveError
 
@@ -140,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
         if uv_dir is not None and not uv_dir.is_dir():
             raise FileNotFoundError(f"--uv {uv_dir}: not a folder")
         out = check_output_folder(args.output, create=True)
+        # torch and the model are loaded only once every input passed: a refused task takes no
+        # more than Python's start-up
+        from backend.render import Renderer, conform_names
+
         device = None if args.device in ("", "auto") else args.device
         renderer = Renderer.from_checkpoint(ckpt, device=device, style=style, subject=subject)
         values = conform_names(curves.values, curves.names, renderer.names)

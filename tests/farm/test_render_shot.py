@@ -138,6 +138,7 @@ def test_chunk_refuses_bad_input_before_any_work(tiny_avatar_subject: Path, shot
     for extra, message in cases:
         proc = _emo("farm-chunk", *base, *extra, check=False)
         assert proc.returncode == 2 and message in proc.stderr, (extra, proc.stderr)
+        assert "INFO backend.device" not in proc.stderr  # refused before the model was loaded
         assert not out.exists()
     missing = _emo("farm-chunk", str(tmp_path / "nobody"), *base[1:], "--batches", "100", check=False)
     assert missing.returncode == 2 and "subject folder" in missing.stderr
@@ -145,6 +146,7 @@ def test_chunk_refuses_bad_input_before_any_work(tiny_avatar_subject: Path, shot
     # an output folder below a file, and one that cannot be written to
     blocked = _emo("farm-chunk", *base[:-1], str(shot / "frames"), "--batches", "100", check=False)
     assert blocked.returncode == 2 and "has a file in its path" in blocked.stderr
+    assert "INFO backend.device" not in blocked.stderr
     locked = tmp_path / "locked"
     with unwritable(locked):
         proc = _emo("farm-chunk", *base[:-1], str(locked), "--batches", "100", check=False)
