@@ -66,19 +66,16 @@ def check_job(subject: Path, preset: str, nproc: int) -> None:
     Raises:
         JobError: with the trainer's own message and the serve setting that chose ``nproc``.
     """
-    from backend.data.subject import Subject
     from backend.train import ddp
     from backend.train.presets import PRESETS
 
     try:
-        n_train = len(Subject.open(subject).split()[0])
-    except (OSError, ValueError, KeyError) as exc:
-        raise JobError(f"subject {subject.name!r} cannot be read: {exc}") from None
-    try:
-        ddp.check_world(ddp.Ranks(0, nproc, 0), PRESETS[preset].batch, n_train)
+        ddp.check_subject(subject, PRESETS[preset].batch, nproc)
     except ddp.DistributedError as exc:
         raise JobError(f"{exc} (this backend trains with serve --train-procs {nproc}, preset "
                        f"{preset!r})") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise JobError(f"subject {subject.name!r} cannot be read: {exc}") from None
 
 
 def rank_device(device: str | None) -> str | None:

@@ -19,7 +19,9 @@ training ids. A rank that dies makes the others fail at their next collective, a
 stops the job; ``launch`` turns torchrun's report into one line naming the rank.
 
 torch is imported inside the functions that need it, so the checks before a launch
-(``check_launch``, ``check_world``) cost no torch import (``emo-avatar serve --train-procs``).
+(``check_launch``, ``check_world``, ``check_subject``) cost no torch import (``emo-avatar serve
+--train-procs``, and ``emo-avatar train --nproc``, which refuses a subject with fewer training
+frames than processes before torchrun starts).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -159,6 +162,19 @@ def check_world(ranks: Ranks, batch: int, n_train_ids: int) -> int:
         raise DistributedError(f"the global batch of {batch} frames does not split over {ranks.world} "
                                f"processes; use {', '.join(map(str, fits))} processes")
     return batch // ranks.world
+
+
+def check_subject(subject: Path, batch: int, nproc: int) -> None:
+    """``check_world`` for ``nproc`` processes on a subject folder's training frames, before any of
+    them starts (reads the subject's metadata; no torch import).
+
+    Raises:
+        DistributedError: as ``check_world``.
+        OSError, ValueError, KeyError: the subject cannot be read.
+    """
+    from backend.data.subject import Subject
+
+    check_world(Ranks(0, nproc, 0), batch, len(Subject.open(subject).split()[0]))
 
 
 def broadcast_module(module: torch.nn.Module) -> None:

@@ -7,8 +7,10 @@ is written.
 
 ``--nproc N`` (N > 1) trains in N processes on this machine: it runs ``torchrun --standalone
 --nproc_per_node N -m backend.cli train ...`` (``backend.train.ddp``), one process per GPU with
-CUDA, gloo on CPU otherwise. Started by torchrun directly (several nodes, ``--nnodes``), the
-command trains as the rank torchrun gave it.
+CUDA, gloo on CPU otherwise; N that the preset's batch does not split over, or more processes than
+the subject has training frames, is refused before torchrun starts. Started by torchrun directly
+(several nodes, ``--nnodes``), the command trains as the rank torchrun gave it (and the ranks refuse
+such a launch themselves).
 
 For a supervising program (``emo-avatar serve --train-procs N``): ``--progress-file F`` makes rank 0
 append each progress update to F as one JSON line (``ProgressUpdate.to_dict()``) instead of drawing
@@ -120,8 +122,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.train.ddp import STOPPED_EXIT_CODE, launch
-    from backend.train.stage1 import train_avatar
+    from backend.train.ddp import STOPPED_EXIT_CODE, DistributedError, check_subject, launch
 
     if args.steps == 0:
         args.steps = None
@@ -130,10 +131,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --nproc must be at least 1, got {args.nproc}", file=sys.stderr)
         return 2
     if args.nproc > 1 and world == 1:
+        try:  # what the ranks would refuse after starting up, refused before torchrun starts
+            check_subject(Path(args.subject), PRESETS[args.preset].batch, args.nproc)
+        except DistributedError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except (OSError, ValueError, KeyError):
+            pass  # a subject that cannot be read: each rank says why, as in one process
         return launch(args.nproc, worker_argv(args))
     if args.nproc > 1 and args.nproc != world:
         print(f"error: --nproc {args.nproc} but torchrun started {world} processes", file=sys.stderr)
         return 2
+    # only a process that trains imports the trainer (and torch): the launcher above starts
+    # torchrun without waiting for that import
+    from backend.train.stage1 import train_avatar
+
     bar: ProgressBar | ProgressFile | None = None
     if int(os.environ.get("RANK", "0")) == 0:
         bar = ProgressFile(args.progress_file) if args.progress_file else ProgressBar()

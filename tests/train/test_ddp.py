@@ -22,6 +22,7 @@ from backend.train.checkpoint import read_checkpoint
 from backend.train.data import TrainSampler
 from backend.train.ddp import DistributedError, Ranks, check_world, describe_failure
 from backend.train.stage1 import train_avatar
+from tests.conftest import wait_for
 
 EMO = str(Path(sys.executable).with_name("emo-avatar"))
 K = 6  # steps compared
@@ -37,10 +38,19 @@ def _worker_env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
-def _train_2(subject: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EMO, "train", str(subject), "--preset", "tiny", "--device", "cpu", "--nproc", "2",
-                           "--out", str(out), *args], capture_output=True, text=True, timeout=600,
-                          env=_worker_env())
+def _start_2(subject: Path, out: Path, *args: str) -> subprocess.Popen:
+    """``emo-avatar train --nproc 2`` (tiny preset, CPU) started in the background; its stderr goes
+    to ``OUT.stderr`` beside ``out`` (``_finish``)."""
+    with open(out.with_name(f"{out.name}.stderr"), "w") as stderr:
+        return subprocess.Popen([EMO, "train", str(subject), "--preset", "tiny", "--device", "cpu",
+                                 "--nproc", "2", "--out", str(out), *args], stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=_worker_env())
+
+
+def _finish(proc: subprocess.Popen, out: Path) -> str:
+    """Wait for ``_start_2``'s ``proc`` (of ``out``); return its stderr."""
+    proc.wait(timeout=600)
+    return out.with_name(f"{out.name}.stderr").read_text()
 
 
 def _totals(ckpt: Path) -> np.ndarray:
@@ -69,8 +79,9 @@ def test_two_processes_follow_one_and_resume_with_one(untrained_subject: Path, t
     single = train_avatar(untrained_subject, preset="tiny", steps=K + 1, device="cpu", preview_every=3,
                           out_dir=tmp_path / "single")
     out = tmp_path / "two"
-    proc = _train_2(untrained_subject, out, "--steps", str(K), "--preview-every", "3")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = _start_2(untrained_subject, out, "--steps", str(K), "--preview-every", "3")
+    stderr = _finish(two, out)
+    assert two.returncode == 0, stderr[-3000:]
     ckpt = out / "checkpoint.pt"
     meta = read_checkpoint(ckpt)["meta"]
     assert meta["processes"] == 2 and meta["step"] == K
@@ -78,11 +89,11 @@ def test_two_processes_follow_one_and_resume_with_one(untrained_subject: Path, t
     assert len(b) == K and np.all(np.abs(a - b) <= TOLERANCE * np.abs(a)), (a, b)
     # rank 0 alone wrote: one checkpoint (saved once), its previews and metrics, no stray files
     assert sorted(p.name for p in out.glob("*.pt")) == ["checkpoint.pt"]
-    assert proc.stderr.count("INFO backend.train.stage1: checkpoint step") == 1
+    assert stderr.count("INFO backend.train.stage1: checkpoint step") == 1
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_000003.png", "step_000006.png"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert (out / "metrics.json").is_file()
-    assert "rank 1 done at step 6" in proc.stderr
+    assert "rank 1 done at step 6" in stderr
 
     # the 2-process checkpoint continues in one process, on the single run's track
     resumed = train_avatar(untrained_subject, preset="tiny", steps=K + 1, device="cpu", preview_every=0,
@@ -92,26 +103,41 @@ def test_two_processes_follow_one_and_resume_with_one(untrained_subject: Path, t
     assert np.all(np.abs(c - d) <= TOLERANCE * np.abs(c)), (c, d)
 
 
+def _start_ranks(subject: Path, out: Path, presets: tuple[str, ...]) -> list[subprocess.Popen]:
+    """``emo-avatar train`` as the ranks of a world of ``len(presets)`` that torchrun would start
+    (``torchrun -m backend.cli train``), rank r with ``presets[r]``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [subprocess.Popen([sys.executable, "-m", "backend.cli", "train", str(subject), "--preset", preset,
+                              "--device", "cpu", "--out", str(out)],
+                             env=_worker_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(len(presets)),
+                                             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
+                             stderr=subprocess.PIPE, text=True)
+            for r, preset in enumerate(presets)]
+
+
 def test_more_processes_than_training_frames_is_refused(untrained_subject: Path, tmp_path: Path) -> None:
     valid = np.zeros(len(np.load(untrained_subject / "valid.npy")), dtype=bool)
     valid[1] = True  # tracking kept one frame: one training id
     np.save(untrained_subject / "valid.npy", valid)
-    proc = _train_2(untrained_subject, tmp_path / "out", "--steps", "3")
-    assert proc.returncode != 0
-    assert "2 training processes but the subject has only 1 training frames" in proc.stderr
-    assert "pti" not in proc.stderr and not (tmp_path / "out").exists()
+    message = "2 training processes but the subject has only 1 training frames; use at most 1 processes"
+    # emo-avatar train --nproc 2: before torchrun starts any rank
+    proc = _start_2(untrained_subject, tmp_path / "out", "--steps", "3")
+    err = _finish(proc, tmp_path / "out")
+    assert proc.returncode == 2 and f"error: {message}" in err, err[-3000:]
+    assert "gloo" not in err and not (tmp_path / "out").exists()  # no rank joined a process group
+    # ranks torchrun started directly refuse the same, each one, before PTI
+    procs = _start_ranks(untrained_subject, tmp_path / "out", ("tiny", "tiny"))
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    for p, err in zip(procs, errs, strict=True):
+        assert p.returncode == 2 and message in err, err[-2000:]
+        assert "pti" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_ranks_with_different_presets_refuse_to_start(tiny_subject: Path, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-m", "backend.cli", "train", str(tiny_subject),
-                               "--preset", preset, "--device", "cpu", "--out", str(tmp_path / "out")],
-                              env=_worker_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)),
-                              stderr=subprocess.PIPE, text=True)
-             for r, preset in enumerate(("tiny", "cpu"))]
+    procs = _start_ranks(tiny_subject, tmp_path / "out", ("tiny", "cpu"))
     errs = [p.communicate(timeout=300)[1] for p in procs]
     for p, err in zip(procs, errs, strict=True):
         assert p.returncode == 2, err[-2000:]
@@ -168,24 +194,23 @@ def test_a_peer_aborting_on_the_lost_connection_is_not_named_the_cause() -> None
 
 
 def test_a_dying_rank_fails_the_job_with_a_clear_error(tiny_subject: Path, tmp_path: Path) -> None:
-    launcher = subprocess.Popen([EMO, "train", str(tiny_subject), "--preset", "tiny", "--device", "cpu",
-                                 "--nproc", "2", "--steps", "2000", "--preview-every", "0",
-                                 "--out", str(tmp_path / "out")],
-                                stderr=subprocess.PIPE, text=True, env=_worker_env())
-    assert launcher.stderr is not None
-    lines = []
-    for line in launcher.stderr:  # wait until both ranks train
-        lines.append(line)
-        if "rank 1 of 2 trains" in line:
-            break
-    time.sleep(3)
-    torchrun = _children(launcher.pid)
-    workers = [c for t in torchrun for c in _children(t)]
-    victim = [w for w in workers if _rank_of(w) == 1]
-    assert victim, (torchrun, workers, "".join(lines)[-2000:])
-    os.kill(victim[0], signal.SIGKILL)
-    t0 = time.monotonic()
-    rest = launcher.communicate(timeout=120)[1]
+    progress = tmp_path / "progress.jsonl"
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        launcher = subprocess.Popen([EMO, "train", str(tiny_subject), "--preset", "tiny", "--device", "cpu",
+                                     "--nproc", "2", "--steps", "2000", "--preview-every", "0",
+                                     "--progress-file", str(progress), "--out", str(tmp_path / "out")],
+                                    stderr=stderr, env=_worker_env())
+        # both ranks train: rank 0 reported a stage-1 step, whose gradients it averaged with rank 1's
+        wait_for(lambda: progress.is_file() and '"stage": "train"' in progress.read_text(), timeout=600,
+                 interval=0.05, what="a training step")
+        torchrun = _children(launcher.pid)
+        workers = [c for t in torchrun for c in _children(t)]
+        victim = [w for w in workers if _rank_of(w) == 1]
+        assert victim, (torchrun, workers, (tmp_path / "stderr.txt").read_text()[-2000:])
+        os.kill(victim[0], signal.SIGKILL)
+        t0 = time.monotonic()
+        launcher.wait(timeout=120)
+    rest = (tmp_path / "stderr.txt").read_text()
     assert launcher.returncode != 0 and time.monotonic() - t0 < 90  # no hang
     assert "error: training process rank 1 was killed by signal 9" in rest, rest[-3000:]
     assert not any(_rank_of(w) is not None and Path(f"/proc/{w}").exists() for w in workers)
