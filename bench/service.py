@@ -5,6 +5,7 @@
     python bench/service.py                    # 200 frames
     python bench/service.py --subject SUBJECT  # a trained subject folder (SUBJECT/avatar/checkpoint.pt)
     python bench/service.py --max-message      # hello latency next to maximal (511 MiB) messages
+    python bench/service.py --fuzz 100000      # stress: hostile messages (tests/service/hostile.py)
 
 ``--max-message``: another process sends a signed hello every 10 ms throughout, and every round
 trip is kept. Windows: the server's start-up (state ``starting``: torch is imported), idle (the
@@ -22,6 +23,11 @@ protocol Client and all frames received (raw uint8, credit flow control, checksu
 the service also writes every frame to disk as PNG. In-process = ``Renderer.render`` on the
 same curves in this process. Both after a warm-up (model load excluded from both). Prints a
 Markdown table; the target is ratio >= 0.9.
+
+``--fuzz N``: the fuzz of ``tests/service/test_bad_input.py`` (which sends 10,000) at any size:
+N hostile messages from ``tests/service/hostile.py`` (80 % correctly signed, some of them replays,
+20 % unauthenticated) to a server with an avatar subject and a tracked one. Prints the counts,
+messages/s, the hello counters, and whether every check of the test held (exit code 1 if not).
 """
 
 from __future__ import annotations
@@ -65,8 +71,8 @@ def make_subject(work: Path, preset: str) -> Path:
     return subject
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen, Path]:
-    cmd = [sys.executable, "-m", "backend.cli", "serve", "--workdir", str(workdir), "--device", "cpu"]
+def start_server(workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    cmd = [sys.executable, "-m", "backend.cli", "serve", "--workdir", str(workdir), "--device", "cpu", *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     line = proc.stdout.readline().decode().strip()
     if not line.startswith("connection file:"):
@@ -250,6 +256,60 @@ def max_message(args: argparse.Namespace) -> int:
     return 0
 
 
+def fuzz(args: argparse.Namespace) -> int:
+    """``args.fuzz`` hostile messages, checked as the fuzz test checks them (module docstring)."""
+    from backend.data.subject import Subject
+    from protocol.client import Client
+    from tests.service.hostile import TRAINED, UNTRAINED, check_fuzz, run_fuzz
+
+    load_start = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="emo-bench-fuzz-"))
+    try:
+        subject = args.subject or make_subject(tmp, "tiny")
+        workdir = tmp / "work"
+        shutil.copytree(subject, workdir / "subjects" / TRAINED)
+        shutil.copytree(subject, workdir / "subjects" / UNTRAINED, ignore=shutil.ignore_patterns("avatar"))
+        names = list(Subject.open(subject).expression_names)
+        proc, conn = start_server(workdir, "--max-message-mb", "16")
+        failure = None
+        try:
+            client = Client.from_connection_file(conn, timeout=60)
+            client.hello()
+            stats = run_fuzz(client.info, names, args.fuzz, seed=args.fuzz_seed)
+            alive = proc.poll() is None
+            hello = client.hello()
+            try:
+                assert alive, "the server died"
+                check_fuzz(stats, args.fuzz, client)
+            except AssertionError as exc:
+                failure = str(exc) or "a check failed"
+            client.shutdown("bench done")
+            client.close()
+        finally:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    enames = ", ".join(f"{k[6:]} {v:,}" for k, v in sorted(stats.items()) if k.startswith("ename:"))
+    print(f"\n## Fuzz: {args.fuzz:,} hostile messages (seed {args.fuzz_seed}; {os.cpu_count()} CPUs; load "
+          f"average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)\n")
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| signed (replays) / unauthenticated | {stats['signed']:,} ({stats['replays']:,}) / "
+          f"{stats['unauthenticated']:,} |")
+    print(f"| replies: ok / errors | {stats['replies']:,}: {stats['ok']:,} / {stats['error']:,} |")
+    print(f"| errors by type | {enames} |")
+    rate = args.fuzz / stats["seconds"]
+    print(f"| time for the messages | {stats['seconds']:.1f} s ({rate:,.0f} messages/s) |")
+    print(f"| hello: unauthenticated, internal errors, dropped replies | {hello['unauthenticated']:,}, "
+          f"{hello['internal_errors']}, {hello['dropped_replies']} |")
+    print(f"| the fuzz test's checks | {'all held' if failure is None else 'FAILED: ' + failure} |")
+    return 0 if failure is None else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small run (< 60 s)")
@@ -264,7 +324,12 @@ def main() -> int:
                          "default 5, 3 with --max-message")
     ap.add_argument("--max-message", action="store_true",
                     help="only the hello latency next to maximal messages (see the module docstring)")
+    ap.add_argument("--fuzz", type=int, default=0, metavar="N",
+                    help="only the stress run: N hostile messages (see the module docstring)")
+    ap.add_argument("--fuzz-seed", type=int, default=99, help="seed of the hostile messages (default 99)")
     args = ap.parse_args()
+    if args.fuzz:
+        return fuzz(args)
     if args.max_message:
         args.rounds = args.rounds or 3
         return max_message(args)

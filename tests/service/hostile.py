@@ -1,5 +1,7 @@
 """Hostile messages for the service fuzz tests: signed ones that reach the handlers, and
-unauthenticated ones that must be dropped unanswered.
+unauthenticated ones that must be dropped unanswered; ``run_fuzz`` sends them to a running server
+and ``check_fuzz`` checks what it answered (``tests/service/test_bad_input.py``, and the stress run
+``python bench/service.py --fuzz N``).
 
 Signed messages cover every request type (and replies/events sent as requests) with content
 built from the message table and then spoiled: wrong types anywhere, ints at the edges of and
@@ -12,9 +14,12 @@ untrained subject, files outside --allow-read). None of them can start a job.
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
+import msgpack
 import numpy as np
+import zmq
 
 from protocol.envelope import DELIM, Session, pack
 from protocol.limits import FRAME_MAX, MAX_NAMES
@@ -24,6 +29,9 @@ TRAINED = "s1"
 """A subject with a trained avatar (installed by the test)."""
 UNTRAINED = "s0"
 """A tracked subject without an avatar."""
+
+BATCH = 200
+"""Messages ``run_fuzz`` sends before it waits for their replies."""
 
 _EDGE_INTS = [0, -1, 1, 2**31 - 1, -(2**31), 2**31, 2**53, 2**53 + 1, 2**63 - 1, -(2**63), 2**64 - 1]
 
@@ -146,3 +154,95 @@ def unauthenticated(rng: random.Random, s: Session, wrong: Session) -> list[byte
     else:
         del frames[rng.randrange(1, len(frames))]
     return [bytes(f) for f in frames]
+
+
+def dealer(ctx: zmq.Context, info, channel: str) -> zmq.Socket:
+    """A raw DEALER connected to the server's ``channel`` (CURVE when ``info`` has a server key)."""
+    from protocol.link import secure_client_socket
+
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    secure_client_socket(s, info)
+    s.connect(info.url(channel))
+    return s
+
+
+def run_fuzz(info, names: list[str], n_messages: int, seed: int = 1234, log=lambda: "") -> dict[str, int]:
+    """Send ``n_messages`` hostile messages (80 % signed, 20 % unauthenticated, some replays) to the
+    server of connection ``info`` (subjects ``TRAINED`` with expression ``names`` and ``UNTRAINED``)
+    and require exactly one reply per signed message and none for the others; return the counts
+    (``ename:<type>`` per error type; ``seconds`` for the messages). ``log()`` is the server's log
+    for a failure message."""
+    session = Session(info.key_bytes)
+    wrong = Session(b"not-the-key-" * 3)
+    rng = random.Random(seed)
+    ctx = zmq.Context()
+    socks = {ch: dealer(ctx, info, ch) for ch in ("shell", "control")}
+    poller = zmq.Poller()
+    for sock in socks.values():
+        poller.register(sock, zmq.POLLIN)
+    stats = {"signed": 0, "unauthenticated": 0, "replays": 0, "replies": 0, "ok": 0, "error": 0}
+    enames: dict[str, int] = {}
+    recent: list[tuple[str, list[bytes]]] = []
+    t0 = time.perf_counter()
+    try:
+        sent = 0
+        while sent < n_messages:
+            waiting: dict[str, int] = {}
+            for _ in range(min(BATCH, n_messages - sent)):
+                roll = rng.random()
+                if roll < 0.2:
+                    socks["shell"].send_multipart(unauthenticated(rng, session, wrong))
+                    stats["unauthenticated"] += 1
+                else:
+                    if roll < 0.23 and recent:
+                        channel, frames = rng.choice(recent)  # a replay: answered with ReplayError
+                        stats["replays"] += 1
+                    else:
+                        channel, frames = signed_request(rng, session, names)
+                        recent = [*recent[-50:], (channel, frames)]
+                    msg_id = msgpack.unpackb(frames[2], raw=False)["msg_id"]
+                    waiting[msg_id] = waiting.get(msg_id, 0) + 1
+                    socks[channel].send_multipart(frames)
+                    stats["signed"] += 1
+                sent += 1
+            while waiting:
+                ready = dict(poller.poll(20_000))
+                assert ready, f"no reply for {sum(waiting.values())} signed messages\n{log()}"
+                for sock in ready:
+                    reply = session.deserialize(sock.recv_multipart())  # replies are signed and valid
+                    parent = reply.parent_header.get("msg_id")
+                    assert waiting.get(parent), f"a reply nobody asked for: {reply.msg_type} {reply.content}"
+                    waiting[parent] -= 1
+                    if not waiting[parent]:
+                        del waiting[parent]
+                    stats["replies"] += 1
+                    status = reply.content.get("status")
+                    stats[status] += 1
+                    if status == "error":
+                        assert reply.content.get("evalue"), reply.content
+                        enames[reply.content["ename"]] = enames.get(reply.content["ename"], 0) + 1
+        assert not poller.poll(300), "more replies than signed messages"
+        stats["seconds"] = round(time.perf_counter() - t0 - 0.3, 1)
+    finally:
+        for sock in socks.values():
+            sock.close(0)
+        ctx.term()
+    return {**stats, **{f"ename:{k}": v for k, v in enames.items()}}
+
+
+def check_fuzz(stats: dict[str, int], n_messages: int, client) -> None:
+    """What the server must have done with ``run_fuzz``'s ``n_messages`` (its ``stats``): answer
+    every signed message once, reach the handlers and every layer of checks, count the
+    unauthenticated ones, make no internal error and drop no reply, run no job and keep its
+    subjects. ``client``: a ``protocol.client.Client`` of the same server."""
+    assert stats["signed"] + stats["unauthenticated"] == n_messages
+    assert stats["replies"] == stats["signed"]  # every authenticated message answered, once
+    assert stats.get("ename:ReplayError", 0) >= stats["replays"] > 0
+    for reached in ("SchemaError", "JobError", "BufferSpecError", "FrameError", "SandboxError"):
+        assert stats.get(f"ename:{reached}", 0) > 0, (reached, stats)  # handlers and every layer reached
+    hello = client.hello()
+    assert hello["unauthenticated"] == stats["unauthenticated"]
+    assert hello["internal_errors"] == 0 and hello["dropped_replies"] == 0
+    assert all(j["state"] not in ("queued", "running") for j in client.jobs())  # nothing runs
+    assert TRAINED in {s["subject_id"] for s in client.subjects()}

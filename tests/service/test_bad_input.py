@@ -5,11 +5,9 @@ Real server subprocess on 127.0.0.1, raw DEALER sockets driven with protocol.env
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -17,85 +15,10 @@ import zmq
 from protocol.envelope import Session
 from protocol.errors import RemoteError
 
+from .hostile import check_fuzz, dealer, run_fuzz
+
 FUZZ_MESSAGES = 10_000
-BATCH = 200
-
-
-def _dealer(ctx: zmq.Context, info, channel: str) -> zmq.Socket:
-    from protocol.link import secure_client_socket
-
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    secure_client_socket(s, info)
-    s.connect(info.url(channel))
-    return s
-
-
-def run_fuzz(srv, n_messages: int, seed: int = 1234) -> dict[str, int]:
-    """Send ``n_messages`` hostile messages (80 % signed, 20 % unauthenticated, some replays) and
-    require exactly one reply per signed message and none for the others."""
-    from protocol.link import secure_client_socket  # noqa: F401 (used by _dealer)
-
-    from .hostile import signed_request, unauthenticated
-
-    session = Session(srv.info.key_bytes)
-    wrong = Session(b"not-the-key-" * 3)
-    names = srv.names
-    rng = random.Random(seed)
-    ctx = zmq.Context()
-    socks = {ch: _dealer(ctx, srv.info, ch) for ch in ("shell", "control")}
-    poller = zmq.Poller()
-    for sock in socks.values():
-        poller.register(sock, zmq.POLLIN)
-    stats = {"signed": 0, "unauthenticated": 0, "replays": 0, "replies": 0, "ok": 0, "error": 0}
-    enames: dict[str, int] = {}
-    recent: list[tuple[str, list[bytes]]] = []
-    t0 = time.perf_counter()
-    try:
-        sent = 0
-        while sent < n_messages:
-            waiting: dict[str, int] = {}
-            for _ in range(min(BATCH, n_messages - sent)):
-                roll = rng.random()
-                if roll < 0.2:
-                    socks["shell"].send_multipart(unauthenticated(rng, session, wrong))
-                    stats["unauthenticated"] += 1
-                else:
-                    if roll < 0.23 and recent:
-                        channel, frames = rng.choice(recent)  # a replay: answered with ReplayError
-                        stats["replays"] += 1
-                    else:
-                        channel, frames = signed_request(rng, session, names)
-                        recent = [*recent[-50:], (channel, frames)]
-                    msg_id = msgpack.unpackb(frames[2], raw=False)["msg_id"]
-                    waiting[msg_id] = waiting.get(msg_id, 0) + 1
-                    socks[channel].send_multipart(frames)
-                    stats["signed"] += 1
-                sent += 1
-            while waiting:
-                ready = dict(poller.poll(20_000))
-                assert ready, f"no reply for {sum(waiting.values())} signed messages\n{srv.log()}"
-                for sock in ready:
-                    reply = session.deserialize(sock.recv_multipart())  # replies are signed and valid
-                    parent = reply.parent_header.get("msg_id")
-                    assert waiting.get(parent), f"a reply nobody asked for: {reply.msg_type} {reply.content}"
-                    waiting[parent] -= 1
-                    if not waiting[parent]:
-                        del waiting[parent]
-                    stats["replies"] += 1
-                    status = reply.content.get("status")
-                    stats[status] += 1
-                    if status == "error":
-                        assert reply.content.get("evalue"), reply.content
-                        enames[reply.content["ename"]] = enames.get(reply.content["ename"], 0) + 1
-        assert not poller.poll(300), "more replies than signed messages"
-        stats["seconds"] = round(time.perf_counter() - t0 - 0.3, 1)
-    finally:
-        for sock in socks.values():
-            sock.close(0)
-        ctx.term()
-    assert srv.alive()
-    return {**stats, **{f"ename:{k}": v for k, v in enames.items()}}
+"""Messages of the fuzz test (``python bench/service.py --fuzz 100000`` sends more)."""
 
 
 @pytest.fixture
@@ -113,30 +36,12 @@ def fuzz_server(server_factory, tiny_avatar_subject: Path, tiny_subject: Path, t
     return srv
 
 
-def _check_fuzz(srv, stats: dict[str, int], n: int) -> None:
-    print("fuzz:", stats)
-    assert stats["signed"] + stats["unauthenticated"] == n
-    assert stats["replies"] == stats["signed"]  # every authenticated message answered, once
-    assert stats.get("ename:ReplayError", 0) >= stats["replays"] > 0
-    for reached in ("SchemaError", "JobError", "BufferSpecError", "FrameError", "SandboxError"):
-        assert stats.get(f"ename:{reached}", 0) > 0, (reached, stats)  # handlers and every layer reached
-    with srv.client() as client:
-        hello = client.hello()
-        assert hello["unauthenticated"] == stats["unauthenticated"]
-        assert hello["internal_errors"] == 0 and hello["dropped_replies"] == 0
-        assert all(j["state"] not in ("queued", "running") for j in client.jobs())  # nothing runs
-        assert "s1" in {s["subject_id"] for s in client.subjects()}
-
-
 def test_fuzzed_messages_reach_the_handlers_and_all_signed_ones_are_answered(fuzz_server) -> None:
-    stats = run_fuzz(fuzz_server, FUZZ_MESSAGES)
-    _check_fuzz(fuzz_server, stats, FUZZ_MESSAGES)
-
-
-@pytest.mark.slow
-def test_fuzz_100k(fuzz_server) -> None:
-    stats = run_fuzz(fuzz_server, 100_000, seed=99)
-    _check_fuzz(fuzz_server, stats, 100_000)
+    stats = run_fuzz(fuzz_server.info, fuzz_server.names, FUZZ_MESSAGES, log=fuzz_server.log)
+    print("fuzz:", stats)
+    assert fuzz_server.alive()
+    with fuzz_server.client() as client:
+        check_fuzz(stats, FUZZ_MESSAGES, client)
 
 
 def test_requests_with_bad_values_get_readable_errors(server_factory, tmp_path: Path) -> None:
@@ -210,7 +115,7 @@ def test_intake_checksum_mismatches_are_rejected_and_counted(server_factory) -> 
     srv = server_factory()
     session = Session(srv.info.key_bytes)
     ctx = zmq.Context()
-    shell = _dealer(ctx, srv.info, "shell")
+    shell = dealer(ctx, srv.info, "shell")
     data = np.frombuffer(b"0123456789", np.uint8)
     upload = {"upload_id": "up1", "filename": "a.mp4", "offset": 0, "total": 10, "final": True}
     try:
