@@ -104,7 +104,8 @@ def run_references_cli(args: argparse.Namespace) -> int:
         return 2
     try:
         rows = run_references(args.subject, budget_steps=args.budget_steps, device=args.device,
-                              max_frames=args.max_frames, landmarks=not args.no_landmarks)
+                              max_frames=args.max_frames, landmarks=not args.no_landmarks,
+                              identity=not args.no_identity)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

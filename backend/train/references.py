@@ -95,13 +95,14 @@ def render_dnr(model: torch.nn.Module, subject_dir: Path, size: int, ids: np.nda
 
 
 def run_references(subject_dir: Path, budget_steps: int | None = None, device: str | None = None,
-                   max_frames: int | None = None, landmarks: bool = True) -> list[dict[str, Any]]:
+                   max_frames: int | None = None, landmarks: bool = True,
+                   identity: bool = True) -> list[dict[str, Any]]:
     """Train the three references and score all four rows on the avatar's held-out frames.
 
     Args:
         subject_dir: subject with a trained ``avatar/checkpoint.pt`` (its preset, seed and step are used).
         budget_steps: stage-1 steps of every row (default: the subject checkpoint's step).
-        device, max_frames, landmarks: as ``backend.metrics.evaluate.evaluate``.
+        device, max_frames, landmarks, identity: as ``backend.metrics.evaluate.evaluate``.
     Returns:
         One dict per row of ``ROWS``: name, steps, train_seconds, checkpoint and the metrics.
     """
@@ -132,7 +133,7 @@ def run_references(subject_dir: Path, budget_steps: int | None = None, device: s
 
     def evaluated(name: str, path: Path, seconds: float) -> dict[str, Any]:
         r = evaluate(subject_dir, checkpoint=path, device=device, max_frames=max_frames, landmarks=landmarks,
-                     out_dir=path.parent)
+                     out_dir=path.parent, identity=identity)
         return {"name": name, "steps": r["step"], "train_seconds": seconds, "checkpoint": str(path), **r}
 
     def train(name: str, folder: str, **overrides: Any) -> dict[str, Any]:
@@ -157,7 +158,7 @@ def run_references(subject_dir: Path, budget_steps: int | None = None, device: s
     subject = Subject.open(subject_dir)
     renders = render_dnr(model, subject_dir, p.size, ids, dev)
     gts = np.stack([to_uint8(frame_to_tensor(subject.frame(int(i)), p.size)[None])[0] for i in ids])
-    scores = score_frames(renders, gts, dev, landmarks, subject_regions(subject, ids, p.size))
+    scores = score_frames(renders, gts, dev, landmarks, subject_regions(subject, ids, p.size), identity)
     scores.pop("per_frame_psnr")
     rows.append({"name": "dnr baseline", "steps": steps, "train_seconds": round(seconds, 1),
                  "checkpoint": str(root / "dnr" / "dnr.pt"), "frames": len(ids), **scores})

@@ -33,7 +33,7 @@ def test_references_table_same_budget_and_own_checkpoint_untouched(writable_subj
     before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     mtime = ckpt.stat().st_mtime_ns
     assert cli_main(["eval", str(subject), "--references", "--budget-steps", "3", "--no-landmarks",
-                     "--device", "cpu"]) == 0
+                     "--no-identity", "--max-frames", "4", "--device", "cpu"]) == 0
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == before and ckpt.stat().st_mtime_ns == mtime
     refs = json.loads((avatar_dir(subject) / "metrics.json").read_text())["references"]
     rows = refs["rows"]
@@ -41,7 +41,8 @@ def test_references_table_same_budget_and_own_checkpoint_untouched(writable_subj
     assert all(r["steps"] == 3 for r in rows)  # same budget (the avatar itself is retrained at 3 steps)
     assert all(math.isfinite(r["psnr_db"]) and r["psnr_db"] > 5 for r in rows)
     assert all(math.isfinite(r["face_psnr_db"]) and math.isfinite(r["mouth_l1"]) for r in rows)  # DNR too
-    assert len({r["frames"] for r in rows}) == 1  # same held-out frames
+    assert {r["frames"] for r in rows} == {4}  # same held-out frames (--max-frames of them)
+    assert all(r.get("identity_distance") is None for r in rows)  # --no-identity reaches every row
     for r in rows:
         assert Path(r["checkpoint"]).is_file() and Path(r["checkpoint"]) != ckpt
     table = (avatar_dir(subject) / "references.md").read_text()
