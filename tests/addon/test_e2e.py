@@ -27,8 +27,9 @@ def test_no_backend_gives_a_clear_status_and_no_hang(addon_mod, tmp_path) -> Non
     ConnectionInfo = import_module(f"{api.__package__}.protocol.connection").ConnectionInfo
     dead = ConnectionInfo(shell_port=1, control_port=2, events_port=3, key="00" * 32)
     dead.write(tmp_path / "dead.json")
-    with pytest.raises(api.EmoAvatarError):
-        api.connect(tmp_path / "dead.json", timeout=12, reply_timeout=1.0)
+    # the I/O thread's two hello attempts (0.5 s each) fail after about 1 s; the wait ends at 4 s
+    with pytest.raises(api.EmoAvatarError, match="no backend answered within 4 s"):
+        api.connect(tmp_path / "dead.json", timeout=4, reply_timeout=0.5)
     assert state.wm_state().status == "UNAVAILABLE"
     assert "did not answer" in state.wm_state().message
     assert time.monotonic() - t0 < 30

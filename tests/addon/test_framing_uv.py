@@ -8,25 +8,27 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import _backend
+from .conftest import _backend_all, _cached
 from .helpers import assert_uv_maps_agree
 
 pytestmark = pytest.mark.bpy
 
 FRAMINGS = ("face", "head", "bust")
+_RECIPE = tuple(f"track sample.mp4 --size 64 --max-frames 12 --framing {f}" for f in FRAMINGS)
 
 
 @pytest.fixture(scope="module")
 def framed_subjects(backend_workdir, tmp_path_factory) -> dict[str, object]:
-    """The tiny sample tracked at 64 px, 12 frames, once per framing (no training needed)."""
-    out = tmp_path_factory.mktemp("framings")
+    """The tiny sample tracked at 64 px, 12 frames, once per framing (no training needed); the
+    three tracks run side by side, and are cached like ``backend_workdir`` (read-only)."""
     video = backend_workdir.parent / "sample.mp4"
-    subjects = {}
-    for framing in FRAMINGS:
-        subjects[framing] = out / framing
-        _backend("track", str(video), "-o", str(subjects[framing]), "--size", "64", "--max-frames", "12",
-                 "--framing", framing, cwd=out)
-    return subjects
+
+    def build(work) -> None:
+        _backend_all(*(("track", str(video), "-o", str(work / "subjects" / f), "--size", "64",
+                        "--max-frames", "12", "--framing", f) for f in FRAMINGS))
+
+    cache = _cached("framings", _RECIPE, build, tmp_path_factory)
+    return {f: cache / "subjects" / f for f in FRAMINGS}
 
 
 def test_tighter_framing_shows_a_larger_face(framed_subjects) -> None:

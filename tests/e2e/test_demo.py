@@ -1,6 +1,8 @@
 """The main job end to end with the tiny preset: sample -> track -> train -> reference -> edit ->
 service -> headless Blender (built extension, rig, Live Link Face performance, UV pass, VSE) ->
-MP4 -> contact sheet. Real processes, real sockets, real bpy, real torch."""
+MP4 -> contact sheet. Real processes, real sockets, real bpy, real torch. Training and editing run
+fewer steps than the preset's (``--train-steps``, ``--edit-steps``): nothing here measures their
+quality, which the train and edit tests do."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def _read_video(path: Path) -> np.ndarray:
 @pytest.mark.slow
 def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "backend.cli", "demo", "--preset", "tiny", "--out", str(out)]
+    cmd = [sys.executable, "-m", "backend.cli", "demo", "--preset", "tiny", "--out", str(out),
+           "--train-steps", "25", "--edit-steps", "20"]  # past the tiny preset's adv_start (20)
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
@@ -42,6 +45,7 @@ def test_tiny_demo_end_to_end_and_rerun_reuses(tmp_path: Path) -> None:
     assert sheet is not None and sheet.shape[0] > 300 and sheet.shape[1] > 1000
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["steps"]) == {"sample", "track", "train", "reference", "edit", "blender", "summary"}
+    assert metrics["steps"]["train"]["steps"] == 25  # the step overrides reach the steps
     assert metrics["steps"]["blender"]["frames"] == 25
     assert metrics["steps"]["blender"]["fps"] == 25.0, "the shot must run at the performance's rate"
     # Blender's UV pass of the rig, posed by the performance, must give the backend's own pixels.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -18,6 +20,23 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
+
+
+def _run_all(*commands: list[str], timeout: float = 600) -> None:
+    """Run ``python ARGS`` for each of ``commands`` at the same time (as a farm runs its tasks);
+    every one must succeed."""
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for args in commands:
+            log = stack.enter_context(tempfile.TemporaryFile("w+"))
+            proc = stack.enter_context(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log,
+                                                        stderr=subprocess.STDOUT, text=True))
+            stack.callback(lambda p=proc: p.poll() is None and p.kill())  # on a failure, before the wait
+            runs.append((proc, log))
+        for proc, log in runs:
+            code = proc.wait(timeout)
+            log.seek(0)
+            assert code == 0, log.read()[-4000:]
 
 
 def test_farm_tasks_cover_the_shot_once() -> None:
@@ -39,9 +58,8 @@ def test_farm_tasks_render_disjoint_ranges_that_add_up(tiny_avatar_subject: Path
     perf.values, perf.head_pose = perf.values[:7], perf.head_pose[:7]
     write_curves(perf, curves)
     out = tmp_path / "frames"
-    for task in range(3):
-        _run("examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(curves),
-             "--task", str(task), "--tasks", "3", "-o", str(out))
+    _run_all(*(["examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(curves),  # side by side
+                "--task", str(task), "--tasks", "3", "-o", str(out)] for task in range(3)))
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == [f"{i:06d}.png" for i in range(7)]
     again = _run("examples/farm_render.py", str(tiny_avatar_subject), "--curves", str(curves), "--task", "0",
@@ -83,9 +101,11 @@ def test_quickstart_frames_match_the_render_cli(tiny_avatar_subject: Path, tmp_p
     write_curves(perf, curves)
     out = tmp_path / "qs"
     shutil.copytree(tiny_avatar_subject, out / "subject")  # trained already: the quickstart only renders
-    _run("examples/quickstart.py", "--out", str(out), "--preset", "tiny", "--curves", str(curves))
     cli = tmp_path / "cli"
-    _run("-m", "backend.cli", "render", str(out / "subject"), "--curves", str(curves), "-o", str(cli))
+    # side by side; the CLI renders the original subject, which the quickstart's copy must still equal
+    _run_all(["examples/quickstart.py", "--out", str(out), "--preset", "tiny", "--curves", str(curves)],
+             ["-m", "backend.cli", "render", str(tiny_avatar_subject), "--curves", str(curves),
+              "-o", str(cli)])
     names = [f"{f:06d}.png" for f in (5, 6, 7)]
     assert sorted(p.name for p in (out / "frames").glob("*.png")) == names
     for name in names:
