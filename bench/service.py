@@ -81,6 +81,14 @@ def start_server(workdir: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     return proc, Path(line.split(":", 1)[1].strip())
 
 
+def wait_or_kill(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Wait for a server told to shut down; kill it after ``timeout`` seconds."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def process_cpu(pid: int) -> float:
     """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -286,10 +294,7 @@ def fuzz(args: argparse.Namespace) -> int:
             client.shutdown("bench done")
             client.close()
         finally:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            wait_or_kill(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -399,10 +404,7 @@ def main() -> int:
             client.shutdown("bench done")
             client.close()
         finally:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            wait_or_kill(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
