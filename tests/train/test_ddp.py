@@ -38,19 +38,10 @@ def _worker_env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
-def _start_2(subject: Path, out: Path, *args: str) -> subprocess.Popen:
-    """``emo-avatar train --nproc 2`` (tiny preset, CPU) started in the background; its stderr goes
-    to ``OUT.stderr`` beside ``out`` (``_finish``)."""
-    with open(out.with_name(f"{out.name}.stderr"), "w") as stderr:
-        return subprocess.Popen([EMO, "train", str(subject), "--preset", "tiny", "--device", "cpu",
-                                 "--nproc", "2", "--out", str(out), *args], stdout=subprocess.DEVNULL,
-                                stderr=stderr, env=_worker_env())
-
-
-def _finish(proc: subprocess.Popen, out: Path) -> str:
-    """Wait for ``_start_2``'s ``proc`` (of ``out``); return its stderr."""
-    proc.wait(timeout=600)
-    return out.with_name(f"{out.name}.stderr").read_text()
+def _train_2(subject: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([EMO, "train", str(subject), "--preset", "tiny", "--device", "cpu", "--nproc", "2",
+                           "--out", str(out), *args], capture_output=True, text=True, timeout=600,
+                          env=_worker_env())
 
 
 def _totals(ckpt: Path) -> np.ndarray:
@@ -79,8 +70,8 @@ def test_two_processes_follow_one_and_resume_with_one(untrained_subject: Path, t
     single = train_avatar(untrained_subject, preset="tiny", steps=K + 1, device="cpu", preview_every=3,
                           out_dir=tmp_path / "single")
     out = tmp_path / "two"
-    two = _start_2(untrained_subject, out, "--steps", str(K), "--preview-every", "3")
-    stderr = _finish(two, out)
+    two = _train_2(untrained_subject, out, "--steps", str(K), "--preview-every", "3")
+    stderr = two.stderr
     assert two.returncode == 0, stderr[-3000:]
     ckpt = out / "checkpoint.pt"
     meta = read_checkpoint(ckpt)["meta"]
@@ -123,8 +114,8 @@ def test_more_processes_than_training_frames_is_refused(untrained_subject: Path,
     np.save(untrained_subject / "valid.npy", valid)
     message = "2 training processes but the subject has only 1 training frames; use at most 1 processes"
     # emo-avatar train --nproc 2: before torchrun starts any rank
-    proc = _start_2(untrained_subject, tmp_path / "out", "--steps", "3")
-    err = _finish(proc, tmp_path / "out")
+    proc = _train_2(untrained_subject, tmp_path / "out", "--steps", "3")
+    err = proc.stderr
     assert proc.returncode == 2 and f"error: {message}" in err, err[-3000:]
     assert "gloo" not in err and not (tmp_path / "out").exists()  # no rank joined a process group
     # ranks torchrun started directly refuse the same, each one, before PTI
