@@ -618,7 +618,8 @@ def _train(subject_dir: Path, p: Preset, seed: int, dev: torch.device, resume: b
         from backend.train.pti import run_pti
 
         targets = data.frames[torch.as_tensor(data.extreme_ids)].to(dev)
-        pti = run_pti(trainer.avatar, targets, perceptual, p.pti_w_steps, p.pti_g_steps, p.pti_lr_w,
+        w_steps, g_steps = pti_steps(p)
+        pti = run_pti(trainer.avatar, targets, perceptual, w_steps, g_steps, p.pti_lr_w,
                       p.pti_lr_g, pretrained=stylegan is not None, progress=progress, should_stop=should_stop,
                       seed=seed)
         trainer.state.pti = pti.to_meta()
@@ -682,6 +683,12 @@ def run_loop(trainer: Stage1Trainer, ckpt: Path, progress: ProgressFn | None,
     trainer.save(ckpt)
     trainer.write_report()
     log.info("done: step %d, held-out PSNR %.2f dB, %.1f s", s.step, value, s.seconds)
+
+
+def pti_steps(preset: Preset) -> tuple[int, int]:
+    """(pivot steps, generator steps) of PTI: the preset's, each at most the run's ``steps``, so a
+    short run (a smoke test, ``--steps 2``) is not outlasted by its warm start."""
+    return min(preset.pti_w_steps, preset.steps), min(preset.pti_g_steps, preset.steps)
 
 
 def heldout_report(subject_dir: Path, ckpt: Path, device: str | None) -> None:

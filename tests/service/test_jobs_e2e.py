@@ -16,6 +16,7 @@ import pytest
 import zmq
 
 from backend.face.video_io import iter_frames
+from backend.train.checkpoint import read_checkpoint
 from protocol.buffers import verify_checksum
 from protocol.envelope import PROTO, Session
 from protocol.errors import RemoteError, SchemaError
@@ -457,6 +458,8 @@ def test_studio_subject_trains_and_renders_at_256(server_factory, tiny_sample: P
         subject = srv.workdir / "subjects" / SUBJECT
         metrics = json.loads((subject / "avatar" / "metrics.json").read_text())["train"]
         assert (metrics["preset"], metrics["step"], metrics["subject_resample"]) == ("studio", 2, None)
+        pti = read_checkpoint(subject / "avatar" / "checkpoint.pt")["meta"]["pti"]
+        assert (pti["w_steps"], pti["g_steps"]) == (2, 2)  # capped at the run's 2 steps (the preset: 30 + 30)
 
         names, curves = _curves(subject, 3)
         # `emo-avatar render` of the same subject and curves runs meanwhile (compared at the end)
