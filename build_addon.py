@@ -4,7 +4,7 @@
                           [--platforms linux-x64,...] [--python-versions 3.11,3.13] [--offline]
 
 Steps:
-1. stage ``blender_addon/*.py`` + ``blender_manifest.toml`` into ``build/addon/<id>/``;
+1. stage ``blender_addon/*.py`` + ``blender_manifest.toml`` into a temporary ``<id>/`` folder;
 2. vendor ``protocol/`` as ``<id>/protocol`` (absolute ``protocol.x`` imports inside it are
    rewritten to relative ones, so the add-on never touches ``sys.path``);
 3. fetch pyzmq + msgpack wheels (versions pinned in requirements/constraints.txt) for every
@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -247,7 +248,14 @@ def build(
         raise BuildError(f"unknown platform(s) {unknown}; choose from {sorted(PLATFORM_TAGS)}")
     blender_ext = find_blender_ext()
     wheels = fetch_wheels(wheel_cache, platforms, pythons, offline) if with_wheels else []
-    folder, manifest = stage(ROOT / "build" / "addon", wheels, platforms)
+    with tempfile.TemporaryDirectory(prefix="emo_addon_stage_") as stage_root:  # builds may run at once
+        return _build_staged(Path(stage_root), blender_ext, output_dir, wheels, platforms, split)
+
+
+def _build_staged(stage_root: Path, blender_ext: Path, output_dir: Path, wheels: list[Path],
+                  platforms: list[str], split: bool) -> list[Path]:
+    """Stage the source under ``stage_root``, build and validate the zip(s) into ``output_dir``."""
+    folder, manifest = stage(stage_root, wheels, platforms)
     output_dir.mkdir(parents=True, exist_ok=True)
     base = f"{manifest['id']}-{manifest['version']}"
     expected = (
