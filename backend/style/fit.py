@@ -305,7 +305,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                    should_stop: StopFn | None = None,
                    unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None,
                    texture_from: list[int] | None = None,
-                   pairs: FramePairs | None = None) -> FitResult:
+                   pairs: FramePairs | None = None, share: float | None = None) -> FitResult:
     """Train a ``StyleTranslator`` that maps ``inputs`` to ``targets``.
 
     Args:
@@ -327,6 +327,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         pairs: consecutive renders aligned by their flow (``backend.style.stability.frame_pairs``)
             for the stability term (``settings.temporal``); not used with a lattice, whose cells
             are fixed in the frame.
+        share: the keyframes' ``position_share`` where the caller has measured it on these
+            inputs and targets (the texture probe's fit gets its fit's); None: measured here
+            when the settings have a grade.
     Returns:
         FitResult.
     Raises:
@@ -353,7 +356,9 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
     t0 = time.monotonic()
     if s.texture_steps > 0 and screen is None and lattice is None:
-        texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop, progress)
+        if s.net.grade and share is None:  # measured once, for the probe's fit and this one
+            share = _keyframes_share(inputs, targets)
+        texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop, progress, share)
         if texture.is_texture:
             still = _still_for(texture, inputs, unlabeled)
             keep = 1.0 if still is None else still
@@ -366,6 +371,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                 aux = aux_channels(flatness(inputs[:, :3]) * keep)
             else:
                 targets = targets - layer.to(targets)
+                share = None  # of other targets now: measured again below
     gated = screen is not None and s.net.screen_gates > 0
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,
                       screen_gates=s.net.screen_gates if gated else 0,
@@ -379,14 +385,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             unlabeled = tuple(torch.cat([u, ch.expand(u.shape[0], -1, -1, -1)], 1) for u in unlabeled)
         if pairs is not None:
             pairs = pairs.with_channels(ch)
-    share = None
     if net_cfg.grade:
-        share = sum(position_share(x[:3], t) for x, t in zip(inputs, targets, strict=True)) / len(inputs)
+        if share is None:
+            share = _keyframes_share(inputs, targets)
         if share < POSITION_SHARE:
             net_cfg = replace(net_cfg, grade=0)
-        log.info("style translator: %.2f of the references' colour depends on the frame position "
-                 "(position_share); %s", share, "a position grade is fitted" if net_cfg.grade
-                 else f"below {POSITION_SHARE}: no position grade")
     if net_cfg.grade:  # each pixel's place in its frame, cut, flipped and warped with it
         pos = position_channels(*inputs.shape[-2:], inputs)
         inputs = torch.cat([inputs, pos.expand(inputs.shape[0], -1, -1, -1)], 1)
@@ -539,6 +542,16 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                      amplification=amplified)
 
 
+def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The keyframes' mean ``position_share`` (inputs (P, >=3, H, W), targets (P, 3, H, W)), logged
+    with the grade decision it makes."""
+    share = sum(position_share(x[:3], t) for x, t in zip(inputs, targets, strict=True)) / len(inputs)
+    log.info("style translator: %.2f of the references' colour depends on the frame position "
+             "(position_share); %s", share, "a position grade is fitted" if share >= POSITION_SHARE
+             else f"below {POSITION_SHARE}: no position grade")
+    return share
+
+
 def _still_for(texture: _TextureProbe, inputs: torch.Tensor,
                unlabeled: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
     """(1, H, W) where a drawn residual's layer may be kept (``frame_texture.still_pixels`` of the
@@ -578,7 +591,7 @@ class _TextureProbe:
 
 def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSettings, seed: int,
                           pairs: list[int] | None, should_stop: StopFn | None,
-                          progress: ProgressFn | None = None) -> _TextureProbe:
+                          progress: ProgressFn | None = None, share: float | None = None) -> _TextureProbe:
     """Fit ``s.texture_steps`` steps without unlabeled frames or weight average, and measure how
     texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``). Only called
     where the keyframes have no screen and no lattice, so the first fit does not look again.
@@ -591,7 +604,8 @@ def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSet
     clock = EtaClock(total)
     whole = None if progress is None else (
         lambda u: progress(replace(u, total=total, eta=clock.eta(u.step))))
-    fitted = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop, progress=whole)
+    fitted = fit_translator(inputs, targets, first, seed=seed, should_stop=should_stop, progress=whole,
+                            share=share)
     net = fitted.translator
     with torch.no_grad():
         out = torch.cat([net(x[None, :3], x[None, 3:] if s.net.guides_in else None) for x in inputs])

@@ -5,6 +5,7 @@ style files keep it."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from backend.imaging.coords import position_channels
@@ -136,3 +137,19 @@ def test_only_looks_that_change_across_the_frame_get_a_grade() -> None:
     plain = FitSettings(steps=1, batch=1, patch=32, net=TranslatorConfig(width=8, blocks=1))
     never = fit_translator(_t(frame)[None], _t(vignette(frame))[None], plain, seed=0)
     assert never.position_share is None  # settings without a grade do not measure
+
+
+def test_with_the_texture_probe_the_share_is_measured_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The texture probe's fit and the fit that goes on from it decide on the grade with one
+    measurement of ``position_share`` (logged once), and the probe's net has the fit's grade."""
+    frame = draw_frame(0, SIZE)[0]
+    cfg = TranslatorConfig(width=8, blocks=1, grade=5)
+    settings = FitSettings(steps=4, batch=1, patch=32, texture_steps=2, texture_warm_start=True,
+                           learned_texture=True, net=cfg)  # the edit's: a found texture leaves the targets
+    with caplog.at_level("INFO", logger="backend.style.fit"):
+        fitted = fit_translator(_t(frame)[None], _t(vignette(frame))[None], settings, seed=0)
+    measured = [r for r in caplog.records if "depends on the frame position" in r.getMessage()]
+    assert len(measured) == 1, [r.getMessage() for r in measured]
+    assert fitted.position_share == position_share(_t(frame), _t(vignette(frame)))
+    assert fitted.translator.grade is not None and fitted.texture is not None  # the probe ran
+    assert any("goes on from the first fit's 2 steps" in r.getMessage() for r in caplog.records)
