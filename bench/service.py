@@ -33,13 +33,16 @@ messages/s, the hello counters, and whether every check of the test held (exit c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +90,25 @@ def wait_or_kill(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@contextlib.contextmanager
+def served(workdir: Path, *extra: str) -> Iterator[tuple[subprocess.Popen, Any]]:
+    """(server process, connected ``protocol.client.Client``) of a server on ``workdir``; on
+    leaving, the server is told to shut down (when the block ended normally) and waited for
+    (``wait_or_kill``)."""
+    from protocol.client import Client
+
+    proc, conn = start_server(workdir, *extra)
+    try:
+        client = Client.from_connection_file(conn, timeout=60)
+        try:
+            yield proc, client
+            client.shutdown("bench done")
+        finally:
+            client.close()
+    finally:
+        wait_or_kill(proc)
 
 
 def process_cpu(pid: int) -> float:
@@ -225,10 +247,7 @@ def max_message(args: argparse.Namespace) -> int:
             sink.wait(30)
             dealer.close(0)
             ctx.term()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            wait_or_kill(proc, 30)
         pings = [(float(a), float(b)) for a, b, _ in (x.split(",") for x in out.split() if "," in x)]
         for name, t0, t1 in marks:
             windows.setdefault(name, []).extend(lat for sent, lat in pings if sent < t1 and sent + lat > t0)
@@ -267,7 +286,6 @@ def max_message(args: argparse.Namespace) -> int:
 def fuzz(args: argparse.Namespace) -> int:
     """``args.fuzz`` hostile messages, checked as the fuzz test checks them (module docstring)."""
     from backend.data.subject import Subject
-    from protocol.client import Client
     from tests.service.hostile import TRAINED, UNTRAINED, check_fuzz, run_fuzz
 
     load_start = os.getloadavg()[0]
@@ -278,10 +296,8 @@ def fuzz(args: argparse.Namespace) -> int:
         shutil.copytree(subject, workdir / "subjects" / TRAINED)
         shutil.copytree(subject, workdir / "subjects" / UNTRAINED, ignore=shutil.ignore_patterns("avatar"))
         names = list(Subject.open(subject).expression_names)
-        proc, conn = start_server(workdir, "--max-message-mb", "16")
         failure = None
-        try:
-            client = Client.from_connection_file(conn, timeout=60)
+        with served(workdir, "--max-message-mb", "16") as (proc, client):
             client.hello()
             stats = run_fuzz(client.info, names, args.fuzz, seed=args.fuzz_seed)
             alive = proc.poll() is None
@@ -291,10 +307,6 @@ def fuzz(args: argparse.Namespace) -> int:
                 check_fuzz(stats, args.fuzz, client)
             except AssertionError as exc:
                 failure = str(exc) or "a check failed"
-            client.shutdown("bench done")
-            client.close()
-        finally:
-            wait_or_kill(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -345,7 +357,6 @@ def main() -> int:
 
     from backend.data.subject import Subject
     from backend.render import Renderer
-    from protocol.client import Client
 
     tmp = Path(tempfile.mkdtemp(prefix="emo-bench-service-"))
     try:
@@ -359,9 +370,7 @@ def main() -> int:
         names = list(s.expression_names)
         setup = time.perf_counter() - t0
 
-        proc, conn = start_server(workdir)
-        try:
-            client = Client.from_connection_file(conn, timeout=60)
+        with served(workdir) as (proc, client):
             params = {"subject_id": "bench", "names": names, "fps": 25.0}
             # warm-up: model load + first forward on both sides
             warm = client.submit("render", params, buffers={"curves": curves[:8]})
@@ -401,10 +410,6 @@ def main() -> int:
                 client.hello()
                 busy.append((time.perf_counter() - t) * 1000)
             client.cancel(busy_job)
-            client.shutdown("bench done")
-            client.close()
-        finally:
-            wait_or_kill(proc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
