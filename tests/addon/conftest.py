@@ -7,7 +7,6 @@ would, without touching the developer's own Blender configuration.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import os
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.processes import run_side_by_side
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDON_ID = "emo_avatar"
@@ -127,25 +128,8 @@ def _backend(*args: str, cwd: Path, timeout: float = 900) -> None:
 def _backend_all(*commands: tuple[str, ...], timeout: float = 900) -> None:
     """Run independent ``emo-avatar`` commands side by side (each process spends seconds of one
     core importing torch; the machine's cores share them); all must succeed."""
-    with contextlib.ExitStack() as stack:
-        runs = []
-        for args in commands:
-            log = stack.enter_context(tempfile.TemporaryFile("w+"))
-            proc = stack.enter_context(subprocess.Popen(
-                [BACKEND_PYTHON, "-m", "backend.cli", *args],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env={**os.environ, "OMP_NUM_THREADS": "2"},
-            ))
-            stack.callback(lambda p=proc: p.poll() is None and p.kill())  # on a failure, before the wait
-            runs.append((args, proc, log))
-        deadline = time.monotonic() + timeout
-        for args, proc, log in runs:
-            code = proc.wait(max(deadline - time.monotonic(), 1.0))
-            log.seek(0)
-            assert code == 0, f"backend {' '.join(args)} failed:\n{log.read()[-4000:]}"
+    run_side_by_side([[BACKEND_PYTHON, "-m", "backend.cli", *args] for args in commands], cwd=ROOT,
+                     env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=timeout)
 
 
 _RECIPE = ("sample --tiny", "track --size 64 --max-frames 16", "train --preset tiny --steps 2", "+sample.mp4")

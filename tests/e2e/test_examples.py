@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from tests.processes import run_side_by_side
 
 ROOT = Path(__file__).resolve().parents[2]
 PERFORMANCE = ROOT / "examples" / "curves" / "performance_livelinkface.csv"
@@ -25,18 +25,7 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 def _run_all(*commands: list[str], timeout: float = 600) -> None:
     """Run ``python ARGS`` for each of ``commands`` at the same time (as a farm runs its tasks);
     every one must succeed."""
-    with contextlib.ExitStack() as stack:
-        runs = []
-        for args in commands:
-            log = stack.enter_context(tempfile.TemporaryFile("w+"))
-            proc = stack.enter_context(subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log,
-                                                        stderr=subprocess.STDOUT, text=True))
-            stack.callback(lambda p=proc: p.poll() is None and p.kill())  # on a failure, before the wait
-            runs.append((proc, log))
-        for proc, log in runs:
-            code = proc.wait(timeout)
-            log.seek(0)
-            assert code == 0, log.read()[-4000:]
+    run_side_by_side([[sys.executable, *args] for args in commands], cwd=ROOT, timeout=timeout)
 
 
 def test_farm_tasks_cover_the_shot_once() -> None:
