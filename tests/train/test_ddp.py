@@ -70,9 +70,8 @@ def test_two_processes_follow_one_and_resume_with_one(untrained_subject: Path, t
     single = train_avatar(untrained_subject, preset="tiny", steps=K + 1, device="cpu", preview_every=3,
                           out_dir=tmp_path / "single")
     out = tmp_path / "two"
-    two = _train_2(untrained_subject, out, "--steps", str(K), "--preview-every", "3")
-    stderr = two.stderr
-    assert two.returncode == 0, stderr[-3000:]
+    proc = _train_2(untrained_subject, out, "--steps", str(K), "--preview-every", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = out / "checkpoint.pt"
     meta = read_checkpoint(ckpt)["meta"]
     assert meta["processes"] == 2 and meta["step"] == K
@@ -80,11 +79,11 @@ def test_two_processes_follow_one_and_resume_with_one(untrained_subject: Path, t
     assert len(b) == K and np.all(np.abs(a - b) <= TOLERANCE * np.abs(a)), (a, b)
     # rank 0 alone wrote: one checkpoint (saved once), its previews and metrics, no stray files
     assert sorted(p.name for p in out.glob("*.pt")) == ["checkpoint.pt"]
-    assert stderr.count("INFO backend.train.stage1: checkpoint step") == 1
+    assert proc.stderr.count("INFO backend.train.stage1: checkpoint step") == 1
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_000003.png", "step_000006.png"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert (out / "metrics.json").is_file()
-    assert "rank 1 done at step 6" in stderr
+    assert "rank 1 done at step 6" in proc.stderr
 
     # the 2-process checkpoint continues in one process, on the single run's track
     resumed = train_avatar(untrained_subject, preset="tiny", steps=K + 1, device="cpu", preview_every=0,
