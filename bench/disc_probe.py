@@ -35,6 +35,7 @@ def probe(subject: Path, steps: int, beta1: float, r1_gamma: float, lr: float | 
     import torch
 
     from backend.model.config import AvatarConfig
+    from backend.optim import adam
     from backend.train import losses
     from backend.train.checkpoint import load_avatar
     from backend.train.data import TrainSampler, load_subject_tensors
@@ -46,7 +47,7 @@ def probe(subject: Path, steps: int, beta1: float, r1_gamma: float, lr: float | 
     data = load_subject_tensors(subject, preset.size)
     seed_everything(0)
     disc = make_discriminator(AvatarConfig.from_dict(meta["config"]))
-    opt = torch.optim.Adam(disc.parameters(), lr=lr or preset.lr_d, betas=(beta1, 0.99))
+    opt = adam(disc.parameters(), lr=lr or preset.lr_d, betas=(beta1, 0.99))
     sampler = TrainSampler(data.train_ids, preset.batch, 0, 0, 1)
     out, window = [], []
     for step in range(1, steps + 1):

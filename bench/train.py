@@ -53,12 +53,13 @@ def make_subject(workdir: Path, quick: bool) -> tuple[Path, float]:
 def generator_step_rate(preset_name: str, n_expr: int, steps: int) -> float:
     """Steps/s of a generator-only training step at the preset's size and batch."""
     from backend.model.avatar import EmoAvatar
+    from backend.optim import adam
     from backend.train.presets import get_preset
 
     p = get_preset(preset_name)
     avatar = EmoAvatar(p.avatar_config(n_expr))
     G = avatar.generator
-    opt = torch.optim.Adam(G.parameters(), lr=p.lr_g)
+    opt = adam(G.parameters(), lr=p.lr_g)
     target = torch.rand(p.batch, 3, p.size, p.size) * 2 - 1
 
     def one() -> None:

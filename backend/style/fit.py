@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.imaging.coords import position_channels
+from backend.optim import adam
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.critic import PatchCritic, adversarial_loss, critic_step
 from backend.style.frame_texture import (
@@ -431,11 +432,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         learn_from = max(round(s.learned_texture_from * s.steps), start)
         learned_average = torch.optim.swa_utils.AveragedModel(
             learned, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(s.ema)) if s.ema > 0 else None
-    opt = torch.optim.Adam(groups, lr=s.lr, betas=(0.9, 0.99))
+    opt = adam(groups, lr=s.lr, betas=(0.9, 0.99))
     critic, critic_opt, critic_from = None, None, None
     if s.adversarial > 0:
         critic = PatchCritic(s.critic_width).to(inputs.device)
-        critic_opt = torch.optim.Adam(critic.parameters(), lr=CRITIC_LR, betas=(0.5, 0.99))
+        critic_opt = adam(critic.parameters(), lr=CRITIC_LR, betas=(0.5, 0.99))
         critic_from = max(round(s.adversarial_from * s.steps), start)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.steps - start, 1), eta_min=s.lr / 20)
     size = min(s.patch, inputs.shape[-1], inputs.shape[-2])

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from backend.optim import adam
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def run_pti(avatar: torch.nn.Module, targets: torch.Tensor, perceptual: torch.nn
     # phase 1: pivots, G frozen
     req = [p.requires_grad for p in G.parameters()]
     G.requires_grad_(False)
-    opt_w = torch.optim.Adam([w], lr=lr_w, betas=(0.9, 0.999))
+    opt_w = adam([w], lr=lr_w, betas=(0.9, 0.999))
     _fit(G, w, targets, perceptual, opt_w, w_steps, "pivot", 0, history, report, should_stop)
     for p, r in zip(G.parameters(), req, strict=True):
         p.requires_grad_(r)
@@ -116,7 +117,7 @@ def run_pti(avatar: torch.nn.Module, targets: torch.Tensor, perceptual: torch.nn
     # phase 2: tune G's synthesis at the fixed pivots (mapping untouched: w is fixed)
     pivots = w.detach()
     params = [p for n, p in G.named_parameters() if not n.startswith("style.")]
-    opt_g = torch.optim.Adam(params, lr=lr_g, betas=(0.9, 0.999))
+    opt_g = adam(params, lr=lr_g, betas=(0.9, 0.999))
     _fit(G, pivots, targets, perceptual, opt_g, g_steps, "generator", w_steps, history, report, should_stop)
     loss_v = history[-1][2] if history else float("nan")
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.optim import adam
 from backend.paths import avatar_dir, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def train_dnr(subject_dir: Path, preset: str, steps: int, seed: int, device: tor
     tex = [q for n, q in model.named_parameters() if n.startswith("texture.")]
     rest = [q for n, q in model.named_parameters() if not n.startswith("texture.")]
     groups = [{"params": tex, "lr": p.lr_tex}, {"params": rest, "lr": p.lr_g}]
-    opt = torch.optim.Adam(groups, betas=(0.5, 0.99))
+    opt = adam(groups, betas=(0.5, 0.99))
     sampler = TrainSampler(data.train_ids, p.batch, seed)
     t0 = time.monotonic()
     for step in range(steps):

@@ -39,6 +39,7 @@ from backend.imaging.grid import preview_grid
 from backend.metrics.metrics_file import update_metrics_json
 from backend.metrics.perceptual import Perceptual, build_perceptual, file_sha256
 from backend.metrics.psnr import psnr
+from backend.optim import adam
 from backend.paths import CHECKPOINT_NAME, avatar_dir
 from backend.progress import Cancelled, EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.train import ddp, preflight
@@ -145,10 +146,9 @@ class Stage1Trainer:
 
             self.corrections = FrameCorrections(data.frames.shape[0], len(data.expression_names)).to(device)
             groups.append({"params": list(self.corrections.parameters()), "lr": preset.lr_corr})
-        self.opt_g = torch.optim.Adam(groups, betas=(preset.adam_beta1, 0.99))
+        self.opt_g = adam(groups, betas=(preset.adam_beta1, 0.99))
         self.base_lrs = [g["lr"] for g in self.opt_g.param_groups]
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=preset.lr_d,
-                                      betas=(preset.d_adam_beta1, 0.99))
+        self.opt_d = adam(self.disc.parameters(), lr=preset.lr_d, betas=(preset.d_adam_beta1, 0.99))
         self.ranks = ranks
         self.sampler = TrainSampler(data.train_ids, preset.batch, seed, ranks.rank, ranks.world,
                                     weights=sampling_weights(data, preset.balance))

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backend.optim import adam
 from backend.paths import checkpoint_path, style_path
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.train.keyframes import Keyframe
@@ -256,8 +257,8 @@ def run_edit(
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in avatar.parameters() if p.requires_grad]
     head_params = [p for p in encoder.parameters() if p.requires_grad]
-    opt_g = torch.optim.Adam([{"params": params}, {"params": head_params}], lr=settings.lr, betas=(0.5, 0.99))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr_d, betas=(0.5, 0.99))
+    opt_g = adam([{"params": params}, {"params": head_params}], lr=settings.lr, betas=(0.5, 0.99))
+    opt_d = adam(disc.parameters(), lr=settings.lr_d, betas=(0.5, 0.99))
     disc.train().requires_grad_(True)
     n_patches = settings.clip_patches if hasattr(encoder, "clip") else settings.patches
     regions_ref = region_map(uv_ref[0].cpu())
