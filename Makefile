@@ -32,7 +32,7 @@ $(BLENDERS:%=.venv-%/.stamp): .venv-%/.stamp: requirements/%.txt requirements/co
 # add-on's timed cancels flake).
 test:
 	@$(MAKE) --no-print-directory -j3 venvs
-	@$(MAKE) --no-print-directory test-main $(addprefix test-,$(BLENDERS))
+	@$(MAKE) --no-print-directory -j1 test-main $(addprefix test-,$(BLENDERS))
 
 venvs: $(VENV)/.stamp $(BLENDERS:%=.venv-%/.stamp)
 
