@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         default = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.99))
         fused = adam(params, lr=1e-4, betas=(0.9, 0.99))
         assert fused.defaults["fused"], "backend.optim.adam did not fuse on this device"
-        step_ms(default, 5), step_ms(fused, 5)  # warm-up: state allocation
+        for opt in (default, fused):  # warm-up: each allocates its state on its first step
+            step_ms(opt, 5)
         a, b = [], []
         for _ in range(rounds):
             a.append(step_ms(default, steps))
