@@ -128,6 +128,29 @@ def test_identity_distance_on_real_frames(tiny_subject: Path) -> None:
     assert 0 < d_noise < d_grey, (d_noise, d_grey)
 
 
+def test_a_repeated_face_is_described_once_and_alike(tiny_subject: Path) -> None:
+    from backend.metrics import identity
+
+    s, ids, frames = _real_frames(tiny_subject, 2)
+    faces = [r.face for r in subject_regions(s, ids, s.size)]
+    identity._DESCRIPTORS.clear()
+    first = identity.face_descriptor(frames[0], faces[0])
+    assert len(identity._DESCRIPTORS) == 1
+    again = identity.face_descriptor(frames[0].copy(), faces[0])  # the same pixels in another array
+    assert len(identity._DESCRIPTORS) == 1 and np.array_equal(first, again) and again is not first
+    again[:] = 0  # a caller's copy: the cached value is untouched
+    assert np.array_equal(identity.face_descriptor(frames[0], faces[0]), first)
+    # the network's own answer, uncached, is the cached one
+    assert np.array_equal(identity._descriptor(frames[0], faces[0]), first)
+    # other pixels or another box are other entries
+    changed = frames[0].copy()
+    changed[0, 0] ^= 1
+    identity.face_descriptor(changed, faces[0])
+    x0, y0, x1, y1 = faces[0]
+    identity.face_descriptor(frames[0], (x0 + 1, y0, x1, y1))
+    assert len(identity._DESCRIPTORS) == 3
+
+
 def test_identity_is_null_with_a_note_without_dlib() -> None:
     code = ("import sys\nsys.modules['dlib'] = None\n"
             "import numpy as np\nfrom backend.metrics.identity import identity_distance\n"
