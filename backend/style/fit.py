@@ -131,7 +131,8 @@ class FitSettings:
         steady_bound: 0: the style carries ``steady`` as it is. Above 0 (and with ``steady``), the
             edit measures after the fit how much the styled training frames flicker and keeps the
             weakest of ``steady`` and the stronger filters of ``steady_choice.STEADY_LADDER`` that
-            brings the styled change to at most this many times the unstyled
+            brings the styled change to at most this many times the unstyled, or past the ladder
+            the ``steady_choice.LAST_RESORT`` where its end predicts a miss
             (``backend.style.steady_choice``). Not read by ``fit_translator`` either.
         adversarial: weight of the patch critic's reward (``backend.style.critic``): from
             ``adversarial_from`` of the steps on, a small critic learns to tell each step's target

@@ -12,7 +12,7 @@ import torch
 
 from backend.style.fit import FitSettings
 from backend.style.steady import SteadyFilter
-from backend.style.steady_choice import STEADY_LADDER, choose_steady, flicker_ratio
+from backend.style.steady_choice import LAST_RESORT, PROBE_MARGIN, STEADY_LADDER, choose_steady, flicker_ratio
 from backend.style.translator import TranslatorConfig
 from tests.edit.unseen_looks import posterised_ink
 
@@ -59,12 +59,28 @@ def test_a_shimmering_look_gets_the_weakest_filter_that_meets_the_bound() -> Non
 def test_where_no_filter_meets_the_bound_the_strongest_is_kept() -> None:
     plain = _drifting_shot()
     gen = torch.Generator().manual_seed(1)
-    styled = plain + 0.05 * torch.randn(plain.shape, generator=gen)
+    styled = plain + 0.1 * torch.randn(plain.shape, generator=gen)
     choice = choose_steady(styled, plain, bound=1.2)
-    assert choice.steady == STEADY_LADDER[-1] and len(choice.ratios) == len(STEADY_LADDER)
+    n = len(STEADY_LADDER) + len(LAST_RESORT)
+    assert choice.steady == LAST_RESORT[-1] and len(choice.ratios) == n
+    assert choice.ratios[len(STEADY_LADDER) - 1] > 1.2 + PROBE_MARGIN  # the ladder's end: a predicted miss
     assert choice.ratios[-1] > 1.2
     d = choice.to_dict()
-    assert d["steady"] == STEADY_LADDER[-1].to_dict() and len(d["ratios"]) == len(STEADY_LADDER)
+    assert d["steady"] == LAST_RESORT[-1].to_dict() and len(d["ratios"]) == n
+
+
+def test_the_last_resort_is_taken_only_where_the_ladders_end_predicts_a_miss() -> None:
+    """Over the bound by no more than the probe's margin at the ladder's end: the ladder's strongest
+    is kept (the target itself is still met there); over it by more: the last resort."""
+    plain = _drifting_shot()
+    gen = torch.Generator().manual_seed(0)
+    styled = plain * 0.8 + 0.004 * torch.randn(plain.shape, generator=gen)
+    end = choose_steady(styled, plain, bound=1e-6, last_resort=()).ratios[-1]  # the ladder's strongest
+    near = choose_steady(styled, plain, bound=end - PROBE_MARGIN / 2)
+    assert near.steady == STEADY_LADDER[-1] and len(near.ratios) == len(STEADY_LADDER)
+    far = choose_steady(styled, plain, bound=end - 2 * PROBE_MARGIN)
+    assert far.steady == LAST_RESORT[0] and len(far.ratios) == len(STEADY_LADDER) + 1
+    assert far.ratios[-1] < far.ratios[-2]  # the last resort steadies more
 
 
 @pytest.mark.parametrize(("styled", "plain", "ladder", "bound"), [
@@ -107,10 +123,11 @@ def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
     tensors = load_subject_tensors(edit_subject, job.inputs.shape[-1])
     probe = steady_probe_frames(tensors.train_ids, subject.n_frames, subject.cuts)
     assert len(probe) >= 8 and not set(probe) & set(tensors.heldout_ids.tolist())
-    assert tight.translator.steady == STEADY_LADDER[-1]
+    assert tight.translator.steady == LAST_RESORT[-1]
     meta = translator_style_meta(job, tight, "x", 0)["steady_choice"]
-    assert meta["steady"] == STEADY_LADDER[-1].to_dict() and meta["frames"] == len(probe)
-    assert len(meta["ratios"]) == len(STEADY_LADDER) and meta["ratios"][-1] < meta["ratios"][0]
+    assert meta["steady"] == LAST_RESORT[-1].to_dict() and meta["frames"] == len(probe)
+    assert len(meta["ratios"]) == len(STEADY_LADDER) + len(LAST_RESORT)
+    assert meta["ratios"][-1] < meta["ratios"][0]
 
     loose = prepare(edit_subject, keyframes, settings=replace(settings, steady_bound=100.0)).run()
     assert loose.translator.steady == SteadyFilter() and len(loose.steady_choice.ratios) == 1
