@@ -10,8 +10,8 @@ frames stay unseen), with each filter of ``STEADY_LADDER`` in turn, and keeps th
 brings the ratio to ``STEADY_AIM`` or under (``choose_steady``): the flicker target
 ``FLICKER_BOUND`` less a margin for the difference between those frames and another shot. Where
 none does, it keeps the strongest, unless the ladder's strongest leaves the ratio over the target
-itself: then a miss is all but certain, and the ``LAST_RESORT`` filter, which costs the face more
-than the margin is worth elsewhere, is taken. A look that already flickers little keeps the first
+itself: a miss is then predicted, and the ``LAST_RESORT`` filter is taken (it costs the face too
+much to be worth it where the target would be met anyway). A look that already flickers little keeps the first
 filter, the one every style had before the choice existed.
 
 The ladder's small steps alternate between a wider window (radius and tau) and a larger sigma (a
