@@ -40,7 +40,8 @@ venvs: $(VENV)/.stamp $(BLENDERS:%=.venv-%/.stamp)
 # machine sets PYTHONDONTWRITEBYTECODE, every subprocess the tests start (servers, CLIs, torchrun's
 # ranks) and pytest's assertion rewriting would compile the project anew. Measured on the service
 # and example tests: 146-149 s against 160-169 s. (A PYTHONPYCACHEPREFIX outside the tree would
-# also ignore the compiled site-packages pip installed: the bpy 4.2 suite took 64 s against 44 s.)
+# also ignore the compiled site-packages pip installed: the bpy 4.2 suite's first run took 64 s
+# against 53-55 s.)
 SUITES      := test-main $(addprefix test-,$(BLENDERS)) demo
 $(SUITES): export PYTHONDONTWRITEBYTECODE :=
 

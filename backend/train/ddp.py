@@ -124,12 +124,9 @@ def shutdown() -> None:
     """Leave the process group (no-op without one).
 
     Unreachable objects are collected first: stage 1's trainer, which holds the
-    ``DistributedDataParallel`` wrapper, sits in reference cycles once training returns (checked:
-    it outlives ``train_avatar`` until a collection), so without this the wrapper's reducer (and
-    the gloo work it holds) could be freed after the group is gone, even at interpreter exit, which
-    is where a gloo rank can still abort
-    ("terminate called without an active exception": seen again on 7 Dec, barrier and all, once in
-    a `make test` run of tests/service/test_train_launcher.py; 18 runs after it did not repeat it)."""
+    ``DistributedDataParallel`` wrapper, can outlive ``train_avatar`` in reference cycles (a caught
+    exception's traceback keeps its frame), and a wrapper freed after the group is gone, or at
+    interpreter exit, can abort a gloo rank ("terminate called without an active exception")."""
     import gc
 
     import torch.distributed as dist
