@@ -312,7 +312,7 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
     """Render ``rows`` (in their order) through a style's temporal filter (``backend.style.steady``).
 
     Each run of consecutive rows is rendered with its rows of context on each side that exist
-    (``has(row)``) and filtered as the batches arrive (``SteadyRun``); ``images(ids, True)``
+    (``has(row)``) and filtered as the batches arrive (``steady_run``); ``images(ids, True)``
     renders (plain, styled) of the curve rows ``ids``. The batches lie on the grid of ``batch``
     rows from the run's first row, and the context is whole batches of that grid (as far as the
     rows exist, at least ``steady.radius`` rows): a row is then rendered in the same batch
@@ -320,7 +320,7 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
     the pixels of one render, to the bit. A row in ``starts`` (the first after a cut) begins a new
     run, and no context reaches across it.
     """
-    from backend.style.steady import SteadyRun
+    from backend.style.steady import steady_run
 
     context = -(-steady.radius // batch) * batch  # whole batches holding radius rows
     for run in _consecutive_runs(rows, starts):
@@ -331,7 +331,7 @@ def _steady_render(rows: list[int], images: Callable[[np.ndarray, bool], Any], h
             lo -= 1
         while hi < grid_hi and has(hi + 1) and hi + 1 not in starts:
             hi += 1
-        stream, row = SteadyRun(steady), lo  # row: the curve row of the next filtered frame
+        stream, row = steady_run(steady), lo  # row: the curve row of the next filtered frame
         for a in range(first - context, grid_hi + 1, batch):
             ids = np.arange(max(a, lo), min(a + batch, hi + 1), dtype=np.int64)
             if len(ids):

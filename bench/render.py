@@ -50,7 +50,7 @@ from style import TARGET_RENDER  # bench/style.py: the one render-cost target
 from torch.utils.flop_counter import FlopCounterMode
 
 from backend.model import AvatarConfig, EmoAvatar
-from backend.style.steady import SteadyRun
+from backend.style.steady import steady_run
 from backend.train.presets import PRESETS
 
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     translator = bench_translator(args.preset) if args.style else None
 
-    runs: dict[tuple[int, str], SteadyRun] = {}
+    runs: dict[tuple[int, str], object] = {}
 
     def styled(b: int, mode: str = "eager") -> Callable[[], object]:
         """The translator after the renderer, then its temporal filter when the settings carry one
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             out = translator.on_render(plain, inputs[b][0])
             if translator.steady is None:
                 return out
-            return runs.setdefault((b, mode), SteadyRun(translator.steady)).add(plain, out)
+            return runs.setdefault((b, mode), steady_run(translator.steady)).add(plain, out)
         return run
 
     def synth(b: int, mode: str = "eager") -> Callable[[], object]:

@@ -16,7 +16,9 @@ units) in the 3x3 neighbourhood of x. Where the render holds still (d_k << sigma
 averaged, and their flicker is; where it moves or changes (a turning head, a blink, an opening
 mouth: d_k >> sigma) the weight vanishes and frame t keeps its own styled pixel. The frame itself
 has weight 1. This is a cross (joint) bilateral filter along time with the render as the guide,
-without motion compensation: moving pixels are simply left alone.
+without motion compensation: moving pixels are simply left alone. ``SteadyFilter(motion=True)``
+warps each neighbour onto the frame along the renders' optical flow first
+(``backend.style.steady_motion``), so moving strokes are averaged with themselves.
 
 Rendering a frame needs the unstyled and styled renders of its neighbours, so ``Renderer`` also
 renders the batch of rows beyond each end of a requested range where the curves have them (the
@@ -29,9 +31,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from backend.style.steady_motion import MotionRun
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,15 @@ class SteadyFilter:
         sigma: unstyled-render change (``grey_change``, [0, 1] units) at which
             a neighbour's weight falls to 1/e; larger averages more, also where the render moved.
         tau: temporal fall-off (frames): a neighbour k frames away is weighted exp(-k^2 / 2 tau^2).
+        motion: warp each neighbour onto the frame along the unstyled renders' optical flow before
+            it is weighed (``backend.style.steady_motion``); False: the same pixel of each
+            neighbour (styles written before the option).
     """
 
     radius: int = 3
     sigma: float = 0.08
     tau: float = 1.5
+    motion: bool = False
 
     MAX_RADIUS = 8
 
@@ -56,18 +66,20 @@ class SteadyFilter:
             raise ValueError(f"steady filter radius must be 1..{self.MAX_RADIUS} frames, got {self.radius}")
         if not (self.sigma > 0 and self.tau > 0):
             raise ValueError(f"steady filter sigma and tau must be > 0, got {self.sigma}, {self.tau}")
+        if not isinstance(self.motion, bool):
+            raise ValueError(f"steady filter motion must be true or false, got {self.motion!r}")
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | bool]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> SteadyFilter:
         """Rebuild from ``to_dict``; missing keys take the defaults, bad values raise ValueError."""
         if not isinstance(d, dict):
-            raise ValueError("steady filter settings must be a dict of radius, sigma and tau")
+            raise ValueError("steady filter settings must be a dict of radius, sigma, tau and motion")
         try:
             return cls(radius=int(d.get("radius", cls.radius)), sigma=float(d.get("sigma", cls.sigma)),
-                       tau=float(d.get("tau", cls.tau)))
+                       tau=float(d.get("tau", cls.tau)), motion=d.get("motion", cls.motion))
         except (TypeError, ValueError) as e:
             raise ValueError(f"steady filter settings {d}: {e}") from e
 
@@ -142,6 +154,16 @@ class SteadyRun:
         return out
 
 
+def steady_run(f: SteadyFilter) -> SteadyRun | MotionRun:
+    """The run that filters frames as they arrive with ``f``: ``SteadyRun``, or with ``f.motion``
+    the one along the motion (``backend.style.steady_motion.MotionRun``, the same interface)."""
+    if f.motion:
+        from backend.style.steady_motion import MotionRun
+
+        return MotionRun(f)
+    return SteadyRun(f)
+
+
 def steady_frames(styled: torch.Tensor, plain: torch.Tensor, f: SteadyFilter) -> torch.Tensor:
     """Filter a whole run of consecutive frames at once.
 
@@ -153,6 +175,6 @@ def steady_frames(styled: torch.Tensor, plain: torch.Tensor, f: SteadyFilter) ->
         (T, 3, H, W) float32: each frame averaged with its neighbours inside the run (frames near
         the ends of the run have fewer).
     """
-    run = SteadyRun(f)
+    run = steady_run(f)
     first = run.add(plain, styled)
     return torch.cat([first, run.finish()])

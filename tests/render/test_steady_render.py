@@ -93,12 +93,14 @@ def test_a_sub_range_or_other_order_gives_the_whole_renders_pixels(tiny_avatar_s
     assert np.abs(shuffled.astype(int) - whole[order].astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("steady", [STEADY, SteadyFilter(radius=8, sigma=0.2, tau=4.0)],
-                         ids=["radius 2", "radius 8, two batches of context"])
+@pytest.mark.parametrize("steady", [STEADY, SteadyFilter(radius=8, sigma=0.2, tau=4.0),
+                                    SteadyFilter(radius=8, sigma=0.2, tau=4.0, motion=True)],
+                         ids=["radius 2", "radius 8, two batches of context", "along the motion"])
 def test_chunks_of_whole_batches_give_one_renders_pixels_to_the_bit(tiny_avatar_subject: Path,
                                                                     steady: SteadyFilter) -> None:
     """A farm renders a shot in tasks of whole batches: each task's frames must equal one render's,
-    also with the widest filter the edit chooses (``STEADY_LADDER``), which reaches past a batch."""
+    also with the widest filter the edit chooses (``STEADY_LADDER``), which reaches past a batch,
+    and along the motion (``backend.style.steady_motion``)."""
     s = Subject.open(tiny_avatar_subject)
     n = s.n_frames
     r = _renderer(tiny_avatar_subject, steady)
