@@ -189,6 +189,8 @@ def main() -> int:
     ap.add_argument("--methods", default="translator")
     ap.add_argument("--frame", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="edit steps (default: the preset's)")
+    ap.add_argument("--steady-motion", action="store_true",
+                    help="edit with the steady filter along the motion (style names end in _motion)")
     ap.add_argument("--max-frames", type=int, default=24)
     ap.add_argument("--shot-frames", type=int, default=80)
     args = ap.parse_args()
@@ -232,10 +234,10 @@ def main() -> int:
         ref_path.parent.mkdir(exist_ok=True)
         write_png(ref_path, ref)
         for method in args.methods.split(","):
-            name = f"bench_{look}_{method}"
+            name = f"bench_{look}_{method}" + ("_motion" if args.steady_motion else "")
             t0 = time.monotonic()
             style = edit_avatar(args.subject, ref_path, frame=args.frame, steps=args.steps, name=name,
-                                method=method)
+                                method=method, steady_motion=args.steady_motion)
             seconds = time.monotonic() - t0
             r = evaluate_style(args.subject, style, fn, max_frames=args.max_frames,
                                shot_frames=args.shot_frames, identity=False)

@@ -1,6 +1,7 @@
 """`emo-avatar edit SUBJECT --reference IMAGE [--frame N] [--reference IMAGE --frame N ...]
-[--method translator|skips] [--steps S] [--clip CKPT] [--clip-arch NAME] -o STYLE`: stage-2 editing
-from the command line (1-4 keyframes; the paper's skips method takes one)."""
+[--method translator|skips] [--steps S] [--steady-motion] [--clip CKPT] [--clip-arch NAME]
+-o STYLE`: stage-2 editing from the command line (1-4 keyframes; the paper's skips method takes
+one)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "generator; skips: the paper's skip-only fine-tune with region-aware PatchNCE (one keyframe)",
     )
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default: per preset)")
+    parser.add_argument(
+        "--steady-motion", action="store_true",
+        help="steady the style over time along the motion: moving strokes stay as crisp as each frame "
+        "draws them (no faded second outline), at a higher render cost (translator only)",
+    )
     parser.add_argument(
         "--clip",
         type=Path,
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             args.subject,
             keyframes=keyframes,
             method=args.method,
+            steady_motion=args.steady_motion,
             steps=args.steps,
             out_path=output,
             name=name,

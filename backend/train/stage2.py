@@ -515,6 +515,7 @@ def edit_avatar(
     write_metrics: bool = True,
     method: str = "translator",
     keyframes: list[Keyframe] | None = None,
+    steady_motion: bool = False,
 ) -> Path:
     """Restyle the subject's trained avatar from reference image(s); write a style file.
 
@@ -535,6 +536,9 @@ def edit_avatar(
             ``backend.train.translator_edit``) or "skips" (the paper's skip-only fine-tune with
             region-aware PatchNCE, one keyframe).
         keyframes: 1-4 (reference, frame) pairs instead of ``reference`` / ``frame``.
+        steady_motion: steady the style along the motion (``SteadyFilter.motion``; translator only):
+            crisper moving strokes, at a higher render cost (docs/editing.md, "Steadying along the
+            motion").
     Returns:
         Path of the style file.
     Raises:
@@ -553,7 +557,9 @@ def edit_avatar(
         if clip_checkpoint is not None:
             log.warning("--clip is used by the skips method only; the translator edit ignores it")
         return _edit_translator(subject_dir, keyframes, steps, out_path, name, device, seed, progress,
-                                should_stop, write_metrics)
+                                should_stop, write_metrics, steady_motion)
+    if steady_motion:
+        raise ValueError("steadying along the motion is an option of the translator method only")
     if len(keyframes) != 1:
         raise ValueError("the skips method (the paper's edit) takes one reference; use the translator "
                          "method for several keyframes")
@@ -563,10 +569,10 @@ def edit_avatar(
 
 def _edit_translator(subject_dir: Path, keyframes: list[Keyframe], steps: int | None, out_path: Path,
                      name: str, device: str | torch.device | None, seed: int, progress: ProgressFn | None,
-                     should_stop: StopFn | None, write_metrics: bool) -> Path:
+                     should_stop: StopFn | None, write_metrics: bool, steady_motion: bool = False) -> Path:
     from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
 
-    job = prepare_translator_edit(subject_dir, keyframes, steps, device)
+    job = prepare_translator_edit(subject_dir, keyframes, steps, device, steady_motion=steady_motion)
     result = job.run(seed=seed, progress=progress, should_stop=should_stop)
     log.info("edit took %.1f s for %d translator steps", result.seconds, result.steps_done)
     style_meta = translator_style_meta(job, result, name, seed)

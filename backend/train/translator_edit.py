@@ -34,7 +34,7 @@ from backend.style.guides import uv_guides
 from backend.style.screen import PHASES
 from backend.style.stability import FramePairs, frame_pairs
 from backend.style.steady import SteadyFilter
-from backend.style.steady_choice import STEADY_AIM, STEADY_LADDER, SteadyChoice, choose_steady
+from backend.style.steady_choice import LAST_RESORT, STEADY_AIM, STEADY_LADDER, SteadyChoice, choose_steady
 from backend.style.tonal import TONAL_SHARE, tonal_share
 from backend.style.translator import PHOTOGRAPH, RENDER, TranslatorConfig, source_plane, with_source
 from backend.train.alignment import check_alignment
@@ -138,12 +138,18 @@ class TranslatorEditJob:
         with torch.no_grad():
             styled = torch.cat([translator(x[:, :3], x[:, 3:] if x.shape[1] > 3 else None)
                                 for x in inputs.split(16)])
-        ladder = (self.settings.steady, *(f for f in STEADY_LADDER[1:] if f != self.settings.steady))
-        choice = choose_steady(styled, inputs[:, :3], ladder, self.settings.steady_bound)
+        first = self.settings.steady
+
+        def along(f: SteadyFilter) -> SteadyFilter:  # every step warps along the motion, or none
+            return replace(f, motion=first.motion)
+
+        ladder = (first, *(along(f) for f in STEADY_LADDER[1:] if along(f) != first))
+        choice = choose_steady(styled, inputs[:, :3], ladder, self.settings.steady_bound,
+                               tuple(along(f) for f in LAST_RESORT))
         log.info("steady filter: flicker %.2fx unstyled unfiltered, %s with the filters tried (%d training "
-                 "frames): radius %d, sigma %.2f, tau %.1f", choice.raw,
+                 "frames): radius %d, sigma %.2f, tau %.1f%s", choice.raw,
                  ", ".join(f"{r:.2f}x" for r in choice.ratios), choice.frames, choice.steady.radius,
-                 choice.steady.sigma, choice.steady.tau)
+                 choice.steady.sigma, choice.steady.tau, ", along the motion" if choice.steady.motion else "")
         return choice
 
     def pairs_of(self, source: str) -> list[int]:
@@ -247,8 +253,13 @@ def shots_without_keyframe(n_frames: int, run_starts: list[int] | tuple[int, ...
 
 def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
                             device: str | torch.device | None = None,
-                            settings: FitSettings | None = None) -> TranslatorEditJob:
+                            settings: FitSettings | None = None,
+                            steady_motion: bool = False) -> TranslatorEditJob:
     """Load checkpoint and subject, check the keyframes, render their frames, build the pairs.
+
+    ``steady_motion``: the style's steady filter warps its neighbours along the motion
+    (``SteadyFilter.motion``, ``backend.style.steady_motion``), and so does every filter its choice
+    tries.
 
     Raises:
         FileNotFoundError, ReferenceError (incl. AlignmentError), IndexError, ValueError, CheckpointError.
@@ -283,6 +294,8 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
         settings = translator_settings(meta.get("preset"), steps)
     elif steps is not None:
         settings = replace(settings, steps=steps)
+    if steady_motion and settings.steady is not None:
+        settings = replace(settings, steady=replace(settings.steady, motion=True))
     ids = [k.frame for k in loaded]
     sources = network_inputs(avatar, tensors, ids, settings.net.guides, dev)
     refs = torch.cat([k.reference.image for k in loaded]).to(dev)

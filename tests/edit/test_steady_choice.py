@@ -137,6 +137,37 @@ def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
     assert translator_style_meta(fixed, kept, "x", 0)["steady_choice"] is None
 
 
+def test_an_edit_steadied_along_the_motion_tries_only_such_filters(edit_subject: Path) -> None:
+    """``steady_motion``: the settings' filter and every step the choice tries warp along the
+    motion, and the style file carries the one chosen."""
+    from backend.data.subject import Subject
+    from backend.style.translator import translator_from_state
+    from backend.train.keyframes import Keyframe
+    from backend.train.style import load_style
+    from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
+
+    subject = Subject.open(edit_subject)
+    keyframes = [Keyframe(posterised_ink(subject.frame(3)), 3)]
+    settings = FitSettings(steps=4, batch=2, patch=16, steady=SteadyFilter(), steady_bound=1e-3,
+                           net=TranslatorConfig(width=8, blocks=1))
+    job = prepare_translator_edit(edit_subject, keyframes, settings=settings, steady_motion=True)
+    assert job.settings.steady == SteadyFilter(motion=True)
+    result = job.run()  # nothing flickers under 0.001x: the strongest filter, along the motion
+    assert result.translator.steady == replace(LAST_RESORT[-1], motion=True)
+    meta = translator_style_meta(job, result, "x", 0)["steady_choice"]
+    assert meta["steady"]["motion"] is True
+    assert len(meta["ratios"]) == len(STEADY_LADDER) + len(LAST_RESORT)
+    assert meta["ratios"][-1] < meta["ratios"][0]
+
+    from backend.train.stage2 import edit_avatar
+
+    with pytest.raises(ValueError, match="translator method only"):
+        edit_avatar(edit_subject, keyframes=keyframes, method="skips", steady_motion=True)
+    style = edit_avatar(edit_subject, keyframes=keyframes, steps=2, name="along", steady_motion=True,
+                        write_metrics=False)
+    assert translator_from_state(load_style(style).translator).steady == SteadyFilter(motion=True)
+
+
 def test_too_few_training_frames_in_one_shot_keep_the_settings_filter(edit_subject: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A subject whose longest shot has fewer training frames than ``MIN_PROBE_FRAMES`` cannot
