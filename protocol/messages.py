@@ -262,6 +262,8 @@ JOB_KINDS: dict[str, JobKind] = {
             "seed": opt("int", 0),
             "clip_checkpoint": opt("str", doc="open_clip weights file for the CLIP direction loss"),
             "overwrite": opt("bool", False),
+            "steady_motion": opt("bool", False, "steady the style over time along the motion: moving "
+                                 "strokes stay crisp, the render is slower; since 2.5"),
         },
         buffers={"reference": BufferSpec(("uint8",), (None, None, 3), doc="reference image RGB"),
                  **{name: BufferSpec(("uint8",), (None, None, 3), doc="a further reference image RGB, "

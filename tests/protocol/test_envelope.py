@@ -58,7 +58,7 @@ def test_round_trip_keeps_identities_header_content_and_buffers() -> None:
                          buffers={"curves": np.ones((2, 1), np.float32), "uv_maps": uv}, ident=[b"a", b"b"])
     msg = s.deserialize(frames)
     assert msg.identities == [b"a", b"b"]
-    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.4" and msg.header["seq"] == 0
+    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.5" and msg.header["seq"] == 0
     assert msg.content["params"]["fps"] == 30.0 and msg.content["params"]["frame_start"] == 0
     assert BUFFERS_KEY not in msg.content
     assert msg.buffers["uv_maps"].dtype == np.float16 and np.array_equal(msg.buffers["uv_maps"], uv)
@@ -408,6 +408,24 @@ def test_docs_job_kind_table_lists_each_fields_choices() -> None:
             if field.choices is not None:
                 listed = "\\|".join(map(str, field.choices))
                 assert f"`{name}`: {field.type} ({listed})" in rows[kind], (kind, name, field.choices)
+
+
+def test_the_edit_asks_for_steadying_along_the_motion_with_a_bool() -> None:
+    """``steady_motion`` (since 2.5): true or false (or absent), nothing else, on either side."""
+    s = Session(KEY)
+    ref = np.zeros((8, 8, 3), np.uint8)
+
+    def submit(value: object, check: bool = True) -> list:
+        content = {"kind": "edit", "params": {"subject_id": "s", "style": "t", "steady_motion": value}}
+        return s.serialize("job_submit", content, buffers={"reference": ref}, ident=[b"c"], check=check)
+
+    assert s.deserialize(submit(True)).content["params"]["steady_motion"] is True
+    assert s.deserialize(submit(None)).content["params"]["steady_motion"] is False  # not given: off
+    for bad in ("yes", 1, 0.0):
+        with pytest.raises(SchemaError, match="steady_motion"):
+            submit(bad)
+        with pytest.raises(SchemaError, match="steady_motion"):
+            s.deserialize(submit(bad, check=False))
 
 
 def test_edit_references_are_checked_on_both_sides() -> None:

@@ -527,7 +527,7 @@ def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
         # two keyframes (since 2.4): the second reference in buffer reference_1, for frame 7
         second = np.ascontiguousarray(255 - subject.frame(7))
         job = client.submit("edit", {"subject_id": SUBJECT, "style": "negative2", "frame": 0,
-                                     "more_frames": [7], "steps": 2},
+                                     "more_frames": [7], "steps": 2, "steady_motion": True},
                             buffers={"reference": reference, "reference_1": second})
         rec = _wait_state(client, job, ("done", "failed"), timeout=600)
         assert rec["state"] == "done", rec
@@ -536,6 +536,12 @@ def test_edit_then_render_with_style(served, tiny_avatar_subject: Path) -> None:
         style_file = served.workdir / rec["outputs"]["style_file"]
         meta = load_style(style_file).meta
         assert [k["frame"] for k in meta["keyframes"]] == [0, 7]
+        # steadied along the motion, as asked (since 2.5); the first style was not
+        from backend.style.translator import translator_from_state
+
+        assert translator_from_state(load_style(style_file).translator).steady.motion is True
+        first = served.workdir / f"subjects/{SUBJECT}/styles/negative.style"
+        assert translator_from_state(load_style(first).translator).steady.motion is False
         # a further frame without its reference, or two references for one frame: the message
         # table refuses them before they are sent (and the server by the same table)
         from protocol.errors import SchemaError
