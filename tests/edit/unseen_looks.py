@@ -19,7 +19,9 @@ after the learned texture layer was fixed and have only ever been scored; ``mark
 ``graphite_dodge`` and ``painterly_stylize`` on 6 Dec, later, after the steady filter's per-style
 choice was fixed, likewise; ``classic_cartoon``, ``inferno_thermal`` and ``chalkboard`` on 6 Dec,
 in the next session, before any change was made, likewise; ``xdog_sketch``, ``slic_mosaic`` and
-``kuwahara_paint`` on 6 Dec, in the session after, before any change was made, likewise.
+``kuwahara_paint`` on 6 Dec, in the session after, before any change was made, likewise;
+``brush_ink`` and ``blueprint_lines`` on 7 Dec, after the steady filter along the motion was built,
+before their first run, to score it on line looks it was never run on.
 """
 
 from __future__ import annotations
@@ -421,3 +423,30 @@ def kuwahara_paint(rgb: np.ndarray) -> np.ndarray:
             out = np.where(take[..., None], m, out)
     warm = (1 - out.mean(-1, keepdims=True)) * np.array([0.06, 0.03, -0.02], np.float32)
     return _unit8(out + warm)
+
+
+def brush_ink(rgb: np.ndarray) -> np.ndarray:
+    """Brush and ink: solid blacks where the smoothed grey is under a quarter, lines where it is a
+    little darker than its 11 x 11 neighbourhood (adaptive mean threshold, offset 5 levels), the
+    lines thickened by a 2 x 2 dilation, all on cream paper."""
+    g = cv2.bilateralFilter(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 5, 40, 5)
+    lines = cv2.adaptiveThreshold(g, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, 11, 5)
+    lines = cv2.dilate(lines, np.ones((2, 2), np.uint8)) > 0
+    ink = (lines | (g < 64))[..., None]
+    paper = np.array([0.96, 0.92, 0.82], np.float32)
+    black = np.array([0.08, 0.07, 0.09], np.float32)
+    return _unit8(np.where(ink, black, paper))
+
+
+def blueprint_lines(rgb: np.ndarray) -> np.ndarray:
+    """A blueprint: white lines where the Laplacian of the Gaussian-blurred (1 px) grey is
+    strongly negative (bright ridges and the bright side of edges), faint white where the grey is
+    light, on Prussian blue."""
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255, (0, 0), 1.0)
+    lap = cv2.Laplacian(g, cv2.CV_32F, ksize=3)
+    line = np.clip((-lap - 0.04) / 0.06, 0, 1)
+    light = np.clip((g - 0.55) / 0.45, 0, 1) * 0.25
+    a = np.maximum(line, light)[..., None]
+    blue = np.array([0.06, 0.20, 0.42], np.float32)
+    white = np.array([0.93, 0.96, 1.0], np.float32)
+    return _unit8(blue + a * (white - blue))
