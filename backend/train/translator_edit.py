@@ -150,6 +150,12 @@ class TranslatorEditJob:
                  "frames): radius %d, sigma %.2f, tau %.1f%s", choice.raw,
                  ", ".join(f"{r:.2f}x" for r in choice.ratios), choice.frames, choice.steady.radius,
                  choice.steady.sigma, choice.steady.tau, ", along the motion" if choice.steady.motion else "")
+        if not first.motion and choice.steady in (ladder[-1], *LAST_RESORT):
+            log.info("steady filter: this look's strokes change a lot from frame to frame, and a filter this "
+                     "strong averages them where the head moves (a faded second outline, greyer strokes); "
+                     "an edit with --steady-motion (the add-on's 'Crisp moving strokes') keeps them crisp, "
+                     "at more frame-to-frame change and render time (docs/editing.md, \"Steadying along "
+                     "the motion\")")
         return choice
 
     def pairs_of(self, source: str) -> list[int]:

@@ -3,6 +3,7 @@ ladder that brings a styled run's flicker under the bound, measured on the train
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,10 +105,12 @@ def test_the_probe_frames_are_training_frames_of_the_longest_shot() -> None:
     assert steady_probe_frames(train, 40, ()) == train.tolist()
 
 
-def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
+def test_the_edit_chooses_and_records_the_filter(edit_subject: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     """With ``steady_bound`` the fitted translator carries the chosen filter and the style's meta
     says how it was chosen, measured on the training frames of the subject's shot; without it the
-    settings' filter is kept and nothing is measured."""
+    settings' filter is kept and nothing is measured. Where the strongest filter is taken, the log
+    points to the option that keeps moving strokes crisp."""
     from backend.data.subject import Subject
     from backend.train.data import load_subject_tensors
     from backend.train.keyframes import Keyframe
@@ -119,7 +122,9 @@ def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
     settings = FitSettings(steps=4, batch=2, patch=16, steady=SteadyFilter(), steady_bound=1e-3,
                            net=TranslatorConfig(width=8, blocks=1))
     job = prepare(edit_subject, keyframes, settings=settings)
-    tight = job.run()  # nothing flickers under 0.001x: the strongest filter
+    with caplog.at_level(logging.INFO, logger="backend.train.translator_edit"):
+        tight = job.run()  # nothing flickers under 0.001x: the strongest filter
+    assert "--steady-motion" in caplog.text
     tensors = load_subject_tensors(edit_subject, job.inputs.shape[-1])
     probe = steady_probe_frames(tensors.train_ids, subject.n_frames, subject.cuts)
     assert len(probe) >= 8 and not set(probe) & set(tensors.heldout_ids.tolist())
@@ -129,7 +134,10 @@ def test_the_edit_chooses_and_records_the_filter(edit_subject: Path) -> None:
     assert len(meta["ratios"]) == len(STEADY_LADDER) + len(LAST_RESORT)
     assert meta["ratios"][-1] < meta["ratios"][0]
 
-    loose = prepare(edit_subject, keyframes, settings=replace(settings, steady_bound=100.0)).run()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="backend.train.translator_edit"):
+        loose = prepare(edit_subject, keyframes, settings=replace(settings, steady_bound=100.0)).run()
+    assert "--steady-motion" not in caplog.text
     assert loose.translator.steady == SteadyFilter() and len(loose.steady_choice.ratios) == 1
     fixed = prepare(edit_subject, keyframes, settings=replace(settings, steady_bound=0.0))
     kept = fixed.run()
