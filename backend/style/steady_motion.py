@@ -10,9 +10,10 @@ averaged with the same stroke where the motion carried it: the lines stay where 
 and as dark, and only what changes along the motion (the flicker) is averaged.
 
 The flow: DIS optical flow (OpenCV) of each pair of consecutive unstyled renders' grey, both ways
-(``consecutive_flows``). A neighbour k frames away is reached by composing k consecutive flows
-(``compose``); the weight is then the same as without motion, measured between the frame's render
-and the neighbour's render warped onto it, so where the flow is wrong (occlusions, a blink) the
+(``consecutive_flows``). A neighbour k frames away is reached by composing k consecutive flows:
+the flow to k - 1 frames away, plus that frame's own flow on, read where the first one lands. The
+weight is then the same as without motion, measured between the frame's render and the
+neighbour's render warped onto it, so where the flow is wrong (occlusions, a blink) the
 neighbour's weight vanishes as before. Rendering a frame still needs only its neighbours' renders,
 so a frame's pixels do not depend on which range it was rendered in.
 """
@@ -113,12 +114,6 @@ def sample(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     scale, origin = _grid_terms(*flow.shape[2:])
     grid = torch.addcmul(origin, flow.permute(0, 2, 3, 1), scale)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def compose(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:
-    """The flow of ``first`` followed by ``then`` (both (N, 2, H, W) px): p -> p + first(p) ->
-    that + then(p + first(p))."""
-    return first + sample(then, first)
 
 
 NEXT, STYLED, GREY, PREVIOUS = slice(0, 2), slice(2, 5), slice(5, 6), slice(6, 8)
