@@ -121,6 +121,8 @@ NEXT, STYLED, GREY, PREVIOUS = slice(0, 2), slice(2, 5), slice(5, 6), slice(6, 8
 the unstyled grey, the flow to the previous frame. A step ahead reads channels 0-5 of a neighbour,
 a step behind channels 2-7: its pixels, and the flow on to the neighbour one step further."""
 CHANNELS = 8
+AHEAD, BEHIND = slice(NEXT.start, GREY.stop), slice(STYLED.start, PREVIOUS.stop)
+"""What a step ahead / behind reads of its neighbour (six channels each)."""
 
 
 class MotionRun:
@@ -196,12 +198,12 @@ class MotionRun:
                 break
             if e_k > s:
                 ahead = ahead[:e_k - s]
-                seen = sample(frames[s + k:e_k + k, :6], ahead)  # NEXT, STYLED, GREY
+                seen = sample(frames[s + k:e_k + k, AHEAD], ahead)  # NEXT 0-1, STYLED 2-4, GREY 5
                 self._add(num[:e_k - s], den[:e_k - s], seen[:, 2:5], seen[:, 5:6], own[s:e_k], k)
                 ahead = ahead + seen[:, 0:2]
             if s_k < e:
                 behind = behind[len(behind) - (e - s_k):]
-                seen = sample(frames[s_k - k:e - k, 2:], behind)  # STYLED, GREY, PREVIOUS
+                seen = sample(frames[s_k - k:e - k, BEHIND], behind)  # STYLED 0-2, GREY 3, PREVIOUS 4-5
                 self._add(num[s_k - s:], den[s_k - s:], seen[:, 0:3], seen[:, 3:4], own[s_k:e], k)
                 behind = behind + seen[:, 4:6]
         return num / den
