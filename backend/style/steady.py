@@ -101,6 +101,24 @@ def grey_change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.maximum(v, h[..., 2:, :], out=v)
 
 
+def neighbour_weights(near: torch.Tensor, own: torch.Tensor, f: SteadyFilter, k: int) -> torch.Tensor:
+    """The weights of neighbours k frames away: ``near`` and ``own`` (n, 1, H, W) are the ``grey``
+    of the neighbours' and the frames' unstyled renders (the neighbours' warped onto the frames when
+    the filter follows the motion) -> (n, 1, H, W) exp(-(d / sigma)^2) exp(-k^2 / (2 tau^2))."""
+    w = grey_change(near, own).square_().mul_(-1 / f.sigma ** 2).exp_()
+    return w.mul_(math.exp(-k * k / (2 * f.tau ** 2)))
+
+
+def check_frames(plain: torch.Tensor, styled: torch.Tensor, held: torch.Tensor | None) -> None:
+    """Refuse a batch that a run cannot take: ``plain`` and ``styled`` not one (b, 3, H, W) shape,
+    or frames of another size than the ``held`` ones (any (T, C, H, W); None: none held)."""
+    if plain.shape != styled.shape or plain.ndim != 4:
+        raise ValueError(f"styled {tuple(styled.shape)} and plain {tuple(plain.shape)} must be one "
+                         f"(T, 3, H, W) shape")
+    if held is not None and held.shape[2:] != plain.shape[2:]:
+        raise ValueError(f"frames of {tuple(plain.shape[2:])} px after frames of {tuple(held.shape[2:])} px")
+
+
 class SteadyRun:
     """Consecutive frames filtered as they arrive, in order (see the module docstring).
 
@@ -112,20 +130,14 @@ class SteadyRun:
     def __init__(self, f: SteadyFilter) -> None:
         self.f = f
         self._grey = self._styled = self._num = self._den = None  # the frames not given out yet
-        self._near = [math.exp(-k * k / (2 * f.tau ** 2)) for k in range(f.radius + 1)]
 
     def add(self, plain: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
         """plain, styled: (b, 3, H, W) the next frames' unstyled and styled renders, about [-1, 1]."""
-        if plain.shape != styled.shape or plain.ndim != 4:
-            raise ValueError(f"styled {tuple(styled.shape)} and plain {tuple(plain.shape)} must be one "
-                             f"(T, 3, H, W) shape")
+        check_frames(plain, styled, self._grey)
         st = styled.float()
         new = (grey(plain), st, st.clone(), st.new_ones(len(st), 1, *st.shape[2:]))
         held = 0 if self._grey is None else len(self._grey)
         if held:
-            if self._grey.shape[2:] != plain.shape[2:]:
-                raise ValueError(f"frames of {tuple(plain.shape[2:])} px after frames of "
-                                 f"{tuple(self._grey.shape[2:])} px")
             new = tuple(torch.cat([old, x]) for old, x in zip(
                 (self._grey, self._styled, self._num, self._den), new, strict=True))
         g, st, num, den = new
@@ -135,8 +147,7 @@ class SteadyRun:
             hi = total - k
             if lo >= hi:
                 continue
-            wk = grey_change(g[lo + k:hi + k], g[lo:hi]).square_().mul_(-1 / self.f.sigma ** 2).exp_()
-            wk.mul_(self._near[k])
+            wk = neighbour_weights(g[lo + k:hi + k], g[lo:hi], self.f, k)
             num[lo:hi].addcmul_(wk, st[lo + k:hi + k])  # frame i gets i + k
             num[lo + k:hi + k].addcmul_(wk, st[lo:hi])  # and i + k gets i: d is symmetric
             den[lo:hi] += wk

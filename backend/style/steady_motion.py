@@ -20,7 +20,6 @@ so a frame's pixels do not depend on which range it was rendered in.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.style.steady import grey, grey_change
+from backend.style.steady import check_frames, grey, neighbour_weights
 
 if TYPE_CHECKING:
     from backend.style.steady import SteadyFilter
@@ -140,16 +139,13 @@ class MotionRun:
 
     def __init__(self, f: SteadyFilter) -> None:
         self.f = f
-        self._near = [math.exp(-k * k / (2 * f.tau ** 2)) for k in range(f.radius + 1)]
         self._frames: torch.Tensor | None = None  # (T, CHANNELS, H, W)
         self._grey8: np.ndarray | None = None  # (T, H, W) uint8, what the flow reads
         self._done = 0  # frames at the front already given out (kept as neighbours)
 
     def add(self, plain: torch.Tensor, styled: torch.Tensor) -> torch.Tensor:
         """plain, styled: (b, 3, H, W) the next frames' unstyled and styled renders, about [-1, 1]."""
-        if plain.shape != styled.shape or plain.ndim != 4:
-            raise ValueError(f"styled {tuple(styled.shape)} and plain {tuple(plain.shape)} must be one "
-                             f"(T, 3, H, W) shape")
+        check_frames(plain, styled, self._frames)
         g = grey(plain)
         new = torch.zeros(len(g), CHANNELS, *g.shape[2:])
         new[:, STYLED], new[:, GREY] = styled.float(), g
@@ -158,9 +154,6 @@ class MotionRun:
             first = 0  # the frame each new pair starts from
             self._frames, self._grey8 = new, g8
         else:
-            if self._frames.shape[2:] != new.shape[2:]:
-                raise ValueError(f"frames of {tuple(plain.shape[2:])} px after frames of "
-                                 f"{tuple(self._frames.shape[2:])} px")
             first = len(self._frames) - 1
             self._frames = torch.cat([self._frames, new])
             self._grey8 = np.concatenate([self._grey8, g8])
@@ -199,20 +192,15 @@ class MotionRun:
             if e_k > s:
                 ahead = ahead[:e_k - s]
                 seen = sample(frames[s + k:e_k + k, AHEAD], ahead)  # NEXT 0-1, STYLED 2-4, GREY 5
-                self._add(num[:e_k - s], den[:e_k - s], seen[:, 2:5], seen[:, 5:6], own[s:e_k], k)
+                w = neighbour_weights(seen[:, 5:6], own[s:e_k], self.f, k)
+                num[:e_k - s].addcmul_(w, seen[:, 2:5])
+                den[:e_k - s].add_(w)
                 ahead = ahead + seen[:, 0:2]
             if s_k < e:
                 behind = behind[len(behind) - (e - s_k):]
                 seen = sample(frames[s_k - k:e - k, BEHIND], behind)  # STYLED 0-2, GREY 3, PREVIOUS 4-5
-                self._add(num[s_k - s:], den[s_k - s:], seen[:, 0:3], seen[:, 3:4], own[s_k:e], k)
+                w = neighbour_weights(seen[:, 3:4], own[s_k:e], self.f, k)
+                num[s_k - s:].addcmul_(w, seen[:, 0:3])
+                den[s_k - s:].add_(w)
                 behind = behind + seen[:, 4:6]
         return num / den
-
-    def _add(self, num: torch.Tensor, den: torch.Tensor, styled: torch.Tensor, grey_seen: torch.Tensor,
-             own_grey: torch.Tensor, k: int) -> None:
-        """Add neighbours k frames away, warped onto their targets (``styled`` (n, 3, H, W) and
-        their renders' ``grey_seen`` (n, 1, H, W)), to the targets' sums."""
-        w = grey_change(grey_seen, own_grey).square_().mul_(-1 / self.f.sigma ** 2).exp_()
-        w.mul_(self._near[k])
-        num.addcmul_(w, styled)
-        den.add_(w)
