@@ -9,60 +9,28 @@ first warped onto the frame along the optical flow of the unstyled renders, so a
 averaged with the same stroke where the motion carried it: the lines stay where they are drawn
 and as dark, and only what changes along the motion (the flicker) is averaged.
 
-The flow: DIS optical flow (OpenCV) of each pair of consecutive unstyled renders' grey, both ways
-(``consecutive_flows``). A neighbour k frames away is reached by composing k consecutive flows:
-the flow to k - 1 frames away, plus that frame's own flow on, read where the first one lands. The
-weight is then the same as without motion, measured between the frame's render and the
-neighbour's render warped onto it, so where the flow is wrong (occlusions, a blink) the
-neighbour's weight vanishes as before. Rendering a frame still needs only its neighbours' renders,
+The flow: DIS optical flow of each pair of consecutive unstyled renders' grey, both ways
+(``consecutive_flows``, ``backend.imaging.flow.fast_flow``). A neighbour k frames away is
+reached by composing k consecutive flows: the flow to k - 1 frames away, plus that frame's own
+flow on, read where the first one lands. The weight is then the same as without motion,
+measured between the frame's render and the neighbour's render warped onto it, so where the flow
+is wrong (occlusions, a blink) the neighbour's weight vanishes as before. Rendering a frame still needs only its neighbours' renders,
 so a frame's pixels do not depend on which range it was rendered in.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.flow import fast_flow
 from backend.style.steady import check_frames, grey, neighbour_weights
 
 if TYPE_CHECKING:
     from backend.style.steady import SteadyFilter
-
-FLOW_FINEST_SCALE = 1
-"""DIS's finest pyramid level (0: full size). Level 2 (OpenCV's `fast` and `ultrafast` presets)
-misses the small motion of a 128 px render: on Roxanne's `xdog_sketch` the filtered frames' change
-left after motion compensation was 1.37x the unstyled's against 1.21x at level 1."""
-FLOW_DESCENT_ITERATIONS = 16
-FLOW_PATCH_STRIDE = 4
-FLOW_REFINEMENT_ITERATIONS = 0
-"""Variational refinement off: the same filtered frames within 0.01 dB at 0.54 ms a flow instead of
-1.75 ms (OpenCV's `medium` preset; 128 px, docs/editing.md, "Steadying along the motion")."""
-
-MIN_FLOW_SIDE = 16
-"""Frames whose longer side is shorter than this (px) get no flow (zero motion: the filter is then
-the one without motion); OpenCV's DIS refuses images under 12 px."""
-
-_LOCAL = threading.local()
-
-
-def _dis() -> cv2.DISOpticalFlow:
-    """This thread's DIS flow object with the settings above (OpenCV's objects are not shared
-    between threads)."""
-    dis = getattr(_LOCAL, "dis", None)
-    if dis is None:
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        dis.setFinestScale(FLOW_FINEST_SCALE)
-        dis.setGradientDescentIterations(FLOW_DESCENT_ITERATIONS)
-        dis.setPatchStride(FLOW_PATCH_STRIDE)
-        dis.setVariationalRefinementIterations(FLOW_REFINEMENT_ITERATIONS)
-        _LOCAL.dis = dis
-    return dis
-
 
 def grey_uint8(g: torch.Tensor) -> np.ndarray:
     """(N, 1, H, W) ``grey`` in [0, 1] -> (N, H, W) uint8, what the flow reads."""
@@ -74,15 +42,12 @@ def consecutive_flows(a: np.ndarray, b: np.ndarray) -> tuple[torch.Tensor, torch
 
     Returns:
         (forward, backward), each (N, 2, H, W) float32 px (x then y): ``a[i]``'s pixel p is
-        ``b[i]``'s pixel p + forward[i](p), and ``b[i]``'s pixel q is ``a[i]``'s q + backward[i](q);
-        zeros for frames under ``MIN_FLOW_SIDE``.
+        ``b[i]``'s pixel p + forward[i](p), and ``b[i]``'s pixel q is ``a[i]``'s q + backward[i](q)
+        (``backend.imaging.flow.fast_flow``).
     """
     h, w = a.shape[1:]
-    if max(h, w) < MIN_FLOW_SIDE:
-        return torch.zeros(len(a), 2, h, w), torch.zeros(len(a), 2, h, w)
-    dis = _dis()
-    fwd = [dis.calc(x, y, None) for x, y in zip(a, b, strict=True)]
-    bwd = [dis.calc(y, x, None) for x, y in zip(a, b, strict=True)]
+    fwd = [fast_flow(x, y) for x, y in zip(a, b, strict=True)]
+    bwd = [fast_flow(y, x) for x, y in zip(a, b, strict=True)]
 
     def stack(flows: list[np.ndarray]) -> torch.Tensor:
         if not flows:
