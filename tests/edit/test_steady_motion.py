@@ -9,6 +9,7 @@ import torch
 
 from backend.style.steady import SteadyFilter, SteadyRun, steady_frames, steady_run
 from backend.style.steady_motion import MotionRun, consecutive_flows, grey_uint8, sample
+from tests.edit.test_steady import _still_shot
 
 SIZE = 64
 SPEED = 2  # px a frame
@@ -66,9 +67,7 @@ def test_moving_strokes_are_steadied_without_a_second_outline() -> None:
 
 def test_a_change_that_is_no_motion_keeps_each_frames_own_pixels() -> None:
     """A blink on a still render: the eye's styled pixels stay each frame's own."""
-    t = 10
-    y, x = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE), indexing="ij")
-    plain = torch.stack([0.5 * x, 0.5 * y, 0.3 * x * y]).expand(t, -1, -1, -1).clone()
+    plain = _still_shot(t=10, size=SIZE)
     plain[5:, :, 24:40, 24:40] = -0.9
     styled = plain.clone()
     styled[5:, :, 24:40, 24:40] = -1.0
