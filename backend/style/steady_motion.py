@@ -14,8 +14,9 @@ The flow: DIS optical flow of each pair of consecutive unstyled renders' grey, b
 reached by composing k consecutive flows: the flow to k - 1 frames away, plus that frame's own
 flow on, read where the first one lands. The weight is then the same as without motion,
 measured between the frame's render and the neighbour's render warped onto it, so where the flow
-is wrong (occlusions, a blink) the neighbour's weight vanishes as before. Rendering a frame still needs only its neighbours' renders,
-so a frame's pixels do not depend on which range it was rendered in.
+is wrong (occlusions, a blink) the neighbour's weight vanishes as before. Rendering a frame still
+needs only its neighbours' renders, so a frame's pixels do not depend on which range it was
+rendered in.
 """
 
 from __future__ import annotations
