@@ -21,7 +21,10 @@ choice was fixed, likewise; ``classic_cartoon``, ``inferno_thermal`` and ``chalk
 in the next session, before any change was made, likewise; ``xdog_sketch``, ``slic_mosaic`` and
 ``kuwahara_paint`` on 6 Dec, in the session after, before any change was made, likewise;
 ``brush_ink`` and ``blueprint_lines`` on 7 Dec, after the steady filter along the motion was built,
-before their first run, to score it on line looks it was never run on.
+before their first run, to score it on line looks it was never run on; ``pixel_art``,
+``chromatic_glitch``, ``solarized_cyan`` and ``stipple_dots`` on 7 Dec, in the session after, before
+their first run and before any change was made (a block grid with a fixed palette, channels moved
+apart, a tone curve that folds back, and a random frame-locked dot screen).
 """
 
 from __future__ import annotations
@@ -450,3 +453,56 @@ def blueprint_lines(rgb: np.ndarray) -> np.ndarray:
     blue = np.array([0.06, 0.20, 0.42], np.float32)
     white = np.array([0.93, 0.96, 1.0], np.float32)
     return _unit8(blue + a * (white - blue))
+
+
+PICO8 = np.array([[0, 0, 0], [29, 43, 83], [126, 37, 83], [0, 135, 81], [171, 82, 54], [95, 87, 79],
+                  [194, 195, 199], [255, 241, 232], [255, 0, 77], [255, 163, 0], [255, 236, 39],
+                  [0, 228, 54], [41, 173, 255], [131, 118, 156], [255, 119, 168], [255, 204, 170]],
+                 np.float32)
+"""The PICO-8 fantasy console's 16 colours (RGB), the palette of ``pixel_art``."""
+
+
+def pixel_art(rgb: np.ndarray) -> np.ndarray:
+    """Pixel art: the frame averaged over a frame-locked grid of 4 x 4 blocks, each block's mean
+    colour (saturation x1.3) snapped to the nearest of the PICO-8 palette's 16 colours, and shown as
+    a flat 4 x 4 block."""
+    h, w = rgb.shape[:2]
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.3, 0, 255)
+    vivid = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    small = cv2.resize(vivid, (-(-w // 4), -(-h // 4)), interpolation=cv2.INTER_AREA).astype(np.float32)
+    nearest = ((small[..., None, :] - PICO8) ** 2).sum(-1).argmin(-1)
+    return np.repeat(np.repeat(PICO8[nearest], 4, 0), 4, 1)[:h, :w].astype(np.uint8)
+
+
+def chromatic_glitch(rgb: np.ndarray) -> np.ndarray:
+    """A video glitch: the red channel moved 2 px right and the blue 2 px left of the green, more
+    contrast, and every third row (frame-locked scanlines) darkened by a quarter."""
+    r = np.roll(rgb[..., 0], 2, axis=1)
+    b = np.roll(rgb[..., 2], -2, axis=1)
+    out = np.stack([r, rgb[..., 1], b], -1).astype(np.float32) / 255
+    out = np.clip((out - 0.5) * 1.25 + 0.5, 0, 1)
+    out[::3] *= 0.75
+    return _unit8(out)
+
+
+def solarized_cyan(rgb: np.ndarray) -> np.ndarray:
+    """A Sabattier (solarisation) print: the grey's tone curve rises to mid-grey and folds back
+    down in the lights, so highlights turn dark, toned from ink blue through cyan to white by the
+    original grey."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    folded = 1 - np.abs(2 * g - 1)  # 0 at black and white, 1 at mid-grey
+    ink, cyan, white = (np.array(c, np.float32) for c in ([0.05, 0.10, 0.25], [0.10, 0.75, 0.85], [1, 1, 1]))
+    tone = np.where(folded[..., None] < 0.5, ink + (cyan - ink) * (2 * folded[..., None]),
+                    cyan + (white - cyan) * (2 * folded[..., None] - 1))
+    return _unit8(tone * (0.75 + 0.25 * g[..., None]))
+
+
+def stipple_dots(rgb: np.ndarray) -> np.ndarray:
+    """Stippling: single black dots on white wherever the blurred grey falls below a fixed
+    (frame-locked, seeded) random threshold map, so the dots are denser in the darks; the frame's
+    darkest parts become solid."""
+    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255, (0, 0), 0.8)
+    threshold = np.random.default_rng(11).random(g.shape).astype(np.float32)
+    dot = (g ** 0.8 < threshold * 0.9)[..., None]
+    return _unit8(np.where(dot, np.float32(0.05), np.float32(0.97)) * np.ones(3, np.float32))
