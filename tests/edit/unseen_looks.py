@@ -24,7 +24,9 @@ in the next session, before any change was made, likewise; ``xdog_sketch``, ``sl
 before their first run, to score it on line looks it was never run on; ``pixel_art``,
 ``chromatic_glitch``, ``solarized_cyan`` and ``stipple_dots`` on 7 Dec, in the session after, before
 their first run and before any change was made (a block grid with a fixed palette, channels moved
-apart, a tone curve that folds back, and a random frame-locked dot screen).
+apart, a tone curve that folds back, and a random frame-locked dot screen); ``error_diffusion``
+in the same session, after those four had run and before any change was made (a dither whose
+dots follow the content instead of the frame).
 """
 
 from __future__ import annotations
@@ -506,3 +508,28 @@ def stipple_dots(rgb: np.ndarray) -> np.ndarray:
     threshold = np.random.default_rng(11).random(g.shape).astype(np.float32)
     dot = (g ** 0.8 < threshold * 0.9)[..., None]
     return _unit8(np.where(dot, np.float32(0.05), np.float32(0.97)) * np.ones(3, np.float32))
+
+
+def error_diffusion(rgb: np.ndarray) -> np.ndarray:
+    """1-bit Floyd-Steinberg dither of the grey (raster order), dark teal ink on off-white: the dot
+    pattern follows the content, so it changes wherever the picture does."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    h, w = g.shape
+    ink = np.zeros((h, w), bool)
+    for y in range(h):
+        row, below = g[y], g[y + 1] if y + 1 < h else None
+        for x in range(w):
+            old = row[x]
+            ink[y, x] = old < 0.5
+            err = old - (0.0 if ink[y, x] else 1.0)
+            if x + 1 < w:
+                row[x + 1] += err * 7 / 16
+            if below is not None:
+                if x > 0:
+                    below[x - 1] += err * 3 / 16
+                below[x] += err * 5 / 16
+                if x + 1 < w:
+                    below[x + 1] += err * 1 / 16
+    paper = np.array([0.96, 0.95, 0.91], np.float32)
+    teal = np.array([0.05, 0.22, 0.25], np.float32)
+    return _unit8(np.where(ink[..., None], teal, paper))
