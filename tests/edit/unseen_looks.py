@@ -26,7 +26,9 @@ before their first run, to score it on line looks it was never run on; ``pixel_a
 their first run and before any change was made (a block grid with a fixed palette, channels moved
 apart, a tone curve that folds back, and a random frame-locked dot screen); ``error_diffusion``
 in the same session, after those four had run and before any change was made (a dither whose
-dots follow the content instead of the frame).
+dots follow the content instead of the frame); ``console_green`` and ``warm_tiles`` later in that
+session, before their first run, to check the rule for the lattice's cell input on cell looks it
+was not made on (one recolours each block by a non-linear rule, the other grades it).
 """
 
 from __future__ import annotations
@@ -533,3 +535,31 @@ def error_diffusion(rgb: np.ndarray) -> np.ndarray:
     paper = np.array([0.96, 0.95, 0.91], np.float32)
     teal = np.array([0.05, 0.22, 0.25], np.float32)
     return _unit8(np.where(ink[..., None], teal, paper))
+
+
+def _blocks(rgb: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) float32: each frame-locked side x side block (from the top
+    left; the last row and column of blocks cut by the frame's edge) filled with its mean colour."""
+    h, w = rgb.shape[:2]
+    x = rgb.astype(np.float32)
+    out = np.empty_like(x)
+    for y0 in range(0, h, side):
+        for x0 in range(0, w, side):
+            out[y0:y0 + side, x0:x0 + side] = x[y0:y0 + side, x0:x0 + side].mean((0, 1))
+    return out
+
+
+def console_green(rgb: np.ndarray) -> np.ndarray:
+    """A handheld console's screen: 6 x 6 px blocks, each block's mean grey cut to the four
+    shades of green (thresholds at a quarter, a half and three quarters of the grey's range)."""
+    grey = _blocks(rgb, 6) @ np.array([0.299, 0.587, 0.114], np.float32) / 255
+    shades = np.array([[15, 56, 15], [48, 98, 48], [139, 172, 15], [155, 188, 15]], np.uint8)
+    return shades[np.digitize(grey, [0.25, 0.5, 0.75])]
+
+
+def warm_tiles(rgb: np.ndarray) -> np.ndarray:
+    """Warm mosaic tiles: 7 x 7 px blocks of their mean colour, the contrast raised by a fifth
+    and the colour pushed warm (red up, blue down)."""
+    x = _blocks(rgb, 7) / 255
+    x = (x - 0.5) * 1.2 + 0.5 + np.array([0.06, 0.02, -0.06], np.float32)
+    return _unit8(np.clip(x, 0, 1))
