@@ -32,7 +32,13 @@ from backend.style.frame_texture import (
     texture_evidence,
 )
 from backend.style.inference_plan import bf16_native
-from backend.style.lattice import CellMap, lattice_of_keyframes, patch_cells
+from backend.style.lattice import (
+    CELL_RECOLOUR,
+    CellMap,
+    cell_recolour_share,
+    lattice_of_keyframes,
+    patch_cells,
+)
 from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
@@ -69,6 +75,9 @@ class FitSettings:
             when every target shows the same lattice, the translator's output is averaged over
             its cells, in fitting (each patch's cells, cut and flipped with it; no warped
             patches, whose cells would not be the frame's) and in rendering.
+        cell_input: where a lattice is found and its references recolour the cells rather than
+            grade them (``lattice.cell_recolour_share`` >= ``CELL_RECOLOUR``), the network reads its
+            input averaged over the cells (``TranslatorConfig.cell_input``).
         warp: share of patches cut along a random similarity transform (rotation up to
             ``warp_deg`` degrees, scale within 1 +- ``warp_scale``) instead of an axis-aligned crop,
             so the network sees the keyframe's structures at other angles and sizes, as the
@@ -157,6 +166,7 @@ class FitSettings:
     w_grad: float = 1.0
     screen: bool = True
     lattice: bool = True
+    cell_input: bool = False
     warp: float = 0.0
     warp_deg: float = 15.0
     warp_scale: float = 0.1
@@ -195,7 +205,9 @@ class FitResult:
     frame-locked texture's evidence (None when none was looked for) and the translator's
     ``amplification`` of the frame pairs' change when the stability term was considered (None
     when not; the term joined if it was above ``FitSettings.temporal_above``). ``steady_choice``:
-    how the edit chose the translator's steady filter (``FitSettings.steady_bound``), else None."""
+    how the edit chose the translator's steady filter (``FitSettings.steady_bound``), else None.
+    ``cell_recolour``: the keyframes' ``cell_recolour_share`` where a lattice was found with
+    ``FitSettings.cell_input``, else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -205,6 +217,7 @@ class FitResult:
     texture: TextureEvidence | None = None
     amplification: float | None = None
     steady_choice: SteadyChoice | None = None
+    cell_recolour: float | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -354,6 +367,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
     lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
+    recolour = (cell_recolour_share(targets.cpu(), [x[None, :3].cpu() for x in inputs], lattice)
+                if lattice is not None and s.cell_input else None)
     texture, layer, learned, aux, still = None, None, None, None, None
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
     t0 = time.monotonic()
@@ -377,7 +392,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     gated = screen is not None and s.net.screen_gates > 0
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,
                       screen_gates=s.net.screen_gates if gated else 0,
-                      screen_head=s.net.screen_head if gated else 0)
+                      screen_head=s.net.screen_head if gated else 0,
+                      cell_input=int(recolour is not None and recolour >= CELL_RECOLOUR))
     if screen is not None:
         if not gated:  # fitted on the references without it, added back unchanged
             targets = targets - screen.to(targets)
@@ -401,8 +417,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             pairs = pairs.with_channels(pos)
     warp = s.warp
     if lattice is not None:
+        reads = ("" if recolour is None else
+                 f"; they recolour the cells (share {recolour:.3f}): the network reads each cell's mean"
+                 if net_cfg.cell_input else f"; they grade the cells (share {recolour:.3f}): the network "
+                 "reads the pixels")
         log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
-                 "the output is averaged over each cell", lattice.period[1], lattice.period[0])
+                 "the output is averaged over each cell%s", lattice.period[1], lattice.period[0], reads)
         warp = 0.0
     stable_step = (round(s.temporal_from * s.steps) if pairs is not None and len(pairs) and s.temporal > 0
                    and lattice is None else None)
@@ -541,7 +561,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     net.set_screen(screen if screen is not None else layer)
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
-                     amplification=amplified)
+                     amplification=amplified, cell_recolour=recolour)
 
 
 def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:

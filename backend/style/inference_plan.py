@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.style.lattice import cell_mean
-from backend.style.translator import LEAK, REFINE_FEATURES, StyleTranslator, upsample
+from backend.style.translator import LEAK, REFINE_FEATURES, StyleTranslator, cell_channels, upsample
 
 _FUSED_OPS: bool | None = None
 _BF16: bool | None = None
@@ -248,7 +248,7 @@ class InferencePlan:
     def _run(self, image: torch.Tensor, guides: torch.Tensor | None,
              screen_map: torch.Tensor | None) -> torch.Tensor:
         h, w, r = self.h, self.w, self.cfg.unshuffle
-        image = _cl(image)
+        image = cell_channels(image, self.cells) if self.cfg.cell_input else _cl(image)
         x = self._prep(image) if (self.pad[0] or self.pad[1] or r > 1) else image
         if self.screen_term is not None:
             term = self.screen_term if x.shape[0] == self.chunk else self.screen_term[:x.shape[0]]

@@ -264,3 +264,32 @@ def lattice_of_keyframes(targets: torch.Tensor, sources: list[torch.Tensor],
     cells = first.cell_index(h, w)
     same = all(f.size == first.size and torch.equal(f.cell_index(h, w), cells) for f in found)
     return first if same else None
+
+
+CELL_RECOLOUR = 0.05
+"""``cell_recolour_share`` from which the translator reads its input averaged over the cells
+(``TranslatorConfig.cell_input``): 0.004-0.015 for an averaging pixelation, 0.11-0.19 for a pixel-art
+palette, on frames 0 and 40 of the three measured subjects (docs/editing.md, "The cell input")."""
+
+
+def cell_recolour_share(targets: torch.Tensor, sources: list[torch.Tensor], lattice: Lattice) -> float:
+    """How far a look is from grading each cell's mean colour: the share of the variance of the
+    references' cell colours that one affine colour map of their source frames' cell mean colours
+    leaves unexplained (least squares over every keyframe's cells, each cell once). About 0 for a
+    pixelation, plain or graded; high where each cell is recoloured by a non-linear rule (a palette).
+
+    targets: (P, 3, H, W); sources: P tensors (1, C >= 3, H, W); both in [-1, 1]."""
+    h, w = targets.shape[-2:]
+    cells = CellMap.of(lattice.cell_index(h, w))
+    count = cells.count.double()[:, None]
+
+    def means(image: torch.Tensor) -> torch.Tensor:  # (3, H, W) -> (cells, 3)
+        flat = image[:3].double().reshape(3, -1).T
+        return torch.zeros(len(count), 3, dtype=torch.float64).index_add_(0, cells.index, flat) / count
+
+    r = torch.cat([means(t) for t in targets])
+    x = torch.cat([means(src[0]) for src in sources])
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    residual = r - design @ torch.linalg.lstsq(design, r).solution
+    total = ((r - r.mean(0)) ** 2).sum()
+    return float((residual ** 2).sum() / total) if total > 0 else 0.0

@@ -82,6 +82,11 @@ class TranslatorConfig:
             render gets what the video frames were taught, the look alone, while the render pairs
             still shape the weights both share. It is read as the last guide channel
             (``guides_in``). 0: none (styles written before it).
+        cell_input: 1 when the network reads the image averaged over the lattice's cells
+            (``set_lattice``) instead of the image itself: where a look recolours each cell from
+            its mean colour (a pixel-art palette), the network then learns one colour function of
+            the cell's mean instead of approximating the mean from the raw pixels.
+            0: the image itself (styles written before it, and styles without a lattice).
     """
 
     width: int = 16
@@ -95,6 +100,7 @@ class TranslatorConfig:
     screen_head: int = 0
     grade: int = 0
     source_flag: int = 0
+    cell_input: int = 0
 
     @property
     def guides_in(self) -> int:
@@ -107,7 +113,7 @@ class TranslatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
         names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input", "low_merge",
-                 "screen_gates", "screen_head", "grade", "source_flag")
+                 "screen_gates", "screen_head", "grade", "source_flag", "cell_input")
         known = {k: int(d[k]) for k in names if k in d}
         return cls(**known)
 
@@ -166,6 +172,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+def cell_channels(image: torch.Tensor, cells: CellMap | None) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 3, H, W) channels-last: the image averaged over the lattice's
+    ``cells``, what the network reads with ``TranslatorConfig.cell_input``; without a lattice, the
+    image itself."""
+    return (image if cells is None else cell_mean(image, cells)).contiguous(memory_format=torch.channels_last)
 
 
 def upsample(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -353,6 +366,8 @@ class StyleTranslator(nn.Module):
         h, w = image.shape[-2:]
         if cells is None:
             cells = self.cell_map(h, w, image.device)
+        if self.cfg.cell_input:
+            image = cell_channels(image, cells)
         image = image.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
         parts = [image]
         if self.cfg.guides_in and guides is not None:

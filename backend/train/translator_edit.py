@@ -50,7 +50,7 @@ MIN_PROBE_FRAMES = 8
 CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo_frames=32, texture_steps=400,
                       texture_warm_start=True, learned_texture=True, busy_fill=True, temporal=8.0,
                       temporal_batch=1, steady=SteadyFilter(), bf16=True, keyframe_renders=False,
-                      steady_bound=STEADY_AIM,
+                      steady_bound=STEADY_AIM, cell_input=True,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -366,6 +366,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
         "trained_on": list(train_on(job.settings)),
         "translator_parameters": sum(p.numel() for p in result.translator.parameters()),
         "position_share": result.position_share,
+        "cell_recolour_share": result.cell_recolour,
         "tonal_share": job.tonal_share,
         "stability_amplification": result.amplification,
         "steady_choice": None if result.steady_choice is None else result.steady_choice.to_dict(),

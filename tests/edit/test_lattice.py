@@ -11,7 +11,16 @@ import torch
 
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.lattice import CellMap, Lattice, cell_mean, detect_lattice, patch_cells
+from backend.style.lattice import (
+    CELL_RECOLOUR,
+    CellMap,
+    Lattice,
+    cell_mean,
+    cell_recolour_share,
+    detect_lattice,
+    lattice_of_keyframes,
+    patch_cells,
+)
 from backend.style.translator import (
     StyleTranslator,
     TranslatorConfig,
@@ -129,3 +138,47 @@ def test_fitted_translator_renders_flat_cells_on_unseen_frames_and_keeps_them_in
     plain = StyleTranslator(TranslatorConfig(width=8, blocks=1))
     assert "lattice" not in translator_state(plain)
     assert translator_from_state(translator_state(plain)).lattice is None  # styles written before
+
+
+def test_the_recolour_share_tells_a_cell_palette_from_a_graded_pixelation() -> None:
+    frame = draw_frame(0, SIZE)[0]
+    for look, recolours in ((lambda f: pixelate(f, 21), False), (unseen_looks.warm_tiles, False),
+                            (unseen_looks.pixel_art, True), (unseen_looks.console_green, True)):
+        target, sources = _t(look(frame))[None], [_t(frame)[None]]
+        lattice = lattice_of_keyframes(target, sources)
+        assert lattice is not None
+        assert (cell_recolour_share(target, sources, lattice) >= CELL_RECOLOUR) == recolours
+
+
+def test_the_cell_input_is_on_only_for_a_look_that_recolours_its_cells_and_reads_each_cells_mean() -> None:
+    frames = [draw_frame(t, SIZE)[0] for t in range(N_FRAMES)]
+    settings = replace(FitSettings(steps=20, batch=2, patch=48, cell_input=True),
+                       net=TranslatorConfig(width=8, blocks=1, refine=4))
+    source = _t(frames[0])[None]
+    result = fit_translator(source, _t(unseen_looks.pixel_art(frames[0]))[None], settings, seed=0)
+    net = result.translator
+    assert net.lattice is not None and net.cfg.cell_input == 1 and result.cell_recolour >= CELL_RECOLOUR
+    graded = fit_translator(source, _t(pixelate(frames[0], 21))[None], settings, seed=0)
+    assert graded.translator.lattice is not None and graded.translator.cfg.cell_input == 0
+    assert graded.cell_recolour < CELL_RECOLOUR
+    cartoon = _t(stylize_image(frames[0], LOOKS[0]))[None]
+    plain = fit_translator(source, cartoon, settings, seed=0)
+    assert plain.translator.lattice is None and plain.translator.cfg.cell_input == 0
+    assert plain.cell_recolour is None
+    off = fit_translator(source, cartoon, replace(settings, cell_input=False), seed=0).translator
+    weights = zip(plain.translator.state_dict().values(), off.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)  # without a lattice the option changes nothing
+    again = translator_from_state(translator_state(net))
+    assert again.cfg.cell_input == 1 and again.lattice == net.lattice
+    # the network sees each cell's mean colour only: two frames whose pixels differ only within
+    # their cells come out the same, and other cell means give another output
+    with torch.no_grad():
+        image = _t(frames[7])[None]
+        cells = again.cell_map(SIZE, SIZE, image.device)
+        means = cell_mean(image, cells)
+        wave = torch.sin(torch.arange(SIZE * SIZE, dtype=torch.float32)).reshape(1, 1, SIZE, SIZE)
+        stirred = means + 0.3 * (wave - cell_mean(wave.expand(1, 3, -1, -1), cells))
+        assert (stirred - image).abs().max() > 0.2
+        for forward in (again, again.forward_reference):  # the inference plan and the op-by-op forward
+            assert (forward(image) - forward(stirred)).abs().max() < 1e-4
+        assert (again(image) - again(torch.flip(image, (-1,)))).abs().max() > 0.05

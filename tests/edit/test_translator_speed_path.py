@@ -17,6 +17,7 @@ import torch
 
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.inference_plan import InferencePlan, bf16_native, bf16_runs
+from backend.style.lattice import Lattice
 from backend.style.screen import SCREEN_CHANNELS
 from backend.style.translator import (
     PHOTOGRAPH,
@@ -61,7 +62,13 @@ CONFIGS = {
         screen_head=16, grade=5),
     "position grade, screen layer, no refinement": TranslatorConfig(
         width=8, blocks=1, screen_input=1, grade=2),
+    "cell input (cpu preset, a lattice)": TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1,
+                                                            cell_input=1),
+    "cell input, screen phases, unshuffle": TranslatorConfig(width=8, blocks=2, unshuffle=2, refine=4,
+                                                             screen_input=SCREEN_CHANNELS, cell_input=1),
 }
+LATTICE = Lattice(size=(SIZE, SIZE), period=(4.5, 5.0), offset=(1.0, 0.5), line=(False, True))
+"""The cells every configuration with ``cell_input`` is given (uneven, one axis with grout lines)."""
 
 
 def _t(rgb: np.ndarray) -> torch.Tensor:
@@ -83,6 +90,8 @@ def _random(cfg: TranslatorConfig, seed: int = 0) -> StyleTranslator:
             p.normal_(0, (0.5 if p.ndim > 1 else 0.05) / fan_in ** 0.5)
             if name.startswith(("out.", "refine.1.")):
                 p.mul_(0.5)
+    if cfg.cell_input:
+        net.set_lattice(LATTICE)
     if cfg.screen_input:
         c = torch.arange(SIZE, dtype=torch.float32)
         yy, xx = torch.meshgrid(c, c, indexing="ij")
