@@ -359,15 +359,16 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     if inputs.shape[1] != 3 + s.net.guides_in:
         raise ValueError(f"inputs have {inputs.shape[1]} channels, the translator takes "
                          f"3 + {s.net.guides_in}")
+    sources = [x[None, :3].cpu() for x in inputs]  # each target's source frame, for the look's structure
     screen = None
     if s.screen:
-        screen = screen_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs])
+        screen = screen_of_keyframes(targets.cpu(), sources)
         if screen is not None:
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
-    lattice = lattice_of_keyframes(targets.cpu(), [x[None, :3].cpu() for x in inputs]) if s.lattice else None
-    recolour = (cell_recolour_share(targets.cpu(), [x[None, :3].cpu() for x in inputs], lattice)
+    lattice = lattice_of_keyframes(targets.cpu(), sources) if s.lattice else None
+    recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
     texture, layer, learned, aux, still = None, None, None, None, None
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
@@ -417,10 +418,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             pairs = pairs.with_channels(pos)
     warp = s.warp
     if lattice is not None:
-        reads = ("" if recolour is None else
-                 f"; they recolour the cells (share {recolour:.3f}): the network reads each cell's mean"
-                 if net_cfg.cell_input else f"; they grade the cells (share {recolour:.3f}): the network "
-                 "reads the pixels")
+        reads = ""
+        if recolour is not None and net_cfg.cell_input:
+            reads = f"; they recolour the cells (share {recolour:.3f}): the network reads each cell's mean"
+        elif recolour is not None:
+            reads = f"; they grade the cells (share {recolour:.3f}): the network reads the pixels"
         log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
                  "the output is averaged over each cell%s", lattice.period[1], lattice.period[0], reads)
         warp = 0.0

@@ -269,7 +269,8 @@ def lattice_of_keyframes(targets: torch.Tensor, sources: list[torch.Tensor],
 CELL_RECOLOUR = 0.05
 """``cell_recolour_share`` from which the translator reads its input averaged over the cells
 (``TranslatorConfig.cell_input``): 0.004-0.015 for an averaging pixelation, 0.11-0.19 for a pixel-art
-palette, on frames 0 and 40 of the three measured subjects (docs/editing.md, "The cell input")."""
+palette, on frames 0 and 40 of the three measured subjects (docs/editing.md, "Seven looks written
+before their first run, and the cell input")."""
 
 
 def cell_recolour_share(targets: torch.Tensor, sources: list[torch.Tensor], lattice: Lattice) -> float:
