@@ -130,12 +130,18 @@ def cell_mean(x: torch.Tensor, cells: CellMap) -> torch.Tensor:
     B * H * W pixels of the whole batch (``patch_cells``: each patch its own cells). Works on
     channels-last memory without a copy (the image is read as (B, H * W, C))."""
     b, c, h, w = x.shape
+    return cell_colours(x, cells)[:, cells.index].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def cell_colours(x: torch.Tensor, cells: CellMap) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C): the mean of each of the N cells of ``cells`` (one frame's cells,
+    per image), or (1, N, C) when ``cells`` numbers the whole batch's pixels (``cell_mean``)."""
+    b, c, h, w = x.shape
     flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
     if cells.index.numel() != h * w:
         flat = flat.reshape(1, b * h * w, c)
     sums = flat.new_zeros(flat.shape[0], cells.count.shape[0], c).index_add_(1, cells.index, flat)
-    means = sums / cells.count.to(x.dtype)[None, :, None]
-    return means[:, cells.index].reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return sums / cells.count.to(x.dtype)[None, :, None]
 
 
 def patch_cells(ids: torch.Tensor) -> CellMap:
@@ -280,16 +286,9 @@ def cell_recolour_share(targets: torch.Tensor, sources: list[torch.Tensor], latt
     pixelation, plain or graded; high where each cell is recoloured by a non-linear rule (a palette).
 
     targets: (P, 3, H, W); sources: P tensors (1, C >= 3, H, W); both in [-1, 1]."""
-    h, w = targets.shape[-2:]
-    cells = CellMap.of(lattice.cell_index(h, w))
-    count = cells.count.double()[:, None]
-
-    def means(image: torch.Tensor) -> torch.Tensor:  # (3, H, W) -> (cells, 3)
-        flat = image[:3].double().reshape(3, -1).T
-        return torch.zeros(len(count), 3, dtype=torch.float64).index_add_(0, cells.index, flat) / count
-
-    r = torch.cat([means(t) for t in targets])
-    x = torch.cat([means(src[0]) for src in sources])
+    cells = CellMap.of(lattice.cell_index(*targets.shape[-2:]))
+    r = cell_colours(targets[:, :3].double(), cells).reshape(-1, 3)
+    x = cell_colours(torch.cat([src[:, :3] for src in sources]).double(), cells).reshape(-1, 3)
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
     residual = r - design @ torch.linalg.lstsq(design, r).solution
     total = ((r - r.mean(0)) ** 2).sum()
