@@ -27,11 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.imaging.coords import position_channels
 from backend.imaging.flow import fast_flow
 from backend.style.steady import check_frames, grey, neighbour_weights
 
 if TYPE_CHECKING:
     from backend.style.steady import SteadyFilter
+
 
 def grey_uint8(g: torch.Tensor) -> np.ndarray:
     """(N, 1, H, W) ``grey`` in [0, 1] -> (N, H, W) uint8, what the flow reads."""
@@ -67,9 +69,8 @@ def _grid_terms(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     terms = _GRIDS.get((h, w))
     if terms is None:
         scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)])
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                                indexing="ij")
-        terms = _GRIDS.setdefault((h, w), (scale, torch.stack([xs, ys], -1) * scale - 1))
+        origin = position_channels(h, w)[0].permute(1, 2, 0).contiguous()  # each pixel where it is
+        terms = _GRIDS.setdefault((h, w), (scale, origin))
     return terms
 
 
