@@ -29,6 +29,9 @@ in the same session, after those four had run and before any change was made (a 
 dots follow the content instead of the frame); ``console_green`` and ``warm_tiles`` later in that
 session, before their first run, to check the rule for the lattice's cell input on cell looks it
 was not made on (one recolours each block by a non-linear rule, the other grades it).
+``atkinson_three_ink`` on 7 Dec, in the session after, once the palette dither was built and
+before its first run: a dither of another algorithm, with three inks and clipped lights and
+shadows, to check the dither on a look it was not made on.
 """
 
 from __future__ import annotations
@@ -563,3 +566,23 @@ def warm_tiles(rgb: np.ndarray) -> np.ndarray:
     x = _blocks(rgb, 7) / 255
     x = (x - 0.5) * 1.2 + 0.5 + np.array([0.06, 0.02, -0.06], np.float32)
     return _unit8(np.clip(x, 0, 1))
+
+
+def atkinson_three_ink(rgb: np.ndarray) -> np.ndarray:
+    """Atkinson dithering (raster order; 1/8 of the error to each of six neighbours, so 1/4 is
+    dropped and lights and shadows clip to flat ink) of a contrast-lifted grey onto three inks:
+    navy, coral and cream."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    g = np.clip((g - 0.5) * 1.25 + 0.5, 0, 1)
+    h, w = g.shape
+    level = np.zeros((h, w), np.int64)
+    for y in range(h):
+        for x in range(w):
+            old = g[y, x]
+            level[y, x] = int(np.clip(np.rint(old * 2), 0, 2))
+            err = (old - level[y, x] / 2) / 8
+            for dy, dx in ((0, 1), (0, 2), (1, -1), (1, 0), (1, 1), (2, 0)):
+                if y + dy < h and 0 <= x + dx < w:
+                    g[y + dy, x + dx] += err
+    inks = np.array([[0.12, 0.16, 0.36], [0.93, 0.45, 0.40], [0.97, 0.93, 0.84]], np.float32)
+    return _unit8(inks[level])
