@@ -285,12 +285,15 @@ class Renderer:
 
         over_time = self.translator.steady if steady and self.translator is not None else None
         if over_time is None:
-            for a in range(0, len(rows), batch):
-                yield from to_uint8(images(rows[a:a + batch], False))
-            return
-        # rows without UV maps (maps given per rendered row) are no neighbours
-        has = (lambda r: 0 <= r < n) if position is None else (lambda r: r in position)
-        yield from _steady_render([int(r) for r in rows], images, has, over_time, batch, starts)
+            frames = (f for a in range(0, len(rows), batch)
+                      for f in to_uint8(images(rows[a:a + batch], False)))
+        else:
+            # rows without UV maps (maps given per rendered row) are no neighbours
+            has = (lambda r: 0 <= r < n) if position is None else (lambda r: r in position)
+            frames = _steady_render([int(r) for r in rows], images, has, over_time, batch, starts)
+        dither = self.translator.dither if self.translator is not None else None
+        for frame in frames:  # a dispersed-dot look is dotted last, after the steady filter
+            yield frame if dither is None else dither.apply(frame)
 
     def _images(self, uv: torch.Tensor, win: torch.Tensor, batch: int, plain: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -265,6 +265,8 @@ def write_style_report(
     if translator is not None and translator.steady is not None:  # as the renderer shows the run
         styled = torch.cat([styled[:n_c], steady_frames(styled[n_c:], plain[n_c:], translator.steady)])
     s8, p8 = to_uint8(styled), to_uint8(plain)
+    if translator is not None and translator.dither is not None:  # dotted last, as the renderer does
+        s8 = np.stack([translator.dither.apply(f) for f in s8])
     real8 = to_uint8(tensors.frames[torch.as_tensor(ids)])
     face = (uv[:, 2] > 0.5).cpu().numpy()
     metrics: dict[str, Any] = {

@@ -40,6 +40,7 @@ from backend.style.lattice import (
     patch_cells,
 )
 from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
+from backend.style.palette_dither import find_palette, tone_targets
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.stability import FramePairs, amplification, stability_loss
@@ -78,6 +79,10 @@ class FitSettings:
         cell_input: where a lattice is found and its references recolour the cells rather than
             grade them (``lattice.cell_recolour_share`` >= ``CELL_RECOLOUR``), the network reads its
             input averaged over the cells (``TranslatorConfig.cell_input``).
+        dither: look for a dispersed-dot palette in the targets where they have neither a screen
+            nor a lattice (``backend.style.palette_dither``): when found, the network learns the
+            proportions the dots make (blurred targets, no texture probe) and the renderer dots
+            its output with the palette (``StyleTranslator.dither``).
         warp: share of patches cut along a random similarity transform (rotation up to
             ``warp_deg`` degrees, scale within 1 +- ``warp_scale``) instead of an axis-aligned crop,
             so the network sees the keyframe's structures at other angles and sizes, as the
@@ -167,6 +172,7 @@ class FitSettings:
     screen: bool = True
     lattice: bool = True
     cell_input: bool = False
+    dither: bool = False
     warp: float = 0.0
     warp_deg: float = 15.0
     warp_scale: float = 0.1
@@ -207,7 +213,9 @@ class FitResult:
     when not; the term joined if it was above ``FitSettings.temporal_above``). ``steady_choice``:
     how the edit chose the translator's steady filter (``FitSettings.steady_bound``), else None.
     ``cell_recolour``: the keyframes' ``cell_recolour_share`` where a lattice was found with
-    ``FitSettings.cell_input``, else None."""
+    ``FitSettings.cell_input``, else None. ``isolated``: ``find_palette``'s measure where a dispersed-dot
+    palette was looked for (``FitSettings.dither``; 0.0 where no palette of few colours holds
+    the references), else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -218,6 +226,7 @@ class FitResult:
     amplification: float | None = None
     steady_choice: SteadyChoice | None = None
     cell_recolour: float | None = None
+    isolated: float | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -370,10 +379,18 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     lattice = lattice_of_keyframes(targets.cpu(), sources) if s.lattice else None
     recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
+    dither, isolated = None, None
+    if s.dither and screen is None and lattice is None:
+        dither, isolated = find_palette(targets)
+        if dither is not None:
+            log.info("style translator: the references mix %d flat colours dot by dot (%.3f of the pixels "
+                     "differ from all 4 neighbours): the network learns their proportions and the "
+                     "renderer dots them", len(dither.colours), isolated)
+            targets = tone_targets(targets)
     texture, layer, learned, aux, still = None, None, None, None, None
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
     t0 = time.monotonic()
-    if s.texture_steps > 0 and screen is None and lattice is None:
+    if s.texture_steps > 0 and screen is None and lattice is None and dither is None:
         if s.net.grade and share is None:  # measured once, for the probe's fit and this one
             share = _keyframes_share(inputs, targets)
         texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop, progress, share)
@@ -561,9 +578,10 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
                 layer = layer * keep  # a drawn residual: the fill stays out where the video moves
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
+    net.dither = dither
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
-                     amplification=amplified, cell_recolour=recolour)
+                     amplification=amplified, cell_recolour=recolour, isolated=isolated)
 
 
 def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:

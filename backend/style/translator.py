@@ -36,6 +36,7 @@ from torch import nn
 from backend.imaging.coords import position_channels
 from backend.style.guides import uv_guides
 from backend.style.lattice import CellMap, Lattice, cell_mean
+from backend.style.palette_dither import PaletteDither
 from backend.style.position_grade import PositionGrade
 from backend.style.screen import screen_channels, screen_parts
 from backend.style.screen_gate import GatedScreen
@@ -247,6 +248,9 @@ class StyleTranslator(nn.Module):
     steady: SteadyFilter | None = None
     """The temporal filter a renderer runs over consecutive styled frames (``backend.style.steady``);
     None: each frame as the network gives it (styles written before the filter)."""
+    dither: PaletteDither | None = None
+    """The palette a renderer dots each finished frame with, after the steady filter, for a
+    dispersed-dot look (``backend.style.palette_dither``); None: the frames as they are."""
 
     def __init__(self, cfg: TranslatorConfig | None = None) -> None:
         super().__init__()
@@ -485,7 +489,7 @@ def translator_state(translator: StyleTranslator) -> dict:
     """What a style file stores: ``{"config": {...}, "state": {name: tensor}}``; when the look
     has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors); when it is made of
     frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``; with a temporal filter, ``"steady"``:
-    ``SteadyFilter.to_dict()``."""
+    ``SteadyFilter.to_dict()``; for a dispersed-dot look, ``"dither"``: ``PaletteDither.to_dict()``."""
     blob = {
         "config": translator.cfg.to_dict(),
         "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
@@ -496,6 +500,8 @@ def translator_state(translator: StyleTranslator) -> dict:
         blob["lattice"] = translator.lattice.to_dict()
     if translator.steady is not None:
         blob["steady"] = translator.steady.to_dict()
+    if translator.dither is not None:
+        blob["dither"] = translator.dither.to_dict()
     return blob
 
 
@@ -524,4 +530,6 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         net.set_lattice(Lattice.from_dict(lattice))
     if blob.get("steady") is not None:
         net.steady = SteadyFilter.from_dict(blob["steady"])
+    if blob.get("dither") is not None:
+        net.dither = PaletteDither.from_dict(blob["dither"])
     return net.eval().requires_grad_(False)

@@ -165,3 +165,28 @@ def test_the_filter_travels_in_the_style_file_and_older_styles_have_none() -> No
     blob["steady"] = {"radius": 0}
     with pytest.raises(ValueError, match="radius"):
         translator_from_state(blob)
+
+
+
+def test_a_dithered_style_is_dotted_last_with_its_palette_and_chunks_keep_the_dots(
+        tiny_avatar_subject: Path) -> None:
+    """A dispersed-dot look (``backend.style.palette_dither``): each frame as the steady render
+    gives it, then dotted with the palette; a farm's chunks and a still get the same dots."""
+    from backend.style.palette_dither import PaletteDither
+
+    s = Subject.open(tiny_avatar_subject)
+    n = s.n_frames
+    r = _renderer(tiny_avatar_subject, STEADY)
+    smooth = _render(r, s, indices=range(1, n))
+    dots = PaletteDither(np.array([[0.05, 0.22, 0.25], [0.96, 0.95, 0.91]], np.float32), seed=2)
+    r.translator.dither = dots
+    r.translator = translator_from_state(translator_state(r.translator))  # as a style file keeps it
+    r.forward = _CountingForward(r.avatar, post=r.translator)
+    dotted = _render(r, s, indices=range(1, n))
+    assert np.array_equal(dotted, np.stack([dots.apply(f) for f in smooth]))
+    inks = {tuple(int(v) for v in np.round(c * 255)) for c in dots.colours}
+    assert {tuple(int(v) for v in c) for c in np.unique(dotted.reshape(-1, 3), axis=0)} == inks
+    chunks = [_render(r, s, indices=range(a, min(a + 8, n))) for a in range(1, n, 8)]
+    assert np.array_equal(np.concatenate(chunks), dotted)
+    still = np.stack(list(r.render(s.expressions, uv_maps=s.uv_maps, indices=[5], steady=False)))
+    assert {tuple(int(v) for v in c) for c in np.unique(still.reshape(-1, 3), axis=0)} <= inks

@@ -1,0 +1,114 @@
+"""Dispersed-dot looks: the palette found in a reference, the proportions learned, the dots
+drawn last by the renderer with the palette, fixed in the frame."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from backend.imaging.blur import gaussian_blur
+from backend.looks import LOOKS, stylize_image
+from backend.style.fit import FitSettings, fit_translator
+from backend.style.palette_dither import (
+    ISOLATED_SHARE,
+    PaletteDither,
+    find_palette,
+    isolated_share,
+)
+from backend.style.translator import TranslatorConfig, translator_from_state, translator_state
+from tests.edit import unseen_looks
+from tests.edit.conftest import draw_frame
+from tests.edit.test_screen import _t
+from tests.face.conftest import astronaut
+
+SIZE = 128
+
+
+def _palette_of(image: np.ndarray) -> set[tuple[int, int, int]]:
+    return {tuple(int(v) for v in c) for c in np.unique(image.reshape(-1, 3), axis=0)}
+
+
+@pytest.mark.parametrize("look", ["error_diffusion", "stipple_dots"])
+def test_a_dithered_photo_is_found_with_its_own_colours(look: str) -> None:
+    ref = getattr(unseen_looks, look)(astronaut(SIZE))
+    found, share = find_palette(_t(ref)[None])
+    assert found is not None and share >= ISOLATED_SHARE
+    own = np.asarray(sorted(_palette_of(ref), key=sum), np.float32) / 255
+    assert found.colours.shape == (2, 3)
+    assert np.abs(found.colours - own).max() < 1 / 255 + 1e-6  # the look's two inks, darkest first
+
+
+@pytest.mark.parametrize("look", ["woodcut_ink", "brush_ink", "xdog_sketch", "console_green", "pop_flat"])
+def test_few_colour_line_print_and_flat_looks_are_not_dithers(look: str) -> None:
+    ref = getattr(unseen_looks, look)(astronaut(SIZE))
+    found, share = find_palette(_t(ref)[None])
+    assert found is None and share < ISOLATED_SHARE
+
+
+def test_a_photographic_look_has_no_palette() -> None:
+    found, share = find_palette(_t(stylize_image(astronaut(SIZE), LOOKS[0]))[None])
+    assert found is None and share == 0.0
+
+
+def test_the_dots_take_only_palette_colours_in_the_proportions_of_the_tone() -> None:
+    colours = np.array([[0.05, 0.22, 0.25], [0.96, 0.95, 0.91]], np.float32)
+    dither = PaletteDither(colours)
+    for level in (0, 30, 70, 128, 200, 255):
+        dots = dither.apply(np.full((SIZE, SIZE, 3), level, np.uint8))
+        assert _palette_of(dots) <= {tuple(round(float(v) * 255) for v in c) for c in colours}
+        paper = float((dots.astype(int).sum(-1) > 3 * 128).mean())
+        tone = np.clip((level / 255 - dither.greys[0]) / (dither.greys[1] - dither.greys[0]), 0, 1)
+        assert paper == pytest.approx(tone, abs=0.002)  # a flat tone: its share of paper dots
+    ramp = np.repeat(np.linspace(0, 255, SIZE)[None, :, None], SIZE, 0).repeat(3, 2).round().astype(np.uint8)
+    bands = (dither.apply(ramp).astype(int).sum(-1) > 3 * 128).reshape(SIZE, SIZE // 16, 16).mean((0, 2))
+    tones = np.clip((ramp[0, :, 0] / 255 - dither.greys[0]) / (dither.greys[1] - dither.greys[0]), 0, 1)
+    assert np.abs(bands - tones.reshape(-1, 16).mean(1)).max() < 0.03  # and across a ramp, band by band
+    # the threshold map is blue noise: a quarter's dots lie apart, twice as often as white noise's
+    white = np.random.default_rng(0).random((SIZE, SIZE)) < 0.25
+    assert isolated_share(dither.threshold_map(SIZE, SIZE) < 0.25) > 2 * isolated_share(white)
+
+
+def test_the_dots_are_fixed_in_the_frame_and_by_the_seed() -> None:
+    dither = PaletteDither(np.array([[0, 0, 0], [1, 1, 1]], np.float32), seed=3)
+    frame = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    again = PaletteDither.from_dict(dither.to_dict())
+    assert np.array_equal(dither.apply(frame), again.apply(frame))  # another process, the same dots
+    assert not np.array_equal(dither.apply(frame), PaletteDither(dither.colours, seed=4).apply(frame))
+
+
+@pytest.mark.parametrize("bad", [{"colours": [[0, 0, 0]]}, {"colours": [[1, 1, 1], [0, 0, 0]]},
+                                 {"colours": "black"}, {"colours": [[0, 0, 0], [1, 1, 1]], "seed": 0.5},
+                                 {"colours": [[0, 0], [1, 1]]}, []])
+def test_a_bad_stored_palette_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="dither"):
+        PaletteDither.from_dict(bad)  # type: ignore[arg-type]
+
+
+def test_the_fit_learns_the_proportions_and_the_style_keeps_the_palette() -> None:
+    frames = [draw_frame(t, SIZE)[0] for t in range(2)]
+    settings = replace(FitSettings(steps=30, batch=2, patch=48, dither=True),
+                       net=TranslatorConfig(width=8, blocks=1, refine=4))
+    source, ref = _t(frames[0])[None], _t(unseen_looks.error_diffusion(frames[0]))[None]
+    result = fit_translator(source, ref, settings, seed=0)
+    net = result.translator
+    assert net.dither is not None and result.isolated >= ISOLATED_SHARE
+    again = translator_from_state(translator_state(net))
+    assert np.array_equal(again.dither.colours, net.dither.colours) and again.dither.seed == net.dither.seed
+    # fitted on the proportions: its output on the keyframe is nearer the blurred dots than the
+    # same fit on the dots themselves (which learns a guess at where each dot falls)
+    dotted = fit_translator(source, ref, replace(settings, dither=False), seed=0).translator
+    assert dotted.dither is None
+    with torch.no_grad():
+        tone = gaussian_blur(ref, 1.0)
+        assert (net(source) - tone).abs().mean() < (dotted(source) - tone).abs().mean()
+    # a look of flat colours without dots gets no palette and the same fit as without the option
+    cartoon = _t(stylize_image(frames[0], LOOKS[0]))[None]
+    plain = fit_translator(source, cartoon, settings, seed=0)
+    off = fit_translator(source, cartoon, replace(settings, dither=False), seed=0).translator
+    assert plain.translator.dither is None and plain.isolated == 0.0
+    weights = zip(plain.translator.state_dict().values(), off.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    assert translator_from_state(translator_state(off)).dither is None  # styles written before
