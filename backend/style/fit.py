@@ -213,7 +213,7 @@ class FitResult:
     when not; the term joined if it was above ``FitSettings.temporal_above``). ``steady_choice``:
     how the edit chose the translator's steady filter (``FitSettings.steady_bound``), else None.
     ``cell_recolour``: the keyframes' ``cell_recolour_share`` where a lattice was found with
-    ``FitSettings.cell_input``, else None. ``isolated``: ``find_palette``'s measure where a dispersed-dot
+    ``FitSettings.cell_input``, else None. ``dot_share``: ``find_palette``'s measure where a dispersed-dot
     palette was looked for (``FitSettings.dither``; 0.0 where no palette of few colours holds
     the references), else None."""
 
@@ -226,7 +226,7 @@ class FitResult:
     amplification: float | None = None
     steady_choice: SteadyChoice | None = None
     cell_recolour: float | None = None
-    isolated: float | None = None
+    dot_share: float | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -379,13 +379,13 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     lattice = lattice_of_keyframes(targets.cpu(), sources) if s.lattice else None
     recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
-    dither, isolated = None, None
+    dither, dots = None, None
     if s.dither and screen is None and lattice is None:
-        dither, isolated = find_palette(targets)
+        dither, dots = find_palette(targets)
         if dither is not None:
             log.info("style translator: the references mix %d flat colours dot by dot (%.3f of the pixels "
-                     "differ from all 4 neighbours): the network learns their proportions and the "
-                     "renderer dots them", len(dither.colours), isolated)
+                     "on a colour boundary differ from all 4 neighbours): the network learns their "
+                     "proportions and the renderer dots them", len(dither.colours), dots)
             targets = tone_targets(targets)
     texture, layer, learned, aux, still = None, None, None, None, None
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
@@ -581,7 +581,7 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     net.dither = dither
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
-                     amplification=amplified, cell_recolour=recolour, isolated=isolated)
+                     amplification=amplified, cell_recolour=recolour, dot_share=dots)
 
 
 def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:

@@ -14,11 +14,15 @@ steady filter (``backend.style.steady``), which averages the proportions, not th
 
 Detection (``find_palette``), on the references only: at most ``MAX_COLOURS`` colours (k-means on
 all references' pixels, the fewest that hold ``PALETTE_SHARE`` of the pixels within
-``PALETTE_TOLERANCE``) and a dispersed mix: at least ``ISOLATED_SHARE`` of the pixels take
-another colour than all four of their neighbours. On frames 0 and 40 of three subjects that share
-is 0.10-0.21 for a Floyd-Steinberg dither, 0.06 for a stipple, 0.12-0.22 for a 4x4 ordered
-dither, and at most 0.005 for the few-colour line and print looks (woodcut, brush ink), 0 for a
-pixel-art palette.
+``PALETTE_TOLERANCE``) and a dispersed mix: of the pixels on a boundary between colours (a
+neighbour of another colour), at least ``DOT_SHARE`` are dots, whose four neighbours all take
+another colour (``dot_share``). On frames 0 and 40 of three subjects that share is 0.22-0.25 for
+a Floyd-Steinberg dither, 0.11 for a stipple, 0.33-0.40 for a 4x4 ordered dither and 0.054-0.078
+for an Atkinson dither onto three inks (much of it flat ink), against at most 0.018 for the
+few-colour line and print looks, whose boundaries are strokes (woodcut, brush ink), and 0 for a
+pixel-art palette. The share of all pixels that are dots, the first measure, left the Atkinson
+dither of the two darker subjects (0.010-0.018) among the line looks (up to 0.005) with a flat
+frame's dilution.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ MAX_COLOURS = 4
 PALETTE_SHARE = 0.97
 PALETTE_TOLERANCE = 0.06
 """RGB distance in [0, 1] units within which a pixel counts as a palette colour."""
-ISOLATED_SHARE = 0.02
+DOT_SHARE = 0.035
 TONE_SIGMA = 1.0
 """Gaussian sigma (px of the reference) over which the fit's targets are averaged: the proportion
 of each colour the dots make (the blue-noise map reproduces proportions at that scale)."""
@@ -174,14 +178,16 @@ def _kmeans(pixels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return centres, labels
 
 
-def isolated_share(labels: np.ndarray) -> float:
-    """(H, W) colour labels -> the share of pixels whose four neighbours all take another label
-    (a dispersed dot; edge pixels compare with themselves across the border)."""
+def dot_share(labels: np.ndarray) -> float:
+    """(H, W) colour labels -> of the pixels with a neighbour of another label, the share whose
+    four neighbours all take another label (a dispersed dot; pixels on the frame's edge compare
+    with themselves across it); 0.0 for a flat image."""
     p = np.pad(labels, 1, mode="edge")
     h, w = labels.shape
     differ = [p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] != labels
               for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
-    return float(np.mean(np.logical_and.reduce(differ)))
+    boundary = np.logical_or.reduce(differ).sum()
+    return float(np.logical_and.reduce(differ).sum() / boundary) if boundary else 0.0
 
 
 def find_palette(targets: torch.Tensor) -> tuple[PaletteDither | None, float]:
@@ -190,7 +196,7 @@ def find_palette(targets: torch.Tensor) -> tuple[PaletteDither | None, float]:
     Args:
         targets: (P, 3, H, W) references in [-1, 1].
     Returns:
-        (the palette or None, the isolated share measured: 0.0 where no palette of
+        (the palette or None, the references' mean ``dot_share``: 0.0 where no palette of
         ``MAX_COLOURS`` colours holds the pixels).
     """
     images = ((targets.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
@@ -200,11 +206,11 @@ def find_palette(targets: torch.Tensor) -> tuple[PaletteDither | None, float]:
         near = np.linalg.norm(pixels - centres[labels], axis=1) < PALETTE_TOLERANCE
         if near.mean() < PALETTE_SHARE:
             continue
-        shares = [isolated_share(lab) for lab in labels.reshape(images.shape[:3])]
+        shares = [dot_share(lab) for lab in labels.reshape(images.shape[:3])]
         share = float(np.mean(shares))
         order = np.argsort(centres @ np.asarray(LUMA, np.float32))
         colours = centres[order]
-        if share < ISOLATED_SHARE or np.any(np.diff(colours @ np.asarray(LUMA, np.float32)) <= 1e-4):
+        if share < DOT_SHARE or np.any(np.diff(colours @ np.asarray(LUMA, np.float32)) <= 1e-4):
             return None, share
         return PaletteDither(colours), share
     return None, 0.0

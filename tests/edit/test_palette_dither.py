@@ -13,10 +13,10 @@ from backend.imaging.blur import gaussian_blur
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.palette_dither import (
-    ISOLATED_SHARE,
+    DOT_SHARE,
+    LUMA,
     PaletteDither,
     find_palette,
-    isolated_share,
 )
 from backend.style.translator import TranslatorConfig, translator_from_state, translator_state
 from tests.edit import unseen_looks
@@ -27,25 +27,34 @@ from tests.face.conftest import astronaut
 SIZE = 128
 
 
+def _touching(dots: np.ndarray) -> float:
+    """Share of the True pixels of (H, W) ``dots`` with a True pixel among their 4 neighbours
+    (the frame's edge wraps)."""
+    near = np.zeros_like(dots)
+    for shift, axis in ((1, 0), (-1, 0), (1, 1), (-1, 1)):
+        near |= np.roll(dots, shift, axis)
+    return float((dots & near).sum() / dots.sum())
+
+
 def _palette_of(image: np.ndarray) -> set[tuple[int, int, int]]:
     return {tuple(int(v) for v in c) for c in np.unique(image.reshape(-1, 3), axis=0)}
 
 
-@pytest.mark.parametrize("look", ["error_diffusion", "stipple_dots"])
+@pytest.mark.parametrize("look", ["error_diffusion", "stipple_dots", "atkinson_three_ink"])
 def test_a_dithered_photo_is_found_with_its_own_colours(look: str) -> None:
     ref = getattr(unseen_looks, look)(astronaut(SIZE))
     found, share = find_palette(_t(ref)[None])
-    assert found is not None and share >= ISOLATED_SHARE
-    own = np.asarray(sorted(_palette_of(ref), key=sum), np.float32) / 255
-    assert found.colours.shape == (2, 3)
-    assert np.abs(found.colours - own).max() < 1 / 255 + 1e-6  # the look's two inks, darkest first
+    assert found is not None and share >= DOT_SHARE
+    own = np.asarray(sorted(_palette_of(ref), key=lambda c: np.dot(c, LUMA)), np.float32) / 255
+    assert found.colours.shape == own.shape
+    assert np.abs(found.colours - own).max() < 1 / 255 + 1e-6  # the look's inks, darkest first
 
 
 @pytest.mark.parametrize("look", ["woodcut_ink", "brush_ink", "xdog_sketch", "console_green", "pop_flat"])
 def test_few_colour_line_print_and_flat_looks_are_not_dithers(look: str) -> None:
     ref = getattr(unseen_looks, look)(astronaut(SIZE))
     found, share = find_palette(_t(ref)[None])
-    assert found is None and share < ISOLATED_SHARE
+    assert found is None and share < DOT_SHARE
 
 
 def test_a_photographic_look_has_no_palette() -> None:
@@ -66,9 +75,10 @@ def test_the_dots_take_only_palette_colours_in_the_proportions_of_the_tone() -> 
     bands = (dither.apply(ramp).astype(int).sum(-1) > 3 * 128).reshape(SIZE, SIZE // 16, 16).mean((0, 2))
     tones = np.clip((ramp[0, :, 0] / 255 - dither.greys[0]) / (dither.greys[1] - dither.greys[0]), 0, 1)
     assert np.abs(bands - tones.reshape(-1, 16).mean(1)).max() < 0.03  # and across a ramp, band by band
-    # the threshold map is blue noise: a quarter's dots lie apart, twice as often as white noise's
-    white = np.random.default_rng(0).random((SIZE, SIZE)) < 0.25
-    assert isolated_share(dither.threshold_map(SIZE, SIZE) < 0.25) > 2 * isolated_share(white)
+    # the threshold map is blue noise: the darkest 15 % of its thresholds lie apart (0.3 % touch
+    # another, none at 10 %), where white noise's touch about half the time
+    assert _touching(dither.threshold_map(SIZE, SIZE) < 0.15) < 0.01
+    assert _touching(np.random.default_rng(0).random((SIZE, SIZE)) < 0.15) > 0.4
 
 
 def test_the_dots_are_fixed_in_the_frame_and_by_the_seed() -> None:
@@ -94,7 +104,7 @@ def test_the_fit_learns_the_proportions_and_the_style_keeps_the_palette() -> Non
     source, ref = _t(frames[0])[None], _t(unseen_looks.error_diffusion(frames[0]))[None]
     result = fit_translator(source, ref, settings, seed=0)
     net = result.translator
-    assert net.dither is not None and result.isolated >= ISOLATED_SHARE
+    assert net.dither is not None and result.dot_share >= DOT_SHARE
     again = translator_from_state(translator_state(net))
     assert np.array_equal(again.dither.colours, net.dither.colours) and again.dither.seed == net.dither.seed
     # fitted on the proportions: its output on the keyframe is nearer the blurred dots than the
@@ -108,7 +118,7 @@ def test_the_fit_learns_the_proportions_and_the_style_keeps_the_palette() -> Non
     cartoon = _t(stylize_image(frames[0], LOOKS[0]))[None]
     plain = fit_translator(source, cartoon, settings, seed=0)
     off = fit_translator(source, cartoon, replace(settings, dither=False), seed=0).translator
-    assert plain.translator.dither is None and plain.isolated == 0.0
+    assert plain.translator.dither is None and plain.dot_share == 0.0
     weights = zip(plain.translator.state_dict().values(), off.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in weights)
     assert translator_from_state(translator_state(off)).dither is None  # styles written before
