@@ -31,7 +31,9 @@ session, before their first run, to check the rule for the lattice's cell input 
 was not made on (one recolours each block by a non-linear rule, the other grades it).
 ``atkinson_three_ink`` on 7 Dec, in the session after, once the palette dither was built and
 before its first run: a dither of another algorithm, with three inks and clipped lights and
-shadows, to check the dither on a look it was not made on.
+shadows, to check the dither on a look it was not made on. Its first rule missed it on the two
+darker subjects, and the rule was changed on it; ``sierra_duotone`` was written after that change
+and before its first run, to check the changed rule.
 """
 
 from __future__ import annotations
@@ -586,3 +588,26 @@ def atkinson_three_ink(rgb: np.ndarray) -> np.ndarray:
                     g[y + dy, x + dx] += err
     inks = np.array([[0.12, 0.16, 0.36], [0.93, 0.45, 0.40], [0.97, 0.93, 0.84]], np.float32)
     return _unit8(inks[level])
+
+
+def sierra_duotone(rgb: np.ndarray) -> np.ndarray:
+    """Sierra Lite error diffusion in serpentine order (left to right, then right to left; 2/4 of
+    the error ahead, 1/4 below and 1/4 below behind) of the grey lifted by a 0.8 gamma, onto
+    oxblood and pale straw."""
+    g = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255) ** 0.8
+    h, w = g.shape
+    ink = np.zeros((h, w), bool)
+    for y in range(h):
+        step = 1 if y % 2 == 0 else -1
+        for x in range(w) if step == 1 else range(w - 1, -1, -1):
+            ink[y, x] = g[y, x] < 0.5
+            err = g[y, x] - (0.0 if ink[y, x] else 1.0)
+            if 0 <= x + step < w:
+                g[y, x + step] += err * 2 / 4
+            if y + 1 < h:
+                g[y + 1, x] += err / 4
+                if 0 <= x - step < w:
+                    g[y + 1, x - step] += err / 4
+    straw = np.array([0.95, 0.90, 0.70], np.float32)
+    oxblood = np.array([0.38, 0.07, 0.10], np.float32)
+    return _unit8(np.where(ink[..., None], oxblood, straw))
