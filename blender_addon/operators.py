@@ -291,6 +291,12 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
         "frame draws them, with no faded second outline (best for ink and sketch looks); renders "
         "are slower",
     )
+    dither: BoolProperty(
+        name="Keep the dots",
+        default=False,
+        description="Where the reference is a dither of a few inks (an error-diffused or stippled "
+        "print): dot every frame with its inks instead of giving a smooth tone",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -310,7 +316,7 @@ class EMO_AVATAR_OT_edit(bpy.types.Operator, ImportHelper):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         params = {"subject_id": runtime.wm_state().subject, "style": self.style.strip(), "frame": pairs[0][1],
-                  "steady_motion": bool(self.steady_motion)}
+                  "steady_motion": bool(self.steady_motion), "dither": bool(self.dither)}
         buffers = {"reference": images[0]}
         if len(pairs) > 1:
             params["more_frames"] = [f for _, f in pairs[1:]]

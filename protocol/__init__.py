@@ -4,5 +4,5 @@ Pure Python (numpy, msgpack, pyzmq). Never imports torch or bpy: it is vendored 
 Blender extension by ``build_addon.py``.
 """
 
-PROTOCOL_VERSION = (2, 5)
+PROTOCOL_VERSION = (2, 6)
 """(major, minor): a major mismatch is refused, a minor difference is tolerated."""

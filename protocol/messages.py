@@ -264,6 +264,8 @@ JOB_KINDS: dict[str, JobKind] = {
             "overwrite": opt("bool", False),
             "steady_motion": opt("bool", False, "steady the style over time along the motion: moving "
                                  "strokes stay crisp, the render is slower; since 2.5"),
+            "dither": opt("bool", False, "where the references are a dither of a few inks, dot every "
+                          "frame with those inks instead of a smooth tone; since 2.6"),
         },
         buffers={"reference": BufferSpec(("uint8",), (None, None, 3), doc="reference image RGB"),
                  **{name: BufferSpec(("uint8",), (None, None, 3), doc="a further reference image RGB, "

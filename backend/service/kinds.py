@@ -231,7 +231,7 @@ class EditKind:
                 "frame": _opt_int(params, "frame") or 0, "more_references": references[1:],
                 "more_frames": more_frames, "steps": _opt_int(params, "steps", 1),
                 "seed": _opt_int(params, "seed") or 0, "clip_checkpoint": clip_path,
-                "steady_motion": params.get("steady_motion") is True}
+                "steady_motion": params.get("steady_motion") is True, "dither": params.get("dither") is True}
 
     def run(self, ctx: JobContext) -> dict[str, Any]:
         from backend.train.keyframes import Keyframe
@@ -245,6 +245,7 @@ class EditKind:
         out = edit_avatar(subject, keyframes=[Keyframe(Path(r), int(f)) for r, f in pairs], steps=p["steps"],
                           name=p["style"], clip_checkpoint=p["clip_checkpoint"], device=ctx.env.device,
                           seed=p.get("seed", 0), steady_motion=p.get("steady_motion", False),
+                          dither=p.get("dither", False),
                           progress=ctx.progress, should_stop=ctx.should_stop)
         bare = load_style(Path(out)).meta.get("shots_without_keyframe") or []
         return {"subject_id": p["subject_id"], "style": p["style"],

@@ -1,5 +1,5 @@
 """`emo-avatar edit SUBJECT --reference IMAGE [--frame N] [--reference IMAGE --frame N ...]
-[--method translator|skips] [--steps S] [--steady-motion] [--clip CKPT] [--clip-arch NAME]
+[--method translator|skips] [--steps S] [--steady-motion] [--dither] [--clip CKPT] [--clip-arch NAME]
 -o STYLE`: stage-2 editing from the command line (1-4 keyframes; the paper's skips method takes
 one)."""
 
@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steady-motion", action="store_true",
         help="steady the style over time along the motion: moving strokes stay as crisp as each frame "
         "draws them (no faded second outline), at a higher render cost (translator only)",
+    )
+    parser.add_argument(
+        "--dither", action="store_true",
+        help="where the references are a dither of a few inks (an error-diffused or stippled print): "
+        "dot every frame with the references' inks instead of giving a smooth tone; the dots cost "
+        "PSNR against the look (translator only)",
     )
     parser.add_argument(
         "--clip",
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             keyframes=keyframes,
             method=args.method,
             steady_motion=args.steady_motion,
+            dither=args.dither,
             steps=args.steps,
             out_path=output,
             name=name,

@@ -516,6 +516,7 @@ def edit_avatar(
     method: str = "translator",
     keyframes: list[Keyframe] | None = None,
     steady_motion: bool = False,
+    dither: bool = False,
 ) -> Path:
     """Restyle the subject's trained avatar from reference image(s); write a style file.
 
@@ -539,6 +540,9 @@ def edit_avatar(
         steady_motion: steady the style along the motion (``SteadyFilter.motion``; translator only):
             crisper moving strokes, at a higher render cost (docs/editing.md, "Steadying along the
             motion").
+        dither: where the references are a dither of a few inks (an error-diffused or stippled
+            print), learn the proportions the dots make and dot every rendered frame with the
+            references' inks (``FitSettings.dither``; translator only; docs/editing.md, "Dots").
     Returns:
         Path of the style file.
     Raises:
@@ -557,9 +561,10 @@ def edit_avatar(
         if clip_checkpoint is not None:
             log.warning("--clip is used by the skips method only; the translator edit ignores it")
         return _edit_translator(subject_dir, keyframes, steps, out_path, name, device, seed, progress,
-                                should_stop, write_metrics, steady_motion)
-    if steady_motion:
-        raise ValueError("steadying along the motion is an option of the translator method only")
+                                should_stop, write_metrics, steady_motion, dither)
+    if steady_motion or dither:
+        raise ValueError(f"{'steadying along the motion' if steady_motion else 'dotting a dither'} is an "
+                         "option of the translator method only")
     if len(keyframes) != 1:
         raise ValueError("the skips method (the paper's edit) takes one reference; use the translator "
                          "method for several keyframes")
@@ -569,10 +574,12 @@ def edit_avatar(
 
 def _edit_translator(subject_dir: Path, keyframes: list[Keyframe], steps: int | None, out_path: Path,
                      name: str, device: str | torch.device | None, seed: int, progress: ProgressFn | None,
-                     should_stop: StopFn | None, write_metrics: bool, steady_motion: bool = False) -> Path:
+                     should_stop: StopFn | None, write_metrics: bool, steady_motion: bool = False,
+                     dither: bool = False) -> Path:
     from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
 
-    job = prepare_translator_edit(subject_dir, keyframes, steps, device, steady_motion=steady_motion)
+    job = prepare_translator_edit(subject_dir, keyframes, steps, device, steady_motion=steady_motion,
+                                  dither=dither)
     result = job.run(seed=seed, progress=progress, should_stop=should_stop)
     log.info("edit took %.1f s for %d translator steps", result.seconds, result.steps_done)
     style_meta = translator_style_meta(job, result, name, seed)

@@ -260,12 +260,12 @@ def shots_without_keyframe(n_frames: int, run_starts: list[int] | tuple[int, ...
 def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps: int | None = None,
                             device: str | torch.device | None = None,
                             settings: FitSettings | None = None,
-                            steady_motion: bool = False) -> TranslatorEditJob:
+                            steady_motion: bool = False, dither: bool = False) -> TranslatorEditJob:
     """Load checkpoint and subject, check the keyframes, render their frames, build the pairs.
 
     ``steady_motion``: the style's steady filter warps its neighbours along the motion
     (``SteadyFilter.motion``, ``backend.style.steady_motion``), and so does every filter its choice
-    tries.
+    tries. ``dither``: look for a dispersed-dot palette in the references (``FitSettings.dither``).
 
     Raises:
         FileNotFoundError, ReferenceError (incl. AlignmentError), IndexError, ValueError, CheckpointError.
@@ -302,6 +302,8 @@ def prepare_translator_edit(subject_dir: Path, keyframes: list[Keyframe], steps:
         settings = replace(settings, steps=steps)
     if steady_motion and settings.steady is not None:
         settings = replace(settings, steady=replace(settings.steady, motion=True))
+    if dither:
+        settings = replace(settings, dither=True)
     ids = [k.frame for k in loaded]
     sources = network_inputs(avatar, tensors, ids, settings.net.guides, dev)
     refs = torch.cat([k.reference.image for k in loaded]).to(dev)

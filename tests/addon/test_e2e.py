@@ -230,7 +230,7 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
     files = [{"name": "reference.png"}, {"name": "reference_b.png"}]
     edit = bpy.ops.emo_avatar.edit
     assert edit(directory=str(tmp_path), files=files, style="two", frame=0, more_frames="3",
-                steady_motion=True) == {"FINISHED"}
+                steady_motion=True, dither=True) == {"FINISHED"}
     with pytest.raises(RuntimeError, match=r"2 reference image\(s\) selected but 1 subject frame"):
         edit(directory=str(tmp_path), files=files, style="bad", frame=0)
 
@@ -258,6 +258,7 @@ def test_track_train_edit_operators_submit_jobs_the_backend_accepts(
     assert edits["two"]["frame"] == 0 and edits["two"]["more_frames"] == [3]
     assert len(edits["two"]["more_references"]) == 1 and not edits["mirror"]["more_frames"]
     assert edits["two"]["steady_motion"] is True and edits["mirror"]["steady_motion"] is False
+    assert edits["two"]["dither"] is True and edits["mirror"]["dither"] is False
     pump(state, lambda: all(j.state in state.FINAL_STATES for j in new_jobs()), timeout=180)
 
 

@@ -4,6 +4,7 @@ drawn last by the renderer with the palette, fixed in the frame."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,28 @@ def test_the_fit_learns_the_proportions_and_the_style_keeps_the_palette() -> Non
     weights = zip(plain.translator.state_dict().values(), off.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in weights)
     assert translator_from_state(translator_state(off)).dither is None  # styles written before
+
+
+def test_an_edit_asked_to_dither_keeps_the_references_inks_in_its_style(edit_subject: Path) -> None:
+    """``edit_avatar(dither=True)`` (``--dither``, the service's and the add-on's ``dither``): the
+    style file carries the palette its renders are dotted with, and the meta says why."""
+    from backend.data.subject import Subject
+    from backend.train.keyframes import Keyframe
+    from backend.train.stage2 import edit_avatar
+    from backend.train.style import load_style
+
+    subject = Subject.open(edit_subject)
+    reference = unseen_looks.error_diffusion(subject.frame(3))
+    keyframes = [Keyframe(reference, 3)]
+    with pytest.raises(ValueError, match="translator method only"):
+        edit_avatar(edit_subject, keyframes=keyframes, method="skips", dither=True)
+    style = load_style(edit_avatar(edit_subject, keyframes=keyframes, steps=2, name="dots", dither=True,
+                                   write_metrics=False))
+    net = translator_from_state(style.translator)
+    inks = np.asarray(sorted(_palette_of(reference), key=lambda c: np.dot(c, LUMA)), np.float32) / 255
+    assert net.dither is not None and np.abs(net.dither.colours - inks).max() < 1 / 255 + 1e-6
+    assert style.meta["dither_dot_share"] >= DOT_SHARE
+    assert np.allclose(style.meta["dither_palette"], net.dither.colours)
+    plain = load_style(edit_avatar(edit_subject, keyframes=keyframes, steps=2, name="smooth",
+                                   write_metrics=False))
+    assert translator_from_state(plain.translator).dither is None and plain.meta["dither_dot_share"] is None

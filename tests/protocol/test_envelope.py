@@ -58,7 +58,7 @@ def test_round_trip_keeps_identities_header_content_and_buffers() -> None:
                          buffers={"curves": np.ones((2, 1), np.float32), "uv_maps": uv}, ident=[b"a", b"b"])
     msg = s.deserialize(frames)
     assert msg.identities == [b"a", b"b"]
-    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.5" and msg.header["seq"] == 0
+    assert msg.msg_type == "job_submit" and msg.header["proto"] == PROTO == "2.6" and msg.header["seq"] == 0
     assert msg.content["params"]["fps"] == 30.0 and msg.content["params"]["frame_start"] == 0
     assert BUFFERS_KEY not in msg.content
     assert msg.buffers["uv_maps"].dtype == np.float16 and np.array_equal(msg.buffers["uv_maps"], uv)
