@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -104,13 +105,30 @@ class PaletteDither:
         return self._maps[(h, w)]
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB (the look's proportions) -> (H, W, 3) uint8 of palette colours only."""
-        grey = frame.astype(np.float32) @ (np.asarray(LUMA, np.float32) / 255)
-        greys = self.greys
-        lower = np.clip(np.searchsorted(greys, grey, side="right") - 1, 0, len(greys) - 2)
-        fraction = (grey - greys[lower]) / (greys[lower + 1] - greys[lower])
-        index = lower + (fraction > self.threshold_map(*grey.shape))
-        return np.round(self.colours[index] * 255).astype(np.uint8)
+        """(H, W, 3) uint8 RGB (the look's proportions) -> (H, W, 3) uint8 of palette colours only.
+
+        A pixel of grey g between the inks' greys g_j < g_j+1 takes ink j + 1 where
+        (g - g_j) / (g_j+1 - g_j) exceeds its threshold t: where g > g_j + t (g_j+1 - g_j), a cut
+        per ink step fixed for a frame size, so the ink is the count of cuts the grey passes."""
+        h, w = frame.shape[:2]
+        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        index = np.zeros((h, w), np.uint8)
+        for cut in self._cuts(h, w):
+            index += grey > cut
+        return self._inks[index]
+
+    def _cuts(self, h: int, w: int) -> list[np.ndarray]:
+        """Per step between neighbouring inks, (h, w) float32 greys (0..255) a pixel must exceed."""
+        key = ("cuts", h, w)
+        if key not in self._maps:
+            t, g = self.threshold_map(h, w), self.greys * 255
+            self._maps[key] = [g[j] + t * (g[j + 1] - g[j]) for j in range(len(g) - 1)]
+        return self._maps[key]
+
+    @property
+    def _inks(self) -> np.ndarray:
+        """(K, 3) uint8 the inks as a frame shows them."""
+        return np.round(self.colours * 255).astype(np.uint8)
 
 
 def tone_targets(targets: torch.Tensor) -> torch.Tensor:
