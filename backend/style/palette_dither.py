@@ -50,7 +50,7 @@ BLUE_NOISE_TILE = 64
 _KMEANS_ITERS = 30
 
 
-@dataclass
+@dataclass(eq=False)  # arrays: compare ``colours`` and ``seed`` where needed
 class PaletteDither:
     """The palette of a dispersed-dot look and the frame-locked threshold map that dots it.
 
@@ -143,7 +143,7 @@ def blue_noise_tile(n: int = BLUE_NOISE_TILE, sigma: float = 1.5) -> np.ndarray:
     cluster ranking (Ulichney 1993) on a torus with a Gaussian of ``sigma`` px. Thresholding it at
     any level gives dots as evenly spread as that level allows (no clumps, no grid): a random
     tenth of the pixels is relaxed until its tightest cluster is its largest void, then ranked by
-    taking the tightest cluster out (below) and filling the largest void (above). About 0.5 s."""
+    taking the tightest cluster out (below) and filling the largest void (above). 0.26 s at 64 px."""
     d = np.minimum(np.arange(n), n - np.arange(n)).astype(np.float64)
     kernel = np.exp(-(d[:, None] ** 2 + d[None, :] ** 2) / (2 * sigma**2))  # centred on pixel 0
 
