@@ -40,7 +40,7 @@ from backend.style.lattice import (
     patch_cells,
 )
 from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
-from backend.style.palette_dither import find_palette, tone_targets
+from backend.style.palette_dither import find_palette
 from backend.style.position_grade import POSITION_SHARE, position_share
 from backend.style.screen import SCREEN_CHANNELS, screen_of_keyframes
 from backend.style.stability import FramePairs, amplification, stability_loss
@@ -80,9 +80,8 @@ class FitSettings:
             grade them (``lattice.cell_recolour_share`` >= ``CELL_RECOLOUR``), the network reads its
             input averaged over the cells (``TranslatorConfig.cell_input``).
         dither: look for a dispersed-dot palette in the targets where they have neither a screen
-            nor a lattice (``backend.style.palette_dither``): when found, the network learns the
-            proportions the dots make (blurred targets, no texture probe) and the renderer dots
-            its output with the palette (``StyleTranslator.dither``).
+            nor a lattice (``backend.style.palette_dither``): when found, the renderer dots the
+            network's output with it (``StyleTranslator.dither``); the fit is the same.
         warp: share of patches cut along a random similarity transform (rotation up to
             ``warp_deg`` degrees, scale within 1 +- ``warp_scale``) instead of an axis-aligned crop,
             so the network sees the keyframe's structures at other angles and sizes, as the
@@ -384,13 +383,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
         dither, dots = find_palette(targets)
         if dither is not None:
             log.info("style translator: the references mix %d flat colours dot by dot (%.3f of the pixels "
-                     "on a colour boundary differ from all 4 neighbours): the network learns their "
-                     "proportions and the renderer dots them", len(dither.colours), dots)
-            targets = tone_targets(targets)
+                     "on a colour boundary differ from all 4 neighbours): the renderer dots the "
+                     "network's output with them", len(dither.colours), dots)
     texture, layer, learned, aux, still = None, None, None, None, None
     keep: float | torch.Tensor = 1.0  # where a layer may be: everywhere, or a drawn residual's still pixels
     t0 = time.monotonic()
-    if s.texture_steps > 0 and screen is None and lattice is None and dither is None:
+    if s.texture_steps > 0 and screen is None and lattice is None:
         if s.net.grade and share is None:  # measured once, for the probe's fit and this one
             share = _keyframes_share(inputs, targets)
         texture = _texture_of_keyframes(inputs, targets, s, seed, texture_from, should_stop, progress, share)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from backend.imaging.blur import gaussian_blur
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.palette_dither import (
@@ -98,31 +97,27 @@ def test_a_bad_stored_palette_is_refused(bad: object) -> None:
         PaletteDither.from_dict(bad)  # type: ignore[arg-type]
 
 
-def test_the_fit_learns_the_proportions_and_the_style_keeps_the_palette() -> None:
+def test_the_fit_finds_the_inks_and_is_otherwise_the_fit_without_dots() -> None:
     frames = [draw_frame(t, SIZE)[0] for t in range(2)]
     settings = replace(FitSettings(steps=30, batch=2, patch=48, dither=True),
                        net=TranslatorConfig(width=8, blocks=1, refine=4))
-    source, ref = _t(frames[0])[None], _t(unseen_looks.error_diffusion(frames[0]))[None]
-    result = fit_translator(source, ref, settings, seed=0)
-    net = result.translator
-    assert net.dither is not None and result.dot_share >= DOT_SHARE
-    again = translator_from_state(translator_state(net))
-    assert np.array_equal(again.dither.colours, net.dither.colours) and again.dither.seed == net.dither.seed
-    # fitted on the proportions: its output on the keyframe is nearer the blurred dots than the
-    # same fit on the dots themselves (which learns a guess at where each dot falls)
-    dotted = fit_translator(source, ref, replace(settings, dither=False), seed=0).translator
-    assert dotted.dither is None
-    with torch.no_grad():
-        tone = gaussian_blur(ref, 1.0)
-        assert (net(source) - tone).abs().mean() < (dotted(source) - tone).abs().mean()
-    # a look of flat colours without dots gets no palette and the same fit as without the option
-    cartoon = _t(stylize_image(frames[0], LOOKS[0]))[None]
-    plain = fit_translator(source, cartoon, settings, seed=0)
-    off = fit_translator(source, cartoon, replace(settings, dither=False), seed=0).translator
-    assert plain.translator.dither is None and plain.dot_share == 0.0
-    weights = zip(plain.translator.state_dict().values(), off.state_dict().values(), strict=True)
-    assert all(torch.equal(a, b) for a, b in weights)
-    assert translator_from_state(translator_state(off)).dither is None  # styles written before
+    source = _t(frames[0])[None]
+    nets = {}
+    for name, look, dots in (("dither", unseen_looks.error_diffusion, True),
+                             ("cartoon", lambda f: stylize_image(f, LOOKS[0]), False)):
+        ref = _t(look(frames[0]))[None]
+        result = fit_translator(source, ref, settings, seed=0)
+        off = fit_translator(source, ref, replace(settings, dither=False), seed=0)
+        assert (result.translator.dither is not None) == dots and off.translator.dither is None
+        assert (result.dot_share >= DOT_SHARE) == dots and off.dot_share is None
+        pairs = zip(result.translator.state_dict().values(), off.translator.state_dict().values(),
+                    strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)  # the network is fitted the same either way
+        nets[name] = result.translator
+    again = translator_from_state(translator_state(nets["dither"]))
+    assert np.array_equal(again.dither.colours, nets["dither"].dither.colours)
+    assert again.dither.seed == nets["dither"].dither.seed
+    assert translator_from_state(translator_state(nets["cartoon"])).dither is None  # no palette: none stored
 
 
 def test_an_edit_asked_to_dither_keeps_the_references_inks_in_its_style(edit_subject: Path) -> None:
