@@ -11,8 +11,8 @@ where its fraction of the way there exceeds a blue-noise threshold (``blue_noise
 threshold map is fixed in the frame, so where the picture holds still the dots do too (no
 shimmer), and it runs after the steady filter (``backend.style.steady``), which averages the
 tones, not the dots. The network is fitted as without dots: fitted on the proportions the dots
-make (the references blurred), it dotted the mixed areas more fully and scored 0.9-1.4 dB lower
-in the face (docs/editing.md, "Dots").
+make (the references blurred), it dotted the mixed areas more fully and scored 0.55-1.40 dB
+lower in the face on the 11 rows measured (docs/editing.md, "Dots").
 
 Detection (``find_palette``), on the references only: at most ``MAX_COLOURS`` colours (k-means on
 all references' pixels, the fewest that hold ``PALETTE_SHARE`` of the pixels within
@@ -102,7 +102,7 @@ class PaletteDither:
         return self._maps[(h, w)]
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB (the look's proportions) -> (H, W, 3) uint8 of palette colours only.
+        """(H, W, 3) uint8 RGB (the network's tones) -> (H, W, 3) uint8 of palette colours only.
 
         A pixel of grey g between the inks' greys g_j < g_j+1 takes ink j + 1 where
         (g - g_j) / (g_j+1 - g_j) exceeds its threshold t: where g > g_j + t (g_j+1 - g_j), a cut

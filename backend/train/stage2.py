@@ -541,8 +541,8 @@ def edit_avatar(
             crisper moving strokes, at a higher render cost (docs/editing.md, "Steadying along the
             motion").
         dither: where the references are a dither of a few inks (an error-diffused or stippled
-            print), learn the proportions the dots make and dot every rendered frame with the
-            references' inks (``FitSettings.dither``; translator only; docs/editing.md, "Dots").
+            print), dot every rendered frame with the references' inks (the network is fitted
+            as without it; ``FitSettings.dither``; translator only; docs/editing.md, "Dots").
     Returns:
         Path of the style file.
     Raises:

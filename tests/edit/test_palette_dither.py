@@ -1,5 +1,5 @@
-"""Dispersed-dot looks: the palette found in a reference, the proportions learned, the dots
-drawn last by the renderer with the palette, fixed in the frame."""
+"""Dispersed-dot looks: the palette found in a reference, the fit unchanged, the dots drawn last
+by the renderer with the palette, fixed in the frame."""
 
 from __future__ import annotations
 
