@@ -33,7 +33,8 @@ was not made on (one recolours each block by a non-linear rule, the other grades
 before its first run: a dither of another algorithm, with three inks and clipped lights and
 shadows, to check the dither on a look it was not made on. Its first rule missed it on the two
 darker subjects, and the rule was changed on it; ``sierra_duotone`` was written after that change
-and before its first run, to check the changed rule.
+and before its first run, to check the changed rule. ``jarvis_rose`` later in that session,
+after the dither's design was fixed and before its first run.
 """
 
 from __future__ import annotations
@@ -611,3 +612,23 @@ def sierra_duotone(rgb: np.ndarray) -> np.ndarray:
     straw = np.array([0.95, 0.90, 0.70], np.float32)
     oxblood = np.array([0.38, 0.07, 0.10], np.float32)
     return _unit8(np.where(ink[..., None], oxblood, straw))
+
+
+def jarvis_rose(rgb: np.ndarray) -> np.ndarray:
+    """Jarvis-Judice-Ninke error diffusion (raster order; the error spread over 12 neighbours two
+    rows deep, weights 7 5 / 3 5 7 5 3 / 1 3 5 3 1 over 48) of the grey, deep plum on rose paper."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    h, w = g.shape
+    ink = np.zeros((h, w), bool)
+    spread = ((0, 1, 7), (0, 2, 5), (1, -2, 3), (1, -1, 5), (1, 0, 7), (1, 1, 5), (1, 2, 3),
+              (2, -2, 1), (2, -1, 3), (2, 0, 5), (2, 1, 3), (2, 2, 1))
+    for y in range(h):
+        for x in range(w):
+            ink[y, x] = g[y, x] < 0.5
+            err = g[y, x] - (0.0 if ink[y, x] else 1.0)
+            for dy, dx, k in spread:
+                if y + dy < h and 0 <= x + dx < w:
+                    g[y + dy, x + dx] += err * k / 48
+    rose = np.array([0.97, 0.86, 0.86], np.float32)
+    plum = np.array([0.28, 0.08, 0.22], np.float32)
+    return _unit8(np.where(ink[..., None], plum, rose))
