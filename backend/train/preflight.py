@@ -169,8 +169,8 @@ class MemoryEstimate:
 
 
 _TRACED: dict[tuple, tuple[int, int, int]] = {}
-"""``_activation_bytes`` by (the preset's repr, n_expr, batch, perceptual's type and description, frozen):
-the meta-device trace takes 1-2 s and gives the same counts every time."""
+"""``_activation_bytes`` by the preset's repr, n_expr, batch, the perceptual module's repr and
+description, and frozen: the meta-device trace takes 1-2 s and gives the same counts every time."""
 
 
 def _activation_bytes(preset: Preset, n_expr: int, batch: int, perceptual: torch.nn.Module | None,
@@ -229,15 +229,13 @@ def estimate_memory(preset: Preset, n_expr: int, n_frames: int, world: int = 1, 
     """
     processes = max(1, int(sharing))
     batch = max(1, preset.batch // max(1, int(world)))
-    described = getattr(perceptual, "description", None)
-    kind = None if perceptual is None else (type(perceptual), described)
-    key = (repr(preset), n_expr, batch, kind, frozen_generator)  # a preset holds dicts: its repr
-    if perceptual is not None and described is None:  # a module that does not say what it is: traced
-        n_params, n_train, act = _activation_bytes(preset, n_expr, batch, perceptual, frozen_generator)
-    else:  # the same trace again in one process (a second training, a resume) is read back
-        if key not in _TRACED:
-            _TRACED[key] = _activation_bytes(preset, n_expr, batch, perceptual, frozen_generator)
-        n_params, n_train, act = _TRACED[key]
+    # the same trace again in one process (a second training, a resume) is read back; reprs,
+    # since a preset holds dicts, and a module's repr is its layers
+    key = (repr(preset), n_expr, batch, repr(perceptual), getattr(perceptual, "description", None),
+           frozen_generator)
+    if key not in _TRACED:
+        _TRACED[key] = _activation_bytes(preset, n_expr, batch, perceptual, frozen_generator)
+    n_params, n_train, act = _TRACED[key]
     # weights, EMA copy (avatar), gradient, Adam exp_avg + exp_avg_sq: 5 float32 copies at most
     weights = 4 * (n_params + n_params + 3 * n_train)
     if half_activations:
