@@ -1,10 +1,16 @@
-"""Conversions between uint8 RGB images and [-1, 1] tensors, and square resampling."""
+"""Conversions between uint8 RGB images and [-1, 1] tensors, square resampling, and grey."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB in any units -> (...) float64 BT.601 luma (0.299 R + 0.587 G + 0.114 B, the
+    weights of OpenCV's RGB2GRAY) in the same units."""
+    return np.asarray(rgb, np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB (any numeric type, 0..255) -> (H, W) float64 luma."""
-    x = rgb.astype(np.float64)
-    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+from backend.imaging.convert import luma
 
 
 def sharpness(rgb: np.ndarray) -> float:

@@ -36,12 +36,13 @@ import cv2
 import numpy as np
 import torch
 
+from backend.imaging.convert import luma
+
 MAX_COLOURS = 4
 PALETTE_SHARE = 0.97
 PALETTE_TOLERANCE = 0.06
 """RGB distance in [0, 1] units within which a pixel counts as a palette colour."""
 DOT_SHARE = 0.035
-LUMA = (0.299, 0.587, 0.114)
 BLUE_NOISE_TILE = 64
 """Side (px) of the threshold map's tile."""
 _KMEANS_ITERS = 30
@@ -65,15 +66,14 @@ class PaletteDither:
         c = np.asarray(self.colours, np.float32)
         if c.ndim != 2 or c.shape[1] != 3 or not 2 <= len(c) <= MAX_COLOURS or not np.isfinite(c).all():
             raise ValueError(f"a dither palette is 2..{MAX_COLOURS} RGB colours, got shape {c.shape}")
-        grey = c @ np.asarray(LUMA, np.float32)
-        if np.any(np.diff(grey) <= 1e-4):
+        if np.any(np.diff(luma(c)) <= 1e-4):
             raise ValueError("a dither palette's colours must be sorted by grey, each brighter than the last")
         self.colours = np.clip(c, 0.0, 1.0)
 
     @property
     def greys(self) -> np.ndarray:
         """(K,) each colour's grey, ascending."""
-        return self.colours @ np.asarray(LUMA, np.float32)
+        return luma(self.colours).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"colours": self.colours.tolist(), "seed": int(self.seed)}
@@ -170,8 +170,7 @@ def _kmeans(pixels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) -> ((k, 3) centres, (N,) labels): Lloyd's iterations from farthest-point seeds (the
     darkest pixel, then each time the pixel farthest from the seeds so far): deterministic, and
     a palette's colours each get a seed however unevenly they are used."""
-    grey = pixels @ np.asarray(LUMA, np.float32)
-    centres = [pixels[int(np.argmin(grey))]]
+    centres = [pixels[int(np.argmin(luma(pixels)))]]
     gap = np.linalg.norm(pixels - centres[0], axis=1)
     for _ in range(k - 1):
         centres.append(pixels[int(np.argmax(gap))])
@@ -217,9 +216,8 @@ def find_palette(targets: torch.Tensor) -> tuple[PaletteDither | None, float]:
             continue
         shares = [dot_share(lab) for lab in labels.reshape(images.shape[:3])]
         share = float(np.mean(shares))
-        order = np.argsort(centres @ np.asarray(LUMA, np.float32))
-        colours = centres[order]
-        if share < DOT_SHARE or np.any(np.diff(colours @ np.asarray(LUMA, np.float32)) <= 1e-4):
+        colours = centres[np.argsort(luma(centres))]
+        if share < DOT_SHARE or np.any(np.diff(luma(colours)) <= 1e-4):
             return None, share
         return PaletteDither(colours), share
     return None, 0.0

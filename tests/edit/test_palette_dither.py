@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from backend.imaging.convert import luma
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.palette_dither import (
     DOT_SHARE,
-    LUMA,
     PaletteDither,
     find_palette,
 )
@@ -45,7 +45,7 @@ def test_a_dithered_photo_is_found_with_its_own_colours(look: str) -> None:
     ref = getattr(unseen_looks, look)(astronaut(SIZE))
     found, share = find_palette(_t(ref)[None])
     assert found is not None and share >= DOT_SHARE
-    own = np.asarray(sorted(_palette_of(ref), key=lambda c: np.dot(c, LUMA)), np.float32) / 255
+    own = np.asarray(sorted(_palette_of(ref), key=lambda c: luma(np.asarray(c))), np.float32) / 255
     assert found.colours.shape == own.shape
     assert np.abs(found.colours - own).max() < 1 / 255 + 1e-6  # the look's inks, darkest first
 
@@ -136,7 +136,7 @@ def test_an_edit_asked_to_dither_keeps_the_references_inks_in_its_style(edit_sub
     style = load_style(edit_avatar(edit_subject, keyframes=keyframes, steps=2, name="dots", dither=True,
                                    write_metrics=False))
     net = translator_from_state(style.translator)
-    inks = np.asarray(sorted(_palette_of(reference), key=lambda c: np.dot(c, LUMA)), np.float32) / 255
+    inks = np.asarray(sorted(_palette_of(reference), key=lambda c: luma(np.asarray(c))), np.float32) / 255
     assert net.dither is not None and np.abs(net.dither.colours - inks).max() < 1 / 255 + 1e-6
     assert style.meta["dither_dot_share"] >= DOT_SHARE
     assert np.allclose(style.meta["dither_palette"], net.dither.colours)
