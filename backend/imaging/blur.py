@@ -12,8 +12,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "replicate",
     ``padding``: ``F.pad``'s mode at the borders ("replicate", "reflect"); ``radius``: taps on
     each side (None: 3 sigma, at least 1)."""
     r = max(1, int(3 * sigma)) if radius is None else radius
-    t = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)  # taps exact, then cast
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = (k / k.sum()).to(x.dtype).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
+    k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=padding), k, groups=x.shape[1])
     return F.conv2d(F.pad(x, (0, 0, r, r), mode=padding), k.transpose(2, 3), groups=x.shape[1])
