@@ -6,12 +6,10 @@ import torch
 import torch.nn.functional as F
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "replicate",
-                  radius: int | None = None) -> torch.Tensor:
-    """(B, C, H, W) -> the same, blurred by a Gaussian of ``sigma`` px, each channel on its own;
-    ``padding``: ``F.pad``'s mode at the borders ("replicate", "reflect"); ``radius``: taps on
-    each side (None: 3 sigma, at least 1)."""
-    r = max(1, int(3 * sigma)) if radius is None else radius
+def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "replicate") -> torch.Tensor:
+    """(B, C, H, W) -> the same, blurred by a Gaussian of ``sigma`` px (radius 3 sigma), each
+    channel on its own; ``padding``: ``F.pad``'s mode at the borders ("replicate", "reflect")."""
+    r = max(1, int(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from backend.imaging.blur import gaussian_blur
+import torch.nn.functional as F
 
 WINDOW = 11
 SIGMA = 1.5
+
+
+def _gaussian_taps(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(WINDOW,) the normalised 1-D Gaussian; the 2-D window is its outer product."""
+    x = torch.arange(WINDOW, device=device, dtype=torch.float64) - (WINDOW - 1) / 2
+    g = torch.exp(-(x**2) / (2 * SIGMA**2))
+    return (g / g.sum()).to(dtype)
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -32,9 +38,14 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch
     c = x.shape[1]
     pad = WINDOW // 2
     mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
-    # the five local means in one separable pass (22 taps a pixel, not the 11 x 11 window's 121)
+    # the five local means in one pass: the Gaussian is separable, so a row pass and a column
+    # pass over the padded planes give the 11 x 11 window's sums with 22 taps instead of 121
     planes = torch.cat([x, y, x * x, y * y, x * y], 1)
-    mx, my, exx, eyy, exy = gaussian_blur(planes, SIGMA, padding=mode, radius=pad).split(c, 1)
+    g, n = _gaussian_taps(x.device, x.dtype), planes.shape[1]
+    padded = F.pad(planes, (pad, pad, pad, pad), mode=mode)
+    rows = F.conv2d(padded, g.view(1, 1, 1, WINDOW).expand(n, -1, -1, -1), groups=n)
+    blurred = F.conv2d(rows, g.view(1, 1, WINDOW, 1).expand(n, -1, -1, -1), groups=n)
+    mx, my, exx, eyy, exy = blurred.split(c, 1)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     sxx = exx - mx * mx
