@@ -131,7 +131,9 @@ def test_maps_given_per_rendered_row_make_only_those_rows_neighbours(tiny_avatar
     got = np.stack(list(steady.render(s.expressions, uv_maps=s.uv_maps[rows], indices=rows, batch=4)))
     raw = np.stack(list(plain.render(s.expressions, uv_maps=s.uv_maps[rows], indices=rows, batch=4)))
     assert steady.forward.rows == 4
-    assert np.array_equal(got[3], raw[3])  # row 9 has no rendered neighbour
+    # row 9 has no rendered neighbour: the network's frame (within 1 level: the steady path renders
+    # it beside its unstyled frame, the plain path alone, and float rounding may differ)
+    assert np.abs(got[3].astype(int) - raw[3].astype(int)).max() <= 1
     assert np.abs(got[:3].astype(int) - raw[:3].astype(int)).mean() > 0.05
 
 

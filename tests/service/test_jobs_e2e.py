@@ -149,14 +149,15 @@ def test_render_job_streams_all_frames(served, tiny_avatar_subject: Path) -> Non
         beats = [e.content for e in events if e.msg_type == "status"]
         assert beats and beats[-1]["instance_id"] == hello["instance_id"] and beats[-1]["device"] == "cpu"
 
-        # png frames of a frame range, same pixels as the raw ones
+        # png frames of a frame range, the raw ones' pixels (within 1 level: another batch's
+        # float rounding)
         job_png = client.submit("render", _render_params(names, encoding="png", frame_start=100,
                                                          frame_range=[103, 107]), buffers={"curves": curves})
         pngs = dict(client.frames(job_png, credit=2))
         assert sorted(pngs) == [3, 4, 5, 6, 7]
         for i, data in pngs.items():
             decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-            assert np.array_equal(decoded, frames[i])
+            assert np.abs(decoded.astype(int) - frames[i].astype(int)).max() <= 1
 
         # the same curves rendered in-process give the same pixels
         r = Renderer.from_checkpoint(tiny_avatar_subject / "avatar" / "checkpoint.pt", device="cpu")
