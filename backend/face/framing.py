@@ -17,8 +17,8 @@ FRAMINGS: dict[str, tuple[float, float]] = {
 """Framing name -> (crop side, space above the face), both in face heights (landmark extent,
 forehead to chin). ``face``: the face fills the crop (75 px tall at 128 px when it holds still);
 ``head``: head and hair; ``bust``: head, neck and shoulders. A crop also holds the face's whole
-motion within its framing segment (``MOTION_MARGIN``), so a moving face can be somewhat smaller
-(by at most ``FACE_SIZE_TOLERANCE`` where segments of ``min_frames`` frames can hold it)."""
+motion within its shot or framing segment (``MOTION_MARGIN``, ``crop_side``), so a moving face can
+be somewhat smaller (the median face by at most ``FACE_SIZE_TOLERANCE``)."""
 DEFAULT_FRAMING = "face"
 """The framing ``track`` uses unless told otherwise: the best held-out face after training on the
 synthetic sample and a real clip (docs/tracking.md, "How the choices were measured")."""
@@ -30,9 +30,13 @@ MIN_SPACE_BELOW = 0.1
 term sets the side, the framing's space above the face yields to this."""
 FACE_SIZE_TOLERANCE = 0.07
 """How much smaller than the framing's still-face size (``size / FRAMINGS[framing][0]``) a crop
-may make a frame's face (relative): at 128 px in ``face``, 75.3 px may drop to 70 px. A shot whose
-face moves (or changes size) too much for one crop to keep that is split into framing segments,
-each with its own crop."""
+may make a frame's face (relative): at 128 px in ``face``, 75.3 px may drop to 70 px. The motion
+term of a crop's side stops there for the median face (``crop_side``); with framing segments, a
+shot whose face moves (or changes size) too much for one crop to keep every frame's face there is
+split, each segment with its own crop."""
+EDGE_SPACE = 0.05
+"""Fewest face heights a crop leaves between its frames' landmarks and its left, right and top
+edges where the motion term is capped (``crop_side``): no landmark leaves the crop."""
 
 
 def face_heights(points: np.ndarray) -> np.ndarray:
@@ -49,9 +53,18 @@ def crop_side(lo: np.ndarray, hi: np.ndarray, face_h: float, framing: str, limit
         framing: a ``FRAMINGS`` name.
         limit: the largest side allowed (the video's short side, px).
     Returns:
-        ``max(side * face_h, MOTION_MARGIN * motion range)``, at most ``limit``, rounded.
+        ``FRAMINGS[framing][0] * face_h`` (the still-face side), or more where the face moves:
+        ``MOTION_MARGIN`` times the motion range, but no more than makes the median face
+        ``FACE_SIZE_TOLERANCE`` smaller than a still one, unless the landmarks' box with
+        ``EDGE_SPACE`` on three sides and ``MIN_SPACE_BELOW`` below needs more; at most
+        ``limit``, rounded.
     """
-    side = max(FRAMINGS[framing][0] * face_h, MOTION_MARGIN * float(np.max(hi - lo)))
+    still = FRAMINGS[framing][0] * face_h
+    width, height = (float(v) for v in hi - lo)
+    motion = MOTION_MARGIN * max(width, height)
+    cap = still / (1.0 - FACE_SIZE_TOLERANCE)
+    landmarks_box = max(width + 2 * EDGE_SPACE * face_h, height + (EDGE_SPACE + MIN_SPACE_BELOW) * face_h)
+    side = max(still, min(motion, max(cap, landmarks_box)))
     return float(round(min(side, float(limit))))
 
 

@@ -126,20 +126,18 @@ class CropBox:
 
 
 def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height: int,
-             framing: str = DEFAULT_FRAMING, space_below: float | None = MIN_SPACE_BELOW) -> CropBox:
+             framing: str = DEFAULT_FRAMING) -> CropBox:
     """One square window for a framing segment (or a shot, or a whole clip).
 
     Args:
         landmarks: (T, 478, 3) video pixels; valid: (T,) frames to use (None: all).
         width, height: video size.
         framing: a ``FRAMINGS`` name.
-        space_below: fewest face heights left below the lowest chin point (``MIN_SPACE_BELOW``);
-            None: no such rule (one crop per shot, placed as before framing segments existed).
     Returns:
-        A square box of side ``FRAMINGS[framing][0]`` face heights (at least the face's motion
-        range times ``MOTION_MARGIN``; ``backend.face.framing.crop_side``), centred on the face
-        horizontally, ``FRAMINGS[framing][1]`` face heights above the face (less where that would
-        leave under ``space_below`` face heights below the chin), shrunk to the frame's short
+        A square box of side ``FRAMINGS[framing][0]`` face heights (more where the face moves;
+        ``backend.face.framing.crop_side``), centred on the face horizontally,
+        ``FRAMINGS[framing][1]`` face heights above the face (less where that would leave under
+        ``MIN_SPACE_BELOW`` face heights below the lowest chin point), shrunk to the frame's short
         side and shifted to lie inside the frame (no padding).
     """
     if framing not in FRAMINGS:
@@ -150,10 +148,7 @@ def crop_box(landmarks: np.ndarray, valid: np.ndarray | None, width: int, height
     side = int(crop_side(lo, hi, face_h, framing, min(width, height)))
     cx = 0.5 * (lo[0] + hi[0])
     x0 = round(cx - side / 2)
-    y0 = lo[1] - FRAMINGS[framing][1] * face_h
-    if space_below is not None:
-        y0 = max(y0, hi[1] + space_below * face_h - side)
-    y0 = round(y0)
+    y0 = round(max(lo[1] - FRAMINGS[framing][1] * face_h, hi[1] + MIN_SPACE_BELOW * face_h - side))
     x0 = min(max(x0, 0), width - side)
     y0 = min(max(y0, 0), height - side)
     return CropBox(x0, y0, side)
@@ -345,10 +340,9 @@ def _crop_groups(selection: Selection) -> np.ndarray:
 def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, detected: np.ndarray, width: int,
                  height: int, framing: str, follow_face: bool = False) -> tuple[list[CropBox], int]:
     """Every subject frame's crop: one fixed box per group (a shot's frames, in order, across its
-    runs), fitted to its detected frames and placed as before framing segments existed; with
-    ``follow_face``, each group's frames are split into framing segments
-    (``backend.face.framing.framing_segments``), one fixed box per segment, fitted to all its frames
-    and leaving ``MIN_SPACE_BELOW`` below the chin.
+    runs), fitted to its detected frames; with ``follow_face``, each group's frames are split into
+    framing segments (``backend.face.framing.framing_segments``), one fixed box per segment, fitted
+    to all its frames.
 
     Args:
         groups: (T,) crop group of every subject frame (``_crop_groups``); landmarks_v: (T, 478, 3)
@@ -365,7 +359,7 @@ def _frame_boxes(groups: np.ndarray, landmarks_v: np.ndarray, detected: np.ndarr
         lm = landmarks_v[ids]
         if not follow_face:
             # one crop per shot (the default; docs/tracking.md, "Framing")
-            box = crop_box(lm, detected[ids], width, height, framing, space_below=None)
+            box = crop_box(lm, detected[ids], width, height, framing)
             for i in ids:
                 boxes[i] = box
             n += 1
