@@ -34,7 +34,11 @@ before its first run: a dither of another algorithm, with three inks and clipped
 shadows, to check the dither on a look it was not made on. Its first rule missed it on the two
 darker subjects, and the rule was changed on it; ``sierra_duotone`` was written after that change
 and before its first run, to check the changed rule. ``jarvis_rose`` later in that session,
-after the dither's design was fixed and before its first run.
+after the dither's design was fixed and before its first run. ``cinematic_bloom``,
+``crt_scanlines`` and ``engraving_lines`` on 7 Dec, in the session after, before their first run
+and before any change was made: a grade that depends on where a pixel is and glows around the
+lights, a picture seen through a frame-locked colour mask, and a line screen whose lines the tone
+bends.
 """
 
 from __future__ import annotations
@@ -632,3 +636,48 @@ def jarvis_rose(rgb: np.ndarray) -> np.ndarray:
     rose = np.array([0.97, 0.86, 0.86], np.float32)
     plum = np.array([0.28, 0.08, 0.22], np.float32)
     return _unit8(np.where(ink[..., None], plum, rose))
+
+
+def cinematic_bloom(rgb: np.ndarray) -> np.ndarray:
+    """A film grade: shadows pushed to teal and lights to orange (by luma), blacks lifted, a bloom
+    around the lights (their 6 px blur added at half strength) and a vignette that darkens the
+    corners by a third."""
+    x = rgb.astype(np.float32) / 255
+    y = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    teal = np.array([0.05, 0.42, 0.50], np.float32)
+    orange = np.array([1.0, 0.62, 0.32], np.float32)
+    graded = 0.75 * x + 0.25 * ((1 - y)[..., None] * teal + y[..., None] * orange)
+    graded = 0.06 + 0.94 * graded
+    lights = np.clip((y - 0.6) / 0.4, 0, 1)[..., None] * graded
+    out = graded + 0.5 * cv2.GaussianBlur(lights, (0, 0), 6.0)
+    h, w = y.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((xx - (w - 1) / 2) / (w / 2)) ** 2 + ((yy - (h - 1) / 2) / (h / 2)) ** 2
+    return _unit8(out * (1 - 0.33 * r2 / 2)[..., None])
+
+
+def crt_scanlines(rgb: np.ndarray) -> np.ndarray:
+    """An old CRT: the picture softened (0.7 px) and brightened by 15 %, seen through an aperture
+    grille (columns cycling red, green and blue: each keeps its own channel and 45 % of the other
+    two) with every second row a dark scanline (60 %)."""
+    x = cv2.GaussianBlur(rgb.astype(np.float32) / 255, (0, 0), 0.7) * 1.15
+    h, w = x.shape[:2]
+    mask = np.full((w, 3), 0.45, np.float32)
+    mask[np.arange(w), np.arange(w) % 3] = 1.0
+    rows = np.where(np.arange(h) % 2 == 1, 0.6, 1.0).astype(np.float32)
+    return _unit8(x * mask[None] * rows[:, None, None])
+
+
+def engraving_lines(rgb: np.ndarray) -> np.ndarray:
+    """A banknote engraving: horizontal ink lines every 4 px, thicker where the picture is darker
+    and bent up by the tone (each line's centre moved by 1.5 px times the 1 px blurred grey),
+    anti-aliased, dark green ink on ivory."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    tone = cv2.GaussianBlur(g, (0, 0), 1.0)
+    h = g.shape[0]
+    yy = np.arange(h, dtype=np.float32)[:, None] + 1.5 * tone
+    dist = np.abs((yy % 4.0) - 2.0)  # px from the nearest line's centre
+    ink = np.clip(2.2 * (1 - tone) - dist + 0.5, 0, 1)[..., None]
+    ivory = np.array([0.96, 0.94, 0.86], np.float32)
+    green = np.array([0.10, 0.24, 0.16], np.float32)
+    return _unit8(ivory * (1 - ink) + green * ink)
