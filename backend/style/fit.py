@@ -409,7 +409,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     net_cfg = replace(s.net, screen_input=SCREEN_CHANNELS if screen is not None else 0,
                       screen_gates=s.net.screen_gates if gated else 0,
                       screen_head=s.net.screen_head if gated else 0,
-                      cell_input=int(recolour is not None and recolour >= CELL_RECOLOUR))
+                      cell_input=int(recolour is not None and recolour >= CELL_RECOLOUR),
+                      screen_colour=int(screen is not None))
     if screen is not None:
         if not gated:  # fitted on the references without it, added back unchanged
             targets = targets - screen.to(targets)

@@ -167,8 +167,9 @@ def _signed(index: int, n: int) -> int:
 
 
 def _fundamentals(spectrum: torch.Tensor, count: int, keep: int) -> list[tuple[int, int]]:
-    """Up to ``count`` signed (fy, fx) bins of the strongest peaks of an (H, W) spectrum that are
-    neither the leakage, the mirror image nor a harmonic (2x-4x) of a stronger one."""
+    """Up to ``count`` signed (fy, fx) bins of the strongest peaks of an (H, W) spectrum (complex,
+    or a magnitude) that are neither the leakage, the mirror image nor a harmonic (2x-4x) of a
+    stronger one."""
     h, w = spectrum.shape
     mag = spectrum.abs().clone()
     mag[0, 0] = 0
@@ -194,6 +195,28 @@ def _fundamentals(spectrum: torch.Tensor, count: int, keep: int) -> list[tuple[i
     return chosen
 
 
+CANCELLED = 0.25
+"""A direction counts as cancelled in the grey where the grey's spectrum keeps under this share of
+the channels' mean magnitude at its bin (an RGB aperture grille, inks screened at other phases)."""
+
+
+def _direction_magnitude(spec: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) complex spectra of a layer's channels -> (H, W) magnitudes to find its directions
+    by (``TranslatorConfig.screen_colour``): the grey's, but the channels' mean where the grey
+    cancels a direction (``CANCELLED``). A grey screen (its channels in phase) keeps the grey's."""
+    grey, channels = spec.mean(0).abs(), spec.abs().mean(0)
+    return torch.where(grey >= CANCELLED * channels, grey, channels)
+
+
+def _phase_signal(screen: torch.Tensor, spec: torch.Tensor, f: tuple[int, int]) -> torch.Tensor:
+    """(H, W) float64 signal whose phase the direction ``f`` is given by: the grey of the
+    (3, H, W) layer, or its strongest channel at ``f`` where the grey cancels it (``CANCELLED``)."""
+    at = spec[:, f[0] % spec.shape[1], f[1] % spec.shape[2]].abs()
+    if float(spec.mean(0)[f[0] % spec.shape[1], f[1] % spec.shape[2]].abs()) >= CANCELLED * float(at.mean()):
+        return screen.double().mean(0)
+    return screen.double()[int(at.argmax())]
+
+
 def _bin_window(h: int, w: int, fy: int, fx: int, keep: int) -> torch.Tensor:
     """(H, W) mask of the FFT bins within ``keep`` of the signed bin (fy, fx), circularly."""
     dy = (torch.arange(h)[:, None] - fy + h // 2) % h - h // 2
@@ -210,20 +233,21 @@ def _direction_mask(h: int, w: int, f: tuple[int, int], keep: int) -> torch.Tens
     return mask
 
 
-def screen_parts(screen: torch.Tensor, directions: int = PHASES) -> torch.Tensor:
+def screen_parts(screen: torch.Tensor, directions: int = PHASES, colour: bool = False) -> torch.Tensor:
     """(3, H, W) screen layer -> ((directions + 1) * 3, H, W): the layer of each of its
     ``directions`` strongest directions (fundamental and harmonics), strongest first, zeros when
     it has fewer, then the rest (where the directions cross). They add up to ``screen``.
 
     A translator with screen gates (``TranslatorConfig.screen_gates``) scales each direction's
     layer by a factor it predicts per pixel, as a hatch that darkens only the shadows needs.
+    ``colour``: as ``screen_channels``'s.
     """
     h, w = screen.shape[-2:]
     spec = torch.fft.fft2(screen.double())
     keep = ScreenSettings().keep
     taken = torch.zeros(h, w, dtype=torch.bool)
     parts = []
-    for f in _fundamentals(spec.mean(0), directions, keep):
+    for f in _fundamentals(_direction_magnitude(spec) if colour else spec.mean(0), directions, keep):
         mask = _direction_mask(h, w, f, keep) & ~taken
         taken |= mask
         parts.append(torch.fft.ifft2(spec * mask).real)
@@ -259,7 +283,7 @@ def plane_wave(signal: torch.Tensor, peak: tuple[int, int]) -> torch.Tensor:
 
 
 def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS,
-                    plane: bool = False) -> torch.Tensor:
+                    plane: bool = False, colour: bool = False) -> torch.Tensor:
     """(3, H, W) screen layer -> (``channels``, H, W) network inputs.
 
     The first is ``screen_channel``. With more, each further pair is (cos, sin) of the phase of one
@@ -268,19 +292,23 @@ def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS,
     directions: a network can then switch each direction's marks on and off separately, as a
     crosshatch that adds its second direction only in the darks does. ``plane``: the phase of
     the plane wave that fits each direction (``plane_wave``, what gated screens are fitted with)
-    instead of the analytic signal's own.
+    instead of the analytic signal's own. ``colour``: directions found where the grey cancels them
+    too, phased by their strongest channel (``_direction_magnitude``; ``TranslatorConfig.screen_colour``).
     """
     out = [screen_channel(screen)]
     n_phases = (channels - 1) // 2
     if n_phases:
         h, w = screen.shape[-2:]
-        spec = torch.fft.fft2(screen.double().mean(0))
+        grey = screen.double().mean(0)
+        spec3 = torch.fft.fft2(screen.double()) if colour else None
+        found = _direction_magnitude(spec3) if spec3 is not None else torch.fft.fft2(grey)
         keep = ScreenSettings().keep
-        for fy, fx in _fundamentals(spec, n_phases, keep):
+        for fy, fx in _fundamentals(found, n_phases, keep):
+            signal = _phase_signal(screen, spec3, (fy, fx)) if spec3 is not None else grey
             if plane:
-                unit = plane_wave(screen.double().mean(0), (fy, fx))
+                unit = plane_wave(signal, (fy, fx))
             else:
-                analytic = torch.fft.ifft2(spec * _bin_window(h, w, fy, fx, keep))
+                analytic = torch.fft.ifft2(torch.fft.fft2(signal) * _bin_window(h, w, fy, fx, keep))
                 unit = analytic / analytic.abs().clamp_min(1e-6 * float(analytic.abs().amax()) + 1e-12)
             out += [unit.real.float()[None], unit.imag.float()[None]]
         out += [torch.zeros(1, h, w)] * (1 + 2 * n_phases - len(out))

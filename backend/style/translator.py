@@ -88,6 +88,9 @@ class TranslatorConfig:
             its mean colour (a pixel-art palette), the network then learns one colour function of
             the cell's mean instead of approximating the mean from the raw pixels.
             0: the image itself (styles written before it, and styles without a lattice).
+        screen_colour: 1 when the screen's directions are found on its channels where its grey
+            cancels them (an RGB aperture grille; ``backend.style.screen.CANCELLED``); 0: on its
+            grey only (styles written before it).
     """
 
     width: int = 16
@@ -102,6 +105,7 @@ class TranslatorConfig:
     grade: int = 0
     source_flag: int = 0
     cell_input: int = 0
+    screen_colour: int = 0
 
     @property
     def guides_in(self) -> int:
@@ -114,7 +118,7 @@ class TranslatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TranslatorConfig:
         names = ("width", "blocks", "guides", "unshuffle", "refine", "screen_input", "low_merge",
-                 "screen_gates", "screen_head", "grade", "source_flag", "cell_input")
+                 "screen_gates", "screen_head", "grade", "source_flag", "cell_input", "screen_colour")
         known = {k: int(d[k]) for k in names if k in d}
         return cls(**known)
 
@@ -144,9 +148,9 @@ def screen_inputs(screen: torch.Tensor, cfg: TranslatorConfig) -> torch.Tensor:
     ``StyleTranslator.forward``'s ``screen_map``: the ``cfg.screen_input`` network channels
     (``screen_channels``; plane-wave phases when gated), then with ``cfg.screen_gates`` the
     ``screen_parts`` the gates scale."""
-    gated = cfg.screen_gates > 0
-    ch = screen_channels(screen, cfg.screen_input, plane=gated)
-    return torch.cat([ch, screen_parts(screen, cfg.screen_gates)]) if gated else ch
+    gated, colour = cfg.screen_gates > 0, bool(cfg.screen_colour)
+    ch = screen_channels(screen, cfg.screen_input, plane=gated, colour=colour)
+    return torch.cat([ch, screen_parts(screen, cfg.screen_gates, colour=colour)]) if gated else ch
 
 
 REFINE_FEATURES = 4

@@ -95,6 +95,42 @@ def test_screen_channels_give_each_hatch_direction_its_phase() -> None:
     assert torch.equal(screen_channels(hatch, 1), ch[:1])  # styles written before the phases
 
 
+def test_a_colour_grille_that_cancels_in_the_grey_gets_a_direction_and_its_phase() -> None:
+    """An RGB aperture grille (each colour's columns a third of a period after the last) has no
+    grey: with ``colour`` (``TranslatorConfig.screen_colour``, what a fit now sets) its direction is
+    found on the channels' magnitudes, with the phase of its strongest channel, beside a grey line
+    screen; a grey screen's phases do not depend on its channels' weights."""
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    grille = np.stack([np.cos(2 * np.pi * (xx / 5.0 - k / 3)) for k in range(3)])
+    grille *= 0.3
+    rows = 0.2 * np.sin((yy + 0.5 * xx) * 0.8)
+    layer = torch.from_numpy(grille + rows[None]).float()
+    assert float(layer.mean(0).sub(torch.from_numpy(rows).float()).abs().max()) < 1e-5  # no grey grille
+    ch = screen_channels(layer, plane=True, colour=True)
+    waves = [np.cos(2 * np.pi * xx / 5.0), np.sin((yy + 0.5 * xx) * 0.8)]
+    found = [max(abs(np.corrcoef(ch[i].flatten().numpy(), w.flatten())[0, 1]) for i in (1, 2, 3, 4))
+             for w in waves]
+    assert min(found) > 0.9, found  # both directions have a phase pair
+    parts = screen_parts(layer, colour=True)
+    red_grille = torch.from_numpy(grille[0]).float()
+    assert max(np.corrcoef(parts[k * 3].flatten().numpy(), red_grille.flatten())[0, 1] for k in (0, 1)) > 0.95
+    # what is left (where the directions cross) is the peaks' leakage: a period of 5 px does not divide 64
+    assert float(parts[6:].std()) < 0.2 * float(layer.std())
+    # a grey screen's phases are the grey's, whatever the channels' weights
+    grey = np.sin((xx + yy) * 0.9)
+    weighted = torch.from_numpy(np.stack([0.3 * grey, 0.2 * grey, 0.1 * grey])).float()
+    same = torch.from_numpy(np.stack([0.2 * grey] * 3)).float()
+    assert torch.allclose(screen_channels(weighted, plane=True, colour=True)[1:],
+                          screen_channels(same, plane=True, colour=True)[1:], atol=1e-5)
+    # a style written before (no ``screen_colour``) finds its directions on the grey, as it was fitted
+    assert TranslatorConfig.from_dict({"width": 12, "screen_input": 5}).screen_colour == 0
+    grey_only = screen_channels(layer, plane=True)
+    # the grey alone gives the grille no phase (a direction it does not find is zeros)
+    grille_r = [abs(float(np.dot(grey_only[i].flatten().numpy(), waves[0].flatten())))
+                / (float(grey_only[i].norm()) * float(np.linalg.norm(waves[0])) + 1e-9) for i in (1, 2, 3, 4)]
+    assert max(grille_r) < 0.5, grille_r
+
+
 def test_a_style_with_the_single_screen_channel_still_renders() -> None:
     net = StyleTranslator(TranslatorConfig(width=8, blocks=1, screen_input=1))
     net.set_screen(torch.from_numpy(np.stack([_line_screen(SIZE)] * 3)).float() * 0.1)
@@ -162,6 +198,7 @@ def test_screen_gates_draw_the_marks_only_where_the_look_does() -> None:
         settings = FitSettings(steps=200, batch=4, patch=32, lr=3e-3, net=net)
         res = fit_translator(_t(train)[None], _t(_shadow_hatch(train))[None], settings, seed=1)
         assert res.translator.cfg.screen_gates == gates and res.translator.screen.numel() > 0
+        assert res.translator.cfg.screen_colour == 1  # a new fit finds colour directions too
         with torch.no_grad():
             err = (res.translator(x).clamp(-1, 1) - gt).abs()
         errors[gates] = (float(err.mean()), float(err[light].mean()))
