@@ -200,21 +200,35 @@ CANCELLED = 0.25
 the channels' mean magnitude at its bin (an RGB aperture grille, inks screened at other phases)."""
 
 
-def _direction_magnitude(spec: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) complex spectra of a layer's channels -> (H, W) magnitudes to find its directions
-    by (``TranslatorConfig.screen_colour``): the grey's, but the channels' mean where the grey
-    cancels a direction (``CANCELLED``). A grey screen (its channels in phase) keeps the grey's."""
-    grey, channels = spec.mean(0).abs(), spec.abs().mean(0)
-    return torch.where(grey >= CANCELLED * channels, grey, channels)
+def _direction_magnitude(spec: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """Magnitudes to find a layer's directions by (``TranslatorConfig.screen_colour``): (3, H, W)
+    complex spectra of its channels and (H, W) the grey's -> (H, W) the grey's magnitude, but the
+    channels' mean magnitude where the grey cancels a direction (``CANCELLED``). A grey screen (its
+    channels in phase) keeps the grey's magnitudes to the bit."""
+    grey_mag, channels = grey.abs(), spec.abs().mean(0)
+    return torch.where(grey_mag >= CANCELLED * channels, grey_mag, channels)
 
 
-def _phase_signal(screen: torch.Tensor, spec: torch.Tensor, f: tuple[int, int]) -> torch.Tensor:
+def _phase_signal(screen: torch.Tensor, spec: torch.Tensor, grey: torch.Tensor, f: tuple[int, int]
+                  ) -> torch.Tensor:
     """(H, W) float64 signal whose phase the direction ``f`` is given by: the grey of the
-    (3, H, W) layer, or its strongest channel at ``f`` where the grey cancels it (``CANCELLED``)."""
-    at = spec[:, f[0] % spec.shape[1], f[1] % spec.shape[2]].abs()
-    if float(spec.mean(0)[f[0] % spec.shape[1], f[1] % spec.shape[2]].abs()) >= CANCELLED * float(at.mean()):
+    (3, H, W) layer, or its strongest channel at ``f`` where the grey cancels it (``CANCELLED``;
+    ``spec`` and ``grey`` as ``_direction_magnitude``'s)."""
+    fy, fx = f[0] % spec.shape[1], f[1] % spec.shape[2]
+    at = spec[:, fy, fx].abs()
+    if float(grey[fy, fx].abs()) >= CANCELLED * float(at.mean()):
         return screen.double().mean(0)
     return screen.double()[int(at.argmax())]
+
+
+def _colour_fundamentals(spec: torch.Tensor, grey: torch.Tensor, count: int, keep: int
+                         ) -> list[tuple[int, int]]:
+    """``_fundamentals`` on ``_direction_magnitude(spec, grey)``: the directions the grey finds
+    keep the sign (a peak or its mirror, which tie) that the grey alone gives them, so a screen
+    without a cancelled direction gets the inputs it got before ``TranslatorConfig.screen_colour``."""
+    by_grey = set(_fundamentals(grey, count, keep))
+    return [(-f[0], -f[1]) if (-f[0], -f[1]) in by_grey else f
+            for f in _fundamentals(_direction_magnitude(spec, grey), count, keep)]
 
 
 def _bin_window(h: int, w: int, fy: int, fx: int, keep: int) -> torch.Tensor:
@@ -247,7 +261,12 @@ def screen_parts(screen: torch.Tensor, directions: int = PHASES, colour: bool = 
     keep = ScreenSettings().keep
     taken = torch.zeros(h, w, dtype=torch.bool)
     parts = []
-    for f in _fundamentals(_direction_magnitude(spec) if colour else spec.mean(0), directions, keep):
+    grey = spec.mean(0)
+    if colour:
+        found = _colour_fundamentals(spec, grey, directions, keep)
+    else:
+        found = _fundamentals(grey, directions, keep)
+    for f in found:
         mask = _direction_mask(h, w, f, keep) & ~taken
         taken |= mask
         parts.append(torch.fft.ifft2(spec * mask).real)
@@ -300,11 +319,13 @@ def screen_channels(screen: torch.Tensor, channels: int = SCREEN_CHANNELS,
     if n_phases:
         h, w = screen.shape[-2:]
         grey = screen.double().mean(0)
+        grey_spec = torch.fft.fft2(grey)
         spec3 = torch.fft.fft2(screen.double()) if colour else None
-        found = _direction_magnitude(spec3) if spec3 is not None else torch.fft.fft2(grey)
         keep = ScreenSettings().keep
-        for fy, fx in _fundamentals(found, n_phases, keep):
-            signal = _phase_signal(screen, spec3, (fy, fx)) if spec3 is not None else grey
+        found = (_colour_fundamentals(spec3, grey_spec, n_phases, keep) if spec3 is not None
+                 else _fundamentals(grey_spec, n_phases, keep))
+        for fy, fx in found:
+            signal = _phase_signal(screen, spec3, grey_spec, (fy, fx)) if spec3 is not None else grey
             if plane:
                 unit = plane_wave(signal, (fy, fx))
             else:
