@@ -38,7 +38,8 @@ after the dither's design was fixed and before its first run. ``cinematic_bloom`
 ``crt_scanlines`` and ``engraving_lines`` on 7 Dec, in the session after, before their first run
 and before any change was made: a grade that depends on where a pixel is and glows around the
 lights, a picture seen through a frame-locked colour mask, and a line screen whose lines the tone
-bends.
+bends. The screen's directions that cancel in the grey (``TranslatorConfig.screen_colour``) were
+then developed on ``crt_scanlines``, so it is no longer unseen.
 """
 
 from __future__ import annotations
