@@ -39,7 +39,8 @@ after the dither's design was fixed and before its first run. ``cinematic_bloom`
 and before any change was made: a grade that depends on where a pixel is and glows around the
 lights, a picture seen through a frame-locked colour mask, and a line screen whose lines the tone
 bends. The screen's directions that cancel in the grey (``TranslatorConfig.screen_colour``) were
-then developed on ``crt_scanlines``, so it is no longer unseen.
+then developed on ``crt_scanlines``, so it is no longer unseen; ``cmyk_halftone`` was written after
+that, before its first run, to check the rule on a colour screen it was not made on.
 """
 
 from __future__ import annotations
@@ -682,3 +683,28 @@ def engraving_lines(rgb: np.ndarray) -> np.ndarray:
     ivory = np.array([0.96, 0.94, 0.86], np.float32)
     green = np.array([0.10, 0.24, 0.16], np.float32)
     return _unit8(ivory * (1 - ink) + green * ink)
+
+
+def cmyk_halftone(rgb: np.ndarray) -> np.ndarray:
+    """A four-ink print: cyan, magenta, yellow and black separated from the picture (black where
+    all three are high, taken out of them), each printed as round dots on its own grid (5 px,
+    at 15, 75, 0 and 45 degrees) whose size grows with the ink, the inks multiplied on white
+    paper."""
+    x = rgb.astype(np.float32) / 255
+    c, m, y = 1 - x[..., 0], 1 - x[..., 1], 1 - x[..., 2]
+    k = np.minimum(np.minimum(c, m), y)
+    inks = [(c - k) / (1 - k + 1e-6), (m - k) / (1 - k + 1e-6), (y - k) / (1 - k + 1e-6), k]
+    h, w = k.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    colours = [np.array([0.0, 0.68, 0.94], np.float32), np.array([0.93, 0.0, 0.55], np.float32),
+               np.array([1.0, 0.95, 0.0], np.float32), np.array([0.1, 0.1, 0.1], np.float32)]
+    paper = np.ones((h, w, 3), np.float32)
+    for ink, colour, angle in zip(inks, colours, (15.0, 75.0, 0.0, 45.0), strict=True):
+        a = np.deg2rad(angle)
+        u = (xx * np.cos(a) + yy * np.sin(a)) / 5.0
+        v = (-xx * np.sin(a) + yy * np.cos(a)) / 5.0
+        dist = np.hypot(u - np.round(u), v - np.round(v))  # to the nearest dot centre, in cells
+        radius = 0.62 * np.sqrt(np.clip(ink, 0, 1))  # a full ink covers the cell
+        cover = np.clip((radius - dist) * 5.0 + 0.5, 0, 1)[..., None]  # about 1 px of anti-aliasing
+        paper *= 1 - cover * (1 - colour)
+    return _unit8(paper)
