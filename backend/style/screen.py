@@ -200,25 +200,28 @@ CANCELLED = 0.25
 the channels' mean magnitude at its bin (an RGB aperture grille, inks screened at other phases)."""
 
 
+def _cancelled(spec: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) complex spectra of a layer's channels and (H, W) the grey's -> (H, W) bool: the
+    bins where the grey keeps under ``CANCELLED`` of the channels' mean magnitude."""
+    return grey.abs() < CANCELLED * spec.abs().mean(0)
+
+
 def _direction_magnitude(spec: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
-    """Magnitudes to find a layer's directions by (``TranslatorConfig.screen_colour``): (3, H, W)
-    complex spectra of its channels and (H, W) the grey's -> (H, W) the grey's magnitude, but the
-    channels' mean magnitude where the grey cancels a direction (``CANCELLED``). A grey screen (its
-    channels in phase) keeps the grey's magnitudes to the bit."""
-    grey_mag, channels = grey.abs(), spec.abs().mean(0)
-    return torch.where(grey_mag >= CANCELLED * channels, grey_mag, channels)
+    """Magnitudes to find a layer's directions by (``TranslatorConfig.screen_colour``): the grey's
+    magnitude, but the channels' mean magnitude where the grey cancels a direction (``_cancelled``;
+    arguments as its). A grey screen (its channels in phase) keeps the grey's magnitudes to the bit."""
+    return torch.where(_cancelled(spec, grey), spec.abs().mean(0), grey.abs())
 
 
 def _phase_signal(screen: torch.Tensor, spec: torch.Tensor, grey: torch.Tensor, f: tuple[int, int]
                   ) -> torch.Tensor:
     """(H, W) float64 signal whose phase the direction ``f`` is given by: the grey of the
-    (3, H, W) layer, or its strongest channel at ``f`` where the grey cancels it (``CANCELLED``;
-    ``spec`` and ``grey`` as ``_direction_magnitude``'s)."""
+    (3, H, W) layer, or its strongest channel at ``f`` where the grey cancels it (``_cancelled``;
+    ``spec`` and ``grey`` as its)."""
     fy, fx = f[0] % spec.shape[1], f[1] % spec.shape[2]
-    at = spec[:, fy, fx].abs()
-    if float(grey[fy, fx].abs()) >= CANCELLED * float(at.mean()):
+    if not bool(_cancelled(spec[:, fy:fy + 1, fx:fx + 1], grey[fy:fy + 1, fx:fx + 1])):
         return screen.double().mean(0)
-    return screen.double()[int(at.argmax())]
+    return screen.double()[int(spec[:, fy, fx].abs().argmax())]
 
 
 def _colour_fundamentals(spec: torch.Tensor, grey: torch.Tensor, count: int, keep: int
