@@ -10,7 +10,9 @@ trains the DNR baseline and the "no PTI init" / "no flow" ablations with the sam
 ``SUBJECT/avatar/references.md`` and metrics.json ("references").
 
 With ``--style``: the style measured against ground truth (``backend.metrics.style_eval``): with
-``--look`` the look applied to the real held-out frames is the ground truth, and the post-filter
+``--look`` (a built-in name, or ``FILE.py:FUNCTION`` / ``package.module:FUNCTION`` for a look of
+one's own, ``backend.looks.load_look``) the look applied to the real held-out frames is the ground
+truth, and the post-filter
 bound is measured in the same run; without it only what needs no look is reported. The result
 goes to ``<style>.eval.json`` (keyed by look), ``<style>.eval.png`` and metrics.json
 ("style_eval"), and a table is printed.
@@ -32,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", type=Path, default=None,
                         help="measure this .style file (styled vs unstyled renders, against --look)")
     parser.add_argument("--look", default=None, metavar="LOOK",
-                        help=f"with --style: the built-in look ({', '.join(LOOKS)}) applied to the real "
-                             "held-out frames as ground truth")
+                        help=f"with --style: the look applied to the real held-out frames as ground "
+                             f"truth: a built-in one ({', '.join(LOOKS)}), or FILE.py:FUNCTION or "
+                             "package.module:FUNCTION for a look function (uint8 RGB -> uint8 RGB)")
     parser.add_argument("--reference", type=Path, default=None,
                         help="with --style: the style's reference image (default: the one its meta names)")
     parser.add_argument("--frame", type=int, default=None,
@@ -75,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_style(args: argparse.Namespace) -> int:
+    from backend.looks import load_look
     from backend.metrics.style_eval import eval_json_path, evaluate_style, format_table
 
     if args.references:
         print("error: --references compares the subject's own avatar; drop --style", file=sys.stderr)
         return 2
     try:
-        result = evaluate_style(args.subject, args.style, args.look, checkpoint=args.checkpoint,
+        look = None if args.look is None else load_look(args.look)
+        result = evaluate_style(args.subject, args.style, look, checkpoint=args.checkpoint,
                                 device=args.device, max_frames=args.max_frames, shot_frames=args.shot_frames,
                                 reference=args.reference, reference_frame=args.frame,
                                 identity=not args.no_identity)

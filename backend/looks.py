@@ -117,13 +117,64 @@ def apply_look(image: np.ndarray, look: str | LookFn) -> np.ndarray:
     """Apply a built-in look (by name) or a look function to an (H, W, 3) uint8 RGB image.
 
     Raises:
-        ValueError: unknown look, bad input image, or a function that returns another shape or
-            dtype than its input.
+        ValueError: unknown look, bad input image, a function that raises, or one that returns
+            another shape or dtype than its input.
     """
     name, fn = look_function(look)
     rgb = _check_rgb(image)
-    out = np.asarray(fn(rgb))
+    try:
+        out = np.asarray(fn(rgb))
+    except Exception as exc:  # a caller's look: whatever it raises is reported as bad input
+        raise ValueError(f"look {name!r} failed on a {rgb.shape[1]}x{rgb.shape[0]} uint8 RGB image: "
+                         f"{type(exc).__name__}: {exc}") from exc
     if out.shape != rgb.shape or out.dtype != np.uint8:
         raise ValueError(f"look {name!r} returned {out.dtype} {out.shape} for a uint8 {rgb.shape} image; "
                          f"a look must return the same shape as uint8 RGB")
     return out
+
+
+def load_look(spec: str) -> str | LookFn:
+    """A look named on a command line: a built-in name, or ``FILE.py:FUNCTION`` /
+    ``package.module:FUNCTION`` for a look function of the caller's (uint8 RGB -> uint8 RGB), so a
+    look no part of the product makes can be scored (``emo-avatar eval --look``).
+
+    Raises:
+        ValueError: an unknown built-in name, a file or module that does not load, or a name in it
+            that is missing or not callable; each names what was asked for.
+    """
+    if ":" not in spec:
+        look_function(spec)  # a clear error for an unknown name
+        return spec
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise ValueError(f"look {spec!r}: expected a built-in name ({', '.join(LOOKS)}), FILE.py:FUNCTION "
+                         f"or package.module:FUNCTION")
+    module = _load_module(where, spec)
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise ValueError(f"look {spec!r}: {where} has no function {attr!r}")
+    return fn
+
+
+def _load_module(where: str, spec: str) -> object:
+    """The module of ``load_look``'s FILE.py or package.module part; ValueError when it does not load."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise ValueError(f"look {spec!r}: no file {path}")
+            module_spec = importlib.util.spec_from_file_location(f"_look_{path.stem}", path)
+            if module_spec is None or module_spec.loader is None:
+                raise ValueError(f"look {spec!r}: {path} is not a Python file")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(where)
+    except ValueError:
+        raise
+    except Exception as exc:  # the caller's code: any error it raises while loading is reported
+        raise ValueError(f"look {spec!r}: loading {where} failed: {type(exc).__name__}: {exc}") from exc

@@ -185,7 +185,9 @@ def main() -> int:
     ap.add_argument("--reference", action="store_true",
                     help="--render-cost: also time each translator's forward_reference and its float32 plan "
                          "in the same rounds")
-    ap.add_argument("--looks", default="cartoon,pencil,oil,watercolor,posterised_ink")
+    ap.add_argument("--looks", default="cartoon,pencil,oil,watercolor,posterised_ink",
+                    help="comma-separated: built-in looks, looks of tests/edit/unseen_looks.py, and "
+                         "FILE.py:FUNCTION or package.module:FUNCTION look functions")
     ap.add_argument("--methods", default="translator")
     ap.add_argument("--frame", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="edit steps (default: the preset's)")
@@ -208,7 +210,7 @@ def main() -> int:
     from backend.data.subject import Subject
     from backend.images import write_png
     from backend.imaging.convert import frame_at
-    from backend.looks import LOOKS, stylize_image
+    from backend.looks import apply_look, load_look, look_function
     from backend.metrics.style_eval import evaluate_style
     from backend.paths import checkpoint_path
     from backend.train.checkpoint import read_checkpoint
@@ -224,12 +226,14 @@ def main() -> int:
           "flicker x | truth's flicker x real | "
           "motion-compensated flicker x (truth's x real) |")
     print("|---|---|---:|---|---|---|---|---|---|---:|---:|---:|")
-    for look in args.looks.split(","):
-        if look not in extra and look not in LOOKS:
-            raise SystemExit(f"unknown look {look}")
-        fn = extra.get(look, look)  # evaluate_style takes a name or a function
+    for spec in args.looks.split(","):
+        try:  # evaluate_style takes a name or a function
+            fn = extra[spec] if spec in extra else load_look(spec)
+        except ValueError as exc:
+            raise SystemExit(f"{exc}; or one of {', '.join(extra)}") from exc
+        look = look_function(fn)[0]
         frame = frame_at(subject.frame(args.frame), size)  # the look at the size it is scored at
-        ref = fn(frame) if callable(fn) else stylize_image(frame, fn)
+        ref = apply_look(frame, fn)
         ref_path = args.subject / "styles" / f"bench_{look}.png"
         ref_path.parent.mkdir(exist_ok=True)
         write_png(ref_path, ref)

@@ -206,6 +206,31 @@ def test_eval_cli_prints_the_table(styled_subject: tuple[Path, Path],
     assert "watercolor" in json.loads(eval_json_path(style).read_text())
 
 
+def test_eval_cli_scores_a_look_from_a_file_of_ones_own(styled_subject: tuple[Path, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    subject, style = styled_subject
+    looks = tmp_path / "my_looks.py"
+    looks.write_text("import numpy as np\n\n"
+                     "def night(rgb):\n"
+                     "    return (rgb // 2 + np.array([0, 10, 40], np.uint8)).astype(np.uint8)\n\n"
+                     "COLOUR = 3\n")
+    args = ["eval", str(subject), "--style", str(style), "--max-frames", "2", "--shot-frames", "8",
+            "--no-identity"]
+    assert cli_main([*args, "--look", f"{looks}:night"]) == 0
+    assert "styled - post-filter: face PSNR" in capsys.readouterr().out
+    scored = json.loads(eval_json_path(style).read_text())["night"]
+    assert scored["look"] == "night" and math.isfinite(scored["gap_db"]["face_psnr"])
+    # a module on the path loads as a file does; a look that fails on a frame is a clear error
+    assert cli_main([*args, "--look", "backend.looks:stylize_image"]) == 2  # it takes two arguments
+    assert "look 'stylize_image' failed on a" in capsys.readouterr().err
+    for spec, says in [(f"{looks}:day", "has no function 'day'"),
+                       (f"{looks}:COLOUR", "has no function 'COLOUR'"),
+                       (f"{tmp_path / 'none.py'}:night", "no file"), ("no_such_module_x:night", "loading"),
+                       (":night", "expected a built-in name")]:
+        assert cli_main([*args, "--look", spec]) == 2
+        assert says in capsys.readouterr().err, spec
+
+
 def test_the_shot_never_crosses_a_cut() -> None:
     """Flicker and expressions are measured on consecutive frames of one shot: a cut in the
     subject (``Subject.cuts``) ends a run of held-out frames, and without a long enough
