@@ -41,6 +41,10 @@ lights, a picture seen through a frame-locked colour mask, and a line screen who
 bends. The screen's directions that cancel in the grey (``TranslatorConfig.screen_colour``) were
 then developed on ``crt_scanlines``, so it is no longer unseen; ``cmyk_halftone`` was written after
 that, before its first run, to check the rule on a colour screen it was not made on.
+``diagonal_rgb_mask``, ``vhs_tape`` and ``ukiyo_print`` on 7 Dec, in the session after, before
+their first run and before any change was made: a colour mask whose grey is nearly flat (the rule
+on a screen it was not made on, and not at the CRT's angle), chroma smeared along rows with a
+frame-locked per-row jitter, and flat fixed inks with outlines on a paper grain.
 """
 
 from __future__ import annotations
@@ -708,3 +712,54 @@ def cmyk_halftone(rgb: np.ndarray) -> np.ndarray:
         cover = np.clip((radius - dist) * 5.0 + 0.5, 0, 1)[..., None]  # about 1 px of anti-aliasing
         paper *= 1 - cover * (1 - colour)
     return _unit8(paper)
+
+
+def diagonal_rgb_mask(rgb: np.ndarray) -> np.ndarray:
+    """A colour mask along the diagonals: the picture sharpened (unsharp mask, 1 px) and saturated
+    by 20 %, each pixel keeping its own channel (red, green, blue cycling with x + y) at full and
+    the other two at 35 %: a colour screen whose grey is nearly flat on neutral colours."""
+    x = rgb.astype(np.float32) / 255
+    x = np.clip(x + 0.6 * (x - cv2.GaussianBlur(x, (0, 0), 1.0)), 0, 1)
+    grey = x.mean(axis=2, keepdims=True)
+    x = np.clip(grey + 1.2 * (x - grey), 0, 1)
+    h, w = x.shape[:2]
+    phase = (np.arange(h)[:, None] + np.arange(w)[None, :]) % 3
+    mask = np.full((h, w, 3), 0.35, np.float32)
+    mask[np.arange(h)[:, None], np.arange(w)[None, :], phase] = 1.0
+    return _unit8(x * mask)
+
+
+def vhs_tape(rgb: np.ndarray) -> np.ndarray:
+    """A worn videotape: the colour (YCrCb chroma) smeared 5 px along the rows and moved 3 px
+    right, the luma softened, a warm-teal tint, every second row 10 % darker, and each row moved
+    left or right by a fixed (seeded, frame-locked) 0-1 px of tracking jitter."""
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    luma = cv2.GaussianBlur(ycc[..., 0], (0, 0), 0.6)
+    chroma = cv2.blur(ycc[..., 1:], (5, 1))
+    chroma = np.roll(chroma, 3, axis=1)
+    chroma[:, :3] = chroma[:, 3:4]
+    out = cv2.cvtColor(np.dstack([luma, chroma]).clip(0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB)
+    x = out.astype(np.float32) / 255 * np.array([1.04, 1.0, 0.94], np.float32) + np.array([0.0, 0.02, 0.03])
+    h, w = x.shape[:2]
+    x *= np.where(np.arange(h) % 2 == 1, 0.9, 1.0).astype(np.float32)[:, None, None]
+    jitter = np.random.default_rng(41).uniform(-1.0, 1.0, h).astype(np.float32)
+    cols = np.arange(w, dtype=np.float32)
+    map_x = np.clip(cols[None, :] - jitter[:, None], 0, w - 1)
+    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    return _unit8(cv2.remap(x.astype(np.float32), map_x.astype(np.float32), map_y, cv2.INTER_LINEAR))
+
+
+def ukiyo_print(rgb: np.ndarray) -> np.ndarray:
+    """A woodblock print: the bilateral-smoothed picture snapped to the nearest of six fixed inks
+    (indigo, vermilion, ochre, cream, sage, charcoal), thin charcoal outlines where the grey's
+    morphological gradient is strong, on a fixed paper grain (4 %)."""
+    smooth = cv2.bilateralFilter(rgb, 7, 60, 5).astype(np.float32) / 255
+    inks = np.array([[0.16, 0.22, 0.42], [0.85, 0.27, 0.18], [0.82, 0.62, 0.28],
+                     [0.95, 0.91, 0.80], [0.55, 0.62, 0.48], [0.15, 0.14, 0.13]], np.float32)
+    nearest = np.argmin(((smooth[:, :, None, :] - inks[None, None]) ** 2).sum(-1), axis=2)
+    x = inks[nearest]
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    edge = cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, np.ones((2, 2), np.uint8)) > 48
+    x[edge] = inks[5]
+    h, w = grey.shape
+    return _unit8(x * (1 + 0.04 * _fixed_noise(h, w, 23, 0.8))[..., None])
