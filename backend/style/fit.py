@@ -23,6 +23,7 @@ from backend.imaging.coords import position_channels
 from backend.optim import adam
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.critic import PatchCritic, adversarial_loss, critic_step
+from backend.style.frame_jitter import find_frame_jitter
 from backend.style.frame_texture import (
     MIN_STILL_FRAMES,
     TextureEvidence,
@@ -82,6 +83,10 @@ class FitSettings:
         dither: look for a dispersed-dot palette in the targets where they have neither a screen
             nor a lattice (``backend.style.palette_dither``): when found, the renderer dots the
             network's output with it (``StyleTranslator.dither``); the fit is the same.
+        frame_jitter: look for rows or columns that the references move sideways by their own
+            fixed amounts (``backend.style.frame_jitter``): when found, the fit takes the shifts
+            out of the references and the translator puts them back on every frame it renders
+            (``StyleTranslator.frame_jitter``).
         warp: share of patches cut along a random similarity transform (rotation up to
             ``warp_deg`` degrees, scale within 1 +- ``warp_scale``) instead of an axis-aligned crop,
             so the network sees the keyframe's structures at other angles and sizes, as the
@@ -172,6 +177,7 @@ class FitSettings:
     lattice: bool = True
     cell_input: bool = False
     dither: bool = False
+    frame_jitter: bool = False
     warp: float = 0.0
     warp_deg: float = 15.0
     warp_scale: float = 0.1
@@ -214,7 +220,9 @@ class FitResult:
     ``cell_recolour``: the keyframes' ``cell_recolour_share`` where a lattice was found with
     ``FitSettings.cell_input``, else None. ``dot_share``: ``find_palette``'s measure where a dispersed-dot
     palette was looked for (``FitSettings.dither``; 0.0 where no palette of few colours holds
-    the references), else None."""
+    the references), else None. ``jitter``: the evidence of a frame-locked jitter along rows and
+    columns (``JitterEvidence.to_dict`` each) where one was looked for (``FitSettings.frame_jitter``),
+    else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -226,6 +234,7 @@ class FitResult:
     steady_choice: SteadyChoice | None = None
     cell_recolour: float | None = None
     dot_share: float | None = None
+    jitter: dict | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,6 +376,17 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     if inputs.shape[1] != 3 + s.net.guides_in:
         raise ValueError(f"inputs have {inputs.shape[1]} channels, the translator takes "
                          f"3 + {s.net.guides_in}")
+    jitter, jitter_evidence = None, None
+    if s.frame_jitter:  # read on the video frames' pairs; taken out of every reference (one frame grid)
+        read_on = list(range(len(inputs))) if texture_from is None else list(texture_from)
+        jitter, along_rows, along_cols = find_frame_jitter(inputs[read_on, :3].cpu(), targets[read_on].cpu())
+        jitter_evidence = {"rows": along_rows.to_dict(), "cols": along_cols.to_dict()}
+        if jitter is not None:
+            targets = jitter.remove(targets.cpu()).to(targets)
+            log.info("style translator: the references move %s by their own fixed amounts (frame-locked "
+                     "jitter, halves agreeing %.2f / %.2f): taken out of them, put back on every frame",
+                     " and ".join(n for n, e in (("rows", along_rows), ("columns", along_cols)) if e.found),
+                     along_rows.agreement, along_cols.agreement)
     sources = [x[None, :3].cpu() for x in inputs]  # each target's source frame, for the look's structure
     screen = None
     if s.screen:
@@ -578,9 +598,10 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             layer = layer.cpu()
     net.set_screen(screen if screen is not None else layer)
     net.dither = dither
+    net.frame_jitter = jitter
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
-                     amplification=amplified, cell_recolour=recolour, dot_share=dots)
+                     amplification=amplified, cell_recolour=recolour, dot_share=dots, jitter=jitter_evidence)
 
 
 def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:

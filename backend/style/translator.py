@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.imaging.coords import position_channels
+from backend.style.frame_jitter import FrameJitter
 from backend.style.guides import uv_guides
 from backend.style.lattice import CellMap, Lattice, cell_mean
 from backend.style.palette_dither import PaletteDither
@@ -255,6 +256,9 @@ class StyleTranslator(nn.Module):
     dither: PaletteDither | None = None
     """The palette a renderer dots each finished frame with, after the steady filter, for a
     dispersed-dot look (``backend.style.palette_dither``); None: the frames as they are."""
+    frame_jitter: FrameJitter | None = None
+    """The frame-locked shifts of the look's rows and columns (``backend.style.frame_jitter``),
+    put on every whole frame ``forward`` gives; None: none (styles written before it)."""
 
     def __init__(self, cfg: TranslatorConfig | None = None) -> None:
         super().__init__()
@@ -358,13 +362,14 @@ class StyleTranslator(nn.Module):
         channels or None), which then reads ``PHOTOGRAPH`` (``flagged``).
 
         Rendering (eval mode, no gradients) runs an ``InferencePlan`` when one applies, training
-        runs ``forward_reference``; both compute the same thing up to float rounding."""
+        runs ``forward_reference``; both compute the same thing up to float rounding. A style with
+        a ``frame_jitter`` gets it on whole frames (no ``cells`` or ``positions``), after either."""
         guides = self.flagged(image, guides)
-        plan = (None if cells is not None or positions is not None
-                else self.inference_plan(image, guides, screen_map))
-        if plan is not None:
-            return plan(image, guides, screen_map)
-        return self.forward_reference(image, guides, screen_map, cells, positions)
+        whole = cells is None and positions is None
+        plan = self.inference_plan(image, guides, screen_map) if whole else None
+        out = (plan(image, guides, screen_map) if plan is not None
+               else self.forward_reference(image, guides, screen_map, cells, positions))
+        return self.frame_jitter.apply(out) if whole and self.frame_jitter is not None else out
 
     def forward_reference(self, image: torch.Tensor, guides: torch.Tensor | None = None,
                           screen_map: torch.Tensor | None = None, cells: CellMap | None = None,
@@ -493,7 +498,8 @@ def translator_state(translator: StyleTranslator) -> dict:
     """What a style file stores: ``{"config": {...}, "state": {name: tensor}}``; when the look
     has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors); when it is made of
     frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``; with a temporal filter, ``"steady"``:
-    ``SteadyFilter.to_dict()``; for a dispersed-dot look, ``"dither"``: ``PaletteDither.to_dict()``."""
+    ``SteadyFilter.to_dict()``; for a dispersed-dot look, ``"dither"``: ``PaletteDither.to_dict()``;
+    for a look with a frame-locked jitter, ``"jitter"``: ``FrameJitter.to_dict()``."""
     blob = {
         "config": translator.cfg.to_dict(),
         "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
@@ -506,6 +512,8 @@ def translator_state(translator: StyleTranslator) -> dict:
         blob["steady"] = translator.steady.to_dict()
     if translator.dither is not None:
         blob["dither"] = translator.dither.to_dict()
+    if translator.frame_jitter is not None:
+        blob["jitter"] = translator.frame_jitter.to_dict()
     return blob
 
 
@@ -536,4 +544,6 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         net.steady = SteadyFilter.from_dict(blob["steady"])
     if blob.get("dither") is not None:
         net.dither = PaletteDither.from_dict(blob["dither"])
+    if blob.get("jitter") is not None:
+        net.frame_jitter = FrameJitter.from_dict(blob["jitter"])
     return net.eval().requires_grad_(False)
