@@ -93,6 +93,13 @@ def test_the_fit_takes_the_jitter_out_and_the_translator_puts_it_back() -> None:
     assert net.frame_jitter is not None and result.jitter["rows"]["found"]
     plain = fit_translator(source, ref, replace(settings, frame_jitter=False), seed=0)
     assert plain.translator.frame_jitter is None and plain.jitter is None
+    # a look that keeps its rows is fitted as without the option, to the bit
+    toon = _t(stylize_image(photo, "cartoon"))[None]
+    looked, off = (fit_translator(source, toon, replace(settings, frame_jitter=on), seed=0)
+                   for on in (True, False))
+    assert looked.translator.frame_jitter is None and not looked.jitter["rows"]["found"]
+    assert all(torch.equal(a, b) for a, b in zip(looked.translator.state_dict().values(),
+                                                 off.translator.state_dict().values(), strict=True))
     with torch.no_grad():
         out = net(source)
         assert torch.allclose(out, net.frame_jitter.apply(net.forward_reference(source)), atol=1e-4)
