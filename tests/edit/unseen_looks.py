@@ -44,7 +44,10 @@ that, before its first run, to check the rule on a colour screen it was not made
 ``diagonal_rgb_mask``, ``vhs_tape`` and ``ukiyo_print`` on 7 Dec, in the session after, before
 their first run and before any change was made: a colour mask whose grey is nearly flat (the rule
 on a screen it was not made on, and not at the CRT's angle), chroma smeared along rows with a
-frame-locked per-row jitter, and flat fixed inks with outlines on a paper grain.
+frame-locked per-row jitter, and flat fixed inks with outlines on a paper grain. The frame-locked
+jitter was then developed on ``vhs_tape``, so it is no longer unseen; ``interlaced_fields`` and
+``heat_shimmer`` were written after the jitter was fixed and before their first run: one field's
+rows moved against the other's, and columns moved up and down by a sine of their place.
 """
 
 from __future__ import annotations
@@ -763,3 +766,28 @@ def ukiyo_print(rgb: np.ndarray) -> np.ndarray:
     x[edge] = inks[5]
     h, w = grey.shape
     return _unit8(x * (1 + 0.04 * _fixed_noise(h, w, 23, 0.8))[..., None])
+
+
+def interlaced_fields(rgb: np.ndarray) -> np.ndarray:
+    """A deinterlacing fault: every second row (one field) moved 1.5 px to the right of the other,
+    a cold blue cast and 15 % less saturation."""
+    x = rgb.astype(np.float32) / 255
+    grey = x.mean(axis=2, keepdims=True)
+    x = (grey + 0.85 * (x - grey)) * np.array([0.92, 0.98, 1.08], np.float32)
+    h, w = x.shape[:2]
+    shift = np.where(np.arange(h) % 2 == 1, 1.5, 0.0).astype(np.float32)
+    map_x = np.clip(np.arange(w, dtype=np.float32)[None, :] - shift[:, None], 0, w - 1)
+    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    return _unit8(cv2.remap(x.astype(np.float32), map_x.astype(np.float32), map_y, cv2.INTER_LINEAR))
+
+
+def heat_shimmer(rgb: np.ndarray) -> np.ndarray:
+    """Heat haze seen through a hot window: every column moved up or down by 1.2 px times a sine of
+    its position (period 17 px), a warm grade with lifted blacks, and a 0.5 px softening."""
+    x = cv2.GaussianBlur(rgb.astype(np.float32) / 255, (0, 0), 0.5)
+    x = 0.06 + 0.92 * x * np.array([1.06, 1.0, 0.88], np.float32)
+    h, w = x.shape[:2]
+    shift = (1.2 * np.sin(2 * np.pi * np.arange(w) / 17.0 + 0.7)).astype(np.float32)
+    map_y = np.clip(np.arange(h, dtype=np.float32)[:, None] - shift[None, :], 0, h - 1)
+    map_x = np.repeat(np.arange(w, dtype=np.float32)[None, :], h, axis=0)
+    return _unit8(cv2.remap(x.astype(np.float32), map_x, map_y.astype(np.float32), cv2.INTER_LINEAR))
