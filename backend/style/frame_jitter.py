@@ -39,8 +39,9 @@ JITTER_MIN_PEAK = 0.5
 reaches this: rows without structure (a flat wall) show no shift and keep 0."""
 
 JITTER_MIN_SPREAD = 0.25
-"""Median distance (px) of the read shifts from their median at and above which the rows move by
-their own amounts."""
+"""Mean distance (px) of the read shifts from their median at and above which the rows move by
+their own amounts. A mean, not a median: where every second row moves (an interlacing fault) the
+median distance is 0."""
 
 JITTER_MIN_AGREEMENT = 0.7
 """Correlation, over the rows read in both halves of the frame, between the shifts read in the left
@@ -141,7 +142,7 @@ def read_shifts(sources: torch.Tensor, references: torch.Tensor) -> JitterEviden
     if n < JITTER_MIN_BOTH:
         return JitterEvidence(torch.zeros_like(found), n, 0.0, 0.0)
     common = found[read].median()
-    spread = float((found[read] - common).abs().median())
+    spread = float((found[read] - common).abs().mean())
     half = src.shape[-1] // 2
     left, read_left = _best_shifts(src[..., :half], ref[..., :half], shifts)
     right, read_right = _best_shifts(src[..., half:], ref[..., half:], shifts)
