@@ -47,7 +47,11 @@ on a screen it was not made on, and not at the CRT's angle), chroma smeared alon
 frame-locked per-row jitter, and flat fixed inks with outlines on a paper grain. The frame-locked
 jitter was then developed on ``vhs_tape``, so it is no longer unseen; ``interlaced_fields`` and
 ``heat_shimmer`` were written after the jitter was fixed and before their first run: one field's
-rows moved against the other's, and columns moved up and down by a sine of their place.
+rows moved against the other's, and columns moved up and down by a sine of their place; the
+jitter's spread was then changed on ``interlaced_fields``. ``newsprint_comic``, ``lomo_cross`` and
+``barrel_tv`` in the same session, after that change and before their first run: posterised colour
+with outlines and shadow dots on newsprint, a cross-processed grade with a vignette, and a picture
+bent by a bulging screen (a warp that is neither rows nor columns).
 """
 
 from __future__ import annotations
@@ -791,3 +795,58 @@ def heat_shimmer(rgb: np.ndarray) -> np.ndarray:
     map_y = np.clip(np.arange(h, dtype=np.float32)[:, None] - shift[None, :], 0, h - 1)
     map_x = np.repeat(np.arange(w, dtype=np.float32)[None, :], h, axis=0)
     return _unit8(cv2.remap(x.astype(np.float32), map_x, map_y.astype(np.float32), cv2.INTER_LINEAR))
+
+
+def newsprint_comic(rgb: np.ndarray) -> np.ndarray:
+    """A newspaper comic strip: the colours posterised to 4 levels a channel after a 5 px median,
+    black outlines where the grey falls 6 levels under its 7 px local mean, and black halftone
+    dots (4 px grid at 45 degrees) over the darkest third, on yellowed newsprint."""
+    base = cv2.medianBlur(rgb, 5).astype(np.float32) / 255
+    poster = np.floor(base * 3.999) / 3 * 0.9 + 0.05
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    lines = cv2.adaptiveThreshold(grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, 7, 6) == 0
+    h, w = grey.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (xx + yy) / (4 * np.sqrt(2)), (xx - yy) / (4 * np.sqrt(2))
+    dist = np.hypot(u - np.round(u), v - np.round(v))
+    dark = np.clip((0.33 - grey.astype(np.float32) / 255) / 0.33, 0, 1)
+    dots = dist < 0.5 * np.sqrt(dark)
+    out = poster * np.array([0.97, 0.93, 0.80], np.float32)
+    out[lines | dots] = (0.08, 0.07, 0.06)
+    return _unit8(out)
+
+
+def lomo_cross(rgb: np.ndarray) -> np.ndarray:
+    """A cross-processed toy-camera print: S-curves on red and green, blue lifted and flattened,
+    saturation x1.3, and a strong vignette darkening the corners to 45 %."""
+    x = rgb.astype(np.float32) / 255
+    s_curve = lambda c, k: 1 / (1 + np.exp(-k * (c - 0.5)))  # noqa: E731
+    lo, hi = s_curve(0.0, 7), s_curve(1.0, 7)
+    r = (s_curve(x[..., 0], 7) - lo) / (hi - lo)
+    g = (s_curve(x[..., 1], 7) - lo) / (hi - lo)
+    b = 0.2 + 0.6 * x[..., 2]
+    y = np.dstack([r, g, b])
+    grey = y.mean(axis=2, keepdims=True)
+    y = grey + 1.3 * (y - grey)
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = np.hypot((xx - w / 2) / (w / 2), (yy - h / 2) / (h / 2)) / np.sqrt(2)
+    return _unit8(y * (1 - 0.55 * d ** 2)[..., None])
+
+
+def barrel_tv(rgb: np.ndarray) -> np.ndarray:
+    """An old television's bulging glass: the picture bent outwards (barrel distortion, k 0.12 at
+    the corners), a little blur and bloom, a cool cast and a dark rounded rim."""
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    nx, ny = (xx - (w - 1) / 2) / ((w - 1) / 2), (yy - (h - 1) / 2) / ((h - 1) / 2)
+    r2 = (nx ** 2 + ny ** 2) / 2
+    scale = 1 - 0.12 * r2  # sample nearer the centre: the middle bulges
+    map_x = (nx * scale) * ((w - 1) / 2) + (w - 1) / 2
+    map_y = (ny * scale) * ((h - 1) / 2) + (h - 1) / 2
+    x = cv2.remap(rgb.astype(np.float32) / 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    x = cv2.GaussianBlur(x, (0, 0), 0.6)
+    x = x + 0.15 * cv2.GaussianBlur(np.clip(x - 0.7, 0, 1), (0, 0), 3.0)
+    x = x * np.array([0.92, 0.99, 1.06], np.float32)
+    rim = np.clip((1.0 - np.maximum(np.abs(nx), np.abs(ny)) ** 6) * 1.4, 0, 1)
+    return _unit8(x * rim[..., None])
