@@ -73,7 +73,6 @@ class JitterEvidence:
                 "found": self.found}
 
 
-
 def _grey(images: torch.Tensor) -> torch.Tensor:
     """(K, 3, H, W) in [-1, 1] -> (K, H, W) float32 grey."""
     return images[:, :3].float().mean(1)
@@ -153,7 +152,6 @@ def read_shifts(sources: torch.Tensor, references: torch.Tensor) -> JitterEviden
         a, b = a - a.mean(), b - b.mean()
         agreement = float((a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-9))
     return JitterEvidence(found, n, spread, agreement)
-
 
 
 @dataclass(frozen=True)
