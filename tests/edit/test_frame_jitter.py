@@ -24,10 +24,7 @@ SIZE = 128
 def _jittered(rgb: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """``rgb`` softened and warmed (a look), each row y moved right by ``shifts[y]`` px."""
     look = cv2.GaussianBlur(rgb, (0, 0), 0.6).astype(np.float32) * np.array([1.05, 1.0, 0.9], np.float32)
-    h, w = rgb.shape[:2]
-    map_x = (np.arange(w, dtype=np.float32)[None, :] - shifts[:, None].astype(np.float32)).clip(0, w - 1)
-    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    return np.clip(cv2.remap(look, map_x, map_y, cv2.INTER_LINEAR), 0, 255).astype(np.uint8)
+    return np.clip(unseen_looks._move_lines(look, shifts, "rows"), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize("pattern", ["random", "every second row"])

@@ -186,6 +186,21 @@ def _fixed_noise(h: int, w: int, seed: int, sigma_x: float, sigma_y: float | Non
     return n / (n.std() + 1e-6)
 
 
+def _move_lines(x: np.ndarray, shifts: np.ndarray, along: str) -> np.ndarray:
+    """(H, W, C) image -> float32, every row moved right (``along="rows"``, ``shifts`` (H,)) or
+    every column moved down (``along="cols"``, ``shifts`` (W,)) by its own px (bilinear; the edge
+    pixels repeated past the ends): a frame-locked jitter or shimmer."""
+    h, w = x.shape[:2]
+    ys = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
+    xs = np.repeat(np.arange(w, dtype=np.float32)[None, :], h, axis=0)
+    d = np.asarray(shifts, np.float32)
+    if along == "rows":
+        xs = np.clip(xs - d[:, None], 0, w - 1)
+    else:
+        ys = np.clip(ys - d[None, :], 0, h - 1)
+    return cv2.remap(x.astype(np.float32), xs, ys, cv2.INTER_LINEAR)
+
+
 def _charcoal(rgb: np.ndarray, grain: float) -> np.ndarray:
     g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
     tone = cv2.GaussianBlur(g, (0, 0), 1.2)
@@ -747,13 +762,9 @@ def vhs_tape(rgb: np.ndarray) -> np.ndarray:
     chroma[:, :3] = chroma[:, 3:4]
     out = cv2.cvtColor(np.dstack([luma, chroma]).clip(0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB)
     x = out.astype(np.float32) / 255 * np.array([1.04, 1.0, 0.94], np.float32) + np.array([0.0, 0.02, 0.03])
-    h, w = x.shape[:2]
+    h = x.shape[0]
     x *= np.where(np.arange(h) % 2 == 1, 0.9, 1.0).astype(np.float32)[:, None, None]
-    jitter = np.random.default_rng(41).uniform(-1.0, 1.0, h).astype(np.float32)
-    cols = np.arange(w, dtype=np.float32)
-    map_x = np.clip(cols[None, :] - jitter[:, None], 0, w - 1)
-    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    return _unit8(cv2.remap(x.astype(np.float32), map_x.astype(np.float32), map_y, cv2.INTER_LINEAR))
+    return _unit8(_move_lines(x, np.random.default_rng(41).uniform(-1.0, 1.0, h), "rows"))
 
 
 def ukiyo_print(rgb: np.ndarray) -> np.ndarray:
@@ -778,11 +789,7 @@ def interlaced_fields(rgb: np.ndarray) -> np.ndarray:
     x = rgb.astype(np.float32) / 255
     grey = x.mean(axis=2, keepdims=True)
     x = (grey + 0.85 * (x - grey)) * np.array([0.92, 0.98, 1.08], np.float32)
-    h, w = x.shape[:2]
-    shift = np.where(np.arange(h) % 2 == 1, 1.5, 0.0).astype(np.float32)
-    map_x = np.clip(np.arange(w, dtype=np.float32)[None, :] - shift[:, None], 0, w - 1)
-    map_y = np.repeat(np.arange(h, dtype=np.float32)[:, None], w, axis=1)
-    return _unit8(cv2.remap(x.astype(np.float32), map_x.astype(np.float32), map_y, cv2.INTER_LINEAR))
+    return _unit8(_move_lines(x, np.where(np.arange(x.shape[0]) % 2 == 1, 1.5, 0.0), "rows"))
 
 
 def heat_shimmer(rgb: np.ndarray) -> np.ndarray:
@@ -790,11 +797,7 @@ def heat_shimmer(rgb: np.ndarray) -> np.ndarray:
     its position (period 17 px), a warm grade with lifted blacks, and a 0.5 px softening."""
     x = cv2.GaussianBlur(rgb.astype(np.float32) / 255, (0, 0), 0.5)
     x = 0.06 + 0.92 * x * np.array([1.06, 1.0, 0.88], np.float32)
-    h, w = x.shape[:2]
-    shift = (1.2 * np.sin(2 * np.pi * np.arange(w) / 17.0 + 0.7)).astype(np.float32)
-    map_y = np.clip(np.arange(h, dtype=np.float32)[:, None] - shift[None, :], 0, h - 1)
-    map_x = np.repeat(np.arange(w, dtype=np.float32)[None, :], h, axis=0)
-    return _unit8(cv2.remap(x.astype(np.float32), map_x, map_y.astype(np.float32), cv2.INTER_LINEAR))
+    return _unit8(_move_lines(x, 1.2 * np.sin(2 * np.pi * np.arange(x.shape[1]) / 17.0 + 0.7), "cols"))
 
 
 def newsprint_comic(rgb: np.ndarray) -> np.ndarray:
