@@ -15,7 +15,10 @@ Filter radii scale with the image size (they are tuned at 512 px), so a 64 px te
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -158,23 +161,15 @@ def load_look(spec: str) -> str | LookFn:
 
 def _load_module(where: str, spec: str) -> object:
     """The module of ``load_look``'s FILE.py or package.module part; ValueError when it does not load."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    try:
-        if where.endswith(".py"):
-            path = Path(where)
-            if not path.is_file():
-                raise ValueError(f"look {spec!r}: no file {path}")
-            module_spec = importlib.util.spec_from_file_location(f"_look_{path.stem}", path)
-            if module_spec is None or module_spec.loader is None:
-                raise ValueError(f"look {spec!r}: {path} is not a Python file")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-            return module
-        return importlib.import_module(where)
-    except ValueError:
-        raise
-    except Exception as exc:  # the caller's code: any error it raises while loading is reported
+    path = Path(where)
+    if where.endswith(".py") and not path.is_file():
+        raise ValueError(f"look {spec!r}: no file {path}")
+    try:  # the caller's code runs here: whatever it raises while loading is reported with the look
+        if not where.endswith(".py"):
+            return importlib.import_module(where)
+        module_spec = importlib.util.spec_from_file_location(f"_look_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    except Exception as exc:
         raise ValueError(f"look {spec!r}: loading {where} failed: {type(exc).__name__}: {exc}") from exc

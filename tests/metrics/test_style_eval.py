@@ -214,6 +214,8 @@ def test_eval_cli_scores_a_look_from_a_file_of_ones_own(styled_subject: tuple[Pa
                      "def night(rgb):\n"
                      "    return (rgb // 2 + np.array([0, 10, 40], np.uint8)).astype(np.uint8)\n\n"
                      "COLOUR = 3\n")
+    broken = tmp_path / "broken_looks.py"
+    broken.write_text("raise ValueError('no sepia today')\n")
     args = ["eval", str(subject), "--style", str(style), "--max-frames", "2", "--shot-frames", "8",
             "--no-identity"]
     assert cli_main([*args, "--look", f"{looks}:night"]) == 0
@@ -226,6 +228,7 @@ def test_eval_cli_scores_a_look_from_a_file_of_ones_own(styled_subject: tuple[Pa
     for spec, says in [(f"{looks}:day", "has no function 'day'"),
                        (f"{looks}:COLOUR", "has no function 'COLOUR'"),
                        (f"{tmp_path / 'none.py'}:night", "no file"), ("no_such_module_x:night", "loading"),
+                       (f"{broken}:night", "loading " + str(broken) + " failed: ValueError: no sepia"),
                        (":night", "expected a built-in name")]:
         assert cli_main([*args, "--look", spec]) == 2
         assert says in capsys.readouterr().err, spec
