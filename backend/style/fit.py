@@ -353,9 +353,10 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             ``settings.pseudo_share`` of the patches come from these pairs: the look has been
             learned on sharp photographs by then, and this teaches it to give a render, at many
             poses, what it gives the photograph of the same frame.
-        texture_from: indices of the pairs whose residual after the first fit measures a
-            frame-locked texture (``settings.texture_steps``; the real video frames, whose fit is
-            closest); None: every pair.
+        texture_from: indices of the pairs with a video frame as input (the real photographs):
+            their residual after the first fit measures a frame-locked texture
+            (``settings.texture_steps``; their fit is closest), and their references against
+            those frames a frame-locked jitter (``settings.frame_jitter``); None: every pair.
         pairs: consecutive renders aligned by their flow (``backend.style.stability.frame_pairs``)
             for the stability term (``settings.temporal``); not used with a lattice, whose cells
             are fixed in the frame.
