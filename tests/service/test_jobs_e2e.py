@@ -331,10 +331,12 @@ def test_sigkill_restart_resume(server_factory, tiny_avatar_subject: Path, tmp_p
             disk = cv2.imread(str(out / f"{i:06d}.png"), cv2.IMREAD_COLOR)[:, :, ::-1]
             assert np.array_equal(disk, frames[i])
 
-        # training: continue the tiny avatar for 2 more steps; kill while it runs
+        # training: continue the tiny avatar from its step-60 checkpoint to step 89, the last step
+        # before the next periodic checkpoint (every 30), so the kill lands at least 28 steps
+        # before the run could write one (4 steps left it to a fast machine's timing)
         ckpt = subject / "avatar" / "checkpoint.pt"
         ckpt_before = ckpt.stat().st_mtime_ns
-        train = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 64, "resume": True},
+        train = client.submit("train", {"subject_id": SUBJECT, "preset": "tiny", "steps": 89, "resume": True},
                               job_id="t1")
         _wait_state(client, train, ("running",))
         wait_for(lambda: client.status(train)["job"]["step"] >= 61, timeout=300, what="training steps")
@@ -345,7 +347,7 @@ def test_sigkill_restart_resume(server_factory, tiny_avatar_subject: Path, tmp_p
     with srv.client(timeout=30) as client:
         rec = _wait_state(client, train, ("done", "failed"), timeout=600)
         assert rec["state"] == "done" and rec["attempts"] == 2, rec
-        assert rec["step"] == 64 and rec["stage"] == "train"
+        assert rec["step"] == 89 and rec["stage"] == "train"
         states = {j["job_id"]: j["state"] for j in client.jobs()}
         assert states == {"r1": "done", "t1": "done"}
         # attempt 2 continued from the step-60 checkpoint: no PTI, first step 61
