@@ -24,6 +24,7 @@ from backend.optim import adam
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.critic import PatchCritic, adversarial_loss, critic_step
 from backend.style.frame_jitter import find_frame_jitter
+from backend.style.frame_partition import FramePartition, find_partition
 from backend.style.frame_texture import (
     MIN_STILL_FRAMES,
     TextureEvidence,
@@ -36,6 +37,7 @@ from backend.style.inference_plan import bf16_native
 from backend.style.lattice import (
     CELL_RECOLOUR,
     CellMap,
+    Lattice,
     cell_recolour_share,
     lattice_of_keyframes,
     patch_cells,
@@ -83,6 +85,9 @@ class FitSettings:
         dither: look for a dispersed-dot palette in the targets where they have neither a screen
             nor a lattice (``backend.style.palette_dither``): when found, the renderer dots the
             network's output with it (``StyleTranslator.dither``); the fit is the same.
+        partition: where no lattice is found, look for frame-locked flat cells of any shape
+            (``backend.style.frame_partition``: a crystallised or low-poly mosaic); when every
+            target is such a mosaic, their cells are used as a lattice's are.
         frame_jitter: look for rows or columns that the references move sideways by their own
             fixed amounts (``backend.style.frame_jitter``): when found, the fit takes the shifts
             out of the references and the translator puts them back on every frame it renders
@@ -177,6 +182,7 @@ class FitSettings:
     lattice: bool = True
     cell_input: bool = False
     dither: bool = False
+    partition: bool = False
     frame_jitter: bool = False
     warp: float = 0.0
     warp_deg: float = 15.0
@@ -222,7 +228,8 @@ class FitResult:
     palette was looked for (``FitSettings.dither``; 0.0 where no palette of few colours holds
     the references), else None. ``jitter``: the evidence of a frame-locked jitter along rows and
     columns (``JitterEvidence.to_dict`` each) where one was looked for (``FitSettings.frame_jitter``),
-    else None."""
+    else None. ``partition``: each reference's ``PartitionEvidence.to_dict`` where frame-locked cells
+    of any shape were looked for (``FitSettings.partition``), else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -235,6 +242,7 @@ class FitResult:
     cell_recolour: float | None = None
     dot_share: float | None = None
     jitter: dict | None = None
+    partition: list[dict] | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,7 +404,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             log.info("style translator: frame-locked screen found in the references (peak %.3f), "
                      "%s", float(screen.abs().amax()),
                      "gated per pixel" if s.net.screen_gates else "kept as a fixed layer")
-    lattice = lattice_of_keyframes(targets.cpu(), sources) if s.lattice else None
+    lattice: Lattice | FramePartition | None = (lattice_of_keyframes(targets.cpu(), sources) if s.lattice
+                                                else None)
+    partition_evidence = None
+    if lattice is None and s.partition:
+        lattice, read = find_partition(targets.cpu(), sources)
+        partition_evidence = [e.to_dict() for e in read]
     recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
     dither, dots = None, None
@@ -460,8 +473,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             reads = f"; they recolour the cells (share {recolour:.3f}): the network reads each cell's mean"
         elif recolour is not None:
             reads = f"; they grade the cells (share {recolour:.3f}): the network reads the pixels"
-        log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
-                 "the output is averaged over each cell%s", lattice.period[1], lattice.period[0], reads)
+        if isinstance(lattice, FramePartition):
+            log.info("style translator: the references are mosaics of %d frame-locked flat cells; "
+                     "the output is averaged over each cell%s", lattice.cells, reads)
+        else:
+            log.info("style translator: frame-locked cells found in the references (%.2f x %.2f px); "
+                     "the output is averaged over each cell%s", lattice.period[1], lattice.period[0], reads)
         warp = 0.0
     stable_step = (round(s.temporal_from * s.steps) if pairs is not None and len(pairs) and s.temporal > 0
                    and lattice is None else None)
@@ -602,7 +619,8 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     net.frame_jitter = jitter
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
-                     amplification=amplified, cell_recolour=recolour, dot_share=dots, jitter=jitter_evidence)
+                     amplification=amplified, cell_recolour=recolour, dot_share=dots, jitter=jitter_evidence,
+                     partition=partition_evidence)
 
 
 def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -657,12 +675,12 @@ def _texture_of_keyframes(inputs: torch.Tensor, targets: torch.Tensor, s: FitSet
                           progress: ProgressFn | None = None, share: float | None = None) -> _TextureProbe:
     """Fit ``s.texture_steps`` steps without unlabeled frames or weight average, and measure how
     texture-like the residual on the ``pairs`` is (``backend.style.frame_texture``). Only called
-    where the keyframes have no screen and no lattice, so the first fit does not look again.
+    where the keyframes have no screen and no cells, so the first fit does not look again.
     ``progress`` gets its steps as the first of the whole fit's. With ``s.texture_warm_start`` the
     first fit is part of the ``s.steps`` and takes at most as many."""
     steps = min(s.texture_steps, s.steps) if s.texture_warm_start else s.texture_steps  # within the whole
     first = replace(s, steps=steps, texture_steps=0, ema=0.0, pseudo_frames=0, screen=False, lattice=False,
-                    adversarial=0.0)
+                    partition=False, adversarial=0.0)
     total = s.steps if s.texture_warm_start else s.steps + steps
     clock = EtaClock(total)
     whole = None if progress is None else (

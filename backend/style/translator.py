@@ -35,6 +35,7 @@ from torch import nn
 
 from backend.imaging.coords import position_channels
 from backend.style.frame_jitter import FrameJitter
+from backend.style.frame_partition import FramePartition
 from backend.style.guides import uv_guides
 from backend.style.lattice import CellMap, Lattice, cell_mean
 from backend.style.palette_dither import PaletteDither
@@ -287,7 +288,7 @@ class StyleTranslator(nn.Module):
             nn.init.zeros_(self.refine[-1].bias)
         self.grade = PositionGrade(self.cfg.grade) if self.cfg.grade else None
         self.register_buffer("screen", torch.zeros(0), persistent=False)
-        self.lattice: Lattice | None = None
+        self.lattice: Lattice | FramePartition | None = None
         self._cache = _DerivedCache()
         self.to(memory_format=torch.channels_last)  # oneDNN's fast layout for small convs
 
@@ -297,9 +298,10 @@ class StyleTranslator(nn.Module):
             raise ValueError(f"a screen is (3, H, W), got {tuple(screen.shape)}")
         self.screen = torch.zeros(0) if screen is None else screen.detach().float().clone()
 
-    def set_lattice(self, lattice: Lattice | None) -> None:
-        """Average every output over the cells of a frame-locked lattice (``backend.style.lattice``),
-        before the screen is added; None: no lattice."""
+    def set_lattice(self, lattice: Lattice | FramePartition | None) -> None:
+        """Average every output over the cells of a frame-locked lattice (``backend.style.lattice``)
+        or of a mosaic of any cell shape (``backend.style.frame_partition``), before the screen is
+        added; None: no cells."""
         self.lattice = lattice
         self._cache.cells = {}
 
@@ -497,7 +499,8 @@ class _DerivedCache:
 def translator_state(translator: StyleTranslator) -> dict:
     """What a style file stores: ``{"config": {...}, "state": {name: tensor}}``; when the look
     has a frame-locked pattern, ``"screen"``: (3, H, W) (CPU tensors); when it is made of
-    frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``; with a temporal filter, ``"steady"``:
+    frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``, or for cells of any shape
+    ``"partition"``: ``FramePartition.to_tensor()`` (H, W) int32; with a temporal filter, ``"steady"``:
     ``SteadyFilter.to_dict()``; for a dispersed-dot look, ``"dither"``: ``PaletteDither.to_dict()``;
     for a look with a frame-locked jitter, ``"jitter"``: ``FrameJitter.to_dict()``."""
     blob = {
@@ -506,7 +509,9 @@ def translator_state(translator: StyleTranslator) -> dict:
     }
     if translator.screen.numel():
         blob["screen"] = translator.screen.detach().cpu().clone()
-    if translator.lattice is not None:
+    if isinstance(translator.lattice, FramePartition):
+        blob["partition"] = translator.lattice.to_tensor()
+    elif translator.lattice is not None:
         blob["lattice"] = translator.lattice.to_dict()
     if translator.steady is not None:
         blob["steady"] = translator.steady.to_dict()
@@ -540,6 +545,10 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         if not isinstance(lattice, dict):
             raise ValueError("translator lattice must be a dict of size, period and offset")
         net.set_lattice(Lattice.from_dict(lattice))
+    if blob.get("partition") is not None:
+        if lattice is not None:
+            raise ValueError("a translator has a lattice or a partition, not both")
+        net.set_lattice(FramePartition.from_tensor(blob["partition"]))
     if blob.get("steady") is not None:
         net.steady = SteadyFilter.from_dict(blob["steady"])
     if blob.get("dither") is not None:

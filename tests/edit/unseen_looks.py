@@ -51,7 +51,14 @@ rows moved against the other's, and columns moved up and down by a sine of their
 jitter's spread was then changed on ``interlaced_fields``. ``newsprint_comic``, ``lomo_cross`` and
 ``barrel_tv`` in the same session, after that change and before their first run: posterised colour
 with outlines and shadow dots on newsprint, a cross-processed grade with a vignette, and a picture
-bent by a bulging screen (a warp that is neither rows nor columns).
+bent by a bulging screen (a warp that is neither rows nor columns). ``tilt_shift_miniature``,
+``lic_hatching`` and ``low_poly`` on 7 Dec, in the session after, before their first run and before
+any change was made: a blur that grows with the distance from a band of rows, pencil strokes of a
+fixed noise drawn along the picture's own edges, and a triangulation of a frame-locked jittered
+grid and the picture's corners, each triangle filled flat. The frame-locked mosaic of any cell
+shape (``backend.style.frame_partition``) was then developed on ``low_poly``, so it is no longer
+unseen; ``hex_pixelate`` and ``stained_glass`` were written after it was fixed and before their
+first run: hexagonal cells, and seeded Voronoi cells with dark lead lines between them.
 """
 
 from __future__ import annotations
@@ -853,3 +860,122 @@ def barrel_tv(rgb: np.ndarray) -> np.ndarray:
     x = x * np.array([0.92, 0.99, 1.06], np.float32)
     rim = np.clip((1.0 - np.maximum(np.abs(nx), np.abs(ny)) ** 6) * 1.4, 0, 1)
     return _unit8(x * rim[..., None])
+
+
+def tilt_shift_miniature(rgb: np.ndarray) -> np.ndarray:
+    """A tilt-shift miniature: sharp in a band a little above the middle (45 % of the height), blurred
+    more towards the top and bottom (up to a 2.5 px Gaussian), saturation x1.5 and a brighter,
+    contrastier tone."""
+    x = rgb.astype(np.float32) / 255
+    h = x.shape[0]
+    far = np.clip(np.abs(np.arange(h, dtype=np.float32) - 0.45 * h) / (0.25 * h) - 0.4, 0, 1)
+    blurred = cv2.GaussianBlur(x, (0, 0), 2.5)
+    x = x + far[:, None, None] * (blurred - x)
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + 1.5 * (x - grey)
+    return _unit8(0.5 + 1.15 * (x - 0.5) + 0.04)
+
+
+def lic_hatching(rgb: np.ndarray) -> np.ndarray:
+    """Pencil strokes that follow the picture: a fixed (seeded) noise smeared along the grey's local
+    edge direction (a line integral over 9 samples, 1 px apart, the structure tensor smoothed by
+    2 px), darkened where the grey is dark, with a soft DoG outline, on warm paper."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
+    h, w = grey.shape
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    jxx, jyy, jxy = (cv2.GaussianBlur(a, (0, 0), 2.0) for a in (gx * gx, gy * gy, gx * gy))
+    angle = 0.5 * np.arctan2(2 * jxy, jxx - jyy) + np.pi / 2  # along the edges, not across
+    tx, ty = np.cos(angle), np.sin(angle)
+    noise = np.random.default_rng(57).random((h, w)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    strokes = np.zeros_like(grey)
+    for step in range(-4, 5):
+        strokes += cv2.remap(noise, xx + step * tx, yy + step * ty, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+    strokes = np.clip((strokes / 9 - 0.5) * 3 + 0.5, 0, 1)
+    tone = np.clip(1.1 - grey, 0, 1)
+    ink = tone * (0.35 + 0.65 * strokes)
+    dog = cv2.GaussianBlur(grey, (0, 0), 1.0) - cv2.GaussianBlur(grey, (0, 0), 1.6)
+    ink = np.maximum(ink, np.clip(-dog * 12, 0, 1))
+    paper = np.array([0.97, 0.94, 0.87], np.float32)
+    return _unit8(paper * (1 - 0.85 * ink[..., None]))
+
+
+def low_poly(rgb: np.ndarray) -> np.ndarray:
+    """Low-poly art: a Delaunay triangulation of a frame-locked jittered 10 px grid plus the
+    picture's 60 strongest corners, each triangle filled with the mean colour under it, and
+    edges of the triangles left unmarked."""
+    h, w = rgb.shape[:2]
+    rng = np.random.default_rng(61)
+    gy, gx = np.mgrid[0:h + 1:10, 0:w + 1:10].astype(np.float32)
+    grid = np.stack([gx.ravel(), gy.ravel()], 1)
+    inner = (grid[:, 0] > 0) & (grid[:, 0] < w) & (grid[:, 1] > 0) & (grid[:, 1] < h)
+    grid[inner] += rng.uniform(-3, 3, (int(inner.sum()), 2)).astype(np.float32)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    corners = cv2.goodFeaturesToTrack(grey, 60, 0.01, 5)
+    points = grid if corners is None else np.concatenate([grid, corners.reshape(-1, 2)])
+    points = np.clip(points, 0, [w - 1e-3, h - 1e-3])
+    subdiv = cv2.Subdiv2D((0, 0, w, h))
+    for p in points:
+        subdiv.insert((float(p[0]), float(p[1])))
+    out = np.zeros_like(rgb)
+    for t in subdiv.getTriangleList().reshape(-1, 3, 2):
+        if (t < -1).any() or (t[:, 0] > w + 1).any() or (t[:, 1] > h + 1).any():
+            continue
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(mask, np.round(t).astype(np.int32), 1)
+        if mask.any():
+            out[mask > 0] = rgb[mask > 0].reshape(-1, 3).mean(axis=0)
+    hole = out.sum(axis=2) == 0
+    out[hole] = rgb[hole]
+    return out
+
+
+def _fill_cells(rgb: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 and (H, W) int cell numbers -> float32 (H, W, 3) in [0, 1]: each cell
+    filled with the mean colour of ``rgb`` under it."""
+    flat = cells.ravel()
+    count = np.bincount(flat).astype(np.float32)
+    means = np.stack([np.bincount(flat, rgb[..., c].ravel().astype(np.float32)) for c in range(3)], 1)
+    return (means / np.maximum(count, 1)[:, None] / 255)[cells]
+
+
+def hex_pixelate(rgb: np.ndarray) -> np.ndarray:
+    """Hexagonal pixelation: a frame-locked grid of hexagons (7 px across the flats, pointy side
+    up), each filled with the mean colour under it, the saturation raised by a tenth."""
+    h, w = rgb.shape[:2]
+    side = 7 / np.sqrt(3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    q = (np.sqrt(3) / 3 * xx - yy / 3) / side  # axial coordinates, rounded to the nearest hexagon
+    r = (2 / 3 * yy) / side
+    x, z = q, r
+    y = -x - z
+    rx, ry, rz = np.round(x), np.round(y), np.round(z)
+    dx, dy, dz = np.abs(rx - x), np.abs(ry - y), np.abs(rz - z)
+    fix_x = (dx > dy) & (dx > dz)
+    fix_y = ~fix_x & (dy > dz)
+    rx = np.where(fix_x, -ry - rz, rx)
+    rz = np.where(~fix_x & ~fix_y, -rx - ry, rz)
+    key = (rx.astype(np.int64) + 1000) * 4000 + (rz.astype(np.int64) + 1000)
+    cells = np.unique(key, return_inverse=True)[1].reshape(h, w)
+    x = _fill_cells(rgb, cells)
+    grey = x.mean(axis=2, keepdims=True)
+    return _unit8(grey + 1.1 * (x - grey))
+
+
+def stained_glass(rgb: np.ndarray) -> np.ndarray:
+    """Stained glass: Voronoi cells of 220 seeded points (fixed in the frame), each filled with the
+    mean colour under it, saturated x1.4 and lit a little, with 1 px dark lead lines between cells."""
+    h, w = rgb.shape[:2]
+    points = np.random.default_rng(67).uniform(0, 1, (220, 2)) * [w, h]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = (xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2
+    cells = d.argmin(axis=2)
+    x = _fill_cells(rgb, cells)
+    grey = x.mean(axis=2, keepdims=True)
+    x = np.clip(grey + 1.4 * (x - grey), 0, 1) * 0.9 + 0.08
+    lead = np.zeros((h, w), bool)
+    lead[:, 1:] |= cells[:, 1:] != cells[:, :-1]
+    lead[1:, :] |= cells[1:, :] != cells[:-1, :]
+    x[lead] = (0.12, 0.11, 0.1)
+    return _unit8(x)
