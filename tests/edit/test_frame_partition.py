@@ -144,3 +144,15 @@ def test_a_fitted_translator_renders_the_mosaic_flat_on_unseen_frames_and_stores
     assert off.translator.lattice is None and off.partition is None
     plain = StyleTranslator(TranslatorConfig(width=8, blocks=1))
     assert "partition" not in translator_state(plain)
+
+
+def test_a_look_that_is_no_mosaic_is_fitted_as_without_the_option_to_the_bit() -> None:
+    frame = shaded(draw_frame(0, SIZE)[0])
+    settings = replace(FitSettings(steps=10, batch=2, patch=48, warp=0.5, partition=True),
+                       net=TranslatorConfig(width=8, blocks=1))
+    source, target = _t(frame)[None], _t(stylize_image(frame, "cartoon"))[None]
+    on = fit_translator(source, target, settings, seed=0)
+    off = fit_translator(source, target, replace(settings, partition=False), seed=0)
+    assert on.translator.lattice is None and on.partition is not None and not on.partition[0]["found"]
+    assert all(torch.equal(a, b) for a, b in zip(on.translator.state_dict().values(),
+                                                 off.translator.state_dict().values(), strict=True))
