@@ -11,8 +11,11 @@ colour. The translator's output is then averaged over those cells, as over a lat
 Detection, per reference (uint8 levels; 4-connected regions of one exact colour):
 - the ``flat`` share: pixels in regions of at least ``min_cell`` pixels (a dither, a screen or a
   smooth picture leaves most pixels in regions of one or two);
-- the ``big`` share: pixels in regions of more than ``big_cell`` of the frame (posterised or
-  cel-shaded fills, whose regions follow the content and span whole areas of it);
+- the ``big`` share: pixels in regions with more than ``big_cell`` of the frame inside them
+  (posterised or cel-shaded fills, whose regions follow the content and span whole areas of it).
+  A pixel is inside its region when its 4 neighbours are in it too, so a network of thin lines
+  between the cells (a stained glass's lead, a mosaic's grout), one region of one colour, is no
+  fill however far it reaches;
 - ``walls_on_edges``: how much the source frame under the reference changes across the cells'
   walls (neighbouring pixels in two cells), over how much it changes between any two neighbours.
   Walls fixed in the frame cross the picture wherever they are (about 1); the cells of a
@@ -121,6 +124,20 @@ def _regions(reference: torch.Tensor) -> np.ndarray:
     return label(colour, connectivity=1, background=0).astype(np.int64) - 1
 
 
+def _inside(regions: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose 4 neighbours inside the frame are in their region."""
+    inside = np.ones(regions.shape, bool)
+    for axis in (0, 1):
+        same = np.diff(regions, axis=axis) == 0
+        lead = [slice(None)] * 2
+        lead[axis] = slice(None, -1)
+        trail = [slice(None)] * 2
+        trail[axis] = slice(1, None)
+        inside[tuple(lead)] &= same
+        inside[tuple(trail)] &= same
+    return inside
+
+
 def walls_on_edges(regions: np.ndarray, source: torch.Tensor) -> float:
     """The source's mean absolute change across the walls between ``regions`` (H, W) over its mean
     change between any two 4-neighbours (1: walls placed without regard to the picture).
@@ -142,7 +159,8 @@ def read_partition(reference: torch.Tensor, source: torch.Tensor | None = None,
     regions = _regions(reference)
     area = np.bincount(regions.ravel())[regions]
     flat = float((area >= s.min_cell).mean())
-    big = float((area > s.big_cell * regions.size).mean())
+    inner = np.bincount(regions[_inside(regions)], minlength=int(regions.max()) + 1)[regions]
+    big = float((inner > s.big_cell * regions.size).mean())
     walls = None if source is None else walls_on_edges(regions, source)
     found = flat >= s.min_flat and big <= s.max_big and (walls is None or walls < s.max_walls_on_edges)
     return regions, PartitionEvidence(flat, big, int(regions.max()) + 1, walls, found)

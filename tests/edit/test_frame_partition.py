@@ -79,6 +79,20 @@ def test_photographs_fills_dithers_and_screens_are_not_mosaics() -> None:
             assert partition is None and not evidence[0].found
 
 
+def test_crystals_with_lead_lines_between_them_are_a_mosaic_with_the_lead_apart() -> None:
+    frame = shaded(draw_frame(3, SIZE)[0])
+    crystals = voronoi_cells(SIZE, seed=1)
+    glass = crystallise(frame, crystals)
+    lead = np.zeros(crystals.shape, bool)
+    lead[:, 1:] |= crystals[:, 1:] != crystals[:, :-1]
+    lead[1:, :] |= crystals[1:, :] != crystals[:-1, :]
+    glass[lead] = (20, 18, 16)  # thin lines of one colour over the whole frame
+    partition, evidence = find_partition(_t(glass)[None], [_t(frame)[None]])
+    assert partition is not None and evidence[0].big == 0.0  # however far the lines reach
+    labels = partition.labels.numpy()
+    assert not np.isin(labels[~lead], np.unique(labels[lead])).any()  # no cell holds lead and glass
+
+
 def test_superpixels_drawn_along_the_picture_are_not_frame_locked() -> None:
     frame = shaded(draw_frame(3, SIZE)[0])
     slic = _t(unseen_looks.slic_mosaic(frame))
