@@ -24,7 +24,7 @@ from backend.optim import adam
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
 from backend.style.critic import PatchCritic, adversarial_loss, critic_step
 from backend.style.frame_jitter import find_frame_jitter
-from backend.style.frame_partition import FramePartition, find_partition
+from backend.style.frame_partition import LATTICE_MAX_WITHIN, FramePartition, find_partition
 from backend.style.frame_texture import (
     MIN_STILL_FRAMES,
     TextureEvidence,
@@ -41,6 +41,7 @@ from backend.style.lattice import (
     cell_recolour_share,
     lattice_of_keyframes,
     patch_cells,
+    within_cell_share,
 )
 from backend.style.learned_texture import AUX_CHANNELS, TextureLayer, aux_channels, busy_fill
 from backend.style.palette_dither import find_palette
@@ -85,9 +86,10 @@ class FitSettings:
         dither: look for a dispersed-dot palette in the targets where they have neither a screen
             nor a lattice (``backend.style.palette_dither``): when found, the renderer dots the
             network's output with it (``StyleTranslator.dither``); the fit is the same.
-        partition: where no lattice is found, look for frame-locked flat cells of any shape
-            (``backend.style.frame_partition``: a crystallised or low-poly mosaic); when every
-            target is such a mosaic, their cells are used as a lattice's are.
+        partition: look for frame-locked flat cells of any shape (``backend.style.frame_partition``:
+            a crystallised, hexagonal or low-poly mosaic); when every target is such a mosaic,
+            their cells are used as a lattice's are, in place of a lattice whose cells are not
+            flat in the targets.
         frame_jitter: look for rows or columns that the references move sideways by their own
             fixed amounts (``backend.style.frame_jitter``): when found, the fit takes the shifts
             out of the references and the translator puts them back on every frame it renders
@@ -407,9 +409,12 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     lattice: Lattice | FramePartition | None = (lattice_of_keyframes(targets.cpu(), sources) if s.lattice
                                                 else None)
     partition_evidence = None
-    if lattice is None and s.partition:
-        lattice, read = find_partition(targets.cpu(), sources)
+    if s.partition:  # a mosaic's own cells, unless a lattice found beside them holds the references
+        partition, read = find_partition(targets.cpu(), sources)
         partition_evidence = [e.to_dict() for e in read]
+        if partition is not None and (lattice is None
+                                      or within_cell_share(targets.cpu(), lattice) > LATTICE_MAX_WITHIN):
+            lattice = partition
     recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
     dither, dots = None, None

@@ -7,6 +7,9 @@ none. A convolutional translator cannot make its output constant over a cell it 
 so such cells come out as a blur of the content. This module reads the cells themselves from the
 references: a mosaic is a reference whose pixels nearly all lie in small regions of one exact
 colour. The translator's output is then averaged over those cells, as over a lattice's.
+A lattice found in the same references is kept only where its cells are flat in them
+(``lattice.within_cell_share`` at most ``LATTICE_MAX_WITHIN``): a hexagonal mosaic has rows and
+columns of cells, and a rectangular lattice read from them cuts its hexagons.
 
 Detection, per reference (uint8 levels; 4-connected regions of one exact colour):
 - the ``flat`` share: pixels in regions of at least ``min_cell`` pixels (a dither, a screen or a
@@ -32,6 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+LATTICE_MAX_WITHIN = 0.002
+"""``within_cell_share`` up to which a lattice found beside a mosaic is the look's grid: 0.0 for
+pixelations, palettes and tiles on three subjects; 0.016 for the rectangular lattice a hexagonal
+pixelation showed once."""
 
 
 @dataclass(frozen=True)

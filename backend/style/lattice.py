@@ -293,3 +293,12 @@ def cell_recolour_share(targets: torch.Tensor, sources: list[torch.Tensor], latt
     residual = r - design @ torch.linalg.lstsq(design, r).solution
     total = ((r - r.mean(0)) ** 2).sum()
     return float((residual ** 2).sum() / total) if total > 0 else 0.0
+
+
+def within_cell_share(targets: torch.Tensor, lattice: Lattice) -> float:
+    """The share of the references' variance (about each reference's mean colour) left inside the
+    lattice's cells: 0 where every cell is flat in every reference. targets: (P, 3, H, W)."""
+    x = targets[:, :3].double()
+    cells = CellMap.of(lattice.cell_index(*x.shape[-2:]))
+    total = float(((x - x.mean((2, 3), keepdim=True)) ** 2).sum())
+    return float(((x - cell_mean(x, cells)) ** 2).sum()) / total if total > 0 else 0.0

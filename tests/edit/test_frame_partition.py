@@ -10,8 +10,8 @@ import torch
 
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.frame_partition import FramePartition, find_partition
-from backend.style.lattice import CellMap, Lattice, cell_mean
+from backend.style.frame_partition import LATTICE_MAX_WITHIN, FramePartition, find_partition
+from backend.style.lattice import CellMap, Lattice, cell_mean, within_cell_share
 from backend.style.translator import (
     StyleTranslator,
     TranslatorConfig,
@@ -170,3 +170,20 @@ def test_a_look_that_is_no_mosaic_is_fitted_as_without_the_option_to_the_bit() -
     assert on.translator.lattice is None and on.partition is not None and not on.partition[0]["found"]
     assert all(torch.equal(a, b) for a, b in zip(on.translator.state_dict().values(),
                                                  off.translator.state_dict().values(), strict=True))
+
+
+def test_a_rectangular_lattice_read_in_a_hexagonal_mosaic_gives_way_to_its_hexagons() -> None:
+    frame = shaded(draw_frame(3, SIZE)[0])
+    hexagons = _t(unseen_looks.hex_pixelate(frame))[None]
+    lattice = Lattice((SIZE, SIZE), (6.0, 3.5), (0.0, 0.0))  # rows and columns of half-hexagons
+    assert within_cell_share(hexagons, lattice) > LATTICE_MAX_WITHIN
+    pixelated = _t(crystallise(frame, Lattice((SIZE, SIZE), (8.0, 8.0), (0.0, 0.0))
+                               .cell_index(SIZE, SIZE).reshape(SIZE, SIZE).numpy()))[None]
+    assert within_cell_share(pixelated, Lattice((SIZE, SIZE), (8.0, 8.0), (0.0, 0.0))) == 0.0
+    settings = replace(FitSettings(steps=4, batch=2, patch=48, partition=True),
+                       net=TranslatorConfig(width=8, blocks=1))
+    fitted = fit_translator(_t(frame)[None], hexagons, settings, seed=0).translator
+    assert isinstance(fitted.lattice, FramePartition)
+    fitted = fit_translator(_t(frame)[None], pixelated, settings, seed=0).translator
+    assert isinstance(fitted.lattice, Lattice)
+    assert fitted.lattice.period == pytest.approx((8.0, 8.0), abs=0.03)
