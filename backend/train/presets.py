@@ -143,8 +143,8 @@ PRESETS: dict[str, Preset] = {
         # held-out face +0.8-0.9 dB, whole frame +0.7-1.7 dB and a lower mouth error on the sample
         # and a real clip, four paired runs (docs/training.md, "Candidate quality gains")
         model={**CPU_MODEL, "plate": True},
-        # 1600 steps (idle 2 cores: ~0.3 s/step) and a 30+30-step PTI warm start (half the PTI time
-        # of 60+60) keep the whole run inside 10 minutes
+        # 1600 steps (idle 2 cores: ~0.2-0.3 s/step) and a 30+30-step PTI warm start (half the PTI
+        # time of 60+60) keep the whole run inside 10 minutes
         steps=1600, batch=4, lr_g=4e-3, lr_tex=2e-2, lr_d=2e-3, adam_beta1=0.9,
         pti_w_steps=30, pti_g_steps=30, adv_start=500, ema_beta=0.99,
         preview_every=250, checkpoint_every=500,
@@ -153,8 +153,9 @@ PRESETS: dict[str, Preset] = {
         name="studio", size=256,
         # the cpu preset's model and optimiser settings at 256 px with a 256-texel texture
         model={**CPU_MODEL, "plate": True, "tex_size": 256},
-        # 3000 steps: training, PTI and its closing evaluation took 26.6 min on 2 idle cores
-        # (4000 steps did not fit in 30 minutes)
+        # 3000 steps: training, PTI and its closing evaluation took 28.6 min on 2 idle cores with the
+        # generator's 128 low-resolution channels (7 Dec; 26.6 min with 64 on 4 Dec's machine; 4000
+        # steps did not fit in 30 minutes)
         steps=3000, batch=4, lr_g=4e-3, lr_tex=2e-2, lr_d=2e-3, adam_beta1=0.9,
         pti_w_steps=30, pti_g_steps=30, adv_start=1250, ema_beta=0.99,
         preview_every=500, checkpoint_every=1000,
