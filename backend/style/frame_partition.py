@@ -24,9 +24,9 @@ Detection, per reference (uint8 levels; 4-connected regions of one exact colour)
   Walls fixed in the frame cross the picture wherever they are (about 1); the cells of a
   superpixel mosaic are drawn along the picture's edges, move with it, and are not frame-locked.
 A frame-locked mosaic has a high ``flat`` and a low ``big`` share, and walls that do not follow
-the picture's edges. With several keyframes the cells are the
-overlay of every reference's: a pixel's cell is the tuple of its regions, so cells where the
-references disagree are split, never merged.
+the picture's edges. With several keyframes the cells are the overlay of every reference's: a
+pixel's cell is the tuple of its regions, so cells where the references disagree are split, never
+merged.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ pixelation showed once."""
 
 @dataclass(frozen=True)
 class PartitionSettings:
-    """Thresholds of ``find_partition`` (measured on 60 looks, docs/editing.md, "Frame-locked
-    mosaics of any cell shape").
+    """Thresholds of ``find_partition``, read on every look of ``backend.looks`` and
+    ``tests/edit/unseen_looks.py`` on three subjects (docs/editing.md, "Five more looks written
+    before their first run, and frame-locked mosaics of any cell shape").
 
     Attributes:
         min_cell: regions of fewer pixels are not flat cells.
