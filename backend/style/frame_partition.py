@@ -135,15 +135,12 @@ def _regions(reference: torch.Tensor) -> np.ndarray:
 
 def _inside(regions: np.ndarray) -> np.ndarray:
     """(H, W) bool: pixels whose 4 neighbours inside the frame are in their region."""
+    down, right = np.diff(regions, axis=0) == 0, np.diff(regions, axis=1) == 0
     inside = np.ones(regions.shape, bool)
-    for axis in (0, 1):
-        same = np.diff(regions, axis=axis) == 0
-        lead = [slice(None)] * 2
-        lead[axis] = slice(None, -1)
-        trail = [slice(None)] * 2
-        trail[axis] = slice(1, None)
-        inside[tuple(lead)] &= same
-        inside[tuple(trail)] &= same
+    inside[:-1] &= down
+    inside[1:] &= down
+    inside[:, :-1] &= right
+    inside[:, 1:] &= right
     return inside
 
 

@@ -11,7 +11,7 @@ import torch
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
 from backend.style.frame_partition import LATTICE_MAX_WITHIN, FramePartition, find_partition
-from backend.style.lattice import CellMap, Lattice, cell_mean, within_cell_share
+from backend.style.lattice import Lattice, within_cell_share
 from backend.style.translator import (
     StyleTranslator,
     TranslatorConfig,
@@ -20,17 +20,15 @@ from backend.style.translator import (
 )
 from tests.edit import unseen_looks
 from tests.edit.conftest import N_FRAMES, draw_frame
+from tests.edit.test_lattice import _cells_are_flat
 from tests.edit.test_screen import _t
 
 SIZE = 128
 
 
-def voronoi_cells(size: int, seed: int, n: int = 300) -> np.ndarray:
-    """(size, size) int64: each pixel's nearest of ``n`` seeded points (a crystallise filter's cells)."""
-    points = np.random.default_rng(seed).uniform(0, size, (n, 2))
-    yy, xx = np.mgrid[:size, :size]
-    d = (xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2
-    return d.argmin(axis=2)
+def voronoi_cells(size: int, seed: int) -> np.ndarray:
+    """(size, size): the cells of a crystallise filter, 300 seeded points fixed in the frame."""
+    return unseen_looks._voronoi_cells(size, size, 300, seed)
 
 
 def shaded(rgb: np.ndarray) -> np.ndarray:
@@ -43,16 +41,7 @@ def shaded(rgb: np.ndarray) -> np.ndarray:
 
 def crystallise(rgb: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Each of the frame-locked ``cells`` filled with the mean colour of ``rgb`` under it."""
-    out = np.empty_like(rgb)
-    for c in np.unique(cells):
-        out[cells == c] = rgb[cells == c].mean(axis=0).round()
-    return out
-
-
-def _spread_in_cells(image: torch.Tensor, cells: np.ndarray) -> float:
-    """Largest deviation of (3, H, W) ``image`` from its own mean over any of the (H, W) ``cells``."""
-    cell_map = CellMap.of(torch.from_numpy(cells.reshape(-1)).long())
-    return float((image[None] - cell_mean(image[None], cell_map)).abs().amax())
+    return unseen_looks._unit8(unseen_looks._fill_cells(rgb, cells))
 
 
 def test_a_crystallised_frame_is_found_and_each_found_cell_lies_in_one_crystal() -> None:
@@ -83,9 +72,7 @@ def test_crystals_with_lead_lines_between_them_are_a_mosaic_with_the_lead_apart(
     frame = shaded(draw_frame(3, SIZE)[0])
     crystals = voronoi_cells(SIZE, seed=1)
     glass = crystallise(frame, crystals)
-    lead = np.zeros(crystals.shape, bool)
-    lead[:, 1:] |= crystals[:, 1:] != crystals[:, :-1]
-    lead[1:, :] |= crystals[1:, :] != crystals[:-1, :]
+    lead = unseen_looks._walls(crystals)
     glass[lead] = (20, 18, 16)  # thin lines of one colour over the whole frame
     partition, evidence = find_partition(_t(glass)[None], [_t(frame)[None]])
     assert partition is not None and evidence[0].big == 0.0  # however far the lines reach
@@ -142,15 +129,14 @@ def test_a_fitted_translator_renders_the_mosaic_flat_on_unseen_frames_and_stores
     with torch.no_grad():
         out, reference_out = net(unseen), net.forward_reference(unseen)  # the inference plan and the op-by-op
     assert torch.allclose(out, reference_out, atol=1e-4)
-    assert max(_spread_in_cells(o, net.lattice.labels.numpy()) for o in out) < 1e-4
+    assert all(_cells_are_flat(o, net.lattice) == 1.0 for o in out)
     blob = translator_state(net)
     assert "partition" in blob and "lattice" not in blob
     again = translator_from_state(blob)
     assert torch.equal(again.lattice.labels, net.lattice.labels)
     with torch.no_grad():
         big = again(torch.nn.functional.interpolate(unseen[:1], size=(256, 256)))
-    big_cells = again.lattice.cell_index(256, 256).reshape(256, 256).numpy()
-    assert _spread_in_cells(big[0], big_cells) < 1e-4  # the cells scaled to a 256 px render
+    assert _cells_are_flat(big[0], again.lattice) == 1.0  # the cells scaled to a 256 px render
     with pytest.raises(ValueError, match="lattice or a partition"):
         translator_from_state(dict(blob, lattice=Lattice((SIZE, SIZE), (8.0, 8.0), (0.0, 0.0)).to_dict()))
     off = fit_translator(_t(frames[0])[None], _t(crystallise(frames[0], crystals))[None],

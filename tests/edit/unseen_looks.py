@@ -963,19 +963,27 @@ def hex_pixelate(rgb: np.ndarray) -> np.ndarray:
     return _unit8(grey + 1.1 * (x - grey))
 
 
+def _voronoi_cells(h: int, w: int, n: int, seed: int) -> np.ndarray:
+    """(h, w) int: each pixel's nearest of ``n`` seeded points, cells fixed in the frame."""
+    points = np.random.default_rng(seed).uniform(0, 1, (n, 2)) * [w, h]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return ((xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2).argmin(axis=2)
+
+
+def _walls(cells: np.ndarray) -> np.ndarray:
+    """(h, w) bool: the pixels whose left or upper neighbour is in another cell (1 px lines)."""
+    walls = np.zeros(cells.shape, bool)
+    walls[:, 1:] |= cells[:, 1:] != cells[:, :-1]
+    walls[1:, :] |= cells[1:, :] != cells[:-1, :]
+    return walls
+
+
 def stained_glass(rgb: np.ndarray) -> np.ndarray:
     """Stained glass: Voronoi cells of 220 seeded points (fixed in the frame), each filled with the
     mean colour under it, saturated x1.4 and lit a little, with 1 px dark lead lines between cells."""
-    h, w = rgb.shape[:2]
-    points = np.random.default_rng(67).uniform(0, 1, (220, 2)) * [w, h]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    d = (xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2
-    cells = d.argmin(axis=2)
+    cells = _voronoi_cells(*rgb.shape[:2], 220, 67)
     x = _fill_cells(rgb, cells)
     grey = x.mean(axis=2, keepdims=True)
     x = np.clip(grey + 1.4 * (x - grey), 0, 1) * 0.9 + 0.08
-    lead = np.zeros((h, w), bool)
-    lead[:, 1:] |= cells[:, 1:] != cells[:, :-1]
-    lead[1:, :] |= cells[1:, :] != cells[:-1, :]
-    x[lead] = (0.12, 0.11, 0.1)
+    x[_walls(cells)] = (0.12, 0.11, 0.1)
     return _unit8(x)
