@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from backend.imaging.coords import position_channels
 from backend.optim import adam
 from backend.progress import EtaClock, ProgressFn, ProgressUpdate, StopFn, check_cancel
+from backend.style.cell_grade import find_cell_grade
 from backend.style.critic import PatchCritic, adversarial_loss, critic_step
 from backend.style.frame_jitter import find_frame_jitter
 from backend.style.frame_partition import LATTICE_MAX_WITHIN, FramePartition, find_partition
@@ -90,6 +91,11 @@ class FitSettings:
             a crystallised, hexagonal or low-poly mosaic); when every target is such a mosaic,
             their cells are used as a lattice's are, in place of a lattice whose cells are not
             flat in the targets.
+        cell_grade: where cells are found (a lattice or a mosaic) and no screen, read the affine
+            colour grade of each cell's mean in the references (``backend.style.cell_grade``):
+            when it explains them, the renderer gives each graded cell the grade of the render's
+            own mean under it and keeps the network's output on the rest (``StyleTranslator.cell_grade``);
+            the fit is the same.
         frame_jitter: look for rows or columns that the references move sideways by their own
             fixed amounts (``backend.style.frame_jitter``): when found, the fit takes the shifts
             out of the references and the translator puts them back on every frame it renders
@@ -185,6 +191,7 @@ class FitSettings:
     cell_input: bool = False
     dither: bool = False
     partition: bool = False
+    cell_grade: bool = False
     frame_jitter: bool = False
     warp: float = 0.0
     warp_deg: float = 15.0
@@ -231,7 +238,9 @@ class FitResult:
     the references), else None. ``jitter``: the evidence of a frame-locked jitter along rows and
     columns (``JitterEvidence.to_dict`` each) where one was looked for (``FitSettings.frame_jitter``),
     else None. ``partition``: each reference's ``PartitionEvidence.to_dict`` where frame-locked cells
-    of any shape were looked for (``FitSettings.partition``), else None."""
+    of any shape were looked for (``FitSettings.partition``), else None. ``cell_grade``: the
+    ``CellGradeEvidence.to_dict`` where a cell grade was looked for (``FitSettings.cell_grade``,
+    cells found, no screen), else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
@@ -245,6 +254,7 @@ class FitResult:
     dot_share: float | None = None
     jitter: dict | None = None
     partition: list[dict] | None = None
+    cell_grade: dict | None = None
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -417,6 +427,17 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
             lattice = partition
     recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
+    cell_grade, grade_evidence = None, None
+    if s.cell_grade and lattice is not None and screen is None:  # read on the video frames' pairs
+        read_on = list(range(len(inputs))) if texture_from is None else list(texture_from)
+        cells = CellMap.of(lattice.cell_index(*targets.shape[-2:]))
+        cell_grade, evidence = find_cell_grade(targets[read_on].cpu(), inputs[read_on, :3].cpu(), cells)
+        grade_evidence = evidence.to_dict()
+        holds = cell_grade is not None
+        log.info("style translator: one affine grade of each cell's mean colour %s (%.2f of the pixels "
+                 "in cells it explains, %.2f distinct colours per cell, RMS %.4f)%s",
+                 "holds" if holds else "does not hold", evidence.graded, evidence.distinct, evidence.rms,
+                 ": the renderer grades those cells' render means" if holds else "")
     dither, dots = None, None
     if s.dither and screen is None and lattice is None:
         dither, dots = find_palette(targets)
@@ -622,10 +643,11 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     net.set_screen(screen if screen is not None else layer)
     net.dither = dither
     net.frame_jitter = jitter
+    net.cell_grade = cell_grade
     return FitResult(translator=net, history=history, seconds=time.monotonic() - t0, steps_done=len(history),
                      position_share=share, texture=None if texture is None else texture.evidence,
                      amplification=amplified, cell_recolour=recolour, dot_share=dots, jitter=jitter_evidence,
-                     partition=partition_evidence)
+                     partition=partition_evidence, cell_grade=grade_evidence)
 
 
 def _keyframes_share(inputs: torch.Tensor, targets: torch.Tensor) -> float:

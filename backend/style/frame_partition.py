@@ -187,4 +187,53 @@ def find_partition(targets: torch.Tensor, sources: list[torch.Tensor] | None = N
         return None, evidence
     stacked = np.stack([r.ravel() for r, _ in read], axis=1)
     overlay = np.unique(stacked, axis=0, return_inverse=True)[1].reshape(targets.shape[-2:])
+    overlay = split_merged(overlay)
     return FramePartition(torch.from_numpy(overlay.astype(np.int64))), evidence
+
+
+SPLIT_AREA = 1.7
+"""A region over this many times the median cell's area is taken for neighbouring cells that the
+references painted one colour (``split_merged``): two hexagons are 2x the median."""
+SPLIT_SPREAD = 0.3
+"""Only cells of about one size are split: where the middle half of the cells' areas spans more
+than this share of the median, a big region is as likely a big cell (the crystals of a random
+point set, a low-poly's triangles)."""
+
+
+def split_merged(regions: np.ndarray, rounds: int = 10) -> np.ndarray:
+    """(H, W) int labels -> (H, W) int64 labels numbered densely from 0, each region of over
+    ``SPLIT_AREA`` times the median area of the regions with an inner pixel (``_inside``: not a
+    line) cut into round(area / median) cells by k-means on its pixels' positions (``rounds``
+    Lloyd steps from farthest-point seeds). Neighbouring cells of one colour in every keyframe are
+    one region; another frame shows them apart, and one mean over both is wrong there by the
+    difference. Regions without an inner pixel (lead, grout) stay whole, and so does every region
+    where the cells are of many sizes (``SPLIT_SPREAD``)."""
+    labels = np.unique(regions.ravel(), return_inverse=True)[1].reshape(regions.shape).astype(np.int64)
+    area = np.bincount(labels.ravel())
+    solid = np.bincount(labels[_inside(labels)], minlength=len(area)) > 0
+    if not solid.any():
+        return labels
+    q1, median, q3 = np.percentile(area[solid], [25, 50, 75])
+    if q3 - q1 > SPLIT_SPREAD * median:  # cells of many sizes: a big one is as likely one cell
+        return labels
+    nxt = int(labels.max()) + 1
+    for region in np.nonzero(solid & (area > SPLIT_AREA * median))[0]:
+        ys, xs = np.nonzero(labels == region)
+        points = np.stack([ys, xs], 1).astype(np.float64)
+        k = round(len(points) / median)
+        if k < 2:
+            continue
+        seeds = [int(np.argmin(((points - points.mean(0)) ** 2).sum(1)))]
+        dist = ((points - points[seeds[0]]) ** 2).sum(1)
+        for _ in range(k - 1):
+            seeds.append(int(np.argmax(dist)))
+            dist = np.minimum(dist, ((points - points[seeds[-1]]) ** 2).sum(1))
+        centres = points[seeds]
+        for _ in range(rounds):
+            member = ((points[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+            centres = np.stack([points[member == j].mean(0) if (member == j).any() else centres[j]
+                                for j in range(k)])
+        member = ((points[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+        labels[ys, xs] = np.where(member == 0, region, nxt + member - 1)
+        nxt += k - 1
+    return np.unique(labels.ravel(), return_inverse=True)[1].reshape(labels.shape).astype(np.int64)

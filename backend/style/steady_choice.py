@@ -69,7 +69,8 @@ class SteadyChoice:
     """The outcome of ``choose_steady``.
 
     Attributes:
-        steady: the chosen filter.
+        steady: the chosen filter; None where the edit then kept none (a graded mosaic that
+            flickers little unfiltered, ``backend.train.translator_edit``).
         ratios: the flicker ratio with each filter tried, weakest first (the last is the chosen
             one; fewer than the ladder's when one met the bound early, more when the last resort
             was tried).
@@ -77,14 +78,15 @@ class SteadyChoice:
         frames: how many frames were measured.
     """
 
-    steady: SteadyFilter
+    steady: SteadyFilter | None
     ratios: tuple[float, ...]
     raw: float
     frames: int
 
     def to_dict(self) -> dict:
-        return {"steady": self.steady.to_dict(), "ratios": [round(r, 4) for r in self.ratios],
-                "raw": round(self.raw, 4), "frames": self.frames}
+        steady = None if self.steady is None else self.steady.to_dict()
+        return {"steady": steady, "ratios": [round(r, 4) for r in self.ratios], "raw": round(self.raw, 4),
+                "frames": self.frames}
 
 
 def flicker_ratio(styled: torch.Tensor, plain: torch.Tensor) -> float:

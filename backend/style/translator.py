@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.imaging.coords import position_channels
+from backend.style.cell_grade import CellGrade
 from backend.style.frame_jitter import FrameJitter
 from backend.style.frame_partition import FramePartition
 from backend.style.guides import uv_guides
@@ -260,6 +261,11 @@ class StyleTranslator(nn.Module):
     frame_jitter: FrameJitter | None = None
     """The frame-locked shifts of the look's rows and columns (``backend.style.frame_jitter``),
     put on every whole frame ``forward`` gives; None: none (styles written before it)."""
+    cell_grade: CellGrade | None = None
+    """The affine grade of a graded mosaic's cell means (``backend.style.cell_grade``): on every
+    whole frame ``forward`` gives, its graded cells take the grade of the input's mean under them,
+    its inked cells the mosaic's ink, the rest keep the network's output; None: the network's
+    output everywhere."""
 
     def __init__(self, cfg: TranslatorConfig | None = None) -> None:
         super().__init__()
@@ -371,7 +377,21 @@ class StyleTranslator(nn.Module):
         plan = self.inference_plan(image, guides, screen_map) if whole else None
         out = (plan(image, guides, screen_map) if plan is not None
                else self.forward_reference(image, guides, screen_map, cells, positions))
+        if whole and self.cell_grade is not None:
+            out = self._graded(out, image)
         return self.frame_jitter.apply(out) if whole and self.frame_jitter is not None else out
+
+    def _graded(self, out: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``out`` (B, 3, H, W) with the graded cells of ``cell_grade`` taken from ``image``'s means
+        and its inked cells painted."""
+        h, w = image.shape[-2:]
+        cells = self.cell_map(h, w, image.device)
+        if cells is None:
+            raise ValueError("a cell grade needs the style's cells (a lattice or a partition)")
+        grade = self.cell_grade
+        kinds = self._cache.get(self._cache.cells, ("kinds", h, w, image.device, grade),
+                                lambda: grade.kinds(h, w, image.device))
+        return grade.apply(out, image, cells, kinds)
 
     def forward_reference(self, image: torch.Tensor, guides: torch.Tensor | None = None,
                           screen_map: torch.Tensor | None = None, cells: CellMap | None = None,
@@ -502,7 +522,8 @@ def translator_state(translator: StyleTranslator) -> dict:
     frame-locked cells, ``"lattice"``: ``Lattice.to_dict()``, or for cells of any shape
     ``"partition"``: ``FramePartition.to_tensor()`` (H, W) int32; with a temporal filter, ``"steady"``:
     ``SteadyFilter.to_dict()``; for a dispersed-dot look, ``"dither"``: ``PaletteDither.to_dict()``;
-    for a look with a frame-locked jitter, ``"jitter"``: ``FrameJitter.to_dict()``."""
+    for a look with a frame-locked jitter, ``"jitter"``: ``FrameJitter.to_dict()``; for a graded
+    mosaic, ``"cell_grade"``: ``CellGrade.to_dict()``."""
     blob = {
         "config": translator.cfg.to_dict(),
         "state": {k: v.detach().cpu().clone() for k, v in translator.state_dict().items()},
@@ -519,6 +540,8 @@ def translator_state(translator: StyleTranslator) -> dict:
         blob["dither"] = translator.dither.to_dict()
     if translator.frame_jitter is not None:
         blob["jitter"] = translator.frame_jitter.to_dict()
+    if translator.cell_grade is not None:
+        blob["cell_grade"] = translator.cell_grade.to_dict()
     return blob
 
 
@@ -555,4 +578,8 @@ def translator_from_state(blob: dict) -> StyleTranslator:
         net.dither = PaletteDither.from_dict(blob["dither"])
     if blob.get("jitter") is not None:
         net.frame_jitter = FrameJitter.from_dict(blob["jitter"])
+    if blob.get("cell_grade") is not None:
+        if net.lattice is None:
+            raise ValueError("a translator's cell grade needs its lattice or partition")
+        net.cell_grade = CellGrade.from_dict(blob["cell_grade"])
     return net.eval().requires_grad_(False)

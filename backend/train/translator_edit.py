@@ -51,6 +51,7 @@ CPU_FIT = FitSettings(steps=2000, batch=4, patch=96, warp=0.5, ema=0.995, pseudo
                       texture_warm_start=True, learned_texture=True, busy_fill=True, temporal=8.0,
                       temporal_batch=1, steady=SteadyFilter(), bf16=True, keyframe_renders=False,
                       steady_bound=STEADY_AIM, cell_input=True, frame_jitter=True, partition=True,
+                      cell_grade=True,
                       net=TranslatorConfig(width=12, blocks=2, refine=8, low_merge=1, screen_gates=PHASES,
                                            screen_head=16, grade=5))
 TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
@@ -60,7 +61,7 @@ TRANSLATOR_SETTINGS: dict[str, FitSettings] = {
     "studio": CPU_FIT,  # not tuned at 256 px: its 96 px patches are 3/8 of a studio frame
     "paper": FitSettings(steps=3000, batch=16, patch=128, warp=0.5, ema=0.995, pseudo_frames=32,
                          steady=SteadyFilter(), keyframe_renders=False, steady_bound=STEADY_AIM,
-                         frame_jitter=True, partition=True,
+                         frame_jitter=True, partition=True, cell_grade=True,
                          net=TranslatorConfig(width=16, blocks=4, refine=8, screen_gates=PHASES,
                                               screen_head=16)),
 }
@@ -123,6 +124,15 @@ class TranslatorEditJob:
             result.steady_choice = self.choose_steady(result.translator)
             if result.steady_choice is not None:
                 result.translator.steady = result.steady_choice.steady
+            choice = result.steady_choice
+            if (result.translator.cell_grade is not None and choice is not None
+                    and choice.raw <= self.settings.steady_bound):
+                # a graded cell is the look's own function of the frame under it: averaged over
+                # time it is no longer that, and it flickers little enough as it is
+                log.info("steady filter: none for a graded mosaic that flickers %.2fx unstyled unfiltered",
+                         choice.raw)
+                result.translator.steady = None
+                result.steady_choice = replace(choice, steady=None)
         return result
 
     def choose_steady(self, translator: torch.nn.Module) -> SteadyChoice | None:
@@ -374,6 +384,7 @@ def translator_style_meta(job: TranslatorEditJob, result: FitResult, name: str, 
         "dither_palette": None if (dots := result.translator.dither) is None else dots.colours.tolist(),
         "frame_jitter": result.jitter,
         "frame_partition": result.partition,
+        "cell_grade": result.cell_grade,
         "tonal_share": job.tonal_share,
         "stability_amplification": result.amplification,
         "steady_choice": None if result.steady_choice is None else result.steady_choice.to_dict(),

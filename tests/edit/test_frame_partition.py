@@ -10,7 +10,13 @@ import torch
 
 from backend.looks import LOOKS, stylize_image
 from backend.style.fit import FitSettings, fit_translator
-from backend.style.frame_partition import LATTICE_MAX_WITHIN, FramePartition, find_partition
+from backend.style.frame_partition import (
+    LATTICE_MAX_WITHIN,
+    FramePartition,
+    find_partition,
+    read_partition,
+    split_merged,
+)
 from backend.style.lattice import Lattice, within_cell_share
 from backend.style.translator import (
     StyleTranslator,
@@ -173,3 +179,22 @@ def test_a_rectangular_lattice_read_in_a_hexagonal_mosaic_gives_way_to_its_hexag
     fitted = fit_translator(_t(frame)[None], pixelated, settings, seed=0).translator
     assert isinstance(fitted.lattice, Lattice)
     assert fitted.lattice.period == pytest.approx((8.0, 8.0), abs=0.03)
+
+
+def test_neighbouring_hexagons_of_one_colour_are_split_and_crystals_of_many_sizes_are_not() -> None:
+    """Where a keyframe paints neighbouring cells one colour they are one region; another frame
+    shows them apart. Cells of about one size (hexagons) are cut back by area; crystals of a random
+    point set, whose big cells are as likely one cell, are left as read."""
+    frame = shaded(draw_frame(3, SIZE)[0])
+    hexagons = unseen_looks.hex_pixelate(frame)
+    hexagons[40:60, 40:70] = hexagons[50, 55]  # paint one patch of neighbouring hexagons one colour
+    painted = find_partition(_t(hexagons)[None])[0].labels.numpy()
+    clean = find_partition(_t(unseen_looks.hex_pixelate(frame))[None])[0].labels.numpy()
+    area = np.bincount(painted.ravel())
+    assert area.max() < 1.7 * np.median(area)  # no merged region is left
+    assert abs(len(area) - len(np.bincount(clean.ravel()))) <= 10  # about one cell per hexagon again
+    crystals = crystallise(frame, voronoi_cells(SIZE, seed=1))
+    labels = find_partition(_t(crystals)[None])[0].labels.numpy()
+    regions = read_partition(_t(crystals))[0]  # the regions as read, before any cut
+    assert np.array_equal(labels, np.unique(regions, return_inverse=True)[1].reshape(regions.shape))
+    assert np.array_equal(split_merged(regions), labels)

@@ -1,0 +1,270 @@
+"""The colour grade of a graded mosaic: each frame-locked cell one affine colour map of its mean.
+
+A pixelation, a hexagonal or a low-poly mosaic, a stained glass's panes paint each cell of a
+fixed partition of the frame with the mean colour of the picture under it, graded (saturated,
+warmed, contrast raised). The look applied to the unstyled render then takes each cell's colour
+from the render's own cell mean; a network fitted on one keyframe must learn that grade from a few
+hundred cells, and each cell's error in it is the styled frame's error. This module reads the
+grade from the keyframes exactly: a least-squares affine colour map from the source frames' cell
+means to the references' cell colours, fitted again on the cells it explains until they stop
+changing. Where the map reaches past the colours the references' cells span, the look clips
+there, and so does the grade. Cells the map does not explain in some keyframe are *drawn*: the
+translator's output stays there, except where most of their pixels share one colour in every
+keyframe, the mosaic's *ink* (a stained glass's lead, a tile's grout): those cells take it. The
+look is graded when the explained cells hold ``min_graded`` of the pixels and their colours are
+about as many as they are (a palette's snapped colours are few: a pixel art, a console's four
+greens).
+
+Rendering, a graded cell of a frame takes ``clamp(A @ mean + b)`` of the render's mean under it,
+an inked cell the ink, and the network's output is kept on the other drawn cells. The map, the
+ink and what each pixel's cell takes (at the size the cells were found) are stored in the style
+file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from backend.style.lattice import CellMap, cell_colours
+
+CLIPPED = 1 / 255
+"""A reference's cell colour within this of the range the references span, on a channel, is
+clipped there: that channel says nothing of the map's slope."""
+
+
+MIN_INK = 0.5
+"""The share of the drawn cells' pixels one colour must paint in every keyframe to be the mosaic's
+ink (a stained glass's lead is 0.7-0.9 of them)."""
+
+
+SPREAD = 4.0
+"""A cell whose error is over this many times the median pixel's (and over the tolerance) is
+drawn: a stained glass's panes miss their grade by 0.01-0.03 (their means run under the lead
+lines), its lead by 0.3 and more."""
+
+
+@dataclass(frozen=True)
+class CellGradeSettings:
+    """Thresholds of ``find_cell_grade``.
+
+    Attributes:
+        tolerance: a cell is explained when the map puts its colour within this of the reference's
+            on every channel, or within ``SPREAD`` times the median pixel's error where that is
+            more, up to ``max_tolerance``; [-1, 1] units (0.03: about 4 of 255 levels; a look's
+            own rounding is under 1).
+        max_tolerance: the most a graded cell may be off (0.08: about 10 levels).
+        min_graded: the share of the pixels the explained cells must hold in every keyframe.
+        min_distinct: distinct colours per explained cell from which the cells are graded, not
+            snapped to a palette.
+        rounds: fits at most, each on the cells the last one explained.
+    """
+
+    tolerance: float = 0.03
+    max_tolerance: float = 0.08
+    min_graded: float = 0.6
+    min_distinct: float = 0.25
+    rounds: int = 5
+
+
+@dataclass(frozen=True)
+class CellGradeEvidence:
+    """What ``find_cell_grade`` read: the share of the pixels in explained cells (``graded``, the
+    smallest over the keyframes), distinct colours per explained cell (``distinct``, the smallest:
+    a palette's cells share a few colours, a grade's about as many as there are cells), the RMS of
+    the map's error on the cells it grades (``rms``, [-1, 1] units), the share of the other cells'
+    pixels painted the mosaic's ink (``ink``, ``MIN_INK``) and whether the look is graded
+    (``found``)."""
+
+    graded: float
+    distinct: float
+    rms: float
+    ink: float
+    found: bool
+
+    def to_dict(self) -> dict:
+        return {"graded": round(self.graded, 4), "distinct": round(self.distinct, 4),
+                "rms": round(self.rms, 5), "ink": round(self.ink, 4), "found": self.found}
+
+
+DRAWN, GRADED, INKED = 0, 1, 2
+"""What a pixel's cell takes (``CellGrade.kind``): the network's output, the grade of the frame's
+mean under it, or the mosaic's ink (a stained glass's lead, a tile's grout: one colour whatever
+the picture)."""
+
+
+@dataclass(frozen=True, eq=False)
+class CellGrade:
+    """``matrix`` (3, 4) float32: a graded cell's colour is ``matrix[:, :3] @ mean + matrix[:, 3]``,
+    clamped per channel to [``low``, ``high``] (each (3,) float32, [-1, 1] units); ``ink`` (3,)
+    float32 the inked cells' colour; ``kind`` (H, W) uint8 at the size the cells were found, what
+    each pixel's cell takes (``DRAWN``, ``GRADED`` or ``INKED``)."""
+
+    matrix: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    ink: torch.Tensor
+    kind: torch.Tensor
+
+    def kinds(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """(h * w,) uint8: ``kind`` at an (h, w) frame by nearest pixel centre (as the cells scale)."""
+        gh, gw = self.kind.shape
+        ys = ((torch.arange(h, dtype=torch.float64) + 0.5) * gh / h).floor().long().clamp(0, gh - 1)
+        xs = ((torch.arange(w, dtype=torch.float64) + 0.5) * gw / w).floor().long().clamp(0, gw - 1)
+        return self.kind[ys[:, None], xs[None, :]].reshape(-1).to(device)
+
+    def colours(self, means: torch.Tensor) -> torch.Tensor:
+        """(..., 3) cell mean colours -> (..., 3) graded colours, in [-1, 1] units."""
+        m = self.matrix.to(means)
+        out = means @ m[:, :3].T + m[:, 3]
+        return torch.maximum(torch.minimum(out, self.high.to(means)), self.low.to(means))
+
+    def apply(self, out: torch.Tensor, image: torch.Tensor, cells: CellMap,
+              kinds: torch.Tensor) -> torch.Tensor:
+        """The translator's ``out`` (B, 3, H, W) with each graded cell replaced by the grade of
+        ``image``'s (B, >= 3, H, W) mean colour under it and each inked one by the ink;
+        ``kinds``: (H * W,) uint8, ``self.kinds``."""
+        b, _, h, w = out.shape
+        picture = image[:, :3].float().clamp(-1, 1)  # as the frame a user sees, which the look is of
+        graded = self.colours(cell_colours(picture, cells))[:, cells.index]  # (B, H * W, 3)
+        graded = graded.reshape(b, h, w, 3).permute(0, 3, 1, 2).to(out.dtype)
+        kinds = kinds.reshape(1, 1, h, w)
+        out = torch.where(kinds == GRADED, graded, out)
+        return torch.where(kinds == INKED, self.ink.to(out).reshape(1, 3, 1, 1), out)
+
+    def to_dict(self) -> dict:
+        """What a style file stores (CPU tensors)."""
+        return {"matrix": self.matrix.float().cpu().clone(), "low": self.low.float().cpu().clone(),
+                "high": self.high.float().cpu().clone(), "ink": self.ink.float().cpu().clone(),
+                "kind": self.kind.to(torch.uint8).cpu().clone()}
+
+    @classmethod
+    def from_dict(cls, d: object) -> CellGrade:
+        """Raises ValueError for anything but ``to_dict``'s shapes and finite values."""
+        names = ("matrix", "low", "high", "ink", "kind")
+        if not isinstance(d, dict):
+            raise ValueError(f"a cell grade must be a dict of {', '.join(names)}")
+        parts = [d.get(k) for k in names]
+        if not all(isinstance(p, torch.Tensor) for p in parts):
+            raise ValueError("a cell grade needs tensors matrix (3, 4), low, high and ink (3,), kind (H, W)")
+        matrix, low, high, ink, kind = parts
+        if tuple(matrix.shape) != (3, 4) or any(tuple(t.shape) != (3,) for t in (low, high, ink)) \
+                or kind.dim() != 2 or kind.numel() == 0:
+            shapes = ", ".join(str(tuple(t.shape)) for t in parts)
+            raise ValueError("a cell grade's shapes are matrix (3, 4), low, high and ink (3,), kind (H, W); "
+                             f"got {shapes}")
+        finite = all(bool(torch.isfinite(t.float()).all()) for t in (matrix, low, high, ink))
+        if not finite or bool((low > high).any()):
+            raise ValueError("a cell grade's matrix, range and ink must be finite, low <= high")
+        if kind.dtype.is_floating_point or int(kind.min()) < DRAWN or int(kind.max()) > INKED:
+            raise ValueError(f"a cell grade's kinds are integers {DRAWN}-{INKED}")
+        return cls(matrix.float(), low.float(), high.float(), ink.float(), kind.to(torch.uint8))
+
+
+def _affine(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+    """Weighted least squares, one output channel at a time over the cells ``use`` (N, 3) bool
+    marks for it: x (N, 3), r (N, 3), weight (N,) -> the (3, 4) map with a constant."""
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) * weight.sqrt()[:, None]
+    rows = []
+    for k in range(3):
+        a, b = design[use[:, k]], (r[:, k] * weight.sqrt())[use[:, k]]
+        rows.append(torch.linalg.lstsq(a, b[:, None]).solution[:, 0] if len(a) >= 8 else
+                    torch.eye(3, 4, dtype=x.dtype)[k])
+    return torch.stack(rows)
+
+
+def _weighted_median(values: torch.Tensor, weight: torch.Tensor) -> float:
+    """The median of ``values`` with each counted ``weight`` times (both (N,))."""
+    order = values.argsort()
+    cum = weight[order].cumsum(0)
+    return float(values[order][int(torch.searchsorted(cum, cum[-1] / 2).clamp_max(len(cum) - 1))])
+
+
+def _distinct_share(r: torch.Tensor, explained: torch.Tensor) -> float:
+    """The fewest distinct uint8 colours per explained cell over the keyframes.
+    r: (P, N, 3) cell colours in [-1, 1]; explained: (P, N) bool."""
+    shares = []
+    for colours, use in zip(r, explained, strict=True):
+        levels = ((colours[use].clamp(-1, 1) + 1) * 127.5).round().long()
+        shares.append(len(torch.unique(levels, dim=0)) / max(int(use.sum()), 1))
+    return min(shares)
+
+
+def find_cell_grade(targets: torch.Tensor, sources: torch.Tensor, cells: CellMap,
+                    settings: CellGradeSettings | None = None) -> tuple[CellGrade | None, CellGradeEvidence]:
+    """The affine grade of every keyframe's cells, or None where it explains too few of them.
+
+    targets: (P, 3, H, W) references in [-1, 1]; sources: (P, >= 3, H, W) the frames they were made
+    from; cells: the frame's cells (``CellMap`` of H * W pixels, the lattice's or mosaic's)."""
+    s = settings or CellGradeSettings()
+    p, _, h, w = targets.shape
+    r = cell_colours(targets[:, :3].double(), cells)  # (P, N, 3)
+    x = cell_colours(sources[:, :3].double().to(targets.device), cells)
+    count = cells.count.double()[None].expand(p, -1)
+    low, high = r.amin((0, 1)), r.amax((0, 1))
+    # a channel at the references' bound says only that the map reaches past it: not fitted on
+    inside = (r > low + CLIPPED) & (r < high - CLIPPED)
+    explained = torch.ones(r.shape[:2], dtype=torch.bool)
+    grade, err, tolerance = None, None, s.tolerance
+    for _ in range(s.rounds):
+        if int(explained.sum()) < 8:
+            break
+        matrix = _affine(x[explained], r[explained], count[explained], inside[explained])
+        grade = CellGrade(matrix.float(), low.float(), high.float(), torch.zeros(3),
+                          torch.zeros(h, w, dtype=torch.uint8))
+        err = (grade.colours(x.float()).double() - r).abs().amax(-1)  # (P, N)
+        # drawn cells are outliers of the map: a tolerance that shrinks with the typical pixel's error
+        typical = _weighted_median(err.flatten(), count.flatten())
+        tolerance = min(max(s.tolerance, SPREAD * typical), s.max_tolerance)
+        now = err <= tolerance
+        if torch.equal(now, explained):
+            break
+        explained = now
+    if grade is None:
+        return None, CellGradeEvidence(0.0, 0.0, float("nan"), 0.0, False)
+    explained = err <= tolerance
+    every = explained.all(0)  # a cell explained in every keyframe
+    share = float(((explained.double() * count).sum(1) / (h * w)).amin())
+    distinct = _distinct_share(r, explained)
+    weights = (count * every[None])[..., None]
+    rms = float(((grade.colours(x.float()).double() - r) ** 2 * weights).sum().div(
+        (3 * weights.sum()).clamp_min(1)).sqrt())
+    found = share >= s.min_graded and distinct >= s.min_distinct
+    # a bound the map reaches past on some cell is the look's clip; any other only where the
+    # references happened to end, so renders may pass it (up to the colour range)
+    linear = x @ grade.matrix[:, :3].T.double() + grade.matrix[:, 3].double()
+    low = torch.where((linear < low - tolerance).flatten(0, 1).any(0), low, torch.full_like(low, -1.0))
+    high = torch.where((linear > high + tolerance).flatten(0, 1).any(0), high, torch.full_like(high, 1.0))
+    ink, inked, ink_share = _ink(r, count, ~every)
+    evidence = CellGradeEvidence(share, distinct, rms, ink_share, found)
+    if not found:
+        return None, evidence
+    kind = torch.full((len(every),), DRAWN, dtype=torch.uint8)
+    kind[every] = GRADED
+    kind[inked] = INKED
+    kind = kind[cells.index].reshape(h, w)
+    return CellGrade(grade.matrix, low.float(), high.float(), ink.float(), kind), evidence
+
+
+def _ink(r: torch.Tensor, count: torch.Tensor,
+         drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The mosaic's ink among the ``drawn`` cells (N,) bool: the uint8 colour that most of their
+    pixels have in every keyframe (r (P, N, 3) cell colours, count (P, N) pixels). Returns the
+    ink (3,) in [-1, 1] units, the (N,) cells it paints, and their share of the drawn pixels;
+    no cell where that share is under ``MIN_INK``."""
+    levels = ((r.clamp(-1, 1) + 1) * 127.5).round().long()  # (P, N, 3)
+    code = levels[..., 0] * 65536 + levels[..., 1] * 256 + levels[..., 2]
+    same = (code == code[:1]).all(0) & drawn  # one colour in every keyframe
+    none = torch.zeros_like(drawn)
+    if not bool(same.any()):
+        return torch.zeros(3), none, 0.0
+    pixels = count[0]
+    colours, which = torch.unique(code[0][same], return_inverse=True)
+    weight = torch.zeros(len(colours), dtype=pixels.dtype).index_add_(0, which, pixels[same])
+    best = int(weight.argmax())
+    inked = same & (code[0] == colours[best])
+    share = float(pixels[inked].sum() / pixels[drawn].sum())
+    if share < MIN_INK:
+        return torch.zeros(3), none, share
+    return levels[0][inked][0].double() / 127.5 - 1, inked, share
