@@ -69,8 +69,7 @@ class SteadyChoice:
     """The outcome of ``choose_steady``.
 
     Attributes:
-        steady: the chosen filter; None where the edit then kept none (a graded mosaic that
-            flickers little unfiltered, ``backend.train.translator_edit``).
+        steady: the chosen filter.
         ratios: the flicker ratio with each filter tried, weakest first (the last is the chosen
             one; fewer than the ladder's when one met the bound early, more when the last resort
             was tried).
@@ -78,15 +77,14 @@ class SteadyChoice:
         frames: how many frames were measured.
     """
 
-    steady: SteadyFilter | None
+    steady: SteadyFilter
     ratios: tuple[float, ...]
     raw: float
     frames: int
 
     def to_dict(self) -> dict:
-        steady = None if self.steady is None else self.steady.to_dict()
-        return {"steady": steady, "ratios": [round(r, 4) for r in self.ratios], "raw": round(self.raw, 4),
-                "frames": self.frames}
+        return {"steady": self.steady.to_dict(), "ratios": [round(r, 4) for r in self.ratios],
+                "raw": round(self.raw, 4), "frames": self.frames}
 
 
 def flicker_ratio(styled: torch.Tensor, plain: torch.Tensor) -> float:

@@ -124,15 +124,6 @@ class TranslatorEditJob:
             result.steady_choice = self.choose_steady(result.translator)
             if result.steady_choice is not None:
                 result.translator.steady = result.steady_choice.steady
-            choice = result.steady_choice
-            if (result.translator.cell_grade is not None and choice is not None
-                    and choice.raw <= self.settings.steady_bound):
-                # a graded cell is the look's own function of the frame under it: averaged over
-                # time it is no longer that, and it flickers little enough as it is
-                log.info("steady filter: none for a graded mosaic that flickers %.2fx unstyled unfiltered",
-                         choice.raw)
-                result.translator.steady = None
-                result.steady_choice = replace(choice, steady=None)
         return result
 
     def choose_steady(self, translator: torch.nn.Module) -> SteadyChoice | None:

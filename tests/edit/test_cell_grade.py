@@ -145,32 +145,3 @@ def test_a_fitted_translator_grades_unseen_frames_like_the_look_and_stores_it() 
     assert all(torch.equal(a, b) for a, b in zip(off.translator.state_dict().values(),
                                                  net.state_dict().values(), strict=True))  # the same fit
 
-
-def test_an_edit_keeps_no_steady_filter_on_a_graded_mosaic_that_flickers_little(edit_subject) -> None:
-    """The steady filter would average each graded cell over time, away from the look's own
-    function of the frame under it: where the unfiltered style flickers under the edit's bound,
-    the style keeps none (the meta says so); over the bound the choice stands."""
-    from backend.data.subject import Subject
-    from backend.images import encode_png
-    from backend.style.steady import SteadyFilter
-    from backend.train.keyframes import Keyframe
-    from backend.train.translator_edit import prepare_translator_edit, translator_style_meta
-
-    subject = Subject.open(edit_subject)
-    for i in range(subject.n_frames):  # shaded, so neighbouring cells differ (a flat frame merges them)
-        path = edit_subject / "frames" / f"{i:06d}.png"
-        path.write_bytes(encode_png(shaded(subject.frame(i))))
-    frame = Subject.open(edit_subject).frame(3)
-    crystals = unseen_looks._voronoi_cells(*frame.shape[:2], 120, 5)
-    mosaic = unseen_looks._unit8(unseen_looks._fill_cells(frame, crystals) * 0.9 + 0.05)
-    settings = FitSettings(steps=4, batch=2, patch=16, steady=SteadyFilter(), steady_bound=100.0,
-                           partition=True, cell_grade=True, net=TranslatorConfig(width=8, blocks=1))
-    job = prepare_translator_edit(edit_subject, [Keyframe(mosaic, 3)], settings=settings)
-    loose = job.run()
-    assert loose.translator.cell_grade is not None and loose.translator.steady is None
-    meta = translator_style_meta(job, loose, "x", 0)
-    assert meta["steady_choice"]["steady"] is None and meta["steady_choice"]["raw"] <= 100.0
-    assert meta["cell_grade"]["found"] and "steady" not in translator_state(loose.translator)
-    tight = prepare_translator_edit(edit_subject, [Keyframe(mosaic, 3)],
-                                    settings=replace(settings, steady_bound=1e-3)).run()
-    assert tight.translator.cell_grade is not None and tight.translator.steady is not None
