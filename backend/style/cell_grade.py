@@ -120,14 +120,14 @@ class CellGrade:
         out = means @ m[:, :3].T + m[:, 3]
         return torch.maximum(torch.minimum(out, self.high.to(means)), self.low.to(means))
 
-    def apply(self, out: torch.Tensor, image: torch.Tensor, cells: CellMap,
-              kinds: torch.Tensor) -> torch.Tensor:
+    def apply(self, out: torch.Tensor, image: torch.Tensor, cells: CellMap, kinds: torch.Tensor,
+              shares: Shares | None) -> torch.Tensor:
         """The translator's ``out`` (B, 3, H, W) with each graded cell replaced by the grade of
         ``image``'s (B, >= 3, H, W) mean colour under it and each inked one by the ink;
-        ``kinds``: (H * W,) uint8, ``self.kinds``."""
+        ``kinds``: (H * W,) uint8, ``self.kinds``; ``shares``: ``ink_shares`` of them."""
         b, _, h, w = out.shape
         picture = image[:, :3].float().clamp(-1, 1)  # as the frame a user sees, which the look is of
-        graded = self.colours(cell_colours(picture, cells))[:, cells.index]  # (B, H * W, 3)
+        graded = self.colours(shared_means(picture, cells, shares))[:, cells.index]  # (B, H * W, 3)
         graded = graded.reshape(b, h, w, 3).permute(0, 3, 1, 2).to(out.dtype)
         kinds = kinds.reshape(1, 1, h, w)
         out = torch.where(kinds == GRADED, graded, out)
@@ -160,6 +160,50 @@ class CellGrade:
         if kind.dtype.is_floating_point or int(kind.min()) < DRAWN or int(kind.max()) > INKED:
             raise ValueError(f"a cell grade's kinds are integers {DRAWN}-{INKED}")
         return cls(matrix.float(), low.float(), high.float(), ink.float(), kind.to(torch.uint8))
+
+
+Shares = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Each inked pixel's share in the cells beside it: (M,) pixel, (M,) cell, (M,) weight (``ink_shares``)."""
+
+
+def shared_means(image: torch.Tensor, cells: CellMap, shares: Shares | None) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C): each cell's mean colour of ``image``, with each inked pixel
+    shared among the other cells beside it (``ink_shares``; None: no ink). A mosaic fills its
+    cells from the picture first and draws its lead or grout over their edges: the picture under a
+    line was part of the cells it borders."""
+    means = cell_colours(image, cells)
+    if shares is None or not len(shares[0]):
+        return means
+    b, c, h, w = image.shape
+    pix, cell, weight = shares
+    flat = image.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    n = cells.count.shape[0]
+    sums = means * cells.count.to(means)[None, :, None]
+    sums = sums.index_add(1, cell, flat[:, pix] * weight.to(flat)[None, :, None])
+    count = cells.count.to(means).index_add(0, cell, weight.to(means))
+    return sums / count[None, :n, None]
+
+
+def ink_shares(cells: CellMap, kinds: torch.Tensor, h: int, w: int) -> Shares | None:
+    """Each inked pixel's share in the other cells beside it (4 neighbours): (M,) pixel, (M,)
+    cell, (M,) weight (1 / the number of such cells), from an (h, w) frame's ``cells`` and pixel
+    ``kinds`` (H * W,); None where no pixel is inked."""
+    index, kinds = cells.index, kinds.reshape(-1)
+    if not bool((kinds == INKED).any()):
+        return None
+    pos = torch.arange(h * w, device=index.device).reshape(h, w)
+    inked = (kinds == INKED).reshape(h, w)
+    pairs = []
+    for a, b in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                 ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+                 ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                 ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
+        take = inked[a] & ~inked[b]  # an inked pixel and its neighbour on a cell
+        pairs.append(torch.stack([pos[a][take], index[pos[b][take]]], 1))
+    pairs = torch.unique(torch.cat(pairs), dim=0)  # each (pixel, cell) once
+    pix, cell = pairs[:, 0], pairs[:, 1]
+    per_pixel = torch.bincount(pix, minlength=h * w).double()
+    return pix, cell, 1.0 / per_pixel[pix]
 
 
 def _affine(x: torch.Tensor, r: torch.Tensor, weight: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
@@ -196,35 +240,26 @@ def find_cell_grade(targets: torch.Tensor, sources: torch.Tensor, cells: CellMap
     """The affine grade of every keyframe's cells, or None where it explains too few of them.
 
     targets: (P, 3, H, W) references in [-1, 1]; sources: (P, >= 3, H, W) the frames they were made
-    from; cells: the frame's cells (``CellMap`` of H * W pixels, the lattice's or mosaic's)."""
+    from; cells: the frame's cells (``CellMap`` of H * W pixels, the lattice's or mosaic's). Where
+    the cells the grade leaves have an ink, the grade is fitted again on the cells' means with
+    the picture under the ink shared among them (``shared_means``), as it is rendered."""
     s = settings or CellGradeSettings()
     p, _, h, w = targets.shape
     r = cell_colours(targets[:, :3].double(), cells)  # (P, N, 3)
-    x = cell_colours(sources[:, :3].double().to(targets.device), cells)
+    source = sources[:, :3].double().to(targets.device)
     count = cells.count.double()[None].expand(p, -1)
-    low, high = r.amin((0, 1)), r.amax((0, 1))
-    # a channel at the references' bound says only that the map reaches past it: not fitted on
-    inside = (r > low + CLIPPED) & (r < high - CLIPPED)
-    explained = torch.ones(r.shape[:2], dtype=torch.bool)
-    grade, err, tolerance = None, None, s.tolerance
-    for _ in range(s.rounds):
-        if int(explained.sum()) < 8:
-            break
-        matrix = _affine(x[explained], r[explained], count[explained], inside[explained])
-        grade = CellGrade(matrix.float(), low.float(), high.float(), torch.zeros(3),
-                          torch.zeros(h, w, dtype=torch.uint8))
-        err = (grade.colours(x.float()).double() - r).abs().amax(-1)  # (P, N)
-        # drawn cells are outliers of the map: a tolerance that shrinks with the typical pixel's error
-        typical = _weighted_median(err.flatten(), count.flatten())
-        tolerance = min(max(s.tolerance, SPREAD * typical), s.max_tolerance)
-        now = err <= tolerance
-        if torch.equal(now, explained):
-            break
-        explained = now
-    if grade is None:
+    fitted = _fit(cell_colours(source, cells), r, count, torch.zeros(r.shape[1], dtype=torch.bool), s)
+    if fitted is None:
         return None, CellGradeEvidence(0.0, 0.0, float("nan"), 0.0, False)
-    explained = err <= tolerance
-    every = explained.all(0)  # a cell explained in every keyframe
+    ink, inked, ink_share = _ink(r, count, ~fitted[1].all(0))
+    kind = torch.full((r.shape[1],), DRAWN, dtype=torch.uint8)
+    kind[inked] = INKED
+    x = cell_colours(source, cells)
+    if bool(inked.any()):
+        x = shared_means(source, cells, ink_shares(cells, kind[cells.index], h, w))
+        fitted = _fit(x, r, count, inked, s) or fitted
+    grade, explained, tolerance = fitted
+    every = explained.all(0) & ~inked  # a cell explained in every keyframe
     share = float(((explained.double() * count).sum(1) / (h * w)).amin())
     distinct = _distinct_share(r, explained)
     weights = (count * every[None])[..., None]
@@ -233,18 +268,45 @@ def find_cell_grade(targets: torch.Tensor, sources: torch.Tensor, cells: CellMap
     found = share >= s.min_graded and distinct >= s.min_distinct
     # a bound the map reaches past on some cell is the look's clip; any other only where the
     # references happened to end, so renders may pass it (up to the colour range)
+    low, high = grade.low.double(), grade.high.double()
     linear = x @ grade.matrix[:, :3].T.double() + grade.matrix[:, 3].double()
     low = torch.where((linear < low - tolerance).flatten(0, 1).any(0), low, torch.full_like(low, -1.0))
     high = torch.where((linear > high + tolerance).flatten(0, 1).any(0), high, torch.full_like(high, 1.0))
-    ink, inked, ink_share = _ink(r, count, ~every)
     evidence = CellGradeEvidence(share, distinct, rms, ink_share, found)
     if not found:
         return None, evidence
-    kind = torch.full((len(every),), DRAWN, dtype=torch.uint8)
     kind[every] = GRADED
-    kind[inked] = INKED
     kind = kind[cells.index].reshape(h, w)
     return CellGrade(grade.matrix, low.float(), high.float(), ink.float(), kind), evidence
+
+
+def _fit(x: torch.Tensor, r: torch.Tensor, count: torch.Tensor, apart: torch.Tensor,
+         s: CellGradeSettings) -> tuple[CellGrade, torch.Tensor, float] | None:
+    """The map from cell means x to colours r (both (P, N, 3); count (P, N) pixels), fitted again
+    on the cells it explains until they stop changing, never on the cells ``apart`` (N,) bool.
+    Returns the grade (clamped to the colours r spans; no cells marked), which cells it explains
+    (P, N) bool and the tolerance that decided it; None with fewer than 8 cells to fit on."""
+    low, high = r.amin((0, 1)), r.amax((0, 1))
+    # a channel at the references' bound says only that the map reaches past it: not fitted on
+    inside = (r > low + CLIPPED) & (r < high - CLIPPED)
+    explained = ~apart[None].expand(r.shape[:2])
+    found = None
+    for _ in range(s.rounds):
+        if int(explained.sum()) < 8:
+            break
+        matrix = _affine(x[explained], r[explained], count[explained], inside[explained])
+        grade = CellGrade(matrix.float(), low.float(), high.float(), torch.zeros(3),
+                          torch.zeros(1, 1, dtype=torch.uint8))
+        err = (grade.colours(x.float()).double() - r).abs().amax(-1)  # (P, N)
+        # drawn cells are outliers of the map: a tolerance that shrinks with the typical pixel's error
+        typical = _weighted_median(err.flatten(), count.flatten())
+        tolerance = min(max(s.tolerance, SPREAD * typical), s.max_tolerance)
+        now = (err <= tolerance) & ~apart[None]
+        found = (grade, now, tolerance)
+        if torch.equal(now, explained):
+            break
+        explained = now
+    return found
 
 
 def _ink(r: torch.Tensor, count: torch.Tensor,

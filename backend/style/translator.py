@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.imaging.coords import position_channels
-from backend.style.cell_grade import CellGrade
+from backend.style.cell_grade import CellGrade, ink_shares
 from backend.style.frame_jitter import FrameJitter
 from backend.style.frame_partition import FramePartition
 from backend.style.guides import uv_guides
@@ -391,7 +391,9 @@ class StyleTranslator(nn.Module):
         grade = self.cell_grade
         kinds = self._cache.get(self._cache.cells, ("kinds", h, w, image.device, grade),
                                 lambda: grade.kinds(h, w, image.device))
-        return grade.apply(out, image, cells, kinds)
+        shares = self._cache.get(self._cache.cells, ("shares", h, w, image.device, grade),
+                                 lambda: (ink_shares(cells, kinds, h, w),))[0]
+        return grade.apply(out, image, cells, kinds, shares)
 
     def forward_reference(self, image: torch.Tensor, guides: torch.Tensor | None = None,
                           screen_map: torch.Tensor | None = None, cells: CellMap | None = None,
