@@ -36,7 +36,10 @@ clipped there: that channel says nothing of the map's slope."""
 
 MIN_INK = 0.5
 """The share of the drawn cells' pixels one colour must paint in every keyframe to be the mosaic's
-ink (a stained glass's lead is 0.7-0.9 of them)."""
+ink (a stained glass's lead is 0.8-0.9 of them, a tile's grout 0.6-0.9)."""
+MIN_INK_FRAME = 0.05
+"""The share of the whole frame the ink's cells must hold besides (lead and grout hold 0.2-0.25
+of it; the few clipped cells a grade may leave, which one colour can paint, under 0.01)."""
 
 
 SPREAD = 4.0
@@ -73,9 +76,8 @@ class CellGradeEvidence:
     """What ``find_cell_grade`` read: the share of the pixels in explained cells (``graded``, the
     smallest over the keyframes), distinct colours per explained cell (``distinct``, the smallest:
     a palette's cells share a few colours, a grade's about as many as there are cells), the RMS of
-    the map's error on the cells it grades (``rms``, [-1, 1] units), the share of the other cells'
-    pixels painted the mosaic's ink (``ink``, ``MIN_INK``) and whether the look is graded
-    (``found``)."""
+    the map's error on the cells it grades (``rms``, [-1, 1] units), the share of the frame painted
+    the mosaic's ink (``ink``; 0.0: none) and whether the look is graded (``found``)."""
 
     graded: float
     distinct: float
@@ -313,8 +315,9 @@ def _ink(r: torch.Tensor, count: torch.Tensor,
          drawn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The mosaic's ink among the ``drawn`` cells (N,) bool: the uint8 colour that most of their
     pixels have in every keyframe (r (P, N, 3) cell colours, count (P, N) pixels). Returns the
-    ink (3,) in [-1, 1] units, the (N,) cells it paints, and their share of the drawn pixels;
-    no cell where that share is under ``MIN_INK``."""
+    ink (3,) in [-1, 1] units, the (N,) cells it paints, and their share of the frame's pixels;
+    none (and 0.0) where their share of the drawn pixels is under ``MIN_INK`` or of the frame
+    under ``MIN_INK_FRAME``."""
     levels = ((r.clamp(-1, 1) + 1) * 127.5).round().long()  # (P, N, 3)
     code = levels[..., 0] * 65536 + levels[..., 1] * 256 + levels[..., 2]
     same = (code == code[:1]).all(0) & drawn  # one colour in every keyframe
@@ -326,7 +329,7 @@ def _ink(r: torch.Tensor, count: torch.Tensor,
     weight = torch.zeros(len(colours), dtype=pixels.dtype).index_add_(0, which, pixels[same])
     best = int(weight.argmax())
     inked = same & (code[0] == colours[best])
-    share = float(pixels[inked].sum() / pixels[drawn].sum())
-    if share < MIN_INK:
-        return torch.zeros(3), none, share
-    return levels[0][inked][0].double() / 127.5 - 1, inked, share
+    frame = float(pixels[inked].sum() / pixels.sum())
+    if float(pixels[inked].sum() / pixels[drawn].sum()) < MIN_INK or frame < MIN_INK_FRAME:
+        return torch.zeros(3), none, 0.0
+    return levels[0][inked][0].double() / 127.5 - 1, inked, frame

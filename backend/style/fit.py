@@ -91,11 +91,12 @@ class FitSettings:
             a crystallised, hexagonal or low-poly mosaic); when every target is such a mosaic,
             their cells are used as a lattice's are, in place of a lattice whose cells are not
             flat in the targets.
-        cell_grade: where cells are found (a lattice or a mosaic) and no screen, read the affine
-            colour grade of each cell's mean in the references (``backend.style.cell_grade``):
-            when it explains them, the renderer gives each graded cell the grade of the render's
-            own mean under it and keeps the network's output on the rest (``StyleTranslator.cell_grade``);
-            the fit is the same.
+        cell_grade: where cells are found (a lattice or a mosaic), read the affine colour grade of
+            each cell's mean in the references (``backend.style.cell_grade``): when it explains
+            them, the renderer gives each graded cell the grade of the render's own mean under it,
+            each inked cell the ink, and keeps the network's output on the rest
+            (``StyleTranslator.cell_grade``); a screen found in the same references is then the
+            cells' own pattern (a tile's grout) and is dropped. The fit is otherwise the same.
         frame_jitter: look for rows or columns that the references move sideways by their own
             fixed amounts (``backend.style.frame_jitter``): when found, the fit takes the shifts
             out of the references and the translator puts them back on every frame it renders
@@ -428,16 +429,19 @@ def fit_translator(inputs: torch.Tensor, targets: torch.Tensor, settings: FitSet
     recolour = (cell_recolour_share(targets.cpu(), sources, lattice)
                 if lattice is not None and s.cell_input else None)
     cell_grade, grade_evidence = None, None
-    if s.cell_grade and lattice is not None and screen is None:  # read on the video frames' pairs
+    if s.cell_grade and lattice is not None:  # read on the video frames' pairs
         read_on = list(range(len(inputs))) if texture_from is None else list(texture_from)
         cells = CellMap.of(lattice.cell_index(*targets.shape[-2:]))
         cell_grade, evidence = find_cell_grade(targets[read_on].cpu(), inputs[read_on, :3].cpu(), cells)
         grade_evidence = evidence.to_dict()
         holds = cell_grade is not None
         log.info("style translator: one affine grade of each cell's mean colour %s (%.2f of the pixels "
-                 "in cells it explains, %.2f distinct colours per cell, RMS %.4f)%s",
+                 "in cells it explains, %.2f distinct colours per cell, RMS %.4f, ink %.2f)%s",
                  "holds" if holds else "does not hold", evidence.graded, evidence.distinct, evidence.rms,
-                 ": the renderer grades those cells' render means" if holds else "")
+                 evidence.ink, ": the renderer grades those cells' render means" if holds else "")
+        if holds and screen is not None:  # a tile's grout read as a periodic pattern: the cells hold it
+            log.info("style translator: the frame-locked screen is the cells' own pattern; not kept")
+            screen = None
     dither, dots = None, None
     if s.dither and screen is None and lattice is None:
         dither, dots = find_palette(targets)
