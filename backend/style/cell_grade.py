@@ -101,13 +101,15 @@ class CellGrade:
     """``matrix`` (3, 4) float32: a graded cell's colour is ``matrix[:, :3] @ mean + matrix[:, 3]``,
     clamped per channel to [``low``, ``high``] (each (3,) float32, [-1, 1] units); ``ink`` (3,)
     float32 the inked cells' colour; ``kind`` (H, W) uint8 at the size the cells were found, what
-    each pixel's cell takes (``DRAWN``, ``GRADED`` or ``INKED``)."""
+    each pixel's cell takes (``DRAWN``, ``GRADED`` or ``INKED``); ``sides``: which cells beside an
+    inked pixel share the picture under it in their means (one of ``SIDES``; None: none)."""
 
     matrix: torch.Tensor
     low: torch.Tensor
     high: torch.Tensor
     ink: torch.Tensor
     kind: torch.Tensor
+    sides: str | None = None
 
     def kinds(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """(h * w,) uint8: ``kind`` at an (h, w) frame by nearest pixel centre (as the cells scale)."""
@@ -139,7 +141,7 @@ class CellGrade:
         """What a style file stores (CPU tensors)."""
         return {"matrix": self.matrix.float().cpu().clone(), "low": self.low.float().cpu().clone(),
                 "high": self.high.float().cpu().clone(), "ink": self.ink.float().cpu().clone(),
-                "kind": self.kind.to(torch.uint8).cpu().clone()}
+                "kind": self.kind.to(torch.uint8).cpu().clone(), "sides": self.sides}
 
     @classmethod
     def from_dict(cls, d: object) -> CellGrade:
@@ -161,7 +163,10 @@ class CellGrade:
             raise ValueError("a cell grade's matrix, range and ink must be finite, low <= high")
         if kind.dtype.is_floating_point or int(kind.min()) < DRAWN or int(kind.max()) > INKED:
             raise ValueError(f"a cell grade's kinds are integers {DRAWN}-{INKED}")
-        return cls(matrix.float(), low.float(), high.float(), ink.float(), kind.to(torch.uint8))
+        sides = d.get("sides")
+        if sides is not None and sides not in SIDES:
+            raise ValueError(f"a cell grade's sides are one of {', '.join(SIDES)} or None, got {sides!r}")
+        return cls(matrix.float(), low.float(), high.float(), ink.float(), kind.to(torch.uint8), sides)
 
 
 Shares = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -186,23 +191,33 @@ def shared_means(image: torch.Tensor, cells: CellMap, shares: Shares | None) -> 
     return sums / count[None, :n, None]
 
 
-def ink_shares(cells: CellMap, kinds: torch.Tensor, h: int, w: int) -> Shares | None:
-    """Each inked pixel's share in the other cells beside it (4 neighbours): (M,) pixel, (M,)
-    cell, (M,) weight (1 / the number of such cells), from an (h, w) frame's ``cells`` and pixel
-    ``kinds`` (H * W,); None where no pixel is inked."""
+SIDES = ("both", "after", "before")
+"""Which cells beside an inked pixel share the picture under it (``ink_shares``): all four
+neighbours' cells, only the cells below and to the right (a line drawn on each cell's first row
+and column), or only those above and to the left (a line on each cell's last). Read off the
+keyframes: the one whose grade fits them best."""
+
+
+def ink_shares(cells: CellMap, kinds: torch.Tensor, h: int, w: int,
+               sides: str | None = "both") -> Shares | None:
+    """Each inked pixel's share in the other cells beside it (4 neighbours, those of ``sides``):
+    (M,) pixel, (M,) cell, (M,) weight (1 / the number of such cells), from an (h, w) frame's
+    ``cells`` and pixel ``kinds`` (H * W,); None where no pixel is inked or ``sides`` is None."""
     index, kinds = cells.index, kinds.reshape(-1)
-    if not bool((kinds == INKED).any()):
+    if sides is None or not bool((kinds == INKED).any()):
         return None
     pos = torch.arange(h * w, device=index.device).reshape(h, w)
     inked = (kinds == INKED).reshape(h, w)
+    every, first, last = slice(None), slice(1, None), slice(None, -1)
+    before = [((first, every), (last, every)), ((every, first), (every, last))]  # above, to the left
+    after = [((last, every), (first, every)), ((every, last), (every, first))]  # below, to the right
     pairs = []
-    for a, b in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-                 ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
-                 ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-                 ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))):
+    for a, b in {"both": before + after, "after": after, "before": before}[sides]:
         take = inked[a] & ~inked[b]  # an inked pixel and its neighbour on a cell
         pairs.append(torch.stack([pos[a][take], index[pos[b][take]]], 1))
     pairs = torch.unique(torch.cat(pairs), dim=0)  # each (pixel, cell) once
+    if not len(pairs):
+        return None
     pix, cell = pairs[:, 0], pairs[:, 1]
     per_pixel = torch.bincount(pix, minlength=h * w).double()
     return pix, cell, 1.0 / per_pixel[pix]
@@ -256,10 +271,20 @@ def find_cell_grade(targets: torch.Tensor, sources: torch.Tensor, cells: CellMap
     ink, inked, ink_share = _ink(r, count, ~fitted[1].all(0))
     kind = torch.full((r.shape[1],), DRAWN, dtype=torch.uint8)
     kind[inked] = INKED
-    x = cell_colours(source, cells)
-    if bool(inked.any()):
-        x = shared_means(source, cells, ink_shares(cells, kind[cells.index], h, w))
-        fitted = _fit(x, r, count, inked, s) or fitted
+    x, sides = cell_colours(source, cells), None
+    if bool(inked.any()):  # the sides whose sharing fits the keyframes' cells best
+        best = None
+        for option in (*SIDES, None):
+            x_option = shared_means(source, cells, ink_shares(cells, kind[cells.index], h, w, option))
+            fit = _fit(x_option, r, count, inked, s)
+            if fit is None:
+                continue
+            err = (fit[0].colours(x_option.float()).double() - r).abs().amax(-1).clamp_max(s.max_tolerance)
+            miss = float((err * count)[:, ~inked].sum())
+            if best is None or miss < best[0]:
+                best = (miss, fit, x_option, option)
+        if best is not None:
+            _, fitted, x, sides = best
     grade, explained, tolerance = fitted
     every = explained.all(0) & ~inked  # a cell explained in every keyframe
     share = float(((explained.double() * count).sum(1) / (h * w)).amin())
@@ -279,7 +304,7 @@ def find_cell_grade(targets: torch.Tensor, sources: torch.Tensor, cells: CellMap
         return None, evidence
     kind[every] = GRADED
     kind = kind[cells.index].reshape(h, w)
-    return CellGrade(grade.matrix, low.float(), high.float(), ink.float(), kind), evidence
+    return CellGrade(grade.matrix, low.float(), high.float(), ink.float(), kind, sides), evidence
 
 
 def _fit(x: torch.Tensor, r: torch.Tensor, count: torch.Tensor, apart: torch.Tensor,

@@ -392,7 +392,7 @@ class StyleTranslator(nn.Module):
         kinds = self._cache.get(self._cache.cells, ("kinds", h, w, image.device, grade),
                                 lambda: grade.kinds(h, w, image.device))
         shares = self._cache.get(self._cache.cells, ("shares", h, w, image.device, grade),
-                                 lambda: (ink_shares(cells, kinds, h, w),))[0]
+                                 lambda: (ink_shares(cells, kinds, h, w, grade.sides),))[0]
         return grade.apply(out, image, cells, kinds, shares)
 
     def forward_reference(self, image: torch.Tensor, guides: torch.Tensor | None = None,

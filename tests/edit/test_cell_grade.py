@@ -57,7 +57,8 @@ def test_a_graded_mosaic_is_read_exactly_and_its_lead_is_inked() -> None:
     unseen = shaded(draw_frame(7, SIZE)[0])
     truth = _t(graded_glass(unseen, crystals))[None]
     network = torch.full_like(truth, 0.25)
-    shares = ink_shares(cells, kinds, SIZE, SIZE)  # the picture under the lead, shared by its panes
+    assert grade.sides == "after"  # the lead is drawn on each crystal's first row and column
+    shares = ink_shares(cells, kinds, SIZE, SIZE, grade.sides)  # the picture under the lead, its panes'
     out = grade.apply(network, _t(unseen)[None], cells, kinds.reshape(-1), shares)
     err = (out - truth).abs()[0].amax(0)
     assert float(err[kinds == GRADED].median()) < 0.01 and float(err[kinds == GRADED].quantile(0.9)) < 0.04
@@ -149,3 +150,27 @@ def test_a_fitted_translator_grades_unseen_frames_like_the_look_and_stores_it() 
     assert all(torch.equal(a, b) for a, b in zip(off.translator.state_dict().values(),
                                                  net.state_dict().values(), strict=True))  # the same fit
 
+
+
+def test_a_graded_lattice_keeps_its_grout_as_ink_and_no_screen() -> None:
+    """Tiles with grout lines are a lattice and, to the screen detector, a periodic pattern too:
+    where the grade holds, the cells and their ink are the pattern and the screen is dropped."""
+    frame = shaded(draw_frame(3, SIZE)[0])
+    tiles = unseen_looks.grout_tiles(frame)
+    settings = replace(FitSettings(steps=4, batch=2, patch=48, partition=True, cell_grade=True),
+                       net=TranslatorConfig(width=8, blocks=1))
+    source, target = _t(frame)[None], _t(tiles)[None]
+    graded = fit_translator(source, target, settings, seed=0).translator
+    plain = fit_translator(source, target, replace(settings, cell_grade=False), seed=0).translator
+    assert plain.screen.numel() > 0 and plain.cell_grade is None  # the grout read as a screen
+    assert graded.screen.numel() == 0 and graded.lattice is not None and graded.cell_grade is not None
+    kinds = graded.cell_grade.kind
+    grout = torch.from_numpy((np.mgrid[0:SIZE, 0:SIZE] % 8 == 0).any(0))
+    assert float((kinds[grout] == INKED).double().mean()) > 0.9
+    assert torch.allclose(graded.cell_grade.ink, torch.tensor([0.78, 0.78, 0.76]) * 2 - 1, atol=0.01)
+    unseen = _t(shaded(draw_frame(9, SIZE)[0]))[None]
+    with torch.no_grad():
+        out = graded(unseen)
+    truth = _t(unseen_looks.grout_tiles(shaded(draw_frame(9, SIZE)[0])))[None]
+    err = (out - truth).abs()[0].amax(0)
+    assert float(err[kinds == GRADED].median()) < 0.03 and float(err[grout].amax()) < 0.01
