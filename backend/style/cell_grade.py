@@ -10,15 +10,17 @@ means to the references' cell colours, fitted again on the cells it explains unt
 changing. Where the map reaches past the colours the references' cells span, the look clips
 there, and so does the grade. Cells the map does not explain in some keyframe are *drawn*: the
 translator's output stays there, except where most of their pixels share one colour in every
-keyframe, the mosaic's *ink* (a stained glass's lead, a tile's grout): those cells take it. The
+keyframe, the mosaic's *ink* (a stained glass's lead, a tile's grout): those cells take it. A
+mosaic draws its ink over its cells' edges after filling them, so the cells' means share the
+picture under the ink with the cells beside it, on the ``SIDES`` the keyframes fit best. The
 look is graded when the explained cells hold ``min_graded`` of the pixels and their colours are
 about as many as they are (a palette's snapped colours are few: a pixel art, a console's four
 greens).
 
 Rendering, a graded cell of a frame takes ``clamp(A @ mean + b)`` of the render's mean under it,
 an inked cell the ink, and the network's output is kept on the other drawn cells. The map, the
-ink and what each pixel's cell takes (at the size the cells were found) are stored in the style
-file.
+ink, the sides and what each pixel's cell takes (at the size the cells were found) are stored in
+the style file.
 """
 
 from __future__ import annotations

@@ -240,8 +240,8 @@ class FitResult:
     columns (``JitterEvidence.to_dict`` each) where one was looked for (``FitSettings.frame_jitter``),
     else None. ``partition``: each reference's ``PartitionEvidence.to_dict`` where frame-locked cells
     of any shape were looked for (``FitSettings.partition``), else None. ``cell_grade``: the
-    ``CellGradeEvidence.to_dict`` where a cell grade was looked for (``FitSettings.cell_grade``,
-    cells found, no screen), else None."""
+    ``CellGradeEvidence.to_dict`` where a cell grade was looked for (``FitSettings.cell_grade``
+    and cells found), else None."""
 
     translator: StyleTranslator
     history: list[dict[str, float]]
